@@ -1,0 +1,105 @@
+# Sidecast - top-level build. `make` builds every process into build/, `make test` runs the
+# unit and integration suites against real nats-server and redis-server, `make asan` runs the
+# same under AddressSanitizer + UBSan (into build-asan/).
+
+BUILD    ?= build
+CC       ?= cc
+SAN      ?= 0
+PKGS     := libnats libmicrohttpd libjwt hiredis libzmq jansson libcrypto libssl
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 \
+            -Wstrict-prototypes -Wmissing-prototypes -Wno-missing-field-initializers \
+            -fno-strict-aliasing -pthread -Icommon $(PKG_CFLAGS) -MMD -MP
+LDLIBS   += $(PKG_LIBS) -lcrypt -lz -lpthread -lm
+ifeq ($(SAN),1)
+CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS  += -fsanitize=address,undefined
+endif
+
+SERVICES     := $(notdir $(patsubst %/,%,$(dir $(wildcard services/*/main.c))))
+COMMON_SRC   := $(wildcard common/*.c)
+COMMON_OBJ   := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_SRC     := $(wildcard tests/unit/test_*.c)
+UNIT_BIN     := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+TOOL_SRC     := $(wildcard tests/tools/*.c)
+TOOL_BIN     := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/tools/%)
+CLIENT_SRC   := $(wildcard clients/*.c)
+
+# Every service's code but its main.c goes into build/lib<svc>.a, so unit tests reach it.
+svc_src = $(filter-out services/$(1)/main.c,$(wildcard services/$(1)/*.c))
+svc_obj = $(call svc_src,$(1):%.c=$(BUILD)/obj/%.o)
+SVC_LIBS := $(SERVICES:%=$(BUILD)/lib%.a)
+
+.PHONY: all deps test asan unit integration up clean bench fmt help
+all: $(SERVICES:%=$(BUILD)/%) $(UNIT_BIN) $(TOOL_BIN)
+
+help:
+	@echo "make            build every process into $(BUILD)/"
+	@echo "make deps       install the Debian packages the project needs"
+	@echo "make up         run the whole topology locally (NATS, Redis, services)"
+	@echo "make test       unit + integration tests against real NATS and Redis"
+	@echo "make asan       the same tests under AddressSanitizer + UBSan"
+	@echo "make bench      benchmarks (results in docs/BENCHMARKS.md)"
+
+deps:
+	@bash scripts/deps.sh
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/libcommon.a: $(COMMON_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+define SVC_RULES
+$(BUILD)/lib$(1).a: $(patsubst %.c,$(BUILD)/obj/%.o,$(call svc_src,$(1)))
+	@mkdir -p $$(dir $$@)
+	@rm -f $$@
+	ar rcs $$@ $$^ $(if $(call svc_src,$(1)),,$(BUILD)/obj/empty.o)
+$(BUILD)/$(1): $(BUILD)/obj/services/$(1)/main.o $(BUILD)/lib$(1).a $(BUILD)/libcommon.a
+	$(CC) $(LDFLAGS) -o $$@ $$^ $(LDLIBS)
+endef
+$(foreach s,$(SERVICES),$(eval $(call SVC_RULES,$(s))))
+
+$(BUILD)/obj/empty.o:
+	@mkdir -p $(dir $@)
+	echo 'typedef int sc_empty_unit;' | $(CC) -x c -c -o $@ -
+
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(SVC_LIBS) $(BUILD)/libcommon.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS)
+
+$(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(BUILD)/libcommon.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+test: deps all
+	@BUILD=$(BUILD) bash tests/run.sh
+
+unit: all
+	@BUILD=$(BUILD) bash tests/run.sh unit
+
+integration: all
+	@BUILD=$(BUILD) bash tests/run.sh integration
+
+asan: deps
+	$(MAKE) BUILD=build-asan SAN=1 CFLAGS="-O1 -g" all
+	@BUILD=build-asan SAN=1 bash tests/run.sh
+
+up: deps all
+	@bash deploy/run-local.sh
+
+bench: deps all
+	@bash bench/run.sh
+
+fmt:
+	clang-format -i common/*.[ch] services/*/*.[ch] tests/unit/*.[ch] tests/tools/*.c
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

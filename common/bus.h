@@ -1,0 +1,93 @@
+/* bus.h - the one NATS wrapper (nats.c). Status codes are translated here: callers see 0 or
+ * a negative code from enum bus_err, never a natsStatus.
+ *
+ * Connects to a comma-separated list of URLs, retries a failed first connect, reconnects
+ * forever with backoff and jitter, and logs error/disconnect/reconnect/close events.
+ * Callbacks of bus_subscribe() run on nats.c's delivery threads: they must not touch any
+ * event-loop state directly. */
+#ifndef SC_BUS_H
+#define SC_BUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum bus_err {
+    BUS_OK = 0,
+    BUS_ERR = -1,          /* other failure (logged) */
+    BUS_ENORESP = -2,      /* no responders on the subject */
+    BUS_ETIMEOUT = -3,     /* request deadline passed */
+    BUS_ENOTCONN = -4,     /* connection closed / not connected */
+    BUS_EINVAL = -5,       /* bad argument (subject, size) */
+    BUS_ENOMEM = -6,
+};
+
+typedef struct bus bus;
+typedef struct bus_msg bus_msg; /* a received message (wraps natsMsg) */
+typedef struct bus_sub bus_sub;
+
+typedef struct bus_hdr {
+    const char *name;
+    const char *value;
+} bus_hdr;
+
+/* Connects (name: shown in the NATS monitoring endpoints). If no server is reachable yet it
+ * keeps retrying in the background and returns 0; check bus_connected(). Returns 0 and *out,
+ * or a negative code for invalid URLs / allocation failure. */
+int bus_connect(bus **out, const char *urls, const char *name);
+/* Drains subscriptions (up to timeout_ms), closes and frees; accepts NULL. */
+void bus_destroy(bus *b, int timeout_ms);
+int bus_connected(bus *b);
+const char *bus_strerror(int err);
+
+/* Publishes data (len bytes) with optional reply subject and headers (nhdr may be 0). */
+int bus_publish(bus *b, const char *subject, const char *reply, const void *data, size_t len,
+                const bus_hdr *hdrs, size_t nhdr);
+
+/* One request with a deadline. On success *reply is a message the caller frees with
+ * bus_msg_destroy(). */
+int bus_request(bus *b, const char *subject, const void *data, size_t len, const bus_hdr *hdrs,
+                size_t nhdr, int timeout_ms, bus_msg **reply);
+
+/* Several requests in flight at once, sharing one deadline. reqs[i] are sent together;
+ * results[i] gets 0 or a bus_err and replies[i] the reply (or NULL). Returns 0 when every
+ * request was sent (even if some failed), else a negative code. */
+typedef struct bus_req {
+    const char *subject;
+    const void *data;
+    size_t len;
+    const bus_hdr *hdrs;
+    size_t nhdr;
+} bus_req;
+int bus_request_many(bus *b, const bus_req *reqs, size_t n, int timeout_ms, bus_msg **replies,
+                     int *results);
+
+/* Message callback: runs on a nats.c thread; msg is owned by the callee (bus_msg_destroy). */
+typedef void (*bus_msg_fn)(bus_msg *msg, void *ud);
+
+/* Subscribes (queue may be NULL). The callback may reply with bus_respond(). */
+int bus_subscribe(bus *b, const char *subject, const char *queue, bus_msg_fn fn, void *ud,
+                  bus_sub **out);
+/* Unsubscribes and frees; accepts NULL. */
+void bus_unsubscribe(bus_sub *s);
+
+/* Replies to msg (which must carry a reply subject) with data and headers. */
+int bus_respond(bus *b, const bus_msg *msg, const void *data, size_t len, const bus_hdr *hdrs,
+                size_t nhdr);
+/* Replies with JSON text and a Sidecast-Status header (status 0: no header). */
+int bus_respond_json(bus *b, const bus_msg *msg, int status, const char *json);
+
+const char *bus_msg_subject(const bus_msg *m);
+const char *bus_msg_reply(const bus_msg *m);
+const char *bus_msg_data(const bus_msg *m); /* NUL-terminated by nats.c */
+size_t bus_msg_len(const bus_msg *m);
+/* Header value or NULL; the string is owned by the message. */
+const char *bus_msg_header(const bus_msg *m, const char *name);
+void bus_msg_destroy(bus_msg *m);
+
+/* Stats for /metrics and /readyz. */
+typedef struct bus_stats {
+    uint64_t in_msgs, out_msgs, in_bytes, out_bytes, reconnects;
+} bus_stats;
+void bus_get_stats(bus *b, bus_stats *st);
+
+#endif

@@ -1,0 +1,39 @@
+/* contract.h - the bus contract every process shares: subject names, header names and
+ * limits that cross process boundaries. Services never include each other's code; what
+ * they agree on lives here (and in DESIGN.md / docs/BUS.md). */
+#ifndef SC_CONTRACT_H
+#define SC_CONTRACT_H
+
+/* Subjects */
+#define SUBJ_AUTH_TOKEN "auth.token"
+#define SUBJ_AUTH_REFRESH "auth.refresh"
+#define SUBJ_AUTH_REVOKE "auth.revoke"
+#define SUBJ_AUTH_JWKS "auth.jwks"
+#define SUBJ_AUTH_REVOKED "auth.revoked"
+#define SUBJ_PRESENCE_GET "presence.get"
+#define SUBJ_EVENTS_PREFIX "events."
+#define SUBJ_USERS_PREFIX "users."
+#define SUBJ_CLIENT_PREFIX "client."
+
+/* Queue groups */
+#define QUEUE_AUTH "auth"
+
+/* Headers on requests from the gateway to services */
+#define HDR_USER "Sidecast-User"             /* the token's sub, absent on public routes */
+#define HDR_REQUEST_ID "Sidecast-Request-Id" /* per HTTP request, echoed to the client */
+#define HDR_TRACEPARENT "traceparent"        /* W3C trace context */
+#define HDR_SCOPE_SUB "Sidecast-Sub-Topics"  /* JSON array from the token, when present */
+/* Header on replies: the HTTP status the gateway answers with (default 200). */
+#define HDR_STATUS "Sidecast-Status"
+/* Header on replies: extra HTTP header to pass through, as "Name: value" (one only). */
+#define HDR_HTTP_HEADER "Sidecast-Http-Header"
+
+/* A gateway request's data is one JSON object:
+ *   {"method":"POST","path":"/api/orders","params":{...},"query":{...},"body":<json|null>}
+ * params: path {param}s; query: the query string's first value per key; body: the request
+ * body parsed as JSON, or an object of strings for application/x-www-form-urlencoded.
+ * A reply's data is the JSON response body. */
+
+#define BUS_MAX_PAYLOAD (1024 * 1024)
+
+#endif

@@ -1,0 +1,86 @@
+/* token.h - JWT access tokens: verification (gateway, edge) and signing (auth).
+ *
+ * Wraps Debian's libjwt 1.10.2 so that its traps cannot bite: the token's header is parsed
+ * and checked here before libjwt sees it, the algorithm is pinned per key (never taken from
+ * the token), libjwt is never given a NULL or HMAC key, the algorithm libjwt reports after
+ * verification must equal the pinned one, and every claim (exp, nbf with leeway, iss, aud,
+ * sub) is checked here because libjwt checks none. Prefix token_ (libjwt owns jwt_). */
+#ifndef SC_TOKEN_H
+#define SC_TOKEN_H
+
+#include <stddef.h>
+#include <jansson.h>
+
+enum token_err {
+    TOKEN_OK = 0,
+    TOKEN_EMALFORMED = -1,  /* not three base64url parts, bad JSON, bad header */
+    TOKEN_ETOOLONG = -2,    /* over the policy's max_len */
+    TOKEN_EALG = -3,        /* alg missing, "none", or not the key's pinned alg */
+    TOKEN_EKID = -4,        /* kid missing or unknown */
+    TOKEN_ESIG = -5,        /* signature does not verify */
+    TOKEN_EEXPIRED = -6,    /* exp in the past (beyond leeway) */
+    TOKEN_ENOTYET = -7,     /* nbf (or iat) in the future (beyond leeway) */
+    TOKEN_EISS = -8,        /* iss missing or wrong */
+    TOKEN_EAUD = -9,        /* aud missing or does not contain ours */
+    TOKEN_ECLAIMS = -10,    /* sub/exp/other required claim missing or of the wrong type */
+    TOKEN_ENOMEM = -11,
+    TOKEN_EKEY = -12,       /* key file unreadable or unsupported key */
+};
+
+/* Short, log-safe reason ("expired", "bad signature", ...). Never includes token text. */
+const char *token_strerror(int err);
+
+typedef struct token_keyset token_keyset;
+
+/* Loads public keys from a file holding a JWKS ({"keys":[...]}, EC P-256 -> ES256,
+ * RSA >= 2048 bits -> RS256; a key's own "alg", if present, must agree) or one or more PEM
+ * public keys / certificates (kid = RFC 7638 thumbprint, unless the PEM block is preceded by
+ * a line "kid: NAME"). Returns 0 and *out, or TOKEN_EKEY/TOKEN_ENOMEM after logging why. */
+int token_keyset_load(token_keyset **out, const char *path);
+/* The same from memory (text of a JWKS or PEMs). */
+int token_keyset_parse(token_keyset **out, const char *text, size_t len);
+void token_keyset_destroy(token_keyset *ks); /* accepts NULL */
+size_t token_keyset_count(const token_keyset *ks);
+
+typedef struct token_policy {
+    const char *issuer;   /* required: iss must equal it */
+    const char *audience; /* required: aud (string or array) must contain it */
+    long leeway;          /* seconds of clock skew allowed for exp/nbf/iat (default 30) */
+    size_t max_len;       /* longest token accepted in bytes (0: 8192) */
+} token_policy;
+
+typedef struct token_claims {
+    char sub[256];
+    char jti[128];
+    char kid[128];
+    long iat, nbf, exp;
+    json_t *payload; /* the whole verified payload (sub_topics, pub_topics, ...); owned by the
+                        claims, released by token_claims_clear() */
+} token_claims;
+
+/* Verifies token at time now (seconds since the epoch). On 0, *out holds the claims (caller
+ * calls token_claims_clear). On error *out is cleared and needs no clearing. */
+int token_verify(const token_keyset *ks, const token_policy *pol, const char *token, long now,
+                 token_claims *out);
+void token_claims_clear(token_claims *c);
+
+/* Signing (auth). Loads a PEM private key (EC P-256 -> ES256, RSA >= 2048 -> RS256). */
+typedef struct token_signer token_signer;
+int token_signer_load(token_signer **out, const char *pem_path, const char *kid);
+void token_signer_destroy(token_signer *s); /* accepts NULL */
+const char *token_signer_alg(const token_signer *s);
+const char *token_signer_kid(const token_signer *s);
+/* Signs payload (a JSON object of claims; not modified) with header {alg, typ:"JWT", kid}.
+ * Returns 0 and a malloc'd token in *out (caller frees), or a negative token_err. */
+int token_sign(const token_signer *s, const json_t *payload, char **out);
+/* The public key as a JWKS document ({"keys":[{kty,crv|n,e,...,kid,alg,use:"sig"}]}),
+ * malloc'd JSON text (caller frees) or NULL. */
+char *token_signer_jwks(const token_signer *s);
+
+/* Topic patterns with NATS wildcards: "*" one token, ">" one or more trailing tokens.
+ * Returns 1 when topic matches pattern. Pure. */
+int token_topic_match(const char *pattern, const char *topic);
+/* 1 when topic is 1..128 bytes of [A-Za-z0-9_-] tokens separated by single dots. */
+int token_topic_valid(const char *topic);
+
+#endif

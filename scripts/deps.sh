@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs every Debian package Sidecast needs to build, test and run locally.
+# Idempotent and quick when everything is present (one dpkg query, no network).
+set -euo pipefail
+
+PKGS=(
+  build-essential pkg-config clang libclang-rt-14-dev llvm
+  libnats-dev libmicrohttpd-dev libjwt-dev libhiredis-dev libzmq3-dev libjansson-dev
+  libssl-dev libcrypt-dev zlib1g-dev
+  nats-server redis-server
+  python3 curl openssl wrk valgrind
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+  [ "$st" = "installed" ] || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "deps: all ${#PKGS[@]} packages present"
+  exit 0
+fi
+
+echo "deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# Debian starts the packaged redis-server/nats-server as services; Sidecast's scripts start
+# their own on other ports, so the system ones are left as the package set them up.
+echo "deps: done"
