@@ -33,6 +33,14 @@ svc_src = $(filter-out services/$(1)/main.c,$(wildcard services/$(1)/*.c))
 svc_obj = $(call svc_src,$(1):%.c=$(BUILD)/obj/%.o)
 SVC_LIBS := $(SERVICES:%=$(BUILD)/lib%.a)
 
+# Quiet by default; `make V=1` shows the commands.
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+.SECONDARY:
+
 .PHONY: all deps test asan unit integration up clean bench fmt help
 all: $(SERVICES:%=$(BUILD)/%) $(UNIT_BIN) $(TOOL_BIN)
 
@@ -49,19 +57,21 @@ deps:
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/libcommon.a: $(COMMON_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 
 define SVC_RULES
 $(BUILD)/lib$(1).a: $(patsubst %.c,$(BUILD)/obj/%.o,$(call svc_src,$(1)))
 	@mkdir -p $$(dir $$@)
 	@rm -f $$@
-	ar rcs $$@ $$^ $(if $(call svc_src,$(1)),,$(BUILD)/obj/empty.o)
+	$(Q)ar rcs $$@ $$^ $(if $(call svc_src,$(1)),,$(BUILD)/obj/empty.o)
 $(BUILD)/$(1): $(BUILD)/obj/services/$(1)/main.o $(BUILD)/lib$(1).a $(BUILD)/libcommon.a
-	$(CC) $(LDFLAGS) -o $$@ $$^ $(LDLIBS)
+	@$(if $(Q),echo "  LINK    $$@")
+	$(Q)$(CC) $(LDFLAGS) -o $$@ $$^ $(LDLIBS)
 endef
 $(foreach s,$(SERVICES),$(eval $(call SVC_RULES,$(s))))
 
@@ -71,11 +81,13 @@ $(BUILD)/obj/empty.o:
 
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(SVC_LIBS) $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS)
 
 $(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 test: deps all
 	@BUILD=$(BUILD) bash tests/run.sh

@@ -67,7 +67,8 @@ typedef void (*bus_msg_fn)(bus_msg *msg, void *ud);
 /* Subscribes (queue may be NULL). The callback may reply with bus_respond(). */
 int bus_subscribe(bus *b, const char *subject, const char *queue, bus_msg_fn fn, void *ud,
                   bus_sub **out);
-/* Unsubscribes and frees; accepts NULL. */
+/* Unsubscribes, waits (at most 5 s) until the callback can no longer run, and frees; accepts
+ * NULL. Never call it from the subscription's own callback. */
 void bus_unsubscribe(bus_sub *s);
 
 /* Replies to msg (which must carry a reply subject) with data and headers. */

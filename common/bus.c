@@ -1,0 +1,462 @@
+/* bus.c - the NATS wrapper; see bus.h. natsStatus values stop here. */
+#include "bus.h"
+#include "contract.h"
+#include "log.h"
+#include "metrics.h"
+
+#include <nats/nats.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BUS_MAX_SUBJECT 256
+#define BUS_MAX_MANY 64
+
+struct bus {
+    natsConnection *nc;
+    natsOptions *opts;
+    char name[64];
+    _Atomic int connected;
+    _Atomic int closing; /* set by bus_destroy: the disconnect that follows is expected */
+    metric *m_connected, *m_reconnects, *m_errors;
+};
+
+struct bus_sub {
+    natsSubscription *sub;
+    bus_msg_fn fn;
+    void *ud;
+    sem_t done; /* posted by nats.c once the handler can no longer run */
+};
+
+static pthread_mutex_t bus_lib_lock = PTHREAD_MUTEX_INITIALIZER;
+static int bus_lib_users;
+
+const char *bus_strerror(int err)
+{
+    switch (err) {
+    case BUS_OK: return "ok";
+    case BUS_ENORESP: return "no responders";
+    case BUS_ETIMEOUT: return "timeout";
+    case BUS_ENOTCONN: return "not connected";
+    case BUS_EINVAL: return "invalid argument";
+    case BUS_ENOMEM: return "out of memory";
+    default: return "bus error";
+    }
+}
+
+static int bus_err_from(natsStatus s)
+{
+    switch (s) {
+    case NATS_OK: return BUS_OK;
+    case NATS_NO_RESPONDERS: return BUS_ENORESP;
+    case NATS_TIMEOUT: return BUS_ETIMEOUT;
+    case NATS_CONNECTION_CLOSED:
+    case NATS_NOT_YET_CONNECTED:
+    case NATS_CONNECTION_DISCONNECTED:
+    case NATS_STALE_CONNECTION: return BUS_ENOTCONN;
+    case NATS_INVALID_ARG:
+    case NATS_INVALID_SUBJECT:
+    case NATS_MAX_PAYLOAD: return BUS_EINVAL;
+    case NATS_NO_MEMORY: return BUS_ENOMEM;
+    default: return BUS_ERR;
+    }
+}
+
+/* Exponential backoff with full jitter, 100 ms doubling to 5 s: a restarted NATS cluster is
+ * not hit by every client at the same instant. */
+static int64_t bus_reconnect_delay(natsConnection *nc, int attempts, void *closure)
+{
+    (void)nc;
+    (void)closure;
+    int shift = attempts < 6 ? attempts : 6;
+    int64_t cap = 100LL << shift;
+    if (cap > 5000) cap = 5000;
+    return 50 + (int64_t)(((uint64_t)rand() * 2654435761u) % (uint64_t)cap);
+}
+
+static void bus_on_disconnected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    bus *b = closure;
+    atomic_store(&b->connected, 0);
+    metric_set(b->m_connected, 0);
+    if (!atomic_load(&b->closing)) log_warn("nats disconnected", "name=%s", b->name);
+}
+
+static void bus_on_reconnected(natsConnection *nc, void *closure)
+{
+    bus *b = closure;
+    char url[256] = "";
+    natsConnection_GetConnectedUrl(nc, url, sizeof url);
+    atomic_store(&b->connected, 1);
+    metric_set(b->m_connected, 1);
+    metric_inc(b->m_reconnects);
+    log_info("nats reconnected", "name=%s url=%s", b->name, url);
+}
+
+static void bus_on_connected(natsConnection *nc, void *closure)
+{
+    bus *b = closure;
+    char url[256] = "";
+    natsConnection_GetConnectedUrl(nc, url, sizeof url);
+    atomic_store(&b->connected, 1);
+    metric_set(b->m_connected, 1);
+    log_info("nats connected", "name=%s url=%s", b->name, url);
+}
+
+static void bus_on_closed(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    bus *b = closure;
+    atomic_store(&b->connected, 0);
+    metric_set(b->m_connected, 0);
+    log_debug("nats connection closed", "name=%s", b->name);
+}
+
+static void bus_on_error(natsConnection *nc, natsSubscription *sub, natsStatus err,
+                         void *closure)
+{
+    (void)nc;
+    bus *b = closure;
+    metric_inc(b->m_errors);
+    const char *subj = sub ? natsSubscription_GetSubject(sub) : NULL;
+    log_error("nats async error", "name=%s error=\"%s\" subject=%s", b->name,
+              natsStatus_GetText(err), subj ? subj : "-");
+}
+
+int bus_connect(bus **out, const char *urls, const char *name)
+{
+    int rc = BUS_ERR;
+    natsStatus s;
+    bus *b = calloc(1, sizeof *b);
+    if (!b) return BUS_ENOMEM;
+    snprintf(b->name, sizeof b->name, "%s", name);
+    b->m_connected = metrics_gauge("sc_nats_connected", NULL, "1 when connected to NATS");
+    b->m_reconnects = metrics_counter("sc_nats_reconnects_total", NULL, "NATS reconnections");
+    b->m_errors = metrics_counter("sc_nats_errors_total", NULL, "NATS asynchronous errors");
+
+    pthread_mutex_lock(&bus_lib_lock);
+    s = bus_lib_users == 0 ? nats_Open(-1) : NATS_OK;
+    if (s == NATS_OK) bus_lib_users++;
+    pthread_mutex_unlock(&bus_lib_lock);
+    if (s != NATS_OK) {
+        free(b);
+        return bus_err_from(s);
+    }
+
+    s = natsOptions_Create(&b->opts);
+    if (s == NATS_OK) s = natsOptions_SetURL(b->opts, urls);
+    if (s == NATS_OK) s = natsOptions_SetName(b->opts, name);
+    if (s == NATS_OK) s = natsOptions_SetMaxReconnect(b->opts, -1);
+    if (s == NATS_OK) s = natsOptions_SetCustomReconnectDelay(b->opts, bus_reconnect_delay, b);
+    if (s == NATS_OK) s = natsOptions_SetTimeout(b->opts, 2000);
+    if (s == NATS_OK) s = natsOptions_SetPingInterval(b->opts, 20000);
+    if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(b->opts, 3);
+    if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(b->opts, bus_on_disconnected, b);
+    if (s == NATS_OK) s = natsOptions_SetReconnectedCB(b->opts, bus_on_reconnected, b);
+    if (s == NATS_OK) s = natsOptions_SetClosedCB(b->opts, bus_on_closed, b);
+    if (s == NATS_OK) s = natsOptions_SetErrorHandler(b->opts, bus_on_error, b);
+    if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(b->opts, true, bus_on_connected, b);
+    if (s != NATS_OK) {
+        log_error("nats options rejected", "name=%s error=\"%s\"", name, natsStatus_GetText(s));
+        rc = bus_err_from(s);
+        goto error;
+    }
+    s = natsConnection_Connect(&b->nc, b->opts);
+    if (s == NATS_OK) {
+        bus_on_connected(b->nc, b);
+    } else if (s == NATS_NOT_YET_CONNECTED) {
+        log_warn("nats not reachable yet, retrying in background", "name=%s", name);
+    } else {
+        log_error("nats connect failed", "name=%s error=\"%s\"", name, natsStatus_GetText(s));
+        rc = bus_err_from(s);
+        goto error;
+    }
+    *out = b;
+    return 0;
+
+error:
+    natsConnection_Destroy(b->nc);
+    natsOptions_Destroy(b->opts);
+    free(b);
+    pthread_mutex_lock(&bus_lib_lock);
+    if (--bus_lib_users == 0) nats_CloseAndWait(1000);
+    pthread_mutex_unlock(&bus_lib_lock);
+    return rc;
+}
+
+void bus_destroy(bus *b, int timeout_ms)
+{
+    if (!b) return;
+    atomic_store(&b->closing, 1);
+    if (b->nc) {
+        if (atomic_load(&b->connected)) natsConnection_FlushTimeout(b->nc, timeout_ms);
+        natsConnection_Close(b->nc);
+        natsConnection_Destroy(b->nc);
+    }
+    natsOptions_Destroy(b->opts);
+    free(b);
+    pthread_mutex_lock(&bus_lib_lock);
+    if (--bus_lib_users == 0) nats_CloseAndWait(timeout_ms > 0 ? timeout_ms : 1000);
+    pthread_mutex_unlock(&bus_lib_lock);
+}
+
+int bus_connected(bus *b) { return atomic_load(&b->connected); }
+
+static int bus_make_msg(natsMsg **out, const char *subject, const char *reply, const void *data,
+                        size_t len, const bus_hdr *hdrs, size_t nhdr)
+{
+    if (!subject || !subject[0] || strlen(subject) > BUS_MAX_SUBJECT) return BUS_EINVAL;
+    if (len > 0x7fffffff) return BUS_EINVAL;
+    natsMsg *m = NULL;
+    natsStatus s = natsMsg_Create(&m, subject, reply, data, (int)len);
+    for (size_t i = 0; s == NATS_OK && i < nhdr; i++)
+        if (hdrs[i].name && hdrs[i].value) s = natsMsgHeader_Set(m, hdrs[i].name, hdrs[i].value);
+    if (s != NATS_OK) {
+        natsMsg_Destroy(m);
+        return bus_err_from(s);
+    }
+    *out = m;
+    return 0;
+}
+
+int bus_publish(bus *b, const char *subject, const char *reply, const void *data, size_t len,
+                const bus_hdr *hdrs, size_t nhdr)
+{
+    natsMsg *m;
+    int rc = bus_make_msg(&m, subject, reply, data, len, hdrs, nhdr);
+    if (rc) return rc;
+    natsStatus s = natsConnection_PublishMsg(b->nc, m);
+    natsMsg_Destroy(m);
+    return bus_err_from(s);
+}
+
+int bus_request(bus *b, const char *subject, const void *data, size_t len, const bus_hdr *hdrs,
+                size_t nhdr, int timeout_ms, bus_msg **reply)
+{
+    natsMsg *m, *r = NULL;
+    *reply = NULL;
+    if (!atomic_load(&b->connected)) return BUS_ENOTCONN;
+    int rc = bus_make_msg(&m, subject, NULL, data, len, hdrs, nhdr);
+    if (rc) return rc;
+    natsStatus s = natsConnection_RequestMsg(&r, b->nc, m, timeout_ms > 0 ? timeout_ms : 1);
+    natsMsg_Destroy(m);
+    if (s != NATS_OK) return bus_err_from(s);
+    *reply = (bus_msg *)r;
+    return 0;
+}
+
+/* Replies of one bus_request_many() call, filled by nats.c's delivery thread. */
+typedef struct bus_many {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    size_t n, pending;
+    bus_msg **replies;
+    int *results;
+} bus_many;
+
+static void bus_many_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    bus_many *bm = closure;
+    const char *dot = strrchr(natsMsg_GetSubject(msg), '.');
+    char *end = NULL;
+    unsigned long idx = dot ? strtoul(dot + 1, &end, 10) : 0;
+    pthread_mutex_lock(&bm->lock);
+    if (dot && end && !*end && idx < bm->n && bm->results[idx] == BUS_ETIMEOUT) {
+        if (natsMsg_IsNoResponders(msg)) {
+            bm->results[idx] = BUS_ENORESP;
+        } else {
+            bm->results[idx] = 0;
+            bm->replies[idx] = (bus_msg *)msg;
+            msg = NULL;
+        }
+        if (--bm->pending == 0) pthread_cond_signal(&bm->cond);
+    }
+    pthread_mutex_unlock(&bm->lock);
+    natsMsg_Destroy(msg);
+}
+
+static void bus_many_free(void *closure)
+{
+    bus_many *bm = closure;
+    pthread_cond_destroy(&bm->cond);
+    pthread_mutex_destroy(&bm->lock);
+    free(bm);
+}
+
+int bus_request_many(bus *b, const bus_req *reqs, size_t n, int timeout_ms, bus_msg **replies,
+                     int *results)
+{
+    natsInbox *inbox = NULL;
+    natsSubscription *sub = NULL;
+    char wildcard[128], reply[160];
+    if (n == 0 || n > BUS_MAX_MANY) return BUS_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        replies[i] = NULL;
+        results[i] = BUS_ETIMEOUT;
+    }
+    if (!atomic_load(&b->connected)) {
+        for (size_t i = 0; i < n; i++) results[i] = BUS_ENOTCONN;
+        return 0;
+    }
+    /* On the heap: nats.c may run the handler one last time after we unsubscribe, so the
+     * subscription's on-complete callback frees it. */
+    bus_many *bm = calloc(1, sizeof *bm);
+    if (!bm) return BUS_ENOMEM;
+    bm->n = n;
+    bm->replies = replies;
+    bm->results = results;
+    pthread_mutex_init(&bm->lock, NULL);
+    pthread_cond_init(&bm->cond, NULL);
+    natsStatus s = natsInbox_Create(&inbox);
+    if (s == NATS_OK) {
+        snprintf(wildcard, sizeof wildcard, "%s.*", (const char *)inbox);
+        s = natsConnection_Subscribe(&sub, b->nc, wildcard, bus_many_on_msg, bm);
+    }
+    if (s == NATS_OK) s = natsSubscription_SetOnCompleteCB(sub, bus_many_free, bm);
+    if (s != NATS_OK) {
+        if (!sub) bus_many_free(bm);
+        goto done;
+    }
+    pthread_mutex_lock(&bm->lock);
+    for (size_t i = 0; i < n; i++) {
+        natsMsg *m;
+        snprintf(reply, sizeof reply, "%s.%zu", (const char *)inbox, i);
+        int r = bus_make_msg(&m, reqs[i].subject, reply, reqs[i].data, reqs[i].len, reqs[i].hdrs,
+                             reqs[i].nhdr);
+        if (r == 0) {
+            r = bus_err_from(natsConnection_PublishMsg(b->nc, m));
+            natsMsg_Destroy(m);
+        }
+        if (r != 0)
+            results[i] = r;
+        else
+            bm->pending++;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t ns = ts.tv_nsec + (int64_t)(timeout_ms > 0 ? timeout_ms : 1) * 1000000;
+    ts.tv_sec += ns / 1000000000;
+    ts.tv_nsec = ns % 1000000000;
+    while (bm->pending > 0)
+        if (pthread_cond_timedwait(&bm->cond, &bm->lock, &ts) != 0) break;
+    bm->n = 0; /* late replies are dropped from here on: the caller's arrays are gone */
+    pthread_mutex_unlock(&bm->lock);
+done:
+    if (sub) {
+        natsSubscription_Unsubscribe(sub);
+        natsSubscription_Destroy(sub);
+    }
+    natsInbox_Destroy(inbox);
+    return bus_err_from(s);
+}
+
+static void bus_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    bus_sub *bs = closure;
+    bs->fn((bus_msg *)msg, bs->ud);
+}
+
+static void bus_sub_complete(void *closure)
+{
+    bus_sub *bs = closure;
+    sem_post(&bs->done);
+}
+
+int bus_subscribe(bus *b, const char *subject, const char *queue, bus_msg_fn fn, void *ud,
+                  bus_sub **out)
+{
+    bus_sub *bs = calloc(1, sizeof *bs);
+    if (!bs) return BUS_ENOMEM;
+    bs->fn = fn;
+    bs->ud = ud;
+    natsStatus s = queue && queue[0]
+                       ? natsConnection_QueueSubscribe(&bs->sub, b->nc, subject, queue, bus_on_msg, bs)
+                       : natsConnection_Subscribe(&bs->sub, b->nc, subject, bus_on_msg, bs);
+    sem_init(&bs->done, 0, 0);
+    if (s == NATS_OK) s = natsSubscription_SetOnCompleteCB(bs->sub, bus_sub_complete, bs);
+    if (s != NATS_OK) {
+        log_error("nats subscribe failed", "subject=%s error=\"%s\"", subject,
+                  natsStatus_GetText(s));
+        natsSubscription_Destroy(bs->sub);
+        sem_destroy(&bs->done);
+        free(bs);
+        return bus_err_from(s);
+    }
+    *out = bs;
+    return 0;
+}
+
+void bus_unsubscribe(bus_sub *s)
+{
+    if (!s) return;
+    /* Wait (bounded) until the handler can no longer run before the caller frees its ud. */
+    if (natsSubscription_Unsubscribe(s->sub) == NATS_OK) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 5;
+        while (sem_timedwait(&s->done, &ts) != 0 && errno == EINTR) {
+        }
+    }
+    natsSubscription_Destroy(s->sub);
+    sem_destroy(&s->done);
+    free(s);
+}
+
+int bus_respond(bus *b, const bus_msg *msg, const void *data, size_t len, const bus_hdr *hdrs,
+                size_t nhdr)
+{
+    const char *reply = natsMsg_GetReply((natsMsg *)msg);
+    if (!reply || !reply[0]) return BUS_EINVAL;
+    return bus_publish(b, reply, NULL, data, len, hdrs, nhdr);
+}
+
+int bus_respond_json(bus *b, const bus_msg *msg, int status, const char *json)
+{
+    char code[16];
+    bus_hdr h = {HDR_STATUS, code};
+    snprintf(code, sizeof code, "%d", status);
+    return bus_respond(b, msg, json, strlen(json), &h, status ? 1 : 0);
+}
+
+const char *bus_msg_subject(const bus_msg *m) { return natsMsg_GetSubject((natsMsg *)m); }
+const char *bus_msg_reply(const bus_msg *m) { return natsMsg_GetReply((natsMsg *)m); }
+const char *bus_msg_data(const bus_msg *m)
+{
+    const char *d = natsMsg_GetData((natsMsg *)m);
+    return d ? d : "";
+}
+size_t bus_msg_len(const bus_msg *m)
+{
+    int n = natsMsg_GetDataLength((natsMsg *)m);
+    return n > 0 ? (size_t)n : 0;
+}
+
+const char *bus_msg_header(const bus_msg *m, const char *name)
+{
+    const char *v = NULL;
+    if (natsMsgHeader_Get((natsMsg *)m, name, &v) != NATS_OK) return NULL;
+    return v;
+}
+
+void bus_msg_destroy(bus_msg *m) { natsMsg_Destroy((natsMsg *)m); }
+
+void bus_get_stats(bus *b, bus_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    natsStatistics *ns = NULL;
+    if (natsStatistics_Create(&ns) != NATS_OK) return;
+    if (natsConnection_GetStats(b->nc, ns) == NATS_OK)
+        natsStatistics_GetCounts(ns, &st->in_msgs, &st->in_bytes, &st->out_msgs, &st->out_bytes,
+                                 &st->reconnects);
+    natsStatistics_Destroy(ns);
+}

@@ -1,0 +1,293 @@
+"""Integration-test harness: real nats-server, redis-server and Sidecast processes.
+
+Every test module gets its own Stack (fresh NATS with JetStream, fresh Redis, fresh keys and
+users, the services it lists in SERVICES) on free loopback ports, started before its first
+test and stopped after its last. Tests are plain functions `test_*(st)` taking the Stack;
+they assert with `assert` or `check(...)`. run.py discovers and runs them.
+
+Processes come from $BUILD (build/ or build-asan/). A service that exits non-zero when it is
+stopped (a sanitizer report, a crash) fails the module's teardown check.
+"""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
+SAN = os.environ.get("SAN", "0") == "1"
+
+
+def free_port():
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(cond, timeout=10.0, interval=0.05, what="condition"):
+    """Polls cond() until it returns a truthy value or timeout seconds pass."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            v = cond()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - retried until the deadline
+            last_exc = e
+        time.sleep(interval)
+    raise AssertionError("timed out waiting for %s (%s)" % (what, last_exc))
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # dict with lower-case names
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    def __repr__(self):
+        return "<%d %s>" % (self.status, self.body[:300])
+
+
+def http(method, url, body=None, headers=None, timeout=10.0):
+    """One HTTP request. body: bytes, str, or dict (sent as JSON). Returns a Response."""
+    u = urllib.parse.urlsplit(url)
+    hdrs = dict(headers or {})
+    if isinstance(body, dict):
+        body = json.dumps(body).encode()
+        hdrs.setdefault("Content-Type", "application/json")
+    elif isinstance(body, str):
+        body = body.encode()
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    try:
+        path = u.path or "/"
+        if u.query:
+            path += "?" + u.query
+        conn.request(method, path, body=body, headers=hdrs)
+        r = conn.getresponse()
+        data = r.read()
+        return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, data)
+    finally:
+        conn.close()
+
+
+def form(**fields):
+    """An application/x-www-form-urlencoded body and its header."""
+    return (urllib.parse.urlencode(fields),
+            {"Content-Type": "application/x-www-form-urlencoded"})
+
+
+class Proc:
+    """A child process whose stderr/stdout go to a log file in the run directory."""
+
+    def __init__(self, name, argv, env, logdir, ready_line=None):
+        self.name = name
+        self.log_path = os.path.join(logdir, name + ".log")
+        self.log = open(self.log_path, "ab")
+        full_env = dict(os.environ)
+        full_env.update(env)
+        if SAN:
+            full_env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=23")
+            full_env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        self.argv = argv
+        self.env = full_env
+        self.ready_line = ready_line
+        self.p = None
+        self.exit_code = None
+        self.start()
+
+    def start(self):
+        stdout = subprocess.PIPE if self.ready_line else self.log
+        self.p = subprocess.Popen(self.argv, env=self.env, stdout=stdout, stderr=self.log,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+        if self.ready_line:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                line = self.p.stdout.readline()
+                if not line:
+                    break
+                if line.decode(errors="replace").strip() == self.ready_line:
+                    return
+            raise AssertionError("%s did not print %r" % (self.name, self.ready_line))
+
+    def alive(self):
+        return self.p is not None and self.p.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        """Stops the process; returns its exit code (negative: killed by a signal)."""
+        if self.p is None:
+            return self.exit_code
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.exit_code = self.p.returncode
+        if self.p.stdout:
+            self.p.stdout.close()
+        self.p = None
+        return self.exit_code
+
+    def kill(self):
+        return self.stop(signal.SIGKILL)
+
+    def tail(self, n=30):
+        try:
+            with open(self.log_path, "rb") as f:
+                return b"".join(f.readlines()[-n:]).decode(errors="replace")
+        except OSError:
+            return ""
+
+
+class Stack:
+    """NATS + Redis + the requested Sidecast services, on free loopback ports."""
+
+    def __init__(self, name, services=(), env=None, routes=None, echo_subjects=()):
+        self.name = name
+        self.dir = os.path.join(BUILD, "test-run", name)
+        subprocess.run(["rm", "-rf", self.dir], check=True)
+        os.makedirs(self.dir)
+        self.procs = {}
+        self.extra_env = dict(env or {})
+        self.routes = routes or os.path.join(ROOT, "deploy", "config", "routes.json")
+        self.nats_port = free_port()
+        self.nats_mon_port = free_port()
+        self.nats_url = "nats://127.0.0.1:%d" % self.nats_port
+        self.redis_port = free_port()
+        self.redis_url = "redis://127.0.0.1:%d/0" % self.redis_port
+        self.gateway_port = free_port()
+        self.gateway_url = "http://127.0.0.1:%d" % self.gateway_port
+        self.auth_admin_port = free_port()
+        self.keys = os.path.join(self.dir, "dev")
+        subprocess.run(["bash", os.path.join(ROOT, "scripts", "gen-dev.sh"), self.keys],
+                       check=True, stdout=subprocess.DEVNULL)
+        self.start_nats()
+        self.start_redis()
+        if echo_subjects:
+            self.procs["echosvc"] = Proc(
+                "echosvc", [os.path.join(BUILD, "tests", "tools", "echosvc"), self.nats_url]
+                + list(echo_subjects), {}, self.dir, ready_line="ready")
+        for s in services:
+            self.start_service(s)
+
+    # infrastructure -----------------------------------------------------------------------
+    def start_nats(self):
+        jsdir = os.path.join(self.dir, "jetstream")
+        self.procs["nats"] = Proc("nats", [
+            "nats-server", "-a", "127.0.0.1", "-p", str(self.nats_port), "-m",
+            str(self.nats_mon_port), "-js", "-sd", jsdir], {}, self.dir)
+        wait_for(lambda: http("GET", "http://127.0.0.1:%d/healthz" % self.nats_mon_port,
+                              timeout=1).status == 200, what="nats-server")
+
+    def start_redis(self):
+        self.procs["redis"] = Proc("redis", [
+            "redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--daemonize", "no",
+            "--dir", self.dir], {}, self.dir)
+        wait_for(lambda: self.redis_ping(), what="redis-server")
+
+    def redis_ping(self):
+        with socket.create_connection(("127.0.0.1", self.redis_port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+
+    def redis_cmd(self, *args):
+        """Runs one Redis command with redis-cli and returns its raw output."""
+        out = subprocess.run(["redis-cli", "-p", str(self.redis_port)] + [str(a) for a in args],
+                             capture_output=True, check=True, timeout=10)
+        return out.stdout.decode()
+
+    # services ------------------------------------------------------------------------------
+    def service_env(self, name):
+        env = {
+            "NATS_URL": self.nats_url,
+            "REDIS_URL": self.redis_url,
+            "LOG_LEVEL": "debug",
+            "JWT_ISSUER": "sidecast",
+            "JWT_AUDIENCE": "sidecast",
+            "JWT_PUBLIC_KEYS": os.path.join(self.keys, "public.pem"),
+        }
+        if name == "auth":
+            env.update({
+                "ADMIN_LISTEN": "127.0.0.1:%d" % self.auth_admin_port,
+                "JWT_PRIVATE_KEY": os.path.join(self.keys, "signing-key.pem"),
+                "JWT_KID": "dev-1",
+                "AUTH_USERS": os.path.join(self.keys, "users.conf"),
+            })
+        elif name == "gateway":
+            env.update({
+                "GATEWAY_LISTEN": "127.0.0.1:%d" % self.gateway_port,
+                "GATEWAY_ROUTES": self.routes,
+            })
+        env.update(self.extra_env.get(name, {}))
+        return env
+
+    def ready_url(self, name):
+        if name == "auth":
+            return "http://127.0.0.1:%d/readyz" % self.auth_admin_port
+        if name == "gateway":
+            return self.gateway_url + "/readyz"
+        return None
+
+    def start_service(self, name, wait=True):
+        self.procs[name] = Proc(name, [os.path.join(BUILD, name)], self.service_env(name),
+                                self.dir)
+        url = self.ready_url(name)
+        if wait and url:
+            def ready():
+                if not self.procs[name].alive():
+                    raise AssertionError("%s exited:\n%s" % (name, self.procs[name].tail()))
+                return http("GET", url, timeout=1).status == 200
+            wait_for(ready, timeout=20, what=name + " /readyz")
+        return self.procs[name]
+
+    def stop_service(self, name, sig=signal.SIGTERM):
+        return self.procs[name].stop(sig)
+
+    def read_secret(self, name):
+        with open(os.path.join(self.keys, name)) as f:
+            return f.read().strip()
+
+    # helpers --------------------------------------------------------------------------------
+    def gw(self, method, path, body=None, headers=None, timeout=10.0):
+        return http(method, self.gateway_url + path, body=body, headers=headers,
+                    timeout=timeout)
+
+    def busctl(self, *args, timeout=15):
+        """Runs tests/tools/busctl against this stack's NATS; returns its stdout lines."""
+        out = subprocess.run([os.path.join(BUILD, "tests", "tools", "busctl"), self.nats_url]
+                             + [str(a) for a in args], capture_output=True, timeout=timeout)
+        return out.stdout.decode().splitlines()
+
+    def busctl_bg(self, *args):
+        """Starts busctl in the background (e.g. `sub`); returns the Popen once it is ready."""
+        p = subprocess.Popen([os.path.join(BUILD, "tests", "tools", "busctl"), self.nats_url]
+                             + [str(a) for a in args], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL)
+        line = p.stdout.readline().decode().strip()
+        assert line == "ready", "busctl did not get ready: %r" % line
+        return p
+
+    def shutdown(self):
+        """Stops everything; returns a list of "name exited N" problems of Sidecast processes."""
+        problems = []
+        for name in list(self.procs)[::-1]:
+            p = self.procs[name]
+            was_running = p.alive()
+            code = p.stop()
+            if name in ("nats", "redis"):
+                continue
+            if was_running and code not in (0, None):
+                problems.append("%s exited %s on SIGTERM:\n%s" % (name, code, p.tail(40)))
+        return problems

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs the unit tests (every build/tests/test_* binary) and the integration tests
+# (tests/integration/run.py, real nats-server and redis-server on free loopback ports),
+# then prints one closing line "N passed, N failed". Usage: tests/run.sh [unit|integration]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+export BUILD
+what=${1:-all}
+total_pass=0
+total_fail=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+tally() { # reads the last "N passed, N failed" line of $log
+  local line
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+  if [ -z "$line" ]; then
+    total_fail=$((total_fail + 1)); echo "FAIL $1: no summary line (crashed?)"; return
+  fi
+  total_pass=$((total_pass + $(echo "$line" | awk '{print $1}')))
+  total_fail=$((total_fail + $(echo "$line" | awk '{print $3}')))
+}
+
+if [ "$what" = all ] || [ "$what" = unit ]; then
+  echo "== unit tests ($BUILD)"
+  for t in "$BUILD"/tests/test_*; do
+    [ -x "$t" ] || continue
+    timeout 300 "$t" >"$log" 2>&1
+    grep -E '^(FAIL|  )' "$log"
+    echo "$(basename "$t"): $(grep -E '^[0-9]+ passed' "$log" | tail -n 1)"
+    tally "$(basename "$t")"
+  done
+fi
+
+if [ "$what" = all ] || [ "$what" = integration ]; then
+  echo "== integration tests ($BUILD)"
+  timeout 1800 /usr/bin/python3 tests/integration/run.py ${TEST_FILTER:-} 2>&1 | tee "$log"
+  tally integration
+fi
+
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]
