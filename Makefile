@@ -26,6 +26,8 @@ UNIT_SRC     := $(wildcard tests/unit/test_*.c)
 UNIT_BIN     := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC     := $(wildcard tests/tools/*.c)
 TOOL_BIN     := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/tools/%)
+BENCH_SRC    := $(wildcard bench/*.c)
+BENCH_BIN    := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 CLIENT_SRC   := $(wildcard clients/*.c)
 
 # Every service's code but its main.c goes into build/lib<svc>.a, so unit tests reach it.
@@ -42,7 +44,7 @@ endif
 .SECONDARY:
 
 .PHONY: all deps test asan unit integration up clean bench fmt help
-all: $(SERVICES:%=$(BUILD)/%) $(UNIT_BIN) $(TOOL_BIN)
+all: $(SERVICES:%=$(BUILD)/%) $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN)
 
 help:
 	@echo "make            build every process into $(BUILD)/"
@@ -85,6 +87,11 @@ $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(SVC_LIBS) $(BUILD)/lib
 	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS)
 
 $(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(BUILD)/libcommon.a
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
