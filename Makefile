@@ -9,14 +9,18 @@ PKGS     := libnats libmicrohttpd libjwt hiredis libzmq jansson libcrypto libssl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
-CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 \
+OPT      ?= -O2 -g
+CFLAGS   := $(OPT) $(EXTRA_CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 \
             -Wstrict-prototypes -Wmissing-prototypes -Wno-missing-field-initializers \
             -fno-strict-aliasing -pthread -Icommon $(PKG_CFLAGS) -MMD -MP
-LDLIBS   += $(PKG_LIBS) -lcrypt -lz -lpthread -lm
+LDLIBS   := $(PKG_LIBS) -lcrypt -lz -lpthread -lm
+ifeq ($(SAN),fuzz)
+CFLAGS   += -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+LDFLAGS  := -fsanitize=fuzzer,address,undefined
+endif
 ifeq ($(SAN),1)
 CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-LDFLAGS  += -fsanitize=address,undefined
+LDFLAGS  := -fsanitize=address,undefined
 endif
 
 SERVICES     := $(notdir $(patsubst %/,%,$(dir $(wildcard services/*/main.c))))
@@ -26,6 +30,9 @@ UNIT_SRC     := $(wildcard tests/unit/test_*.c)
 UNIT_BIN     := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC     := $(wildcard tests/tools/*.c)
 TOOL_BIN     := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/tools/%)
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+FUZZ_TIME    ?= 60
 BENCH_SRC    := $(wildcard bench/*.c)
 BENCH_BIN    := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 CLIENT_SRC   := $(wildcard clients/*.c)
@@ -43,7 +50,7 @@ Q := @
 endif
 .SECONDARY:
 
-.PHONY: all deps test asan unit integration up clean bench fmt help
+.PHONY: all deps fuzz fuzz-bins test asan unit integration up clean bench fmt help
 all: $(SERVICES:%=$(BUILD)/%) $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN)
 
 help:
@@ -96,6 +103,18 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libcommon.a
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(SVC_LIBS) $(BUILD)/libcommon.a
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS)
+
+fuzz-bins: $(FUZZ_BIN)
+
+# libFuzzer targets (clang), each run FUZZ_TIME seconds on its corpus in tests/fuzz/corpus/.
+fuzz: deps
+	$(MAKE) BUILD=build-fuzz SAN=fuzz CC=clang OPT="-O1 -g" fuzz-bins
+	@FUZZ_TIME=$(FUZZ_TIME) bash tests/fuzz/run.sh
+
 test: deps all
 	@BUILD=$(BUILD) bash tests/run.sh
 
@@ -106,7 +125,7 @@ integration: all
 	@BUILD=$(BUILD) bash tests/run.sh integration
 
 asan: deps
-	$(MAKE) BUILD=build-asan SAN=1 CFLAGS="-O1 -g" all
+	$(MAKE) BUILD=build-asan SAN=1 OPT="-O1 -g" all
 	@BUILD=build-asan SAN=1 bash tests/run.sh
 
 up: deps all
@@ -119,6 +138,6 @@ fmt:
 	clang-format -i common/*.[ch] services/*/*.[ch] tests/unit/*.[ch] tests/tools/*.c
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

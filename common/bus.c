@@ -23,6 +23,7 @@ struct bus {
     char name[64];
     _Atomic int connected;
     _Atomic int closing; /* set by bus_destroy: the disconnect that follows is expected */
+    sem_t closed;        /* posted by nats.c's closed callback, the last one it makes */
     metric *m_connected, *m_reconnects, *m_errors;
 };
 
@@ -116,6 +117,7 @@ static void bus_on_closed(natsConnection *nc, void *closure)
     atomic_store(&b->connected, 0);
     metric_set(b->m_connected, 0);
     log_debug("nats connection closed", "name=%s", b->name);
+    sem_post(&b->closed);
 }
 
 static void bus_on_error(natsConnection *nc, natsSubscription *sub, natsStatus err,
@@ -136,6 +138,7 @@ int bus_connect(bus **out, const char *urls, const char *name)
     bus *b = calloc(1, sizeof *b);
     if (!b) return BUS_ENOMEM;
     snprintf(b->name, sizeof b->name, "%s", name);
+    sem_init(&b->closed, 0, 0);
     b->m_connected = metrics_gauge("sc_nats_connected", NULL, "1 when connected to NATS");
     b->m_reconnects = metrics_counter("sc_nats_reconnects_total", NULL, "NATS reconnections");
     b->m_errors = metrics_counter("sc_nats_errors_total", NULL, "NATS asynchronous errors");
@@ -181,9 +184,12 @@ int bus_connect(bus **out, const char *urls, const char *name)
     return 0;
 
 error:
-    natsConnection_Destroy(b->nc);
+    if (b->nc) {
+        natsConnection_Close(b->nc);
+        natsConnection_Destroy(b->nc);
+    }
     natsOptions_Destroy(b->opts);
-    free(b);
+    free(b); /* only reached before a connection existed: no callback can hold b */
     pthread_mutex_lock(&bus_lib_lock);
     if (--bus_lib_users == 0) nats_CloseAndWait(1000);
     pthread_mutex_unlock(&bus_lib_lock);
@@ -194,13 +200,29 @@ void bus_destroy(bus *b, int timeout_ms)
 {
     if (!b) return;
     atomic_store(&b->closing, 1);
+    int freeable = 1;
     if (b->nc) {
         if (atomic_load(&b->connected)) natsConnection_FlushTimeout(b->nc, timeout_ms);
         natsConnection_Close(b->nc);
+        /* nats.c calls bus_on_closed on its own thread after Close returns: b must outlive
+         * it. Bounded wait; if it never comes, leak b rather than free it under a callback. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 5;
+        int r;
+        while ((r = sem_timedwait(&b->closed, &ts)) != 0 && errno == EINTR) {
+        }
+        if (r != 0) {
+            freeable = 0;
+            log_warn("nats closed callback did not come", "name=%s", b->name);
+        }
         natsConnection_Destroy(b->nc);
     }
     natsOptions_Destroy(b->opts);
-    free(b);
+    if (freeable) {
+        sem_destroy(&b->closed);
+        free(b);
+    }
     pthread_mutex_lock(&bus_lib_lock);
     if (--bus_lib_users == 0) nats_CloseAndWait(timeout_ms > 0 ? timeout_ms : 1000);
     pthread_mutex_unlock(&bus_lib_lock);

@@ -209,9 +209,12 @@ void cfg_log(const cfg_opt *opts, size_t n)
         case CFG_BOOL:
             snprintf(val, sizeof val, "%s", *(int *)opts[i].dst ? "true" : "false");
             break;
-        case CFG_LEVEL:
-            snprintf(val, sizeof val, "%d", *(int *)opts[i].dst);
+        case CFG_LEVEL: {
+            static const char *const names[] = {"debug", "info", "warn", "error"};
+            int l = *(int *)opts[i].dst;
+            snprintf(val, sizeof val, "%s", l >= 0 && l < 4 ? names[l] : "?");
             break;
+        }
         default: {
             const char *s = *(char **)opts[i].dst;
             if (opts[i].flags & CFG_SECRET)

@@ -8,7 +8,7 @@ they assert with `assert` or `check(...)`. run.py discovers and runs them.
 Processes come from $BUILD (build/ or build-asan/). A service that exits non-zero when it is
 stopped (a sanitizer report, a crash) fails the module's teardown check.
 """
-import http.client
+import http.client as httpclient
 import json
 import os
 import signal
@@ -67,7 +67,7 @@ def http(method, url, body=None, headers=None, timeout=10.0):
         hdrs.setdefault("Content-Type", "application/json")
     elif isinstance(body, str):
         body = body.encode()
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    conn = httpclient.HTTPConnection(u.hostname, u.port, timeout=timeout)
     try:
         path = u.path or "/"
         if u.query:
@@ -104,6 +104,7 @@ class Proc:
         self.p = None
         self.exit_code = None
         self.start()
+        Stack.started.append(self)
 
     def start(self):
         stdout = subprocess.PIPE if self.ready_line else self.log
@@ -152,6 +153,14 @@ class Proc:
 
 class Stack:
     """NATS + Redis + the requested Sidecast services, on free loopback ports."""
+
+    started = []  # every Proc any Stack started, so a stack that fails half-way is cleaned
+
+    @classmethod
+    def stop_all_started(cls):
+        for p in cls.started[::-1]:
+            p.stop()
+        cls.started.clear()
 
     def __init__(self, name, services=(), env=None, routes=None, echo_subjects=()):
         self.name = name
@@ -290,4 +299,5 @@ class Stack:
                 continue
             if was_running and code not in (0, None):
                 problems.append("%s exited %s on SIGTERM:\n%s" % (name, code, p.tail(40)))
+        Stack.started.clear()
         return problems

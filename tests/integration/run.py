@@ -53,10 +53,7 @@ def main():
             signal.alarm(0)
             print("FAIL %s: stack did not start: %s" % (fname, e), flush=True)
             traceback.print_exc()
-            if st:
-                for p in st.procs.values():
-                    print("--- %s log tail ---\n%s" % (p.name, p.tail()))
-                st.shutdown()
+            harness.Stack.stop_all_started()
             failed += len(tests)
             continue
         for name, fn in tests:

@@ -73,8 +73,11 @@ int main(int argc, char **argv)
         int e = bus_request(b, argv[3], data, strlen(data), h, (size_t)nh, timeout, &r);
         printf("status=%s\n", bus_strerror(e));
         if (r) {
-            const char *st = bus_msg_header(r, HDR_STATUS);
-            if (st) printf("hdr %s: %s\n", HDR_STATUS, st);
+            static const char *const names[] = {HDR_STATUS, HDR_HTTP_HEADER, HDR_REQUEST_ID};
+            for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+                const char *v = bus_msg_header(r, names[i]);
+                if (v) printf("hdr %s: %s\n", names[i], v);
+            }
             printf("%.*s\n", (int)bus_msg_len(r), bus_msg_data(r));
             bus_msg_destroy(r);
         }
