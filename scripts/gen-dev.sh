@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Usage: scripts/gen-dev.sh [DIR]
+# Creates the development secrets in DIR (default $SIDECAST_DEV_DIR, else deploy/dev/ of the
+# repository) when missing:
+#   signing-key.pem   EC P-256 private key auth signs access tokens with (0600)
+#   public.pem        its public key, preceded by "kid: dev-1", for JWT_PUBLIC_KEYS
+#   producer.secret   random client secret of the demo service client "producer" (0600)
+#   users.conf        AUTH_USERS file: alice/wonderland, bob/builder, client producer (0600)
+# Idempotent: an existing file is never overwritten. DEVELOPMENT ONLY - the demo passwords
+# are public.
+set -euo pipefail
+DIR=${1:-${SIDECAST_DEV_DIR:-}}
+if [ -z "$DIR" ]; then
+  DIR="$(cd "$(dirname "$0")/.." && pwd)/deploy/dev"
+fi
+KID=${JWT_KID:-dev-1}
+umask 077
+mkdir -p "$DIR"
+
+key=$DIR/signing-key.pem
+pub=$DIR/public.pem
+secret=$DIR/producer.secret
+users=$DIR/users.conf
+
+die() { echo "gen-dev: $*" >&2; exit 1; }
+
+# Writes stdin to $1 through a temporary file, so a failure never leaves a half file.
+put() {
+  local tmp
+  tmp=$(mktemp "$1.XXXXXX")
+  if ! cat >"$tmp"; then rm -f "$tmp"; die "cannot write $1"; fi
+  chmod "$2" "$tmp"
+  mv -n "$tmp" "$1"
+  rm -f "$tmp"
+}
+
+hash() { printf '%s' "$1" | openssl passwd -6 -stdin; }
+
+if [ ! -e "$key" ]; then
+  [ -e "$pub" ] && die "$pub exists but $key does not; remove $pub to start over"
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 2>/dev/null | put "$key" 0600
+  echo "gen-dev: created $key"
+fi
+
+if [ ! -e "$pub" ]; then
+  { echo "kid: $KID"; openssl pkey -in "$key" -pubout; } | put "$pub" 0644
+  echo "gen-dev: created $pub (kid $KID)"
+fi
+
+if [ ! -e "$secret" ]; then
+  [ -e "$users" ] && die "$users exists but $secret does not; remove $users to start over"
+  openssl rand -hex 32 | put "$secret" 0600
+  echo "gen-dev: created $secret"
+fi
+
+if [ ! -e "$users" ]; then
+  {
+    echo "# Sidecast AUTH_USERS - DEVELOPMENT ONLY (made by scripts/gen-dev.sh)."
+    echo "# Format: docs/AUTH.md. Demo passwords: alice/wonderland, bob/builder."
+    echo "user   alice    $(hash wonderland) sub=prices.*,chat.> pub=chat.>"
+    echo "user   bob      $(hash builder) sub=prices.*"
+    echo "# service client for the client_credentials grant; secret in producer.secret"
+    echo "client producer $(hash "$(tr -d '\n' <"$secret")") sub=prices.* pub=prices.*"
+  } | put "$users" 0600
+  echo "gen-dev: created $users"
+fi

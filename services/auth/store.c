@@ -1,0 +1,291 @@
+/* store.c - refresh-token families in Redis, every state change one Lua script (atomic). */
+#include "store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "b64url.h"
+
+#define PREFIX "sc:"
+
+struct rtstore {
+    rds *r;
+    long ttl;
+    char ttl_s[24];
+    rds_script issue, rotate, revoke_token, revoke_family, revoke_user;
+};
+
+/* KEYS: rt, fam, user. ARGV: sub, fam, scope, ttl, now, prefix. */
+static const char lua_issue[] =
+    "local ttl = tonumber(ARGV[4])\n"
+    "redis.call('HSET', KEYS[2], 'sub', ARGV[1], 'state', 'active', 'created', ARGV[5])\n"
+    "redis.call('EXPIRE', KEYS[2], ttl)\n"
+    "redis.call('HSET', KEYS[1], 'sub', ARGV[1], 'fam', ARGV[2], 'state', 'active',\n"
+    "           'scope', ARGV[3], 'iat', ARGV[5])\n"
+    "redis.call('EXPIRE', KEYS[1], ttl)\n"
+    "redis.call('SADD', KEYS[3], ARGV[2])\n"
+    "if redis.call('SCARD', KEYS[3]) > 64 then\n"
+    "  for _, f in ipairs(redis.call('SMEMBERS', KEYS[3])) do\n"
+    "    if redis.call('HGET', ARGV[6] .. 'rtfam:' .. f, 'state') ~= 'active' then\n"
+    "      redis.call('SREM', KEYS[3], f)\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "redis.call('EXPIRE', KEYS[3], ttl)\n"
+    "return 1\n";
+
+/* KEYS: old rt, new rt. ARGV: ttl, now, prefix. */
+static const char lua_rotate[] =
+    "local t = redis.call('HMGET', KEYS[1], 'sub', 'fam', 'state', 'scope')\n"
+    "if not t[1] or not t[2] then return {'unknown'} end\n"
+    "local fk = ARGV[3] .. 'rtfam:' .. t[2]\n"
+    "if redis.call('HGET', fk, 'state') ~= 'active' then return {'revoked', t[1], t[2]} end\n"
+    "if t[3] ~= 'active' then\n"
+    "  redis.call('HSET', fk, 'state', 'revoked', 'reason', 'reuse')\n"
+    "  return {'reuse', t[1], t[2]}\n"
+    "end\n"
+    "local ttl = tonumber(ARGV[1])\n"
+    "local scope = t[4] or ''\n"
+    "redis.call('HSET', KEYS[1], 'state', 'rotated', 'rotated_at', ARGV[2])\n"
+    "redis.call('HSET', KEYS[2], 'sub', t[1], 'fam', t[2], 'state', 'active',\n"
+    "           'scope', scope, 'iat', ARGV[2])\n"
+    "redis.call('EXPIRE', KEYS[2], ttl)\n"
+    "redis.call('EXPIRE', fk, ttl)\n"
+    "local uk = ARGV[3] .. 'rtuser:' .. t[1]\n"
+    "redis.call('SADD', uk, t[2])\n"
+    "redis.call('EXPIRE', uk, ttl)\n"
+    "return {'ok', t[1], t[2], scope}\n";
+
+/* KEYS: rt. ARGV: prefix. */
+static const char lua_revoke_token[] =
+    "local t = redis.call('HMGET', KEYS[1], 'sub', 'fam')\n"
+    "if not t[1] or not t[2] then return {} end\n"
+    "local fk = ARGV[1] .. 'rtfam:' .. t[2]\n"
+    "if redis.call('EXISTS', fk) == 1 then\n"
+    "  redis.call('HSET', fk, 'state', 'revoked', 'reason', 'revoke')\n"
+    "end\n"
+    "return {t[1], t[2]}\n";
+
+/* KEYS: fam. */
+static const char lua_revoke_family[] =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
+    "  redis.call('HSET', KEYS[1], 'state', 'revoked', 'reason', 'revoke')\n"
+    "end\n"
+    "return 1\n";
+
+/* KEYS: user set. ARGV: prefix. */
+static const char lua_revoke_user[] =
+    "local n = 0\n"
+    "for _, f in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
+    "  local k = ARGV[1] .. 'rtfam:' .. f\n"
+    "  if redis.call('HGET', k, 'state') == 'active' then\n"
+    "    redis.call('HSET', k, 'state', 'revoked', 'reason', 'logout_all')\n"
+    "    n = n + 1\n"
+    "  end\n"
+    "end\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "return n\n";
+
+int rtstore_create(rtstore **out, rds *r, long ttl)
+{
+    rtstore *s = calloc(1, sizeof *s);
+
+    *out = NULL;
+    if (!s) return RDS_ENOMEM;
+    s->r = r;
+    s->ttl = ttl;
+    snprintf(s->ttl_s, sizeof s->ttl_s, "%ld", ttl);
+    rds_script_init(&s->issue, lua_issue);
+    rds_script_init(&s->rotate, lua_rotate);
+    rds_script_init(&s->revoke_token, lua_revoke_token);
+    rds_script_init(&s->revoke_family, lua_revoke_family);
+    rds_script_init(&s->revoke_user, lua_revoke_user);
+    *out = s;
+    return 0;
+}
+
+void rtstore_destroy(rtstore *s) { free(s); }
+
+int rtstore_up(const rtstore *s) { return s && rds_up(s->r); }
+
+int rtstore_random_hex(char *buf, size_t n)
+{
+    unsigned char b[64];
+    if (n > sizeof b || RAND_bytes(b, (int)n) != 1) return -1;
+    for (size_t i = 0; i < n; i++) snprintf(buf + 2 * i, 3, "%02x", b[i]);
+    explicit_bzero(b, sizeof b);
+    return 0;
+}
+
+int rtstore_token_shape(const char *tok)
+{
+    size_t i;
+    if (!tok) return 0;
+    for (i = 0; tok[i]; i++) {
+        char c = tok[i];
+        if (i >= STORE_TOKEN_LEN) return 0;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return 0;
+    }
+    return i == STORE_TOKEN_LEN;
+}
+
+static int new_token(char tok[STORE_TOKEN_LEN + 1])
+{
+    unsigned char b[32];
+    int rc = -1;
+
+    if (RAND_bytes(b, sizeof b) == 1 && b64url_encode(b, sizeof b, tok, STORE_TOKEN_LEN + 1) == 0)
+        rc = 0;
+    explicit_bzero(b, sizeof b);
+    return rc;
+}
+
+/* key = "sc:rt:" + hex(SHA-256(token)). */
+static int token_key(const char *tok, char key[80])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    int o;
+
+    if (EVP_Digest(tok, strlen(tok), md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+        return -1;
+    o = snprintf(key, 80, PREFIX "rt:");
+    for (unsigned i = 0; i < mdlen; i++) snprintf(key + o + 2 * i, 3, "%02x", md[i]);
+    return 0;
+}
+
+static int fam_valid(const char *fam)
+{
+    size_t i;
+    for (i = 0; fam[i]; i++)
+        if (!((fam[i] >= '0' && fam[i] <= '9') || (fam[i] >= 'a' && fam[i] <= 'f'))) return 0;
+    return i == STORE_FAMILY_LEN;
+}
+
+static void copy_str(char *dst, size_t cap, const redisReply *r)
+{
+    size_t n = 0;
+    if (r && r->type == REDIS_REPLY_STRING) n = r->len < cap - 1 ? r->len : cap - 1;
+    if (n) memcpy(dst, r->str, n);
+    dst[n] = '\0';
+}
+
+static void fill_info(rtstore_info *info, redisReply **el, size_t n)
+{
+    memset(info, 0, sizeof *info);
+    if (n > 0) copy_str(info->sub, sizeof info->sub, el[0]);
+    if (n > 1) copy_str(info->fam, sizeof info->fam, el[1]);
+    if (n > 2) copy_str(info->scope, sizeof info->scope, el[2]);
+}
+
+int rtstore_issue(rtstore *s, const char *sub, const char *fam, const char *scope,
+                  char token[STORE_TOKEN_LEN + 1])
+{
+    char rk[80], fk[80], uk[128], now[24];
+    int rc;
+
+    if (!fam_valid(fam) || strlen(sub) > 64 || strlen(scope) > STORE_SCOPE_MAX)
+        return RDS_EINVAL;
+    if (new_token(token) < 0 || token_key(token, rk) < 0) return RDS_ERR;
+    snprintf(fk, sizeof fk, PREFIX "rtfam:%s", fam);
+    snprintf(uk, sizeof uk, PREFIX "rtuser:%s", sub);
+    snprintf(now, sizeof now, "%lld", (long long)time(NULL));
+    const char *keys[3] = { rk, fk, uk };
+    const char *args[6] = { sub, fam, scope, s->ttl_s, now, PREFIX };
+    rc = rds_eval(s->r, &s->issue, NULL, 3, keys, 6, args);
+    if (rc < 0) explicit_bzero(token, STORE_TOKEN_LEN + 1);
+    return rc;
+}
+
+int rtstore_rotate(rtstore *s, const char *old, char new_token_out[STORE_TOKEN_LEN + 1],
+                   rtstore_info *info)
+{
+    char ok_key[80], nk[80], now[24];
+    redisReply *rep = NULL;
+    int rc;
+
+    memset(info, 0, sizeof *info);
+    if (!rtstore_token_shape(old)) return RT_UNKNOWN;
+    if (token_key(old, ok_key) < 0 || new_token(new_token_out) < 0 ||
+        token_key(new_token_out, nk) < 0)
+        return RDS_ERR;
+    snprintf(now, sizeof now, "%lld", (long long)time(NULL));
+    const char *keys[2] = { ok_key, nk };
+    const char *args[3] = { s->ttl_s, now, PREFIX };
+    rc = rds_eval(s->r, &s->rotate, &rep, 2, keys, 3, args);
+    if (rc < 0) goto done;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+        rep->element[0]->type != REDIS_REPLY_STRING) {
+        rc = RDS_ERR;
+        goto done;
+    }
+    fill_info(info, rep->element + 1, rep->elements - 1);
+    if (strcmp(rep->element[0]->str, "ok") == 0)
+        rc = RT_OK;
+    else if (strcmp(rep->element[0]->str, "reuse") == 0)
+        rc = RT_REUSE;
+    else if (strcmp(rep->element[0]->str, "revoked") == 0)
+        rc = RT_REVOKED;
+    else
+        rc = RT_UNKNOWN;
+done:
+    if (rep) freeReplyObject(rep);
+    if (rc != RT_OK) explicit_bzero(new_token_out, STORE_TOKEN_LEN + 1);
+    return rc;
+}
+
+int rtstore_revoke_token(rtstore *s, const char *token, rtstore_info *info)
+{
+    char k[80];
+    redisReply *rep = NULL;
+    int rc;
+
+    memset(info, 0, sizeof *info);
+    if (!rtstore_token_shape(token)) return 0;
+    if (token_key(token, k) < 0) return RDS_ERR;
+    const char *keys[1] = { k };
+    const char *args[1] = { PREFIX };
+    rc = rds_eval(s->r, &s->revoke_token, &rep, 1, keys, 1, args);
+    if (rc < 0) return rc;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2) {
+        fill_info(info, rep->element, rep->elements);
+        rc = 1;
+    } else {
+        rc = 0;
+    }
+    freeReplyObject(rep);
+    return rc;
+}
+
+int rtstore_revoke_family(rtstore *s, const char *fam)
+{
+    char fk[80];
+    if (!fam_valid(fam)) return 0; /* cannot exist */
+    snprintf(fk, sizeof fk, PREFIX "rtfam:%s", fam);
+    const char *keys[1] = { fk };
+    return rds_eval(s->r, &s->revoke_family, NULL, 1, keys, 0, NULL);
+}
+
+int rtstore_revoke_user(rtstore *s, const char *sub)
+{
+    char uk[128];
+    redisReply *rep = NULL;
+    int rc;
+
+    if (strlen(sub) > 64) return RDS_EINVAL;
+    snprintf(uk, sizeof uk, PREFIX "rtuser:%s", sub);
+    const char *keys[1] = { uk };
+    const char *args[1] = { PREFIX };
+    rc = rds_eval(s->r, &s->revoke_user, &rep, 1, keys, 1, args);
+    if (rc < 0) return rc;
+    rc = rep->type == REDIS_REPLY_INTEGER ? (int)rep->integer : 0;
+    freeReplyObject(rep);
+    return rc;
+}
