@@ -95,34 +95,15 @@ static enum MHD_Result admin_handler(void *cls, struct MHD_Connection *c, const 
                                        MHD_RESPMEM_PERSISTENT);
 }
 
-/* Resolves "host:port" into a sockaddr for MHD_OPTION_SOCK_ADDR. */
-int admin_resolve(const char *listen, struct sockaddr_storage *ss, socklen_t *sslen);
-int admin_resolve(const char *listen, struct sockaddr_storage *ss, socklen_t *sslen)
-{
-    char host[256], port[8];
-    int p;
-    if (cfg_split_addr(listen, host, sizeof host, &p) != 0) return -EINVAL;
-    snprintf(port, sizeof port, "%d", p);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *res = NULL;
-    const char *h = (strcmp(host, "*") == 0) ? NULL : host;
-    if (getaddrinfo(h, port, &hints, &res) != 0 || !res) return -EINVAL;
-    memcpy(ss, res->ai_addr, res->ai_addrlen);
-    *sslen = res->ai_addrlen;
-    freeaddrinfo(res);
-    return 0;
-}
-
 int admin_create(admin **out, const char *listen, admin_ready_fn ready, void *ud)
 {
     struct sockaddr_storage ss;
-    socklen_t sslen;
+    unsigned sslen;
     admin *a = calloc(1, sizeof *a);
     if (!a) return -ENOMEM;
     a->ready = ready;
     a->ud = ud;
-    if (admin_resolve(listen, &ss, &sslen) != 0) {
+    if (cfg_resolve_addr(listen, &ss, &sslen) != 0) {
         log_error("admin listen address invalid", "listen=%s", listen);
         free(a);
         return -EINVAL;

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define CFG_MAX_VALUE 4096
@@ -42,6 +44,23 @@ int cfg_split_addr(const char *addr, char *host, size_t hostlen, int *port)
         if (v > 65535) return -1;
     }
     *port = (int)v;
+    return 0;
+}
+
+int cfg_resolve_addr(const char *addr, struct sockaddr_storage *ss, unsigned *sslen)
+{
+    char host[256], port[8];
+    int p;
+    if (cfg_split_addr(addr, host, sizeof host, &p) != 0) return -EINVAL;
+    snprintf(port, sizeof port, "%d", p);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    const char *h = (host[0] == '\0' || strcmp(host, "*") == 0) ? NULL : host;
+    if (getaddrinfo(h, port, &hints, &res) != 0 || !res) return -EINVAL;
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *sslen = (unsigned)res->ai_addrlen;
+    freeaddrinfo(res);
     return 0;
 }
 

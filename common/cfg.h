@@ -46,6 +46,10 @@ void cfg_log(const cfg_opt *opts, size_t n);
 /* Splits "host:port" (host may be [v6]); host written into host (NUL-terminated). 0 or -1. */
 int cfg_split_addr(const char *addr, char *host, size_t hostlen, int *port);
 
+struct sockaddr_storage;
+/* Resolves "host:port" ("*" or an empty host: every address) for bind(2): 0, or -EINVAL. */
+int cfg_resolve_addr(const char *addr, struct sockaddr_storage *ss, unsigned *sslen);
+
 #define CFG_COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

@@ -1,0 +1,635 @@
+/* http.c - the gateway's HTTP server; see http.h and docs/GATEWAY.md.
+ *
+ * Life of a request (one gw_req, created by MHD's URI-log callback with the raw URI and freed
+ * in the completion callback, which also logs and counts it):
+ *   1. first handler call, head only: admin paths, OPTIONS/CORS, route match, bearer token,
+ *      Content-Length and Content-Type checks - failures are answered here, before any body
+ *      is read (so no "100 Continue" is sent for them);
+ *   2. body calls: bytes collected up to max_body (past it: 413 once the upload ends, or the
+ *      connection is closed if the client keeps sending);
+ *   3. last call: query and body parsed, envelope built, the route run over the bus
+ *      (proxy.c), the answer sent.
+ * MHD is told not to unescape the URL: paths are matched raw and decoded per segment, so an
+ * encoded '/' stays inside its segment. */
+#include "http.h"
+
+#include "admin.h"
+#include "cfg.h"
+#include "compose.h"
+#include "contract.h"
+#include "form.h"
+#include "log.h"
+#include "meta.h"
+#include "metrics.h"
+#include "proxy.h"
+
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HTTP_MAX_HEADERS 8       /* extra headers on one answer */
+#define HTTP_MAX_SUB_TOPICS 4096 /* bytes of the Sidecast-Sub-Topics header */
+#define HTTP_QUERY_MAX_PAIRS 64
+#define HTTP_FORM_MAX_PAIRS 64
+#define HTTP_TOKEN_MAX 8192
+
+static const char HTTP_CORS_ALLOW_HEADERS[] = "Authorization, Content-Type, X-Request-Id, "
+                                              "traceparent";
+static const char HTTP_CORS_EXPOSE_HEADERS[] = "X-Request-Id, Location, Retry-After, "
+                                               "WWW-Authenticate";
+
+struct http_server {
+    struct MHD_Daemon *d;
+    http_cfg cfg;
+    bus *bus;
+    const routes *rt;
+    const token_keyset *ks;
+    const statics *st;
+    int port;
+    atomic_int inflight;
+    metric *m_inflight;
+};
+
+typedef struct gw_req {
+    http_server *srv;
+    struct timespec t0;
+    char *query;          /* raw query string, or NULL */
+    int started;          /* the handler has been called */
+    int head_done;        /* gw_head() has run */
+    int quiet;            /* admin paths: logged at debug, not counted */
+    int status;           /* answered status, 0 while none */
+    const char *method;   /* normalised for logs and metrics (known methods only) */
+    const char *label;    /* route template, or a fixed word: bounded metric labels */
+    const char *origin;   /* allowed CORS origin (owned by MHD's connection), or NULL */
+    int auth_path;        /* path under /auth/: always no-store */
+    route_match match;
+    char rid[META_RID_MAX + 1];
+    char traceparent[META_TRACEPARENT_LEN + 1];
+    int authed;
+    char user[256];
+    char *sub_topics;     /* JSON array text, or NULL */
+    enum meta_ctype ctype;
+    char *body;
+    size_t len, cap;
+    int too_large;
+    size_t discarded;
+} gw_req;
+
+typedef struct gw_hdr {
+    const char *name, *value;
+} gw_hdr;
+
+/* ---- responses ---------------------------------------------------------------------- */
+
+static void gw_common_headers(const gw_req *r, struct MHD_Response *resp, int has_cache)
+{
+    MHD_add_response_header(resp, "X-Request-Id", r->rid);
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    if (!has_cache) MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (r->auth_path) MHD_add_response_header(resp, "Pragma", "no-cache");
+    if (r->srv->cfg.cors_origins[0]) {
+        MHD_add_response_header(resp, "Vary", "Origin");
+        if (r->origin) {
+            MHD_add_response_header(resp, "Access-Control-Allow-Origin", r->origin);
+            MHD_add_response_header(resp, "Access-Control-Expose-Headers",
+                                    HTTP_CORS_EXPOSE_HEADERS);
+        }
+    }
+}
+
+/* Queues an answer. body: NULL for none; mode says who owns it (MUST_FREE: MHD frees it,
+ * even when this fails). */
+static enum MHD_Result gw_send(gw_req *r, struct MHD_Connection *c, int status, void *body,
+                               size_t len, enum MHD_ResponseMemoryMode mode, const char *ctype,
+                               const gw_hdr *hdrs, size_t nhdr)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, mode);
+    if (!resp) {
+        if (mode == MHD_RESPMEM_MUST_FREE) free(body);
+        return MHD_NO;
+    }
+    int has_cache = 0;
+    for (size_t i = 0; i < nhdr; i++) {
+        if (strcmp(hdrs[i].name, "Cache-Control") == 0) {
+            if (r->auth_path) continue; /* RFC 6749 §5.1: token answers are never cached */
+            has_cache = 1;
+        }
+        MHD_add_response_header(resp, hdrs[i].name, hdrs[i].value);
+    }
+    gw_common_headers(r, resp, has_cache);
+    if (body && ctype) MHD_add_response_header(resp, "Content-Type", ctype);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    if (ret == MHD_YES) r->status = status;
+    return ret;
+}
+
+static enum MHD_Result gw_error(gw_req *r, struct MHD_Connection *c, int status,
+                                const char *code, const char *message, const gw_hdr *hdrs,
+                                size_t nhdr)
+{
+    size_t len = 0;
+    char *body = compose_error_body(code, message, &len);
+    if (!body) return MHD_NO;
+    return gw_send(r, c, status, body, len, MHD_RESPMEM_MUST_FREE, "application/json", hdrs,
+                   nhdr);
+}
+
+/* ---- request head ------------------------------------------------------------------- */
+
+static const char *gw_header(struct MHD_Connection *c, const char *name)
+{
+    return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
+}
+
+static const char *gw_method_label(const char *m)
+{
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
+                                        "OPTIONS"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(m, known[i]) == 0) return known[i];
+    return "OTHER";
+}
+
+static int gw_ready(void *ud, char *detail, size_t detaillen)
+{
+    http_server *s = ud;
+    int up = bus_connected(s->bus);
+    snprintf(detail, detaillen, "nats=%s", up ? "up" : "down");
+    return up;
+}
+
+/* Verifies the bearer token of a protected route; answers 401 itself on failure.
+ * Returns 0 when the caller may go on, 1 when an answer was queued (*ret holds MHD's
+ * result). */
+static int gw_authenticate(gw_req *r, struct MHD_Connection *c, enum MHD_Result *ret)
+{
+    static const gw_hdr missing[] = {{"WWW-Authenticate", "Bearer"}};
+    static const gw_hdr invalid[] = {{"WWW-Authenticate", "Bearer error=\"invalid_token\""}};
+    const http_server *s = r->srv;
+    const char *tok;
+    size_t len;
+    token_claims claims;
+    int rc = meta_bearer(gw_header(c, MHD_HTTP_HEADER_AUTHORIZATION), &tok, &len);
+    if (rc == META_BEARER_NONE) {
+        *ret = gw_error(r, c, 401, "unauthorized", "bearer token required", missing, 1);
+        return 1;
+    }
+    if (rc != META_BEARER_OK || len > HTTP_TOKEN_MAX) {
+        *ret = gw_error(r, c, 401, "invalid_token", "malformed bearer token", invalid, 1);
+        return 1;
+    }
+    char *copy = strndup(tok, len);
+    if (!copy) {
+        *ret = gw_error(r, c, 500, "internal_error", "out of memory", NULL, 0);
+        return 1;
+    }
+    rc = token_verify(s->ks, &s->cfg.policy, copy, (long)time(NULL), &claims);
+    free(copy);
+    if (rc != TOKEN_OK) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "token rejected: %s", token_strerror(rc));
+        log_debug("token rejected", "rid=%s reason=\"%s\"", r->rid, token_strerror(rc));
+        *ret = gw_error(r, c, 401, "invalid_token", msg, invalid, 1);
+        return 1;
+    }
+    /* sub travels in a NATS header: no control characters (header injection) */
+    int sub_ok = claims.sub[0] != '\0';
+    for (const char *p = claims.sub; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) sub_ok = 0;
+    if (!sub_ok) {
+        token_claims_clear(&claims);
+        *ret = gw_error(r, c, 401, "invalid_token", "token rejected: bad subject", invalid, 1);
+        return 1;
+    }
+    snprintf(r->user, sizeof r->user, "%s", claims.sub);
+    r->authed = 1;
+    const json_t *topics = claims.payload ? json_object_get(claims.payload, "sub_topics") : NULL;
+    if (json_is_array(topics)) {
+        char *t = json_dumps(topics, JSON_COMPACT | JSON_ENSURE_ASCII);
+        if (t && strlen(t) <= HTTP_MAX_SUB_TOPICS)
+            r->sub_topics = t;
+        else
+            free(t);
+    }
+    token_claims_clear(&claims);
+    return 0;
+}
+
+/* OPTIONS: CORS preflight (Origin + Access-Control-Request-Method) or a plain Allow query. */
+static enum MHD_Result gw_options(gw_req *r, struct MHD_Connection *c, const char *url)
+{
+    const http_server *s = r->srv;
+    int rc = routes_match(s->rt, "OPTIONS", url, &r->match);
+    if (rc == ROUTES_EBADPATH) return gw_error(r, c, 400, "invalid_request", "malformed path",
+                                               NULL, 0);
+    if (rc == ROUTES_ENOTFOUND) return gw_error(r, c, 404, "not_found", "no such route", NULL, 0);
+    r->label = "preflight";
+    const char *origin = gw_header(c, "Origin");
+    const char *want = gw_header(c, "Access-Control-Request-Method");
+    if (!origin || !want) {
+        gw_hdr h[] = {{"Allow", r->match.allow}};
+        return gw_send(r, c, 204, NULL, 0, MHD_RESPMEM_PERSISTENT, NULL, h, 1);
+    }
+    if (!r->origin) return gw_error(r, c, 403, "forbidden", "origin not allowed", NULL, 0);
+    gw_hdr h[] = {
+        {"Allow", r->match.allow},
+        {"Access-Control-Allow-Methods", r->match.allow},
+        {"Access-Control-Allow-Headers", HTTP_CORS_ALLOW_HEADERS},
+        {"Access-Control-Max-Age", "600"},
+    };
+    return gw_send(r, c, 204, NULL, 0, MHD_RESPMEM_PERSISTENT, NULL, h, 4);
+}
+
+static enum MHD_Result gw_static(gw_req *r, struct MHD_Connection *c, const char *url)
+{
+    int fd = -1;
+    uint64_t size = 0;
+    const char *ctype = NULL;
+    r->label = "static";
+    int rc = statics_open(r->srv->st, url, &fd, &size, &ctype);
+    if (rc != 0) {
+        if (rc != -ENOENT && rc != -EACCES)
+            log_warn("static file error", "rid=%s err=\"%s\"", r->rid, strerror(-rc));
+        return gw_error(r, c, 404, "not_found", "no such route", NULL, 0);
+    }
+    struct MHD_Response *resp = MHD_create_response_from_fd64(size, fd);
+    if (!resp) {
+        close(fd);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", ctype);
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    gw_common_headers(r, resp, 1);
+    enum MHD_Result ret = MHD_queue_response(c, 200, resp);
+    MHD_destroy_response(resp);
+    if (ret == MHD_YES) r->status = 200;
+    return ret;
+}
+
+/* The head of a request. Queues an answer for anything that fails before the body. */
+static enum MHD_Result gw_head(gw_req *r, struct MHD_Connection *c, const char *url,
+                               const char *method)
+{
+    http_server *s = r->srv;
+    enum MHD_Result ret = MHD_YES;
+
+    r->method = gw_method_label(method);
+    r->label = "unmatched";
+    r->auth_path = strncmp(url, "/auth/", 6) == 0;
+    const char *rid = gw_header(c, "X-Request-Id");
+    if (meta_request_id_valid(rid))
+        snprintf(r->rid, sizeof r->rid, "%s", rid);
+    else
+        meta_request_id_new(r->rid);
+    meta_traceparent_next(gw_header(c, "traceparent"), r->traceparent);
+    const char *origin = gw_header(c, "Origin");
+    if (meta_origin_allowed(s->cfg.cors_origins, origin)) r->origin = origin;
+
+    int admin_ret = MHD_NO;
+    if (admin_answer(c, method, url, gw_ready, s, &admin_ret)) {
+        r->quiet = 1;
+        r->label = "admin";
+        r->status = -1; /* answered by admin.c, status not known here */
+        return (enum MHD_Result)admin_ret;
+    }
+    if (strcmp(method, "OPTIONS") == 0) return gw_options(r, c, url);
+
+    int rc = routes_match(s->rt, method, url, &r->match);
+    if (rc == ROUTES_EBADPATH)
+        return gw_error(r, c, 400, "invalid_request", "malformed path", NULL, 0);
+    if (rc == ROUTES_ENOTFOUND) {
+        if (s->st && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0))
+            return gw_static(r, c, url);
+        return gw_error(r, c, 404, "not_found", "no such route", NULL, 0);
+    }
+    if (rc == ROUTES_EMETHOD) {
+        gw_hdr h[] = {{"Allow", r->match.allow}};
+        return gw_error(r, c, 405, "method_not_allowed", "method not allowed on this route", h,
+                        1);
+    }
+    const route *ro = r->match.route;
+    r->label = ro->path;
+    r->auth_path |= strncmp(ro->path, "/auth/", 6) == 0; /* "/%61uth/..." matches it too */
+
+    if (ro->auth == ROUTE_AUTH_BEARER && gw_authenticate(r, c, &ret)) return ret;
+
+    const char *cl = gw_header(c, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te = gw_header(c, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    unsigned long long clen = 0;
+    if (cl && meta_content_length(cl, &clen) != 0)
+        return gw_error(r, c, 400, "invalid_request", "bad Content-Length", NULL, 0);
+    if (clen > s->cfg.max_body) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "request body larger than %zu bytes", s->cfg.max_body);
+        return gw_error(r, c, 413, "payload_too_large", msg, NULL, 0);
+    }
+    r->ctype = meta_content_type(gw_header(c, MHD_HTTP_HEADER_CONTENT_TYPE));
+    if ((clen > 0 || te) && r->ctype != META_CT_JSON && r->ctype != META_CT_FORM)
+        return gw_error(r, c, 415, "unsupported_media_type",
+                        "body must be application/json or application/x-www-form-urlencoded",
+                        NULL, 0);
+    if (clen > 0 && !(r->body = malloc(clen))) return MHD_NO;
+    r->cap = clen;
+    return MHD_YES;
+}
+
+/* A piece of the body. */
+static enum MHD_Result gw_upload(gw_req *r, const char *data, size_t size)
+{
+    size_t max = r->srv->cfg.max_body;
+    if (r->too_large || size > max - r->len) {
+        /* keep reading (bounded) so that the client can get its 413 */
+        r->too_large = 1;
+        r->discarded += size;
+        return r->discarded > max ? MHD_NO : MHD_YES;
+    }
+    if (r->len + size > r->cap) {
+        size_t cap = r->cap ? r->cap : 4096;
+        while (cap < r->len + size) cap *= 2;
+        if (cap > max) cap = max;
+        char *nb = realloc(r->body, cap);
+        if (!nb) return MHD_NO;
+        r->body = nb;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, data, size);
+    r->len += size;
+    return MHD_YES;
+}
+
+/* The request is complete: parse, run the route, answer. */
+static enum MHD_Result gw_run(gw_req *r, struct MHD_Connection *c, const char *url,
+                              const char *method)
+{
+    http_server *s = r->srv;
+    char why[160];
+    json_t *query = NULL, *body = NULL, *env = NULL;
+    enum MHD_Result ret;
+    proxy_answer ans = {0};
+
+    if (r->too_large) {
+        snprintf(why, sizeof why, "request body larger than %zu bytes", s->cfg.max_body);
+        return gw_error(r, c, 413, "payload_too_large", why, NULL, 0);
+    }
+    const char *q = r->query ? r->query : "";
+    if (form_parse(q, strlen(q), 0, HTTP_QUERY_MAX_PAIRS, &query, why, sizeof why) != FORM_OK) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "query string: %s", why);
+        ret = gw_error(r, c, 400, "invalid_request", msg, NULL, 0);
+        goto done;
+    }
+    if (r->len > 0 && r->ctype == META_CT_JSON) {
+        json_error_t je;
+        /* duplicate names are refused, as in forms: parsers disagree on which one wins */
+        body = json_loadb(r->body, r->len, JSON_REJECT_DUPLICATES, &je);
+        if (!json_is_object(body)) {
+            snprintf(why, sizeof why, "%s",
+                     body ? "body must be a JSON object" : "malformed JSON body");
+            ret = gw_error(r, c, 400, "invalid_request", why, NULL, 0);
+            goto done;
+        }
+    } else if (r->len > 0) {
+        if (form_parse(r->body, r->len, FORM_STRICT, HTTP_FORM_MAX_PAIRS, &body, why,
+                       sizeof why) != FORM_OK) {
+            ret = gw_error(r, c, 400, "invalid_request", why, NULL, 0);
+            goto done;
+        }
+    }
+    if (!(env = compose_envelope(method, url, &r->match, query, body))) {
+        ret = gw_error(r, c, 500, "internal_error", "out of memory", NULL, 0);
+        goto done;
+    }
+    bus_hdr hdrs[4] = {{HDR_REQUEST_ID, r->rid}, {HDR_TRACEPARENT, r->traceparent}};
+    size_t nhdr = 2;
+    if (r->authed) {
+        hdrs[nhdr++] = (bus_hdr){HDR_USER, r->user};
+        if (r->sub_topics) hdrs[nhdr++] = (bus_hdr){HDR_SCOPE_SUB, r->sub_topics};
+    }
+    proxy_call pc = {r->match.route, env, r->authed ? r->user : NULL, hdrs, nhdr, r->rid};
+    proxy_run(s->bus, &pc, &ans);
+    gw_hdr h[1];
+    size_t nh = 0;
+    if (ans.hdr_name[0]) h[nh++] = (gw_hdr){ans.hdr_name, ans.hdr_value};
+    if (ans.status == 401 && ans.error == NULL && !nh) {
+        /* a service refusing the caller: keep RFC 6750's challenge */
+        h[nh++] = (gw_hdr){"WWW-Authenticate", "Bearer"};
+    }
+    ret = gw_send(r, c, ans.status, ans.body, ans.len,
+                  ans.body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT, "application/json",
+                  h, nh);
+    ans.body = NULL; /* owned by MHD now */
+done:
+    proxy_answer_clear(&ans);
+    json_decref(env);
+    json_decref(body);
+    json_decref(query);
+    return ret;
+}
+
+/* 1 when the request announces a body (MHD closes the connection after an answer queued
+ * before the body was read, so only such requests are answered from their head). */
+static int gw_expects_body(struct MHD_Connection *c)
+{
+    const char *cl = gw_header(c, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    return gw_header(c, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL ||
+           (cl && strcmp(cl, "0") != 0);
+}
+
+static enum MHD_Result gw_handler(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    (void)cls;
+    (void)version;
+    gw_req *r = *con_cls;
+    if (!r) return MHD_NO; /* the URI callback could not allocate */
+    if (!r->started) {
+        r->started = 1;
+        /* Without a body the last call follows at once: the head is judged there, so that
+         * answers to it keep the connection alive. */
+        if (!gw_expects_body(c)) return MHD_YES;
+        r->head_done = 1;
+        return gw_head(r, c, url, method);
+    }
+    if (*upload_data_size) {
+        enum MHD_Result ret = gw_upload(r, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return ret;
+    }
+    if (!r->head_done) {
+        r->head_done = 1;
+        enum MHD_Result ret = gw_head(r, c, url, method);
+        if (ret != MHD_YES || r->status != 0) return ret;
+    }
+    return gw_run(r, c, url, method);
+}
+
+/* ---- per-request bookkeeping ---------------------------------------------------------- */
+
+static void *gw_uri_cb(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    (void)c;
+    http_server *s = cls;
+    gw_req *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->srv = s;
+    r->method = "OTHER";
+    r->label = "unmatched";
+    clock_gettime(CLOCK_MONOTONIC, &r->t0);
+    const char *q = uri ? strchr(uri, '?') : NULL;
+    if (q) {
+        size_t n = strcspn(q + 1, "#");
+        r->query = strndup(q + 1, n);
+    }
+    atomic_fetch_add(&s->inflight, 1);
+    metric_add(s->m_inflight, 1);
+    return r;
+}
+
+static void gw_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)c;
+    http_server *s = cls;
+    gw_req *r = *con_cls;
+    *con_cls = NULL;
+    if (!r) return;
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - r->t0.tv_sec) + (double)(t1.tv_nsec - r->t0.tv_nsec) / 1e9;
+    char code[16];
+    if (r->status > 0)
+        snprintf(code, sizeof code, "%d", r->status);
+    else
+        snprintf(code, sizeof code, "%s", r->status < 0 ? "-" : "aborted");
+    if (r->quiet) {
+        log_debug("request", "method=%s route=%s status=%s dur_ms=%.1f rid=%s", r->method,
+                  r->label, code, secs * 1000, r->rid);
+    } else if (r->started) {
+        char labels[ROUTES_MAX_PATH + 96];
+        log_info("request", "method=%s route=%s status=%s dur_ms=%.1f rid=%s trace=%.32s%s",
+                 r->method, r->label, code, secs * 1000, r->rid, r->traceparent + 3,
+                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
+        snprintf(labels, sizeof labels, "route=\"%s\",method=\"%s\",code=\"%s\"", r->label,
+                 r->method, code);
+        metric_inc(metrics_counter("sc_gateway_requests_total", labels,
+                                   "HTTP requests by route, method and status"));
+        snprintf(labels, sizeof labels, "route=\"%s\"", r->label);
+        metric_observe(metrics_histogram("sc_gateway_request_duration_seconds", labels,
+                                         "HTTP request latency by route, in seconds"),
+                       secs);
+    }
+    atomic_fetch_sub(&s->inflight, 1);
+    metric_add(s->m_inflight, -1);
+    free(r->query);
+    free(r->sub_topics);
+    free(r->body);
+    free(r);
+}
+
+/* Leaves the URL as the client sent it (see the file comment). */
+static size_t gw_unescape_none(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    return strlen(s);
+}
+
+static void gw_mhd_log(void *cls, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static void gw_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char buf[256];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    for (char *p = buf; *p; p++)
+        if (*p == '"' || *p == '\n' || *p == '\r') *p = (*p == '"') ? '\'' : ' ';
+    log_warn("http server", "detail=\"%s\"", buf);
+}
+
+/* ---- server ----------------------------------------------------------------------------- */
+
+int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt,
+                const token_keyset *ks, const statics *st)
+{
+    struct sockaddr_storage ss;
+    unsigned sslen = 0;
+    http_server *s = calloc(1, sizeof *s);
+    if (!s) return -ENOMEM;
+    s->cfg = *cfg;
+    if (!s->cfg.cors_origins) s->cfg.cors_origins = "";
+    s->bus = b;
+    s->rt = rt;
+    s->ks = ks;
+    s->st = st;
+    s->m_inflight = metrics_gauge("sc_gateway_requests_in_flight", NULL,
+                                  "HTTP requests being handled");
+    if (cfg_resolve_addr(cfg->listen, &ss, &sslen) != 0) {
+        log_error("bad listen address", "listen=%s", cfg->listen);
+        free(s);
+        return -EINVAL;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    if (cfg->threads == 0)
+        flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
+    else
+        flags |= MHD_USE_EPOLL;
+    if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
+    struct MHD_OptionItem opts[] = {
+        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)gw_mhd_log, NULL}, /* first: see MHD docs */
+        {MHD_OPTION_SOCK_ADDR, 0, &ss},
+        {MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT, cfg->client_timeout_s, NULL},
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)cfg->conn_memory, NULL},
+        {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)gw_uri_cb, s},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)gw_completed, s},
+        {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)gw_unescape_none, NULL},
+        {MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL},
+        {cfg->threads ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, cfg->threads, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    s->d = MHD_start_daemon(flags, 0, NULL, NULL, gw_handler, s, MHD_OPTION_ARRAY, opts,
+                            MHD_OPTION_END);
+    if (!s->d) {
+        log_error("cannot start HTTP server", "listen=%s", cfg->listen);
+        free(s);
+        return -EADDRINUSE;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : 0;
+    *out = s;
+    return 0;
+}
+
+int http_port(const http_server *s)
+{
+    return s->port;
+}
+
+void http_drain(http_server *s, int timeout_ms)
+{
+    if (!s || !s->d) return;
+    MHD_socket ls = MHD_quiesce_daemon(s->d);
+    if (ls != MHD_INVALID_SOCKET) close(ls);
+    for (int waited = 0; waited < timeout_ms && atomic_load(&s->inflight) > 0; waited += 20) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+void http_destroy(http_server *s)
+{
+    if (!s) return;
+    if (s->d) MHD_stop_daemon(s->d);
+    free(s);
+}

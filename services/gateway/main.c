@@ -1,0 +1,154 @@
+/* gateway - the HTTP front door: routes HTTP requests to NATS subjects (request/reply),
+ * checks bearer tokens, composes several service calls into one answer, answers CORS and
+ * serves the static demo page. main() only wires the modules together. */
+#include "bus.h"
+#include "cfg.h"
+#include "http.h"
+#include "log.h"
+#include "routes.h"
+#include "statics.h"
+#include "token.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#define GW_DRAIN_MS 10000   /* longest wait for requests in flight at shutdown */
+#define GW_BUS_DRAIN_MS 2000
+
+typedef struct gw_config {
+    char *nats_url;
+    int log_level;
+    char *listen;
+    char *routes;
+    char *jwt_keys;
+    char *jwt_issuer;
+    char *jwt_audience;
+    long jwt_leeway;
+    long max_body;
+    long max_connections;
+    long client_timeout;
+    long threads;
+    long conn_memory;
+    char *cors_origins;
+    char *static_dir;
+} gw_config;
+
+static gw_config gw_cfg;
+
+static const cfg_opt gw_opts[] = {
+    {"NATS_URL", CFG_STR, "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated", 0, 0,
+     0, &gw_cfg.nats_url},
+    {"LOG_LEVEL", CFG_LEVEL, "info", "debug, info, warn or error", 0, 0, 0, &gw_cfg.log_level},
+    {"GATEWAY_LISTEN", CFG_ADDR, "0.0.0.0:8080", "HTTP listen address (host:port)", 0, 0, 0,
+     &gw_cfg.listen},
+    {"GATEWAY_ROUTES", CFG_FILE, NULL, "routing table (JSON, see docs/GATEWAY.md)",
+     CFG_REQUIRED, 0, 0, &gw_cfg.routes},
+    {"JWT_PUBLIC_KEYS", CFG_FILE, NULL, "token verification keys (JWKS or PEM public keys)",
+     CFG_REQUIRED, 0, 0, &gw_cfg.jwt_keys},
+    {"JWT_ISSUER", CFG_STR, "sidecast", "required iss of access tokens", 0, 0, 0,
+     &gw_cfg.jwt_issuer},
+    {"JWT_AUDIENCE", CFG_STR, "sidecast", "required aud of access tokens", 0, 0, 0,
+     &gw_cfg.jwt_audience},
+    {"JWT_LEEWAY", CFG_INT, "30", "clock skew allowed for exp/nbf/iat, seconds", 0, 0, 300,
+     &gw_cfg.jwt_leeway},
+    {"GATEWAY_MAX_BODY", CFG_INT, "65536", "largest request body in bytes (more: 413)", 0, 1,
+     512 * 1024, &gw_cfg.max_body},
+    {"GATEWAY_MAX_CONNECTIONS", CFG_INT, "1024", "concurrent HTTP connections", 0, 1, 65536,
+     &gw_cfg.max_connections},
+    {"GATEWAY_CLIENT_TIMEOUT", CFG_INT, "30", "idle/slow client timeout, seconds", 0, 1, 3600,
+     &gw_cfg.client_timeout},
+    {"GATEWAY_THREADS", CFG_INT, "0",
+     "0: a thread per connection (slow services stall nobody else); N: N epoll threads", 0, 0,
+     256, &gw_cfg.threads},
+    {"GATEWAY_HEADER_MEMORY", CFG_INT, "32768",
+     "per-connection memory for the request head, bytes (bigger heads: 431)", 0, 4096,
+     1024 * 1024, &gw_cfg.conn_memory},
+    {"GATEWAY_CORS_ORIGINS", CFG_STR, "http://localhost:8080,http://127.0.0.1:8080",
+     "browser origins allowed by CORS, comma-separated; * for any; empty for none", 0, 0, 0,
+     &gw_cfg.cors_origins},
+    {"GATEWAY_STATIC_DIR", CFG_STR, "", "directory served at / (empty: none)", 0, 0, 0,
+     &gw_cfg.static_dir},
+};
+
+int main(int argc, char **argv)
+{
+    int rc = 1, sig = 0;
+    char err[600];
+    routes *rt = NULL;
+    token_keyset *ks = NULL;
+    statics *st = NULL;
+    bus *b = NULL;
+    http_server *srv = NULL;
+    sigset_t sigs;
+
+    log_init("gateway", LOG_INFO);
+    if (cfg_load("gateway", gw_opts, CFG_COUNT(gw_opts), argc, argv) != 0) return 2;
+    log_set_level((enum log_level)gw_cfg.log_level);
+    cfg_log(gw_opts, CFG_COUNT(gw_opts));
+
+    /* Every thread started from here on (nats.c, libmicrohttpd) inherits this mask, so the
+     * signals reach only sigwait() below. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (routes_load(gw_cfg.routes, &rt, err, sizeof err) != 0) {
+        fprintf(stderr, "gateway: GATEWAY_ROUTES: %s\n", err);
+        rc = 2;
+        goto done;
+    }
+    if (token_keyset_load(&ks, gw_cfg.jwt_keys) != 0) {
+        fprintf(stderr, "gateway: JWT_PUBLIC_KEYS: %s: no usable key\n", gw_cfg.jwt_keys);
+        rc = 2;
+        goto done;
+    }
+    if (gw_cfg.static_dir[0]) {
+        int e = statics_create(&st, gw_cfg.static_dir);
+        if (e != 0) {
+            fprintf(stderr, "gateway: GATEWAY_STATIC_DIR: %s: %s\n", gw_cfg.static_dir,
+                    strerror(-e));
+            rc = 2;
+            goto done;
+        }
+    }
+    log_info("routing table loaded", "file=%s routes=%zu keys=%zu", gw_cfg.routes, rt->n,
+             token_keyset_count(ks));
+    if (bus_connect(&b, gw_cfg.nats_url, "gateway") != 0) {
+        log_error("cannot set up NATS", "url=%s", gw_cfg.nats_url);
+        goto done;
+    }
+    http_cfg hc = {
+        .listen = gw_cfg.listen,
+        .max_body = (size_t)gw_cfg.max_body,
+        .max_connections = (unsigned)gw_cfg.max_connections,
+        .client_timeout_s = (unsigned)gw_cfg.client_timeout,
+        .threads = (unsigned)gw_cfg.threads,
+        .conn_memory = (size_t)gw_cfg.conn_memory,
+        .cors_origins = gw_cfg.cors_origins,
+        .policy = {.issuer = gw_cfg.jwt_issuer,
+                   .audience = gw_cfg.jwt_audience,
+                   .leeway = gw_cfg.jwt_leeway},
+    };
+    if (http_create(&srv, &hc, b, rt, ks, st) != 0) goto done;
+    log_info("listening", "listen=%s port=%d threads=%s", gw_cfg.listen, http_port(srv),
+             gw_cfg.threads ? "pool" : "per-connection");
+
+    while (sigwait(&sigs, &sig) != 0) {
+    }
+    log_info("shutting down", "signal=%d", sig);
+    http_drain(srv, GW_DRAIN_MS);
+    rc = 0;
+done:
+    http_destroy(srv);
+    bus_destroy(b, GW_BUS_DRAIN_MS);
+    statics_destroy(st);
+    token_keyset_destroy(ks);
+    routes_destroy(rt);
+    if (rc == 0) log_info("stopped", "signal=%d", sig);
+    return rc;
+}

@@ -1,0 +1,41 @@
+/* proxy.h - runs a matched route over the bus: one request/reply, or a composition of
+ * calls (all at once with bus_request_many, or a sequence whose steps read earlier answers),
+ * and turns the outcome into an HTTP answer. Blocks the calling thread for at most the
+ * route's timeout_ms. */
+#ifndef GW_PROXY_H
+#define GW_PROXY_H
+
+#include <stddef.h>
+#include <jansson.h>
+
+#include "bus.h"
+#include "compose.h"
+#include "routes.h"
+
+typedef struct proxy_call {
+    const route *route;
+    const json_t *envelope; /* compose_envelope() */
+    const char *user;       /* the token's sub, or NULL on public routes */
+    const bus_hdr *hdrs;    /* identity, request id, traceparent */
+    size_t nhdr;
+    const char *rid;        /* for log lines */
+} proxy_call;
+
+typedef struct proxy_answer {
+    int status;
+    char *body; /* malloc'd (NULL: no body); JSON when non-NULL */
+    size_t len;
+    char hdr_name[COMPOSE_HDR_NAME_MAX]; /* pass-through header, "" if none */
+    char hdr_value[COMPOSE_HDR_VALUE_MAX];
+    const char *error; /* the gateway's error code when it made the answer itself, else NULL */
+} proxy_answer;
+
+/* Runs pc's route and fills *ans (release with proxy_answer_clear). Always produces an
+ * answer: failures become 4xx/5xx JSON errors. Logs a warning for each failed call. */
+void proxy_run(bus *b, const proxy_call *pc, proxy_answer *ans);
+void proxy_answer_clear(proxy_answer *ans);
+
+/* Fills ans with a gateway error {"error":code,"message":message}. */
+void proxy_answer_error(proxy_answer *ans, int status, const char *code, const char *message);
+
+#endif
