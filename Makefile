@@ -40,7 +40,9 @@ CLIENT_SRC   := $(wildcard clients/*.c)
 # Every service's code but its main.c goes into build/lib<svc>.a, so unit tests reach it.
 svc_src = $(filter-out services/$(1)/main.c,$(wildcard services/$(1)/*.c))
 svc_obj = $(call svc_src,$(1):%.c=$(BUILD)/obj/%.o)
-SVC_LIBS := $(SERVICES:%=$(BUILD)/lib%.a)
+# A service directory with code but no main.c yet still gets its archive (unit tests use it).
+SVC_DIRS := $(sort $(notdir $(patsubst %/,%,$(dir $(wildcard services/*/*.c)))))
+SVC_LIBS := $(SVC_DIRS:%=$(BUILD)/lib%.a)
 
 # Quiet by default; `make V=1` shows the commands.
 ifeq ($(V),1)
@@ -73,11 +75,15 @@ $(BUILD)/libcommon.a: $(COMMON_OBJ)
 	@rm -f $@
 	$(Q)ar rcs $@ $^
 
-define SVC_RULES
-$(BUILD)/lib$(1).a: $(patsubst %.c,$(BUILD)/obj/%.o,$(call svc_src,$(1)))
+define LIB_RULES
+$(BUILD)/lib$(1).a: $(patsubst %.c,$(BUILD)/obj/%.o,$(call svc_src,$(1))) $(BUILD)/obj/empty.o
 	@mkdir -p $$(dir $$@)
 	@rm -f $$@
-	$(Q)ar rcs $$@ $$^ $(if $(call svc_src,$(1)),,$(BUILD)/obj/empty.o)
+	$(Q)ar rcs $$@ $$^
+endef
+$(foreach s,$(SVC_DIRS),$(eval $(call LIB_RULES,$(s))))
+
+define SVC_RULES
 $(BUILD)/$(1): $(BUILD)/obj/services/$(1)/main.o $(BUILD)/lib$(1).a $(BUILD)/libcommon.a
 	@$(if $(Q),echo "  LINK    $$@")
 	$(Q)$(CC) $(LDFLAGS) -o $$@ $$^ $(LDLIBS)
