@@ -24,6 +24,11 @@ struct bus {
     _Atomic int connected;
     _Atomic int closing; /* set by bus_destroy: the disconnect that follows is expected */
     sem_t closed;        /* posted by nats.c's closed callback, the last one it makes */
+    pthread_mutex_t mux_lock; /* guards mux, calls, next_call (bus_request_many) */
+    natsSubscription *mux;
+    char mux_prefix[64];
+    struct bus_many *calls;
+    uint64_t next_call;
     metric *m_connected, *m_reconnects, *m_errors;
 };
 
@@ -139,6 +144,7 @@ int bus_connect(bus **out, const char *urls, const char *name)
     if (!b) return BUS_ENOMEM;
     snprintf(b->name, sizeof b->name, "%s", name);
     sem_init(&b->closed, 0, 0);
+    pthread_mutex_init(&b->mux_lock, NULL);
     b->m_connected = metrics_gauge("sc_nats_connected", NULL, "1 when connected to NATS");
     b->m_reconnects = metrics_counter("sc_nats_reconnects_total", NULL, "NATS reconnections");
     b->m_errors = metrics_counter("sc_nats_errors_total", NULL, "NATS asynchronous errors");
@@ -218,9 +224,11 @@ void bus_destroy(bus *b, int timeout_ms)
         }
         natsConnection_Destroy(b->nc);
     }
+    natsSubscription_Destroy(b->mux);
     natsOptions_Destroy(b->opts);
     if (freeable) {
         sem_destroy(&b->closed);
+        pthread_mutex_destroy(&b->mux_lock);
         free(b);
     }
     pthread_mutex_lock(&bus_lib_lock);
@@ -273,25 +281,37 @@ int bus_request(bus *b, const char *subject, const void *data, size_t len, const
     return 0;
 }
 
-/* Replies of one bus_request_many() call, filled by nats.c's delivery thread. */
+/* Concurrent requests share one wildcard subscription per connection ("_INBOX.<nuid>.*",
+ * made on first use), as nats.c does for its own requests: no SUB/UNSUB and no dispatcher
+ * thread per call. Each call is a bus_many on the caller's stack, listed in b->calls while it
+ * waits; the reply subject "<prefix>.<call id>-<index>" finds it. A call leaves the list under
+ * b->mux_lock before returning, so a late reply finds nothing and is dropped. */
 typedef struct bus_many {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
+    struct bus_many *next;
+    uint64_t id;
     size_t n, pending;
     bus_msg **replies;
     int *results;
+    pthread_cond_t cond;
 } bus_many;
 
-static void bus_many_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+static void bus_mux_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
     (void)nc;
     (void)sub;
-    bus_many *bm = closure;
-    const char *dot = strrchr(natsMsg_GetSubject(msg), '.');
-    char *end = NULL;
-    unsigned long idx = dot ? strtoul(dot + 1, &end, 10) : 0;
-    pthread_mutex_lock(&bm->lock);
-    if (dot && end && !*end && idx < bm->n && bm->results[idx] == BUS_ETIMEOUT) {
+    bus *b = closure;
+    const char *last = strrchr(natsMsg_GetSubject(msg), '.');
+    char *dash = NULL, *end = NULL;
+    uint64_t id = last ? strtoull(last + 1, &dash, 10) : 0;
+    unsigned long idx = dash && *dash == '-' ? strtoul(dash + 1, &end, 10) : 0;
+    if (!end || *end) {
+        natsMsg_Destroy(msg);
+        return;
+    }
+    pthread_mutex_lock(&b->mux_lock);
+    bus_many *bm = b->calls;
+    while (bm && bm->id != id) bm = bm->next;
+    if (bm && idx < bm->n && bm->results[idx] == BUS_ETIMEOUT) {
         if (natsMsg_IsNoResponders(msg)) {
             bm->results[idx] = BUS_ENORESP;
         } else {
@@ -301,24 +321,31 @@ static void bus_many_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *
         }
         if (--bm->pending == 0) pthread_cond_signal(&bm->cond);
     }
-    pthread_mutex_unlock(&bm->lock);
+    pthread_mutex_unlock(&b->mux_lock);
     natsMsg_Destroy(msg);
 }
 
-static void bus_many_free(void *closure)
+/* Makes the shared reply subscription; called with b->mux_lock held. */
+static natsStatus bus_mux_start(bus *b)
 {
-    bus_many *bm = closure;
-    pthread_cond_destroy(&bm->cond);
-    pthread_mutex_destroy(&bm->lock);
-    free(bm);
+    natsInbox *inbox = NULL;
+    char wildcard[96];
+    natsStatus s = natsInbox_Create(&inbox);
+    if (s != NATS_OK) return s;
+    snprintf(b->mux_prefix, sizeof b->mux_prefix, "%s", (const char *)inbox);
+    natsInbox_Destroy(inbox);
+    snprintf(wildcard, sizeof wildcard, "%s.*", b->mux_prefix);
+    s = natsConnection_Subscribe(&b->mux, b->nc, wildcard, bus_mux_on_msg, b);
+    if (s == NATS_OK) natsSubscription_SetPendingLimits(b->mux, -1, 64 * 1024 * 1024);
+    return s;
 }
 
 int bus_request_many(bus *b, const bus_req *reqs, size_t n, int timeout_ms, bus_msg **replies,
                      int *results)
 {
-    natsInbox *inbox = NULL;
-    natsSubscription *sub = NULL;
-    char wildcard[128], reply[160];
+    char reply[160];
+    natsStatus s = NATS_OK;
+    bus_many bm = {.n = n, .replies = replies, .results = results};
     if (n == 0 || n > BUS_MAX_MANY) return BUS_EINVAL;
     for (size_t i = 0; i < n; i++) {
         replies[i] = NULL;
@@ -328,29 +355,25 @@ int bus_request_many(bus *b, const bus_req *reqs, size_t n, int timeout_ms, bus_
         for (size_t i = 0; i < n; i++) results[i] = BUS_ENOTCONN;
         return 0;
     }
-    /* On the heap: nats.c may run the handler one last time after we unsubscribe, so the
-     * subscription's on-complete callback frees it. */
-    bus_many *bm = calloc(1, sizeof *bm);
-    if (!bm) return BUS_ENOMEM;
-    bm->n = n;
-    bm->replies = replies;
-    bm->results = results;
-    pthread_mutex_init(&bm->lock, NULL);
-    pthread_cond_init(&bm->cond, NULL);
-    natsStatus s = natsInbox_Create(&inbox);
-    if (s == NATS_OK) {
-        snprintf(wildcard, sizeof wildcard, "%s.*", (const char *)inbox);
-        s = natsConnection_Subscribe(&sub, b->nc, wildcard, bus_many_on_msg, bm);
-    }
-    if (s == NATS_OK) s = natsSubscription_SetOnCompleteCB(sub, bus_many_free, bm);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&bm.cond, &ca);
+    pthread_condattr_destroy(&ca);
+
+    pthread_mutex_lock(&b->mux_lock);
+    if (!b->mux) s = bus_mux_start(b);
     if (s != NATS_OK) {
-        if (!sub) bus_many_free(bm);
-        goto done;
+        pthread_mutex_unlock(&b->mux_lock);
+        pthread_cond_destroy(&bm.cond);
+        return bus_err_from(s);
     }
-    pthread_mutex_lock(&bm->lock);
+    bm.id = ++b->next_call;
+    bm.next = b->calls;
+    b->calls = &bm;
     for (size_t i = 0; i < n; i++) {
         natsMsg *m;
-        snprintf(reply, sizeof reply, "%s.%zu", (const char *)inbox, i);
+        snprintf(reply, sizeof reply, "%s.%llu-%zu", b->mux_prefix, (unsigned long long)bm.id, i);
         int r = bus_make_msg(&m, reqs[i].subject, reply, reqs[i].data, reqs[i].len, reqs[i].hdrs,
                              reqs[i].nhdr);
         if (r == 0) {
@@ -360,24 +383,24 @@ int bus_request_many(bus *b, const bus_req *reqs, size_t n, int timeout_ms, bus_
         if (r != 0)
             results[i] = r;
         else
-            bm->pending++;
+            bm.pending++;
     }
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     int64_t ns = ts.tv_nsec + (int64_t)(timeout_ms > 0 ? timeout_ms : 1) * 1000000;
     ts.tv_sec += ns / 1000000000;
     ts.tv_nsec = ns % 1000000000;
-    while (bm->pending > 0)
-        if (pthread_cond_timedwait(&bm->cond, &bm->lock, &ts) != 0) break;
-    bm->n = 0; /* late replies are dropped from here on: the caller's arrays are gone */
-    pthread_mutex_unlock(&bm->lock);
-done:
-    if (sub) {
-        natsSubscription_Unsubscribe(sub);
-        natsSubscription_Destroy(sub);
+    while (bm.pending > 0)
+        if (pthread_cond_timedwait(&bm.cond, &b->mux_lock, &ts) == ETIMEDOUT) break;
+    for (bus_many **pp = &b->calls; *pp; pp = &(*pp)->next) {
+        if (*pp == &bm) {
+            *pp = bm.next;
+            break;
+        }
     }
-    natsInbox_Destroy(inbox);
-    return bus_err_from(s);
+    pthread_mutex_unlock(&b->mux_lock);
+    pthread_cond_destroy(&bm.cond);
+    return 0;
 }
 
 static void bus_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)

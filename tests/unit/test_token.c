@@ -975,6 +975,28 @@ TEST(typ_other_than_jwt_rejected)
     free(payload);
 }
 
+TEST(cache_never_skips_claim_checks)
+{
+    /* A token that verified once is remembered, but every later call still checks its claims
+     * against that call's clock and policy, and a one-byte change is a different token. */
+    char *payload, *t, *bad;
+
+    REQUIRE(setup());
+    payload = claims_text(claims());
+    t = forge("{\"alg\":\"ES256\",\"kid\":\"ec1\"}", payload, fx.ec, NULL);
+    for (int i = 0; i < 3; i++) CHECK_EQ_INT(verify(t), TOKEN_OK);
+    CHECK_EQ_INT(verify_at(t, NOW + 100000), TOKEN_EEXPIRED);
+    CHECK_EQ_INT(verify_at(t, NOW - 100000), TOKEN_ENOTYET);
+    CHECK_EQ_INT(verify(t), TOKEN_OK);
+    bad = strdup(t);
+    bad[strlen(bad) - 2] = bad[strlen(bad) - 2] == 'A' ? 'B' : 'A';
+    CHECK_EQ_INT(verify(bad), TOKEN_ESIG);
+    CHECK_EQ_INT(verify(bad), TOKEN_ESIG);
+    free(bad);
+    free(t);
+    free(payload);
+}
+
 TEST(oversized_token_rejected)
 {
     char *tok, *big;
