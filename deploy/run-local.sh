@@ -44,8 +44,10 @@ export GATEWAY_ROUTES=$ROOT/deploy/config/routes.json
 export GATEWAY_LISTEN=0.0.0.0:$GATEWAY_PORT
 
 pids=()
+stopped=0
 cleanup() {
-  trap - INT TERM EXIT
+  [ "$stopped" = 1 ] && return
+  stopped=1
   echo
   echo "make up: stopping"
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
@@ -56,7 +58,8 @@ cleanup() {
   wait 2>/dev/null || true
   echo "make up: stopped"
 }
-trap cleanup INT TERM EXIT
+trap 'cleanup; exit 0' INT TERM
+trap cleanup EXIT
 
 # start NAME CMD...: runs CMD with its output prefixed by [NAME]
 start() {
