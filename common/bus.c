@@ -41,6 +41,9 @@ struct bus_sub {
 
 static pthread_mutex_t bus_lib_lock = PTHREAD_MUTEX_INITIALIZER;
 static int bus_lib_users;
+static int bus_delivery_threads = 1;
+
+void bus_set_delivery_threads(int n) { bus_delivery_threads = n < 1 ? 1 : n > 64 ? 64 : n; }
 
 const char *bus_strerror(int err)
 {
@@ -151,6 +154,8 @@ int bus_connect(bus **out, const char *urls, const char *name)
 
     pthread_mutex_lock(&bus_lib_lock);
     s = bus_lib_users == 0 ? nats_Open(-1) : NATS_OK;
+    if (s == NATS_OK && bus_lib_users == 0)
+        s = nats_SetMessageDeliveryPoolSize(bus_delivery_threads);
     if (s == NATS_OK) bus_lib_users++;
     pthread_mutex_unlock(&bus_lib_lock);
     if (s != NATS_OK) {
@@ -171,6 +176,7 @@ int bus_connect(bus **out, const char *urls, const char *name)
     if (s == NATS_OK) s = natsOptions_SetClosedCB(b->opts, bus_on_closed, b);
     if (s == NATS_OK) s = natsOptions_SetErrorHandler(b->opts, bus_on_error, b);
     if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(b->opts, true, bus_on_connected, b);
+    if (s == NATS_OK) s = natsOptions_UseGlobalMessageDelivery(b->opts, true);
     if (s != NATS_OK) {
         log_error("nats options rejected", "name=%s error=\"%s\"", name, natsStatus_GetText(s));
         rc = bus_err_from(s);
@@ -494,6 +500,49 @@ const char *bus_msg_header(const bus_msg *m, const char *name)
 }
 
 void bus_msg_destroy(bus_msg *m) { natsMsg_Destroy((natsMsg *)m); }
+
+int bus_stream_ensure(bus *b, const bus_stream_cfg *cfg)
+{
+    jsCtx *js = NULL;
+    jsStreamInfo *si = NULL;
+    jsStreamConfig sc;
+    jsRePublish rp;
+    jsErrCode jerr = 0;
+    if (!cfg->name || !cfg->nsubjects || cfg->nsubjects > 32) return BUS_EINVAL;
+    natsStatus s = natsConnection_JetStream(&js, b->nc, NULL);
+    if (s != NATS_OK) return bus_err_from(s);
+    jsStreamConfig_Init(&sc);
+    sc.Name = cfg->name;
+    sc.Subjects = (const char **)cfg->subjects;
+    sc.SubjectsLen = (int)cfg->nsubjects;
+    sc.MaxAge = cfg->max_age_s > 0 ? cfg->max_age_s * 1000000000LL : 0;
+    sc.MaxBytes = cfg->max_bytes > 0 ? cfg->max_bytes : -1;
+    sc.MaxMsgs = cfg->max_msgs > 0 ? cfg->max_msgs : -1;
+    sc.Storage = cfg->file_storage ? js_FileStorage : js_MemoryStorage;
+    sc.Replicas = cfg->replicas > 0 ? cfg->replicas : 1;
+    sc.Discard = js_DiscardOld;
+    sc.AllowDirect = true;
+    char dest[128];
+    if (cfg->republish_to && cfg->republish_to[0]) {
+        snprintf(dest, sizeof dest, "%s.>", cfg->republish_to);
+        jsRePublish_Init(&rp);
+        rp.Source = ">";
+        rp.Destination = dest;
+        sc.RePublish = &rp;
+    }
+    s = js_AddStream(&si, js, &sc, NULL, &jerr);
+    if (s != NATS_OK && jerr == JSStreamNameExistErr) s = js_UpdateStream(&si, js, &sc, NULL, &jerr);
+    if (s != NATS_OK)
+        log_error("jetstream stream not ensured", "stream=%s error=\"%s\" code=%d", cfg->name,
+                  nats_GetLastError(NULL), (int)jerr);
+    else
+        log_info("jetstream stream ready", "stream=%s subjects=%zu max_age_s=%lld republish=%s",
+                 cfg->name, cfg->nsubjects, (long long)cfg->max_age_s,
+                 cfg->republish_to ? cfg->republish_to : "-");
+    jsStreamInfo_Destroy(si);
+    jsCtx_Destroy(js);
+    return bus_err_from(s);
+}
 
 void bus_get_stats(bus *b, bus_stats *st)
 {

@@ -30,6 +30,12 @@ typedef struct bus_hdr {
     const char *value;
 } bus_hdr;
 
+/* nats.c delivers every subscription's messages on a shared pool of threads (not one thread
+ * per subscription, which an edge with thousands of topics could not afford). Call before
+ * the first bus_connect to size the pool (default 1; each subscription stays on one thread,
+ * so its messages keep their order). */
+void bus_set_delivery_threads(int n);
+
 /* Connects (name: shown in the NATS monitoring endpoints). If no server is reachable yet it
  * keeps retrying in the background and returns 0; check bus_connected(). Returns 0 and *out,
  * or a negative code for invalid URLs / allocation failure. */
@@ -84,6 +90,24 @@ size_t bus_msg_len(const bus_msg *m);
 /* Header value or NULL; the string is owned by the message. */
 const char *bus_msg_header(const bus_msg *m, const char *name);
 void bus_msg_destroy(bus_msg *m);
+
+/* JetStream: makes the stream, or updates it to this configuration when it exists (so every
+ * process that owns it may call this at start). republish_to, when set, makes the server
+ * republish each stored message to "<republish_to>.<original subject>" with the headers
+ * Nats-Stream, Nats-Sequence, Nats-Time-Stamp and Nats-Last-Sequence: live subscribers then
+ * see each message's stream sequence without a consumer of their own. */
+typedef struct bus_stream_cfg {
+    const char *name;
+    const char *const *subjects;
+    size_t nsubjects;
+    int64_t max_age_s;  /* 0: unlimited */
+    int64_t max_bytes;  /* -1 or 0: unlimited */
+    int64_t max_msgs;   /* -1 or 0: unlimited */
+    int file_storage;   /* 1: file, 0: memory */
+    int replicas;       /* 1..5 */
+    const char *republish_to;
+} bus_stream_cfg;
+int bus_stream_ensure(bus *b, const bus_stream_cfg *cfg);
 
 /* Stats for /metrics and /readyz. */
 typedef struct bus_stats {

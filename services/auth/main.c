@@ -142,6 +142,9 @@ int main(int argc, char **argv)
     redis_up = metrics_gauge("sc_redis_up", NULL, "1 when the Redis connection is up");
     metric_set(redis_up, rds_up(app.r));
 
+    /* One delivery thread per worker subscription, so that many crypt() calls run at once,
+     * plus two for auth.revoke and auth.jwks. */
+    bus_set_delivery_threads((int)cfg.workers + 2);
     if (bus_connect(&app.b, cfg.nats_url, SERVICE) < 0) goto done;
     g = (grant_cfg){
         .users = u,

@@ -88,6 +88,8 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    /* a delivery thread per subject: a slow subject must not hold up the others */
+    bus_set_delivery_threads(argc - 2);
     if (bus_connect(&B, argv[1], "echosvc") != 0) return 1;
     for (int i = 0; i < 100 && !bus_connected(B); i++) usleep(50000);
     bus_sub *subs[32];
