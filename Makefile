@@ -99,10 +99,10 @@ $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(SVC_LIBS) $(BUILD)/lib
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS)
 
-$(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(BUILD)/libcommon.a
+$(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(SVC_LIBS) $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS)
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)

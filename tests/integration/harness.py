@@ -178,6 +178,8 @@ class Stack:
         self.gateway_port = free_port()
         self.gateway_url = "http://127.0.0.1:%d" % self.gateway_port
         self.auth_admin_port = free_port()
+        self.edge_port = free_port()
+        self.edge_url = "ws://127.0.0.1:%d/ws" % self.edge_port
         self.keys = os.path.join(self.dir, "dev")
         subprocess.run(["bash", os.path.join(ROOT, "scripts", "gen-dev.sh"), self.keys],
                        check=True, stdout=subprocess.DEVNULL)
@@ -234,6 +236,13 @@ class Stack:
                 "JWT_KID": "dev-1",
                 "AUTH_USERS": os.path.join(self.keys, "users.conf"),
             })
+        elif name == "edge":
+            env.update({
+                "EDGE_LISTEN": "127.0.0.1:%d" % self.edge_port,
+                "EDGE_ID": "edge-test",
+                "EDGE_WORKERS": "2",
+                "HISTORY_STORAGE": "memory",
+            })
         elif name == "gateway":
             env.update({
                 "GATEWAY_LISTEN": "127.0.0.1:%d" % self.gateway_port,
@@ -247,6 +256,8 @@ class Stack:
             return "http://127.0.0.1:%d/readyz" % self.auth_admin_port
         if name == "gateway":
             return self.gateway_url + "/readyz"
+        if name == "edge":
+            return "http://127.0.0.1:%d/readyz" % self.edge_port
         return None
 
     def start_service(self, name, wait=True):
@@ -263,6 +274,13 @@ class Stack:
 
     def stop_service(self, name, sig=signal.SIGTERM):
         return self.procs[name].stop(sig)
+
+    def token(self, user="alice", password=None):
+        """An access token from auth over NATS (no gateway needed)."""
+        pw = password or {"alice": "wonderland", "bob": "builder"}[user]
+        lines = self.busctl("req", "auth.token", json.dumps(
+            {"body": {"grant_type": "password", "username": user, "password": pw}}), 5000)
+        return json.loads(lines[-1])
 
     def read_secret(self, name):
         with open(os.path.join(self.keys, name)) as f:
