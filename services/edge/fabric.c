@@ -1,0 +1,372 @@
+/* fabric.c - NATS -> (frame once) -> ZeroMQ inproc PUB/SUB -> workers; see fabric.h.
+ *
+ * A ZeroMQ message is two parts: the routing prefix "<kind> <name>\n" that SUB sockets
+ * filter on (the newline keeps "prices.BT" from matching "prices.BTC"), then the payload:
+ * a complete WebSocket frame for events, the raw JSON for revocations. */
+#include "fabric.h"
+
+#include "contract.h"
+#include "log.h"
+#include "metrics.h"
+#include "msg.h"
+#include "ws_frame.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#define FAB_ENDPOINT "inproc://sidecast-fabric"
+#define FAB_BUCKETS 1024
+#define FAB_HWM 100000 /* messages queued per worker before ZeroMQ drops (counted) */
+
+/* One NATS subscription per name with interest anywhere in the process. */
+/* Closure of a NATS subscription: what kind of message it carries. */
+typedef struct route {
+    fabric *f;
+    enum fab_kind kind;
+    char name[256];
+} route;
+
+typedef struct interest {
+    struct interest *next;
+    int refs; /* ports interested */
+    bus_sub *sub;
+    route *r;   /* the subscription's closure, freed after it */
+    char key[]; /* "<kind> <name>\n" */
+} interest;
+
+struct fabric {
+    bus *b;
+    void *zctx;
+    void *pub;
+    pthread_mutex_t pub_lock; /* the PUB socket: nats.c may call from several threads */
+    pthread_mutex_t lock;     /* interests */
+    interest *buckets[FAB_BUCKETS];
+    size_t max_data;
+    bus_sub *revoked;
+    route revoked_route;
+    metric *m_in, *m_dropped, *m_topics;
+};
+
+/* A worker's port; its local interest counts are kept by the session layer's maps, so here
+ * only the ZeroMQ subscription is per port and the NATS one per process. */
+struct fab_port {
+    fabric *f;
+    void *sub;
+    int fd;
+};
+
+static unsigned long fab_hash(const char *s)
+{
+    unsigned long h = 5381;
+    while (*s) h = h * 33 + (unsigned char)*s++;
+    return h;
+}
+
+/* ---- NATS side (nats.c threads) ----------------------------------------------------------- */
+
+static void zmq_free_bytes(void *data, void *hint)
+{
+    (void)hint;
+    free(data);
+}
+
+/* Publishes prefix + payload (payload ownership passes to ZeroMQ, freed with free()). */
+static void fab_publish(fabric *f, const char *prefix, size_t plen, uint8_t *payload, size_t n)
+{
+    zmq_msg_t m;
+    if (zmq_msg_init_data(&m, payload, n, zmq_free_bytes, NULL) != 0) {
+        free(payload);
+        return;
+    }
+    pthread_mutex_lock(&f->pub_lock);
+    int rc = zmq_send(f->pub, prefix, plen, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    if (rc >= 0) rc = zmq_msg_send(&m, f->pub, ZMQ_DONTWAIT);
+    pthread_mutex_unlock(&f->pub_lock);
+    if (rc < 0) {
+        metric_inc(f->m_dropped);
+        zmq_msg_close(&m);
+    }
+}
+
+/* Frames an event once: header + {"type":"event","topic":..,"seq":..,"data":..}. */
+static void fab_on_event(bus_msg *msg, void *ud)
+{
+    route *r = ud;
+    fabric *f = r->f;
+    const char *data = bus_msg_data(msg);
+    size_t dlen = bus_msg_len(msg);
+    const char *seqs = bus_msg_header(msg, "Nats-Sequence");
+    uint64_t seq = seqs ? strtoull(seqs, NULL, 10) : 0;
+    const char *topic = r->kind == FAB_USER ? "user" : r->name;
+    char *quoted = NULL;
+    metric_inc(f->m_in);
+    if (dlen > f->max_data) {
+        metric_inc(f->m_dropped);
+        log_warn("bus message over the size limit dropped", "subject=%s bytes=%zu",
+                 bus_msg_subject(msg), dlen);
+        goto done;
+    }
+    if (!msg_json_valid(data, dlen)) { /* not JSON: deliver it as a JSON string */
+        size_t ql = msg_json_string_len(data, dlen) + 1;
+        if (!(quoted = malloc(ql)) || msg_json_string(quoted, ql, data, dlen) < 0) goto done;
+        data = quoted;
+        dlen = strlen(quoted);
+    }
+    size_t cap = msg_event_size(strlen(topic), dlen);
+    uint8_t hdr[WS_FRAME_HEADER_MAX];
+    uint8_t *buf = malloc(WS_FRAME_HEADER_MAX + cap);
+    if (!buf) goto done;
+    int n = msg_event_build((char *)buf + WS_FRAME_HEADER_MAX, cap, topic, seq, data, dlen);
+    if (n < 0) {
+        free(buf);
+        goto done;
+    }
+    size_t hl = ws_frame_header_encode(hdr, WS_OP_TEXT, true, 0, (uint64_t)n, NULL);
+    /* the header goes right before the payload so the frame is one contiguous block */
+    memmove(buf + hl, buf + WS_FRAME_HEADER_MAX, (size_t)n);
+    memcpy(buf, hdr, hl);
+    char prefix[300];
+    int pl = snprintf(prefix, sizeof prefix, "%c %s\n", (char)r->kind, r->name);
+    fab_publish(f, prefix, (size_t)pl, buf, hl + (size_t)n);
+done:
+    free(quoted);
+    bus_msg_destroy(msg);
+}
+
+static void fab_on_revoked(bus_msg *msg, void *ud)
+{
+    route *r = ud;
+    size_t n = bus_msg_len(msg);
+    uint8_t *copy = n <= 4096 ? malloc(n + 1) : NULL;
+    if (copy) {
+        memcpy(copy, bus_msg_data(msg), n);
+        copy[n] = '\0';
+        fab_publish(r->f, "r\n", 2, copy, n + 1);
+    }
+    bus_msg_destroy(msg);
+}
+
+/* ---- set-up ------------------------------------------------------------------------------- */
+
+int fab_create(fabric **out, bus *b, size_t max_data)
+{
+    fabric *f = calloc(1, sizeof *f);
+    if (!f) return -ENOMEM;
+    f->b = b;
+    f->max_data = max_data;
+    pthread_mutex_init(&f->pub_lock, NULL);
+    pthread_mutex_init(&f->lock, NULL);
+    f->m_in = metrics_counter("sc_edge_bus_messages_total", NULL,
+                              "bus messages received for clients (framed once each)");
+    f->m_dropped = metrics_counter("sc_edge_bus_dropped_total", NULL,
+                                   "bus messages dropped (over the size limit or fabric full)");
+    f->m_topics = metrics_gauge("sc_edge_subscriptions", NULL,
+                                "NATS subscriptions for topics and users held by this edge");
+    int hwm = FAB_HWM;
+    if (!(f->zctx = zmq_ctx_new()) || !(f->pub = zmq_socket(f->zctx, ZMQ_PUB)) ||
+        zmq_setsockopt(f->pub, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
+        zmq_bind(f->pub, FAB_ENDPOINT) != 0) {
+        log_error("zeromq fabric failed", "error=\"%s\"", zmq_strerror(zmq_errno()));
+        fab_destroy(f);
+        return -EIO;
+    }
+    f->revoked_route.f = f;
+    f->revoked_route.kind = FAB_REVOKED;
+    if (bus_subscribe(b, SUBJ_AUTH_REVOKED, NULL, fab_on_revoked, &f->revoked_route,
+                      &f->revoked) != 0) {
+        fab_destroy(f);
+        return -EIO;
+    }
+    *out = f;
+    return 0;
+}
+
+void fab_destroy(fabric *f)
+{
+    if (!f) return;
+    bus_unsubscribe(f->revoked);
+    for (int i = 0; i < FAB_BUCKETS; i++) {
+        for (interest *it = f->buckets[i], *next; it; it = next) {
+            next = it->next;
+            bus_unsubscribe(it->sub);
+            free(it->r);
+            free(it);
+        }
+    }
+    if (f->pub) {
+        int linger = 0;
+        zmq_setsockopt(f->pub, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_close(f->pub);
+    }
+    if (f->zctx) zmq_ctx_term(f->zctx);
+    pthread_mutex_destroy(&f->pub_lock);
+    pthread_mutex_destroy(&f->lock);
+    free(f);
+}
+
+int fab_port_open(fabric *f, fab_port **out)
+{
+    fab_port *p = calloc(1, sizeof *p);
+    if (!p) return -ENOMEM;
+    p->f = f;
+    int hwm = FAB_HWM;
+    size_t fl = sizeof p->fd;
+    if (!(p->sub = zmq_socket(f->zctx, ZMQ_SUB)) ||
+        zmq_setsockopt(p->sub, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
+        zmq_connect(p->sub, FAB_ENDPOINT) != 0 ||
+        zmq_setsockopt(p->sub, ZMQ_SUBSCRIBE, "r\n", 2) != 0 ||
+        zmq_getsockopt(p->sub, ZMQ_FD, &p->fd, &fl) != 0) {
+        log_error("zeromq port failed", "error=\"%s\"", zmq_strerror(zmq_errno()));
+        fab_port_close(p);
+        return -EIO;
+    }
+    *out = p;
+    return 0;
+}
+
+void fab_port_close(fab_port *p)
+{
+    if (!p) return;
+    if (p->sub) {
+        int linger = 0;
+        zmq_setsockopt(p->sub, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_close(p->sub);
+    }
+    free(p);
+}
+
+int fab_port_fd(const fab_port *p) { return p->fd; }
+
+/* ---- interest ----------------------------------------------------------------------------- */
+
+int fab_watch(fab_port *p, enum fab_kind kind, const char *name)
+{
+    fabric *f = p->f;
+    char prefix[300];
+    int pl = snprintf(prefix, sizeof prefix, "%c %s\n", (char)kind, name);
+    if (pl <= 0 || (size_t)pl >= sizeof prefix) return -EINVAL;
+    pthread_mutex_lock(&f->lock);
+    unsigned long h = fab_hash(prefix) % FAB_BUCKETS;
+    interest *it = f->buckets[h];
+    while (it && strncmp(it->key, prefix, (size_t)pl) != 0) it = it->next;
+    if (!it) {
+        char subject[320];
+        route *r;
+        snprintf(subject, sizeof subject, "live.%s.%s", kind == FAB_USER ? "users" : "events",
+                 name);
+        if (!(it = calloc(1, sizeof *it + (size_t)pl + 1)) || !(r = calloc(1, sizeof *r))) {
+            free(it);
+            pthread_mutex_unlock(&f->lock);
+            return -ENOMEM;
+        }
+        memcpy(it->key, prefix, (size_t)pl + 1);
+        r->f = f;
+        r->kind = kind;
+        snprintf(r->name, sizeof r->name, "%s", name);
+        int rc = bus_subscribe(f->b, subject, NULL, fab_on_event, r, &it->sub);
+        if (rc != 0) {
+            free(r);
+            free(it);
+            pthread_mutex_unlock(&f->lock);
+            return rc;
+        }
+        it->r = r;
+        it->next = f->buckets[h];
+        f->buckets[h] = it;
+        metric_add(f->m_topics, 1);
+    }
+    it->refs++;
+    pthread_mutex_unlock(&f->lock);
+    zmq_setsockopt(p->sub, ZMQ_SUBSCRIBE, prefix, (size_t)pl);
+    return 0;
+}
+
+void fab_unwatch(fab_port *p, enum fab_kind kind, const char *name)
+{
+    fabric *f = p->f;
+    char prefix[300];
+    int pl = snprintf(prefix, sizeof prefix, "%c %s\n", (char)kind, name);
+    if (pl <= 0 || (size_t)pl >= sizeof prefix) return;
+    zmq_setsockopt(p->sub, ZMQ_UNSUBSCRIBE, prefix, (size_t)pl);
+    pthread_mutex_lock(&f->lock);
+    unsigned long h = fab_hash(prefix) % FAB_BUCKETS;
+    interest **pp = &f->buckets[h];
+    while (*pp && strncmp((*pp)->key, prefix, (size_t)pl) != 0) pp = &(*pp)->next;
+    interest *gone = NULL;
+    if (*pp && --(*pp)->refs == 0) {
+        gone = *pp;
+        *pp = gone->next;
+        metric_add(f->m_topics, -1);
+    }
+    pthread_mutex_unlock(&f->lock);
+    if (gone) {
+        bus_unsubscribe(gone->sub); /* waits until its callback cannot run */
+        free(gone->r);
+        free(gone);
+    }
+}
+
+/* ---- receiving (worker thread) ------------------------------------------------------------- */
+
+static void zmq_msg_release(void *ud)
+{
+    zmq_msg_t *m = ud;
+    zmq_msg_close(m);
+    free(m);
+}
+
+int fab_port_recv(fab_port *p, fab_msg *out)
+{
+    for (;;) {
+        int events = 0;
+        size_t el = sizeof events;
+        if (zmq_getsockopt(p->sub, ZMQ_EVENTS, &events, &el) != 0 || !(events & ZMQ_POLLIN))
+            return 0;
+        char prefix[300];
+        int pl = zmq_recv(p->sub, prefix, sizeof prefix - 1, ZMQ_DONTWAIT);
+        if (pl < 0) return 0;
+        int more = 0;
+        size_t ml = sizeof more;
+        zmq_getsockopt(p->sub, ZMQ_RCVMORE, &more, &ml);
+        if (!more) continue; /* malformed: a prefix alone */
+        zmq_msg_t *m = malloc(sizeof *m);
+        if (!m) return 0;
+        zmq_msg_init(m);
+        if (zmq_msg_recv(m, p->sub, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(m);
+            free(m);
+            return 0;
+        }
+        if (pl < 2 || pl >= (int)sizeof prefix) {
+            zmq_msg_release(m);
+            continue;
+        }
+        prefix[pl - 1] = '\0'; /* the newline */
+        memset(out, 0, sizeof *out);
+        out->kind = (enum fab_kind)prefix[0];
+        if (out->kind == FAB_REVOKED) {
+            size_t n = zmq_msg_size(m);
+            out->data = malloc(n + 1);
+            if (out->data) {
+                memcpy(out->data, zmq_msg_data(m), n);
+                out->data[n] = '\0';
+            }
+            zmq_msg_release(m);
+            if (!out->data) continue;
+            return 1;
+        }
+        size_t nl = strnlen(prefix + 2, sizeof out->name - 1);
+        memcpy(out->name, prefix + 2, nl);
+        out->name[nl] = '\0';
+        out->frame = wsc_frame_wrap(zmq_msg_data(m), zmq_msg_size(m), zmq_msg_release, m);
+        if (!out->frame) {
+            zmq_msg_release(m);
+            continue;
+        }
+        return 1;
+    }
+}

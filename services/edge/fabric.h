@@ -1,0 +1,62 @@
+/* fabric.h - carries bus messages from NATS to the edge's workers, once each.
+ *
+ * NATS delivers on nats.c's thread; the fabric frames each message there, once (a complete
+ * WebSocket text frame holding the sidecast.v1 "event"), and publishes it on a ZeroMQ
+ * inproc PUB socket. Each worker has a SUB socket (a fab_port) whose subscriptions follow
+ * its local interest, so a message reaches only the workers with subscribers, and all of
+ * them share the same bytes (zmq's reference-counted message, wrapped as a wsc_frame).
+ *
+ * Interest is counted twice: per worker (the port's ZeroMQ subscription, first and last
+ * local subscriber) and per process (one NATS subscription per topic or user while any
+ * worker has interest). The NATS subjects are the JetStream stream's republished copies,
+ * "live.events.<topic>" and "live.users.<sub>", whose Nats-Sequence header is the event's
+ * seq. auth.revoked is always subscribed and reaches every port.
+ *
+ * Threads: fab_create/fab_destroy on the main thread; a fab_port and every fab_port_*
+ * call on its worker's thread; the NATS callbacks on nats.c's thread (the PUB socket is
+ * touched there and under a lock). Prefix fab_. */
+#ifndef EDGE_FABRIC_H
+#define EDGE_FABRIC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bus.h"
+#include "wsc.h"
+
+typedef struct fabric fabric;
+typedef struct fab_port fab_port;
+
+enum fab_kind {
+    FAB_EVENT = 'e',   /* events.<topic>: name is the topic */
+    FAB_USER = 'u',    /* users.<sub>: name is the user; delivered as topic "user" */
+    FAB_REVOKED = 'r', /* auth.revoked: data is its JSON */
+};
+
+/* max_data: bus payloads over this are dropped (counted). Returns 0 or a negative code. */
+int fab_create(fabric **out, bus *b, size_t max_data);
+void fab_destroy(fabric *f); /* after every port is closed; NULL ok */
+
+int fab_port_open(fabric *f, fab_port **out);
+void fab_port_close(fab_port *p); /* drops its interests; NULL ok */
+/* The ZeroMQ socket's file descriptor for the worker's loop. Edge-triggered: after every
+ * wake-up and every fab_port call, drain with fab_port_recv until it returns 0. */
+int fab_port_fd(const fab_port *p);
+
+/* Starts / stops this port's interest in a topic or user. Counted: only the first watch and
+ * the last unwatch of a name act. 0 or a negative code (the NATS subscription failed). */
+int fab_watch(fab_port *p, enum fab_kind kind, const char *name);
+void fab_unwatch(fab_port *p, enum fab_kind kind, const char *name);
+
+typedef struct fab_msg {
+    enum fab_kind kind;
+    char name[256];    /* topic or user (FAB_EVENT, FAB_USER) */
+    wsc_frame *frame;  /* FAB_EVENT, FAB_USER: the framed event, a reference for the caller */
+    char *data;        /* FAB_REVOKED: NUL-terminated JSON, malloc'd for the caller */
+} fab_msg;
+
+/* Next message without blocking: 1 and *m (the caller owns m->frame / m->data), or 0 when
+ * none is waiting. */
+int fab_port_recv(fab_port *p, fab_msg *m);
+
+#endif

@@ -1,0 +1,294 @@
+/* edge - the WebSocket server of Sidecast: configuration and wiring.
+ *
+ * bus (NATS) -> fabric (frame once, ZeroMQ inproc) -> workers (wsc + session) -> sockets.
+ * The main thread waits for signals; SIGTERM/SIGINT drain the connections with 1001 over
+ * EDGE_DRAIN_TIMEOUT_MS, then exit 0. */
+#include "bus.h"
+#include "cfg.h"
+#include "contract.h"
+#include "fabric.h"
+#include "log.h"
+#include "metrics.h"
+#include "session.h"
+#include "token.h"
+#include "wsc.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SERVICE "edge"
+
+static struct {
+    char *nats_url, *listen, *edge_id, *public_url, *origins, *keys_file, *issuer, *audience;
+    char *stream, *storage;
+    int log_level;
+    long workers, leeway, max_message, max_connections, outbound_limit, rate_limit, rate_burst,
+        ping_ms, pong_ms, auth_ms, handshake_ms, drain_ms, close_ms, warning_s, max_subs, max_errors,
+        history_age_s, history_bytes, history_replicas, max_publish;
+} cfg;
+
+static const cfg_opt options[] = {
+    {"NATS_URL", CFG_STR, "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated",
+     CFG_REQUIRED, 0, 0, &cfg.nats_url},
+    {"LOG_LEVEL", CFG_LEVEL, "info", "debug, info, warn or error", 0, 0, 0, &cfg.log_level},
+    {"EDGE_LISTEN", CFG_ADDR, "0.0.0.0:8090", "WebSocket listen address (path /ws)", 0, 0, 0,
+     &cfg.listen},
+    {"EDGE_ID", CFG_STR, "", "this edge's name in welcome and logs (default: host name)", 0, 0,
+     0, &cfg.edge_id},
+    {"EDGE_WORKERS", CFG_INT, "0", "I/O worker threads (0: one per core)", 0, 0, 64,
+     &cfg.workers},
+    {"EDGE_PUBLIC_URL", CFG_STR, "ws://localhost:8090/ws", "URL clients use (logged)", 0, 0, 0,
+     &cfg.public_url},
+    {"ALLOWED_ORIGINS", CFG_STR, "http://localhost:8080,http://127.0.0.1:8080",
+     "browser origins allowed (comma-separated; * for any; no Origin is always allowed)", 0, 0,
+     0, &cfg.origins},
+    {"JWT_PUBLIC_KEYS", CFG_FILE, NULL, "JWKS or PEM public keys of the token signer",
+     CFG_REQUIRED, 0, 0, &cfg.keys_file},
+    {"JWT_ISSUER", CFG_STR, "sidecast", "required iss", CFG_REQUIRED, 0, 0, &cfg.issuer},
+    {"JWT_AUDIENCE", CFG_STR, "sidecast", "required member of aud", CFG_REQUIRED, 0, 0,
+     &cfg.audience},
+    {"JWT_LEEWAY", CFG_INT, "30", "seconds of clock skew for exp/nbf/iat", 0, 0, 300,
+     &cfg.leeway},
+    {"EDGE_MAX_MESSAGE", CFG_INT, "65536", "largest client message in bytes (over: 1009)", 0,
+     128, 16777216, &cfg.max_message},
+    {"EDGE_MAX_PUBLISH", CFG_INT, "65536", "largest publish data (compact JSON bytes)", 0, 16,
+     16777216, &cfg.max_publish},
+    {"EDGE_MAX_CONNECTIONS", CFG_INT, "10000", "connections per edge process (over: 503)", 0,
+     1, 1000000, &cfg.max_connections},
+    {"EDGE_OUTBOUND_LIMIT", CFG_INT, "1048576",
+     "bytes queued for one client before it is closed 4008", 0, 4096, 1073741824,
+     &cfg.outbound_limit},
+    {"EDGE_RATE_LIMIT", CFG_INT, "50", "client messages per second (over: 4029)", 0, 1,
+     1000000, &cfg.rate_limit},
+    {"EDGE_RATE_BURST", CFG_INT, "100", "client messages in a burst", 0, 1, 1000000,
+     &cfg.rate_burst},
+    {"EDGE_PING_INTERVAL_MS", CFG_INT, "25000", "ping after this much client silence", 0, 1000,
+     3600000, &cfg.ping_ms},
+    {"EDGE_PONG_TIMEOUT_MS", CFG_INT, "10000", "no answer to a ping for this long: closed", 0,
+     100, 3600000, &cfg.pong_ms},
+    {"EDGE_AUTH_TIMEOUT_MS", CFG_INT, "5000", "time for the first auth message", 0, 100,
+     600000, &cfg.auth_ms},
+    {"EDGE_HANDSHAKE_TIMEOUT_MS", CFG_INT, "10000", "time for the HTTP upgrade request", 0, 100,
+     600000, &cfg.handshake_ms},
+    {"EDGE_CLOSE_TIMEOUT_MS", CFG_INT, "2000",
+     "after our close frame: wait this long for the peer's, then drop the connection", 0, 100,
+     600000, &cfg.close_ms},
+    {"EDGE_DRAIN_TIMEOUT_MS", CFG_INT, "10000", "SIGTERM: close every connection within", 0, 0,
+     600000, &cfg.drain_ms},
+    {"EDGE_TOKEN_WARNING_S", CFG_INT, "30", "token_expiring this long before exp", 0, 1, 3600,
+     &cfg.warning_s},
+    {"EDGE_MAX_SUBSCRIPTIONS", CFG_INT, "100", "topics per connection", 0, 1, 100000,
+     &cfg.max_subs},
+    {"EDGE_MAX_ERRORS", CFG_INT, "20", "error replies before a connection is closed 1008", 0,
+     1, 1000000, &cfg.max_errors},
+    {"HISTORY_STREAM", CFG_STR, "SIDECAST", "JetStream stream of events.> and users.>", 0, 0, 0,
+     &cfg.stream},
+    {"HISTORY_MAX_AGE_S", CFG_INT, "3600", "how long events are kept for replay", 0, 1,
+     31536000, &cfg.history_age_s},
+    {"HISTORY_MAX_BYTES", CFG_INT, "1073741824", "stream size bound in bytes", 0, 1048576,
+     0x7fffffffffffffffL, &cfg.history_bytes},
+    {"HISTORY_STORAGE", CFG_STR, "file", "file or memory", 0, 0, 0, &cfg.storage},
+    {"HISTORY_REPLICAS", CFG_INT, "1", "stream replicas (a NATS cluster: 3)", 0, 1, 5,
+     &cfg.history_replicas},
+};
+
+static bus *B;
+static wsc_server *S;
+static _Atomic int stream_ok, draining;
+
+static int is_ready(char *detail, size_t n)
+{
+    int nats = B && bus_connected(B);
+    snprintf(detail, n, "nats=%s stream=%s draining=%s", nats ? "up" : "down",
+             atomic_load(&stream_ok) ? "ok" : "missing", atomic_load(&draining) ? "yes" : "no");
+    return nats && atomic_load(&stream_ok) && !atomic_load(&draining);
+}
+
+static int http_answer(char **resp, size_t *len, int status, const char *ctype, const char *body,
+                       size_t blen)
+{
+    const char *text = status == 200 ? "OK" : status == 503 ? "Service Unavailable"
+                                                            : "Method Not Allowed";
+    char head[256];
+    int hl = snprintf(head, sizeof head,
+                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                      "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+                      status, text, ctype, blen);
+    *resp = malloc((size_t)hl + blen);
+    if (!*resp) return 1;
+    memcpy(*resp, head, (size_t)hl);
+    memcpy(*resp + hl, body, blen);
+    *len = (size_t)hl + blen;
+    return 1;
+}
+
+/* /healthz, /readyz, /metrics on the WebSocket port (a worker thread). */
+static int on_http(wsc_conn *c, const ws_http_request *req, char **resp, size_t *len)
+{
+    (void)c;
+    const char *paths[] = {"/healthz", "/readyz", "/metrics"};
+    int which = -1;
+    for (int i = 0; i < 3; i++)
+        if (req->path.n == strlen(paths[i]) && memcmp(req->path.p, paths[i], req->path.n) == 0)
+            which = i;
+    if (which < 0) return 0;
+    if (req->method.n != 3 || memcmp(req->method.p, "GET", 3) != 0) {
+        static const char msg[] = "{\"error\":\"method_not_allowed\"}\n";
+        return http_answer(resp, len, 405, "application/json", msg, sizeof msg - 1);
+    }
+    if (which == 0) {
+        static const char ok[] = "{\"status\":\"ok\"}\n";
+        return http_answer(resp, len, 200, "application/json", ok, sizeof ok - 1);
+    }
+    if (which == 1) {
+        char detail[160], body[256];
+        int ready = is_ready(detail, sizeof detail);
+        int n = snprintf(body, sizeof body, "{\"status\":\"%s\",\"detail\":\"%s\"}\n",
+                         ready ? "ready" : "not_ready", detail);
+        return http_answer(resp, len, ready ? 200 : 503, "application/json", body, (size_t)n);
+    }
+    size_t ml = 0;
+    char *text = metrics_render(&ml);
+    if (!text) return 0;
+    http_answer(resp, len, 200, "text/plain; version=0.0.4", text, ml);
+    free(text);
+    return 1;
+}
+
+/* Splits ALLOWED_ORIGINS (modified in place) into at most max entries. */
+static size_t split_origins(char *list, const char **out, size_t max)
+{
+    size_t n = 0;
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok && n < max;
+         tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ') tok++;
+        if (*tok) out[n++] = tok;
+    }
+    return n;
+}
+
+static void ensure_stream(void)
+{
+    static const char *const subjects[] = {"events.>", "users.>"};
+    bus_stream_cfg sc = {
+        .name = cfg.stream,
+        .subjects = subjects,
+        .nsubjects = 2,
+        .max_age_s = cfg.history_age_s,
+        .max_bytes = cfg.history_bytes,
+        .file_storage = strcmp(cfg.storage, "memory") != 0,
+        .replicas = (int)cfg.history_replicas,
+        .republish_to = "live",
+    };
+    if (bus_stream_ensure(B, &sc) == 0) atomic_store(&stream_ok, 1);
+}
+
+int main(int argc, char **argv)
+{
+    fabric *fab = NULL;
+    token_keyset *keys = NULL;
+    static session_ctx ctx;
+    int status = 1;
+    char host[128];
+
+    if (cfg_load(SERVICE, options, CFG_COUNT(options), argc, argv) < 0) return 2;
+    log_init(SERVICE, (enum log_level)cfg.log_level);
+    if (strcmp(cfg.storage, "file") != 0 && strcmp(cfg.storage, "memory") != 0) {
+        fprintf(stderr, "edge: config: HISTORY_STORAGE: must be file or memory\n");
+        return 2;
+    }
+    if (!cfg.edge_id[0]) {
+        if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "edge");
+        host[sizeof host - 1] = '\0';
+        cfg.edge_id = host;
+    }
+    if (cfg.workers == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg.workers = cores > 0 ? (cores > 64 ? 64 : cores) : 1;
+    }
+    cfg_log(options, CFG_COUNT(options));
+
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (token_keyset_load(&keys, cfg.keys_file) != 0) {
+        fprintf(stderr, "edge: config: JWT_PUBLIC_KEYS: no usable key in %s\n", cfg.keys_file);
+        return 2;
+    }
+    /* One delivery thread: every bus message goes through the fabric's PUB socket in order. */
+    bus_set_delivery_threads(1);
+    if (bus_connect(&B, cfg.nats_url, SERVICE) != 0) goto done;
+    for (int i = 0; i < 100 && !bus_connected(B); i++) usleep(50000);
+    if (bus_connected(B)) ensure_stream();
+    if (fab_create(&fab, B, (size_t)cfg.max_publish * 4) != 0) goto done;
+
+    const char *origins[32];
+    size_t norigins = split_origins(cfg.origins, origins, 32);
+    ctx.cfg = (session_cfg){
+        .edge_id = cfg.edge_id,
+        .auth_timeout_ms = cfg.auth_ms,
+        .token_warning_s = cfg.warning_s,
+        .rate_limit = cfg.rate_limit,
+        .rate_burst = cfg.rate_burst,
+        .max_subscriptions = cfg.max_subs,
+        .max_errors = cfg.max_errors,
+        .max_message = (size_t)cfg.max_message,
+        .max_publish = (size_t)cfg.max_publish,
+    };
+    ctx.b = B;
+    ctx.fab = fab;
+    ctx.keys = keys;
+    ctx.policy = (token_policy){cfg.issuer, cfg.audience, cfg.leeway, 0};
+    wsc_handlers h;
+    session_handlers(&ctx, &h);
+    h.http = on_http;
+    wsc_config wc = {
+        .listen = cfg.listen,
+        .workers = (int)cfg.workers,
+        .upgrade = {.path = "/ws", .origins = origins, .norigins = norigins,
+                    .subprotocol = "sidecast.v1", .require_subprotocol = false},
+        .max_message = (size_t)cfg.max_message,
+        .max_outbound = (size_t)cfg.outbound_limit,
+        .max_connections = (int)cfg.max_connections,
+        .handshake_timeout_ms = (int)cfg.handshake_ms,
+        .ping_interval_ms = (int)cfg.ping_ms,
+        .pong_timeout_ms = (int)cfg.pong_ms,
+        .close_timeout_ms = (int)cfg.close_ms,
+    };
+    if (wsc_server_start(&S, &wc, &h) != 0) goto done;
+    log_info("edge listening", "listen=%s port=%d workers=%ld id=%s url=%s", cfg.listen,
+             wsc_server_port(S), cfg.workers, cfg.edge_id, cfg.public_url);
+
+    for (;;) {
+        struct timespec ts = {1, 0};
+        int sig = sigtimedwait(&sigs, NULL, &ts);
+        if (sig == SIGTERM || sig == SIGINT) break;
+        if (!atomic_load(&stream_ok) && bus_connected(B)) ensure_stream();
+    }
+    /* Drain: not ready, stop accepting, close everyone with 1001 in batches, then go. */
+    atomic_store(&draining, 1);
+    log_info("edge draining", "connections=%d timeout_ms=%ld", wsc_server_connections(S),
+             cfg.drain_ms);
+    wsc_server_drain(S, (int)cfg.drain_ms);
+    for (long waited = 0; waited < cfg.drain_ms + 3000 && wsc_server_connections(S) > 0;
+         waited += 50)
+        usleep(50000);
+    log_info("edge drained", "left=%d", wsc_server_connections(S));
+    status = 0;
+done:
+    wsc_server_stop(S);
+    fab_destroy(fab);
+    bus_destroy(B, 2000);
+    token_keyset_destroy(keys);
+    return status;
+}

@@ -1,0 +1,642 @@
+/* session.c - sidecast.v1 sessions on the WebSocket core; see session.h. */
+#include "session.h"
+
+#include "contract.h"
+#include "log.h"
+#include "metrics.h"
+#include "msg.h"
+#include "ws_frame.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+
+#define MAP_BUCKETS 4096
+#define REPLY_MAX 1024  /* every reply but events fits */
+
+struct session;
+
+/* Sessions subscribed to one key ("e:<topic>" or "u:<user>") on one worker. */
+typedef struct tentry {
+    struct tentry *next;
+    struct sub_rec **members;
+    uint32_t n, cap;
+    char key[];
+} tentry;
+
+/* One subscription of one session: its place in the entry's member array. */
+typedef struct sub_rec {
+    tentry *t;
+    struct session *s;
+    uint32_t idx;
+} sub_rec;
+
+/* A worker's protocol state. */
+typedef struct wstate {
+    session_ctx *ctx;
+    wsc_worker *w;
+    fab_port *port;
+    loop_io zio;
+    tentry *buckets[MAP_BUCKETS];
+} wstate;
+
+typedef struct session {
+    wsc_conn *c;
+    wstate *ws;
+    char *user;           /* token sub; NULL until authenticated */
+    char sid[64];         /* refresh-token family (claim "sid"), for auth.revoked */
+    long exp;             /* token expiry, Unix seconds */
+    json_t *sub_topics, *pub_topics;
+    sub_rec **subs;       /* [0] is the inbox once authenticated */
+    uint16_t nsubs, capsubs;
+    bool warned;          /* token_expiring sent for this exp */
+    bool bad_token;       /* a token came with the handshake and failed: close 4001 */
+    const char *bad_reason;
+    uint64_t auth_deadline;
+    double tokens;        /* rate-limit bucket */
+    uint64_t refilled;
+    uint32_t errors;
+} session;
+
+static metric *m_auth_ok, *m_auth_fail, *m_deliveries, *m_publishes, *m_rate_closes;
+
+static long wall_now(void) { return (long)time(NULL); }
+
+/* ---- per-worker map -------------------------------------------------------------------------- */
+
+static unsigned long key_hash(const char *s)
+{
+    unsigned long h = 5381;
+    while (*s) h = h * 33 + (unsigned char)*s++;
+    return h % MAP_BUCKETS;
+}
+
+static tentry *map_find(wstate *ws, const char *key)
+{
+    for (tentry *t = ws->buckets[key_hash(key)]; t; t = t->next)
+        if (strcmp(t->key, key) == 0) return t;
+    return NULL;
+}
+
+/* Adds s to key's members. Returns the record, or NULL (no memory / fabric refused). */
+static sub_rec *map_join(wstate *ws, session *s, enum fab_kind kind, const char *name)
+{
+    char key[300];
+    snprintf(key, sizeof key, "%c:%s", (char)kind, name);
+    tentry *t = map_find(ws, key);
+    if (!t) {
+        size_t kl = strlen(key);
+        if (!(t = calloc(1, sizeof *t + kl + 1))) return NULL;
+        memcpy(t->key, key, kl + 1);
+        if (fab_watch(ws->port, kind, name) != 0) {
+            free(t);
+            return NULL;
+        }
+        unsigned long h = key_hash(key);
+        t->next = ws->buckets[h];
+        ws->buckets[h] = t;
+    }
+    if (t->n == t->cap) {
+        uint32_t ncap = t->cap ? t->cap * 2 : 4;
+        sub_rec **nm = realloc(t->members, sizeof *nm * ncap);
+        if (!nm) return NULL; /* an empty new entry stays, harmless until reused */
+        t->members = nm;
+        t->cap = ncap;
+    }
+    sub_rec *r = malloc(sizeof *r);
+    if (!r) return NULL;
+    r->t = t;
+    r->s = s;
+    r->idx = t->n;
+    t->members[t->n++] = r;
+    return r;
+}
+
+static void map_leave(wstate *ws, sub_rec *r)
+{
+    tentry *t = r->t;
+    t->members[r->idx] = t->members[--t->n];
+    t->members[r->idx]->idx = r->idx;
+    free(r);
+    if (t->n > 0) return;
+    /* last local member: drop the entry and the worker's interest */
+    unsigned long h = key_hash(t->key);
+    tentry **pp = &ws->buckets[h];
+    while (*pp != t) pp = &(*pp)->next;
+    *pp = t->next;
+    fab_unwatch(ws->port, (enum fab_kind)t->key[0], t->key + 2);
+    free(t->members);
+    free(t);
+}
+
+/* ---- replies ---------------------------------------------------------------------------------- */
+
+static void reply(session *s, const char *text, int n)
+{
+    if (n > 0) wsc_conn_send_text(s->c, text, (size_t)n);
+}
+
+static void reply_error(session *s, const char *id, const char *code, const char *message)
+{
+    char out[REPLY_MAX];
+    reply(s, out, msg_error_build(out, sizeof out, id, code, message));
+    if (++s->errors > (uint32_t)s->ws->ctx->cfg.max_errors)
+        wsc_conn_close(s->c, WS_CLOSE_POLICY, "too many errors");
+}
+
+/* ---- subscriptions ---------------------------------------------------------------------------- */
+
+static int sub_index(session *s, const char *key)
+{
+    for (int i = 0; i < s->nsubs; i++)
+        if (strcmp(s->subs[i]->t->key, key) == 0) return i;
+    return -1;
+}
+
+static int sub_add(session *s, enum fab_kind kind, const char *name)
+{
+    if (s->nsubs == s->capsubs) {
+        uint16_t ncap = s->capsubs ? (uint16_t)(s->capsubs * 2) : 2;
+        sub_rec **ns = realloc(s->subs, sizeof *ns * ncap);
+        if (!ns) return -1;
+        s->subs = ns;
+        s->capsubs = ncap;
+    }
+    sub_rec *r = map_join(s->ws, s, kind, name);
+    if (!r) return -1;
+    s->subs[s->nsubs++] = r;
+    return 0;
+}
+
+static void sub_remove(session *s, int i)
+{
+    map_leave(s->ws, s->subs[i]);
+    memmove(&s->subs[i], &s->subs[i + 1], sizeof *s->subs * (size_t)(s->nsubs - i - 1));
+    s->nsubs--;
+}
+
+static bool topic_allowed(const json_t *patterns, const char *topic)
+{
+    size_t i;
+    const json_t *p;
+    json_array_foreach(patterns, i, p) {
+        if (json_is_string(p) && token_topic_match(json_string_value(p), topic)) return true;
+    }
+    return false;
+}
+
+/* ---- tokens ------------------------------------------------------------------------------------ */
+
+/* Applies verified claims to s (takes the claims' payload references). */
+static void session_take_claims(session *s, token_claims *cl)
+{
+    json_decref(s->sub_topics);
+    json_decref(s->pub_topics);
+    s->sub_topics = json_incref(json_object_get(cl->payload, "sub_topics"));
+    s->pub_topics = json_incref(json_object_get(cl->payload, "pub_topics"));
+    const char *sid = json_string_value(json_object_get(cl->payload, "sid"));
+    snprintf(s->sid, sizeof s->sid, "%s", sid ? sid : "");
+    s->exp = cl->exp;
+    s->warned = false;
+}
+
+/* The app timer: auth deadline, token_expiring, expiry, whichever comes first. */
+static void session_arm(session *s)
+{
+    loop *l = wsc_worker_loop(wsc_conn_worker(s->c));
+    uint64_t now = loop_now(l);
+    if (!s->user) {
+        wsc_conn_timer(s->c, s->auth_deadline);
+        return;
+    }
+    long warn_at = s->exp - s->ws->ctx->cfg.token_warning_s;
+    long at = s->warned ? s->exp : warn_at;
+    long delta = at - wall_now();
+    wsc_conn_timer(s->c, now + (uint64_t)(delta > 0 ? delta * 1000 : 1));
+}
+
+static void session_welcome(session *s)
+{
+    char out[REPLY_MAX], conn_id[96];
+    snprintf(conn_id, sizeof conn_id, "%s-%llu", s->ws->ctx->cfg.edge_id,
+             (unsigned long long)wsc_conn_id(s->c));
+    reply(s, out, msg_welcome_build(out, sizeof out, conn_id, s->user, s->exp,
+                                    s->ws->ctx->cfg.edge_id));
+}
+
+/* Authenticates s with a verified token: inbox, welcome, timers. */
+static void session_start(session *s, token_claims *cl)
+{
+    s->user = strdup(cl->sub);
+    if (!s->user) {
+        wsc_conn_close(s->c, WS_CLOSE_INTERNAL, "out of memory");
+        return;
+    }
+    session_take_claims(s, cl);
+    if (sub_add(s, FAB_USER, s->user) != 0) {
+        wsc_conn_close(s->c, WS_CLOSE_INTERNAL, "bus unavailable");
+        return;
+    }
+    metric_inc(m_auth_ok);
+    log_debug("session authenticated", "conn=%llu user=%s", (unsigned long long)wsc_conn_id(s->c),
+              s->user);
+    session_welcome(s);
+    session_arm(s);
+}
+
+static int session_verify(session *s, const char *token, token_claims *cl)
+{
+    int rc = token_verify(s->ws->ctx->keys, &s->ws->ctx->policy, token, wall_now(), cl);
+    if (rc != 0) {
+        metric_inc(m_auth_fail);
+        log_info("token refused", "conn=%llu reason=\"%s\"", (unsigned long long)wsc_conn_id(s->c),
+                 token_strerror(rc));
+    }
+    return rc;
+}
+
+/* ---- client messages ----------------------------------------------------------------------- */
+
+static void on_subscribe(session *s, msg_in *m)
+{
+    char out[REPLY_MAX], key[300];
+    if (strcmp(m->topic, "user") == 0) { /* the inbox: always there */
+        reply(s, out, msg_subscribed_build(out, sizeof out, m->topic));
+        return;
+    }
+    if (!topic_allowed(s->sub_topics, m->topic)) {
+        reply_error(s, m->id, "forbidden", "topic not allowed by the token");
+        return;
+    }
+    snprintf(key, sizeof key, "e:%s", m->topic);
+    if (sub_index(s, key) < 0) {
+        if (s->nsubs - 1 >= s->ws->ctx->cfg.max_subscriptions) {
+            reply_error(s, m->id, "too_many_subscriptions", "subscription limit reached");
+            return;
+        }
+        if (sub_add(s, FAB_EVENT, m->topic) != 0) {
+            reply_error(s, m->id, "unavailable", "subscription failed, try again");
+            return;
+        }
+    }
+    reply(s, out, msg_subscribed_build(out, sizeof out, m->topic));
+}
+
+static void on_unsubscribe(session *s, msg_in *m)
+{
+    char out[REPLY_MAX], key[300];
+    snprintf(key, sizeof key, "e:%s", m->topic);
+    int i = strcmp(m->topic, "user") == 0 ? -1 : sub_index(s, key);
+    if (i > 0) sub_remove(s, i);
+    reply(s, out, msg_unsubscribed_build(out, sizeof out, m->topic));
+}
+
+static void on_publish(session *s, msg_in *m)
+{
+    char out[REPLY_MAX], subject[160], conn[32];
+    if (!topic_allowed(s->pub_topics, m->topic)) {
+        reply_error(s, m->id, "forbidden", "publishing to this topic is not allowed");
+        return;
+    }
+    snprintf(subject, sizeof subject, "%s%s", SUBJ_CLIENT_PREFIX, m->topic);
+    snprintf(conn, sizeof conn, "%llu", (unsigned long long)wsc_conn_id(s->c));
+    bus_hdr h[] = {{HDR_USER, s->user}, {"Sidecast-Conn", conn},
+                   {"Sidecast-Edge", s->ws->ctx->cfg.edge_id}};
+    if (bus_publish(s->ws->ctx->b, subject, NULL, m->data, m->data_len, h, 3) != 0) {
+        reply_error(s, m->id, "unavailable", "the bus is unavailable, try again");
+        return;
+    }
+    metric_inc(m_publishes);
+    if (m->id[0]) reply(s, out, msg_ack_build(out, sizeof out, m->id));
+}
+
+static void on_refresh(session *s, msg_in *m)
+{
+    char out[REPLY_MAX];
+    token_claims cl;
+    if (session_verify(s, m->token, &cl) != 0) {
+        reply_error(s, m->id, "invalid_token", "refresh token refused");
+        return;
+    }
+    if (strcmp(cl.sub, s->user) != 0) {
+        token_claims_clear(&cl);
+        wsc_conn_close(s->c, WS_CLOSE_FORBIDDEN, "token of another user");
+        return;
+    }
+    session_take_claims(s, &cl);
+    token_claims_clear(&cl);
+    /* subscriptions the new token no longer allows end here */
+    for (int i = s->nsubs - 1; i >= 1; i--) {
+        const char *topic = s->subs[i]->t->key + 2;
+        if (!topic_allowed(s->sub_topics, topic)) {
+            char note[REPLY_MAX];
+            reply(s, note, msg_unsubscribed_build(note, sizeof note, topic));
+            sub_remove(s, i);
+        }
+    }
+    reply(s, out, msg_refreshed_build(out, sizeof out, s->exp));
+    session_arm(s);
+}
+
+static bool rate_ok(session *s)
+{
+    const session_cfg *cfg = &s->ws->ctx->cfg;
+    uint64_t now = loop_now(wsc_worker_loop(wsc_conn_worker(s->c)));
+    s->tokens += (double)(now - s->refilled) * (double)cfg->rate_limit / 1000.0;
+    if (s->tokens > (double)cfg->rate_burst) s->tokens = (double)cfg->rate_burst;
+    s->refilled = now;
+    if (s->tokens < 1.0) return false;
+    s->tokens -= 1.0;
+    return true;
+}
+
+static void on_message(wsc_conn *c, uint8_t opcode, uint8_t *data, size_t len)
+{
+    session *s = wsc_conn_data(c);
+    char out[REPLY_MAX];
+    if (!rate_ok(s)) {
+        metric_inc(m_rate_closes);
+        log_info("rate limit exceeded", "conn=%llu user=%s", (unsigned long long)wsc_conn_id(c),
+                 s->user ? s->user : "-");
+        wsc_conn_close(c, WS_CLOSE_RATE, "rate limited");
+        return;
+    }
+    if (opcode != WS_OP_TEXT) {
+        reply_error(s, NULL, "bad_message", "messages are JSON text frames");
+        return;
+    }
+    msg_limits lim = MSG_LIMITS_DEFAULT;
+    lim.max_text = s->ws->ctx->cfg.max_message;
+    lim.max_data = s->ws->ctx->cfg.max_publish;
+    msg_in m = {0};
+    int rc = msg_parse((const char *)data, len, &lim, &m);
+    if (rc != MSG_OK) {
+        reply_error(s, m.id, msg_code(rc), m.error);
+        msg_in_clear(&m);
+        return;
+    }
+    if (!s->user) {
+        if (m.type != MSG_AUTH) {
+            msg_in_clear(&m);
+            wsc_conn_close(c, WS_CLOSE_TOKEN, "authenticate first");
+            return;
+        }
+        token_claims cl;
+        if (session_verify(s, m.token, &cl) != 0) {
+            msg_in_clear(&m);
+            wsc_conn_close(c, WS_CLOSE_TOKEN, "invalid token");
+            return;
+        }
+        session_start(s, &cl);
+        token_claims_clear(&cl);
+        msg_in_clear(&m);
+        return;
+    }
+    switch (m.type) {
+    case MSG_SUBSCRIBE: on_subscribe(s, &m); break;
+    case MSG_UNSUBSCRIBE: on_unsubscribe(s, &m); break;
+    case MSG_PUBLISH: on_publish(s, &m); break;
+    case MSG_REFRESH: on_refresh(s, &m); break;
+    case MSG_PING: reply(s, out, msg_pong_build(out, sizeof out, m.id)); break;
+    case MSG_AUTH: reply_error(s, m.id, "bad_message", "already authenticated; use refresh"); break;
+    default: reply_error(s, m.id, "unknown_type", "unknown message type"); break;
+    }
+    msg_in_clear(&m);
+}
+
+/* ---- connection life ---------------------------------------------------------------------- */
+
+static void on_closed_free(session *s)
+{
+    while (s->nsubs > 0) sub_remove(s, s->nsubs - 1);
+    free(s->subs);
+    json_decref(s->sub_topics);
+    json_decref(s->pub_topics);
+    free(s->user);
+    free(s);
+}
+
+static int on_upgrade(wsc_conn *c, const ws_http_request *req, const ws_http_upgrade *up,
+                      const char **body)
+{
+    (void)req;
+    (void)body;
+    wstate *ws = wsc_worker_data(wsc_conn_worker(c));
+    session *s = calloc(1, sizeof *s);
+    if (!s) return 503;
+    s->c = c;
+    s->ws = ws;
+    s->tokens = (double)ws->ctx->cfg.rate_burst;
+    s->refilled = loop_now(wsc_worker_loop(wsc_conn_worker(c)));
+    wsc_conn_set_data(c, s);
+    /* A token in the handshake (header, or access_token per RFC 6750 §2.3) is checked now;
+     * a bad one still gets the upgrade, then close 4001, which a browser can see. */
+    char token[8193];
+    int tl = -1;
+    if (up->bearer.n > 0 && up->bearer.n < sizeof token) {
+        memcpy(token, up->bearer.p, up->bearer.n);
+        token[up->bearer.n] = '\0';
+        tl = (int)up->bearer.n;
+    } else if (up->query.n > 0) {
+        tl = ws_http_query_param(up->query.p, up->query.n, "access_token", token, sizeof token);
+        if (tl == -2) {
+            s->bad_token = true;
+            s->bad_reason = "malformed access_token";
+        }
+    }
+    if (tl > 0) {
+        token_claims cl;
+        if (session_verify(s, token, &cl) == 0) { /* started at open: no frames before */
+            session_take_claims(s, &cl);
+            s->user = strdup(cl.sub);
+            token_claims_clear(&cl);
+            if (!s->user) {
+                on_closed_free(s);
+                wsc_conn_set_data(c, NULL);
+                return 503;
+            }
+        } else {
+            s->bad_token = true;
+            s->bad_reason = "invalid token";
+        }
+    }
+    return 101;
+}
+
+static void on_open(wsc_conn *c)
+{
+    session *s = wsc_conn_data(c);
+    loop *l = wsc_worker_loop(wsc_conn_worker(c));
+    if (s->bad_token) {
+        wsc_conn_close(c, WS_CLOSE_TOKEN, s->bad_reason);
+        return;
+    }
+    if (s->user) {
+        if (sub_add(s, FAB_USER, s->user) != 0) {
+            wsc_conn_close(c, WS_CLOSE_INTERNAL, "bus unavailable");
+            return;
+        }
+        metric_inc(m_auth_ok);
+        session_welcome(s);
+        session_arm(s);
+        return;
+    }
+    s->auth_deadline = loop_now(l) + (uint64_t)s->ws->ctx->cfg.auth_timeout_ms;
+    session_arm(s);
+}
+
+static void on_timer(wsc_conn *c)
+{
+    session *s = wsc_conn_data(c);
+    char out[REPLY_MAX];
+    if (!s->user) {
+        metric_inc(m_auth_fail);
+        wsc_conn_close(c, WS_CLOSE_TOKEN, "no token before the deadline");
+        return;
+    }
+    long now = wall_now();
+    if (now >= s->exp) {
+        log_info("token expired", "conn=%llu user=%s", (unsigned long long)wsc_conn_id(c), s->user);
+        wsc_conn_close(c, WS_CLOSE_TOKEN, "token expired");
+        return;
+    }
+    if (!s->warned && now >= s->exp - s->ws->ctx->cfg.token_warning_s) {
+        s->warned = true;
+        reply(s, out, msg_token_expiring_build(out, sizeof out, s->exp));
+    }
+    session_arm(s);
+}
+
+static void on_closed(wsc_conn *c, uint16_t code)
+{
+    session *s = wsc_conn_data(c);
+    if (!s) return;
+    if (code == WS_CLOSE_TOO_SLOW)
+        log_warn("slow client closed", "conn=%llu user=%s", (unsigned long long)wsc_conn_id(c),
+                 s->user ? s->user : "-");
+    on_closed_free(s);
+    wsc_conn_set_data(c, NULL);
+}
+
+/* ---- bus messages into the worker ------------------------------------------------------------ */
+
+static void deliver(wstate *ws, const char *key, wsc_frame *f)
+{
+    tentry *t = map_find(ws, key);
+    if (!t) return;
+    for (uint32_t i = 0; i < t->n; i++) {
+        if (wsc_conn_send(t->members[i]->s->c, f) == 0) metric_inc(m_deliveries);
+    }
+}
+
+static void revoke(wstate *ws, const char *json)
+{
+    json_t *v = json_loads(json, 0, NULL);
+    const char *sub = json_string_value(json_object_get(v, "sub"));
+    const char *fam = json_string_value(json_object_get(v, "family"));
+    char key[300];
+    if (sub) {
+        snprintf(key, sizeof key, "u:%s", sub);
+        tentry *t = map_find(ws, key);
+        for (uint32_t i = 0; t && i < t->n; i++) {
+            session *s = t->members[i]->s;
+            if (!fam || !fam[0] || strcmp(fam, s->sid) == 0) {
+                log_info("session revoked", "conn=%llu user=%s",
+                         (unsigned long long)wsc_conn_id(s->c), s->user);
+                wsc_conn_close(s->c, WS_CLOSE_FORBIDDEN, "revoked");
+            }
+        }
+    }
+    json_decref(v);
+}
+
+static void drain_port(wstate *ws)
+{
+    fab_msg m;
+    for (int i = 0; i < 100000 && fab_port_recv(ws->port, &m); i++) {
+        char key[300];
+        switch (m.kind) {
+        case FAB_EVENT:
+        case FAB_USER:
+            snprintf(key, sizeof key, "%c:%s", (char)m.kind, m.name);
+            deliver(ws, key, m.frame);
+            wsc_frame_unref(m.frame);
+            break;
+        case FAB_REVOKED:
+            revoke(ws, m.data);
+            free(m.data);
+            break;
+        }
+    }
+}
+
+static void on_port_io(loop_io *io, uint32_t events)
+{
+    (void)events;
+    wstate *ws = (wstate *)((char *)io - offsetof(wstate, zio));
+    drain_port(ws);
+}
+
+static void before_sleep(wsc_worker *w)
+{
+    drain_port(wsc_worker_data(w)); /* ZMQ_FD is edge-triggered: always look again */
+}
+
+static int on_worker_start(wsc_worker *w, void *ud)
+{
+    session_ctx *ctx = ud;
+    wstate *ws = calloc(1, sizeof *ws);
+    if (!ws) return -ENOMEM;
+    ws->ctx = ctx;
+    ws->w = w;
+    int rc = fab_port_open(ctx->fab, &ws->port);
+    if (rc != 0) {
+        free(ws);
+        return rc;
+    }
+    ws->zio.fd = fab_port_fd(ws->port);
+    ws->zio.fn = on_port_io;
+    if ((rc = loop_add(wsc_worker_loop(w), &ws->zio, EPOLLIN)) != 0) {
+        fab_port_close(ws->port);
+        free(ws);
+        return rc;
+    }
+    wsc_worker_set_data(w, ws);
+    wsc_worker_set_before_sleep(w, before_sleep);
+    return 0;
+}
+
+static void on_worker_stop(wsc_worker *w, void *ud)
+{
+    (void)ud;
+    wstate *ws = wsc_worker_data(w);
+    if (!ws) return;
+    loop_del(wsc_worker_loop(w), &ws->zio);
+    fab_port_close(ws->port);
+    free(ws);
+}
+
+void session_handlers(session_ctx *ctx, wsc_handlers *h)
+{
+    m_auth_ok = metrics_counter("sc_edge_auth_total", "result=\"ok\"", "sessions authenticated");
+    m_auth_fail = metrics_counter("sc_edge_auth_total", "result=\"refused\"",
+                                  "tokens refused (invalid, expired, missing in time)");
+    m_deliveries = metrics_counter("sc_edge_deliveries_total", NULL,
+                                   "events queued to subscribers");
+    m_publishes = metrics_counter("sc_edge_publishes_total", NULL, "client publishes sent on");
+    m_rate_closes = metrics_counter("sc_edge_rate_closes_total", NULL,
+                                    "connections closed 4029 (rate limited)");
+    memset(h, 0, sizeof *h);
+    h->ud = ctx;
+    h->worker_start = on_worker_start;
+    h->worker_stop = on_worker_stop;
+    h->upgrade = on_upgrade;
+    h->open = on_open;
+    h->message = on_message;
+    h->timer = on_timer;
+    h->closed = on_closed;
+}

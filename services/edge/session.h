@@ -1,0 +1,43 @@
+/* session.h - the sidecast.v1 protocol on top of the WebSocket core (wsc.h).
+ *
+ * One session per connection: its user and token (from the handshake or a first "auth"
+ * message), its subscriptions (checked against the token's sub_topics), publishes (checked
+ * against pub_topics, sent to client.<topic>), in-band refresh, token_expiring and expiry,
+ * rate limit, and the user's inbox. Per worker: a map from topic / user to the sessions
+ * subscribed there, fed by the worker's fabric port (fabric.h). Everything here runs on
+ * the workers' threads, through the wsc_handlers that session_handlers() fills.
+ * Prefix session_. */
+#ifndef EDGE_SESSION_H
+#define EDGE_SESSION_H
+
+#include <stddef.h>
+
+#include "bus.h"
+#include "fabric.h"
+#include "token.h"
+#include "wsc.h"
+
+typedef struct session_cfg {
+    const char *edge_id;
+    long auth_timeout_ms;      /* handshake without token: the first message must be auth */
+    long token_warning_s;      /* token_expiring this long before exp */
+    long rate_limit;           /* client messages per second (sustained) */
+    long rate_burst;           /* ... and in a burst */
+    long max_subscriptions;    /* per connection, the inbox excluded */
+    long max_errors;           /* error replies before the connection is closed 1008 */
+    size_t max_message;        /* client message bytes (the core closes 1009 above) */
+    size_t max_publish;        /* compact JSON of a publish's data */
+} session_cfg;
+
+typedef struct session_ctx {
+    session_cfg cfg;
+    bus *b;
+    fabric *fab;
+    const token_keyset *keys;
+    token_policy policy;
+} session_ctx;
+
+/* Fills h with the protocol's handlers; ctx must outlive the server. */
+void session_handlers(session_ctx *ctx, wsc_handlers *h);
+
+#endif

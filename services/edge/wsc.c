@@ -1,0 +1,990 @@
+/* wsc.c - the WebSocket core: workers, connections, outbound queues; see wsc.h. */
+#include "wsc.h"
+
+#include "cfg.h"
+#include "log.h"
+#include "metrics.h"
+#include "ws_frame.h"
+#include "ws_reader.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define READ_BUF (64 * 1024)
+#define READS_PER_EVENT 8 /* then the connection waits its turn (fairness between peers) */
+#define MAX_IOV 64
+#define INLINE_Q 2        /* queue slots inside the connection: no allocation when short */
+#define HS_MAX WS_HTTP_DEFAULT_MAX_HEAD
+
+struct wsc_frame {
+    _Atomic uint32_t ref;
+    uint32_t len;                /* bytes at `bytes` */
+    uint8_t *bytes;              /* data[] below, or the caller's (wsc_frame_wrap) */
+    void (*destroy)(void *ud);   /* wsc_frame_wrap: releases the caller's bytes */
+    void *ud;
+    uint8_t data[];
+};
+
+enum conn_state { CS_HANDSHAKE, CS_OPEN, CS_CLOSING, CS_DEAD };
+
+struct wsc_conn {
+    loop_io io;
+    wsc_worker *w;
+    wsc_conn *prev, *next;    /* the worker's list of live connections */
+    wsc_conn *next_pending;   /* flush / read-again / free lists (one at a time) */
+    uint64_t id;
+    void *data;
+    loop_timer core_timer;    /* handshake deadline, ping/pong, close timeout */
+    loop_timer app_timer;
+    uint64_t last_rx, ping_sent;
+    uint8_t state;
+    bool writable, peer_closed, close_after_flush, opened, upgraded, pending, ping_out,
+        read_again, lingering;
+    uint16_t close_code;
+    /* outbound queue: ring of frames, inline while short */
+    wsc_frame **q;
+    wsc_frame *q_inline[INLINE_Q];
+    uint32_t q_cap, q_head, q_count, q_off; /* q_off: bytes of the head frame written */
+    size_t q_bytes;
+    /* inbound */
+    char *hs;                 /* handshake bytes until the head is complete */
+    uint32_t hs_len;
+    uint8_t *msg;             /* message buffer while a message spans reads */
+    size_t msg_cap;
+    ws_reader reader;
+    char peer[56]; /* "[v6 address]:port" */
+};
+
+struct wsc_worker {
+    wsc_server *s;
+    int index;
+    pthread_t thread;
+    loop *l;
+    loop_io listen_io;
+    wsc_conn *conns;          /* live connections */
+    wsc_conn *flush_list, *free_list;
+    int nconns;
+    bool draining;
+    uint64_t drain_start, drain_end;
+    int drain_total, drain_closed;
+    void *data;
+    void (*before_sleep)(wsc_worker *w);
+    int start_rc;
+    sem_t started; /* posted once worker_start ran (start_rc holds its result) */
+    uint8_t rbuf[READ_BUF];
+};
+
+struct wsc_server {
+    wsc_config cfg;
+    wsc_handlers h;
+    wsc_worker **workers;
+    int nworkers, port;
+    _Atomic int nconns;
+    _Atomic uint64_t next_id;
+    _Atomic int drain_ms; /* > 0: a drain was asked for */
+    _Atomic int stop;
+    metric *m_conns, *m_accepted, *m_rejected_full, *m_hs_ok, *m_hs_fail, *m_msgs_in,
+        *m_bytes_in, *m_frames_out, *m_bytes_out, *m_slow, *m_aborts;
+};
+
+/* ---- frames -------------------------------------------------------------------------- */
+
+wsc_frame *wsc_frame_alloc(uint8_t opcode, size_t len, uint8_t **payload)
+{
+    uint8_t hdr[WS_FRAME_HEADER_MAX];
+    size_t hl = ws_frame_header_encode(hdr, opcode, true, 0, len, NULL);
+    if (len > UINT32_MAX - hl) return NULL;
+    wsc_frame *f = malloc(sizeof *f + hl + len);
+    if (!f) return NULL;
+    atomic_init(&f->ref, 1);
+    f->len = (uint32_t)(hl + len);
+    f->bytes = f->data;
+    f->destroy = NULL;
+    memcpy(f->data, hdr, hl);
+    *payload = f->data + hl;
+    return f;
+}
+
+wsc_frame *wsc_frame_new(uint8_t opcode, const void *payload, size_t len)
+{
+    uint8_t *p;
+    wsc_frame *f = wsc_frame_alloc(opcode, len, &p);
+    if (f && len) memcpy(p, payload, len);
+    return f;
+}
+
+/* Bytes sent as they are (an HTTP answer before the upgrade). */
+static wsc_frame *frame_raw(const void *bytes, size_t len)
+{
+    wsc_frame *f = malloc(sizeof *f + len);
+    if (!f) return NULL;
+    atomic_init(&f->ref, 1);
+    f->len = (uint32_t)len;
+    f->bytes = f->data;
+    f->destroy = NULL;
+    memcpy(f->data, bytes, len);
+    return f;
+}
+
+wsc_frame *wsc_frame_wrap(const uint8_t *bytes, size_t len, void (*destroy)(void *ud), void *ud)
+{
+    if (len > UINT32_MAX) return NULL;
+    wsc_frame *f = malloc(sizeof *f);
+    if (!f) return NULL;
+    atomic_init(&f->ref, 1);
+    f->len = (uint32_t)len;
+    f->bytes = (uint8_t *)bytes;
+    f->destroy = destroy;
+    f->ud = ud;
+    return f;
+}
+
+wsc_frame *wsc_frame_ref(wsc_frame *f)
+{
+    atomic_fetch_add_explicit(&f->ref, 1, memory_order_relaxed);
+    return f;
+}
+
+void wsc_frame_unref(wsc_frame *f)
+{
+    if (f && atomic_fetch_sub_explicit(&f->ref, 1, memory_order_acq_rel) == 1) {
+        if (f->destroy) f->destroy(f->ud);
+        free(f);
+    }
+}
+
+size_t wsc_frame_size(const wsc_frame *f) { return f->len; }
+
+/* ---- connection bookkeeping ---------------------------------------------------------- */
+
+static void conn_on_io(loop_io *io, uint32_t events);
+static void conn_core_timer(loop_timer *t);
+static void conn_app_timer(loop_timer *t);
+static void conn_flush(wsc_conn *c);
+
+static wsc_conn *conn_of_io(loop_io *io) { return (wsc_conn *)io; }
+
+/* Schedules c for the end of this iteration's flush (once). */
+static void conn_want_flush(wsc_conn *c)
+{
+    if (c->pending || c->state == CS_DEAD) return;
+    c->pending = true;
+    c->next_pending = c->w->flush_list;
+    c->w->flush_list = c;
+}
+
+static void queue_clear(wsc_conn *c)
+{
+    for (uint32_t i = 0; i < c->q_count; i++) wsc_frame_unref(c->q[(c->q_head + i) % c->q_cap]);
+    c->q_count = c->q_head = c->q_off = 0;
+    c->q_bytes = 0;
+    if (c->q != c->q_inline) free(c->q);
+    c->q = c->q_inline;
+    c->q_cap = INLINE_Q;
+}
+
+/* Ends the connection now: no more I/O; freed at the end of the iteration. */
+static void conn_abort(wsc_conn *c, uint16_t code)
+{
+    if (c->state == CS_DEAD) return;
+    wsc_worker *w = c->w;
+    if (c->state != CS_CLOSING || !c->close_code) c->close_code = code;
+    c->state = CS_DEAD;
+    loop_del(w->l, &c->io);
+    close(c->io.fd);
+    c->io.fd = -1;
+    loop_timer_cancel(&c->core_timer);
+    loop_timer_cancel(&c->app_timer);
+    if (code == WS_CLOSE_ABNORMAL) metric_inc(w->s->m_aborts);
+    /* leave the flush list alone (it skips dead ones); join the free list */
+    if (!c->pending) {
+        c->pending = true;
+        c->next_pending = w->free_list;
+        w->free_list = c;
+    } else {
+        c->read_again = false; /* moved to the free list when the flush list is walked */
+    }
+}
+
+static void conn_free(wsc_conn *c)
+{
+    wsc_worker *w = c->w;
+    wsc_server *s = w->s;
+    if (c->upgraded && s->h.closed) s->h.closed(c, c->close_code ? c->close_code : 1006);
+    if (c->prev) c->prev->next = c->next; else w->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    w->nconns--;
+    atomic_fetch_sub(&s->nconns, 1);
+    metric_add(s->m_conns, -1);
+    queue_clear(c);
+    free(c->hs);
+    free(c->msg);
+    free(c);
+}
+
+/* Appends f (a new reference) to c's queue. 0, or -1 on allocation failure. */
+static int queue_push(wsc_conn *c, wsc_frame *f)
+{
+    if (c->q_count == c->q_cap) {
+        uint32_t ncap = c->q_cap * 2;
+        wsc_frame **nq = malloc(sizeof *nq * ncap);
+        if (!nq) return -1;
+        for (uint32_t i = 0; i < c->q_count; i++) nq[i] = c->q[(c->q_head + i) % c->q_cap];
+        if (c->q != c->q_inline) free(c->q);
+        c->q = nq;
+        c->q_cap = ncap;
+        c->q_head = 0;
+    }
+    c->q[(c->q_head + c->q_count) % c->q_cap] = wsc_frame_ref(f);
+    c->q_count++;
+    c->q_bytes += f->len;
+    conn_want_flush(c);
+    return 0;
+}
+
+/* Queues a close frame and stops sending anything else. */
+static void conn_send_close(wsc_conn *c, uint16_t code, const char *reason)
+{
+    uint8_t payload[125];
+    size_t rl = reason ? strnlen(reason, 123) : 0;
+    size_t n = code == WS_CLOSE_NO_STATUS ? 0 : ws_frame_close_encode(payload, code, reason, rl);
+    wsc_frame *f = wsc_frame_new(WS_OP_CLOSE, payload, n);
+    c->state = CS_CLOSING;
+    c->close_code = code;
+    if (!f || queue_push(c, f) != 0) {
+        wsc_frame_unref(f);
+        conn_abort(c, WS_CLOSE_ABNORMAL);
+        return;
+    }
+    wsc_frame_unref(f);
+    loop_timer_set(c->w->l, &c->core_timer,
+                   loop_now(c->w->l) + (uint64_t)c->w->s->cfg.close_timeout_ms);
+}
+
+/* ---- public connection API ------------------------------------------------------------ */
+
+wsc_worker *wsc_conn_worker(const wsc_conn *c) { return c->w; }
+uint64_t wsc_conn_id(const wsc_conn *c) { return c->id; }
+void *wsc_conn_data(const wsc_conn *c) { return c->data; }
+void wsc_conn_set_data(wsc_conn *c, void *data) { c->data = data; }
+size_t wsc_conn_queued(const wsc_conn *c) { return c->q_bytes - c->q_off; }
+const char *wsc_conn_peer(const wsc_conn *c) { return c->peer; }
+
+int wsc_conn_send(wsc_conn *c, wsc_frame *f)
+{
+    if (c->state != CS_OPEN) return -1;
+    wsc_server *s = c->w->s;
+    if (c->q_bytes - c->q_off + f->len > s->cfg.max_outbound) {
+        /* The peer does not read fast enough. What is queued will not be read either: keep
+         * only the frame being written (the stream must stay well-framed) and say 4008. */
+        metric_inc(s->m_slow);
+        log_warn("slow client closed", "conn=%llu peer=%s queued=%zu bound=%zu",
+                 (unsigned long long)c->id, c->peer, c->q_bytes - c->q_off, s->cfg.max_outbound);
+        while (c->q_count > (c->q_off ? 1u : 0u)) {
+            uint32_t last = (c->q_head + c->q_count - 1) % c->q_cap;
+            c->q_bytes -= c->q[last]->len;
+            wsc_frame_unref(c->q[last]);
+            c->q_count--;
+        }
+        c->peer_closed = true; /* it will not answer our close in time: do not wait for it */
+        c->close_after_flush = true;
+        conn_send_close(c, WS_CLOSE_TOO_SLOW, "too slow");
+        return -2;
+    }
+    if (queue_push(c, f) != 0) {
+        conn_abort(c, WS_CLOSE_ABNORMAL);
+        return -1;
+    }
+    metric_inc(s->m_frames_out);
+    return 0;
+}
+
+int wsc_conn_send_text(wsc_conn *c, const char *text, size_t len)
+{
+    wsc_frame *f = wsc_frame_new(WS_OP_TEXT, text, len);
+    if (!f) return -1;
+    int rc = wsc_conn_send(c, f);
+    wsc_frame_unref(f);
+    return rc;
+}
+
+void wsc_conn_close(wsc_conn *c, uint16_t code, const char *reason)
+{
+    if (c->state != CS_OPEN) return;
+    if (c->peer_closed) c->close_after_flush = true;
+    conn_send_close(c, code, reason);
+}
+
+void wsc_conn_timer(wsc_conn *c, uint64_t when)
+{
+    if (c->state == CS_DEAD) return;
+    if (when == 0)
+        loop_timer_cancel(&c->app_timer);
+    else
+        loop_timer_set(c->w->l, &c->app_timer, when);
+}
+
+/* ---- writing ----------------------------------------------------------------------------- */
+
+static void conn_flush(wsc_conn *c)
+{
+    wsc_server *s = c->w->s;
+    while (c->q_count > 0 && c->writable) {
+        struct iovec iov[MAX_IOV];
+        int n = 0;
+        for (uint32_t i = 0; i < c->q_count && n < MAX_IOV; i++, n++) {
+            wsc_frame *f = c->q[(c->q_head + i) % c->q_cap];
+            size_t off = i == 0 ? c->q_off : 0;
+            iov[n].iov_base = f->bytes + off;
+            iov[n].iov_len = f->len - off;
+        }
+        ssize_t wr = writev(c->io.fd, iov, n);
+        if (wr < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                c->writable = false;
+                break;
+            }
+            if (errno == EINTR) continue;
+            conn_abort(c, WS_CLOSE_ABNORMAL);
+            return;
+        }
+        metric_add(s->m_bytes_out, wr);
+        size_t left = (size_t)wr;
+        while (left > 0) {
+            wsc_frame *f = c->q[c->q_head];
+            size_t rest = f->len - c->q_off;
+            if (left < rest) {
+                c->q_off += (uint32_t)left;
+                break;
+            }
+            left -= rest;
+            c->q_bytes -= f->len;
+            c->q_off = 0;
+            wsc_frame_unref(f);
+            c->q_head = (c->q_head + 1) % c->q_cap;
+            c->q_count--;
+        }
+    }
+    if (c->q_count == 0) {
+        if (c->q != c->q_inline) queue_clear(c); /* give back the grown ring */
+        if (c->close_after_flush && !c->lingering) {
+            /* Half-close, then read and drop until the peer closes too (or the close timeout):
+             * closing with unread bytes would reset the connection and could destroy our
+             * close frame in flight. */
+            shutdown(c->io.fd, SHUT_WR);
+            c->lingering = true;
+            loop_timer_set(c->w->l, &c->core_timer,
+                           loop_now(c->w->l) + (uint64_t)s->cfg.close_timeout_ms);
+        }
+    }
+}
+
+/* ---- reading ----------------------------------------------------------------------------- */
+
+static void conn_open(wsc_conn *c, const uint8_t *rest, size_t n);
+static void conn_frames(wsc_conn *c, uint8_t *in, size_t n);
+
+static void conn_answer_http(wsc_conn *c, int status, const char *body)
+{
+    char out[WS_HTTP_RESPONSE_MAX];
+    int n = ws_http_write_error(out, sizeof out, status, body);
+    wsc_frame *f = n > 0 ? frame_raw(out, (size_t)n) : NULL;
+    metric_inc(c->w->s->m_hs_fail);
+    c->state = CS_CLOSING;
+    c->close_after_flush = true;
+    c->close_code = 0;
+    if (!f || queue_push(c, f) != 0) conn_abort(c, WS_CLOSE_ABNORMAL);
+    wsc_frame_unref(f);
+    loop_timer_set(c->w->l, &c->core_timer,
+                   loop_now(c->w->l) + (uint64_t)c->w->s->cfg.close_timeout_ms);
+}
+
+static void conn_handshake(wsc_conn *c, const uint8_t *in, size_t n)
+{
+    wsc_server *s = c->w->s;
+    if (!c->hs && !(c->hs = malloc(HS_MAX))) {
+        conn_abort(c, WS_CLOSE_ABNORMAL);
+        return;
+    }
+    size_t take = n < HS_MAX - c->hs_len ? n : HS_MAX - c->hs_len;
+    memcpy(c->hs + c->hs_len, in, take);
+    c->hs_len += (uint32_t)take;
+    ws_http_request req;
+    int hl = ws_http_parse_request(c->hs, c->hs_len, NULL, &req);
+    if (hl == WS_HTTP_PARTIAL && c->hs_len < HS_MAX) return;
+    if (hl < 0) {
+        conn_answer_http(c, hl == WS_HTTP_ERROR ? 400 : 431, NULL);
+        return;
+    }
+    char *resp = NULL;
+    size_t resp_len = 0;
+    if (s->h.http && s->h.http(c, &req, &resp, &resp_len)) { /* /healthz and the like */
+        wsc_frame *f = resp ? frame_raw(resp, resp_len) : NULL;
+        free(resp);
+        c->state = CS_CLOSING;
+        c->close_after_flush = true;
+        if (!f || queue_push(c, f) != 0) conn_abort(c, WS_CLOSE_ABNORMAL);
+        wsc_frame_unref(f);
+        return;
+    }
+    ws_http_upgrade up;
+    const char *body = NULL;
+    int status = ws_http_check_upgrade(&req, &s->cfg.upgrade, &up);
+    if (status == 101 && atomic_load(&s->drain_ms) > 0) {
+        status = 503;
+        body = "draining: connect to another edge";
+    }
+    if (status == 101 && s->h.upgrade) {
+        c->upgraded = true;
+        status = s->h.upgrade(c, &req, &up, &body);
+    }
+    if (status != 101) {
+        conn_answer_http(c, status, body ? body : up.reason);
+        return;
+    }
+    char out[WS_HTTP_RESPONSE_MAX];
+    int rn = ws_http_write_response(out, sizeof out, &up);
+    wsc_frame *f = rn > 0 ? frame_raw(out, (size_t)rn) : NULL;
+    if (!f || queue_push(c, f) != 0) {
+        wsc_frame_unref(f);
+        conn_abort(c, WS_CLOSE_ABNORMAL);
+        return;
+    }
+    wsc_frame_unref(f);
+    metric_inc(s->m_hs_ok);
+    /* Bytes after the head (and after what fitted in hs) are frames already. */
+    size_t extra_hs = c->hs_len - (size_t)hl;
+    uint8_t early[HS_MAX];
+    memcpy(early, c->hs + hl, extra_hs);
+    free(c->hs);
+    c->hs = NULL;
+    c->hs_len = 0;
+    conn_open(c, early, extra_hs);
+    if (c->state == CS_OPEN && n > take) conn_frames(c, (uint8_t *)in + take, n - take);
+}
+
+static void conn_open(wsc_conn *c, const uint8_t *rest, size_t n)
+{
+    wsc_server *s = c->w->s;
+    ws_reader_config rc = {.from_client = true, .max_message = s->cfg.max_message};
+    ws_reader_init(&c->reader, &rc, NULL, 0);
+    c->state = CS_OPEN;
+    c->opened = true;
+    if (s->cfg.ping_interval_ms > 0)
+        loop_timer_set(c->w->l, &c->core_timer,
+                       loop_now(c->w->l) + (uint64_t)s->cfg.ping_interval_ms);
+    else
+        loop_timer_cancel(&c->core_timer);
+    if (s->h.open) s->h.open(c);
+    if (n > 0 && c->state == CS_OPEN) {
+        uint8_t copy[HS_MAX];
+        memcpy(copy, rest, n);
+        conn_frames(c, copy, n);
+    }
+}
+
+static void conn_frames(wsc_conn *c, uint8_t *in, size_t n)
+{
+    wsc_server *s = c->w->s;
+    while (n > 0 && c->state != CS_DEAD) {
+        ws_event ev;
+        size_t k = ws_reader_feed(&c->reader, in, n, &ev);
+        in += k;
+        n -= k;
+        switch (ev.type) {
+        case WS_EV_NONE:
+            return;
+        case WS_EV_TEXT:
+        case WS_EV_BINARY:
+            metric_inc(s->m_msgs_in);
+            if (c->state == CS_OPEN && s->h.message)
+                s->h.message(c, ev.type == WS_EV_TEXT ? WS_OP_TEXT : WS_OP_BINARY,
+                             (uint8_t *)ev.data, ev.len);
+            if (c->msg && ws_reader_buffered(&c->reader) == 0) { /* idle: no buffer */
+                ws_reader_set_buffer(&c->reader, NULL, 0);
+                free(c->msg);
+                c->msg = NULL;
+                c->msg_cap = 0;
+            }
+            break;
+        case WS_EV_PING:
+            if (c->state == CS_OPEN) {
+                wsc_frame *f = wsc_frame_new(WS_OP_PONG, ev.data, ev.len);
+                if (!f || queue_push(c, f) != 0) conn_abort(c, WS_CLOSE_ABNORMAL);
+                wsc_frame_unref(f);
+            }
+            break;
+        case WS_EV_PONG:
+            break;
+        case WS_EV_CLOSE:
+            c->peer_closed = true;
+            c->close_after_flush = true;
+            if (c->state == CS_OPEN)
+                conn_send_close(c, ev.code, NULL); /* echo the code (§5.5.1) */
+            else if (c->q_count == 0)
+                conn_flush(c); /* our close went out already: finish now */
+            return;
+        case WS_EV_ERROR:
+            c->close_after_flush = true;
+            c->peer_closed = true;
+            if (c->state == CS_OPEN)
+                conn_send_close(c, ev.code, ws_frame_err_str(ev.err));
+            else
+                conn_abort(c, ev.code);
+            return;
+        case WS_EV_NEED_BUFFER: {
+            /* grow geometrically: a message in many small fragments must not cost a
+             * realloc per fragment (the reader never asks past max_message) */
+            size_t want = c->msg_cap * 2 > ev.len ? c->msg_cap * 2 : ev.len;
+            if (want > s->cfg.max_message) want = s->cfg.max_message;
+            if (want < ev.len) want = ev.len;
+            uint8_t *nb = realloc(c->msg, want);
+            if (!nb) {
+                conn_abort(c, WS_CLOSE_ABNORMAL);
+                return;
+            }
+            c->msg = nb;
+            c->msg_cap = want;
+            ws_reader_set_buffer(&c->reader, c->msg, c->msg_cap);
+            break;
+        }
+        }
+    }
+}
+
+static void conn_read(wsc_conn *c)
+{
+    wsc_worker *w = c->w;
+    if (c->lingering) {
+        for (int i = 0; i < READS_PER_EVENT; i++) {
+            ssize_t n = read(c->io.fd, w->rbuf, sizeof w->rbuf);
+            if (n > 0) continue;
+            if (n < 0 && errno == EINTR) continue;
+            if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) conn_abort(c, c->close_code);
+            return;
+        }
+        return;
+    }
+    for (int i = 0; i < READS_PER_EVENT && c->state != CS_DEAD; i++) {
+        ssize_t n = read(c->io.fd, w->rbuf, sizeof w->rbuf);
+        if (n > 0) {
+            c->last_rx = loop_now(w->l);
+            c->ping_out = false;
+            metric_add(w->s->m_bytes_in, n);
+            if (c->state == CS_HANDSHAKE)
+                conn_handshake(c, w->rbuf, (size_t)n);
+            else
+                conn_frames(c, w->rbuf, (size_t)n);
+            if ((size_t)n < sizeof w->rbuf) return; /* drained for now */
+            continue;
+        }
+        if (n == 0) { /* the peer closed TCP */
+            if (c->state == CS_CLOSING && c->q_count == 0)
+                conn_abort(c, c->close_code);
+            else
+                conn_abort(c, WS_CLOSE_ABNORMAL);
+            return;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        if (errno == EINTR) continue;
+        conn_abort(c, WS_CLOSE_ABNORMAL);
+        return;
+    }
+    /* More may be waiting: read again at the end of this iteration, after the others. */
+    if (c->state != CS_DEAD) {
+        c->read_again = true;
+        conn_want_flush(c);
+    }
+}
+
+static void conn_on_io(loop_io *io, uint32_t events)
+{
+    wsc_conn *c = conn_of_io(io);
+    if (c->state == CS_DEAD) return;
+    if (events & EPOLLOUT) {
+        c->writable = true;
+        if (c->q_count) conn_want_flush(c);
+    }
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR)) conn_read(c);
+}
+
+static void conn_core_timer(loop_timer *t)
+{
+    wsc_conn *c = (wsc_conn *)((char *)t - offsetof(wsc_conn, core_timer));
+    wsc_server *s = c->w->s;
+    uint64_t now = loop_now(c->w->l);
+    switch (c->state) {
+    case CS_HANDSHAKE:
+        conn_abort(c, WS_CLOSE_ABNORMAL); /* slow or silent before the upgrade */
+        return;
+    case CS_CLOSING:
+        conn_abort(c, c->close_code ? c->close_code : WS_CLOSE_ABNORMAL);
+        return;
+    case CS_OPEN:
+        if (c->ping_out && now >= c->ping_sent + (uint64_t)s->cfg.pong_timeout_ms) {
+            conn_abort(c, WS_CLOSE_ABNORMAL); /* no pong, no traffic */
+            return;
+        }
+        if (!c->ping_out && now >= c->last_rx + (uint64_t)s->cfg.ping_interval_ms) {
+            wsc_frame *f = wsc_frame_new(WS_OP_PING, NULL, 0);
+            if (!f || queue_push(c, f) != 0) {
+                wsc_frame_unref(f);
+                conn_abort(c, WS_CLOSE_ABNORMAL);
+                return;
+            }
+            wsc_frame_unref(f);
+            c->ping_out = true;
+            c->ping_sent = now;
+            loop_timer_set(c->w->l, t, now + (uint64_t)s->cfg.pong_timeout_ms);
+        } else if (c->ping_out) {
+            loop_timer_set(c->w->l, t, c->ping_sent + (uint64_t)s->cfg.pong_timeout_ms);
+        } else {
+            loop_timer_set(c->w->l, t, c->last_rx + (uint64_t)s->cfg.ping_interval_ms);
+        }
+        return;
+    default:
+        return;
+    }
+}
+
+static void conn_app_timer(loop_timer *t)
+{
+    wsc_conn *c = (wsc_conn *)((char *)t - offsetof(wsc_conn, app_timer));
+    if (c->state == CS_OPEN && c->w->s->h.timer) c->w->s->h.timer(c);
+}
+
+/* ---- accepting ----------------------------------------------------------------------------- */
+
+static void worker_accept(loop_io *io, uint32_t events)
+{
+    (void)events;
+    wsc_worker *w = (wsc_worker *)((char *)io - offsetof(wsc_worker, listen_io));
+    wsc_server *s = w->s;
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                log_warn("accept failed", "worker=%d errno=%d", w->index, errno);
+            return;
+        }
+        if (atomic_load(&s->nconns) >= s->cfg.max_connections) {
+            char out[WS_HTTP_RESPONSE_MAX];
+            int n = ws_http_write_error(out, sizeof out, 503, "edge full: too many connections");
+            if (n > 0 && write(fd, out, (size_t)n) < 0) { /* best effort */
+            }
+            close(fd);
+            metric_inc(s->m_rejected_full);
+            continue;
+        }
+        wsc_conn *c = calloc(1, sizeof *c);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c->io.fd = fd;
+        c->io.fn = conn_on_io;
+        c->w = w;
+        c->id = atomic_fetch_add(&s->next_id, 1) + 1;
+        c->writable = true;
+        c->q = c->q_inline;
+        c->q_cap = INLINE_Q;
+        c->core_timer.fn = conn_core_timer;
+        c->app_timer.fn = conn_app_timer;
+        c->last_rx = loop_now(w->l);
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            char ip[INET_ADDRSTRLEN];
+            inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+            snprintf(c->peer, sizeof c->peer, "%s:%u", ip, ntohs(a->sin_port));
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            char ip[INET6_ADDRSTRLEN];
+            inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+            snprintf(c->peer, sizeof c->peer, "[%s]:%u", ip, ntohs(a->sin6_port));
+        }
+        if (loop_add(w->l, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP) != 0) {
+            close(fd);
+            free(c);
+            continue;
+        }
+        c->next = w->conns;
+        if (w->conns) w->conns->prev = c;
+        w->conns = c;
+        w->nconns++;
+        atomic_fetch_add(&s->nconns, 1);
+        metric_inc(s->m_conns);
+        metric_inc(s->m_accepted);
+        loop_timer_set(w->l, &c->core_timer,
+                       loop_now(w->l) + (uint64_t)s->cfg.handshake_timeout_ms);
+    }
+}
+
+/* ---- worker thread ------------------------------------------------------------------------- */
+
+/* Closes a share of the connections that grows with the time spent draining, so that all
+ * are closed by drain_end and their reconnects are spread over the window. */
+static void worker_drain_step(wsc_worker *w)
+{
+    uint64_t now = loop_now(w->l);
+    int target = w->drain_total;
+    if (now < w->drain_end && w->drain_end > w->drain_start)
+        target = (int)((double)w->drain_total * (double)(now - w->drain_start) /
+                       (double)(w->drain_end - w->drain_start)) + 1;
+    for (wsc_conn *c = w->conns; c && w->drain_closed < target; c = c->next) {
+        if (c->state == CS_OPEN) {
+            wsc_conn_close(c, WS_CLOSE_GOING_AWAY, "edge draining");
+            w->drain_closed++;
+        } else if (c->state == CS_HANDSHAKE) {
+            conn_abort(c, WS_CLOSE_GOING_AWAY);
+        }
+    }
+}
+
+static void worker_before_sleep(void *ud)
+{
+    wsc_worker *w = ud;
+    wsc_server *s = w->s;
+    int drain_ms = atomic_load(&s->drain_ms);
+    if (drain_ms > 0 && !w->draining) {
+        w->draining = true;
+        loop_del(w->l, &w->listen_io);
+        close(w->listen_io.fd);
+        w->listen_io.fd = -1;
+        w->drain_start = loop_now(w->l);
+        w->drain_end = w->drain_start + (uint64_t)drain_ms;
+        w->drain_total = 0;
+        for (wsc_conn *c = w->conns; c; c = c->next) w->drain_total += c->state == CS_OPEN;
+    }
+    if (w->draining) worker_drain_step(w);
+    if (w->before_sleep) w->before_sleep(w);
+    /* Flush (and read again) what this iteration touched; the list may grow while walked
+     * (a read queues an answer), so take it whole each round, bounded. */
+    for (int round = 0; round < 4 && w->flush_list; round++) {
+        wsc_conn *list = w->flush_list;
+        w->flush_list = NULL;
+        while (list) {
+            wsc_conn *c = list;
+            list = c->next_pending;
+            c->pending = false;
+            if (c->state == CS_DEAD) {
+                c->pending = true;
+                c->next_pending = w->free_list;
+                w->free_list = c;
+                continue;
+            }
+            if (c->read_again) {
+                c->read_again = false;
+                conn_read(c);
+                if (c->state == CS_DEAD) continue;
+            }
+            if (c->q_count && c->writable) conn_flush(c);
+        }
+    }
+    while (w->free_list) {
+        wsc_conn *c = w->free_list;
+        w->free_list = c->next_pending;
+        conn_free(c);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    wsc_worker *w = arg;
+    wsc_server *s = w->s;
+    while (!atomic_load(&s->stop)) {
+        if (loop_run_once(w->l) != 0) break;
+    }
+    for (wsc_conn *c = w->conns; c; c = c->next) conn_abort(c, WS_CLOSE_GOING_AWAY);
+    worker_before_sleep(w); /* frees them, calling the closed handler */
+    if (s->h.worker_stop) s->h.worker_stop(w, s->h.ud);
+    return NULL;
+}
+
+static int worker_listen(wsc_worker *w, const struct sockaddr_storage *ss, unsigned sslen)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (bind(fd, (const struct sockaddr *)ss, sslen) != 0 || listen(fd, 4096) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    w->listen_io.fd = fd;
+    w->listen_io.fn = worker_accept;
+    return 0;
+}
+
+/* Start-up of one worker on its own thread: the app's worker_start, then accepting. */
+static void *worker_boot(void *arg)
+{
+    wsc_worker *w = arg;
+    wsc_server *s = w->s;
+    w->start_rc = s->h.worker_start ? s->h.worker_start(w, s->h.ud) : 0;
+    if (w->start_rc == 0) w->start_rc = loop_add(w->l, &w->listen_io, EPOLLIN);
+    int rc = w->start_rc;
+    sem_post(&w->started);
+    if (rc != 0) return NULL; /* wsc_server_start sees it and stops the server */
+    return worker_main(w);
+}
+
+int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers *h)
+{
+    struct sockaddr_storage ss;
+    unsigned sslen;
+    int rc;
+    if (cfg->workers < 1 || cfg->workers > 64) return -EINVAL;
+    if (cfg_resolve_addr(cfg->listen, &ss, &sslen) != 0) {
+        log_error("edge listen address invalid", "listen=%s", cfg->listen);
+        return -EINVAL;
+    }
+    wsc_server *s = calloc(1, sizeof *s);
+    if (!s) return -ENOMEM;
+    s->cfg = *cfg;
+    s->h = *h;
+    s->m_conns = metrics_gauge("sc_edge_connections", NULL, "open WebSocket connections");
+    s->m_accepted = metrics_counter("sc_edge_accepted_total", NULL, "TCP connections accepted");
+    s->m_rejected_full = metrics_counter("sc_edge_rejected_total", "reason=\"full\"",
+                                         "connections refused before the handshake");
+    s->m_hs_ok = metrics_counter("sc_edge_handshakes_total", "result=\"ok\"",
+                                 "WebSocket handshakes by result");
+    s->m_hs_fail = metrics_counter("sc_edge_handshakes_total", "result=\"refused\"",
+                                   "WebSocket handshakes by result");
+    s->m_msgs_in = metrics_counter("sc_edge_messages_in_total", NULL, "messages received");
+    s->m_bytes_in = metrics_counter("sc_edge_bytes_in_total", NULL, "bytes received");
+    s->m_frames_out = metrics_counter("sc_edge_frames_out_total", NULL, "frames queued");
+    s->m_bytes_out = metrics_counter("sc_edge_bytes_out_total", NULL, "bytes written");
+    s->m_slow = metrics_counter("sc_edge_slow_closes_total", NULL,
+                                "connections closed 4008 (outbound queue over its bound)");
+    s->m_aborts = metrics_counter("sc_edge_aborts_total", NULL,
+                                  "connections ended without a closing handshake");
+    s->workers = calloc((size_t)cfg->workers, sizeof *s->workers);
+    if (!s->workers) {
+        free(s);
+        return -ENOMEM;
+    }
+    for (int i = 0; i < cfg->workers; i++) {
+        wsc_worker *w = calloc(1, sizeof *w);
+        if (!w) {
+            rc = -ENOMEM;
+            goto error;
+        }
+        s->workers[i] = w;
+        w->s = s;
+        w->index = i;
+        w->listen_io.fd = -1;
+        sem_init(&w->started, 0, 0);
+        if ((rc = loop_create(&w->l)) != 0) goto error;
+        loop_set_before_sleep(w->l, worker_before_sleep, w);
+        if ((rc = worker_listen(w, &ss, sslen)) != 0) {
+            log_error("edge cannot listen", "listen=%s error=\"%s\"", cfg->listen, strerror(-rc));
+            goto error;
+        }
+        if (i == 0) { /* port 0: every worker binds the port the first one got */
+            struct sockaddr_storage got;
+            socklen_t gl = sizeof got;
+            getsockname(w->listen_io.fd, (struct sockaddr *)&got, &gl);
+            s->port = ntohs(got.ss_family == AF_INET ? ((struct sockaddr_in *)&got)->sin_port
+                                                     : ((struct sockaddr_in6 *)&got)->sin6_port);
+            if (ss.ss_family == AF_INET)
+                ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)s->port);
+            else
+                ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)s->port);
+        }
+        s->nworkers = i + 1;
+    }
+    rc = 0;
+    for (int i = 0; i < s->nworkers; i++) {
+        wsc_worker *w = s->workers[i];
+        int e = pthread_create(&w->thread, NULL, worker_boot, w);
+        if (e != 0) {
+            w->thread = 0;
+            rc = -e;
+            break;
+        }
+        sem_wait(&w->started);
+        if (w->start_rc != 0) {
+            rc = w->start_rc;
+            break;
+        }
+    }
+    if (rc != 0) { /* the threads already running are stopped and joined */
+        log_error("edge workers did not start", "error=%d", rc);
+        wsc_server_stop(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+error:
+    for (int i = 0; i < cfg->workers; i++) {
+        wsc_worker *w = s->workers[i];
+        if (!w) continue;
+        if (w->listen_io.fd >= 0) close(w->listen_io.fd);
+        loop_destroy(w->l);
+        sem_destroy(&w->started);
+        free(w);
+    }
+    free(s->workers);
+    free(s);
+    return rc;
+}
+
+int wsc_server_port(const wsc_server *s) { return s->port; }
+int wsc_server_connections(const wsc_server *s) { return atomic_load(&((wsc_server *)s)->nconns); }
+
+void wsc_server_drain(wsc_server *s, int timeout_ms)
+{
+    int expected = 0;
+    atomic_compare_exchange_strong(&s->drain_ms, &expected, timeout_ms > 0 ? timeout_ms : 1);
+    for (int i = 0; i < s->nworkers; i++) loop_wake(s->workers[i]->l);
+}
+
+void wsc_server_stop(wsc_server *s)
+{
+    if (!s) return;
+    atomic_store(&s->stop, 1);
+    for (int i = 0; i < s->nworkers; i++) {
+        wsc_worker *w = s->workers[i];
+        if (w->thread) {
+            loop_wake(w->l);
+            pthread_join(w->thread, NULL);
+        }
+    }
+    for (int i = 0; i < s->nworkers; i++) {
+        wsc_worker *w = s->workers[i];
+        if (w->listen_io.fd >= 0) close(w->listen_io.fd);
+        loop_destroy(w->l);
+        sem_destroy(&w->started);
+        free(w);
+    }
+    free(s->workers);
+    free(s);
+}
+
+/* ---- worker accessors ---------------------------------------------------------------------- */
+
+int wsc_worker_index(const wsc_worker *w) { return w->index; }
+loop *wsc_worker_loop(wsc_worker *w) { return w->l; }
+void *wsc_worker_data(const wsc_worker *w) { return w->data; }
+void wsc_worker_set_data(wsc_worker *w, void *data) { w->data = data; }
+void wsc_worker_set_before_sleep(wsc_worker *w, void (*fn)(wsc_worker *)) { w->before_sleep = fn; }

@@ -1,0 +1,139 @@
+/* wsc.h - the WebSocket core: listeners, worker threads, connections, outbound queues.
+ *
+ * Knows RFC 6455 and nothing of sidecast.v1: the protocol layer (session.c) and the
+ * Autobahn echo server (tests/tools/wsecho.c) are both built on it through wsc_handlers.
+ *
+ * Threads. EDGE_WORKERS worker threads, each with its own loop (loop.h), its own
+ * SO_REUSEPORT listener and the connections it accepted. A connection is touched only by
+ * its worker: every handler runs there, and every wsc_conn_* function must be called there.
+ * Other threads reach a worker through their own channel into its loop (the edge uses
+ * ZeroMQ inproc, added with wsc_worker_loop) or wsc_server_drain.
+ *
+ * Memory. An idle open connection holds its wsc_conn and whatever the handlers hang on it:
+ * no read buffer (reads go into the worker's buffer and are handled in place), no write
+ * queue (allocated when a write would block, freed when it empties), no message buffer
+ * (allocated for a message that spans reads, freed after it).
+ *
+ * Lifetime. A connection is freed by its worker at the end of a loop iteration, after the
+ * closed handler ran, never inside a handler: a handler may call wsc_conn_close on any
+ * connection of its worker and go on using the pointer until it returns.
+ * Prefix wsc_. */
+#ifndef EDGE_WSC_H
+#define EDGE_WSC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loop.h"
+#include "ws_http.h"
+
+typedef struct wsc_server wsc_server;
+typedef struct wsc_worker wsc_worker;
+typedef struct wsc_conn wsc_conn;
+
+/* An outbound frame (header and payload in one block), reference-counted so one broadcast
+ * is framed once and queued on every recipient. References may be taken and dropped on any
+ * thread. */
+typedef struct wsc_frame wsc_frame;
+
+/* A text or binary frame with a copy of payload; refcount 1. NULL on allocation failure. */
+wsc_frame *wsc_frame_new(uint8_t opcode, const void *payload, size_t len);
+/* A frame whose payload the caller writes: *payload points at len bytes to fill. */
+wsc_frame *wsc_frame_alloc(uint8_t opcode, size_t len, uint8_t **payload);
+/* A frame over bytes that are already a complete WebSocket frame (header and payload) and
+ * that the caller keeps alive until destroy(ud) runs, at the last unref (on whichever
+ * thread drops it). Zero copy: how a broadcast framed once on the bus thread reaches every
+ * worker's recipients. */
+wsc_frame *wsc_frame_wrap(const uint8_t *bytes, size_t len, void (*destroy)(void *ud), void *ud);
+wsc_frame *wsc_frame_ref(wsc_frame *f);
+void wsc_frame_unref(wsc_frame *f); /* NULL ok */
+size_t wsc_frame_size(const wsc_frame *f); /* bytes on the wire */
+
+typedef struct wsc_handlers {
+    void *ud;
+    /* On the worker's thread before it accepts anything / after its last connection is
+     * gone. start returns 0, or a negative code that stops the server from starting. */
+    int (*worker_start)(wsc_worker *w, void *ud);
+    void (*worker_stop)(wsc_worker *w, void *ud);
+    /* Any request head, before it is judged as an upgrade: return 1 with a complete HTTP
+     * response in *response (malloc'd, *len bytes; the core frees it) to answer it and close,
+     * or 0 to go on with the upgrade. For /healthz, /readyz and /metrics on the same port. */
+    int (*http)(wsc_conn *c, const ws_http_request *req, char **response, size_t *len);
+    /* The handshake was judged acceptable by RFC 6455 and the server's upgrade config;
+     * the handler may still refuse it: return 101 to accept, or an HTTP status (401, 403,
+     * 503...) to answer instead; *body is an optional one-line text for that answer. The
+     * request's strings are valid only during the call. */
+    int (*upgrade)(wsc_conn *c, const ws_http_request *req, const ws_http_upgrade *up,
+                   const char **body);
+    /* The 101 answer is queued; frames may be sent. */
+    void (*open)(wsc_conn *c);
+    /* A complete text (valid UTF-8) or binary message. data is valid during the call only
+     * (it may point into the worker's read buffer) and may be modified. */
+    void (*message)(wsc_conn *c, uint8_t opcode, uint8_t *data, size_t len);
+    /* The connection's app timer fired (wsc_conn_timer). */
+    void (*timer)(wsc_conn *c);
+    /* The connection is gone (code: what was sent or received, 1006 for an abort). Called
+     * once for every connection whose upgrade handler ran (whatever it answered); release
+     * what the app hung on it (wsc_conn_data may be NULL). */
+    void (*closed)(wsc_conn *c, uint16_t code);
+} wsc_handlers;
+
+typedef struct wsc_config {
+    const char *listen;            /* HOST:PORT (port 0: one free port for every worker) */
+    int workers;                   /* 1..64 */
+    ws_http_upgrade_config upgrade;
+    size_t max_message;            /* largest incoming message; larger: close 1009 */
+    size_t max_outbound;           /* bytes queued for one connection; over: close 4008 */
+    int max_connections;           /* per process; over: the handshake is answered 503 */
+    int handshake_timeout_ms;      /* TCP accept to complete upgrade request */
+    int ping_interval_ms;          /* a ping after this much silence from the peer (0: off) */
+    int pong_timeout_ms;           /* no traffic at all for this long after a ping: abort */
+    int close_timeout_ms;          /* wait for the peer's close frame after ours */
+} wsc_config;
+
+/* Starts the workers (each binds its listener first, so a bad address fails here). Returns
+ * 0 and *out, or a negative errno after logging why. cfg and h are copied; the strings in
+ * cfg->upgrade are borrowed and must outlive the server. */
+int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers *h);
+/* The port bound (useful with port 0). */
+int wsc_server_port(const wsc_server *s);
+/* Any thread: stop accepting, then close every connection with 1001 ("draining"), spread
+ * in batches over timeout_ms so clients do not all reconnect at once. Returns at once. */
+void wsc_server_drain(wsc_server *s, int timeout_ms);
+/* Any thread: connections open right now, all workers. */
+int wsc_server_connections(const wsc_server *s);
+/* Stops the workers (closing what is still open with 1001, no waiting) and frees. NULL ok. */
+void wsc_server_stop(wsc_server *s);
+
+/* Worker accessors (worker thread). */
+int wsc_worker_index(const wsc_worker *w);
+loop *wsc_worker_loop(wsc_worker *w);
+void *wsc_worker_data(const wsc_worker *w);
+void wsc_worker_set_data(wsc_worker *w, void *data);
+/* Deferred work on the worker thread at the end of each loop iteration, after the core's
+ * own (for draining an edge-triggered ZeroMQ socket, say). */
+void wsc_worker_set_before_sleep(wsc_worker *w, void (*fn)(wsc_worker *w));
+
+/* Connection functions: the connection's worker thread only. */
+wsc_worker *wsc_conn_worker(const wsc_conn *c);
+uint64_t wsc_conn_id(const wsc_conn *c); /* unique in the process */
+void *wsc_conn_data(const wsc_conn *c);
+void wsc_conn_set_data(wsc_conn *c, void *data);
+/* Queues a frame (takes its own reference; the caller keeps its). Returns 0, -1 when the
+ * connection no longer sends (closing), or -2 when the queue went over max_outbound: the
+ * connection is then being closed with 4008. */
+int wsc_conn_send(wsc_conn *c, wsc_frame *f);
+/* Convenience: a new text frame with a copy of text, sent and released. */
+int wsc_conn_send_text(wsc_conn *c, const char *text, size_t len);
+/* Starts the closing handshake with code and reason (<= 123 bytes of UTF-8): nothing more
+ * is sent or delivered; the TCP connection is closed after the peer's close frame or
+ * close_timeout_ms. Idempotent. */
+void wsc_conn_close(wsc_conn *c, uint16_t code, const char *reason);
+/* Arms the app timer at `when` on the worker's loop clock (loop_now), 0 to cancel. */
+void wsc_conn_timer(wsc_conn *c, uint64_t when);
+/* Bytes queued and not yet written. */
+size_t wsc_conn_queued(const wsc_conn *c);
+/* Peer address as text (for logs), "" when unknown. */
+const char *wsc_conn_peer(const wsc_conn *c);
+
+#endif

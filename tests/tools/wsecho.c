@@ -1,0 +1,65 @@
+/* wsecho - an echo WebSocket server on the edge's WebSocket core (services/edge/wsc.c), for
+ * the Autobahn|Testsuite fuzzing client and the core's own tests. No tokens, no
+ * sidecast.v1: every text or binary message comes back as it came.
+ *
+ *   wsecho HOST:PORT [WORKERS]
+ *
+ * Prints "ready <port>" once listening; exits on SIGTERM/SIGINT. */
+#include "../../services/edge/ws_frame.h"
+#include "../../services/edge/wsc.h"
+#include "log.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static void on_message(wsc_conn *c, uint8_t opcode, uint8_t *data, size_t len)
+{
+    wsc_frame *f = wsc_frame_new(opcode, data, len);
+    if (!f) {
+        wsc_conn_close(c, WS_CLOSE_INTERNAL, "out of memory");
+        return;
+    }
+    wsc_conn_send(c, f);
+    wsc_frame_unref(f);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: wsecho HOST:PORT [WORKERS]\n");
+        return 2;
+    }
+    log_init("wsecho", LOG_WARN);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    wsc_config cfg = {
+        .listen = argv[1],
+        .workers = argc > 2 ? atoi(argv[2]) : 1,
+        .upgrade = {.path = "/", .origins = NULL, .norigins = 0, .subprotocol = NULL},
+        .max_message = 64 * 1024 * 1024, /* Autobahn section 9 sends up to 16 MiB */
+        .max_outbound = 256 * 1024 * 1024,
+        .max_connections = 10000,
+        .handshake_timeout_ms = 10000,
+        .ping_interval_ms = 0,
+        .pong_timeout_ms = 10000,
+        .close_timeout_ms = 2000,
+    };
+    static const char *const any[] = {"*"};
+    cfg.upgrade.origins = any;
+    cfg.upgrade.norigins = 1;
+    wsc_handlers h = {.message = on_message};
+    wsc_server *s;
+    if (wsc_server_start(&s, &cfg, &h) != 0) return 1;
+    printf("ready %d\n", wsc_server_port(s));
+    fflush(stdout);
+    int sig;
+    sigwait(&set, &sig);
+    wsc_server_stop(s);
+    return 0;
+}
