@@ -5,7 +5,7 @@
 # logs with a prefix per service, and on Ctrl-C stops everything it started (nothing else).
 #
 # Ports (override with the variables): NATS_PORT=4222 NATS_MON_PORT=8222 REDIS_PORT=6379
-# GATEWAY_PORT=8080 AUTH_ADMIN_PORT=9101.
+# GATEWAY_PORT=8080 AUTH_ADMIN_PORT=9101 EDGE_PORT=8090.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -16,10 +16,11 @@ NATS_MON_PORT=${NATS_MON_PORT:-8222}
 REDIS_PORT=${REDIS_PORT:-6379}
 GATEWAY_PORT=${GATEWAY_PORT:-8080}
 AUTH_ADMIN_PORT=${AUTH_ADMIN_PORT:-9101}
+EDGE_PORT=${EDGE_PORT:-8090}
 
 port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 for spec in "NATS_PORT:$NATS_PORT" "NATS_MON_PORT:$NATS_MON_PORT" "REDIS_PORT:$REDIS_PORT" \
-            "GATEWAY_PORT:$GATEWAY_PORT" "AUTH_ADMIN_PORT:$AUTH_ADMIN_PORT"; do
+            "GATEWAY_PORT:$GATEWAY_PORT" "AUTH_ADMIN_PORT:$AUTH_ADMIN_PORT" "EDGE_PORT:$EDGE_PORT"; do
   name=${spec%%:*}; port=${spec#*:}
   if port_busy "$port"; then
     echo "make up: port $port ($name) is already in use." >&2
@@ -42,6 +43,8 @@ export JWT_PRIVATE_KEY=$ROOT/deploy/dev/signing-key.pem
 export AUTH_USERS=$ROOT/deploy/dev/users.conf
 export GATEWAY_ROUTES=$ROOT/deploy/config/routes.json
 export GATEWAY_LISTEN=0.0.0.0:$GATEWAY_PORT
+export EDGE_LISTEN=0.0.0.0:$EDGE_PORT
+export EDGE_PUBLIC_URL=ws://localhost:$EDGE_PORT/ws
 
 pids=()
 stopped=0
@@ -87,16 +90,21 @@ ADMIN_LISTEN=127.0.0.1:$AUTH_ADMIN_PORT start auth "$BUILD/auth"
 wait_http auth "http://127.0.0.1:$AUTH_ADMIN_PORT/readyz"
 start gateway "$BUILD/gateway"
 wait_http gateway "http://127.0.0.1:$GATEWAY_PORT/readyz"
+start edge "$BUILD/edge"
+wait_http edge "http://127.0.0.1:$EDGE_PORT/readyz"
 
 cat <<MSG
 
   Sidecast is up (development keys and users; see README.md).
     API gateway   http://localhost:$GATEWAY_PORT
     JWKS          http://localhost:$GATEWAY_PORT/.well-known/jwks.json
+    WebSocket     ws://localhost:$EDGE_PORT/ws  (subprotocol sidecast.v1; health :$EDGE_PORT/readyz)
     NATS          nats://127.0.0.1:$NATS_PORT  (monitoring http://127.0.0.1:$NATS_MON_PORT)
     Redis         redis://127.0.0.1:$REDIS_PORT
   Demo users: alice / wonderland, bob / builder. Try:
     curl -d grant_type=password -d username=alice -d password=wonderland localhost:$GATEWAY_PORT/auth/token
+  then connect any WebSocket client to ws://localhost:$EDGE_PORT/ws?access_token=<access_token>
+  and send {"type":"subscribe","topic":"prices.BTC"}; publish an event with NATS on events.prices.BTC.
   Ctrl-C stops everything started here.
 
 MSG
