@@ -52,7 +52,7 @@ Q := @
 endif
 .SECONDARY:
 
-.PHONY: all deps fuzz fuzz-bins test asan unit integration up clean bench fmt help
+.PHONY: all deps fuzz fuzz-bins fuzz-build test asan unit integration up clean bench fmt help
 all: $(SERVICES:%=$(BUILD)/%) $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN)
 
 help:
@@ -117,12 +117,17 @@ $(BUILD)/fuzz/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(SVC_LIBS) $(BUILD)/libc
 fuzz-bins: $(FUZZ_BIN)
 
 # libFuzzer targets (clang), each run FUZZ_TIME seconds on its corpus in tests/fuzz/corpus/.
-fuzz: deps
-	$(MAKE) BUILD=build-fuzz SAN=fuzz CC=clang OPT="-O1 -g" fuzz-bins
+fuzz: deps fuzz-build
 	@FUZZ_TIME=$(FUZZ_TIME) bash tests/fuzz/run.sh
 
-test: deps all
-	@BUILD=$(BUILD) bash tests/run.sh
+FUZZ_TEST_TIME ?= 5
+
+test: deps all fuzz-build
+	@BUILD=$(BUILD) FUZZ_TIME=$(FUZZ_TEST_TIME) bash tests/run.sh
+
+# the libFuzzer targets (clang, ASan+UBSan) into build-fuzz/: make test runs each briefly
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=build-fuzz SAN=fuzz CC=clang OPT="-O1 -g" fuzz-bins
 
 unit: all
 	@BUILD=$(BUILD) bash tests/run.sh unit
@@ -130,9 +135,9 @@ unit: all
 integration: all
 	@BUILD=$(BUILD) bash tests/run.sh integration
 
-asan: deps
+asan: deps fuzz-build
 	$(MAKE) BUILD=build-asan SAN=1 OPT="-O1 -g" all
-	@BUILD=build-asan SAN=1 bash tests/run.sh
+	@BUILD=build-asan SAN=1 FUZZ_TIME=$(FUZZ_TEST_TIME) bash tests/run.sh
 
 up: deps all
 	@bash deploy/run-local.sh

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs the unit tests (every build/tests/test_* binary) and the integration tests
-# (tests/integration/run.py, real nats-server and redis-server on free loopback ports),
-# then prints one closing line "N passed, N failed". Usage: tests/run.sh [unit|integration]
+# Runs the unit tests (every build/tests/test_* binary), the integration tests
+# (tests/integration/run.py, real nats-server and redis-server on free loopback ports) and a
+# short pass of every libFuzzer target (FUZZ_TIME seconds each, from build-fuzz/), then
+# prints one closing line "N passed, N failed". Usage: tests/run.sh [unit|integration|fuzz]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -37,6 +38,16 @@ if [ "$what" = all ] || [ "$what" = integration ]; then
   echo "== integration tests ($BUILD)"
   timeout 1800 /usr/bin/python3 tests/integration/run.py ${TEST_FILTER:-} 2>&1 | tee "$log"
   tally integration
+fi
+
+if [ "$what" = all ] || [ "$what" = fuzz ]; then
+  echo "== fuzz targets, ${FUZZ_TIME:-5}s each (build-fuzz)"
+  if ls build-fuzz/fuzz/fuzz_* >/dev/null 2>&1; then
+    FUZZ_TIME=${FUZZ_TIME:-5} bash tests/fuzz/run.sh 2>&1 | tee "$log"
+    tally fuzz
+  else
+    echo "fuzz targets not built (make fuzz-build): skipped"
+  fi
 fi
 
 echo "$total_pass passed, $total_fail failed"
