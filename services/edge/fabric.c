@@ -1,8 +1,9 @@
 /* fabric.c - NATS -> (frame once) -> ZeroMQ inproc PUB/SUB -> workers; see fabric.h.
  *
- * A ZeroMQ message is two parts: the routing prefix "<kind> <name>\n" that SUB sockets
- * filter on (the newline keeps "prices.BT" from matching "prices.BTC"), then the payload:
- * a complete WebSocket frame for events, the raw JSON for revocations. */
+ * A ZeroMQ message is three parts: the routing prefix "<kind> <name>\n" that SUB sockets
+ * filter on (the newline keeps "prices.BT" from matching "prices.BTC"), the stream sequence
+ * (8 bytes, host order: it never leaves the process), then the payload: a complete
+ * WebSocket frame for events, the raw JSON for revocations. */
 #include "fabric.h"
 
 #include "contract.h"
@@ -74,8 +75,10 @@ static void zmq_free_bytes(void *data, void *hint)
     free(data);
 }
 
-/* Publishes prefix + payload (payload ownership passes to ZeroMQ, freed with free()). */
-static void fab_publish(fabric *f, const char *prefix, size_t plen, uint8_t *payload, size_t n)
+/* Publishes prefix, seq (8 bytes) and payload (payload ownership passes to ZeroMQ, freed
+ * with free()). */
+static void fab_publish(fabric *f, const char *prefix, size_t plen, uint64_t seq,
+                        uint8_t *payload, size_t n)
 {
     zmq_msg_t m;
     if (zmq_msg_init_data(&m, payload, n, zmq_free_bytes, NULL) != 0) {
@@ -84,6 +87,7 @@ static void fab_publish(fabric *f, const char *prefix, size_t plen, uint8_t *pay
     }
     pthread_mutex_lock(&f->pub_lock);
     int rc = zmq_send(f->pub, prefix, plen, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    if (rc >= 0) rc = zmq_send(f->pub, &seq, sizeof seq, ZMQ_SNDMORE | ZMQ_DONTWAIT);
     if (rc >= 0) rc = zmq_msg_send(&m, f->pub, ZMQ_DONTWAIT);
     pthread_mutex_unlock(&f->pub_lock);
     if (rc < 0) {
@@ -131,7 +135,7 @@ static void fab_on_event(bus_msg *msg, void *ud)
     memcpy(buf, hdr, hl);
     char prefix[300];
     int pl = snprintf(prefix, sizeof prefix, "%c %s\n", (char)r->kind, r->name);
-    fab_publish(f, prefix, (size_t)pl, buf, hl + (size_t)n);
+    fab_publish(f, prefix, (size_t)pl, seq, buf, hl + (size_t)n);
 done:
     free(quoted);
     bus_msg_destroy(msg);
@@ -145,7 +149,7 @@ static void fab_on_revoked(bus_msg *msg, void *ud)
     if (copy) {
         memcpy(copy, bus_msg_data(msg), n);
         copy[n] = '\0';
-        fab_publish(r->f, "r\n", 2, copy, n + 1);
+        fab_publish(r->f, "r\n", 2, 0, copy, n + 1);
     }
     bus_msg_destroy(msg);
 }
@@ -331,8 +335,10 @@ int fab_port_recv(fab_port *p, fab_msg *out)
         if (pl < 0) return 0;
         int more = 0;
         size_t ml = sizeof more;
+        uint64_t seq = 0;
         zmq_getsockopt(p->sub, ZMQ_RCVMORE, &more, &ml);
         if (!more) continue; /* malformed: a prefix alone */
+        if (zmq_recv(p->sub, &seq, sizeof seq, ZMQ_DONTWAIT) != (int)sizeof seq) continue;
         zmq_msg_t *m = malloc(sizeof *m);
         if (!m) return 0;
         zmq_msg_init(m);
@@ -348,6 +354,7 @@ int fab_port_recv(fab_port *p, fab_msg *out)
         prefix[pl - 1] = '\0'; /* the newline */
         memset(out, 0, sizeof *out);
         out->kind = (enum fab_kind)prefix[0];
+        out->seq = seq;
         if (out->kind == FAB_REVOKED) {
             size_t n = zmq_msg_size(m);
             out->data = malloc(n + 1);

@@ -52,6 +52,7 @@ typedef struct fab_msg {
     enum fab_kind kind;
     char name[256];    /* topic or user (FAB_EVENT, FAB_USER) */
     wsc_frame *frame;  /* FAB_EVENT, FAB_USER: the framed event, a reference for the caller */
+    uint64_t seq;      /* FAB_EVENT, FAB_USER: the event's stream sequence (0: unknown) */
     char *data;        /* FAB_REVOKED: NUL-terminated JSON, malloc'd for the caller */
 } fab_msg;
 

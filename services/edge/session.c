@@ -25,6 +25,7 @@ typedef struct tentry {
     struct tentry *next;
     struct sub_rec **members;
     uint32_t n, cap;
+    uint64_t last_seq; /* newest event delivered here: an older or equal one is a duplicate */
     char key[];
 } tentry;
 
@@ -533,10 +534,20 @@ static void on_closed(wsc_conn *c, uint16_t code)
 
 /* ---- bus messages into the worker ------------------------------------------------------------ */
 
-static void deliver(wstate *ws, const char *key, wsc_frame *f)
+/* Queues f on every local member of key. Events carry their stream sequence: one not newer
+ * than the last delivered here, and close behind it, is a duplicate (two NATS subscriptions
+ * overlap for a moment when a topic's last subscriber leaves and a new one arrives at once)
+ * and is dropped. One far behind means the stream started over (a new NATS cluster): it is
+ * delivered and becomes the new position. */
+#define DUP_WINDOW 4096
+static void deliver(wstate *ws, const char *key, wsc_frame *f, uint64_t seq)
 {
     tentry *t = map_find(ws, key);
     if (!t) return;
+    if (seq) {
+        if (seq <= t->last_seq && t->last_seq - seq < DUP_WINDOW) return;
+        t->last_seq = seq;
+    }
     for (uint32_t i = 0; i < t->n; i++) {
         if (wsc_conn_send(t->members[i]->s->c, f) == 0) metric_inc(m_deliveries);
     }
@@ -572,7 +583,7 @@ static void drain_port(wstate *ws)
         case FAB_EVENT:
         case FAB_USER:
             snprintf(key, sizeof key, "%c:%s", (char)m.kind, m.name);
-            deliver(ws, key, m.frame);
+            deliver(ws, key, m.frame, m.seq);
             wsc_frame_unref(m.frame);
             break;
         case FAB_REVOKED:
