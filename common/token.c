@@ -1221,9 +1221,14 @@ static int topic_char(unsigned char c)
 
 int token_topic_valid(const char *topic)
 {
-    size_t n, tok = 0;
+    return topic != NULL && token_topic_valid_n(topic, strnlen(topic, 129));
+}
 
-    if (topic == NULL || (n = strnlen(topic, 129)) == 0 || n > 128)
+int token_topic_valid_n(const char *topic, size_t n)
+{
+    size_t tok = 0;
+
+    if (topic == NULL || n == 0 || n > 128)
         return 0;
     for (size_t i = 0; i < n; i++) {
         if (topic[i] == '.') {

@@ -82,5 +82,7 @@ char *token_signer_jwks(const token_signer *s);
 int token_topic_match(const char *pattern, const char *topic);
 /* 1 when topic is 1..128 bytes of [A-Za-z0-9_-] tokens separated by single dots. */
 int token_topic_valid(const char *topic);
+/* The same for topic[0..n) (need not be NUL-terminated). */
+int token_topic_valid_n(const char *topic, size_t n);
 
 #endif

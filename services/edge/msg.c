@@ -3,6 +3,7 @@
  * encoders into caller buffers, JSON check and string escaping for bus data. The decisions
  * are listed in msg.h. */
 #include "msg.h"
+#include "token.h"
 
 #include <jansson.h>
 
@@ -439,30 +440,9 @@ const char *msg_code(int status)
     }
 }
 
-static bool topic_char(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-';
-}
-
 int msg_topic_valid(const char *topic, size_t len)
 {
-    size_t tok = 0;
-
-    if (topic == NULL || len == 0 || len > MSG_TOPIC_MAX)
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        if (topic[i] == '.') {
-            if (tok == 0)
-                return 0;
-            tok = 0;
-        } else if (!topic_char((unsigned char)topic[i])) {
-            return 0;
-        } else {
-            tok++;
-        }
-    }
-    return tok > 0;
+    return len <= MSG_TOPIC_MAX && token_topic_valid_n(topic, len);
 }
 
 void msg_in_clear(msg_in *in)
