@@ -8,6 +8,7 @@
 #include "ws_frame.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -521,13 +522,32 @@ static void on_timer(wsc_conn *c)
     session_arm(s);
 }
 
+/* At most 10 slow-client lines a second per process: a stalled network can close thousands
+ * of clients at once, and the metric counts them all anyway. */
+static bool slow_log_allowed(unsigned long *suppressed)
+{
+    static _Atomic long window;
+    static _Atomic unsigned long in_window, dropped;
+    long now = wall_now();
+    if (atomic_exchange(&window, now) != now) {
+        atomic_store(&in_window, 0);
+        *suppressed = atomic_exchange(&dropped, 0);
+    } else {
+        *suppressed = 0;
+    }
+    if (atomic_fetch_add(&in_window, 1) < 10) return true;
+    atomic_fetch_add(&dropped, 1);
+    return false;
+}
+
 static void on_closed(wsc_conn *c, uint16_t code)
 {
     session *s = wsc_conn_data(c);
     if (!s) return;
-    if (code == WS_CLOSE_TOO_SLOW)
-        log_warn("slow client closed", "conn=%llu user=%s", (unsigned long long)wsc_conn_id(c),
-                 s->user ? s->user : "-");
+    unsigned long suppressed = 0;
+    if (code == WS_CLOSE_TOO_SLOW && slow_log_allowed(&suppressed))
+        log_warn("slow client closed", "conn=%llu user=%s code=4008 suppressed_before=%lu",
+                 (unsigned long long)wsc_conn_id(c), s->user ? s->user : "-", suppressed);
     on_closed_free(s);
     wsc_conn_set_data(c, NULL);
 }

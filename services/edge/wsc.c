@@ -291,8 +291,8 @@ int wsc_conn_send(wsc_conn *c, wsc_frame *f)
         /* The peer does not read fast enough. What is queued will not be read either: keep
          * only the frame being written (the stream must stay well-framed) and say 4008. */
         metric_inc(s->m_slow);
-        log_warn("slow client closed", "conn=%llu peer=%s queued=%zu bound=%zu",
-                 (unsigned long long)c->id, c->peer, c->q_bytes - c->q_off, s->cfg.max_outbound);
+        log_debug("slow client closed", "conn=%llu peer=%s queued=%zu bound=%zu",
+                  (unsigned long long)c->id, c->peer, c->q_bytes - c->q_off, s->cfg.max_outbound);
         while (c->q_count > (c->q_off ? 1u : 0u)) {
             uint32_t last = (c->q_head + c->q_count - 1) % c->q_cap;
             c->q_bytes -= c->q[last]->len;
@@ -582,7 +582,11 @@ static void conn_read(wsc_conn *c)
         ssize_t n = read(c->io.fd, w->rbuf, sizeof w->rbuf);
         if (n > 0) {
             c->last_rx = loop_now(w->l);
-            c->ping_out = false;
+            if (c->ping_out && c->state == CS_OPEN) { /* answered: next ping after silence */
+                c->ping_out = false;
+                loop_timer_set(w->l, &c->core_timer,
+                               c->last_rx + (uint64_t)w->s->cfg.ping_interval_ms);
+            }
             metric_add(w->s->m_bytes_in, n);
             if (c->state == CS_HANDSHAKE)
                 conn_handshake(c, w->rbuf, (size_t)n);
