@@ -35,7 +35,8 @@ FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_TIME    ?= 60
 BENCH_SRC    := $(wildcard bench/*.c)
 BENCH_BIN    := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
-CLIENT_SRC   := $(wildcard clients/*.c)
+# clients/<name>/*.c -> build/<name> (the CLI: clients/sidecast -> build/sidecast)
+CLIENTS      := $(notdir $(patsubst %/,%,$(dir $(wildcard clients/*/main.c))))
 
 # Every service's code but its main.c goes into build/lib<svc>.a, so unit tests reach it.
 svc_src = $(filter-out services/$(1)/main.c,$(wildcard services/$(1)/*.c))
@@ -53,7 +54,7 @@ endif
 .SECONDARY:
 
 .PHONY: all deps fuzz fuzz-bins fuzz-build test asan unit integration up clean bench fmt help
-all: $(SERVICES:%=$(BUILD)/%) $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN)
+all: $(SERVICES:%=$(BUILD)/%) $(CLIENTS:%=$(BUILD)/%) $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN)
 
 help:
 	@echo "make            build every process into $(BUILD)/"
@@ -89,6 +90,13 @@ $(BUILD)/$(1): $(BUILD)/obj/services/$(1)/main.o $(BUILD)/lib$(1).a $(BUILD)/lib
 	$(Q)$(CC) $(LDFLAGS) -o $$@ $$^ $(LDLIBS)
 endef
 $(foreach s,$(SERVICES),$(eval $(call SVC_RULES,$(s))))
+
+define CLIENT_RULES
+$(BUILD)/$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard clients/$(1)/*.c)) $(SVC_LIBS) $(BUILD)/libcommon.a
+	@$(if $(Q),echo "  LINK    $$@")
+	$(Q)$(CC) $(LDFLAGS) -o $$@ $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard clients/$(1)/*.c)) $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS)
+endef
+$(foreach c,$(CLIENTS),$(eval $(call CLIENT_RULES,$(c))))
 
 $(BUILD)/obj/empty.o:
 	@mkdir -p $(dir $@)

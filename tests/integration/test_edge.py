@@ -122,7 +122,7 @@ def test_events_in_order_with_increasing_seq(st):
     ws.send_json({"type": "ping", "id": "after"})
     r = ws.recv_json(5)
     assert r == {"type": "pong", "id": "after"}, r
-    ws.close()
+    assert ws.close()[0] == 1000  # the edge echoes a normal close
 
 
 def test_non_json_bus_data_arrives_as_a_string(st):
