@@ -8,7 +8,7 @@ PKGS=(
   libnats-dev libmicrohttpd-dev libjwt-dev libhiredis-dev libzmq3-dev libjansson-dev
   libssl-dev libcrypt-dev zlib1g-dev
   nats-server redis-server
-  python3 curl openssl wrk valgrind
+  python3 curl openssl wrk valgrind chromium
 )
 
 missing=()
@@ -16,6 +16,11 @@ for p in "${PKGS[@]}"; do
   st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
   [ "$st" = "installed" ] || missing+=("$p")
 done
+
+# The browser test drives Debian's chromium with playwright-core from npm: it needs node and
+# npm, which the machine image usually has; Debian's own are the fallback.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "deps: all ${#PKGS[@]} packages present"
