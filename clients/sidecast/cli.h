@@ -1,0 +1,75 @@
+/* cli.h - what the sidecast commands share: exit codes, the signal flag, the token context
+ * (token file + in-band refresh) and "connect to the edge and wait for welcome". Prefix cli_. */
+#ifndef SIDECAST_CLI_H
+#define SIDECAST_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tokens.h"
+#include "wsconn.h"
+
+/* Exit codes (docs/CLI.md). */
+enum cli_exit {
+    CLI_EXIT_OK = 0,
+    CLI_EXIT_FAIL = 1,      /* any other failure (bad answer, protocol error...) */
+    CLI_EXIT_USAGE = 2,     /* bad command line */
+    CLI_EXIT_AUTH = 3,      /* wrong user/password, not logged in, session expired */
+    CLI_EXIT_UNREACH = 4,   /* gateway or edge unreachable (retries exhausted) */
+    CLI_EXIT_FORBIDDEN = 5, /* forbidden topic, revoked session (4003) */
+    CLI_EXIT_TIMEOUT = 6,   /* an awaited answer did not come in time */
+};
+
+typedef struct cli_ctx {
+    tok_set tok;
+    char token_path[4096];
+    const char *edge_url; /* --edge, $SIDECAST_EDGE, else tok.ws_url */
+} cli_ctx;
+
+/* Installs SIGINT/SIGTERM handlers (no SA_RESTART: waits return -EINTR) and ignores SIGPIPE. */
+void cli_signals(void);
+/* True once SIGINT or SIGTERM arrived. */
+bool cli_stopping(void);
+
+/* Loads the token file into c->tok; prints why not on stderr. Returns 0 or an exit code. */
+int cli_load(cli_ctx *c);
+
+/* When to renew the access token: 30 s before exp, or a third of its lifetime before when
+ * it lives less than 90 s. Epoch seconds. */
+int64_t cli_refresh_due(const tok_set *t);
+
+/* Renews the tokens (refresh_token grant through the gateway) and saves them. Returns 0,
+ * CLI_EXIT_AUTH (refresh refused: log in again; printed) or CLI_EXIT_UNREACH (try later;
+ * printed when verbose). */
+int cli_refresh(cli_ctx *c, bool verbose);
+
+/* Refreshes first when the access token is due. 0 or an exit code as cli_refresh; an
+ * unreachable gateway is not an error while the token has not expired. */
+int cli_ensure_fresh(cli_ctx *c);
+
+/* Opens the edge (c->edge_url) with the access token and waits for welcome, all within
+ * timeout_ms. Returns 0 with *ws; or -1 with *close_code (the edge's close code: 4001,
+ * 4003...; 1006 when it could not connect at all) and why in err. */
+int cli_connect(cli_ctx *c, int timeout_ms, wsconn **ws, uint16_t *close_code, char *err,
+                size_t errlen);
+
+/* Sleeps ms, waking early on a signal. */
+void cli_sleep_ms(int64_t ms);
+
+/* A uniformly random integer in [0, n]. */
+int64_t cli_random_upto(int64_t n);
+
+typedef struct listen_opts {
+    char **topics;
+    int ntopics;
+    bool json;
+    long count;       /* exit after this many events; 0: no limit */
+    long timeout_s;   /* exit after this long; 0: no limit */
+    long max_retries; /* consecutive failed connects before giving up; -1: no limit */
+} listen_opts;
+
+/* `sidecast listen`: returns the exit code. */
+int cli_listen(cli_ctx *c, const listen_opts *o);
+
+#endif

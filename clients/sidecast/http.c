@@ -1,0 +1,236 @@
+/* http.c - the sidecast client's HTTP/1.1 requests to the gateway. */
+#include "http.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "net.h"
+
+static const char *line_end(const char *p, const char *end)
+{
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    return nl;
+}
+
+int http_head_parse(const char *buf, size_t len, http_head *h)
+{
+    const char *p = buf, *end = buf + (len > HTTP_HEAD_MAX ? HTTP_HEAD_MAX : len);
+    memset(h, 0, sizeof *h);
+    const char *nl = line_end(p, end);
+    if (!nl) return len >= HTTP_HEAD_MAX ? -1 : 0;
+    /* status line: HTTP/1.x SP 3DIGIT [SP reason] */
+    if (nl - p < 12 || memcmp(p, "HTTP/1.", 7) != 0 || p[8] != ' ' || !isdigit((unsigned char)p[9]) ||
+        !isdigit((unsigned char)p[10]) || !isdigit((unsigned char)p[11]))
+        return -1;
+    h->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+    p = nl + 1;
+    for (;;) {
+        nl = line_end(p, end);
+        if (!nl) return len >= HTTP_HEAD_MAX ? -1 : 0;
+        const char *le = nl;
+        if (le > p && le[-1] == '\r') le--;
+        if (le == p) return (int)(nl + 1 - buf); /* the empty line */
+        if (h->nheaders == HTTP_MAX_HEADERS) return -1;
+        const char *colon = memchr(p, ':', (size_t)(le - p));
+        if (!colon || colon == p) return -1;
+        const char *v = colon + 1, *ve = le;
+        while (v < ve && (*v == ' ' || *v == '\t')) v++;
+        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+        h->h[h->nheaders].name = p;
+        h->h[h->nheaders].name_len = (size_t)(colon - p);
+        h->h[h->nheaders].value = v;
+        h->h[h->nheaders].value_len = (size_t)(ve - v);
+        h->nheaders++;
+        p = nl + 1;
+    }
+}
+
+const char *http_head_get(const http_head *h, const char *name, size_t *len)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; i < h->nheaders; i++)
+        if (h->h[i].name_len == n && strncasecmp(h->h[i].name, name, n) == 0) {
+            *len = h->h[i].value_len;
+            return h->h[i].value;
+        }
+    return NULL;
+}
+
+void http_response_clear(http_response *resp)
+{
+    if (!resp) return;
+    free(resp->body);
+    resp->body = NULL;
+    resp->body_len = 0;
+}
+
+int http_form_append(char *out, size_t cap, const char *name, const char *value)
+{
+    size_t n = strlen(out);
+    const char *parts[2] = { name, value };
+    if (n > 0) {
+        if (n + 1 >= cap) return -1;
+        out[n++] = '&';
+    }
+    for (int i = 0; i < 2; i++) {
+        if (i == 1) {
+            if (n + 1 >= cap) return -1;
+            out[n++] = '=';
+        }
+        for (const unsigned char *c = (const unsigned char *)parts[i]; *c; c++) {
+            if (isalnum(*c) || *c == '-' || *c == '.' || *c == '_' || *c == '~') {
+                if (n + 1 >= cap) return -1;
+                out[n++] = (char)*c;
+            } else {
+                if (n + 3 >= cap) return -1;
+                snprintf(out + n, 4, "%%%02X", *c);
+                n += 3;
+            }
+        }
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+/* Decodes a chunked body in place: buf[0..*len) becomes the payload. 0, or -EPROTO. */
+static int dechunk(char *buf, size_t *len)
+{
+    size_t in = 0, out = 0, n = *len;
+    for (;;) {
+        char *nl = memchr(buf + in, '\n', n - in);
+        if (!nl) return -EPROTO;
+        char *endp;
+        unsigned long sz = strtoul(buf + in, &endp, 16);
+        if (endp == buf + in) return -EPROTO;
+        in = (size_t)(nl - buf) + 1;
+        if (sz == 0) break;
+        if (sz > n - in) return -EPROTO;
+        memmove(buf + out, buf + in, sz);
+        out += sz;
+        in += sz;
+        if (in < n && buf[in] == '\r') in++;
+        if (in < n && buf[in] == '\n') in++;
+    }
+    *len = out;
+    return 0;
+}
+
+int http_request(const char *base_url, const char *method, const char *path,
+                 const char *content_type, const char *body, size_t body_len,
+                 const char *bearer, int timeout_ms, http_response *resp)
+{
+    memset(resp, 0, sizeof *resp);
+    net_url u;
+    int rc = net_url_parse(base_url, &u);
+    if (rc < 0) return rc;
+    if (strcmp(u.scheme, "http") != 0) return -EINVAL;
+    int64_t deadline = net_now_ms() + timeout_ms;
+    char *buf = NULL;
+    int fd = net_connect(u.host, u.port, deadline);
+    if (fd < 0) return fd;
+
+    /* the base URL's path is a prefix (a gateway mounted under /sidecast, say) */
+    size_t blen = strlen(u.path);
+    if (blen > 0 && u.path[blen - 1] == '/') blen--;
+    size_t head_cap = 1024 + blen + strlen(path) + (bearer ? strlen(bearer) : 0);
+    char *head = malloc(head_cap);
+    if (!head) {
+        rc = -ENOMEM;
+        goto error;
+    }
+    int hl = snprintf(head, head_cap,
+                      "%s %.*s%s HTTP/1.1\r\nHost: %s\r\nUser-Agent: sidecast-cli/1\r\n"
+                      "Accept: application/json\r\nConnection: close\r\n%s%s%s"
+                      "%s%s%sContent-Length: %zu\r\n\r\n",
+                      method, (int)blen, u.path, path, u.hostport,
+                      bearer ? "Authorization: Bearer " : "", bearer ? bearer : "",
+                      bearer ? "\r\n" : "", content_type ? "Content-Type: " : "",
+                      content_type ? content_type : "", content_type ? "\r\n" : "", body_len);
+    rc = (hl < 0 || (size_t)hl >= head_cap) ? -EINVAL : net_write_all(fd, head, (size_t)hl, deadline);
+    explicit_bzero(head, head_cap); /* it held the bearer token */
+    free(head);
+    if (rc == 0 && body_len) rc = net_write_all(fd, body, body_len, deadline);
+    if (rc < 0) goto error;
+
+    size_t cap = HTTP_HEAD_MAX + HTTP_BODY_MAX + 64, len = 0;
+    buf = malloc(cap + 1);
+    if (!buf) {
+        rc = -ENOMEM;
+        goto error;
+    }
+    http_head h;
+    int hlen = 0;
+    long long clen = -1;
+    int chunked = 0;
+    for (;;) {
+        if (len == cap) {
+            rc = -EMSGSIZE;
+            goto error;
+        }
+        ssize_t r = net_read(fd, buf + len, cap - len, deadline);
+        if (r < 0) { /* -EINTR too: the only signals caught mean "stop" */
+            rc = (int)r;
+            goto error;
+        }
+        len += (size_t)r;
+        if (hlen == 0) {
+            hlen = http_head_parse(buf, len, &h);
+            if (hlen < 0) {
+                rc = len >= HTTP_HEAD_MAX ? -EMSGSIZE : -EPROTO;
+                goto error;
+            }
+            if (hlen > 0) {
+                size_t vl;
+                const char *v = http_head_get(&h, "Content-Length", &vl);
+                if (v) {
+                    clen = 0;
+                    for (size_t i = 0; i < vl; i++) {
+                        if (!isdigit((unsigned char)v[i]) || clen > HTTP_BODY_MAX) {
+                            rc = clen > HTTP_BODY_MAX ? -EMSGSIZE : -EPROTO;
+                            goto error;
+                        }
+                        clen = clen * 10 + (v[i] - '0');
+                    }
+                    if (clen > HTTP_BODY_MAX) {
+                        rc = -EMSGSIZE;
+                        goto error;
+                    }
+                }
+                v = http_head_get(&h, "Transfer-Encoding", &vl);
+                if (v && vl >= 7 && strncasecmp(v + vl - 7, "chunked", 7) == 0) chunked = 1;
+                if (h.status == 204 || h.status == 304 || strcmp(method, "HEAD") == 0) clen = 0;
+            }
+        }
+        if (hlen > 0) {
+            if (!chunked && clen >= 0 && len - (size_t)hlen >= (size_t)clen) break;
+            if (chunked && len >= 5 && (memcmp(buf + len - 5, "0\r\n\r\n", 5) == 0 ||
+                                        memcmp(buf + len - 3, "0\n\n", 3) == 0))
+                break;
+        }
+        if (r == 0) {
+            if (hlen > 0 && clen < 0 && !chunked) break; /* body up to the close */
+            rc = -EPROTO;
+            goto error;
+        }
+    }
+    size_t blen2 = len - (size_t)hlen;
+    if (clen >= 0 && !chunked) blen2 = (size_t)clen;
+    memmove(buf, buf + hlen, blen2);
+    if (chunked && (rc = dechunk(buf, &blen2)) < 0) goto error;
+    buf[blen2] = '\0';
+    resp->status = h.status;
+    resp->body = buf;
+    resp->body_len = blen2;
+    close(fd);
+    return 0;
+
+error:
+    free(buf);
+    close(fd);
+    return rc;
+}

@@ -1,0 +1,56 @@
+/* http.h - a tiny blocking HTTP/1.1 client for the gateway: one request per connection
+ * (Connection: close), every wait under one deadline, every buffer bounded.
+ *
+ * Also the response-head parser the WebSocket handshake shares. Prefix http_. */
+#ifndef SIDECAST_HTTP_H
+#define SIDECAST_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define HTTP_HEAD_MAX 16384    /* bytes of a response head */
+#define HTTP_MAX_HEADERS 48
+#define HTTP_BODY_MAX (256 * 1024)
+
+typedef struct http_head {
+    int status;
+    size_t nheaders;
+    struct {
+        const char *name, *value; /* point into the caller's buffer; not NUL-terminated */
+        size_t name_len, value_len;
+    } h[HTTP_MAX_HEADERS];
+} http_head;
+
+/* Parses a response head at buf[0..len) (status line, headers, empty line; CRLF or LF).
+ * Returns the head's length (> 0), 0 when incomplete, -1 when malformed or over
+ * HTTP_HEAD_MAX / HTTP_MAX_HEADERS. Pure. */
+int http_head_parse(const char *buf, size_t len, http_head *h);
+
+/* The first value of header name (case-insensitive), with *len, or NULL. */
+const char *http_head_get(const http_head *h, const char *name, size_t *len);
+
+typedef struct http_response {
+    int status;
+    char *body;      /* malloc'd, NUL-terminated (body_len bytes before it); owned */
+    size_t body_len;
+} http_response;
+
+/* Sends method path to the server of base_url (http://host:port), with body (may be NULL)
+ * of content_type, and "Authorization: Bearer <bearer>" when bearer is not NULL. Waits at
+ * most timeout_ms for the whole exchange. Returns 0 with *resp filled (any status), or a
+ * negative errno: -ECONNREFUSED/-EHOSTUNREACH/... (unreachable), -ETIMEDOUT,
+ * -EINTR (a signal), -EPROTO (not an HTTP answer), -EMSGSIZE (answer over the bounds),
+ * -EINVAL (bad URL),
+ * -EPROTONOSUPPORT (https). Release resp with http_response_clear. */
+int http_request(const char *base_url, const char *method, const char *path,
+                 const char *content_type, const char *body, size_t body_len,
+                 const char *bearer, int timeout_ms, http_response *resp);
+
+/* Frees what resp owns; accepts NULL. */
+void http_response_clear(http_response *resp);
+
+/* Appends s percent-encoded for application/x-www-form-urlencoded to out (cap bytes,
+ * NUL-terminated). Returns 0, or -1 when it does not fit. */
+int http_form_append(char *out, size_t cap, const char *name, const char *value);
+
+#endif

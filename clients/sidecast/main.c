@@ -1,0 +1,439 @@
+/* main.c - `sidecast`, the command-line client: login, listen, publish, order (docs/CLI.md).
+ * Parses the command line and the environment (the only place that reads it) and runs one
+ * command; the modules do the work. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "../../services/edge/msg.h"
+#include "cli.h"
+#include "gw.h"
+#include "net.h"
+
+#define DEFAULT_GATEWAY "http://localhost:8080"
+#define MAX_POSITIONAL 64
+
+static const char usage_main[] =
+    "usage: sidecast [--token-file PATH] COMMAND [ARGS]\n"
+    "\n"
+    "commands:\n"
+    "  login [--gateway URL] USER [--password P]   get tokens, save them in the token file\n"
+    "  listen TOPIC... [--json] [--count N] [--timeout S] [--max-retries N] [--edge URL]\n"
+    "                                              print the events of topics (and the inbox)\n"
+    "  publish TOPIC JSON [--id ID] [--timeout S]  publish to a topic, wait for the ack\n"
+    "  order SYMBOL QTY [--side buy|sell] [--wait] [--timeout S]\n"
+    "                                              place an order; --wait prints its fill\n"
+    "\n"
+    "`sidecast COMMAND --help` describes a command. Environment: SIDECAST_TOKEN_FILE (default\n"
+    "~/.config/sidecast/token.json), SIDECAST_GATEWAY (default " DEFAULT_GATEWAY "),\n"
+    "SIDECAST_EDGE (edge URL, default: ws_url from login), SIDECAST_PASSWORD (for login).\n"
+    "Exit codes: 0 ok, 1 failure, 2 usage, 3 authentication (wrong password, not logged in,\n"
+    "session expired), 4 unreachable, 5 forbidden or revoked, 6 timed out.\n";
+
+static const char usage_login[] =
+    "usage: sidecast login [--gateway URL] USER [--password P]\n"
+    "Gets an access and a refresh token for USER (grant_type=password at the gateway's\n"
+    "POST /auth/token) and saves them, with the edge URL, in the token file (mode 0600).\n"
+    "The password comes from --password, else $SIDECAST_PASSWORD, else a prompt on the\n"
+    "terminal (not echoed). --gateway defaults to $SIDECAST_GATEWAY or " DEFAULT_GATEWAY ".\n"
+    "Exit: 0 logged in, 3 wrong user or password, 4 gateway unreachable, 1 other failure.\n";
+
+static const char usage_listen[] =
+    "usage: sidecast listen TOPIC... [--json] [--count N] [--timeout S] [--max-retries N]\n"
+    "                       [--edge URL]\n"
+    "Subscribes to each TOPIC at the edge and prints every event on a line: TOPIC #SEQ DATA,\n"
+    "or with --json the event object as the edge sent it. The inbox arrives as topic `user`.\n"
+    "Renews the access token in-band before it expires; reconnects after a dropped\n"
+    "connection or an edge restart (backoff 200 ms doubling to 10 s, full jitter) and\n"
+    "resubscribes from the last seq seen. --count N: exit after N events; --timeout S: exit\n"
+    "after S seconds; --max-retries N: give up after N failed connection attempts in a row\n"
+    "(default: never). Ctrl-C exits cleanly.\n"
+    "Exit: 0 done, 3 session expired, 4 edge unreachable, 5 forbidden/revoked, 1 other.\n";
+
+static const char usage_publish[] =
+    "usage: sidecast publish TOPIC JSON [--id ID] [--timeout S]\n"
+    "Publishes the JSON value to TOPIC through the edge and waits (default 10 s) for its ack.\n"
+    "Prints `ack ID`. Exit: 0 acked, 5 forbidden, 6 no ack in time, 1 other refusal.\n";
+
+static const char usage_order[] =
+    "usage: sidecast order SYMBOL QTY [--side buy|sell] [--wait] [--timeout S]\n"
+    "Places an order (POST /api/orders) and prints its order_id. With --wait, waits for the\n"
+    "fill pushed to the inbox (default at most 30 s) and prints it as JSON.\n"
+    "Exit: 0 placed (and filled with --wait), 3 token refused, 4 unreachable, 6 no fill in\n"
+    "time, 1 other.\n";
+
+typedef struct args {
+    const char *pos[MAX_POSITIONAL];
+    int npos;
+    const char *gateway, *password, *edge, *id, *side, *count, *timeout, *max_retries;
+    int json, wait, help;
+} args;
+
+/* Options may come anywhere; "--opt value" or "--opt=value"; "--" ends them. */
+static int parse_args(int argc, char **argv, args *a)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+    } valued[] = {
+        { "--gateway", offsetof(args, gateway) },   { "--password", offsetof(args, password) },
+        { "--edge", offsetof(args, edge) },         { "--id", offsetof(args, id) },
+        { "--side", offsetof(args, side) },         { "--count", offsetof(args, count) },
+        { "--timeout", offsetof(args, timeout) },   { "--max-retries", offsetof(args, max_retries) },
+    };
+    bool opts_done = false;
+    for (int i = 0; i < argc; i++) {
+        const char *s = argv[i];
+        if (opts_done || s[0] != '-' || strcmp(s, "-") == 0) {
+            if (a->npos == MAX_POSITIONAL) {
+                fprintf(stderr, "sidecast: too many arguments\n");
+                return -1;
+            }
+            a->pos[a->npos++] = s;
+            continue;
+        }
+        if (strcmp(s, "--") == 0) {
+            opts_done = true;
+            continue;
+        }
+        if (strcmp(s, "--json") == 0) a->json = 1;
+        else if (strcmp(s, "--wait") == 0) a->wait = 1;
+        else if (strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0) a->help = 1;
+        else {
+            size_t k, nl = strcspn(s, "=");
+            for (k = 0; k < sizeof valued / sizeof valued[0]; k++)
+                if (strlen(valued[k].name) == nl && strncmp(s, valued[k].name, nl) == 0) break;
+            if (k == sizeof valued / sizeof valued[0]) {
+                fprintf(stderr, "sidecast: unknown option %.*s\n", (int)nl, s);
+                return -1;
+            }
+            const char *v = s[nl] == '=' ? s + nl + 1 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!v) {
+                fprintf(stderr, "sidecast: %s needs a value\n", valued[k].name);
+                return -1;
+            }
+            *(const char **)((char *)a + valued[k].off) = v;
+        }
+    }
+    return 0;
+}
+
+/* A non-negative integer option; def when absent. -1 after an error message. */
+static long num_opt(const char *name, const char *v, long def, long min)
+{
+    if (!v) return def;
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || errno || n < min || n > 1000000000L) {
+        fprintf(stderr, "sidecast: %s wants an integer >= %ld, got %s\n", name, min, v);
+        return -2;
+    }
+    return n;
+}
+
+static int read_password(char *out, size_t cap)
+{
+    FILE *tty = fopen("/dev/tty", "r+");
+    if (!tty) return -1;
+    struct termios old, quiet;
+    int fd = fileno(tty);
+    int have_termios = tcgetattr(fd, &old) == 0;
+    fputs("Password: ", tty);
+    fflush(tty);
+    if (have_termios) {
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        quiet.c_lflag |= ICANON;
+        tcsetattr(fd, TCSAFLUSH, &quiet);
+    }
+    char *r = fgets(out, (int)cap, tty);
+    if (have_termios) tcsetattr(fd, TCSAFLUSH, &old);
+    fputs("\n", tty);
+    fclose(tty);
+    if (!r) return -1;
+    out[strcspn(out, "\r\n")] = '\0';
+    return 0;
+}
+
+static int cmd_login(cli_ctx *c, args *a, const char *env_gateway, const char *env_password)
+{
+    if (a->help) return fputs(usage_login, stdout), CLI_EXIT_OK;
+    if (a->npos != 1) return fputs(usage_login, stderr), CLI_EXIT_USAGE;
+    const char *user = a->pos[0];
+    const char *gateway = a->gateway ? a->gateway : env_gateway ? env_gateway : DEFAULT_GATEWAY;
+    char pw[1024];
+    if (a->password) snprintf(pw, sizeof pw, "%s", a->password);
+    else if (env_password) snprintf(pw, sizeof pw, "%s", env_password);
+    else if (!isatty(STDIN_FILENO) || read_password(pw, sizeof pw) < 0) {
+        fprintf(stderr, "sidecast: no password: use --password, SIDECAST_PASSWORD or run on a "
+                        "terminal\n");
+        return CLI_EXIT_USAGE;
+    }
+    char err[512];
+    tok_set *t = &c->tok;
+    memset(t, 0, sizeof *t);
+    snprintf(t->user, sizeof t->user, "%s", user);
+    if (strlen(gateway) >= sizeof t->gateway) {
+        fprintf(stderr, "sidecast: gateway URL too long\n");
+        return CLI_EXIT_USAGE;
+    }
+    snprintf(t->gateway, sizeof t->gateway, "%s", gateway);
+    int rc = gw_login(gateway, user, pw, t, err, sizeof err);
+    explicit_bzero(pw, sizeof pw);
+    if (rc == GW_EDENIED) {
+        fprintf(stderr, "sidecast: login failed: wrong user or password\n");
+        return CLI_EXIT_AUTH;
+    }
+    if (rc != GW_OK) {
+        fprintf(stderr, "sidecast: login failed: %s\n", err);
+        return rc == GW_EUNREACH ? CLI_EXIT_UNREACH : rc == GW_EUSAGE ? CLI_EXIT_USAGE
+                                                                       : CLI_EXIT_FAIL;
+    }
+    rc = tok_save(c->token_path, t);
+    if (rc < 0) {
+        fprintf(stderr, "sidecast: cannot write the token file %s: %s\n", c->token_path,
+                strerror(-rc));
+        return CLI_EXIT_FAIL;
+    }
+    printf("logged in as %s (access token valid for %" PRId64 " s; tokens saved to %s)\n", user,
+           t->expires_at - t->issued_at, c->token_path);
+    return CLI_EXIT_OK;
+}
+
+static int cmd_listen(cli_ctx *c, args *a)
+{
+    if (a->help) return fputs(usage_listen, stdout), CLI_EXIT_OK;
+    listen_opts o = { .topics = (char **)a->pos, .ntopics = a->npos, .json = a->json != 0 };
+    o.count = num_opt("--count", a->count, 0, 1);
+    o.timeout_s = num_opt("--timeout", a->timeout, 0, 1);
+    o.max_retries = num_opt("--max-retries", a->max_retries, -1, 0);
+    if (a->npos == 0 || o.count < -1 || o.timeout_s < -1 || o.max_retries < -1)
+        return fputs(usage_listen, stderr), CLI_EXIT_USAGE;
+    for (int i = 0; i < a->npos; i++)
+        if (!msg_topic_valid(a->pos[i], strlen(a->pos[i]))) {
+            fprintf(stderr, "sidecast: bad topic %s (dot-separated [A-Za-z0-9_-] tokens)\n",
+                    a->pos[i]);
+            return CLI_EXIT_USAGE;
+        }
+    int rc = cli_load(c);
+    return rc ? rc : cli_listen(c, &o);
+}
+
+/* Connects after making sure the token is fresh. 0 or an exit code (printed). */
+static int connect_once(cli_ctx *c, int timeout_ms, wsconn **ws)
+{
+    int rc = cli_ensure_fresh(c);
+    if (rc) return rc;
+    uint16_t code;
+    char err[512];
+    if (cli_connect(c, timeout_ms, ws, &code, err, sizeof err) == 0) return 0;
+    if (code == 4001 && cli_refresh(c, true) == 0 &&
+        cli_connect(c, timeout_ms, ws, &code, err, sizeof err) == 0)
+        return 0;
+    fprintf(stderr, "sidecast: %s%s\n", code == 4003 ? "forbidden/revoked: " : "", err);
+    return code == 4003 ? CLI_EXIT_FORBIDDEN : code == 4001 ? CLI_EXIT_AUTH
+                                              : code == 1006 ? CLI_EXIT_UNREACH
+                                                             : CLI_EXIT_FAIL;
+}
+
+static int cmd_publish(cli_ctx *c, args *a)
+{
+    if (a->help) return fputs(usage_publish, stdout), CLI_EXIT_OK;
+    long timeout_s = num_opt("--timeout", a->timeout, 10, 1);
+    if (a->npos != 2 || timeout_s < 0) return fputs(usage_publish, stderr), CLI_EXIT_USAGE;
+    const char *topic = a->pos[0], *data = a->pos[1];
+    if (!msg_topic_valid(topic, strlen(topic))) {
+        fprintf(stderr, "sidecast: bad topic %s\n", topic);
+        return CLI_EXIT_USAGE;
+    }
+    if (msg_json_check(data, strlen(data), 32) != MSG_OK) {
+        fprintf(stderr, "sidecast: the data is not one valid JSON value\n");
+        return CLI_EXIT_USAGE;
+    }
+    char idbuf[40];
+    const char *id = a->id;
+    if (!id) {
+        unsigned char r[8];
+        net_random(r, sizeof r);
+        snprintf(idbuf, sizeof idbuf, "cli-%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2],
+                 r[3], r[4], r[5], r[6], r[7]);
+        id = idbuf;
+    }
+    if (strlen(id) == 0 || strlen(id) > MSG_ID_STR_MAX) {
+        fprintf(stderr, "sidecast: --id takes 1 to %d bytes\n", MSG_ID_STR_MAX);
+        return CLI_EXIT_USAGE;
+    }
+    int rc = cli_load(c);
+    if (rc) return rc;
+    json_t *idj = json_string(id);
+    char *id_json = idj ? json_dumps(idj, JSON_ENCODE_ANY) : NULL;
+    json_decref(idj);
+    size_t cap = strlen(data) + strlen(id_json ? id_json : "") + MSG_TOPIC_MAX + 64;
+    char *msg = id_json ? malloc(cap) : NULL;
+    if (!msg) {
+        free(id_json);
+        return CLI_EXIT_FAIL;
+    }
+    int n = snprintf(msg, cap, "{\"type\":\"publish\",\"topic\":\"%s\",\"id\":%s,\"data\":%s}",
+                     topic, id_json, data);
+    int64_t deadline = net_now_ms() + timeout_s * 1000;
+    wsconn *ws = NULL;
+    rc = connect_once(c, (int)(timeout_s * 1000), &ws);
+    if (rc) goto out;
+    rc = CLI_EXIT_FAIL;
+    if (wsconn_send_text(ws, msg, (size_t)n, 5000) < 0) {
+        fprintf(stderr, "sidecast: the connection broke while publishing\n");
+        goto out;
+    }
+    rc = CLI_EXIT_TIMEOUT;
+    while (!cli_stopping()) {
+        wsconn_msg m;
+        int r = wsconn_recv(ws, deadline, &m);
+        if (r == -EINTR) continue;
+        if (r == 0) break;
+        if (r == WSCONN_CLOSED) {
+            fprintf(stderr, "sidecast: connection closed before the ack: %u %s\n", m.close_code,
+                    m.reason);
+            rc = m.close_code == 4003 ? CLI_EXIT_FORBIDDEN : CLI_EXIT_FAIL;
+            goto out;
+        }
+        json_t *o = json_loadb(m.text, m.len, 0, NULL);
+        const char *type = json_string_value(json_object_get(o, "type"));
+        const char *rid = json_string_value(json_object_get(o, "id"));
+        bool mine = rid && strcmp(rid, id) == 0;
+        if (type && mine && strcmp(type, "ack") == 0) {
+            printf("ack %s\n", id);
+            rc = CLI_EXIT_OK;
+        } else if (type && mine && strcmp(type, "error") == 0) {
+            const char *code = json_string_value(json_object_get(o, "code"));
+            const char *text = json_string_value(json_object_get(o, "message"));
+            fprintf(stderr, "sidecast: cannot publish to %s: %s%s%s\n", topic, code ? code : "error",
+                    text ? ": " : "", text ? text : "");
+            rc = code && strcmp(code, "forbidden") == 0 ? CLI_EXIT_FORBIDDEN : CLI_EXIT_FAIL;
+        }
+        json_decref(o);
+        if (rc != CLI_EXIT_TIMEOUT) goto out;
+    }
+    if (rc == CLI_EXIT_TIMEOUT) fprintf(stderr, "sidecast: no ack within %ld s\n", timeout_s);
+out:
+    wsconn_close(ws, 1000, 1000);
+    free(id_json);
+    free(msg);
+    return rc;
+}
+
+static int cmd_order(cli_ctx *c, args *a)
+{
+    if (a->help) return fputs(usage_order, stdout), CLI_EXIT_OK;
+    long timeout_s = num_opt("--timeout", a->timeout, 30, 1);
+    const char *side = a->side ? a->side : "buy";
+    if (a->npos != 2 || timeout_s < 0 || (strcmp(side, "buy") != 0 && strcmp(side, "sell") != 0))
+        return fputs(usage_order, stderr), CLI_EXIT_USAGE;
+    int rc = cli_load(c);
+    if (rc) return rc;
+    int64_t deadline = net_now_ms() + timeout_s * 1000;
+    wsconn *ws = NULL;
+    if (a->wait && (rc = connect_once(c, 10000, &ws)) != 0) return rc; /* before the order */
+    if (!a->wait && (rc = cli_ensure_fresh(c)) != 0) return rc;
+    char order_id[256], err[512];
+    int g = gw_order(&c->tok, a->pos[0], a->pos[1], side, order_id, sizeof order_id, err,
+                     sizeof err);
+    if (g != GW_OK) {
+        fprintf(stderr, "sidecast: %s\n", err);
+        wsconn_close(ws, 1000, 1000);
+        return g == GW_EDENIED  ? CLI_EXIT_AUTH
+               : g == GW_EUSAGE ? CLI_EXIT_USAGE
+               : g == GW_EUNREACH ? CLI_EXIT_UNREACH
+                                  : CLI_EXIT_FAIL;
+    }
+    printf("%s\n", order_id);
+    fflush(stdout);
+    if (!a->wait) return CLI_EXIT_OK;
+    rc = CLI_EXIT_TIMEOUT;
+    while (!cli_stopping() && rc == CLI_EXIT_TIMEOUT) {
+        wsconn_msg m;
+        int r = wsconn_recv(ws, deadline, &m);
+        if (r == -EINTR) continue;
+        if (r == 0) break;
+        if (r == WSCONN_CLOSED) {
+            fprintf(stderr, "sidecast: connection closed before the fill: %u %s\n",
+                    m.close_code, m.reason);
+            rc = CLI_EXIT_FAIL;
+            break;
+        }
+        json_t *o = json_loadb(m.text, m.len, 0, NULL);
+        json_t *d = json_object_get(o, "data");
+        const char *type = json_string_value(json_object_get(o, "type"));
+        const char *oid = json_string_value(json_object_get(d, "order_id"));
+        json_t *oidn = json_object_get(d, "order_id");
+        char num[32] = "";
+        if (json_is_integer(oidn)) snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT,
+                                            json_integer_value(oidn));
+        if (type && strcmp(type, "event") == 0 &&
+            ((oid && strcmp(oid, order_id) == 0) || (num[0] && strcmp(num, order_id) == 0))) {
+            char *s = json_dumps(d, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            printf("%s\n", s ? s : "{}");
+            free(s);
+            rc = CLI_EXIT_OK;
+        }
+        json_decref(o);
+    }
+    if (rc == CLI_EXIT_TIMEOUT) fprintf(stderr, "sidecast: no fill within %ld s\n", timeout_s);
+    wsconn_close(ws, 1000, 1000);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    cli_signals();
+    static cli_ctx c; /* holds tokens: static, wiped at exit */
+    int i = 1;
+    const char *token_file = getenv("SIDECAST_TOKEN_FILE");
+    while (i < argc && argv[i][0] == '-') {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(usage_main, stdout);
+            return CLI_EXIT_OK;
+        }
+        if (strcmp(argv[i], "--token-file") == 0 && i + 1 < argc) {
+            token_file = argv[i + 1];
+            i += 2;
+            continue;
+        }
+        fprintf(stderr, "sidecast: unknown option %s\n\n%s", argv[i], usage_main);
+        return CLI_EXIT_USAGE;
+    }
+    if (i >= argc) {
+        fputs(usage_main, stderr);
+        return CLI_EXIT_USAGE;
+    }
+    const char *cmd = argv[i];
+    args a;
+    memset(&a, 0, sizeof a);
+    if (parse_args(argc - i - 1, argv + i + 1, &a) < 0) return CLI_EXIT_USAGE;
+    if (tok_path(token_file, getenv("HOME"), c.token_path, sizeof c.token_path) < 0) {
+        fprintf(stderr, "sidecast: no token file: set SIDECAST_TOKEN_FILE or HOME\n");
+        return CLI_EXIT_USAGE;
+    }
+    c.edge_url = a.edge ? a.edge : getenv("SIDECAST_EDGE");
+    int rc;
+    if (strcmp(cmd, "login") == 0)
+        rc = cmd_login(&c, &a, getenv("SIDECAST_GATEWAY"), getenv("SIDECAST_PASSWORD"));
+    else if (strcmp(cmd, "listen") == 0) rc = cmd_listen(&c, &a);
+    else if (strcmp(cmd, "publish") == 0) rc = cmd_publish(&c, &a);
+    else if (strcmp(cmd, "order") == 0) rc = cmd_order(&c, &a);
+    else if (strcmp(cmd, "help") == 0) rc = (fputs(usage_main, stdout), CLI_EXIT_OK);
+    else {
+        fprintf(stderr, "sidecast: unknown command %s\n\n%s", cmd, usage_main);
+        rc = CLI_EXIT_USAGE;
+    }
+    tok_clear(&c.tok);
+    return rc;
+}

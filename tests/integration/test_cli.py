@@ -1,0 +1,314 @@
+"""The command-line client `sidecast` (clients/sidecast, docs/CLI.md) against real auth,
+gateway and edge processes: login (good and wrong password, unreachable gateway, the token
+file's mode), listen (--json, the human format, --count, a forbidden topic, Ctrl-C, an
+unreachable edge with --max-retries), publish with its ack, reconnection across an edge
+restart without losing the position, and in-band token renewal.
+
+Auth issues 10 s access tokens here and the edge warns 6 s before expiry, so every command
+also exercises the refresh path: a token file older than a few seconds is renewed first.
+When build/producer exists the producer runs too and `order --wait` is tested end to end."""
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import threading
+import time
+
+import harness
+
+HAVE_PRODUCER = os.path.exists(os.path.join(harness.BUILD, "producer"))
+SERVICES = ("auth", "gateway", "edge") + (("producer",) if HAVE_PRODUCER else ())
+ENV = {"auth": {"ACCESS_TOKEN_TTL": "10"}, "edge": {"EDGE_TOKEN_WARNING_S": "6"}}
+
+CLI = os.path.join(harness.BUILD, "sidecast")
+PASSWORDS = {"alice": "wonderland", "bob": "builder"}
+
+
+def _env(st, user):
+    env = dict(os.environ)
+    env.pop("SIDECAST_PASSWORD", None)
+    env["SIDECAST_TOKEN_FILE"] = os.path.join(st.dir, "cli", user, "token.json")
+    env["SIDECAST_EDGE"] = st.edge_url  # auth hands out ws://localhost:8090/ws
+    if harness.SAN:
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=23")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+    return env
+
+
+def run(st, user, *args, timeout=30, env=None):
+    e = env or _env(st, user)
+    p = subprocess.run([CLI] + [str(a) for a in args], env=e, capture_output=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL)
+    return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+
+def start(st, user, *args):
+    return subprocess.Popen([CLI] + [str(a) for a in args], env=_env(st, user),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+
+
+def login(st, user):
+    rc, out, err = run(st, user, "login", "--gateway", st.gateway_url, user, "--password",
+                       PASSWORDS[user])
+    assert rc == 0, (rc, out, err)
+    return rc, out, err
+
+
+def tokens(st, user):
+    with open(_env(st, user)["SIDECAST_TOKEN_FILE"]) as f:
+        return json.load(f)
+
+
+class Publisher:
+    """Publishes {"n": i, "tag": tag} on events.<topic> every interval s until stopped."""
+
+    def __init__(self, st, topic, tag, interval=0.2):
+        self.st, self.topic, self.tag, self.interval = st, topic, tag, interval
+        self.n = 0
+        self.stop_evt = threading.Event()
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+
+    def loop(self):
+        while not self.stop_evt.is_set():
+            self.n += 1
+            self.st.busctl("pub", "events." + self.topic,
+                           json.dumps({"n": self.n, "tag": self.tag}))
+            self.stop_evt.wait(self.interval)
+
+    def stop(self):
+        self.stop_evt.set()
+        self.t.join(10)
+
+
+def _lines_of(p, want, timeout, out):
+    """Reads stdout lines of p into out until want lines or timeout s."""
+    deadline = time.monotonic() + timeout
+    while len(out) < want and time.monotonic() < deadline:
+        line = p.stdout.readline()
+        if not line:
+            break
+        out.append(line.decode().rstrip("\n"))
+    return out
+
+
+def _no_secret(st, user, *texts):
+    t = tokens(st, user)
+    for text in texts:
+        assert t["access_token"] not in text and t["refresh_token"] not in text, "token printed"
+
+
+def test_help_and_usage(st):
+    rc, out, _ = run(st, "alice", "--help")
+    assert rc == 0 and "listen" in out and "Exit codes" in out, out
+    for cmd in ("login", "listen", "publish", "order"):
+        rc, out, _ = run(st, "alice", cmd, "--help")
+        assert rc == 0 and out.startswith("usage: sidecast " + cmd), (cmd, out)
+    rc, _, err = run(st, "alice", "frobnicate")
+    assert rc == 2 and "unknown command" in err, err
+    rc, _, err = run(st, "alice", "listen", "bad..topic")
+    assert rc == 2 and "bad topic" in err, err
+
+
+def test_login_saves_tokens_0600(st):
+    rc, out, err = login(st, "alice")
+    assert "logged in as alice" in out, out
+    path = _env(st, "alice")["SIDECAST_TOKEN_FILE"]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, oct(os.stat(path).st_mode)
+    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+    t = tokens(st, "alice")
+    assert t["user"] == "alice" and t["access_token"].count(".") == 2, t.keys()
+    assert t["refresh_token"] and t["ws_url"].startswith("ws://"), t.keys()
+    assert t["expires_at"] > time.time() + 5, t["expires_at"]
+    assert not [f for f in os.listdir(os.path.dirname(path)) if ".tmp" in f]
+    _no_secret(st, "alice", out, err)
+    # the password from the environment works too
+    env = _env(st, "bob")
+    env["SIDECAST_PASSWORD"] = "builder"
+    rc, out, err = run(st, "bob", "login", "--gateway", st.gateway_url, "bob", env=env)
+    assert rc == 0, (rc, out, err)
+
+
+def test_login_wrong_password_and_unreachable_gateway(st):
+    rc, out, err = run(st, "carol", "login", "--gateway", st.gateway_url, "alice",
+                       "--password", "nope")
+    assert rc == 3 and "login failed: wrong user or password" in err, (rc, out, err)
+    assert not os.path.exists(_env(st, "carol")["SIDECAST_TOKEN_FILE"])
+    dead = "http://127.0.0.1:%d" % harness.free_port()
+    rc, out, err = run(st, "carol", "login", "--gateway", dead, "alice", "--password", "x")
+    assert rc == 4 and "unreachable" in err, (rc, out, err)
+    rc, out, err = run(st, "carol", "login", "alice", "--gateway", st.gateway_url, env=dict(
+        _env(st, "carol")))
+    assert rc == 2 and "no password" in err, (rc, out, err)  # no tty, no env, no flag
+    rc, out, err = run(st, "carol", "listen", "prices.BTC", "--timeout", "2")
+    assert rc == 3 and "not logged in" in err, (rc, err)
+
+
+def test_listen_json_count(st):
+    login(st, "alice")
+    p = start(st, "alice", "listen", "prices.XJS", "--json", "--count", "3")
+    pub = Publisher(st, "prices.XJS", "json")
+    try:
+        out, err = p.communicate(timeout=20)
+    finally:
+        pub.stop()
+    assert p.returncode == 0, (p.returncode, err)
+    lines = out.decode().splitlines()
+    assert len(lines) == 3, lines
+    evs = [json.loads(l) for l in lines]
+    assert all(e["type"] == "event" and e["topic"] == "prices.XJS" for e in evs), evs
+    assert all(e["data"]["tag"] == "json" for e in evs), evs
+    seqs = [e["seq"] for e in evs]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3, seqs
+    _no_secret(st, "alice", out.decode(), err.decode())
+
+
+def test_listen_human_format(st):
+    login(st, "alice")
+    p = start(st, "alice", "listen", "prices.XHU", "--count", "1")
+    stop = threading.Event()
+
+    def pub():
+        while not stop.is_set():
+            st.busctl("pub", "events.prices.XHU", '{"price":0.1,"sym":"XHU"}')
+            stop.wait(0.2)
+    t = threading.Thread(target=pub, daemon=True)
+    t.start()
+    try:
+        out, err = p.communicate(timeout=20)
+    finally:
+        stop.set()
+        t.join(5)
+    assert p.returncode == 0, (p.returncode, err)
+    assert re.fullmatch(r'prices\.XHU #\d+ \{"price":0\.1,"sym":"XHU"\}\n', out.decode()), out
+
+
+def test_forbidden_topic(st):
+    login(st, "bob")
+    rc, out, err = run(st, "bob", "listen", "chat.lobby", "--timeout", "10")
+    assert rc == 5 and "cannot subscribe to chat.lobby: forbidden" in err, (rc, err)
+    # with an allowed topic beside it, bob keeps listening to that one
+    p = start(st, "bob", "listen", "chat.lobby", "prices.XBOB", "--count", "1")
+    pub = Publisher(st, "prices.XBOB", "bob")
+    try:
+        out, err = p.communicate(timeout=20)
+    finally:
+        pub.stop()
+    assert p.returncode == 0 and "prices.XBOB #" in out.decode(), (p.returncode, out, err)
+    assert "cannot subscribe to chat.lobby: forbidden" in err.decode(), err
+
+
+def test_publish_waits_for_ack(st):
+    login(st, "alice")
+    login(st, "bob")
+    sub = st.busctl_bg("sub", "client.chat.lobby", 15, 1)
+    rc, out, err = run(st, "alice", "publish", "chat.lobby", '{"text":"hi"}', "--id", "m1")
+    assert rc == 0 and out.strip() == "ack m1", (rc, out, err)
+    line = sub.stdout.readline().decode()
+    sub.wait(5)
+    assert line.startswith("client.chat.lobby ") and json.loads(line.split(" ", 1)[1]) == {
+        "text": "hi"}, line
+    rc, out, err = run(st, "alice", "publish", "chat.lobby", "{not json")
+    assert rc == 2 and "not one valid JSON" in err, (rc, err)
+    rc, out, err = run(st, "bob", "publish", "chat.lobby", '{"text":"hi"}')
+    assert rc == 5 and "cannot publish to chat.lobby: forbidden" in err, (rc, out, err)
+
+
+def test_ctrl_c_exits_cleanly(st):
+    login(st, "alice")
+    p = start(st, "alice", "listen", "prices.XCC")
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    p.communicate(timeout=10)
+    assert p.returncode == 0 and time.monotonic() - t0 < 3, p.returncode
+
+
+def test_edge_unreachable_gives_up_after_max_retries(st):
+    login(st, "alice")
+    env = _env(st, "alice")
+    env["SIDECAST_EDGE"] = "ws://127.0.0.1:%d/ws" % harness.free_port()
+    t0 = time.monotonic()
+    rc, out, err = run(st, "alice", "listen", "prices.BTC", "--max-retries", "3", env=env)
+    assert rc == 4, (rc, err)
+    assert "unreachable" in err and "giving up after 4 failed attempts" in err, err
+    assert err.count("reconnecting in") == 3 and time.monotonic() - t0 < 10, err
+
+
+def test_reconnects_after_edge_restart_and_resumes(st):
+    login(st, "alice")
+    p = start(st, "alice", "listen", "prices.XRC", "--json", "--timeout", "60")
+    pub = Publisher(st, "prices.XRC", "rc")
+    lines = []
+    try:
+        _lines_of(p, 3, 15, lines)
+        assert len(lines) == 3, lines
+        st.stop_service("edge")
+        before = len(lines)
+        st.start_service("edge")
+        _lines_of(p, before + 3, 30, lines)
+        assert len(lines) >= before + 3, lines
+    finally:
+        pub.stop()
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=10)
+    err = err.decode()
+    seqs = [json.loads(l)["seq"] for l in lines]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+    assert "connection closed: 1001" in err or "connection closed: 1006" in err, err
+    assert "reconnected" in err, err
+    assert p.returncode == 0, (p.returncode, err)
+
+
+def test_inband_refresh_keeps_the_connection(st):
+    login(st, "alice")
+    first = tokens(st, "alice")
+    p = start(st, "alice", "listen", "prices.XRF", "--json", "--timeout", "14")
+    pub = Publisher(st, "prices.XRF", "rf", interval=0.5)
+    try:
+        out, err = p.communicate(timeout=30)
+    finally:
+        pub.stop()
+    err = err.decode()
+    assert p.returncode == 0, (p.returncode, err)
+    assert "access token refreshed" in err, err
+    assert "connection closed" not in err and "reconnect" not in err, err
+    evs = [json.loads(l) for l in out.decode().splitlines()]
+    assert len(evs) >= 15, len(evs)
+    now = tokens(st, "alice")
+    assert now["refresh_token"] != first["refresh_token"], "tokens not rotated in the file"
+    assert now["expires_at"] > first["expires_at"]
+    path = _env(st, "alice")["SIDECAST_TOKEN_FILE"]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    _no_secret(st, "alice", out.decode(), err)
+
+
+def test_stale_token_file_is_refreshed_first(st):
+    login(st, "bob")
+    time.sleep(11)  # the access token in the file has expired
+    p = start(st, "bob", "listen", "prices.XST", "--count", "1")
+    pub = Publisher(st, "prices.XST", "st")
+    try:
+        out, err = p.communicate(timeout=20)
+    finally:
+        pub.stop()
+    assert p.returncode == 0 and "prices.XST #" in out.decode(), (p.returncode, err)
+    assert tokens(st, "bob")["expires_at"] > time.time()
+
+
+def test_order_wait_prints_the_fill(st):
+    if not HAVE_PRODUCER:
+        print("(skipped: no build/producer)")
+        return
+    login(st, "alice")
+    rc, out, err = run(st, "alice", "order", "BTC", "1", "--wait", "--timeout", "20")
+    assert rc == 0, (rc, out, err)
+    lines = out.splitlines()
+    assert len(lines) == 2, lines
+    fill = json.loads(lines[1])
+    assert fill["order_id"] == lines[0], (lines, fill)
+    rc, out, err = run(st, "alice", "order", "BTC", "1", "--side", "sell")
+    assert rc == 0 and out.strip(), (rc, out, err)
