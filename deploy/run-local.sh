@@ -5,7 +5,7 @@
 # logs with a prefix per service, and on Ctrl-C stops everything it started (nothing else).
 #
 # Ports (override with the variables): NATS_PORT=4222 NATS_MON_PORT=8222 REDIS_PORT=6379
-# GATEWAY_PORT=8080 AUTH_ADMIN_PORT=9101 EDGE_PORT=8090.
+# GATEWAY_PORT=8080 AUTH_ADMIN_PORT=9101 EDGE_PORT=8090 PRODUCER_ADMIN_PORT=9102.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -17,10 +17,12 @@ REDIS_PORT=${REDIS_PORT:-6379}
 GATEWAY_PORT=${GATEWAY_PORT:-8080}
 AUTH_ADMIN_PORT=${AUTH_ADMIN_PORT:-9101}
 EDGE_PORT=${EDGE_PORT:-8090}
+PRODUCER_ADMIN_PORT=${PRODUCER_ADMIN_PORT:-9102}
 
 port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 for spec in "NATS_PORT:$NATS_PORT" "NATS_MON_PORT:$NATS_MON_PORT" "REDIS_PORT:$REDIS_PORT" \
-            "GATEWAY_PORT:$GATEWAY_PORT" "AUTH_ADMIN_PORT:$AUTH_ADMIN_PORT" "EDGE_PORT:$EDGE_PORT"; do
+            "GATEWAY_PORT:$GATEWAY_PORT" "AUTH_ADMIN_PORT:$AUTH_ADMIN_PORT" "EDGE_PORT:$EDGE_PORT" \
+            "PRODUCER_ADMIN_PORT:$PRODUCER_ADMIN_PORT"; do
   name=${spec%%:*}; port=${spec#*:}
   if port_busy "$port"; then
     echo "make up: port $port ($name) is already in use." >&2
@@ -45,6 +47,7 @@ export GATEWAY_ROUTES=$ROOT/deploy/config/routes.json
 export GATEWAY_LISTEN=0.0.0.0:$GATEWAY_PORT
 export EDGE_LISTEN=0.0.0.0:$EDGE_PORT
 export EDGE_PUBLIC_URL=ws://localhost:$EDGE_PORT/ws
+export GATEWAY_STATIC_DIR=$ROOT/clients/web
 
 pids=()
 stopped=0
@@ -88,6 +91,8 @@ for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && bre
 
 ADMIN_LISTEN=127.0.0.1:$AUTH_ADMIN_PORT start auth "$BUILD/auth"
 wait_http auth "http://127.0.0.1:$AUTH_ADMIN_PORT/readyz"
+ADMIN_LISTEN=127.0.0.1:$PRODUCER_ADMIN_PORT start producer "$BUILD/producer"
+wait_http producer "http://127.0.0.1:$PRODUCER_ADMIN_PORT/readyz"
 start gateway "$BUILD/gateway"
 wait_http gateway "http://127.0.0.1:$GATEWAY_PORT/readyz"
 start edge "$BUILD/edge"
@@ -96,9 +101,11 @@ wait_http edge "http://127.0.0.1:$EDGE_PORT/readyz"
 cat <<MSG
 
   Sidecast is up (development keys and users; see README.md).
+    Browser demo  http://localhost:$GATEWAY_PORT/  (log in as alice / wonderland)
     API gateway   http://localhost:$GATEWAY_PORT
     JWKS          http://localhost:$GATEWAY_PORT/.well-known/jwks.json
     WebSocket     ws://localhost:$EDGE_PORT/ws  (subprotocol sidecast.v1; health :$EDGE_PORT/readyz)
+    Producer      admin http://127.0.0.1:$PRODUCER_ADMIN_PORT/readyz  (ticks on prices.BTC/ETH/SOL, POST /api/orders)
     NATS          nats://127.0.0.1:$NATS_PORT  (monitoring http://127.0.0.1:$NATS_MON_PORT)
     Redis         redis://127.0.0.1:$REDIS_PORT
   Demo users: alice / wonderland, bob / builder. Try:

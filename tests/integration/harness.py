@@ -178,6 +178,7 @@ class Stack:
         self.gateway_port = free_port()
         self.gateway_url = "http://127.0.0.1:%d" % self.gateway_port
         self.auth_admin_port = free_port()
+        self.producer_admin_port = free_port()
         self.edge_port = free_port()
         self.edge_url = "ws://127.0.0.1:%d/ws" % self.edge_port
         self.keys = os.path.join(self.dir, "dev")
@@ -235,6 +236,7 @@ class Stack:
                 "JWT_PRIVATE_KEY": os.path.join(self.keys, "signing-key.pem"),
                 "JWT_KID": "dev-1",
                 "AUTH_USERS": os.path.join(self.keys, "users.conf"),
+                "EDGE_PUBLIC_URL": "ws://127.0.0.1:%d/ws" % self.edge_port,
             })
         elif name == "edge":
             env.update({
@@ -242,11 +244,17 @@ class Stack:
                 "EDGE_ID": "edge-test",
                 "EDGE_WORKERS": "2",
                 "HISTORY_STORAGE": "memory",
+                "ALLOWED_ORIGINS": "http://localhost:8080,http://127.0.0.1:8080,"
+                                   "http://127.0.0.1:%d,http://localhost:%d"
+                                   % (self.gateway_port, self.gateway_port),
             })
+        elif name == "producer":
+            env.update({"ADMIN_LISTEN": "127.0.0.1:%d" % self.producer_admin_port})
         elif name == "gateway":
             env.update({
                 "GATEWAY_LISTEN": "127.0.0.1:%d" % self.gateway_port,
                 "GATEWAY_ROUTES": self.routes,
+                "GATEWAY_STATIC_DIR": os.path.join(ROOT, "clients", "web"),
             })
         env.update(self.extra_env.get(name, {}))
         return env
@@ -258,6 +266,8 @@ class Stack:
             return self.gateway_url + "/readyz"
         if name == "edge":
             return "http://127.0.0.1:%d/readyz" % self.edge_port
+        if name == "producer":
+            return "http://127.0.0.1:%d/readyz" % self.producer_admin_port
         return None
 
     def start_service(self, name, wait=True):

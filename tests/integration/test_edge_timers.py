@@ -3,7 +3,7 @@ refresh that keeps the connection past the first token's exp; server pings and t
 deadline; the connection limit.
 
 Auth issues 10 s tokens here; the edge warns 6 s before exp, pings after 1 s of silence,
-drops a peer that stays silent 1 s more, and takes at most 4 connections."""
+drops a peer that stays silent 3 s more, and takes at most 4 connections."""
 import time
 
 import wsclient
@@ -12,7 +12,7 @@ from wsclient import WS, HandshakeError
 SERVICES = ("auth", "edge")
 ENV = {"auth": {"ACCESS_TOKEN_TTL": "10"},
        "edge": {"EDGE_TOKEN_WARNING_S": "6", "EDGE_PING_INTERVAL_MS": "1000",
-                "EDGE_PONG_TIMEOUT_MS": "1000", "EDGE_MAX_CONNECTIONS": "4"}}
+                "EDGE_PONG_TIMEOUT_MS": "3000", "EDGE_MAX_CONNECTIONS": "4"}}
 
 
 def test_expiring_then_closed_4001(st):
@@ -30,8 +30,7 @@ def test_expiring_then_closed_4001(st):
 def test_refresh_keeps_the_connection(st):
     ws = WS.connect(st.edge_url, token=st.token("alice")["access_token"])
     w = ws.recv_json(5, type="welcome")
-    ws.recv_json(10, type="token_expiring")
-    time.sleep(1.1)  # the next token gets a later exp
+    ws.recv_json(10, type="token_expiring")  # 4 s after the first token: a new one ends later
     ws.send_json({"type": "refresh", "token": st.token("alice")["access_token"]})
     r = ws.recv_json(5, type="refreshed")
     assert r["expires_at"] > w["expires_at"], (w, r)
@@ -52,7 +51,7 @@ def test_ping_then_drop_without_pong(st):
     assert f.opcode == wsclient.OP_PING, f
     t0 = time.monotonic()
     code, _ = quiet.expect_close(5)  # no pong: dropped without a closing handshake
-    assert code == 1006 and time.monotonic() - t0 < 3, code
+    assert code == 1006 and time.monotonic() - t0 < 6, code
     live = WS.connect(st.edge_url, token=st.token("bob")["access_token"])
     live.recv_json(5, type="welcome")
     for _ in range(3):  # the client that answers pings (as it reads) stays
