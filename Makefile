@@ -53,7 +53,7 @@ Q := @
 endif
 .SECONDARY:
 
-.PHONY: all deps fuzz fuzz-bins fuzz-build test asan unit integration up clean bench fmt help
+.PHONY: all deps demo fuzz fuzz-bins fuzz-build test asan unit integration up clean bench fmt help
 all: $(SERVICES:%=$(BUILD)/%) $(CLIENTS:%=$(BUILD)/%) $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN)
 
 help:
@@ -62,6 +62,7 @@ help:
 	@echo "make up         run the whole topology locally (NATS, Redis, services)"
 	@echo "make test       unit + integration tests against real NATS and Redis"
 	@echo "make asan       the same tests under AddressSanitizer + UBSan"
+	@echo "make demo       a scripted CLI walk-through against the stack make up runs"
 	@echo "make bench      benchmarks (results in docs/BENCHMARKS.md)"
 
 deps:
@@ -149,6 +150,9 @@ asan: deps fuzz-build
 
 up: deps all
 	@bash deploy/run-local.sh
+
+demo: all
+	@bash scripts/demo.sh
 
 bench: deps all
 	@bash bench/run.sh

@@ -68,10 +68,12 @@ trap 'cleanup; exit 0' INT TERM
 trap cleanup EXIT
 
 # start NAME CMD...: runs CMD with its output prefixed by [NAME]
+declare -A names=()
 start() {
   local name=$1; shift
   "$@" > >(sed -u "s/^/[$name] /") 2>&1 &
   pids+=($!)
+  names[$!]=$name
 }
 
 wait_http() { # NAME URL
@@ -115,5 +117,18 @@ cat <<MSG
   Ctrl-C stops everything started here.
 
 MSG
-wait -n "${pids[@]}" || true
-echo "make up: a process exited; stopping the rest" >&2
+# One process dying (a crash, or a kill -9 in a drill) takes nothing else down: the others
+# keep serving (clients of a dead edge reconnect to another one). Ctrl-C stops them all.
+alive=("${pids[@]}")
+while [ ${#alive[@]} -gt 0 ]; do
+  dead=""
+  code=0
+  wait -n -p dead "${alive[@]}" || code=$?
+  [ -n "$dead" ] || continue
+  rest=()
+  for p in "${alive[@]}"; do [ "$p" = "$dead" ] || rest+=("$p"); done
+  alive=("${rest[@]}")
+  echo "make up: ${names[$dead]:-process $dead} (pid $dead) exited with status $code;" \
+       "the others keep running. Ctrl-C stops everything." >&2
+done
+echo "make up: every process has exited" >&2

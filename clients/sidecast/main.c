@@ -378,7 +378,7 @@ static int cmd_order(cli_ctx *c, args *a)
                                             json_integer_value(oidn));
         if (type && strcmp(type, "event") == 0 &&
             ((oid && strcmp(oid, order_id) == 0) || (num[0] && strcmp(num, order_id) == 0))) {
-            char *s = json_dumps(d, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            char *s = json_dumps(d, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
             printf("%s\n", s ? s : "{}");
             free(s);
             rc = CLI_EXIT_OK;
