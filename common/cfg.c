@@ -162,7 +162,7 @@ static void cfg_help(const char *service, const cfg_opt *opts, size_t n)
     for (size_t i = 0; i < n; i++) {
         const char *def = opts[i].def ? opts[i].def : "";
         printf("  %-26s %-9s %s\n", opts[i].name, cfg_type_names[opts[i].type], opts[i].help);
-        if (opts[i].flags & CFG_REQUIRED)
+        if ((opts[i].flags & CFG_REQUIRED) && !def[0])
             printf("  %-26s           (required)\n", "");
         else
             printf("  %-26s           default: %s\n", "",
