@@ -283,27 +283,35 @@ void wsc_conn_set_data(wsc_conn *c, void *data) { c->data = data; }
 size_t wsc_conn_queued(const wsc_conn *c) { return c->q_bytes - c->q_off; }
 const char *wsc_conn_peer(const wsc_conn *c) { return c->peer; }
 
+/* True (and the connection is being closed 4008) when adding `more` bytes would pass the
+ * outbound bound: the peer does not read fast enough. What is queued will not be read
+ * either: keep only the frame being written (the stream must stay well-framed) and say so. */
+static bool conn_over_bound(wsc_conn *c, size_t more)
+{
+    wsc_server *s = c->w->s;
+    if (c->q_bytes - c->q_off + more <= s->cfg.max_outbound) return false;
+    /* The peer does not read fast enough. What is queued will not be read either: keep
+     * only the frame being written (the stream must stay well-framed) and say 4008. */
+    metric_inc(s->m_slow);
+    log_debug("slow client closed", "conn=%llu peer=%s queued=%zu bound=%zu",
+              (unsigned long long)c->id, c->peer, c->q_bytes - c->q_off, s->cfg.max_outbound);
+    while (c->q_count > (c->q_off ? 1u : 0u)) {
+        uint32_t last = (c->q_head + c->q_count - 1) % c->q_cap;
+        c->q_bytes -= c->q[last]->len;
+        wsc_frame_unref(c->q[last]);
+        c->q_count--;
+    }
+    c->peer_closed = true; /* it will not answer our close in time: do not wait for it */
+    c->close_after_flush = true;
+    conn_send_close(c, WS_CLOSE_TOO_SLOW, "too slow");
+    return true;
+}
+
 int wsc_conn_send(wsc_conn *c, wsc_frame *f)
 {
     if (c->state != CS_OPEN) return -1;
     wsc_server *s = c->w->s;
-    if (c->q_bytes - c->q_off + f->len > s->cfg.max_outbound) {
-        /* The peer does not read fast enough. What is queued will not be read either: keep
-         * only the frame being written (the stream must stay well-framed) and say 4008. */
-        metric_inc(s->m_slow);
-        log_debug("slow client closed", "conn=%llu peer=%s queued=%zu bound=%zu",
-                  (unsigned long long)c->id, c->peer, c->q_bytes - c->q_off, s->cfg.max_outbound);
-        while (c->q_count > (c->q_off ? 1u : 0u)) {
-            uint32_t last = (c->q_head + c->q_count - 1) % c->q_cap;
-            c->q_bytes -= c->q[last]->len;
-            wsc_frame_unref(c->q[last]);
-            c->q_count--;
-        }
-        c->peer_closed = true; /* it will not answer our close in time: do not wait for it */
-        c->close_after_flush = true;
-        conn_send_close(c, WS_CLOSE_TOO_SLOW, "too slow");
-        return -2;
-    }
+    if (conn_over_bound(c, f->len)) return -2;
     if (queue_push(c, f) != 0) {
         conn_abort(c, WS_CLOSE_ABNORMAL);
         return -1;
@@ -406,7 +414,11 @@ static void conn_answer_http(wsc_conn *c, int status, const char *body)
     c->state = CS_CLOSING;
     c->close_after_flush = true;
     c->close_code = 0;
-    if (!f || queue_push(c, f) != 0) conn_abort(c, WS_CLOSE_ABNORMAL);
+    if (!f || queue_push(c, f) != 0) {
+        wsc_frame_unref(f);
+        conn_abort(c, WS_CLOSE_ABNORMAL);
+        return;
+    }
     wsc_frame_unref(f);
     loop_timer_set(c->w->l, &c->core_timer,
                    loop_now(c->w->l) + (uint64_t)c->w->s->cfg.close_timeout_ms);
@@ -521,7 +533,9 @@ static void conn_frames(wsc_conn *c, uint8_t *in, size_t n)
             }
             break;
         case WS_EV_PING:
-            if (c->state == CS_OPEN) {
+            /* pongs count against the outbound bound too: a peer that pings and never
+             * reads must not grow our memory */
+            if (c->state == CS_OPEN && !conn_over_bound(c, 2 + ev.len)) {
                 wsc_frame *f = wsc_frame_new(WS_OP_PONG, ev.data, ev.len);
                 if (!f || queue_push(c, f) != 0) conn_abort(c, WS_CLOSE_ABNORMAL);
                 wsc_frame_unref(f);
@@ -565,7 +579,7 @@ static void conn_frames(wsc_conn *c, uint8_t *in, size_t n)
     }
 }
 
-static void conn_read(wsc_conn *c)
+static void conn_read(wsc_conn *c, uint32_t events)
 {
     wsc_worker *w = c->w;
     if (c->lingering) {
@@ -576,6 +590,8 @@ static void conn_read(wsc_conn *c)
             if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) conn_abort(c, c->close_code);
             return;
         }
+        c->read_again = true; /* more to drop: go on at the end of the iteration */
+        conn_want_flush(c);
         return;
     }
     for (int i = 0; i < READS_PER_EVENT && c->state != CS_DEAD; i++) {
@@ -592,14 +608,17 @@ static void conn_read(wsc_conn *c)
                 conn_handshake(c, w->rbuf, (size_t)n);
             else
                 conn_frames(c, w->rbuf, (size_t)n);
-            if ((size_t)n < sizeof w->rbuf) return; /* drained for now */
+            /* a short read drained the socket, unless the peer's FIN came with the data:
+             * edge-triggered epoll will not report it again, so read on to see it */
+            if ((size_t)n < sizeof w->rbuf && !(events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+                return;
             continue;
         }
-        if (n == 0) { /* the peer closed TCP */
-            if (c->state == CS_CLOSING && c->q_count == 0)
-                conn_abort(c, c->close_code);
-            else
-                conn_abort(c, WS_CLOSE_ABNORMAL);
+        if (n == 0) { /* the peer closed TCP (or half-closed after its close frame) */
+            if (c->state == CS_CLOSING && c->q_count > 0 && c->writable)
+                conn_flush(c); /* our close frame goes out before the socket does */
+            if (c->state != CS_DEAD)
+                conn_abort(c, c->state == CS_CLOSING ? c->close_code : WS_CLOSE_ABNORMAL);
             return;
         }
         if (errno == EAGAIN || errno == EWOULDBLOCK) return;
@@ -622,7 +641,7 @@ static void conn_on_io(loop_io *io, uint32_t events)
         c->writable = true;
         if (c->q_count) conn_want_flush(c);
     }
-    if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR)) conn_read(c);
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR)) conn_read(c, events);
 }
 
 static void conn_core_timer(loop_timer *t)
@@ -796,7 +815,7 @@ static void worker_before_sleep(void *ud)
             }
             if (c->read_again) {
                 c->read_again = false;
-                conn_read(c);
+                conn_read(c, 0);
                 if (c->state == CS_DEAD) continue;
             }
             if (c->q_count && c->writable) conn_flush(c);
@@ -845,7 +864,10 @@ static void *worker_boot(void *arg)
     wsc_worker *w = arg;
     wsc_server *s = w->s;
     w->start_rc = s->h.worker_start ? s->h.worker_start(w, s->h.ud) : 0;
-    if (w->start_rc == 0) w->start_rc = loop_add(w->l, &w->listen_io, EPOLLIN);
+    if (w->start_rc == 0) {
+        w->start_rc = loop_add(w->l, &w->listen_io, EPOLLIN);
+        if (w->start_rc != 0 && s->h.worker_stop) s->h.worker_stop(w, s->h.ud);
+    }
     int rc = w->start_rc;
     sem_post(&w->started);
     if (rc != 0) return NULL; /* wsc_server_start sees it and stops the server */

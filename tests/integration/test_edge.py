@@ -315,3 +315,27 @@ def test_sigterm_drains_with_1001(st):
     assert codes == [1001] * 10, codes
     assert st.procs["edge"].p.wait(20) == 0
     st.start_service("edge")  # for the teardown check and any later test
+
+
+def test_ping_flood_without_reading_is_bounded_4008(st):
+    """Pongs count against EDGE_OUTBOUND_LIMIT: a client that pings and never reads is closed
+    4008 instead of growing the edge's memory."""
+    ws = _connect(st)
+    ws.auto_pong = False
+    sent = 0
+    try:
+        for sent in range(120000):  # 15 MB of pings: beyond the kernel buffers and the bound
+            ws.send_frame(wsclient.OP_PING, b"p" * 125)
+    except (wsclient.ConnectionClosed, OSError):
+        pass
+    code = None
+    for _ in range(200000):  # the pongs the kernel held, then the close frame
+        try:
+            f = ws.recv_frame(10)
+        except wsclient.ConnectionClosed as e:
+            code = e.code
+            break
+        if f.opcode == wsclient.OP_CLOSE:
+            code = wsclient.parse_close_payload(f.payload)[0]
+            break
+    assert code == 4008, (code, sent)
