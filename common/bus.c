@@ -438,6 +438,7 @@ int bus_subscribe(bus *b, const char *subject, const char *queue, bus_msg_fn fn,
     if (s != NATS_OK) {
         log_error("nats subscribe failed", "subject=%s error=\"%s\"", subject,
                   natsStatus_GetText(s));
+        if (bs->sub) natsSubscription_Unsubscribe(bs->sub);
         natsSubscription_Destroy(bs->sub);
         sem_destroy(&bs->done);
         free(bs);
@@ -447,20 +448,31 @@ int bus_subscribe(bus *b, const char *subject, const char *queue, bus_msg_fn fn,
     return 0;
 }
 
-void bus_unsubscribe(bus_sub *s)
+int bus_unsubscribe(bus_sub *s)
 {
-    if (!s) return;
+    if (!s) return 0;
     /* Wait (bounded) until the handler can no longer run before the caller frees its ud. */
+    int done = 0;
     if (natsSubscription_Unsubscribe(s->sub) == NATS_OK) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_sec += 5;
-        while (sem_timedwait(&s->done, &ts) != 0 && errno == EINTR) {
+        int r;
+        while ((r = sem_timedwait(&s->done, &ts)) != 0 && errno == EINTR) {
         }
+        done = r == 0;
+    }
+    if (!done) {
+        /* The handler may still run: keep what it uses (a bounded leak, logged) rather than
+         * free it under the callback. */
+        log_warn("nats subscription did not complete", "subject=%s",
+                 natsSubscription_GetSubject(s->sub) ? natsSubscription_GetSubject(s->sub) : "-");
+        return BUS_ETIMEOUT;
     }
     natsSubscription_Destroy(s->sub);
     sem_destroy(&s->done);
     free(s);
+    return 0;
 }
 
 int bus_respond(bus *b, const bus_msg *msg, const void *data, size_t len, const bus_hdr *hdrs,

@@ -74,8 +74,10 @@ typedef void (*bus_msg_fn)(bus_msg *msg, void *ud);
 int bus_subscribe(bus *b, const char *subject, const char *queue, bus_msg_fn fn, void *ud,
                   bus_sub **out);
 /* Unsubscribes, waits (at most 5 s) until the callback can no longer run, and frees; accepts
- * NULL. Never call it from the subscription's own callback. */
-void bus_unsubscribe(bus_sub *s);
+ * NULL. Returns 0, or BUS_ETIMEOUT when that could not be confirmed: the subscription is then
+ * left allocated and the caller must not free the callback's ud either. Never call it from
+ * the subscription's own callback. */
+int bus_unsubscribe(bus_sub *s);
 
 /* Replies to msg (which must carry a reply subject) with data and headers. */
 int bus_respond(bus *b, const bus_msg *msg, const void *data, size_t len, const bus_hdr *hdrs,

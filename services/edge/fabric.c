@@ -196,8 +196,7 @@ void fab_destroy(fabric *f)
     for (int i = 0; i < FAB_BUCKETS; i++) {
         for (interest *it = f->buckets[i], *next; it; it = next) {
             next = it->next;
-            bus_unsubscribe(it->sub);
-            free(it->r);
+            if (bus_unsubscribe(it->sub) == 0) free(it->r);
             free(it);
         }
     }
@@ -308,8 +307,7 @@ void fab_unwatch(fab_port *p, enum fab_kind kind, const char *name)
     }
     pthread_mutex_unlock(&f->lock);
     if (gone) {
-        bus_unsubscribe(gone->sub); /* waits until its callback cannot run */
-        free(gone->r);
+        if (bus_unsubscribe(gone->sub) == 0) free(gone->r); /* else the callback may use it */
         free(gone);
     }
 }

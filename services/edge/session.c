@@ -93,6 +93,8 @@ static tentry *map_find(wstate *ws, const char *key)
     return NULL;
 }
 
+static void map_drop(wstate *ws, tentry *t);
+
 /* Adds s to key's members. Returns the record, or NULL (no memory / fabric refused). */
 static sub_rec *map_join(wstate *ws, session *s, enum fab_kind kind, const char *name)
 {
@@ -111,20 +113,35 @@ static sub_rec *map_join(wstate *ws, session *s, enum fab_kind kind, const char 
         t->next = ws->buckets[h];
         ws->buckets[h] = t;
     }
+    sub_rec *r = NULL;
     if (t->n == t->cap) {
         uint32_t ncap = t->cap ? t->cap * 2 : 4;
         sub_rec **nm = realloc(t->members, sizeof *nm * ncap);
-        if (!nm) return NULL; /* an empty new entry stays, harmless until reused */
+        if (!nm) goto oom;
         t->members = nm;
         t->cap = ncap;
     }
-    sub_rec *r = malloc(sizeof *r);
-    if (!r) return NULL;
+    if (!(r = malloc(sizeof *r))) goto oom;
     r->t = t;
     r->s = s;
     r->idx = t->n;
     t->members[t->n++] = r;
     return r;
+oom:
+    if (t->n == 0) map_drop(ws, t); /* a new entry must not keep its NATS interest */
+    return NULL;
+}
+
+/* Unlinks an entry with no member and drops the worker's interest in it. */
+static void map_drop(wstate *ws, tentry *t)
+{
+    unsigned long h = key_hash(t->key);
+    tentry **pp = &ws->buckets[h];
+    while (*pp != t) pp = &(*pp)->next;
+    *pp = t->next;
+    fab_unwatch(ws->port, (enum fab_kind)t->key[0], t->key + 2);
+    free(t->members);
+    free(t);
 }
 
 static void map_leave(wstate *ws, sub_rec *r)
@@ -133,15 +150,7 @@ static void map_leave(wstate *ws, sub_rec *r)
     t->members[r->idx] = t->members[--t->n];
     t->members[r->idx]->idx = r->idx;
     free(r);
-    if (t->n > 0) return;
-    /* last local member: drop the entry and the worker's interest */
-    unsigned long h = key_hash(t->key);
-    tentry **pp = &ws->buckets[h];
-    while (*pp != t) pp = &(*pp)->next;
-    *pp = t->next;
-    fab_unwatch(ws->port, (enum fab_kind)t->key[0], t->key + 2);
-    free(t->members);
-    free(t);
+    if (t->n == 0) map_drop(ws, t); /* last local member */
 }
 
 /* ---- replies ---------------------------------------------------------------------------------- */
