@@ -45,9 +45,15 @@ def run(st, user, *args, timeout=30, env=None):
 
 
 def start(st, user, *args):
-    return subprocess.Popen([CLI] + [str(a) for a in args], env=_env(st, user),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL)
+    """Starts the CLI in the background. Bounded: a watchdog kills it after 90 s, so a test
+    that fails half-way leaves no client retrying behind it."""
+    p = subprocess.Popen([CLI] + [str(a) for a in args], env=_env(st, user),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL)
+    dog = threading.Timer(90, lambda: p.poll() is None and p.kill())
+    dog.daemon = True
+    dog.start()
+    return p
 
 
 def login(st, user):
