@@ -60,6 +60,7 @@ help:
 	@echo "make            build every process into $(BUILD)/"
 	@echo "make deps       install the Debian packages the project needs"
 	@echo "make up         run the whole topology locally (NATS, Redis, services)"
+	@echo "make up EDGES=3 NATS_CLUSTER=3   three edges on a 3-node NATS cluster"
 	@echo "make test       unit + integration tests against real NATS and Redis"
 	@echo "make asan       the same tests under AddressSanitizer + UBSan"
 	@echo "make demo       a scripted CLI walk-through against the stack make up runs"

@@ -6,6 +6,14 @@
 #
 # Ports (override with the variables): NATS_PORT=4222 NATS_MON_PORT=8222 REDIS_PORT=6379
 # GATEWAY_PORT=8080 AUTH_ADMIN_PORT=9101 EDGE_PORT=8090 PRODUCER_ADMIN_PORT=9102.
+#
+# Many edges on a NATS cluster: EDGES=N runs N edges on EDGE_PORT, EDGE_PORT+1, ... (EDGE_ID
+# edge-1, edge-2, ...); NATS_CLUSTER=N runs N nats-servers with JetStream, node i on client
+# port NATS_PORT+i-1, monitoring NATS_MON_PORT+i-1 and cluster route port
+# NATS_CLUSTER_PORT+i-1 (default 6222), each with its own store under run/cluster<N>/, and
+# every service gets all N URLs in NATS_URL. With NATS_CLUSTER>=3 the edges create the
+# history stream with HISTORY_REPLICAS=3. Defaults EDGES=1 NATS_CLUSTER=1: one nats-server,
+# one edge, as before.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -13,17 +21,47 @@ BUILD=${BUILD:-build}
 RUN=$ROOT/run
 NATS_PORT=${NATS_PORT:-4222}
 NATS_MON_PORT=${NATS_MON_PORT:-8222}
+NATS_CLUSTER_PORT=${NATS_CLUSTER_PORT:-6222}
 REDIS_PORT=${REDIS_PORT:-6379}
 GATEWAY_PORT=${GATEWAY_PORT:-8080}
 AUTH_ADMIN_PORT=${AUTH_ADMIN_PORT:-9101}
 EDGE_PORT=${EDGE_PORT:-8090}
 PRODUCER_ADMIN_PORT=${PRODUCER_ADMIN_PORT:-9102}
+EDGES=${EDGES:-1}
+NATS_CLUSTER=${NATS_CLUSTER:-1}
+
+count_ok() { [[ $2 =~ ^[0-9]+$ ]] && [ "$2" -ge 1 ] && [ "$2" -le "$3" ]; }
+if ! count_ok EDGES "$EDGES" 16; then
+  echo "make up: EDGES must be a number from 1 to 16 (got '$EDGES')" >&2; exit 1
+fi
+if ! count_ok NATS_CLUSTER "$NATS_CLUSTER" 7; then
+  echo "make up: NATS_CLUSTER must be a number from 1 to 7 (got '$NATS_CLUSTER')" >&2; exit 1
+fi
+if [ "$NATS_CLUSTER" = 2 ]; then
+  echo "make up: note: a 2-node JetStream cluster has no quorum once a node is down;" \
+       "use NATS_CLUSTER=3 to try a failover" >&2
+fi
+
+# Every port this run needs, as NAME:PORT (NAME is the variable to change when it is busy).
+specs=()
+for ((i = 0; i < NATS_CLUSTER; i++)); do
+  specs+=("NATS_PORT:$((NATS_PORT + i))" "NATS_MON_PORT:$((NATS_MON_PORT + i))")
+  [ "$NATS_CLUSTER" -gt 1 ] && specs+=("NATS_CLUSTER_PORT:$((NATS_CLUSTER_PORT + i))")
+done
+specs+=("REDIS_PORT:$REDIS_PORT" "GATEWAY_PORT:$GATEWAY_PORT" "AUTH_ADMIN_PORT:$AUTH_ADMIN_PORT")
+for ((i = 0; i < EDGES; i++)); do specs+=("EDGE_PORT:$((EDGE_PORT + i))"); done
+specs+=("PRODUCER_ADMIN_PORT:$PRODUCER_ADMIN_PORT")
 
 port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
-for spec in "NATS_PORT:$NATS_PORT" "NATS_MON_PORT:$NATS_MON_PORT" "REDIS_PORT:$REDIS_PORT" \
-            "GATEWAY_PORT:$GATEWAY_PORT" "AUTH_ADMIN_PORT:$AUTH_ADMIN_PORT" "EDGE_PORT:$EDGE_PORT" \
-            "PRODUCER_ADMIN_PORT:$PRODUCER_ADMIN_PORT"; do
+declare -A owner=()
+for spec in "${specs[@]}"; do
   name=${spec%%:*}; port=${spec#*:}
+  if [ -n "${owner[$port]:-}" ]; then
+    echo "make up: port $port is wanted by both ${owner[$port]} and $name (with EDGES=$EDGES" \
+         "NATS_CLUSTER=$NATS_CLUSTER each takes a range of ports); choose other ports." >&2
+    exit 1
+  fi
+  owner[$port]=$name
   if port_busy "$port"; then
     echo "make up: port $port ($name) is already in use." >&2
     echo "  Stop whatever listens there (ss -ltnp 'sport = :$port'), or choose another port:" >&2
@@ -38,7 +76,11 @@ set -a
 # shellcheck disable=SC1091
 . deploy/config/sidecast.env
 set +a
-export NATS_URL="nats://127.0.0.1:$NATS_PORT"
+urls=()
+for ((i = 0; i < NATS_CLUSTER; i++)); do urls+=("nats://127.0.0.1:$((NATS_PORT + i))"); done
+NATS_URL=$(IFS=,; echo "${urls[*]}")
+export NATS_URL
+if [ "$NATS_CLUSTER" -ge 3 ]; then export HISTORY_REPLICAS=${HISTORY_REPLICAS:-3}; fi
 export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 export JWT_PUBLIC_KEYS=$ROOT/deploy/dev/public.pem
 export JWT_PRIVATE_KEY=$ROOT/deploy/dev/signing-key.pem
@@ -76,8 +118,8 @@ start() {
   names[$!]=$name
 }
 
-wait_http() { # NAME URL
-  for _ in $(seq 1 100); do
+wait_http() { # NAME URL [TRIES of 0.1 s]
+  for _ in $(seq 1 "${3:-100}"); do
     if curl -fsS -o /dev/null "$2" 2>/dev/null; then return 0; fi
     sleep 0.1
   done
@@ -85,8 +127,40 @@ wait_http() { # NAME URL
   exit 1
 }
 
-start nats nats-server -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON_PORT" -js -sd "$RUN/jetstream"
-wait_http nats "http://127.0.0.1:$NATS_MON_PORT/healthz"
+if [ "$NATS_CLUSTER" = 1 ]; then
+  start nats nats-server -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON_PORT" -js -sd "$RUN/jetstream"
+  wait_http nats "http://127.0.0.1:$NATS_MON_PORT/healthz"
+else
+  # Every node routes to every other one on loopback. The store is per cluster size, so that
+  # a later run with another NATS_CLUSTER does not meet the peers of an earlier one.
+  for ((i = 1; i <= NATS_CLUSTER; i++)); do
+    routes=()
+    for ((j = 1; j <= NATS_CLUSTER; j++)); do
+      [ "$j" = "$i" ] || routes+=("nats://127.0.0.1:$((NATS_CLUSTER_PORT + j - 1))")
+    done
+    start "nats-$i" nats-server -a 127.0.0.1 -p "$((NATS_PORT + i - 1))" \
+      -m "$((NATS_MON_PORT + i - 1))" -n "nats-$i" --cluster_name sidecast-local \
+      --cluster "nats://127.0.0.1:$((NATS_CLUSTER_PORT + i - 1))" \
+      --routes "$(IFS=,; echo "${routes[*]}")" -js -sd "$RUN/cluster$NATS_CLUSTER/nats-$i"
+  done
+  for ((i = 1; i <= NATS_CLUSTER; i++)); do
+    wait_http "nats-$i" "http://127.0.0.1:$((NATS_MON_PORT + i - 1))/varz"
+  done
+  # The edges create the replicated history stream: JetStream needs a meta leader first.
+  leader=""
+  for _ in $(seq 1 300); do
+    leader=$(curl -fsS "http://127.0.0.1:$NATS_MON_PORT/jsz" 2>/dev/null |
+             grep -Eo '"leader": *"[^"]+"' | head -n 1 | sed -E 's/.*"([^"]+)"$/\1/') || true
+    [ -n "$leader" ] && break
+    sleep 0.1
+  done
+  if [ -z "$leader" ]; then
+    echo "make up: the NATS cluster elected no JetStream meta leader within 30 s" \
+         "(see the nats-* log lines above)" >&2
+    exit 1
+  fi
+  echo "make up: NATS cluster of $NATS_CLUSTER nodes, JetStream meta leader $leader"
+fi
 start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
   --dir "$RUN"
 for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
@@ -97,8 +171,37 @@ ADMIN_LISTEN=127.0.0.1:$PRODUCER_ADMIN_PORT start producer "$BUILD/producer"
 wait_http producer "http://127.0.0.1:$PRODUCER_ADMIN_PORT/readyz"
 start gateway "$BUILD/gateway"
 wait_http gateway "http://127.0.0.1:$GATEWAY_PORT/readyz"
-start edge "$BUILD/edge"
-wait_http edge "http://127.0.0.1:$EDGE_PORT/readyz"
+if [ "$EDGES" = 1 ]; then
+  start edge "$BUILD/edge"
+  wait_http edge "http://127.0.0.1:$EDGE_PORT/readyz"
+else
+  # One at a time: the first creates the history stream, the others find it.
+  for ((i = 1; i <= EDGES; i++)); do
+    p=$((EDGE_PORT + i - 1))
+    EDGE_ID=edge-$i EDGE_LISTEN=0.0.0.0:$p EDGE_PUBLIC_URL=ws://localhost:$p/ws \
+      start "edge-$i" "$BUILD/edge"
+    wait_http "edge-$i" "http://127.0.0.1:$p/readyz" 200
+  done
+fi
+
+if [ "$EDGES" = 1 ]; then
+  ws_lines="    WebSocket     ws://localhost:$EDGE_PORT/ws  (subprotocol sidecast.v1; health :$EDGE_PORT/readyz)"
+else
+  ws_lines=""
+  for ((i = 1; i <= EDGES; i++)); do
+    p=$((EDGE_PORT + i - 1))
+    ws_lines+="    WebSocket     ws://localhost:$p/ws  (edge-$i; ready http://127.0.0.1:$p/readyz)"
+    [ "$i" -lt "$EDGES" ] && ws_lines+=$'\n'
+  done
+fi
+if [ "$NATS_CLUSTER" = 1 ]; then
+  nats_lines="    NATS          nats://127.0.0.1:$NATS_PORT  (monitoring http://127.0.0.1:$NATS_MON_PORT)"
+else
+  nats_lines="    NATS          $NATS_URL  (cluster sidecast-local, JetStream, stream replicas ${HISTORY_REPLICAS:-1})"
+  for ((i = 1; i <= NATS_CLUSTER; i++)); do
+    nats_lines+=$'\n'"      nats-$i      nats://127.0.0.1:$((NATS_PORT + i - 1))  (monitoring http://127.0.0.1:$((NATS_MON_PORT + i - 1)), route port $((NATS_CLUSTER_PORT + i - 1)))"
+  done
+fi
 
 cat <<MSG
 
@@ -106,9 +209,9 @@ cat <<MSG
     Browser demo  http://localhost:$GATEWAY_PORT/  (log in as alice / wonderland)
     API gateway   http://localhost:$GATEWAY_PORT
     JWKS          http://localhost:$GATEWAY_PORT/.well-known/jwks.json
-    WebSocket     ws://localhost:$EDGE_PORT/ws  (subprotocol sidecast.v1; health :$EDGE_PORT/readyz)
+$ws_lines
     Producer      admin http://127.0.0.1:$PRODUCER_ADMIN_PORT/readyz  (ticks on prices.BTC/ETH/SOL, POST /api/orders)
-    NATS          nats://127.0.0.1:$NATS_PORT  (monitoring http://127.0.0.1:$NATS_MON_PORT)
+$nats_lines
     Redis         redis://127.0.0.1:$REDIS_PORT
   Demo users: alice / wonderland, bob / builder. Try:
     curl -d grant_type=password -d username=alice -d password=wonderland localhost:$GATEWAY_PORT/auth/token
