@@ -16,6 +16,17 @@
 
 #define BUS_MAX_SUBJECT 256
 #define BUS_MAX_MANY 64
+#define BUS_ASYNC_BUCKETS 1024
+#define BUS_REAP_MS 50
+
+/* One pending bus_request_async, in a hash by id (guarded by mux_lock). */
+typedef struct bus_async {
+    struct bus_async *next;
+    uint64_t id;
+    int64_t deadline_ms; /* CLOCK_MONOTONIC */
+    bus_reply_fn fn;
+    void *ud;
+} bus_async;
 
 struct bus {
     natsConnection *nc;
@@ -29,6 +40,13 @@ struct bus {
     char mux_prefix[64];
     struct bus_many *calls;
     uint64_t next_call;
+    bus_async *async[BUS_ASYNC_BUCKETS];
+    size_t nasync;
+    pthread_t reaper;          /* times out async requests; started with the first one */
+    int reaper_started, reaper_stop;
+    pthread_cond_t reaper_cond;
+    void (*reconnect_fn)(void *);
+    void *reconnect_ud;
     metric *m_connected, *m_reconnects, *m_errors;
 };
 
@@ -38,6 +56,8 @@ struct bus_sub {
     void *ud;
     sem_t done; /* posted by nats.c once the handler can no longer run */
 };
+
+static void bus_async_shutdown(bus *b);
 
 static pthread_mutex_t bus_lib_lock = PTHREAD_MUTEX_INITIALIZER;
 static int bus_lib_users;
@@ -54,6 +74,7 @@ const char *bus_strerror(int err)
     case BUS_ENOTCONN: return "not connected";
     case BUS_EINVAL: return "invalid argument";
     case BUS_ENOMEM: return "out of memory";
+    case BUS_EAGAIN: return "too many requests pending";
     default: return "bus error";
     }
 }
@@ -106,6 +127,13 @@ static void bus_on_reconnected(natsConnection *nc, void *closure)
     metric_set(b->m_connected, 1);
     metric_inc(b->m_reconnects);
     log_info("nats reconnected", "name=%s url=%s", b->name, url);
+    if (b->reconnect_fn) b->reconnect_fn(b->reconnect_ud);
+}
+
+void bus_set_reconnect_hook(bus *b, void (*fn)(void *ud), void *ud)
+{
+    b->reconnect_ud = ud;
+    b->reconnect_fn = fn;
 }
 
 static void bus_on_connected(natsConnection *nc, void *closure)
@@ -148,6 +176,11 @@ int bus_connect(bus **out, const char *urls, const char *name)
     snprintf(b->name, sizeof b->name, "%s", name);
     sem_init(&b->closed, 0, 0);
     pthread_mutex_init(&b->mux_lock, NULL);
+    pthread_condattr_t rca;
+    pthread_condattr_init(&rca);
+    pthread_condattr_setclock(&rca, CLOCK_MONOTONIC);
+    pthread_cond_init(&b->reaper_cond, &rca);
+    pthread_condattr_destroy(&rca);
     b->m_connected = metrics_gauge("sc_nats_connected", NULL, "1 when connected to NATS");
     b->m_reconnects = metrics_counter("sc_nats_reconnects_total", NULL, "NATS reconnections");
     b->m_errors = metrics_counter("sc_nats_errors_total", NULL, "NATS asynchronous errors");
@@ -230,9 +263,11 @@ void bus_destroy(bus *b, int timeout_ms)
         }
         natsConnection_Destroy(b->nc);
     }
+    bus_async_shutdown(b);
     natsSubscription_Destroy(b->mux);
     natsOptions_Destroy(b->opts);
     if (freeable) {
+        pthread_cond_destroy(&b->reaper_cond);
         sem_destroy(&b->closed);
         pthread_mutex_destroy(&b->mux_lock);
         free(b);
@@ -301,12 +336,176 @@ typedef struct bus_many {
     pthread_cond_t cond;
 } bus_many;
 
+/* ---- asynchronous requests ---------------------------------------------------------------- */
+
+static int64_t bus_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Unlinks and returns the pending request id; called with mux_lock held. */
+static bus_async *bus_async_take(bus *b, uint64_t id)
+{
+    for (bus_async **pp = &b->async[id % BUS_ASYNC_BUCKETS]; *pp; pp = &(*pp)->next) {
+        if ((*pp)->id == id) {
+            bus_async *a = *pp;
+            *pp = a->next;
+            b->nasync--;
+            return a;
+        }
+    }
+    return NULL;
+}
+
+static void bus_async_reply(bus *b, uint64_t id, natsMsg *msg)
+{
+    pthread_mutex_lock(&b->mux_lock);
+    bus_async *a = bus_async_take(b, id);
+    pthread_mutex_unlock(&b->mux_lock);
+    if (!a) { /* late, after its timeout */
+        natsMsg_Destroy(msg);
+        return;
+    }
+    if (natsMsg_IsNoResponders(msg)) {
+        natsMsg_Destroy(msg);
+        a->fn(BUS_ENORESP, NULL, a->ud);
+    } else {
+        a->fn(0, (bus_msg *)msg, a->ud);
+    }
+    free(a);
+}
+
+/* Moves every request due by `now` (INT64_MAX: all) to *out; called with mux_lock held. */
+static void bus_async_collect(bus *b, int64_t now, bus_async **out)
+{
+    for (int i = 0; i < BUS_ASYNC_BUCKETS; i++) {
+        for (bus_async **pp = &b->async[i]; *pp;) {
+            bus_async *a = *pp;
+            if (a->deadline_ms <= now) {
+                *pp = a->next;
+                b->nasync--;
+                a->next = *out;
+                *out = a;
+            } else {
+                pp = &a->next;
+            }
+        }
+    }
+}
+
+static void bus_async_fail(bus_async *list, int result)
+{
+    while (list) {
+        bus_async *next = list->next;
+        list->fn(result, NULL, list->ud);
+        free(list);
+        list = next;
+    }
+}
+
+static void *bus_reaper(void *arg)
+{
+    bus *b = arg;
+    pthread_mutex_lock(&b->mux_lock);
+    while (!b->reaper_stop) {
+        bus_async *due = NULL;
+        if (b->nasync) bus_async_collect(b, bus_mono_ms(), &due);
+        if (due) {
+            pthread_mutex_unlock(&b->mux_lock);
+            bus_async_fail(due, BUS_ETIMEOUT);
+            pthread_mutex_lock(&b->mux_lock);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t ns = ts.tv_nsec + (int64_t)BUS_REAP_MS * 1000000;
+        ts.tv_sec += ns / 1000000000;
+        ts.tv_nsec = ns % 1000000000;
+        pthread_cond_timedwait(&b->reaper_cond, &b->mux_lock, &ts);
+    }
+    pthread_mutex_unlock(&b->mux_lock);
+    return NULL;
+}
+
+/* bus_destroy, after the connection is closed: no reply can come any more. */
+static void bus_async_shutdown(bus *b)
+{
+    bus_async *all = NULL;
+    pthread_mutex_lock(&b->mux_lock);
+    b->reaper_stop = 1;
+    pthread_cond_signal(&b->reaper_cond);
+    int started = b->reaper_started;
+    pthread_mutex_unlock(&b->mux_lock);
+    if (started) pthread_join(b->reaper, NULL);
+    pthread_mutex_lock(&b->mux_lock);
+    bus_async_collect(b, INT64_MAX, &all);
+    pthread_mutex_unlock(&b->mux_lock);
+    bus_async_fail(all, BUS_ENOTCONN);
+}
+
+static natsStatus bus_mux_start(bus *b);
+
+int bus_request_async(bus *b, const char *subject, const void *data, size_t len, int timeout_ms,
+                      bus_reply_fn fn, void *ud)
+{
+    char reply[160];
+    natsMsg *m = NULL;
+    if (!atomic_load(&b->connected)) return BUS_ENOTCONN;
+    bus_async *a = calloc(1, sizeof *a);
+    if (!a) return BUS_ENOMEM;
+    a->fn = fn;
+    a->ud = ud;
+    a->deadline_ms = bus_mono_ms() + (timeout_ms > 0 ? timeout_ms : 1);
+    pthread_mutex_lock(&b->mux_lock);
+    natsStatus s = b->mux ? NATS_OK : bus_mux_start(b);
+    int rc = bus_err_from(s);
+    if (rc == 0 && b->nasync >= BUS_MAX_ASYNC) rc = BUS_EAGAIN;
+    if (rc == 0 && !b->reaper_started && !b->reaper_stop) {
+        if (pthread_create(&b->reaper, NULL, bus_reaper, b) != 0)
+            rc = BUS_ERR;
+        else
+            b->reaper_started = 1;
+    }
+    if (rc == 0) {
+        a->id = ++b->next_call;
+        a->next = b->async[a->id % BUS_ASYNC_BUCKETS];
+        b->async[a->id % BUS_ASYNC_BUCKETS] = a;
+        b->nasync++;
+        snprintf(reply, sizeof reply, "%s.A%llu", b->mux_prefix, (unsigned long long)a->id);
+    }
+    pthread_mutex_unlock(&b->mux_lock);
+    if (rc != 0) {
+        free(a);
+        return rc;
+    }
+    uint64_t id = a->id; /* a may be answered and freed from here on */
+    rc = bus_make_msg(&m, subject, reply, data, len, NULL, 0);
+    if (rc == 0) {
+        rc = bus_err_from(natsConnection_PublishMsg(b->nc, m));
+        natsMsg_Destroy(m);
+    }
+    if (rc != 0) {
+        pthread_mutex_lock(&b->mux_lock);
+        bus_async *mine = bus_async_take(b, id);
+        pthread_mutex_unlock(&b->mux_lock);
+        if (!mine) return 0; /* already answered or timed out: fn ran, so report success */
+        free(mine);
+    }
+    return rc;
+}
+
 static void bus_mux_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
     (void)nc;
     (void)sub;
     bus *b = closure;
     const char *last = strrchr(natsMsg_GetSubject(msg), '.');
+    if (last && last[1] == 'A') {
+        bus_async_reply(b, strtoull(last + 2, NULL, 10), msg);
+        return;
+    }
     char *dash = NULL, *end = NULL;
     uint64_t id = last ? strtoull(last + 1, &dash, 10) : 0;
     unsigned long idx = dash && *dash == '-' ? strtoul(dash + 1, &end, 10) : 0;
@@ -473,6 +672,12 @@ int bus_unsubscribe(bus_sub *s)
     sem_destroy(&s->done);
     free(s);
     return 0;
+}
+
+int bus_flush(bus *b, int timeout_ms)
+{
+    if (!atomic_load(&b->connected)) return BUS_ENOTCONN;
+    return bus_err_from(natsConnection_FlushTimeout(b->nc, timeout_ms));
 }
 
 int bus_respond(bus *b, const bus_msg *msg, const void *data, size_t len, const bus_hdr *hdrs,

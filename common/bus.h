@@ -19,6 +19,7 @@ enum bus_err {
     BUS_ENOTCONN = -4,     /* connection closed / not connected */
     BUS_EINVAL = -5,       /* bad argument (subject, size) */
     BUS_ENOMEM = -6,
+    BUS_EAGAIN = -7,       /* too many requests pending */
 };
 
 typedef struct bus bus;
@@ -67,6 +68,22 @@ typedef struct bus_req {
 int bus_request_many(bus *b, const bus_req *reqs, size_t n, int timeout_ms, bus_msg **replies,
                      int *results);
 
+/* An asynchronous request: fn runs exactly once, on a nats.c thread or the bus's timer
+ * thread, never inside bus_request_async: with result 0 and the reply (owned by fn: free it
+ * with bus_msg_destroy), or with BUS_ETIMEOUT / BUS_ENORESP / BUS_ENOTCONN (bus_destroy)
+ * and NULL. A reply whose header "Status" is set (404, say) is a reply like any other.
+ * Returns 0 (fn will run), or a negative code when nothing was sent (fn will not run).
+ * At most BUS_MAX_ASYNC requests are pending per bus; over that: BUS_EAGAIN. */
+#define BUS_MAX_ASYNC 65536
+typedef void (*bus_reply_fn)(int result, bus_msg *reply, void *ud);
+int bus_request_async(bus *b, const char *subject, const void *data, size_t len, int timeout_ms,
+                      bus_reply_fn fn, void *ud);
+
+/* fn(ud) runs on a nats.c thread after every reconnection (not the first connect): what
+ * was published while disconnected is lost for the core subscriptions, so their owner may
+ * want to look for gaps. One hook per bus; set it before the connection can drop. */
+void bus_set_reconnect_hook(bus *b, void (*fn)(void *ud), void *ud);
+
 /* Message callback: runs on a nats.c thread; msg is owned by the callee (bus_msg_destroy). */
 typedef void (*bus_msg_fn)(bus_msg *msg, void *ud);
 
@@ -78,6 +95,10 @@ int bus_subscribe(bus *b, const char *subject, const char *queue, bus_msg_fn fn,
  * left allocated and the caller must not free the callback's ud either. Never call it from
  * the subscription's own callback. */
 int bus_unsubscribe(bus_sub *s);
+
+/* Round trip to the server (bounded): every subscription and publish made before it is in
+ * effect there when it returns 0. */
+int bus_flush(bus *b, int timeout_ms);
 
 /* Replies to msg (which must carry a reply subject) with data and headers. */
 int bus_respond(bus *b, const bus_msg *msg, const void *data, size_t len, const bus_hdr *hdrs,
