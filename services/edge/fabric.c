@@ -2,8 +2,8 @@
  *
  * A ZeroMQ message is three parts: the routing prefix "<kind> <name>\n" that SUB sockets
  * filter on (the newline keeps "prices.BT" from matching "prices.BTC"), the stream sequence
- * (8 bytes, host order: it never leaves the process), then the payload: a complete
- * WebSocket frame for events, the raw JSON for revocations. */
+ * and the subject's previous one (2 x 8 bytes, host order: they never leave the process),
+ * then the payload: a complete WebSocket frame for events, the raw JSON for revocations. */
 #include "fabric.h"
 
 #include "contract.h"
@@ -75,11 +75,12 @@ static void zmq_free_bytes(void *data, void *hint)
     free(data);
 }
 
-/* Publishes prefix, seq (8 bytes) and payload (payload ownership passes to ZeroMQ, freed
- * with free()). */
-static void fab_publish(fabric *f, const char *prefix, size_t plen, uint64_t seq,
+/* Publishes prefix, seq and prev (16 bytes) and payload (payload ownership passes to ZeroMQ,
+ * freed with free()). */
+static void fab_publish(fabric *f, const char *prefix, size_t plen, uint64_t seq, uint64_t prev,
                         uint8_t *payload, size_t n)
 {
+    uint64_t pos[2] = {seq, prev};
     zmq_msg_t m;
     if (zmq_msg_init_data(&m, payload, n, zmq_free_bytes, NULL) != 0) {
         free(payload);
@@ -87,7 +88,7 @@ static void fab_publish(fabric *f, const char *prefix, size_t plen, uint64_t seq
     }
     pthread_mutex_lock(&f->pub_lock);
     int rc = zmq_send(f->pub, prefix, plen, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    if (rc >= 0) rc = zmq_send(f->pub, &seq, sizeof seq, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    if (rc >= 0) rc = zmq_send(f->pub, pos, sizeof pos, ZMQ_SNDMORE | ZMQ_DONTWAIT);
     if (rc >= 0) rc = zmq_msg_send(&m, f->pub, ZMQ_DONTWAIT);
     pthread_mutex_unlock(&f->pub_lock);
     if (rc < 0) {
@@ -96,25 +97,14 @@ static void fab_publish(fabric *f, const char *prefix, size_t plen, uint64_t seq
     }
 }
 
-/* Frames an event once: header + {"type":"event","topic":..,"seq":..,"data":..}. */
-static void fab_on_event(bus_msg *msg, void *ud)
+/* Builds a complete text frame holding {"type":"event","topic":..,"seq":..,"data":..} in one
+ * malloc'd block (*n bytes). Data that is not JSON is carried as a JSON string. */
+static uint8_t *fab_build(const char *topic, uint64_t seq, const char *data, size_t dlen,
+                          size_t *n)
 {
-    route *r = ud;
-    fabric *f = r->f;
-    const char *data = bus_msg_data(msg);
-    size_t dlen = bus_msg_len(msg);
-    const char *seqs = bus_msg_header(msg, "Nats-Sequence");
-    uint64_t seq = seqs ? strtoull(seqs, NULL, 10) : 0;
-    const char *topic = r->kind == FAB_USER ? "user" : r->name;
     char *quoted = NULL;
-    metric_inc(f->m_in);
-    if (dlen > f->max_data) {
-        metric_inc(f->m_dropped);
-        log_warn("bus message over the size limit dropped", "subject=%s bytes=%zu",
-                 bus_msg_subject(msg), dlen);
-        goto done;
-    }
-    if (!msg_json_valid(data, dlen)) { /* not JSON: deliver it as a JSON string */
+    uint8_t *buf = NULL;
+    if (!msg_json_valid(data, dlen)) {
         size_t ql = msg_json_string_len(data, dlen) + 1;
         if (!(quoted = malloc(ql)) || msg_json_string(quoted, ql, data, dlen) < 0) goto done;
         data = quoted;
@@ -122,22 +112,56 @@ static void fab_on_event(bus_msg *msg, void *ud)
     }
     size_t cap = msg_event_size(strlen(topic), dlen);
     uint8_t hdr[WS_FRAME_HEADER_MAX];
-    uint8_t *buf = malloc(WS_FRAME_HEADER_MAX + cap);
-    if (!buf) goto done;
-    int n = msg_event_build((char *)buf + WS_FRAME_HEADER_MAX, cap, topic, seq, data, dlen);
-    if (n < 0) {
+    if (!(buf = malloc(WS_FRAME_HEADER_MAX + cap))) goto done;
+    int len = msg_event_build((char *)buf + WS_FRAME_HEADER_MAX, cap, topic, seq, data, dlen);
+    if (len < 0) {
         free(buf);
+        buf = NULL;
         goto done;
     }
-    size_t hl = ws_frame_header_encode(hdr, WS_OP_TEXT, true, 0, (uint64_t)n, NULL);
+    size_t hl = ws_frame_header_encode(hdr, WS_OP_TEXT, true, 0, (uint64_t)len, NULL);
     /* the header goes right before the payload so the frame is one contiguous block */
-    memmove(buf + hl, buf + WS_FRAME_HEADER_MAX, (size_t)n);
+    memmove(buf + hl, buf + WS_FRAME_HEADER_MAX, (size_t)len);
     memcpy(buf, hdr, hl);
-    char prefix[300];
-    int pl = snprintf(prefix, sizeof prefix, "%c %s\n", (char)r->kind, r->name);
-    fab_publish(f, prefix, (size_t)pl, seq, buf, hl + (size_t)n);
+    *n = hl + (size_t)len;
 done:
     free(quoted);
+    return buf;
+}
+
+wsc_frame *fab_frame_event(const char *topic, uint64_t seq, const char *data, size_t len)
+{
+    size_t n = 0;
+    uint8_t *buf = fab_build(topic, seq, data, len, &n);
+    if (!buf) return NULL;
+    wsc_frame *f = wsc_frame_wrap(buf, n, free, buf);
+    if (!f) free(buf);
+    return f;
+}
+
+/* Frames an event once, on the NATS thread, for every worker that wants it. */
+static void fab_on_event(bus_msg *msg, void *ud)
+{
+    route *r = ud;
+    fabric *f = r->f;
+    const char *data = bus_msg_data(msg);
+    size_t dlen = bus_msg_len(msg);
+    const char *seqs = bus_msg_header(msg, "Nats-Sequence");
+    const char *prevs = bus_msg_header(msg, "Nats-Last-Sequence");
+    uint64_t seq = seqs ? strtoull(seqs, NULL, 10) : 0;
+    uint64_t prev = prevs ? strtoull(prevs, NULL, 10) : 0;
+    metric_inc(f->m_in);
+    if (dlen > f->max_data) {
+        metric_inc(f->m_dropped);
+        log_warn("bus message over the size limit dropped", "subject=%s bytes=%zu",
+                 bus_msg_subject(msg), dlen);
+    } else {
+        size_t n = 0;
+        uint8_t *buf = fab_build(r->kind == FAB_USER ? "user" : r->name, seq, data, dlen, &n);
+        char prefix[300];
+        int pl = snprintf(prefix, sizeof prefix, "%c %s\n", (char)r->kind, r->name);
+        if (buf) fab_publish(f, prefix, (size_t)pl, seq, prev, buf, n);
+    }
     bus_msg_destroy(msg);
 }
 
@@ -149,12 +173,20 @@ static void fab_on_revoked(bus_msg *msg, void *ud)
     if (copy) {
         memcpy(copy, bus_msg_data(msg), n);
         copy[n] = '\0';
-        fab_publish(r->f, "r\n", 2, 0, copy, n + 1);
+        fab_publish(r->f, "r\n", 2, 0, 0, copy, n + 1);
     }
     bus_msg_destroy(msg);
 }
 
 /* ---- set-up ------------------------------------------------------------------------------- */
+
+/* After a NATS reconnection (nats.c thread): every worker should look for gaps. */
+static void fab_on_reconnect(void *ud)
+{
+    fabric *f = ud;
+    uint8_t *none = malloc(1);
+    if (none) fab_publish(f, "s\n", 2, 0, 0, none, 1);
+}
 
 int fab_create(fabric **out, bus *b, size_t max_data)
 {
@@ -185,6 +217,7 @@ int fab_create(fabric **out, bus *b, size_t max_data)
         fab_destroy(f);
         return -EIO;
     }
+    bus_set_reconnect_hook(b, fab_on_reconnect, f);
     *out = f;
     return 0;
 }
@@ -192,6 +225,7 @@ int fab_create(fabric **out, bus *b, size_t max_data)
 void fab_destroy(fabric *f)
 {
     if (!f) return;
+    bus_set_reconnect_hook(f->b, NULL, NULL);
     bus_unsubscribe(f->revoked);
     for (int i = 0; i < FAB_BUCKETS; i++) {
         for (interest *it = f->buckets[i], *next; it; it = next) {
@@ -222,6 +256,7 @@ int fab_port_open(fabric *f, fab_port **out)
         zmq_setsockopt(p->sub, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
         zmq_connect(p->sub, FAB_ENDPOINT) != 0 ||
         zmq_setsockopt(p->sub, ZMQ_SUBSCRIBE, "r\n", 2) != 0 ||
+        zmq_setsockopt(p->sub, ZMQ_SUBSCRIBE, "s\n", 2) != 0 ||
         zmq_getsockopt(p->sub, ZMQ_FD, &p->fd, &fl) != 0) {
         log_error("zeromq port failed", "error=\"%s\"", zmq_strerror(zmq_errno()));
         fab_port_close(p);
@@ -277,6 +312,9 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name)
             pthread_mutex_unlock(&f->lock);
             return rc;
         }
+        /* "subscribed" means live from now: the server has the subscription before the
+         * client hears so (one round trip, the first local subscriber of a name only) */
+        bus_flush(f->b, 1000);
         it->r = r;
         it->next = f->buckets[h];
         f->buckets[h] = it;
@@ -333,10 +371,10 @@ int fab_port_recv(fab_port *p, fab_msg *out)
         if (pl < 0) return 0;
         int more = 0;
         size_t ml = sizeof more;
-        uint64_t seq = 0;
+        uint64_t pos[2] = {0, 0};
         zmq_getsockopt(p->sub, ZMQ_RCVMORE, &more, &ml);
         if (!more) continue; /* malformed: a prefix alone */
-        if (zmq_recv(p->sub, &seq, sizeof seq, ZMQ_DONTWAIT) != (int)sizeof seq) continue;
+        if (zmq_recv(p->sub, pos, sizeof pos, ZMQ_DONTWAIT) != (int)sizeof pos) continue;
         zmq_msg_t *m = malloc(sizeof *m);
         if (!m) return 0;
         zmq_msg_init(m);
@@ -352,7 +390,12 @@ int fab_port_recv(fab_port *p, fab_msg *out)
         prefix[pl - 1] = '\0'; /* the newline */
         memset(out, 0, sizeof *out);
         out->kind = (enum fab_kind)prefix[0];
-        out->seq = seq;
+        out->seq = pos[0];
+        out->prev = pos[1];
+        if (out->kind == FAB_RESYNC) {
+            zmq_msg_release(m);
+            return 1;
+        }
         if (out->kind == FAB_REVOKED) {
             size_t n = zmq_msg_size(m);
             out->data = malloc(n + 1);

@@ -10,7 +10,10 @@
  * local subscriber) and per process (one NATS subscription per topic or user while any
  * worker has interest). The NATS subjects are the JetStream stream's republished copies,
  * "live.events.<topic>" and "live.users.<sub>", whose Nats-Sequence header is the event's
- * seq. auth.revoked is always subscribed and reaches every port.
+ * seq and whose Nats-Last-Sequence is the previous seq of the same subject (so a receiver
+ * can tell a gap from a quiet topic). auth.revoked is always subscribed and reaches every
+ * port, and so does a resync notice after every NATS reconnection (what was published while
+ * disconnected did not arrive: look for gaps).
  *
  * Threads: fab_create/fab_destroy on the main thread; a fab_port and every fab_port_*
  * call on its worker's thread; the NATS callbacks on nats.c's thread (the PUB socket is
@@ -31,6 +34,7 @@ enum fab_kind {
     FAB_EVENT = 'e',   /* events.<topic>: name is the topic */
     FAB_USER = 'u',    /* users.<sub>: name is the user; delivered as topic "user" */
     FAB_REVOKED = 'r', /* auth.revoked: data is its JSON */
+    FAB_RESYNC = 's',  /* NATS reconnected: nothing else */
 };
 
 /* max_data: bus payloads over this are dropped (counted). Returns 0 or a negative code. */
@@ -53,8 +57,12 @@ typedef struct fab_msg {
     char name[256];    /* topic or user (FAB_EVENT, FAB_USER) */
     wsc_frame *frame;  /* FAB_EVENT, FAB_USER: the framed event, a reference for the caller */
     uint64_t seq;      /* FAB_EVENT, FAB_USER: the event's stream sequence (0: unknown) */
+    uint64_t prev;     /* ... and the previous one of the same subject (0: none or unknown) */
     char *data;        /* FAB_REVOKED: NUL-terminated JSON, malloc'd for the caller */
 } fab_msg;
+
+/* The same frame as a live event's, for a replayed one (any thread). NULL: no memory. */
+wsc_frame *fab_frame_event(const char *topic, uint64_t seq, const char *data, size_t len);
 
 /* Next message without blocking: 1 and *m (the caller owns m->frame / m->data), or 0 when
  * none is waiting. */

@@ -30,7 +30,8 @@ static struct {
     int log_level;
     long workers, leeway, max_message, max_connections, outbound_limit, rate_limit, rate_burst,
         ping_ms, pong_ms, auth_ms, handshake_ms, drain_ms, close_ms, warning_s, max_subs, max_errors,
-        history_age_s, history_bytes, history_replicas, max_publish;
+        history_age_s, history_bytes, history_replicas, max_publish, replay_inflight,
+        replay_max;
 } cfg;
 
 static const cfg_opt options[] = {
@@ -87,6 +88,12 @@ static const cfg_opt options[] = {
      &cfg.max_subs},
     {"EDGE_MAX_ERRORS", CFG_INT, "20", "error replies before a connection is closed 1008", 0,
      1, 1000000, &cfg.max_errors},
+    {"EDGE_REPLAY_INFLIGHT", CFG_INT, "32",
+     "stream reads in flight per worker for replays (since, gaps)", 0, 1, 4096,
+     &cfg.replay_inflight},
+    {"EDGE_REPLAY_MAX_EVENTS", CFG_INT, "10000",
+     "events one replay may send (over: error replay_limit, then live)", 0, 1, 100000000,
+     &cfg.replay_max},
     {"HISTORY_STREAM", CFG_STR, "SIDECAST", "JetStream stream of events.> and users.>", 0, 0, 0,
      &cfg.stream},
     {"HISTORY_MAX_AGE_S", CFG_INT, "3600", "how long events are kept for replay", 0, 1,
@@ -244,6 +251,10 @@ int main(int argc, char **argv)
         .max_errors = cfg.max_errors,
         .max_message = (size_t)cfg.max_message,
         .max_publish = (size_t)cfg.max_publish,
+        .max_outbound = (size_t)cfg.outbound_limit,
+        .stream = cfg.stream,
+        .replay_inflight = (int)cfg.replay_inflight,
+        .replay_max_events = cfg.replay_max,
     };
     ctx.b = B;
     ctx.fab = fab;

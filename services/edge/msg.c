@@ -855,6 +855,25 @@ int msg_error_build(char *out, size_t cap, const char *id_json, const char *code
     return w_end(&w);
 }
 
+int msg_replay_error_build(char *out, size_t cap, const char *topic, const char *code,
+                           const char *message, uint64_t oldest)
+{
+    wbuf w = {out, cap, 0};
+
+    w_lit(&w, "{\"type\":\"error\",\"code\":");
+    w_cstr(&w, code);
+    w_lit(&w, ",\"message\":");
+    w_cstr(&w, message);
+    w_lit(&w, ",\"topic\":");
+    w_cstr(&w, topic);
+    if (oldest) {
+        w_lit(&w, ",\"oldest\":");
+        w_u64(&w, oldest);
+    }
+    w_lit(&w, "}");
+    return w_end(&w);
+}
+
 static int expiry_msg(char *out, size_t cap, const char *head, size_t head_len,
                       int64_t expires_at)
 {

@@ -147,6 +147,11 @@ int msg_ack_build(char *out, size_t cap, const char *id_json);
 /* {"type":"error","id":...,"code":...,"message":...}; id left out when absent. */
 int msg_error_build(char *out, size_t cap, const char *id_json, const char *code,
                     const char *message);
+/* A replay that could not give everything asked for:
+ * {"type":"error","code":...,"message":...,"topic":...,"oldest":N}, oldest left out when 0
+ * (history_gone: the oldest retained seq of the topic, 0 when none is retained). */
+int msg_replay_error_build(char *out, size_t cap, const char *topic, const char *code,
+                           const char *message, uint64_t oldest);
 int msg_token_expiring_build(char *out, size_t cap, int64_t expires_at);
 int msg_refreshed_build(char *out, size_t cap, int64_t expires_at);
 int msg_pong_build(char *out, size_t cap, const char *id_json);

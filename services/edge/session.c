@@ -5,6 +5,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "msg.h"
+#include "replay.h"
 #include "ws_frame.h"
 
 #include <errno.h>
@@ -18,8 +19,11 @@
 
 #define MAP_BUCKETS 4096
 #define REPLY_MAX 1024  /* every reply but events fits */
+#define HELD_MAX 256    /* live events held per subscription while it catches up */
+#define DUP_WINDOW 4096 /* a seq this close behind the last one is a duplicate */
 
 struct session;
+struct catchup;
 
 /* Sessions subscribed to one key ("e:<topic>" or "u:<user>") on one worker. */
 typedef struct tentry {
@@ -30,18 +34,43 @@ typedef struct tentry {
     char key[];
 } tentry;
 
-/* One subscription of one session: its place in the entry's member array. */
+/* One subscription of one session: its place in the entry's member array, and its position
+ * in the topic: the first and last seq delivered to it (0: none yet). Between first and
+ * last it has seen every event of the topic (each live event names the previous seq of its
+ * subject, so a gap is seen and filled from the stream before going on). */
 typedef struct sub_rec {
     tentry *t;
     struct session *s;
     uint32_t idx;
+    uint64_t first, last;
+    struct catchup *cu; /* a replay running for this subscription, or NULL */
 } sub_rec;
+
+/* A live event held back while its subscription catches up. */
+typedef struct held {
+    wsc_frame *f;
+    uint64_t seq, prev;
+} held;
+
+/* A subscription's replay. Seam mode (until 0): from the subscription's last position up
+ * to live; live events are held meanwhile and released in order once the replay reaches
+ * them. Bounded mode (until > 0): a subscription that is already live asked for older
+ * events: (since, until) is replayed beside the live flow, which goes on untouched. */
+typedef struct catchup {
+    replay *r;
+    sub_rec *rec;
+    uint64_t until;
+    uint32_t n, cap;
+    bool overflow; /* more live events came than HELD_MAX: the replay fetches them instead */
+    held *held;
+} catchup;
 
 /* A worker's protocol state. */
 typedef struct wstate {
     session_ctx *ctx;
     wsc_worker *w;
     fab_port *port;
+    replay_q *rq;
     loop_io zio;
     tentry *buckets[MAP_BUCKETS];
 } wstate;
@@ -64,7 +93,7 @@ typedef struct session {
     uint32_t errors;
 } session;
 
-static metric *m_auth_ok, *m_deliveries, *m_publishes, *m_rate_closes;
+static metric *m_auth_ok, *m_deliveries, *m_publishes, *m_rate_closes, *m_gaps, *m_dups;
 
 /* Refused authentications, by reason (the token's error, or "timeout"). */
 static void count_auth_failure(const char *reason)
@@ -121,7 +150,7 @@ static sub_rec *map_join(wstate *ws, session *s, enum fab_kind kind, const char 
         t->members = nm;
         t->cap = ncap;
     }
-    if (!(r = malloc(sizeof *r))) goto oom;
+    if (!(r = calloc(1, sizeof *r))) goto oom;
     r->t = t;
     r->s = s;
     r->idx = t->n;
@@ -144,9 +173,15 @@ static void map_drop(wstate *ws, tentry *t)
     free(t);
 }
 
+static void catchup_free(catchup *cu);
+
 static void map_leave(wstate *ws, sub_rec *r)
 {
     tentry *t = r->t;
+    if (r->cu) {
+        replay_cancel(r->cu->r);
+        catchup_free(r->cu);
+    }
     t->members[r->idx] = t->members[--t->n];
     t->members[r->idx]->idx = r->idx;
     free(r);
@@ -166,6 +201,201 @@ static void reply_error(session *s, const char *id, const char *code, const char
     reply(s, out, msg_error_build(out, sizeof out, id, code, message));
     if (++s->errors > (uint32_t)s->ws->ctx->cfg.max_errors)
         wsc_conn_close(s->c, WS_CLOSE_POLICY, "too many errors");
+}
+
+/* ---- catching up from the stream -------------------------------------------------------------- */
+
+static void catchup_free(catchup *cu)
+{
+    for (uint32_t i = 0; i < cu->n; i++) wsc_frame_unref(cu->held[i].f);
+    free(cu->held);
+    if (cu->rec) cu->rec->cu = NULL;
+    free(cu);
+}
+
+static const char *rec_topic(const sub_rec *rec)
+{
+    return rec->t->key[0] == FAB_USER ? "user" : rec->t->key + 2;
+}
+
+/* Sends an event to rec's connection and moves its position. */
+static void rec_send(sub_rec *rec, wsc_frame *f, uint64_t seq)
+{
+    if (!rec->first) rec->first = seq;
+    rec->last = seq;
+    if (wsc_conn_send(rec->s->c, f) == 0) metric_inc(m_deliveries);
+}
+
+static bool is_dup(uint64_t seq, uint64_t last)
+{
+    return last && seq <= last && last - seq < DUP_WINDOW;
+}
+
+static void hold(catchup *cu, wsc_frame *f, uint64_t seq, uint64_t prev)
+{
+    if (cu->n == cu->cap) {
+        uint32_t ncap = cu->cap ? cu->cap * 2 : 8;
+        held *nh = ncap <= HELD_MAX ? realloc(cu->held, sizeof *nh * ncap) : NULL;
+        if (!nh) { /* the stream has it: the replay will fetch it */
+            cu->overflow = true;
+            return;
+        }
+        cu->held = nh;
+        cu->cap = ncap;
+    }
+    cu->held[cu->n++] = (held){wsc_frame_ref(f), seq, prev};
+}
+
+/* Sends the held live events that follow on from the subscription's position (every one
+ * not yet delivered when force: the position is given up). True when none is left. */
+static bool catchup_release(catchup *cu, bool force)
+{
+    sub_rec *rec = cu->rec;
+    uint32_t i = 0;
+    for (; i < cu->n; i++) {
+        held *h = &cu->held[i];
+        if (!force && !is_dup(h->seq, rec->last) && h->prev > rec->last) break; /* a gap yet */
+        if (!is_dup(h->seq, rec->last)) rec_send(rec, h->f, h->seq);
+        wsc_frame_unref(h->f);
+    }
+    memmove(cu->held, cu->held + i, sizeof *cu->held * (cu->n - i));
+    cu->n -= i;
+    return cu->n == 0;
+}
+
+static bool cu_ready(void *ud)
+{
+    catchup *cu = ud;
+    session *s = cu->rec->s;
+    return wsc_conn_queued(s->c) < s->ws->ctx->cfg.max_outbound / 2;
+}
+
+static bool cu_event(void *ud, uint64_t seq, const char *data, size_t len)
+{
+    catchup *cu = ud;
+    sub_rec *rec = cu->rec;
+    if (cu->until && seq >= cu->until) { /* bounded: the live flow has the rest */
+        cu->r = NULL;
+        catchup_free(cu);
+        return false;
+    }
+    if (cu->until || !is_dup(seq, rec->last)) {
+        wsc_frame *f = fab_frame_event(rec_topic(rec), seq, data, len);
+        if (!f) { /* no memory: give the position up rather than skip an event silently */
+            wsc_conn_close(rec->s->c, WS_CLOSE_INTERNAL, "out of memory");
+            return true;
+        }
+        if (cu->until) {
+            if (wsc_conn_send(rec->s->c, f) == 0) metric_inc(m_deliveries);
+        } else {
+            rec_send(rec, f, seq);
+        }
+        wsc_frame_unref(f);
+    }
+    if (cu->until) return true;
+    /* the replay reached the held live events: they go out, and the subscription is live */
+    bool had = cu->n > 0;
+    if (catchup_release(cu, false) && had && !cu->overflow) {
+        cu->r = NULL;
+        catchup_free(cu);
+        return false;
+    }
+    return true;
+}
+
+static bool cu_end(void *ud, enum replay_end why, uint64_t oldest)
+{
+    catchup *cu = ud;
+    sub_rec *rec = cu->rec;
+    char out[REPLY_MAX];
+    const char *topic = rec_topic(rec);
+    if (why == REPLAY_CAUGHT_UP && !cu->until && !catchup_release(cu, false))
+        return true; /* live events wait behind a gap (a replica behind the leader): again */
+    switch (why) {
+    case REPLAY_CAUGHT_UP: break;
+    case REPLAY_GONE:
+        reply(rec->s, out, msg_replay_error_build(out, sizeof out, topic, "history_gone",
+                                                  "events after since are no longer retained",
+                                                  oldest));
+        if (!cu->until) rec->first = rec->last = 0; /* no position: live from here */
+        break;
+    case REPLAY_LIMIT:
+        reply(rec->s, out, msg_replay_error_build(out, sizeof out, topic, "replay_limit",
+                                                  "too many events to replay", 0));
+        break;
+    case REPLAY_FAILED:
+        reply(rec->s, out, msg_replay_error_build(out, sizeof out, topic, "replay_failed",
+                                                  "history unavailable", 0));
+        break;
+    }
+    if (why != REPLAY_CAUGHT_UP && !cu->until) {
+        /* the position is given up: what is held goes out, and live goes on from it */
+        if (why != REPLAY_GONE) rec->first = rec->last = 0;
+        catchup_release(cu, true);
+    }
+    cu->r = NULL;
+    catchup_free(cu);
+    return false;
+}
+
+static const replay_ops catchup_ops = {cu_ready, cu_event, cu_end};
+
+/* Replays rec's topic after since: seam mode (until 0) or beside live (until > 0). */
+static void catchup_start(sub_rec *rec, uint64_t since, bool check, uint64_t until)
+{
+    wstate *ws = rec->s->ws;
+    char subject[300];
+    snprintf(subject, sizeof subject, "%s%s",
+             rec->t->key[0] == FAB_USER ? SUBJ_USERS_PREFIX : SUBJ_EVENTS_PREFIX,
+             rec->t->key + 2);
+    catchup *cu = calloc(1, sizeof *cu);
+    if (!cu) return;
+    cu->rec = rec;
+    cu->until = until;
+    if (!(cu->r = replay_start(ws->rq, subject, since, check, &catchup_ops, cu))) {
+        free(cu);
+        return;
+    }
+    rec->cu = cu;
+}
+
+/* A subscribe with since on rec (new or not). */
+static void subscribe_since(sub_rec *rec, uint64_t since)
+{
+    if (rec->cu) return; /* catching up already */
+    if (!rec->last) {    /* nothing delivered yet: replay, then live */
+        rec->last = since;
+        catchup_start(rec, since, true, 0);
+        return;
+    }
+    if (since + 1 < rec->first) catchup_start(rec, since, true, rec->first);
+}
+
+/* Whether a live event goes out to rec now: it may be a duplicate (a replay sent it), or be
+ * held while rec catches up, or show a gap (its subject's previous event never came), which
+ * starts a catch-up and is held. */
+static bool live_accept(sub_rec *rec, wsc_frame *f, uint64_t seq, uint64_t prev)
+{
+    catchup *cu = rec->cu;
+    if (cu && !cu->until) {
+        hold(cu, f, seq, prev);
+        return false;
+    }
+    if (is_dup(seq, rec->last)) {
+        metric_inc(m_dups);
+        return false;
+    }
+    if (rec->last && prev > rec->last && seq > rec->last && !cu) {
+        metric_inc(m_gaps);
+        catchup_start(rec, rec->last, false, 0);
+        if (rec->cu) {
+            hold(rec->cu, f, seq, prev);
+            return false;
+        }
+    }
+    if (!rec->first) rec->first = seq;
+    rec->last = seq;
+    return true;
 }
 
 /* ---- subscriptions ---------------------------------------------------------------------------- */
@@ -286,6 +516,7 @@ static void on_subscribe(session *s, msg_in *m)
     char out[REPLY_MAX], key[300];
     if (strcmp(m->topic, "user") == 0) { /* the inbox: always there */
         reply(s, out, msg_subscribed_build(out, sizeof out, m->topic));
+        if (m->since >= 0) subscribe_since(s->subs[0], (uint64_t)m->since);
         return;
     }
     if (!topic_allowed(s->sub_topics, m->topic)) {
@@ -293,7 +524,8 @@ static void on_subscribe(session *s, msg_in *m)
         return;
     }
     snprintf(key, sizeof key, "e:%s", m->topic);
-    if (sub_index(s, key) < 0) {
+    int i = sub_index(s, key);
+    if (i < 0) {
         if (s->nsubs - 1 >= s->ws->ctx->cfg.max_subscriptions) {
             reply_error(s, m->id, "too_many_subscriptions", "subscription limit reached");
             return;
@@ -302,8 +534,10 @@ static void on_subscribe(session *s, msg_in *m)
             reply_error(s, m->id, "unavailable", "subscription failed, try again");
             return;
         }
+        i = s->nsubs - 1;
     }
     reply(s, out, msg_subscribed_build(out, sizeof out, m->topic));
+    if (m->since >= 0) subscribe_since(s->subs[i], (uint64_t)m->since);
 }
 
 static void on_unsubscribe(session *s, msg_in *m)
@@ -564,22 +798,33 @@ static void on_closed(wsc_conn *c, uint16_t code)
 /* ---- bus messages into the worker ------------------------------------------------------------ */
 
 /* Queues f on every local member of key. Events carry their stream sequence: one not newer
- * than the last delivered here, and close behind it, is a duplicate (two NATS subscriptions
+ * than the last seen here, and close behind it, is a duplicate (two NATS subscriptions
  * overlap for a moment when a topic's last subscriber leaves and a new one arrives at once)
  * and is dropped. One far behind means the stream started over (a new NATS cluster): it is
- * delivered and becomes the new position. */
-#define DUP_WINDOW 4096
-static void deliver(wstate *ws, const char *key, wsc_frame *f, uint64_t seq)
+ * delivered and becomes the new position. Then each member judges it (live_accept). */
+static void deliver(wstate *ws, const char *key, wsc_frame *f, uint64_t seq, uint64_t prev)
 {
     tentry *t = map_find(ws, key);
     if (!t) return;
     if (seq) {
-        if (seq <= t->last_seq && t->last_seq - seq < DUP_WINDOW) return;
+        if (is_dup(seq, t->last_seq)) return;
         t->last_seq = seq;
     }
     for (uint32_t i = 0; i < t->n; i++) {
-        if (wsc_conn_send(t->members[i]->s->c, f) == 0) metric_inc(m_deliveries);
+        sub_rec *rec = t->members[i];
+        if (seq && !live_accept(rec, f, seq, prev)) continue;
+        if (wsc_conn_send(rec->s->c, f) == 0) metric_inc(m_deliveries);
     }
+}
+
+/* After a NATS reconnection: every subscription with a position looks for what it missed. */
+static void resync(wstate *ws)
+{
+    for (int b = 0; b < MAP_BUCKETS; b++)
+        for (tentry *t = ws->buckets[b]; t; t = t->next)
+            for (uint32_t i = 0; i < t->n; i++)
+                if (t->members[i]->last && !t->members[i]->cu)
+                    catchup_start(t->members[i], t->members[i]->last, false, 0);
 }
 
 static void revoke(wstate *ws, const char *json)
@@ -612,12 +857,15 @@ static void drain_port(wstate *ws)
         case FAB_EVENT:
         case FAB_USER:
             snprintf(key, sizeof key, "%c:%s", (char)m.kind, m.name);
-            deliver(ws, key, m.frame, m.seq);
+            deliver(ws, key, m.frame, m.seq, m.prev);
             wsc_frame_unref(m.frame);
             break;
         case FAB_REVOKED:
             revoke(ws, m.data);
             free(m.data);
+            break;
+        case FAB_RESYNC:
+            resync(ws);
             break;
         }
     }
@@ -654,6 +902,18 @@ static int on_worker_start(wsc_worker *w, void *ud)
         free(ws);
         return rc;
     }
+    replay_cfg rc_cfg = {
+        .stream = ctx->cfg.stream,
+        .inflight = ctx->cfg.replay_inflight,
+        .max_events = ctx->cfg.replay_max_events,
+        .timeout_ms = 2000,
+    };
+    if ((rc = replay_q_create(&ws->rq, ctx->b, wsc_worker_loop(w), &rc_cfg)) != 0) {
+        loop_del(wsc_worker_loop(w), &ws->zio);
+        fab_port_close(ws->port);
+        free(ws);
+        return rc;
+    }
     wsc_worker_set_data(w, ws);
     wsc_worker_set_before_sleep(w, before_sleep);
     return 0;
@@ -666,6 +926,7 @@ static void on_worker_stop(wsc_worker *w, void *ud)
     if (!ws) return;
     loop_del(wsc_worker_loop(w), &ws->zio);
     fab_port_close(ws->port);
+    replay_q_destroy(ws->rq);
     free(ws);
 }
 
@@ -678,6 +939,11 @@ void session_handlers(session_ctx *ctx, wsc_handlers *h)
     m_publishes = metrics_counter("sc_edge_publishes_total", NULL, "client publishes sent on");
     m_rate_closes = metrics_counter("sc_edge_rate_closes_total", NULL,
                                     "connections closed 4029 (rate limited)");
+    m_gaps = metrics_counter("sc_edge_gaps_total", NULL,
+                             "live gaps seen (an event's predecessor never came), filled "
+                             "from the stream");
+    m_dups = metrics_counter("sc_edge_duplicates_dropped_total", NULL,
+                             "live events not sent because a replay had sent them");
     memset(h, 0, sizeof *h);
     h->ud = ctx;
     h->worker_start = on_worker_start;

@@ -27,6 +27,10 @@ typedef struct session_cfg {
     long max_errors;           /* error replies before the connection is closed 1008 */
     size_t max_message;        /* client message bytes (the core closes 1009 above) */
     size_t max_publish;        /* compact JSON of a publish's data */
+    size_t max_outbound;       /* the core's bound: replays wait while over half of it */
+    const char *stream;        /* JetStream stream replays read from */
+    int replay_inflight;       /* direct-get requests in flight per worker */
+    long replay_max_events;    /* per replay (over: error replay_limit, then live) */
 } session_cfg;
 
 typedef struct session_ctx {
