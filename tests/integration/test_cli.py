@@ -71,8 +71,9 @@ def tokens(st, user):
 class Publisher:
     """Publishes {"n": i, "tag": tag} on events.<topic> every interval s until stopped."""
 
-    def __init__(self, st, topic, tag, interval=0.2):
+    def __init__(self, st, topic, tag, interval=0.2, subject=None):
         self.st, self.topic, self.tag, self.interval = st, topic, tag, interval
+        self.subject = subject or "events." + topic
         self.n = 0
         self.stop_evt = threading.Event()
         self.t = threading.Thread(target=self.loop, daemon=True)
@@ -81,7 +82,7 @@ class Publisher:
     def loop(self):
         while not self.stop_evt.is_set():
             self.n += 1
-            self.st.busctl("pub", "events." + self.topic,
+            self.st.busctl("pub", self.subject,
                            json.dumps({"n": self.n, "tag": self.tag}))
             self.stop_evt.wait(self.interval)
 
@@ -245,25 +246,38 @@ def test_edge_unreachable_gives_up_after_max_retries(st):
 
 
 def test_reconnects_after_edge_restart_and_resumes(st):
+    """The edge is restarted while events keep coming on a topic and to the user's inbox:
+    the CLI reconnects, resubscribes with since, and misses nothing (replay)."""
     login(st, "alice")
-    p = start(st, "alice", "listen", "prices.XRC", "--json", "--timeout", "60")
+    p = start(st, "alice", "listen", "prices.XRC", "user", "--json", "--timeout", "60")
     pub = Publisher(st, "prices.XRC", "rc")
+    inbox = Publisher(st, "user", "rc", subject="users.alice")
     lines = []
     try:
-        _lines_of(p, 3, 15, lines)
-        assert len(lines) == 3, lines
+        _lines_of(p, 6, 15, lines)
+        assert len(lines) == 6, lines
         st.stop_service("edge")
+        time.sleep(1.0)  # events go on while no edge runs
         before = len(lines)
         st.start_service("edge")
-        _lines_of(p, before + 3, 30, lines)
-        assert len(lines) >= before + 3, lines
+        _lines_of(p, before + 12, 30, lines)
+        assert len(lines) >= before + 12, lines
     finally:
         pub.stop()
+        inbox.stop()
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=10)
     err = err.decode()
-    seqs = [json.loads(l)["seq"] for l in lines]
-    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+    lines += [l for l in out.decode().splitlines() if l]
+    for topic in ("prices.XRC", "user"):
+        evs = [json.loads(l) for l in lines if json.loads(l)["topic"] == topic]
+        seqs = [e["seq"] for e in evs]
+        ns = [e["data"]["n"] for e in evs]
+        missed = sorted(set(range(ns[0], ns[-1] + 1)) - set(ns))
+        print("  %s: received n=%d..%d, %d events, missed %d, duplicated %d"
+              % (topic, ns[0], ns[-1], len(ns), len(missed), len(ns) - len(set(ns))))
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+        assert ns == list(range(ns[0], ns[-1] + 1)), (topic, missed, ns)
     assert "connection closed: 1001" in err or "connection closed: 1006" in err, err
     assert "reconnected" in err, err
     assert p.returncode == 0, (p.returncode, err)
