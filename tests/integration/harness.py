@@ -7,10 +7,20 @@ they assert with `assert` or `check(...)`. run.py discovers and runs them.
 
 Processes come from $BUILD (build/ or build-asan/). A service that exits non-zero when it is
 stopped (a sanitizer report, a crash) fails the module's teardown check.
+
+Many edges on a NATS cluster (the fault drills): a module's NATS_CLUSTER = N starts N
+nats-servers with JetStream as one cluster (procs "nats1".."natsN", routes on free loopback
+ports, a store directory each under the stack's directory), every service gets all N URLs in
+NATS_URL and the edges create the history stream with 3 replicas from 3 nodes on. Services
+named "edge1", "edge2", ... are edges too, each on its own free port with EDGE_ID "edge-1",
+"edge-2", ... (edge_url_of(name)). kill / restart (and kill_nats, restart_nats, kill_redis,
+restart_redis, kill_service, restart_service) stop one process with a signal and start it
+again with the same ports, store and environment.
 """
 import http.client as httpclient
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,6 +31,19 @@ import urllib.parse
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
 SAN = os.environ.get("SAN", "0") == "1"
+
+
+def is_infra(name):
+    """Whether a process name is NATS or Redis (not a Sidecast process)."""
+    return name == "redis" or re.fullmatch(r"nats\d*", name) is not None
+
+
+def edge_index(name):
+    """N for an edge variant "edgeN", 0 for "edge", None for anything else."""
+    if name == "edge":
+        return 0
+    m = re.fullmatch(r"edge(\d+)", name)
+    return int(m.group(1)) if m else None
 
 
 def free_port():
@@ -107,6 +130,8 @@ class Proc:
         Stack.started.append(self)
 
     def start(self):
+        if self.p is not None and self.p.poll() is None:
+            raise AssertionError("%s is already running" % self.name)
         stdout = subprocess.PIPE if self.ready_line else self.log
         self.p = subprocess.Popen(self.argv, env=self.env, stdout=stdout, stderr=self.log,
                                   stdin=subprocess.DEVNULL, start_new_session=True)
@@ -143,6 +168,26 @@ class Proc:
     def kill(self):
         return self.stop(signal.SIGKILL)
 
+    def wait_exit(self, timeout=10.0):
+        """Waits (no signal) up to timeout for the process to exit; returns its exit code, or
+        None if it is still running."""
+        if self.p is None:
+            return self.exit_code
+        try:
+            self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return self.stop()
+
+    def signal(self, sig):
+        """Sends sig and returns at once (stop() waits for the exit)."""
+        if self.p is not None and self.p.poll() is None:
+            self.p.send_signal(sig)
+
+    @property
+    def pid(self):
+        return self.p.pid if self.alive() else None
+
     def tail(self, n=30):
         try:
             with open(self.log_path, "rb") as f:
@@ -162,7 +207,8 @@ class Stack:
             p.stop()
         cls.started.clear()
 
-    def __init__(self, name, services=(), env=None, routes=None, echo_subjects=()):
+    def __init__(self, name, services=(), env=None, routes=None, echo_subjects=(),
+                 nats_cluster=1):
         self.name = name
         self.dir = os.path.join(BUILD, "test-run", name)
         subprocess.run(["rm", "-rf", self.dir], check=True)
@@ -170,9 +216,15 @@ class Stack:
         self.procs = {}
         self.extra_env = dict(env or {})
         self.routes = routes or os.path.join(ROOT, "deploy", "config", "routes.json")
-        self.nats_port = free_port()
-        self.nats_mon_port = free_port()
-        self.nats_url = "nats://127.0.0.1:%d" % self.nats_port
+        # one node: procs["nats"]; a cluster: procs["nats1"].. with these ports each
+        self.nats_cluster = int(nats_cluster)
+        self.nats_nodes = [{"port": free_port(), "mon": free_port(), "route": free_port()}
+                           for _ in range(self.nats_cluster)]
+        self.nats_port = self.nats_nodes[0]["port"]
+        self.nats_mon_port = self.nats_nodes[0]["mon"]
+        # what the services get: every node, comma-separated (DESIGN.md, NATS_URL)
+        self.nats_url = ",".join("nats://127.0.0.1:%d" % n["port"] for n in self.nats_nodes)
+        self.edge_ports = {}  # edge variant name -> port
         self.redis_port = free_port()
         self.redis_url = "redis://127.0.0.1:%d/0" % self.redis_port
         self.gateway_port = free_port()
@@ -188,19 +240,102 @@ class Stack:
         self.start_redis()
         if echo_subjects:
             self.procs["echosvc"] = Proc(
-                "echosvc", [os.path.join(BUILD, "tests", "tools", "echosvc"), self.nats_url]
+                "echosvc", [os.path.join(BUILD, "tests", "tools", "echosvc"),
+                            self.nats_url_one()]
                 + list(echo_subjects), {}, self.dir, ready_line="ready")
         for s in services:
             self.start_service(s)
 
     # infrastructure -----------------------------------------------------------------------
     def start_nats(self):
-        jsdir = os.path.join(self.dir, "jetstream")
-        self.procs["nats"] = Proc("nats", [
-            "nats-server", "-a", "127.0.0.1", "-p", str(self.nats_port), "-m",
-            str(self.nats_mon_port), "-js", "-sd", jsdir], {}, self.dir)
-        wait_for(lambda: http("GET", "http://127.0.0.1:%d/healthz" % self.nats_mon_port,
-                              timeout=1).status == 200, what="nats-server")
+        if self.nats_cluster == 1:
+            jsdir = os.path.join(self.dir, "jetstream")
+            self.procs["nats"] = Proc("nats", [
+                "nats-server", "-a", "127.0.0.1", "-p", str(self.nats_port), "-m",
+                str(self.nats_mon_port), "-js", "-sd", jsdir], {}, self.dir)
+            wait_for(lambda: http("GET", "http://127.0.0.1:%d/healthz" % self.nats_mon_port,
+                                  timeout=1).status == 200, what="nats-server")
+            return
+        for i, node in enumerate(self.nats_nodes, 1):
+            routes = ",".join("nats://127.0.0.1:%d" % n["route"]
+                              for j, n in enumerate(self.nats_nodes, 1) if j != i)
+            self.procs["nats%d" % i] = Proc("nats%d" % i, [
+                "nats-server", "-a", "127.0.0.1", "-p", str(node["port"]), "-m",
+                str(node["mon"]), "-n", "nats%d" % i, "--cluster_name", "sc-test",
+                "--cluster", "nats://127.0.0.1:%d" % node["route"], "--routes", routes,
+                "-js", "-sd", os.path.join(self.dir, "nats%d" % i)], {}, self.dir)
+        for i in range(1, self.nats_cluster + 1):
+            self.wait_nats(i)
+
+    def nats_names(self):
+        """The NATS process names: ["nats"] or ["nats1", ..., "natsN"]."""
+        if self.nats_cluster == 1:
+            return ["nats"]
+        return ["nats%d" % i for i in range(1, self.nats_cluster + 1)]
+
+    def jsz(self, i=1):
+        """/jsz of NATS node i (1-based) as a dict."""
+        return http("GET", "http://127.0.0.1:%d/jsz" % self.nats_nodes[i - 1]["mon"],
+                    timeout=2).json()
+
+    def wait_nats(self, i, timeout=30.0):
+        """Waits until node i serves clients and, in a cluster, JetStream has a meta leader
+        that this node knows, and the node reports itself healthy (caught up)."""
+        mon = "http://127.0.0.1:%d" % self.nats_nodes[i - 1]["mon"]
+
+        def ready():
+            if self.nats_cluster > 1 and not (self.jsz(i).get("meta_cluster") or {}).get(
+                    "leader"):
+                return False
+            return http("GET", mon + "/healthz", timeout=1).status == 200
+        wait_for(ready, timeout=timeout, interval=0.1, what="nats node %d" % i)
+
+    def nats_url_of(self, i):
+        return "nats://127.0.0.1:%d" % self.nats_nodes[i - 1]["port"]
+
+    def nats_url_one(self):
+        """The URL of one running NATS node (for test tools that take a single URL)."""
+        for i, name in enumerate(self.nats_names(), 1):
+            if self.procs[name].alive():
+                return self.nats_url_of(i)
+        raise AssertionError("no NATS node is running")
+
+    def kill_nats(self, i=1, sig=signal.SIGKILL):
+        """Stops NATS node i (1-based; the single node is 1) with sig; returns its exit code."""
+        return self.kill(self.nats_names()[i - 1], sig)
+
+    def restart_nats(self, i=1, wait=True):
+        return self.restart(self.nats_names()[i - 1], wait=wait)
+
+    def nats_node_of(self, name):
+        """The 1-based index of the NATS node the process `name` is connected to (from its
+        established TCP connections), or None."""
+        p = self.procs[name]
+        if not p.alive():
+            return None
+        ports = {n["port"]: i for i, n in enumerate(self.nats_nodes, 1)}
+        inodes = set()
+        fddir = "/proc/%d/fd" % p.pid
+        for fd in os.listdir(fddir):
+            try:
+                link = os.readlink(os.path.join(fddir, fd))
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                with open(table) as f:
+                    rows = f.read().splitlines()[1:]
+            except OSError:
+                continue
+            for row in rows:
+                cols = row.split()
+                if len(cols) > 9 and cols[3] == "01" and cols[9] in inodes:
+                    port = int(cols[2].rsplit(":", 1)[1], 16)
+                    if port in ports:
+                        return ports[port]
+        return None
 
     def start_redis(self):
         self.procs["redis"] = Proc("redis", [
@@ -208,6 +343,12 @@ class Stack:
             "--save", "", "--appendonly", "no", "--daemonize", "no",
             "--dir", self.dir], {}, self.dir)
         wait_for(lambda: self.redis_ping(), what="redis-server")
+
+    def kill_redis(self, sig=signal.SIGKILL):
+        return self.kill("redis", sig)
+
+    def restart_redis(self, wait=True):
+        return self.restart("redis", wait=wait)
 
     def redis_ping(self):
         with socket.create_connection(("127.0.0.1", self.redis_port), timeout=1) as s:
@@ -238,16 +379,19 @@ class Stack:
                 "AUTH_USERS": os.path.join(self.keys, "users.conf"),
                 "EDGE_PUBLIC_URL": "ws://127.0.0.1:%d/ws" % self.edge_port,
             })
-        elif name == "edge":
+        elif edge_index(name) is not None:
+            k = edge_index(name)
             env.update({
-                "EDGE_LISTEN": "127.0.0.1:%d" % self.edge_port,
-                "EDGE_ID": "edge-test",
+                "EDGE_LISTEN": "127.0.0.1:%d" % self.edge_port_of(name),
+                "EDGE_ID": "edge-%d" % k if k else "edge-test",
                 "EDGE_WORKERS": "2",
                 "HISTORY_STORAGE": "memory",
                 "ALLOWED_ORIGINS": "http://localhost:8080,http://127.0.0.1:8080,"
                                    "http://127.0.0.1:%d,http://localhost:%d"
                                    % (self.gateway_port, self.gateway_port),
             })
+            if self.nats_cluster >= 3:
+                env["HISTORY_REPLICAS"] = "3"
         elif name == "producer":
             env.update({"ADMIN_LISTEN": "127.0.0.1:%d" % self.producer_admin_port})
         elif name == "gateway":
@@ -256,34 +400,84 @@ class Stack:
                 "GATEWAY_ROUTES": self.routes,
                 "GATEWAY_STATIC_DIR": os.path.join(ROOT, "clients", "web"),
             })
+        if edge_index(name):  # edgeN: the module's ENV for "edge", then for "edgeN"
+            env.update(self.extra_env.get("edge", {}))
         env.update(self.extra_env.get(name, {}))
         return env
+
+    def edge_port_of(self, name):
+        """The port of edge variant `name` ("edge" or "edgeN"), chosen on first use."""
+        if name == "edge":
+            return self.edge_port
+        if name not in self.edge_ports:
+            self.edge_ports[name] = free_port()
+        return self.edge_ports[name]
+
+    def edge_url_of(self, name):
+        return "ws://127.0.0.1:%d/ws" % self.edge_port_of(name)
 
     def ready_url(self, name):
         if name == "auth":
             return "http://127.0.0.1:%d/readyz" % self.auth_admin_port
         if name == "gateway":
             return self.gateway_url + "/readyz"
-        if name == "edge":
-            return "http://127.0.0.1:%d/readyz" % self.edge_port
+        if edge_index(name) is not None:
+            return "http://127.0.0.1:%d/readyz" % self.edge_port_of(name)
         if name == "producer":
             return "http://127.0.0.1:%d/readyz" % self.producer_admin_port
         return None
 
     def start_service(self, name, wait=True):
-        self.procs[name] = Proc(name, [os.path.join(BUILD, name)], self.service_env(name),
+        binary = "edge" if edge_index(name) is not None else name
+        self.procs[name] = Proc(name, [os.path.join(BUILD, binary)], self.service_env(name),
                                 self.dir)
-        url = self.ready_url(name)
-        if wait and url:
-            def ready():
-                if not self.procs[name].alive():
-                    raise AssertionError("%s exited:\n%s" % (name, self.procs[name].tail()))
-                return http("GET", url, timeout=1).status == 200
-            wait_for(ready, timeout=20, what=name + " /readyz")
+        if wait:
+            self.wait_ready(name)
         return self.procs[name]
+
+    def wait_ready(self, name, timeout=20.0):
+        """Waits for a service's /readyz (200), Redis's PING or a NATS node's health."""
+        if name == "redis":
+            wait_for(self.redis_ping, timeout=timeout, what="redis-server")
+            return
+        if is_infra(name):
+            self.wait_nats(self.nats_names().index(name) + 1, timeout=timeout)
+            return
+        url = self.ready_url(name)
+        if not url:
+            return
+
+        def ready():
+            if not self.procs[name].alive():
+                raise AssertionError("%s exited:\n%s" % (name, self.procs[name].tail()))
+            return http("GET", url, timeout=1).status == 200
+        wait_for(ready, timeout=timeout, what=name + " /readyz")
 
     def stop_service(self, name, sig=signal.SIGTERM):
         return self.procs[name].stop(sig)
+
+    def kill(self, name, sig=signal.SIGKILL, timeout=10.0):
+        """Stops one process (a service, "redis", "nats" or "natsN") with sig and waits for
+        it to exit (SIGKILL after timeout); returns its exit code (-9: killed)."""
+        return self.procs[name].stop(sig, timeout=timeout)
+
+    def restart(self, name, wait=True):
+        """Starts a stopped process again: same command, ports, store and environment."""
+        p = self.procs[name]
+        if p.alive():
+            raise AssertionError("%s is still running" % name)
+        p.log.write(b"--- harness: restarting %s ---\n" % name.encode())
+        p.log.flush()
+        p.start()
+        if wait:
+            self.wait_ready(name)
+        return p
+
+    def kill_service(self, name, sig=signal.SIGKILL, timeout=10.0):
+        return self.kill(name, sig, timeout)
+
+    def restart_service(self, name, wait=True):
+        return self.restart(name, wait=wait)
 
     def token(self, user="alice", password=None):
         """An access token from auth over NATS (no gateway needed)."""
@@ -303,14 +497,16 @@ class Stack:
 
     def busctl(self, *args, timeout=15):
         """Runs tests/tools/busctl against this stack's NATS; returns its stdout lines."""
-        out = subprocess.run([os.path.join(BUILD, "tests", "tools", "busctl"), self.nats_url]
-                             + [str(a) for a in args], capture_output=True, timeout=timeout)
+        out = subprocess.run([os.path.join(BUILD, "tests", "tools", "busctl"),
+                              self.nats_url_one()] + [str(a) for a in args],
+                             capture_output=True, timeout=timeout)
         return out.stdout.decode().splitlines()
 
     def busctl_bg(self, *args):
         """Starts busctl in the background (e.g. `sub`); returns the Popen once it is ready."""
-        p = subprocess.Popen([os.path.join(BUILD, "tests", "tools", "busctl"), self.nats_url]
-                             + [str(a) for a in args], stdout=subprocess.PIPE,
+        p = subprocess.Popen([os.path.join(BUILD, "tests", "tools", "busctl"),
+                              self.nats_url_one()] + [str(a) for a in args],
+                             stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL)
         line = p.stdout.readline().decode().strip()
         assert line == "ready", "busctl did not get ready: %r" % line
@@ -323,7 +519,7 @@ class Stack:
             p = self.procs[name]
             was_running = p.alive()
             code = p.stop()
-            if name in ("nats", "redis"):
+            if is_infra(name):
                 continue
             if was_running and code not in (0, None):
                 problems.append("%s exited %s on SIGTERM:\n%s" % (name, code, p.tail(40)))

@@ -1,7 +1,9 @@
 """Runs the integration tests: every tests/integration/test_*.py module.
 
-A module may define SERVICES (names of Sidecast processes to start), ECHO_SUBJECTS (subjects
-the echosvc test service answers), ROUTES (routing-table path) and ENV ({service: {VAR: v}}).
+A module may define SERVICES (names of Sidecast processes to start; "edge1", "edge2", ... are
+more edges), ECHO_SUBJECTS (subjects the echosvc test service answers), ROUTES (routing-table
+path), ENV ({service: {VAR: v}}) and NATS_CLUSTER (number of nats-servers in one cluster,
+default 1).
 Each test_* function gets the module's Stack. Prints PASS/FAIL per test and a closing line
 "N passed, N failed". Usage: run.py [substring-filter]."""
 import importlib.util
@@ -47,7 +49,8 @@ def main():
             signal.alarm(120)
             st = harness.Stack(fname[:-3], services=getattr(mod, "SERVICES", ()),
                                env=getattr(mod, "ENV", None), routes=getattr(mod, "ROUTES", None),
-                               echo_subjects=getattr(mod, "ECHO_SUBJECTS", ()))
+                               echo_subjects=getattr(mod, "ECHO_SUBJECTS", ()),
+                               nats_cluster=getattr(mod, "NATS_CLUSTER", 1))
             signal.alarm(0)
         except BaseException as e:  # noqa: BLE001
             signal.alarm(0)
@@ -71,7 +74,7 @@ def main():
                 print("FAIL %s.%s: %s" % (fname[:-3], name, e), flush=True)
                 traceback.print_exc(limit=4, file=sys.stdout)
                 for p in st.procs.values():
-                    if p.name not in ("nats", "redis"):
+                    if not harness.is_infra(p.name):
                         print("--- %s log tail ---\n%s" % (p.name, p.tail(15)))
         problems = st.shutdown()
         if problems:
