@@ -26,12 +26,12 @@
 
 static struct {
     char *nats_url, *listen, *edge_id, *public_url, *origins, *keys_file, *issuer, *audience;
-    char *stream, *storage;
+    char *stream, *storage, *redis_url;
     int log_level;
     long workers, leeway, max_message, max_connections, outbound_limit, rate_limit, rate_burst,
         ping_ms, pong_ms, auth_ms, handshake_ms, drain_ms, close_ms, warning_s, max_subs, max_errors,
         history_age_s, history_bytes, history_replicas, max_publish, replay_inflight,
-        replay_max;
+        replay_max, presence_ttl, max_per_user;
 } cfg;
 
 static const cfg_opt options[] = {
@@ -94,6 +94,14 @@ static const cfg_opt options[] = {
     {"EDGE_REPLAY_MAX_EVENTS", CFG_INT, "10000",
      "events one replay may send (over: error replay_limit, then live)", 0, 1, 100000000,
      &cfg.replay_max},
+    {"REDIS_URL", CFG_STR, "redis://127.0.0.1:6379/0",
+     "Redis for presence (empty: no presence, no per-user limit)", 0, 0, 0, &cfg.redis_url},
+    {"PRESENCE_TTL_S", CFG_INT, "15",
+     "heartbeat TTL: a dead edge's connections vanish from presence within it", 0, 3, 3600,
+     &cfg.presence_ttl},
+    {"MAX_CONNECTIONS_PER_USER", CFG_INT, "0",
+     "connections per user on all edges, checked in Redis at connect (over: close 4009; 0: "
+     "no limit)", 0, 0, 1000000, &cfg.max_per_user},
     {"HISTORY_STREAM", CFG_STR, "SIDECAST", "JetStream stream of events.> and users.>", 0, 0, 0,
      &cfg.stream},
     {"HISTORY_MAX_AGE_S", CFG_INT, "3600", "how long events are kept for replay", 0, 1,
@@ -107,13 +115,16 @@ static const cfg_opt options[] = {
 
 static bus *B;
 static wsc_server *S;
+static presence *P;
 static _Atomic int stream_ok, draining;
 
 static int is_ready(char *detail, size_t n)
 {
     int nats = B && bus_connected(B);
-    snprintf(detail, n, "nats=%s stream=%s draining=%s", nats ? "up" : "down",
-             atomic_load(&stream_ok) ? "ok" : "missing", atomic_load(&draining) ? "yes" : "no");
+    snprintf(detail, n, "nats=%s stream=%s presence=%s draining=%s", nats ? "up" : "down",
+             atomic_load(&stream_ok) ? "ok" : "missing",
+             !P ? "off" : presence_degraded(P) ? "degraded" : "ok",
+             atomic_load(&draining) ? "yes" : "no");
     return nats && atomic_load(&stream_ok) && !atomic_load(&draining);
 }
 
@@ -255,11 +266,27 @@ int main(int argc, char **argv)
         .stream = cfg.stream,
         .replay_inflight = (int)cfg.replay_inflight,
         .replay_max_events = cfg.replay_max,
+        .max_per_user = cfg.max_per_user,
     };
     ctx.b = B;
     ctx.fab = fab;
     ctx.keys = keys;
     ctx.policy = (token_policy){cfg.issuer, cfg.audience, cfg.leeway, 0};
+    if (cfg.redis_url[0]) {
+        presence_cfg pc = {
+            .redis_url = cfg.redis_url,
+            .edge_id = cfg.edge_id,
+            .ttl_s = (int)cfg.presence_ttl,
+            .max_per_user = cfg.max_per_user,
+            .verdict = session_presence_verdict,
+            .verdict_ud = &ctx,
+        };
+        if (presence_create(&P, &pc, B) != 0) goto done;
+        ctx.pres = P;
+    } else if (cfg.max_per_user > 0) {
+        fprintf(stderr, "edge: config: MAX_CONNECTIONS_PER_USER needs REDIS_URL\n");
+        goto done;
+    }
     wsc_handlers h;
     session_handlers(&ctx, &h);
     h.http = on_http;
@@ -298,6 +325,7 @@ int main(int argc, char **argv)
     status = 0;
 done:
     wsc_server_stop(S);
+    presence_destroy(P);
     fab_destroy(fab);
     bus_destroy(B, 2000);
     token_keyset_destroy(keys);

@@ -262,10 +262,8 @@ static void handle(replay *r, int result, bus_msg *msg)
     }
 }
 
-/* The loop's wake callback: empties the mailbox. */
-static void on_wake(void *ud)
+void replay_q_poll(replay_q *q)
 {
-    replay_q *q = ud;
     pthread_mutex_lock(&q->lock);
     mail *list = q->inbox;
     q->inbox = NULL;
@@ -314,7 +312,6 @@ int replay_q_create(replay_q **out, bus *b, loop *l, const replay_cfg *cfg)
     q->cfg.stream = NULL;
     pthread_mutex_init(&q->lock, NULL);
     q->inbox_tail = &q->inbox;
-    loop_set_wake(l, on_wake, q);
     *out = q;
     return 0;
 }
@@ -326,13 +323,12 @@ void replay_q_destroy(replay_q *q)
     /* every request in flight is answered or times out: wait for that, bounded */
     long waited = 0, limit = (long)q->cfg.timeout_ms + 2000;
     while (q->inflight > 0 && waited < limit) {
-        on_wake(q);
+        replay_q_poll(q);
         if (q->inflight > 0) {
             usleep(10000);
             waited += 10;
         }
     }
-    loop_set_wake(q->l, NULL, NULL);
     if (q->inflight > 0) { /* the bus broke its promise: leak rather than free under it */
         log_warn("replay requests still in flight at stop", "count=%d", q->inflight);
         return;

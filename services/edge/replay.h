@@ -17,8 +17,8 @@
  * connection can take more (its outbound queue); if not, the replay waits a tick.
  *
  * Threads. A replay_q belongs to one worker's loop; every call and callback is on that
- * thread. Replies arrive on nats.c threads and are handed over through a mailbox and the
- * loop's wake-up (loop_set_wake: the queue takes the loop's wake callback).
+ * thread. Replies arrive on nats.c threads and are handed over through a mailbox; the queue
+ * calls loop_wake() and the loop's owner calls replay_q_poll() from its wake callback.
  * Prefix replay_. */
 #ifndef EDGE_REPLAY_H
 #define EDGE_REPLAY_H
@@ -65,6 +65,8 @@ typedef struct replay_cfg {
 
 /* The queue of one worker's loop. cfg->stream is copied. 0 or a negative errno. */
 int replay_q_create(replay_q **out, bus *b, loop *l, const replay_cfg *cfg);
+/* Handles the replies that arrived (the loop's wake callback calls it). */
+void replay_q_poll(replay_q *q);
 /* Cancels what is left and waits (bounded) for the requests in flight. NULL ok. */
 void replay_q_destroy(replay_q *q);
 

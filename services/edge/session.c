@@ -9,6 +9,7 @@
 #include "ws_frame.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -72,12 +73,24 @@ typedef struct wstate {
     fab_port *port;
     replay_q *rq;
     loop_io zio;
+    pthread_mutex_t vlock;        /* verdicts from the presence thread */
+    struct verdict *verdicts;
+    struct session *awaiting;     /* sessions waiting for their presence verdict */
     tentry *buckets[MAP_BUCKETS];
 } wstate;
+
+typedef struct verdict {
+    struct verdict *next;
+    uint64_t conn;
+    bool allowed;
+} verdict;
 
 typedef struct session {
     wsc_conn *c;
     wstate *ws;
+    struct session *next_awaiting;
+    bool awaiting;        /* welcome waits for the presence verdict (per-user limit) */
+    bool registered;      /* presence_add done: presence_remove at close */
     char *user;           /* token sub; NULL until authenticated */
     char sid[64];         /* refresh-token family (claim "sid"), for auth.revoked */
     long exp;             /* token expiry, Unix seconds */
@@ -478,7 +491,34 @@ static void session_welcome(session *s)
                                     s->ws->ctx->cfg.edge_id));
 }
 
-/* Authenticates s with a verified token: inbox, welcome, timers. */
+/* An authenticated session goes live: inbox, presence, welcome (after the presence verdict
+ * when a per-user limit is set), timers. */
+static void session_begin(session *s)
+{
+    session_ctx *ctx = s->ws->ctx;
+    if (sub_add(s, FAB_USER, s->user) != 0) {
+        wsc_conn_close(s->c, WS_CLOSE_INTERNAL, "bus unavailable");
+        return;
+    }
+    metric_inc(m_auth_ok);
+    log_debug("session authenticated", "conn=%llu user=%s", (unsigned long long)wsc_conn_id(s->c),
+              s->user);
+    session_arm(s);
+    if (ctx->pres) {
+        bool check = ctx->cfg.max_per_user > 0;
+        presence_add(ctx->pres, s->user, wsc_conn_id(s->c), wsc_worker_index(s->ws->w), check);
+        s->registered = true;
+        if (check) {
+            s->awaiting = true;
+            s->next_awaiting = s->ws->awaiting;
+            s->ws->awaiting = s;
+            return;
+        }
+    }
+    session_welcome(s);
+}
+
+/* Authenticates s with a verified token (the first message was auth). */
 static void session_start(session *s, token_claims *cl)
 {
     s->user = strdup(cl->sub);
@@ -487,15 +527,7 @@ static void session_start(session *s, token_claims *cl)
         return;
     }
     session_take_claims(s, cl);
-    if (sub_add(s, FAB_USER, s->user) != 0) {
-        wsc_conn_close(s->c, WS_CLOSE_INTERNAL, "bus unavailable");
-        return;
-    }
-    metric_inc(m_auth_ok);
-    log_debug("session authenticated", "conn=%llu user=%s", (unsigned long long)wsc_conn_id(s->c),
-              s->user);
-    session_welcome(s);
-    session_arm(s);
+    session_begin(s);
 }
 
 static int session_verify(session *s, const char *token, token_claims *cl)
@@ -664,8 +696,21 @@ static void on_message(wsc_conn *c, uint8_t opcode, uint8_t *data, size_t len)
 
 /* ---- connection life ---------------------------------------------------------------------- */
 
+static void unlink_awaiting(session *s)
+{
+    for (session **pp = &s->ws->awaiting; *pp; pp = &(*pp)->next_awaiting) {
+        if (*pp == s) {
+            *pp = s->next_awaiting;
+            break;
+        }
+    }
+    s->awaiting = false;
+}
+
 static void on_closed_free(session *s)
 {
+    if (s->awaiting) unlink_awaiting(s);
+    if (s->registered) presence_remove(s->ws->ctx->pres, s->user, wsc_conn_id(s->c));
     while (s->nsubs > 0) sub_remove(s, s->nsubs - 1);
     free(s->subs);
     json_decref(s->sub_topics);
@@ -730,13 +775,7 @@ static void on_open(wsc_conn *c)
         return;
     }
     if (s->user) {
-        if (sub_add(s, FAB_USER, s->user) != 0) {
-            wsc_conn_close(c, WS_CLOSE_INTERNAL, "bus unavailable");
-            return;
-        }
-        metric_inc(m_auth_ok);
-        session_welcome(s);
-        session_arm(s);
+        session_begin(s);
         return;
     }
     s->auth_deadline = loop_now(l) + (uint64_t)s->ws->ctx->cfg.auth_timeout_ms;
@@ -871,6 +910,62 @@ static void drain_port(wstate *ws)
     }
 }
 
+static pthread_mutex_t workers_lock = PTHREAD_MUTEX_INITIALIZER; /* ctx->workers */
+
+void session_presence_verdict(void *ud, int worker, uint64_t conn, bool allowed)
+{
+    session_ctx *ctx = ud;
+    verdict *v = malloc(sizeof *v);
+    if (!v) return; /* no memory: that connection gets no welcome; its client times out */
+    v->conn = conn;
+    v->allowed = allowed;
+    pthread_mutex_lock(&workers_lock);
+    wstate *ws = worker >= 0 && worker < 64 ? ctx->workers[worker] : NULL;
+    if (ws) {
+        pthread_mutex_lock(&ws->vlock);
+        v->next = ws->verdicts;
+        ws->verdicts = v;
+        pthread_mutex_unlock(&ws->vlock);
+        loop_wake(wsc_worker_loop(ws->w));
+    } else {
+        free(v);
+    }
+    pthread_mutex_unlock(&workers_lock);
+}
+
+static void take_verdicts(wstate *ws)
+{
+    pthread_mutex_lock(&ws->vlock);
+    verdict *list = ws->verdicts;
+    ws->verdicts = NULL;
+    pthread_mutex_unlock(&ws->vlock);
+    while (list) {
+        verdict *v = list;
+        list = v->next;
+        session *s = ws->awaiting;
+        while (s && wsc_conn_id(s->c) != v->conn) s = s->next_awaiting;
+        if (s) {
+            unlink_awaiting(s);
+            if (v->allowed) {
+                session_welcome(s);
+            } else {
+                log_info("connection over the per-user limit", "conn=%llu user=%s",
+                         (unsigned long long)v->conn, s->user);
+                wsc_conn_close(s->c, WS_CLOSE_CONN_LIMIT, "too many connections for this user");
+            }
+        }
+        free(v);
+    }
+}
+
+/* The loop's wake-up: presence verdicts and replay replies from other threads. */
+static void on_wake(void *ud)
+{
+    wstate *ws = ud;
+    take_verdicts(ws);
+    replay_q_poll(ws->rq);
+}
+
 static void on_port_io(loop_io *io, uint32_t events)
 {
     (void)events;
@@ -914,6 +1009,12 @@ static int on_worker_start(wsc_worker *w, void *ud)
         free(ws);
         return rc;
     }
+    pthread_mutex_init(&ws->vlock, NULL);
+    int idx = wsc_worker_index(w);
+    pthread_mutex_lock(&workers_lock);
+    if (idx >= 0 && idx < 64) ctx->workers[idx] = ws;
+    pthread_mutex_unlock(&workers_lock);
+    loop_set_wake(wsc_worker_loop(w), on_wake, ws);
     wsc_worker_set_data(w, ws);
     wsc_worker_set_before_sleep(w, before_sleep);
     return 0;
@@ -927,6 +1028,23 @@ static void on_worker_stop(wsc_worker *w, void *ud)
     loop_del(wsc_worker_loop(w), &ws->zio);
     fab_port_close(ws->port);
     replay_q_destroy(ws->rq);
+    loop_set_wake(wsc_worker_loop(w), NULL, NULL);
+    /* verdicts may still come (the presence thread stops after the workers): they find no
+     * worker once it is unhooked here */
+    int idx = wsc_worker_index(w);
+    pthread_mutex_lock(&workers_lock);
+    if (idx >= 0 && idx < 64) ws->ctx->workers[idx] = NULL;
+    pthread_mutex_unlock(&workers_lock);
+    pthread_mutex_lock(&ws->vlock);
+    verdict *list = ws->verdicts;
+    ws->verdicts = NULL;
+    pthread_mutex_unlock(&ws->vlock);
+    while (list) {
+        verdict *v = list;
+        list = v->next;
+        free(v);
+    }
+    pthread_mutex_destroy(&ws->vlock);
     free(ws);
 }
 

@@ -14,6 +14,7 @@
 
 #include "bus.h"
 #include "fabric.h"
+#include "presence.h"
 #include "token.h"
 #include "wsc.h"
 
@@ -31,6 +32,7 @@ typedef struct session_cfg {
     const char *stream;        /* JetStream stream replays read from */
     int replay_inflight;       /* direct-get requests in flight per worker */
     long replay_max_events;    /* per replay (over: error replay_limit, then live) */
+    long max_per_user;         /* connections per user, all edges (0: no limit) */
 } session_cfg;
 
 typedef struct session_ctx {
@@ -39,9 +41,13 @@ typedef struct session_ctx {
     fabric *fab;
     const token_keyset *keys;
     token_policy policy;
+    presence *pres;            /* NULL: no presence */
+    void *workers[64];         /* per-worker state, for presence verdicts */
 } session_ctx;
 
 /* Fills h with the protocol's handlers; ctx must outlive the server. */
 void session_handlers(session_ctx *ctx, wsc_handlers *h);
+/* presence_verdict_fn for ctx (ud): hands the verdict to the connection's worker. */
+void session_presence_verdict(void *ud, int worker, uint64_t conn, bool allowed);
 
 #endif

@@ -39,6 +39,7 @@ enum ws_close_code {
     WS_CLOSE_TOKEN = 4001,     /* token missing, invalid or expired */
     WS_CLOSE_FORBIDDEN = 4003, /* forbidden or revoked */
     WS_CLOSE_TOO_SLOW = 4008,  /* outbound queue over its bound */
+    WS_CLOSE_CONN_LIMIT = 4009, /* the user has MAX_CONNECTIONS_PER_USER connections */
     WS_CLOSE_RATE = 4029,      /* rate limited */
 };
 

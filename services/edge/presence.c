@@ -1,0 +1,552 @@
+/* presence.c - this edge's connections mirrored into Redis; see presence.h.
+ *
+ * Workers append operations to a bounded queue and signal; the presence thread takes the
+ * whole queue at once and applies it with one script call per operation. Any Redis failure
+ * makes presence degraded: queued operations are dropped (checks answered "allowed"), and
+ * once Redis answers a heartbeat again this edge's entries are rewritten from the
+ * in-memory table, which is never dropped. */
+#include "presence.h"
+
+#include "contract.h"
+#include "log.h"
+#include "metrics.h"
+#include "rds.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define PFX "sc:presence:"
+#define TABLE_BUCKETS 4096
+#define QUEUE_MAX 100000 /* operations waiting; over: dropped, and a full rewrite follows */
+#define REAP_EVERY_S 10
+#define RESYNC_BATCH 200
+
+enum op_kind { OP_ADD, OP_CHECK, OP_REMOVE };
+
+typedef struct op {
+    struct op *next;
+    enum op_kind kind;
+    int worker;
+    uint64_t conn;
+    long at;
+    char user[];
+} op;
+
+/* This edge's connection, as the in-memory truth. */
+typedef struct entry {
+    struct entry *next;
+    uint64_t conn;
+    long at;
+    bool counted; /* registered (or allowed while degraded): part of a rewrite */
+    char user[];
+} entry;
+
+struct presence {
+    presence_cfg cfg;
+    char edge[128];
+    rds *r;
+    bus_sub *get_sub;
+    bus *b;
+    pthread_t thread;
+    pthread_mutex_t lock; /* queue, table, stop */
+    pthread_cond_t cond;
+    op *head, **tail;
+    size_t queued;
+    bool overflow, stop;
+    entry *table[TABLE_BUCKETS];
+    _Atomic int degraded;
+    bool need_rewrite;
+    metric *m_degraded, *m_ops, *m_refused, *m_reaped;
+};
+
+/* Registers one connection; with ARGV[3] > 0, only while the user has fewer live entries
+ * (entries whose edge's heartbeat exists). Returns 1, or 0 when refused. */
+static const char ADD_LUA[] =
+    "local lim = tonumber(ARGV[3])\n"
+    "if lim > 0 then\n"
+    "  local n = 0\n"
+    "  for _, k in ipairs(redis.call('HKEYS', KEYS[1])) do\n"
+    "    local e = string.match(k, '^(.*)/[^/]*$')\n"
+    "    if e and redis.call('EXISTS', ARGV[4] .. 'edge:' .. e) == 1 then n = n + 1 end\n"
+    "  end\n"
+    "  if n >= lim then return 0 end\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
+    "redis.call('SADD', KEYS[2], ARGV[5])\n"
+    "return 1\n";
+
+static const char REMOVE_LUA[] =
+    "redis.call('HDEL', KEYS[1], ARGV[1])\n"
+    "redis.call('SREM', KEYS[2], ARGV[2])\n"
+    "return 1\n";
+
+/* Removes every entry an edge registered (KEYS[1] = its conns set; ARGV[1] = prefix,
+ * ARGV[2] = edge). */
+static const char REAP_LUA[] =
+    "local n = 0\n"
+    "for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
+    "  local sub, conn = string.match(m, '^(.*)\\t([^\\t]*)$')\n"
+    "  if sub then\n"
+    "    redis.call('HDEL', ARGV[1] .. 'user:' .. sub, ARGV[2] .. '/' .. conn)\n"
+    "    n = n + 1\n"
+    "  end\n"
+    "end\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "return n\n";
+
+/* The user's live entries, as field, value pairs. */
+static const char LIST_LUA[] =
+    "local out = {}\n"
+    "local h = redis.call('HGETALL', KEYS[1])\n"
+    "for i = 1, #h, 2 do\n"
+    "  local e = string.match(h[i], '^(.*)/[^/]*$')\n"
+    "  if e and redis.call('EXISTS', ARGV[1] .. 'edge:' .. e) == 1 then\n"
+    "    out[#out + 1] = h[i]\n"
+    "    out[#out + 1] = h[i + 1]\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+static rds_script add_script, remove_script, reap_script, list_script;
+
+static long wall_s(void) { return (long)time(NULL); }
+
+/* ---- the in-memory table (lock held) ----------------------------------------------------- */
+
+static entry **table_slot(presence *p, uint64_t conn)
+{
+    entry **pp = &p->table[conn % TABLE_BUCKETS];
+    while (*pp && (*pp)->conn != conn) pp = &(*pp)->next;
+    return pp;
+}
+
+/* ---- the queue (any thread) -------------------------------------------------------------- */
+
+static void enqueue(presence *p, enum op_kind kind, const char *user, uint64_t conn, int worker,
+                    long at)
+{
+    size_t ul = strlen(user);
+    op *o = malloc(sizeof *o + ul + 1);
+    if (o) {
+        o->next = NULL;
+        o->kind = kind;
+        o->worker = worker;
+        o->conn = conn;
+        o->at = at;
+        memcpy(o->user, user, ul + 1);
+    }
+    pthread_mutex_lock(&p->lock);
+    if (!o || p->queued >= QUEUE_MAX) {
+        p->overflow = true; /* the rewrite after it puts Redis right */
+        pthread_mutex_unlock(&p->lock);
+        if (o && kind == OP_CHECK && p->cfg.verdict)
+            p->cfg.verdict(p->cfg.verdict_ud, worker, conn, true);
+        free(o);
+        return;
+    }
+    *p->tail = o;
+    p->tail = &o->next;
+    p->queued++;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+void presence_add(presence *p, const char *user, uint64_t conn, int worker, bool check)
+{
+    size_t ul = strlen(user);
+    long at = wall_s();
+    entry *e = malloc(sizeof *e + ul + 1);
+    if (e) {
+        e->conn = conn;
+        e->at = at;
+        e->counted = !check;
+        memcpy(e->user, user, ul + 1);
+        pthread_mutex_lock(&p->lock);
+        entry **slot = table_slot(p, conn);
+        if (*slot) { /* cannot happen: conn ids are unique */
+            free(e);
+        } else {
+            e->next = NULL;
+            *slot = e;
+        }
+        pthread_mutex_unlock(&p->lock);
+    }
+    enqueue(p, check && p->cfg.max_per_user > 0 ? OP_CHECK : OP_ADD, user, conn, worker, at);
+}
+
+void presence_remove(presence *p, const char *user, uint64_t conn)
+{
+    pthread_mutex_lock(&p->lock);
+    entry **slot = table_slot(p, conn);
+    entry *e = *slot;
+    if (e) *slot = e->next;
+    pthread_mutex_unlock(&p->lock);
+    free(e);
+    enqueue(p, OP_REMOVE, user, conn, -1, 0);
+}
+
+int presence_degraded(const presence *p) { return atomic_load(&p->degraded); }
+
+/* ---- Redis (presence thread) ------------------------------------------------------------- */
+
+static void set_degraded(presence *p, bool on, const char *why)
+{
+    if (on && !atomic_exchange(&p->degraded, 1)) {
+        log_warn("presence degraded: redis unavailable, serving on", "reason=\"%s\"", why);
+        metric_set(p->m_degraded, 1);
+    } else if (!on && atomic_exchange(&p->degraded, 0)) {
+        log_info("presence restored", "edge=%s", p->edge);
+        metric_set(p->m_degraded, 0);
+    }
+    if (on) p->need_rewrite = true;
+}
+
+static int heartbeat(presence *p)
+{
+    char key[256], ttl[24], now[24];
+    snprintf(key, sizeof key, PFX "edge:%s", p->edge);
+    snprintf(ttl, sizeof ttl, "%d", p->cfg.ttl_s);
+    snprintf(now, sizeof now, "%ld", wall_s());
+    const char *set[] = {"SET", key, now, "EX", ttl};
+    const char *add[] = {"SADD", PFX "edges", p->edge};
+    int rc = rds_commandv(p->r, NULL, 5, set, NULL);
+    if (rc == 0) rc = rds_commandv(p->r, NULL, 3, add, NULL);
+    return rc;
+}
+
+/* Removes every entry of edge (this one, or one whose heartbeat is gone). */
+static int reap_edge(presence *p, const char *edge, long long *count)
+{
+    char conns[256];
+    snprintf(conns, sizeof conns, PFX "conns:%s", edge);
+    const char *keys[] = {conns};
+    const char *args[] = {PFX, edge};
+    redisReply *rep = NULL;
+    int rc = rds_eval(p->r, &reap_script, &rep, 1, keys, 2, args);
+    if (rc == 0 && count) *count = rep->type == REDIS_REPLY_INTEGER ? rep->integer : 0;
+    if (rep) freeReplyObject(rep);
+    return rc;
+}
+
+static int apply(presence *p, enum op_kind kind, const char *user, uint64_t conn, long at,
+                 bool *allowed)
+{
+    char ukey[300], ckey[256], field[192], member[300], atv[24], lim[24];
+    snprintf(ukey, sizeof ukey, PFX "user:%s", user);
+    snprintf(ckey, sizeof ckey, PFX "conns:%s", p->edge);
+    snprintf(field, sizeof field, "%s/%llu", p->edge, (unsigned long long)conn);
+    snprintf(member, sizeof member, "%s\t%llu", user, (unsigned long long)conn);
+    const char *keys[] = {ukey, ckey};
+    redisReply *rep = NULL;
+    int rc;
+    metric_inc(p->m_ops);
+    if (kind == OP_REMOVE) {
+        const char *args[] = {field, member};
+        rc = rds_eval(p->r, &remove_script, &rep, 2, keys, 2, args);
+    } else {
+        snprintf(atv, sizeof atv, "%ld", at);
+        snprintf(lim, sizeof lim, "%ld", kind == OP_CHECK ? p->cfg.max_per_user : 0L);
+        const char *args[] = {field, atv, lim, PFX, member};
+        rc = rds_eval(p->r, &add_script, &rep, 2, keys, 5, args);
+        if (rc == 0 && allowed) *allowed = !(rep->type == REDIS_REPLY_INTEGER && rep->integer == 0);
+    }
+    if (rep) freeReplyObject(rep);
+    return rc;
+}
+
+/* This edge's entries in Redis := the in-memory table. */
+static int rewrite(presence *p)
+{
+    long long stale = 0;
+    int rc = reap_edge(p, p->edge, &stale);
+    if (rc != 0) return rc;
+    /* snapshot the table under the lock, write it without */
+    size_t n = 0, cap = 256;
+    entry **snap = malloc(sizeof *snap * cap);
+    if (!snap) return RDS_ENOMEM;
+    pthread_mutex_lock(&p->lock);
+    for (int b = 0; b < TABLE_BUCKETS; b++) {
+        for (entry *e = p->table[b]; e; e = e->next) {
+            if (!e->counted) continue;
+            if (n == cap) {
+                entry **ns = realloc(snap, sizeof *ns * cap * 2);
+                if (!ns) break;
+                snap = ns;
+                cap *= 2;
+            }
+            size_t ul = strlen(e->user);
+            entry *c = malloc(sizeof *c + ul + 1);
+            if (!c) break;
+            memcpy(c, e, sizeof *c + ul + 1);
+            snap[n++] = c;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    for (size_t i = 0; i < n; i++) {
+        if (rc == 0) rc = apply(p, OP_ADD, snap[i]->user, snap[i]->conn, snap[i]->at, NULL);
+        free(snap[i]);
+    }
+    free(snap);
+    if (rc == 0)
+        log_info("presence rewritten", "edge=%s connections=%zu stale_removed=%lld", p->edge, n,
+                 stale);
+    return rc;
+}
+
+/* Reaps one edge whose heartbeat is gone, if another edge is not doing it already. */
+static void reap_dead(presence *p)
+{
+    redisReply *edges = NULL;
+    const char *smembers[] = {"SMEMBERS", PFX "edges"};
+    if (rds_commandv(p->r, &edges, 2, smembers, NULL) != 0) return;
+    for (size_t i = 0; edges->type == REDIS_REPLY_ARRAY && i < edges->elements; i++) {
+        const char *e = edges->element[i]->str;
+        if (!e || strcmp(e, p->edge) == 0) continue;
+        char hb[256], lock[256];
+        snprintf(hb, sizeof hb, PFX "edge:%s", e);
+        snprintf(lock, sizeof lock, PFX "reap:%s", e);
+        redisReply *r = NULL;
+        const char *exists[] = {"EXISTS", hb};
+        if (rds_commandv(p->r, &r, 2, exists, NULL) != 0) break;
+        bool alive = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+        freeReplyObject(r);
+        if (alive) continue;
+        const char *setnx[] = {"SET", lock, p->edge, "NX", "EX", "30"};
+        r = NULL;
+        if (rds_commandv(p->r, &r, 6, setnx, NULL) != 0) break;
+        bool mine = r->type == REDIS_REPLY_STATUS;
+        freeReplyObject(r);
+        if (!mine) continue;
+        long long n = 0;
+        if (reap_edge(p, e, &n) == 0) {
+            const char *srem[] = {"SREM", PFX "edges", e};
+            rds_commandv(p->r, NULL, 3, srem, NULL);
+            metric_add(p->m_reaped, n);
+            log_info("presence of a dead edge reaped", "edge=%s connections=%lld", e, n);
+        }
+    }
+    freeReplyObject(edges);
+}
+
+static void *presence_main(void *arg)
+{
+    presence *p = arg;
+    long next_beat = 0, next_reap = wall_s() + REAP_EVERY_S;
+    int beat_every = p->cfg.ttl_s / 3 > 0 ? p->cfg.ttl_s / 3 : 1;
+    pthread_mutex_lock(&p->lock);
+    while (!p->stop) {
+        op *list = p->head;
+        bool overflow = p->overflow;
+        p->head = NULL;
+        p->tail = &p->head;
+        p->queued = 0;
+        p->overflow = false;
+        pthread_mutex_unlock(&p->lock);
+
+        long now = wall_s();
+        bool redis_ok = !atomic_load(&p->degraded);
+        if (now >= next_beat || !redis_ok) { /* degraded: every round tries Redis again */
+            int rc = heartbeat(p);
+            redis_ok = rc == 0;
+            if (rc != 0)
+                set_degraded(p, true, rds_strerror(rc));
+            else
+                next_beat = now + beat_every;
+        }
+        if (overflow) p->need_rewrite = true;
+        if (p->need_rewrite && redis_ok) {
+            int rc = rewrite(p);
+            if (rc == 0) {
+                p->need_rewrite = false;
+                set_degraded(p, false, NULL);
+            } else {
+                set_degraded(p, true, rds_strerror(rc));
+            }
+        }
+        while (list) {
+            op *o = list;
+            list = o->next;
+            bool allowed = true;
+            if (!atomic_load(&p->degraded)) {
+                int rc = apply(p, o->kind, o->user, o->conn, o->at, &allowed);
+                if (rc != 0) {
+                    set_degraded(p, true, rds_strerror(rc));
+                    allowed = true; /* Redis down: serve, count later */
+                }
+            }
+            if (o->kind == OP_CHECK) {
+                pthread_mutex_lock(&p->lock);
+                entry **slot = table_slot(p, o->conn);
+                if (*slot && allowed) (*slot)->counted = true;
+                pthread_mutex_unlock(&p->lock);
+                if (!allowed) metric_inc(p->m_refused);
+                if (p->cfg.verdict) p->cfg.verdict(p->cfg.verdict_ud, o->worker, o->conn, allowed);
+            }
+            free(o);
+        }
+        if (now >= next_reap && !atomic_load(&p->degraded)) {
+            reap_dead(p);
+            next_reap = now + REAP_EVERY_S;
+        }
+
+        pthread_mutex_lock(&p->lock);
+        if (!p->head && !p->stop) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_nsec += 200 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+/* ---- presence.get (nats.c thread) -------------------------------------------------------- */
+
+static void reply_json(presence *p, bus_msg *msg, int status, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (bus_msg_reply(msg) && *bus_msg_reply(msg))
+        bus_respond_json(p->b, msg, text ? status : 500,
+                         text ? text : "{\"error\":\"internal_error\",\"message\":\"out of memory\"}");
+    free(text);
+}
+
+static bool user_valid(const char *u)
+{
+    size_t n = strlen(u);
+    if (n == 0 || n > 128) return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)u[i] < 0x21 || u[i] == 0x7f) return false;
+    return true;
+}
+
+static void on_get(bus_msg *msg, void *ud)
+{
+    presence *p = ud;
+    json_t *env = json_loadb(bus_msg_data(msg), bus_msg_len(msg), 0, NULL);
+    const char *user = json_string_value(json_object_get(json_object_get(env, "params"), "user"));
+    if (!user || !user_valid(user)) {
+        reply_json(p, msg, 400, json_pack("{s:s, s:s}", "error", "invalid_request", "message",
+                                          "params.user: a user id of 1 to 128 visible bytes"));
+        goto done;
+    }
+    char ukey[300];
+    snprintf(ukey, sizeof ukey, PFX "user:%s", user);
+    const char *keys[] = {ukey};
+    const char *args[] = {PFX};
+    redisReply *rep = NULL;
+    if (rds_eval(p->r, &list_script, &rep, 1, keys, 1, args) != 0) {
+        reply_json(p, msg, 503, json_pack("{s:s, s:s}", "error", "unavailable", "message",
+                                          "presence store unavailable"));
+        goto done;
+    }
+    json_t *conns = json_array();
+    for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i + 1 < rep->elements; i += 2) {
+        const char *field = rep->element[i]->str, *at = rep->element[i + 1]->str;
+        const char *slash = field ? strrchr(field, '/') : NULL;
+        if (!slash || !at) continue;
+        char edge[160], conn_id[200];
+        snprintf(edge, sizeof edge, "%.*s", (int)(slash - field), field);
+        snprintf(conn_id, sizeof conn_id, "%s-%s", edge, slash + 1);
+        json_array_append_new(conns, json_pack("{s:s, s:s, s:I}", "conn_id", conn_id, "edge",
+                                               edge, "connected_at",
+                                               (json_int_t)strtoll(at, NULL, 10)));
+    }
+    freeReplyObject(rep);
+    reply_json(p, msg, 200, json_pack("{s:s, s:I, s:o}", "user", user, "count",
+                                      (json_int_t)json_array_size(conns), "connections", conns));
+done:
+    json_decref(env);
+    bus_msg_destroy(msg);
+}
+
+/* ---- life -------------------------------------------------------------------------------- */
+
+int presence_create(presence **out, const presence_cfg *cfg, bus *b)
+{
+    if (!add_script.source) {
+        rds_script_init(&add_script, ADD_LUA);
+        rds_script_init(&remove_script, REMOVE_LUA);
+        rds_script_init(&reap_script, REAP_LUA);
+        rds_script_init(&list_script, LIST_LUA);
+    }
+    presence *p = calloc(1, sizeof *p);
+    if (!p) return -ENOMEM;
+    p->cfg = *cfg;
+    snprintf(p->edge, sizeof p->edge, "%s", cfg->edge_id);
+    p->cfg.edge_id = p->edge;
+    p->cfg.redis_url = NULL;
+    p->b = b;
+    p->tail = &p->head;
+    p->need_rewrite = true; /* a restarted edge with the same id: its old entries go */
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    p->m_degraded = metrics_gauge("sc_edge_presence_degraded", NULL,
+                                  "1 while Redis is not kept up to date (serving goes on)");
+    p->m_ops = metrics_counter("sc_edge_presence_ops_total", NULL,
+                               "presence registrations and removals written to Redis");
+    p->m_refused = metrics_counter("sc_edge_presence_refused_total", NULL,
+                                   "connections refused by MAX_CONNECTIONS_PER_USER (4009)");
+    p->m_reaped = metrics_counter("sc_edge_presence_reaped_total", NULL,
+                                  "entries of dead edges removed by this edge");
+    int rc = rds_create(&p->r, cfg->redis_url, 500, "sidecast-edge-presence");
+    if (rc == 0 && pthread_create(&p->thread, NULL, presence_main, p) != 0) rc = -EAGAIN;
+    if (rc != 0) {
+        rds_destroy(p->r);
+        pthread_cond_destroy(&p->cond);
+        pthread_mutex_destroy(&p->lock);
+        free(p);
+        return rc;
+    }
+    if (b && bus_subscribe(b, SUBJ_PRESENCE_GET, "edge", on_get, p, &p->get_sub) != 0)
+        log_warn("presence.get not subscribed", "edge=%s", p->edge);
+    *out = p;
+    return 0;
+}
+
+void presence_destroy(presence *p)
+{
+    if (!p) return;
+    bus_unsubscribe(p->get_sub);
+    pthread_mutex_lock(&p->lock);
+    p->stop = true;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    pthread_join(p->thread, NULL);
+    /* a clean stop: this edge's entries and heartbeat go now, not at the TTL */
+    if (rds_up(p->r) || rds_ping(p->r) == 0) {
+        char hb[256];
+        snprintf(hb, sizeof hb, PFX "edge:%s", p->edge);
+        const char *del[] = {"DEL", hb};
+        if (reap_edge(p, p->edge, NULL) == 0) rds_commandv(p->r, NULL, 2, del, NULL);
+    }
+    rds_destroy(p->r);
+    for (op *o = p->head, *next; o; o = next) {
+        next = o->next;
+        free(o);
+    }
+    for (int b = 0; b < TABLE_BUCKETS; b++)
+        for (entry *e = p->table[b], *next; e; e = next) {
+            next = e->next;
+            free(e);
+        }
+    pthread_cond_destroy(&p->cond);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
