@@ -136,7 +136,21 @@ static int on_message(listener *l, wsconn *ws, const char *text, size_t len)
         const char *code = json_string_value(json_object_get(o, "code"));
         const char *message = json_string_value(json_object_get(o, "message"));
         json_int_t i = json_is_integer(id) ? json_integer_value(id) : 0;
-        if (i >= 1 && i <= l->o->ntopics) {
+        const char *topic = json_string_value(json_object_get(o, "topic"));
+        if (!json_is_integer(id) && topic && code) {
+            /* history_gone, replay_limit, replay_failed: a gap the edge could not fill; the
+             * position is given up and live events go on */
+            json_int_t oldest = json_integer_value(json_object_get(o, "oldest"));
+            for (int k = 0; k < l->o->ntopics; k++) {
+                if (strcmp(l->topics[k].name, topic) != 0) continue;
+                l->topics[k].last_seq = -1;
+                fprintf(stderr, "sidecast: %s: events were missed: %s%s%s", topic, code,
+                        message ? ": " : "", message ? message : "");
+                if (oldest > 0)
+                    fprintf(stderr, " (oldest retained seq %" JSON_INTEGER_FORMAT ")", oldest);
+                fputc('\n', stderr);
+            }
+        } else if (i >= 1 && i <= l->o->ntopics) {
             topic_state *t = &l->topics[i - 1];
             t->refused = true;
             fprintf(stderr, "sidecast: cannot subscribe to %s: %s%s%s%s\n", t->name,
@@ -223,7 +237,7 @@ static bool reconnectable(uint16_t code)
 {
     switch (code) {
     case 1000: case 1001: case 1006: case 1011: case 1012: case 1013: case 4001: case 4008:
-    case 4029:
+    case 4009: case 4029:
         return true;
     default:
         return false;
