@@ -17,7 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define REPLAY_ERRORS 3 /* failed requests in a row before REPLAY_FAILED */
+#define REPLAY_ERRORS 6 /* failed requests in a row before REPLAY_FAILED (200 ms, 400 ms,
+                         * ... apart: about 4 s, long enough for a NATS failover) */
 
 enum step { STEP_CHECK, STEP_OLDEST, STEP_NEXT };
 

@@ -60,7 +60,7 @@ typedef struct replay_cfg {
     const char *stream;   /* JetStream stream name */
     int inflight;         /* requests in flight for the whole queue */
     uint64_t max_events;  /* per replay */
-    int timeout_ms;       /* per request; a timed-out request is retried twice */
+    int timeout_ms;       /* per request; a failed request is retried, 4 s in all */
 } replay_cfg;
 
 /* The queue of one worker's loop. cfg->stream is copied. 0 or a negative errno. */
