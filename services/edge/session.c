@@ -271,8 +271,10 @@ static bool catchup_release(catchup *cu, bool force)
         if (!is_dup(h->seq, rec->last)) rec_send(rec, h->f, h->seq);
         wsc_frame_unref(h->f);
     }
-    memmove(cu->held, cu->held + i, sizeof *cu->held * (cu->n - i));
-    cu->n -= i;
+    if (i > 0) {
+        memmove(cu->held, cu->held + i, sizeof *cu->held * (cu->n - i));
+        cu->n -= i;
+    }
     return cu->n == 0;
 }
 
