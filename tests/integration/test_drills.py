@@ -19,6 +19,9 @@ and asserts 0 lost and 0 duplicated for every client on both topics:
   1 s (SIGSTOP: whatever it should forward meanwhile is lost), is killed with SIGKILL and
   restarted; no client is disconnected, and none misses an event (the edges reconnect to
   the other nodes and heal the gap in live delivery themselves);
+* drill_nats_stream_leader: the node that leads the stream is killed with SIGKILL and
+  restarted; publishing stalls until another node leads (the publisher retries until the
+  ack), no client is disconnected, none misses an event;
 * drill_redis: Redis is killed and restarted; no client is disconnected, events keep
   flowing, auth issues tokens again once Redis is back;
 * drill_gateway: the gateway is killed; no client is disconnected, events keep flowing.
@@ -376,6 +379,36 @@ def test_drill_nats_node(st):
         _ensure_running(st, "nats%d" % victim)
     harness.wait_for(lambda: st.nats_node_of("edge1"), timeout=10,
                      what="edge1 connected to NATS again")
+    assert_connected(clients)
+    assert_complete(clients, count, topics)
+
+
+def test_drill_nats_stream_leader(st):
+    pub = jspub.JSPublisher(st.nats_url, name="drill-leader")
+    pub.connect()
+    try:
+        leader = stream_leader(pub)
+    finally:
+        pub.close()
+    assert leader, "the stream has no leader"
+    victim = int(leader[len("nats"):])
+    others = [i for i in range(1, NATS_CLUSTER + 1) if i != victim]
+    print("stream leader %s; edge1 on nats%s, edge2 on nats%s" % (
+        leader, st.nats_node_of("edge1"), st.nats_node_of("edge2")))
+
+    def kill():
+        """SIGKILL the stream leader's node"""
+        st.kill_nats(victim, signal.SIGKILL)
+
+    def restart():
+        """restart it (until healthy)"""
+        st.restart_nats(victim)
+    try:
+        clients, count, topics = run_drill(st, "nats-leader", LAYOUT,
+                                           [(1.5, kill), (4.0, restart)], 5.0,
+                                           prefer=st.nats_url_of(others[0]))
+    finally:
+        _ensure_running(st, "nats%d" % victim)
     assert_connected(clients)
     assert_complete(clients, count, topics)
 
