@@ -447,11 +447,19 @@ class Stack:
         if not url:
             return
 
+        last = []
+
         def ready():
             if not self.procs[name].alive():
                 raise AssertionError("%s exited:\n%s" % (name, self.procs[name].tail()))
-            return http("GET", url, timeout=1).status == 200
-        wait_for(ready, timeout=timeout, what=name + " /readyz")
+            r = http("GET", url, timeout=1)
+            last[:] = [r]
+            return r.status == 200
+        try:
+            wait_for(ready, timeout=timeout, what=name + " /readyz")
+        except AssertionError as e:
+            raise AssertionError("%s; last answer %r; log tail:\n%s" % (
+                e, last[0] if last else None, self.procs[name].tail(10))) from None
 
     def stop_service(self, name, sig=signal.SIGTERM):
         return self.procs[name].stop(sig)
