@@ -45,6 +45,7 @@ struct bus {
     pthread_t reaper;          /* times out async requests; started with the first one */
     int reaper_started, reaper_stop;
     pthread_cond_t reaper_cond;
+    bus_sub *dead; /* unsubscribed later: destroyed once finished (guarded by mux_lock) */
     void (*reconnect_fn)(void *);
     void *reconnect_ud;
     metric *m_connected, *m_reconnects, *m_errors;
@@ -55,9 +56,14 @@ struct bus_sub {
     bus_msg_fn fn;
     void *ud;
     sem_t done; /* posted by nats.c once the handler can no longer run */
+    bus *b;
+    void (*release)(void *ud); /* bus_unsubscribe_later: called then */
+    _Atomic int finished;
+    struct bus_sub *next_dead;
 };
 
 static void bus_async_shutdown(bus *b);
+static void bus_reap_dead(bus *b, int all);
 
 static pthread_mutex_t bus_lib_lock = PTHREAD_MUTEX_INITIALIZER;
 static int bus_lib_users;
@@ -167,6 +173,23 @@ static void bus_on_error(natsConnection *nc, natsSubscription *sub, natsStatus e
               natsStatus_GetText(err), subj ? subj : "-");
 }
 
+/* One URL, or a comma-separated list (a cluster): nats.c's SetURL takes one server only. */
+static natsStatus bus_set_servers(natsOptions *o, const char *urls)
+{
+    enum { MAX_SERVERS = 32 };
+    char copy[4096];
+    const char *list[MAX_SERVERS];
+    int n = 0;
+    if (strlen(urls) >= sizeof copy) return NATS_INVALID_ARG;
+    snprintf(copy, sizeof copy, "%s", urls);
+    for (char *save = NULL, *tok = strtok_r(copy, ", ", &save); tok && n < MAX_SERVERS;
+         tok = strtok_r(NULL, ", ", &save))
+        list[n++] = tok;
+    if (n == 0) return NATS_INVALID_ARG;
+    if (n == 1) return natsOptions_SetURL(o, list[0]);
+    return natsOptions_SetServers(o, list, n);
+}
+
 int bus_connect(bus **out, const char *urls, const char *name)
 {
     int rc = BUS_ERR;
@@ -197,7 +220,7 @@ int bus_connect(bus **out, const char *urls, const char *name)
     }
 
     s = natsOptions_Create(&b->opts);
-    if (s == NATS_OK) s = natsOptions_SetURL(b->opts, urls);
+    if (s == NATS_OK) s = bus_set_servers(b->opts, urls);
     if (s == NATS_OK) s = natsOptions_SetName(b->opts, name);
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(b->opts, -1);
     if (s == NATS_OK) s = natsOptions_SetCustomReconnectDelay(b->opts, bus_reconnect_delay, b);
@@ -264,6 +287,7 @@ void bus_destroy(bus *b, int timeout_ms)
         natsConnection_Destroy(b->nc);
     }
     bus_async_shutdown(b);
+    if (freeable) bus_reap_dead(b, 1); /* closed: every completion has run */
     natsSubscription_Destroy(b->mux);
     natsOptions_Destroy(b->opts);
     if (freeable) {
@@ -619,7 +643,44 @@ static void bus_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
 static void bus_sub_complete(void *closure)
 {
     bus_sub *bs = closure;
+    if (bs->release) bs->release(bs->ud);
+    atomic_store(&bs->finished, 1);
     sem_post(&bs->done);
+}
+
+/* Destroys the unsubscribed-later subscriptions whose handler can no longer run (all of
+ * them when all: the connection is closed). Called with mux_lock held. */
+static void bus_reap_dead(bus *b, int all)
+{
+    for (bus_sub **pp = &b->dead; *pp;) {
+        bus_sub *s = *pp;
+        if (all || atomic_load(&s->finished)) {
+            *pp = s->next_dead;
+            natsSubscription_Destroy(s->sub);
+            sem_destroy(&s->done);
+            free(s);
+        } else {
+            pp = &s->next_dead;
+        }
+    }
+}
+
+int bus_unsubscribe_later(bus_sub *s, void (*release)(void *ud))
+{
+    if (!s) return 0;
+    bus *b = s->b;
+    s->release = release; /* before the unsubscribe: its lock publishes the store */
+    if (natsSubscription_Unsubscribe(s->sub) != NATS_OK) {
+        log_warn("nats unsubscribe failed; subscription kept",
+                 "subject=%s", natsSubscription_GetSubject(s->sub) ? natsSubscription_GetSubject(s->sub) : "-");
+        return BUS_ERR;
+    }
+    pthread_mutex_lock(&b->mux_lock);
+    bus_reap_dead(b, 0);
+    s->next_dead = b->dead;
+    b->dead = s;
+    pthread_mutex_unlock(&b->mux_lock);
+    return 0;
 }
 
 int bus_subscribe(bus *b, const char *subject, const char *queue, bus_msg_fn fn, void *ud,
@@ -629,6 +690,7 @@ int bus_subscribe(bus *b, const char *subject, const char *queue, bus_msg_fn fn,
     if (!bs) return BUS_ENOMEM;
     bs->fn = fn;
     bs->ud = ud;
+    bs->b = b;
     natsStatus s = queue && queue[0]
                        ? natsConnection_QueueSubscribe(&bs->sub, b->nc, subject, queue, bus_on_msg, bs)
                        : natsConnection_Subscribe(&bs->sub, b->nc, subject, bus_on_msg, bs);

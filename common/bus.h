@@ -100,6 +100,11 @@ int bus_unsubscribe(bus_sub *s);
  * effect there when it returns 0. */
 int bus_flush(bus *b, int timeout_ms);
 
+/* Unsubscribes without waiting: release(ud) runs on a nats.c thread once the callback can no
+ * longer run (free ud there), and the subscription is freed later by the bus. For event
+ * loops that must not block. 0, or BUS_ERR (nothing released: the subscription is kept). */
+int bus_unsubscribe_later(bus_sub *s, void (*release)(void *ud));
+
 /* Replies to msg (which must carry a reply subject) with data and headers. */
 int bus_respond(bus *b, const bus_msg *msg, const void *data, size_t len, const bus_hdr *hdrs,
                 size_t nhdr);

@@ -345,7 +345,9 @@ void fab_unwatch(fab_port *p, enum fab_kind kind, const char *name)
     }
     pthread_mutex_unlock(&f->lock);
     if (gone) {
-        if (bus_unsubscribe(gone->sub) == 0) free(gone->r); /* else the callback may use it */
+        /* a worker must not wait for nats.c: the route is freed once the callback is done
+         * (on failure both stay allocated, logged, rather than freed under the callback) */
+        (void)bus_unsubscribe_later(gone->sub, free);
         free(gone);
     }
 }

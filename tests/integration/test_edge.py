@@ -14,6 +14,7 @@ import struct
 import time
 
 import harness
+import natspub
 import wsclient
 from wsclient import WS, HandshakeError
 
@@ -286,13 +287,15 @@ def test_slow_client_closed_4008_others_keep_receiving(st):
     before = _slow_closes(st)
     blob = "x" * 16000
     sent = 0
+    nc = natspub.Nats(st.nats_url)
     # 16 kB events until the slow client (which reads nothing) passes the 256 KiB bound,
     # on top of what the kernel buffers hold; the fast one reads every event meanwhile.
     while _slow_closes(st) == before and sent < 2000:
-        for _ in range(25):
-            st.busctl("pub", "events.prices.BTC", json.dumps({"i": sent, "blob": blob}))
+        for _ in range(5):  # 80 kB at a time: the fast reader keeps up
+            nc.pub("events.prices.BTC", {"i": sent, "blob": blob})
             sent += 1
-        for i in range(sent - 25, sent):
+        nc.flush()
+        for i in range(sent - 5, sent):
             assert fast.recv_json(10, type="event")["data"]["i"] == i
     assert _slow_closes(st) == before + 1, "the slow client was never closed"
     code = None
@@ -303,7 +306,9 @@ def test_slow_client_closed_4008_others_keep_receiving(st):
             code = e.code
             break
     assert code == 4008, code
-    st.busctl("pub", "events.prices.BTC", json.dumps({"i": sent, "blob": "after"}))
+    nc.pub("events.prices.BTC", {"i": sent, "blob": "after"})
+    nc.flush()
+    nc.close()
     assert fast.recv_json(10, type="event")["data"]["blob"] == "after"
     fast.close()
 
