@@ -31,7 +31,7 @@ static struct {
     long workers, leeway, max_message, max_connections, outbound_limit, rate_limit, rate_burst,
         ping_ms, pong_ms, auth_ms, handshake_ms, drain_ms, close_ms, warning_s, max_subs, max_errors,
         history_age_s, history_bytes, history_replicas, max_publish, replay_inflight,
-        replay_max, presence_ttl, max_per_user;
+        replay_max, presence_ttl, max_per_user, inbox_hold_ms;
 } cfg;
 
 static const cfg_opt options[] = {
@@ -94,6 +94,10 @@ static const cfg_opt options[] = {
     {"EDGE_REPLAY_MAX_EVENTS", CFG_INT, "10000",
      "events one replay may send (over: error replay_limit, then live)", 0, 1, 100000000,
      &cfg.replay_max},
+    {"EDGE_INBOX_HOLD_MS", CFG_INT, "500",
+     "after connect, inbox events wait this long (at most) for a subscribe {user, since}, so "
+     "that a resuming client gets its inbox in order (0: no wait)", 0, 0, 10000,
+     &cfg.inbox_hold_ms},
     {"REDIS_URL", CFG_STR, "redis://127.0.0.1:6379/0",
      "Redis for presence (empty: no presence, no per-user limit)", 0, 0, 0, &cfg.redis_url},
     {"PRESENCE_TTL_S", CFG_INT, "15",
@@ -267,6 +271,7 @@ int main(int argc, char **argv)
         .replay_inflight = (int)cfg.replay_inflight,
         .replay_max_events = cfg.replay_max,
         .max_per_user = cfg.max_per_user,
+        .inbox_hold_ms = cfg.inbox_hold_ms,
     };
     ctx.b = B;
     ctx.fab = fab;

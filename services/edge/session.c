@@ -91,6 +91,7 @@ typedef struct session {
     struct session *next_awaiting;
     bool awaiting;        /* welcome waits for the presence verdict (per-user limit) */
     bool registered;      /* presence_add done: presence_remove at close */
+    uint64_t inbox_hold_until; /* loop ms: inbox events are held until then (0: not held) */
     char *user;           /* token sub; NULL until authenticated */
     char sid[64];         /* refresh-token family (claim "sid"), for auth.revoked */
     long exp;             /* token expiry, Unix seconds */
@@ -355,6 +356,15 @@ static bool cu_end(void *ud, enum replay_end why, uint64_t oldest)
 
 static const replay_ops catchup_ops = {cu_ready, cu_event, cu_end};
 
+/* Ends a hold without a replay: what is held goes out, in order, and rec is live. */
+static void release_hold(sub_rec *rec)
+{
+    catchup *cu = rec->cu;
+    if (!cu || cu->r) return;
+    catchup_release(cu, true);
+    catchup_free(cu);
+}
+
 /* Replays rec's topic after since: seam mode (until 0) or beside live (until > 0). */
 static void catchup_start(sub_rec *rec, uint64_t since, bool check, uint64_t until)
 {
@@ -363,12 +373,16 @@ static void catchup_start(sub_rec *rec, uint64_t since, bool check, uint64_t unt
     snprintf(subject, sizeof subject, "%s%s",
              rec->t->key[0] == FAB_USER ? SUBJ_USERS_PREFIX : SUBJ_EVENTS_PREFIX,
              rec->t->key + 2);
-    catchup *cu = calloc(1, sizeof *cu);
-    if (!cu) return;
+    catchup *cu = rec->cu; /* a hold without a replay (the inbox at connect) goes on */
+    bool fresh = !cu;
+    if (fresh && !(cu = calloc(1, sizeof *cu))) return;
     cu->rec = rec;
     cu->until = until;
     if (!(cu->r = replay_start(ws->rq, subject, since, check, &catchup_ops, cu))) {
-        free(cu);
+        if (fresh)
+            free(cu);
+        else
+            release_hold(rec);
         return;
     }
     rec->cu = cu;
@@ -377,6 +391,12 @@ static void catchup_start(sub_rec *rec, uint64_t since, bool check, uint64_t unt
 /* A subscribe with since on rec (new or not). */
 static void subscribe_since(sub_rec *rec, uint64_t since)
 {
+    if (rec->cu && !rec->cu->r && !rec->last) { /* the inbox's hold: replay, then what it holds */
+        rec->s->inbox_hold_until = 0;
+        rec->last = since;
+        catchup_start(rec, since, true, 0);
+        return;
+    }
     if (rec->cu) return; /* catching up already */
     if (!rec->last) {    /* nothing delivered yet: replay, then live */
         rec->last = since;
@@ -481,7 +501,31 @@ static void session_arm(session *s)
     long warn_at = s->exp - s->ws->ctx->cfg.token_warning_s;
     long at = s->warned ? s->exp : warn_at;
     long delta = at - wall_now();
-    wsc_conn_timer(s->c, now + (uint64_t)(delta > 0 ? delta * 1000 : 1));
+    uint64_t when = now + (uint64_t)(delta > 0 ? delta * 1000 : 1);
+    if (s->inbox_hold_until && s->inbox_hold_until < when) when = s->inbox_hold_until;
+    wsc_conn_timer(s->c, when);
+}
+
+/* The inbox is live from connect, but a client that resumes sends subscribe {user, since}
+ * right after welcome: until then (or EDGE_INBOX_HOLD_MS, or any other message) live inbox
+ * events are held, so that the replay and the live flow join in order. */
+static void inbox_hold(session *s)
+{
+    long ms = s->ws->ctx->cfg.inbox_hold_ms;
+    sub_rec *rec = s->nsubs ? s->subs[0] : NULL;
+    if (ms <= 0 || !rec || rec->cu) return;
+    catchup *cu = calloc(1, sizeof *cu);
+    if (!cu) return;
+    cu->rec = rec;
+    rec->cu = cu;
+    s->inbox_hold_until = loop_now(wsc_worker_loop(wsc_conn_worker(s->c))) + (uint64_t)ms;
+}
+
+static void inbox_release(session *s)
+{
+    if (!s->inbox_hold_until) return;
+    s->inbox_hold_until = 0;
+    if (s->nsubs) release_hold(s->subs[0]);
 }
 
 static void session_welcome(session *s)
@@ -505,6 +549,7 @@ static void session_begin(session *s)
     metric_inc(m_auth_ok);
     log_debug("session authenticated", "conn=%llu user=%s", (unsigned long long)wsc_conn_id(s->c),
               s->user);
+    inbox_hold(s);
     session_arm(s);
     if (ctx->pres) {
         bool check = ctx->cfg.max_per_user > 0;
@@ -550,7 +595,10 @@ static void on_subscribe(session *s, msg_in *m)
     char out[REPLY_MAX], key[300];
     if (strcmp(m->topic, "user") == 0) { /* the inbox: always there */
         reply(s, out, msg_subscribed_build(out, sizeof out, m->topic));
-        if (m->since >= 0) subscribe_since(s->subs[0], (uint64_t)m->since);
+        if (m->since >= 0)
+            subscribe_since(s->subs[0], (uint64_t)m->since);
+        else
+            inbox_release(s);
         return;
     }
     if (!topic_allowed(s->sub_topics, m->topic)) {
@@ -684,6 +732,7 @@ static void on_message(wsc_conn *c, uint8_t opcode, uint8_t *data, size_t len)
         msg_in_clear(&m);
         return;
     }
+    if (m.type != MSG_SUBSCRIBE) inbox_release(s);
     switch (m.type) {
     case MSG_SUBSCRIBE: on_subscribe(s, &m); break;
     case MSG_UNSUBSCRIBE: on_unsubscribe(s, &m); break;
@@ -793,6 +842,9 @@ static void on_timer(wsc_conn *c)
         wsc_conn_close(c, WS_CLOSE_TOKEN, "no token before the deadline");
         return;
     }
+    if (s->inbox_hold_until &&
+        loop_now(wsc_worker_loop(wsc_conn_worker(c))) >= s->inbox_hold_until)
+        inbox_release(s);
     long now = wall_now();
     if (now >= s->exp) {
         log_info("token expired", "conn=%llu user=%s", (unsigned long long)wsc_conn_id(c), s->user);

@@ -33,6 +33,7 @@ typedef struct session_cfg {
     int replay_inflight;       /* direct-get requests in flight per worker */
     long replay_max_events;    /* per replay (over: error replay_limit, then live) */
     long max_per_user;         /* connections per user, all edges (0: no limit) */
+    long inbox_hold_ms;        /* inbox events held after connect for a subscribe {user,since} */
 } session_cfg;
 
 typedef struct session_ctx {

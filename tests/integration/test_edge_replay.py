@@ -129,6 +129,31 @@ def test_inbox_replay(st):
     nc.close()
 
 
+def test_inbox_in_order_when_live_events_come_before_the_resubscribe(st):
+    """Inbox events published between welcome and the client's subscribe {user, since} are
+    held, so the replay and the live flow join in order (EDGE_INBOX_HOLD_MS)."""
+    nc = natspub.Nats(st.nats_url)
+    _publish(nc, "users.alice", 100, 1)
+    since = nc.last_seq(STREAM, "users.alice")
+    _publish(nc, "users.alice", 101, 5)  # missed while away
+    ws = _connect(st)
+    _publish(nc, "users.alice", 106, 5)  # live, before the client resubscribes
+    time.sleep(0.1)
+    _subscribe(ws, "user", since)
+    _publish(nc, "users.alice", 111, 2)
+    got, _ = _collect(ws, "user", 112)
+    _check_exact(got, 101, 112, "inbox: missed, live before resubscribe, live after")
+    ws.close()
+    # without a resubscribe the held events go out after EDGE_INBOX_HOLD_MS
+    ws = _connect(st)
+    t0 = time.monotonic()
+    _publish(nc, "users.alice", 113, 1)
+    got, _ = _collect(ws, "user", 113)
+    assert time.monotonic() - t0 < 3, "held too long"
+    ws.close()
+    nc.close()
+
+
 def test_history_gone_reports_oldest_then_live(st):
     nc = natspub.Nats(st.nats_url)
     topic = "chat.gone"
