@@ -62,6 +62,7 @@ struct presence {
     entry *table[TABLE_BUCKETS];
     _Atomic int degraded;
     bool need_rewrite;
+    bool beaten; /* a heartbeat was written before */
     metric *m_degraded, *m_ops, *m_refused, *m_reaped;
 };
 
@@ -213,10 +214,23 @@ static int heartbeat(presence *p)
     snprintf(key, sizeof key, PFX "edge:%s", p->edge);
     snprintf(ttl, sizeof ttl, "%d", p->cfg.ttl_s);
     snprintf(now, sizeof now, "%ld", wall_s());
-    const char *set[] = {"SET", key, now, "EX", ttl};
+    /* GET: the old value tells whether the key outlived the last beat. If not, Redis lost
+     * data (a restart without persistence, a flush) or this edge stalled past the TTL:
+     * either way its entries may be gone too, so they are rewritten. */
+    const char *set[] = {"SET", key, now, "EX", ttl, "GET"};
     const char *add[] = {"SADD", PFX "edges", p->edge};
-    int rc = rds_commandv(p->r, NULL, 5, set, NULL);
-    if (rc == 0) rc = rds_commandv(p->r, NULL, 3, add, NULL);
+    redisReply *old = NULL;
+    int rc = rds_commandv(p->r, &old, 6, set, NULL);
+    if (rc == 0) {
+        if (old->type == REDIS_REPLY_NIL && p->beaten && !p->need_rewrite) {
+            log_warn("presence heartbeat was gone (Redis restarted or flushed?): rewriting",
+                     "edge=%s", p->edge);
+            p->need_rewrite = true;
+        }
+        p->beaten = true;
+        freeReplyObject(old);
+        rc = rds_commandv(p->r, NULL, 3, add, NULL);
+    }
     return rc;
 }
 

@@ -70,6 +70,7 @@ class DrillClient:
         self.disorder = {t: 0 for t in topics}   # events whose seq was not above the last
         self.closes = []               # close codes of connections that ended
         self.edges = []                # edge ids from each welcome
+        self.conn_ids = []             # conn_id from each welcome (presence)
         self.errors = []               # error messages from the edge
         self.ws = None
         self.reconnect_at = 0.0
@@ -86,6 +87,7 @@ class DrillClient:
                 continue
             self.ws = ws
             self.edges.append(w.get("edge"))
+            self.conn_ids.append(w.get("conn_id"))
             for t in self.topics:
                 ws.send_json({"type": "subscribe", "topic": t, "since": self.last[t]})
             return True
@@ -199,6 +201,7 @@ def run_drill(st, name, layout, actions, duration_s, prefer=None, rate=RATE):
                             [st.edge_url_of(e) for e in edges], list(topics), since, drill)
             assert c.connect(), "%s could not connect to %s" % (cname, edges)
             clients.append(c)
+        st.drill_clients = clients  # for actions that look at the clients
 
         # warm-up: every client holds both subscriptions and has seen an event on each
         deadline = time.monotonic() + 10
@@ -421,16 +424,27 @@ def test_drill_redis(st):
     def restart():
         """restart redis"""
         st.restart_redis()
+
+    def presence_back():
+        """presence.get lists every client again (edges rewrote their entries)"""
+        want = sorted(c.conn_ids[-1] for c in st.drill_clients)
+
+        def listed():
+            lines = st.busctl("req", "presence.get", json.dumps({"params": {"user": USER}}),
+                              2000)
+            got = json.loads(lines[-1]).get("connections", [])
+            return sorted(c["conn_id"] for c in got) == want
+        harness.wait_for(listed, timeout=10, what="presence of every drill client")
+        for e in ("edge1", "edge2"):
+            r = harness.http("GET", "http://127.0.0.1:%d/readyz" % st.edge_port_of(e))
+            assert r.status == 200 and "presence=ok" in r.body.decode(), r
     try:
-        clients, count, topics = run_drill(st, "redis", LAYOUT, [(1.0, kill), (3.0, restart)],
-                                           4.0)
+        clients, count, topics = run_drill(st, "redis", LAYOUT, [
+            (1.0, kill), (3.0, restart), (3.1, presence_back)], 4.5)
     finally:
         _ensure_running(st, "redis")
     assert_connected(clients)
     assert_complete(clients, count, topics)
-    # PRESENCE: when the edge keeps presence in Redis, check here that every client of the
-    # drill is present again once Redis is back (presence.get through the gateway or NATS),
-    # and that the edge's /readyz went back to ready.
     harness.wait_for(lambda: "access_token" in st.token(USER), timeout=15,
                      what="auth issuing tokens again after Redis came back")
 
