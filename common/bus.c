@@ -45,6 +45,7 @@ struct bus {
     pthread_t reaper;          /* times out async requests; started with the first one */
     int reaper_started, reaper_stop;
     pthread_cond_t reaper_cond;
+    jsCtx *js;     /* bus_publish_stored, made on first use (guarded by mux_lock) */
     bus_sub *dead; /* unsubscribed later: destroyed once finished (guarded by mux_lock) */
     void (*reconnect_fn)(void *);
     void *reconnect_ud;
@@ -64,6 +65,7 @@ struct bus_sub {
 
 static void bus_async_shutdown(bus *b);
 static void bus_reap_dead(bus *b, int all);
+static int64_t bus_mono_ms(void);
 
 static pthread_mutex_t bus_lib_lock = PTHREAD_MUTEX_INITIALIZER;
 static int bus_lib_users;
@@ -288,6 +290,7 @@ void bus_destroy(bus *b, int timeout_ms)
     }
     bus_async_shutdown(b);
     if (freeable) bus_reap_dead(b, 1); /* closed: every completion has run */
+    jsCtx_Destroy(b->js);
     natsSubscription_Destroy(b->mux);
     natsOptions_Destroy(b->opts);
     if (freeable) {
@@ -329,6 +332,48 @@ int bus_publish(bus *b, const char *subject, const char *reply, const void *data
     natsStatus s = natsConnection_PublishMsg(b->nc, m);
     natsMsg_Destroy(m);
     return bus_err_from(s);
+}
+
+int bus_publish_stored(bus *b, const char *subject, const void *data, size_t len,
+                       const char *msg_id, int timeout_ms, uint64_t *seq)
+{
+    if (len > (size_t)INT32_MAX) return BUS_EINVAL;
+    pthread_mutex_lock(&b->mux_lock);
+    natsStatus s = b->js ? NATS_OK : natsConnection_JetStream(&b->js, b->nc, NULL);
+    jsCtx *js = b->js;
+    pthread_mutex_unlock(&b->mux_lock);
+    if (s != NATS_OK) return bus_err_from(s);
+    int64_t deadline = bus_mono_ms() + (timeout_ms > 0 ? timeout_ms : 1);
+    for (int attempt = 0;; attempt++) {
+        int64_t left = deadline - bus_mono_ms();
+        if (left <= 0) return BUS_ETIMEOUT;
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MaxWait = left < 2000 ? left : 2000;
+        po.MsgId = msg_id;
+        jsPubAck *ack = NULL;
+        jsErrCode jerr = 0;
+        s = atomic_load(&b->connected)
+                ? js_Publish(&ack, js, subject, data, (int)len, &po, &jerr)
+                : NATS_CONNECTION_DISCONNECTED;
+        if (s == NATS_OK) {
+            if (seq) *seq = ack->Sequence;
+            jsPubAck_Destroy(ack);
+            return 0;
+        }
+        if (ack) jsPubAck_Destroy(ack);
+        /* a leader election (no responders, timeout) or a reconnection: try again */
+        if (jerr != 0 && s != NATS_TIMEOUT && s != NATS_NO_RESPONDERS) {
+            log_warn("jetstream publish refused", "subject=%s error=\"%s\" code=%d", subject,
+                     natsStatus_GetText(s), (int)jerr);
+            return BUS_ERR;
+        }
+        if (attempt == 0)
+            log_info("jetstream publish waiting for the stream", "subject=%s error=\"%s\"",
+                     subject, natsStatus_GetText(s));
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
 }
 
 int bus_request(bus *b, const char *subject, const void *data, size_t len, const bus_hdr *hdrs,

@@ -50,6 +50,15 @@ const char *bus_strerror(int err);
 int bus_publish(bus *b, const char *subject, const char *reply, const void *data, size_t len,
                 const bus_hdr *hdrs, size_t nhdr);
 
+/* Publishes through JetStream and waits until a stream has stored it: what a service uses
+ * for a message that must not be lost (a core publish while the stream elects a new leader
+ * is dropped). Retries through a leader election or a reconnection until timeout_ms; msg_id
+ * (may be NULL) lets the stream drop a retried duplicate (Nats-Msg-Id, 2 min window).
+ * Returns 0 and, when seq is not NULL, the stream sequence; or a negative code. Blocks:
+ * not for a delivery callback that must stay quick. */
+int bus_publish_stored(bus *b, const char *subject, const void *data, size_t len,
+                       const char *msg_id, int timeout_ms, uint64_t *seq);
+
 /* One request with a deadline. On success *reply is a message the caller frees with
  * bus_msg_destroy(). */
 int bus_request(bus *b, const char *subject, const void *data, size_t len, const bus_hdr *hdrs,

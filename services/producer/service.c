@@ -213,6 +213,8 @@ done:
     bus_msg_destroy(msg);
 }
 
+#define FILL_PUBLISH_MS 15000 /* how long a fill waits for the stream (a leader election) */
+
 /* Runs on the filler's thread when an order is due. */
 static void on_fill(const fill_job *j, void *ud)
 {
@@ -234,7 +236,14 @@ static void on_fill(const fill_job *j, void *ud)
     if (ev) text = json_dumps(ev, JSON_COMPACT | JSON_REAL_PRECISION(15));
     json_decref(ev);
     snprintf(subject, sizeof subject, SUBJ_USERS_PREFIX "%s", j->user);
-    rc = text ? bus_publish(s->b, subject, NULL, text, strlen(text), NULL, 0) : BUS_ENOMEM;
+    /* A fill is the answer to the user's request: stored by JetStream before it counts as
+     * sent (a core publish during a stream leader election would be dropped), and the
+     * order id as message id, so a retry is not stored twice. */
+    char msg_id[64];
+    snprintf(msg_id, sizeof msg_id, "fill-%s", o.id);
+    rc = text ? bus_publish_stored(s->b, subject, text, strlen(text), msg_id, FILL_PUBLISH_MS,
+                                   NULL)
+              : BUS_ENOMEM;
     if (rc == 0) {
         metric_inc(s->fills_done);
         log_debug("order filled", "user=%s order_id=%s price=%.2f", j->user, o.id, o.price);
