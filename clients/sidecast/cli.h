@@ -24,8 +24,13 @@ enum cli_exit {
 typedef struct cli_ctx {
     tok_set tok;
     char token_path[4096];
-    const char *edge_url; /* --edge, $SIDECAST_EDGE, else tok.ws_url */
+    const char *edge_url; /* --edge, $SIDECAST_EDGE, else tok.ws_url: the one in use */
+    char edges[8][512];   /* a comma-separated --edge: tried in turn after a drop */
+    int nedges, edge_at;
 } cli_ctx;
+
+/* After a drop or a failed connect: the next edge of the list (no-op with one edge). */
+void cli_next_edge(cli_ctx *c);
 
 /* Installs SIGINT/SIGTERM handlers (no SA_RESTART: waits return -EINTR) and ignores SIGPIPE. */
 void cli_signals(void);

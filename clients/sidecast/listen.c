@@ -291,6 +291,7 @@ int cli_listen(cli_ctx *c, const listen_opts *o)
             }
             rc = CLI_EXIT_OK;
         }
+        if (code == 1001 || code == 1006) cli_next_edge(c); /* draining or gone: elsewhere */
         if (!reconnectable(code)) {
             fprintf(stderr, "sidecast: not reconnecting after close code %u\n", code);
             rc = CLI_EXIT_FAIL;

@@ -32,7 +32,8 @@ static const char usage_main[] =
     "\n"
     "`sidecast COMMAND --help` describes a command. Environment: SIDECAST_TOKEN_FILE (default\n"
     "~/.config/sidecast/token.json), SIDECAST_GATEWAY (default " DEFAULT_GATEWAY "),\n"
-    "SIDECAST_EDGE (edge URL, default: ws_url from login), SIDECAST_PASSWORD (for login).\n"
+    "SIDECAST_EDGE (edge URL, or several comma-separated: after a drop the next one is\n"
+    "tried; default: ws_url from login), SIDECAST_PASSWORD (for login).\n"
     "Exit codes: 0 ok, 1 failure, 2 usage, 3 authentication (wrong password, not logged in,\n"
     "session expired), 4 unreachable, 5 forbidden or revoked, 6 timed out.\n";
 

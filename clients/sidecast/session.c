@@ -65,7 +65,24 @@ int cli_load(cli_ctx *c)
         return CLI_EXIT_AUTH;
     }
     if (!c->edge_url || !*c->edge_url) c->edge_url = c->tok.ws_url;
+    if (strchr(c->edge_url, ',')) { /* several edges: one at a time, the next after a drop */
+        char list[4096];
+        snprintf(list, sizeof list, "%s", c->edge_url);
+        c->nedges = 0;
+        for (char *save = NULL, *u = strtok_r(list, ", ", &save); u && c->nedges < 8;
+             u = strtok_r(NULL, ", ", &save))
+            snprintf(c->edges[c->nedges++], sizeof c->edges[0], "%s", u);
+        c->edge_at = 0;
+        if (c->nedges > 0) c->edge_url = c->edges[0];
+    }
     return 0;
+}
+
+void cli_next_edge(cli_ctx *c)
+{
+    if (c->nedges < 2) return;
+    c->edge_at = (c->edge_at + 1) % c->nedges;
+    c->edge_url = c->edges[c->edge_at];
 }
 
 int64_t cli_refresh_due(const tok_set *t)

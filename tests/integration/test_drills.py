@@ -33,6 +33,7 @@ it reconnected: those drills fail with the counts printed. docs/DRILLS.md descri
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -460,3 +461,83 @@ def test_drill_gateway(st):
     assert_connected(clients)
     assert_complete(clients, count, topics)
     assert st.gw("GET", "/readyz").status == 200
+
+
+def test_drill_cli_edge_sigkill(st):
+    """The CLI (`sidecast listen ... --edge URL1,URL2`) is the client: edge1 is killed with
+    SIGKILL mid-stream; the CLI's own reconnect logic moves to edge2 with since and its
+    output holds every event of the topic and the inbox once, in order."""
+    cli = os.path.join(harness.BUILD, "sidecast")
+    env = dict(os.environ, SIDECAST_TOKEN_FILE=os.path.join(st.dir, "cli-drill", "token.json"),
+               SIDECAST_EDGE="%s,%s" % (st.edge_url_of("edge1"), st.edge_url_of("edge2")))
+    env.pop("SIDECAST_PASSWORD", None)
+    out = subprocess.run([cli, "login", "--gateway", st.gateway_url, USER, "--password",
+                          "wonderland"], env=env, capture_output=True, timeout=30)
+    assert out.returncode == 0, out
+    drill = "cli-%s" % os.urandom(3).hex()
+    topic = "chat.drill.%s" % drill
+    subjects = {topic: "events." + topic, "user": "users." + USER}
+    p = subprocess.Popen([cli, "listen", topic, "user", "--json", "--timeout", "60"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL)
+    dog = threading.Timer(90, lambda: p.poll() is None and p.kill())
+    dog.daemon = True
+    dog.start()
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(
+        l.decode() for l in iter(p.stdout.readline, b"")), daemon=True)
+    reader.start()
+    pub = jspub.JSPublisher(st.nats_url, name="drill-cli")
+    count = int(RATE * 4.0)
+    try:
+        pub.connect()
+        # warm-up: the CLI holds both subscriptions once it printed an event of each
+        deadline = time.monotonic() + 15
+        k = 0
+        while not all(any('"n":0' in l and ('"topic":"%s"' % t) in l for l in list(lines))
+                      for t in subjects):
+            assert time.monotonic() < deadline, "warm-up: %r" % lines[-3:]
+            for s in subjects.values():
+                pub.publish(s, {"drill": drill, "n": 0}, "%s-%s-w%d" % (drill, s, k))
+            k += 1
+            time.sleep(0.2)
+        p_thread = Publisher(pub, list(subjects.values()), count, drill, RATE)
+        p_thread.start()
+        time.sleep(1.5)
+        st.kill("edge1")  # SIGKILL; the CLI was on edge1, the first of its list
+        p_thread.join(60)
+        assert p_thread.error is None, p_thread.error
+        deadline = time.monotonic() + SETTLE_S
+        while time.monotonic() < deadline:
+            got = [json.loads(l) for l in list(lines)]
+            if all(any(e["topic"] == t and e["data"].get("n") == count for e in got)
+                   for t in subjects):
+                break
+            time.sleep(0.2)
+    finally:
+        pub.close()
+        p.send_signal(signal.SIGINT)
+        try:
+            _, err = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+        _ensure_running(st, "edge1")
+    reader.join(5)
+    err = err.decode()
+    got = [json.loads(l) for l in lines]
+    print("drill cli-edge-sigkill: %d events on each of %s" % (count, ", ".join(subjects.values())))
+    bad = []
+    for t in subjects:
+        ns = [e["data"]["n"] for e in got if e["topic"] == t and e["data"].get("drill") == drill
+              and e["data"]["n"] > 0]
+        lost = sorted(set(range(1, count + 1)) - set(ns))
+        dup = len(ns) - len(set(ns))
+        disorder = sum(1 for a, b in zip(ns, ns[1:]) if b <= a)
+        print("  cli %s: got %d lost %d dup %d disorder %d" % (
+            "user" if t == "user" else "topic", len(ns), len(lost), dup, disorder))
+        if lost or dup or disorder:
+            bad.append("%s: lost %d (first %s) dup %d disorder %d" % (t, len(lost), lost[:5],
+                                                                     dup, disorder))
+    assert "reconnected to " + st.edge_url_of("edge2") in err, err[-2000:]
+    assert not bad, "; ".join(bad)
