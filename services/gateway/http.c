@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -46,8 +47,21 @@ static const char HTTP_CORS_ALLOW_HEADERS[] = "Authorization, Content-Type, X-Re
 static const char HTTP_CORS_EXPOSE_HEADERS[] = "X-Request-Id, Location, Retry-After, "
                                                "WWW-Authenticate";
 
+/* One TCP connection, for the head deadline: head_since is when the server started waiting
+ * for a request head on it (0 while a request is being handled). */
+typedef struct gw_conn {
+    struct gw_conn *next, *prev;
+    int fd;
+    int64_t head_since; /* ms, CLOCK_MONOTONIC; guarded by the server's conns_lock */
+} gw_conn;
+
 struct http_server {
     struct MHD_Daemon *d;
+    pthread_mutex_t conns_lock;
+    gw_conn conns;             /* list head */
+    pthread_t watchdog;
+    int watchdog_started, stop;
+    metric *m_head_timeouts;
     http_cfg cfg;
     bus *bus;
     const routes *rt;
@@ -437,6 +451,88 @@ done:
 
 /* 1 when the request announces a body (MHD closes the connection after an answer queued
  * before the body was read, so only such requests are answered from their head). */
+/* ---- the head deadline ------------------------------------------------------------------
+ * libmicrohttpd's connection timeout counts idle time, so a client that sends its request
+ * head one byte a second keeps a connection (and, by default, a thread) for ever. Each
+ * connection records when the server began waiting for a head; a watchdog shuts down the
+ * socket of any connection that has waited longer than head_timeout_ms, which makes
+ * libmicrohttpd close it. */
+
+static int64_t gw_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void gw_set_head_since(http_server *s, struct MHD_Connection *c, int64_t when)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    gw_conn *gc = ci ? ci->socket_context : NULL;
+    if (!gc) return;
+    pthread_mutex_lock(&s->conns_lock);
+    gc->head_since = when;
+    pthread_mutex_unlock(&s->conns_lock);
+}
+
+static void gw_head_arrived(http_server *s, struct MHD_Connection *c)
+{
+    gw_set_head_since(s, c, 0);
+}
+
+static void gw_notify_conn(void *cls, struct MHD_Connection *c, void **socket_context,
+                           enum MHD_ConnectionNotificationCode code)
+{
+    http_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        gw_conn *gc = ci ? calloc(1, sizeof *gc) : NULL;
+        *socket_context = gc;
+        if (!gc) return;
+        gc->fd = ci->connect_fd;
+        pthread_mutex_lock(&s->conns_lock);
+        gc->head_since = gw_now_ms();
+        gc->next = s->conns.next;
+        gc->prev = &s->conns;
+        s->conns.next->prev = gc;
+        s->conns.next = gc;
+        pthread_mutex_unlock(&s->conns_lock);
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        gw_conn *gc = *socket_context;
+        *socket_context = NULL;
+        if (!gc) return;
+        pthread_mutex_lock(&s->conns_lock);
+        gc->prev->next = gc->next;
+        gc->next->prev = gc->prev;
+        pthread_mutex_unlock(&s->conns_lock);
+        free(gc);
+    }
+}
+
+static void *gw_watchdog(void *arg)
+{
+    http_server *s = arg;
+    pthread_mutex_lock(&s->conns_lock);
+    while (!s->stop) {
+        int64_t now = gw_now_ms();
+        for (gw_conn *gc = s->conns.next; gc != &s->conns; gc = gc->next) {
+            if (gc->head_since && now - gc->head_since > s->cfg.head_timeout_ms) {
+                gc->head_since = 0;
+                shutdown(gc->fd, SHUT_RDWR);
+                metric_inc(s->m_head_timeouts);
+            }
+        }
+        pthread_mutex_unlock(&s->conns_lock);
+        struct timespec ts = {0, 200 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&s->conns_lock);
+    }
+    pthread_mutex_unlock(&s->conns_lock);
+    return NULL;
+}
+
 static int gw_expects_body(struct MHD_Connection *c)
 {
     const char *cl = gw_header(c, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -455,6 +551,7 @@ static enum MHD_Result gw_handler(void *cls, struct MHD_Connection *c, const cha
     if (!r) return MHD_NO; /* the URI callback could not allocate */
     if (!r->started) {
         r->started = 1;
+        gw_head_arrived(r->srv, c);
         /* Without a body the last call follows at once: the head is judged there, so that
          * answers to it keep the connection alive. */
         if (!gw_expects_body(c)) return MHD_YES;
@@ -499,10 +596,10 @@ static void *gw_uri_cb(void *cls, const char *uri, struct MHD_Connection *c)
 static void gw_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)c;
     http_server *s = cls;
     gw_req *r = *con_cls;
     *con_cls = NULL;
+    if (c) gw_set_head_since(s, c, gw_now_ms()); /* kept alive: the next head is due */
     if (!r) return;
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -574,6 +671,11 @@ int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt
     s->st = st;
     s->m_inflight = metrics_gauge("sc_gateway_requests_in_flight", NULL,
                                   "HTTP requests being handled");
+    s->m_head_timeouts = metrics_counter("sc_gateway_head_timeouts_total", NULL,
+                                         "connections closed for a request head slower than "
+                                         "GATEWAY_HEADER_TIMEOUT_MS");
+    pthread_mutex_init(&s->conns_lock, NULL);
+    s->conns.next = s->conns.prev = &s->conns;
     if (cfg_resolve_addr(cfg->listen, &ss, &sslen) != 0) {
         log_error("bad listen address", "listen=%s", cfg->listen);
         free(s);
@@ -593,6 +695,7 @@ int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)cfg->conn_memory, NULL},
         {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)gw_uri_cb, s},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)gw_completed, s},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)gw_notify_conn, s},
         {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)gw_unescape_none, NULL},
         {MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL},
         {cfg->threads ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, cfg->threads, NULL},
@@ -607,6 +710,15 @@ int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : 0;
+    if (s->cfg.head_timeout_ms > 0) {
+        if (pthread_create(&s->watchdog, NULL, gw_watchdog, s) != 0) {
+            log_error("cannot start the head watchdog", "listen=%s", cfg->listen);
+            MHD_stop_daemon(s->d);
+            free(s);
+            return -EAGAIN;
+        }
+        s->watchdog_started = 1;
+    }
     *out = s;
     return 0;
 }
@@ -630,6 +742,13 @@ void http_drain(http_server *s, int timeout_ms)
 void http_destroy(http_server *s)
 {
     if (!s) return;
+    if (s->watchdog_started) {
+        pthread_mutex_lock(&s->conns_lock);
+        s->stop = 1;
+        pthread_mutex_unlock(&s->conns_lock);
+        pthread_join(s->watchdog, NULL);
+    }
     if (s->d) MHD_stop_daemon(s->d);
+    pthread_mutex_destroy(&s->conns_lock);
     free(s);
 }

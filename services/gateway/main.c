@@ -30,6 +30,7 @@ typedef struct gw_config {
     long max_body;
     long max_connections;
     long client_timeout;
+    long head_timeout_ms;
     long threads;
     long conn_memory;
     char *cors_origins;
@@ -60,6 +61,9 @@ static const cfg_opt gw_opts[] = {
      &gw_cfg.max_connections},
     {"GATEWAY_CLIENT_TIMEOUT", CFG_INT, "30", "idle/slow client timeout, seconds", 0, 1, 3600,
      &gw_cfg.client_timeout},
+    {"GATEWAY_HEADER_TIMEOUT_MS", CFG_INT, "10000",
+     "a request head must arrive within this (slowloris; kept-alive idle too)", 0, 100,
+     3600000, &gw_cfg.head_timeout_ms},
     {"GATEWAY_THREADS", CFG_INT, "0",
      "0: a thread per connection (slow services stall nobody else); N: N epoll threads", 0, 0,
      256, &gw_cfg.threads},
@@ -127,6 +131,7 @@ int main(int argc, char **argv)
         .max_body = (size_t)gw_cfg.max_body,
         .max_connections = (unsigned)gw_cfg.max_connections,
         .client_timeout_s = (unsigned)gw_cfg.client_timeout,
+        .head_timeout_ms = gw_cfg.head_timeout_ms,
         .threads = (unsigned)gw_cfg.threads,
         .conn_memory = (size_t)gw_cfg.conn_memory,
         .cors_origins = gw_cfg.cors_origins,
