@@ -67,6 +67,8 @@ static void bus_async_shutdown(bus *b);
 static void bus_reap_dead(bus *b, int all);
 static int64_t bus_mono_ms(void);
 
+bus_security bus_cfg_security;
+
 static pthread_mutex_t bus_lib_lock = PTHREAD_MUTEX_INITIALIZER;
 static int bus_lib_users;
 static int bus_delivery_threads = 1;
@@ -235,6 +237,16 @@ int bus_connect(bus **out, const char *urls, const char *name)
     if (s == NATS_OK) s = natsOptions_SetErrorHandler(b->opts, bus_on_error, b);
     if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(b->opts, true, bus_on_connected, b);
     if (s == NATS_OK) s = natsOptions_UseGlobalMessageDelivery(b->opts, true);
+    const bus_security *sec = &bus_cfg_security;
+    if (s == NATS_OK && sec->ca_file && sec->ca_file[0]) {
+        s = natsOptions_SetSecure(b->opts, true);
+        if (s == NATS_OK) s = natsOptions_LoadCATrustedCertificates(b->opts, sec->ca_file);
+    }
+    if (s == NATS_OK && sec->cert_file && sec->cert_file[0])
+        s = natsOptions_LoadCertificatesChain(b->opts, sec->cert_file,
+                                              sec->key_file ? sec->key_file : "");
+    if (s == NATS_OK && sec->creds_file && sec->creds_file[0])
+        s = natsOptions_SetUserCredentialsFromFiles(b->opts, sec->creds_file, NULL);
     if (s != NATS_OK) {
         log_error("nats options rejected", "name=%s error=\"%s\"", name, natsStatus_GetText(s));
         rc = bus_err_from(s);

@@ -37,6 +37,27 @@ typedef struct bus_hdr {
  * so its messages keep their order). */
 void bus_set_delivery_threads(int n);
 
+/* TLS and credentials for every bus_connect of the process, read from the environment by
+ * the services' configuration tables through BUS_CFG_OPTIONS (cfg.h):
+ *   NATS_TLS_CA    CA file: TLS is required and the server's certificate checked against it
+ *   NATS_TLS_CERT, NATS_TLS_KEY   a client certificate and its key (mutual TLS)
+ *   NATS_CREDS     a NATS credentials file (user JWT and NKey seed, decentralised auth)
+ * A user and password or a token go in NATS_URL itself (nats://user:pass@host:4222); a
+ * tls:// URL asks for TLS with the system's trust store. Empty: not used. */
+typedef struct bus_security {
+    char *ca_file, *cert_file, *key_file, *creds_file;
+} bus_security;
+extern bus_security bus_cfg_security;
+#define BUS_CFG_OPTIONS                                                                          \
+    {"NATS_TLS_CA", CFG_FILE, "", "CA file for NATS over TLS (set: TLS required)", 0, 0, 0,      \
+     &bus_cfg_security.ca_file},                                                                 \
+    {"NATS_TLS_CERT", CFG_FILE, "", "client certificate for NATS mutual TLS", 0, 0, 0,           \
+     &bus_cfg_security.cert_file},                                                               \
+    {"NATS_TLS_KEY", CFG_FILE, "", "its private key", CFG_SECRET, 0, 0,                          \
+     &bus_cfg_security.key_file},                                                                \
+    {"NATS_CREDS", CFG_FILE, "", "NATS credentials file (user JWT + NKey seed)", CFG_SECRET, 0,  \
+     0, &bus_cfg_security.creds_file}
+
 /* Connects (name: shown in the NATS monitoring endpoints). If no server is reachable yet it
  * keeps retrying in the background and returns 0; check bus_connected(). Returns 0 and *out,
  * or a negative code for invalid URLs / allocation failure. */

@@ -30,6 +30,7 @@ static struct config {
 static const cfg_opt options[] = {
     { "NATS_URL", CFG_STR, "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated",
       CFG_REQUIRED, 0, 0, &cfg.nats_url },
+    BUS_CFG_OPTIONS,
     { "REDIS_URL", CFG_STR, "redis://127.0.0.1:6379/0",
       "Redis for refresh tokens, redis://[[user]:password@]host[:port][/db] (a password "
       "in the URL is masked when logged)", 0, 0, 0, &cfg.redis_url },

@@ -37,6 +37,7 @@ static struct {
 static const cfg_opt options[] = {
     {"NATS_URL", CFG_STR, "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated",
      CFG_REQUIRED, 0, 0, &cfg.nats_url},
+    BUS_CFG_OPTIONS,
     {"LOG_LEVEL", CFG_LEVEL, "info", "debug, info, warn or error", 0, 0, 0, &cfg.log_level},
     {"EDGE_LISTEN", CFG_ADDR, "0.0.0.0:8090", "WebSocket listen address (path /ws)", 0, 0, 0,
      &cfg.listen},

@@ -42,6 +42,7 @@ static gw_config gw_cfg;
 static const cfg_opt gw_opts[] = {
     {"NATS_URL", CFG_STR, "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated", 0, 0,
      0, &gw_cfg.nats_url},
+    BUS_CFG_OPTIONS,
     {"LOG_LEVEL", CFG_LEVEL, "info", "debug, info, warn or error", 0, 0, 0, &gw_cfg.log_level},
     {"GATEWAY_LISTEN", CFG_ADDR, "0.0.0.0:8080", "HTTP listen address (host:port)", 0, 0, 0,
      &gw_cfg.listen},

@@ -25,6 +25,7 @@ static struct config {
 static const cfg_opt options[] = {
     { "NATS_URL", CFG_STR, "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated",
       CFG_REQUIRED, 0, 0, &cfg.nats_url },
+    BUS_CFG_OPTIONS,
     { "LOG_LEVEL", CFG_LEVEL, "info", "debug, info, warn or error", 0, 0, 0, &cfg.log_level },
     { "ADMIN_LISTEN", CFG_ADDR, "127.0.0.1:9102", "HTTP address of /healthz /readyz /metrics",
       0, 0, 0, &cfg.admin_listen },
