@@ -21,6 +21,9 @@ done
 # npm, which the machine image usually has; Debian's own are the fallback.
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# The Kubernetes manifests are rendered with `kubectl kustomize` (tests/k8s): any kubectl on
+# PATH does; Debian's kubernetes-client is the fallback.
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "deps: all ${#PKGS[@]} packages present"

@@ -2,7 +2,8 @@
 # Runs the unit tests (every build/tests/test_* binary), the integration tests
 # (tests/integration/run.py, real nats-server and redis-server on free loopback ports) and a
 # short pass of every libFuzzer target (FUZZ_TIME seconds each, from build-fuzz/), then
-# prints one closing line "N passed, N failed". Usage: tests/run.sh [unit|integration|fuzz]
+# prints one closing line "N passed, N failed". Usage: tests/run.sh [unit|integration|k8s|fuzz]
+# (k8s: tests/k8s/run.sh renders k8s/ with kustomize and checks it offline)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -38,6 +39,12 @@ if [ "$what" = all ] || [ "$what" = integration ]; then
   echo "== integration tests ($BUILD)"
   timeout 1800 /usr/bin/python3 tests/integration/run.py ${TEST_FILTER:-} 2>&1 | tee "$log"
   tally integration
+fi
+
+if [ "$what" = all ] || [ "$what" = k8s ]; then
+  echo "== Kubernetes manifests (k8s/: kustomize render, API schemas, consistency with $BUILD)"
+  timeout 600 bash tests/k8s/run.sh 2>&1 | tee "$log"
+  tally k8s
 fi
 
 if [ "$what" = all ] || [ "$what" = fuzz ]; then
