@@ -53,7 +53,7 @@ Q := @
 endif
 .SECONDARY:
 
-.PHONY: all deps demo fuzz fuzz-bins fuzz-build test asan unit integration up clean bench fmt help
+.PHONY: all deps demo fuzz fuzz-bins fuzz-build test asan valgrind unit integration up clean bench fmt help
 all: $(SERVICES:%=$(BUILD)/%) $(CLIENTS:%=$(BUILD)/%) $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN)
 
 help:
@@ -63,6 +63,7 @@ help:
 	@echo "make up EDGES=3 NATS_CLUSTER=3   three edges on a 3-node NATS cluster"
 	@echo "make test       unit + integration tests against real NATS and Redis"
 	@echo "make asan       the same tests under AddressSanitizer + UBSan"
+	@echo "make valgrind   unit + integration tests, every Sidecast process under memcheck (slow)"
 	@echo "make demo       a scripted CLI walk-through against the stack make up runs"
 	@echo "make bench      benchmarks (results in docs/BENCHMARKS.md)"
 
@@ -148,6 +149,11 @@ integration: all
 asan: deps fuzz-build
 	$(MAKE) BUILD=build-asan SAN=1 OPT="-O1 -g" all
 	@BUILD=build-asan SAN=1 FUZZ_TIME=$(FUZZ_TEST_TIME) bash tests/run.sh
+
+# the unit and integration tests with every Sidecast process under valgrind (memcheck): no
+# error, no definite leak. Slow (about ten times the plain run); not part of make test.
+valgrind: deps all
+	@VALGRIND=1 INTEGRATION_TIMEOUT=7200 bash tests/run.sh
 
 up: deps all
 	@bash deploy/run-local.sh

@@ -9,6 +9,13 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 export BUILD
 what=${1:-all}
+# make valgrind: unit and integration tests with every Sidecast process under memcheck
+RUNNER=()
+if [ "${VALGRIND:-0}" = 1 ]; then
+  RUNNER=(valgrind -q --error-exitcode=24 --leak-check=full --show-leak-kinds=definite
+          --errors-for-leak-kinds=definite --num-callers=30)
+  [ "$what" = all ] && what=valgrind
+fi
 total_pass=0
 total_fail=0
 log=$(mktemp)
@@ -24,20 +31,21 @@ tally() { # reads the last "N passed, N failed" line of $log
   total_fail=$((total_fail + $(echo "$line" | awk '{print $3}')))
 }
 
-if [ "$what" = all ] || [ "$what" = unit ]; then
+if [ "$what" = all ] || [ "$what" = unit ] || [ "$what" = valgrind ]; then
   echo "== unit tests ($BUILD)"
   for t in "$BUILD"/tests/test_*; do
     [ -x "$t" ] || continue
-    timeout 300 "$t" >"$log" 2>&1
+    timeout 900 "${RUNNER[@]}" "$t" >"$log" 2>&1
     grep -E '^(FAIL|  )' "$log"
     echo "$(basename "$t"): $(grep -E '^[0-9]+ passed' "$log" | tail -n 1)"
     tally "$(basename "$t")"
   done
 fi
 
-if [ "$what" = all ] || [ "$what" = integration ]; then
+if [ "$what" = all ] || [ "$what" = integration ] || [ "$what" = valgrind ]; then
   echo "== integration tests ($BUILD)"
-  timeout 1800 /usr/bin/python3 tests/integration/run.py ${TEST_FILTER:-} 2>&1 | tee "$log"
+  timeout "${INTEGRATION_TIMEOUT:-1800}" /usr/bin/python3 tests/integration/run.py \
+    ${TEST_FILTER:-} 2>&1 | tee "$log"
   tally integration
 fi
 

@@ -31,6 +31,12 @@ import urllib.parse
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
 SAN = os.environ.get("SAN", "0") == "1"
+# make valgrind: Sidecast's own processes run under memcheck; an error or a definite leak
+# makes the process exit 24, which the module's teardown check reports
+VALGRIND = os.environ.get("VALGRIND", "0") == "1"
+VALGRIND_ARGV = ["valgrind", "-q", "--error-exitcode=24", "--leak-check=full",
+                 "--show-leak-kinds=definite", "--errors-for-leak-kinds=definite",
+                 "--num-callers=30"]
 
 
 def is_infra(name):
@@ -121,6 +127,8 @@ class Proc:
         if SAN:
             full_env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=23")
             full_env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        if VALGRIND and argv and argv[0].startswith(BUILD + os.sep):
+            argv = VALGRIND_ARGV + list(argv)
         self.argv = argv
         self.env = full_env
         self.ready_line = ready_line
