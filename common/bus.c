@@ -1,5 +1,6 @@
 /* bus.c - the NATS wrapper; see bus.h. natsStatus values stop here. */
 #include "bus.h"
+#include "cfg.h"
 #include "contract.h"
 #include "log.h"
 #include "metrics.h"
@@ -131,8 +132,9 @@ static void bus_on_disconnected(natsConnection *nc, void *closure)
 static void bus_on_reconnected(natsConnection *nc, void *closure)
 {
     bus *b = closure;
-    char url[256] = "";
-    natsConnection_GetConnectedUrl(nc, url, sizeof url);
+    char raw[256] = "", url[256];
+    natsConnection_GetConnectedUrl(nc, raw, sizeof raw);
+    cfg_mask_url(raw, url, sizeof url); /* it carries user:password@ or token@ */
     atomic_store(&b->connected, 1);
     metric_set(b->m_connected, 1);
     metric_inc(b->m_reconnects);
@@ -149,8 +151,9 @@ void bus_set_reconnect_hook(bus *b, void (*fn)(void *ud), void *ud)
 static void bus_on_connected(natsConnection *nc, void *closure)
 {
     bus *b = closure;
-    char url[256] = "";
-    natsConnection_GetConnectedUrl(nc, url, sizeof url);
+    char raw[256] = "", url[256];
+    natsConnection_GetConnectedUrl(nc, raw, sizeof raw);
+    cfg_mask_url(raw, url, sizeof url); /* it carries user:password@ or token@ */
     atomic_store(&b->connected, 1);
     metric_set(b->m_connected, 1);
     log_info("nats connected", "name=%s url=%s", b->name, url);

@@ -195,26 +195,58 @@ int cfg_load(const char *service, const cfg_opt *opts, size_t n, int argc, char 
     return 0;
 }
 
-/* Masks credentials inside URLs too (redis://:pass@host, nats://user:pass@host). */
-static void cfg_mask_url(const char *in, char *out, size_t cap)
+/* Masks the credentials of every URL in in (redis://:pass@host, nats://user:pass@host,
+ * nats://token@host, comma-separated lists): the userinfo ends at the last '@' before the
+ * URL's first '/' or the next URL, so a password holding ',' or '@' is masked whole. The
+ * whole value is masked before it is cut to cap, so a cut never shows a secret's tail. */
+void cfg_mask_url(const char *in, char *out, size_t cap)
 {
-    snprintf(out, cap, "%s", in);
-    char *scheme = strstr(out, "://");
-    while (scheme) {
-        char *start = scheme + 3;
-        char *end = start + strcspn(start, "/,@");
-        if (*end == '@') {
-            char *colon = memchr(start, ':', (size_t)(end - start));
-            char *from = colon ? colon + 1 : start;
-            size_t tail = strlen(end);
-            if ((size_t)(from - out) + 4 + tail + 1 <= cap) {
-                memmove(from + 4, end, tail + 1);
-                memcpy(from, "****", 4);
-                end = from + 4;
-            }
-        }
-        scheme = strstr(end, "://");
+    size_t n = strlen(in);
+    char *buf = malloc(n * 2 + 16);
+    if (!buf) {
+        snprintf(out, cap, "%s", "****");
+        return;
     }
+    size_t o = 0;
+    const char *p = in;
+    for (;;) {
+        const char *scheme = strstr(p, "://");
+        if (!scheme) break;
+        const char *start = scheme + 3;
+        /* this URL ends where the next one's scheme begins (after a ','), or at the end */
+        const char *next = strstr(start, "://");
+        const char *seg_end = in + n;
+        if (next) {
+            const char *c = next;
+            while (c > start && c[-1] != ',') c--;
+            seg_end = c > start ? c - 1 : next;
+        }
+        if (seg_end < start) seg_end = start;
+        const char *slash = memchr(start, '/', (size_t)(seg_end - start));
+        const char *auth_end = slash ? slash : seg_end;
+        const char *at = NULL;
+        for (const char *c = start; c < auth_end; c++)
+            if (*c == '@') at = c;
+        memcpy(buf + o, p, (size_t)(start - p));
+        o += (size_t)(start - p);
+        if (at) {
+            const char *colon = memchr(start, ':', (size_t)(at - start));
+            const char *from = colon ? colon + 1 : start;
+            memcpy(buf + o, start, (size_t)(from - start));
+            o += (size_t)(from - start);
+            memcpy(buf + o, "****", 4);
+            o += 4;
+            p = at;
+        } else {
+            p = start;
+        }
+    }
+    size_t rest = strlen(p);
+    memcpy(buf + o, p, rest);
+    o += rest;
+    buf[o] = '\0';
+    snprintf(out, cap, "%s", buf);
+    free(buf);
 }
 
 void cfg_log(const cfg_opt *opts, size_t n)

@@ -40,6 +40,10 @@ int cfg_load(const char *service, const cfg_opt *opts, size_t n, int argc, char 
 /* Validates one value as cfg_load would; 0 or -1 with a reason in err (pure, for tests). */
 int cfg_parse_value(const cfg_opt *opt, const char *text, char *err, size_t errlen);
 
+/* Copies in to out (cap bytes) with the credentials of every URL in it masked as "****"
+ * (user:****@host, ****@host for a token), whatever characters the password holds. */
+void cfg_mask_url(const char *in, char *out, size_t cap);
+
 /* Logs every option (secrets shown as "****") at info level. */
 void cfg_log(const cfg_opt *opts, size_t n);
 

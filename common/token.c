@@ -885,6 +885,19 @@ static int text_claim(const json_t *v, char *dst, size_t cap)
     return 0;
 }
 
+/* sub becomes a NATS subject token (users.<sub>, presence keys): only [A-Za-z0-9_-], as
+ * auth's users file allows, so that no token can name "*", ">" or several tokens. */
+static int sub_safe(const char *s)
+{
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '-'))
+            return 0;
+    }
+    return 1;
+}
+
 static int claims_check(const json_t *c, const token_policy *pol, long now, token_claims *out)
 {
     const json_t *aud = json_object_get(c, "aud"), *v;
@@ -921,7 +934,8 @@ static int claims_check(const json_t *c, const token_policy *pol, long now, toke
     }
     if (!found)
         return TOKEN_EAUD;
-    if (text_claim(json_object_get(c, "sub"), out->sub, sizeof out->sub) != 0)
+    if (text_claim(json_object_get(c, "sub"), out->sub, sizeof out->sub) != 0 ||
+        !sub_safe(out->sub))
         return TOKEN_ECLAIMS;
     if ((v = json_object_get(c, "jti")) != NULL &&
         text_claim(v, out->jti, sizeof out->jti) != 0)

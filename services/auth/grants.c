@@ -436,8 +436,8 @@ static int grant_refresh(req *r)
     }
 
     e = users_find(r->g->users, USERS_USER, info.sub);
-    if (!e) {
-        drop_family(r, &info, "user no longer exists");
+    if (!e || e->hash[0] != '$') { /* removed, or locked ("!") since the session began */
+        drop_family(r, &info, e ? "user locked" : "user no longer exists");
         return fail(r, 400, "invalid_grant", "refresh token is invalid or expired");
     }
     /* The family's scope, against the user's permissions as they are now. */

@@ -732,6 +732,11 @@ static void on_message(wsc_conn *c, uint8_t opcode, uint8_t *data, size_t len)
         msg_in_clear(&m);
         return;
     }
+    if (s->awaiting) { /* the per-user limit's verdict is pending: nothing acts before it */
+        reply_error(s, m.id, "not_ready", "wait for welcome");
+        msg_in_clear(&m);
+        return;
+    }
     if (m.type != MSG_SUBSCRIBE) inbox_release(s);
     switch (m.type) {
     case MSG_SUBSCRIBE: on_subscribe(s, &m); break;

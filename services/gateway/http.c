@@ -47,8 +47,8 @@ static const char HTTP_CORS_ALLOW_HEADERS[] = "Authorization, Content-Type, X-Re
 static const char HTTP_CORS_EXPOSE_HEADERS[] = "X-Request-Id, Location, Retry-After, "
                                                "WWW-Authenticate";
 
-/* One TCP connection, for the head deadline: head_since is when the server started waiting
- * for a request head on it (0 while a request is being handled). */
+/* One TCP connection, for the request deadline: head_since is when the server started
+ * waiting for a request on it (0 once the request's head and body are in). */
 typedef struct gw_conn {
     struct gw_conn *next, *prev;
     int fd;
@@ -451,12 +451,12 @@ done:
 
 /* 1 when the request announces a body (MHD closes the connection after an answer queued
  * before the body was read, so only such requests are answered from their head). */
-/* ---- the head deadline ------------------------------------------------------------------
+/* ---- the request deadline ---------------------------------------------------------------
  * libmicrohttpd's connection timeout counts idle time, so a client that sends its request
- * head one byte a second keeps a connection (and, by default, a thread) for ever. Each
- * connection records when the server began waiting for a head; a watchdog shuts down the
- * socket of any connection that has waited longer than head_timeout_ms, which makes
- * libmicrohttpd close it. */
+ * head or body one byte a second keeps a connection (and, by default, a thread) for ever.
+ * Each connection records when the server began waiting for a request; a watchdog shuts
+ * down the socket of any connection whose request (head and body) is not complete after
+ * request_timeout_ms, which makes libmicrohttpd close it. */
 
 static int64_t gw_now_ms(void)
 {
@@ -476,7 +476,7 @@ static void gw_set_head_since(http_server *s, struct MHD_Connection *c, int64_t 
     pthread_mutex_unlock(&s->conns_lock);
 }
 
-static void gw_head_arrived(http_server *s, struct MHD_Connection *c)
+static void gw_request_arrived(http_server *s, struct MHD_Connection *c)
 {
     gw_set_head_since(s, c, 0);
 }
@@ -518,7 +518,7 @@ static void *gw_watchdog(void *arg)
     while (!s->stop) {
         int64_t now = gw_now_ms();
         for (gw_conn *gc = s->conns.next; gc != &s->conns; gc = gc->next) {
-            if (gc->head_since && now - gc->head_since > s->cfg.head_timeout_ms) {
+            if (gc->head_since && now - gc->head_since > s->cfg.request_timeout_ms) {
                 gc->head_since = 0;
                 shutdown(gc->fd, SHUT_RDWR);
                 metric_inc(s->m_head_timeouts);
@@ -551,10 +551,12 @@ static enum MHD_Result gw_handler(void *cls, struct MHD_Connection *c, const cha
     if (!r) return MHD_NO; /* the URI callback could not allocate */
     if (!r->started) {
         r->started = 1;
-        gw_head_arrived(r->srv, c);
         /* Without a body the last call follows at once: the head is judged there, so that
          * answers to it keep the connection alive. */
-        if (!gw_expects_body(c)) return MHD_YES;
+        if (!gw_expects_body(c)) {
+            gw_request_arrived(r->srv, c);
+            return MHD_YES;
+        }
         r->head_done = 1;
         return gw_head(r, c, url, method);
     }
@@ -563,6 +565,7 @@ static enum MHD_Result gw_handler(void *cls, struct MHD_Connection *c, const cha
         *upload_data_size = 0;
         return ret;
     }
+    gw_request_arrived(r->srv, c); /* the body is complete: the deadline is met */
     if (!r->head_done) {
         r->head_done = 1;
         enum MHD_Result ret = gw_head(r, c, url, method);
@@ -672,8 +675,8 @@ int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt
     s->m_inflight = metrics_gauge("sc_gateway_requests_in_flight", NULL,
                                   "HTTP requests being handled");
     s->m_head_timeouts = metrics_counter("sc_gateway_head_timeouts_total", NULL,
-                                         "connections closed for a request head slower than "
-                                         "GATEWAY_HEADER_TIMEOUT_MS");
+                                         "connections closed for a request (head and body) "
+                                         "slower than GATEWAY_REQUEST_TIMEOUT_MS");
     pthread_mutex_init(&s->conns_lock, NULL);
     s->conns.next = s->conns.prev = &s->conns;
     if (cfg_resolve_addr(cfg->listen, &ss, &sslen) != 0) {
@@ -710,7 +713,7 @@ int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : 0;
-    if (s->cfg.head_timeout_ms > 0) {
+    if (s->cfg.request_timeout_ms > 0) {
         if (pthread_create(&s->watchdog, NULL, gw_watchdog, s) != 0) {
             log_error("cannot start the head watchdog", "listen=%s", cfg->listen);
             MHD_stop_daemon(s->d);

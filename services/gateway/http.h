@@ -19,7 +19,7 @@ typedef struct http_cfg {
     size_t max_body;           /* bytes of a request body; more: 413 */
     unsigned max_connections;
     unsigned client_timeout_s; /* idle connections and slow clients are closed after it */
-    long head_timeout_ms;      /* a request head (or the next one, kept alive) within it */
+    long request_timeout_ms;   /* a request's head and body (kept-alive idle too) within it */
     unsigned threads;          /* 0: a thread per connection; N: N polling threads */
     size_t conn_memory;        /* per-connection memory for the request head (431 past it) */
     const char *cors_origins;  /* comma-separated allowed origins, "*" or "" (none) */

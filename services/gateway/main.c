@@ -30,7 +30,7 @@ typedef struct gw_config {
     long max_body;
     long max_connections;
     long client_timeout;
-    long head_timeout_ms;
+    long request_timeout_ms;
     long threads;
     long conn_memory;
     char *cors_origins;
@@ -62,9 +62,9 @@ static const cfg_opt gw_opts[] = {
      &gw_cfg.max_connections},
     {"GATEWAY_CLIENT_TIMEOUT", CFG_INT, "30", "idle/slow client timeout, seconds", 0, 1, 3600,
      &gw_cfg.client_timeout},
-    {"GATEWAY_HEADER_TIMEOUT_MS", CFG_INT, "10000",
-     "a request head must arrive within this (slowloris; kept-alive idle too)", 0, 100,
-     3600000, &gw_cfg.head_timeout_ms},
+    {"GATEWAY_REQUEST_TIMEOUT_MS", CFG_INT, "10000",
+     "a request's head and body must arrive within this (slow clients; kept-alive idle "
+     "too)", 0, 100, 3600000, &gw_cfg.request_timeout_ms},
     {"GATEWAY_THREADS", CFG_INT, "0",
      "0: a thread per connection (slow services stall nobody else); N: N epoll threads", 0, 0,
      256, &gw_cfg.threads},
@@ -124,7 +124,9 @@ int main(int argc, char **argv)
     log_info("routing table loaded", "file=%s routes=%zu keys=%zu", gw_cfg.routes, rt->n,
              token_keyset_count(ks));
     if (bus_connect(&b, gw_cfg.nats_url, "gateway") != 0) {
-        log_error("cannot set up NATS", "url=%s", gw_cfg.nats_url);
+        char masked[512];
+        cfg_mask_url(gw_cfg.nats_url, masked, sizeof masked);
+        log_error("cannot set up NATS", "url=%s", masked);
         goto done;
     }
     http_cfg hc = {
@@ -132,7 +134,7 @@ int main(int argc, char **argv)
         .max_body = (size_t)gw_cfg.max_body,
         .max_connections = (unsigned)gw_cfg.max_connections,
         .client_timeout_s = (unsigned)gw_cfg.client_timeout,
-        .head_timeout_ms = gw_cfg.head_timeout_ms,
+        .request_timeout_ms = gw_cfg.request_timeout_ms,
         .threads = (unsigned)gw_cfg.threads,
         .conn_memory = (size_t)gw_cfg.conn_memory,
         .cors_origins = gw_cfg.cors_origins,

@@ -438,6 +438,35 @@ def _run_auth(st, **env):
                           timeout=20, stdin=subprocess.DEVNULL)
 
 
+def test_locked_user_cannot_refresh(st):
+    """A user locked in the users file ("!" for the hash) since the session began: the
+    password grant is refused, and so is every refresh of the old session (its family is
+    dropped), not only new logins."""
+    d = login(st)
+    path = os.path.join(st.keys, "users.conf")
+    original = open(path).read()
+    lines = [l.split() for l in original.splitlines()]
+    locked = "\n".join(" ".join(p[:2] + ["!"] + p[3:]) if len(p) > 2 and p[:2] == ["user", "alice"]
+                       else " ".join(p) for p in lines) + "\n"
+    assert locked != original
+    try:
+        with open(path, "w") as f:
+            f.write(locked)
+        st.stop_service("auth")
+        st.start_service("auth")
+        status, doc = req(st, "auth.token", ALICE)
+        assert_error(status, doc, 400, "invalid_grant")
+        status, doc = req(st, "auth.refresh", {"refresh_token": d["refresh_token"]})
+        assert_error(status, doc, 400, "invalid_grant")
+    finally:
+        with open(path, "w") as f:
+            f.write(original)
+        st.stop_service("auth")
+        st.start_service("auth")
+    status, doc = req(st, "auth.refresh", {"refresh_token": d["refresh_token"]})
+    assert_error(status, doc, 400, "invalid_grant")  # the family stays dropped
+
+
 def test_help(st):
     r = subprocess.run([os.path.join(harness.BUILD, "auth"), "--help"], capture_output=True,
                        timeout=10)

@@ -100,6 +100,31 @@ TEST(cfg_load_reads_environment)
     free(s);
 }
 
+TEST(cfg_mask_url_hides_every_password)
+{
+    char out[512];
+    struct { const char *in, *want; } cases[] = {
+        {"redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"},
+        {"redis://:pw@127.0.0.1/0", "redis://:****@127.0.0.1/0"},
+        {"redis://:ab,cdPW@host/0", "redis://:****@host/0"},
+        {"redis://:p@ssPW@host/0", "redis://:****@host/0"},
+        {"nats://sc:S3cret@127.0.0.1:4222", "nats://sc:****@127.0.0.1:4222"},
+        {"nats://tok3n@127.0.0.1:4222", "nats://****@127.0.0.1:4222"},
+        {"nats://u:a@h1:4222,nats://u:b,c@h2:4222,nats://h3:4222",
+         "nats://u:****@h1:4222,nats://u:****@h2:4222,nats://h3:4222"},
+        {"plain text, no url", "plain text, no url"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cfg_mask_url(cases[i].in, out, sizeof out);
+        CHECK_STR(out, cases[i].want);
+    }
+    /* a long value is masked before it is cut: no tail of the secret shows */
+    char big[2048];
+    snprintf(big, sizeof big, "redis://:%0900dSECRET@host/0", 7);
+    cfg_mask_url(big, out, 64);
+    CHECK(strstr(out, "SECRET") == NULL && strstr(out, "0000") == NULL);
+}
+
 TEST(log_level_names)
 {
     enum log_level l;

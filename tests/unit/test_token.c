@@ -826,6 +826,18 @@ TEST(required_claims)
     CHECK_EQ_INT(verify(jti_num), TOKEN_ECLAIMS);
     CHECK_EQ_INT(verify(nbf_str), TOKEN_ECLAIMS);
     CHECK_EQ_INT(verify(sub_255), TOKEN_OK);
+    /* sub names a NATS subject token (users.<sub>): wildcards and dots are refused */
+    static const char *const unsafe[] = {">", "*", "alice.bob", "a b", "al>", "ü"};
+    for (size_t i = 0; i < sizeof unsafe / sizeof unsafe[0]; i++) {
+        char *t = sign(fx.ec_signer, with(claims(), "sub", json_string(unsafe[i])));
+        REQUIRE(t);
+        CHECK_EQ_INT(verify(t), TOKEN_ECLAIMS);
+        free(t);
+    }
+    char *t = sign(fx.ec_signer, with(claims(), "sub", json_string("svc_reporter-2")));
+    REQUIRE(t);
+    CHECK_EQ_INT(verify(t), TOKEN_OK);
+    free(t);
     free(no_sub);
     free(no_exp);
     free(exp_str);
