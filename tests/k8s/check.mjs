@@ -196,8 +196,8 @@ class Render {
   }
   all(kind) { return this.objects.filter((o) => o.kind === kind); }
   find(kind, name) { return this.objects.find((o) => o.kind === kind && o.metadata?.name === name); }
-  // Kustomize appends a hash to generated names; refs in the render already carry it.
-  // data of a ConfigMap/Secret as text, or undefined when the object is not in the render.
+  // The data of a ConfigMap/Secret as text, or undefined when it is not in the render (names
+  // as rendered: kustomize has already given the references their generated names).
   data(kind, name) {
     const o = this.find(kind, name);
     if (!o) return undefined;
@@ -208,8 +208,8 @@ class Render {
     }
     return d;
   }
-  // Whether a missing kind/name is one the base leaves to an overlay (matched without the
-  // hash suffix kustomize adds to generated names).
+  // Whether a missing kind/name is one the base leaves to an overlay (not generated in the
+  // base, so its references keep the plain name).
   providedLater(kind, name) {
     return this.label === "base" && OVERLAY_PROVIDES.has(`${kind}/${name}`);
   }
