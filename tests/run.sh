@@ -2,8 +2,10 @@
 # Runs the unit tests (every build/tests/test_* binary), the integration tests
 # (tests/integration/run.py, real nats-server and redis-server on free loopback ports) and a
 # short pass of every libFuzzer target (FUZZ_TIME seconds each, from build-fuzz/), then
-# prints one closing line "N passed, N failed". Usage: tests/run.sh [unit|integration|k8s|fuzz]
-# (k8s: tests/k8s/run.sh renders k8s/ with kustomize and checks it offline)
+# prints one closing line "N passed, N failed". Usage:
+# tests/run.sh [unit|integration|k8s|compose|fuzz]
+# (k8s: tests/k8s/run.sh renders k8s/ with kustomize and checks it offline; compose:
+# tests/compose/run.sh runs docker-compose.yml in a private Docker engine, end to end)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -53,6 +55,12 @@ if [ "$what" = all ] || [ "$what" = k8s ]; then
   echo "== Kubernetes manifests (k8s/: kustomize render, API schemas, consistency with $BUILD)"
   timeout 600 bash tests/k8s/run.sh 2>&1 | tee "$log"
   tally k8s
+fi
+
+if { [ "$what" = all ] && [ "${SAN:-0}" != 1 ]; } || [ "$what" = compose ]; then
+  echo "== docker-compose.yml: images built, the stack in a private Docker engine, end to end"
+  timeout 1200 bash tests/compose/run.sh 2>&1 | tee "$log"
+  tally compose
 fi
 
 if [ "$what" = all ] || [ "$what" = fuzz ]; then
