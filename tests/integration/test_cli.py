@@ -17,6 +17,7 @@ import threading
 import time
 
 import harness
+import natspub
 
 HAVE_PRODUCER = os.path.exists(os.path.join(harness.BUILD, "producer"))
 SERVICES = ("auth", "gateway", "edge") + (("producer",) if HAVE_PRODUCER else ())
@@ -69,26 +70,35 @@ def tokens(st, user):
 
 
 class Publisher:
-    """Publishes {"n": i, "tag": tag} on events.<topic> every interval s until stopped."""
+    """Publishes {"n": i, "tag": tag} on events.<topic> every interval s until stopped, over
+    one NATS connection, each publish flushed (a process per publish could exit before its
+    message left, under load, and the test would blame the edge)."""
 
     def __init__(self, st, topic, tag, interval=0.2, subject=None):
         self.st, self.topic, self.tag, self.interval = st, topic, tag, interval
         self.subject = subject or "events." + topic
         self.n = 0
+        self.error = None
+        self.nc = natspub.Nats(st.nats_url)
         self.stop_evt = threading.Event()
         self.t = threading.Thread(target=self.loop, daemon=True)
         self.t.start()
 
     def loop(self):
-        while not self.stop_evt.is_set():
-            self.n += 1
-            self.st.busctl("pub", self.subject,
-                           json.dumps({"n": self.n, "tag": self.tag}))
-            self.stop_evt.wait(self.interval)
+        try:
+            while not self.stop_evt.is_set() and self.n < 10000:
+                self.n += 1
+                self.nc.pub(self.subject, {"n": self.n, "tag": self.tag})
+                self.nc.flush()
+                self.stop_evt.wait(self.interval)
+        except Exception as e:  # noqa: BLE001 - reported by stop()
+            self.error = e
 
     def stop(self):
         self.stop_evt.set()
         self.t.join(10)
+        self.nc.close()
+        assert self.error is None, "publisher: %r" % self.error
 
 
 def _lines_of(p, want, timeout, out):
