@@ -15,6 +15,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -236,6 +237,17 @@ int main(int argc, char **argv)
         cfg.workers = cores > 0 ? (cores > 64 ? 64 : cores) : 1;
     }
     cfg_log(options, CFG_COUNT(options));
+    /* Every connection is a file: the soft limit (1024 in many containers) would cap the
+     * edge long before EDGE_MAX_CONNECTIONS, so raise it to the hard limit. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && (long)rl.rlim_cur < cfg.max_connections + 64)
+        log_warn("open-file limit below EDGE_MAX_CONNECTIONS", "nofile=%llu max_connections=%ld",
+                 (unsigned long long)rl.rlim_cur, cfg.max_connections);
 
     sigset_t sigs;
     sigemptyset(&sigs);
