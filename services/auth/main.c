@@ -24,7 +24,7 @@ static struct config {
     char *nats_url, *redis_url, *admin_listen;
     char *issuer, *audience, *private_key, *kid, *users_file, *ws_url;
     int log_level;
-    long access_ttl, refresh_ttl, redis_timeout_ms, max_body, workers, drain_ms;
+    long access_ttl, refresh_ttl, reuse_window, redis_timeout_ms, max_body, workers, drain_ms;
 } cfg;
 
 static const cfg_opt options[] = {
@@ -50,6 +50,10 @@ static const cfg_opt options[] = {
       &cfg.access_ttl },
     { "REFRESH_TOKEN_TTL", CFG_INT, "604800", "refresh-token lifetime (s), renewed on rotation",
       0, 60, 31536000, &cfg.refresh_ttl },
+    { "REFRESH_REUSE_WINDOW_S", CFG_INT, "86400",
+      "a used refresh token is remembered this long (s): presenting it again within the window "
+      "revokes its session (reuse); later it is just unknown", 0, 60, 31536000,
+      &cfg.reuse_window },
     { "AUTH_USERS", CFG_FILE, NULL, "users and clients file (docs/AUTH.md)", CFG_REQUIRED, 0, 0,
       &cfg.users_file },
     { "EDGE_PUBLIC_URL", CFG_STR, "ws://localhost:8090/ws", "ws_url handed out with tokens", 0,
@@ -139,7 +143,7 @@ int main(int argc, char **argv)
              token_signer_alg(signer));
 
     if (rds_create(&app.r, cfg.redis_url, (int)cfg.redis_timeout_ms, SERVICE) < 0) goto done;
-    if (rtstore_create(&store, app.r, cfg.refresh_ttl) < 0) goto done;
+    if (rtstore_create(&store, app.r, cfg.refresh_ttl, cfg.reuse_window) < 0) goto done;
     redis_up = metrics_gauge("sc_redis_up", NULL, "1 when the Redis connection is up");
     metric_set(redis_up, rds_up(app.r));
 

@@ -17,6 +17,7 @@ struct rtstore {
     rds *r;
     long ttl;
     char ttl_s[24];
+    char reuse_s[24]; /* how long a rotated token is remembered, to catch its reuse */
     rds_script issue, rotate, revoke_token, revoke_family, revoke_user;
 };
 
@@ -39,7 +40,10 @@ static const char lua_issue[] =
     "redis.call('EXPIRE', KEYS[3], ttl)\n"
     "return 1\n";
 
-/* KEYS: old rt, new rt. ARGV: ttl, now, prefix. */
+/* KEYS: old rt, new rt. ARGV: ttl, now, prefix, reuse window. The old token shrinks to what
+ * reuse detection needs (sub, fam, state) and lives only for the reuse window: a user who
+ * refreshes every few minutes would otherwise keep one full record per rotation for the
+ * whole refresh-token lifetime (hundreds of KB per user per week). */
 static const char lua_rotate[] =
     "local t = redis.call('HMGET', KEYS[1], 'sub', 'fam', 'state', 'scope')\n"
     "if not t[1] or not t[2] then return {'unknown'} end\n"
@@ -51,7 +55,10 @@ static const char lua_rotate[] =
     "end\n"
     "local ttl = tonumber(ARGV[1])\n"
     "local scope = t[4] or ''\n"
-    "redis.call('HSET', KEYS[1], 'state', 'rotated', 'rotated_at', ARGV[2])\n"
+    "redis.call('HSET', KEYS[1], 'state', 'rotated')\n"
+    "redis.call('HDEL', KEYS[1], 'scope', 'iat')\n"
+    "local keep = tonumber(ARGV[4])\n"
+    "if keep < redis.call('TTL', KEYS[1]) then redis.call('EXPIRE', KEYS[1], keep) end\n"
     "redis.call('HSET', KEYS[2], 'sub', t[1], 'fam', t[2], 'state', 'active',\n"
     "           'scope', scope, 'iat', ARGV[2])\n"
     "redis.call('EXPIRE', KEYS[2], ttl)\n"
@@ -91,7 +98,7 @@ static const char lua_revoke_user[] =
     "redis.call('DEL', KEYS[1])\n"
     "return n\n";
 
-int rtstore_create(rtstore **out, rds *r, long ttl)
+int rtstore_create(rtstore **out, rds *r, long ttl, long reuse_window)
 {
     rtstore *s = calloc(1, sizeof *s);
 
@@ -100,6 +107,7 @@ int rtstore_create(rtstore **out, rds *r, long ttl)
     s->r = r;
     s->ttl = ttl;
     snprintf(s->ttl_s, sizeof s->ttl_s, "%ld", ttl);
+    snprintf(s->reuse_s, sizeof s->reuse_s, "%ld", reuse_window < ttl ? reuse_window : ttl);
     rds_script_init(&s->issue, lua_issue);
     rds_script_init(&s->rotate, lua_rotate);
     rds_script_init(&s->revoke_token, lua_revoke_token);
@@ -218,8 +226,8 @@ int rtstore_rotate(rtstore *s, const char *old, char new_token_out[STORE_TOKEN_L
         return RDS_ERR;
     snprintf(now, sizeof now, "%lld", (long long)time(NULL));
     const char *keys[2] = { ok_key, nk };
-    const char *args[3] = { s->ttl_s, now, PREFIX };
-    rc = rds_eval(s->r, &s->rotate, &rep, 2, keys, 3, args);
+    const char *args[4] = { s->ttl_s, now, PREFIX, s->reuse_s };
+    rc = rds_eval(s->r, &s->rotate, &rep, 2, keys, 4, args);
     if (rc < 0) goto done;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
         rep->element[0]->type != REDIS_REPLY_STRING) {

@@ -25,7 +25,7 @@ enum {
 typedef struct rtstore rtstore;
 
 /* r is borrowed (must outlive the store). ttl: refresh-token lifetime in seconds. */
-int rtstore_create(rtstore **out, rds *r, long ttl);
+int rtstore_create(rtstore **out, rds *r, long ttl, long reuse_window);
 void rtstore_destroy(rtstore *s); /* accepts NULL */
 int rtstore_up(const rtstore *s); /* 1 when Redis is believed reachable */
 

@@ -14,6 +14,7 @@ import time
 import harness
 
 SERVICES = ("auth",)
+ENV = {"auth": {"REFRESH_REUSE_WINDOW_S": "120"}}
 
 ALICE = {"grant_type": "password", "username": "alice", "password": "wonderland"}
 BOB = {"grant_type": "password", "username": "bob", "password": "builder"}
@@ -249,6 +250,11 @@ def test_refresh_rotation(st):
     assert c["sub"] == "alice" and c["sid"] == sid
     assert "rotated" in st.redis_cmd("HGET", redis_key(r1), "state")
     assert "active" in st.redis_cmd("HGET", redis_key(r2), "state")
+    # the used token shrinks to what reuse detection needs and lives for the reuse window
+    # only (REFRESH_REUSE_WINDOW_S=120 here), not for the refresh-token lifetime
+    assert st.redis_cmd("HGET", redis_key(r1), "scope").strip() == ""
+    assert 0 < int(st.redis_cmd("TTL", redis_key(r1))) <= 120
+    assert int(st.redis_cmd("TTL", redis_key(r2))) > 120
     status, d3 = req(st, "auth.token", {"grant_type": "refresh_token", "refresh_token": r2})
     assert status == 200, d3
     assert claims(d3["access_token"])["sid"] == sid
