@@ -326,9 +326,9 @@ def test_oversized_heads_bodies_and_tokens(st):
         # edge: a head far over the limit
         # (the edge answers 431 and closes; the client, still sending, may see a reset first)
         try:
-            r = wsclient.raw_request(st.edge_url, (
+            status, _, _ = wsclient.raw_request(st.edge_url, (
                 "GET /ws HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\n\r\n" % ("a" * 100000)).encode())
-            assert r.status in (400, 431), r.status
+            assert status in (400, 431), status
         except (wsclient.HandshakeError, OSError):
             pass
         # edge: a 100 kB token (refused, not parsed at length)
