@@ -236,7 +236,10 @@ static int http_call(chain *c, bool login)
     return -1;
 }
 
-static int call(chain *c, bool login) { return use_http ? http_call(c, login) : nats_call(c, login); }
+static int call(chain *c, bool login)
+{
+    return use_http ? http_call(c, login) : nats_call(c, login);
+}
 
 static int login(chain *c)
 {

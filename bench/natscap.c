@@ -362,7 +362,8 @@ static int cmd_load(int port, const char *stream, const char *prefix, long subje
     memset(pad, 'x', (size_t)size);
     pad[size] = 0;
     char body[MAX_SIZE + 64];
-    int n = snprintf(body, sizeof body, "{\"quiet\":1,\"pad\":\"%.*s\"}", (int)(size > 24 ? size - 24 : 1), pad);
+    int n = snprintf(body, sizeof body, "{\"quiet\":1,\"pad\":\"%.*s\"}",
+                     (int)(size > 24 ? size - 24 : 1), pad);
     conn_printf(&c, "PUB %s.quiet %d\r\n", prefix, n);
     conn_put(&c, body, (size_t)n);
     conn_put(&c, "\r\n", 2);
@@ -680,7 +681,8 @@ static void usage(void) __attribute__((noreturn));
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: natscap load --port P --subjects K --msgs M [--size B] [--prefix P] [--stream S]\n"
+            "usage: natscap load --port P --subjects K --msgs M [--size B] [--prefix P]\n"
+            "                    [--stream S]\n"
             "       natscap get  --port P --subjects K --seconds S --window W --kind "
             "next|seq|quiet|replay\n"
             "                    [--stream S] [--prefix P] [--missed E] [--server-pid PID]\n"
