@@ -33,16 +33,13 @@ struct replay {
     uint8_t errors, retries;
     uint64_t cursor;       /* last message handed over (or the starting position) */
     uint64_t handed;
-    char subject[];
-};
-
-/* A reply handed from a nats.c thread to the worker. */
-typedef struct mail {
-    struct mail *next;
-    replay *r;
+    /* the answer to its one request in flight, handed over by a nats.c thread through the
+     * queue's mailbox: kept here, so that handing it over never allocates */
+    replay *next_mail;
     int result;
     bus_msg *msg;
-} mail;
+    char subject[];
+};
 
 struct replay_q {
     bus *b;
@@ -52,7 +49,7 @@ struct replay_q {
     replay *head, *tail;   /* FIFO waiting for a request slot */
     int inflight;
     pthread_mutex_t lock;  /* the mailbox */
-    mail *inbox, **inbox_tail;
+    replay *inbox, **inbox_tail; /* replays whose reply arrived (linked by next_mail) */
 };
 
 static metric *m_started, *m_fetched, *m_requests, *m_failed;
@@ -112,20 +109,12 @@ static void on_reply(int result, bus_msg *msg, void *ud)
 {
     replay *r = ud;
     replay_q *q = r->q;
-    mail *m = malloc(sizeof *m);
-    if (!m) { /* cannot hand it over: the replay would wait for ever; keep it as a timeout */
-        bus_msg_destroy(msg);
-        msg = NULL;
-        result = BUS_ETIMEOUT;
-        while (!(m = malloc(sizeof *m))) usleep(1000);
-    }
-    m->next = NULL;
-    m->r = r;
-    m->result = result;
-    m->msg = msg;
+    r->result = result; /* r is not touched by the worker while its request is in flight */
+    r->msg = msg;
+    r->next_mail = NULL;
     pthread_mutex_lock(&q->lock);
-    *q->inbox_tail = m;
-    q->inbox_tail = &m->next;
+    *q->inbox_tail = r;
+    q->inbox_tail = &r->next_mail;
     pthread_mutex_unlock(&q->lock);
     loop_wake(q->l);
 }
@@ -266,22 +255,23 @@ static void handle(replay *r, int result, bus_msg *msg)
 void replay_q_poll(replay_q *q)
 {
     pthread_mutex_lock(&q->lock);
-    mail *list = q->inbox;
+    replay *list = q->inbox;
     q->inbox = NULL;
     q->inbox_tail = &q->inbox;
     pthread_mutex_unlock(&q->lock);
     while (list) {
-        mail *m = list;
-        list = m->next;
-        replay *r = m->r;
+        replay *r = list;
+        list = r->next_mail;
+        bus_msg *msg = r->msg; /* handle() may free r */
+        int result = r->result;
+        r->msg = NULL;
         r->inflight = false;
         q->inflight--;
         if (r->cancelled)
             replay_free(r);
         else
-            handle(r, m->result, m->msg);
-        if (m->msg) bus_msg_destroy(m->msg);
-        free(m);
+            handle(r, result, msg);
+        if (msg) bus_msg_destroy(msg);
     }
     q_pump(q);
 }
