@@ -13,6 +13,7 @@
 #include "ws_frame.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,7 @@ typedef struct route {
 typedef struct interest {
     struct interest *next;
     int refs; /* ports interested */
+    bool live; /* a flush after the subscribe returned: the server has it */
     bus_sub *sub;
     route *r;   /* the subscription's closure, freed after it */
     char key[]; /* "<kind> <name>\n" */
@@ -287,6 +289,7 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name)
     char prefix[300];
     int pl = snprintf(prefix, sizeof prefix, "%c %s\n", (char)kind, name);
     if (pl <= 0 || (size_t)pl >= sizeof prefix) return -EINVAL;
+    bool fresh = false;
     pthread_mutex_lock(&f->lock);
     unsigned long h = fab_hash(prefix) % FAB_BUCKETS;
     interest *it = f->buckets[h];
@@ -312,16 +315,22 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name)
             pthread_mutex_unlock(&f->lock);
             return rc;
         }
-        /* "subscribed" means live from now: the server has the subscription before the
-         * client hears so (one round trip, the first local subscriber of a name only) */
-        bus_flush(f->b, 1000);
         it->r = r;
         it->next = f->buckets[h];
         f->buckets[h] = it;
         metric_add(f->m_topics, 1);
     }
     it->refs++;
+    fresh = !it->live;
     pthread_mutex_unlock(&f->lock);
+    /* "subscribed" means live from now: the server has the subscription before the client
+     * hears so. One round trip (bounded), for the first local subscriber of a name only, and
+     * outside the lock so that other workers' subscriptions do not wait for it. */
+    if (fresh && bus_flush(f->b, 1000) == 0) {
+        pthread_mutex_lock(&f->lock); /* it lives on: this port holds a reference */
+        it->live = true;
+        pthread_mutex_unlock(&f->lock);
+    }
     zmq_setsockopt(p->sub, ZMQ_SUBSCRIBE, prefix, (size_t)pl);
     return 0;
 }
