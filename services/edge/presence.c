@@ -27,7 +27,7 @@
 #define REAP_EVERY_S 10
 #define RESYNC_BATCH 200
 
-enum op_kind { OP_ADD, OP_CHECK, OP_REMOVE };
+enum op_kind { OP_ADD, OP_CHECK, OP_REMOVE, OP_GET };
 
 typedef struct op {
     struct op *next;
@@ -35,6 +35,7 @@ typedef struct op {
     int worker;
     uint64_t conn;
     long at;
+    bus_msg *msg; /* OP_GET: the presence.get request, answered on the presence thread */
     char user[];
 } op;
 
@@ -129,8 +130,11 @@ static entry **table_slot(presence *p, uint64_t conn)
 
 /* ---- the queue (any thread) -------------------------------------------------------------- */
 
-static void enqueue(presence *p, enum op_kind kind, const char *user, uint64_t conn, int worker,
-                    long at)
+static void reply_json(presence *p, bus_msg *msg, int status, json_t *body);
+
+/* Returns 0, or -1 when the queue is full (or no memory): the operation was dropped. */
+static int enqueue(presence *p, enum op_kind kind, const char *user, uint64_t conn, int worker,
+                   long at, bus_msg *msg)
 {
     size_t ul = strlen(user);
     op *o = malloc(sizeof *o + ul + 1);
@@ -140,22 +144,24 @@ static void enqueue(presence *p, enum op_kind kind, const char *user, uint64_t c
         o->worker = worker;
         o->conn = conn;
         o->at = at;
+        o->msg = msg;
         memcpy(o->user, user, ul + 1);
     }
     pthread_mutex_lock(&p->lock);
     if (!o || p->queued >= QUEUE_MAX) {
-        p->overflow = true; /* the rewrite after it puts Redis right */
+        if (kind != OP_GET) p->overflow = true; /* the rewrite after it puts Redis right */
         pthread_mutex_unlock(&p->lock);
-        if (o && kind == OP_CHECK && p->cfg.verdict)
+        if (kind == OP_CHECK && p->cfg.verdict)
             p->cfg.verdict(p->cfg.verdict_ud, worker, conn, true);
         free(o);
-        return;
+        return -1;
     }
     *p->tail = o;
     p->tail = &o->next;
     p->queued++;
     pthread_cond_signal(&p->cond);
     pthread_mutex_unlock(&p->lock);
+    return 0;
 }
 
 void presence_add(presence *p, const char *user, uint64_t conn, int worker, bool check)
@@ -178,7 +184,8 @@ void presence_add(presence *p, const char *user, uint64_t conn, int worker, bool
         }
         pthread_mutex_unlock(&p->lock);
     }
-    enqueue(p, check && p->cfg.max_per_user > 0 ? OP_CHECK : OP_ADD, user, conn, worker, at);
+    enqueue(p, check && p->cfg.max_per_user > 0 ? OP_CHECK : OP_ADD, user, conn, worker, at,
+            NULL);
 }
 
 void presence_remove(presence *p, const char *user, uint64_t conn)
@@ -189,7 +196,7 @@ void presence_remove(presence *p, const char *user, uint64_t conn)
     if (e) *slot = e->next;
     pthread_mutex_unlock(&p->lock);
     free(e);
-    enqueue(p, OP_REMOVE, user, conn, -1, 0);
+    enqueue(p, OP_REMOVE, user, conn, -1, 0, NULL);
 }
 
 int presence_degraded(const presence *p) { return atomic_load(&p->degraded); }
@@ -348,6 +355,8 @@ static void reap_dead(presence *p)
     freeReplyObject(edges);
 }
 
+static void answer_get(presence *p, bus_msg *msg);
+
 static void *presence_main(void *arg)
 {
     presence *p = arg;
@@ -386,6 +395,11 @@ static void *presence_main(void *arg)
         while (list) {
             op *o = list;
             list = o->next;
+            if (o->kind == OP_GET) {
+                answer_get(p, o->msg);
+                free(o);
+                continue;
+            }
             bool allowed = true;
             if (!atomic_load(&p->degraded)) {
                 int rc = apply(p, o->kind, o->user, o->conn, o->at, &allowed);
@@ -425,7 +439,7 @@ static void *presence_main(void *arg)
     return NULL;
 }
 
-/* ---- presence.get (nats.c thread) -------------------------------------------------------- */
+/* ---- presence.get ----------------------------------------------------------------------- */
 
 static void reply_json(presence *p, bus_msg *msg, int status, json_t *body)
 {
@@ -446,9 +460,10 @@ static bool user_valid(const char *u)
     return true;
 }
 
-static void on_get(bus_msg *msg, void *ud)
+/* presence.get, on the presence thread (Redis calls block: never on nats.c's thread, which
+ * also carries every event of this edge). */
+static void answer_get(presence *p, bus_msg *msg)
 {
-    presence *p = ud;
     json_t *env = json_loadb(bus_msg_data(msg), bus_msg_len(msg), 0, NULL);
     const char *user = json_string_value(json_object_get(json_object_get(env, "params"), "user"));
     if (!user || !user_valid(user)) {
@@ -484,6 +499,17 @@ static void on_get(bus_msg *msg, void *ud)
 done:
     json_decref(env);
     bus_msg_destroy(msg);
+}
+
+/* nats.c thread: hands the request to the presence thread (a full queue: 503 at once). */
+static void on_get(bus_msg *msg, void *ud)
+{
+    presence *p = ud;
+    if (enqueue(p, OP_GET, "", 0, -1, 0, msg) != 0) {
+        reply_json(p, msg, 503, json_pack("{s:s, s:s}", "error", "unavailable", "message",
+                                          "presence busy, try again"));
+        bus_msg_destroy(msg);
+    }
 }
 
 /* ---- life -------------------------------------------------------------------------------- */
@@ -553,6 +579,7 @@ void presence_destroy(presence *p)
     rds_destroy(p->r);
     for (op *o = p->head, *next; o; o = next) {
         next = o->next;
+        if (o->msg) bus_msg_destroy(o->msg); /* unanswered: the caller times out */
         free(o);
     }
     for (int b = 0; b < TABLE_BUCKETS; b++)

@@ -22,8 +22,9 @@
  * two edges cannot both let the last one in).
  *
  * Threads: presence_add/remove from any worker; one presence thread talks to Redis;
- * verdicts come back through the callback on the presence thread. presence.get is
- * answered on nats.c's thread. Prefix presence_. */
+ * verdicts come back through the callback on the presence thread. presence.get arrives on
+ * nats.c's thread and is queued to the presence thread, which answers it (a Redis call must
+ * not hold up the thread that carries every event). Prefix presence_. */
 #ifndef EDGE_PRESENCE_H
 #define EDGE_PRESENCE_H
 
