@@ -41,6 +41,8 @@
 
 #include <arpa/inet.h>
 
+#include "procstat.h"
+
 #define MAX_CHAINS 256
 #define MAX_WATCH 8
 #define MAX_SECONDS 3600
@@ -59,52 +61,6 @@ static atomic_int ready_count;
 static atomic_int go;   /* 1: measure; 2: stop */
 static atomic_long refreshes, errors, relogins;
 static _Atomic(unsigned long) *hist;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double proc_cpu_s(long pid)
-{
-    char path[64], buf[2048];
-    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (!p) return -1;
-    p += 2;
-    unsigned long long ut = 0, st = 0;
-    for (int field = 3; field <= 15 && *p; field++) {
-        if (field == 14) ut = strtoull(p, NULL, 10);
-        if (field == 15) st = strtoull(p, NULL, 10);
-        char *sp = strchr(p, ' ');
-        if (!sp) break;
-        p = sp + 1;
-    }
-    long hz = sysconf(_SC_CLK_TCK);
-    return (double)(ut + st) / (double)(hz > 0 ? hz : 100);
-}
-
-/* CPU time the whole machine was busy (every process, ours or not), in seconds */
-static double machine_busy_s(void)
-{
-    FILE *f = fopen("/proc/stat", "r");
-    if (!f) return -1;
-    unsigned long long v[8] = {0};
-    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
-                   &v[4], &v[5], &v[6], &v[7]);
-    fclose(f);
-    if (n < 5) return -1;
-    unsigned long long busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
-    long hz = sysconf(_SC_CLK_TCK);
-    return (double)busy / (double)(hz > 0 ? hz : 100);
-}
 
 static double self_cpu_s(void)
 {
