@@ -1,10 +1,11 @@
 /* token.h - JWT access tokens: verification (gateway, edge) and signing (auth).
  *
- * Wraps Debian's libjwt 1.10.2 so that its traps cannot bite: the token's header is parsed
- * and checked here before libjwt sees it, the algorithm is pinned per key (never taken from
- * the token), libjwt is never given a NULL or HMAC key, the algorithm libjwt reports after
- * verification must equal the pinned one, and every claim (exp, nbf with leeway, iss, aud,
- * sub) is checked here because libjwt checks none. Prefix token_ (libjwt owns jwt_). */
+ * Verification does not use libjwt (Debian's 1.10.2 takes the algorithm from the token,
+ * treats a NULL key as "no check", checks no claim and re-parses the key on every call): the
+ * header is parsed and checked here, the algorithm is pinned per key (never taken from the
+ * token), the signature is checked with OpenSSL and the key's EVP_PKEY, and every claim (exp,
+ * nbf with leeway, iss, aud, sub) is checked here. Signing goes through libjwt with the
+ * signer's own key and algorithm. Prefix token_ (libjwt owns jwt_). */
 #ifndef SC_TOKEN_H
 #define SC_TOKEN_H
 

@@ -640,6 +640,56 @@ TEST(noncanonical_signature_encoding_rejected)
     free(tok);
 }
 
+/* The verifier decodes R||S itself (token.c verify_sig): values outside 1..n-1, a swapped
+ * pair and a pair from another message must all fail, and a signature made with OpenSSL
+ * directly (not libjwt) must pass, for both algorithms. */
+TEST(signature_values_checked_by_openssl)
+{
+    const char *hdr = "{\"alg\":\"ES256\",\"kid\":\"ec1\",\"typ\":\"JWT\"}";
+    char *body = claims_text(claims()), *tok, *h, *p, *sig, *bad;
+    unsigned char raw[64], sw[64];
+    size_t n = 0;
+    char enc[128];
+
+    REQUIRE(setup());
+    tok = forge(hdr, body, fx.ec, NULL);
+    CHECK_EQ_INT(verify(tok), TOKEN_OK);
+    h = segment(tok, 0);
+    p = segment(tok, 1);
+    sig = segment(tok, 2);
+    REQUIRE(b64url_decode(sig, strlen(sig), raw, sizeof raw, &n) == 0 && n == 64);
+    memcpy(sw, raw + 32, 32);
+    memcpy(sw + 32, raw, 32);
+    REQUIRE(b64url_encode(sw, 64, enc, sizeof enc) == 0);
+    bad = xprintf("%s.%s.%s", h, p, enc);
+    CHECK_EQ_INT(verify(bad), TOKEN_ESIG); /* (S, R) */
+    free(bad);
+    memset(sw, 0, sizeof sw);
+    REQUIRE(b64url_encode(sw, 64, enc, sizeof enc) == 0);
+    bad = xprintf("%s.%s.%s", h, p, enc);
+    CHECK_EQ_INT(verify(bad), TOKEN_ESIG); /* R = S = 0 */
+    free(bad);
+    memset(sw, 0xff, sizeof sw);
+    REQUIRE(b64url_encode(sw, 64, enc, sizeof enc) == 0);
+    bad = xprintf("%s.%s.%s", h, p, enc);
+    CHECK_EQ_INT(verify(bad), TOKEN_ESIG); /* R, S >= n */
+    free(bad);
+    memcpy(sw, raw, 32);
+    memset(sw + 32, 0, 32);
+    REQUIRE(b64url_encode(sw, 64, enc, sizeof enc) == 0);
+    bad = xprintf("%s.%s.%s", h, p, enc);
+    CHECK_EQ_INT(verify(bad), TOKEN_ESIG); /* S = 0 */
+    free(bad);
+    free(h);
+    free(p);
+    free(sig);
+    free(tok);
+    tok = forge("{\"alg\":\"RS256\",\"kid\":\"rsa1\"}", body, fx.rsa, NULL);
+    CHECK_EQ_INT(verify(tok), TOKEN_OK);
+    free(tok);
+    free(body);
+}
+
 TEST(foreign_key_with_same_kid_rejected)
 {
     char *tok;
