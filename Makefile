@@ -37,6 +37,8 @@ BENCH_SRC    := $(wildcard bench/*.c)
 BENCH_BIN    := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 # clients/<name>/*.c -> build/<name> (the CLI: clients/sidecast -> build/sidecast)
 CLIENTS      := $(notdir $(patsubst %/,%,$(dir $(wildcard clients/*/main.c))))
+# The CLI's code but its main.c, for unit tests and fuzz targets (build/libcli.a).
+CLI_OBJ      := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out clients/sidecast/main.c,$(wildcard clients/sidecast/*.c)))
 
 # Every service's code but its main.c goes into build/lib<svc>.a, so unit tests reach it.
 svc_src = $(filter-out services/$(1)/main.c,$(wildcard services/$(1)/*.c))
@@ -101,14 +103,18 @@ $(BUILD)/$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard clients/$(1)/*.c)) $(S
 endef
 $(foreach c,$(CLIENTS),$(eval $(call CLIENT_RULES,$(c))))
 
+$(BUILD)/libcli.a: $(CLI_OBJ)
+	@rm -f $@
+	$(Q)ar rcs $@ $^
+
 $(BUILD)/obj/empty.o:
 	@mkdir -p $(dir $@)
 	echo 'typedef int sc_empty_unit;' | $(CC) -x c -c -o $@ -
 
-$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(SVC_LIBS) $(BUILD)/libcommon.a
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(BUILD)/libcli.a $(SVC_LIBS) $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/libcli.a $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS)
 
 $(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(SVC_LIBS) $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)
@@ -120,10 +126,10 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libcommon.a
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/fuzz/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(SVC_LIBS) $(BUILD)/libcommon.a
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/libcli.a $(SVC_LIBS) $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/libcli.a $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS)
 
 fuzz-bins: $(FUZZ_BIN)
 

@@ -97,26 +97,113 @@ int http_form_append(char *out, size_t cap, const char *name, const char *value)
     return 0;
 }
 
-/* Decodes a chunked body in place: buf[0..*len) becomes the payload. 0, or -EPROTO. */
-static int dechunk(char *buf, size_t *len)
+void http_reader_init(http_reader *rd, int head_request)
 {
-    size_t in = 0, out = 0, n = *len;
-    for (;;) {
-        char *nl = memchr(buf + in, '\n', n - in);
-        if (!nl) return -EPROTO;
-        char *endp;
-        unsigned long sz = strtoul(buf + in, &endp, 16);
-        if (endp == buf + in) return -EPROTO;
-        in = (size_t)(nl - buf) + 1;
-        if (sz == 0) break;
-        if (sz > n - in) return -EPROTO;
-        memmove(buf + out, buf + in, sz);
-        out += sz;
-        in += sz;
-        if (in < n && buf[in] == '\r') in++;
-        if (in < n && buf[in] == '\n') in++;
+    memset(rd, 0, sizeof *rd);
+    rd->clen = -1;
+    rd->head_request = head_request;
+}
+
+/* One chunk-size line at buf[*pos..n): hex digits, then an optional ";extension", then LF or
+ * CRLF. 1 with *size and *pos past the line, 0 when the line is incomplete, -EPROTO. */
+static int chunk_size_line(const char *buf, size_t n, size_t *pos, size_t *size)
+{
+    size_t i = *pos, v = 0, digits = 0;
+    for (; i < n && isxdigit((unsigned char)buf[i]); i++, digits++) {
+        if (v > (SIZE_MAX >> 4)) return -EPROTO;
+        v = v * 16 + (size_t)(isdigit((unsigned char)buf[i]) ? buf[i] - '0'
+                                                            : (tolower((unsigned char)buf[i]) - 'a' + 10));
     }
-    *len = out;
+    if (i == n) return 0;
+    if (!digits || (buf[i] != ';' && buf[i] != '\r' && buf[i] != '\n')) return -EPROTO;
+    const char *nl = memchr(buf + i, '\n', n - i);
+    if (!nl) return 0;
+    *pos = (size_t)(nl - buf) + 1;
+    *size = v;
+    return 1;
+}
+
+/* Walks a chunked body at buf[0..n). With out != NULL, copies the payload to out (which may
+ * be buf itself: the payload never overtakes the input) and sets *out_len.
+ * 1 complete, 0 incomplete, -EPROTO. */
+static int chunked_walk(const char *buf, size_t n, char *out, size_t *out_len)
+{
+    size_t pos = 0, o = 0;
+    for (;;) {
+        size_t sz;
+        int rc = chunk_size_line(buf, n, &pos, &sz);
+        if (rc <= 0) return rc;
+        if (sz == 0) break;
+        if (sz > n - pos) return 0;
+        if (out) memmove(out + o, buf + pos, sz);
+        o += sz;
+        pos += sz;
+        if (pos < n && buf[pos] == '\r') pos++;
+        if (pos == n) return 0;
+        if (buf[pos] != '\n') return -EPROTO;
+        pos++;
+    }
+    /* trailer fields, then an empty line */
+    for (;;) {
+        const char *nl = memchr(buf + pos, '\n', n - pos);
+        if (!nl) return 0;
+        size_t ll = (size_t)(nl - (buf + pos));
+        pos = (size_t)(nl - buf) + 1;
+        if (ll == 0 || (ll == 1 && nl[-1] == '\r')) break;
+    }
+    if (out_len) *out_len = o;
+    return 1;
+}
+
+int http_reader_step(http_reader *rd, const char *buf, size_t len, int eof)
+{
+    if (rd->hlen == 0) {
+        int hl = http_head_parse(buf, len, &rd->h);
+        if (hl < 0) return len >= HTTP_HEAD_MAX ? -EMSGSIZE : -EPROTO;
+        if (hl == 0) return eof ? -EPROTO : 0;
+        rd->hlen = hl;
+        size_t vl;
+        const char *v = http_head_get(&rd->h, "Content-Length", &vl);
+        if (v) {
+            long long clen = 0;
+            if (vl == 0) return -EPROTO;
+            for (size_t i = 0; i < vl; i++) {
+                if (!isdigit((unsigned char)v[i])) return -EPROTO;
+                clen = clen * 10 + (v[i] - '0');
+                if (clen > HTTP_BODY_MAX) return -EMSGSIZE;
+            }
+            rd->clen = clen;
+        }
+        v = http_head_get(&rd->h, "Transfer-Encoding", &vl);
+        if (v && vl >= 7 && strncasecmp(v + vl - 7, "chunked", 7) == 0) rd->chunked = 1;
+        if (rd->h.status == 204 || rd->h.status == 304 || rd->head_request) {
+            rd->clen = 0;
+            rd->chunked = 0;
+        }
+    }
+    size_t have = len - (size_t)rd->hlen;
+    if (rd->chunked) {
+        int rc = chunked_walk(buf + rd->hlen, have, NULL, NULL);
+        if (rc < 0) return rc;
+        if (rc == 0 && have > HTTP_BODY_MAX + 4096) return -EMSGSIZE;
+        return rc == 1 ? 1 : eof ? -EPROTO : 0;
+    }
+    if (rd->clen >= 0) return have >= (size_t)rd->clen ? 1 : eof ? -EPROTO : 0;
+    if (have > HTTP_BODY_MAX) return -EMSGSIZE;
+    return eof ? 1 : 0; /* a body that runs to the close */
+}
+
+int http_reader_body(const http_reader *rd, char *buf, size_t len, size_t *body_len)
+{
+    size_t n = len - (size_t)rd->hlen;
+    if (rd->chunked) {
+        if (chunked_walk(buf + rd->hlen, n, buf, &n) != 1) return -EPROTO;
+    } else {
+        if (rd->clen >= 0) n = (size_t)rd->clen;
+        memmove(buf, buf + rd->hlen, n);
+    }
+    buf[n] = '\0';
+    *body_len = n;
     return 0;
 }
 
@@ -163,10 +250,8 @@ int http_request(const char *base_url, const char *method, const char *path,
         rc = -ENOMEM;
         goto error;
     }
-    http_head h;
-    int hlen = 0;
-    long long clen = -1;
-    int chunked = 0;
+    http_reader rd;
+    http_reader_init(&rd, strcmp(method, "HEAD") == 0);
     for (;;) {
         if (len == cap) {
             rc = -EMSGSIZE;
@@ -178,52 +263,13 @@ int http_request(const char *base_url, const char *method, const char *path,
             goto error;
         }
         len += (size_t)r;
-        if (hlen == 0) {
-            hlen = http_head_parse(buf, len, &h);
-            if (hlen < 0) {
-                rc = len >= HTTP_HEAD_MAX ? -EMSGSIZE : -EPROTO;
-                goto error;
-            }
-            if (hlen > 0) {
-                size_t vl;
-                const char *v = http_head_get(&h, "Content-Length", &vl);
-                if (v) {
-                    clen = 0;
-                    for (size_t i = 0; i < vl; i++) {
-                        if (!isdigit((unsigned char)v[i]) || clen > HTTP_BODY_MAX) {
-                            rc = clen > HTTP_BODY_MAX ? -EMSGSIZE : -EPROTO;
-                            goto error;
-                        }
-                        clen = clen * 10 + (v[i] - '0');
-                    }
-                    if (clen > HTTP_BODY_MAX) {
-                        rc = -EMSGSIZE;
-                        goto error;
-                    }
-                }
-                v = http_head_get(&h, "Transfer-Encoding", &vl);
-                if (v && vl >= 7 && strncasecmp(v + vl - 7, "chunked", 7) == 0) chunked = 1;
-                if (h.status == 204 || h.status == 304 || strcmp(method, "HEAD") == 0) clen = 0;
-            }
-        }
-        if (hlen > 0) {
-            if (!chunked && clen >= 0 && len - (size_t)hlen >= (size_t)clen) break;
-            if (chunked && len >= 5 && (memcmp(buf + len - 5, "0\r\n\r\n", 5) == 0 ||
-                                        memcmp(buf + len - 3, "0\n\n", 3) == 0))
-                break;
-        }
-        if (r == 0) {
-            if (hlen > 0 && clen < 0 && !chunked) break; /* body up to the close */
-            rc = -EPROTO;
-            goto error;
-        }
+        rc = http_reader_step(&rd, buf, len, r == 0);
+        if (rc < 0) goto error;
+        if (rc == 1) break;
     }
-    size_t blen2 = len - (size_t)hlen;
-    if (clen >= 0 && !chunked) blen2 = (size_t)clen;
-    memmove(buf, buf + hlen, blen2);
-    if (chunked && (rc = dechunk(buf, &blen2)) < 0) goto error;
-    buf[blen2] = '\0';
-    resp->status = h.status;
+    size_t blen2;
+    if ((rc = http_reader_body(&rd, buf, len, &blen2)) < 0) goto error;
+    resp->status = rd.h.status;
     resp->body = buf;
     resp->body_len = blen2;
     close(fd);

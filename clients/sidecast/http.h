@@ -29,6 +29,25 @@ int http_head_parse(const char *buf, size_t len, http_head *h);
 /* The first value of header name (case-insensitive), with *len, or NULL. */
 const char *http_head_get(const http_head *h, const char *name, size_t *len);
 
+/* The response reader http_request runs after each read, pure so that it can be fuzzed
+ * (tests/fuzz/fuzz_http.c): Content-Length, chunked (strictly parsed) or up to the close,
+ * every size bounded by HTTP_HEAD_MAX / HTTP_BODY_MAX. */
+typedef struct http_reader {
+    http_head h;
+    int hlen;          /* the head's length, 0 until it is complete */
+    long long clen;    /* Content-Length, -1 when absent */
+    int chunked;
+    int head_request;  /* a HEAD request: no body follows */
+} http_reader;
+
+void http_reader_init(http_reader *rd, int head_request);
+/* buf[0..len): everything read so far; eof: the peer closed. Returns 1 when the response is
+ * complete, 0 when more is needed, -EPROTO (malformed or cut short) or -EMSGSIZE. */
+int http_reader_step(http_reader *rd, const char *buf, size_t len, int eof);
+/* After step returned 1: the body (dechunked) moved to buf[0..*body_len) and NUL-terminated
+ * (buf must hold len + 1 bytes). 0, or -EPROTO. */
+int http_reader_body(const http_reader *rd, char *buf, size_t len, size_t *body_len);
+
 typedef struct http_response {
     int status;
     char *body;      /* malloc'd, NUL-terminated (body_len bytes before it); owned */
