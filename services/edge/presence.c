@@ -11,6 +11,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "rds.h"
+#include "token.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -460,6 +461,27 @@ static bool user_valid(const char *u)
     return true;
 }
 
+/* Who may see a user's presence: the user, a caller whose token grants subscribing to
+ * "presence.<user>" (the gateway passes the token's sub_topics as Sidecast-Sub-Topics), and a
+ * back-end service asking on the bus directly (no Sidecast-User: NATS is the trust boundary,
+ * docs/SECURITY.md §4). */
+bool presence_may_read(const char *caller, const char *sub_topics_json, const char *user)
+{
+    if (!caller) return true;
+    if (strcmp(caller, user) == 0) return true;
+    if (!sub_topics_json) return false;
+    char topic[160];
+    if ((size_t)snprintf(topic, sizeof topic, "presence.%s", user) >= sizeof topic) return false;
+    json_t *pats = json_loads(sub_topics_json, 0, NULL), *v;
+    size_t i;
+    bool ok = false;
+    json_array_foreach(pats, i, v) {
+        if (json_is_string(v) && token_topic_match(json_string_value(v), topic) == 1) ok = true;
+    }
+    json_decref(pats);
+    return ok;
+}
+
 /* presence.get, on the presence thread (Redis calls block: never on nats.c's thread, which
  * also carries every event of this edge). */
 static void answer_get(presence *p, bus_msg *msg)
@@ -469,6 +491,13 @@ static void answer_get(presence *p, bus_msg *msg)
     if (!user || !user_valid(user)) {
         reply_json(p, msg, 400, json_pack("{s:s, s:s}", "error", "invalid_request", "message",
                                           "params.user: a user id of 1 to 128 visible bytes"));
+        goto done;
+    }
+    if (!presence_may_read(bus_msg_header(msg, HDR_USER), bus_msg_header(msg, HDR_SCOPE_SUB),
+                           user)) {
+        reply_json(p, msg, 403, json_pack("{s:s, s:s}", "error", "forbidden", "message",
+                                          "only the user, or a token that may subscribe to "
+                                          "presence.<user>, sees a user's presence"));
         goto done;
     }
     char ukey[300];

@@ -60,6 +60,11 @@ void presence_add(presence *p, const char *user, uint64_t conn, int worker, bool
 /* It closed (only after presence_add). Any thread. */
 void presence_remove(presence *p, const char *user, uint64_t conn);
 
+/* presence.get's access rule: true when caller (Sidecast-User; NULL: a service on the bus)
+ * may see user's presence: caller is user, or sub_topics_json (the token's sub_topics as
+ * the gateway passes them, or NULL) has a pattern matching "presence.<user>". Pure. */
+bool presence_may_read(const char *caller, const char *sub_topics_json, const char *user);
+
 /* 1 when Redis is not being kept up to date right now. */
 int presence_degraded(const presence *p);
 

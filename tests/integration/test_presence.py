@@ -22,8 +22,8 @@ def _connect(st, edge, user="alice"):
     return ws, w
 
 
-def _presence(st, user, as_user="alice"):
-    tok = st.token(as_user)["access_token"]
+def _presence(st, user, as_user=None):
+    tok = st.token(as_user or user)["access_token"]
     r = st.gw("GET", "/api/presence/" + user, headers={"Authorization": "Bearer " + tok})
     assert r.status == 200, r
     return r.json()
@@ -50,8 +50,14 @@ def test_presence_across_edges(st):
 
 def test_presence_get_rejects_bad_input(st):
     tok = st.token("alice")["access_token"]
-    r = st.gw("GET", "/api/presence/nobody", headers={"Authorization": "Bearer " + tok})
-    assert r.status == 200 and r.json()["count"] == 0, r
+    r = st.gw("GET", "/api/presence/alice", headers={"Authorization": "Bearer " + tok})
+    assert r.status == 200 and r.json()["user"] == "alice", r
+    # another user's presence: only with a sub_topics grant on presence.<user> (alice has none)
+    r = st.gw("GET", "/api/presence/bob", headers={"Authorization": "Bearer " + tok})
+    assert r.status == 403 and r.json()["error"] == "forbidden", r
+    # a back-end service on the bus may ask about anyone
+    lines = st.busctl("req", "presence.get", json.dumps({"params": {"user": "nobody"}}), 2000)
+    assert "hdr Sidecast-Status: 200" in lines and any('"count":0' in l for l in lines), lines
     r = st.gw("GET", "/api/presence/alice")  # no token
     assert r.status == 401, r
     lines = st.busctl("req", "presence.get", json.dumps({"params": {"user": "a b"}}), 2000)
