@@ -26,6 +26,8 @@ typedef struct grant_cfg {
     const char *ws_url;
     long access_ttl;          /* seconds */
     size_t max_body;          /* largest request accepted, bytes */
+    long login_max;           /* failed checks per name in the window, then 429 (0: off) */
+    long login_window;        /* seconds */
 } grant_cfg;
 
 enum grant_op { GRANT_TOKEN, GRANT_REFRESH, GRANT_REVOKE, GRANT_JWKS };

@@ -25,6 +25,7 @@ static struct config {
     char *issuer, *audience, *private_key, *kid, *users_file, *ws_url;
     int log_level;
     long access_ttl, refresh_ttl, reuse_window, redis_timeout_ms, max_body, workers, drain_ms;
+    long login_max, login_window;
 } cfg;
 
 static const cfg_opt options[] = {
@@ -60,6 +61,12 @@ static const cfg_opt options[] = {
       0, 0, &cfg.ws_url },
     { "AUTH_MAX_BODY", CFG_INT, "16384", "largest request accepted (bytes)", 0, 256, 1048576,
       &cfg.max_body },
+    { "AUTH_LOGIN_MAX_FAILURES", CFG_INT, "10",
+      "failed password or client-secret checks per name within AUTH_LOGIN_WINDOW_S before "
+      "that name is refused with 429 slow_down until the window ends (0: off; needs Redis, "
+      "fails open without it)", 0, 0, 100000, &cfg.login_max },
+    { "AUTH_LOGIN_WINDOW_S", CFG_INT, "300",
+      "the failed-login window (s), from the first failure", 0, 1, 86400, &cfg.login_window },
     { "AUTH_WORKERS", CFG_INT, "4", "parallel handlers of auth.token / auth.refresh", 0, 1, 64,
       &cfg.workers },
     { "DRAIN_TIMEOUT_MS", CFG_INT, "5000", "time allowed to finish requests at shutdown (ms)",
@@ -161,6 +168,8 @@ int main(int argc, char **argv)
         .ws_url = cfg.ws_url,
         .access_ttl = cfg.access_ttl,
         .max_body = (size_t)cfg.max_body,
+        .login_max = cfg.login_max,
+        .login_window = cfg.login_window,
     };
     if (authsvc_start(&svc, app.b, &g, (int)cfg.workers) < 0) goto done;
     if (admin_create(&adm, cfg.admin_listen, ready, &app) < 0) goto done;

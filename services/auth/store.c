@@ -18,8 +18,26 @@ struct rtstore {
     long ttl;
     char ttl_s[24];
     char reuse_s[24]; /* how long a rotated token is remembered, to catch its reuse */
-    rds_script issue, rotate, revoke_token, revoke_family, revoke_user;
+    rds_script issue, rotate, revoke_token, revoke_family, revoke_user, login_check,
+        login_failed;
 };
+
+/* Failed logins per name. KEYS: counter. ARGV: max. Seconds until the name may try again
+ * (0: it may now). */
+static const char lua_login_check[] =
+    "local n = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+    "if n < tonumber(ARGV[1]) then return 0 end\n"
+    "local t = redis.call('TTL', KEYS[1])\n"
+    "if t < 1 then return 1 end\n"
+    "return t\n";
+
+/* KEYS: counter. ARGV: window (s). The window starts at the first failure. */
+static const char lua_login_failed[] =
+    "local n = redis.call('INCR', KEYS[1])\n"
+    "if n == 1 or redis.call('TTL', KEYS[1]) < 0 then\n"
+    "  redis.call('EXPIRE', KEYS[1], ARGV[1])\n"
+    "end\n"
+    "return n\n";
 
 /* KEYS: rt, fam, user. ARGV: sub, fam, scope, ttl, now, prefix. */
 static const char lua_issue[] =
@@ -113,6 +131,8 @@ int rtstore_create(rtstore **out, rds *r, long ttl, long reuse_window)
     rds_script_init(&s->revoke_token, lua_revoke_token);
     rds_script_init(&s->revoke_family, lua_revoke_family);
     rds_script_init(&s->revoke_user, lua_revoke_user);
+    rds_script_init(&s->login_check, lua_login_check);
+    rds_script_init(&s->login_failed, lua_login_failed);
     *out = s;
     return 0;
 }
@@ -296,4 +316,54 @@ int rtstore_revoke_user(rtstore *s, const char *sub)
     rc = rep->type == REDIS_REPLY_INTEGER ? (int)rep->integer : 0;
     freeReplyObject(rep);
     return rc;
+}
+
+/* The counter's key: the name hashed, so that any name a client sends makes a key of one
+ * fixed size (and none of it shows in Redis). */
+static int login_key(char kind, const char *name, char *out, size_t cap)
+{
+    unsigned char md[32];
+    unsigned int mdl = 0;
+    char hex[33];
+    if (EVP_Digest(name, strlen(name), md, &mdl, EVP_sha256(), NULL) != 1 || mdl < 16)
+        return -1;
+    for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return snprintf(out, cap, PREFIX "loginfail:%c:%s", kind, hex) < (int)cap ? 0 : -1;
+}
+
+long rtstore_login_blocked(rtstore *s, char kind, const char *name, long max)
+{
+    char k[80], mx[24];
+    redisReply *rep = NULL;
+    long rc;
+    if (max <= 0 || login_key(kind, name, k, sizeof k) < 0) return 0;
+    snprintf(mx, sizeof mx, "%ld", max);
+    const char *keys[1] = { k };
+    const char *args[1] = { mx };
+    int e = rds_eval(s->r, &s->login_check, &rep, 1, keys, 1, args);
+    if (e < 0) return e;
+    rc = rep->type == REDIS_REPLY_INTEGER ? (long)rep->integer : 0;
+    freeReplyObject(rep);
+    return rc;
+}
+
+int rtstore_login_failed(rtstore *s, char kind, const char *name, long window)
+{
+    char k[80], w[24];
+    if (window <= 0 || login_key(kind, name, k, sizeof k) < 0) return 0;
+    snprintf(w, sizeof w, "%ld", window);
+    const char *keys[1] = { k };
+    const char *args[1] = { w };
+    return rds_eval(s->r, &s->login_failed, NULL, 1, keys, 1, args);
+}
+
+int rtstore_login_ok(rtstore *s, char kind, const char *name)
+{
+    char k[80];
+    if (login_key(kind, name, k, sizeof k) < 0) return 0;
+    const char *argv[2] = { "DEL", k };
+    redisReply *rep = NULL;
+    int rc = rds_commandv(s->r, &rep, 2, argv, NULL);
+    if (rep) freeReplyObject(rep);
+    return rc < 0 ? rc : 0;
 }

@@ -66,4 +66,13 @@ int rtstore_revoke_family(rtstore *s, const char *fam);
 /* Revokes every family of sub. Returns how many were active, or a negative rds_err. */
 int rtstore_revoke_user(rtstore *s, const char *sub);
 
+/* Failed-login throttling, per name (kind 'u' user, 'c' client; the name is hashed into the
+ * key, so unknown names count like known ones). blocked: seconds until name may try again
+ * once it has max failures in the current window (0: allowed; max <= 0: off), or a
+ * negative RDS_ code. failed: counts one failure; the window (seconds) starts at the
+ * first. ok: a success clears the count. */
+long rtstore_login_blocked(rtstore *s, char kind, const char *name, long max);
+int rtstore_login_failed(rtstore *s, char kind, const char *name, long window);
+int rtstore_login_ok(rtstore *s, char kind, const char *name);
+
 #endif

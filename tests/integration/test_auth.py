@@ -15,7 +15,9 @@ import harness
 import natspub
 
 SERVICES = ("auth",)
-ENV = {"auth": {"REFRESH_REUSE_WINDOW_S": "120"}}
+# Failed-login throttling is off here (the timing test alone fails ten logins of alice);
+# tests/integration/test_auth_throttle.py covers it.
+ENV = {"auth": {"REFRESH_REUSE_WINDOW_S": "120", "AUTH_LOGIN_MAX_FAILURES": "0"}}
 
 ALICE = {"grant_type": "password", "username": "alice", "password": "wonderland"}
 BOB = {"grant_type": "password", "username": "bob", "password": "builder"}
