@@ -27,6 +27,7 @@
 #define QUEUE_MAX 100000 /* operations waiting; over: dropped, and a full rewrite follows */
 #define REAP_EVERY_S 10
 #define RESYNC_BATCH 200
+#define APPLY_BATCH 256 /* registrations and removals written in one script run */
 
 enum op_kind { OP_ADD, OP_CHECK, OP_REMOVE, OP_GET };
 
@@ -65,6 +66,7 @@ struct presence {
     _Atomic int degraded;
     bool need_rewrite;
     bool beaten; /* a heartbeat was written before */
+    struct batch *bt; /* the presence thread's batch of writes */
     metric *m_degraded, *m_ops, *m_refused, *m_reaped;
 };
 
@@ -87,6 +89,25 @@ static const char ADD_LUA[] =
 static const char REMOVE_LUA[] =
     "redis.call('HDEL', KEYS[1], ARGV[1])\n"
     "redis.call('SREM', KEYS[2], ARGV[2])\n"
+    "return 1\n";
+
+/* Registrations ('a') and removals ('r') without a limit check, in order, in one round trip:
+ * ARGV[1] prefix, ARGV[2] edge, then kind, user, conn, at for each. */
+static const char BATCH_LUA[] =
+    "local pfx, edge = ARGV[1], ARGV[2]\n"
+    "local ck = pfx .. 'conns:' .. edge\n"
+    "for i = 3, #ARGV - 3, 4 do\n"
+    "  local uk = pfx .. 'user:' .. ARGV[i + 1]\n"
+    "  local field = edge .. '/' .. ARGV[i + 2]\n"
+    "  local member = ARGV[i + 1] .. '\\t' .. ARGV[i + 2]\n"
+    "  if ARGV[i] == 'a' then\n"
+    "    redis.call('HSET', uk, field, ARGV[i + 3])\n"
+    "    redis.call('SADD', ck, member)\n"
+    "  else\n"
+    "    redis.call('HDEL', uk, field)\n"
+    "    redis.call('SREM', ck, member)\n"
+    "  end\n"
+    "end\n"
     "return 1\n";
 
 /* Removes every entry an edge registered (KEYS[1] = its conns set; ARGV[1] = prefix,
@@ -116,7 +137,7 @@ static const char LIST_LUA[] =
     "end\n"
     "return out\n";
 
-static rds_script add_script, remove_script, reap_script, list_script;
+static rds_script add_script, remove_script, reap_script, list_script, batch_script;
 
 static long wall_s(void) { return (long)time(NULL); }
 
@@ -282,6 +303,38 @@ static int apply(presence *p, enum op_kind kind, const char *user, uint64_t conn
     return rc;
 }
 
+/* Up to APPLY_BATCH registrations/removals in one script run (one round trip instead of one
+ * per connection: a burst of 10k connects is 40 round trips). */
+struct batch {
+    int n;
+    const char *args[2 + 4 * APPLY_BATCH];
+    char conn[APPLY_BATCH][24], at[APPLY_BATCH][24];
+};
+typedef struct batch batch;
+
+static void batch_add(batch *b, enum op_kind kind, const char *user, uint64_t conn, long at)
+{
+    int i = b->n++;
+    snprintf(b->conn[i], sizeof b->conn[i], "%llu", (unsigned long long)conn);
+    snprintf(b->at[i], sizeof b->at[i], "%ld", at);
+    b->args[2 + 4 * i] = kind == OP_REMOVE ? "r" : "a";
+    b->args[3 + 4 * i] = user;
+    b->args[4 + 4 * i] = b->conn[i];
+    b->args[5 + 4 * i] = b->at[i];
+}
+
+/* Writes and empties the batch (the users it points to must live until then). */
+static int batch_flush(presence *p, batch *b)
+{
+    if (b->n == 0) return 0;
+    b->args[0] = PFX;
+    b->args[1] = p->edge;
+    metric_add(p->m_ops, b->n);
+    int rc = rds_eval(p->r, &batch_script, NULL, 0, NULL, 2 + 4 * b->n, b->args);
+    b->n = 0;
+    return rc;
+}
+
 /* This edge's entries in Redis := the in-memory table. */
 static int rewrite(presence *p)
 {
@@ -310,10 +363,15 @@ static int rewrite(presence *p)
         }
     }
     pthread_mutex_unlock(&p->lock);
-    for (size_t i = 0; i < n; i++) {
-        if (rc == 0) rc = apply(p, OP_ADD, snap[i]->user, snap[i]->conn, snap[i]->at, NULL);
-        free(snap[i]);
+    batch *bt = malloc(sizeof *bt);
+    if (!bt) rc = RDS_ENOMEM;
+    else bt->n = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        batch_add(bt, OP_ADD, snap[i]->user, snap[i]->conn, snap[i]->at);
+        if (bt->n == APPLY_BATCH || i + 1 == n) rc = batch_flush(p, bt);
     }
+    for (size_t i = 0; i < n; i++) free(snap[i]);
+    free(bt);
     free(snap);
     if (rc == 0)
         log_info("presence rewritten", "edge=%s connections=%zu stale_removed=%lld", p->edge, n,
@@ -358,6 +416,20 @@ static void reap_dead(presence *p)
 
 static void answer_get(presence *p, bus_msg *msg);
 
+/* Sends the batch of registrations and removals, then frees their ops. */
+static void send_batch(presence *p, op **written)
+{
+    if (p->bt->n > 0) {
+        int rc = batch_flush(p, p->bt);
+        if (rc != 0) set_degraded(p, true, rds_strerror(rc));
+    }
+    while (*written) {
+        op *o = *written;
+        *written = o->next;
+        free(o);
+    }
+}
+
 static void *presence_main(void *arg)
 {
     presence *p = arg;
@@ -393,9 +465,22 @@ static void *presence_main(void *arg)
                 set_degraded(p, true, rds_strerror(rc));
             }
         }
+        op *written = NULL; /* batched ops: their user names live until the batch is sent */
         while (list) {
             op *o = list;
             list = o->next;
+            if (o->kind == OP_ADD || o->kind == OP_REMOVE) {
+                if (atomic_load(&p->degraded)) { /* the rewrite after it puts Redis right */
+                    free(o);
+                    continue;
+                }
+                batch_add(p->bt, o->kind, o->user, o->conn, o->at);
+                o->next = written;
+                written = o;
+                if (p->bt->n == APPLY_BATCH) send_batch(p, &written);
+                continue;
+            }
+            send_batch(p, &written); /* in order: what came before this op first */
             if (o->kind == OP_GET) {
                 answer_get(p, o->msg);
                 free(o);
@@ -419,6 +504,7 @@ static void *presence_main(void *arg)
             }
             free(o);
         }
+        send_batch(p, &written);
         if (now >= next_reap && !atomic_load(&p->degraded)) {
             reap_dead(p);
             next_reap = now + REAP_EVERY_S;
@@ -550,9 +636,14 @@ int presence_create(presence **out, const presence_cfg *cfg, bus *b)
         rds_script_init(&remove_script, REMOVE_LUA);
         rds_script_init(&reap_script, REAP_LUA);
         rds_script_init(&list_script, LIST_LUA);
+        rds_script_init(&batch_script, BATCH_LUA);
     }
     presence *p = calloc(1, sizeof *p);
     if (!p) return -ENOMEM;
+    if (!(p->bt = calloc(1, sizeof *p->bt))) {
+        free(p);
+        return -ENOMEM;
+    }
     p->cfg = *cfg;
     snprintf(p->edge, sizeof p->edge, "%s", cfg->edge_id);
     p->cfg.edge_id = p->edge;
@@ -618,5 +709,6 @@ void presence_destroy(presence *p)
         }
     pthread_cond_destroy(&p->cond);
     pthread_mutex_destroy(&p->lock);
+    free(p->bt);
     free(p);
 }
