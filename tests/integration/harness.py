@@ -444,7 +444,11 @@ class Stack:
         return self.procs[name]
 
     def wait_ready(self, name, timeout=20.0):
-        """Waits for a service's /readyz (200), Redis's PING or a NATS node's health."""
+        """Waits for a service's /readyz (200), Redis's PING or a NATS node's health. Under
+        valgrind a process starts ten to fifty times slower (auth's key load alone took 5 s
+        on a loaded machine), so the wait is three times as long there."""
+        if VALGRIND:
+            timeout *= 3
         if name == "redis":
             wait_for(self.redis_ping, timeout=timeout, what="redis-server")
             return
