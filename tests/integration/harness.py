@@ -34,6 +34,10 @@ SAN = os.environ.get("SAN", "0") == "1"
 # make valgrind: Sidecast's own processes run under memcheck; an error or a definite leak
 # makes the process exit 24, which the module's teardown check reports
 VALGRIND = os.environ.get("VALGRIND", "0") == "1"
+# How much longer a wall-clock bound in a test may be: every Sidecast process runs under
+# memcheck (make valgrind) or ASan (make asan). Used only for bounds that guard against a
+# hang, never to judge speed.
+SLOW = 4 if VALGRIND else 1
 VALGRIND_ARGV = ["valgrind", "-q", "--error-exitcode=24", "--leak-check=full",
                  "--show-leak-kinds=definite", "--errors-for-leak-kinds=definite",
                  "--num-callers=30"]

@@ -174,7 +174,7 @@ def test_slowloris_on_the_gateway_is_cut_by_the_head_deadline(st):
     def attack(v):
         closed = _slowloris(st.gateway_port, 50, head, v, 8)
         assert len(closed) == 50, "only %d of 50 closed" % len(closed)
-        assert max(closed.values()) < 5, closed  # GATEWAY_REQUEST_TIMEOUT_MS=2000
+        assert max(closed.values()) < 5 * harness.SLOW, closed  # GATEWAY_REQUEST_TIMEOUT_MS=2000
         # and the gateway still answers
         assert harness.http("GET", st.gateway_url + "/healthz").status == 200
         return closed
@@ -300,6 +300,12 @@ def test_clients_that_never_read_are_closed_4008(st):
                 if closed >= 20:
                     break
         nc.close()
+        try:  # the edge may still be working through what was published (valgrind: slow)
+            harness.wait_for(lambda: (_metric(st, "sc_edge_slow_closes_total") or 0) - before
+                             >= 20, timeout=10 * harness.SLOW, what="20 slow closes")
+        except AssertionError:
+            pass
+        closed = (_metric(st, "sc_edge_slow_closes_total") or 0) - before
         for ws in hogs:
             ws.abort()
         assert closed == 20, closed  # each one closed 4008 at EDGE_OUTBOUND_LIMIT
