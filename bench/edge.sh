@@ -12,24 +12,26 @@
 # $OUT/edge/.
 #
 #   RUNS=3 BENCH_QUICK=0 bench/edge.sh     BENCH_TARGETS="sidecast nats ws"
-#   IDLE_SIZES="1000 10000 19000" FANOUT_CASES="1000:100 1000:1000 10000:10 10000:100"
-#   FANOUT_SECONDS=5 IDLE_SECONDS=3 CONNECT_CONNS=10000 CONNECT_DISTINCT=5000
+#   IDLE_SIZES="1000 10000 19000" FANOUT_CASES="1000:20 1000:100 1000:1000 10000:10 10000:100"
+#   FANOUT_SECONDS=3 FANOUT_DRAIN=3 IDLE_SECONDS=2 CONNECT_CONNS=5000 CONNECT_DISTINCT=3000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 RUNS=${RUNS:-3}
 OUT=${BENCH_OUT:-$BUILD/bench-run}
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
-  d_idle="1000 5000"; d_fan="1000:100 1000:1000 5000:20"; d_secs=3; d_conn=3000; d_dist=2000
+  d_idle="1000 5000"; d_fan="1000:20 1000:100 1000:1000 5000:20"; d_secs=3; d_conn=3000
+  d_dist=2000
 else
-  d_idle="1000 10000 19000"; d_fan="1000:100 1000:1000 10000:10 10000:100"; d_secs=5
-  d_conn=10000; d_dist=5000
+  d_idle="1000 10000 19000"; d_fan="1000:20 1000:100 1000:1000 10000:10 10000:100"; d_secs=3
+  d_conn=5000; d_dist=3000
 fi
 TARGETS=${BENCH_TARGETS:-"sidecast nats ws"}
 IDLE_SIZES=${IDLE_SIZES:-$d_idle}
 FANOUT_CASES=${FANOUT_CASES:-$d_fan}
 FSECS=${FANOUT_SECONDS:-$d_secs}
-ISECS=${IDLE_SECONDS:-3}
+ISECS=${IDLE_SECONDS:-2}
+DRAIN=${FANOUT_DRAIN:-3}
 CONNECT_CONNS=${CONNECT_CONNS:-$d_conn}
 CONNECT_DISTINCT=${CONNECT_DISTINCT:-$d_dist}
 SOURCES=127.0.0.1-127.0.0.8
@@ -175,7 +177,7 @@ run_fanout() { # TARGET RUN N RATE
   # shellcheck disable=SC2046
   "$SC" bench fanout --target "$t" --url "$URL" $(auth_args "$t" pool) --conns "$n" \
     --procs "$(procs_for "$n")" --source "$SOURCES" --topic "$TOPIC" --nats "$NATS_URL" \
-    --rate "$rate" --seconds "$FSECS" --drain 5 --setup-timeout 90 --pid "$PIDS" --json \
+    --rate "$rate" --seconds "$FSECS" --drain "$DRAIN" --setup-timeout 90 --pid "$PIDS" --json \
     --hist "$OUT/hist/$tag.txt" >"$DIR/$tag.out" 2>"$DIR/$tag.err" || true
   record "$t fanout $n $rate" "$r" "$DIR/$tag.out"
   if [ "$t" = sidecast ]; then

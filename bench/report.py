@@ -224,7 +224,7 @@ def plots(out, img, idle, fan_cpu, lat_case):
             for ms, c in h:
                 seen += c
                 f.write("%.3f %.6f\n" % (ms, seen / total))
-    def plot_lines(kind, suffixes):
+    def plot_lines(kind, suffixes, style="with linespoints"):
         parts = []
         for t in TARGETS:
             for suf, title in suffixes:
@@ -232,7 +232,7 @@ def plots(out, img, idle, fan_cpu, lat_case):
                 if os.path.exists(fn) and os.path.getsize(fn) > 0:
                     parts.append("'%s' using 1:2 with linespoints title '%s%s'" % (
                         fn, NAMES[t], title))
-        return ", ".join(parts)
+        return ", ".join(parts).replace("with linespoints", style)
     script = """
 set terminal pngcairo size 900,560 font ',11'
 set grid
@@ -247,9 +247,10 @@ set title 'Server CPU per delivered message (user+system, /proc; median of runs)
 set xlabel 'subscribers'
 set ylabel 'CPU microseconds per delivery'
 set logscale x
+set xrange [500:20000]
 set key right top
 plot {cpu}
-unset logscale x
+unset xrange
 set output '{img}/latency-cdf.png'
 set title 'Publish-to-receipt latency, {n} subscribers x {rate} msg/s (all runs)'
 set xlabel 'latency (ms, log scale)'
@@ -260,7 +261,8 @@ set yrange [0:1]
 plot {lat}
 """.format(img=img, mem=plot_lines("mem", [("", "")]),
            cpu=plot_lines("cpu", [("-low", " (low rate)"), ("-high", " (high rate)")]),
-           lat=plot_lines("lat", [("", "")]), n=lat_case[0], rate=lat_case[1])
+           lat=plot_lines("lat", [("", "")], "with lines lw 2"), n=lat_case[0],
+           rate=lat_case[1])
     with open(os.path.join(pd, "plots.gp"), "w") as f:
         f.write(script)
     r = subprocess.run(["gnuplot", os.path.join(pd, "plots.gp")], capture_output=True,
@@ -280,7 +282,7 @@ def main():
     ap.add_argument("--template", default="bench/BENCHMARKS.md.in")
     ap.add_argument("--page", default="docs/BENCHMARKS.md")
     ap.add_argument("--img", default="docs/img")
-    ap.add_argument("--low", default="1000:100,10000:10,5000:20",
+    ap.add_argument("--low", default="1000:20,1000:100,10000:10,5000:20",
                     help="fan-out cases (subs:rate) counted as the low rate")
     a = ap.parse_args()
     for c in a.low.split(","):
@@ -292,7 +294,8 @@ def main():
     fan_md, ratio_md, fan_cpu, ratios = fanout_table(runs)
     conn_md, conn = connect_table(runs)
     keys = fanout_rows(runs)
-    lat_case = (1000, 100) if (1000, 100) in keys else (keys[0] if keys else (0, 0))
+    lat_case = next((k for k in [(1000, 20), (1000, 100)] if k in keys),
+                    keys[0] if keys else (0, 0))
     drew = plots(a.out, a.img, idle_data, fan_cpu, lat_case)
 
     # the goals, from the medians

@@ -63,7 +63,8 @@
 #define MAX_SOURCES 64
 #define MAX_PIDS 4
 #define RBUF_SIZE (64 * 1024)   /* one read buffer per thread, reused by every connection */
-#define PART_MAX (16 * 1024)    /* bytes of an unfinished frame a connection may carry over */
+#define PART_MAX (1024 * 1024)  /* largest server frame (nats-server coalesces MSGs) */
+#define NATS_PART_MAX (72 * 1024) /* an unfinished NATS message (max_payload 64 KiB) */
 #define HEAD_MAX 4096
 #define TOKEN_MAX 4096
 #define TOPIC_MAX 100
@@ -302,8 +303,7 @@ typedef struct conn {
     int fd;
     uint8_t state, topic;
     bool settled, failed, lost, clean;
-    uint16_t plen, pcap;
-    uint32_t nlen, ncap;
+    uint32_t plen, pcap, nlen, ncap;
     uint8_t *part; /* carried-over bytes of an unfinished frame or head */
     uint8_t *nbuf; /* nats: carried-over bytes of an unfinished protocol line or message */
     uint32_t events, gaps, disorder;
@@ -534,7 +534,7 @@ static size_t nats_parse(worker *w, conn *c, const uint8_t *p, size_t n, int64_t
             for (const uint8_t *d = sp; d < eol && *d >= '0' && *d <= '9'; d++)
                 len = len * 10 + (uint64_t)(*d - '0');
             size_t need = ll + 2 + (size_t)len + 2;
-            if (len > PART_MAX) {
+            if (len > NATS_PART_MAX - 512) {
                 conn_fail(w, c, "nats message too big");
                 return n;
             }
@@ -582,18 +582,18 @@ static void on_nats_payload(worker *w, conn *c, const uint8_t *p, size_t n, int6
         if (c->state == C_DONE || used == n) return;
         p += used;
         n -= used;
-        if (n > PART_MAX) {
+        if (n > NATS_PART_MAX) {
             conn_fail(w, c, "nats line too long");
             return;
         }
         if (n > c->ncap) {
-            uint8_t *b = realloc(c->nbuf, PART_MAX + 16);
+            uint8_t *b = realloc(c->nbuf, n + 256);
             if (!b) {
                 conn_fail(w, c, "out of memory");
                 return;
             }
             c->nbuf = b;
-            c->ncap = PART_MAX + 16;
+            c->ncap = (uint32_t)n + 256;
         }
         memcpy(c->nbuf, p, n);
         c->nlen = (uint32_t)n;
@@ -602,7 +602,7 @@ static void on_nats_payload(worker *w, conn *c, const uint8_t *p, size_t n, int6
     /* carried-over bytes first: join them with this payload in the thread's scratch */
     uint8_t *s = w->nscratch;
     size_t total = c->nlen + n;
-    if (total > 2 * PART_MAX + 32) {
+    if (total > NATS_PART_MAX + PART_MAX) {
         conn_fail(w, c, "nats message too big");
         return;
     }
@@ -611,9 +611,18 @@ static void on_nats_payload(worker *w, conn *c, const uint8_t *p, size_t n, int6
     c->nlen = 0;
     size_t used = nats_parse(w, c, s, total, t_read);
     if (c->state == C_DONE || used == total) return;
-    if (total - used > c->ncap) {
+    if (total - used > NATS_PART_MAX) {
         conn_fail(w, c, "nats message too big");
         return;
+    }
+    if (total - used > c->ncap) {
+        uint8_t *b = realloc(c->nbuf, total - used + 256);
+        if (!b) {
+            conn_fail(w, c, "out of memory");
+            return;
+        }
+        c->nbuf = b;
+        c->ncap = (uint32_t)(total - used) + 256;
     }
     memmove(c->nbuf, s + used, total - used);
     c->nlen = (uint32_t)(total - used);
@@ -682,10 +691,10 @@ static int keep_part(conn *c, const uint8_t *buf, size_t n)
         uint8_t *p = realloc(c->part, cap);
         if (!p) return -1;
         c->part = p;
-        c->pcap = (uint16_t)(cap > UINT16_MAX ? UINT16_MAX : cap);
+        c->pcap = (uint32_t)cap;
     }
     memmove(c->part, buf, n);
-    c->plen = (uint16_t)n;
+    c->plen = (uint32_t)n;
     return 0;
 }
 
@@ -702,7 +711,7 @@ static void on_readable(worker *w, conn *c)
     }
     if (r < 0) {
         if (errno == EAGAIN || errno == EINTR) {
-            c->plen = (uint16_t)have;
+            c->plen = (uint32_t)have;
             return;
         }
         conn_fail(w, c, strerror(errno));
@@ -943,7 +952,7 @@ static int child_main(long first, long n, int cmd_fd, int out_fd)
         w->rng = 0x9e3779b9u ^ (uint32_t)((first + i) * 7919 + 1);
         w->epfd = epoll_create1(EPOLL_CLOEXEC);
         w->rbuf = malloc(RBUF_SIZE + PART_MAX);
-        w->nscratch = malloc(2 * PART_MAX + 64);
+        w->nscratch = malloc(NATS_PART_MAX + PART_MAX + 64);
         w->hist = calloc(HIST_LEN, sizeof *w->hist);
         if (w->epfd < 0 || !w->rbuf || !w->hist || !w->nscratch) return 1;
     }
