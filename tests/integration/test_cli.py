@@ -370,7 +370,7 @@ def test_bench_fanout_counts_every_delivery(st):
     addresses, 20 messages through NATS: every connection gets each once, in order, and the
     result names the edge's CPU and RSS. Counts only; speed is not judged."""
     toks = _bench_tokens(st, 8)
-    edge_pid = st.procs["edge"].pid()
+    edge_pid = st.procs["edge"].pid
     rc, out, err = run(st, "alice", "bench", "fanout", "--url", st.edge_url, "--tokens", toks,
                        "--conns", 20, "--procs", 2, "--source", "127.0.0.1-127.0.0.3",
                        "--topic", "prices.BENCHT", "--nats", st.nats_url, "--rate", 20,
@@ -394,7 +394,7 @@ def test_bench_connect_distinct_tokens_and_foreign_key(st):
     tokens signed by a key the edge does not know, none does and the exit code says so."""
     toks = _bench_tokens(st, 30, prefix="conn-")
     rc, out, err = run(st, "alice", "bench", "connect", "--url", st.edge_url, "--tokens", toks,
-                       "--conns", 30, "--pid", st.procs["edge"].pid(), "--json", "--quiet",
+                       "--conns", 30, "--pid", st.procs["edge"].pid, "--json", "--quiet",
                        timeout=60)
     d = _bench_json(out)
     assert rc == 0 and d["ready"] == 30 and d["tokens"] == 30, (rc, d, err)
