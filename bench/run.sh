@@ -35,6 +35,8 @@ BENCH_SECONDS=$GSECS timeout 900 bash bench/gateway.sh | tee "$BENCH_OUT/gateway
 echo "bench: edge suite" >&2
 timeout 2400 bash bench/edge.sh
 
+echo "- Machine load at the end (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg); whole run $(( $(date +%s) - t0 )) s" \
+  >>"$BENCH_OUT/machine.txt"
 if [ -f "$BENCH_OUT/peers-versions.txt" ]; then cat "$BENCH_OUT/peers-versions.txt" >>"$BENCH_OUT/machine.txt"; fi
 python3 bench/report.py "$BENCH_OUT" --page "${BENCH_PAGE:-docs/BENCHMARKS.md}" \
   --img "${BENCH_IMG:-docs/img}"
