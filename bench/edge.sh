@@ -12,19 +12,21 @@
 # $OUT/edge/.
 #
 #   RUNS=3 BENCH_QUICK=0 bench/edge.sh     BENCH_TARGETS="sidecast nats ws"
-#   IDLE_SIZES="1000 10000 19000" FANOUT_CASES="1000:20 1000:100 1000:1000 10000:10 10000:100"
-#   FANOUT_SECONDS=3 FANOUT_DRAIN=3 IDLE_SECONDS=2 CONNECT_CONNS=5000 CONNECT_DISTINCT=3000
+#   IDLE_SIZES="1000 10000 19000" FANOUT_CASES="1000:100 1000:1000 10000:10 10000:100"
+#   FANOUT_SECONDS=3 FANOUT_DRAIN=3 IDLE_SECONDS=2 CONNECT_CONNS=3000 CONNECT_DISTINCT=3000
+# Idle opens the sizes in steps on one server (RSS read after each); every case ends its
+# connections with close(2), without the closing handshake (--fast-close): nothing measured
+# depends on it, and an overloaded peer would make each case wait for it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 RUNS=${RUNS:-3}
 OUT=${BENCH_OUT:-$BUILD/bench-run}
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
-  d_idle="1000 5000"; d_fan="1000:20 1000:100 1000:1000 5000:20"; d_secs=3; d_conn=3000
-  d_dist=2000
+  d_idle="1000 5000"; d_fan="1000:100 1000:1000 5000:20"; d_secs=3; d_conn=2000; d_dist=1000
 else
-  d_idle="1000 10000 19000"; d_fan="1000:20 1000:100 1000:1000 10000:10 10000:100"; d_secs=3
-  d_conn=5000; d_dist=3000
+  d_idle="1000 10000 19000"; d_fan="1000:100 1000:1000 10000:10 10000:100"; d_secs=3
+  d_conn=3000; d_dist=3000
 fi
 TARGETS=${BENCH_TARGETS:-"sidecast nats ws"}
 IDLE_SIZES=${IDLE_SIZES:-$d_idle}
@@ -48,13 +50,16 @@ done
 
 # The Node peer's packages, into the build directory (never into the repository).
 PEERS=$BUILD/peers
-if [[ " $TARGETS " == *" ws "* ]] && [ ! -d "$PEERS/node_modules/ws" -o ! -d "$PEERS/node_modules/nats" ]; then
+if [[ " $TARGETS " == *" ws "* ]] &&
+   { [ ! -d "$PEERS/node_modules/ws" ] || [ ! -d "$PEERS/node_modules/nats" ]; }; then
   command -v npm >/dev/null || die "npm is needed for the Node ws peer (apt-get install npm)"
   mkdir -p "$PEERS"
-  [ -f "$PEERS/package.json" ] || echo '{"name":"sidecast-bench-peers","private":true}' >"$PEERS/package.json"
+  [ -f "$PEERS/package.json" ] ||
+    echo '{"name":"sidecast-bench-peers","private":true}' >"$PEERS/package.json"
   if ! (cd "$PEERS" && timeout 300 npm install --no-audit --no-fund ws@8 nats@2 >npm.log 2>&1); then
     cat "$PEERS/npm.log" >&2
-    die "npm could not fetch ws and nats into $PEERS (no registry access?); BENCH_TARGETS=\"sidecast nats\" skips the Node peer"
+    die "npm could not fetch ws and nats into $PEERS (no registry access?);" \
+        "BENCH_TARGETS=\"sidecast nats\" skips the Node peer"
   fi
 fi
 
@@ -130,8 +135,9 @@ server_stop() {
 
 # ---- cases ------------------------------------------------------------------------------------
 
-record() { # CASE RUN FILE: the JSON result line, labelled, into results.jsonl
-  local line; line=$(grep '^{' "$3" | tail -n 1 || true)
+record() { # CASE RUN FILE [LINE]: the JSON result line, labelled, into results.jsonl
+  local line=${4:-}
+  [ -n "$line" ] || line=$(grep '^{' "$3" | tail -n 1 || true)
   if [ -z "$line" ]; then
     echo "bench: $1 run $2: no result (see $3 and ${3%.out}.err)" >&2
     return 0
@@ -156,14 +162,20 @@ procs_for() { # CONNS: client processes (at most 19,000 connections each, 2 from
   if [ "$1" -ge 10000 ]; then echo 2; else echo 1; fi
 }
 
-run_idle() { # TARGET RUN N
-  local t=$1 r=$2 n=$3 tag="$1-idle-$3-r$2"
+run_idle() { # TARGET RUN N1 N2 ...: one server, the connections opened in steps
+  local t=$1 r=$2 tag="$1-idle-r$2"; shift 2
+  local steps; steps=$(echo "$@" | tr ' ' ',')
   server_start "$t"
   # shellcheck disable=SC2046
-  "$SC" bench idle --target "$t" --url "$URL" $(auth_args "$t" pool) --conns "$n" \
-    --procs "$(procs_for "$n")" --source "$SOURCES" --topic "$TOPIC" --seconds "$ISECS" \
-    --setup-timeout 90 --pid "$PIDS" --json >"$DIR/$tag.out" 2>"$DIR/$tag.err" || true
-  record "$t idle $n" "$r" "$DIR/$tag.out"
+  "$SC" bench idle --target "$t" --url "$URL" $(auth_args "$t" pool) --conns "$steps" \
+    --procs "$(procs_for "${!#}")" --source "$SOURCES" --topic "$TOPIC" --seconds "$ISECS" \
+    --setup-timeout 90 --pid "$PIDS" --fast-close --json >"$DIR/$tag.out" 2>"$DIR/$tag.err" \
+    || true
+  local line n
+  while read -r line; do
+    n=$(echo "$line" | sed -nE 's/.*"conns":([0-9]+).*/\1/p')
+    record "$t idle $n" "$r" "$DIR/$tag.out" "$line"
+  done < <(grep '"step":' "$DIR/$tag.out" || true)
   server_stop
 }
 
@@ -177,7 +189,8 @@ run_fanout() { # TARGET RUN N RATE
   # shellcheck disable=SC2046
   "$SC" bench fanout --target "$t" --url "$URL" $(auth_args "$t" pool) --conns "$n" \
     --procs "$(procs_for "$n")" --source "$SOURCES" --topic "$TOPIC" --nats "$NATS_URL" \
-    --rate "$rate" --seconds "$FSECS" --drain "$DRAIN" --setup-timeout 90 --pid "$PIDS" --json \
+    --rate "$rate" --seconds "$FSECS" --drain "$DRAIN" --setup-timeout 90 --pid "$PIDS" \
+    --fast-close --json \
     --hist "$OUT/hist/$tag.txt" >"$DIR/$tag.out" 2>"$DIR/$tag.err" || true
   record "$t fanout $n $rate" "$r" "$DIR/$tag.out"
   if [ "$t" = sidecast ]; then
@@ -192,7 +205,8 @@ run_connect() { # TARGET RUN N TOKENS(distinct|one|-)
   # shellcheck disable=SC2046
   "$SC" bench connect --target "$t" --url "$URL" $(auth_args "$t" "$k") --conns "$n" \
     --procs "$(procs_for "$n")" --source "$SOURCES" --concurrency 512 --setup-timeout 90 \
-    --pid "$PIDS" --json --hist "$OUT/hist/$tag.txt" >"$DIR/$tag.out" 2>"$DIR/$tag.err" || true
+    --pid "$PIDS" --fast-close --json --hist "$OUT/hist/$tag.txt" >"$DIR/$tag.out" \
+    2>"$DIR/$tag.err" || true
   record "$t connect $n $k" "$r" "$DIR/$tag.out"
   server_stop
 }
@@ -204,7 +218,8 @@ for run in $(seq 1 "$RUNS"); do
   for t in $TARGETS; do
     CUR_TARGET=$t
     group_start "$t"
-    for n in $IDLE_SIZES; do run_idle "$t" "$run" "$n"; done
+    # shellcheck disable=SC2086
+    run_idle "$t" "$run" $IDLE_SIZES
     for c in $FANOUT_CASES; do run_fanout "$t" "$run" "${c%%:*}" "${c##*:}"; done
     if [ "$t" = sidecast ]; then
       run_connect "$t" "$run" "$CONNECT_DISTINCT" distinct

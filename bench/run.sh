@@ -21,23 +21,29 @@ rm -rf "$BENCH_OUT"; mkdir -p "$BENCH_OUT"
 t0=$(date +%s)
 
 {
-  echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); $RUNS run(s) per case$([ "$QUICK" = 1 ] && echo ', quick mode (BENCH_QUICK=1)')"
+  q=""; [ "$QUICK" = 1 ] && q=", quick mode (BENCH_QUICK=1)"
+  echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); $RUNS run(s) per case$q"
   echo "- CPU: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
-  echo "- Memory: $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo); kernel $(uname -r); $(. /etc/os-release && echo "$PRETTY_NAME")"
-  echo "- nats-server $(nats-server --version | sed 's/^nats-server: //'), node $(node --version 2>/dev/null || echo '(none)'), redis-server $(redis-server --version | sed -E 's/.* v=([^ ]+).*/\1/')"
+  echo "- Memory: $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo);" \
+       "kernel $(uname -r); $(. /etc/os-release && echo "$PRETTY_NAME")"
+  echo "- nats-server $(nats-server --version | sed 's/^nats-server: //')," \
+       "node $(node --version 2>/dev/null || echo '(none)')," \
+       "redis-server $(redis-server --version | sed -E 's/.* v=([^ ]+).*/\1/')"
   echo "- Machine load at the start (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$BENCH_OUT/machine.txt"
 
 echo "bench: gateway route overhead" >&2
-GSECS=${BENCH_SECONDS:-$([ "$QUICK" = 1 ] && echo 3 || echo 5)}
+GSECS=${BENCH_SECONDS:-$([ "$QUICK" = 1 ] && echo 3 || echo 4)}
 BENCH_SECONDS=$GSECS timeout 900 bash bench/gateway.sh | tee "$BENCH_OUT/gateway.md"
 
 echo "bench: edge suite" >&2
 timeout 2400 bash bench/edge.sh
 
-echo "- Machine load at the end (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg); whole run $(( $(date +%s) - t0 )) s" \
-  >>"$BENCH_OUT/machine.txt"
-if [ -f "$BENCH_OUT/peers-versions.txt" ]; then cat "$BENCH_OUT/peers-versions.txt" >>"$BENCH_OUT/machine.txt"; fi
+echo "- Machine load at the end (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg);" \
+     "whole run $(( $(date +%s) - t0 )) s" >>"$BENCH_OUT/machine.txt"
+if [ -f "$BENCH_OUT/peers-versions.txt" ]; then
+  cat "$BENCH_OUT/peers-versions.txt" >>"$BENCH_OUT/machine.txt"
+fi
 python3 bench/report.py "$BENCH_OUT" --page "${BENCH_PAGE:-docs/BENCHMARKS.md}" \
   --img "${BENCH_IMG:-docs/img}"
 echo "bench: done in $(( $(date +%s) - t0 )) s; raw results in $BENCH_OUT" >&2

@@ -65,4 +65,7 @@ async function main() {
   }
 }
 
-main().catch((e) => { console.error('ws-broadcast: ' + (e && e.message ? e.message : e)); process.exit(1); });
+main().catch((e) => {
+  console.error('ws-broadcast: ' + (e && e.message ? e.message : e));
+  process.exit(1);
+});

@@ -61,7 +61,8 @@
 #define MAX_THREADS 16
 #define MAX_TOPICS 256
 #define MAX_SOURCES 64
-#define MAX_PIDS 4
+#define MAX_PIDS 16
+#define MAX_STEPS 16
 #define RBUF_SIZE (64 * 1024)   /* one read buffer per thread, reused by every connection */
 #define PART_MAX (1024 * 1024)  /* largest server frame (nats-server coalesces MSGs) */
 #define NATS_PART_MAX (72 * 1024) /* an unfinished NATS message (max_payload 64 KiB) */
@@ -286,8 +287,10 @@ static struct {
     int npids;
     struct in_addr sources[MAX_SOURCES];
     int nsources;
-    bool json, quiet;
+    bool json, quiet, fast_close;
     const char *hist_file;
+    long steps[MAX_STEPS]; /* idle: connection counts to stop at, ascending; the last is conns */
+    int nsteps;
 } O;
 
 /* ---- the client (one child process) ------------------------------------------------------- */
@@ -326,6 +329,7 @@ typedef struct worker {
     int epfd;
     conn *conns;
     int n, next, inflight, max_inflight;
+    _Atomic int limit; /* connections to open by now (idle steps) */
     bool close_started, closed_reported;
     int open_after_close;
     uint8_t *rbuf, *nscratch;
@@ -812,7 +816,7 @@ static void start_close(worker *w)
         conn *c = &w->conns[i];
         if (c->state == C_DONE || c->state == C_IDLE) continue;
         w->open_after_close++;
-        if (c->state >= C_WELCOME && c->state <= C_READY &&
+        if (!O.fast_close && c->state >= C_WELCOME && c->state <= C_READY &&
             send_raw(w, c, C.close_frame, C.close_len) == 0) {
             c->state = C_CLOSING;
         } else {
@@ -829,7 +833,7 @@ static void *worker_run(void *arg)
         int ph = atomic_load(&g_phase);
         if (ph == PH_STOP) break;
         if (ph == PH_SETUP) {
-            while (w->next < w->n && w->inflight < w->max_inflight)
+            while (w->next < atomic_load(&w->limit) && w->inflight < w->max_inflight)
                 conn_open(w, &w->conns[w->next++]);
         }
         if (ph == PH_CLOSE && !w->close_started) start_close(w);
@@ -928,7 +932,19 @@ static void child_counts(worker *ws, int nthreads, conn *conns, long n, crec *r,
 }
 
 /* One child: n connections numbered from first; commands on cmd_fd, records to out_fd. */
-static int child_main(long first, long n, int cmd_fd, int out_fd)
+/* Connection idx's share of total over procs (the parent splits the same way). */
+static long share(long total, long parts, long idx)
+{
+    return total / parts + (idx < total % parts);
+}
+
+/* Lets the workers open their part of this process's target (idle steps: several targets). */
+static void set_limits(worker *ws, int nthreads, long target)
+{
+    for (int i = 0; i < nthreads; i++) atomic_store(&ws[i].limit, (int)share(target, nthreads, i));
+}
+
+static int child_main(int index, long first, long n, int cmd_fd, int out_fd)
 {
     signal(SIGPIPE, SIG_IGN);
     int nthreads = (int)(O.threads < n ? O.threads : n);
@@ -963,6 +979,8 @@ static int child_main(long first, long n, int cmd_fd, int out_fd)
         if (pthread_create(&ws[started].th, NULL, worker_run, &ws[started]) != 0) break;
     int rc = started == nthreads ? 0 : 1;
     bool ready_sent = false, stop = rc != 0;
+    int step = -1;
+    long target = n;
     int64_t next_progress = 0;
     int64_t close_end = 0;
     while (now_ns() < C.hard_deadline) {
@@ -972,7 +990,14 @@ static int child_main(long first, long n, int cmd_fd, int out_fd)
             char cmd;
             ssize_t r = read(cmd_fd, &cmd, 1);
             if (r <= 0 || cmd == 'S') stop = true;
-            else if (cmd == 'G') atomic_store(&g_phase, PH_SETUP);
+            else if (cmd == 'G') { /* the next step (idle), or the only one */
+                step++;
+                target = O.nsteps > 1 && step < O.nsteps ? share(O.steps[step], O.procs, index) : n;
+                if (target > n) target = n;
+                set_limits(ws, nthreads, target);
+                ready_sent = false;
+                atomic_store(&g_phase, PH_SETUP);
+            }
         }
         int64_t t = now_ns();
         if (stop && close_end == 0) {
@@ -984,7 +1009,8 @@ static int child_main(long first, long n, int cmd_fd, int out_fd)
             continue;
         }
         crec rec;
-        if (!ready_sent && atomic_load(&g_phase) == PH_SETUP && atomic_load(&g_settled) >= n) {
+        if (!ready_sent && atomic_load(&g_phase) == PH_SETUP &&
+            atomic_load(&g_settled) >= target) {
             atomic_store(&g_phase, PH_MEASURE);
             child_counts(ws, nthreads, conns, n, &rec, false);
             rec.type = R_READY;
@@ -1183,6 +1209,34 @@ static void read_pids(pidstat *ps, int which)
     }
 }
 
+/* One line for an idle step: the server's RSS growth over the connections ready so far. */
+static void print_step(int st, long ready, long failed, double setup_s, const pidstat *ps)
+{
+    long conns = O.steps[st], prev = st ? O.steps[st - 1] : 0;
+    long rss_delta = O.npids ? ps[0].rss1 - ps[0].rss_before : 0;
+    double hps = setup_s > 0 ? (double)(conns - prev) / setup_s : 0;
+    if (!O.json) {
+        printf("%s idle step %d: conns=%ld ready=%ld failed=%ld setup_s=%.3f handshakes_per_s=%.0f"
+               " rss_delta_kib=%ld rss_per_conn_b=%.0f\n",
+               target_names[O.target], st, conns, ready, failed, setup_s, hps, rss_delta,
+               ready ? (double)rss_delta * 1024 / (double)ready : 0);
+        fflush(stdout);
+        return;
+    }
+    printf("{\"mode\":\"idle\",\"target\":\"%s\",\"step\":%d,\"conns\":%ld,\"procs\":%ld,"
+           "\"threads\":%ld,\"topics\":%ld,\"tokens\":%ld,\"ready\":%ld,\"failed\":%ld,"
+           "\"setup_s\":%.3f,\"handshakes_per_s\":%.1f,\"servers\":[",
+           target_names[O.target], st, conns, O.procs, O.threads, O.ntopics, O.ntokens, ready,
+           failed, setup_s, hps);
+    for (int i = 0; i < O.npids; i++)
+        printf("%s{\"pid\":%ld,\"rss_before_kib\":%ld,\"rss_end_kib\":%ld}", i ? "," : "",
+               O.pids[i], ps[i].rss_before, ps[i].rss1);
+    printf("],\"rss_delta_kib\":%ld,\"rss_per_conn_b\":%.0f,\"complete\":%s}\n", rss_delta,
+           ready ? (double)rss_delta * 1024 / (double)ready : 0,
+           ready == conns && failed == 0 ? "true" : "false");
+    fflush(stdout);
+}
+
 static int run_parent(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1202,7 +1256,7 @@ static int run_parent(void)
             for (int j = 0; j < i; j++) close(ch[j].cmd_fd), close(ch[j].out_fd);
             close(cmd[1]);
             close(out[0]);
-            _exit(child_main(first, n, cmd[0], out[1]));
+            _exit(child_main(i, first, n, cmd[0], out[1]));
         }
         close(cmd[0]);
         close(out[1]);
@@ -1240,20 +1294,40 @@ static int run_parent(void)
     long settled, ready, failed;
     uint64_t ev;
     totals(ch, np, &settled, &ready, &failed, &ev);
-    if (settled < O.conns && !O.quiet)
+    long want = O.nsteps > 1 ? O.steps[0] : O.conns;
+    if (settled < want && !O.quiet)
         fprintf(stderr, "bench: set-up timed out: %ld of %ld connections settled\n", settled,
-                O.conns);
+                want);
     if (O.mode == M_CONNECT) read_pids(ps, 2);
     else read_pids(ps, 1);
     int64_t t_window0 = now_ns(), t_window1 = t_window0;
     if (O.mode == M_IDLE) {
-        int64_t end = t_window0 + (int64_t)(O.seconds * 1e9);
-        while (now_ns() < end) {
-            pump(ch, np, 100, hist, tmp);
-            progress(ch, np, t0, &next, &last_ev, &last_t, "holding");
+        int64_t t_step = t0;
+        for (int st = 0;; st++) {
+            int64_t end = now_ns() + (int64_t)(O.seconds * 1e9);
+            while (now_ns() < end) {
+                pump(ch, np, 100, hist, tmp);
+                progress(ch, np, t0, &next, &last_ev, &last_t, "holding");
+            }
+            read_pids(ps, 2);
+            t_window1 = now_ns();
+            if (O.nsteps < 2) break;
+            totals(ch, np, &settled, &ready, &failed, &ev);
+            print_step(st, ready, failed, ns_s(t_ready - t_step), ps);
+            if (st + 1 >= O.nsteps) break;
+            for (int i = 0; i < np; i++) ch[i].ready = false;
+            t_step = now_ns();
+            send_all(ch, np, 'G');
+            int64_t step_end = t_step + (int64_t)(O.setup_timeout * 1e9);
+            for (;;) {
+                pump(ch, np, 100, hist, tmp);
+                progress(ch, np, t0, &next, &last_ev, &last_t, "set-up");
+                int nready = 0, ndead = 0;
+                for (int i = 0; i < np; i++) nready += ch[i].ready, ndead += ch[i].dead;
+                if (nready + ndead >= np || now_ns() > step_end) break;
+            }
+            t_ready = now_ns();
         }
-        read_pids(ps, 2);
-        t_window1 = now_ns();
     } else if (O.mode == M_FANOUT) {
         pub.total = (long)((double)O.rate * O.seconds);
         if (ready > 0 && pthread_create(&pth, NULL, pub_run, &pub) == 0) pub_started = true;
@@ -1451,6 +1525,7 @@ static const char usage_bench[] =
     "  --url ws://127.0.0.1:PORT/PATH\n"
     "  --token T | --tokens FILE  access token(s), used round robin (sidecast)\n"
     "  --conns N --procs P --threads T   N connections from P processes of T threads each\n"
+    "                        (idle: --conns N1,N2,... opens them in steps, a line each)\n"
     "  --concurrency C       handshakes in flight, all processes together (default 256)\n"
     "  --source A-B          bind to 127.0.0.A..B round robin (e.g. 127.0.0.1-127.0.0.8)\n"
     "  --topic T [--topics K]  subscribe to T (K > 1: T.0 .. T.K-1, connection i to i%K)\n"
@@ -1462,6 +1537,7 @@ static const char usage_bench[] =
     "  --pid PID[,PID]       server processes: CPU and RSS from /proc over the window\n"
     "  --json                one JSON result line on stdout; --hist FILE latency histogram\n"
     "  --quiet               no progress line on stderr\n"
+    "  --fast-close          end with close(2), no closing handshake\n"
     "Exit: 0 every connection ready (fanout: and every event, in order), 3 not, 2 usage.\n";
 
 static int parse_source(const char *s)
@@ -1692,6 +1768,7 @@ int cli_bench(int argc, char **argv)
         {"json", no_argument, NULL, 'j'},          {"hist", required_argument, NULL, 'H'},
         {"drain", required_argument, NULL, 'd'},   {"setup-timeout", required_argument, NULL, 'o'},
         {"prefix", required_argument, NULL, 'x'},  {"quiet", no_argument, NULL, 'q'},
+        {"fast-close", no_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     int o;
     optind = 1;
@@ -1701,7 +1778,20 @@ int cli_bench(int argc, char **argv)
         case 'u': url = optarg; break;
         case 'k': token = optarg; break;
         case 'K': tokens = optarg; break;
-        case 'n': O.conns = strtol(optarg, NULL, 10); break;
+        case 'n': { /* N, or N1,N2,... (idle: steps) */
+            char *p = optarg, *end;
+            O.nsteps = 0;
+            while (*p && O.nsteps < MAX_STEPS) {
+                long v = strtol(p, &end, 10);
+                if (end == p || v < 1 || (O.nsteps && v <= O.steps[O.nsteps - 1]) ||
+                    (*end && *end != ','))
+                    return fputs("bench: --conns N or ascending N1,N2,...\n", stderr), 2;
+                O.steps[O.nsteps++] = v;
+                p = *end ? end + 1 : end;
+            }
+            O.conns = O.nsteps ? O.steps[O.nsteps - 1] : 0;
+            break;
+        }
         case 'P': O.procs = strtol(optarg, NULL, 10); break;
         case 'T': O.threads = strtol(optarg, NULL, 10); break;
         case 'c': O.concurrency = strtol(optarg, NULL, 10); break;
@@ -1735,10 +1825,13 @@ int cli_bench(int argc, char **argv)
         case 'o': O.setup_timeout = strtod(optarg, NULL); break;
         case 'x': snprintf(O.prefix, sizeof O.prefix, "%s", optarg); break;
         case 'q': O.quiet = true; break;
+        case 'F': O.fast_close = true; break;
         case 'h': fputs(usage_bench, stdout); return 0;
         default: fputs(usage_bench, stderr); return 2;
         }
     }
+    if (O.nsteps > 1 && strcmp(mode, "idle") != 0)
+        return fputs("bench: several --conns steps are for idle only\n", stderr), 2;
     if (!topic) topic = "prices.BTC";
     if (!topic_ok(topic) || strlen(O.prefix) + strlen(topic) > TOPIC_MAX + 4) {
         fprintf(stderr, "bench: bad --topic\n");
