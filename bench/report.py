@@ -156,7 +156,8 @@ def connect_table(runs):
     lines = ["| server | tokens | connections | handshakes/s (wall) | per server CPU second | "
              "handshake p50 / p99 ms | all ready |", "|---|---|---|---|---|---|---|"]
     res = {}
-    for case in sorted(runs):
+    order = {t: i for i, t in enumerate(TARGETS)}
+    for case in sorted(runs, key=lambda c: (order.get(c.split()[0], 9), c)):
         p = case.split()
         if p[1] != "connect":
             continue
