@@ -1,77 +1,49 @@
 #!/usr/bin/env bash
-# Gateway route overhead: requests/s through wrk -> gateway -> NATS -> a trivial service
-# (tests/tools/echosvc), beside a bare NATS request/reply loop (bench/reqbench) with the same
-# concurrency. Each case runs RUNS times for SECONDS; the median is reported. Everything on
-# loopback, on this machine's cores (wrk, gateway, nats-server and the service share them).
+# `make bench`: the whole benchmark suite in one run, then docs/BENCHMARKS.md and its plots.
+#   1. bench/gateway.sh  the gateway's route overhead (wrk) beside bare NATS request/reply
+#   2. bench/edge.sh     the edge against nats-server's WebSocket listener and a Node ws
+#                        server: idle memory, fan-out CPU/throughput/latency, handshakes/s
+#   3. bench/report.py   renders docs/BENCHMARKS.md (from bench/BENCHMARKS.md.in) and
+#                        docs/img/*.png (gnuplot) from the results
+# Everything on loopback, servers started on free ports and stopped after their cases; each
+# step is bounded by `timeout`. Raw results stay in $BUILD/bench-run/.
 #
-#   bench/run.sh            BENCH_SECONDS=10 RUNS=3 CONC=32
+#   make bench                    RUNS=3 (medians of 3), about 15-20 minutes on 2 cores
+#   RUNS=1 BENCH_QUICK=1 make bench   smaller cases, a few minutes (development)
+#   BENCH_PAGE=/tmp/B.md BENCH_IMG=/tmp/img   render somewhere else than docs/
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUILD=${BUILD:-build}
-SECONDS_PER=${BENCH_SECONDS:-10}
-RUNS=${RUNS:-3}
-CONC=${CONC:-32}
-DIR=$BUILD/bench-run
-rm -rf "$DIR"; mkdir -p "$DIR"
+export BUILD=${BUILD:-build}
+export RUNS=${RUNS:-3}
+export BENCH_OUT=${BENCH_OUT:-$BUILD/bench-run}
+QUICK=${BENCH_QUICK:-0}
+rm -rf "$BENCH_OUT"; mkdir -p "$BENCH_OUT"
+t0=$(date +%s)
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-NATS_PORT=$(free_port); GW_PORT=$(free_port); REDIS_PORT=$(free_port); ADMIN_PORT=$(free_port)
-NATS_URL=nats://127.0.0.1:$NATS_PORT
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+{
+  q=""; [ "$QUICK" = 1 ] && q=", quick mode (BENCH_QUICK=1)"
+  echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); $RUNS run(s) per case$q"
+  echo "- CPU: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+  echo "- Memory: $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo);" \
+       "kernel $(uname -r); $(. /etc/os-release && echo "$PRETTY_NAME")"
+  echo "- nats-server $(nats-server --version | sed 's/^nats-server: //')," \
+       "node $(node --version 2>/dev/null || echo '(none)')," \
+       "redis-server $(redis-server --version | sed -E 's/.* v=([^ ]+).*/\1/')"
+  echo "- Machine load at the start (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$BENCH_OUT/machine.txt"
 
-bash scripts/gen-dev.sh "$DIR/dev" >/dev/null
-nats-server -a 127.0.0.1 -p "$NATS_PORT" >"$DIR/nats.log" 2>&1 & pids+=($!)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$DIR/redis.log" 2>&1 & pids+=($!)
-sleep 0.5
-"$BUILD/tests/tools/echosvc" "$NATS_URL" svc.bench.echo >"$DIR/echosvc.log" 2>&1 & pids+=($!)
-export NATS_URL REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0 LOG_LEVEL=warn
-JWT_PRIVATE_KEY=$DIR/dev/signing-key.pem AUTH_USERS=$DIR/dev/users.conf \
-  ADMIN_LISTEN=127.0.0.1:$ADMIN_PORT "$BUILD/auth" >"$DIR/auth.log" 2>&1 & pids+=($!)
-JWT_PUBLIC_KEYS=$DIR/dev/public.pem GATEWAY_ROUTES=bench/routes.json \
-  GATEWAY_LISTEN=127.0.0.1:$GW_PORT GATEWAY_MAX_CONNECTIONS=1024 \
-  "$BUILD/gateway" >"$DIR/gateway.log" 2>&1 & pids+=($!)
-GW=http://127.0.0.1:$GW_PORT
-for _ in $(seq 1 100); do curl -fs "$GW/readyz" >/dev/null && break; sleep 0.1; done
-for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null && break; sleep 0.1; done
-TOKEN=$(curl -fsS -d grant_type=password -d username=alice -d password=wonderland "$GW/auth/token" \
-        | python3 -c 'import json,sys;print(json.load(sys.stdin)["access_token"])')
-curl -fsS "$GW/api/bench" >/dev/null
+echo "bench: gateway route overhead" >&2
+GSECS=${BENCH_SECONDS:-$([ "$QUICK" = 1 ] && echo 3 || echo 4)}
+BENCH_SECONDS=$GSECS timeout 900 bash bench/gateway.sh | tee "$BENCH_OUT/gateway.md"
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo "bench: edge suite" >&2
+timeout 2400 bash bench/edge.sh
 
-wrk_case() { # NAME PATH [HEADER]
-  local name=$1 path=$2 hdr=${3:-} rps=() lat=()
-  for _ in $(seq 1 "$RUNS"); do
-    local out
-    if [ -n "$hdr" ]; then
-      out=$(wrk -t2 -c"$CONC" -d"${SECONDS_PER}s" --latency -H "$hdr" "$GW$path")
-    else
-      out=$(wrk -t2 -c"$CONC" -d"${SECONDS_PER}s" --latency "$GW$path")
-    fi
-    if echo "$out" | grep -q "Non-2xx"; then echo "bench: $name returned errors:" >&2; echo "$out" >&2; exit 1; fi
-    rps+=("$(echo "$out" | awk '/Requests\/sec/ {print $2}')")
-    lat+=("$(echo "$out" | awk '$1=="50%" {print $2}')")
-  done
-  printf '| %s | %s | %.0f | %s |\n' "$name" "$path" \
-    "$(printf '%s\n' "${rps[@]}" | median)" "$(printf '%s\n' "${lat[@]}" | sort | sed -n "$(( (RUNS+1)/2 ))p")"
-}
-
-echo "Gateway benchmark: $(date -u +%F), $(nproc) cores, $CONC concurrent, ${SECONDS_PER}s x $RUNS runs (median)"
-echo
-echo "| case | path | requests/s | p50 latency |"
-echo "|---|---|---|---|"
-base=()
-blat=()
-for _ in $(seq 1 "$RUNS"); do
-  out=$("$BUILD/bench/reqbench" "$NATS_URL" svc.bench.echo "$CONC" "$SECONDS_PER")
-  base+=("$(echo "$out" | sed -E 's/.*rps=([0-9]+).*/\1/')")
-  blat+=("$(echo "$out" | sed -E 's/.*p50_ms=([0-9.]+).*/\1/')")
-done
-printf '| bare NATS request/reply (reqbench) | svc.bench.echo | %.0f | %sms |\n' \
-  "$(printf '%s\n' "${base[@]}" | median)" "$(printf '%s\n' "${blat[@]}" | sort -n | sed -n "$(( (RUNS+1)/2 ))p")"
-wrk_case "gateway, public route" /api/bench
-wrk_case "gateway, bearer route (ES256 verify)" /api/bench/auth "Authorization: Bearer $TOKEN"
-wrk_case "gateway, parallel composition (2 calls)" /api/bench/parallel
-wrk_case "gateway, sequence composition (2 calls)" /api/bench/sequence
+echo "- Machine load at the end (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg);" \
+     "whole run $(( $(date +%s) - t0 )) s" >>"$BENCH_OUT/machine.txt"
+if [ -f "$BENCH_OUT/peers-versions.txt" ]; then
+  cat "$BENCH_OUT/peers-versions.txt" >>"$BENCH_OUT/machine.txt"
+fi
+python3 bench/report.py "$BENCH_OUT" --page "${BENCH_PAGE:-docs/BENCHMARKS.md}" \
+  --img "${BENCH_IMG:-docs/img}"
+echo "bench: done in $(( $(date +%s) - t0 )) s; raw results in $BENCH_OUT" >&2

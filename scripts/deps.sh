@@ -9,6 +9,7 @@ PKGS=(
   libssl-dev libcrypt-dev zlib1g-dev
   nats-server redis-server
   python3 curl openssl wrk valgrind chromium
+  gnuplot-nox  # bench/run.sh: the plots of docs/BENCHMARKS.md
   docker.io docker-compose debootstrap  # tests/compose: its own dockerd, a local base image
 )
 

@@ -7,7 +7,7 @@
 #      sc:presence:edge:<edge>   string with a TTL (heartbeat), sc:presence:edges set
 #    written with redis-cli --pipe, once with one connection per user and once with two
 #    (N/2 users); used_memory before and after, divided by N. RUNS runs, medians.
-# 2. The real edge: NATS, Redis, auth and one edge; bench/wsbench opens CAP_EDGE_CONNS
+# 2. The real edge: NATS, Redis, auth and one edge; `sidecast bench idle` opens CAP_EDGE_CONNS
 #    connections (all of bob, so one user hash with that many fields); used_memory delta per
 #    connection once the edge has registered them all, the keys as the edge wrote them, and
 #    that they are gone after the connections close.
@@ -21,7 +21,7 @@ EN=${CAP_EDGE_CONNS:-2000}
 RUNS=${RUNS:-3}
 DIR=$BUILD/capacity-redis
 rm -rf "$DIR"; mkdir -p "$DIR"
-for b in edge auth bench/wsbench tests/tools/busctl; do
+for b in edge auth sidecast tests/tools/busctl; do
   [ -x "$BUILD/$b" ] || { echo "capacity: $BUILD/$b missing: run make" >&2; exit 1; }
 done
 # shellcheck source=bench/capacity/lib.sh
@@ -79,8 +79,9 @@ TOKEN=$("$BUILD/tests/tools/busctl" "$NATS_URL" req auth.token \
   | tail -n 1 | python3 -c 'import json,sys;print(json.load(sys.stdin)["access_token"])')
 sleep 1
 m0=$(redis_used)
-"$BUILD/bench/wsbench" --url "ws://127.0.0.1:$EDGE_PORT/ws" --token "$TOKEN" --conns "$EN" \
-  --topic prices.BTC --seconds 8 --expect 1 --setup-timeout 60 >"$DIR/ws.out" 2>"$DIR/ws.err" &
+"$BUILD/sidecast" bench idle --url "ws://127.0.0.1:$EDGE_PORT/ws" --token "$TOKEN" \
+  --conns "$EN" --topic prices.BTC --seconds 8 --setup-timeout 60 --quiet \
+  >"$DIR/ws.out" 2>"$DIR/ws.err" &
 ws=$!; pids+=("$ws")
 n=0
 for _ in $(seq 1 200); do

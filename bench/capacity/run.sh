@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 OUT=$BUILD/capacity
 mkdir -p "$OUT"
-for b in bench/authbench bench/natscap bench/wsbench auth edge gateway tests/tools/busctl; do
+for b in bench/authbench bench/natscap sidecast auth edge gateway tests/tools/busctl; do
   [ -x "$BUILD/$b" ] || { echo "capacity: $BUILD/$b missing: run make" >&2; exit 1; }
 done
 steps=("$@")

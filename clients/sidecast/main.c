@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "../../services/edge/msg.h"
+#include "bench.h"
 #include "cli.h"
 #include "gw.h"
 #include "net.h"
@@ -29,6 +30,7 @@ static const char usage_main[] =
     "  publish TOPIC JSON [--id ID] [--timeout S]  publish to a topic, wait for the ack\n"
     "  order SYMBOL QTY [--side buy|sell] [--wait] [--timeout S]\n"
     "                                              place an order; --wait prints its fill\n"
+    "  bench connect|idle|fanout|publish|tokens ...  load generator (`sidecast bench --help`)\n"
     "\n"
     "`sidecast COMMAND --help` describes a command. Environment: SIDECAST_TOKEN_FILE (default\n"
     "~/.config/sidecast/token.json), SIDECAST_GATEWAY (default " DEFAULT_GATEWAY "),\n"
@@ -416,6 +418,7 @@ int main(int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     const char *cmd = argv[i];
+    if (strcmp(cmd, "bench") == 0) return cli_bench(argc - i - 1, argv + i + 1); /* own options */
     args a;
     memset(&a, 0, sizeof a);
     if (parse_args(argc - i - 1, argv + i + 1, &a) < 0) return CLI_EXIT_USAGE;

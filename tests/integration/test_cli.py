@@ -342,3 +342,72 @@ def test_order_wait_prints_the_fill(st):
     assert fill["order_id"] == lines[0], (lines, fill)
     rc, out, err = run(st, "alice", "order", "BTC", "1", "--side", "sell")
     assert rc == 0 and out.strip(), (rc, out, err)
+
+
+def _bench_tokens(st, n, keydir=None, prefix="bench-"):
+    """n distinct access tokens minted by `sidecast bench tokens`, in a file; its path."""
+    key = os.path.join(keydir or st.keys, "signing-key.pem")
+    path = os.path.join(st.dir, "cli", "bench-%s-%d.txt" % (prefix, n))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rc, out, err = run(st, "alice", "bench", "tokens", "--key", key, "--count", n,
+                       "--user-prefix", prefix)
+    assert rc == 0, (rc, err)
+    toks = out.split()
+    assert len(toks) == n and len(set(toks)) == n, len(toks)
+    with open(path, "w") as f:
+        f.write(out)
+    return path
+
+
+def _bench_json(out):
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, out
+    return json.loads(lines[0])
+
+
+def test_bench_fanout_counts_every_delivery(st):
+    """`sidecast bench fanout` (docs/CLI.md): 20 connections from 2 processes and 3 source
+    addresses, 20 messages through NATS: every connection gets each once, in order, and the
+    result names the edge's CPU and RSS. Counts only; speed is not judged."""
+    toks = _bench_tokens(st, 8)
+    edge_pid = st.procs["edge"].pid
+    rc, out, err = run(st, "alice", "bench", "fanout", "--url", st.edge_url, "--tokens", toks,
+                       "--conns", 20, "--procs", 2, "--source", "127.0.0.1-127.0.0.3",
+                       "--topic", "prices.BENCHT", "--nats", st.nats_url, "--rate", 20,
+                       "--seconds", 1, "--drain", 10, "--pid", edge_pid, "--json",
+                       timeout=60)
+    d = _bench_json(out)
+    assert rc == 0, (rc, out, err)
+    assert d["mode"] == "fanout" and d["target"] == "sidecast" and d["tokens"] == 8, d
+    assert d["ready"] == 20 and d["failed"] == 0 and d["lost_conns"] == 0, d
+    assert d["published"] == 20 and d["expected"] == 400 and d["deliveries"] == 400, d
+    assert d["loss"] == 0 and d["gaps"] == 0 and d["disorder"] == 0, d
+    assert d["min_per_conn"] == 20 and d["max_per_conn"] == 20, d
+    assert d["lat_samples"] == 400 and d["lat_p50_ms"] > 0, d
+    assert d["servers"][0]["pid"] == edge_pid and d["servers"][0]["rss_end_kib"] > 0, d
+    assert d["complete"] is True, d
+    assert "up 20/20" in err, err  # the progress line
+
+
+def test_bench_connect_distinct_tokens_and_foreign_key(st):
+    """`sidecast bench connect` with distinct tokens: every handshake gets its welcome; with
+    tokens signed by a key the edge does not know, none does and the exit code says so."""
+    toks = _bench_tokens(st, 30, prefix="conn-")
+    rc, out, err = run(st, "alice", "bench", "connect", "--url", st.edge_url, "--tokens", toks,
+                       "--conns", 30, "--pid", st.procs["edge"].pid, "--json", "--quiet",
+                       timeout=60)
+    d = _bench_json(out)
+    assert rc == 0 and d["ready"] == 30 and d["tokens"] == 30, (rc, d, err)
+    assert d["latency"] == "handshake" and d["lat_samples"] == 30, d
+    assert d["handshakes_per_s"] > 0 and d["unclean_closes"] == 0, d
+    other = os.path.join(st.dir, "cli", "otherkey")
+    subprocess.run(["bash", os.path.join(harness.ROOT, "scripts", "gen-dev.sh"), other],
+                   check=True, capture_output=True)
+    bad = _bench_tokens(st, 5, keydir=other, prefix="forged-")
+    rc, out, err = run(st, "alice", "bench", "connect", "--url", st.edge_url, "--tokens", bad,
+                       "--conns", 5, "--json", "--quiet", "--setup-timeout", 20, timeout=60)
+    d = _bench_json(out)
+    assert rc == 3 and d["ready"] == 0 and d["failed"] == 5 and d["complete"] is False, (rc, d)
+    rc, _, err = run(st, "alice", "bench", "connect", "--url", "ws://10.0.0.1:1/ws",
+                     "--token", "x")
+    assert rc == 2 and "loopback" in err, err

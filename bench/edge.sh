@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# bench/edge.sh - the edge suite of `make bench` (bench/run.sh runs it): the same cases with
+# `sidecast bench` against three servers on free loopback ports, each started fresh for each
+# case and stopped after it:
+#   sidecast  the edge (EDGE_WORKERS=2) beside nats-server (JetStream, file storage) and Redis
+#   nats      nats-server's WebSocket listener (NATS protocol over WebSocket, no auth)
+#   ws        bench/peers/ws-broadcast.js (Node, npm ws) fed by a nats-server through npm nats
+# Every fan-out is fed by the same NATS publisher (`sidecast bench fanout --nats`).
+# Cases: idle (RSS per connection), fanout (deliveries/s, server CPU per delivery, latency),
+# connect (handshakes/s; the edge with distinct tokens and with one shared token). One JSON
+# line per case and run in $OUT/results.jsonl, latency histograms in $OUT/hist/, logs in
+# $OUT/edge/.
+#
+#   RUNS=3 BENCH_QUICK=0 bench/edge.sh     BENCH_TARGETS="sidecast nats ws"
+#   IDLE_SIZES="1000 10000 19000" FANOUT_CASES="1000:100 1000:1000 10000:10 10000:100"
+#   FANOUT_SECONDS=3 FANOUT_DRAIN=3 IDLE_SECONDS=2 CONNECT_CONNS=3000 CONNECT_DISTINCT=3000
+# Idle opens the sizes in steps on one server (RSS read after each); every case ends its
+# connections with close(2), without the closing handshake (--fast-close): nothing measured
+# depends on it, and an overloaded peer would make each case wait for it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+RUNS=${RUNS:-3}
+OUT=${BENCH_OUT:-$BUILD/bench-run}
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+  d_idle="1000 5000"; d_fan="1000:100 1000:1000 5000:20"; d_secs=3; d_conn=2000; d_dist=1000
+else
+  d_idle="1000 10000 19000"; d_fan="1000:100 1000:1000 10000:10 10000:100"; d_secs=3
+  d_conn=3000; d_dist=3000
+fi
+TARGETS=${BENCH_TARGETS:-"sidecast nats ws"}
+IDLE_SIZES=${IDLE_SIZES:-$d_idle}
+FANOUT_CASES=${FANOUT_CASES:-$d_fan}
+FSECS=${FANOUT_SECONDS:-$d_secs}
+ISECS=${IDLE_SECONDS:-2}
+DRAIN=${FANOUT_DRAIN:-3}
+CONNECT_CONNS=${CONNECT_CONNS:-$d_conn}
+CONNECT_DISTINCT=${CONNECT_DISTINCT:-$d_dist}
+SOURCES=127.0.0.1-127.0.0.8
+TOPIC=prices.BTC
+DIR=$OUT/edge
+mkdir -p "$DIR" "$OUT/hist"
+: >"$OUT/results.jsonl"
+# shellcheck source=bench/capacity/lib.sh
+source bench/capacity/lib.sh
+SC=$BUILD/sidecast
+for b in sidecast edge tests/tools/busctl; do
+  [ -x "$BUILD/$b" ] || die "$BUILD/$b missing: run make"
+done
+
+# The Node peer's packages, into the build directory (never into the repository).
+PEERS=$BUILD/peers
+if [[ " $TARGETS " == *" ws "* ]] &&
+   { [ ! -d "$PEERS/node_modules/ws" ] || [ ! -d "$PEERS/node_modules/nats" ]; }; then
+  command -v npm >/dev/null || die "npm is needed for the Node ws peer (apt-get install npm)"
+  mkdir -p "$PEERS"
+  [ -f "$PEERS/package.json" ] ||
+    echo '{"name":"sidecast-bench-peers","private":true}' >"$PEERS/package.json"
+  if ! (cd "$PEERS" && timeout 300 npm install --no-audit --no-fund ws@8 nats@2 >npm.log 2>&1); then
+    cat "$PEERS/npm.log" >&2
+    die "npm could not fetch ws and nats into $PEERS (no registry access?);" \
+        "BENCH_TARGETS=\"sidecast nats\" skips the Node peer"
+  fi
+fi
+
+if [[ " $TARGETS " == *" ws "* ]]; then
+  nm=$(cd "$PEERS/node_modules" && pwd)
+  echo "- Node peer: npm ws $(node -p "require('$nm/ws/package.json').version")," \
+       "npm nats $(node -p "require('$nm/nats/package.json').version")" >"$OUT/peers-versions.txt"
+fi
+
+# Keys and tokens: a pool of 512 distinct users for idle and fan-out (the edge's verified-token
+# cache holds 1024, so each is verified once), CONNECT_DISTINCT for the connect case, and one.
+make_keys
+"$SC" bench tokens --key "$DIR/dev/signing-key.pem" --count 512 >"$DIR/tokens-pool.txt"
+"$SC" bench tokens --key "$DIR/dev/signing-key.pem" --count "$CONNECT_DISTINCT" \
+  --user-prefix conn- >"$DIR/tokens-distinct.txt"
+"$SC" bench tokens --key "$DIR/dev/signing-key.pem" --count 1 --user-prefix shared- \
+  >"$DIR/tokens-one.txt"
+
+# ---- servers ----------------------------------------------------------------------------------
+
+NATS_PID=""; REDIS_PID=""
+group_start() { # TARGET: what stays up for the whole target (the feeding NATS, Redis)
+  case $1 in
+    sidecast) start_nats js; start_redis ;;
+    ws) start_plain_nats feed ;;
+    nats) NATS_PID="" ;;
+  esac
+}
+group_stop() { cleanup; NATS_PID=""; REDIS_PID=""; }
+
+start_plain_nats() { # NAME [websocket]: sets NATS_PORT NATS_URL NATS_PID (WS_PORT)
+  NATS_PORT=$(free_port); NATS_MON=$(free_port); NATS_URL=nats://127.0.0.1:$NATS_PORT
+  {
+    echo "listen: \"127.0.0.1:$NATS_PORT\""
+    echo "http: \"127.0.0.1:$NATS_MON\""
+    echo "max_payload: 65536"
+    if [ "${2:-}" = websocket ]; then
+      WS_PORT=$(free_port)
+      echo "websocket { listen: \"127.0.0.1:$WS_PORT\"; no_tls: true }"
+    fi
+  } >"$DIR/$1.conf"
+  nats-server -c "$DIR/$1.conf" >"$DIR/$1.log" 2>&1 & pids+=($!); NATS_PID=$!
+  wait_url "http://127.0.0.1:$NATS_MON/healthz" nats-server
+  check_listener "$NATS_PORT" "$NATS_PID"
+}
+
+SERVER_PID=""; URL=""; PIDS=""
+server_start() { # TARGET
+  case $1 in
+    sidecast)
+      start_edge HISTORY_STORAGE=file EDGE_MAX_CONNECTIONS=20000 EDGE_PING_INTERVAL_MS=3600000 \
+        JWT_ISSUER=sidecast JWT_AUDIENCE=sidecast
+      SERVER_PID=$EDGE_PID; URL=ws://127.0.0.1:$EDGE_PORT/ws; PIDS=$EDGE_PID,$NATS_PID ;;
+    nats)
+      start_plain_nats wsnats websocket
+      SERVER_PID=$NATS_PID; URL=ws://127.0.0.1:$WS_PORT/; PIDS=$NATS_PID ;;
+    ws)
+      local port; port=$(free_port)
+      (ulimit -n 20000; exec env NODE_PATH="$PEERS/node_modules" node bench/peers/ws-broadcast.js \
+        "$port" "$NATS_URL") >"$DIR/node.log" 2>&1 & pids+=($!); SERVER_PID=$!
+      local _
+      for _ in $(seq 1 100); do grep -q '^listening' "$DIR/node.log" && break; sleep 0.1; done
+      grep -q '^listening' "$DIR/node.log" || { cat "$DIR/node.log" >&2; die "ws peer not ready"; }
+      URL=ws://127.0.0.1:$port/; PIDS=$SERVER_PID,$NATS_PID ;;
+  esac
+}
+server_stop() {
+  stop_pid "$SERVER_PID"
+  [ "$CUR_TARGET" = nats ] && NATS_PID=""
+  SERVER_PID=""
+  return 0
+}
+
+# ---- cases ------------------------------------------------------------------------------------
+
+record() { # CASE RUN FILE [LINE]: the JSON result line, labelled, into results.jsonl
+  local line=${4:-}
+  [ -n "$line" ] || line=$(grep '^{' "$3" | tail -n 1 || true)
+  if [ -z "$line" ]; then
+    echo "bench: $1 run $2: no result (see $3 and ${3%.out}.err)" >&2
+    return 0
+  fi
+  printf '{"case":"%s","run":%d,"result":%s}\n' "$1" "$2" "$line" >>"$OUT/results.jsonl"
+  python3 - "$1" "$2" "$line" <<'EOF' >&2
+import json, sys
+d = json.loads(sys.argv[3])
+keys = ["ready", "failed", "handshakes_per_s", "handshakes_per_cpu_s", "rss_per_conn_b",
+        "deliveries_per_s", "loss", "cpu_us_per_delivery", "lat_p50_ms", "lat_p99_ms", "complete"]
+print("bench: %-28s run %s: %s" % (sys.argv[1], sys.argv[2],
+      " ".join("%s=%s" % (k, d[k]) for k in keys if k in d)))
+EOF
+}
+
+auth_args() { # TARGET KIND: token options for the edge
+  [ "$1" = sidecast ] || return 0
+  echo "--tokens $DIR/tokens-$2.txt"
+}
+
+procs_for() { # CONNS: client processes (at most 19,000 connections each, 2 from 10,000 up)
+  if [ "$1" -ge 10000 ]; then echo 2; else echo 1; fi
+}
+
+run_idle() { # TARGET RUN N1 N2 ...: one server, the connections opened in steps
+  local t=$1 r=$2 tag="$1-idle-r$2"; shift 2
+  local steps; steps=$(echo "$@" | tr ' ' ',')
+  server_start "$t"
+  # shellcheck disable=SC2046
+  "$SC" bench idle --target "$t" --url "$URL" $(auth_args "$t" pool) --conns "$steps" \
+    --procs "$(procs_for "${!#}")" --source "$SOURCES" --topic "$TOPIC" --seconds "$ISECS" \
+    --setup-timeout 90 --pid "$PIDS" --fast-close --json >"$DIR/$tag.out" 2>"$DIR/$tag.err" \
+    || true
+  local line n
+  while read -r line; do
+    n=$(echo "$line" | sed -nE 's/.*"conns":([0-9]+).*/\1/p')
+    record "$t idle $n" "$r" "$DIR/$tag.out" "$line"
+  done < <(grep '"step":' "$DIR/$tag.out" || true)
+  server_stop
+}
+
+run_fanout() { # TARGET RUN N RATE
+  local t=$1 r=$2 n=$3 rate=$4 tag="$1-fanout-$3-$4-r$2"
+  server_start "$t"
+  if [ "$t" = sidecast ]; then
+    "$BUILD/tests/tools/busctl" "$NATS_URL" req "\$JS.API.STREAM.PURGE.SIDECAST" '{}' 5000 \
+      >/dev/null 2>&1 || true
+  fi
+  # shellcheck disable=SC2046
+  "$SC" bench fanout --target "$t" --url "$URL" $(auth_args "$t" pool) --conns "$n" \
+    --procs "$(procs_for "$n")" --source "$SOURCES" --topic "$TOPIC" --nats "$NATS_URL" \
+    --rate "$rate" --seconds "$FSECS" --drain "$DRAIN" --setup-timeout 90 --pid "$PIDS" \
+    --fast-close --json \
+    --hist "$OUT/hist/$tag.txt" >"$DIR/$tag.out" 2>"$DIR/$tag.err" || true
+  record "$t fanout $n $rate" "$r" "$DIR/$tag.out"
+  if [ "$t" = sidecast ]; then
+    curl -fs "http://127.0.0.1:$EDGE_PORT/metrics" >"$DIR/$tag.metrics" 2>/dev/null || true
+  fi
+  server_stop
+}
+
+run_connect() { # TARGET RUN N TOKENS(distinct|one|-)
+  local t=$1 r=$2 n=$3 k=$4 tag="$1-connect-$3-$4-r$2"
+  server_start "$t"
+  # shellcheck disable=SC2046
+  "$SC" bench connect --target "$t" --url "$URL" $(auth_args "$t" "$k") --conns "$n" \
+    --procs "$(procs_for "$n")" --source "$SOURCES" --concurrency 512 --setup-timeout 90 \
+    --pid "$PIDS" --fast-close --json --hist "$OUT/hist/$tag.txt" >"$DIR/$tag.out" \
+    2>"$DIR/$tag.err" || true
+  record "$t connect $n $k" "$r" "$DIR/$tag.out"
+  server_stop
+}
+
+echo "bench: edge suite: targets [$TARGETS], idle [$IDLE_SIZES], fanout [$FANOUT_CASES]" \
+     "${FSECS}s, connect $CONNECT_CONNS (distinct tokens $CONNECT_DISTINCT), $RUNS run(s)" >&2
+CUR_TARGET=""
+for run in $(seq 1 "$RUNS"); do
+  for t in $TARGETS; do
+    CUR_TARGET=$t
+    group_start "$t"
+    # shellcheck disable=SC2086
+    run_idle "$t" "$run" $IDLE_SIZES
+    for c in $FANOUT_CASES; do run_fanout "$t" "$run" "${c%%:*}" "${c##*:}"; done
+    if [ "$t" = sidecast ]; then
+      run_connect "$t" "$run" "$CONNECT_DISTINCT" distinct
+      run_connect "$t" "$run" "$CONNECT_CONNS" one
+    else
+      run_connect "$t" "$run" "$CONNECT_CONNS" -
+    fi
+    group_stop
+  done
+done
+echo "bench: edge suite done: $(wc -l <"$OUT/results.jsonl") results in $OUT/results.jsonl" >&2

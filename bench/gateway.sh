@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Gateway route overhead (bench/run.sh runs it for `make bench`): requests/s through wrk ->
+# gateway -> NATS -> a trivial service (tests/tools/echosvc), beside a bare NATS request/reply
+# loop (bench/reqbench) with the same concurrency. Each case runs RUNS times for SECONDS; the
+# median is reported. Everything on loopback, on this machine's cores (wrk, gateway,
+# nats-server and the service share them). Prints a Markdown table on stdout.
+#
+#   bench/gateway.sh        BENCH_SECONDS=10 RUNS=3 CONC=32 BENCH_OUT=build/bench-run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+SECONDS_PER=${BENCH_SECONDS:-10}
+RUNS=${RUNS:-3}
+CONC=${CONC:-32}
+DIR=${BENCH_OUT:-$BUILD/bench-run}/gateway
+rm -rf "$DIR"; mkdir -p "$DIR"
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+NATS_PORT=$(free_port); GW_PORT=$(free_port); REDIS_PORT=$(free_port); ADMIN_PORT=$(free_port)
+NATS_URL=nats://127.0.0.1:$NATS_PORT
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+bash scripts/gen-dev.sh "$DIR/dev" >/dev/null
+nats-server -a 127.0.0.1 -p "$NATS_PORT" >"$DIR/nats.log" 2>&1 & pids+=($!)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$DIR/redis.log" 2>&1 & pids+=($!)
+sleep 0.5
+"$BUILD/tests/tools/echosvc" "$NATS_URL" svc.bench.echo >"$DIR/echosvc.log" 2>&1 & pids+=($!)
+export NATS_URL REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0 LOG_LEVEL=warn
+JWT_PRIVATE_KEY=$DIR/dev/signing-key.pem AUTH_USERS=$DIR/dev/users.conf \
+  ADMIN_LISTEN=127.0.0.1:$ADMIN_PORT "$BUILD/auth" >"$DIR/auth.log" 2>&1 & pids+=($!)
+JWT_PUBLIC_KEYS=$DIR/dev/public.pem GATEWAY_ROUTES=bench/routes.json \
+  GATEWAY_LISTEN=127.0.0.1:$GW_PORT GATEWAY_MAX_CONNECTIONS=1024 \
+  "$BUILD/gateway" >"$DIR/gateway.log" 2>&1 & pids+=($!)
+GW=http://127.0.0.1:$GW_PORT
+for _ in $(seq 1 100); do curl -fs "$GW/readyz" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null && break; sleep 0.1; done
+TOKEN=$(curl -fsS -d grant_type=password -d username=alice -d password=wonderland "$GW/auth/token" \
+        | python3 -c 'import json,sys;print(json.load(sys.stdin)["access_token"])')
+curl -fsS "$GW/api/bench" >/dev/null
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+wrk_case() { # NAME PATH [HEADER]
+  local name=$1 path=$2 hdr=${3:-} rps=() lat=()
+  for _ in $(seq 1 "$RUNS"); do
+    local out
+    if [ -n "$hdr" ]; then
+      out=$(wrk -t2 -c"$CONC" -d"${SECONDS_PER}s" --latency -H "$hdr" "$GW$path")
+    else
+      out=$(wrk -t2 -c"$CONC" -d"${SECONDS_PER}s" --latency "$GW$path")
+    fi
+    if echo "$out" | grep -q "Non-2xx"; then echo "bench: $name returned errors:" >&2; echo "$out" >&2; exit 1; fi
+    rps+=("$(echo "$out" | awk '/Requests\/sec/ {print $2}')")
+    lat+=("$(echo "$out" | awk '$1=="50%" {print $2}')")
+  done
+  local m; m=$(printf '%s\n' "${rps[@]}" | median)
+  printf '| %s | %s | %.0f | %s | %.2f |\n' "$name" "$path" "$m" \
+    "$(printf '%s\n' "${lat[@]}" | sort | sed -n "$(( (RUNS+1)/2 ))p")" \
+    "$(awk -v a="$m" -v b="$BASE" 'BEGIN {print (b > 0 ? a / b : 0)}')"
+}
+
+echo "$(date -u +%F), $(nproc) cores, $CONC concurrent, ${SECONDS_PER}s × $RUNS runs (median):"
+echo
+echo "| case | path | requests/s | p50 latency | vs bare NATS |"
+echo "|---|---|---|---|---|"
+base=()
+blat=()
+for _ in $(seq 1 "$RUNS"); do
+  out=$("$BUILD/bench/reqbench" "$NATS_URL" svc.bench.echo "$CONC" "$SECONDS_PER")
+  base+=("$(echo "$out" | sed -E 's/.*rps=([0-9]+).*/\1/')")
+  blat+=("$(echo "$out" | sed -E 's/.*p50_ms=([0-9.]+).*/\1/')")
+done
+BASE=$(printf '%s\n' "${base[@]}" | median)
+printf '| bare NATS request/reply (reqbench) | svc.bench.echo | %.0f | %sms | 1.00 |\n' \
+  "$BASE" "$(printf '%s\n' "${blat[@]}" | sort -n | sed -n "$(( (RUNS+1)/2 ))p")"
+wrk_case "gateway, public route" /api/bench
+wrk_case "gateway, bearer route (ES256 verify)" /api/bench/auth "Authorization: Bearer $TOKEN"
+wrk_case "gateway, parallel composition (2 calls)" /api/bench/parallel
+wrk_case "gateway, sequence composition (2 calls)" /api/bench/sequence

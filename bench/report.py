@@ -1,0 +1,359 @@
+#!/usr/bin/env python3
+"""bench/report.py - renders docs/BENCHMARKS.md and docs/img/*.png from one `make bench` run.
+
+  python3 bench/report.py OUT [--template bench/BENCHMARKS.md.in] [--page docs/BENCHMARKS.md]
+                              [--img docs/img]
+
+OUT is bench/run.sh's output directory: results.jsonl (one line per case and run, written by
+bench/edge.sh from `sidecast bench --json`), hist/ (latency histograms), gateway.md (the
+gateway table), machine.txt (facts about the machine). Every figure is the median of the runs
+of its case. The template holds the hand-written prose; @@NAME@@ markers are replaced by the
+tables generated here. Plots are drawn with gnuplot (skipped, with a note, if it is missing).
+Python 3 standard library only.
+"""
+import argparse
+import collections
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+TARGETS = ["sidecast", "nats", "ws"]
+NAMES = {"sidecast": "Sidecast edge", "nats": "nats-server (WebSocket)", "ws": "Node ws"}
+
+
+def load(out):
+    runs = collections.defaultdict(list)
+    with open(os.path.join(out, "results.jsonl")) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            d = json.loads(line)
+            runs[d["case"]].append(d["result"])
+    return runs
+
+
+def med(rows, key, default=None):
+    v = [r[key] for r in rows if key in r and r[key] is not None]
+    if not v:
+        return default
+    return statistics.median(v)
+
+
+def srv_cpu(r, i):
+    s = r.get("servers") or []
+    return s[i]["cpu_s"] if len(s) > i else None
+
+
+def fmt(v, spec="{:,.0f}", none="–"):
+    if v is None:
+        return none
+    return spec.format(v)
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fr(v):
+    return "–" if v is None else "%.2f" % v
+
+
+def cases_of(runs, target, mode):
+    out = []
+    for case in runs:
+        p = case.split()
+        if p[0] == target and p[1] == mode:
+            out.append(case)
+    return out
+
+
+def idle_table(runs):
+    sizes = sorted({int(c.split()[2]) for c in runs if c.split()[1] == "idle"})
+    lines = ["| connections | " + " | ".join(NAMES[t] + " B/conn" for t in TARGETS)
+             + " | Sidecast / nats | Sidecast / Node | all ready |",
+             "|---|" + "---|" * (len(TARGETS) + 3)]
+    data = {}
+    for n in sizes:
+        vals = {}
+        ok = True
+        for t in TARGETS:
+            rows = runs.get("%s idle %d" % (t, n), [])
+            vals[t] = med(rows, "rss_per_conn_b")
+            ok = ok and bool(rows) and all(r["ready"] == r["conns"] for r in rows)
+            rssd = med(rows, "rss_delta_kib")
+            data.setdefault(t, []).append((n, rssd))
+        lines.append("| %s | %s | %s | %s | %s |" % (
+            fmt(n), " | ".join(fmt(vals[t]) for t in TARGETS),
+            fr(ratio(vals["sidecast"], vals["nats"])), fr(ratio(vals["sidecast"], vals["ws"])),
+            "yes" if ok else "no"))
+    return "\n".join(lines), data, sizes
+
+
+def fanout_rows(runs):
+    keys = set()
+    for c in runs:
+        p = c.split()
+        if p[1] == "fanout":
+            keys.add((int(p[2]), int(p[3])))
+    return sorted(keys)
+
+
+def fanout_table(runs):
+    lines = ["| subscribers × msg/s | server | deliveries/s | server CPU µs/delivery | "
+             "+ its NATS µs/delivery | server CPU % of a core | loss | p50 / p99 / p99.9 ms | "
+             "every event, in order |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    ratios = []
+    cpu = {}
+    for n, rate in fanout_rows(runs):
+        per = {}
+        for t in TARGETS:
+            rows = runs.get("%s fanout %d %d" % (t, n, rate), [])
+            if not rows:
+                continue
+            dl = [r.get("deliveries") or 0 for r in rows]
+            both = [((srv_cpu(r, 0) or 0) + (srv_cpu(r, 1) or 0)) * 1e6 / r["deliveries"]
+                    for r in rows if r.get("deliveries") and len(r.get("servers") or []) > 1]
+            per[t] = {
+                "dps": med(rows, "deliveries_per_s"),
+                "us": med(rows, "cpu_us_per_delivery"),
+                "us2": statistics.median(both) if both else None,
+                "pct": med(rows, "server_cpu_pct"),
+                "loss": med(rows, "loss"),
+                "p50": med(rows, "lat_p50_ms"), "p99": med(rows, "lat_p99_ms"),
+                "p999": med(rows, "lat_p999_ms"),
+                "ok": all(r.get("complete") for r in rows),
+                "exp": med(rows, "expected"), "dl": statistics.median(dl),
+            }
+            cpu.setdefault(t, []).append((n, rate, per[t]["us"]))
+        for t in TARGETS:
+            if t not in per:
+                continue
+            p = per[t]
+            lines.append("| %s × %s | %s | %s | %s | %s | %s | %s | %s / %s / %s | %s |" % (
+                fmt(n), fmt(rate), NAMES[t], fmt(p["dps"]), fmt(p["us"], "{:.2f}"),
+                fmt(p["us2"], "{:.2f}") if t != "nats" else "(is NATS)", fmt(p["pct"]),
+                fmt(p["loss"]), fmt(p["p50"], "{:.2f}"), fmt(p["p99"], "{:.2f}"),
+                fmt(p["p999"], "{:.2f}"), "yes" if p["ok"] else "no"))
+        s, na, w = per.get("sidecast"), per.get("nats"), per.get("ws")
+        ratios.append((n, rate, s and na and ratio(s["us"], na["us"]),
+                       s and w and ratio(s["us"], w["us"]),
+                       s and na and ratio(s["us2"], na["us"])))
+    rl = ["| subscribers × msg/s | Sidecast / nats-server CPU per delivery (edge alone) | "
+          "(edge + its NATS) | Sidecast / Node ws |", "|---|---|---|---|"]
+    for n, rate, a, b, c in ratios:
+        rl.append("| %s × %s | %s | %s | %s |" % (fmt(n), fmt(rate), fr(a), fr(c), fr(b)))
+    return "\n".join(lines), "\n".join(rl), cpu, ratios
+
+
+def connect_table(runs):
+    lines = ["| server | tokens | connections | handshakes/s (wall) | per server CPU second | "
+             "handshake p50 / p99 ms | all ready |", "|---|---|---|---|---|---|---|"]
+    res = {}
+    order = {t: i for i, t in enumerate(TARGETS)}
+    for case in sorted(runs, key=lambda c: (order.get(c.split()[0], 9), c)):
+        p = case.split()
+        if p[1] != "connect":
+            continue
+        rows = runs[case]
+        kind = {"distinct": "distinct (each verified)", "one": "one shared (cached)",
+                "-": "none (no auth)"}[p[3]]
+        hps, hpc = med(rows, "handshakes_per_s"), med(rows, "handshakes_per_cpu_s")
+        res[(p[0], p[3])] = (hps, hpc)
+        lines.append("| %s | %s | %s | %s | %s | %s / %s | %s |" % (
+            NAMES[p[0]], kind, fmt(int(p[2])), fmt(hps), fmt(hpc),
+            fmt(med(rows, "lat_p50_ms"), "{:.1f}"), fmt(med(rows, "lat_p99_ms"), "{:.1f}"),
+            "yes" if all(r["ready"] == r["conns"] for r in rows) else "no"))
+    return "\n".join(lines), res
+
+
+def load_hist(path):
+    pts = []
+    with open(path) as f:
+        for line in f:
+            if line.startswith("#"):
+                continue
+            ms, cnt, _ = line.split()
+            pts.append((float(ms), int(cnt)))
+    return pts
+
+
+def merged_hist(out, prefix):
+    """The histograms of every run of one case, merged: [(upper ms, count)]."""
+    acc = collections.Counter()
+    d = os.path.join(out, "hist")
+    if not os.path.isdir(d):
+        return []
+    for name in os.listdir(d):
+        if name.startswith(prefix + "-r"):
+            for ms, c in load_hist(os.path.join(d, name)):
+                acc[ms] += c
+    return sorted(acc.items())
+
+
+def plots(out, img, idle, fan_cpu, lat_case):
+    if not shutil.which("gnuplot"):
+        print("report: gnuplot missing (scripts/deps.sh installs gnuplot-nox): no plots",
+              file=sys.stderr)
+        return False
+    pd = os.path.join(out, "plots")
+    os.makedirs(pd, exist_ok=True)
+    os.makedirs(img, exist_ok=True)
+    for t in TARGETS:
+        with open(os.path.join(pd, "mem-%s.dat" % t), "w") as f:
+            for n, kib in idle.get(t, []):
+                if kib is not None:
+                    f.write("%d %.3f\n" % (n, kib / 1024))
+        rates = collections.defaultdict(list)
+        for n, rate, us in fan_cpu.get(t, []):
+            rates["low" if (n, rate) in LOW else "high"].append((n, us))
+        for k, pts in rates.items():
+            with open(os.path.join(pd, "cpu-%s-%s.dat" % (t, k)), "w") as f:
+                for n, us in sorted(pts):
+                    if us is not None:
+                        f.write("%d %.4f\n" % (n, us))
+        h = merged_hist(out, "%s-fanout-%d-%d" % (t, lat_case[0], lat_case[1]))
+        total = sum(c for _, c in h)
+        with open(os.path.join(pd, "lat-%s.dat" % t), "w") as f:
+            seen = 0
+            for ms, c in h:
+                seen += c
+                f.write("%.3f %.6f\n" % (ms, seen / total))
+    def plot_lines(kind, suffixes, style="with linespoints"):
+        parts = []
+        for t in TARGETS:
+            for suf, title in suffixes:
+                fn = os.path.join(pd, "%s-%s%s.dat" % (kind, t, suf))
+                if os.path.exists(fn) and os.path.getsize(fn) > 0:
+                    parts.append("'%s' using 1:2 with linespoints title '%s%s'" % (
+                        fn, NAMES[t], title))
+        return ", ".join(parts).replace("with linespoints", style)
+    script = """
+set terminal pngcairo size 900,560 font ',11'
+set grid
+set key left top
+set output '{img}/memory.png'
+set title 'Server RSS growth with idle subscribed connections (median of runs)'
+set xlabel 'connections'
+set ylabel 'RSS after - RSS before (MiB)'
+plot {mem}
+set output '{img}/cpu-per-delivery.png'
+set title 'Server CPU per delivered message (user+system, /proc; median of runs)'
+set xlabel 'subscribers'
+set ylabel 'CPU microseconds per delivery'
+set logscale x
+set xrange [500:20000]
+set key right top
+plot {cpu}
+unset xrange
+set output '{img}/latency-cdf.png'
+set title 'Publish-to-receipt latency, {n} subscribers x {rate} msg/s (all runs)'
+set xlabel 'latency (ms, log scale)'
+set ylabel 'fraction of deliveries'
+set logscale x
+set key left top
+set yrange [0:1]
+plot {lat}
+""".format(img=img, mem=plot_lines("mem", [("", "")]),
+           cpu=plot_lines("cpu", [("-low", " (low rate)"), ("-high", " (high rate)")]),
+           lat=plot_lines("lat", [("", "")], "with lines lw 2"), n=lat_case[0],
+           rate=lat_case[1])
+    with open(os.path.join(pd, "plots.gp"), "w") as f:
+        f.write(script)
+    r = subprocess.run(["gnuplot", os.path.join(pd, "plots.gp")], capture_output=True,
+                       text=True, timeout=60)
+    if r.returncode != 0:
+        print("report: gnuplot failed: " + r.stderr, file=sys.stderr)
+        return False
+    return True
+
+
+LOW = set()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--template", default="bench/BENCHMARKS.md.in")
+    ap.add_argument("--page", default="docs/BENCHMARKS.md")
+    ap.add_argument("--img", default="docs/img")
+    ap.add_argument("--low", default="1000:20,1000:100,10000:10,5000:20",
+                    help="fan-out cases (subs:rate) counted as the low rate")
+    a = ap.parse_args()
+    for c in a.low.split(","):
+        n, r = c.split(":")
+        LOW.add((int(n), int(r)))
+    runs = load(a.out)
+    nruns = max((len(v) for v in runs.values()), default=0)
+    idle_md, idle_data, sizes = idle_table(runs)
+    fan_md, ratio_md, fan_cpu, ratios = fanout_table(runs)
+    conn_md, conn = connect_table(runs)
+    keys = fanout_rows(runs)
+    lat_case = next((k for k in [(1000, 20), (1000, 100)] if k in keys),
+                    keys[0] if keys else (0, 0))
+    drew = plots(a.out, a.img, idle_data, fan_cpu, lat_case)
+
+    # the goals, from the medians
+    goals = ["| goal | measured (median) | met |", "|---|---|---|"]
+    for n, rate, rn, rw, rn2 in ratios:
+        kind = "low rate" if (n, rate) in LOW else "high rate"
+        goals.append("| CPU per delivery ≤ ½ nats-server's, %s subs × %s msg/s (%s) | %s "
+                     "(edge alone; %s with its NATS) | %s |" % (
+                         fmt(n), fmt(rate), kind, fr(rn), fr(rn2),
+                         "yes" if rn is not None and rn <= 0.5 else "no"))
+    per_conn = [med(runs.get("sidecast idle %d" % n, []), "rss_per_conn_b") for n in sizes]
+    big = [v for v in per_conn if v is not None]
+    if big:
+        goals.append("| user-space memory per idle authenticated connection ≤ 2 KiB | %s B "
+                     "at %s connections (%s) | %s |" % (
+                         fmt(big[-1]), fmt(sizes[-1]),
+                         ", ".join("%s: %s B" % (fmt(n), fmt(v)) for n, v in zip(sizes, per_conn)),
+                         "yes" if big[-1] <= 2048 else "no"))
+    d = conn.get(("sidecast", "distinct"))
+    o = conn.get(("sidecast", "one"))
+    if d:
+        goals.append("| handshake + token verification + presence ≥ 10k/s per core | %s per "
+                     "edge CPU second with distinct tokens; %s with one cached token | %s |" % (
+                         fmt(d[1]), fmt(o[1]) if o else "–",
+                         "yes" if d[1] and d[1] >= 10000 else "no"))
+    p = runs.get("sidecast fanout %d %d" % lat_case, [])
+    if p:
+        p99 = med(p, "lat_p99_ms")
+        goals.append("| p99 producer → client < 1 ms at 1k subscribers, moderate rate | %s ms "
+                     "(%s subs × %s msg/s) | %s |" % (fmt(p99, "{:.2f}"), fmt(lat_case[0]),
+                                                      fmt(lat_case[1]),
+                                                      "yes" if p99 < 1 else "no"))
+
+    def read(name, default=""):
+        fn = os.path.join(a.out, name)
+        return open(fn).read().strip() if os.path.exists(fn) else default
+
+    with open(a.template) as f:
+        page = f.read()
+    rep = {
+        "MACHINE": read("machine.txt", "(machine facts missing)"),
+        "RUNS": str(nruns),
+        "GOALS": "\n".join(goals),
+        "IDLE": idle_md,
+        "FANOUT": fan_md,
+        "RATIOS": ratio_md,
+        "CONNECT": conn_md,
+        "GATEWAY": read("gateway.md", "(the gateway case did not run)"),
+        "LATCASE": "%s subscribers × %s msg/s" % (fmt(lat_case[0]), fmt(lat_case[1])),
+        "PLOTS": "" if drew else "(gnuplot was missing when this page was generated: no plots)",
+    }
+    for k, v in rep.items():
+        page = page.replace("@@%s@@" % k, v)
+    with open(a.page, "w") as f:
+        f.write(page)
+    print("report: wrote %s%s" % (a.page, " and plots in " + a.img if drew else ""))
+
+
+if __name__ == "__main__":
+    main()
