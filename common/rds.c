@@ -18,7 +18,7 @@
 
 #include "log.h"
 
-enum { BACKOFF_MIN_MS = 100, BACKOFF_MAX_MS = 5000, MAX_ARGS = 64 };
+enum { BACKOFF_MIN_MS = 100, BACKOFF_MAX_MS = 5000, MAX_ARGS = 64, MAX_EVAL_ARGS = 4096 };
 
 struct rds {
     pthread_mutex_t mu;
@@ -414,13 +414,15 @@ void rds_script_init(rds_script *s, const char *source)
 int rds_eval(rds *r, const rds_script *s, redisReply **reply, int nkeys, const char **keys,
              int nargs, const char **args)
 {
-    const char *av[MAX_ARGS];
+    const char *avs[MAX_ARGS], **av = avs; /* a batch (presence.c) takes more: malloc'd */
     char nk[16];
     redisReply *rep = NULL;
     int argc = 0, rc;
 
     if (reply) *reply = NULL;
-    if (!r || !s || nkeys < 0 || nargs < 0 || nkeys + nargs + 3 > MAX_ARGS) return RDS_EINVAL;
+    if (!r || !s || nkeys < 0 || nargs < 0 || nkeys + nargs + 3 > MAX_EVAL_ARGS) return RDS_EINVAL;
+    if (nkeys + nargs + 3 > MAX_ARGS && !(av = malloc(sizeof *av * (size_t)(nkeys + nargs + 3))))
+        return RDS_ENOMEM;
     snprintf(nk, sizeof nk, "%d", nkeys);
     av[argc++] = s->sha1[0] ? "EVALSHA" : "EVAL";
     av[argc++] = s->sha1[0] ? s->sha1 : s->source;
@@ -438,6 +440,7 @@ int rds_eval(rds *r, const rds_script *s, redisReply **reply, int nkeys, const c
         rc = command_locked(r, &rep, argc, av, NULL, 1);
     }
     pthread_mutex_unlock(&r->mu);
+    if (av != avs) free(av);
     if (rc == RDS_EREPLY) {
         log_warn("redis script error", "err=\"%.160s\"", rep->str);
         freeReplyObject(rep);

@@ -64,8 +64,8 @@ typedef struct rds_script {
 } rds_script;
 /* Computes the SHA-1 of source (kept by pointer, must outlive the script). */
 void rds_script_init(rds_script *s, const char *source);
-/* Runs the script with nkeys keys followed by nargs arguments (NUL-terminated strings).
- * Reply ownership as for rds_commandv. */
+/* Runs the script with nkeys keys followed by nargs arguments (NUL-terminated strings; at
+ * most 4093 together, RDS_EINVAL beyond). Reply ownership as for rds_commandv. */
 int rds_eval(rds *r, const rds_script *s, redisReply **reply, int nkeys, const char **keys,
              int nargs, const char **args);
 

@@ -258,6 +258,12 @@ def test_fanout_1000_connections_exactly_once_in_order(st):
     try:
         welcomes = wsclient.drain_all(clients, 1, 20, type="welcome")
         assert all(len(w) == 1 for w in welcomes)
+        # presence keeps up with the burst: all 1000 registered (in batches), not degraded
+        harness.wait_for(lambda: _presence_count(st, "bob") == 1000, timeout=15,
+                         what="1000 connections of bob in presence (%s)"
+                         % _presence_count(st, "bob"))
+        r = harness.http("GET", "http://127.0.0.1:%d/readyz" % st.edge_port)
+        assert "presence=ok" in r.body.decode(), r.body
         for c in clients:
             c.send_json({"type": "subscribe", "topic": "prices.BTC"})
         subs = wsclient.drain_all(clients, 1, 30, type="subscribed")
@@ -271,6 +277,14 @@ def test_fanout_1000_connections_exactly_once_in_order(st):
             len(bad), got[bad[0]] if bad else None)
     finally:
         wsclient.close_all(clients, timeout=30)
+    harness.wait_for(lambda: _presence_count(st, "bob") == 0, timeout=15,
+                     what="bob's connections gone from presence (%s)"
+                     % _presence_count(st, "bob"))
+
+
+def _presence_count(st, user):
+    lines = st.busctl("req", "presence.get", json.dumps({"params": {"user": user}}), 2000)
+    return json.loads(lines[-1]).get("count")
 
 
 def _slow_closes(st):
