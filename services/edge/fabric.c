@@ -56,10 +56,14 @@ struct fabric {
 
 /* A worker's port; its local interest counts are kept by the session layer's maps, so here
  * only the ZeroMQ subscription is per port and the NATS one per process. */
+#define FAB_SETTLE_MAX 4096 /* new subscriptions waiting for one flush; over: flushed at once */
+
 struct fab_port {
     fabric *f;
     void *sub;
     int fd;
+    int nsettle;                       /* new NATS subscriptions not yet confirmed */
+    struct interest *settle[FAB_SETTLE_MAX];
 };
 
 static unsigned long fab_hash(const char *s)
@@ -323,16 +327,32 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name)
     it->refs++;
     fresh = !it->live;
     pthread_mutex_unlock(&f->lock);
-    /* "subscribed" means live from now: the server has the subscription before the client
-     * hears so. One round trip (bounded), for the first local subscriber of a name only, and
-     * outside the lock so that other workers' subscriptions do not wait for it. */
-    if (fresh && bus_flush(f->b, 1000) == 0) {
-        pthread_mutex_lock(&f->lock); /* it lives on: this port holds a reference */
-        it->live = true;
-        pthread_mutex_unlock(&f->lock);
+    /* "subscribed" means live from now: the server must have the subscription before the
+     * client hears so. The round trip that confirms it is not taken here but once for all
+     * the subscriptions of this loop iteration (fab_port_settle, before anything is written),
+     * so a burst of connects with new users costs one round trip per iteration, not one
+     * each. It lives on meanwhile: this port holds a reference. */
+    if (fresh) {
+        if (p->nsettle == FAB_SETTLE_MAX) fab_port_settle(p);
+        p->settle[p->nsettle++] = it;
     }
     zmq_setsockopt(p->sub, ZMQ_SUBSCRIBE, prefix, (size_t)pl);
     return 0;
+}
+
+void fab_port_settle(fab_port *p)
+{
+    if (p->nsettle == 0) return;
+    fabric *f = p->f;
+    /* One flush, outside the lock so that other workers' subscriptions do not wait for it.
+     * A failure (NATS away) leaves them unconfirmed; the next new subscriber of the same
+     * name tries again, and a reconnect resubscribes everything anyway. */
+    if (bus_flush(f->b, 1000) == 0) {
+        pthread_mutex_lock(&f->lock);
+        for (int i = 0; i < p->nsettle; i++) p->settle[i]->live = true;
+        pthread_mutex_unlock(&f->lock);
+    }
+    p->nsettle = 0;
 }
 
 void fab_unwatch(fab_port *p, enum fab_kind kind, const char *name)
@@ -347,6 +367,12 @@ void fab_unwatch(fab_port *p, enum fab_kind kind, const char *name)
     interest **pp = &f->buckets[h];
     while (*pp && strncmp((*pp)->key, prefix, (size_t)pl) != 0) pp = &(*pp)->next;
     interest *gone = NULL;
+    for (int i = 0; *pp && i < p->nsettle; i++) { /* the port's reference goes: not settled */
+        if (p->settle[i] == *pp) {
+            p->settle[i] = p->settle[--p->nsettle];
+            break;
+        }
+    }
     if (*pp && --(*pp)->refs == 0) {
         gone = *pp;
         *pp = gone->next;

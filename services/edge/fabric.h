@@ -51,6 +51,11 @@ int fab_port_fd(const fab_port *p);
  * the last unwatch of a name act. 0 or a negative code (the NATS subscription failed). */
 int fab_watch(fab_port *p, enum fab_kind kind, const char *name);
 void fab_unwatch(fab_port *p, enum fab_kind kind, const char *name);
+/* Confirms this port's new NATS subscriptions with one round trip (bounded, 1 s). The
+ * worker calls it before it writes anything in a loop iteration, so a client told
+ * "subscribed" (or "welcome", for its inbox) is never told before NATS has the
+ * subscription. */
+void fab_port_settle(fab_port *p);
 
 typedef struct fab_msg {
     enum fab_kind kind;

@@ -1034,7 +1034,9 @@ static void on_port_io(loop_io *io, uint32_t events)
 
 static void before_sleep(wsc_worker *w)
 {
-    drain_port(wsc_worker_data(w)); /* ZMQ_FD is edge-triggered: always look again */
+    wstate *ws = wsc_worker_data(w);
+    fab_port_settle(ws->port); /* before any write: "subscribed" means NATS has it */
+    drain_port(ws);            /* ZMQ_FD is edge-triggered: always look again */
 }
 
 static int on_worker_start(wsc_worker *w, void *ud)

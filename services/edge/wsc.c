@@ -801,6 +801,7 @@ static void worker_before_sleep(void *ud)
     /* Flush (and read again) what this iteration touched; the list may grow while walked
      * (a read queues an answer), so take it whole each round, bounded. */
     for (int round = 0; round < 4 && w->flush_list; round++) {
+        if (round > 0 && w->before_sleep) w->before_sleep(w); /* what the reads below added */
         wsc_conn *list = w->flush_list;
         w->flush_list = NULL;
         while (list) {

@@ -110,8 +110,10 @@ int wsc_worker_index(const wsc_worker *w);
 loop *wsc_worker_loop(wsc_worker *w);
 void *wsc_worker_data(const wsc_worker *w);
 void wsc_worker_set_data(wsc_worker *w, void *data);
-/* Deferred work on the worker thread at the end of each loop iteration, after the core's
- * own (for draining an edge-triggered ZeroMQ socket, say). */
+/* Deferred work on the worker thread at the end of each loop iteration, before the
+ * iteration's writes (and again before each further round of them): draining an
+ * edge-triggered ZeroMQ socket, confirming new NATS subscriptions before "subscribed" goes
+ * out. */
 void wsc_worker_set_before_sleep(wsc_worker *w, void (*fn)(wsc_worker *w));
 
 /* Connection functions: the connection's worker thread only. */
