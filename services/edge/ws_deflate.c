@@ -45,10 +45,12 @@ static size_t take_token(cursor *c, const char **tok)
 }
 
 /* A quoted-string at c (RFC 9110 §5.6.4), unescaped into out (cap bytes, NUL-terminated).
- * Its length, or -1 when malformed or longer than cap - 1. */
+ * Its length, or -1 when malformed or longer than cap - 1. c is left past the closing quote
+ * even then (a comma inside it must not be taken for a list separator). */
 static int take_quoted(cursor *c, char *out, size_t cap)
 {
     size_t o = 0;
+    bool bad = false;
     c->p++; /* the opening quote */
     while (c->p < c->e && *c->p != '"') {
         char ch = *c->p++;
@@ -57,17 +59,16 @@ static int take_quoted(cursor *c, char *out, size_t cap)
                 return -1;
             ch = *c->p++;
         }
-        if ((unsigned char)ch < 0x20 && ch != '\t')
-            return -1;
-        if (o + 1 >= cap)
-            return -1;
-        out[o++] = ch;
+        if (((unsigned char)ch < 0x20 && ch != '\t') || ch == 0x7F || o + 1 >= cap)
+            bad = true;
+        else
+            out[o++] = ch;
     }
     if (c->p == c->e)
         return -1;
     c->p++; /* the closing quote */
     out[o] = '\0';
-    return (int)o;
+    return bad ? -1 : (int)o;
 }
 
 /* Moves c past the next list separator that is not inside a quoted-string (or to the end). */
@@ -178,9 +179,9 @@ static bool parse_offer(cursor *c, ws_pmd *pm)
             if (c->p < c->e && *c->p == '"') {
                 int q = take_quoted(c, qv, sizeof qv);
                 if (q < 0)
-                    break;
+                    ok = false; /* a value no parameter of ours can have */
                 v = qv;
-                vn = (size_t)q;
+                vn = q < 0 ? 0 : (size_t)q;
             } else if ((vn = take_token(c, &v)) == 0) {
                 break;
             }
