@@ -116,7 +116,7 @@ struct wsc_server {
     _Atomic int drain_ms; /* > 0: a drain was asked for */
     _Atomic int stop;
     metric *m_conns, *m_accepted, *m_rejected_full, *m_hs_ok, *m_hs_fail, *m_msgs_in,
-        *m_bytes_in, *m_frames_out, *m_bytes_out, *m_slow, *m_aborts;
+        *m_bytes_in, *m_frames_out, *m_bytes_out, *m_slow, *m_aborts, *m_deflate_conns;
 };
 
 /* ---- frames -------------------------------------------------------------------------- */
@@ -561,6 +561,11 @@ static void conn_handshake(wsc_conn *c, const uint8_t *in, size_t n)
     }
     c->deflate = up.deflate;
     c->pmd = up.pmd;
+    if (c->deflate) {
+        metric_inc(s->m_deflate_conns);
+        log_debug("permessage-deflate negotiated", "conn=%llu server_max_window_bits=%u",
+                  (unsigned long long)c->id, c->pmd.server_max_window_bits);
+    }
     char out[WS_HTTP_RESPONSE_MAX];
     int rn = ws_http_write_response(out, sizeof out, &up);
     wsc_frame *f = rn > 0 ? frame_raw(out, (size_t)rn) : NULL;
@@ -1046,6 +1051,8 @@ int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers
                                 "connections closed 4008 (outbound queue over its bound)");
     s->m_aborts = metrics_counter("sc_edge_aborts_total", NULL,
                                   "connections ended without a closing handshake");
+    s->m_deflate_conns = metrics_counter("sc_edge_deflate_connections_total", NULL,
+                                         "connections that negotiated permessage-deflate");
     s->workers = calloc((size_t)cfg->workers, sizeof *s->workers);
     if (!s->workers) {
         free(s);

@@ -92,6 +92,8 @@ def test_events_compressed_once_plain_for_others(st):
     m = harness.http("GET", "http://127.0.0.1:%d/metrics" % st.edge_port).body.decode()
     line = [x for x in m.splitlines() if x.startswith("sc_edge_deflated_total")]
     assert line and int(line[0].split()[-1]) >= 5, line
+    line = [x for x in m.splitlines() if x.startswith("sc_edge_deflate_connections_total")]
+    assert line and int(line[0].split()[-1]) >= 1, line
     z.close()
     plain.close()
 
