@@ -106,7 +106,8 @@ static void fab_publish(fabric *f, const char *prefix, size_t plen, uint64_t seq
     pthread_mutex_lock(&f->pub_lock);
     int rc = zmq_send(f->pub, prefix, plen, ZMQ_SNDMORE | ZMQ_DONTWAIT);
     if (rc >= 0) rc = zmq_send(f->pub, pos, sizeof pos, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    if (rc >= 0) rc = zmq_msg_send(&m, f->pub, zpayload ? ZMQ_SNDMORE | ZMQ_DONTWAIT : ZMQ_DONTWAIT);
+    int last = zpayload ? ZMQ_SNDMORE | ZMQ_DONTWAIT : ZMQ_DONTWAIT;
+    if (rc >= 0) rc = zmq_msg_send(&m, f->pub, last);
     int zrc = rc >= 0 && zpayload ? zmq_msg_send(&zm, f->pub, ZMQ_DONTWAIT) : -1;
     pthread_mutex_unlock(&f->pub_lock);
     if (rc < 0) {

@@ -609,23 +609,35 @@ static void conn_open(wsc_conn *c, const uint8_t *rest, size_t n)
 }
 
 /* A compressed message (RSV1): inflated with the worker's stream into the worker's buffer,
- * bounded by max_message, text checked as UTF-8. Returns WS_ERR_NONE with *out / *out_len,
- * or why the connection must fail. */
-static ws_frame_err conn_inflate(wsc_conn *c, bool text, const uint8_t *data, size_t len,
-                                 uint8_t **out, size_t *out_len)
+ * bounded by max_message, text checked as UTF-8. Returns 0 with *out / *out_len, or the
+ * close code the connection must fail with and *why. */
+static uint16_t conn_inflate(wsc_conn *c, bool text, const uint8_t *data, size_t len,
+                             uint8_t **out, size_t *out_len, const char **why)
 {
     wsc_worker *w = c->w;
-    if (!w->zi_ready) {
-        if (ws_pmd_inflate_init(&w->zi) != 0) return WS_ERR_INFLATE_SIZE;
+    ws_frame_err err = WS_ERR_NONE;
+    int rc = WS_PMD_NOMEM;
+    if (w->zi_ready || ws_pmd_inflate_init(&w->zi) == 0) {
         w->zi_ready = true;
-    }
-    int rc = ws_pmd_inflate(&w->zi, data, len, w->s->cfg.max_message, &w->ibuf, &w->icap,
+        rc = ws_pmd_inflate(&w->zi, data, len, w->s->cfg.max_message, &w->ibuf, &w->icap,
                             out_len);
-    if (rc == WS_PMD_TOO_BIG || rc == WS_PMD_NOMEM) return WS_ERR_INFLATE_SIZE;
-    if (rc != 0) return WS_ERR_INFLATE;
+    }
+    if (rc == WS_PMD_NOMEM) {
+        *why = "out of memory";
+        return WS_CLOSE_INTERNAL;
+    }
+    if (rc == WS_PMD_TOO_BIG)
+        err = WS_ERR_INFLATE_SIZE;
+    else if (rc != 0)
+        err = WS_ERR_INFLATE;
+    else if (text && !utf8_valid(w->ibuf, *out_len))
+        err = WS_ERR_UTF8;
+    if (err != WS_ERR_NONE) {
+        *why = ws_frame_err_str(err);
+        return ws_frame_err_code(err);
+    }
     *out = w->ibuf;
-    if (text && !utf8_valid(w->ibuf, *out_len)) return WS_ERR_UTF8;
-    return WS_ERR_NONE;
+    return 0;
 }
 
 /* Fails the connection as the reader's WS_EV_ERROR does. */
@@ -656,10 +668,11 @@ static void conn_frames(wsc_conn *c, uint8_t *in, size_t n)
             uint8_t *data = (uint8_t *)ev.data;
             size_t len = ev.len;
             if (ev.compressed && c->state == CS_OPEN) {
-                ws_frame_err err = conn_inflate(c, ev.type == WS_EV_TEXT, ev.data, ev.len,
-                                                &data, &len);
-                if (err != WS_ERR_NONE) {
-                    conn_fail(c, ws_frame_err_code(err), ws_frame_err_str(err));
+                const char *why = NULL;
+                uint16_t code = conn_inflate(c, ev.type == WS_EV_TEXT, ev.data, ev.len, &data,
+                                             &len, &why);
+                if (code) {
+                    conn_fail(c, code, why);
                     return;
                 }
             }
