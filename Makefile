@@ -121,10 +121,10 @@ $(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(SVC_LIBS) $(BUILD)/libcom
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS)
 
-$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libcommon.a
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(SVC_LIBS) $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS)
 
 $(BUILD)/fuzz/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/libcli.a $(SVC_LIBS) $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)

@@ -3,13 +3,16 @@
  * A ZeroMQ message is three parts: the routing prefix "<kind> <name>\n" that SUB sockets
  * filter on (the newline keeps "prices.BT" from matching "prices.BTC"), the stream sequence
  * and the subject's previous one (2 x 8 bytes, host order: they never leave the process),
- * then the payload: a complete WebSocket frame for events, the raw JSON for revocations. */
+ * then the payload: a complete WebSocket frame for events, the raw JSON for revocations.
+ * An event whose compression pays has a fourth part: the same message as a compressed frame
+ * (permessage-deflate, RSV1), made here once for every subscriber of every worker. */
 #include "fabric.h"
 
 #include "contract.h"
 #include "log.h"
 #include "metrics.h"
 #include "msg.h"
+#include "ws_deflate.h"
 #include "ws_frame.h"
 
 #include <errno.h>
@@ -18,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 #include <zmq.h>
 
 #define FAB_ENDPOINT "inproc://sidecast-fabric"
@@ -51,7 +55,13 @@ struct fabric {
     size_t max_data;
     bus_sub *revoked;
     route revoked_route;
-    metric *m_in, *m_dropped, *m_topics;
+    /* permessage-deflate: one stream for the process, reset per event (no context takeover) */
+    bool deflate;
+    size_t deflate_min;
+    pthread_mutex_t zlock; /* zd: nats.c may call from several threads */
+    z_stream zd;
+    bool zd_ready;
+    metric *m_in, *m_dropped, *m_topics, *m_deflated, *m_deflate_bytes_in, *m_deflate_bytes_out;
 };
 
 /* A worker's port; its local interest counts are kept by the session layer's maps, so here
@@ -81,32 +91,70 @@ static void zmq_free_bytes(void *data, void *hint)
     free(data);
 }
 
-/* Publishes prefix, seq and prev (16 bytes) and payload (payload ownership passes to ZeroMQ,
- * freed with free()). */
+/* Publishes prefix, seq and prev (16 bytes), payload and, when not NULL, its compressed
+ * twin zpayload (ownership of both passes to ZeroMQ, freed with free()). */
 static void fab_publish(fabric *f, const char *prefix, size_t plen, uint64_t seq, uint64_t prev,
-                        uint8_t *payload, size_t n)
+                        uint8_t *payload, size_t n, uint8_t *zpayload, size_t zn)
 {
     uint64_t pos[2] = {seq, prev};
-    zmq_msg_t m;
+    zmq_msg_t m, zm;
     if (zmq_msg_init_data(&m, payload, n, zmq_free_bytes, NULL) != 0) {
         free(payload);
+        free(zpayload);
         return;
+    }
+    if (zpayload && zmq_msg_init_data(&zm, zpayload, zn, zmq_free_bytes, NULL) != 0) {
+        free(zpayload);
+        zpayload = NULL; /* sent without it: the plain frame is enough */
     }
     pthread_mutex_lock(&f->pub_lock);
     int rc = zmq_send(f->pub, prefix, plen, ZMQ_SNDMORE | ZMQ_DONTWAIT);
     if (rc >= 0) rc = zmq_send(f->pub, pos, sizeof pos, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    if (rc >= 0) rc = zmq_msg_send(&m, f->pub, ZMQ_DONTWAIT);
+    int last = zpayload ? ZMQ_SNDMORE | ZMQ_DONTWAIT : ZMQ_DONTWAIT;
+    if (rc >= 0) rc = zmq_msg_send(&m, f->pub, last);
+    int zrc = rc >= 0 && zpayload ? zmq_msg_send(&zm, f->pub, ZMQ_DONTWAIT) : -1;
     pthread_mutex_unlock(&f->pub_lock);
     if (rc < 0) {
         metric_inc(f->m_dropped);
         zmq_msg_close(&m);
     }
+    if (zpayload && zrc < 0) zmq_msg_close(&zm);
+}
+
+/* The compressed twin of an event frame whose payload is p[0..n): a complete frame with RSV1
+ * in one malloc'd block (*zn bytes), or NULL when compression does not pay (payload under
+ * deflate_min, or the result not smaller) or failed. Any nats.c thread. */
+static uint8_t *fab_deflate(fabric *f, const uint8_t *p, size_t n, size_t *zn)
+{
+    if (!f->deflate || n < f->deflate_min || n == 0) return NULL;
+    uint8_t *buf = malloc(WS_FRAME_HEADER_MAX + n + 3); /* + 3: room for the flush tail */
+    if (!buf) return NULL;
+    long len = -1;
+    pthread_mutex_lock(&f->zlock);
+    if (f->zd_ready || ws_pmd_deflate_init(&f->zd) == 0) {
+        f->zd_ready = true;
+        len = ws_pmd_compress(&f->zd, p, n, buf + WS_FRAME_HEADER_MAX, n + 3);
+    }
+    pthread_mutex_unlock(&f->zlock);
+    if (len < 0) {
+        free(buf);
+        return NULL;
+    }
+    uint8_t hdr[WS_FRAME_HEADER_MAX];
+    size_t hl = ws_frame_header_encode(hdr, WS_OP_TEXT, true, WS_PMD_RSV1, (uint64_t)len, NULL);
+    memmove(buf + hl, buf + WS_FRAME_HEADER_MAX, (size_t)len);
+    memcpy(buf, hdr, hl);
+    *zn = hl + (size_t)len;
+    metric_inc(f->m_deflated);
+    metric_add(f->m_deflate_bytes_in, (long long)n);
+    metric_add(f->m_deflate_bytes_out, (long long)len);
+    return buf;
 }
 
 /* Builds a complete text frame holding {"type":"event","topic":..,"seq":..,"data":..} in one
  * malloc'd block (*n bytes). Data that is not JSON is carried as a JSON string. */
 static uint8_t *fab_build(const char *topic, uint64_t seq, const char *data, size_t dlen,
-                          size_t *n)
+                          size_t *n, size_t *hlen)
 {
     char *quoted = NULL;
     uint8_t *buf = NULL;
@@ -130,6 +178,7 @@ static uint8_t *fab_build(const char *topic, uint64_t seq, const char *data, siz
     memmove(buf + hl, buf + WS_FRAME_HEADER_MAX, (size_t)len);
     memcpy(buf, hdr, hl);
     *n = hl + (size_t)len;
+    *hlen = hl;
 done:
     free(quoted);
     return buf;
@@ -137,8 +186,8 @@ done:
 
 wsc_frame *fab_frame_event(const char *topic, uint64_t seq, const char *data, size_t len)
 {
-    size_t n = 0;
-    uint8_t *buf = fab_build(topic, seq, data, len, &n);
+    size_t n = 0, hl = 0;
+    uint8_t *buf = fab_build(topic, seq, data, len, &n, &hl);
     if (!buf) return NULL;
     wsc_frame *f = wsc_frame_wrap(buf, n, free, buf);
     if (!f) free(buf);
@@ -162,11 +211,13 @@ static void fab_on_event(bus_msg *msg, void *ud)
         log_warn("bus message over the size limit dropped", "subject=%s bytes=%zu",
                  bus_msg_subject(msg), dlen);
     } else {
-        size_t n = 0;
-        uint8_t *buf = fab_build(r->kind == FAB_USER ? "user" : r->name, seq, data, dlen, &n);
+        size_t n = 0, hl = 0, zn = 0;
+        uint8_t *buf = fab_build(r->kind == FAB_USER ? "user" : r->name, seq, data, dlen, &n,
+                                 &hl);
         char prefix[300];
         int pl = snprintf(prefix, sizeof prefix, "%c %s\n", (char)r->kind, r->name);
-        if (buf) fab_publish(f, prefix, (size_t)pl, seq, prev, buf, n);
+        uint8_t *zbuf = buf ? fab_deflate(f, buf + hl, n - hl, &zn) : NULL;
+        if (buf) fab_publish(f, prefix, (size_t)pl, seq, prev, buf, n, zbuf, zn);
     }
     bus_msg_destroy(msg);
 }
@@ -179,7 +230,7 @@ static void fab_on_revoked(bus_msg *msg, void *ud)
     if (copy) {
         memcpy(copy, bus_msg_data(msg), n);
         copy[n] = '\0';
-        fab_publish(r->f, "r\n", 2, 0, 0, copy, n + 1);
+        fab_publish(r->f, "r\n", 2, 0, 0, copy, n + 1, NULL, 0);
     }
     bus_msg_destroy(msg);
 }
@@ -191,17 +242,26 @@ static void fab_on_reconnect(void *ud)
 {
     fabric *f = ud;
     uint8_t *none = malloc(1);
-    if (none) fab_publish(f, "s\n", 2, 0, 0, none, 1);
+    if (none) fab_publish(f, "s\n", 2, 0, 0, none, 1, NULL, 0);
 }
 
-int fab_create(fabric **out, bus *b, size_t max_data)
+int fab_create(fabric **out, bus *b, size_t max_data, bool deflate, size_t deflate_min)
 {
     fabric *f = calloc(1, sizeof *f);
     if (!f) return -ENOMEM;
     f->b = b;
     f->max_data = max_data;
+    f->deflate = deflate;
+    f->deflate_min = deflate_min;
     pthread_mutex_init(&f->pub_lock, NULL);
     pthread_mutex_init(&f->lock, NULL);
+    pthread_mutex_init(&f->zlock, NULL);
+    f->m_deflated = metrics_counter("sc_edge_deflated_total", NULL,
+                                    "events compressed once for permessage-deflate clients");
+    f->m_deflate_bytes_in = metrics_counter("sc_edge_deflate_bytes_total", "side=\"in\"",
+                                            "event payload bytes before / after compression");
+    f->m_deflate_bytes_out = metrics_counter("sc_edge_deflate_bytes_total", "side=\"out\"",
+                                             "event payload bytes before / after compression");
     f->m_in = metrics_counter("sc_edge_bus_messages_total", NULL,
                               "bus messages received for clients (framed once each)");
     f->m_dropped = metrics_counter("sc_edge_bus_dropped_total", NULL,
@@ -246,8 +306,10 @@ void fab_destroy(fabric *f)
         zmq_close(f->pub);
     }
     if (f->zctx) zmq_ctx_term(f->zctx);
+    if (f->zd_ready) deflateEnd(&f->zd);
     pthread_mutex_destroy(&f->pub_lock);
     pthread_mutex_destroy(&f->lock);
+    pthread_mutex_destroy(&f->zlock);
     free(f);
 }
 
@@ -420,8 +482,18 @@ int fab_port_recv(fab_port *p, fab_msg *out)
             free(m);
             return 0;
         }
+        zmq_msg_t *zm = NULL; /* the compressed twin, when there is one */
+        if (zmq_msg_more(m) && (zm = malloc(sizeof *zm)) != NULL) {
+            zmq_msg_init(zm);
+            if (zmq_msg_recv(zm, p->sub, ZMQ_DONTWAIT) < 0) {
+                zmq_msg_close(zm);
+                free(zm);
+                zm = NULL;
+            }
+        }
         if (pl < 2 || pl >= (int)sizeof prefix) {
             zmq_msg_release(m);
+            if (zm) zmq_msg_release(zm);
             continue;
         }
         prefix[pl - 1] = '\0'; /* the newline */
@@ -429,6 +501,10 @@ int fab_port_recv(fab_port *p, fab_msg *out)
         out->kind = (enum fab_kind)prefix[0];
         out->seq = pos[0];
         out->prev = pos[1];
+        if (zm && out->kind != FAB_EVENT && out->kind != FAB_USER) {
+            zmq_msg_release(zm);
+            zm = NULL;
+        }
         if (out->kind == FAB_RESYNC) {
             zmq_msg_release(m);
             return 1;
@@ -450,8 +526,15 @@ int fab_port_recv(fab_port *p, fab_msg *out)
         out->frame = wsc_frame_wrap(zmq_msg_data(m), zmq_msg_size(m), zmq_msg_release, m);
         if (!out->frame) {
             zmq_msg_release(m);
+            if (zm) zmq_msg_release(zm);
             continue;
         }
+        wsc_frame *zf = zm ? wsc_frame_wrap(zmq_msg_data(zm), zmq_msg_size(zm), zmq_msg_release,
+                                            zm)
+                           : NULL;
+        if (zm && !zf) zmq_msg_release(zm);
+        /* compressed once, or not worth it: never again per connection */
+        wsc_frame_set_deflated(out->frame, zf);
         return 1;
     }
 }

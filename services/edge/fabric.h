@@ -4,7 +4,10 @@
  * WebSocket text frame holding the sidecast.v1 "event"), and publishes it on a ZeroMQ
  * inproc PUB socket. Each worker has a SUB socket (a fab_port) whose subscriptions follow
  * its local interest, so a message reaches only the workers with subscribers, and all of
- * them share the same bytes (zmq's reference-counted message, wrapped as a wsc_frame).
+ * them share the same bytes (zmq's reference-counted message, wrapped as a wsc_frame). With
+ * permessage-deflate on, each event is also compressed there, once, into a second frame
+ * (RSV1) attached to the first (wsc_frame_set_deflated): a worker queues the one or the
+ * other on each subscriber, without copying and without any per-connection zlib state.
  *
  * Interest is counted twice: per worker (the port's ZeroMQ subscription, first and last
  * local subscriber) and per process (one NATS subscription per topic or user while any
@@ -21,6 +24,7 @@
 #ifndef EDGE_FABRIC_H
 #define EDGE_FABRIC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,8 +41,10 @@ enum fab_kind {
     FAB_RESYNC = 's',  /* NATS reconnected: nothing else */
 };
 
-/* max_data: bus payloads over this are dropped (counted). Returns 0 or a negative code. */
-int fab_create(fabric **out, bus *b, size_t max_data);
+/* max_data: bus payloads over this are dropped (counted). deflate: also compress each event
+ * of at least deflate_min bytes once, for permessage-deflate clients (kept when smaller).
+ * Returns 0 or a negative code. */
+int fab_create(fabric **out, bus *b, size_t max_data, bool deflate, size_t deflate_min);
 void fab_destroy(fabric *f); /* after every port is closed; NULL ok */
 
 int fab_port_open(fabric *f, fab_port **out);

@@ -28,11 +28,11 @@
 static struct {
     char *nats_url, *listen, *edge_id, *public_url, *origins, *keys_file, *issuer, *audience;
     char *stream, *storage, *redis_url;
-    int log_level;
+    int log_level, deflate;
     long workers, leeway, max_message, max_connections, outbound_limit, rate_limit, rate_burst,
         ping_ms, pong_ms, auth_ms, handshake_ms, drain_ms, close_ms, warning_s, max_subs, max_errors,
         history_age_s, history_bytes, history_replicas, max_publish, replay_inflight,
-        replay_max, presence_ttl, max_per_user, inbox_hold_ms;
+        replay_max, presence_ttl, max_per_user, inbox_hold_ms, deflate_min;
 } cfg;
 
 static const cfg_opt options[] = {
@@ -60,6 +60,12 @@ static const cfg_opt options[] = {
      &cfg.leeway},
     {"EDGE_MAX_MESSAGE", CFG_INT, "65536", "largest client message in bytes (over: 1009)", 0,
      128, 16777216, &cfg.max_message},
+    {"EDGE_DEFLATE", CFG_BOOL, "on",
+     "accept permessage-deflate (RFC 7692, no context takeover both ways): each event is "
+     "compressed once for all the clients that negotiated it", 0, 0, 0, &cfg.deflate},
+    {"EDGE_DEFLATE_MIN", CFG_INT, "64",
+     "messages shorter than this (payload bytes) go out uncompressed", 0, 0, 16777216,
+     &cfg.deflate_min},
     {"EDGE_MAX_PUBLISH", CFG_INT, "65536", "largest publish data (compact JSON bytes)", 0, 16,
      16777216, &cfg.max_publish},
     {"EDGE_MAX_CONNECTIONS", CFG_INT, "10000", "connections per edge process (over: 503)", 0,
@@ -265,7 +271,9 @@ int main(int argc, char **argv)
     if (bus_connect(&B, cfg.nats_url, SERVICE) != 0) goto done;
     for (int i = 0; i < 100 && !bus_connected(B); i++) usleep(50000);
     if (bus_connected(B)) ensure_stream();
-    if (fab_create(&fab, B, (size_t)cfg.max_publish * 4) != 0) goto done;
+    if (fab_create(&fab, B, (size_t)cfg.max_publish * 4, cfg.deflate != 0,
+                   (size_t)cfg.deflate_min) != 0)
+        goto done;
 
     const char *origins[32];
     size_t norigins = split_origins(cfg.origins, origins, 32);
@@ -312,7 +320,8 @@ int main(int argc, char **argv)
         .listen = cfg.listen,
         .workers = (int)cfg.workers,
         .upgrade = {.path = "/ws", .origins = origins, .norigins = norigins,
-                    .subprotocol = "sidecast.v1", .require_subprotocol = false},
+                    .subprotocol = "sidecast.v1", .require_subprotocol = false,
+                    .deflate = cfg.deflate != 0},
         .max_message = (size_t)cfg.max_message,
         .max_outbound = (size_t)cfg.outbound_limit,
         .max_connections = (int)cfg.max_connections,
@@ -320,6 +329,7 @@ int main(int argc, char **argv)
         .ping_interval_ms = (int)cfg.ping_ms,
         .pong_timeout_ms = (int)cfg.pong_ms,
         .close_timeout_ms = (int)cfg.close_ms,
+        .deflate_min = (size_t)cfg.deflate_min,
     };
     if (wsc_server_start(&S, &wc, &h) != 0) goto done;
     log_info("edge listening", "listen=%s port=%d workers=%ld id=%s url=%s", cfg.listen,

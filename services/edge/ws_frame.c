@@ -13,9 +13,11 @@ uint16_t ws_frame_err_code(ws_frame_err err)
         return WS_CLOSE_NORMAL;
     case WS_ERR_FRAME_SIZE:
     case WS_ERR_MSG_SIZE:
+    case WS_ERR_INFLATE_SIZE:
         return WS_CLOSE_TOO_BIG;
     case WS_ERR_UTF8:
     case WS_ERR_CLOSE_UTF8:
+    case WS_ERR_INFLATE:
         return WS_CLOSE_INVALID_DATA;
     default:
         return WS_CLOSE_PROTOCOL;
@@ -41,6 +43,8 @@ const char *ws_frame_err_str(ws_frame_err err)
     case WS_ERR_CLOSE_LEN: return "close payload of 1 byte";
     case WS_ERR_CLOSE_CODE: return "invalid close code";
     case WS_ERR_CLOSE_UTF8: return "invalid UTF-8 in close reason";
+    case WS_ERR_INFLATE: return "invalid compressed data";
+    case WS_ERR_INFLATE_SIZE: return "message too big once inflated";
     }
     return "unknown error";
 }

@@ -61,6 +61,8 @@ typedef enum ws_frame_err {
     WS_ERR_CLOSE_LEN,     /* 1002: close payload of 1 byte */
     WS_ERR_CLOSE_CODE,    /* 1002: close code not allowed on the wire */
     WS_ERR_CLOSE_UTF8,    /* 1007: close reason is not valid UTF-8 */
+    WS_ERR_INFLATE,       /* 1007: compressed message is not valid deflate data (RFC 7692) */
+    WS_ERR_INFLATE_SIZE,  /* 1009: compressed message inflates past the configured maximum */
 } ws_frame_err;
 
 /* Close code to send for err (1002, 1007 or 1009; 1000 for WS_ERR_NONE). */

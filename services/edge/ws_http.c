@@ -340,6 +340,12 @@ int ws_http_check_upgrade(const ws_http_request *req, const ws_http_upgrade_conf
     } else if (cfg->subprotocol && (offered_any || cfg->require_subprotocol)) {
         return verdict(up, 400, "subprotocol not offered");
     }
+    if (cfg->deflate) {
+        for (size_t i = 0; i < req->nheaders && !up->deflate; i++)
+            if (str_ieq(req->headers[i].name, "Sec-WebSocket-Extensions"))
+                up->deflate = ws_pmd_offer(req->headers[i].value.p, req->headers[i].value.n,
+                                           &up->pmd) == 1;
+    }
     return verdict(up, 101, "switching protocols");
 }
 
@@ -445,19 +451,24 @@ int ws_http_write_error(char *out, size_t cap, int status, const char *body)
 
 int ws_http_write_response(char *out, size_t cap, const ws_http_upgrade *up)
 {
-    char accept[WS_HTTP_ACCEPT_LEN + 1];
+    char accept[WS_HTTP_ACCEPT_LEN + 1], ext[WS_PMD_RESPONSE_MAX];
 
     if (up->status != 101)
         return ws_http_write_error(out, cap, up->status, up->reason);
     ws_http_accept_key(up->key.p, accept);
+    if (!up->deflate || ws_pmd_response(ext, sizeof ext, &up->pmd) < 0)
+        ext[0] = '\0';
     return fitted(snprintf(out, cap,
                            "HTTP/1.1 101 Switching Protocols\r\n"
                            "Upgrade: websocket\r\n"
                            "Connection: Upgrade\r\n"
                            "Sec-WebSocket-Accept: %s\r\n"
                            "%s%s%s"
+                           "%s%s%s"
                            "\r\n",
                            accept, up->protocol ? "Sec-WebSocket-Protocol: " : "",
-                           up->protocol ? up->protocol : "", up->protocol ? "\r\n" : ""),
+                           up->protocol ? up->protocol : "", up->protocol ? "\r\n" : "",
+                           ext[0] ? "Sec-WebSocket-Extensions: " : "", ext,
+                           ext[0] ? "\r\n" : ""),
                   cap);
 }

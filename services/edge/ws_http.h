@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "ws_deflate.h"
+
 #define WS_HTTP_PARTIAL (-2)   /* head incomplete: read more, call again */
 #define WS_HTTP_ERROR (-1)     /* malformed: answer 400 and close */
 #define WS_HTTP_TOO_LARGE (-3) /* a limit was exceeded: answer 431 and close */
@@ -72,6 +74,7 @@ typedef struct ws_http_upgrade_config {
     const char *subprotocol;         /* e.g. "sidecast.v1": selected when the client offers
                                       * it; NULL: never select one (an echo server) */
     bool require_subprotocol;        /* 400 unless the client offers subprotocol */
+    bool deflate;                    /* accept a permessage-deflate offer (RFC 7692) */
 } ws_http_upgrade_config;
 
 /* The verdict on a request. Strings point into the request's buffer. */
@@ -84,6 +87,9 @@ typedef struct ws_http_upgrade {
     ws_http_str bearer;     /* the token of "Authorization: Bearer <token>", n = 0 when
                              * absent or another scheme */
     ws_http_str query;      /* the query string, for ws_http_query_param */
+    bool deflate;           /* permessage-deflate accepted (cfg->deflate and an acceptable
+                             * offer), with these parameters: */
+    ws_pmd pmd;
 } ws_http_upgrade;
 
 /* Judges a parsed request as a WebSocket upgrade (RFC 6455 §4.2.1) and fills *up. Checks, in
@@ -93,6 +99,9 @@ typedef struct ws_http_upgrade {
  * base64 of 16 bytes (400), one Origin that is allowed (403), a well-formed Bearer token
  * when the Authorization scheme is Bearer (400), subprotocol (400 when the client offers
  * protocols but not cfg->subprotocol, or offers none and require_subprotocol is set).
+ * Then, with cfg->deflate, the Sec-WebSocket-Extensions headers in order: the first
+ * acceptable permessage-deflate offer (ws_pmd_offer) sets up->deflate and up->pmd; offers
+ * that are not acceptable are declined, never a reason to refuse the handshake.
  * Does not verify the token: that is the caller's business. Returns up->status. */
 int ws_http_check_upgrade(const ws_http_request *req, const ws_http_upgrade_config *cfg,
                           ws_http_upgrade *up);
@@ -111,7 +120,8 @@ void ws_http_accept_key(const char *key, char out[WS_HTTP_ACCEPT_LEN + 1]);
 
 /* Writes the answer to an upgrade verdict into out (cap bytes; WS_HTTP_RESPONSE_MAX is
  * enough): for 101 the switching-protocols head (Upgrade, Connection, Sec-WebSocket-Accept,
- * Sec-WebSocket-Protocol when one was selected); otherwise ws_http_write_error with
+ * Sec-WebSocket-Protocol when one was selected, Sec-WebSocket-Extensions (ws_pmd_response)
+ * when up->deflate); otherwise ws_http_write_error with
  * up->status and up->reason. Returns the length written (no NUL counted), or -1 when cap
  * is too small (nothing usable written). */
 int ws_http_write_response(char *out, size_t cap, const ws_http_upgrade *up);

@@ -15,7 +15,7 @@ void ws_reader_init(ws_reader *r, const ws_reader_config *cfg, uint8_t *buf, siz
     memset(r, 0, sizeof *r);
     r->max_message = cfg->max_message;
     r->rules.from_client = cfg->from_client;
-    r->rules.rsv_allowed = 0; /* no extension negotiated */
+    r->rules.rsv_allowed = cfg->deflate ? 0x40 : 0; /* RSV1: permessage-deflate */
     r->rules.max_payload = r->max_message;
     r->buf = buf;
     r->cap = buf ? cap : 0;
@@ -108,6 +108,7 @@ static ws_frame_err start_frame(ws_reader *r)
             return WS_ERR_INTERLEAVE;
         /* the frame's own size was checked by the decoder (max_payload) */
         r->msg_op = fh->opcode;
+        r->msg_deflated = (fh->rsv & 0x40) != 0; /* the decoder allowed it (negotiated) */
         r->msg_len = 0;
         r->utf8 = UTF8_ACCEPT;
     }
@@ -187,12 +188,13 @@ size_t ws_reader_feed(ws_reader *r, uint8_t *in, size_t n, ws_event *ev)
         }
 
         bool text = r->msg_op == WS_OP_TEXT;
+        bool check = text && !r->msg_deflated; /* compressed text is checked once inflated */
         if (fh->fin && fh->opcode != WS_OP_CONT && r->frame_done == 0 && left <= avail) {
             /* A whole one-frame message in the input: delivered in place. */
             uint8_t *p = in + off;
             size_t len = (size_t)left;
             unmask(r, p, len, 0);
-            if (text) {
+            if (check) {
                 size_t ok = utf8_feed(&r->utf8, p, len);
                 if (ok < len || r->utf8 != UTF8_ACCEPT)
                     return fail(r, ev, WS_ERR_UTF8, off + ok);
@@ -203,6 +205,7 @@ size_t ws_reader_feed(ws_reader *r, uint8_t *in, size_t n, ws_event *ev)
             ev->type = text ? WS_EV_TEXT : WS_EV_BINARY;
             ev->data = len ? p : empty_payload;
             ev->len = len;
+            ev->compressed = r->msg_deflated;
             return off;
         }
 
@@ -216,7 +219,7 @@ size_t ws_reader_feed(ws_reader *r, uint8_t *in, size_t n, ws_event *ev)
             uint8_t *dst = r->buf + r->msg_len;
             memcpy(dst, in + off, take);
             unmask(r, dst, take, r->frame_done);
-            if (text) {
+            if (check) {
                 size_t ok = utf8_feed(&r->utf8, dst, take);
                 if (ok < take)
                     return fail(r, ev, WS_ERR_UTF8, off + ok);
@@ -231,11 +234,12 @@ size_t ws_reader_feed(ws_reader *r, uint8_t *in, size_t n, ws_event *ev)
         r->state = RD_HEADER;
         if (!fh->fin)
             continue; /* the next fragment may be in the input already */
-        if (text && r->utf8 != UTF8_ACCEPT)
+        if (check && r->utf8 != UTF8_ACCEPT)
             return fail(r, ev, WS_ERR_UTF8, off);
         ev->type = text ? WS_EV_TEXT : WS_EV_BINARY;
         ev->data = r->msg_len ? r->buf : empty_payload;
         ev->len = r->msg_len;
+        ev->compressed = r->msg_deflated;
         r->msg_op = 0;
         r->msg_len = 0;
         return off;

@@ -31,11 +31,15 @@ typedef struct ws_reader_config {
     bool from_client;   /* true on the server: the peer must mask every frame */
     size_t max_message; /* largest message (sum of its frames) in bytes; larger: 1009.
                          * 0 allows empty messages only; SIZE_MAX: no limit (tools) */
+    bool deflate;       /* permessage-deflate was negotiated: RSV1 on the first frame of a
+                         * message marks it compressed (RFC 7692 §6); without it RSV1 is
+                         * 1002 as every reserved bit */
 } ws_reader_config;
 
 typedef enum ws_event_type {
     WS_EV_NONE = 0,    /* every byte given was consumed; feed more when it arrives */
-    WS_EV_TEXT,        /* a complete text message (valid UTF-8): data, len */
+    WS_EV_TEXT,        /* a complete text message (valid UTF-8 unless compressed): data,
+                        * len */
     WS_EV_BINARY,      /* a complete binary message: data, len */
     WS_EV_PING,        /* data, len: the payload (0..125) to echo in a pong */
     WS_EV_PONG,        /* data, len: the payload */
@@ -54,6 +58,9 @@ typedef struct ws_event {
     size_t len;
     uint16_t code;       /* CLOSE: peer's code; ERROR: code to send */
     ws_frame_err err;    /* ERROR: the reason (ws_frame_err_str for text) */
+    bool compressed;     /* TEXT/BINARY: the message had RSV1 (deflate negotiated): data is
+                          * the compressed bytes, not checked as UTF-8 here; the caller
+                          * inflates (ws_pmd_inflate) and validates the text */
 } ws_event;
 
 /* One connection's reader. Embed it; the fields are private (read them through the
@@ -69,6 +76,7 @@ typedef struct ws_reader {
     uint32_t utf8;         /* validator state of the current text message */
     uint8_t state;         /* header, payload or done */
     uint8_t msg_op;        /* opcode of the message in progress, 0 when none */
+    bool msg_deflated;     /* ... and whether its first frame had RSV1 */
     uint8_t hdr_have;      /* bytes of a split header kept in hdr */
     uint8_t hdr[WS_FRAME_HEADER_MAX];
     uint8_t ctrl[WS_FRAME_CTRL_MAX]; /* payload of the current control frame */

@@ -4,6 +4,8 @@
 #include "cfg.h"
 #include "log.h"
 #include "metrics.h"
+#include "utf8.h"
+#include "ws_deflate.h"
 #include "ws_frame.h"
 #include "ws_reader.h"
 
@@ -22,12 +24,14 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define READ_BUF (64 * 1024)
 #define READS_PER_EVENT 8 /* then the connection waits its turn (fairness between peers) */
 #define MAX_IOV 64
 #define INLINE_Q 2        /* queue slots inside the connection: no allocation when short */
 #define HS_MAX WS_HTTP_DEFAULT_MAX_HEAD
+#define ZBUF_KEEP (256 * 1024) /* a worker's (de)compression buffers over this are freed */
 
 struct wsc_frame {
     _Atomic uint32_t ref;
@@ -35,6 +39,13 @@ struct wsc_frame {
     uint8_t *bytes;              /* data[] below, or the caller's (wsc_frame_wrap) */
     void (*destroy)(void *ud);   /* wsc_frame_wrap: releases the caller's bytes */
     void *ud;
+    /* permessage-deflate: the same message compressed (RSV1), for connections that
+     * negotiated it, or NULL; `tried`: compressing it was considered already (and did not
+     * pay when alt is NULL), so wsc_conn_send does not try again per connection. Both are
+     * set before the frame is shared and never change afterwards. */
+    wsc_frame *alt;
+    uint8_t hl;                  /* header length: the payload starts at bytes + hl */
+    bool tried;
     uint8_t data[];
 };
 
@@ -54,6 +65,8 @@ struct wsc_conn {
     bool writable, peer_closed, close_after_flush, opened, upgraded, pending, ping_out,
         read_again, lingering;
     uint16_t close_code;
+    bool deflate;             /* permessage-deflate negotiated, with pmd: */
+    ws_pmd pmd;
     /* outbound queue: ring of frames, inline while short */
     wsc_frame **q;
     wsc_frame *q_inline[INLINE_Q];
@@ -84,6 +97,12 @@ struct wsc_worker {
     void (*before_sleep)(wsc_worker *w);
     int start_rc;
     sem_t started; /* posted once worker_start ran (start_rc holds its result) */
+    /* permessage-deflate, for all the worker's connections (no context takeover: reset per
+     * message, so nothing is kept per connection): made on first use */
+    z_stream zd, zi;
+    bool zd_ready, zi_ready;
+    uint8_t *zbuf, *ibuf;     /* compression output / inflated message */
+    size_t zcap, icap;
     uint8_t rbuf[READ_BUF];
 };
 
@@ -97,7 +116,7 @@ struct wsc_server {
     _Atomic int drain_ms; /* > 0: a drain was asked for */
     _Atomic int stop;
     metric *m_conns, *m_accepted, *m_rejected_full, *m_hs_ok, *m_hs_fail, *m_msgs_in,
-        *m_bytes_in, *m_frames_out, *m_bytes_out, *m_slow, *m_aborts;
+        *m_bytes_in, *m_frames_out, *m_bytes_out, *m_slow, *m_aborts, *m_deflate_conns;
 };
 
 /* ---- frames -------------------------------------------------------------------------- */
@@ -113,6 +132,9 @@ wsc_frame *wsc_frame_alloc(uint8_t opcode, size_t len, uint8_t **payload)
     f->len = (uint32_t)(hl + len);
     f->bytes = f->data;
     f->destroy = NULL;
+    f->alt = NULL;
+    f->hl = (uint8_t)hl;
+    f->tried = (opcode & 0x08) != 0; /* control frames are never compressed */
     memcpy(f->data, hdr, hl);
     *payload = f->data + hl;
     return f;
@@ -135,6 +157,9 @@ static wsc_frame *frame_raw(const void *bytes, size_t len)
     f->len = (uint32_t)len;
     f->bytes = f->data;
     f->destroy = NULL;
+    f->alt = NULL;
+    f->hl = 0;
+    f->tried = true; /* not a WebSocket frame */
     memcpy(f->data, bytes, len);
     return f;
 }
@@ -149,7 +174,24 @@ wsc_frame *wsc_frame_wrap(const uint8_t *bytes, size_t len, void (*destroy)(void
     f->bytes = (uint8_t *)bytes;
     f->destroy = destroy;
     f->ud = ud;
+    f->alt = NULL;
+    /* the header tells where the payload starts; a frame that is not one data frame (or
+     * is compressed already) is never compressed here */
+    ws_frame_rules rules = {.from_client = false, .rsv_allowed = WS_PMD_RSV1,
+                            .max_payload = UINT64_MAX};
+    ws_frame_header h;
+    ws_frame_err err;
+    int hl = ws_frame_decode(bytes, len, &rules, &h, &err);
+    f->hl = hl > 0 ? (uint8_t)hl : 0;
+    f->tried = hl <= 0 || (h.opcode != WS_OP_TEXT && h.opcode != WS_OP_BINARY) || !h.fin ||
+               h.rsv || (uint64_t)hl + h.len != len;
     return f;
+}
+
+void wsc_frame_set_deflated(wsc_frame *f, wsc_frame *deflated)
+{
+    f->alt = deflated;
+    f->tried = true;
 }
 
 wsc_frame *wsc_frame_ref(wsc_frame *f)
@@ -162,6 +204,7 @@ void wsc_frame_unref(wsc_frame *f)
 {
     if (f && atomic_fetch_sub_explicit(&f->ref, 1, memory_order_acq_rel) == 1) {
         if (f->destroy) f->destroy(f->ud);
+        wsc_frame_unref(f->alt);
         free(f);
     }
 }
@@ -307,17 +350,66 @@ static bool conn_over_bound(wsc_conn *c, size_t more)
     return true;
 }
 
+/* Compresses f's message with the worker's deflate stream: a new frame (RSV1), or NULL
+ * when it does not pay (under deflate_min, not smaller) or on failure. */
+static wsc_frame *worker_deflate(wsc_worker *w, const wsc_frame *f)
+{
+    wsc_server *s = w->s;
+    const uint8_t *payload = f->bytes + f->hl;
+    size_t n = f->len - f->hl;
+    if (n < s->cfg.deflate_min || n == 0) return NULL;
+    if (!w->zd_ready) {
+        if (ws_pmd_deflate_init(&w->zd) != 0) return NULL;
+        w->zd_ready = true;
+    }
+    size_t cap = n + 3; /* only a result smaller than the message fits (plus the tail) */
+    if (w->zcap < cap) {
+        uint8_t *nb = realloc(w->zbuf, cap);
+        if (!nb) return NULL;
+        w->zbuf = nb;
+        w->zcap = cap;
+    }
+    long zn = ws_pmd_compress(&w->zd, payload, n, w->zbuf, cap);
+    wsc_frame *df = NULL;
+    if (zn >= 0) {
+        uint8_t *p;
+        uint8_t opcode = f->bytes[0] & 0x0F;
+        if ((df = wsc_frame_alloc(opcode, (size_t)zn, &p)) != NULL) {
+            df->bytes[0] |= WS_PMD_RSV1;
+            df->tried = true;
+            memcpy(p, w->zbuf, (size_t)zn);
+        }
+    }
+    if (w->zcap > ZBUF_KEEP) { /* a big message once: do not keep its buffer */
+        free(w->zbuf);
+        w->zbuf = NULL;
+        w->zcap = 0;
+    }
+    return df;
+}
+
 int wsc_conn_send(wsc_conn *c, wsc_frame *f)
 {
     if (c->state != CS_OPEN) return -1;
     wsc_server *s = c->w->s;
-    if (conn_over_bound(c, f->len)) return -2;
-    if (queue_push(c, f) != 0) {
-        conn_abort(c, WS_CLOSE_ABNORMAL);
-        return -1;
+    wsc_frame *own = NULL; /* compressed here for this connection */
+    if (c->deflate && f->hl && ws_pmd_fits_window(&c->pmd, f->len - f->hl)) {
+        if (f->alt)
+            f = f->alt; /* compressed once for every recipient */
+        else if (!f->tried && (own = worker_deflate(c->w, f)) != NULL)
+            f = own;
     }
-    metric_inc(s->m_frames_out);
-    return 0;
+    int rc = 0;
+    if (conn_over_bound(c, f->len)) {
+        rc = -2;
+    } else if (queue_push(c, f) != 0) {
+        conn_abort(c, WS_CLOSE_ABNORMAL);
+        rc = -1;
+    } else {
+        metric_inc(s->m_frames_out);
+    }
+    wsc_frame_unref(own);
+    return rc;
 }
 
 int wsc_conn_send_text(wsc_conn *c, const char *text, size_t len)
@@ -467,6 +559,13 @@ static void conn_handshake(wsc_conn *c, const uint8_t *in, size_t n)
         conn_answer_http(c, status, body ? body : up.reason);
         return;
     }
+    c->deflate = up.deflate;
+    c->pmd = up.pmd;
+    if (c->deflate) {
+        metric_inc(s->m_deflate_conns);
+        log_debug("permessage-deflate negotiated", "conn=%llu server_max_window_bits=%u",
+                  (unsigned long long)c->id, c->pmd.server_max_window_bits);
+    }
     char out[WS_HTTP_RESPONSE_MAX];
     int rn = ws_http_write_response(out, sizeof out, &up);
     wsc_frame *f = rn > 0 ? frame_raw(out, (size_t)rn) : NULL;
@@ -491,7 +590,8 @@ static void conn_handshake(wsc_conn *c, const uint8_t *in, size_t n)
 static void conn_open(wsc_conn *c, const uint8_t *rest, size_t n)
 {
     wsc_server *s = c->w->s;
-    ws_reader_config rc = {.from_client = true, .max_message = s->cfg.max_message};
+    ws_reader_config rc = {.from_client = true, .max_message = s->cfg.max_message,
+                           .deflate = c->deflate};
     ws_reader_init(&c->reader, &rc, NULL, 0);
     c->state = CS_OPEN;
     c->opened = true;
@@ -508,6 +608,49 @@ static void conn_open(wsc_conn *c, const uint8_t *rest, size_t n)
     }
 }
 
+/* A compressed message (RSV1): inflated with the worker's stream into the worker's buffer,
+ * bounded by max_message, text checked as UTF-8. Returns 0 with *out / *out_len, or the
+ * close code the connection must fail with and *why. */
+static uint16_t conn_inflate(wsc_conn *c, bool text, const uint8_t *data, size_t len,
+                             uint8_t **out, size_t *out_len, const char **why)
+{
+    wsc_worker *w = c->w;
+    ws_frame_err err = WS_ERR_NONE;
+    int rc = WS_PMD_NOMEM;
+    if (w->zi_ready || ws_pmd_inflate_init(&w->zi) == 0) {
+        w->zi_ready = true;
+        rc = ws_pmd_inflate(&w->zi, data, len, w->s->cfg.max_message, &w->ibuf, &w->icap,
+                            out_len);
+    }
+    if (rc == WS_PMD_NOMEM) {
+        *why = "out of memory";
+        return WS_CLOSE_INTERNAL;
+    }
+    if (rc == WS_PMD_TOO_BIG)
+        err = WS_ERR_INFLATE_SIZE;
+    else if (rc != 0)
+        err = WS_ERR_INFLATE;
+    else if (text && !utf8_valid(w->ibuf, *out_len))
+        err = WS_ERR_UTF8;
+    if (err != WS_ERR_NONE) {
+        *why = ws_frame_err_str(err);
+        return ws_frame_err_code(err);
+    }
+    *out = w->ibuf;
+    return 0;
+}
+
+/* Fails the connection as the reader's WS_EV_ERROR does. */
+static void conn_fail(wsc_conn *c, uint16_t code, const char *why)
+{
+    c->close_after_flush = true;
+    c->peer_closed = true;
+    if (c->state == CS_OPEN)
+        conn_send_close(c, code, why);
+    else
+        conn_abort(c, code);
+}
+
 static void conn_frames(wsc_conn *c, uint8_t *in, size_t n)
 {
     wsc_server *s = c->w->s;
@@ -520,11 +663,26 @@ static void conn_frames(wsc_conn *c, uint8_t *in, size_t n)
         case WS_EV_NONE:
             return;
         case WS_EV_TEXT:
-        case WS_EV_BINARY:
+        case WS_EV_BINARY: {
             metric_inc(s->m_msgs_in);
+            uint8_t *data = (uint8_t *)ev.data;
+            size_t len = ev.len;
+            if (ev.compressed && c->state == CS_OPEN) {
+                const char *why = NULL;
+                uint16_t code = conn_inflate(c, ev.type == WS_EV_TEXT, ev.data, ev.len, &data,
+                                             &len, &why);
+                if (code) {
+                    conn_fail(c, code, why);
+                    return;
+                }
+            }
             if (c->state == CS_OPEN && s->h.message)
-                s->h.message(c, ev.type == WS_EV_TEXT ? WS_OP_TEXT : WS_OP_BINARY,
-                             (uint8_t *)ev.data, ev.len);
+                s->h.message(c, ev.type == WS_EV_TEXT ? WS_OP_TEXT : WS_OP_BINARY, data, len);
+            if (c->w->icap > ZBUF_KEEP) { /* one big message: do not keep its buffer */
+                free(c->w->ibuf);
+                c->w->ibuf = NULL;
+                c->w->icap = 0;
+            }
             if (c->msg && ws_reader_buffered(&c->reader) == 0) { /* idle: no buffer */
                 ws_reader_set_buffer(&c->reader, NULL, 0);
                 free(c->msg);
@@ -532,6 +690,7 @@ static void conn_frames(wsc_conn *c, uint8_t *in, size_t n)
                 c->msg_cap = 0;
             }
             break;
+        }
         case WS_EV_PING:
             /* pongs count against the outbound bound too: a peer that pings and never
              * reads must not grow our memory */
@@ -552,12 +711,7 @@ static void conn_frames(wsc_conn *c, uint8_t *in, size_t n)
                 conn_flush(c); /* our close went out already: finish now */
             return;
         case WS_EV_ERROR:
-            c->close_after_flush = true;
-            c->peer_closed = true;
-            if (c->state == CS_OPEN)
-                conn_send_close(c, ev.code, ws_frame_err_str(ev.err));
-            else
-                conn_abort(c, ev.code);
+            conn_fail(c, ev.code, ws_frame_err_str(ev.err));
             return;
         case WS_EV_NEED_BUFFER: {
             /* grow geometrically: a message in many small fragments must not cost a
@@ -839,6 +993,12 @@ static void *worker_main(void *arg)
     for (wsc_conn *c = w->conns; c; c = c->next) conn_abort(c, WS_CLOSE_GOING_AWAY);
     worker_before_sleep(w); /* frees them, calling the closed handler */
     if (s->h.worker_stop) s->h.worker_stop(w, s->h.ud);
+    if (w->zd_ready) deflateEnd(&w->zd);
+    if (w->zi_ready) inflateEnd(&w->zi);
+    w->zd_ready = w->zi_ready = false;
+    free(w->zbuf);
+    free(w->ibuf);
+    w->zbuf = w->ibuf = NULL;
     return NULL;
 }
 
@@ -905,6 +1065,8 @@ int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers
                                 "connections closed 4008 (outbound queue over its bound)");
     s->m_aborts = metrics_counter("sc_edge_aborts_total", NULL,
                                   "connections ended without a closing handshake");
+    s->m_deflate_conns = metrics_counter("sc_edge_deflate_connections_total", NULL,
+                                         "connections that negotiated permessage-deflate");
     s->workers = calloc((size_t)cfg->workers, sizeof *s->workers);
     if (!s->workers) {
         free(s);

@@ -12,7 +12,9 @@
  * Memory. An idle open connection holds its wsc_conn and whatever the handlers hang on it:
  * no read buffer (reads go into the worker's buffer and are handled in place), no write
  * queue (allocated when a write would block, freed when it empties), no message buffer
- * (allocated for a message that spans reads, freed after it).
+ * (allocated for a message that spans reads, freed after it), and no zlib state:
+ * permessage-deflate is negotiated without context takeover, so one deflate and one inflate
+ * stream per worker serve all its connections (a few bytes of parameters per connection).
  *
  * Lifetime. A connection is freed by its worker at the end of a loop iteration, after the
  * closed handler ran, never inside a handler: a handler may call wsc_conn_close on any
@@ -45,6 +47,12 @@ wsc_frame *wsc_frame_alloc(uint8_t opcode, size_t len, uint8_t **payload);
  * thread drops it). Zero copy: how a broadcast framed once on the bus thread reaches every
  * worker's recipients. */
 wsc_frame *wsc_frame_wrap(const uint8_t *bytes, size_t len, void (*destroy)(void *ud), void *ud);
+/* Attaches to f (before it is shared) the same message compressed for permessage-deflate
+ * (a frame with RSV1, e.g. made once by the fabric for every recipient), taking over the
+ * caller's reference to deflated; NULL says compressing f does not pay. Either way f is
+ * not compressed again per connection: wsc_conn_send sends `deflated` to connections that
+ * negotiated permessage-deflate (and whose window allows it), f to the others. */
+void wsc_frame_set_deflated(wsc_frame *f, wsc_frame *deflated);
 wsc_frame *wsc_frame_ref(wsc_frame *f);
 void wsc_frame_unref(wsc_frame *f); /* NULL ok */
 size_t wsc_frame_size(const wsc_frame *f); /* bytes on the wire */
@@ -89,6 +97,8 @@ typedef struct wsc_config {
     int ping_interval_ms;          /* a ping after this much silence from the peer (0: off) */
     int pong_timeout_ms;           /* no traffic at all for this long after a ping: abort */
     int close_timeout_ms;          /* wait for the peer's close frame after ours */
+    size_t deflate_min;            /* permessage-deflate (upgrade.deflate): messages shorter
+                                    * than this are sent uncompressed */
 } wsc_config;
 
 /* Starts the workers (each binds its listener first, so a bad address fails here). Returns
@@ -123,7 +133,10 @@ void *wsc_conn_data(const wsc_conn *c);
 void wsc_conn_set_data(wsc_conn *c, void *data);
 /* Queues a frame (takes its own reference; the caller keeps its). Returns 0, -1 when the
  * connection no longer sends (closing), or -2 when the queue went over max_outbound: the
- * connection is then being closed with 4008. */
+ * connection is then being closed with 4008. With permessage-deflate negotiated, a data
+ * frame goes out compressed: its attached compressed twin (wsc_frame_set_deflated), or
+ * else, if nobody considered compressing it yet, compressed here by the worker's deflate
+ * stream when it is at least deflate_min bytes and the result is smaller. */
 int wsc_conn_send(wsc_conn *c, wsc_frame *f);
 /* Convenience: a new text frame with a copy of text, sent and released. */
 int wsc_conn_send_text(wsc_conn *c, const char *text, size_t len);

@@ -5,7 +5,9 @@
  * lies inside the input, every field points into it, the same head alone parses to the same
  * length and any shorter prefix of it is PARTIAL; the verdict is one of the documented
  * statuses and its answer fits WS_HTTP_RESPONSE_MAX; a 101 carries a 24-character key and
- * the accept header; query decoding stays inside its buffer and NUL-terminates.
+ * the accept header; query decoding stays inside its buffer and NUL-terminates. Bit 5 of
+ * byte 0 turns permessage-deflate on: an accepted offer's answer is in the 101, and only
+ * then.
  *
  * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined tests/fuzz/fuzz_ws_http.c \
  *   services/edge/ws_http.c -o fuzz_ws_http $(pkg-config --libs libcrypto) */
@@ -45,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const ws_http_limits *lim = &limits[data[0] & 3];
     const ws_http_upgrade_config cfg = {"/ws", origins, (data[0] & 4) ? 2 : 1,
                                         (data[0] & 8) ? NULL : "sidecast.v1",
-                                        (data[0] & 16) != 0};
+                                        (data[0] & 16) != 0, (data[0] & 32) != 0};
     const char *buf = (const char *)data + 1;
     size_t len = size - 1;
     ws_http_request req;
@@ -92,6 +94,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         in_buf(up.key, buf, head);
         ASSERT(strstr(out, "\r\nSec-WebSocket-Accept: ") != NULL);
         ASSERT((up.protocol != NULL) == (strstr(out, "Sec-WebSocket-Protocol") != NULL));
+        ASSERT(up.deflate == (strstr(out, "Sec-WebSocket-Extensions: permessage-deflate") != NULL));
+        ASSERT(!up.deflate || cfg.deflate);
         in_buf(up.bearer, buf, head);
         in_buf(up.origin, buf, head);
     }

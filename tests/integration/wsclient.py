@@ -11,6 +11,12 @@ Two layers over one plain TCP socket (ws:// only):
   (fragments assembled, pings answered with pongs, the server's frames checked strictly),
   `ping`, `close`, `expect_close`.
 
+permessage-deflate (RFC 7692): `WS.connect(..., deflate=True)` offers it (or deflate=<the
+offer as a string>); when the server accepts, `ws.deflate` holds the answer's parameters,
+compressed messages (RSV1) are inflated by the message layer (counted in
+`ws.compressed_received`, bounded by max_message) and `send_compressed` sends one.
+`deflate_message` / `inflate_message` are the codec (stdlib zlib, no context takeover).
+
 Plus helpers for many connections: `open_many` (threads, bounded concurrency) and
 `drain_all` / `expect_close_all` / `close_all` (one `selectors` loop, per-socket buffers).
 
@@ -33,6 +39,7 @@ import socket
 import struct
 import time
 import urllib.parse
+import zlib
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -212,6 +219,47 @@ def parse_close_payload(payload):
     return code, reason
 
 
+PMD_OFFER = "permessage-deflate; client_max_window_bits"
+PMD_TAIL = b"\x00\x00\xff\xff"
+
+
+def deflate_message(data, level=6):
+    """One message compressed as RFC 7692 §7.2.1 says: raw deflate, sync flush, without the
+    trailing 00 00 ff ff; a fresh compressor each time (no context takeover)."""
+    c = zlib.compressobj(level, zlib.DEFLATED, -15)
+    out = c.compress(bytes(data)) + c.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(PMD_TAIL)
+    return out[:-4]
+
+
+def inflate_message(data, max_size=64 << 20):
+    """Inflates one compressed message (the tail appended); ProtocolError when it is not
+    valid deflate data or inflates past max_size."""
+    d = zlib.decompressobj(-15)
+    try:
+        out = d.decompress(bytes(data) + PMD_TAIL, max_size + 1)
+    except zlib.error as e:
+        raise ProtocolError("invalid compressed message: %s" % e) from None
+    if len(out) > max_size or d.unconsumed_tail:
+        raise ProtocolError("compressed message inflates past %d bytes" % max_size)
+    return out
+
+
+def parse_extensions(value):
+    """A Sec-WebSocket-Extensions value as [(name, {param: value or None})]."""
+    out = []
+    for ext in value.split(","):
+        parts = [p.strip() for p in ext.split(";")]
+        if not parts[0]:
+            continue
+        params = {}
+        for p in parts[1:]:
+            k, _, v = p.partition("=")
+            params[k.strip()] = v.strip().strip('"') if _ else None
+        out.append((parts[0], params))
+    return out
+
+
 def ws_url(url, **query):
     """url with query parameters added (URL-encoded), e.g. ws_url(u, access_token=t)."""
     u = urllib.parse.urlsplit(url)
@@ -371,12 +419,18 @@ class WS:
         self._frag_len = 0
         self._want_pong = None
         self._got_pong = False
+        self.deflate = None  # the server's permessage-deflate parameters when accepted
+        self.compressed_received = 0
+        self._frag_compressed = False
+        for name, params in parse_extensions(headers.get("sec-websocket-extensions", "")):
+            if name == "permessage-deflate":
+                self.deflate = params
 
     # opening handshake -----------------------------------------------------------------
     @classmethod
     def connect(cls, url, token=None, subprotocols=("sidecast.v1",), origin=None,
                 headers=None, timeout=5.0, method="GET", require_subprotocol=True,
-                check=True):
+                check=True, deflate=False):
         """Opens a connection and performs the opening handshake.
 
         url: ws://host:port/path?query (put access_token in the query with ws_url).
@@ -386,7 +440,9 @@ class WS:
         (duplicates allowed). A custom Sec-WebSocket-Key is honoured when checking Accept.
         A non-101 answer raises HandshakeError(status, headers, body). With check, a 101 must
         carry Upgrade/Connection, the right Accept, one of the offered subprotocols (required
-        when some were offered and require_subprotocol) and no unrequested extension."""
+        when some were offered and require_subprotocol) and no unrequested extension.
+        deflate: True offers permessage-deflate (PMD_OFFER), a string is sent as the
+        Sec-WebSocket-Extensions offer."""
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("ws", "http"):
             raise ValueError("only ws:// URLs: %r" % url)
@@ -402,6 +458,8 @@ class WS:
             hdrs.append(("Origin", origin))
         if token is not None:
             hdrs.append(("Authorization", "Bearer " + token))
+        if deflate:
+            hdrs.append(("Sec-WebSocket-Extensions", PMD_OFFER if deflate is True else deflate))
         extra = []
         if isinstance(headers, dict):
             for name, value in headers.items():
@@ -513,7 +571,10 @@ class WS:
                 del buf[:pos]
 
     def _on_frame(self, fin, rsv, op, payload):
-        if rsv:
+        compressed = False
+        if rsv == 4 and self.deflate is not None and op in (OP_TEXT, OP_BINARY):
+            compressed = True  # RSV1 on a first frame: a compressed message (RFC 7692 §6)
+        elif rsv:
             raise ProtocolError("RSV bits %d set without a negotiated extension" % rsv)
         if op >= 8:
             if not fin:
@@ -548,18 +609,22 @@ class WS:
             if fin:
                 op, data = self._frag_op, b"".join(self._frag)
                 self._frag_op, self._frag, self._frag_len = None, [], 0
-                self._deliver(op, data)
+                self._deliver(op, data, self._frag_compressed)
         elif op in (OP_TEXT, OP_BINARY):
             if self._frag_op is not None:
                 raise ProtocolError("new data frame inside a fragmented message")
             if fin:
-                self._deliver(op, payload)
+                self._deliver(op, payload, compressed)
             else:
                 self._frag_op, self._frag, self._frag_len = op, [payload], len(payload)
+                self._frag_compressed = compressed
         else:
             raise ProtocolError("reserved data opcode %d" % op)
 
-    def _deliver(self, op, data):
+    def _deliver(self, op, data, compressed=False):
+        if compressed:
+            data = inflate_message(data, self.max_message)
+            self.compressed_received += 1
         if op == OP_TEXT:
             try:
                 data.decode("utf-8")
@@ -629,6 +694,21 @@ class WS:
         parts = [payload[i:i + fragment_size] for i in range(0, len(payload), fragment_size)]
         self._send(b"".join(encode_frame(opcode if i == 0 else OP_CONT, p,
                                          fin=i == len(parts) - 1)
+                            for i, p in enumerate(parts)))
+
+    def send_compressed(self, opcode, payload, fragment_size=None):
+        """Sends a text/binary message compressed here (deflate_message), RSV1 on its first
+        frame, whether or not the server accepted permessage-deflate (tests of refusal).
+        Bytes already compressed (a zip bomb, corrupt data) go with send_frame(rsv=4)."""
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+        z = deflate_message(payload)
+        if not fragment_size or len(z) <= fragment_size:
+            self._send(encode_frame(opcode, z, rsv=4))
+            return
+        parts = [z[i:i + fragment_size] for i in range(0, len(z), fragment_size)]
+        self._send(b"".join(encode_frame(opcode if i == 0 else OP_CONT, p,
+                                         fin=i == len(parts) - 1, rsv=4 if i == 0 else 0)
                             for i, p in enumerate(parts)))
 
     def send_text(self, text, fragment_size=None):

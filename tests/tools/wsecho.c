@@ -1,8 +1,10 @@
 /* wsecho - an echo WebSocket server on the edge's WebSocket core (services/edge/wsc.c), for
  * the Autobahn|Testsuite fuzzing client and the core's own tests. No tokens, no
- * sidecast.v1: every text or binary message comes back as it came.
+ * sidecast.v1: every text or binary message comes back as it came. permessage-deflate is
+ * accepted as the edge accepts it (no context takeover both ways): a compressed message is
+ * inflated by the core, and every echo is compressed when that makes it smaller.
  *
- *   wsecho HOST:PORT [WORKERS]
+ *   wsecho HOST:PORT [WORKERS] [DEFLATE]     (DEFLATE: 1 = on, the default; 0 = off)
  *
  * Prints "ready <port>" once listening; exits on SIGTERM/SIGINT. */
 #include "../../services/edge/ws_frame.h"
@@ -29,7 +31,7 @@ static void on_message(wsc_conn *c, uint8_t opcode, uint8_t *data, size_t len)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: wsecho HOST:PORT [WORKERS]\n");
+        fprintf(stderr, "usage: wsecho HOST:PORT [WORKERS] [DEFLATE]\n");
         return 2;
     }
     log_init("wsecho", LOG_WARN);
@@ -41,7 +43,8 @@ int main(int argc, char **argv)
     wsc_config cfg = {
         .listen = argv[1],
         .workers = argc > 2 ? atoi(argv[2]) : 1,
-        .upgrade = {.path = "/", .origins = NULL, .norigins = 0, .subprotocol = NULL},
+        .upgrade = {.path = "/", .origins = NULL, .norigins = 0, .subprotocol = NULL,
+                    .deflate = argc > 3 ? atoi(argv[3]) != 0 : true},
         .max_message = 64 * 1024 * 1024, /* Autobahn section 9 sends up to 16 MiB */
         .max_outbound = 256 * 1024 * 1024,
         .max_connections = 10000,
@@ -49,6 +52,7 @@ int main(int argc, char **argv)
         .ping_interval_ms = 0,
         .pong_timeout_ms = 10000,
         .close_timeout_ms = 2000,
+        .deflate_min = 1, /* compress every echo that gets smaller */
     };
     static const char *const any[] = {"*"};
     cfg.upgrade.origins = any;

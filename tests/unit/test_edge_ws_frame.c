@@ -388,7 +388,7 @@ TEST(frame_close_encode)
 
 TEST(frame_err_table)
 {
-    for (int e = WS_ERR_NONE; e <= WS_ERR_CLOSE_UTF8; e++) {
+    for (int e = WS_ERR_NONE; e <= WS_ERR_INFLATE_SIZE; e++) {
         uint16_t c = ws_frame_err_code((ws_frame_err)e);
         const char *s = ws_frame_err_str((ws_frame_err)e);
         CHECK(s != NULL && s[0] != '\0');
@@ -398,6 +398,8 @@ TEST(frame_err_table)
     CHECK_EQ_INT(ws_frame_err_code(WS_ERR_MSG_SIZE), 1009);
     CHECK_EQ_INT(ws_frame_err_code(WS_ERR_CONT), 1002);
     CHECK_EQ_INT(ws_frame_err_code(WS_ERR_INTERLEAVE), 1002);
+    CHECK_EQ_INT(ws_frame_err_code(WS_ERR_INFLATE), 1007);
+    CHECK_EQ_INT(ws_frame_err_code(WS_ERR_INFLATE_SIZE), 1009);
 }
 
 TEST_MAIN()
