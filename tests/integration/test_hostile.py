@@ -69,9 +69,15 @@ class Victim:
             self.stop_evt.wait(1.0 / self.rate)
 
     def drain(self, timeout=0.05):
+        """Reads what arrives for timeout seconds at most (not "until timeout seconds of
+        silence": the publisher sends every 50 ms, so silence may never come)."""
+        deadline = time.monotonic() + timeout
         try:
             while True:
-                m = self.ws.recv_json(timeout)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                m = self.ws.recv_json(left)
                 if m.get("type") == "event":
                     self.got.append(m["data"]["n"])
         except TimeoutError:
