@@ -47,6 +47,7 @@
 
 #include <jansson.h>
 
+#include "../../bench/procstat.h" /* proc_cpu_s: the capacity tools read /proc the same way */
 #include "bus.h"
 #include "log.h"
 #include "token.h"
@@ -102,31 +103,6 @@ static void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
     nanosleep(&ts, NULL);
-}
-
-/* user+system CPU seconds of pid, or -1 */
-static double proc_cpu_s(long pid)
-{
-    char path[64], buf[2048];
-    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (!p) return -1;
-    p += 2;
-    unsigned long long ut = 0, st = 0;
-    for (int field = 3; field <= 15 && *p; field++) {
-        if (field == 14) ut = strtoull(p, NULL, 10);
-        if (field == 15) st = strtoull(p, NULL, 10);
-        char *sp = strchr(p, ' ');
-        if (!sp) break;
-        p = sp + 1;
-    }
-    long hz = sysconf(_SC_CLK_TCK);
-    return (double)(ut + st) / (double)(hz > 0 ? hz : 100);
 }
 
 /* VmRSS of pid in KiB, or -1 */
