@@ -404,6 +404,11 @@ class Stack:
             })
             if self.nats_cluster >= 3:
                 env["HISTORY_REPLICAS"] = "3"
+            if VALGRIND:
+                # a resuming client's subscribe {user, since} must arrive within the inbox
+                # hold; under memcheck the CLI's reconnect takes longer than the 500 ms default
+                # (test_cli lost an inbox event to that once)
+                env["EDGE_INBOX_HOLD_MS"] = str(500 * SLOW)
         elif name == "producer":
             env.update({"ADMIN_LISTEN": "127.0.0.1:%d" % self.producer_admin_port})
         elif name == "gateway":
