@@ -53,7 +53,6 @@ _Static_assert(sizeof(((token_claims *)0)->kid) == TOKEN_KID_MAX, "kid buffers d
 struct token_key {
     char kid[TOKEN_KID_MAX];
     const char *alg; /* "ES256" or "RS256": pinned by the key, never taken from a token */
-    jwt_alg_t jalg;
     size_t sig_len;  /* exact JWS signature length: 64 (R||S) or the RSA modulus bytes */
     EVP_PKEY *pkey;
 };
@@ -204,7 +203,7 @@ static int key_profile(EVP_PKEY *pk, const char **alg, jwt_alg_t *jalg, size_t *
             return TOKEN_EKEY;
         }
         *alg = "ES256";
-        *jalg = JWT_ALG_ES256;
+        if (jalg) *jalg = JWT_ALG_ES256;
         *sig_len = 64;
         return 0;
     }
@@ -215,7 +214,7 @@ static int key_profile(EVP_PKEY *pk, const char **alg, jwt_alg_t *jalg, size_t *
             return TOKEN_EKEY;
         }
         *alg = "RS256";
-        *jalg = JWT_ALG_RS256;
+        if (jalg) *jalg = JWT_ALG_RS256;
         *sig_len = (size_t)EVP_PKEY_get_size(pk);
         return 0;
     }
@@ -311,7 +310,7 @@ static int keyset_add(token_keyset *ks, EVP_PKEY *pk, const char *kid, const cha
         *why = "more than 16 keys";
         goto error;
     }
-    if ((rc = key_profile(pk, &k.alg, &k.jalg, &k.sig_len, why)) != 0)
+    if ((rc = key_profile(pk, &k.alg, NULL, &k.sig_len, why)) != 0)
         goto error;
     rc = TOKEN_EKEY;
     if (want_alg != NULL && strcmp(want_alg, k.alg) != 0) {

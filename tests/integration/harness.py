@@ -455,9 +455,8 @@ class Stack:
     def wait_ready(self, name, timeout=20.0):
         """Waits for a service's /readyz (200), Redis's PING or a NATS node's health. Under
         valgrind a process starts ten to fifty times slower (auth's key load alone took 5 s
-        on a loaded machine), so the wait is three times as long there."""
-        if VALGRIND:
-            timeout *= 3
+        on a loaded machine), so the wait is SLOW times as long there."""
+        timeout *= SLOW
         if name == "redis":
             wait_for(self.redis_ping, timeout=timeout, what="redis-server")
             return
