@@ -728,10 +728,10 @@ class WS:
         self._pump_until(lambda: self._pending, self._deadline(timeout))
         return self._pending.popleft()
 
-    def recv_json(self, timeout=None, type=None, max_skip=100):  # noqa: A002 - protocol name
-        """The next text message decoded as JSON. With type, messages of another "type" are
-        skipped (kept in self.skipped), at most max_skip of them (then AssertionError). The
-        timeout covers the whole wait."""
+    def recv_json(self, timeout=None, type=None, max_skip=100, topic=None):  # noqa: A002
+        """The next text message decoded as JSON. With type (and topic), messages of another
+        "type" (or "topic") are skipped (kept in self.skipped), at most max_skip of them (then
+        AssertionError). The timeout covers the whole wait."""
         deadline = self._deadline(timeout)
         for _ in range(max_skip + 1):
             op, data = self.recv_message(max(0.0, deadline - time.monotonic()))
@@ -742,11 +742,12 @@ class WS:
                 msg = json.loads(data.decode("utf-8"))
             except ValueError:
                 raise AssertionError("text message is not JSON: %r" % data[:200]) from None
-            if type is None or (isinstance(msg, dict) and msg.get("type") == type):
+            if (type is None or (isinstance(msg, dict) and msg.get("type") == type)) and (
+                    topic is None or (isinstance(msg, dict) and msg.get("topic") == topic)):
                 return msg
             self.skipped.append(msg)
-        raise AssertionError("no %r message among %d others (last: %r)" % (
-            type, max_skip + 1, list(self.skipped)[-3:]))
+        raise AssertionError("no %r message (topic %r) among %d others (last: %r)" % (
+            type, topic, max_skip + 1, list(self.skipped)[-3:]))
 
     def ping(self, payload=b"", timeout=None):
         """Sends a ping. With a timeout, waits for the pong carrying the same payload
