@@ -1,60 +1,89 @@
-/* fabric.c - NATS -> (frame once) -> ZeroMQ inproc PUB/SUB -> workers; see fabric.h.
+/* fabric.c - NATS -> (frame once) -> per-worker mailboxes -> workers; see fabric.h.
  *
- * A ZeroMQ message is three parts: the routing prefix "<kind> <name>\n" that SUB sockets
- * filter on (the newline keeps "prices.BT" from matching "prices.BTC"), the stream sequence
- * and the subject's previous one (2 x 8 bytes, host order: they never leave the process),
- * then the payload: a complete WebSocket frame for events, the raw JSON for revocations.
- * An event whose compression pays has a fourth part: the same message as a compressed frame
- * (permessage-deflate, RSV1), made here once for every subscriber of every worker. */
+ * Each name with interest anywhere in the process has one NATS subscription whose closure is
+ * a route: the kind and name, a bit mask of the ports (workers) that want it, and a reference
+ * count (the subscription holds one, every queued message one). The NATS callback frames the
+ * event once, wraps it as one wsc_frame and pushes a reference into the mailbox of each port
+ * whose bit is set: a bounded ring under the port's mutex plus an eventfd, written only when
+ * the ring goes from empty to not empty. The worker takes the ring's contents in batches.
+ *
+ * This replaced a ZeroMQ inproc PUB/SUB fabric: bench/zmqhop measured the mailbox at about
+ * half the CPU per event and a third of the latency (docs/ARCHITECTURE.md, "The fabric"). */
 #include "fabric.h"
 
 #include "contract.h"
 #include "log.h"
+#include "mailbox.h"
 #include "metrics.h"
 #include "msg.h"
 #include "ws_deflate.h"
 #include "ws_frame.h"
 
 #include <errno.h>
-#include <stdbool.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
-#include <zmq.h>
 
-#define FAB_ENDPOINT "inproc://sidecast-fabric"
 #define FAB_BUCKETS 1024
-#define FAB_HWM 100000 /* messages queued per worker before ZeroMQ drops (counted) */
+#define FAB_HWM 100000     /* messages queued per worker before the fabric drops (counted) */
+#define FAB_BATCH 256      /* messages a worker takes from its mailbox per lock */
+#define FAB_PORTS 64       /* ports (workers) per process: a bit each in a route's mask */
 
-/* One NATS subscription per name with interest anywhere in the process. */
-/* Closure of a NATS subscription: what kind of message it carries. */
+/* The closure of one NATS subscription. Freed at the last reference: the subscription's,
+ * dropped once nats.c can no longer call back, or a queued message's. */
 typedef struct route {
     fabric *f;
     enum fab_kind kind;
+    _Atomic uint64_t ports; /* bit i: port i has local interest */
+    _Atomic uint32_t refs;
     char name[256];
 } route;
 
+static route *route_ref(route *r)
+{
+    atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
+    return r;
+}
+
+static void route_unref(void *ud)
+{
+    route *r = ud;
+    if (r && atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1) free(r);
+}
+
+/* One NATS subscription per name with interest anywhere in the process. */
 typedef struct interest {
     struct interest *next;
     int refs; /* ports interested */
     bool live; /* a flush after the subscribe returned: the server has it */
     bus_sub *sub;
-    route *r;   /* the subscription's closure, freed after it */
+    route *r;   /* the subscription's closure (one reference) */
     char key[]; /* "<kind> <name>\n" */
 } interest;
 
+/* A queued message. */
+typedef struct fab_slot {
+    enum fab_kind kind;
+    route *r;          /* FAB_EVENT, FAB_USER: a reference */
+    wsc_frame *frame;  /* FAB_EVENT, FAB_USER: a reference */
+    char *data;        /* FAB_REVOKED: malloc'd */
+    uint64_t seq, prev;
+} fab_slot;
+
 struct fabric {
     bus *b;
-    void *zctx;
-    void *pub;
-    pthread_mutex_t pub_lock; /* the PUB socket: nats.c may call from several threads */
-    pthread_mutex_t lock;     /* interests */
+    pthread_rwlock_t ports_lock; /* ports[]: written by open/close, read by every push */
+    fab_port *ports[FAB_PORTS];
+    int nports;                  /* indices handed out (never reused) */
+    pthread_mutex_t lock;        /* interests */
     interest *buckets[FAB_BUCKETS];
     size_t max_data;
     bus_sub *revoked;
-    route revoked_route;
+    route revoked_route; /* never freed by reference: lives with the fabric */
     /* permessage-deflate: one stream for the process, reset per event (no context takeover) */
     bool deflate;
     size_t deflate_min;
@@ -62,16 +91,20 @@ struct fabric {
     z_stream zd;
     bool zd_ready;
     metric *m_in, *m_dropped, *m_topics, *m_deflated, *m_deflate_bytes_in, *m_deflate_bytes_out;
+    metric *m_wakeups;
 };
 
-/* A worker's port; its local interest counts are kept by the session layer's maps, so here
- * only the ZeroMQ subscription is per port and the NATS one per process. */
 #define FAB_SETTLE_MAX 4096 /* new subscriptions waiting for one flush; over: flushed at once */
 
+/* A worker's mailbox (mailbox.h) and what the worker took from it: the batch, the held
+ * route and the settle list belong to the worker. */
 struct fab_port {
     fabric *f;
-    void *sub;
-    int fd;
+    int idx;
+    mbox mb;                           /* fab_slot elements */
+    fab_slot batch[FAB_BATCH];
+    uint32_t bn, bi;
+    route *held;                       /* the route of the message last returned */
     int nsettle;                       /* new NATS subscriptions not yet confirmed */
     struct interest *settle[FAB_SETTLE_MAX];
 };
@@ -83,42 +116,59 @@ static unsigned long fab_hash(const char *s)
     return h;
 }
 
-/* ---- NATS side (nats.c threads) ----------------------------------------------------------- */
-
-static void zmq_free_bytes(void *data, void *hint)
+static void slot_release(fab_slot *s)
 {
-    (void)hint;
-    free(data);
+    wsc_frame_unref(s->frame);
+    route_unref(s->r);
+    free(s->data);
 }
 
-/* Publishes prefix, seq and prev (16 bytes), payload and, when not NULL, its compressed
- * twin zpayload (ownership of both passes to ZeroMQ, freed with free()). */
-static void fab_publish(fabric *f, const char *prefix, size_t plen, uint64_t seq, uint64_t prev,
-                        uint8_t *payload, size_t n, uint8_t *zpayload, size_t zn)
+/* ---- NATS side (nats.c threads) ----------------------------------------------------------- */
+
+/* Queues s on p (taking over its references), or drops it when the mailbox is full. */
+static void port_push(fab_port *p, fab_slot *s)
 {
-    uint64_t pos[2] = {seq, prev};
-    zmq_msg_t m, zm;
-    if (zmq_msg_init_data(&m, payload, n, zmq_free_bytes, NULL) != 0) {
-        free(payload);
-        free(zpayload);
-        return;
-    }
-    if (zpayload && zmq_msg_init_data(&zm, zpayload, zn, zmq_free_bytes, NULL) != 0) {
-        free(zpayload);
-        zpayload = NULL; /* sent without it: the plain frame is enough */
-    }
-    pthread_mutex_lock(&f->pub_lock);
-    int rc = zmq_send(f->pub, prefix, plen, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    if (rc >= 0) rc = zmq_send(f->pub, pos, sizeof pos, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    int last = zpayload ? ZMQ_SNDMORE | ZMQ_DONTWAIT : ZMQ_DONTWAIT;
-    if (rc >= 0) rc = zmq_msg_send(&m, f->pub, last);
-    int zrc = rc >= 0 && zpayload ? zmq_msg_send(&zm, f->pub, ZMQ_DONTWAIT) : -1;
-    pthread_mutex_unlock(&f->pub_lock);
+    int rc = mbox_put(&p->mb, s);
     if (rc < 0) {
-        metric_inc(f->m_dropped);
-        zmq_msg_close(&m);
+        metric_inc(p->f->m_dropped);
+        slot_release(s);
+    } else if (rc == 1) {
+        metric_inc(p->f->m_wakeups);
     }
-    if (zpayload && zrc < 0) zmq_msg_close(&zm);
+}
+
+/* Pushes one reference to frame (and to r) to every port in mask. */
+static void fab_fan_out(fabric *f, uint64_t mask, enum fab_kind kind, route *r, wsc_frame *frame,
+                        uint64_t seq, uint64_t prev)
+{
+    pthread_rwlock_rdlock(&f->ports_lock);
+    for (int i = 0; mask && i < FAB_PORTS; i++, mask >>= 1) {
+        if (!(mask & 1) || !f->ports[i]) continue;
+        fab_slot s = {.kind = kind, .r = route_ref(r), .frame = wsc_frame_ref(frame),
+                      .seq = seq, .prev = prev};
+        port_push(f->ports[i], &s);
+    }
+    pthread_rwlock_unlock(&f->ports_lock);
+}
+
+/* Sends a revocation or a resync notice to every port. data: JSON text or NULL. */
+static void fab_broadcast(fabric *f, enum fab_kind kind, const char *data, size_t n)
+{
+    pthread_rwlock_rdlock(&f->ports_lock);
+    for (int i = 0; i < f->nports; i++) {
+        if (!f->ports[i]) continue;
+        fab_slot s = {.kind = kind};
+        if (data) {
+            if (!(s.data = malloc(n + 1))) {
+                metric_inc(f->m_dropped);
+                continue;
+            }
+            memcpy(s.data, data, n);
+            s.data[n] = '\0';
+        }
+        port_push(f->ports[i], &s);
+    }
+    pthread_rwlock_unlock(&f->ports_lock);
 }
 
 /* The compressed twin of an event frame whose payload is p[0..n): a complete frame with RSV1
@@ -199,25 +249,36 @@ static void fab_on_event(bus_msg *msg, void *ud)
 {
     route *r = ud;
     fabric *f = r->f;
-    const char *data = bus_msg_data(msg);
     size_t dlen = bus_msg_len(msg);
-    const char *seqs = bus_msg_header(msg, "Nats-Sequence");
-    const char *prevs = bus_msg_header(msg, "Nats-Last-Sequence");
-    uint64_t seq = seqs ? strtoull(seqs, NULL, 10) : 0;
-    uint64_t prev = prevs ? strtoull(prevs, NULL, 10) : 0;
+    uint64_t mask = atomic_load_explicit(&r->ports, memory_order_acquire);
     metric_inc(f->m_in);
-    if (dlen > f->max_data) {
+    if (!mask) {
+        /* every local subscriber left since: nobody to frame it for */
+    } else if (dlen > f->max_data) {
         metric_inc(f->m_dropped);
         log_warn("bus message over the size limit dropped", "subject=%s bytes=%zu",
                  bus_msg_subject(msg), dlen);
     } else {
+        const char *seqs = bus_msg_header(msg, "Nats-Sequence");
+        const char *prevs = bus_msg_header(msg, "Nats-Last-Sequence");
+        uint64_t seq = seqs ? strtoull(seqs, NULL, 10) : 0;
+        uint64_t prev = prevs ? strtoull(prevs, NULL, 10) : 0;
         size_t n = 0, hl = 0, zn = 0;
-        uint8_t *buf = fab_build(r->kind == FAB_USER ? "user" : r->name, seq, data, dlen, &n,
-                                 &hl);
-        char prefix[300];
-        int pl = snprintf(prefix, sizeof prefix, "%c %s\n", (char)r->kind, r->name);
-        uint8_t *zbuf = buf ? fab_deflate(f, buf + hl, n - hl, &zn) : NULL;
-        if (buf) fab_publish(f, prefix, (size_t)pl, seq, prev, buf, n, zbuf, zn);
+        uint8_t *buf = fab_build(r->kind == FAB_USER ? "user" : r->name, seq,
+                                 bus_msg_data(msg), dlen, &n, &hl);
+        wsc_frame *frame = buf ? wsc_frame_wrap(buf, n, free, buf) : NULL;
+        if (buf && !frame) free(buf);
+        if (frame) {
+            uint8_t *zbuf = fab_deflate(f, buf + hl, n - hl, &zn);
+            wsc_frame *zf = zbuf ? wsc_frame_wrap(zbuf, zn, free, zbuf) : NULL;
+            if (zbuf && !zf) free(zbuf);
+            /* compressed once, or not worth it: never again per connection */
+            wsc_frame_set_deflated(frame, zf);
+            fab_fan_out(f, mask, r->kind, r, frame, seq, prev);
+            wsc_frame_unref(frame);
+        } else {
+            metric_inc(f->m_dropped);
+        }
     }
     bus_msg_destroy(msg);
 }
@@ -226,12 +287,7 @@ static void fab_on_revoked(bus_msg *msg, void *ud)
 {
     route *r = ud;
     size_t n = bus_msg_len(msg);
-    uint8_t *copy = n <= 4096 ? malloc(n + 1) : NULL;
-    if (copy) {
-        memcpy(copy, bus_msg_data(msg), n);
-        copy[n] = '\0';
-        fab_publish(r->f, "r\n", 2, 0, 0, copy, n + 1, NULL, 0);
-    }
+    if (n <= 4096) fab_broadcast(r->f, FAB_REVOKED, bus_msg_data(msg), n);
     bus_msg_destroy(msg);
 }
 
@@ -240,9 +296,7 @@ static void fab_on_revoked(bus_msg *msg, void *ud)
 /* After a NATS reconnection (nats.c thread): every worker should look for gaps. */
 static void fab_on_reconnect(void *ud)
 {
-    fabric *f = ud;
-    uint8_t *none = malloc(1);
-    if (none) fab_publish(f, "s\n", 2, 0, 0, none, 1, NULL, 0);
+    fab_broadcast(ud, FAB_RESYNC, NULL, 0);
 }
 
 int fab_create(fabric **out, bus *b, size_t max_data, bool deflate, size_t deflate_min)
@@ -253,7 +307,7 @@ int fab_create(fabric **out, bus *b, size_t max_data, bool deflate, size_t defla
     f->max_data = max_data;
     f->deflate = deflate;
     f->deflate_min = deflate_min;
-    pthread_mutex_init(&f->pub_lock, NULL);
+    pthread_rwlock_init(&f->ports_lock, NULL);
     pthread_mutex_init(&f->lock, NULL);
     pthread_mutex_init(&f->zlock, NULL);
     f->m_deflated = metrics_counter("sc_edge_deflated_total", NULL,
@@ -265,17 +319,13 @@ int fab_create(fabric **out, bus *b, size_t max_data, bool deflate, size_t defla
     f->m_in = metrics_counter("sc_edge_bus_messages_total", NULL,
                               "bus messages received for clients (framed once each)");
     f->m_dropped = metrics_counter("sc_edge_bus_dropped_total", NULL,
-                                   "bus messages dropped (over the size limit or fabric full)");
+                                   "bus messages dropped (over the size limit or a worker's "
+                                   "mailbox full)");
+    f->m_wakeups = metrics_counter("sc_edge_fabric_wakeups_total", NULL,
+                                   "workers woken by the fabric (a mailbox went from empty to "
+                                   "not empty)");
     f->m_topics = metrics_gauge("sc_edge_subscriptions", NULL,
                                 "NATS subscriptions for topics and users held by this edge");
-    int hwm = FAB_HWM;
-    if (!(f->zctx = zmq_ctx_new()) || !(f->pub = zmq_socket(f->zctx, ZMQ_PUB)) ||
-        zmq_setsockopt(f->pub, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
-        zmq_bind(f->pub, FAB_ENDPOINT) != 0) {
-        log_error("zeromq fabric failed", "error=\"%s\"", zmq_strerror(zmq_errno()));
-        fab_destroy(f);
-        return -EIO;
-    }
     f->revoked_route.f = f;
     f->revoked_route.kind = FAB_REVOKED;
     if (bus_subscribe(b, SUBJ_AUTH_REVOKED, NULL, fab_on_revoked, &f->revoked_route,
@@ -296,40 +346,38 @@ void fab_destroy(fabric *f)
     for (int i = 0; i < FAB_BUCKETS; i++) {
         for (interest *it = f->buckets[i], *next; it; it = next) {
             next = it->next;
-            if (bus_unsubscribe(it->sub) == 0) free(it->r);
+            if (bus_unsubscribe(it->sub) == 0) route_unref(it->r);
             free(it);
         }
     }
-    if (f->pub) {
-        int linger = 0;
-        zmq_setsockopt(f->pub, ZMQ_LINGER, &linger, sizeof linger);
-        zmq_close(f->pub);
-    }
-    if (f->zctx) zmq_ctx_term(f->zctx);
     if (f->zd_ready) deflateEnd(&f->zd);
-    pthread_mutex_destroy(&f->pub_lock);
+    pthread_rwlock_destroy(&f->ports_lock);
     pthread_mutex_destroy(&f->lock);
     pthread_mutex_destroy(&f->zlock);
     free(f);
 }
 
+static void slot_release_v(void *s) { slot_release(s); }
+
 int fab_port_open(fabric *f, fab_port **out)
 {
     fab_port *p = calloc(1, sizeof *p);
     if (!p) return -ENOMEM;
-    p->f = f;
-    int hwm = FAB_HWM;
-    size_t fl = sizeof p->fd;
-    if (!(p->sub = zmq_socket(f->zctx, ZMQ_SUB)) ||
-        zmq_setsockopt(p->sub, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
-        zmq_connect(p->sub, FAB_ENDPOINT) != 0 ||
-        zmq_setsockopt(p->sub, ZMQ_SUBSCRIBE, "r\n", 2) != 0 ||
-        zmq_setsockopt(p->sub, ZMQ_SUBSCRIBE, "s\n", 2) != 0 ||
-        zmq_getsockopt(p->sub, ZMQ_FD, &p->fd, &fl) != 0) {
-        log_error("zeromq port failed", "error=\"%s\"", zmq_strerror(zmq_errno()));
-        fab_port_close(p);
-        return -EIO;
+    int rc = mbox_init(&p->mb, sizeof(fab_slot), FAB_HWM);
+    if (rc != 0) {
+        free(p);
+        return rc;
     }
+    pthread_rwlock_wrlock(&f->ports_lock);
+    p->idx = f->nports < FAB_PORTS ? f->nports++ : -1;
+    if (p->idx >= 0) f->ports[p->idx] = p;
+    pthread_rwlock_unlock(&f->ports_lock);
+    if (p->idx < 0) {
+        log_error("fabric: too many workers", "max=%d", FAB_PORTS);
+        fab_port_close(p);
+        return -EINVAL;
+    }
+    p->f = f;
     *out = p;
     return 0;
 }
@@ -337,15 +385,20 @@ int fab_port_open(fabric *f, fab_port **out)
 void fab_port_close(fab_port *p)
 {
     if (!p) return;
-    if (p->sub) {
-        int linger = 0;
-        zmq_setsockopt(p->sub, ZMQ_LINGER, &linger, sizeof linger);
-        zmq_close(p->sub);
+    if (p->f) { /* no push reaches it after this */
+        pthread_rwlock_wrlock(&p->f->ports_lock);
+        p->f->ports[p->idx] = NULL;
+        pthread_rwlock_unlock(&p->f->ports_lock);
     }
+    route_unref(p->held);
+    for (uint32_t i = p->bi; i < p->bn; i++) slot_release(&p->batch[i]);
+    mbox_destroy(&p->mb, slot_release_v);
     free(p);
 }
 
-int fab_port_fd(const fab_port *p) { return p->fd; }
+int fab_port_fd(const fab_port *p) { return mbox_fd(&p->mb); }
+
+void fab_port_ack(fab_port *p) { mbox_ack(&p->mb); }
 
 /* ---- interest ----------------------------------------------------------------------------- */
 
@@ -354,7 +407,8 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name)
     fabric *f = p->f;
     char prefix[300];
     int pl = snprintf(prefix, sizeof prefix, "%c %s\n", (char)kind, name);
-    if (pl <= 0 || (size_t)pl >= sizeof prefix) return -EINVAL;
+    if (pl <= 0 || (size_t)pl >= sizeof prefix || strlen(name) >= sizeof ((route *)0)->name)
+        return -EINVAL;
     bool fresh = false;
     pthread_mutex_lock(&f->lock);
     unsigned long h = fab_hash(prefix) % FAB_BUCKETS;
@@ -373,6 +427,8 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name)
         memcpy(it->key, prefix, (size_t)pl + 1);
         r->f = f;
         r->kind = kind;
+        atomic_init(&r->refs, 1); /* the subscription's */
+        atomic_init(&r->ports, 0);
         snprintf(r->name, sizeof r->name, "%s", name);
         int rc = bus_subscribe(f->b, subject, NULL, fab_on_event, r, &it->sub);
         if (rc != 0) {
@@ -387,6 +443,7 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name)
         metric_add(f->m_topics, 1);
     }
     it->refs++;
+    atomic_fetch_or_explicit(&it->r->ports, 1ull << p->idx, memory_order_release);
     fresh = !it->live;
     pthread_mutex_unlock(&f->lock);
     /* "subscribed" means live from now: the server must have the subscription before the
@@ -398,7 +455,6 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name)
         if (p->nsettle == FAB_SETTLE_MAX) fab_port_settle(p);
         p->settle[p->nsettle++] = it;
     }
-    zmq_setsockopt(p->sub, ZMQ_SUBSCRIBE, prefix, (size_t)pl);
     return 0;
 }
 
@@ -423,118 +479,56 @@ void fab_unwatch(fab_port *p, enum fab_kind kind, const char *name)
     char prefix[300];
     int pl = snprintf(prefix, sizeof prefix, "%c %s\n", (char)kind, name);
     if (pl <= 0 || (size_t)pl >= sizeof prefix) return;
-    zmq_setsockopt(p->sub, ZMQ_UNSUBSCRIBE, prefix, (size_t)pl);
     pthread_mutex_lock(&f->lock);
     unsigned long h = fab_hash(prefix) % FAB_BUCKETS;
     interest **pp = &f->buckets[h];
     while (*pp && strncmp((*pp)->key, prefix, (size_t)pl) != 0) pp = &(*pp)->next;
     interest *gone = NULL;
-    for (int i = 0; *pp && i < p->nsettle; i++) { /* the port's reference goes: not settled */
-        if (p->settle[i] == *pp) {
-            p->settle[i] = p->settle[--p->nsettle];
-            break;
+    if (*pp) {
+        atomic_fetch_and_explicit(&(*pp)->r->ports, ~(1ull << p->idx), memory_order_release);
+        for (int i = 0; i < p->nsettle; i++) { /* the port's reference goes: not settled */
+            if (p->settle[i] == *pp) {
+                p->settle[i] = p->settle[--p->nsettle];
+                break;
+            }
         }
-    }
-    if (*pp && --(*pp)->refs == 0) {
-        gone = *pp;
-        *pp = gone->next;
-        metric_add(f->m_topics, -1);
+        if (--(*pp)->refs == 0) {
+            gone = *pp;
+            *pp = gone->next;
+            metric_add(f->m_topics, -1);
+        }
     }
     pthread_mutex_unlock(&f->lock);
     if (gone) {
-        /* a worker must not wait for nats.c: the route is freed once the callback is done
-         * (on failure both stay allocated, logged, rather than freed under the callback) */
-        (void)bus_unsubscribe_later(gone->sub, free);
+        /* a worker must not wait for nats.c: the subscription's reference to the route is
+         * dropped once the callback can no longer run (on failure both stay allocated,
+         * logged, rather than freed under the callback) */
+        (void)bus_unsubscribe_later(gone->sub, route_unref);
         free(gone);
     }
 }
 
 /* ---- receiving (worker thread) ------------------------------------------------------------- */
 
-static void zmq_msg_release(void *ud)
-{
-    zmq_msg_t *m = ud;
-    zmq_msg_close(m);
-    free(m);
-}
-
 int fab_port_recv(fab_port *p, fab_msg *out)
 {
-    for (;;) {
-        int events = 0;
-        size_t el = sizeof events;
-        if (zmq_getsockopt(p->sub, ZMQ_EVENTS, &events, &el) != 0 || !(events & ZMQ_POLLIN))
-            return 0;
-        char prefix[300];
-        int pl = zmq_recv(p->sub, prefix, sizeof prefix - 1, ZMQ_DONTWAIT);
-        if (pl < 0) return 0;
-        int more = 0;
-        size_t ml = sizeof more;
-        uint64_t pos[2] = {0, 0};
-        zmq_getsockopt(p->sub, ZMQ_RCVMORE, &more, &ml);
-        if (!more) continue; /* malformed: a prefix alone */
-        if (zmq_recv(p->sub, pos, sizeof pos, ZMQ_DONTWAIT) != (int)sizeof pos) continue;
-        zmq_msg_t *m = malloc(sizeof *m);
-        if (!m) return 0;
-        zmq_msg_init(m);
-        if (zmq_msg_recv(m, p->sub, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(m);
-            free(m);
-            return 0;
-        }
-        zmq_msg_t *zm = NULL; /* the compressed twin, when there is one */
-        if (zmq_msg_more(m) && (zm = malloc(sizeof *zm)) != NULL) {
-            zmq_msg_init(zm);
-            if (zmq_msg_recv(zm, p->sub, ZMQ_DONTWAIT) < 0) {
-                zmq_msg_close(zm);
-                free(zm);
-                zm = NULL;
-            }
-        }
-        if (pl < 2 || pl >= (int)sizeof prefix) {
-            zmq_msg_release(m);
-            if (zm) zmq_msg_release(zm);
-            continue;
-        }
-        prefix[pl - 1] = '\0'; /* the newline */
-        memset(out, 0, sizeof *out);
-        out->kind = (enum fab_kind)prefix[0];
-        out->seq = pos[0];
-        out->prev = pos[1];
-        if (zm && out->kind != FAB_EVENT && out->kind != FAB_USER) {
-            zmq_msg_release(zm);
-            zm = NULL;
-        }
-        if (out->kind == FAB_RESYNC) {
-            zmq_msg_release(m);
-            return 1;
-        }
-        if (out->kind == FAB_REVOKED) {
-            size_t n = zmq_msg_size(m);
-            out->data = malloc(n + 1);
-            if (out->data) {
-                memcpy(out->data, zmq_msg_data(m), n);
-                out->data[n] = '\0';
-            }
-            zmq_msg_release(m);
-            if (!out->data) continue;
-            return 1;
-        }
-        size_t nl = strnlen(prefix + 2, sizeof out->name - 1);
-        memcpy(out->name, prefix + 2, nl);
-        out->name[nl] = '\0';
-        out->frame = wsc_frame_wrap(zmq_msg_data(m), zmq_msg_size(m), zmq_msg_release, m);
-        if (!out->frame) {
-            zmq_msg_release(m);
-            if (zm) zmq_msg_release(zm);
-            continue;
-        }
-        wsc_frame *zf = zm ? wsc_frame_wrap(zmq_msg_data(zm), zmq_msg_size(zm), zmq_msg_release,
-                                            zm)
-                           : NULL;
-        if (zm && !zf) zmq_msg_release(zm);
-        /* compressed once, or not worth it: never again per connection */
-        wsc_frame_set_deflated(out->frame, zf);
-        return 1;
+    route_unref(p->held); /* the name of the message returned before */
+    p->held = NULL;
+    if (p->bi == p->bn) {
+        p->bi = 0;
+        p->bn = mbox_take(&p->mb, p->batch, FAB_BATCH);
+        if (p->bn == 0) return 0;
     }
+    fab_slot *s = &p->batch[p->bi++];
+    memset(out, 0, sizeof *out);
+    out->kind = s->kind;
+    out->seq = s->seq;
+    out->prev = s->prev;
+    out->frame = s->frame; /* the caller's reference now */
+    out->data = s->data;   /* the caller's now */
+    if (s->r) {
+        out->name = s->r->name;
+        p->held = s->r;
+    }
+    return 1;
 }

@@ -1,26 +1,30 @@
 /* fabric.h - carries bus messages from NATS to the edge's workers, once each.
  *
  * NATS delivers on nats.c's thread; the fabric frames each message there, once (a complete
- * WebSocket text frame holding the sidecast.v1 "event"), and publishes it on a ZeroMQ
- * inproc PUB socket. Each worker has a SUB socket (a fab_port) whose subscriptions follow
- * its local interest, so a message reaches only the workers with subscribers, and all of
- * them share the same bytes (zmq's reference-counted message, wrapped as a wsc_frame). With
- * permessage-deflate on, each event is also compressed there, once, into a second frame
- * (RSV1) attached to the first (wsc_frame_set_deflated): a worker queues the one or the
- * other on each subscriber, without copying and without any per-connection zlib state.
+ * WebSocket text frame holding the sidecast.v1 "event", wrapped as one reference-counted
+ * wsc_frame), and queues a reference to it in the mailbox (a fab_port) of each worker with
+ * local interest in its topic or user, so a message reaches only the workers with
+ * subscribers, and all of them share the same bytes. With permessage-deflate on, each event
+ * is also compressed there, once, into a second frame (RSV1) attached to the first
+ * (wsc_frame_set_deflated): a worker queues the one or the other on each subscriber, without
+ * copying and without any per-connection zlib state.
  *
- * Interest is counted twice: per worker (the port's ZeroMQ subscription, first and last
- * local subscriber) and per process (one NATS subscription per topic or user while any
- * worker has interest). The NATS subjects are the JetStream stream's republished copies,
- * "live.events.<topic>" and "live.users.<sub>", whose Nats-Sequence header is the event's
- * seq and whose Nats-Last-Sequence is the previous seq of the same subject (so a receiver
- * can tell a gap from a quiet topic). auth.revoked is always subscribed and reaches every
- * port, and so does a resync notice after every NATS reconnection (what was published while
- * disconnected did not arrive: look for gaps).
+ * Interest is counted twice: per worker (a bit per port in the name's route, set by the
+ * first local subscriber and cleared by the last) and per process (one NATS subscription per
+ * topic or user while any worker has interest). The NATS subjects are the JetStream
+ * stream's republished copies, "live.events.<topic>" and "live.users.<sub>", whose
+ * Nats-Sequence header is the event's seq and whose Nats-Last-Sequence is the previous seq
+ * of the same subject (so a receiver can tell a gap from a quiet topic). auth.revoked is
+ * always subscribed and reaches every port, and so does a resync notice after every NATS
+ * reconnection (what was published while disconnected did not arrive: look for gaps).
+ *
+ * A mailbox is bounded (100,000 messages; beyond, messages are dropped and counted in
+ * sc_edge_bus_dropped_total) and wakes its worker through an eventfd only when it goes from
+ * empty to not empty. This replaced a ZeroMQ inproc PUB/SUB hop after a measurement
+ * (bench/zmqhop; docs/ARCHITECTURE.md "The fabric").
  *
  * Threads: fab_create/fab_destroy on the main thread; a fab_port and every fab_port_*
- * call on its worker's thread; the NATS callbacks on nats.c's thread (the PUB socket is
- * touched there and under a lock). Prefix fab_. */
+ * call on its worker's thread; the NATS callbacks on nats.c's threads. Prefix fab_. */
 #ifndef EDGE_FABRIC_H
 #define EDGE_FABRIC_H
 
@@ -49,9 +53,11 @@ void fab_destroy(fabric *f); /* after every port is closed; NULL ok */
 
 int fab_port_open(fabric *f, fab_port **out);
 void fab_port_close(fab_port *p); /* drops its interests; NULL ok */
-/* The ZeroMQ socket's file descriptor for the worker's loop. Edge-triggered: after every
- * wake-up and every fab_port call, drain with fab_port_recv until it returns 0. */
+/* The mailbox's eventfd for the worker's loop: readable when messages wait. On every
+ * wake-up, fab_port_ack, then drain with fab_port_recv until it returns 0 (draining also
+ * before sleeping, without an ack, is fine and keeps latency down). */
 int fab_port_fd(const fab_port *p);
+void fab_port_ack(fab_port *p);
 
 /* Starts / stops this port's interest in a topic or user. Counted: only the first watch and
  * the last unwatch of a name act. 0 or a negative code (the NATS subscription failed). */
@@ -65,7 +71,8 @@ void fab_port_settle(fab_port *p);
 
 typedef struct fab_msg {
     enum fab_kind kind;
-    char name[256];    /* topic or user (FAB_EVENT, FAB_USER) */
+    const char *name;  /* topic or user (FAB_EVENT, FAB_USER); valid until the next
+                        * fab_port_recv or fab_port_close */
     wsc_frame *frame;  /* FAB_EVENT, FAB_USER: the framed event, a reference for the caller */
     uint64_t seq;      /* FAB_EVENT, FAB_USER: the event's stream sequence (0: unknown) */
     uint64_t prev;     /* ... and the previous one of the same subject (0: none or unknown) */

@@ -72,7 +72,7 @@ typedef struct wstate {
     wsc_worker *w;
     fab_port *port;
     replay_q *rq;
-    loop_io zio;
+    loop_io port_io;
     pthread_mutex_t vlock;        /* verdicts from the presence thread */
     struct verdict *verdicts;
     struct session *awaiting;     /* sessions waiting for their presence verdict */
@@ -1028,7 +1028,8 @@ static void on_wake(void *ud)
 static void on_port_io(loop_io *io, uint32_t events)
 {
     (void)events;
-    wstate *ws = (wstate *)((char *)io - offsetof(wstate, zio));
+    wstate *ws = (wstate *)((char *)io - offsetof(wstate, port_io));
+    fab_port_ack(ws->port);
     drain_port(ws);
 }
 
@@ -1036,7 +1037,7 @@ static void before_sleep(wsc_worker *w)
 {
     wstate *ws = wsc_worker_data(w);
     fab_port_settle(ws->port); /* before any write: "subscribed" means NATS has it */
-    drain_port(ws);            /* ZMQ_FD is edge-triggered: always look again */
+    drain_port(ws);            /* what came since the last wake-up, without waiting for it */
 }
 
 static int on_worker_start(wsc_worker *w, void *ud)
@@ -1051,9 +1052,9 @@ static int on_worker_start(wsc_worker *w, void *ud)
         free(ws);
         return rc;
     }
-    ws->zio.fd = fab_port_fd(ws->port);
-    ws->zio.fn = on_port_io;
-    if ((rc = loop_add(wsc_worker_loop(w), &ws->zio, EPOLLIN)) != 0) {
+    ws->port_io.fd = fab_port_fd(ws->port);
+    ws->port_io.fn = on_port_io;
+    if ((rc = loop_add(wsc_worker_loop(w), &ws->port_io, EPOLLIN)) != 0) {
         fab_port_close(ws->port);
         free(ws);
         return rc;
@@ -1065,7 +1066,7 @@ static int on_worker_start(wsc_worker *w, void *ud)
         .timeout_ms = 2000,
     };
     if ((rc = replay_q_create(&ws->rq, ctx->b, wsc_worker_loop(w), &rc_cfg)) != 0) {
-        loop_del(wsc_worker_loop(w), &ws->zio);
+        loop_del(wsc_worker_loop(w), &ws->port_io);
         fab_port_close(ws->port);
         free(ws);
         return rc;
@@ -1086,7 +1087,7 @@ static void on_worker_stop(wsc_worker *w, void *ud)
     (void)ud;
     wstate *ws = wsc_worker_data(w);
     if (!ws) return;
-    loop_del(wsc_worker_loop(w), &ws->zio);
+    loop_del(wsc_worker_loop(w), &ws->port_io);
     fab_port_close(ws->port);
     replay_q_destroy(ws->rq);
     loop_set_wake(wsc_worker_loop(w), NULL, NULL);
