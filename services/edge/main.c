@@ -1,6 +1,6 @@
 /* edge - the WebSocket server of Sidecast: configuration and wiring.
  *
- * bus (NATS) -> fabric (frame once, ZeroMQ inproc) -> workers (wsc + session) -> sockets.
+ * bus (NATS) -> fabric (frame once, a mailbox per worker) -> workers (wsc + session) -> sockets.
  * The main thread waits for signals; SIGTERM/SIGINT drain the connections with 1001 over
  * EDGE_DRAIN_TIMEOUT_MS, then exit 0. */
 #include "bus.h"

@@ -6,8 +6,8 @@
  * Threads. EDGE_WORKERS worker threads, each with its own loop (loop.h), its own
  * SO_REUSEPORT listener and the connections it accepted. A connection is touched only by
  * its worker: every handler runs there, and every wsc_conn_* function must be called there.
- * Other threads reach a worker through their own channel into its loop (the edge uses
- * ZeroMQ inproc, added with wsc_worker_loop) or wsc_server_drain.
+ * Other threads reach a worker through their own channel into its loop (the edge's
+ * fabric uses a mailbox with an eventfd, added with wsc_worker_loop) or wsc_server_drain.
  *
  * Memory. An idle open connection holds its wsc_conn and whatever the handlers hang on it:
  * no read buffer (reads go into the worker's buffer and are handled in place), no write
@@ -121,8 +121,8 @@ loop *wsc_worker_loop(wsc_worker *w);
 void *wsc_worker_data(const wsc_worker *w);
 void wsc_worker_set_data(wsc_worker *w, void *data);
 /* Deferred work on the worker thread at the end of each loop iteration, before the
- * iteration's writes (and again before each further round of them): draining an
- * edge-triggered ZeroMQ socket, confirming new NATS subscriptions before "subscribed" goes
+ * iteration's writes (and again before each further round of them): draining the
+ * fabric's mailbox, confirming new NATS subscriptions before "subscribed" goes
  * out. */
 void wsc_worker_set_before_sleep(wsc_worker *w, void (*fn)(wsc_worker *w));
 
