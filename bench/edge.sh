@@ -14,6 +14,7 @@
 #   RUNS=3 BENCH_QUICK=0 bench/edge.sh     BENCH_TARGETS="sidecast nats ws"
 #   IDLE_SIZES="1000 10000 19000" FANOUT_CASES="1000:100 1000:1000 10000:10 10000:100"
 #   FANOUT_SECONDS=3 FANOUT_DRAIN=3 IDLE_SECONDS=2 CONNECT_CONNS=3000 CONNECT_DISTINCT=3000
+# An empty IDLE_SIZES or FANOUT_CASES, or CONNECT_CONNS / CONNECT_DISTINCT of 0, skips that case.
 # Idle opens the sizes in steps on one server (RSS read after each); every case ends its
 # connections with close(2), without the closing handshake (--fast-close): nothing measured
 # depends on it, and an overloaded peer would make each case wait for it.
@@ -29,8 +30,8 @@ else
   d_conn=3000; d_dist=3000
 fi
 TARGETS=${BENCH_TARGETS:-"sidecast nats ws"}
-IDLE_SIZES=${IDLE_SIZES:-$d_idle}
-FANOUT_CASES=${FANOUT_CASES:-$d_fan}
+IDLE_SIZES=${IDLE_SIZES-$d_idle}
+FANOUT_CASES=${FANOUT_CASES-$d_fan}
 FSECS=${FANOUT_SECONDS:-$d_secs}
 ISECS=${IDLE_SECONDS:-2}
 DRAIN=${FANOUT_DRAIN:-3}
@@ -73,7 +74,7 @@ fi
 # cache holds 1024, so each is verified once), CONNECT_DISTINCT for the connect case, and one.
 make_keys
 "$SC" bench tokens --key "$DIR/dev/signing-key.pem" --count 512 >"$DIR/tokens-pool.txt"
-"$SC" bench tokens --key "$DIR/dev/signing-key.pem" --count "$CONNECT_DISTINCT" \
+"$SC" bench tokens --key "$DIR/dev/signing-key.pem" --count "$((CONNECT_DISTINCT > 0 ? CONNECT_DISTINCT : 1))" \
   --user-prefix conn- >"$DIR/tokens-distinct.txt"
 "$SC" bench tokens --key "$DIR/dev/signing-key.pem" --count 1 --user-prefix shared- \
   >"$DIR/tokens-one.txt"
@@ -219,12 +220,12 @@ for run in $(seq 1 "$RUNS"); do
     CUR_TARGET=$t
     group_start "$t"
     # shellcheck disable=SC2086
-    run_idle "$t" "$run" $IDLE_SIZES
+    [ -z "$IDLE_SIZES" ] || run_idle "$t" "$run" $IDLE_SIZES
     for c in $FANOUT_CASES; do run_fanout "$t" "$run" "${c%%:*}" "${c##*:}"; done
     if [ "$t" = sidecast ]; then
-      run_connect "$t" "$run" "$CONNECT_DISTINCT" distinct
-      run_connect "$t" "$run" "$CONNECT_CONNS" one
-    else
+      [ "$CONNECT_DISTINCT" = 0 ] || run_connect "$t" "$run" "$CONNECT_DISTINCT" distinct
+      [ "$CONNECT_CONNS" = 0 ] || run_connect "$t" "$run" "$CONNECT_CONNS" one
+    elif [ "$CONNECT_CONNS" != 0 ]; then
       run_connect "$t" "$run" "$CONNECT_CONNS" -
     fi
     group_stop
