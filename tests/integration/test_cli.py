@@ -112,6 +112,20 @@ def _lines_of(p, want, timeout, out):
     return out
 
 
+def _finish(p, timeout=10):
+    """SIGINT to p, then (rest of stdout, all of stderr) as bytes. Reads stdout through
+    p.stdout itself: communicate() reads the raw pipe and would lose the lines readline()
+    (in _lines_of) had already read ahead into p.stdout's buffer."""
+    p.send_signal(signal.SIGINT)
+    err = []
+    t = threading.Thread(target=lambda: err.append(p.stderr.read()), daemon=True)
+    t.start()
+    out = p.stdout.read()  # to EOF: the CLI exits on SIGINT (the watchdog bounds it)
+    t.join(timeout)
+    p.wait(timeout)
+    return out, err[0] if err else b""
+
+
 def _no_secret(st, user, *texts):
     t = tokens(st, user)
     for text in texts:
@@ -275,8 +289,7 @@ def test_reconnects_after_edge_restart_and_resumes(st):
     finally:
         pub.stop()
         inbox.stop()
-        p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=10)
+        out, err = _finish(p)
     err = err.decode()
     lines += [l for l in out.decode().splitlines() if l]
     for topic in ("prices.XRC", "user"):
