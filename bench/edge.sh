@@ -13,7 +13,8 @@
 # $OUT/edge/.
 #
 #   RUNS=3 BENCH_QUICK=0 bench/edge.sh     BENCH_TARGETS="sidecast nats ws"
-#   IDLE_SIZES="1000 10000 19000" FANOUT_CASES="1000:100 1000:1000 10000:10 10000:100"
+#   IDLE_SIZES="1000 10000 19000"
+#   FANOUT_CASES="1:100 1000:10 1000:100 1000:1000 10000:10 10000:100" (subscribers:msg/s)
 #   FANOUT_SECONDS=3 FANOUT_DRAIN=3 IDLE_SECONDS=2 CONNECT_CONNS=3000 CONNECT_DISTINCT=3000
 # An empty IDLE_SIZES or FANOUT_CASES, or CONNECT_CONNS / CONNECT_DISTINCT of 0, skips that case.
 # Idle opens the sizes in steps on one server (RSS read after each); every case ends its
@@ -27,7 +28,8 @@ OUT=${BENCH_OUT:-$BUILD/bench-run}
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
   d_idle="1000 5000"; d_fan="1000:100 1000:1000 5000:20"; d_secs=3; d_conn=2000; d_dist=1000
 else
-  d_idle="1000 10000 19000"; d_fan="1000:100 1000:1000 10000:10 10000:100"; d_secs=3
+  d_idle="1000 10000 19000"; d_fan="1:100 1000:10 1000:100 1000:1000 10000:10 10000:100"
+  d_secs=3
   d_conn=3000; d_dist=3000
 fi
 TARGETS=${BENCH_TARGETS:-"sidecast nats ws"}
