@@ -29,9 +29,9 @@ static struct {
     char *nats_url, *listen, *edge_id, *public_url, *origins, *keys_file, *issuer, *audience;
     char *stream, *storage, *redis_url;
     int log_level, deflate;
-    long workers, leeway, max_message, max_connections, outbound_limit, rate_limit, rate_burst,
-        ping_ms, pong_ms, auth_ms, handshake_ms, drain_ms, close_ms, warning_s, max_subs, max_errors,
-        history_age_s, history_bytes, history_replicas, max_publish, replay_inflight,
+    long workers, leeway, max_message, max_connections, max_per_ip, outbound_limit, rate_limit,
+        rate_burst, ping_ms, pong_ms, auth_ms, handshake_ms, drain_ms, close_ms, warning_s,
+        max_subs, max_errors, history_age_s, history_bytes, history_replicas, max_publish, replay_inflight,
         replay_max, presence_ttl, max_per_user, inbox_hold_ms, deflate_min;
 } cfg;
 
@@ -70,6 +70,10 @@ static const cfg_opt options[] = {
      16777216, &cfg.max_publish},
     {"EDGE_MAX_CONNECTIONS", CFG_INT, "10000", "connections per edge process (over: 503)", 0,
      1, 1000000, &cfg.max_connections},
+    {"EDGE_MAX_CONNECTIONS_PER_IP", CFG_INT, "0",
+     "connections per source address (IPv6: per /64) on this edge; over: the upgrade is "
+     "answered 429 (0: no limit; leave it off behind a proxy or ingress, where every "
+     "connection comes from the proxy's address)", 0, 0, 1000000, &cfg.max_per_ip},
     {"EDGE_OUTBOUND_LIMIT", CFG_INT, "1048576",
      "bytes queued for one client before it is closed 4008", 0, 4096, 1073741824,
      &cfg.outbound_limit},
@@ -325,6 +329,7 @@ int main(int argc, char **argv)
         .max_message = (size_t)cfg.max_message,
         .max_outbound = (size_t)cfg.outbound_limit,
         .max_connections = (int)cfg.max_connections,
+        .max_per_ip = (int)cfg.max_per_ip,
         .handshake_timeout_ms = (int)cfg.handshake_ms,
         .ping_interval_ms = (int)cfg.ping_ms,
         .pong_timeout_ms = (int)cfg.pong_ms,

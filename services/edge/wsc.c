@@ -2,6 +2,7 @@
 #include "wsc.h"
 
 #include "cfg.h"
+#include "iplimit.h"
 #include "log.h"
 #include "metrics.h"
 #include "utf8.h"
@@ -63,7 +64,7 @@ struct wsc_conn {
     uint64_t last_rx, ping_sent;
     uint8_t state;
     bool writable, peer_closed, close_after_flush, opened, upgraded, pending, ping_out,
-        read_again, lingering;
+        read_again, lingering, ip_counted;
     uint16_t close_code;
     bool deflate;             /* permessage-deflate negotiated, with pmd: */
     ws_pmd pmd;
@@ -79,6 +80,7 @@ struct wsc_conn {
     size_t msg_cap;
     ws_reader reader;
     char peer[56]; /* "[v6 address]:port" */
+    uint8_t ipkey[16]; /* the source's key in the per-address count (ip_counted) */
 };
 
 struct wsc_worker {
@@ -115,6 +117,8 @@ struct wsc_server {
     _Atomic uint64_t next_id;
     _Atomic int drain_ms; /* > 0: a drain was asked for */
     _Atomic int stop;
+    iplimit *per_ip;        /* cfg.max_per_ip > 0: open connections per source address */
+    metric *m_rejected_ip;
     metric *m_conns, *m_accepted, *m_rejected_full, *m_hs_ok, *m_hs_fail, *m_msgs_in,
         *m_bytes_in, *m_frames_out, *m_bytes_out, *m_slow, *m_aborts, *m_deflate_conns;
 };
@@ -271,6 +275,7 @@ static void conn_free(wsc_conn *c)
     if (c->next) c->next->prev = c->prev;
     w->nconns--;
     atomic_fetch_sub(&s->nconns, 1);
+    if (c->ip_counted) iplimit_release(s->per_ip, c->ipkey);
     metric_add(s->m_conns, -1);
     queue_clear(c);
     free(c->hs);
@@ -869,10 +874,30 @@ static void worker_accept(loop_io *io, uint32_t events)
             metric_inc(s->m_rejected_full);
             continue;
         }
+        uint8_t ipkey[16];
+        bool counted = false;
+        if (s->per_ip && iplimit_key((struct sockaddr *)&ss, ipkey) == 0) {
+            if (!iplimit_acquire(s->per_ip, ipkey)) {
+                char out[WS_HTTP_RESPONSE_MAX];
+                int n = ws_http_write_error(out, sizeof out, 429,
+                                            "too many connections from this address");
+                if (n > 0 && write(fd, out, (size_t)n) < 0) { /* best effort */
+                }
+                close(fd);
+                metric_inc(s->m_rejected_ip);
+                continue;
+            }
+            counted = true;
+        }
         wsc_conn *c = calloc(1, sizeof *c);
         if (!c) {
+            if (counted) iplimit_release(s->per_ip, ipkey);
             close(fd);
             continue;
+        }
+        if (counted) {
+            c->ip_counted = true;
+            memcpy(c->ipkey, ipkey, sizeof ipkey);
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -898,6 +923,7 @@ static void worker_accept(loop_io *io, uint32_t events)
             snprintf(c->peer, sizeof c->peer, "[%s]:%u", ip, ntohs(a->sin6_port));
         }
         if (loop_add(w->l, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP) != 0) {
+            if (c->ip_counted) iplimit_release(s->per_ip, c->ipkey);
             close(fd);
             free(c);
             continue;
@@ -1053,6 +1079,14 @@ int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers
     s->m_accepted = metrics_counter("sc_edge_accepted_total", NULL, "TCP connections accepted");
     s->m_rejected_full = metrics_counter("sc_edge_rejected_total", "reason=\"full\"",
                                          "connections refused before the handshake");
+    s->m_rejected_ip = metrics_counter("sc_edge_rejected_total", "reason=\"per_ip\"",
+                                       "connections refused before the handshake");
+    if (cfg->max_per_ip > 0 &&
+        iplimit_create(&s->per_ip, (uint32_t)cfg->max_per_ip,
+                       (uint32_t)(cfg->max_connections > 0 ? cfg->max_connections : 1)) != 0) {
+        free(s);
+        return -ENOMEM;
+    }
     s->m_hs_ok = metrics_counter("sc_edge_handshakes_total", "result=\"ok\"",
                                  "WebSocket handshakes by result");
     s->m_hs_fail = metrics_counter("sc_edge_handshakes_total", "result=\"refused\"",
@@ -1167,6 +1201,7 @@ void wsc_server_stop(wsc_server *s)
         free(w);
     }
     free(s->workers);
+    iplimit_destroy(s->per_ip);
     free(s);
 }
 

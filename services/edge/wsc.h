@@ -93,6 +93,8 @@ typedef struct wsc_config {
     size_t max_message;            /* largest incoming message; larger: close 1009 */
     size_t max_outbound;           /* bytes queued for one connection; over: close 4008 */
     int max_connections;           /* per process; over: the handshake is answered 503 */
+    int max_per_ip;                /* per source address (IPv6: per /64), every worker;
+                                    * over: answered 429 (0: no limit) */
     int handshake_timeout_ms;      /* TCP accept to complete upgrade request */
     int ping_interval_ms;          /* a ping after this much silence from the peer (0: off) */
     int pong_timeout_ms;           /* no traffic at all for this long after a ping: abort */

@@ -694,6 +694,7 @@ int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt
         {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)gw_mhd_log, NULL}, /* first: see MHD docs */
         {MHD_OPTION_SOCK_ADDR, 0, &ss},
         {MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections, NULL},
+        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_per_ip, NULL}, /* 0: none */
         {MHD_OPTION_CONNECTION_TIMEOUT, cfg->client_timeout_s, NULL},
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)cfg->conn_memory, NULL},
         {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)gw_uri_cb, s},

@@ -28,7 +28,7 @@ typedef struct gw_config {
     char *jwt_audience;
     long jwt_leeway;
     long max_body;
-    long max_connections;
+    long max_connections, max_per_ip;
     long client_timeout;
     long request_timeout_ms;
     long threads;
@@ -60,6 +60,10 @@ static const cfg_opt gw_opts[] = {
      512 * 1024, &gw_cfg.max_body},
     {"GATEWAY_MAX_CONNECTIONS", CFG_INT, "1024", "concurrent HTTP connections", 0, 1, 65536,
      &gw_cfg.max_connections},
+    {"GATEWAY_MAX_CONNECTIONS_PER_IP", CFG_INT, "0",
+     "concurrent connections per client address; more are closed at once (0: no limit; "
+     "leave it off behind an ingress, where every connection comes from the ingress)", 0, 0,
+     65536, &gw_cfg.max_per_ip},
     {"GATEWAY_CLIENT_TIMEOUT", CFG_INT, "30", "idle/slow client timeout, seconds", 0, 1, 3600,
      &gw_cfg.client_timeout},
     {"GATEWAY_REQUEST_TIMEOUT_MS", CFG_INT, "10000",
@@ -133,6 +137,7 @@ int main(int argc, char **argv)
         .listen = gw_cfg.listen,
         .max_body = (size_t)gw_cfg.max_body,
         .max_connections = (unsigned)gw_cfg.max_connections,
+        .max_per_ip = (unsigned)gw_cfg.max_per_ip,
         .client_timeout_s = (unsigned)gw_cfg.client_timeout,
         .request_timeout_ms = gw_cfg.request_timeout_ms,
         .threads = (unsigned)gw_cfg.threads,

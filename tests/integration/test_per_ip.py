@@ -1,0 +1,153 @@
+"""Connections per source address on both public ports: EDGE_MAX_CONNECTIONS_PER_IP (an
+upgrade over it is answered 429) and GATEWAY_MAX_CONNECTIONS_PER_IP (libmicrohttpd closes a
+connection over it at once). Loopback has every 127.0.0.0/8 address, so a second source is a
+bind() away. Both limits are off by default (behind an ingress every connection comes from
+the ingress); this module turns them on."""
+import base64
+import os
+import socket
+import time
+
+import harness
+import wsclient
+from wsclient import WS
+
+SERVICES = ("auth", "gateway", "edge")
+EDGE_CAP, GW_CAP = 5, 3
+ENV = {
+    "edge": {"EDGE_MAX_CONNECTIONS_PER_IP": str(EDGE_CAP), "EDGE_WORKERS": "2"},
+    "gateway": {"GATEWAY_MAX_CONNECTIONS_PER_IP": str(GW_CAP)},
+}
+
+
+def _sock(src, port, timeout=5):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.bind((src, 0))
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def _upgrade(st, src, token):
+    """A raw upgrade from source address src: (socket, status code or None on EOF)."""
+    s = _sock(src, st.edge_port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(("GET /ws?access_token=%s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+               "\r\n" % (token, key)).encode())
+    head = b""
+    while b"\r\n" not in head:
+        try:
+            chunk = s.recv(4096)
+        except (ConnectionResetError, socket.timeout):
+            chunk = b""
+        if not chunk:
+            return s, None
+        head += chunk
+    return s, int(head.split(b" ", 2)[1])
+
+
+def _metric(st, name):
+    """A metric of the edge, read from 127.0.0.4: /metrics is on the edge's port, so a scrape
+    from a capped address would be refused too."""
+    s = _sock("127.0.0.4", st.edge_port)
+    try:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_edge_caps_connections_per_address(st):
+    token = st.token()["access_token"]
+    rejected = _metric(st, 'sc_edge_rejected_total{reason="per_ip"}')
+    held = []
+    try:
+        for _ in range(EDGE_CAP):
+            s, code = _upgrade(st, "127.0.0.1", token)
+            held.append(s)
+            assert code == 101, code
+        s, code = _upgrade(st, "127.0.0.1", token)
+        s.close()
+        assert code == 429, code
+        assert _metric(st, 'sc_edge_rejected_total{reason="per_ip"}') == rejected + 1
+        s, code = _upgrade(st, "127.0.0.3", token)  # another source is not affected
+        held.append(s)
+        assert code == 101, code
+        held.pop(0).close()  # one of 127.0.0.1's goes: its slot comes back
+        deadline = time.monotonic() + 5 * harness.SLOW
+        while True:
+            s, code = _upgrade(st, "127.0.0.1", token)
+            held.append(s)
+            if code == 101 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert code == 101, code
+        print("  6th connection from 127.0.0.1: 429; from 127.0.0.3: 101; after a close: 101")
+    finally:
+        for s in held:
+            s.close()
+    # every slot is returned: a full set from one address works again
+    deadline = time.monotonic() + 5 * harness.SLOW
+    ws = []
+    try:
+        while len(ws) < EDGE_CAP and time.monotonic() < deadline:
+            try:
+                w = WS.connect(st.edge_url, token=token)
+                w.recv_json(5, type="welcome")
+                ws.append(w)
+            except (AssertionError, OSError, wsclient.HandshakeError):
+                time.sleep(0.05)
+        assert len(ws) == EDGE_CAP, len(ws)
+    finally:
+        for w in ws:
+            w.close()
+
+
+def _get_healthz(src, port):
+    """Status of GET /healthz from src, or None when the gateway closed the connection."""
+    s = _sock(src, port)
+    try:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            try:
+                chunk = s.recv(4096)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                break
+            data += chunk
+        return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else None
+    finally:
+        s.close()
+
+
+def test_gateway_caps_connections_per_address(st):
+    port = st.gateway_port
+    assert _get_healthz("127.0.0.1", port) == 200
+    held = [_sock("127.0.0.1", port) for _ in range(GW_CAP)]  # idle, counted
+    try:
+        time.sleep(0.2 * harness.SLOW)  # accepted by the daemon
+        assert _get_healthz("127.0.0.1", port) is None
+        assert _get_healthz("127.0.0.2", port) == 200
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + 5 * harness.SLOW
+    code = None
+    while code != 200 and time.monotonic() < deadline:
+        code = _get_healthz("127.0.0.1", port)
+        if code != 200:
+            time.sleep(0.05)
+    assert code == 200, code
+    print("  4th connection from 127.0.0.1: closed unanswered; from 127.0.0.2: 200")
