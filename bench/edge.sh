@@ -16,7 +16,8 @@
 #   IDLE_SIZES="1000 10000 19000"
 #   FANOUT_CASES="1:100 1000:10 1000:100 1000:1000 10000:10 10000:100" (subscribers:msg/s)
 #   FANOUT_SECONDS=3 FANOUT_DRAIN=3 IDLE_SECONDS=2 CONNECT_CONNS=3000 CONNECT_DISTINCT=3000
-# An empty IDLE_SIZES or FANOUT_CASES, or CONNECT_CONNS / CONNECT_DISTINCT of 0, skips that case.
+# DEFLATE_CASES="1000:100": fan-outs repeated for the edge with clients on permessage-deflate.
+# An empty IDLE_SIZES, FANOUT_CASES or DEFLATE_CASES, or CONNECT_CONNS / CONNECT_DISTINCT of 0, skips that case.
 # Idle opens the sizes in steps on one server (RSS read after each); every case ends its
 # connections with close(2), without the closing handshake (--fast-close): nothing measured
 # depends on it, and an overloaded peer would make each case wait for it.
@@ -35,6 +36,7 @@ fi
 TARGETS=${BENCH_TARGETS:-"sidecast nats ws"}
 IDLE_SIZES=${IDLE_SIZES-$d_idle}
 FANOUT_CASES=${FANOUT_CASES-$d_fan}
+DEFLATE_CASES=${DEFLATE_CASES-1000:100}
 FSECS=${FANOUT_SECONDS:-$d_secs}
 ISECS=${IDLE_SECONDS:-2}
 DRAIN=${FANOUT_DRAIN:-3}
@@ -190,8 +192,10 @@ run_idle() { # TARGET RUN N1 N2 ...: one server, the connections opened in steps
   server_stop
 }
 
-run_fanout() { # TARGET RUN N RATE
-  local t=$1 r=$2 n=$3 rate=$4 tag="$1-fanout-$3-$4-r$2"
+run_fanout() { # TARGET RUN N RATE [deflate]
+  local t=$1 r=$2 n=$3 rate=$4 kind=fanout extra=""
+  if [ "${5:-}" = deflate ]; then kind=fanout-deflate; extra=--deflate; fi
+  local tag="$1-$kind-$3-$4-r$2"
   server_start "$t"
   if [ "$t" = sidecast ]; then
     "$BUILD/tests/tools/busctl" "$NATS_URL" req "\$JS.API.STREAM.PURGE.SIDECAST" '{}' 5000 \
@@ -201,9 +205,9 @@ run_fanout() { # TARGET RUN N RATE
   "$SC" bench fanout --target "$t" --url "$URL" $(auth_args "$t" pool) --conns "$n" \
     --procs "$(procs_for "$n")" --source "$SOURCES" --topic "$TOPIC" --nats "$NATS_URL" \
     --rate "$rate" --seconds "$FSECS" --drain "$DRAIN" --setup-timeout 90 --pid "$PIDS" \
-    --fast-close --json \
+    --fast-close --json $extra \
     --hist "$OUT/hist/$tag.txt" >"$DIR/$tag.out" 2>"$DIR/$tag.err" || true
-  record "$t fanout $n $rate" "$r" "$DIR/$tag.out"
+  record "$t $kind $n $rate" "$r" "$DIR/$tag.out"
   if [ "$t" = sidecast ]; then
     curl -fs "http://127.0.0.1:$EDGE_PORT/metrics" >"$DIR/$tag.metrics" 2>/dev/null || true
   fi
@@ -232,6 +236,9 @@ for run in $(seq 1 "$RUNS"); do
     # shellcheck disable=SC2086
     [ -z "$IDLE_SIZES" ] || run_idle "$t" "$run" $IDLE_SIZES
     for c in $FANOUT_CASES; do run_fanout "$t" "$run" "${c%%:*}" "${c##*:}"; done
+    if [ "$t" = sidecast ]; then # the same with every client on permessage-deflate
+      for c in $DEFLATE_CASES; do run_fanout "$t" "$run" "${c%%:*}" "${c##*:}" deflate; done
+    fi
     if [ "$t" = sidecast ]; then
       [ "$CONNECT_DISTINCT" = 0 ] || run_connect "$t" "$run" "$CONNECT_DISTINCT" distinct
       [ "$CONNECT_DISTINCT" = 0 ] ||

@@ -153,6 +153,30 @@ def fanout_table(runs):
     return "\n".join(lines), "\n".join(rl), cpu, ratios
 
 
+def deflate_table(runs):
+    """The edge's fan-outs with every client on permessage-deflate, beside the same case with
+    plain frames (same run)."""
+    lines = ["| subscribers × msg/s | frames | compressed frames received | server CPU "
+             "µs/delivery | p50 / p99 ms | every event, in order |", "|---|---|---|---|---|---|"]
+    found = False
+    for case in sorted(runs):
+        p = case.split()
+        if p[0] != "sidecast" or p[1] != "fanout-deflate":
+            continue
+        found = True
+        n, rate = int(p[2]), int(p[3])
+        for label, rows in (("plain", runs.get("sidecast fanout %d %d" % (n, rate), [])),
+                            ("permessage-deflate", runs[case])):
+            if not rows:
+                continue
+            lines.append("| %s × %s | %s | %s | %s | %s / %s | %s |" % (
+                fmt(n), fmt(rate), label, fmt(med(rows, "compressed_frames") or 0),
+                fmt(med(rows, "cpu_us_per_delivery"), "{:.2f}"),
+                fmt(med(rows, "lat_p50_ms"), "{:.2f}"), fmt(med(rows, "lat_p99_ms"), "{:.2f}"),
+                "yes" if all(r.get("complete") for r in rows) else "no"))
+    return "\n".join(lines) if found else "(no permessage-deflate case in this run)"
+
+
 def connect_table(runs):
     lines = ["| server | tokens | connections | handshakes/s (wall) | per server CPU second | "
              "handshake p50 / p99 ms | all ready |", "|---|---|---|---|---|---|---|"]
@@ -350,6 +374,7 @@ def main():
         "FANOUT": fan_md,
         "RATIOS": ratio_md,
         "CONNECT": conn_md,
+        "DEFLATE": deflate_table(runs),
         "GATEWAY": read("gateway.md", "(the gateway case did not run)"),
         "LATCASE": "%s subscribers × %s msg/s" % (fmt(lat_case[0]), fmt(lat_case[1])),
         "PLOTS": "" if drew else "(gnuplot was missing when this page was generated: no plots)",

@@ -44,6 +44,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <jansson.h>
 
@@ -143,19 +144,22 @@ enum { OP_CONT = 0, OP_TEXT = 1, OP_BIN = 2, OP_CLOSE = 8, OP_PING = 9, OP_PONG 
 
 typedef struct sframe {
     int op;
-    bool fin;
+    bool fin, rsv1;
     const uint8_t *payload;
     size_t len;
 } sframe;
 
 /* One server frame at p (n bytes): its size (> 0), 0 when more bytes are needed, -1 for a
- * frame a server must not send (masked, RSV bits, long control frame, over PART_MAX). */
-static long sframe_parse(const uint8_t *p, size_t n, sframe *f)
+ * frame a server must not send (masked, RSV bits but RSV1 on a data frame when rsv1_ok,
+ * long control frame, over PART_MAX). */
+static long sframe_parse(const uint8_t *p, size_t n, bool rsv1_ok, sframe *f)
 {
     if (n < 2) return 0;
-    if ((p[0] & 0x70) || (p[1] & 0x80)) return -1;
     f->fin = (p[0] & 0x80) != 0;
     f->op = p[0] & 0x0f;
+    f->rsv1 = (p[0] & 0x40) != 0;
+    if ((p[0] & 0x30) || (p[1] & 0x80)) return -1;
+    if (f->rsv1 && (!rsv1_ok || f->op >= OP_CLOSE || f->op == OP_CONT)) return -1;
     uint64_t len = p[1] & 0x7f;
     size_t hdr = 2;
     if (len == 126) {
@@ -263,7 +267,7 @@ static struct {
     int npids;
     struct in_addr sources[MAX_SOURCES];
     int nsources;
-    bool json, quiet, fast_close;
+    bool json, quiet, fast_close, deflate;
     const char *hist_file;
     long steps[MAX_STEPS]; /* idle: connection counts to stop at, ascending; the last is conns */
     int nsteps;
@@ -281,7 +285,7 @@ enum cstate {
 typedef struct conn {
     int fd;
     uint8_t state, topic;
-    bool settled, failed, lost, clean;
+    bool settled, failed, lost, clean, deflate; /* deflate: permessage-deflate agreed */
     uint32_t plen, pcap, nlen, ncap;
     uint8_t *part; /* carried-over bytes of an unfinished frame or head */
     uint8_t *nbuf; /* nats: carried-over bytes of an unfinished protocol line or message */
@@ -295,7 +299,7 @@ typedef struct crec { /* child -> parent */
     uint32_t type;    /* R_PROGRESS, R_READY, R_FINAL (a histogram follows) */
     int32_t conns, settled, ready, failed, lost, unclean, complete;
     uint64_t events, gaps, disorder, other, error_frames, bad_frames, send_errors, pings;
-    uint64_t lat_n, min_ev, max_ev;
+    uint64_t lat_n, min_ev, max_ev, deflate_conns, compressed;
     int64_t lat_max, t_first_open, t_last_ready, t_first_event, t_last_event;
     double cpu_s;
 } crec;
@@ -313,9 +317,14 @@ typedef struct worker {
     uint64_t *hist;
     _Atomic uint64_t events;
     _Atomic int ready;
-    uint64_t other, error_frames, bad_frames, send_errors, pings, lat_n;
+    uint64_t other, error_frames, bad_frames, send_errors, pings, lat_n, compressed;
     int64_t lat_max, t_first_open, t_last_ready, t_first_event, t_last_event;
     int printed;
+    /* permessage-deflate (--deflate): one inflate stream per thread, reset per message (the
+     * server takes no context over), and its output buffer */
+    z_stream zi;
+    bool zi_ready;
+    uint8_t *ibuf;
     pthread_t th;
 } worker;
 
@@ -608,12 +617,37 @@ static void on_nats_payload(worker *w, conn *c, const uint8_t *p, size_t n, int6
     c->nlen = (uint32_t)(total - used);
 }
 
+/* Inflates one permessage-deflate message (RFC 7692 §7.2.2: the payload plus 00 00 ff ff)
+ * into w->ibuf: its length, or -1 (corrupt, or over PART_MAX once inflated). */
+static long inflate_message(worker *w, const uint8_t *p, size_t n)
+{
+    static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
+    if (!w->zi_ready) {
+        if (inflateInit2(&w->zi, -15) != Z_OK) return -1;
+        w->zi_ready = true;
+    }
+    if (!w->ibuf && !(w->ibuf = malloc(PART_MAX))) return -1;
+    inflateReset(&w->zi);
+    w->zi.next_out = w->ibuf;
+    w->zi.avail_out = PART_MAX;
+    for (int part = 0; part < 2; part++) {
+        w->zi.next_in = (Bytef *)(part ? tail : p);
+        w->zi.avail_in = (uInt)(part ? sizeof tail : n);
+        while (w->zi.avail_in > 0) {
+            int rc = inflate(&w->zi, Z_SYNC_FLUSH);
+            if (rc == Z_STREAM_END) break;
+            if (rc != Z_OK || w->zi.avail_out == 0) return -1;
+        }
+    }
+    return (long)(PART_MAX - w->zi.avail_out);
+}
+
 static size_t on_frames(worker *w, conn *c, const uint8_t *buf, size_t len, int64_t t_read)
 {
     size_t off = 0;
     while (off < len && c->state != C_DONE) {
         sframe f;
-        long used = sframe_parse(buf + off, len - off, &f);
+        long used = sframe_parse(buf + off, len - off, c->deflate, &f);
         if (used == 0) break;
         if (used < 0) {
             w->bad_frames++;
@@ -625,6 +659,17 @@ static size_t on_frames(worker *w, conn *c, const uint8_t *buf, size_t len, int6
         case OP_TEXT:
         case OP_BIN:
         case OP_CONT:
+            if (f.rsv1) { /* compressed (permessage-deflate): inflated into w->ibuf */
+                long n = inflate_message(w, f.payload, f.len);
+                if (n < 0 || !f.fin) {
+                    w->bad_frames++;
+                    conn_fail(w, c, n < 0 ? "bad compressed message" : "fragmented message");
+                    return len;
+                }
+                w->compressed++;
+                f.payload = w->ibuf;
+                f.len = (size_t)n;
+            }
             if (O.target == T_NATS) {
                 on_nats_payload(w, c, f.payload, f.len, t_read);
             } else if (!f.fin || f.op == OP_CONT) {
@@ -717,6 +762,7 @@ static void on_readable(worker *w, conn *c)
             conn_fail(w, c, "no 101");
             return;
         }
+        c->deflate = O.deflate && memmem(buf, off, "permessage-deflate", 18) != NULL;
         c->state = C_WELCOME;
     }
     off += on_frames(w, c, buf + off, len - off, t_read);
@@ -737,9 +783,12 @@ static void on_writable(worker *w, conn *c)
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                     "Sec-WebSocket-Version: 13\r\n%s%s%s%s\r\n",
+                     "Sec-WebSocket-Version: 13\r\n%s%s%s%s%s\r\n",
                      O.path, O.host, O.port,
                      O.target == T_SIDECAST ? "Sec-WebSocket-Protocol: sidecast.v1\r\n" : "",
+                     O.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                                 "client_no_context_takeover; server_no_context_takeover\r\n"
+                               : "",
                      tok ? "Authorization: Bearer " : "", tok ? tok : "", tok ? "\r\n" : "");
     if (n < 0 || (size_t)n >= sizeof req || send_raw(w, c, (const uint8_t *)req, (size_t)n)) {
         conn_fail(w, c, "upgrade request not sent");
@@ -886,6 +935,7 @@ static void child_counts(worker *ws, int nthreads, conn *conns, long n, crec *r,
         r->lost += c->lost;
         r->unclean += !c->clean && !c->lost;
         r->complete += !c->gaps && !c->disorder && !c->lost;
+        r->deflate_conns += c->deflate;
     }
     if (r->min_ev == UINT64_MAX) r->min_ev = 0;
     for (int i = 0; i < nthreads; i++) {
@@ -895,6 +945,7 @@ static void child_counts(worker *ws, int nthreads, conn *conns, long n, crec *r,
         r->bad_frames += w->bad_frames;
         r->send_errors += w->send_errors;
         r->pings += w->pings;
+        r->compressed += w->compressed;
         r->lat_n += w->lat_n;
         if (w->lat_max > r->lat_max) r->lat_max = w->lat_max;
         if (w->t_first_open && (!r->t_first_open || w->t_first_open < r->t_first_open))
@@ -1360,6 +1411,8 @@ static int run_parent(void)
         a.bad_frames += r->bad_frames;
         a.send_errors += r->send_errors;
         a.pings += r->pings;
+        a.deflate_conns += r->deflate_conns;
+        a.compressed += r->compressed;
         a.lat_n += r->lat_n;
         if (r->ready && r->min_ev < a.min_ev) a.min_ev = r->min_ev;
         if (r->max_ev > a.max_ev) a.max_ev = r->max_ev;
@@ -1412,6 +1465,8 @@ static int run_parent(void)
         printf(",\"other\":%" PRIu64 ",\"error_frames\":%" PRIu64 ",\"bad_frames\":%" PRIu64
                ",\"send_errors\":%" PRIu64 ",\"pings\":%" PRIu64 ",\"client_cpu_s\":%.3f",
                a.other, a.error_frames, a.bad_frames, a.send_errors, a.pings, client_cpu);
+        printf(",\"deflate\":%s,\"deflate_conns\":%" PRIu64 ",\"compressed_frames\":%" PRIu64,
+               O.deflate ? "true" : "false", a.deflate_conns, a.compressed);
         printf(",\"servers\":[");
         for (int i = 0; i < O.npids; i++)
             printf("%s{\"pid\":%ld,\"cpu_s\":%.3f,\"rss_before_kib\":%ld,\"rss_start_kib\":%ld,"
@@ -1514,6 +1569,8 @@ static const char usage_bench[] =
     "  --json                one JSON result line on stdout; --hist FILE latency histogram\n"
     "  --quiet               no progress line on stderr\n"
     "  --fast-close          end with close(2), no closing handshake\n"
+    "  --deflate             offer permessage-deflate (no context takeover either way) and\n"
+    "                        inflate compressed messages (sidecast, ws)\n"
     "Exit: 0 every connection ready (fanout: and every event, in order), 3 not, 2 usage.\n";
 
 static int parse_source(const char *s)
@@ -1745,6 +1802,7 @@ int cli_bench(int argc, char **argv)
         {"drain", required_argument, NULL, 'd'},   {"setup-timeout", required_argument, NULL, 'o'},
         {"prefix", required_argument, NULL, 'x'},  {"quiet", no_argument, NULL, 'q'},
         {"fast-close", no_argument, NULL, 'F'},
+        {"deflate", no_argument, NULL, 'Z'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     int o;
     optind = 1;
@@ -1802,6 +1860,7 @@ int cli_bench(int argc, char **argv)
         case 'x': snprintf(O.prefix, sizeof O.prefix, "%s", optarg); break;
         case 'q': O.quiet = true; break;
         case 'F': O.fast_close = true; break;
+        case 'Z': O.deflate = true; break;
         case 'h': fputs(usage_bench, stdout); return 0;
         default: fputs(usage_bench, stderr); return 2;
         }
