@@ -368,16 +368,17 @@ int fab_port_open(fabric *f, fab_port **out)
         free(p);
         return rc;
     }
+    p->f = f; /* before it is published: a revocation may reach it at once */
     pthread_rwlock_wrlock(&f->ports_lock);
     p->idx = f->nports < FAB_PORTS ? f->nports++ : -1;
     if (p->idx >= 0) f->ports[p->idx] = p;
     pthread_rwlock_unlock(&f->ports_lock);
     if (p->idx < 0) {
         log_error("fabric: too many workers", "max=%d", FAB_PORTS);
+        p->f = NULL; /* never published: nothing to unhook */
         fab_port_close(p);
         return -EINVAL;
     }
-    p->f = f;
     *out = p;
     return 0;
 }
