@@ -327,6 +327,34 @@ def test_slow_client_closed_4008_others_keep_receiving(st):
     fast.close()
 
 
+def test_the_log_holds_no_token(st):
+    """Tokens reach the edge in the header, the query, the first message and refresh, valid
+    or forged: none of them, nor a signature, may show up in its log (debug level here)."""
+    good, other = _token(st), _token(st, "bob")
+    forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+    ws = WS.connect(st.edge_url, token=good)
+    ws.recv_json(5, type="welcome")
+    ws.send_json({"type": "refresh", "token": other})  # another user's: refused
+    ws.send_json({"type": "refresh", "token": forged})
+    ws.close()
+    ws = WS.connect(wsclient.ws_url(st.edge_url, access_token=forged))
+    ws.expect_close(5)
+    ws = WS.connect(st.edge_url)
+    ws.send_json({"type": "auth", "token": forged})
+    ws.expect_close(5)
+    ws = WS.connect(st.edge_url)
+    ws.send_json({"type": "auth", "token": other})
+    ws.recv_json(5, type="welcome")
+    ws.close()
+    time.sleep(0.3)
+    with open(st.procs["edge"].log_path, "rb") as f:
+        log = f.read().decode(errors="replace")
+    assert "session authenticated" in log  # the log is the debug one, and written
+    for tok in (good, other, forged):
+        assert tok not in log, "a token is in the edge's log"
+        assert tok.split(".")[2] not in log, "a token signature is in the edge's log"
+
+
 def test_sigterm_drains_with_1001(st):
     clients = [_connect(st) for _ in range(10)]
     st.procs["edge"].p.send_signal(signal.SIGTERM)
