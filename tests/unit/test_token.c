@@ -1017,6 +1017,60 @@ TEST(crit_and_typ_headers)
     free(payload);
 }
 
+/* RFC 8725 §3.7: the JSON of a signed token is still hostile input. jansson refuses invalid
+ * UTF-8 and, without JSON_ALLOW_NUL, a \u0000 in a string; a sub with NUL would otherwise end
+ * early in C ("alice\0admin" read as "alice"). §3.5/§3.6: jku, x5u, jwk and x5c name keys
+ * the verifier must never fetch or trust: the key comes from kid in the configured keyset. */
+TEST(hostile_json_and_key_urls_in_signed_tokens)
+{
+    char *t, *payload = NULL;
+
+    REQUIRE(setup());
+    /* a good token's claims with one change each: the change alone must make it fail */
+    char *good = claims_text(claims());
+    REQUIRE(strstr(good, "\"sub\":\"alice\""));
+    static const char *const subs[] = {
+        "\"sub\":\"ali\xc3\x28" "ce\"",            /* invalid UTF-8 */
+        "\"sub\":\"\xff\"",                         /* not UTF-8 at all */
+        "\"sub\":\"alice\\u0000admin\"",           /* NUL: "alice" to C */
+        "\"sub\":\"alice\",\"sub\":\"admin\"",       /* duplicate member */
+    };
+    t = forge("{\"alg\":\"ES256\",\"kid\":\"ec1\"}", good, fx.ec, NULL);
+    CHECK_EQ_INT(verify(t), TOKEN_OK); /* the base is good */
+    free(t);
+    for (size_t i = 0; i < sizeof subs / sizeof *subs; i++) {
+        char *at = strstr(good, "\"sub\":\"alice\"");
+        char *bad = xprintf("%.*s%s%s", (int)(at - good), good, subs[i],
+                            at + strlen("\"sub\":\"alice\""));
+        t = forge("{\"alg\":\"ES256\",\"kid\":\"ec1\"}", bad, fx.ec, NULL);
+        CHECK_EQ_INT(verify(t), TOKEN_EMALFORMED);
+        free(t);
+        free(bad);
+    }
+    t = forge("{\"alg\":\"ES256\",\"kid\":\"e\xc3\x28\"}", good, fx.ec, NULL); /* header */
+    CHECK_EQ_INT(verify(t), TOKEN_EMALFORMED);
+    free(t);
+    free(good);
+    /* key URLs and embedded keys are ignored: with the keyset's key the token is good, signed
+     * by the key they point at (or embed) it is not */
+    payload = claims_text(claims());
+    static const char *const urls[] = {
+        "{\"alg\":\"ES256\",\"kid\":\"ec1\",\"jku\":\"http://127.0.0.1:1/jwks.json\"}",
+        "{\"alg\":\"ES256\",\"kid\":\"ec1\",\"x5u\":\"http://127.0.0.1:1/cert.pem\"}",
+        "{\"alg\":\"ES256\",\"kid\":\"ec1\",\"jwk\":{\"kty\":\"EC\",\"crv\":\"P-256\"}}",
+        "{\"alg\":\"ES256\",\"kid\":\"ec1\",\"x5c\":[\"MIIB\"]}",
+    };
+    for (size_t i = 0; i < sizeof urls / sizeof *urls; i++) {
+        t = forge(urls[i], payload, fx.ec, NULL);
+        CHECK_EQ_INT(verify(t), TOKEN_OK);
+        free(t);
+        t = forge(urls[i], payload, fx.ec_other, NULL);
+        CHECK_EQ_INT(verify(t), TOKEN_ESIG);
+        free(t);
+    }
+    free(payload);
+}
+
 TEST(typ_other_than_jwt_rejected)
 {
     /* One verification path only: libjwt 1.10.2 refuses every typ but "JWT", and so do we
