@@ -106,3 +106,30 @@ def test_mutual_tls_needs_the_client_certificate(st):
     assert "client.key" not in log or "****" in log, "the key path is masked in the config log"
     print("  mutual TLS with NATS_TLS_CERT/KEY: ready; without a client certificate: not")
     _stop(st, "producer-mtls", "producer-nocert", "nats-tls-verify")
+
+
+def test_url_credentials_connect_and_stay_out_of_the_log(st):
+    """NATS user and password in NATS_URL: the right ones connect, wrong ones do not, and the
+    password shows up in no log line (the config line, "nats connected", errors)."""
+    secret = "S3cretPW-" + os.urandom(4).hex()
+    port, mon = harness.free_port(), harness.free_port()
+    st.procs["nats-auth"] = harness.Proc("nats-auth", [
+        "nats-server", "-a", "127.0.0.1", "-p", str(port), "-m", str(mon), "--user", "sc",
+        "--pass", secret], {}, st.dir)
+    harness.wait_for(lambda: harness.http("GET", "http://127.0.0.1:%d/healthz" % mon,
+                                          timeout=1).status == 200, what="nats-auth")
+    good, good_url = _producer(st, "producer-auth", {
+        "NATS_URL": "nats://sc:%s@127.0.0.1:%d" % (secret, port)})
+    bad, bad_url = _producer(st, "producer-badpw", {
+        "NATS_URL": "nats://sc:wrong-%s@127.0.0.1:%d" % (secret, port)})
+    harness.wait_for(lambda: _ready(good_url), timeout=15, what="producer with credentials")
+    assert not _ready(bad_url), "connected with a wrong password"
+    for p in (good, bad):
+        with open(p.log_path, "rb") as f:
+            log = f.read().decode(errors="replace")
+        assert "sc:****@" in log, log[-1500:]  # the config line, masked
+        assert secret not in log, "a NATS password is in %s's log" % p.name
+    print("  NATS_URL with user:password: ready; a wrong password: not; the password in no log")
+    for n in ("producer-auth", "producer-badpw"):
+        st.procs.pop(n).stop()
+    st.procs.pop("nats-auth").stop()
