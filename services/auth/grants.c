@@ -461,6 +461,10 @@ static int grant_refresh(req *r)
     case RT_REVOKED:
         log_info("refresh failed", "req=%s user=%s reason=revoked", r->id, r->who);
         return fail(r, 400, "invalid_grant", "refresh token has been revoked");
+    case RT_EXPIRED:
+        log_info("refresh failed", "req=%s user=%s reason=session_lifetime", r->id, r->who);
+        return fail(r, 400, "invalid_grant",
+                    "the session has reached its maximum lifetime; log in again");
     case RT_REUSE:
         log_warn("refresh token reuse", "req=%s user=%s family=%s action=family_revoked", r->id,
                  r->who, info.fam);

@@ -24,7 +24,7 @@ static struct config {
     char *nats_url, *redis_url, *admin_listen;
     char *issuer, *audience, *private_key, *kid, *users_file, *ws_url;
     int log_level;
-    long access_ttl, refresh_ttl, reuse_window, redis_timeout_ms, max_body, workers, drain_ms;
+    long access_ttl, refresh_ttl, refresh_max, reuse_window, redis_timeout_ms, max_body, workers, drain_ms;
     long login_max, login_window;
 } cfg;
 
@@ -51,6 +51,9 @@ static const cfg_opt options[] = {
       &cfg.access_ttl },
     { "REFRESH_TOKEN_TTL", CFG_INT, "604800", "refresh-token lifetime (s), renewed on rotation",
       0, 60, 31536000, &cfg.refresh_ttl },
+    { "REFRESH_MAX_LIFETIME_S", CFG_INT, "2592000",
+      "a session (refresh-token family) ends this long after its login, however often it is "
+      "refreshed; then a new login is needed (0: no limit)", 0, 0, 315360000, &cfg.refresh_max },
     { "REFRESH_REUSE_WINDOW_S", CFG_INT, "86400",
       "a used refresh token is remembered this long (s): presenting it again within the window "
       "revokes its session (reuse); later it is just unknown", 0, 60, 31536000,
@@ -150,7 +153,8 @@ int main(int argc, char **argv)
              token_signer_alg(signer));
 
     if (rds_create(&app.r, cfg.redis_url, (int)cfg.redis_timeout_ms, SERVICE) < 0) goto done;
-    if (rtstore_create(&store, app.r, cfg.refresh_ttl, cfg.reuse_window) < 0) goto done;
+    if (rtstore_create(&store, app.r, cfg.refresh_ttl, cfg.reuse_window, cfg.refresh_max) < 0)
+        goto done;
     redis_up = metrics_gauge("sc_redis_up", NULL, "1 when the Redis connection is up");
     metric_set(redis_up, rds_up(app.r));
 

@@ -18,6 +18,8 @@ struct rtstore {
     long ttl;
     char ttl_s[24];
     char reuse_s[24]; /* how long a rotated token is remembered, to catch its reuse */
+    char max_s[24];   /* a family's absolute lifetime (0: none) */
+    long max_age;
     rds_script issue, rotate, revoke_token, revoke_family, revoke_user, login_check,
         login_failed;
 };
@@ -58,7 +60,9 @@ static const char lua_issue[] =
     "redis.call('EXPIRE', KEYS[3], ttl)\n"
     "return 1\n";
 
-/* KEYS: old rt, new rt. ARGV: ttl, now, prefix, reuse window. The old token shrinks to what
+/* KEYS: old rt, new rt. ARGV: ttl, now, prefix, reuse window, max lifetime (0: none). A
+ * family older than the max lifetime is ended ('expired'); otherwise the successor and the
+ * family live at most until that end. The old token shrinks to what
  * reuse detection needs (sub, fam, state) and lives only for the reuse window: a user who
  * refreshes every few minutes would otherwise keep one full record per rotation for the
  * whole refresh-token lifetime (hundreds of KB per user per week). */
@@ -67,11 +71,25 @@ static const char lua_rotate[] =
     "if not t[1] or not t[2] then return {'unknown'} end\n"
     "local fk = ARGV[3] .. 'rtfam:' .. t[2]\n"
     "if redis.call('HGET', fk, 'state') ~= 'active' then return {'revoked', t[1], t[2]} end\n"
+    "local ttl = tonumber(ARGV[1])\n"
+    "local maxage = tonumber(ARGV[5])\n"
+    "if maxage > 0 then\n"
+    "  local created = redis.call('HGET', fk, 'created')\n"
+    "  if not created then\n"
+    "    created = ARGV[2]\n"
+    "    redis.call('HSET', fk, 'created', created)\n"
+    "  end\n"
+    "  local left = tonumber(created) + maxage - tonumber(ARGV[2])\n"
+    "  if left <= 0 then\n"
+    "    redis.call('HSET', fk, 'state', 'revoked', 'reason', 'expired')\n"
+    "    return {'expired', t[1], t[2]}\n"
+    "  end\n"
+    "  if left < ttl then ttl = left end\n"
+    "end\n"
     "if t[3] ~= 'active' then\n"
     "  redis.call('HSET', fk, 'state', 'revoked', 'reason', 'reuse')\n"
     "  return {'reuse', t[1], t[2]}\n"
     "end\n"
-    "local ttl = tonumber(ARGV[1])\n"
     "local scope = t[4] or ''\n"
     "redis.call('HSET', KEYS[1], 'state', 'rotated')\n"
     "redis.call('HDEL', KEYS[1], 'scope', 'iat')\n"
@@ -83,7 +101,7 @@ static const char lua_rotate[] =
     "redis.call('EXPIRE', fk, ttl)\n"
     "local uk = ARGV[3] .. 'rtuser:' .. t[1]\n"
     "redis.call('SADD', uk, t[2])\n"
-    "redis.call('EXPIRE', uk, ttl)\n"
+    "redis.call('EXPIRE', uk, tonumber(ARGV[1])) -- the user's other families: the full ttl\n"
     "return {'ok', t[1], t[2], scope}\n";
 
 /* KEYS: rt. ARGV: prefix. */
@@ -116,7 +134,7 @@ static const char lua_revoke_user[] =
     "redis.call('DEL', KEYS[1])\n"
     "return n\n";
 
-int rtstore_create(rtstore **out, rds *r, long ttl, long reuse_window)
+int rtstore_create(rtstore **out, rds *r, long ttl, long reuse_window, long max_age)
 {
     rtstore *s = calloc(1, sizeof *s);
 
@@ -126,6 +144,8 @@ int rtstore_create(rtstore **out, rds *r, long ttl, long reuse_window)
     s->ttl = ttl;
     snprintf(s->ttl_s, sizeof s->ttl_s, "%ld", ttl);
     snprintf(s->reuse_s, sizeof s->reuse_s, "%ld", reuse_window < ttl ? reuse_window : ttl);
+    s->max_age = max_age > 0 ? max_age : 0;
+    snprintf(s->max_s, sizeof s->max_s, "%ld", s->max_age);
     rds_script_init(&s->issue, lua_issue);
     rds_script_init(&s->rotate, lua_rotate);
     rds_script_init(&s->revoke_token, lua_revoke_token);
@@ -225,8 +245,11 @@ int rtstore_issue(rtstore *s, const char *sub, const char *fam, const char *scop
     snprintf(fk, sizeof fk, PREFIX "rtfam:%s", fam);
     snprintf(uk, sizeof uk, PREFIX "rtuser:%s", sub);
     snprintf(now, sizeof now, "%lld", (long long)time(NULL));
+    char first_ttl[24]; /* the first token lives no longer than the family may */
+    snprintf(first_ttl, sizeof first_ttl, "%ld",
+             s->max_age && s->max_age < s->ttl ? s->max_age : s->ttl);
     const char *keys[3] = { rk, fk, uk };
-    const char *args[6] = { sub, fam, scope, s->ttl_s, now, PREFIX };
+    const char *args[6] = { sub, fam, scope, first_ttl, now, PREFIX };
     rc = rds_eval(s->r, &s->issue, NULL, 3, keys, 6, args);
     if (rc < 0) explicit_bzero(token, STORE_TOKEN_LEN + 1);
     return rc;
@@ -246,8 +269,8 @@ int rtstore_rotate(rtstore *s, const char *old, char new_token_out[STORE_TOKEN_L
         return RDS_ERR;
     snprintf(now, sizeof now, "%lld", (long long)time(NULL));
     const char *keys[2] = { ok_key, nk };
-    const char *args[4] = { s->ttl_s, now, PREFIX, s->reuse_s };
-    rc = rds_eval(s->r, &s->rotate, &rep, 2, keys, 4, args);
+    const char *args[5] = { s->ttl_s, now, PREFIX, s->reuse_s, s->max_s };
+    rc = rds_eval(s->r, &s->rotate, &rep, 2, keys, 5, args);
     if (rc < 0) goto done;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
         rep->element[0]->type != REDIS_REPLY_STRING) {
@@ -261,6 +284,8 @@ int rtstore_rotate(rtstore *s, const char *old, char new_token_out[STORE_TOKEN_L
         rc = RT_REUSE;
     else if (strcmp(rep->element[0]->str, "revoked") == 0)
         rc = RT_REVOKED;
+    else if (strcmp(rep->element[0]->str, "expired") == 0)
+        rc = RT_EXPIRED;
     else
         rc = RT_UNKNOWN;
 done:

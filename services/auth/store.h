@@ -5,7 +5,8 @@
  *   sc:rt:<sha256-hex>   hash {sub, fam, state=active|rotated, scope, iat[, rotated_at]}
  *                        TTL = refresh lifetime from its issue
  *   sc:rtfam:<family>    hash {sub, state=active|revoked, created}; TTL renewed on every
- *                        rotation, so it outlives every token of the family
+ *                        rotation, so it outlives every token of the family, but never
+ *                        past created + the max lifetime (then the family is ended)
  *   sc:rtuser:<sub>      set of the user's family ids (for "log out everywhere"), same TTL
  * A token is usable only while its own state and its family's state are both "active".
  * Rotation is one Lua script, so two concurrent uses of one token cannot both succeed: the
@@ -24,8 +25,9 @@ enum {
 
 typedef struct rtstore rtstore;
 
-/* r is borrowed (must outlive the store). ttl: refresh-token lifetime in seconds. */
-int rtstore_create(rtstore **out, rds *r, long ttl, long reuse_window);
+/* r is borrowed (must outlive the store). ttl: refresh-token lifetime in seconds, renewed
+ * on every rotation; max_age: a family's absolute lifetime from its login (0: none). */
+int rtstore_create(rtstore **out, rds *r, long ttl, long reuse_window, long max_age);
 void rtstore_destroy(rtstore *s); /* accepts NULL */
 int rtstore_up(const rtstore *s); /* 1 when Redis is believed reachable */
 
@@ -45,6 +47,7 @@ enum rtstore_result {
     RT_UNKNOWN = 1,  /* no such token (never issued, or expired) */
     RT_REVOKED = 2,  /* its family was revoked (info filled) */
     RT_REUSE = 3,    /* it had been rotated already: the family is now revoked (info filled) */
+    RT_EXPIRED = 4,  /* its family is older than the max lifetime: now ended (info filled) */
 };
 
 typedef struct rtstore_info {
