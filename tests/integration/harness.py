@@ -259,14 +259,43 @@ class Stack:
             self.start_service(s)
 
     # infrastructure -----------------------------------------------------------------------
+    def _start_or_new_ports(self, name, start, ready, new_ports):
+        """start() a server and wait for ready(). free_port() only says a port was free a
+        moment ago: when the server exits at once because another process took the port
+        meanwhile (other tests on the machine), new_ports() picks others, up to 3 tries."""
+        for attempt in range(3):
+            start()
+            p = self.procs[name]
+            wait_for(lambda: p.p.poll() is not None or ready(), what=name)
+            if p.p.poll() is None:
+                return
+            with open(p.log_path, "rb") as f:
+                taken = b"already in use" in f.read()
+            if not taken or attempt == 2:
+                raise AssertionError("%s exited at start (%s)" % (name, p.p.returncode))
+            del self.procs[name]
+            new_ports()
+
     def start_nats(self):
         if self.nats_cluster == 1:
             jsdir = os.path.join(self.dir, "jetstream")
-            self.procs["nats"] = Proc("nats", [
-                "nats-server", "-a", "127.0.0.1", "-p", str(self.nats_port), "-m",
-                str(self.nats_mon_port), "-js", "-sd", jsdir], {}, self.dir)
-            wait_for(lambda: http("GET", "http://127.0.0.1:%d/healthz" % self.nats_mon_port,
-                                  timeout=1).status == 200, what="nats-server")
+
+            def start():
+                self.procs["nats"] = Proc("nats", [
+                    "nats-server", "-a", "127.0.0.1", "-p", str(self.nats_port), "-m",
+                    str(self.nats_mon_port), "-js", "-sd", jsdir], {}, self.dir)
+
+            def ready():
+                return http("GET", "http://127.0.0.1:%d/healthz" % self.nats_mon_port,
+                            timeout=1).status == 200
+
+            def new_ports():
+                node = self.nats_nodes[0]
+                node["port"], node["mon"] = free_port(), free_port()
+                self.nats_port, self.nats_mon_port = node["port"], node["mon"]
+                self.nats_url = "nats://127.0.0.1:%d" % self.nats_port
+
+            self._start_or_new_ports("nats", start, ready, new_ports)
             return
         for i, node in enumerate(self.nats_nodes, 1):
             routes = ",".join("nats://127.0.0.1:%d" % n["route"]
@@ -350,11 +379,17 @@ class Stack:
         return None
 
     def start_redis(self):
-        self.procs["redis"] = Proc("redis", [
-            "redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--daemonize", "no",
-            "--dir", self.dir], {}, self.dir)
-        wait_for(lambda: self.redis_ping(), what="redis-server")
+        def start():
+            self.procs["redis"] = Proc("redis", [
+                "redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--daemonize", "no",
+                "--dir", self.dir], {}, self.dir)
+
+        def new_port():
+            self.redis_port = free_port()
+            self.redis_url = "redis://127.0.0.1:%d/0" % self.redis_port
+
+        self._start_or_new_ports("redis", start, self.redis_ping, new_port)
 
     def kill_redis(self, sig=signal.SIGKILL):
         return self.kill("redis", sig)
