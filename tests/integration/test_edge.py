@@ -36,12 +36,6 @@ def _connect(st, user="alice", **kw):
     return ws
 
 
-def _subscribe(ws, topic):
-    ws.send_json({"type": "subscribe", "topic": topic})
-    r = ws.recv_json(5, type="subscribed")
-    assert r["topic"] == topic, r
-
-
 def _publish(st, subject, obj):
     st.busctl("pub", subject, json.dumps(obj))
 
@@ -108,7 +102,7 @@ def test_missing_invalid_and_late_tokens_close_4001(st):
 
 def test_events_in_order_with_increasing_seq(st):
     ws = _connect(st)
-    _subscribe(ws, "prices.ETH")
+    ws.subscribe("prices.ETH")
     for i in range(20):
         _publish(st, "events.prices.ETH", {"i": i})
     got = [ws.recv_json(5, type="event") for _ in range(20)]
@@ -128,7 +122,7 @@ def test_events_in_order_with_increasing_seq(st):
 
 def test_non_json_bus_data_arrives_as_a_string(st):
     ws = _connect(st)
-    _subscribe(ws, "prices.SOL")
+    ws.subscribe("prices.SOL")
     st.busctl("pub", "events.prices.SOL", "plain text \x01")
     e = ws.recv_json(5, type="event")
     assert e["data"] == "plain text \x01", e
@@ -152,7 +146,7 @@ def test_subscribe_checked_against_token(st):
     bob.send_json({"type": "subscribe", "topic": "chat.lobby", "id": 3})
     r = bob.recv_json(5)
     assert r["type"] == "error" and r["code"] == "forbidden" and r["id"] == 3, r
-    _subscribe(bob, "prices.BTC")
+    bob.subscribe("prices.BTC")
     bob.send_json({"type": "subscribe", "topic": "bad..topic"})
     r = bob.recv_json(5)
     assert r["type"] == "error" and r["code"] == "bad_topic", r
@@ -296,8 +290,8 @@ def _slow_closes(st):
 def test_slow_client_closed_4008_others_keep_receiving(st):
     slow = _connect(st)
     fast = _connect(st)
-    _subscribe(slow, "prices.BTC")
-    _subscribe(fast, "prices.BTC")
+    slow.subscribe("prices.BTC")
+    fast.subscribe("prices.BTC")
     before = _slow_closes(st)
     blob = "x" * 16000
     sent = 0

@@ -24,15 +24,6 @@ def _connect(st, user="alice", deflate=True):
     return ws
 
 
-def _subscribe(ws, topic, since=None):
-    msg = {"type": "subscribe", "topic": topic}
-    if since is not None:
-        msg["since"] = since
-    ws.send_json(msg)
-    r = ws.recv_json(5, type="subscribed")
-    assert r["topic"] == topic, r
-
-
 def _event_data(i):
     """A typical event: about 300 bytes of JSON."""
     return {"i": i, "symbol": "BTC-USD", "price": "64012.55", "bid": "64012.50",
@@ -77,7 +68,7 @@ def test_negotiation_answer(st):
 def test_events_compressed_once_plain_for_others(st):
     z, plain = _connect(st), _connect(st, deflate=False)
     for ws in (z, plain):
-        _subscribe(ws, "prices.DFL")
+        ws.subscribe("prices.DFL")
     for i in range(5):
         st.busctl("pub", "events.prices.DFL", json.dumps(_event_data(i)))
     for i in range(5):
@@ -100,7 +91,7 @@ def test_events_compressed_once_plain_for_others(st):
 
 def test_replayed_events_and_replies_compressed(st):
     ws = _connect(st)
-    _subscribe(ws, "prices.RPL")
+    ws.subscribe("prices.RPL")
     for i in range(3):
         st.busctl("pub", "events.prices.RPL", json.dumps(_event_data(i)))
     got = [_frame_event(ws) for _ in range(3)]
@@ -169,7 +160,7 @@ def test_zip_bomb_1009_corrupt_1007(st):
 def test_client_without_deflate_gets_plain_frames(st):
     ws = _connect(st, deflate=False)
     assert ws.deflate is None
-    _subscribe(ws, "prices.PLN")
+    ws.subscribe("prices.PLN")
     st.busctl("pub", "events.prices.PLN", json.dumps(_event_data(7)))
     rsv, ev, _ = _frame_event(ws)
     assert rsv == 0 and ev["data"] == _event_data(7), (rsv, ev)

@@ -26,15 +26,6 @@ def _connect(st, user="alice"):
     return ws
 
 
-def _subscribe(ws, topic, since=None):
-    msg = {"type": "subscribe", "topic": topic}
-    if since is not None:
-        msg["since"] = since
-    ws.send_json(msg)
-    r = ws.recv_json(5, type="subscribed")
-    assert r["topic"] == topic, r
-
-
 def _publish(nc, subject, first, count, pause=0.0, size=0):
     for n in range(first, first + count):
         body = {"n": n}
@@ -78,7 +69,7 @@ def test_replay_then_live_without_gap_or_duplicate(st):
     nc = natspub.Nats(st.nats_url)
     topic = "chat.replay1"
     a = _connect(st)
-    _subscribe(a, topic)
+    a.subscribe(topic)
     _publish(nc, "events." + topic, 1, 20)
     got, _ = _collect(a, topic, 20)
     _check_exact(got, 1, 20, "first client")
@@ -90,7 +81,7 @@ def test_replay_then_live_without_gap_or_duplicate(st):
                                                    "events." + topic, 121, 200, 0.002))
     b = _connect(st)
     pub.start()
-    _subscribe(b, topic, since)
+    b.subscribe(topic, since)
     got, other = _collect(b, topic, 320)
     pub.join()
     assert not [m for m in other if m.get("type") == "error"], other
@@ -105,7 +96,7 @@ def test_since_at_the_newest_event_replays_nothing(st):
     _publish(nc, "events." + topic, 1, 5)
     last = nc.last_seq(STREAM, "events." + topic)
     ws = _connect(st)
-    _subscribe(ws, topic, last)
+    ws.subscribe(topic, last)
     _publish(nc, "events." + topic, 6, 3)
     got, _ = _collect(ws, topic, 8)
     _check_exact(got, 6, 8, "live after since=newest")
@@ -122,7 +113,7 @@ def test_inbox_replay(st):
     ws.close()
     _publish(nc, "users.alice", 4, 10)  # the user is away
     ws = _connect(st)
-    _subscribe(ws, "user", since)
+    ws.subscribe("user", since)
     _publish(nc, "users.alice", 14, 3)
     got, _ = _collect(ws, "user", 16)
     _check_exact(got, 2, 16, "inbox replay + live")
@@ -140,7 +131,7 @@ def test_inbox_in_order_when_live_events_come_before_the_resubscribe(st):
     ws = _connect(st)
     _publish(nc, "users.alice", 106, 5)  # live, before the client resubscribes
     time.sleep(0.1)
-    _subscribe(ws, "user", since)
+    ws.subscribe("user", since)
     _publish(nc, "users.alice", 111, 2)
     got, _ = _collect(ws, "user", 112)
     _check_exact(got, 101, 112, "inbox: missed, live before resubscribe, live after")
@@ -164,7 +155,7 @@ def test_history_gone_reports_oldest_then_live(st):
     _publish(nc, "events." + topic, 6, 2)
     oldest = nc.last_seq(STREAM, "events." + topic) - 1  # event 6
     ws = _connect(st)
-    _subscribe(ws, topic, since)
+    ws.subscribe(topic, since)
     err = ws.recv_json(5, type="error")
     print("  history_gone:", err)
     assert err["code"] == "history_gone" and err["topic"] == topic, err
@@ -174,7 +165,7 @@ def test_history_gone_reports_oldest_then_live(st):
     assert [n for _, n in got] == [8, 9], got  # live only: the client decides what to reload
     # and since = oldest - 1 gets everything retained
     ws2 = _connect(st)
-    _subscribe(ws2, topic, oldest - 1)
+    ws2.subscribe(topic, oldest - 1)
     got, _ = _collect(ws2, topic, 9)
     _check_exact(got, 6, 9, "retained after history_gone")
     ws.close()
@@ -184,7 +175,7 @@ def test_history_gone_reports_oldest_then_live(st):
 
 def test_since_beyond_the_stream_is_history_gone(st):
     ws = _connect(st)
-    _subscribe(ws, "chat.nowhere", 10 ** 12)
+    ws.subscribe("chat.nowhere", 10 ** 12)
     err = ws.recv_json(5, type="error")
     assert err["code"] == "history_gone" and "oldest" not in err, err
     ws.close()
@@ -197,7 +188,7 @@ def test_replay_limit_then_live(st):
     since = nc.last_seq(STREAM, "events." + topic)
     _publish(nc, "events." + topic, 2, 400)  # over EDGE_REPLAY_MAX_EVENTS=300
     ws = _connect(st)
-    _subscribe(ws, topic, since)
+    ws.subscribe(topic, since)
     got, other = [], []
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -225,7 +216,7 @@ def test_slow_reader_is_paced_not_closed(st):
     since = nc.last_seq(STREAM, "events." + topic)
     _publish(nc, "events." + topic, 2, 280, size=32000)
     ws = _connect(st)
-    _subscribe(ws, topic, since)
+    ws.subscribe(topic, since)
     time.sleep(2.0)  # not reading
     got, other = _collect(ws, topic, 281, timeout=60)
     assert not [m for m in other if m.get("type") == "error"], other
@@ -244,7 +235,7 @@ def test_many_replays_at_once(st):
         _publish(nc, "events." + t, 2, 60)
     clients = [_connect(st) for _ in topics]
     for c, t in zip(clients, topics):
-        _subscribe(c, t, sinces[t])
+        c.subscribe(t, sinces[t])
     for c, t in zip(clients, topics):
         got, _ = _collect(c, t, 61)
         _check_exact(got, 2, 61, t)

@@ -27,12 +27,6 @@ def _connect(st, tok):
     return ws
 
 
-def _subscribe(ws, topic):
-    ws.send_json({"type": "subscribe", "topic": topic})
-    r = ws.recv_json(5, type="subscribed")
-    assert r["topic"] == topic, r
-
-
 def _admin(st, path):
     return harness.http("GET", "http://127.0.0.1:%d%s" % (st.producer_admin_port, path))
 
@@ -136,7 +130,7 @@ def test_get_and_list_are_scoped_to_the_caller(st):
 def test_price_ticks_reach_a_subscriber(st):
     ws = _connect(st, _token(st, "bob"))
     try:
-        _subscribe(ws, "prices.BTC")
+        ws.subscribe("prices.BTC")
         seen = []
         while len(seen) < 3:
             ev = ws.recv_json(5, type="event")
@@ -156,7 +150,7 @@ def test_chat_publish_comes_back_as_an_event(st):
     # inbox on this connection: only chat.lobby events are this test's.
     ws = _connect(st, _token(st, "alice"))
     try:
-        _subscribe(ws, "chat.lobby")
+        ws.subscribe("chat.lobby")
         ws.send_json({"type": "publish", "topic": "chat.lobby", "data": "hello all",
                       "id": "c1"})
         ev = ws.recv_json(5, type="event", topic="chat.lobby")

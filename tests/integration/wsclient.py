@@ -720,6 +720,17 @@ class WS:
     def send_json(self, obj, fragment_size=None):
         self.send_text(json.dumps(obj, separators=(",", ":")), fragment_size)
 
+    def subscribe(self, topic, since=None, timeout=5):
+        """sidecast.v1: subscribe to topic (from since, when given) and wait for its
+        "subscribed" (other messages before it are skipped). Returns that reply."""
+        msg = {"type": "subscribe", "topic": topic}
+        if since is not None:
+            msg["since"] = since
+        self.send_json(msg)
+        r = self.recv_json(timeout, type="subscribed")
+        assert r["topic"] == topic, r
+        return r
+
     def recv_message(self, timeout=None):
         """The next complete data message: (opcode, bytes). Pings are answered (auto_pong),
         fragments assembled, server frames checked (ProtocolError). ConnectionClosed(code,
