@@ -363,15 +363,13 @@ static int rewrite(presence *p)
         }
     }
     pthread_mutex_unlock(&p->lock);
-    batch *bt = malloc(sizeof *bt);
-    if (!bt) rc = RDS_ENOMEM;
-    else bt->n = 0;
+    /* the presence thread's batch: empty here (every round sends what it batched), and
+     * empty again after the last flush, which runs whether or not Redis took it */
     for (size_t i = 0; i < n && rc == 0; i++) {
-        batch_add(bt, OP_ADD, snap[i]->user, snap[i]->conn, snap[i]->at);
-        if (bt->n == APPLY_BATCH || i + 1 == n) rc = batch_flush(p, bt);
+        batch_add(p->bt, OP_ADD, snap[i]->user, snap[i]->conn, snap[i]->at);
+        if (p->bt->n == APPLY_BATCH || i + 1 == n) rc = batch_flush(p, p->bt);
     }
     for (size_t i = 0; i < n; i++) free(snap[i]);
-    free(bt);
     free(snap);
     if (rc == 0)
         log_info("presence rewritten", "edge=%s connections=%zu stale_removed=%lld", p->edge, n,
