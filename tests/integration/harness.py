@@ -259,6 +259,20 @@ class Stack:
             self.start_service(s)
 
     # infrastructure -----------------------------------------------------------------------
+    def _other_port(self):
+        """A free port that is not one this stack has handed out already (they are not all
+        bound yet, so free_port() alone could return one of them)."""
+        mine = {self.redis_port, self.gateway_port, self.auth_admin_port,
+                self.producer_admin_port, self.edge_port}
+        mine.update(self.edge_ports.values())
+        for n in self.nats_nodes:
+            mine.update(n.values())
+        for _ in range(100):
+            port = free_port()
+            if port not in mine:
+                return port
+        raise AssertionError("no free port outside this stack's")
+
     def _start_or_new_ports(self, name, start, ready, new_ports):
         """start() a server and wait for ready(). free_port() only says a port was free a
         moment ago: when the server exits at once because another process took the port
@@ -291,7 +305,8 @@ class Stack:
 
             def new_ports():
                 node = self.nats_nodes[0]
-                node["port"], node["mon"] = free_port(), free_port()
+                node["port"] = self._other_port()
+                node["mon"] = self._other_port()
                 self.nats_port, self.nats_mon_port = node["port"], node["mon"]
                 self.nats_url = "nats://127.0.0.1:%d" % self.nats_port
 
@@ -386,7 +401,7 @@ class Stack:
                 "--dir", self.dir], {}, self.dir)
 
         def new_port():
-            self.redis_port = free_port()
+            self.redis_port = self._other_port()
             self.redis_url = "redis://127.0.0.1:%d/0" % self.redis_port
 
         self._start_or_new_ports("redis", start, self.redis_ping, new_port)
