@@ -1228,6 +1228,46 @@ TEST(verify_is_thread_safe_on_a_shared_keyset)
     free(rs);
 }
 
+/* Each thread keeps verification contexts per key (token.c: vctx_get); a context made for
+ * one keyset must never check a token for another, even at the same key index and kid, nor
+ * for a keyset that took a freed keyset's address. */
+static int verify_with(token_keyset *ks, const char *tok)
+{
+    token_claims cl;
+    int rc = token_verify(ks, &pol, tok, NOW, &cl);
+    if (rc == 0)
+        token_claims_clear(&cl);
+    return rc;
+}
+
+TEST(verification_contexts_follow_the_keyset)
+{
+    token_keyset *a = NULL, *b = NULL, *c = NULL;
+    char *ta, *tb, *ja, *jb;
+
+    REQUIRE(setup());
+    ja = jwks_text(json_pack("[o]", jwk_obj(fx.ec, "ec1", NULL, "sig")));
+    jb = jwks_text(json_pack("[o]", jwk_obj(fx.ec_other, "ec1", NULL, "sig")));
+    ta = sign(fx.ec_signer, claims());
+    tb = sign(fx.ec_other_signer, claims());
+    REQUIRE(ja && jb && ta && tb);
+    REQUIRE(parse_text(ja, &a) == 0 && parse_text(jb, &b) == 0);
+    CHECK_EQ_INT(verify_with(a, ta), TOKEN_OK);
+    CHECK_EQ_INT(verify_with(b, ta), TOKEN_ESIG);
+    CHECK_EQ_INT(verify_with(b, tb), TOKEN_OK);
+    CHECK_EQ_INT(verify_with(a, tb), TOKEN_ESIG);
+    token_keyset_destroy(a);
+    REQUIRE(parse_text(jb, &c) == 0); /* may well be where a was */
+    CHECK_EQ_INT(verify_with(c, ta), TOKEN_ESIG);
+    CHECK_EQ_INT(verify_with(c, tb), TOKEN_OK);
+    token_keyset_destroy(b);
+    token_keyset_destroy(c);
+    free(ja);
+    free(jb);
+    free(ta);
+    free(tb);
+}
+
 /* ---- key files ---------------------------------------------------------------------------- */
 
 TEST(jwks_alg_must_match_key_type)
