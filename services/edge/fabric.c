@@ -28,7 +28,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#define FAB_BUCKETS 1024
+#define FAB_BUCKETS_MIN 1024 /* interest table: a power of two, doubled at one per bucket */
 #define FAB_HWM 100000     /* messages queued per worker before the fabric drops (counted) */
 #define FAB_BATCH 256      /* messages a worker takes from its mailbox per lock */
 #define FAB_PORTS 64       /* ports (workers) per process: a bit each in a route's mask */
@@ -58,6 +58,7 @@ static void route_unref(void *ud)
 /* One NATS subscription per name with interest anywhere in the process. */
 typedef struct interest {
     struct interest *next;
+    unsigned long hash; /* fab_hash(key) */
     int refs; /* ports interested */
     bool live; /* a flush after the subscribe returned: the server has it */
     bus_sub *sub;
@@ -80,7 +81,8 @@ struct fabric {
     fab_port *ports[FAB_PORTS];
     int nports;                  /* indices handed out (never reused) */
     pthread_mutex_t lock;        /* interests */
-    interest *buckets[FAB_BUCKETS];
+    interest **buckets;          /* nbuckets chains of interests, by fab_hash of the key */
+    size_t nbuckets, ninterests;
     size_t max_data;
     bus_sub *revoked;
     route revoked_route; /* never freed by reference: lives with the fabric */
@@ -113,7 +115,39 @@ static unsigned long fab_hash(const char *s)
 {
     unsigned long h = 5381;
     while (*s) h = h * 33 + (unsigned char)*s++;
-    return h;
+    h ^= h >> 31; /* the table takes the low bits: mix the high ones in */
+    h *= 0xbf58476d1ce4e5b9ull;
+    return h ^ (h >> 29);
+}
+
+/* The interest of key (hash h), or NULL; *pp_out (if wanted) is the link that points to it
+ * or the chain's end. Under f->lock. */
+static interest **interest_find(fabric *f, const char *key, size_t kl, unsigned long h)
+{
+    interest **pp = &f->buckets[h & (f->nbuckets - 1)];
+    while (*pp && ((*pp)->hash != h || strncmp((*pp)->key, key, kl) != 0)) pp = &(*pp)->next;
+    return pp;
+}
+
+/* Doubles the table when it holds more interests than buckets, so that a chain stays about
+ * one long with tens of thousands of users' inboxes. Under f->lock; a failed allocation
+ * leaves the table as it was (longer chains, nothing lost). */
+static void interests_grow(fabric *f)
+{
+    if (f->ninterests <= f->nbuckets) return;
+    size_t n = f->nbuckets * 2;
+    interest **nb = calloc(n, sizeof *nb);
+    if (!nb) return;
+    for (size_t i = 0; i < f->nbuckets; i++) {
+        for (interest *it = f->buckets[i], *next; it; it = next) {
+            next = it->next;
+            it->next = nb[it->hash & (n - 1)];
+            nb[it->hash & (n - 1)] = it;
+        }
+    }
+    free(f->buckets);
+    f->buckets = nb;
+    f->nbuckets = n;
 }
 
 static void slot_release(fab_slot *s)
@@ -303,6 +337,11 @@ int fab_create(fabric **out, bus *b, size_t max_data, bool deflate, size_t defla
 {
     fabric *f = calloc(1, sizeof *f);
     if (!f) return -ENOMEM;
+    if (!(f->buckets = calloc(FAB_BUCKETS_MIN, sizeof *f->buckets))) {
+        free(f);
+        return -ENOMEM;
+    }
+    f->nbuckets = FAB_BUCKETS_MIN;
     f->b = b;
     f->max_data = max_data;
     f->deflate = deflate;
@@ -343,13 +382,14 @@ void fab_destroy(fabric *f)
     if (!f) return;
     bus_set_reconnect_hook(f->b, NULL, NULL);
     bus_unsubscribe(f->revoked);
-    for (int i = 0; i < FAB_BUCKETS; i++) {
+    for (size_t i = 0; f->buckets && i < f->nbuckets; i++) {
         for (interest *it = f->buckets[i], *next; it; it = next) {
             next = it->next;
             if (bus_unsubscribe(it->sub) == 0) route_unref(it->r);
             free(it);
         }
     }
+    free(f->buckets);
     if (f->zd_ready) deflateEnd(&f->zd);
     pthread_rwlock_destroy(&f->ports_lock);
     pthread_mutex_destroy(&f->lock);
@@ -411,10 +451,9 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name)
     if (pl <= 0 || (size_t)pl >= sizeof prefix || strlen(name) >= sizeof ((route *)0)->name)
         return -EINVAL;
     bool fresh = false;
+    unsigned long h = fab_hash(prefix);
     pthread_mutex_lock(&f->lock);
-    unsigned long h = fab_hash(prefix) % FAB_BUCKETS;
-    interest *it = f->buckets[h];
-    while (it && strncmp(it->key, prefix, (size_t)pl) != 0) it = it->next;
+    interest **pp = interest_find(f, prefix, (size_t)pl, h), *it = *pp;
     if (!it) {
         char subject[320];
         route *r;
@@ -426,6 +465,7 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name)
             return -ENOMEM;
         }
         memcpy(it->key, prefix, (size_t)pl + 1);
+        it->hash = h;
         r->f = f;
         r->kind = kind;
         atomic_init(&r->refs, 1); /* the subscription's */
@@ -439,8 +479,9 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name)
             return rc;
         }
         it->r = r;
-        it->next = f->buckets[h];
-        f->buckets[h] = it;
+        *pp = it; /* the chain's end */
+        f->ninterests++;
+        interests_grow(f);
         metric_add(f->m_topics, 1);
     }
     it->refs++;
@@ -480,10 +521,9 @@ void fab_unwatch(fab_port *p, enum fab_kind kind, const char *name)
     char prefix[300];
     int pl = snprintf(prefix, sizeof prefix, "%c %s\n", (char)kind, name);
     if (pl <= 0 || (size_t)pl >= sizeof prefix) return;
+    unsigned long h = fab_hash(prefix);
     pthread_mutex_lock(&f->lock);
-    unsigned long h = fab_hash(prefix) % FAB_BUCKETS;
-    interest **pp = &f->buckets[h];
-    while (*pp && strncmp((*pp)->key, prefix, (size_t)pl) != 0) pp = &(*pp)->next;
+    interest **pp = interest_find(f, prefix, (size_t)pl, h);
     interest *gone = NULL;
     if (*pp) {
         atomic_fetch_and_explicit(&(*pp)->r->ports, ~(1ull << p->idx), memory_order_release);
@@ -496,6 +536,7 @@ void fab_unwatch(fab_port *p, enum fab_kind kind, const char *name)
         if (--(*pp)->refs == 0) {
             gone = *pp;
             *pp = gone->next;
+            f->ninterests--;
             metric_add(f->m_topics, -1);
         }
     }
