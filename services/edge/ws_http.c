@@ -6,6 +6,7 @@
 #include <openssl/sha.h>
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -398,13 +399,24 @@ int ws_http_query_param(const char *query, size_t qlen, const char *name, char *
     return -1;
 }
 
+/* SHA-1 fetched once: SHA1() fetches it from the provider registry (under its lock) on every
+ * call, which is most of the cost of an accept key. */
+static EVP_MD *sha1_md;
+static pthread_once_t sha1_once = PTHREAD_ONCE_INIT;
+
+static void sha1_fetch(void) { sha1_md = EVP_MD_fetch(NULL, "SHA1", NULL); }
+
 void ws_http_accept_key(const char *key, char out[WS_HTTP_ACCEPT_LEN + 1])
 {
-    unsigned char in[24 + sizeof ws_guid - 1], md[SHA_DIGEST_LENGTH];
+    unsigned char in[24 + sizeof ws_guid - 1], md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
 
     memcpy(in, key, 24);
     memcpy(in + 24, ws_guid, sizeof ws_guid - 1);
-    SHA1(in, sizeof in, md);
+    pthread_once(&sha1_once, sha1_fetch);
+    if (!sha1_md || EVP_Digest(in, sizeof in, md, &mdlen, sha1_md, NULL) != 1 ||
+        mdlen != SHA_DIGEST_LENGTH)
+        SHA1(in, sizeof in, md); /* no fetched digest (out of memory): the slow way */
     EVP_EncodeBlock((unsigned char *)out, md, SHA_DIGEST_LENGTH);
 }
 

@@ -524,16 +524,25 @@ static void conn_answer_http(wsc_conn *c, int status, const char *body)
 static void conn_handshake(wsc_conn *c, const uint8_t *in, size_t n)
 {
     wsc_server *s = c->w->s;
-    if (!c->hs && !(c->hs = malloc(HS_MAX))) {
-        conn_abort(c, WS_CLOSE_ABNORMAL);
-        return;
-    }
-    size_t take = n < HS_MAX - c->hs_len ? n : HS_MAX - c->hs_len;
-    memcpy(c->hs + c->hs_len, in, take);
-    c->hs_len += (uint32_t)take;
     ws_http_request req;
-    int hl = ws_http_parse_request(c->hs, c->hs_len, NULL, &req);
-    if (hl == WS_HTTP_PARTIAL && c->hs_len < HS_MAX) return;
+    const char *head = (const char *)in; /* where the request's head lies: the read or c->hs */
+    size_t take = n < HS_MAX ? n : HS_MAX, head_len = take;
+    int hl = WS_HTTP_PARTIAL;
+    /* Nearly always the whole head comes in the first read: parsed where it lies, with no
+     * buffer of its own. Otherwise it gathers in c->hs (HS_MAX bytes at most). */
+    if (c->hs || (hl = ws_http_parse_request(head, take, NULL, &req)) == WS_HTTP_PARTIAL) {
+        if (!c->hs && !(c->hs = malloc(HS_MAX))) {
+            conn_abort(c, WS_CLOSE_ABNORMAL);
+            return;
+        }
+        take = n < HS_MAX - c->hs_len ? n : HS_MAX - c->hs_len;
+        memcpy(c->hs + c->hs_len, in, take);
+        c->hs_len += (uint32_t)take;
+        head = c->hs;
+        head_len = c->hs_len;
+        hl = ws_http_parse_request(c->hs, c->hs_len, NULL, &req);
+        if (hl == WS_HTTP_PARTIAL && c->hs_len < HS_MAX) return;
+    }
     if (hl < 0) {
         conn_answer_http(c, hl == WS_HTTP_ERROR ? 400 : 431, NULL);
         return;
@@ -581,10 +590,10 @@ static void conn_handshake(wsc_conn *c, const uint8_t *in, size_t n)
     }
     wsc_frame_unref(f);
     metric_inc(s->m_hs_ok);
-    /* Bytes after the head (and after what fitted in hs) are frames already. */
-    size_t extra_hs = c->hs_len - (size_t)hl;
+    /* Bytes after the head (and after what fitted in HS_MAX) are frames already. */
+    size_t extra_hs = head_len - (size_t)hl;
     uint8_t early[HS_MAX];
-    memcpy(early, c->hs + hl, extra_hs);
+    memcpy(early, head + hl, extra_hs);
     free(c->hs);
     c->hs = NULL;
     c->hs_len = 0;

@@ -380,3 +380,39 @@ def test_ping_flood_without_reading_is_bounded_4008(st):
             code = wsclient.parse_close_payload(f.payload)[0]
             break
     assert code == 4008, (code, sent)
+
+
+def _raw_upgrade(st, pieces, delay=0.05):
+    """The opening handshake written by hand, followed in the same bytes by a masked
+    sidecast.v1 ping (id 7); sent split at the given offsets (negative: from the end of the
+    head), delay apart. Returns the connection, whose first messages must be the welcome and
+    then the pong: the edge keeps frames that arrive with (or inside the last piece of) the
+    head, whether the head came in one read or gathered over several."""
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    head = ("GET /ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Protocol: sidecast.v1\r\nAuthorization: Bearer %s\r\n\r\n"
+            % (st.edge_port, key, _token(st))).encode()
+    frame = wsclient.encode_frame(wsclient.OP_TEXT, b'{"type":"ping","id":7}')
+    data = head + frame
+    cuts = sorted(p if p >= 0 else len(head) + p for p in pieces)
+    sock = socket.create_connection(("127.0.0.1", st.edge_port), timeout=5)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    last = 0
+    for c in cuts + [len(data)]:
+        sock.sendall(data[last:c])
+        last = c
+        time.sleep(delay)
+    deadline = time.monotonic() + 5
+    status, _, hdrs, rest = wsclient.read_http_response(sock, deadline)
+    assert status == 101 and hdrs["sec-websocket-accept"] == wsclient.accept_key(key), hdrs
+    return WS(sock, st.edge_url, status, hdrs, hdrs.get("sec-websocket-protocol"), rest)
+
+
+def test_handshake_in_pieces_and_with_a_frame_behind_it(st):
+    for pieces in ([], [10], [10, 100, -3], [-1]):
+        ws = _raw_upgrade(st, pieces)
+        assert ws.recv_json(5)["type"] == "welcome", pieces
+        p = ws.recv_json(5)
+        assert p["type"] == "pong" and p.get("id") == 7, (pieces, p)
+        ws.close()
