@@ -83,8 +83,11 @@ make_keys
   --user-prefix conn- >"$DIR/tokens-distinct.txt"
 # The same distinct users signed RS256 (kid rsa-1, added to the edge's keys): RSA-2048
 # verifies in ~15 µs here against ~50 µs for ECDSA P-256, and only the edge verifies.
-openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$DIR/dev/rsa-key.pem" 2>/dev/null
-{ echo; echo "kid: rsa-1"; openssl pkey -in "$DIR/dev/rsa-key.pem" -pubout; } >>"$DIR/dev/public.pem"
+# (Kept across runs into the same $OUT, like gen-dev.sh's keys: appended once.)
+if ! grep -q '^kid: rsa-1$' "$DIR/dev/public.pem"; then
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$DIR/dev/rsa-key.pem" 2>/dev/null
+  { echo; echo "kid: rsa-1"; openssl pkey -in "$DIR/dev/rsa-key.pem" -pubout; } >>"$DIR/dev/public.pem"
+fi
 "$SC" bench tokens --key "$DIR/dev/rsa-key.pem" --kid rsa-1 \
   --count "$((CONNECT_DISTINCT > 0 ? CONNECT_DISTINCT : 1))" --user-prefix rconn- \
   >"$DIR/tokens-distinct-rs256.txt"
