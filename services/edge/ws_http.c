@@ -262,12 +262,24 @@ static bool key_valid(ws_http_str k)
     return true;
 }
 
-/* token68 (RFC 9110 §11.2). */
+/* token68 (RFC 9110 §11.2): ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/", then "="s.
+ * A bearer token is several hundred characters on every handshake: one table lookup each. */
+static bool token68_char(unsigned char c)
+{
+    static const uint64_t set[4] = {
+        /* 0x00-0x3f: + - . / 0-9 */
+        (1ull << '+') | (1ull << '-') | (1ull << '.') | (1ull << '/') | (0x3ffull << '0'),
+        /* 0x40-0x7f: A-Z _ a-z ~ */
+        (0x3ffffffull << ('A' - 64)) | (1ull << ('_' - 64)) | (0x3ffffffull << ('a' - 64)) |
+            (1ull << ('~' - 64)),
+        0, 0};
+    return (set[c >> 6] >> (c & 63)) & 1;
+}
+
 static bool token68_valid(const char *p, size_t n)
 {
     size_t i = 0;
-    while (i < n && (b64_value((unsigned char)p[i]) >= 0 || p[i] == '-' || p[i] == '.' ||
-                     p[i] == '_' || p[i] == '~'))
+    while (i < n && token68_char((unsigned char)p[i]))
         i++;
     if (i == 0)
         return false;
