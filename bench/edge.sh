@@ -17,7 +17,10 @@
 #   FANOUT_CASES="1:100 1000:10 1000:100 1000:1000 10000:10 10000:100" (subscribers:msg/s)
 #   FANOUT_SECONDS=3 FANOUT_DRAIN=3 IDLE_SECONDS=2 CONNECT_CONNS=3000 CONNECT_DISTINCT=3000
 # DEFLATE_CASES="1000:100": fan-outs repeated for the edge with clients on permessage-deflate.
-# An empty IDLE_SIZES, FANOUT_CASES or DEFLATE_CASES, or CONNECT_CONNS / CONNECT_DISTINCT of 0, skips that case.
+# DELAY_CASES="1000:100:20 1000:1000:5" (subscribers:msg/s:ms): fan-outs repeated for the edge
+# with EDGE_WRITE_DELAY_MS (events wait that long to share writes).
+# An empty IDLE_SIZES, FANOUT_CASES, DEFLATE_CASES or DELAY_CASES, or CONNECT_CONNS /
+# CONNECT_DISTINCT of 0, skips that case.
 # Idle opens the sizes in steps on one server (RSS read after each); every case ends its
 # connections with close(2), without the closing handshake (--fast-close): nothing measured
 # depends on it, and an overloaded peer would make each case wait for it.
@@ -37,6 +40,7 @@ TARGETS=${BENCH_TARGETS:-"sidecast nats ws"}
 IDLE_SIZES=${IDLE_SIZES-$d_idle}
 FANOUT_CASES=${FANOUT_CASES-$d_fan}
 DEFLATE_CASES=${DEFLATE_CASES-1000:100}
+DELAY_CASES=${DELAY_CASES-1000:100:20 1000:1000:5}
 FSECS=${FANOUT_SECONDS:-$d_secs}
 ISECS=${IDLE_SECONDS:-2}
 DRAIN=${FANOUT_DRAIN:-3}
@@ -122,12 +126,13 @@ start_plain_nats() { # NAME [websocket]: sets NATS_PORT NATS_URL NATS_PID (WS_PO
   check_listener "$NATS_PORT" "$NATS_PID"
 }
 
-SERVER_PID=""; URL=""; PIDS=""
+SERVER_PID=""; URL=""; PIDS=""; EDGE_CASE_ENV=""
 server_start() { # TARGET
   case $1 in
     sidecast)
+      # shellcheck disable=SC2086
       start_edge HISTORY_STORAGE=file EDGE_MAX_CONNECTIONS=20000 EDGE_PING_INTERVAL_MS=3600000 \
-        JWT_ISSUER=sidecast JWT_AUDIENCE=sidecast
+        JWT_ISSUER=sidecast JWT_AUDIENCE=sidecast $EDGE_CASE_ENV
       SERVER_PID=$EDGE_PID; URL=ws://127.0.0.1:$EDGE_PORT/ws; PIDS=$EDGE_PID,$NATS_PID ;;
     nats)
       start_plain_nats wsnats websocket
@@ -195,9 +200,10 @@ run_idle() { # TARGET RUN N1 N2 ...: one server, the connections opened in steps
   server_stop
 }
 
-run_fanout() { # TARGET RUN N RATE [deflate]
+run_fanout() { # TARGET RUN N RATE [deflate|delay-MS]
   local t=$1 r=$2 n=$3 rate=$4 kind=fanout extra=""
   if [ "${5:-}" = deflate ]; then kind=fanout-deflate; extra=--deflate; fi
+  case ${5:-} in delay-*) kind=fanout-$5; EDGE_CASE_ENV="EDGE_WRITE_DELAY_MS=${5#delay-}" ;; esac
   local tag="$1-$kind-$3-$4-r$2"
   server_start "$t"
   if [ "$t" = sidecast ]; then
@@ -215,6 +221,7 @@ run_fanout() { # TARGET RUN N RATE [deflate]
     curl -fs "http://127.0.0.1:$EDGE_PORT/metrics" >"$DIR/$tag.metrics" 2>/dev/null || true
   fi
   server_stop
+  EDGE_CASE_ENV=""
 }
 
 run_connect() { # TARGET RUN N TOKENS(distinct|one|-)
@@ -241,6 +248,10 @@ for run in $(seq 1 "$RUNS"); do
     for c in $FANOUT_CASES; do run_fanout "$t" "$run" "${c%%:*}" "${c##*:}"; done
     if [ "$t" = sidecast ]; then # the same with every client on permessage-deflate
       for c in $DEFLATE_CASES; do run_fanout "$t" "$run" "${c%%:*}" "${c##*:}" deflate; done
+      for c in $DELAY_CASES; do # N:RATE:MS
+        IFS=: read -r dn dr dms <<<"$c"
+        run_fanout "$t" "$run" "$dn" "$dr" "delay-$dms"
+      done
     fi
     if [ "$t" = sidecast ]; then
       [ "$CONNECT_DISTINCT" = 0 ] || run_connect "$t" "$run" "$CONNECT_DISTINCT" distinct

@@ -177,6 +177,36 @@ def deflate_table(runs):
     return "\n".join(lines) if found else "(no permessage-deflate case in this run)"
 
 
+def delay_table(runs):
+    """The edge's fan-outs with EDGE_WRITE_DELAY_MS, beside the same case written at once and
+    nats-server's (same run)."""
+    lines = ["| subscribers × msg/s | server | write delay | server CPU µs/delivery | "
+             "vs nats-server | p50 / p99 / p99.9 ms | every event, in order |",
+             "|---|---|---|---|---|---|---|"]
+    found = []
+    for case in runs:
+        p = case.split()
+        if p[0] == "sidecast" and p[1].startswith("fanout-delay-"):
+            found.append((int(p[2]), int(p[3]), int(p[1][len("fanout-delay-"):]), case))
+    for n, rate, ms, case in sorted(found):
+        nats = runs.get("nats fanout %d %d" % (n, rate), [])
+        ncpu = med(nats, "cpu_us_per_delivery") if nats else None
+        for server, label, rows in (
+                ("Sidecast edge", "0 (default)", runs.get("sidecast fanout %d %d" % (n, rate), [])),
+                ("Sidecast edge", "%d ms" % ms, runs[case]),
+                ("nats-server (WebSocket)", "—", nats)):
+            if not rows:
+                continue
+            cpu = med(rows, "cpu_us_per_delivery")
+            ratio = "%.2f" % (cpu / ncpu) if cpu is not None and ncpu else "—"
+            lines.append("| %s × %s | %s | %s | %s | %s | %s / %s / %s | %s |" % (
+                fmt(n), fmt(rate), server, label, fmt(cpu, "{:.2f}"), ratio,
+                fmt(med(rows, "lat_p50_ms"), "{:.2f}"), fmt(med(rows, "lat_p99_ms"), "{:.2f}"),
+                fmt(med(rows, "lat_p999_ms"), "{:.2f}"),
+                "yes" if all(r.get("complete") for r in rows) else "no"))
+    return "\n".join(lines) if found else "(no write-delay case in this run)"
+
+
 def connect_table(runs):
     lines = ["| server | tokens | connections | handshakes/s (wall) | per server CPU second | "
              "handshake p50 / p99 ms | all ready |", "|---|---|---|---|---|---|---|"]
@@ -382,6 +412,7 @@ def main():
         "RATIOS": ratio_md,
         "CONNECT": conn_md,
         "DEFLATE": deflate_table(runs),
+        "DELAY": delay_table(runs),
         "GATEWAY": read("gateway.md", "(the gateway case did not run)"),
         "LATCASE": "%s subscribers × %s msg/s" % (fmt(lat_case[0]), fmt(lat_case[1])),
         "PLOTS": "" if drew else "(gnuplot was missing when this page was generated: no plots)",

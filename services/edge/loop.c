@@ -23,6 +23,7 @@ struct loop {
     void *before_sleep_ud;
     void (*wake)(void *);
     void *wake_ud;
+    uint64_t wake_by; /* loop_wake_by: 0, or when the next wait must end */
 };
 
 static uint64_t clock_ms(void)
@@ -155,10 +156,22 @@ static void loop_run_timers(loop *l)
     }
 }
 
+void loop_wake_by(loop *l, uint64_t when)
+{
+    if (!l->wake_by || when < l->wake_by) l->wake_by = when;
+}
+
 int loop_run_once(loop *l)
 {
     struct epoll_event evs[MAX_EVENTS];
-    int n = epoll_wait(l->ep, evs, MAX_EVENTS, LOOP_TICK_MS);
+    int timeout = LOOP_TICK_MS;
+    if (l->wake_by) {
+        uint64_t now = clock_ms();
+        timeout = l->wake_by <= now ? 0
+                  : l->wake_by - now < LOOP_TICK_MS ? (int)(l->wake_by - now) : LOOP_TICK_MS;
+        l->wake_by = 0;
+    }
+    int n = epoll_wait(l->ep, evs, MAX_EVENTS, timeout);
     if (n < 0 && errno != EINTR) return -errno;
     l->now = clock_ms();
     for (int i = 0; i < n; i++) {

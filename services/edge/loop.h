@@ -47,6 +47,9 @@ void loop_del(loop *l, loop_io *io);
 uint64_t loop_now(const loop *l);
 /* Arms t to fire at `when` (loop clock, ms); re-arming moves it. */
 void loop_timer_set(loop *l, loop_timer *t, uint64_t when);
+/* The next wait for events ends by `when` (loop clock, ms) at the latest, whatever the wheel's
+ * tick: for a deadline finer than LOOP_TICK_MS. One-shot: it covers the next wait only. */
+void loop_wake_by(loop *l, uint64_t when);
 void loop_timer_cancel(loop_timer *t);
 static inline int loop_timer_armed(const loop_timer *t) { return t->prev != 0; }
 

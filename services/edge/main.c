@@ -30,7 +30,7 @@ static struct {
     char *stream, *storage, *redis_url;
     int log_level, deflate;
     long workers, leeway, max_message, max_connections, max_per_ip, outbound_limit, rate_limit,
-        rate_burst, ping_ms, pong_ms, auth_ms, handshake_ms, drain_ms, close_ms, warning_s,
+        rate_burst, ping_ms, pong_ms, auth_ms, handshake_ms, drain_ms, close_ms, write_delay_ms, warning_s,
         max_subs, max_errors, history_age_s, history_bytes, history_replicas, max_publish, replay_inflight,
         replay_max, presence_ttl, max_per_user, inbox_hold_ms, deflate_min;
 } cfg;
@@ -92,6 +92,10 @@ static const cfg_opt options[] = {
     {"EDGE_CLOSE_TIMEOUT_MS", CFG_INT, "2000",
      "after our close frame: wait this long for the peer's, then drop the connection", 0, 100,
      600000, &cfg.close_ms},
+    {"EDGE_WRITE_DELAY_MS", CFG_INT, "0",
+     "events wait up to this long to share one write per connection with the events after "
+     "them (fewer writes, more latency); replies never wait. 0: written at once", 0, 0, 10000,
+     &cfg.write_delay_ms},
     {"EDGE_DRAIN_TIMEOUT_MS", CFG_INT, "10000", "SIGTERM: close every connection within", 0, 0,
      600000, &cfg.drain_ms},
     {"EDGE_TOKEN_WARNING_S", CFG_INT, "30", "token_expiring this long before exp", 0, 1, 3600,
@@ -334,6 +338,7 @@ int main(int argc, char **argv)
         .ping_interval_ms = (int)cfg.ping_ms,
         .pong_timeout_ms = (int)cfg.pong_ms,
         .close_timeout_ms = (int)cfg.close_ms,
+        .write_delay_ms = (int)cfg.write_delay_ms,
         .deflate_min = (size_t)cfg.deflate_min,
     };
     if (wsc_server_start(&S, &wc, &h) != 0) goto done;

@@ -237,7 +237,7 @@ static void rec_send(sub_rec *rec, wsc_frame *f, uint64_t seq)
 {
     if (!rec->first) rec->first = seq;
     rec->last = seq;
-    if (wsc_conn_send(rec->s->c, f) == 0) metric_inc(m_deliveries);
+    if (wsc_conn_send_event(rec->s->c, f) == 0) metric_inc(m_deliveries);
 }
 
 static bool is_dup(uint64_t seq, uint64_t last)
@@ -302,7 +302,7 @@ static bool cu_event(void *ud, uint64_t seq, const char *data, size_t len)
             return true;
         }
         if (cu->until) {
-            if (wsc_conn_send(rec->s->c, f) == 0) metric_inc(m_deliveries);
+            if (wsc_conn_send_event(rec->s->c, f) == 0) metric_inc(m_deliveries);
         } else {
             rec_send(rec, f, seq);
         }
@@ -911,7 +911,7 @@ static void deliver(wstate *ws, const char *key, wsc_frame *f, uint64_t seq, uin
     for (uint32_t i = 0; i < t->n; i++) {
         sub_rec *rec = t->members[i];
         if (seq && !live_accept(rec, f, seq, prev)) continue;
-        if (wsc_conn_send(rec->s->c, f) == 0) metric_inc(m_deliveries);
+        if (wsc_conn_send_event(rec->s->c, f) == 0) metric_inc(m_deliveries);
     }
 }
 

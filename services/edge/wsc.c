@@ -91,6 +91,10 @@ struct wsc_worker {
     loop_io listen_io;
     wsc_conn *conns;          /* live connections */
     wsc_conn *flush_list, *free_list;
+    /* write_delay_ms: the flush is held until hold_until (0: nothing held) unless urgent
+     * (something other than an event was queued); queuing_event marks wsc_conn_send_event */
+    uint64_t hold_until;
+    bool urgent, queuing_event;
     int nconns;
     bool draining;
     uint64_t drain_start, drain_end;
@@ -227,6 +231,13 @@ static wsc_conn *conn_of_io(loop_io *io) { return (wsc_conn *)io; }
 /* Schedules c for the end of this iteration's flush (once). */
 static void conn_want_flush(wsc_conn *c)
 {
+    wsc_worker *w = c->w;
+    if (w->s->cfg.write_delay_ms > 0) {
+        if (!w->queuing_event)
+            w->urgent = true;
+        else if (!w->hold_until)
+            w->hold_until = loop_now(w->l) + (uint64_t)w->s->cfg.write_delay_ms;
+    }
     if (c->pending || c->state == CS_DEAD) return;
     c->pending = true;
     c->next_pending = c->w->flush_list;
@@ -414,6 +425,14 @@ int wsc_conn_send(wsc_conn *c, wsc_frame *f)
         metric_inc(s->m_frames_out);
     }
     wsc_frame_unref(own);
+    return rc;
+}
+
+int wsc_conn_send_event(wsc_conn *c, wsc_frame *f)
+{
+    c->w->queuing_event = true;
+    int rc = wsc_conn_send(c, f);
+    c->w->queuing_event = false;
     return rc;
 }
 
@@ -987,9 +1006,20 @@ static void worker_before_sleep(void *ud)
     }
     if (w->draining) worker_drain_step(w);
     if (w->before_sleep) w->before_sleep(w);
+    /* write_delay_ms: only events were queued since the last flush, and the first of them
+     * less than the delay ago: hold the flush (the loop wakes by then). Draining or
+     * stopping never waits. */
+    bool hold = w->hold_until && !w->urgent && !w->draining && !atomic_load(&s->stop) &&
+                loop_now(w->l) < w->hold_until;
+    if (hold) {
+        loop_wake_by(w->l, w->hold_until);
+    } else {
+        w->hold_until = 0;
+        w->urgent = false;
+    }
     /* Flush (and read again) what this iteration touched; the list may grow while walked
      * (a read queues an answer), so take it whole each round, bounded. */
-    for (int round = 0; round < 4 && w->flush_list; round++) {
+    for (int round = 0; !hold && round < 4 && w->flush_list; round++) {
         if (round > 0 && w->before_sleep) w->before_sleep(w); /* what the reads below added */
         wsc_conn *list = w->flush_list;
         w->flush_list = NULL;

@@ -101,6 +101,8 @@ typedef struct wsc_config {
     int close_timeout_ms;          /* wait for the peer's close frame after ours */
     size_t deflate_min;            /* permessage-deflate (upgrade.deflate): messages shorter
                                     * than this are sent uncompressed */
+    int write_delay_ms;            /* events (wsc_conn_send_event) wait up to this long for
+                                    * more to share their writes; 0: written at once */
 } wsc_config;
 
 /* Starts the workers (each binds its listener first, so a bad address fails here). Returns
@@ -140,6 +142,10 @@ void wsc_conn_set_data(wsc_conn *c, void *data);
  * else, if nobody considered compressing it yet, compressed here by the worker's deflate
  * stream when it is at least deflate_min bytes and the result is smaller. */
 int wsc_conn_send(wsc_conn *c, wsc_frame *f);
+/* The same for a broadcast event: with write_delay_ms, the worker writes it within that
+ * delay, together with whatever else queued meanwhile (one writev per connection for all
+ * of it), unless something else (a reply, a control frame) makes the worker write sooner. */
+int wsc_conn_send_event(wsc_conn *c, wsc_frame *f);
 /* Convenience: a new text frame with a copy of text, sent and released. */
 int wsc_conn_send_text(wsc_conn *c, const char *text, size_t len);
 /* Starts the closing handshake with code and reason (<= 123 bytes of UTF-8): nothing more
