@@ -18,8 +18,11 @@
  * the servers' CPU and RSS from /proc (--pid) at the edges of the window, runs the publisher,
  * prints a progress line on stderr about once a second and the result on stdout.
  * Publisher events are {"t":CLOCK_MONOTONIC ns,"i":per-topic counter,"pad":"x..."}: receivers
- * compute latency from t and loss/duplicates/order from i. Loopback only; every wait has a
- * deadline. */
+ * compute latency from t and loss/duplicates/order from i, twice: to the client's read (what
+ * an application sees, including the load generator's own queueing behind the sockets it
+ * reads first) and to the kernel's receipt of the frame in the client's socket (SO_TIMESTAMPNS:
+ * what the server delivered when; a read that takes several frames dates them all by its last
+ * segment). Loopback only; every wait has a deadline. */
 #include "bench.h"
 
 #include <arpa/inet.h>
@@ -79,6 +82,9 @@
 #define HIST_FINE 10000         /* latency: 10 µs buckets up to 100 ms ... */
 #define HIST_COARSE 9900        /* ... then 1 ms buckets up to 10 s, then one overflow */
 #define HIST_LEN (HIST_FINE + HIST_COARSE + 1)
+/* Two histograms in one array: latency to the client's read, then (fan-out) latency to the
+ * kernel's receipt of the frame in the client's socket (SO_TIMESTAMPNS). */
+#define HIST_ALL (2 * HIST_LEN)
 #define PUB_SIZE_MIN 48
 #define PUB_SIZE_MAX 8192
 #define PUB_RATE_MAX 1000000
@@ -302,6 +308,7 @@ typedef struct crec { /* child -> parent */
     uint64_t lat_n, min_ev, max_ev, deflate_conns, compressed;
     int64_t lat_max, t_first_open, t_last_ready, t_first_event, t_last_event;
     double cpu_s;
+    uint64_t lat_kn; /* samples in the socket-receipt histogram */
 } crec;
 enum { R_PROGRESS = 1, R_READY = 2, R_FINAL = 3 };
 
@@ -314,7 +321,10 @@ typedef struct worker {
     int open_after_close;
     uint8_t *rbuf, *nscratch;
     uint32_t rng;
-    uint64_t *hist;
+    uint64_t *hist; /* HIST_ALL */
+    uint64_t lat_kn;
+    int64_t t_sock;   /* the last read's kernel receipt time (monotonic ns), 0: none */
+    int64_t real_off; /* CLOCK_REALTIME - CLOCK_MONOTONIC, ns */
     _Atomic uint64_t events;
     _Atomic int ready;
     uint64_t other, error_frames, bad_frames, send_errors, pings, lat_n, compressed;
@@ -448,6 +458,10 @@ static void on_data(worker *w, conn *c, const uint8_t *p, size_t n, int64_t t_re
         w->hist[hist_bucket(lat)]++;
         w->lat_n++;
         if (lat > w->lat_max) w->lat_max = lat;
+    }
+    if (w->t_sock && (int64_t)t <= w->t_sock) {
+        w->hist[HIST_LEN + hist_bucket(w->t_sock - (int64_t)t)]++;
+        w->lat_kn++;
     }
 }
 
@@ -723,13 +737,56 @@ static int keep_part(conn *c, const uint8_t *buf, size_t n)
     return 0;
 }
 
+/* CLOCK_REALTIME - CLOCK_MONOTONIC: the smallest of a few readings (the one least delayed
+ * between its two clock reads). */
+static int64_t realtime_offset(void)
+{
+    int64_t best = 0;
+    for (int i = 0; i < 5; i++) {
+        struct timespec m0, r, m1;
+        clock_gettime(CLOCK_MONOTONIC, &m0);
+        clock_gettime(CLOCK_REALTIME, &r);
+        clock_gettime(CLOCK_MONOTONIC, &m1);
+        int64_t mono = ((int64_t)m0.tv_sec * 1000000000 + m0.tv_nsec +
+                        (int64_t)m1.tv_sec * 1000000000 + m1.tv_nsec) / 2;
+        int64_t off = (int64_t)r.tv_sec * 1000000000 + r.tv_nsec - mono;
+        if (i == 0 || off < best) best = off;
+    }
+    return best;
+}
+
+/* read(), or in fan-out recvmsg() with the kernel's receipt time of the data read
+ * (SO_TIMESTAMPNS; for TCP the time of the last segment the read took) into w->t_sock. */
+static ssize_t read_stamped(worker *w, int fd, uint8_t *buf, size_t n)
+{
+    w->t_sock = 0;
+    if (O.mode != M_FANOUT) return read(fd, buf, n);
+    struct iovec iov = {.iov_base = buf, .iov_len = n};
+    union {
+        char b[CMSG_SPACE(sizeof(struct timespec))];
+        struct cmsghdr align;
+    } cb;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b,
+                        .msg_controllen = sizeof cb.b};
+    ssize_t r = recvmsg(fd, &mh, 0);
+    if (r <= 0) return r;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(cm), sizeof ts);
+            w->t_sock = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec - w->real_off;
+        }
+    }
+    return r;
+}
+
 static void on_readable(worker *w, conn *c)
 {
     uint8_t *buf = w->rbuf;
     size_t have = c->plen;
     if (have) memcpy(buf, c->part, have);
     c->plen = 0;
-    ssize_t r = read(c->fd, buf + have, RBUF_SIZE);
+    ssize_t r = read_stamped(w, c->fd, buf + have, RBUF_SIZE);
     if (r == 0) {
         conn_fail(w, c, "end of stream");
         return;
@@ -815,6 +872,7 @@ static void conn_open(worker *w, conn *c)
     }
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (O.mode == M_FANOUT) setsockopt(c->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
     if (O.nsources) {
         struct sockaddr_in src = {.sin_family = AF_INET,
                                   .sin_addr = O.sources[c->gindex % O.nsources]};
@@ -947,6 +1005,7 @@ static void child_counts(worker *ws, int nthreads, conn *conns, long n, crec *r,
         r->pings += w->pings;
         r->compressed += w->compressed;
         r->lat_n += w->lat_n;
+        r->lat_kn += w->lat_kn;
         if (w->lat_max > r->lat_max) r->lat_max = w->lat_max;
         if (w->t_first_open && (!r->t_first_open || w->t_first_open < r->t_first_open))
             r->t_first_open = w->t_first_open;
@@ -977,7 +1036,7 @@ static int child_main(int index, long first, long n, int cmd_fd, int out_fd)
     int nthreads = (int)(O.threads < n ? O.threads : n);
     conn *conns = calloc((size_t)n, sizeof *conns);
     worker *ws = calloc((size_t)nthreads, sizeof *ws);
-    uint64_t *hist = calloc(HIST_LEN, sizeof *hist);
+    uint64_t *hist = calloc(HIST_ALL, sizeof *hist);
     if (!conns || !ws || !hist) return 1;
     for (long i = 0; i < n; i++) {
         conns[i].fd = -1;
@@ -996,7 +1055,8 @@ static int child_main(int index, long first, long n, int cmd_fd, int out_fd)
         w->epfd = epoll_create1(EPOLL_CLOEXEC);
         w->rbuf = malloc(RBUF_SIZE + PART_MAX);
         w->nscratch = malloc(NATS_PART_MAX + PART_MAX + 64);
-        w->hist = calloc(HIST_LEN, sizeof *w->hist);
+        w->hist = calloc(HIST_ALL, sizeof *w->hist);
+        w->real_off = realtime_offset();
         if (w->epfd < 0 || !w->rbuf || !w->hist || !w->nscratch) return 1;
     }
     C.hard_deadline = now_ns() + (int64_t)((O.setup_timeout * 2 + O.seconds + O.drain +
@@ -1058,9 +1118,9 @@ static int child_main(int index, long first, long n, int cmd_fd, int out_fd)
     child_counts(ws, nthreads, conns, n, &rec, true);
     rec.type = R_FINAL;
     for (int i = 0; i < nthreads; i++)
-        for (size_t b = 0; b < HIST_LEN; b++) hist[b] += ws[i].hist[b];
+        for (size_t b = 0; b < HIST_ALL; b++) hist[b] += ws[i].hist[b];
     if (write_full(out_fd, &rec, sizeof rec) != 0 ||
-        write_full(out_fd, hist, HIST_LEN * sizeof *hist) != 0)
+        write_full(out_fd, hist, HIST_ALL * sizeof *hist) != 0)
         rc = 1;
     return rc;
 }
@@ -1177,11 +1237,11 @@ static void pump(child *ch, int n, int timeout_ms, uint64_t *hist, uint64_t *tmp
             continue;
         }
         if (r.type == R_FINAL) {
-            if (read_full(ch[i].out_fd, tmp, HIST_LEN * sizeof *tmp) != 0) {
+            if (read_full(ch[i].out_fd, tmp, HIST_ALL * sizeof *tmp) != 0) {
                 ch[i].dead = true;
                 continue;
             }
-            for (size_t b = 0; b < HIST_LEN; b++) hist[b] += tmp[b];
+            for (size_t b = 0; b < HIST_ALL; b++) hist[b] += tmp[b];
             ch[i].fin = r;
             ch[i].final = true;
         } else if (r.type == R_READY) {
@@ -1290,7 +1350,7 @@ static int run_parent(void)
         ch[i] = (child){.pid = pid, .cmd_fd = cmd[1], .out_fd = out[0]};
         first += n;
     }
-    uint64_t *hist = calloc(HIST_LEN, sizeof *hist), *tmp = calloc(HIST_LEN, sizeof *tmp);
+    uint64_t *hist = calloc(HIST_ALL, sizeof *hist), *tmp = calloc(HIST_ALL, sizeof *tmp);
     pidstat ps[MAX_PIDS];
     memset(ps, 0, sizeof ps);
     pubstate pub;
@@ -1414,6 +1474,7 @@ static int run_parent(void)
         a.deflate_conns += r->deflate_conns;
         a.compressed += r->compressed;
         a.lat_n += r->lat_n;
+        a.lat_kn += r->lat_kn;
         if (r->ready && r->min_ev < a.min_ev) a.min_ev = r->min_ev;
         if (r->max_ev > a.max_ev) a.max_ev = r->max_ev;
         if (r->lat_max > a.lat_max) a.lat_max = r->lat_max;
@@ -1462,6 +1523,12 @@ static int run_parent(void)
                "\"lat_p99_ms\":%.3f,\"lat_p999_ms\":%.3f,\"lat_max_ms\":%.3f",
                O.mode == M_CONNECT ? "handshake" : "delivery", a.lat_n, p50, p99, p999,
                (double)a.lat_max / 1e6);
+        if (O.mode == M_FANOUT)
+            printf(",\"lat_sock_samples\":%" PRIu64 ",\"lat_sock_p50_ms\":%.3f,"
+                   "\"lat_sock_p99_ms\":%.3f,\"lat_sock_p999_ms\":%.3f",
+                   a.lat_kn, hist_quantile(hist + HIST_LEN, a.lat_kn, 0.50),
+                   hist_quantile(hist + HIST_LEN, a.lat_kn, 0.99),
+                   hist_quantile(hist + HIST_LEN, a.lat_kn, 0.999));
         printf(",\"other\":%" PRIu64 ",\"error_frames\":%" PRIu64 ",\"bad_frames\":%" PRIu64
                ",\"send_errors\":%" PRIu64 ",\"pings\":%" PRIu64 ",\"client_cpu_s\":%.3f",
                a.other, a.error_frames, a.bad_frames, a.send_errors, a.pings, client_cpu);
@@ -1496,6 +1563,10 @@ static int run_parent(void)
                    atomic_load(&pub.sent), expect, a.events, loss, a.gaps, a.disorder, dps);
         printf(" %s_p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f",
                O.mode == M_CONNECT ? "handshake" : "lat", p50, p99, p999, (double)a.lat_max / 1e6);
+        if (O.mode == M_FANOUT)
+            printf(" sock_p50_ms=%.3f sock_p99_ms=%.3f",
+                   hist_quantile(hist + HIST_LEN, a.lat_kn, 0.50),
+                   hist_quantile(hist + HIST_LEN, a.lat_kn, 0.99));
         if (O.npids) {
             printf(" server_cpu_s=%.3f rss_delta_kib=%ld rss_per_conn_b=%.0f", srv_cpu, rss_delta,
                    a.ready ? (double)rss_delta * 1024 / a.ready : 0);

@@ -397,6 +397,9 @@ def test_bench_fanout_counts_every_delivery(st):
     assert d["loss"] == 0 and d["gaps"] == 0 and d["disorder"] == 0, d
     assert d["min_per_conn"] == 20 and d["max_per_conn"] == 20, d
     assert d["lat_samples"] == 400 and d["lat_p50_ms"] > 0, d
+    # every read carried the kernel's receipt time, which comes before the read
+    assert d["lat_sock_samples"] == 400, d
+    assert 0 < d["lat_sock_p50_ms"] <= d["lat_p50_ms"], d
     assert d["servers"][0]["pid"] == edge_pid and d["servers"][0]["rss_end_kib"] > 0, d
     assert d["complete"] is True, d
     assert "up 20/20" in err, err  # the progress line
