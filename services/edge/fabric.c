@@ -60,7 +60,8 @@ typedef struct interest {
     struct interest *next;
     unsigned long hash; /* fab_hash(key) */
     int refs; /* ports interested */
-    bool live; /* a flush after the subscribe returned: the server has it */
+    uint64_t seq; /* its subscription's number (fabric.sub_seq): live once a flush that
+                   * started after it came back (seq <= fabric.live_seq) */
     bus_sub *sub;
     route *r;   /* the subscription's closure (one reference) */
     char key[]; /* "<kind> <name>\n" */
@@ -93,10 +94,18 @@ struct fabric {
     z_stream zd;
     bool zd_ready;
     metric *m_in, *m_dropped, *m_topics, *m_deflated, *m_deflate_bytes_in, *m_deflate_bytes_out;
-    metric *m_wakeups;
+    metric *m_wakeups, *m_settle_ok, *m_settle_failed;
+    /* Settling: subscriptions are numbered as they are made (sub_seq, under lock); the
+     * settler thread confirms them with one flush (PING/PONG) for every port that asked
+     * (want, a bit each, under slock) and raises live_seq (under lock) to the number it read
+     * before a flush that succeeded. */
+    uint64_t sub_seq, live_seq;
+    pthread_mutex_t slock;
+    pthread_cond_t scond;
+    uint64_t want;
+    bool sstop, settler_started;
+    pthread_t settler;
 };
-
-#define FAB_SETTLE_MAX 4096 /* new subscriptions waiting for one flush; over: flushed at once */
 
 /* A worker's mailbox (mailbox.h) and what the worker took from it: the batch, the held
  * route and the settle list belong to the worker. */
@@ -107,8 +116,9 @@ struct fab_port {
     fab_slot batch[FAB_BATCH];
     uint32_t bn, bi;
     route *held;                       /* the route of the message last returned */
-    int nsettle;                       /* new NATS subscriptions not yet confirmed */
-    struct interest *settle[FAB_SETTLE_MAX];
+    uint64_t want_seq, asked_seq;      /* worker: highest number it waits for / asked for */
+    _Atomic uint64_t settled_seq;      /* settler: flushes up to this number came back */
+    _Atomic uint64_t live_seq;         /* settler: ... and up to this one succeeded */
 };
 
 static unsigned long fab_hash(const char *s)
@@ -327,6 +337,8 @@ static void fab_on_revoked(bus_msg *msg, void *ud)
 
 /* ---- set-up ------------------------------------------------------------------------------- */
 
+static void *settler_main(void *arg);
+
 /* After a NATS reconnection (nats.c thread): every worker should look for gaps. */
 static void fab_on_reconnect(void *ud)
 {
@@ -349,6 +361,8 @@ int fab_create(fabric **out, bus *b, size_t max_data, bool deflate, size_t defla
     pthread_rwlock_init(&f->ports_lock, NULL);
     pthread_mutex_init(&f->lock, NULL);
     pthread_mutex_init(&f->zlock, NULL);
+    pthread_mutex_init(&f->slock, NULL);
+    pthread_cond_init(&f->scond, NULL);
     f->m_deflated = metrics_counter("sc_edge_deflated_total", NULL,
                                     "events compressed once for permessage-deflate clients");
     f->m_deflate_bytes_in = metrics_counter("sc_edge_deflate_bytes_total", "side=\"in\"",
@@ -365,6 +379,16 @@ int fab_create(fabric **out, bus *b, size_t max_data, bool deflate, size_t defla
                                    "not empty)");
     f->m_topics = metrics_gauge("sc_edge_subscriptions", NULL,
                                 "NATS subscriptions for topics and users held by this edge");
+    f->m_settle_ok = metrics_counter("sc_edge_settle_flushes_total", "result=\"ok\"",
+                                     "round trips confirming new NATS subscriptions, by result");
+    f->m_settle_failed = metrics_counter("sc_edge_settle_flushes_total", "result=\"failed\"",
+                                         "round trips confirming new NATS subscriptions, by "
+                                         "result");
+    if (pthread_create(&f->settler, NULL, settler_main, f) != 0) {
+        fab_destroy(f);
+        return -EAGAIN;
+    }
+    f->settler_started = true;
     f->revoked_route.f = f;
     f->revoked_route.kind = FAB_REVOKED;
     if (bus_subscribe(b, SUBJ_AUTH_REVOKED, NULL, fab_on_revoked, &f->revoked_route,
@@ -380,6 +404,13 @@ int fab_create(fabric **out, bus *b, size_t max_data, bool deflate, size_t defla
 void fab_destroy(fabric *f)
 {
     if (!f) return;
+    if (f->settler_started) {
+        pthread_mutex_lock(&f->slock);
+        f->sstop = true;
+        pthread_cond_signal(&f->scond);
+        pthread_mutex_unlock(&f->slock);
+        pthread_join(f->settler, NULL);
+    }
     bus_set_reconnect_hook(f->b, NULL, NULL);
     bus_unsubscribe(f->revoked);
     for (size_t i = 0; f->buckets && i < f->nbuckets; i++) {
@@ -394,6 +425,8 @@ void fab_destroy(fabric *f)
     pthread_rwlock_destroy(&f->ports_lock);
     pthread_mutex_destroy(&f->lock);
     pthread_mutex_destroy(&f->zlock);
+    pthread_mutex_destroy(&f->slock);
+    pthread_cond_destroy(&f->scond);
     free(f);
 }
 
@@ -443,17 +476,18 @@ void fab_port_ack(fab_port *p) { mbox_ack(&p->mb); }
 
 /* ---- interest ----------------------------------------------------------------------------- */
 
-int fab_watch(fab_port *p, enum fab_kind kind, const char *name)
+int fab_watch(fab_port *p, enum fab_kind kind, const char *name, uint64_t *wait)
 {
     fabric *f = p->f;
     char prefix[300];
     int pl = snprintf(prefix, sizeof prefix, "%c %s\n", (char)kind, name);
     if (pl <= 0 || (size_t)pl >= sizeof prefix || strlen(name) >= sizeof ((route *)0)->name)
         return -EINVAL;
-    bool fresh = false;
     unsigned long h = fab_hash(prefix);
+    *wait = 0;
     pthread_mutex_lock(&f->lock);
     interest **pp = interest_find(f, prefix, (size_t)pl, h), *it = *pp;
+    bool made = !it;
     if (!it) {
         char subject[320];
         route *r;
@@ -479,6 +513,7 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name)
             return rc;
         }
         it->r = r;
+        it->seq = ++f->sub_seq;
         *pp = it; /* the chain's end */
         f->ninterests++;
         interests_grow(f);
@@ -486,33 +521,96 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name)
     }
     it->refs++;
     atomic_fetch_or_explicit(&it->r->ports, 1ull << p->idx, memory_order_release);
-    fresh = !it->live;
-    pthread_mutex_unlock(&f->lock);
     /* "subscribed" means live from now: the server must have the subscription before the
-     * client hears so. The round trip that confirms it is not taken here but once for all
-     * the subscriptions of this loop iteration (fab_port_settle, before anything is written),
-     * so a burst of connects with new users costs one round trip per iteration, not one
-     * each. It lives on meanwhile: this port holds a reference. */
-    if (fresh) {
-        if (p->nsettle == FAB_SETTLE_MAX) fab_port_settle(p);
-        p->settle[p->nsettle++] = it;
+     * client hears so. Not yet confirmed (made just now, here or by another worker, or its
+     * last flush failed): the caller holds what it tells the client until fab_port_settled
+     * reaches *wait. The round trip is not taken here but by the settler thread, once for
+     * every subscription made before it starts (fab_port_settle asks for it). */
+    if (it->seq > f->live_seq) { /* made before but not confirmed: a flush from now on */
+        *wait = made ? it->seq : ++f->sub_seq;
+        if (*wait > p->want_seq) p->want_seq = *wait;
     }
+    pthread_mutex_unlock(&f->lock);
     return 0;
+}
+
+uint64_t fab_port_ticket(fab_port *p)
+{
+    fabric *f = p->f;
+    pthread_mutex_lock(&f->lock);
+    uint64_t t = ++f->sub_seq;
+    pthread_mutex_unlock(&f->lock);
+    if (t > p->want_seq) p->want_seq = t;
+    return t;
+}
+
+uint64_t fab_port_live(const fab_port *p)
+{
+    return atomic_load_explicit(&p->live_seq, memory_order_acquire);
 }
 
 void fab_port_settle(fab_port *p)
 {
-    if (p->nsettle == 0) return;
+    if (p->want_seq <= p->asked_seq) return;
     fabric *f = p->f;
-    /* One flush, outside the lock so that other workers' subscriptions do not wait for it.
-     * A failure (NATS away) leaves them unconfirmed; the next new subscriber of the same
-     * name tries again, and a reconnect resubscribes everything anyway. */
-    if (bus_flush(f->b, 1000) == 0) {
+    p->asked_seq = p->want_seq;
+    pthread_mutex_lock(&f->slock);
+    f->want |= 1ull << p->idx;
+    pthread_cond_signal(&f->scond);
+    pthread_mutex_unlock(&f->slock);
+}
+
+uint64_t fab_port_settled(const fab_port *p)
+{
+    return atomic_load_explicit(&p->settled_seq, memory_order_acquire);
+}
+
+/* The settler: for every batch of requests, one flush (bounded, 1 s) covering every
+ * subscription numbered before it starts, then each asking port learns how far it got and is
+ * woken. A failed flush (NATS away or slow) ends the wait all the same - the subscriptions
+ * stay unconfirmed, so the next subscriber of the same name waits for a new flush, and a
+ * reconnection resubscribes everything anyway - but no worker ever waits for NATS. */
+static void *settler_main(void *arg)
+{
+    fabric *f = arg;
+    pthread_mutex_lock(&f->slock);
+    while (!f->sstop) {
+        if (!f->want) {
+            pthread_cond_wait(&f->scond, &f->slock);
+            continue;
+        }
+        uint64_t want = f->want;
+        f->want = 0;
+        pthread_mutex_unlock(&f->slock);
         pthread_mutex_lock(&f->lock);
-        for (int i = 0; i < p->nsettle; i++) p->settle[i]->live = true;
+        uint64_t target = f->sub_seq; /* every port asked after its subscriptions were made */
         pthread_mutex_unlock(&f->lock);
+        bool ok = bus_flush(f->b, 1000) == 0;
+        if (ok) {
+            pthread_mutex_lock(&f->lock);
+            if (target > f->live_seq) f->live_seq = target;
+            pthread_mutex_unlock(&f->lock);
+        }
+        metric_inc(ok ? f->m_settle_ok : f->m_settle_failed);
+        pthread_rwlock_rdlock(&f->ports_lock);
+        for (int i = 0; ok && i < f->nports; i++) { /* every port: its older waits are over */
+            fab_port *p = f->ports[i];
+            if (p && target > atomic_load_explicit(&p->live_seq, memory_order_relaxed))
+                atomic_store_explicit(&p->live_seq, target, memory_order_release);
+        }
+        for (int i = 0; i < f->nports; i++) {
+            fab_port *p = f->ports[i];
+            if (!(want & (1ull << i)) || !p) continue;
+            uint64_t cur = atomic_load_explicit(&p->settled_seq, memory_order_relaxed);
+            if (target > cur) atomic_store_explicit(&p->settled_seq, target, memory_order_release);
+            fab_slot sl = {.kind = FAB_SETTLED, .seq = target};
+            port_push(p, &sl); /* the wake-up; if the mailbox is full the worker is awake */
+        }
+        pthread_rwlock_unlock(&f->ports_lock);
+        pthread_mutex_lock(&f->slock);
     }
-    p->nsettle = 0;
+    pthread_mutex_unlock(&f->slock);
+    return NULL;
 }
 
 void fab_unwatch(fab_port *p, enum fab_kind kind, const char *name)
@@ -527,12 +625,6 @@ void fab_unwatch(fab_port *p, enum fab_kind kind, const char *name)
     interest *gone = NULL;
     if (*pp) {
         atomic_fetch_and_explicit(&(*pp)->r->ports, ~(1ull << p->idx), memory_order_release);
-        for (int i = 0; i < p->nsettle; i++) { /* the port's reference goes: not settled */
-            if (p->settle[i] == *pp) {
-                p->settle[i] = p->settle[--p->nsettle];
-                break;
-            }
-        }
         if (--(*pp)->refs == 0) {
             gone = *pp;
             *pp = gone->next;

@@ -24,7 +24,8 @@
  * (bench/zmqhop; docs/ARCHITECTURE.md "The fabric").
  *
  * Threads: fab_create/fab_destroy on the main thread; a fab_port and every fab_port_*
- * call on its worker's thread; the NATS callbacks on nats.c's threads. Prefix fab_. */
+ * call on its worker's thread; the NATS callbacks on nats.c's threads; the settler (one
+ * thread) takes the round trips that confirm new subscriptions. Prefix fab_. */
 #ifndef EDGE_FABRIC_H
 #define EDGE_FABRIC_H
 
@@ -43,6 +44,7 @@ enum fab_kind {
     FAB_USER = 'u',    /* users.<sub>: name is the user; delivered as topic "user" */
     FAB_REVOKED = 'r', /* auth.revoked: data is its JSON */
     FAB_RESYNC = 's',  /* NATS reconnected: nothing else */
+    FAB_SETTLED = 'c', /* the settler came back: see fab_port_settled (seq: how far) */
 };
 
 /* max_data: bus payloads over this are dropped (counted). deflate: also compress each event
@@ -60,14 +62,24 @@ int fab_port_fd(const fab_port *p);
 void fab_port_ack(fab_port *p);
 
 /* Starts / stops this port's interest in a topic or user. Counted: only the first watch and
- * the last unwatch of a name act. 0 or a negative code (the NATS subscription failed). */
-int fab_watch(fab_port *p, enum fab_kind kind, const char *name);
+ * the last unwatch of a name act. 0 or a negative code (the NATS subscription failed).
+ * *wait: 0 when NATS has confirmed the name's subscription, else the number that
+ * fab_port_settled must reach before the caller tells a client "subscribed" (or "welcome",
+ * for an inbox): until then the caller holds that client's writes. */
+int fab_watch(fab_port *p, enum fab_kind kind, const char *name, uint64_t *wait);
 void fab_unwatch(fab_port *p, enum fab_kind kind, const char *name);
-/* Confirms this port's new NATS subscriptions with one round trip (bounded, 1 s). The
- * worker calls it before it writes anything in a loop iteration, so a client told
- * "subscribed" (or "welcome", for its inbox) is never told before NATS has the
- * subscription. */
+/* Asks the fabric's settler thread to confirm this port's new NATS subscriptions with one
+ * round trip (PING/PONG, bounded by 1 s), shared by every worker that asked meanwhile. Never
+ * blocks: call it once per loop iteration. When the round trip is over (answered or not),
+ * fab_port_settled rises and a FAB_SETTLED message wakes the worker. */
 void fab_port_settle(fab_port *p);
+/* How far the settler got for this port: every wait up to this number is over (the flush
+ * may have failed: then the subscriptions stay unconfirmed). */
+uint64_t fab_port_settled(const fab_port *p);
+/* Every subscription numbered up to this was confirmed by a flush that succeeded. */
+uint64_t fab_port_live(const fab_port *p);
+/* A new number to wait for: the next flush covers it (a retry after a failed one). */
+uint64_t fab_port_ticket(fab_port *p);
 
 typedef struct fab_msg {
     enum fab_kind kind;

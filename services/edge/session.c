@@ -32,6 +32,7 @@ typedef struct tentry {
     struct sub_rec **members;
     uint32_t n, cap;
     uint64_t last_seq; /* newest event delivered here: an older or equal one is a duplicate */
+    uint64_t wait_seq; /* fab_watch's: a member waits until fab_port_settled reaches it */
     char key[];
 } tentry;
 
@@ -76,6 +77,7 @@ typedef struct wstate {
     pthread_mutex_t vlock;        /* verdicts from the presence thread */
     struct verdict *verdicts;
     struct session *awaiting;     /* sessions waiting for their presence verdict */
+    struct session *corked;       /* sessions whose writes wait for NATS (fab_port_settled) */
     tentry *buckets[MAP_BUCKETS];
 } wstate;
 
@@ -90,6 +92,9 @@ typedef struct session {
     wstate *ws;
     struct session *next_awaiting;
     bool awaiting;        /* welcome waits for the presence verdict (per-user limit) */
+    struct session *next_corked, *prev_corked;
+    bool corked;          /* its writes wait until fab_port_settled reaches cork_seq */
+    uint64_t cork_seq;
     bool registered;      /* presence_add done: presence_remove at close */
     uint64_t inbox_hold_until; /* loop ms: inbox events are held until then (0: not held) */
     char *user;           /* token sub; NULL until authenticated */
@@ -138,8 +143,10 @@ static tentry *map_find(wstate *ws, const char *key)
 
 static void map_drop(wstate *ws, tentry *t);
 
-/* Adds s to key's members. Returns the record, or NULL (no memory / fabric refused). */
-static sub_rec *map_join(wstate *ws, session *s, enum fab_kind kind, const char *name)
+/* Adds s to key's members. Returns the record, or NULL (no memory / fabric refused);
+ * *wait as fab_watch's (0: NATS has the subscription). */
+static sub_rec *map_join(wstate *ws, session *s, enum fab_kind kind, const char *name,
+                         uint64_t *wait)
 {
     char key[300];
     snprintf(key, sizeof key, "%c:%s", (char)kind, name);
@@ -148,7 +155,7 @@ static sub_rec *map_join(wstate *ws, session *s, enum fab_kind kind, const char 
         size_t kl = strlen(key);
         if (!(t = calloc(1, sizeof *t + kl + 1))) return NULL;
         memcpy(t->key, key, kl + 1);
-        if (fab_watch(ws->port, kind, name) != 0) {
+        if (fab_watch(ws->port, kind, name, &t->wait_seq) != 0) {
             free(t);
             return NULL;
         }
@@ -169,6 +176,13 @@ static sub_rec *map_join(wstate *ws, session *s, enum fab_kind kind, const char 
     r->s = s;
     r->idx = t->n;
     t->members[t->n++] = r;
+    /* wait_seq: what the entry's first member waited for. Confirmed since: no wait. Still
+     * pending: the same wait. Over but failed (NATS away): a new flush for this member. */
+    *wait = 0;
+    if (t->wait_seq && t->wait_seq > fab_port_live(ws->port)) {
+        if (t->wait_seq <= fab_port_settled(ws->port)) t->wait_seq = fab_port_ticket(ws->port);
+        *wait = t->wait_seq;
+    }
     return r;
 oom:
     if (t->n == 0) map_drop(ws, t); /* a new entry must not keep its NATS interest */
@@ -442,6 +456,44 @@ static int sub_index(session *s, const char *key)
     return -1;
 }
 
+/* Until NATS confirms a new subscription, nothing is written to s's client: its
+ * "subscribed" (or "welcome") and whatever follows wait in its queue (wsc_conn_cork). */
+static void session_cork(session *s, uint64_t seq)
+{
+    wstate *ws = s->ws;
+    if (!s->corked) {
+        wsc_conn_cork(s->c);
+        s->corked = true;
+        s->prev_corked = NULL;
+        s->next_corked = ws->corked;
+        if (ws->corked) ws->corked->prev_corked = s;
+        ws->corked = s;
+    }
+    if (seq > s->cork_seq) s->cork_seq = seq;
+}
+
+static void session_uncork(session *s, bool write)
+{
+    wstate *ws = s->ws;
+    if (!s->corked) return;
+    if (s->prev_corked) s->prev_corked->next_corked = s->next_corked;
+    else ws->corked = s->next_corked;
+    if (s->next_corked) s->next_corked->prev_corked = s->prev_corked;
+    s->corked = false;
+    s->cork_seq = 0;
+    if (write) wsc_conn_uncork(s->c);
+}
+
+/* The settler came back (or the loop is about to sleep): uncorks every session it covered. */
+static void uncork_settled(wstate *ws)
+{
+    uint64_t done = fab_port_settled(ws->port);
+    for (session *s = ws->corked, *next; s; s = next) {
+        next = s->next_corked;
+        if (s->cork_seq <= done) session_uncork(s, true);
+    }
+}
+
 static int sub_add(session *s, enum fab_kind kind, const char *name)
 {
     if (s->nsubs == s->capsubs) {
@@ -451,9 +503,11 @@ static int sub_add(session *s, enum fab_kind kind, const char *name)
         s->subs = ns;
         s->capsubs = ncap;
     }
-    sub_rec *r = map_join(s->ws, s, kind, name);
+    uint64_t wait = 0;
+    sub_rec *r = map_join(s->ws, s, kind, name, &wait);
     if (!r) return -1;
     s->subs[s->nsubs++] = r;
+    if (wait) session_cork(s, wait);
     return 0;
 }
 
@@ -766,6 +820,7 @@ static void unlink_awaiting(session *s)
 static void on_closed_free(session *s)
 {
     if (s->awaiting) unlink_awaiting(s);
+    session_uncork(s, false);
     if (s->registered) presence_remove(s->ws->ctx->pres, s->user, wsc_conn_id(s->c));
     while (s->nsubs > 0) sub_remove(s, s->nsubs - 1);
     free(s->subs);
@@ -965,6 +1020,9 @@ static void drain_port(wstate *ws)
         case FAB_RESYNC:
             resync(ws);
             break;
+        case FAB_SETTLED:
+            uncork_settled(ws);
+            break;
         }
     }
 }
@@ -1036,7 +1094,8 @@ static void on_port_io(loop_io *io, uint32_t events)
 static void before_sleep(wsc_worker *w)
 {
     wstate *ws = wsc_worker_data(w);
-    fab_port_settle(ws->port); /* before any write: "subscribed" means NATS has it */
+    fab_port_settle(ws->port); /* new subscriptions of this iteration: the settler confirms */
+    uncork_settled(ws);
     drain_port(ws);            /* what came since the last wake-up, without waiting for it */
 }
 

@@ -65,6 +65,7 @@ struct wsc_conn {
     uint8_t state;
     bool writable, peer_closed, close_after_flush, opened, upgraded, pending, ping_out,
         read_again, lingering, ip_counted;
+    bool corked;              /* wsc_conn_cork: writes held until wsc_conn_uncork */
     uint16_t close_code;
     bool deflate;             /* permessage-deflate negotiated, with pmd: */
     ws_pmd pmd;
@@ -323,6 +324,7 @@ static void conn_send_close(wsc_conn *c, uint16_t code, const char *reason)
     wsc_frame *f = wsc_frame_new(WS_OP_CLOSE, payload, n);
     c->state = CS_CLOSING;
     c->close_code = code;
+    c->corked = false; /* a closing handshake is never held */
     if (!f || queue_push(c, f) != 0) {
         wsc_frame_unref(f);
         conn_abort(c, WS_CLOSE_ABNORMAL);
@@ -426,6 +428,18 @@ int wsc_conn_send(wsc_conn *c, wsc_frame *f)
     }
     wsc_frame_unref(own);
     return rc;
+}
+
+void wsc_conn_cork(wsc_conn *c)
+{
+    if (c->state == CS_OPEN) c->corked = true;
+}
+
+void wsc_conn_uncork(wsc_conn *c)
+{
+    if (!c->corked) return;
+    c->corked = false;
+    if (c->q_count) conn_want_flush(c);
 }
 
 int wsc_conn_send_event(wsc_conn *c, wsc_frame *f)
@@ -1038,7 +1052,7 @@ static void worker_before_sleep(void *ud)
                 conn_read(c, 0);
                 if (c->state == CS_DEAD) continue;
             }
-            if (c->q_count && c->writable) conn_flush(c);
+            if (c->q_count && c->writable && !c->corked) conn_flush(c);
         }
     }
     while (w->free_list) {

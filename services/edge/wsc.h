@@ -146,6 +146,11 @@ int wsc_conn_send(wsc_conn *c, wsc_frame *f);
  * delay, together with whatever else queued meanwhile (one writev per connection for all
  * of it), unless something else (a reply, a control frame) makes the worker write sooner. */
 int wsc_conn_send_event(wsc_conn *c, wsc_frame *f);
+/* Holds the connection's writes: what is queued stays queued (still bounded by max_outbound)
+ * until wsc_conn_uncork. Only an open connection is corked, and a closing handshake uncorks
+ * it. The edge corks a client whose "subscribed" or "welcome" must wait for NATS. */
+void wsc_conn_cork(wsc_conn *c);
+void wsc_conn_uncork(wsc_conn *c);
 /* Convenience: a new text frame with a copy of text, sent and released. */
 int wsc_conn_send_text(wsc_conn *c, const char *text, size_t len);
 /* Starts the closing handshake with code and reason (<= 123 bytes of UTF-8): nothing more
