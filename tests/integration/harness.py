@@ -312,16 +312,38 @@ class Stack:
 
             self._start_or_new_ports("nats", start, ready, new_ports)
             return
-        for i, node in enumerate(self.nats_nodes, 1):
-            routes = ",".join("nats://127.0.0.1:%d" % n["route"]
-                              for j, n in enumerate(self.nats_nodes, 1) if j != i)
-            self.procs["nats%d" % i] = Proc("nats%d" % i, [
-                "nats-server", "-a", "127.0.0.1", "-p", str(node["port"]), "-m",
-                str(node["mon"]), "-n", "nats%d" % i, "--cluster_name", "sc-test",
-                "--cluster", "nats://127.0.0.1:%d" % node["route"], "--routes", routes,
-                "-js", "-sd", os.path.join(self.dir, "nats%d" % i)], {}, self.dir)
         for i in range(1, self.nats_cluster + 1):
-            self.wait_nats(i)
+            self._start_cluster_node(i)
+        for i in range(1, self.nats_cluster + 1):
+            self.wait_nats(i, retry_taken=True)
+
+    def _start_cluster_node(self, i):
+        node = self.nats_nodes[i - 1]
+        routes = ",".join("nats://127.0.0.1:%d" % n["route"]
+                          for j, n in enumerate(self.nats_nodes, 1) if j != i)
+        self.procs["nats%d" % i] = Proc("nats%d" % i, [
+            "nats-server", "-a", "127.0.0.1", "-p", str(node["port"]), "-m",
+            str(node["mon"]), "-n", "nats%d" % i, "--cluster_name", "sc-test",
+            "--cluster", "nats://127.0.0.1:%d" % node["route"], "--routes", routes,
+            "-js", "-sd", os.path.join(self.dir, "nats%d" % i)], {}, self.dir)
+
+    def _restart_node_on_new_ports(self, i, tries):
+        """At start, a cluster node that exited because one of its three ports was taken
+        meanwhile (free_port() only says a port was free a moment ago) starts again on new
+        ones, up to twice. Its routes to the others are unchanged, so it joins them."""
+        p = self.procs["nats%d" % i]
+        with open(p.log_path, "rb") as f:
+            taken = b"already in use" in f.read()
+        if not taken or tries[0] >= 2:
+            raise AssertionError("nats%d exited at start (%s)" % (i, p.p.returncode))
+        tries[0] += 1
+        node = self.nats_nodes[i - 1]
+        node["port"], node["mon"], node["route"] = (
+            self._other_port(), self._other_port(), self._other_port())
+        if i == 1:
+            self.nats_port, self.nats_mon_port = node["port"], node["mon"]
+        self.nats_url = ",".join("nats://127.0.0.1:%d" % n["port"] for n in self.nats_nodes)
+        self._start_cluster_node(i)
 
     def nats_names(self):
         """The NATS process names: ["nats"] or ["nats1", ..., "natsN"]."""
@@ -334,12 +356,20 @@ class Stack:
         return http("GET", "http://127.0.0.1:%d/jsz" % self.nats_nodes[i - 1]["mon"],
                     timeout=2).json()
 
-    def wait_nats(self, i, timeout=30.0):
+    def wait_nats(self, i, timeout=30.0, retry_taken=False):
         """Waits until node i serves clients and, in a cluster, JetStream has a meta leader
-        that this node knows, and the node reports itself healthy (caught up)."""
-        mon = "http://127.0.0.1:%d" % self.nats_nodes[i - 1]["mon"]
+        that this node knows, and the node reports itself healthy (caught up). retry_taken
+        (a cluster's start): a node that exited because a port was taken restarts on new
+        ones (_restart_node_on_new_ports)."""
+        tries = {j: [0] for j in range(1, self.nats_cluster + 1)}
 
         def ready():
+            for j in tries if retry_taken else ():  # a node down keeps the others waiting
+                p = self.procs.get("nats%d" % j)
+                if p is not None and p.p.poll() is not None:
+                    self._restart_node_on_new_ports(j, tries[j])
+                    return False
+            mon = "http://127.0.0.1:%d" % self.nats_nodes[i - 1]["mon"]
             if self.nats_cluster > 1 and not (self.jsz(i).get("meta_cluster") or {}).get(
                     "leader"):
                 return False
