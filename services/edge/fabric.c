@@ -108,7 +108,8 @@ struct fabric {
 };
 
 /* A worker's mailbox (mailbox.h) and what the worker took from it: the batch, the held
- * route and the settle list belong to the worker. */
+ * route and want_seq/asked_seq belong to the worker; settled_seq and live_seq are written by
+ * the settler. */
 struct fab_port {
     fabric *f;
     int idx;
@@ -130,8 +131,8 @@ static unsigned long fab_hash(const char *s)
     return h ^ (h >> 29);
 }
 
-/* The interest of key (hash h), or NULL; *pp_out (if wanted) is the link that points to it
- * or the chain's end. Under f->lock. */
+/* The link that points to key's interest (hash h), or to the end of its chain when there is
+ * none (*link == NULL: where a new one goes). Under f->lock. */
 static interest **interest_find(fabric *f, const char *key, size_t kl, unsigned long h)
 {
     interest **pp = &f->buckets[h & (f->nbuckets - 1)];
