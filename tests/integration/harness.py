@@ -587,6 +587,16 @@ class Stack:
     def restart_service(self, name, wait=True):
         return self.restart(name, wait=wait)
 
+    def edge_metric(self, series, port=None):
+        """The value of one series on the edge's /metrics (its name, with its labels if it
+        has any: 'sc_edge_settle_flushes_total{result="failed"}'), or None when absent."""
+        body = http("GET", "http://127.0.0.1:%d/metrics" % (port or self.edge_port)).body
+        for line in body.decode().splitlines():
+            if line.startswith(series + " "):
+                v = float(line.split()[-1])
+                return int(v) if v.is_integer() else v
+        return None
+
     def token(self, user="alice", password=None):
         """An access token from auth over NATS (no gateway needed)."""
         pw = password or {"alice": "wonderland", "bob": "builder"}[user]

@@ -282,9 +282,7 @@ def _presence_count(st, user):
 
 
 def _slow_closes(st):
-    m = harness.http("GET", "http://127.0.0.1:%d/metrics" % st.edge_port).body.decode()
-    line = [x for x in m.splitlines() if x.startswith("sc_edge_slow_closes_total ")]
-    return int(line[0].split()[1]) if line else 0
+    return st.edge_metric("sc_edge_slow_closes_total") or 0
 
 
 def test_slow_client_closed_4008_others_keep_receiving(st):

@@ -5,10 +5,8 @@ runs on the grown table. Events reach the topics they were published on and no o
 unsubscribing half of them removes exactly those NATS subscriptions (the
 sc_edge_subscriptions gauge) and their events stop."""
 import json
-import re
 import time
 
-import harness
 import natspub
 from wsclient import WS
 
@@ -19,10 +17,9 @@ ENV = {"edge": {"EDGE_MAX_SUBSCRIPTIONS": "3000", "EDGE_RATE_LIMIT": "100000",
 
 
 def _gauge(st):
-    m = harness.http("GET", "http://127.0.0.1:%d/metrics" % st.edge_port).body.decode()
-    g = re.search(r"^sc_edge_subscriptions (\d+)$", m, re.M)
-    assert g, m[:2000]
-    return int(g.group(1))
+    n = st.edge_metric("sc_edge_subscriptions")
+    assert n is not None, "no sc_edge_subscriptions"
+    return n
 
 
 def _wait_gauge(st, want, timeout=10):

@@ -29,11 +29,7 @@ BASELINE_SLACK = 8 * 1024 * 1024
 
 
 def _metric(st, name):
-    body = harness.http("GET", "http://127.0.0.1:%d/metrics" % st.edge_port).body.decode()
-    for line in body.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.split()[-1])
-    return None
+    return st.edge_metric(name)
 
 
 def _rss(st, name):
