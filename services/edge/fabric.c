@@ -32,6 +32,7 @@
 #define FAB_HWM 100000     /* messages queued per worker before the fabric drops (counted) */
 #define FAB_BATCH 256      /* messages a worker takes from its mailbox per lock */
 #define FAB_PORTS 64       /* ports (workers) per process: a bit each in a route's mask */
+#define FAB_NAME_MAX 255   /* bytes of a topic or user name */
 
 /* The closure of one NATS subscription. Freed at the last reference: the subscription's,
  * dropped once nats.c can no longer call back, or a queued message's. */
@@ -40,7 +41,7 @@ typedef struct route {
     enum fab_kind kind;
     _Atomic uint64_t ports; /* bit i: port i has local interest */
     _Atomic uint32_t refs;
-    char name[256];
+    char name[]; /* sized to the name: one per user inbox adds up */
 } route;
 
 static route *route_ref(route *r)
@@ -86,7 +87,6 @@ struct fabric {
     size_t nbuckets, ninterests;
     size_t max_data;
     bus_sub *revoked;
-    route revoked_route; /* never freed by reference: lives with the fabric */
     /* permessage-deflate: one stream for the process, reset per event (no context takeover) */
     bool deflate;
     size_t deflate_min;
@@ -330,9 +330,9 @@ static void fab_on_event(bus_msg *msg, void *ud)
 
 static void fab_on_revoked(bus_msg *msg, void *ud)
 {
-    route *r = ud;
+    fabric *f = ud;
     size_t n = bus_msg_len(msg);
-    if (n <= 4096) fab_broadcast(r->f, FAB_REVOKED, bus_msg_data(msg), n);
+    if (n <= 4096) fab_broadcast(f, FAB_REVOKED, bus_msg_data(msg), n);
     bus_msg_destroy(msg);
 }
 
@@ -390,9 +390,7 @@ int fab_create(fabric **out, bus *b, size_t max_data, bool deflate, size_t defla
         return -EAGAIN;
     }
     f->settler_started = true;
-    f->revoked_route.f = f;
-    f->revoked_route.kind = FAB_REVOKED;
-    if (bus_subscribe(b, SUBJ_AUTH_REVOKED, NULL, fab_on_revoked, &f->revoked_route,
+    if (bus_subscribe(b, SUBJ_AUTH_REVOKED, NULL, fab_on_revoked, f,
                       &f->revoked) != 0) {
         fab_destroy(f);
         return -EIO;
@@ -482,8 +480,8 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name, uint64_t *wait)
     fabric *f = p->f;
     char prefix[300];
     int pl = snprintf(prefix, sizeof prefix, "%c %s\n", (char)kind, name);
-    if (pl <= 0 || (size_t)pl >= sizeof prefix || strlen(name) >= sizeof ((route *)0)->name)
-        return -EINVAL;
+    size_t nl = strlen(name);
+    if (pl <= 0 || (size_t)pl >= sizeof prefix || nl > FAB_NAME_MAX) return -EINVAL;
     unsigned long h = fab_hash(prefix);
     *wait = 0;
     pthread_mutex_lock(&f->lock);
@@ -494,7 +492,8 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name, uint64_t *wait)
         route *r;
         snprintf(subject, sizeof subject, "live.%s.%s", kind == FAB_USER ? "users" : "events",
                  name);
-        if (!(it = calloc(1, sizeof *it + (size_t)pl + 1)) || !(r = calloc(1, sizeof *r))) {
+        if (!(it = calloc(1, sizeof *it + (size_t)pl + 1)) ||
+            !(r = calloc(1, sizeof *r + nl + 1))) {
             free(it);
             pthread_mutex_unlock(&f->lock);
             return -ENOMEM;
@@ -505,7 +504,7 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name, uint64_t *wait)
         r->kind = kind;
         atomic_init(&r->refs, 1); /* the subscription's */
         atomic_init(&r->ports, 0);
-        snprintf(r->name, sizeof r->name, "%s", name);
+        memcpy(r->name, name, nl + 1);
         int rc = bus_subscribe(f->b, subject, NULL, fab_on_event, r, &it->sub);
         if (rc != 0) {
             free(r);
