@@ -19,6 +19,8 @@
 #include <time.h>
 
 #define MAP_BUCKETS 4096
+#define PERM_BUCKETS 256 /* interned permission sets per worker (chained) */
+#define PERM_MAX 8192    /* bytes of a set's patterns: no token is longer */
 #define REPLY_MAX 1024  /* every reply but events fits */
 #define HELD_MAX 256    /* live events held per subscription while it catches up */
 #define DUP_WINDOW 4096 /* a seq this close behind the last one is a duplicate */
@@ -67,6 +69,18 @@ typedef struct catchup {
     held *held;
 } catchup;
 
+/* A token's topic permissions, interned per worker: the sessions whose tokens carry the same
+ * sub_topics and pub_topics share one, instead of each keeping the token's JSON arrays (a
+ * few hundred bytes per connection, most of them alike). */
+typedef struct perms {
+    struct perms *next;
+    unsigned long hash;
+    uint32_t refs;
+    uint32_t len;     /* bytes of pats */
+    uint32_t pub_off; /* where the pub_topics patterns start in pats */
+    char pats[];      /* the sub_topics patterns, then the pub_topics ones, each ended by NUL */
+} perms;
+
 /* A worker's protocol state. */
 typedef struct wstate {
     session_ctx *ctx;
@@ -79,6 +93,7 @@ typedef struct wstate {
     struct session *awaiting;     /* sessions waiting for their presence verdict */
     struct session *corked;       /* sessions whose writes wait for NATS (fab_port_settled) */
     tentry *buckets[MAP_BUCKETS];
+    perms *perm_buckets[PERM_BUCKETS];
 } wstate;
 
 typedef struct verdict {
@@ -100,7 +115,7 @@ typedef struct session {
     char *user;           /* token sub; NULL until authenticated */
     char sid[64];         /* refresh-token family (claim "sid"), for auth.revoked */
     long exp;             /* token expiry, Unix seconds */
-    json_t *sub_topics, *pub_topics;
+    perms *perms;         /* the token's sub_topics / pub_topics (interned) */
     sub_rec **subs;       /* [0] is the inbox once authenticated */
     uint16_t nsubs, capsubs;
     bool warned;          /* token_expiring sent for this exp */
@@ -165,7 +180,7 @@ static sub_rec *map_join(wstate *ws, session *s, enum fab_kind kind, const char 
     }
     sub_rec *r = NULL;
     if (t->n == t->cap) {
-        uint32_t ncap = t->cap ? t->cap * 2 : 4;
+        uint32_t ncap = t->cap ? t->cap * 2 : 1; /* an inbox has one member, most often */
         sub_rec **nm = realloc(t->members, sizeof *nm * ncap);
         if (!nm) goto oom;
         t->members = nm;
@@ -518,29 +533,93 @@ static void sub_remove(session *s, int i)
     s->nsubs--;
 }
 
-static bool topic_allowed(const json_t *patterns, const char *topic)
+/* ---- permissions ------------------------------------------------------------------------------ */
+
+/* Appends the string patterns of arr (anything else in it never matches) to buf, each ended
+ * by NUL; returns the new length, or -1 past cap. */
+static long perms_pack(char *buf, size_t len, size_t cap, const json_t *arr)
 {
     size_t i;
     const json_t *p;
-    json_array_foreach(patterns, i, p) {
-        if (json_is_string(p) && token_topic_match(json_string_value(p), topic)) return true;
+    json_array_foreach(arr, i, p) {
+        if (!json_is_string(p)) continue;
+        size_t n = json_string_length(p);
+        const char *v = json_string_value(p);
+        if (memchr(v, '\0', n)) continue; /* "\u0000" in a pattern: matches no topic */
+        if (len + n + 1 > cap) return -1;
+        memcpy(buf + len, v, n + 1);
+        len += n + 1;
+    }
+    return (long)len;
+}
+
+/* The worker's permission set equal to the payload's (a new reference), or NULL (no memory,
+ * or patterns beyond any token's size). */
+static perms *perms_get(wstate *ws, const json_t *payload)
+{
+    char buf[PERM_MAX];
+    long sl = perms_pack(buf, 0, sizeof buf, json_object_get(payload, "sub_topics"));
+    long pl = sl < 0 ? -1 : perms_pack(buf, (size_t)sl, sizeof buf, json_object_get(payload, "pub_topics"));
+    if (pl < 0) return NULL;
+    unsigned long h = 5381;
+    for (long i = 0; i < pl; i++) h = h * 33 + (unsigned char)buf[i];
+    h = h * 33 + (unsigned long)sl; /* where the lists part counts too */
+    perms **head = &ws->perm_buckets[h % PERM_BUCKETS];
+    for (perms *p = *head; p; p = p->next) {
+        if (p->hash == h && p->len == (uint32_t)pl && p->pub_off == (uint32_t)sl &&
+            memcmp(p->pats, buf, (size_t)pl) == 0) {
+            p->refs++;
+            return p;
+        }
+    }
+    perms *p = malloc(sizeof *p + (size_t)pl);
+    if (!p) return NULL;
+    p->hash = h;
+    p->refs = 1;
+    p->len = (uint32_t)pl;
+    p->pub_off = (uint32_t)sl;
+    memcpy(p->pats, buf, (size_t)pl);
+    p->next = *head;
+    *head = p;
+    return p;
+}
+
+static void perms_put(wstate *ws, perms *p)
+{
+    if (!p || --p->refs > 0) return;
+    perms **pp = &ws->perm_buckets[p->hash % PERM_BUCKETS];
+    while (*pp != p) pp = &(*pp)->next;
+    *pp = p->next;
+    free(p);
+}
+
+/* pub: the pub_topics list, else sub_topics. No permissions (none taken yet): nothing. */
+static bool topic_allowed(const perms *p, bool pub, const char *topic)
+{
+    if (!p) return false;
+    size_t at = pub ? p->pub_off : 0, end = pub ? p->len : p->pub_off;
+    while (at < end) {
+        const char *pat = p->pats + at;
+        if (token_topic_match(pat, topic)) return true;
+        at += strlen(pat) + 1;
     }
     return false;
 }
 
 /* ---- tokens ------------------------------------------------------------------------------------ */
 
-/* Applies verified claims to s (takes the claims' payload references). */
-static void session_take_claims(session *s, token_claims *cl)
+/* Applies verified claims to s. Returns 0, or -ENOMEM (s unchanged). */
+static int session_take_claims(session *s, token_claims *cl)
 {
-    json_decref(s->sub_topics);
-    json_decref(s->pub_topics);
-    s->sub_topics = json_incref(json_object_get(cl->payload, "sub_topics"));
-    s->pub_topics = json_incref(json_object_get(cl->payload, "pub_topics"));
+    perms *p = perms_get(s->ws, cl->payload);
+    if (!p) return -ENOMEM;
+    perms_put(s->ws, s->perms);
+    s->perms = p;
     const char *sid = json_string_value(json_object_get(cl->payload, "sid"));
     snprintf(s->sid, sizeof s->sid, "%s", sid ? sid : "");
     s->exp = cl->exp;
     s->warned = false;
+    return 0;
 }
 
 /* The app timer: auth deadline, token_expiring, expiry, whichever comes first. */
@@ -623,11 +702,10 @@ static void session_begin(session *s)
 static void session_start(session *s, token_claims *cl)
 {
     s->user = strdup(cl->sub);
-    if (!s->user) {
+    if (!s->user || session_take_claims(s, cl) != 0) {
         wsc_conn_close(s->c, WS_CLOSE_INTERNAL, "out of memory");
         return;
     }
-    session_take_claims(s, cl);
     session_begin(s);
 }
 
@@ -655,7 +733,7 @@ static void on_subscribe(session *s, msg_in *m)
             inbox_release(s);
         return;
     }
-    if (!topic_allowed(s->sub_topics, m->topic)) {
+    if (!topic_allowed(s->perms, false, m->topic)) {
         reply_error(s, m->id, "forbidden", "topic not allowed by the token");
         return;
     }
@@ -688,7 +766,7 @@ static void on_unsubscribe(session *s, msg_in *m)
 static void on_publish(session *s, msg_in *m)
 {
     char out[REPLY_MAX], subject[160], conn[32];
-    if (!topic_allowed(s->pub_topics, m->topic)) {
+    if (!topic_allowed(s->perms, true, m->topic)) {
         reply_error(s, m->id, "forbidden", "publishing to this topic is not allowed");
         return;
     }
@@ -717,12 +795,16 @@ static void on_refresh(session *s, msg_in *m)
         wsc_conn_close(s->c, WS_CLOSE_FORBIDDEN, "token of another user");
         return;
     }
-    session_take_claims(s, &cl);
+    int took = session_take_claims(s, &cl);
     token_claims_clear(&cl);
+    if (took != 0) {
+        reply_error(s, m->id, "unavailable", "refresh failed, try again");
+        return;
+    }
     /* subscriptions the new token no longer allows end here */
     for (int i = s->nsubs - 1; i >= 1; i--) {
         const char *topic = s->subs[i]->t->key + 2;
-        if (!topic_allowed(s->sub_topics, topic)) {
+        if (!topic_allowed(s->perms, false, topic)) {
             char note[REPLY_MAX];
             reply(s, note, msg_unsubscribed_build(note, sizeof note, topic));
             sub_remove(s, i);
@@ -824,8 +906,7 @@ static void on_closed_free(session *s)
     if (s->registered) presence_remove(s->ws->ctx->pres, s->user, wsc_conn_id(s->c));
     while (s->nsubs > 0) sub_remove(s, s->nsubs - 1);
     free(s->subs);
-    json_decref(s->sub_topics);
-    json_decref(s->pub_topics);
+    perms_put(s->ws, s->perms);
     free(s->user);
     free(s);
 }
@@ -861,10 +942,10 @@ static int on_upgrade(wsc_conn *c, const ws_http_request *req, const ws_http_upg
     if (tl > 0) {
         token_claims cl;
         if (session_verify(s, token, &cl) == 0) { /* started at open: no frames before */
-            session_take_claims(s, &cl);
+            int took = session_take_claims(s, &cl);
             s->user = strdup(cl.sub);
             token_claims_clear(&cl);
-            if (!s->user) {
+            if (took != 0 || !s->user) {
                 on_closed_free(s);
                 wsc_conn_set_data(c, NULL);
                 return 503;

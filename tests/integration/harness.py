@@ -17,6 +17,7 @@ named "edge1", "edge2", ... are edges too, each on its own free port with EDGE_I
 restart_redis, kill_service, restart_service) stop one process with a signal and start it
 again with the same ports, store and environment.
 """
+import base64
 import http.client as httpclient
 import json
 import os
@@ -643,3 +644,39 @@ class Stack:
                 problems.append("%s exited %s on SIGTERM:\n%s" % (name, code, p.tail(40)))
         Stack.started.clear()
         return problems
+
+
+# ---- tokens signed here (openssl does the signing) ------------------------------------------
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def _der_to_raw(der):
+    """ECDSA signature: DER SEQUENCE{r, s} -> 64-byte r||s (JWS ES256)."""
+    assert der[0] == 0x30
+    i = 2 if der[1] < 0x80 else 2 + (der[1] & 0x7F)
+    out = b""
+    for _ in range(2):
+        assert der[i] == 0x02
+        n = der[i + 1]
+        out += der[i + 2:i + 2 + n].lstrip(b"\x00").rjust(32, b"\x00")
+        i += 2 + n
+    return out
+
+
+def mint(st, sub="alice", exp_in=300, iss="sidecast", aud="sidecast", kid="dev-1",
+         sub_topics=("prices.*",), pub_topics=(), **extra):
+    """An ES256 access token for sub signed with the stack's dev key: the claims auth would
+    give, with the topic patterns (and any extra claim) chosen by the test."""
+    now = int(time.time())
+    head = {"alg": "ES256", "typ": "JWT", "kid": kid}
+    claims = {"iss": iss, "aud": aud, "sub": sub, "iat": now - 1, "nbf": now - 1,
+              "exp": now + exp_in, "jti": "t%d" % time.monotonic_ns(),
+              "sub_topics": list(sub_topics), "pub_topics": list(pub_topics)}
+    claims.update(extra)
+    signing_input = b64url(json.dumps(head).encode()) + "." + b64url(json.dumps(claims).encode())
+    der = subprocess.run(["openssl", "dgst", "-sha256", "-sign",
+                          os.path.join(st.keys, "signing-key.pem")],
+                         input=signing_input.encode(), capture_output=True, check=True).stdout
+    return signing_input + "." + b64url(_der_to_raw(der))

@@ -44,34 +44,12 @@ _tokens = []  # every token used, to check the log never shows one
 # ---- helpers ---------------------------------------------------------------------------------
 
 def _b64(b):
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
-def _der_to_raw(der):
-    """ECDSA signature: DER SEQUENCE{r, s} -> 64-byte r||s (JWS ES256)."""
-    assert der[0] == 0x30
-    i = 2 if der[1] < 0x80 else 2 + (der[1] & 0x7F)
-    out = b""
-    for _ in range(2):
-        assert der[i] == 0x02
-        n = der[i + 1]
-        out += der[i + 2:i + 2 + n].lstrip(b"\x00").rjust(32, b"\x00")
-        i += 2 + n
-    return out
+    return harness.b64url(b)
 
 
 def mint(st, sub="alice", exp_in=300, iss="sidecast", aud="sidecast", kid="dev-1"):
-    """An ES256 access token signed with the stack's dev key (openssl does the signing)."""
-    now = int(time.time())
-    head = {"alg": "ES256", "typ": "JWT", "kid": kid}
-    claims = {"iss": iss, "aud": aud, "sub": sub, "iat": now - 1, "nbf": now - 1,
-              "exp": now + exp_in, "jti": "t%d" % time.monotonic_ns(),
-              "sub_topics": ["prices.*"], "pub_topics": []}
-    signing_input = _b64(json.dumps(head).encode()) + "." + _b64(json.dumps(claims).encode())
-    der = subprocess.run(["openssl", "dgst", "-sha256", "-sign",
-                          os.path.join(st.keys, "signing-key.pem")],
-                         input=signing_input.encode(), capture_output=True, check=True).stdout
-    tok = signing_input + "." + _b64(_der_to_raw(der))
+    """An ES256 access token signed with the stack's dev key (harness.mint)."""
+    tok = harness.mint(st, sub=sub, exp_in=exp_in, iss=iss, aud=aud, kid=kid)
     _tokens.append(tok)
     return tok
 
