@@ -38,6 +38,11 @@ bool ws_reader_in_message(const ws_reader *r)
     return r->msg_op != 0;
 }
 
+bool ws_reader_at_rest(const ws_reader *r)
+{
+    return r->state == RD_HEADER && r->hdr_have == 0 && r->msg_op == 0;
+}
+
 /* Ends the reader with a protocol error; returns consumed for the caller to pass on. */
 static size_t fail(ws_reader *r, ws_event *ev, ws_frame_err err, size_t consumed)
 {

@@ -99,6 +99,11 @@ size_t ws_reader_buffered(const ws_reader *r);
 /* True while a fragmented message has started and not ended. */
 bool ws_reader_in_message(const ws_reader *r);
 
+/* True between frames with no message in progress: r holds nothing a fresh reader (same
+ * config, no buffer) would not, so a caller may drop it and make a new one when bytes come.
+ * False after WS_EV_CLOSE or WS_EV_ERROR (the reader is finished, not fresh). */
+bool ws_reader_at_rest(const ws_reader *r);
+
 /* Consumes bytes of in[0..n) until one event is complete or the bytes are used up.
  * Returns how many bytes were consumed and sets *ev. With WS_EV_NONE all n were consumed.
  * With any other event the rest (in + returned, n - returned) has not been looked at: handle

@@ -79,7 +79,9 @@ struct wsc_conn {
     uint32_t hs_len;
     uint8_t *msg;             /* message buffer while a message spans reads */
     size_t msg_cap;
-    ws_reader reader;
+    ws_reader *reader;        /* NULL at rest (between frames, no message in progress): the
+                               * worker's own serves each read, and only a connection left
+                               * mid-frame or mid-message keeps one (conn_frames) */
     char peer[56]; /* "[v6 address]:port" */
     uint8_t ipkey[16]; /* the source's key in the per-address count (ip_counted) */
 };
@@ -110,6 +112,7 @@ struct wsc_worker {
     bool zd_ready, zi_ready;
     uint8_t *zbuf, *ibuf;     /* compression output / inflated message */
     size_t zcap, icap;
+    ws_reader rest_reader;    /* conn_frames: for a connection whose reader was at rest */
     uint8_t rbuf[READ_BUF];
 };
 
@@ -292,6 +295,7 @@ static void conn_free(wsc_conn *c)
     queue_clear(c);
     free(c->hs);
     free(c->msg);
+    free(c->reader);
     free(c);
 }
 
@@ -637,9 +641,6 @@ static void conn_handshake(wsc_conn *c, const uint8_t *in, size_t n)
 static void conn_open(wsc_conn *c, const uint8_t *rest, size_t n)
 {
     wsc_server *s = c->w->s;
-    ws_reader_config rc = {.from_client = true, .max_message = s->cfg.max_message,
-                           .deflate = c->deflate};
-    ws_reader_init(&c->reader, &rc, NULL, 0);
     c->state = CS_OPEN;
     c->opened = true;
     if (s->cfg.ping_interval_ms > 0)
@@ -698,12 +699,42 @@ static void conn_fail(wsc_conn *c, uint16_t code, const char *why)
         conn_abort(c, code);
 }
 
+static void conn_frames_with(wsc_conn *c, ws_reader *r, uint8_t *in, size_t n);
+
+/* Feeds in[0..n) to the connection's reader: its own when it was left mid-frame or
+ * mid-message, else the worker's, made fresh (an idle connection keeps none: a reader is
+ * ~220 bytes). Afterwards a reader at rest is dropped and one that is not is kept. */
 static void conn_frames(wsc_conn *c, uint8_t *in, size_t n)
+{
+    wsc_worker *w = c->w;
+    ws_reader *r = c->reader;
+    if (!r) {
+        ws_reader_config rc = {.from_client = true, .max_message = w->s->cfg.max_message,
+                               .deflate = c->deflate};
+        r = &w->rest_reader;
+        ws_reader_init(r, &rc, c->msg, c->msg_cap);
+    }
+    conn_frames_with(c, r, in, n);
+    if (ws_reader_at_rest(r)) {
+        if (r == c->reader) {
+            free(c->reader);
+            c->reader = NULL;
+        }
+    } else if (r != c->reader && c->state != CS_DEAD) {
+        if (!(c->reader = malloc(sizeof *c->reader))) {
+            conn_abort(c, WS_CLOSE_ABNORMAL);
+            return;
+        }
+        memcpy(c->reader, r, sizeof *r);
+    }
+}
+
+static void conn_frames_with(wsc_conn *c, ws_reader *r, uint8_t *in, size_t n)
 {
     wsc_server *s = c->w->s;
     while (n > 0 && c->state != CS_DEAD) {
         ws_event ev;
-        size_t k = ws_reader_feed(&c->reader, in, n, &ev);
+        size_t k = ws_reader_feed(r, in, n, &ev);
         in += k;
         n -= k;
         switch (ev.type) {
@@ -730,8 +761,8 @@ static void conn_frames(wsc_conn *c, uint8_t *in, size_t n)
                 c->w->ibuf = NULL;
                 c->w->icap = 0;
             }
-            if (c->msg && ws_reader_buffered(&c->reader) == 0) { /* idle: no buffer */
-                ws_reader_set_buffer(&c->reader, NULL, 0);
+            if (c->msg && ws_reader_buffered(r) == 0) { /* idle: no buffer */
+                ws_reader_set_buffer(r, NULL, 0);
                 free(c->msg);
                 c->msg = NULL;
                 c->msg_cap = 0;
@@ -773,7 +804,7 @@ static void conn_frames(wsc_conn *c, uint8_t *in, size_t n)
             }
             c->msg = nb;
             c->msg_cap = want;
-            ws_reader_set_buffer(&c->reader, c->msg, c->msg_cap);
+            ws_reader_set_buffer(r, c->msg, c->msg_cap);
             break;
         }
         }

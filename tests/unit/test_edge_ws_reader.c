@@ -86,13 +86,16 @@ static void log_add(evlog *l, int type, const void *data, size_t len, uint16_t c
 #define EXP_CLOSE(l, code, reason) log_add(l, WS_EV_CLOSE, reason, strlen(reason), code, 0)
 #define EXP_ERR(l, e) log_add(l, WS_EV_ERROR, NULL, 0, ws_frame_err_code(e), e)
 
-enum { BUF_FIXED, BUF_ON_DEMAND };
+/* BUF_AT_REST: on demand, and the reader is kept as the edge keeps it (wsc.c): after each
+ * chunk, one at rest (ws_reader_at_rest) is dropped and a fresh one made for the next chunk;
+ * one that is not is moved to another place (its old place scribbled over). */
+enum { BUF_FIXED, BUF_ON_DEMAND, BUF_AT_REST };
 
 /* Feeds stream in chunks (pattern cycled; 0 = all at once) through a fresh reader. */
 static void run(const uint8_t *stream, size_t n, const size_t *pattern, size_t max_message,
                 int bufmode, bool from_client, evlog *log)
 {
-    ws_reader r;
+    ws_reader rs[2], *r = &rs[0];
     ws_reader_config cfg = {from_client, max_message};
     uint8_t *mbuf = NULL, *chunk = malloc(n ? n : 1);
     size_t mcap = 0, off = 0, pi = 0;
@@ -102,7 +105,7 @@ static void run(const uint8_t *stream, size_t n, const size_t *pattern, size_t m
         mcap = max_message;
         mbuf = malloc(mcap ? mcap : 1);
     }
-    ws_reader_init(&r, &cfg, mbuf, mcap);
+    ws_reader_init(r, &cfg, mbuf, mcap);
     while (off < n) {
         size_t k = n; /* pattern {0}: everything at once */
         if (pattern[0]) {
@@ -117,7 +120,7 @@ static void run(const uint8_t *stream, size_t n, const size_t *pattern, size_t m
         size_t left = k;
         while (left > 0) {
             ws_event ev;
-            size_t used = ws_reader_feed(&r, in, left, &ev);
+            size_t used = ws_reader_feed(r, in, left, &ev);
             if (used > left) {
                 CHECK(used <= left);
                 goto out;
@@ -129,8 +132,8 @@ static void run(const uint8_t *stream, size_t n, const size_t *pattern, size_t m
                 break;
             }
             if (ev.type == WS_EV_NEED_BUFFER) {
-                size_t keep = ws_reader_buffered(&r);
-                CHECK(bufmode == BUF_ON_DEMAND);
+                size_t keep = ws_reader_buffered(r);
+                CHECK(bufmode != BUF_FIXED);
                 CHECK(ev.len > mcap && ev.len <= max_message && keep <= mcap);
                 /* move on every growth, so a stale pointer would show under ASan */
                 uint8_t *nb = malloc(ev.len);
@@ -139,7 +142,7 @@ static void run(const uint8_t *stream, size_t n, const size_t *pattern, size_t m
                 free(mbuf);
                 mbuf = nb;
                 mcap = ev.len;
-                ws_reader_set_buffer(&r, mbuf, mcap);
+                ws_reader_set_buffer(r, mbuf, mcap);
                 log->need_buffer++;
                 continue;
             }
@@ -150,6 +153,18 @@ static void run(const uint8_t *stream, size_t n, const size_t *pattern, size_t m
             log_add(log, ev.type, ev.data, ev.len, ev.code, ev.err);
         }
         off += k;
+        if (bufmode == BUF_AT_REST) {
+            ws_reader *next = r == &rs[0] ? &rs[1] : &rs[0];
+            if (ws_reader_at_rest(r)) {
+                CHECK_EQ_INT(ws_reader_buffered(r), 0);
+                memset(next, 0xa5, sizeof *next);
+                ws_reader_init(next, &cfg, mbuf, mcap);
+            } else {
+                memcpy(next, r, sizeof *next);
+            }
+            memset(r, 0x5a, sizeof *r);
+            r = next;
+        }
     }
 out:
     free(chunk);
@@ -193,14 +208,15 @@ static void check_stream_cfg(const sb *s, size_t max_message, bool from_client,
     static const size_t *patterns[] = {p_all, p1, p2, p3, p7, p_var};
     static const char *pnames[] = {"whole", "1", "2", "3", "7", "varied"};
     for (size_t p = 0; p < sizeof patterns / sizeof patterns[0]; p++) {
-        for (int mode = BUF_FIXED; mode <= BUF_ON_DEMAND; mode++) {
+        for (int mode = BUF_FIXED; mode <= BUF_AT_REST; mode++) {
             evlog got;
             char why[300];
             run(s->p, s->n, patterns[p], max_message, mode, from_client, &got);
             if (!logs_equal(&got, want, why, sizeof why)) {
                 char what[400];
                 snprintf(what, sizeof what, "chunks %s, %s buffer: %s", pnames[p],
-                         mode == BUF_FIXED ? "fixed" : "on-demand", why);
+                         mode == BUF_FIXED ? "fixed" : mode == BUF_ON_DEMAND ? "on-demand"
+                                                                            : "at-rest", why);
                 test__fail(__FILE__, __LINE__, what);
                 return;
             }
