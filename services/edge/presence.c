@@ -28,6 +28,9 @@
 #define REAP_EVERY_S 10
 #define RESYNC_BATCH 200
 #define APPLY_BATCH 256 /* registrations and removals written in one script run */
+#define LINGER_MS 2      /* registrations and removals gather this long before a round, so a
+                          * burst of connections costs the edge a wake-up and a Redis round
+                          * trip per round, not per connection; a check or a get ends it */
 
 enum op_kind { OP_ADD, OP_CHECK, OP_REMOVE, OP_GET };
 
@@ -62,6 +65,8 @@ struct presence {
     op *head, **tail;
     size_t queued;
     bool overflow, stop;
+    bool idle;      /* the thread waits for work: the next operation wakes it */
+    bool urgent;    /* a check or a get is queued: no lingering */
     entry *table[TABLE_BUCKETS];
     _Atomic int degraded;
     bool need_rewrite;
@@ -181,7 +186,12 @@ static int enqueue(presence *p, enum op_kind kind, const char *user, uint64_t co
     *p->tail = o;
     p->tail = &o->next;
     p->queued++;
-    pthread_cond_signal(&p->cond);
+    bool urgent = kind == OP_CHECK || kind == OP_GET;
+    if (urgent) p->urgent = true;
+    if (urgent || p->idle) { /* lingering: what comes meanwhile joins the round unasked */
+        p->idle = false;
+        pthread_cond_signal(&p->cond);
+    }
     pthread_mutex_unlock(&p->lock);
     return 0;
 }
@@ -435,12 +445,26 @@ static void *presence_main(void *arg)
     int beat_every = p->cfg.ttl_s / 3 > 0 ? p->cfg.ttl_s / 3 : 1;
     pthread_mutex_lock(&p->lock);
     while (!p->stop) {
+        if (p->head && !p->urgent && p->queued < APPLY_BATCH) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_nsec += LINGER_MS * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            /* a check, a get or the stop ends it early: they signal */
+            while (!p->stop && !p->urgent &&
+                   pthread_cond_timedwait(&p->cond, &p->lock, &ts) != ETIMEDOUT) {
+            }
+        }
         op *list = p->head;
         bool overflow = p->overflow;
         p->head = NULL;
         p->tail = &p->head;
         p->queued = 0;
         p->overflow = false;
+        p->urgent = false;
         pthread_mutex_unlock(&p->lock);
 
         long now = wall_s();
@@ -517,7 +541,9 @@ static void *presence_main(void *arg)
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
             }
+            p->idle = true;
             pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+            p->idle = false;
         }
     }
     pthread_mutex_unlock(&p->lock);
