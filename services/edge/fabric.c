@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <zlib.h>
 
 #define FAB_BUCKETS_MIN 1024 /* interest table: a power of two, doubled at one per bucket */
@@ -56,14 +57,22 @@ static void route_unref(void *ud)
     if (r && atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1) free(r);
 }
 
-/* One NATS subscription per name with interest anywhere in the process. */
+/* One NATS subscription per name with interest anywhere in the process. The subscription
+ * is made by the settler thread (pending until then), in a batch with the others of its
+ * round, so a burst of new names costs the workers neither nats.c's connection lock nor the
+ * fabric's held across a subscribe. */
 typedef struct interest {
     struct interest *next;
     unsigned long hash; /* fab_hash(key) */
     int refs; /* ports interested */
     uint64_t seq; /* its subscription's number (fabric.sub_seq): live once a flush that
                    * started after it came back (seq <= fabric.live_seq) */
-    bus_sub *sub;
+    bool pending; /* the settler has not made its subscription yet (on fabric.pending, or
+                   * in the settler's hands) */
+    bool dropped; /* the last port left while it was pending: out of the table, and the
+                   * settler frees it */
+    struct interest *next_pending;
+    bus_sub *sub;   /* NULL while pending */
     route *r;   /* the subscription's closure (one reference) */
     char key[]; /* "<kind> <name>\n" */
 } interest;
@@ -100,6 +109,7 @@ struct fabric {
      * (want, a bit each, under slock) and raises live_seq (under lock) to the number it read
      * before a flush that succeeded. */
     uint64_t sub_seq, live_seq;
+    interest *pending;     /* under lock: interests whose subscription the settler makes */
     pthread_mutex_t slock;
     pthread_cond_t scond;
     uint64_t want;
@@ -363,7 +373,11 @@ int fab_create(fabric **out, bus *b, size_t max_data, bool deflate, size_t defla
     pthread_mutex_init(&f->lock, NULL);
     pthread_mutex_init(&f->zlock, NULL);
     pthread_mutex_init(&f->slock, NULL);
-    pthread_cond_init(&f->scond, NULL);
+    pthread_condattr_t ca; /* the settler's retry wait is timed on the monotonic clock */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&f->scond, &ca);
+    pthread_condattr_destroy(&ca);
     f->m_deflated = metrics_counter("sc_edge_deflated_total", NULL,
                                     "events compressed once for permessage-deflate clients");
     f->m_deflate_bytes_in = metrics_counter("sc_edge_deflate_bytes_total", "side=\"in\"",
@@ -412,6 +426,13 @@ void fab_destroy(fabric *f)
     }
     bus_set_reconnect_hook(f->b, NULL, NULL);
     bus_unsubscribe(f->revoked);
+    for (interest *it = f->pending, *next; it; it = next) { /* the dropped: in no table */
+        next = it->next_pending;
+        if (it->dropped) {
+            route_unref(it->r);
+            free(it);
+        }
+    }
     for (size_t i = 0; f->buckets && i < f->nbuckets; i++) {
         for (interest *it = f->buckets[i], *next; it; it = next) {
             next = it->next;
@@ -488,10 +509,7 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name, uint64_t *wait)
     interest **pp = interest_find(f, prefix, (size_t)pl, h), *it = *pp;
     bool made = !it;
     if (!it) {
-        char subject[320];
         route *r;
-        snprintf(subject, sizeof subject, "live.%s.%s", kind == FAB_USER ? "users" : "events",
-                 name);
         if (!(it = calloc(1, sizeof *it + (size_t)pl + 1)) ||
             !(r = calloc(1, sizeof *r + nl + 1))) {
             free(it);
@@ -505,15 +523,11 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name, uint64_t *wait)
         atomic_init(&r->refs, 1); /* the subscription's */
         atomic_init(&r->ports, 0);
         memcpy(r->name, name, nl + 1);
-        int rc = bus_subscribe(f->b, subject, NULL, fab_on_event, r, &it->sub);
-        if (rc != 0) {
-            free(r);
-            free(it);
-            pthread_mutex_unlock(&f->lock);
-            return rc;
-        }
         it->r = r;
         it->seq = ++f->sub_seq;
+        it->pending = true;
+        it->next_pending = f->pending;
+        f->pending = it;
         *pp = it; /* the chain's end */
         f->ninterests++;
         interests_grow(f);
@@ -522,10 +536,10 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name, uint64_t *wait)
     it->refs++;
     atomic_fetch_or_explicit(&it->r->ports, 1ull << p->idx, memory_order_release);
     /* "subscribed" means live from now: the server must have the subscription before the
-     * client hears so. Not yet confirmed (made just now, here or by another worker, or its
-     * last flush failed): the caller holds what it tells the client until fab_port_settled
-     * reaches *wait. The round trip is not taken here but by the settler thread, once for
-     * every subscription made before it starts (fab_port_settle asks for it). */
+     * client hears so. Not yet confirmed (new, here or by another worker, or its last flush
+     * failed): the caller holds what it tells the client until fab_port_settled reaches
+     * *wait. Neither the subscription nor its round trip is made here but by the settler
+     * thread, once for everything numbered before its round starts (fab_port_settle asks). */
     if (it->seq > f->live_seq) { /* made before but not confirmed: a flush from now on */
         *wait = made ? it->seq : ++f->sub_seq;
         if (*wait > p->want_seq) p->want_seq = *wait;
@@ -565,6 +579,51 @@ uint64_t fab_port_settled(const fab_port *p)
     return atomic_load_explicit(&p->settled_seq, memory_order_acquire);
 }
 
+/* The settler's subscriptions for a round's pending interests (taken off fabric.pending,
+ * those dropped already in ended): each made outside the lock (nats.c takes its own), then
+ * published under it. A dropped one (its last port left before or meanwhile) ends here. One that failed (nats.c refused: out of memory,
+ * or the connection closed for good) goes back on the list with a number after target, so
+ * no later watcher takes it for live, and is tried again a second later; its waiters are
+ * released with the round, as after a failed flush. Returns true when one failed. */
+static bool subscribe_pending(fabric *f, interest *batch, interest *ended)
+{
+    bool failed = false;
+    for (interest *it = batch; it; it = it->next_pending) {
+        char subject[320];
+        snprintf(subject, sizeof subject, "live.%s.%s",
+                 it->r->kind == FAB_USER ? "users" : "events", it->r->name);
+        int rc = bus_subscribe(f->b, subject, NULL, fab_on_event, it->r, &it->sub);
+        if (rc != 0) {
+            it->sub = NULL;
+            log_warn("subscription failed; the next round tries again", "subject=%s error=%d",
+                     subject, rc);
+        }
+    }
+    pthread_mutex_lock(&f->lock);
+    for (interest *it = batch, *next; it; it = next) {
+        next = it->next_pending;
+        if (it->dropped) {
+            it->next_pending = ended;
+            ended = it;
+        } else if (!it->sub) {
+            failed = true;
+            it->seq = ++f->sub_seq;
+            it->next_pending = f->pending;
+            f->pending = it;
+        } else {
+            it->pending = false;
+        }
+    }
+    pthread_mutex_unlock(&f->lock);
+    for (interest *it = ended, *next; it; it = next) {
+        next = it->next_pending;
+        if (!it->sub) route_unref(it->r); /* never subscribed: the subscription's reference */
+        else (void)bus_unsubscribe_later(it->sub, route_unref);
+        free(it);
+    }
+    return failed;
+}
+
 /* The settler: for every batch of requests, one flush (bounded, 1 s) covering every
  * subscription numbered before it starts, then each asking port learns how far it got and is
  * woken. A failed flush (NATS away or slow) ends the wait all the same - the subscriptions
@@ -573,18 +632,34 @@ uint64_t fab_port_settled(const fab_port *p)
 static void *settler_main(void *arg)
 {
     fabric *f = arg;
+    bool retry = false; /* a subscription failed: a round in a second even if nobody asks */
     pthread_mutex_lock(&f->slock);
     while (!f->sstop) {
         if (!f->want) {
-            pthread_cond_wait(&f->scond, &f->slock);
-            continue;
+            if (!retry) {
+                pthread_cond_wait(&f->scond, &f->slock);
+                continue;
+            }
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += 1;
+            if (pthread_cond_timedwait(&f->scond, &f->slock, &ts) != ETIMEDOUT) continue;
         }
         uint64_t want = f->want;
         f->want = 0;
         pthread_mutex_unlock(&f->slock);
         pthread_mutex_lock(&f->lock);
         uint64_t target = f->sub_seq; /* every port asked after its subscriptions were made */
+        interest *batch = NULL, *ended = NULL; /* ended: left before the round: never made */
+        for (interest *it = f->pending, *next; it; it = next) {
+            next = it->next_pending;
+            interest **to = it->dropped ? &ended : &batch;
+            it->next_pending = *to;
+            *to = it;
+        }
+        f->pending = NULL;
         pthread_mutex_unlock(&f->lock);
+        retry = (batch || ended) && subscribe_pending(f, batch, ended);
         bool ok = bus_flush(f->b, 1000) == 0;
         if (ok) {
             pthread_mutex_lock(&f->lock);
@@ -630,6 +705,10 @@ void fab_unwatch(fab_port *p, enum fab_kind kind, const char *name)
             *pp = gone->next;
             f->ninterests--;
             metric_add(f->m_topics, -1);
+            if (gone->pending) { /* no subscription yet: the settler ends it */
+                gone->dropped = true;
+                gone = NULL;
+            }
         }
     }
     pthread_mutex_unlock(&f->lock);

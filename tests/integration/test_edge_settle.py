@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 
+import harness
 from wsclient import WS
 
 SERVICES = ("auth", "edge")
@@ -68,3 +69,51 @@ def test_a_frozen_nats_holds_the_new_client_not_the_worker(st):
     assert m["topic"] == "user" and m["data"] == {"n": 1}, m
     bob.close()
     alice.close()
+
+
+def _nats_subjects(st, prefix):
+    """The subjects starting with prefix that nats-server holds subscriptions on."""
+    r = harness.http("GET", "http://127.0.0.1:%d/connz?subs=1&limit=1024" % st.nats_mon_port)
+    assert r.status == 200, r.status
+    return sorted(s for c in r.json().get("connections", [])
+                  for s in c.get("subscriptions_list", []) if s.startswith(prefix))
+
+
+def test_names_left_before_their_subscription_is_made(st):
+    """The settler makes the subscriptions: a name whose last client leaves while it waits
+    for the settler (here, behind a round stuck on a frozen NATS) is never subscribed, or is
+    unsubscribed once made, and a later client of the same name gets a working one."""
+    tok = st.token("alice")["access_token"]
+    live = WS.connect(st.edge_url, token=tok)
+    live.recv_json(5, type="welcome")
+    base = st.edge_metric("sc_edge_subscriptions")
+    churn = ["prices.churn%02d" % i for i in range(20)]
+    st.procs["nats"].signal(signal.SIGSTOP)
+    try:
+        # a round that waits for the frozen NATS: what comes next queues behind it
+        live.send_json({"type": "subscribe", "topic": "prices.blocker", "id": "b"})
+        time.sleep(0.2)
+        for t in churn:
+            ws = WS.connect(st.edge_url, token=tok)
+            ws.send_json({"type": "subscribe", "topic": t})
+            ws.sock.close()  # gone before the welcome or the subscription
+        time.sleep(0.3)
+    finally:
+        st.procs["nats"].signal(signal.SIGCONT)
+    assert live.recv_json(10, type="subscribed")["topic"] == "prices.blocker"
+    deadline = time.monotonic() + 10
+    while True:
+        left = _nats_subjects(st, "live.events.prices.churn")
+        gauge = st.edge_metric("sc_edge_subscriptions")
+        if (not left and gauge == base + 1) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert left == [], left
+    assert gauge == base + 1, (gauge, base)  # the inbox and prices.blocker
+    # a new client of one of those names: subscribed for real
+    live.subscribe(churn[3])
+    assert _nats_subjects(st, "live.events.prices.churn") == ["live.events." + churn[3]]
+    st.busctl("pub", "events." + churn[3], json.dumps({"n": 7}))
+    ev = live.recv_json(5, type="event", topic=churn[3])
+    assert ev["data"] == {"n": 7}, ev
+    live.close()
