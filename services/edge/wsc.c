@@ -98,6 +98,8 @@ struct wsc_worker {
      * (something other than an event was queued); queuing_event marks wsc_conn_send_event */
     uint64_t hold_until;
     bool urgent, queuing_event;
+    int nodelay;              /* 1: accepted sockets come with TCP_NODELAY (from the listener),
+                               * -1: they do not (set on each), 0: not known yet */
     int nconns;
     bool draining;
     uint64_t drain_start, drain_end;
@@ -265,8 +267,7 @@ static void conn_abort(wsc_conn *c, uint16_t code)
     wsc_worker *w = c->w;
     if (c->state != CS_CLOSING || !c->close_code) c->close_code = code;
     c->state = CS_DEAD;
-    loop_del(w->l, &c->io);
-    close(c->io.fd);
+    close(c->io.fd); /* leaves the epoll set with it (never dup'd): no EPOLL_CTL_DEL */
     c->io.fd = -1;
     loop_timer_cancel(&c->core_timer);
     loop_timer_cancel(&c->app_timer);
@@ -972,8 +973,16 @@ static void worker_accept(loop_io *io, uint32_t events)
             c->ip_counted = true;
             memcpy(c->ipkey, ipkey, sizeof ipkey);
         }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        /* Linux gives accepted sockets the listener's TCP_NODELAY (worker_listen sets it):
+         * checked on the first one, then one system call less per connection */
+        if (w->nodelay != 1) {
+            int one = 1, nd = 0;
+            socklen_t ndl = sizeof nd;
+            if (w->nodelay == 0)
+                w->nodelay = getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nd, &ndl) == 0 && nd
+                                 ? 1 : -1;
+            if (w->nodelay < 0) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
         c->io.fd = fd;
         c->io.fn = conn_on_io;
         c->w = w;
@@ -1119,6 +1128,7 @@ static int worker_listen(wsc_worker *w, const struct sockaddr_storage *ss, unsig
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* inherited: worker_accept */
     if (bind(fd, (const struct sockaddr *)ss, sslen) != 0 || listen(fd, 4096) != 0) {
         int e = errno;
         close(fd);
