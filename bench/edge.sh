@@ -13,9 +13,9 @@
 # $OUT/edge/.
 #
 #   RUNS=3 BENCH_QUICK=0 bench/edge.sh     BENCH_TARGETS="sidecast nats ws"
-#   IDLE_SIZES="1000 10000 19000"
+#   IDLE_SIZES="1000 10000 19000" IDLE_TOKENS=idle (a user per connection; pool: 512 users)
 #   FANOUT_CASES="1:100 1000:10 1000:100 1000:1000 10000:10 10000:100" (subscribers:msg/s)
-#   FANOUT_SECONDS=3 FANOUT_DRAIN=3 IDLE_SECONDS=2 CONNECT_CONNS=3000 CONNECT_DISTINCT=3000
+#   FANOUT_SECONDS=3 FANOUT_DRAIN=3 IDLE_SECONDS=2 CONNECT_CONNS=10000 CONNECT_DISTINCT=10000
 # DEFLATE_CASES="1000:100": fan-outs repeated for the edge with clients on permessage-deflate.
 # DELAY_CASES="1000:100:20 1000:1000:5" (subscribers:msg/s:ms): fan-outs repeated for the edge
 # with EDGE_WRITE_DELAY_MS (events wait that long to share writes).
@@ -34,7 +34,7 @@ if [ "${BENCH_QUICK:-0}" = 1 ]; then
 else
   d_idle="1000 10000 19000"; d_fan="1:100 1000:10 1000:100 1000:1000 10000:10 10000:100"
   d_secs=3
-  d_conn=3000; d_dist=3000
+  d_conn=10000; d_dist=10000
 fi
 TARGETS=${BENCH_TARGETS:-"sidecast nats ws"}
 IDLE_SIZES=${IDLE_SIZES-$d_idle}
@@ -46,6 +46,7 @@ ISECS=${IDLE_SECONDS:-2}
 DRAIN=${FANOUT_DRAIN:-3}
 CONNECT_CONNS=${CONNECT_CONNS:-$d_conn}
 CONNECT_DISTINCT=${CONNECT_DISTINCT:-$d_dist}
+IDLE_TOKENS=${IDLE_TOKENS:-idle} # idle: a distinct user per connection; pool: the 512
 SOURCES=127.0.0.1-127.0.0.8
 TOPIC=prices.BTC
 DIR=$OUT/edge
@@ -79,10 +80,18 @@ if [[ " $TARGETS " == *" ws "* ]]; then
        "npm nats $(node -p "require('$nm/nats/package.json').version")" >"$OUT/peers-versions.txt"
 fi
 
-# Keys and tokens: a pool of 512 distinct users for idle and fan-out (the edge's verified-token
-# cache holds 1024, so each is verified once), CONNECT_DISTINCT for the connect case, and one.
+# Keys and tokens: a distinct user per connection for idle (as after an edge restart: every
+# user's inbox is a NATS subscription of its own), a pool of 512 distinct users for fan-out
+# (the edge's verified-token cache holds 1024, so each is verified once), CONNECT_DISTINCT
+# for the connect case, and one.
 make_keys
 "$SC" bench tokens --key "$DIR/dev/signing-key.pem" --count 512 >"$DIR/tokens-pool.txt"
+idle_max=1
+for n in $IDLE_SIZES; do [ "$n" -gt "$idle_max" ] && idle_max=$n; done
+if [ "$IDLE_TOKENS" = idle ] && [ -n "$IDLE_SIZES" ]; then
+  "$SC" bench tokens --key "$DIR/dev/signing-key.pem" --count "$idle_max" --user-prefix idle- \
+    >"$DIR/tokens-idle.txt"
+fi
 "$SC" bench tokens --key "$DIR/dev/signing-key.pem" --count "$((CONNECT_DISTINCT > 0 ? CONNECT_DISTINCT : 1))" \
   --user-prefix conn- >"$DIR/tokens-distinct.txt"
 # The same distinct users signed RS256 (kid rsa-1, added to the edge's keys): RSA-2048
@@ -188,7 +197,7 @@ run_idle() { # TARGET RUN N1 N2 ...: one server, the connections opened in steps
   local steps; steps=$(echo "$@" | tr ' ' ',')
   server_start "$t"
   # shellcheck disable=SC2046
-  "$SC" bench idle --target "$t" --url "$URL" $(auth_args "$t" pool) --conns "$steps" \
+  "$SC" bench idle --target "$t" --url "$URL" $(auth_args "$t" "$IDLE_TOKENS") --conns "$steps" \
     --procs "$(procs_for "${!#}")" --source "$SOURCES" --topic "$TOPIC" --seconds "$ISECS" \
     --setup-timeout 90 --pid "$PIDS" --fast-close --json >"$DIR/$tag.out" 2>"$DIR/$tag.err" \
     || true
