@@ -547,10 +547,12 @@ int bus_request_async(bus *b, const char *subject, const void *data, size_t len,
     int rc = bus_err_from(s);
     if (rc == 0 && b->nasync >= BUS_MAX_ASYNC) rc = BUS_EAGAIN;
     if (rc == 0 && !b->reaper_started && !b->reaper_stop) {
-        if (pthread_create(&b->reaper, NULL, bus_reaper, b) != 0)
+        if (pthread_create(&b->reaper, NULL, bus_reaper, b) != 0) {
             rc = BUS_ERR;
-        else
+        } else {
+            pthread_setname_np(b->reaper, "bus-reaper");
             b->reaper_started = 1;
+        }
     }
     if (rc == 0) {
         a->id = ++b->next_call;

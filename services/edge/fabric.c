@@ -403,6 +403,7 @@ int fab_create(fabric **out, bus *b, size_t max_data, bool deflate, size_t defla
         fab_destroy(f);
         return -EAGAIN;
     }
+    pthread_setname_np(f->settler, "edge-settler"); /* named for top -H, perf and gdb */
     f->settler_started = true;
     if (bus_subscribe(b, SUBJ_AUTH_REVOKED, NULL, fab_on_revoked, f,
                       &f->revoked) != 0) {

@@ -691,6 +691,7 @@ int presence_create(presence **out, const presence_cfg *cfg, bus *b)
                                   "entries of dead edges removed by this edge");
     int rc = rds_create(&p->r, cfg->redis_url, 500, "sidecast-edge-presence");
     if (rc == 0 && pthread_create(&p->thread, NULL, presence_main, p) != 0) rc = -EAGAIN;
+    if (rc == 0) pthread_setname_np(p->thread, "edge-presence");
     if (rc != 0) {
         rds_destroy(p->r);
         pthread_cond_destroy(&p->cond);

@@ -1239,6 +1239,10 @@ int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers
             rc = -e;
             break;
         }
+        char name[24]; /* named for top -H, perf and gdb (15 bytes kept) */
+        snprintf(name, sizeof name, "edge-w%d", i);
+        name[15] = '\0'; /* the kernel's limit */
+        pthread_setname_np(w->thread, name);
         sem_wait(&w->started);
         if (w->start_rc != 0) {
             rc = w->start_rc;
