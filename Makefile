@@ -10,6 +10,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # ZeroMQ: only bench/zmqhop, the measurement that took it out of the edge's fabric.
 ZMQ_LIBS   := $(shell pkg-config --libs libzmq 2>/dev/null)
+URING_LIBS := $(shell pkg-config --libs liburing 2>/dev/null)
 
 OPT      ?= -O2 -g
 CFLAGS   := $(OPT) $(EXTRA_CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 \
@@ -126,7 +127,7 @@ $(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(SVC_LIBS) $(BUILD)/libcom
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(SVC_LIBS) $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS) $(if $(filter zmqhop,$*),$(ZMQ_LIBS))
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS) $(if $(filter zmqhop,$*),$(ZMQ_LIBS)) $(if $(filter sendpath,$*),$(URING_LIBS))
 
 $(BUILD)/fuzz/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/libcli.a $(SVC_LIBS) $(BUILD)/libcommon.a
 	@mkdir -p $(dir $@)

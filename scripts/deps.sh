@@ -7,6 +7,7 @@ PKGS=(
   build-essential pkg-config clang libclang-rt-14-dev llvm
   libnats-dev libmicrohttpd-dev libjwt-dev libhiredis-dev libjansson-dev
   libzmq3-dev  # bench/zmqhop only: the measurement behind the edge's fabric (docs/ARCHITECTURE.md)
+  liburing-dev  # bench/sendpath only: writev against io_uring sends (docs/BENCHMARKS.md)
   libssl-dev libcrypt-dev zlib1g-dev
   nats-server redis-server
   python3 curl openssl wrk valgrind chromium
