@@ -54,7 +54,8 @@ int fab_create(fabric **out, bus *b, size_t max_data, bool deflate, size_t defla
 void fab_destroy(fabric *f); /* after every port is closed; NULL ok */
 
 int fab_port_open(fabric *f, fab_port **out);
-void fab_port_close(fab_port *p); /* drops its interests; NULL ok */
+void fab_port_close(fab_port *p); /* no message reaches it after this (its names are
+                                   * unwatched by their sessions); NULL ok */
 /* The mailbox's eventfd for the worker's loop: readable when messages wait. On every
  * wake-up, fab_port_ack, then drain with fab_port_recv until it returns 0 (draining also
  * before sleeping, without an ack, is fine and keeps latency down). */
@@ -62,7 +63,8 @@ int fab_port_fd(const fab_port *p);
 void fab_port_ack(fab_port *p);
 
 /* Starts / stops this port's interest in a topic or user. Counted: only the first watch and
- * the last unwatch of a name act. 0 or a negative code (the NATS subscription failed).
+ * the last unwatch of a name act; the NATS subscription itself is made by the settler
+ * thread. 0, or -EINVAL (a name too long) or -ENOMEM.
  * *wait: 0 when NATS has confirmed the name's subscription, else the number that
  * fab_port_settled must reach before the caller tells a client "subscribed" (or "welcome",
  * for an inbox): until then the caller holds that client's writes. */
