@@ -582,12 +582,12 @@ uint64_t fab_port_settled(const fab_port *p)
 
 /* The settler's subscriptions for a round's pending interests (taken off fabric.pending,
  * those dropped already in ended): each made outside the lock (nats.c takes its own), then
- * published under it. A dropped one (its last port left before or meanwhile) ends here. One that failed (nats.c refused: out of memory,
- * or the connection closed for good) goes back on the list with a number after the round's
- * target, so no later watcher takes it for live, and is tried again a second later; the
- * waiters it already had are released with the round and take it for live meanwhile (at
- * most that second without its events: a failure nats.c gives only when it cannot work at
- * all). Returns true when one failed. */
+ * published under it. A dropped one (its last port left before or meanwhile) ends here.
+ * One that failed (nats.c refused: out of memory, or the connection closed for good) goes
+ * back on the list with a number after the round's target, so no later watcher takes it
+ * for live, and is tried again a second later; the waiters it already had are released
+ * with the round and take it for live meanwhile (at most that second without its events:
+ * a failure nats.c gives only when it cannot work at all). Returns true when one failed. */
 static bool subscribe_pending(fabric *f, interest *batch, interest *ended)
 {
     bool failed = false;

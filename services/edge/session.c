@@ -559,7 +559,9 @@ static perms *perms_get(wstate *ws, const json_t *payload)
 {
     char buf[PERM_MAX];
     long sl = perms_pack(buf, 0, sizeof buf, json_object_get(payload, "sub_topics"));
-    long pl = sl < 0 ? -1 : perms_pack(buf, (size_t)sl, sizeof buf, json_object_get(payload, "pub_topics"));
+    long pl = sl < 0 ? -1
+                     : perms_pack(buf, (size_t)sl, sizeof buf,
+                                  json_object_get(payload, "pub_topics"));
     if (pl < 0) return NULL;
     unsigned long h = 5381;
     for (long i = 0; i < pl; i++) h = h * 33 + (unsigned char)buf[i];
