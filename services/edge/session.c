@@ -92,6 +92,7 @@ typedef struct wstate {
     struct verdict *verdicts;
     struct session *awaiting;     /* sessions waiting for their presence verdict */
     struct session *corked;       /* sessions whose writes wait for NATS (fab_port_settled) */
+    uint64_t uncorked_upto;       /* fab_port_settled when the corked list was last walked */
     tentry *buckets[MAP_BUCKETS];
     perms *perm_buckets[PERM_BUCKETS];
 } wstate;
@@ -499,10 +500,15 @@ static void session_uncork(session *s, bool write)
     if (write) wsc_conn_uncork(s->c);
 }
 
-/* The settler came back (or the loop is about to sleep): uncorks every session it covered. */
+/* The settler came back (or the loop is about to sleep): uncorks every session it covered.
+ * Walks the list only when the settler got further: a session corked since waits for a
+ * number past what was settled then (fab_watch, map_join), so nothing else can be due, and
+ * thousands of clients held through a NATS stall cost nothing per loop iteration. */
 static void uncork_settled(wstate *ws)
 {
     uint64_t done = fab_port_settled(ws->port);
+    if (done == ws->uncorked_upto) return;
+    ws->uncorked_upto = done;
     for (session *s = ws->corked, *next; s; s = next) {
         next = s->next_corked;
         if (s->cork_seq <= done) session_uncork(s, true);
