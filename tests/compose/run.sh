@@ -8,7 +8,8 @@
 #      (data under build/compose/, sockets and exec-root under /var/tmp), no bridge, no
 #      iptables, no masquerading; stopped at the end, with every mount it left unmounted;
 #   2. the base image debian:bookworm-slim made with debootstrap --variant=minbase from the
-#      host's own apt mirror, and imported (the tarball is cached in build/compose/);
+#      host's own apt mirror (tests/lib/rootfs.sh), and imported (the tarball is cached in
+#      build/compose/, where tests/fresh/run.sh finds it too);
 #   3. stand-ins for the official nats and redis images, built from that base with Debian's
 #      packages under the tags docker-compose.yml names;
 #   4. docker-compose.yml plus a generated override that puts every container on the host
@@ -37,6 +38,8 @@ export COMPOSE_DOCKER_CLI_BUILD=0 SIDECAST_DEV_DIR=$WORK/dev
 unset DOCKER_CONFIG DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
 export DOCKER_CONFIG=$WORK/docker-cli   # no ~/.docker: nothing of the user's leaks in
 
+# shellcheck source=tests/lib/rootfs.sh
+. tests/lib/rootfs.sh
 passed=0
 failed=0
 T0=$(date +%s)
@@ -100,7 +103,7 @@ our_shims() {
 # interrupted run), deepest first.
 our_mounts() {
   awk '{print $5}' /proc/self/mountinfo |
-    grep -E "^($WORK/docker|$WORK/containerd|$WORK/rootfs|$RUNDIR)(/|$)" | sort -r
+    grep -E "^($WORK/docker|$WORK/containerd|$WORK/[^/]*\.root|$RUNDIR)(/|$)" | sort -r
 }
 
 stop_engine() {
@@ -230,55 +233,14 @@ TARBALL=$WORK/debian-bookworm-minbase.tar
 if "$DOCKER" image inspect debian:bookworm-slim >/dev/null 2>&1; then
   say "base image debian:bookworm-slim: cached in the engine"
 else
-  if [ ! -s "$TARBALL" ]; then
-    # The host's own apt sources (whatever mirror and proxy it is set up with).
-    # shellcheck disable=SC2016 # $(...) are apt's format fields, not the shell's
-    mirror=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Identifier: Packages' |
-             awk '$2 == "bookworm" {print $1; exit}')
-    [ -n "$mirror" ] || { fail base_image "no bookworm source in the host's apt configuration"; exit 1; }
-    rootfs=$WORK/rootfs
-    rm -rf --one-file-system "$rootfs"
-    say "debootstrap --variant=minbase bookworm from $mirror (log $WORK/logs/debootstrap.log)"
-    t=$(date +%s)
-    if ! debootstrap --variant=minbase bookworm "$rootfs" "$mirror" \
-         >"$WORK/logs/debootstrap.log" 2>&1; then
-      tail_log "$WORK/logs/debootstrap.log"
-      fail base_image "debootstrap failed"
-      exit 1
-    fi
-    # What the official slim image does: no docs, man pages or translations, no apt caches;
-    # apt sources and proxy as on this host.
-    # shellcheck disable=SC2016
-    apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Identifier: Packages' |
-      awk '$2 ~ /^bookworm(-updates|-security)?$/ {print "deb " $1 " " $2 " main"}' | sort -u \
-      >"$rootfs/etc/apt/sources.list"
-    apt-config dump | grep -iE '^Acquire::https?::Proxy ' >"$rootfs/etc/apt/apt.conf.d/01proxy" ||
-      rm -f "$rootfs/etc/apt/apt.conf.d/01proxy"
-    cat >"$rootfs/etc/dpkg/dpkg.cfg.d/docker-slim" <<'EOF'
-path-exclude /usr/share/doc/*
-path-include /usr/share/doc/*/copyright
-path-exclude /usr/share/man/*
-path-exclude /usr/share/groff/*
-path-exclude /usr/share/info/*
-path-exclude /usr/share/lintian/*
-path-exclude /usr/share/locale/*
-EOF
-    cat >"$rootfs/etc/apt/apt.conf.d/docker-clean" <<'EOF'
-DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
-APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
-Dir::Cache::pkgcache "";
-Dir::Cache::srcpkgcache "";
-Acquire::Languages "none";
-EOF
-    find "$rootfs/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
-    rm -rf "$rootfs"/usr/share/{man,info,groff,lintian,locale}/* "$rootfs"/var/cache/apt/archives/*.deb \
-      "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/*.log "$rootfs"/var/cache/apt/*.bin
-    tar --numeric-owner -C "$rootfs" --exclude='./dev/*' --exclude='./proc/*' \
-      --exclude='./sys/*' -cf "$TARBALL.tmp" . && mv "$TARBALL.tmp" "$TARBALL"
-    rm -rf --one-file-system "$rootfs"
-    say "debootstrap done in $(($(date +%s) - t)) s: $(du -h "$TARBALL" | cut -f1) tarball, cached as $TARBALL"
-  else
+  if [ -s "$TARBALL" ]; then
     say "base tarball: cached ($TARBALL)"
+  elif out=$(rootfs_tarball "$TARBALL" "$WORK/logs/debootstrap.log" 2>&1); then
+    say "$out"
+  else
+    echo "$out"
+    fail base_image "no base root file system (tests/lib/rootfs.sh)"
+    exit 1
   fi
   t=$(date +%s)
   if ! "$DOCKER" import --change 'CMD ["bash"]' \
