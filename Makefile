@@ -6,6 +6,11 @@ BUILD    ?= build
 CC       ?= cc
 SAN      ?= 0
 PKGS     := libnats libmicrohttpd libjwt hiredis jansson libcrypto libssl
+# pkg-config is asked when make reads this file. That is before any recipe runs, so a target
+# that installs packages (up, test, asan, valgrind, bench, fuzz) runs `deps` first and then
+# builds in a second make, which reads this file again with the packages present: the flags
+# never depend on what happened to be installed when the first make started. A build on a
+# machine without the packages stops at `pkgs-present` and says what to run.
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # ZeroMQ: only bench/zmqhop, the measurement that took it out of the edge's fabric.
@@ -58,12 +63,18 @@ Q := @
 endif
 .SECONDARY:
 
-.PHONY: all deps demo fuzz fuzz-bins fuzz-build test asan valgrind unit integration up clean bench fmt help
-all: $(SERVICES:%=$(BUILD)/%) $(CLIENTS:%=$(BUILD)/%) $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN)
+.PHONY: all deps deps-run pkgs-present services demo fuzz fuzz-bins fuzz-build test asan valgrind \
+        unit integration up clean bench fmt help
+all: services $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN)
+
+# What `make up` runs, and the CLI: nothing that needs the test or bench packages.
+services: $(SERVICES:%=$(BUILD)/%) $(CLIENTS:%=$(BUILD)/%)
 
 help:
 	@echo "make            build every process into $(BUILD)/"
-	@echo "make deps       install the Debian packages the project needs"
+	@echo "make deps       install every Debian package the project needs (build, run, test, bench)"
+	@echo "make deps-run   only those building and running the topology need (what make up installs)"
+	@echo "make services   build the processes and the CLI (what make up builds)"
 	@echo "make up         run the whole topology locally (NATS, Redis, services)"
 	@echo "make up EDGES=3 NATS_CLUSTER=3   three edges on a 3-node NATS cluster"
 	@echo "make test       unit + integration tests against real NATS and Redis"
@@ -73,9 +84,21 @@ help:
 	@echo "make bench      benchmarks (results in docs/BENCHMARKS.md)"
 
 deps:
-	@bash scripts/deps.sh
+	@bash scripts/deps.sh all
 
-$(BUILD)/obj/%.o: %.c
+deps-run:
+	@bash scripts/deps.sh run
+
+# Every compile waits for this check: without the libraries' .pc files the flags above are
+# empty, and the build would end in a page of undefined references instead of this line.
+pkgs-present:
+	@pkg-config --exists $(PKGS) 2>/dev/null || { \
+	  printf 'make: pkg-config does not find:'; \
+	  for p in $(PKGS); do pkg-config --exists $$p 2>/dev/null || printf ' %s' $$p; done; \
+	  printf '\nmake: run `make deps` (or `make up` / `make test`, which install what they need) first\n'; \
+	  exit 1; } >&2
+
+$(BUILD)/obj/%.o: %.c | pkgs-present
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
@@ -136,13 +159,19 @@ $(BUILD)/fuzz/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/libcli.a $(SVC_L
 
 fuzz-bins: $(FUZZ_BIN)
 
+# The targets below that install packages do it first, then build in a new make (see PKGS).
+SUBMAKE := $(MAKE) --no-print-directory
+
 # libFuzzer targets (clang), each run FUZZ_TIME seconds on its corpus in tests/fuzz/corpus/.
-fuzz: deps fuzz-build
+fuzz: deps
+	@$(SUBMAKE) fuzz-build
 	@FUZZ_TIME=$(FUZZ_TIME) bash tests/fuzz/run.sh
 
 FUZZ_TEST_TIME ?= 5
 
-test: deps all fuzz-build
+test: deps
+	@$(SUBMAKE) all
+	@$(SUBMAKE) fuzz-build
 	@BUILD=$(BUILD) FUZZ_TIME=$(FUZZ_TEST_TIME) bash tests/run.sh
 
 # the libFuzzer targets (clang, ASan+UBSan) into build-fuzz/: make test runs each briefly
@@ -155,22 +184,27 @@ unit: all
 integration: all
 	@BUILD=$(BUILD) bash tests/run.sh integration
 
-asan: deps fuzz-build
-	$(MAKE) BUILD=build-asan SAN=1 OPT="-O1 -g" all
+asan: deps
+	@$(SUBMAKE) fuzz-build
+	@$(SUBMAKE) BUILD=build-asan SAN=1 OPT="-O1 -g" all
 	@BUILD=build-asan SAN=1 FUZZ_TIME=$(FUZZ_TEST_TIME) bash tests/run.sh
 
 # the unit and integration tests with every Sidecast process under valgrind (memcheck): no
 # error, no definite leak. Slow (about ten times the plain run); not part of make test.
-valgrind: deps all
+valgrind: deps
+	@$(SUBMAKE) all
 	@VALGRIND=1 INTEGRATION_TIMEOUT=7200 bash tests/run.sh
 
-up: deps all
+# Only the packages and binaries running needs: no test or bench tool chain (scripts/deps.sh).
+up: deps-run
+	@$(SUBMAKE) services
 	@bash deploy/run-local.sh
 
-demo: all
+demo: services
 	@bash scripts/demo.sh
 
-bench: deps all
+bench: deps
+	@$(SUBMAKE) all
 	@bash bench/run.sh
 
 fmt:

@@ -1,19 +1,38 @@
 #!/usr/bin/env bash
-# Installs every Debian package Sidecast needs to build, test and run locally.
+# Installs the Debian packages Sidecast needs, in two sets:
+#   scripts/deps.sh run   what building and running the topology needs (`make up`): a C
+#                         compiler, the libraries' -dev packages, nats-server, redis-server,
+#                         curl, openssl, iproute2
+#   scripts/deps.sh all   that, and what the tests, fuzzing and benchmarks add (`make test`,
+#                         `make asan`, `make valgrind`, `make bench`, `make fuzz`): clang and
+#                         its sanitizer runtime, valgrind, Chromium, Node and npm, Docker,
+#                         debootstrap, kubectl, wrk, gnuplot, ZeroMQ and liburing for two
+#                         benches
 # Idempotent and quick when everything is present (one dpkg query, no network).
 set -euo pipefail
+set_name=${1:-all}
 
-PKGS=(
-  build-essential pkg-config clang libclang-rt-14-dev llvm
+RUN_PKGS=(
+  gcc libc6-dev make pkg-config
   libnats-dev libmicrohttpd-dev libjwt-dev libhiredis-dev libjansson-dev
-  libzmq3-dev  # bench/zmqhop only: the measurement behind the edge's fabric (docs/ARCHITECTURE.md)
-  liburing-dev  # bench/sendpath only: writev against io_uring sends (docs/BENCHMARKS.md)
   libssl-dev libcrypt-dev zlib1g-dev
   nats-server redis-server
-  python3 curl openssl wrk valgrind chromium
-  gnuplot-nox  # bench/run.sh: the plots of docs/BENCHMARKS.md
-  docker.io docker-compose debootstrap  # tests/compose: its own dockerd, a local base image
+  curl openssl  # deploy/run-local.sh waits on /readyz; scripts/gen-dev.sh makes the dev keys
+  iproute2      # ss: deploy/run-local.sh names a busy port before starting anything
 )
+DEV_PKGS=(
+  build-essential clang libclang-rt-14-dev llvm
+  libzmq3-dev  # bench/zmqhop only: the measurement behind the edge's fabric (docs/ARCHITECTURE.md)
+  liburing-dev  # bench/sendpath only: writev against io_uring sends (docs/BENCHMARKS.md)
+  python3 python3-yaml wrk valgrind chromium
+  gnuplot-nox  # bench/run.sh: the plots of docs/BENCHMARKS.md
+  docker.io docker-compose debootstrap  # tests/compose, tests/fresh: a private dockerd, a fresh root
+)
+case $set_name in
+  run) PKGS=("${RUN_PKGS[@]}") ;;
+  all) PKGS=("${RUN_PKGS[@]}" "${DEV_PKGS[@]}") ;;
+  *) echo "usage: scripts/deps.sh [run|all]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -21,25 +40,41 @@ for p in "${PKGS[@]}"; do
   [ "$st" = "installed" ] || missing+=("$p")
 done
 
-# The browser test drives Debian's chromium with playwright-core from npm: it needs node and
-# npm, which the machine image usually has; Debian's own are the fallback.
-command -v node >/dev/null 2>&1 || missing+=(nodejs)
-command -v npm >/dev/null 2>&1 || missing+=(npm)
-# The Kubernetes manifests are rendered with `kubectl kustomize` (tests/k8s): any kubectl on
-# PATH does; Debian's kubernetes-client is the fallback.
-command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+if [ "$set_name" = all ]; then
+  # The browser test drives Debian's chromium with playwright-core from npm: it needs node
+  # and npm, which the machine image usually has; Debian's own are the fallback.
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+  # The Kubernetes manifests are rendered with `kubectl kustomize` (tests/k8s): any kubectl
+  # on PATH does; Debian's kubernetes-client is the fallback.
+  command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "deps: all ${#PKGS[@]} packages present"
+  echo "deps: all ${#PKGS[@]} packages of the '$set_name' set present"
   exit 0
 fi
 
-echo "deps: installing ${missing[*]}"
+echo "deps: installing (set '$set_name') ${missing[*]}"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
-# Debian starts the packaged redis-server/nats-server as services; Sidecast's scripts start
-# their own on other ports, so the system ones are left as the package set them up.
+
+# On a machine run by systemd, Debian starts the nats-server and redis-server it just
+# installed as system services, on the very ports `make up` uses (4222, 6379): `make up`
+# would then refuse to start. Sidecast runs its own, so the services this call installed are
+# stopped and disabled; ones that were there before are left as they are.
+if [ -d /run/systemd/system ]; then
+  for svc in nats-server redis-server; do
+    for p in "${missing[@]}"; do
+      [ "$p" = "$svc" ] || continue
+      if $SUDO systemctl disable --now "$svc" >/dev/null 2>&1; then
+        echo "deps: stopped and disabled the system $svc service the package started" \
+             "(make up and the tests run their own)"
+      fi
+    done
+  done
+fi
 echo "deps: done"
