@@ -589,8 +589,10 @@ static int handle_revoke(req *r)
     if (!r->g->store) return fail_store(r, RDS_EDOWN);
     rc = rtstore_revoke_token(r->g->store, tok, &info);
     if (rc < 0) return fail_store(r, rc);
-    if (rc == 0) {
-        log_info("revoke ignored", "req=%s reason=\"unknown token\"", r->id);
+    if (rc != RT_REVOKE_DONE) {
+        /* A stale token may be one an attacker kept: it must not reach `everywhere`. */
+        log_info("revoke ignored", "req=%s reason=\"%s\"", r->id,
+                 rc == RT_REVOKE_STALE ? "token no longer active" : "unknown token");
         return 0;
     }
     set_who(r, info.sub);

@@ -104,14 +104,17 @@ static const char lua_rotate[] =
     "redis.call('EXPIRE', uk, tonumber(ARGV[1])) -- the user's other families: the full ttl\n"
     "return {'ok', t[1], t[2], scope}\n";
 
-/* KEYS: rt. ARGV: prefix. */
+/* KEYS: rt. ARGV: prefix. Only the active token of an active family revokes anything: a
+ * rotated token, or one whose family has ended, is an invalid token (RFC 7009 2.2) and
+ * changes nothing; {'stale'} tells the caller so. */
 static const char lua_revoke_token[] =
-    "local t = redis.call('HMGET', KEYS[1], 'sub', 'fam')\n"
+    "local t = redis.call('HMGET', KEYS[1], 'sub', 'fam', 'state')\n"
     "if not t[1] or not t[2] then return {} end\n"
     "local fk = ARGV[1] .. 'rtfam:' .. t[2]\n"
-    "if redis.call('EXISTS', fk) == 1 then\n"
-    "  redis.call('HSET', fk, 'state', 'revoked', 'reason', 'revoke')\n"
+    "if t[3] ~= 'active' or redis.call('HGET', fk, 'state') ~= 'active' then\n"
+    "  return {'stale'}\n"
     "end\n"
+    "redis.call('HSET', fk, 'state', 'revoked', 'reason', 'revoke')\n"
     "return {t[1], t[2]}\n";
 
 /* KEYS: fam. */
@@ -309,9 +312,11 @@ int rtstore_revoke_token(rtstore *s, const char *token, rtstore_info *info)
     if (rc < 0) return rc;
     if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2) {
         fill_info(info, rep->element, rep->elements);
-        rc = 1;
+        rc = RT_REVOKE_DONE;
+    } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 1) {
+        rc = RT_REVOKE_STALE;
     } else {
-        rc = 0;
+        rc = RT_REVOKE_UNKNOWN;
     }
     freeReplyObject(rep);
     return rc;

@@ -61,8 +61,15 @@ typedef struct rtstore_info {
 int rtstore_rotate(rtstore *s, const char *old, char new_token[STORE_TOKEN_LEN + 1],
                    rtstore_info *info);
 
-/* Revokes the family of token. 1 and info when the token was known, 0 when unknown,
- * or a negative rds_err. */
+/* What rtstore_revoke_token did. */
+enum rtstore_revoke_result {
+    RT_REVOKE_UNKNOWN = 0, /* no such token: nothing changed */
+    RT_REVOKE_DONE = 1,    /* it was its family's active token: the family is revoked, info filled */
+    RT_REVOKE_STALE = 2,   /* rotated, or its family had ended: nothing changed */
+};
+
+/* Revokes the family of token when token is that family's active token. Returns an
+ * rtstore_revoke_result (>= 0) or a negative rds_err. */
 int rtstore_revoke_token(rtstore *s, const char *token, rtstore_info *info);
 /* Revokes one family by id (idempotent). 0 or a negative rds_err. */
 int rtstore_revoke_family(rtstore *s, const char *fam);

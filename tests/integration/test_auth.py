@@ -380,6 +380,43 @@ def test_revoke_everywhere(st):
         sub.close()
 
 
+def test_stale_refresh_token_revokes_nothing(st):
+    """A refresh token that is no longer active (rotated, or of a revoked family) is an invalid
+    token to auth.revoke: 200 and nothing changes, with or without `everywhere` (RFC 7009
+    2.2). It used to log its user out of every device: anyone who saw a rotated token could
+    end every session of the user, again after each new login."""
+    sub = Revoked(st)
+    try:
+        dev1 = login(st)
+        dev2 = login(st)
+        status, dev1b = req(st, "auth.refresh", {"refresh_token": dev1["refresh_token"]})
+        assert status == 200, dev1b
+        gone = login(st)
+        status, doc = req(st, "auth.revoke", {"token": gone["refresh_token"]})
+        assert status == 200 and doc == {}
+        ev = sub.events(1)
+        assert ev == [{"sub": "alice", "family": claims(gone["access_token"])["sid"],
+                       "reason": "revoked"}], ev
+        # the rotated token, and the token of a revoked family, each with everywhere
+        for stale in (dev1["refresh_token"], gone["refresh_token"]):
+            status, doc = req(st, "auth.revoke", {"token": stale, "everywhere": True})
+            assert status == 200 and doc == {}, doc
+        # both devices still refresh; dev1's family was not revoked either
+        for d in (dev2, dev1b):
+            status, doc = req(st, "auth.refresh", {"refresh_token": d["refresh_token"]})
+            assert status == 200, doc
+        assert "active" in st.redis_cmd("HGET", "sc:rtfam:" + claims(dev1["access_token"])["sid"],
+                                        "state")
+        # no event either: the next one on the subject is bob's own revocation
+        bob = login(st, BOB)
+        status, doc = req(st, "auth.revoke", {"token": bob["refresh_token"]})
+        assert status == 200
+        ev = sub.events(2)
+        assert len(ev) == 2 and ev[1]["sub"] == "bob", ev
+    finally:
+        sub.close()
+
+
 def test_revoke_unknown_and_errors(st):
     for tok in ("garbage", "y" * 43, "a.b.c"):
         status, doc = req(st, "auth.revoke", {"token": tok})
