@@ -197,7 +197,7 @@ int cfg_load(const char *service, const cfg_opt *opts, size_t n, int argc, char 
 
 /* Masks the credentials of every URL in in (redis://:pass@host, nats://user:pass@host,
  * nats://token@host, comma-separated lists): the userinfo ends at the last '@' before the
- * URL's first '/' or the next URL, so a password holding ',' or '@' is masked whole. The
+ * next URL, so a password holding ',', '@', '/', '?' or '#' is masked whole. The
  * whole value is masked before it is cut to cap, so a cut never shows a secret's tail. */
 void cfg_mask_url(const char *in, char *out, size_t cap)
 {
@@ -222,10 +222,11 @@ void cfg_mask_url(const char *in, char *out, size_t cap)
             seg_end = c > start ? c - 1 : next;
         }
         if (seg_end < start) seg_end = start;
-        const char *slash = memchr(start, '/', (size_t)(seg_end - start));
-        const char *auth_end = slash ? slash : seg_end;
+        /* The last '@' of the URL, not of its authority: nats.c splits there too, so a
+         * password holding '/', '?' or '#' connects and must be masked whole. An '@' in a
+         * path masks a little too much, never too little. */
         const char *at = NULL;
-        for (const char *c = start; c < auth_end; c++)
+        for (const char *c = start; c < seg_end; c++)
             if (*c == '@') at = c;
         memcpy(buf + o, p, (size_t)(start - p));
         o += (size_t)(start - p);

@@ -121,15 +121,15 @@ int rds_url_parse(const char *url, rds_url *out, char *err, size_t errlen)
         return RDS_EINVAL;
     }
     p = url + sizeof scheme - 1;
-    auth_end = p + strcspn(p, "/?#");
+    /* userinfo: the part before the last '@' of the URL, as nats.c splits its URLs, so a
+     * password holding '/', '?' or '#' (base64 secrets do) works unencoded; cfg_mask_url
+     * masks up to the same '@'. */
+    at = strrchr(p, '@');
+    auth_end = (at ? at + 1 : p) + strcspn(at ? at + 1 : p, "/?#");
     if (*auth_end == '?' || *auth_end == '#') {
         snprintf(err, errlen, "query strings and fragments are not supported");
         return RDS_EINVAL;
     }
-    /* userinfo: the part before the last '@' of the authority */
-    at = NULL;
-    for (const char *q = p; q < auth_end; q++)
-        if (*q == '@') at = q;
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         if (colon) {

@@ -486,6 +486,42 @@ def test_no_secrets_in_log(st):
         assert "eyJ" not in line, line
 
 
+def test_redis_password_with_a_slash_connects_and_stays_out_of_the_log(st):
+    """A Redis password holding '/', '?' and '#' (generated base64 secrets hold '/') works in
+    REDIS_URL unescaped and shows up in no log line; it used to be logged in clear by the
+    config line (the mask stopped at the first '/') and then refused as a bad host."""
+    secret = "pa/ss?w#" + os.urandom(4).hex()
+    port = harness.free_port()
+    st.procs["redis-pw"] = harness.Proc("redis-pw", [
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--requirepass", secret], {}, st.dir)
+    harness.wait_for(lambda: "PONG" in subprocess.run(
+        ["redis-cli", "-p", str(port), "-a", secret, "--no-auth-warning", "ping"],
+        capture_output=True, text=True).stdout, what="redis with a password")
+    procs = []
+    for name, pw in (("auth-redispw", secret), ("auth-redisbad", "wrong/" + secret)):
+        e = st.service_env("auth")
+        e.update({"ADMIN_LISTEN": "127.0.0.1:%d" % harness.free_port(),
+                  "REDIS_URL": "redis://:%s@127.0.0.1:%d/0" % (pw, port)})
+        p = harness.Proc(name, [os.path.join(harness.BUILD, "auth")], e, st.dir)
+        st.procs[name] = p
+        procs.append(p)
+
+    def log_of(p):
+        with open(p.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+    harness.wait_for(lambda: 'msg="redis connected"' in log_of(procs[0]), timeout=15,
+                     what="auth connected to Redis with the password")
+    harness.wait_for(lambda: 'msg="redis connect failed"' in log_of(procs[1]), timeout=15,
+                     what="auth refused by Redis with a wrong password")
+    for p in procs:
+        log = log_of(p)
+        assert ":****@127.0.0.1:%d/0" % port in log, log[-1500:]  # the config line, masked
+        assert "pa/ss" not in log, "a Redis password is in %s's log" % p.name
+    for n in ("auth-redispw", "auth-redisbad", "redis-pw"):
+        st.procs.pop(n).stop()
+
+
 # ---- start-up ------------------------------------------------------------------------------
 
 def _run_auth(st, **env):

@@ -36,6 +36,14 @@ TEST(rds_url_full)
     CHECK_STR(u.password, "secret");
     REQUIRE(rds_url_parse("redis://secret@h", &u, err, sizeof err) == 0);
     CHECK_STR(u.password, "secret"); /* no colon: a password (requirepass style) */
+    /* a '/', '?' or '#' in the password: the userinfo ends at the last '@', as in nats.c
+     * (a generated base64 secret often holds a '/') */
+    REQUIRE(rds_url_parse("redis://app:pa/ss?x#y@h:7001/2", &u, err, sizeof err) == 0);
+    CHECK_STR(u.user, "app");
+    CHECK_STR(u.password, "pa/ss?x#y");
+    CHECK_STR(u.host, "h");
+    CHECK_EQ_INT(u.port, 7001);
+    CHECK_EQ_INT(u.db, 2);
     REQUIRE(rds_url_parse("redis://[::1]:6390/2", &u, err, sizeof err) == 0);
     CHECK_STR(u.host, "::1");
     CHECK_EQ_INT(u.port, 6390);
