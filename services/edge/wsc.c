@@ -1197,6 +1197,7 @@ int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers
                                          "connections that negotiated permessage-deflate");
     s->workers = calloc((size_t)cfg->workers, sizeof *s->workers);
     if (!s->workers) {
+        iplimit_destroy(s->per_ip);
         free(s);
         return -ENOMEM;
     }
@@ -1266,6 +1267,7 @@ error:
         free(w);
     }
     free(s->workers);
+    iplimit_destroy(s->per_ip);
     free(s);
     return rc;
 }
