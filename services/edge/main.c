@@ -29,7 +29,7 @@ static struct {
     char *nats_url, *listen, *edge_id, *public_url, *origins, *keys_file, *issuer, *audience;
     char *stream, *storage, *redis_url;
     int log_level, deflate;
-    long workers, leeway, max_message, max_connections, max_per_ip, outbound_limit, rate_limit,
+    long workers, leeway, max_message, max_message_auth, max_connections, max_per_ip, outbound_limit, rate_limit,
         rate_burst, ping_ms, pong_ms, auth_ms, handshake_ms, drain_ms, close_ms, write_delay_ms, warning_s,
         max_subs, max_errors, history_age_s, history_bytes, history_replicas, max_publish, replay_inflight,
         replay_max, presence_ttl, max_per_user, inbox_hold_ms, deflate_min;
@@ -60,6 +60,10 @@ static const cfg_opt options[] = {
      &cfg.leeway},
     {"EDGE_MAX_MESSAGE", CFG_INT, "65536", "largest client message in bytes (over: 1009)", 0,
      128, 16777216, &cfg.max_message},
+    {"EDGE_MAX_MESSAGE_BEFORE_AUTH", CFG_INT, "16384",
+     "largest client message in bytes until the client has authenticated (over: 1009): an "
+     "auth message fits, an unauthenticated client cannot hold EDGE_MAX_MESSAGE bytes", 0,
+     128, 16777216, &cfg.max_message_auth},
     {"EDGE_DEFLATE", CFG_BOOL, "on",
      "accept permessage-deflate (RFC 7692, no context takeover both ways): each event is "
      "compressed once for all the clients that negotiated it", 0, 0, 0, &cfg.deflate},
@@ -331,6 +335,7 @@ int main(int argc, char **argv)
                     .subprotocol = "sidecast.v1", .require_subprotocol = false,
                     .deflate = cfg.deflate != 0},
         .max_message = (size_t)cfg.max_message,
+        .max_message_initial = (size_t)cfg.max_message_auth,
         .max_outbound = (size_t)cfg.outbound_limit,
         .max_connections = (int)cfg.max_connections,
         .max_per_ip = (int)cfg.max_per_ip,

@@ -688,6 +688,7 @@ static void session_begin(session *s)
         return;
     }
     metric_inc(m_auth_ok);
+    wsc_conn_lift_message_limit(s->c); /* EDGE_MAX_MESSAGE from now on */
     log_debug("session authenticated", "conn=%llu user=%s", (unsigned long long)wsc_conn_id(s->c),
               s->user);
     inbox_hold(s);

@@ -22,6 +22,12 @@ void ws_reader_init(ws_reader *r, const ws_reader_config *cfg, uint8_t *buf, siz
     r->state = RD_HEADER;
 }
 
+void ws_reader_set_max_message(ws_reader *r, size_t max_message)
+{
+    r->max_message = max_message;
+    r->rules.max_payload = max_message;
+}
+
 void ws_reader_set_buffer(ws_reader *r, uint8_t *buf, size_t cap)
 {
     r->buf = buf;

@@ -93,6 +93,11 @@ void ws_reader_init(ws_reader *r, const ws_reader_config *cfg, uint8_t *buf, siz
  * (NULL, 0) and get one back on WS_EV_NEED_BUFFER. */
 void ws_reader_set_buffer(ws_reader *r, uint8_t *buf, size_t cap);
 
+/* Changes the largest message (and frame) from the next header on; a message in progress
+ * is held to the new limit for its remaining frames. The edge raises it once a connection
+ * has authenticated. */
+void ws_reader_set_max_message(ws_reader *r, size_t max_message);
+
 /* Bytes of a message in progress held in the message buffer (0 between messages). */
 size_t ws_reader_buffered(const ws_reader *r);
 

@@ -66,6 +66,7 @@ struct wsc_conn {
     bool writable, peer_closed, close_after_flush, opened, upgraded, pending, ping_out,
         read_again, lingering, ip_counted;
     bool corked;              /* wsc_conn_cork: writes held until wsc_conn_uncork */
+    bool full_messages;       /* wsc_conn_lift_message_limit: max_message, not _initial */
     uint16_t close_code;
     bool deflate;             /* permessage-deflate negotiated, with pmd: */
     ws_pmd pmd;
@@ -435,6 +436,24 @@ int wsc_conn_send(wsc_conn *c, wsc_frame *f)
     return rc;
 }
 
+/* The largest message c may send now: a client that has not authenticated is held to the
+ * small initial limit, so 10,000 of them cannot each pin a max_message buffer. */
+static size_t conn_max_message(const wsc_conn *c)
+{
+    const wsc_config *cfg = &c->w->s->cfg;
+    if (c->full_messages || cfg->max_message_initial == 0 ||
+        cfg->max_message_initial > cfg->max_message)
+        return cfg->max_message;
+    return cfg->max_message_initial;
+}
+
+void wsc_conn_lift_message_limit(wsc_conn *c)
+{
+    if (c->full_messages) return;
+    c->full_messages = true;
+    if (c->reader) ws_reader_set_max_message(c->reader, c->w->s->cfg.max_message);
+}
+
 void wsc_conn_cork(wsc_conn *c)
 {
     if (c->state == CS_OPEN) c->corked = true;
@@ -668,7 +687,7 @@ static uint16_t conn_inflate(wsc_conn *c, bool text, const uint8_t *data, size_t
     int rc = WS_PMD_NOMEM;
     if (w->zi_ready || ws_pmd_inflate_init(&w->zi) == 0) {
         w->zi_ready = true;
-        rc = ws_pmd_inflate(&w->zi, data, len, w->s->cfg.max_message, &w->ibuf, &w->icap,
+        rc = ws_pmd_inflate(&w->zi, data, len, conn_max_message(c), &w->ibuf, &w->icap,
                             out_len);
     }
     if (rc == WS_PMD_NOMEM) {
@@ -710,7 +729,7 @@ static void conn_frames(wsc_conn *c, uint8_t *in, size_t n)
     wsc_worker *w = c->w;
     ws_reader *r = c->reader;
     if (!r) {
-        ws_reader_config rc = {.from_client = true, .max_message = w->s->cfg.max_message,
+        ws_reader_config rc = {.from_client = true, .max_message = conn_max_message(c),
                                .deflate = c->deflate};
         r = &w->rest_reader;
         ws_reader_init(r, &rc, c->msg, c->msg_cap);
@@ -755,8 +774,12 @@ static void conn_frames_with(wsc_conn *c, ws_reader *r, uint8_t *in, size_t n)
                     return;
                 }
             }
-            if (c->state == CS_OPEN && s->h.message)
+            if (c->state == CS_OPEN && s->h.message) {
                 s->h.message(c, ev.type == WS_EV_TEXT ? WS_OP_TEXT : WS_OP_BINARY, data, len);
+                /* the message may have lifted the limit (an auth message): the bytes after
+                 * it in this read are held to the new one */
+                ws_reader_set_max_message(r, conn_max_message(c));
+            }
             if (c->w->icap > ZBUF_KEEP) { /* one big message: do not keep its buffer */
                 free(c->w->ibuf);
                 c->w->ibuf = NULL;
@@ -796,7 +819,7 @@ static void conn_frames_with(wsc_conn *c, ws_reader *r, uint8_t *in, size_t n)
             /* grow geometrically: a message in many small fragments must not cost a
              * realloc per fragment (the reader never asks past max_message) */
             size_t want = c->msg_cap * 2 > ev.len ? c->msg_cap * 2 : ev.len;
-            if (want > s->cfg.max_message) want = s->cfg.max_message;
+            if (want > conn_max_message(c)) want = conn_max_message(c);
             if (want < ev.len) want = ev.len;
             uint8_t *nb = realloc(c->msg, want);
             if (!nb) {

@@ -91,6 +91,9 @@ typedef struct wsc_config {
     int workers;                   /* 1..64 */
     ws_http_upgrade_config upgrade;
     size_t max_message;            /* largest incoming message; larger: close 1009 */
+    size_t max_message_initial;    /* the same until wsc_conn_lift_message_limit (a client
+                                    * not yet authenticated holds no more than this);
+                                    * 0 or over max_message: max_message */
     size_t max_outbound;           /* bytes queued for one connection; over: close 4008 */
     int max_connections;           /* per process; over: the handshake is answered 503 */
     int max_per_ip;                /* per source address (IPv6: per /64), every worker;
@@ -151,6 +154,9 @@ int wsc_conn_send_event(wsc_conn *c, wsc_frame *f);
  * it. The edge corks a client whose "subscribed" or "welcome" must wait for NATS. */
 void wsc_conn_cork(wsc_conn *c);
 void wsc_conn_uncork(wsc_conn *c);
+/* From now on the connection may send messages up to max_message instead of
+ * max_message_initial (the edge calls it when the client has authenticated). Idempotent. */
+void wsc_conn_lift_message_limit(wsc_conn *c);
 /* Convenience: a new text frame with a copy of text, sent and released. */
 int wsc_conn_send_text(wsc_conn *c, const char *text, size_t len);
 /* Starts the closing handshake with code and reason (<= 123 bytes of UTF-8): nothing more

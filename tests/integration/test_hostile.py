@@ -5,6 +5,7 @@ events; each test asserts that the service stays up, that the victim got every e
 order during the attack, and that the edge's memory returns close to its baseline
 (RSS from /proc: within BASELINE_SLACK of what it was before the attack).
 """
+import collections
 import json
 import os
 import socket
@@ -19,7 +20,8 @@ from wsclient import WS
 SERVICES = ("auth", "gateway", "edge")
 ENV = {
     "edge": {"EDGE_HANDSHAKE_TIMEOUT_MS": "2000", "EDGE_AUTH_TIMEOUT_MS": "1000",
-             "EDGE_MAX_MESSAGE": "16384", "EDGE_RATE_LIMIT": "50", "EDGE_RATE_BURST": "100",
+             "EDGE_MAX_MESSAGE": "16384", "EDGE_MAX_MESSAGE_BEFORE_AUTH": "4096",
+             "EDGE_RATE_LIMIT": "50", "EDGE_RATE_BURST": "100",
              "EDGE_OUTBOUND_LIMIT": "262144", "EDGE_MAX_SUBSCRIPTIONS": "100",
              "EDGE_MAX_ERRORS": "20", "EDGE_WORKERS": "2", "LOG_LEVEL": "info"},
     "gateway": {"GATEWAY_REQUEST_TIMEOUT_MS": "2000", "GATEWAY_MAX_BODY": "65536",
@@ -363,6 +365,34 @@ def test_oversized_heads_bodies_and_tokens(st):
         assert r.status in (401, 413), r
         v.drain(0.1)
     _attack(st, attack, "oversized heads, tokens and bodies")
+
+
+def test_unauthenticated_clients_cannot_hold_large_messages(st):
+    """Until it has authenticated, a client may send EDGE_MAX_MESSAGE_BEFORE_AUTH (4096
+    here), not EDGE_MAX_MESSAGE (16384): an unfinished fragment of 12 kB is closed 1009 at
+    once. It used to be held until the auth deadline closed it 4001, so 10,000 such
+    connections could pin EDGE_MAX_MESSAGE each (640 MiB at the defaults). An auth message
+    fits, and after it the full limit applies."""
+    def attack(v):
+        conns = [WS.connect(st.edge_url) for _ in range(100)]
+        for ws in conns:
+            ws.send_frame(wsclient.OP_TEXT, b'{"type":"auth","token":"' + b"e" * 12000, fin=False)
+        codes = collections.Counter(ws.expect_close(5)[0] for ws in conns)
+        assert codes == {1009: 100}, codes
+        v.drain(0.1)
+        # the token in the header, or in an auth message: then 12 kB messages are fine
+        a = WS.connect(st.edge_url, token=st.token()["access_token"])
+        a.recv_json(5, type="welcome")
+        b = WS.connect(st.edge_url)
+        b.send_json({"type": "auth", "token": st.token()["access_token"]})
+        b.recv_json(5, type="welcome")
+        for ws in (a, b):
+            ws.send_json({"type": "ping", "id": "p" * 12000})
+            assert ws.recv_json(5)["type"] in ("pong", "error")
+            assert ws.is_open
+            ws.close()
+        print("  100 unauthenticated 12 kB fragments: all closed 1009; after auth: accepted")
+    _attack(st, attack, "large messages before auth")
 
 
 def test_subscription_abuse_is_bounded(st):

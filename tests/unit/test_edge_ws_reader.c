@@ -616,6 +616,34 @@ TEST(reader_too_big_before_payload)
     sb_free(&s);
 }
 
+/* ws_reader_set_max_message: a raised limit holds for the next header and for the rest of
+ * a message in progress (the edge raises it when a client authenticates). */
+TEST(reader_limit_raised_mid_stream)
+{
+    sb s = {0};
+    uint8_t p[300];
+    memset(p, 'a', sizeof p);
+    sb_frame(&s, 0x01, p, 100); /* text, not FIN: 100 */
+    sb_frame(&s, 0x80, p, 150); /* continuation, FIN: 250 in all */
+    ws_reader r;
+    ws_reader_config cfg = {true, 120};
+    ws_event ev;
+    uint8_t buf[300];
+    ws_reader_init(&r, &cfg, buf, sizeof buf);
+    size_t k = ws_reader_feed(&r, s.p, s.n, &ev); /* 100 fit; the second frame does not */
+    CHECK_EQ_INT(ev.type, WS_EV_ERROR);
+    CHECK_EQ_INT(ev.code, 1009);
+    ws_reader_init(&r, &cfg, buf, sizeof buf);
+    k = ws_reader_feed(&r, s.p, 106, &ev); /* the first frame whole: nothing yet */
+    CHECK_EQ_INT(ev.type, WS_EV_NONE);
+    ws_reader_set_max_message(&r, 300);
+    k = ws_reader_feed(&r, s.p + 106, s.n - 106, &ev);
+    CHECK_EQ_INT(ev.type, WS_EV_TEXT);
+    CHECK_EQ_INT(ev.len, 250);
+    CHECK_EQ_INT(k, s.n - 106);
+    sb_free(&s);
+}
+
 /* §5.5.1, §7.4 (Autobahn 7.x): close payloads. */
 TEST(reader_close_frames)
 {
