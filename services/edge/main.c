@@ -32,7 +32,7 @@ static struct {
     long workers, leeway, max_message, max_message_auth, max_connections, max_per_ip, outbound_limit, rate_limit,
         rate_burst, ping_ms, pong_ms, auth_ms, handshake_ms, drain_ms, close_ms, write_delay_ms, warning_s,
         max_subs, max_errors, history_age_s, history_bytes, history_replicas, max_publish, replay_inflight,
-        replay_max, presence_ttl, max_per_user, inbox_hold_ms, deflate_min;
+        replay_max, presence_ttl, max_per_user, inbox_hold_ms, deflate_min, stall_ms;
 } cfg;
 
 static const cfg_opt options[] = {
@@ -118,6 +118,9 @@ static const cfg_opt options[] = {
      "after connect, inbox events wait this long (at most) for a subscribe {user, since}, so "
      "that a resuming client gets its inbox in order (0: no wait)", 0, 0, 10000,
      &cfg.inbox_hold_ms},
+    {"EDGE_STALL_TIMEOUT_MS", CFG_INT, "15000",
+     "a replay (since, a gap) whose client reads nothing, its outbound queue over half its "
+     "bound, for this long: closed 4008", 0, 100, 3600000, &cfg.stall_ms},
     {"REDIS_URL", CFG_STR, "redis://127.0.0.1:6379/0",
      "Redis for presence (empty: no presence, no per-user limit)", 0, 0, 0, &cfg.redis_url},
     {"PRESENCE_TTL_S", CFG_INT, "15",
@@ -305,6 +308,7 @@ int main(int argc, char **argv)
         .replay_max_events = cfg.replay_max,
         .max_per_user = cfg.max_per_user,
         .inbox_hold_ms = cfg.inbox_hold_ms,
+        .stall_ms = cfg.stall_ms,
     };
     ctx.b = B;
     ctx.fab = fab;

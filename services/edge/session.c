@@ -66,7 +66,8 @@ typedef struct catchup {
     uint64_t until;
     uint32_t n, cap;
     bool overflow; /* more live events came than HELD_MAX: the replay fetches them instead */
-    held *held;
+    uint64_t stalled_since; /* loop ms since the connection has been too full to go on */
+    held *held;    /* each counted in the connection's outbound bound (wsc_conn_hold) */
 } catchup;
 
 /* A token's topic permissions, interned per worker: the sessions whose tokens carry the same
@@ -251,7 +252,10 @@ static void reply_error(session *s, const char *id, const char *code, const char
 
 static void catchup_free(catchup *cu)
 {
-    for (uint32_t i = 0; i < cu->n; i++) wsc_frame_unref(cu->held[i].f);
+    for (uint32_t i = 0; i < cu->n; i++) {
+        if (cu->rec) wsc_conn_unhold(cu->rec->s->c, wsc_frame_size(cu->held[i].f));
+        wsc_frame_unref(cu->held[i].f);
+    }
     free(cu->held);
     if (cu->rec) cu->rec->cu = NULL;
     free(cu);
@@ -275,6 +279,9 @@ static bool is_dup(uint64_t seq, uint64_t last)
     return last && seq <= last && last - seq < DUP_WINDOW;
 }
 
+/* Keeps a live event back until the replay reaches it. What is held counts in the
+ * connection's outbound bound: a client that reads nothing while it catches up on many
+ * topics is closed 4008 like one that reads nothing live. */
 static void hold(catchup *cu, wsc_frame *f, uint64_t seq, uint64_t prev)
 {
     if (cu->n == cu->cap) {
@@ -287,6 +294,7 @@ static void hold(catchup *cu, wsc_frame *f, uint64_t seq, uint64_t prev)
         cu->held = nh;
         cu->cap = ncap;
     }
+    if (wsc_conn_hold(cu->rec->s->c, wsc_frame_size(f)) != 0) return; /* closing: 4008 */
     cu->held[cu->n++] = (held){wsc_frame_ref(f), seq, prev};
 }
 
@@ -299,6 +307,7 @@ static bool catchup_release(catchup *cu, bool force)
     for (; i < cu->n; i++) {
         held *h = &cu->held[i];
         if (!force && !is_dup(h->seq, rec->last) && h->prev > rec->last) break; /* a gap yet */
+        wsc_conn_unhold(rec->s->c, wsc_frame_size(h->f)); /* counted as queued now, if sent */
         if (!is_dup(h->seq, rec->last)) rec_send(rec, h->f, h->seq);
         wsc_frame_unref(h->f);
     }
@@ -309,11 +318,24 @@ static bool catchup_release(catchup *cu, bool force)
     return cu->n == 0;
 }
 
+/* Whether the replay may send its next event: not while the connection's queue is over
+ * half its bound. A connection that stays that full for stall_ms reads nothing: it is
+ * closed 4008 rather than polled, with its held events, for ever. */
 static bool cu_ready(void *ud)
 {
     catchup *cu = ud;
     session *s = cu->rec->s;
-    return wsc_conn_queued(s->c) < s->ws->ctx->cfg.max_outbound / 2;
+    const session_cfg *cfg = &s->ws->ctx->cfg;
+    if (wsc_conn_queued(s->c) < cfg->max_outbound / 2) {
+        cu->stalled_since = 0;
+        return true;
+    }
+    uint64_t now = loop_now(wsc_worker_loop(wsc_conn_worker(s->c)));
+    if (!cu->stalled_since)
+        cu->stalled_since = now ? now : 1;
+    else if (cfg->stall_ms > 0 && now - cu->stalled_since >= (uint64_t)cfg->stall_ms)
+        wsc_conn_close_slow(s->c, "replay stalled");
+    return false;
 }
 
 static bool cu_event(void *ud, uint64_t seq, const char *data, size_t len)

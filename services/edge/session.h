@@ -34,6 +34,7 @@ typedef struct session_cfg {
     long replay_max_events;    /* per replay (over: error replay_limit, then live) */
     long max_per_user;         /* connections per user, all edges (0: no limit) */
     long inbox_hold_ms;        /* inbox events held after connect for a subscribe {user,since} */
+    long stall_ms;             /* a replay that cannot send for this long: closed 4008 */
 } session_cfg;
 
 typedef struct session_ctx {

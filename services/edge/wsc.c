@@ -78,6 +78,7 @@ struct wsc_conn {
     /* inbound */
     char *hs;                 /* handshake bytes until the head is complete */
     uint32_t hs_len;
+    uint32_t held;            /* wsc_conn_hold: bytes the app keeps for it, in the bound */
     uint8_t *msg;             /* message buffer while a message spans reads */
     size_t msg_cap;
     ws_reader *reader;        /* NULL at rest (between frames, no message in progress): the
@@ -350,18 +351,16 @@ void wsc_conn_set_data(wsc_conn *c, void *data) { c->data = data; }
 size_t wsc_conn_queued(const wsc_conn *c) { return c->q_bytes - c->q_off; }
 const char *wsc_conn_peer(const wsc_conn *c) { return c->peer; }
 
-/* True (and the connection is being closed 4008) when adding `more` bytes would pass the
- * outbound bound: the peer does not read fast enough. What is queued will not be read
- * either: keep only the frame being written (the stream must stay well-framed) and say so. */
-static bool conn_over_bound(wsc_conn *c, size_t more)
+/* Closes c 4008 at once: the peer does not read fast enough. What is queued will not be
+ * read either: keep only the frame being written (the stream must stay well-framed). */
+static void conn_close_slow(wsc_conn *c, const char *why)
 {
     wsc_server *s = c->w->s;
-    if (c->q_bytes - c->q_off + more <= s->cfg.max_outbound) return false;
-    /* The peer does not read fast enough. What is queued will not be read either: keep
-     * only the frame being written (the stream must stay well-framed) and say 4008. */
+    if (c->state != CS_OPEN) return;
     metric_inc(s->m_slow);
-    log_debug("slow client closed", "conn=%llu peer=%s queued=%zu bound=%zu",
-              (unsigned long long)c->id, c->peer, c->q_bytes - c->q_off, s->cfg.max_outbound);
+    log_debug("slow client closed", "conn=%llu peer=%s queued=%zu held=%u bound=%zu why=\"%s\"",
+              (unsigned long long)c->id, c->peer, c->q_bytes - c->q_off, c->held,
+              s->cfg.max_outbound, why);
     while (c->q_count > (c->q_off ? 1u : 0u)) {
         uint32_t last = (c->q_head + c->q_count - 1) % c->q_cap;
         c->q_bytes -= c->q[last]->len;
@@ -370,9 +369,29 @@ static bool conn_over_bound(wsc_conn *c, size_t more)
     }
     c->peer_closed = true; /* it will not answer our close in time: do not wait for it */
     c->close_after_flush = true;
-    conn_send_close(c, WS_CLOSE_TOO_SLOW, "too slow");
+    conn_send_close(c, WS_CLOSE_TOO_SLOW, why);
+}
+
+/* True (and the connection is being closed 4008) when adding `more` bytes would pass the
+ * outbound bound, which counts what is queued and what the app holds for c. */
+static bool conn_over_bound(wsc_conn *c, size_t more)
+{
+    if (c->q_bytes - c->q_off + c->held + more <= c->w->s->cfg.max_outbound) return false;
+    conn_close_slow(c, "too slow");
     return true;
 }
+
+void wsc_conn_close_slow(wsc_conn *c, const char *reason) { conn_close_slow(c, reason); }
+
+int wsc_conn_hold(wsc_conn *c, size_t n)
+{
+    if (c->state != CS_OPEN) return -1;
+    if (conn_over_bound(c, n)) return -2;
+    c->held += (uint32_t)n;
+    return 0;
+}
+
+void wsc_conn_unhold(wsc_conn *c, size_t n) { c->held -= n < c->held ? (uint32_t)n : c->held; }
 
 /* Compresses f's message with the worker's deflate stream: a new frame (RSV1), or NULL
  * when it does not pay (under deflate_min, not smaller) or on failure. */

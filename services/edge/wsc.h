@@ -154,6 +154,15 @@ int wsc_conn_send_event(wsc_conn *c, wsc_frame *f);
  * it. The edge corks a client whose "subscribed" or "welcome" must wait for NATS. */
 void wsc_conn_cork(wsc_conn *c);
 void wsc_conn_uncork(wsc_conn *c);
+/* Counts n bytes that the app keeps for c outside its queue (events held back while a
+ * subscription catches up) in max_outbound, as if queued. Returns 0; -1 when c no longer
+ * sends; -2 when that would pass the bound: c is then being closed 4008, as by
+ * wsc_conn_send. wsc_conn_unhold gives bytes back when they are sent or dropped. */
+int wsc_conn_hold(wsc_conn *c, size_t n);
+void wsc_conn_unhold(wsc_conn *c, size_t n);
+/* Closes c 4008 with reason at once, dropping what is queued but the frame being written
+ * (a peer that reads nothing will not read that either). */
+void wsc_conn_close_slow(wsc_conn *c, const char *reason);
 /* From now on the connection may send messages up to max_message instead of
  * max_message_initial (the edge calls it when the client has authenticated). Idempotent. */
 void wsc_conn_lift_message_limit(wsc_conn *c);

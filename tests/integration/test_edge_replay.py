@@ -4,9 +4,11 @@ What is sent is known exactly (each event carries a counter), so every test chec
 events received for order, gaps and duplicates: replay then live with no gap and no
 duplicate at the seam while events keep coming; the user inbox; history_gone with the
 oldest retained position; the per-replay limit; a reader too slow for the whole replay is
-paced rather than closed; several replays at once.
+paced rather than closed, but one that reads nothing is closed 4008 (its held live events
+count in the outbound bound, and a stalled replay has a deadline); several replays at once.
 """
 import json
+import socket
 import threading
 import time
 
@@ -16,7 +18,8 @@ from wsclient import WS
 
 SERVICES = ("auth", "edge")
 ENV = {"edge": {"EDGE_REPLAY_MAX_EVENTS": "300", "EDGE_OUTBOUND_LIMIT": "262144",
-                "EDGE_RATE_LIMIT": "200", "EDGE_RATE_BURST": "400"}}
+                "EDGE_RATE_LIMIT": "200", "EDGE_RATE_BURST": "400",
+                "EDGE_STALL_TIMEOUT_MS": "5000"}}
 STREAM = "SIDECAST"
 
 
@@ -222,6 +225,64 @@ def test_slow_reader_is_paced_not_closed(st):
     assert not [m for m in other if m.get("type") == "error"], other
     _check_exact(got, 2, 281, "paced replay")
     ws.close()
+    nc.close()
+
+
+def _stalled_reader(st, nc, topic):
+    """A client that subscribes with since to 9 MB of history and then reads nothing (a
+    small receive buffer, so that the edge's queue fills instead of the kernel's)."""
+    _publish(nc, "events." + topic, 1, 1)
+    since = nc.last_seq(STREAM, "events." + topic)
+    _publish(nc, "events." + topic, 2, 280, size=32000)
+    ws = _connect(st)
+    ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ws.subscribe(topic, since)
+    return ws
+
+
+def _slow_closes(st, why):
+    """The edge's "slow client closed" lines (debug) with why=WHY, as dicts of their fields."""
+    with open(st.procs["edge"].log_path, encoding="utf-8", errors="replace") as f:
+        lines = [l for l in f if 'msg="slow client closed"' in l and 'why="%s"' % why in l]
+    return [dict(kv.split("=", 1) for kv in l.split() if "=" in kv) for l in lines]
+
+
+def _closed_by_the_edge(st, ws, before, why):
+    """Waits until the edge has closed one more connection 4008 for why; returns that
+    close's log fields. (What such a client reads afterwards is best effort: a peer that
+    reads nothing may never see the close frame behind the frame it stopped reading.)"""
+    harness.wait_for(lambda: len(_slow_closes(st, why)) > before, timeout=30,
+                     what="the edge closing the client 4008 (%s)" % why)
+    ws.abort()
+    return _slow_closes(st, why)[-1]
+
+
+def test_live_events_held_for_a_reader_count_in_its_bound(st):
+    """Live events held back while a subscription catches up count in EDGE_OUTBOUND_LIMIT
+    (256 KB here): 40 events of 16 kB arriving while a client that reads nothing replays are
+    too many, and it is closed 4008 "too slow". They used to be held outside the bound (up
+    to 256 per topic, on up to EDGE_MAX_SUBSCRIPTIONS topics), and the client was never
+    closed."""
+    nc = natspub.Nats(st.nats_url)
+    before = len(_slow_closes(st, "too slow"))
+    ws = _stalled_reader(st, nc, "chat.held")
+    _publish(nc, "events.chat.held", 282, 40, size=16000)
+    fields = _closed_by_the_edge(st, ws, before, "too slow")
+    assert int(fields["held"]) > 0, fields  # the held events are what passed the bound
+    print("  closed 4008 with %s bytes queued and %s held (bound %s)"
+          % (fields["queued"], fields["held"], fields["bound"]))
+    nc.close()
+
+
+def test_a_stalled_replay_is_closed_4008(st):
+    """A client that reads nothing while it replays, on a quiet topic, is closed 4008
+    "replay stalled" after EDGE_STALL_TIMEOUT_MS (5 s here). It used to be polled every
+    50 ms for ever, keeping its queue and its replay."""
+    nc = natspub.Nats(st.nats_url)
+    before = len(_slow_closes(st, "replay stalled"))
+    ws = _stalled_reader(st, nc, "chat.stalled")
+    fields = _closed_by_the_edge(st, ws, before, "replay stalled")
+    print("  closed 4008 (replay stalled) with %s bytes queued" % fields["queued"])
     nc.close()
 
 
