@@ -29,6 +29,7 @@
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,12 +48,14 @@ static const char HTTP_CORS_ALLOW_HEADERS[] = "Authorization, Content-Type, X-Re
 static const char HTTP_CORS_EXPOSE_HEADERS[] = "X-Request-Id, Location, Retry-After, "
                                                "WWW-Authenticate";
 
-/* One TCP connection, for the request deadline: head_since is when the server started
- * waiting for a request on it (0 once the request's head and body are in). */
+/* One TCP connection, for the deadlines: by `deadline` the request being waited for must
+ * be in (its head and body), or the response queued on it must have been read. 0 while
+ * neither is pending (the request is being handled). */
 typedef struct gw_conn {
     struct gw_conn *next, *prev;
     int fd;
-    int64_t head_since; /* ms, CLOCK_MONOTONIC; guarded by the server's conns_lock */
+    int64_t deadline; /* ms, CLOCK_MONOTONIC; guarded by the server's conns_lock */
+    bool sending;     /* the deadline is a response's, not a request's */
 } gw_conn;
 
 struct http_server {
@@ -61,7 +64,7 @@ struct http_server {
     gw_conn conns;             /* list head */
     pthread_t watchdog;
     int watchdog_started, stop;
-    metric *m_head_timeouts;
+    metric *m_head_timeouts, *m_response_timeouts;
     http_cfg cfg;
     bus *bus;
     const routes *rt;
@@ -119,6 +122,8 @@ static void gw_common_headers(const gw_req *r, struct MHD_Response *resp, int ha
     }
 }
 
+static void gw_response_queued(http_server *s, struct MHD_Connection *c);
+
 /* Queues an answer. body: NULL for none; mode says who owns it (MUST_FREE: MHD frees it,
  * even when this fails). */
 static enum MHD_Result gw_send(gw_req *r, struct MHD_Connection *c, int status, void *body,
@@ -142,7 +147,10 @@ static enum MHD_Result gw_send(gw_req *r, struct MHD_Connection *c, int status, 
     if (body && ctype) MHD_add_response_header(resp, "Content-Type", ctype);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
     MHD_destroy_response(resp);
-    if (ret == MHD_YES) r->status = status;
+    if (ret == MHD_YES) {
+        r->status = status;
+        gw_response_queued(r->srv, c);
+    }
     return ret;
 }
 
@@ -285,7 +293,10 @@ static enum MHD_Result gw_static(gw_req *r, struct MHD_Connection *c, const char
     gw_common_headers(r, resp, 1);
     enum MHD_Result ret = MHD_queue_response(c, 200, resp);
     MHD_destroy_response(resp);
-    if (ret == MHD_YES) r->status = 200;
+    if (ret == MHD_YES) {
+        r->status = 200;
+        gw_response_queued(r->srv, c);
+    }
     return ret;
 }
 
@@ -451,12 +462,14 @@ done:
 
 /* 1 when the request announces a body (MHD closes the connection after an answer queued
  * before the body was read, so only such requests are answered from their head). */
-/* ---- the request deadline ---------------------------------------------------------------
+/* ---- the request and response deadlines --------------------------------------------------
  * libmicrohttpd's connection timeout counts idle time, so a client that sends its request
- * head or body one byte a second keeps a connection (and, by default, a thread) for ever.
- * Each connection records when the server began waiting for a request; a watchdog shuts
- * down the socket of any connection whose request (head and body) is not complete after
- * request_timeout_ms, which makes libmicrohttpd close it. */
+ * head or body one byte a second, or reads a large response one byte a second, keeps a
+ * connection (and, by default, a thread) for ever. Each connection records by when the
+ * request it waits for must be complete (request_timeout_ms after the wait began), or the
+ * response queued on it must be read (response_timeout_ms after it was queued); a watchdog
+ * shuts down the socket of a connection past its deadline, which makes libmicrohttpd close
+ * it. */
 
 static int64_t gw_now_ms(void)
 {
@@ -465,20 +478,39 @@ static int64_t gw_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void gw_set_head_since(http_server *s, struct MHD_Connection *c, int64_t when)
+static void gw_set_deadline(http_server *s, struct MHD_Connection *c, int64_t deadline,
+                            bool sending)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     gw_conn *gc = ci ? ci->socket_context : NULL;
     if (!gc) return;
     pthread_mutex_lock(&s->conns_lock);
-    gc->head_since = when;
+    gc->deadline = deadline;
+    gc->sending = sending;
     pthread_mutex_unlock(&s->conns_lock);
+}
+
+/* The next request is due on c (a new or kept-alive connection). */
+static void gw_request_due(http_server *s, struct MHD_Connection *c)
+{
+    gw_set_deadline(s, c, gw_now_ms() + s->cfg.request_timeout_ms, false);
 }
 
 static void gw_request_arrived(http_server *s, struct MHD_Connection *c)
 {
-    gw_set_head_since(s, c, 0);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    gw_conn *gc = ci ? ci->socket_context : NULL;
+    if (!gc) return;
+    pthread_mutex_lock(&s->conns_lock);
+    if (!gc->sending) gc->deadline = 0; /* an answer queued from the head keeps its own */
+    pthread_mutex_unlock(&s->conns_lock);
+}
+
+static void gw_response_queued(http_server *s, struct MHD_Connection *c)
+{
+    gw_set_deadline(s, c, gw_now_ms() + s->cfg.response_timeout_ms, true);
 }
 
 static void gw_notify_conn(void *cls, struct MHD_Connection *c, void **socket_context,
@@ -493,7 +525,7 @@ static void gw_notify_conn(void *cls, struct MHD_Connection *c, void **socket_co
         if (!gc) return;
         gc->fd = ci->connect_fd;
         pthread_mutex_lock(&s->conns_lock);
-        gc->head_since = gw_now_ms();
+        gc->deadline = gw_now_ms() + s->cfg.request_timeout_ms;
         gc->next = s->conns.next;
         gc->prev = &s->conns;
         s->conns.next->prev = gc;
@@ -518,10 +550,10 @@ static void *gw_watchdog(void *arg)
     while (!s->stop) {
         int64_t now = gw_now_ms();
         for (gw_conn *gc = s->conns.next; gc != &s->conns; gc = gc->next) {
-            if (gc->head_since && now - gc->head_since > s->cfg.request_timeout_ms) {
-                gc->head_since = 0;
+            if (gc->deadline && now > gc->deadline) {
+                gc->deadline = 0;
                 shutdown(gc->fd, SHUT_RDWR);
-                metric_inc(s->m_head_timeouts);
+                metric_inc(gc->sending ? s->m_response_timeouts : s->m_head_timeouts);
             }
         }
         pthread_mutex_unlock(&s->conns_lock);
@@ -602,7 +634,7 @@ static void gw_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     http_server *s = cls;
     gw_req *r = *con_cls;
     *con_cls = NULL;
-    if (c) gw_set_head_since(s, c, gw_now_ms()); /* kept alive: the next head is due */
+    if (c) gw_request_due(s, c); /* kept alive: the next head is due */
     if (!r) return;
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -677,6 +709,9 @@ int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt
     s->m_head_timeouts = metrics_counter("sc_gateway_head_timeouts_total", NULL,
                                          "connections closed for a request (head and body) "
                                          "slower than GATEWAY_REQUEST_TIMEOUT_MS");
+    s->m_response_timeouts = metrics_counter("sc_gateway_response_timeouts_total", NULL,
+                                             "connections closed for a response not read "
+                                             "within GATEWAY_RESPONSE_TIMEOUT_MS");
     pthread_mutex_init(&s->conns_lock, NULL);
     s->conns.next = s->conns.prev = &s->conns;
     if (cfg_resolve_addr(cfg->listen, &ss, &sslen) != 0) {

@@ -21,6 +21,7 @@ typedef struct http_cfg {
     unsigned max_per_ip; /* connections per client address (0: no limit); over: closed */
     unsigned client_timeout_s; /* idle connections and slow clients are closed after it */
     long request_timeout_ms;   /* a request's head and body (kept-alive idle too) within it */
+    long response_timeout_ms;  /* a response, once queued, must be read within it */
     unsigned threads;          /* 0: a thread per connection; N: N polling threads */
     size_t conn_memory;        /* per-connection memory for the request head (431 past it) */
     const char *cors_origins;  /* comma-separated allowed origins, "*" or "" (none) */

@@ -30,7 +30,7 @@ typedef struct gw_config {
     long max_body;
     long max_connections, max_per_ip;
     long client_timeout;
-    long request_timeout_ms;
+    long request_timeout_ms, response_timeout_ms;
     long threads;
     long conn_memory;
     char *cors_origins;
@@ -69,6 +69,9 @@ static const cfg_opt gw_opts[] = {
     {"GATEWAY_REQUEST_TIMEOUT_MS", CFG_INT, "10000",
      "a request's head and body must arrive within this (slow clients; kept-alive idle "
      "too)", 0, 100, 3600000, &gw_cfg.request_timeout_ms},
+    {"GATEWAY_RESPONSE_TIMEOUT_MS", CFG_INT, "30000",
+     "a response must be read by the client within this once it is ready (a slow reader "
+     "of a large response is closed)", 0, 100, 3600000, &gw_cfg.response_timeout_ms},
     {"GATEWAY_THREADS", CFG_INT, "0",
      "0: a thread per connection (slow services stall nobody else); N: N epoll threads", 0, 0,
      256, &gw_cfg.threads},
@@ -140,6 +143,7 @@ int main(int argc, char **argv)
         .max_per_ip = (unsigned)gw_cfg.max_per_ip,
         .client_timeout_s = (unsigned)gw_cfg.client_timeout,
         .request_timeout_ms = gw_cfg.request_timeout_ms,
+        .response_timeout_ms = gw_cfg.response_timeout_ms,
         .threads = (unsigned)gw_cfg.threads,
         .conn_memory = (size_t)gw_cfg.conn_memory,
         .cors_origins = gw_cfg.cors_origins,

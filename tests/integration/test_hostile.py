@@ -211,6 +211,61 @@ def test_slow_body_on_the_gateway_is_cut_by_the_request_deadline(st):
     print("  all 20 closed after %.1f-%.1f s" % (min(closed.values()), max(closed.values())))
 
 
+def test_slow_reader_of_a_large_response_is_cut_by_the_response_deadline(st):
+    """A client that asks for a large file and reads it a few bytes at a time: the response
+    deadline (GATEWAY_RESPONSE_TIMEOUT_MS, 2 s on this gateway) closes it. libmicrohttpd's
+    own timeout counts idle time only, so it used to hold its connection and its thread for
+    as long as it kept reading."""
+    static = os.path.join(st.dir, "static-big")
+    os.makedirs(static, exist_ok=True)
+    size = 32 * 1024 * 1024
+    with open(os.path.join(static, "big.js"), "wb") as f:
+        f.truncate(size)
+    port = harness.free_port()
+    e = st.service_env("gateway")
+    e.update({"GATEWAY_LISTEN": "127.0.0.1:%d" % port, "GATEWAY_STATIC_DIR": static,
+              "GATEWAY_RESPONSE_TIMEOUT_MS": "2000", "LOG_LEVEL": "info"})
+    st.procs["gateway-big"] = harness.Proc("gateway-big", [os.path.join(harness.BUILD, "gateway")],
+                                           e, st.dir)
+    base = "http://127.0.0.1:%d" % port
+    harness.wait_for(lambda: harness.http("GET", base + "/readyz", timeout=1).status == 200,
+                     what="the second gateway")
+
+    def timeouts():
+        for line in harness.http("GET", base + "/metrics").body.decode().splitlines():
+            if line.startswith("sc_gateway_response_timeouts_total "):
+                return int(float(line.split()[1]))
+        return 0
+
+    def attack(v):
+        before = timeouts()
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+        s.connect(("127.0.0.1", port))
+        s.sendall(b"GET /big.js HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(0.2)
+        got = 0
+        deadline = time.monotonic() + 20
+        while timeouts() == before and time.monotonic() < deadline:
+            try:
+                got += len(s.recv(256))  # a trickle
+            except socket.timeout:
+                pass
+            v.drain(0.1)
+        assert timeouts() == before + 1, "the slow reader was not cut within 20 s"
+        s.settimeout(10)
+        while True:  # what the kernel already had, then the end
+            b = s.recv(65536)
+            if not b:
+                break
+            got += len(b)
+        s.close()
+        assert got < size, got
+        print("  slow reader of a 32 MB response: cut after %d bytes" % got)
+    _attack(st, attack, "slow response reader")
+    st.procs.pop("gateway-big").stop()
+
+
 def test_thousands_of_half_open_handshakes(st):
     def attack(v):
         socks = []
