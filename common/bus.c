@@ -859,6 +859,7 @@ int bus_stream_ensure(bus *b, const bus_stream_cfg *cfg)
     sc.MaxAge = cfg->max_age_s > 0 ? cfg->max_age_s * 1000000000LL : 0;
     sc.MaxBytes = cfg->max_bytes > 0 ? cfg->max_bytes : -1;
     sc.MaxMsgs = cfg->max_msgs > 0 ? cfg->max_msgs : -1;
+    sc.MaxMsgsPerSubject = cfg->max_msgs_per_subject > 0 ? cfg->max_msgs_per_subject : -1;
     sc.Storage = cfg->file_storage ? js_FileStorage : js_MemoryStorage;
     sc.Replicas = cfg->replicas > 0 ? cfg->replicas : 1;
     sc.Discard = js_DiscardOld;
@@ -877,8 +878,11 @@ int bus_stream_ensure(bus *b, const bus_stream_cfg *cfg)
         log_error("jetstream stream not ensured", "stream=%s error=\"%s\" code=%d", cfg->name,
                   nats_GetLastError(NULL), (int)jerr);
     else
-        log_info("jetstream stream ready", "stream=%s subjects=%zu max_age_s=%lld republish=%s",
+        log_info("jetstream stream ready",
+                 "stream=%s subjects=%zu max_age_s=%lld max_bytes=%lld per_subject=%lld "
+                 "republish=%s",
                  cfg->name, cfg->nsubjects, (long long)cfg->max_age_s,
+                 (long long)sc.MaxBytes, (long long)sc.MaxMsgsPerSubject,
                  cfg->republish_to ? cfg->republish_to : "-");
     jsStreamInfo_Destroy(si);
     jsCtx_Destroy(js);

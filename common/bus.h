@@ -161,6 +161,7 @@ typedef struct bus_stream_cfg {
     int64_t max_age_s;  /* 0: unlimited */
     int64_t max_bytes;  /* -1 or 0: unlimited */
     int64_t max_msgs;   /* -1 or 0: unlimited */
+    int64_t max_msgs_per_subject; /* -1 or 0: unlimited */
     int file_storage;   /* 1: file, 0: memory */
     int replicas;       /* 1..5 */
     const char *republish_to;

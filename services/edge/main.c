@@ -27,12 +27,13 @@
 
 static struct {
     char *nats_url, *listen, *edge_id, *public_url, *origins, *keys_file, *issuer, *audience;
-    char *stream, *storage, *redis_url;
+    char *stream, *inbox_stream, *storage, *redis_url;
     int log_level, deflate;
     long workers, leeway, max_message, max_message_auth, max_connections, max_per_ip, outbound_limit, rate_limit,
         rate_burst, ping_ms, pong_ms, auth_ms, handshake_ms, drain_ms, close_ms, write_delay_ms, warning_s,
-        max_subs, max_errors, history_age_s, history_bytes, history_replicas, max_publish, replay_inflight,
-        replay_max, presence_ttl, max_per_user, inbox_hold_ms, deflate_min, stall_ms;
+        max_subs, max_errors, history_age_s, history_bytes, history_replicas, inbox_bytes, inbox_per_user, max_publish, replay_inflight,
+        replay_max, presence_ttl, max_per_user, inbox_hold_ms, deflate_min, stall_ms, pub_rate,
+        pub_burst, user_pub_rate, user_pub_burst;
 } cfg;
 
 static const cfg_opt options[] = {
@@ -72,6 +73,16 @@ static const cfg_opt options[] = {
      &cfg.deflate_min},
     {"EDGE_MAX_PUBLISH", CFG_INT, "65536", "largest publish data (compact JSON bytes)", 0, 16,
      16777216, &cfg.max_publish},
+    {"EDGE_PUBLISH_BYTES_PER_S", CFG_INT, "65536",
+     "client publish bytes (data and topic) a second per connection; over: error "
+     "publish_quota", 0, 1, 1073741824, &cfg.pub_rate},
+    {"EDGE_PUBLISH_BYTES_BURST", CFG_INT, "262144",
+     "... and at once (at least EDGE_MAX_PUBLISH)", 0, 16, 1073741824, &cfg.pub_burst},
+    {"EDGE_USER_PUBLISH_BYTES_PER_S", CFG_INT, "131072",
+     "client publish bytes a second per user on this edge, all its connections together; "
+     "over: error publish_quota", 0, 1, 1073741824, &cfg.user_pub_rate},
+    {"EDGE_USER_PUBLISH_BYTES_BURST", CFG_INT, "524288",
+     "... and at once (at least EDGE_MAX_PUBLISH)", 0, 16, 1073741824, &cfg.user_pub_burst},
     {"EDGE_MAX_CONNECTIONS", CFG_INT, "10000", "connections per edge process (over: 503)", 0,
      1, 1000000, &cfg.max_connections},
     {"EDGE_MAX_CONNECTIONS_PER_IP", CFG_INT, "0",
@@ -129,12 +140,20 @@ static const cfg_opt options[] = {
     {"MAX_CONNECTIONS_PER_USER", CFG_INT, "0",
      "connections per user on all edges, checked in Redis at connect (over: close 4009; 0: "
      "no limit)", 0, 0, 1000000, &cfg.max_per_user},
-    {"HISTORY_STREAM", CFG_STR, "SIDECAST", "JetStream stream of events.> and users.>", 0, 0, 0,
-     &cfg.stream},
-    {"HISTORY_MAX_AGE_S", CFG_INT, "3600", "how long events are kept for replay", 0, 1,
-     31536000, &cfg.history_age_s},
-    {"HISTORY_MAX_BYTES", CFG_INT, "1073741824", "stream size bound in bytes", 0, 1048576,
-     0x7fffffffffffffffL, &cfg.history_bytes},
+    {"HISTORY_STREAM", CFG_STR, "SIDECAST", "JetStream stream of topic events (events.>)", 0,
+     0, 0, &cfg.stream},
+    {"HISTORY_INBOX_STREAM", CFG_STR, "SIDECAST_INBOX",
+     "JetStream stream of the users' inboxes (users.>): kept apart, so that topic traffic "
+     "can never evict them", 0, 0, 0, &cfg.inbox_stream},
+    {"HISTORY_MAX_AGE_S", CFG_INT, "3600", "how long events and inbox messages are kept for "
+     "replay", 0, 1, 31536000, &cfg.history_age_s},
+    {"HISTORY_MAX_BYTES", CFG_INT, "1073741824", "events stream size bound in bytes", 0,
+     1048576, 0x7fffffffffffffffL, &cfg.history_bytes},
+    {"HISTORY_INBOX_MAX_BYTES", CFG_INT, "268435456", "inbox stream size bound in bytes", 0,
+     1048576, 0x7fffffffffffffffL, &cfg.inbox_bytes},
+    {"HISTORY_INBOX_MAX_PER_USER", CFG_INT, "10000",
+     "inbox messages kept per user (older ones go first): one user's flood cannot evict "
+     "the others' inboxes", 0, 1, 100000000, &cfg.inbox_per_user},
     {"HISTORY_STORAGE", CFG_STR, "file", "file or memory", 0, 0, 0, &cfg.storage},
     {"HISTORY_REPLICAS", CFG_INT, "1", "stream replicas (a NATS cluster: 3)", 0, 1, 5,
      &cfg.history_replicas},
@@ -143,6 +162,7 @@ static const cfg_opt options[] = {
 static bus *B;
 static wsc_server *S;
 static presence *P;
+static quota *Q;
 static _Atomic int stream_ok, draining;
 
 static int is_ready(char *detail, size_t n)
@@ -218,19 +238,29 @@ static size_t split_origins(char *list, const char **out, size_t max)
     return n;
 }
 
+/* The two history streams: topic events, and the users' inboxes apart, so that no amount
+ * of topic traffic evicts an inbox (an order fill). The events stream is ensured first: a
+ * stream of an older edge held users.> too, and the inbox stream cannot take the subjects
+ * until it has let them go. */
 static void ensure_stream(void)
 {
-    static const char *const subjects[] = {"events.>", "users.>"};
+    static const char *const events[] = {SUBJ_EVENTS_PREFIX ">"};
+    static const char *const inbox[] = {SUBJ_USERS_PREFIX ">"};
     bus_stream_cfg sc = {
         .name = cfg.stream,
-        .subjects = subjects,
-        .nsubjects = 2,
+        .subjects = events,
+        .nsubjects = 1,
         .max_age_s = cfg.history_age_s,
         .max_bytes = cfg.history_bytes,
         .file_storage = strcmp(cfg.storage, "memory") != 0,
         .replicas = (int)cfg.history_replicas,
         .republish_to = "live",
     };
+    if (bus_stream_ensure(B, &sc) != 0) return;
+    sc.name = cfg.inbox_stream;
+    sc.subjects = inbox;
+    sc.max_bytes = cfg.inbox_bytes;
+    sc.max_msgs_per_subject = cfg.inbox_per_user;
     if (bus_stream_ensure(B, &sc) == 0) atomic_store(&stream_ok, 1);
 }
 
@@ -246,6 +276,19 @@ int main(int argc, char **argv)
     log_init(SERVICE, (enum log_level)cfg.log_level);
     if (strcmp(cfg.storage, "file") != 0 && strcmp(cfg.storage, "memory") != 0) {
         fprintf(stderr, "edge: config: HISTORY_STORAGE: must be file or memory\n");
+        return 2;
+    }
+    if (cfg.pub_burst < cfg.max_publish || cfg.user_pub_burst < cfg.max_publish) {
+        fprintf(stderr, "edge: config: %s: must be at least EDGE_MAX_PUBLISH (%ld), or the "
+                        "largest publish could never be sent\n",
+                cfg.pub_burst < cfg.max_publish ? "EDGE_PUBLISH_BYTES_BURST"
+                                                : "EDGE_USER_PUBLISH_BYTES_BURST",
+                cfg.max_publish);
+        return 2;
+    }
+    if (strcmp(cfg.stream, cfg.inbox_stream) == 0) {
+        fprintf(stderr, "edge: config: HISTORY_INBOX_STREAM: must differ from HISTORY_STREAM "
+                        "(inboxes are kept apart from topic traffic)\n");
         return 2;
     }
     if (!cfg.edge_id[0]) {
@@ -304,16 +347,24 @@ int main(int argc, char **argv)
         .max_publish = (size_t)cfg.max_publish,
         .max_outbound = (size_t)cfg.outbound_limit,
         .stream = cfg.stream,
+        .inbox_stream = cfg.inbox_stream,
         .replay_inflight = (int)cfg.replay_inflight,
         .replay_max_events = cfg.replay_max,
         .max_per_user = cfg.max_per_user,
         .inbox_hold_ms = cfg.inbox_hold_ms,
         .stall_ms = cfg.stall_ms,
+        .publish_rate = (double)cfg.pub_rate,
+        .publish_burst = (double)cfg.pub_burst,
     };
     ctx.b = B;
     ctx.fab = fab;
     ctx.keys = keys;
     ctx.policy = (token_policy){cfg.issuer, cfg.audience, cfg.leeway, 0};
+    /* about as many users as connections may publish at once: the table never grows */
+    if (quota_create(&Q, (size_t)cfg.max_connections, (double)cfg.user_pub_rate,
+                     (double)cfg.user_pub_burst) != 0)
+        goto done;
+    ctx.user_quota = Q;
     if (cfg.redis_url[0]) {
         presence_cfg pc = {
             .redis_url = cfg.redis_url,
@@ -373,6 +424,7 @@ int main(int argc, char **argv)
 done:
     wsc_server_stop(S);
     presence_destroy(P);
+    quota_destroy(Q);
     fab_destroy(fab);
     bus_destroy(B, 2000);
     token_keyset_destroy(keys);

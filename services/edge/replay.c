@@ -31,6 +31,7 @@ struct replay {
     enum step step;
     bool queued, inflight, cancelled;
     uint8_t errors, retries;
+    const char *api;       /* the queue's $JS.API.DIRECT.GET.<stream> of its stream */
     uint64_t cursor;       /* last message handed over (or the starting position) */
     uint64_t handed;
     /* the answer to its one request in flight, handed over by a nats.c thread through the
@@ -46,6 +47,7 @@ struct replay_q {
     loop *l;
     replay_cfg cfg;
     char api[160];         /* $JS.API.DIRECT.GET.<stream> */
+    char inbox_api[160];   /* ... of the inbox stream */
     replay *head, *tail;   /* FIFO waiting for a request slot */
     int inflight;
     pthread_mutex_t lock;  /* the mailbox */
@@ -136,7 +138,7 @@ static int send_request(replay *r)
         break;
     }
     if (n < 0 || (size_t)n >= sizeof body) return BUS_EINVAL;
-    int rc = bus_request_async(r->q->b, r->q->api, body, (size_t)n, r->q->cfg.timeout_ms,
+    int rc = bus_request_async(r->q->b, r->api, body, (size_t)n, r->q->cfg.timeout_ms,
                                on_reply, r);
     if (rc == 0) {
         r->inflight = true;
@@ -295,12 +297,14 @@ int replay_q_create(replay_q **out, bus *b, loop *l, const replay_cfg *cfg)
     q->cfg = *cfg;
     if (q->cfg.inflight < 1) q->cfg.inflight = 1;
     if (q->cfg.max_events < 1) q->cfg.max_events = 1;
+    const char *inbox = cfg->inbox_stream ? cfg->inbox_stream : cfg->stream;
     int n = snprintf(q->api, sizeof q->api, "$JS.API.DIRECT.GET.%s", cfg->stream);
-    if (n < 0 || (size_t)n >= sizeof q->api) {
+    int m = snprintf(q->inbox_api, sizeof q->inbox_api, "$JS.API.DIRECT.GET.%s", inbox);
+    if (n < 0 || (size_t)n >= sizeof q->api || m < 0 || (size_t)m >= sizeof q->inbox_api) {
         free(q);
         return -EINVAL;
     }
-    q->cfg.stream = NULL;
+    q->cfg.stream = q->cfg.inbox_stream = NULL;
     pthread_mutex_init(&q->lock, NULL);
     q->inbox_tail = &q->inbox;
     *out = q;
@@ -328,7 +332,7 @@ void replay_q_destroy(replay_q *q)
     free(q);
 }
 
-replay *replay_start(replay_q *q, const char *subject, uint64_t since, bool check,
+replay *replay_start(replay_q *q, bool inbox, const char *subject, uint64_t since, bool check,
                      const replay_ops *ops, void *ud)
 {
     size_t sl = strlen(subject);
@@ -336,6 +340,7 @@ replay *replay_start(replay_q *q, const char *subject, uint64_t since, bool chec
     if (!r) return NULL;
     memcpy(r->subject, subject, sl + 1);
     r->q = q;
+    r->api = inbox ? q->inbox_api : q->api;
     r->ops = ops;
     r->ud = ud;
     r->cursor = since;

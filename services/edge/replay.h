@@ -1,4 +1,4 @@
-/* replay.h - paced walks through one subject of the JetStream stream, for a worker.
+/* replay.h - paced walks through one subject of a JetStream stream, for a worker.
  *
  * A replay reads the retained messages of one subject after a position with JetStream
  * direct gets ($JS.API.DIRECT.GET.<stream>, which any replica of a stream with AllowDirect
@@ -57,13 +57,14 @@ typedef struct replay_ops {
 #define REPLAY_RETRY_MS 50
 
 typedef struct replay_cfg {
-    const char *stream;   /* JetStream stream name */
+    const char *stream;   /* JetStream stream name (events) */
+    const char *inbox_stream; /* the stream of the users' inboxes (replay_start inbox) */
     int inflight;         /* requests in flight for the whole queue */
     uint64_t max_events;  /* per replay */
     int timeout_ms;       /* per request; a failed request is retried, 4 s in all */
 } replay_cfg;
 
-/* The queue of one worker's loop. cfg->stream is copied. 0 or a negative errno. */
+/* The queue of one worker's loop. The stream names are copied. 0 or a negative errno. */
 int replay_q_create(replay_q **out, bus *b, loop *l, const replay_cfg *cfg);
 /* Handles the replies that arrived (the loop's wake callback calls it). */
 void replay_q_poll(replay_q *q);
@@ -71,9 +72,10 @@ void replay_q_poll(replay_q *q);
 void replay_q_destroy(replay_q *q);
 
 /* Starts a replay of `subject` after position `since` (the owner has seen every message up
- * to since); check: first make sure since itself is retained. No callback runs before this
- * returns; callbacks must not cancel their own replay. NULL when out of memory. */
-replay *replay_start(replay_q *q, const char *subject, uint64_t since, bool check,
+ * to since), from the inbox stream when inbox, else the events stream; check: first make
+ * sure since itself is retained. No callback runs before this returns; callbacks must not
+ * cancel their own replay. NULL when out of memory. */
+replay *replay_start(replay_q *q, bool inbox, const char *subject, uint64_t since, bool check,
                      const replay_ops *ops, void *ud);
 /* Stops a replay: no callback runs for it any more. */
 void replay_cancel(replay *r);

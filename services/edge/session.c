@@ -126,10 +126,13 @@ typedef struct session {
     uint64_t auth_deadline;
     double tokens;        /* rate-limit bucket */
     uint64_t refilled;
+    double pub_tokens;    /* publish bytes bucket (publish_rate, publish_burst) */
+    uint64_t pub_at;
     uint32_t errors;
 } session;
 
-static metric *m_auth_ok, *m_deliveries, *m_publishes, *m_rate_closes, *m_gaps, *m_dups;
+static metric *m_auth_ok, *m_deliveries, *m_publishes, *m_rate_closes, *m_gaps, *m_dups,
+    *m_quota_refused;
 
 /* Refused authentications, by reason (the token's error, or "timeout"). */
 static void count_auth_failure(const char *reason)
@@ -430,7 +433,8 @@ static void catchup_start(sub_rec *rec, uint64_t since, bool check, uint64_t unt
     if (fresh && !(cu = calloc(1, sizeof *cu))) return;
     cu->rec = rec;
     cu->until = until;
-    if (!(cu->r = replay_start(ws->rq, subject, since, check, &catchup_ops, cu))) {
+    if (!(cu->r = replay_start(ws->rq, rec->t->key[0] == FAB_USER, subject, since, check,
+                               &catchup_ops, cu))) {
         if (fresh)
             free(cu);
         else
@@ -801,6 +805,28 @@ static void on_publish(session *s, msg_in *m)
         reply_error(s, m->id, "forbidden", "publishing to this topic is not allowed");
         return;
     }
+    /* Byte budgets, the connection's and the user's on this edge: the message rate alone
+     * let a few sockets of one user write tens of MB/s into the history stream. */
+    const session_cfg *cfg = &s->ws->ctx->cfg;
+    size_t cost = m->data_len + strlen(m->topic);
+    uint64_t now = loop_now(wsc_worker_loop(wsc_conn_worker(s->c)));
+    double conn_left = s->pub_tokens;
+    uint64_t conn_at = s->pub_at;
+    if (!quota_bucket_take(&conn_left, &conn_at, cfg->publish_rate, cfg->publish_burst, cost,
+                           now)) {
+        metric_inc(m_quota_refused);
+        reply_error(s, m->id, "publish_quota",
+                    "over this connection's publish budget (EDGE_PUBLISH_BYTES_PER_S)");
+        return;
+    }
+    if (s->ws->ctx->user_quota && !quota_take(s->ws->ctx->user_quota, s->user, cost, now)) {
+        metric_inc(m_quota_refused);
+        reply_error(s, m->id, "publish_quota",
+                    "over this user's publish budget (EDGE_USER_PUBLISH_BYTES_PER_S)");
+        return;
+    }
+    s->pub_tokens = conn_left;
+    s->pub_at = conn_at;
     snprintf(subject, sizeof subject, "%s%s", SUBJ_CLIENT_PREFIX, m->topic);
     snprintf(conn, sizeof conn, "%llu", (unsigned long long)wsc_conn_id(s->c));
     bus_hdr h[] = {{HDR_USER, s->user}, {"Sidecast-Conn", conn},
@@ -953,7 +979,8 @@ static int on_upgrade(wsc_conn *c, const ws_http_request *req, const ws_http_upg
     s->c = c;
     s->ws = ws;
     s->tokens = (double)ws->ctx->cfg.rate_burst;
-    s->refilled = loop_now(wsc_worker_loop(wsc_conn_worker(c)));
+    s->pub_tokens = ws->ctx->cfg.publish_burst;
+    s->refilled = s->pub_at = loop_now(wsc_worker_loop(wsc_conn_worker(c)));
     wsc_conn_set_data(c, s);
     /* A token in the handshake (header, or access_token per RFC 6750 §2.3) is checked now;
      * a bad one still gets the upgrade, then close 4001, which a browser can see. */
@@ -1232,6 +1259,7 @@ static int on_worker_start(wsc_worker *w, void *ud)
     }
     replay_cfg rc_cfg = {
         .stream = ctx->cfg.stream,
+        .inbox_stream = ctx->cfg.inbox_stream,
         .inflight = ctx->cfg.replay_inflight,
         .max_events = ctx->cfg.replay_max_events,
         .timeout_ms = 2000,
@@ -1288,6 +1316,8 @@ void session_handlers(session_ctx *ctx, wsc_handlers *h)
     m_deliveries = metrics_counter("sc_edge_deliveries_total", NULL,
                                    "events queued to subscribers");
     m_publishes = metrics_counter("sc_edge_publishes_total", NULL, "client publishes sent on");
+    m_quota_refused = metrics_counter("sc_edge_publish_quota_refused_total", NULL,
+                                      "client publishes refused: over a byte budget");
     m_rate_closes = metrics_counter("sc_edge_rate_closes_total", NULL,
                                     "connections closed 4029 (rate limited)");
     m_gaps = metrics_counter("sc_edge_gaps_total", NULL,

@@ -15,6 +15,7 @@
 #include "bus.h"
 #include "fabric.h"
 #include "presence.h"
+#include "quota.h"
 #include "token.h"
 #include "wsc.h"
 
@@ -29,12 +30,15 @@ typedef struct session_cfg {
     size_t max_message;        /* client message bytes (the core closes 1009 above) */
     size_t max_publish;        /* compact JSON of a publish's data */
     size_t max_outbound;       /* the core's bound: replays wait while over half of it */
-    const char *stream;        /* JetStream stream replays read from */
+    const char *stream;        /* JetStream stream replays of topics read from */
+    const char *inbox_stream;  /* ... and of the inbox (users.<sub>) */
     int replay_inflight;       /* direct-get requests in flight per worker */
     long replay_max_events;    /* per replay (over: error replay_limit, then live) */
     long max_per_user;         /* connections per user, all edges (0: no limit) */
     long inbox_hold_ms;        /* inbox events held after connect for a subscribe {user,since} */
     long stall_ms;             /* a replay that cannot send for this long: closed 4008 */
+    double publish_rate;       /* client publish bytes a second per connection ... */
+    double publish_burst;      /* ... and at once (>= max_publish) */
 } session_cfg;
 
 typedef struct session_ctx {
@@ -44,6 +48,7 @@ typedef struct session_ctx {
     const token_keyset *keys;
     token_policy policy;
     presence *pres;            /* NULL: no presence */
+    quota *user_quota;         /* client publish bytes per user on this edge (NULL: none) */
     void *workers[64];         /* per-worker state, for presence verdicts */
 } session_ctx;
 

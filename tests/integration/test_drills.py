@@ -47,6 +47,7 @@ SERVICES = ("auth", "gateway", "edge1", "edge2")
 ENV = {"edge": {"EDGE_DRAIN_TIMEOUT_MS": "2000", "EDGE_CLOSE_TIMEOUT_MS": "1000",
                 "EDGE_RATE_LIMIT": "200", "EDGE_RATE_BURST": "400"}}
 STREAM = "SIDECAST"
+INBOX_STREAM = "SIDECAST_INBOX"  # users.> apart from topic traffic
 USER = "alice"
 RATE = 40                 # events per second on each of the two subjects (default)
 RECONNECT_DELAY_S = 0.3   # a client waits this long before it reconnects (events pile up)
@@ -65,7 +66,7 @@ class DrillClient:
         self.at = 0                    # index in urls of the current (or next) edge
         self.topics = list(topics)
         self.drill = drill
-        self.last = {t: since for t in topics}   # the since of the next subscribe
+        self.last = dict(since)   # topic -> the since of the next subscribe
         self.got = {t: [] for t in topics}       # data.n of this drill's events, wire order
         self.warm = {t: False for t in topics}   # a warm-up event (n = 0) arrived
         self.disorder = {t: 0 for t in topics}   # events whose seq was not above the last
@@ -196,7 +197,8 @@ def run_drill(st, name, layout, actions, duration_s, prefer=None, rate=RATE):
     p = None
     try:
         pub.connect()
-        since = pub.stream_last_seq(STREAM)
+        # each topic's seq is a position in its own stream: the inbox has one of its own
+        since = {t: pub.stream_last_seq(INBOX_STREAM if t == "user" else STREAM) for t in topics}
         for cname, edges in layout.items():
             c = DrillClient(cname, st.token(USER)["access_token"],
                             [st.edge_url_of(e) for e in edges], list(topics), since, drill)

@@ -21,6 +21,7 @@ ENV = {"edge": {"EDGE_REPLAY_MAX_EVENTS": "300", "EDGE_OUTBOUND_LIMIT": "262144"
                 "EDGE_RATE_LIMIT": "200", "EDGE_RATE_BURST": "400",
                 "EDGE_STALL_TIMEOUT_MS": "5000"}}
 STREAM = "SIDECAST"
+INBOX_STREAM = "SIDECAST_INBOX"  # users.>, kept apart from topic traffic
 
 
 def _connect(st, user="alice"):
@@ -129,7 +130,7 @@ def test_inbox_in_order_when_live_events_come_before_the_resubscribe(st):
     held, so the replay and the live flow join in order (EDGE_INBOX_HOLD_MS)."""
     nc = natspub.Nats(st.nats_url)
     _publish(nc, "users.alice", 100, 1)
-    since = nc.last_seq(STREAM, "users.alice")
+    since = nc.last_seq(INBOX_STREAM, "users.alice")
     _publish(nc, "users.alice", 101, 5)  # missed while away
     ws = _connect(st)
     _publish(nc, "users.alice", 106, 5)  # live, before the client resubscribes

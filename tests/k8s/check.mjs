@@ -641,9 +641,11 @@ function checkNats(r, help) {
       if (e.HISTORY_STORAGE !== "file") problems.push(`edge: HISTORY_STORAGE ${e.HISTORY_STORAGE}, want file`);
       const store = bytes(env.get("JS_MAX_FILE_STORE")?.value ?? /max_file_store:\s*(\S+)/.exec(conf)?.[1]);
       const pvc = bytes((sts.spec.volumeClaimTemplates || []).find((v) => v.metadata.name === "data")?.spec.resources.requests.storage);
-      if (!(Number(e.HISTORY_MAX_BYTES) <= store)) problems.push(`HISTORY_MAX_BYTES ${e.HISTORY_MAX_BYTES} > JetStream max_file_store ${store}`);
+      // the events stream and the inbox stream, both on the same servers' file store
+      const streams = Number(e.HISTORY_MAX_BYTES) + Number(e.HISTORY_INBOX_MAX_BYTES);
+      if (!(streams <= store)) problems.push(`HISTORY_MAX_BYTES ${e.HISTORY_MAX_BYTES} + HISTORY_INBOX_MAX_BYTES ${e.HISTORY_INBOX_MAX_BYTES} > JetStream max_file_store ${store}`);
       if (!(store <= pvc)) problems.push(`JetStream max_file_store ${store} > the volume's ${pvc} bytes`);
-      notes.push(`stream ${e.HISTORY_MAX_BYTES} <= file store ${store} <= volume ${pvc} bytes`);
+      notes.push(`streams ${e.HISTORY_MAX_BYTES} + ${e.HISTORY_INBOX_MAX_BYTES} <= file store ${store} <= volume ${pvc} bytes`);
     }
   }
   const ns = process.env.NATS_SERVER || "nats-server";
