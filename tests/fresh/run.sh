@@ -96,15 +96,37 @@ git ls-files -z --cached --others --exclude-standard |
   { fail copy "cannot copy the checkout"; exit 1; }
 say "checkout copied to /root/sidecast ($(find "$FRESH/root/sidecast" -type f | wc -l) files)"
 
-# A machine's name service and kernel file systems; nothing of the host's packages.
+# A machine's name service, network trust and kernel file systems; nothing of the host's
+# packages. The host's local CA certificates (an egress proxy's, here) go where
+# ca-certificates picks them up when the README's line installs it, and Node is pointed at
+# the bundle as on the host: without them npm (make test) cannot reach its registry.
 cp -L /etc/resolv.conf "$FRESH/etc/resolv.conf" 2>/dev/null || true
+mkdir -p "$FRESH/usr/local/share/ca-certificates"
+cp -L /usr/local/share/ca-certificates/*.crt "$FRESH/usr/local/share/ca-certificates/" 2>/dev/null || true
 grep -q localhost "$FRESH/etc/hosts" 2>/dev/null || printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >>"$FRESH/etc/hosts"
-mount -t proc proc "$FRESH/proc" && mount -t sysfs -o ro sysfs "$FRESH/sys" &&
-  mount --bind /dev "$FRESH/dev" && mount -t tmpfs tmpfs "$FRESH/run" &&
-  mount -t tmpfs tmpfs "$FRESH/dev/shm" || { fail mounts "cannot mount /proc, /sys, /dev, /run"; exit 1; }
+# The root is a mount point of its own, as a machine's is: dockerd (the compose test)
+# remounts "/" when it unpacks an image, which fails on a plain directory.
+mount --bind "$FRESH" "$FRESH" && mount --make-private "$FRESH" ||
+  { fail mounts "cannot bind $FRESH onto itself"; exit 1; }
+if [ -n "${FRESH_CMD:-}" ]; then
+  # make test starts its own dockerd (the compose test), which needs the cgroup hierarchy
+  # under /sys: the host's /sys with its submounts, kept from propagating back (rslave).
+  mount --rbind /sys "$FRESH/sys" && mount --make-rslave "$FRESH/sys" ||
+    { fail mounts "cannot bind /sys"; exit 1; }
+else
+  mount -t sysfs -o ro sysfs "$FRESH/sys" || { fail mounts "cannot mount /sys"; exit 1; }
+fi
+# the /dev bind is made private first, so that what is mounted under it here never shows
+# in the host's /dev (where / is a shared mount, as under systemd)
+mount -t proc proc "$FRESH/proc" && mount --bind /dev "$FRESH/dev" &&
+  mount --make-private "$FRESH/dev" && mount -t tmpfs tmpfs "$FRESH/run" && mount -t tmpfs tmpfs "$FRESH/dev/shm" &&
+  mount -t devpts -o newinstance,ptmxmode=0666 devpts "$FRESH/dev/pts" ||
+  { fail mounts "cannot mount /proc, /dev, /run"; exit 1; }
 
+NODE_CA=()
+[ -n "${NODE_EXTRA_CA_CERTS:-}" ] && NODE_CA=("NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt")
 in_root() { # CMD: runs CMD with bash -c in the root, as root, with a login's environment only
-  chroot "$FRESH" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
+  chroot "$FRESH" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb "${NODE_CA[@]}" \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin /bin/bash -c "cd /root/sidecast && $1"
 }
 
