@@ -6,6 +6,7 @@ producer to be drawn, buys 1 BTC, waits for the fill in the inbox, refreshes the
 band and saves a screenshot. Needs node and npm (tests/e2e's dependencies are installed
 with `npm ci` on first use) and the chromium package (scripts/deps.sh).
 """
+import json
 import os
 import shutil
 import signal
@@ -46,8 +47,14 @@ def test_tools_present(st):
 
 
 def test_npm_ci(st):
-    if os.path.isdir(os.path.join(E2E, "node_modules", "playwright-core")):
-        return
+    """node_modules as package.json pins it: installed once, again when the pin changed."""
+    with open(os.path.join(E2E, "package.json")) as f:
+        want = json.load(f)["dependencies"]["playwright-core"]
+    have = os.path.join(E2E, "node_modules", "playwright-core", "package.json")
+    if os.path.exists(have):
+        with open(have) as f:
+            if json.load(f).get("version") == want:
+                return
     rc, out = _run(["npm", "ci", "--no-audit", "--no-fund"], timeout=110, cwd=E2E)
     assert rc == 0, "npm ci in tests/e2e failed (%s):\n%s" % (rc, out[-3000:])
 
