@@ -32,7 +32,7 @@ start_redis
 PORT=$(free_port)
 edge_pids=()
 for i in $(seq 1 "$EDGES"); do
-  env NATS_URL="$NATS_URL" REDIS_URL="$REDIS_URL" LOG_LEVEL=warn \
+  env NATS_URL="$NATS_URL" REDIS_URL="$REDIS_URL" LOG_LEVEL=warn DEV_INSECURE_BUS=1 \
     JWT_PUBLIC_KEYS="$DIR/dev/public.pem" EDGE_LISTEN="127.0.0.1:$PORT" EDGE_ID="edge-100k-$i" \
     EDGE_WORKERS=1 EDGE_MAX_CONNECTIONS=19000 EDGE_PING_INTERVAL_MS=3600000 \
     HISTORY_STORAGE=file "$BUILD/edge" >"$DIR/edge-$i.log" 2>&1 & pids+=($!); edge_pids+=($!)

@@ -57,6 +57,8 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --d
   >"$DIR/redis.log" 2>&1 & pids+=($!)
 wait_url "http://127.0.0.1:$NATS_MON/healthz" nats-server
 export NATS_URL REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0 LOG_LEVEL=warn
+# its own nats-server and redis-server, open on loopback: the services need the flag for that
+export DEV_INSECURE_BUS=1
 export JWT_ISSUER=sidecast JWT_AUDIENCE=sidecast JWT_PUBLIC_KEYS=$DIR/dev/public.pem
 JWT_PRIVATE_KEY=$DIR/dev/signing-key.pem JWT_KID=dev-1 AUTH_USERS=$DIR/dev/users.conf \
   ACCESS_TOKEN_TTL=1800 ADMIN_LISTEN=127.0.0.1:$ADMIN_PORT \

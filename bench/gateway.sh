@@ -28,6 +28,8 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$
 sleep 0.5
 "$BUILD/tests/tools/echosvc" "$NATS_URL" svc.bench.echo >"$DIR/echosvc.log" 2>&1 & pids+=($!)
 export NATS_URL REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0 LOG_LEVEL=warn
+# its own nats-server and redis-server, open on loopback: the services need the flag for that
+export DEV_INSECURE_BUS=1
 JWT_PRIVATE_KEY=$DIR/dev/signing-key.pem AUTH_USERS=$DIR/dev/users.conf \
   ADMIN_LISTEN=127.0.0.1:$ADMIN_PORT "$BUILD/auth" >"$DIR/auth.log" 2>&1 & pids+=($!)
 JWT_PUBLIC_KEYS=$DIR/dev/public.pem GATEWAY_ROUTES=bench/routes.json \

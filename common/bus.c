@@ -38,7 +38,7 @@ struct bus {
     sem_t closed;        /* posted by nats.c's closed callback, the last one it makes */
     pthread_mutex_t mux_lock; /* guards mux, calls, next_call (bus_request_many) */
     natsSubscription *mux;
-    char mux_prefix[64];
+    char mux_prefix[128];
     struct bus_many *calls;
     uint64_t next_call;
     bus_async *async[BUS_ASYNC_BUCKETS];
@@ -197,6 +197,30 @@ static natsStatus bus_set_servers(natsOptions *o, const char *urls)
     return natsOptions_SetServers(o, list, n);
 }
 
+const char *bus_auth_problem(const char *urls)
+{
+    const bus_security *sec = &bus_cfg_security;
+    if (sec->dev_insecure) return NULL;
+    if ((sec->creds_file && sec->creds_file[0]) || (sec->cert_file && sec->cert_file[0]) ||
+        (sec->user && sec->user[0] && sec->password && sec->password[0]))
+        return NULL;
+    /* every URL of the list has user info (user:pass@ or token@) */
+    int n = 0, with = 0;
+    for (const char *p = urls; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len > 0) {
+            n++;
+            if (memchr(p, '@', len)) with++;
+        }
+        p = end ? end + 1 : NULL;
+    }
+    if (n > 0 && with == n) return NULL;
+    return "NATS_URL: no credentials (no user:password@ or token@ in the URL, no NATS_USER "
+           "with NATS_PASSWORD, no NATS_CREDS, no NATS_TLS_CERT): refusing to start on an "
+           "open bus; set DEV_INSECURE_BUS=1 to allow it in development";
+}
+
 int bus_connect(bus **out, const char *urls, const char *name)
 {
     int rc = BUS_ERR;
@@ -250,6 +274,15 @@ int bus_connect(bus **out, const char *urls, const char *name)
                                               sec->key_file ? sec->key_file : "");
     if (s == NATS_OK && sec->creds_file && sec->creds_file[0])
         s = natsOptions_SetUserCredentialsFromFiles(b->opts, sec->creds_file, NULL);
+    if (s == NATS_OK && sec->user && sec->user[0])
+        s = natsOptions_SetUserInfo(b->opts, sec->user, sec->password ? sec->password : "");
+    /* Replies come to "_INBOX.<name>.*": a per-service prefix lets nats-server give each
+     * service subscribe rights on its own replies only (tokens travel in auth's). */
+    if (s == NATS_OK) {
+        char pfx[80];
+        snprintf(pfx, sizeof pfx, "_INBOX.%s", b->name);
+        s = natsOptions_SetCustomInboxPrefix(b->opts, pfx);
+    }
     if (s != NATS_OK) {
         log_error("nats options rejected", "name=%s error=\"%s\"", name, natsStatus_GetText(s));
         rc = bus_err_from(s);
@@ -620,10 +653,13 @@ static void bus_mux_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m
 static natsStatus bus_mux_start(bus *b)
 {
     natsInbox *inbox = NULL;
-    char wildcard[96];
+    char wildcard[160];
     natsStatus s = natsInbox_Create(&inbox);
     if (s != NATS_OK) return s;
-    snprintf(b->mux_prefix, sizeof b->mux_prefix, "%s", (const char *)inbox);
+    /* "_INBOX.<nuid>" from nats.c, under this connection's own prefix (bus_connect) */
+    const char *nuid = strrchr((const char *)inbox, '.');
+    snprintf(b->mux_prefix, sizeof b->mux_prefix, "_INBOX.%s.%s", b->name,
+             nuid ? nuid + 1 : (const char *)inbox);
     natsInbox_Destroy(inbox);
     snprintf(wildcard, sizeof wildcard, "%s.*", b->mux_prefix);
     s = natsConnection_Subscribe(&b->mux, b->nc, wildcard, bus_mux_on_msg, b);

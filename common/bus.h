@@ -42,10 +42,15 @@ void bus_set_delivery_threads(int n);
  *   NATS_TLS_CA    CA file: TLS is required and the server's certificate checked against it
  *   NATS_TLS_CERT, NATS_TLS_KEY   a client certificate and its key (mutual TLS)
  *   NATS_CREDS     a NATS credentials file (user JWT and NKey seed, decentralised auth)
- * A user and password or a token go in NATS_URL itself (nats://user:pass@host:4222); a
- * tls:// URL asks for TLS with the system's trust store. Empty: not used. */
+ *   NATS_USER, NATS_PASSWORD   a user and its password (or user:pass@ in NATS_URL itself;
+ *                  a URL's own userinfo wins)
+ *   DEV_INSECURE_BUS   development only: allow NATS and Redis connections without any
+ *                  credentials (bus_auth_problem, rds_auth_problem)
+ * A token goes in NATS_URL itself (nats://token@host:4222); a tls:// URL asks for TLS with
+ * the system's trust store. Empty: not used. */
 typedef struct bus_security {
-    char *ca_file, *cert_file, *key_file, *creds_file;
+    char *ca_file, *cert_file, *key_file, *creds_file, *user, *password;
+    int dev_insecure;
 } bus_security;
 extern bus_security bus_cfg_security;
 #define BUS_CFG_OPTIONS                                                                          \
@@ -56,7 +61,20 @@ extern bus_security bus_cfg_security;
     {"NATS_TLS_KEY", CFG_FILE, "", "its private key", CFG_SECRET, 0, 0,                          \
      &bus_cfg_security.key_file},                                                                \
     {"NATS_CREDS", CFG_FILE, "", "NATS credentials file (user JWT + NKey seed)", CFG_SECRET, 0,  \
-     0, &bus_cfg_security.creds_file}
+     0, &bus_cfg_security.creds_file},                                                           \
+    {"NATS_USER", CFG_STR, "", "NATS user (with NATS_PASSWORD; user:pass@ in NATS_URL wins)", 0, \
+     0, 0, &bus_cfg_security.user},                                                              \
+    {"NATS_PASSWORD", CFG_STR, "", "NATS_USER's password", CFG_SECRET, 0, 0,                     \
+     &bus_cfg_security.password},                                                                \
+    {"DEV_INSECURE_BUS", CFG_BOOL, "off",                                                        \
+     "development only: start with NATS and Redis connections that carry no credentials "      \
+     "(otherwise refused at start)", 0, 0, 0, &bus_cfg_security.dev_insecure}
+
+/* Why the process must not start on NATS_URL (urls): no credentials at all (no user info in
+ * every URL, no NATS_USER with NATS_PASSWORD, no NATS_CREDS, no client certificate) and no
+ * DEV_INSECURE_BUS. NULL when it may: a static message otherwise, naming the flag. Pure
+ * (reads bus_cfg_security). */
+const char *bus_auth_problem(const char *urls);
 
 /* Connects (name: shown in the NATS monitoring endpoints). If no server is reachable yet it
  * keeps retrying in the background and returns 0; check bus_connected(). Returns 0 and *out,

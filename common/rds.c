@@ -310,6 +310,23 @@ static int connect_locked(rds *r)
     return RDS_OK;
 }
 
+rds_security rds_cfg_security;
+
+const char *rds_auth_problem(const char *url, bool allow_open)
+{
+    rds_url u;
+    char err[128];
+    if (allow_open || !url || !url[0]) return NULL;
+    if (rds_cfg_security.password && rds_cfg_security.password[0]) return NULL;
+    if (rds_url_parse(url, &u, err, sizeof err) == 0 && u.password[0]) {
+        explicit_bzero(&u, sizeof u);
+        return NULL;
+    }
+    explicit_bzero(&u, sizeof u);
+    return "REDIS_URL: no password (no :password@ in the URL, no REDIS_PASSWORD): refusing to "
+           "start on an open Redis; set DEV_INSECURE_BUS=1 to allow it in development";
+}
+
 int rds_create(rds **out, const char *url, int timeout_ms, const char *name)
 {
     char err[128];
@@ -323,6 +340,8 @@ int rds_create(rds **out, const char *url, int timeout_ms, const char *name)
         free(r);
         return RDS_EINVAL;
     }
+    if (!r->url.password[0] && rds_cfg_security.password)
+        snprintf(r->url.password, sizeof r->url.password, "%s", rds_cfg_security.password);
     if (timeout_ms <= 0) timeout_ms = 1000;
     r->timeout_ms = timeout_ms;
     if (name) snprintf(r->name, sizeof r->name, "%s", name);

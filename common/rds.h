@@ -9,6 +9,7 @@
 #ifndef SC_RDS_H
 #define SC_RDS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <hiredis/hiredis.h>
 
@@ -36,6 +37,21 @@ typedef struct rds_url {
 int rds_url_parse(const char *url, rds_url *out, char *err, size_t errlen);
 
 typedef struct rds rds;
+
+/* The Redis password for a URL without one, filled through RDS_CFG_OPTIONS (cfg.h):
+ *   REDIS_PASSWORD   used by rds_create when REDIS_URL carries no password (the URL's wins) */
+typedef struct rds_security {
+    char *password;
+} rds_security;
+extern rds_security rds_cfg_security;
+#define RDS_CFG_OPTIONS                                                                          \
+    {"REDIS_PASSWORD", CFG_STR, "", "Redis password (or :password@ in REDIS_URL, which wins)",   \
+     CFG_SECRET, 0, 0, &rds_cfg_security.password}
+
+/* Why the process must not start on url: it carries no password and REDIS_PASSWORD is
+ * empty, and allow_open (DEV_INSECURE_BUS) is false. NULL when it may (or url is empty: no
+ * Redis), a static message otherwise. Pure (reads rds_cfg_security). */
+const char *rds_auth_problem(const char *url, bool allow_open);
 
 /* Creates the client and tries a first connection. An unreachable server is not an error
  * (the client reconnects later; see rds_up). timeout_ms bounds connect and every command.

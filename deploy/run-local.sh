@@ -71,6 +71,8 @@ for spec in "${specs[@]}"; do
 done
 
 bash scripts/gen-dev.sh deploy/dev
+DEV=$ROOT/deploy/dev
+NATS_AUTH=$ROOT/deploy/config/nats-auth.conf  # each service its NATS user and subjects
 mkdir -p "$RUN"
 set -a
 # shellcheck disable=SC1091
@@ -109,6 +111,14 @@ cleanup() {
 trap 'cleanup; exit 0' INT TERM
 trap cleanup EXIT
 
+# with_env FILE CMD...: runs CMD with FILE's variables (deploy/dev/<process>.env: its NATS
+# user and password, Redis password) added to the environment, not on any command line.
+with_env() {
+  local f=$1
+  shift
+  (set -a; . "$f"; set +a; exec "$@")
+}
+
 # start NAME CMD...: runs CMD with its output prefixed by [NAME]
 declare -A names=()
 start() {
@@ -128,7 +138,8 @@ wait_http() { # NAME URL [TRIES of 0.1 s]
 }
 
 if [ "$NATS_CLUSTER" = 1 ]; then
-  start nats nats-server -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON_PORT" -js -sd "$RUN/jetstream"
+  start nats with_env "$DEV/nats.env" nats-server -c "$NATS_AUTH" -a 127.0.0.1 -p "$NATS_PORT" \
+    -m "$NATS_MON_PORT" -js -sd "$RUN/jetstream"
   wait_http nats "http://127.0.0.1:$NATS_MON_PORT/healthz"
 else
   # Every node routes to every other one on loopback. The store is per cluster size, so that
@@ -138,7 +149,8 @@ else
     for ((j = 1; j <= NATS_CLUSTER; j++)); do
       [ "$j" = "$i" ] || routes+=("nats://127.0.0.1:$((NATS_CLUSTER_PORT + j - 1))")
     done
-    start "nats-$i" nats-server -a 127.0.0.1 -p "$((NATS_PORT + i - 1))" \
+    start "nats-$i" with_env "$DEV/nats.env" nats-server -c "$NATS_AUTH" \
+      -a 127.0.0.1 -p "$((NATS_PORT + i - 1))" \
       -m "$((NATS_MON_PORT + i - 1))" -n "nats-$i" --cluster_name sidecast-local \
       --cluster "nats://127.0.0.1:$((NATS_CLUSTER_PORT + i - 1))" \
       --routes "$(IFS=,; echo "${routes[*]}")" -js -sd "$RUN/cluster$NATS_CLUSTER/nats-$i"
@@ -161,25 +173,33 @@ else
   fi
   echo "make up: NATS cluster of $NATS_CLUSTER nodes, JetStream meta leader $leader"
 fi
-start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-  --dir "$RUN"
-for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+# The password goes in a configuration file (0600), not on the command line.
+redis_password=$(sed -n 's/^REDIS_PASSWORD=//p' "$DEV/redis.env")
+(umask 077; echo "requirepass $redis_password" >"$RUN/redis.conf")
+start redis redis-server "$RUN/redis.conf" --port "$REDIS_PORT" --bind 127.0.0.1 --save "" \
+  --appendonly no --dir "$RUN"
+for _ in $(seq 1 100); do
+  REDISCLI_AUTH=$redis_password redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+  sleep 0.1
+done
+unset redis_password
 
-ADMIN_LISTEN=127.0.0.1:$AUTH_ADMIN_PORT start auth "$BUILD/auth"
+ADMIN_LISTEN=127.0.0.1:$AUTH_ADMIN_PORT start auth with_env "$DEV/auth.env" "$BUILD/auth"
 wait_http auth "http://127.0.0.1:$AUTH_ADMIN_PORT/readyz"
-ADMIN_LISTEN=127.0.0.1:$PRODUCER_ADMIN_PORT start producer "$BUILD/producer"
+ADMIN_LISTEN=127.0.0.1:$PRODUCER_ADMIN_PORT start producer with_env "$DEV/producer.env" \
+  "$BUILD/producer"
 wait_http producer "http://127.0.0.1:$PRODUCER_ADMIN_PORT/readyz"
-start gateway "$BUILD/gateway"
+start gateway with_env "$DEV/gateway.env" "$BUILD/gateway"
 wait_http gateway "http://127.0.0.1:$GATEWAY_PORT/readyz"
 if [ "$EDGES" = 1 ]; then
-  start edge "$BUILD/edge"
+  start edge with_env "$DEV/edge.env" "$BUILD/edge"
   wait_http edge "http://127.0.0.1:$EDGE_PORT/readyz"
 else
   # One at a time: the first creates the history stream, the others find it.
   for ((i = 1; i <= EDGES; i++)); do
     p=$((EDGE_PORT + i - 1))
     EDGE_ID=edge-$i EDGE_LISTEN=0.0.0.0:$p EDGE_PUBLIC_URL=ws://localhost:$p/ws \
-      start "edge-$i" "$BUILD/edge"
+      start "edge-$i" with_env "$DEV/edge.env" "$BUILD/edge"
     wait_http "edge-$i" "http://127.0.0.1:$p/readyz" 200
   done
 fi
@@ -216,7 +236,8 @@ $nats_lines
   Demo users: alice / wonderland, bob / builder. Try:
     curl -d grant_type=password -d username=alice -d password=wonderland localhost:$GATEWAY_PORT/auth/token
   then connect any WebSocket client to ws://localhost:$EDGE_PORT/ws?access_token=<access_token>
-  and send {"type":"subscribe","topic":"prices.BTC"}; publish an event with NATS on events.prices.BTC.
+  and send {"type":"subscribe","topic":"prices.BTC"}; publish an event with NATS on events.prices.BTC
+  (as a service: NATS and Redis take passwords, in deploy/dev/*.env; producer.env may publish events).
   Ctrl-C stops everything started here.
 
 MSG

@@ -6,6 +6,12 @@
 #   public.pem        its public key, preceded by "kid: dev-1", for JWT_PUBLIC_KEYS
 #   producer.secret   random client secret of the demo service client "producer" (0600)
 #   users.conf        AUTH_USERS file: alice/wonderland, bob/builder, client producer (0600)
+#   bus.env           the bus's passwords (0600): NATS_PASSWORD_<SERVICE> of each service's NATS
+#                     user (deploy/config/nats-auth.conf) and REDIS_PASSWORD, random; and,
+#                     made from it, what each process gets (0600): nats.env (nats-server: every
+#                     NATS_PASSWORD_*), redis.env (REDIS_PASSWORD), gateway.env, auth.env,
+#                     edge.env, producer.env (NATS_USER, NATS_PASSWORD, REDIS_PASSWORD if it
+#                     uses Redis)
 # Idempotent: an existing file is never overwritten. DEVELOPMENT ONLY - the demo passwords
 # are public.
 set -euo pipefail
@@ -64,3 +70,37 @@ if [ ! -e "$users" ]; then
   } | put "$users" 0600
   echo "gen-dev: created $users"
 fi
+
+# The bus: no service talks to an open NATS or Redis (docs/SECURITY.md, "The bus").
+bus=$DIR/bus.env
+derived=(nats.env redis.env gateway.env auth.env edge.env producer.env)
+if [ ! -e "$bus" ]; then
+  for f in "${derived[@]}"; do
+    [ -e "$DIR/$f" ] && die "$DIR/$f exists but $bus does not; remove the *.env files to start over"
+  done
+  {
+    echo "# Sidecast bus passwords - DEVELOPMENT ONLY (made by scripts/gen-dev.sh)."
+    for v in NATS_PASSWORD_GATEWAY NATS_PASSWORD_AUTH NATS_PASSWORD_EDGE NATS_PASSWORD_PRODUCER \
+             REDIS_PASSWORD; do
+      # a letter first: nats-server reads a password from its environment as a configuration
+      # value, where a leading digit makes a number
+      echo "$v=sc$(openssl rand -hex 24)"
+    done
+  } | put "$bus" 0600
+  echo "gen-dev: created $bus"
+fi
+pw() { sed -n "s/^$1=//p" "$bus"; }
+for f in "${derived[@]}"; do
+  [ -e "$DIR/$f" ] && continue
+  svc=${f%.env}
+  case $svc in
+    nats) grep '^NATS_PASSWORD_' "$bus" ;;
+    redis) echo "REDIS_PASSWORD=$(pw REDIS_PASSWORD)" ;;
+    *)
+      echo "NATS_USER=$svc"
+      echo "NATS_PASSWORD=$(pw "NATS_PASSWORD_$(echo "$svc" | tr a-z A-Z)")"
+      case $svc in auth | edge) echo "REDIS_PASSWORD=$(pw REDIS_PASSWORD)" ;; esac
+      ;;
+  esac | put "$DIR/$f" 0600
+  echo "gen-dev: created $DIR/$f"
+done

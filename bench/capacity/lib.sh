@@ -71,7 +71,7 @@ make_keys() { bash scripts/gen-dev.sh "$DIR/dev" >/dev/null; }
 # start_auth [VAR=VALUE...]: sets AUTH_ADMIN AUTH_PID
 start_auth() {
   AUTH_ADMIN=$(free_port)
-  env NATS_URL="$NATS_URL" REDIS_URL="$REDIS_URL" LOG_LEVEL=warn \
+  env NATS_URL="$NATS_URL" REDIS_URL="$REDIS_URL" LOG_LEVEL=warn DEV_INSECURE_BUS=1 \
     JWT_PRIVATE_KEY="$DIR/dev/signing-key.pem" JWT_KID=dev-1 \
     AUTH_USERS="${AUTH_USERS_FILE:-$DIR/dev/users.conf}" ADMIN_LISTEN="127.0.0.1:$AUTH_ADMIN" \
     "$@" "$BUILD/auth" >"$DIR/auth.log" 2>&1 & pids+=($!); AUTH_PID=$!
@@ -81,7 +81,7 @@ start_auth() {
 # start_gateway: sets GW_PORT GW_PID
 start_gateway() {
   GW_PORT=$(free_port)
-  env NATS_URL="$NATS_URL" LOG_LEVEL=warn JWT_PUBLIC_KEYS="$DIR/dev/public.pem" \
+  env NATS_URL="$NATS_URL" LOG_LEVEL=warn DEV_INSECURE_BUS=1 JWT_PUBLIC_KEYS="$DIR/dev/public.pem" \
     GATEWAY_ROUTES=deploy/config/routes.json GATEWAY_LISTEN="127.0.0.1:$GW_PORT" \
     "$BUILD/gateway" >"$DIR/gateway.log" 2>&1 & pids+=($!); GW_PID=$!
   wait_url "http://127.0.0.1:$GW_PORT/readyz" gateway
@@ -91,7 +91,7 @@ start_gateway() {
 # start_edge [VAR=VALUE...]: sets EDGE_PORT EDGE_PID
 start_edge() {
   EDGE_PORT=$(free_port)
-  env NATS_URL="$NATS_URL" REDIS_URL="$REDIS_URL" LOG_LEVEL=warn \
+  env NATS_URL="$NATS_URL" REDIS_URL="$REDIS_URL" LOG_LEVEL=warn DEV_INSECURE_BUS=1 \
     JWT_PUBLIC_KEYS="$DIR/dev/public.pem" EDGE_LISTEN="127.0.0.1:$EDGE_PORT" \
     EDGE_ID=edge-cap EDGE_WORKERS=2 "$@" "$BUILD/edge" >"$DIR/edge.log" 2>&1 & pids+=($!)
   EDGE_PID=$!

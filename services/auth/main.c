@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 
 #include "admin.h"
@@ -32,6 +33,7 @@ static const cfg_opt options[] = {
     { "NATS_URL", CFG_STR, "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated",
       CFG_REQUIRED, 0, 0, &cfg.nats_url },
     BUS_CFG_OPTIONS,
+    RDS_CFG_OPTIONS,
     { "REDIS_URL", CFG_STR, "redis://127.0.0.1:6379/0",
       "Redis for refresh tokens, redis://[[user]:password@]host[:port][/db] (a password "
       "in the URL is masked when logged)", 0, 0, 0, &cfg.redis_url },
@@ -113,7 +115,19 @@ int main(int argc, char **argv)
     metric *redis_up;
     time_t last_ping = 0;
 
+#ifndef __SANITIZE_ADDRESS__ /* LeakSanitizer attaches with ptrace, which this forbids */
+    /* auth holds the signing key for its whole life: no core dump of it, and no ptrace
+     * attach by another process of the same user */
+    (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+#endif
     if (cfg_load(SERVICE, options, CFG_COUNT(options), argc, argv) < 0) return 2;
+    /* no open bus, no open Redis: credentials, or the development flag that says so */
+    const char *why = bus_auth_problem(cfg.nats_url);
+    if (!why) why = rds_auth_problem(cfg.redis_url, bus_cfg_security.dev_insecure);
+    if (why) {
+        fprintf(stderr, SERVICE ": config: %s\n", why);
+        return 2;
+    }
     log_init(SERVICE, (enum log_level)cfg.log_level);
     if (strncmp(cfg.ws_url, "ws://", 5) != 0 && strncmp(cfg.ws_url, "wss://", 6) != 0)
         return fail_config("EDGE_PUBLIC_URL", "must start with ws:// or wss://");

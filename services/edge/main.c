@@ -9,6 +9,7 @@
 #include "fabric.h"
 #include "log.h"
 #include "metrics.h"
+#include "rds.h"
 #include "session.h"
 #include "token.h"
 #include "wsc.h"
@@ -28,7 +29,7 @@
 static struct {
     char *nats_url, *listen, *edge_id, *public_url, *origins, *keys_file, *issuer, *audience;
     char *stream, *inbox_stream, *storage, *redis_url;
-    int log_level, deflate;
+    int log_level, deflate, query_token;
     long workers, leeway, max_message, max_message_auth, max_connections, max_per_ip, outbound_limit, rate_limit,
         rate_burst, ping_ms, pong_ms, auth_ms, handshake_ms, drain_ms, close_ms, write_delay_ms, warning_s,
         max_subs, max_errors, history_age_s, history_bytes, history_replicas, inbox_bytes, inbox_per_user, max_publish, replay_inflight,
@@ -40,6 +41,7 @@ static const cfg_opt options[] = {
     {"NATS_URL", CFG_STR, "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated",
      CFG_REQUIRED, 0, 0, &cfg.nats_url},
     BUS_CFG_OPTIONS,
+    RDS_CFG_OPTIONS,
     {"LOG_LEVEL", CFG_LEVEL, "info", "debug, info, warn or error", 0, 0, 0, &cfg.log_level},
     {"EDGE_LISTEN", CFG_ADDR, "0.0.0.0:8090", "WebSocket listen address (path /ws)", 0, 0, 0,
      &cfg.listen},
@@ -59,6 +61,11 @@ static const cfg_opt options[] = {
      &cfg.audience},
     {"JWT_LEEWAY", CFG_INT, "30", "seconds of clock skew for exp/nbf/iat", 0, 0, 300,
      &cfg.leeway},
+    {"EDGE_QUERY_TOKEN", CFG_BOOL, "on",
+     "accept the access token in the URL (?access_token=, RFC 6750 2.3: browsers cannot set "
+     "headers on a WebSocket; it is never logged, but proxies log query strings). off: the "
+     "Authorization header or an auth message only; a URL token is closed 4001", 0, 0, 0,
+     &cfg.query_token},
     {"EDGE_MAX_MESSAGE", CFG_INT, "65536", "largest client message in bytes (over: 1009)", 0,
      128, 16777216, &cfg.max_message},
     {"EDGE_MAX_MESSAGE_BEFORE_AUTH", CFG_INT, "16384",
@@ -273,6 +280,13 @@ int main(int argc, char **argv)
     char host[128];
 
     if (cfg_load(SERVICE, options, CFG_COUNT(options), argc, argv) < 0) return 2;
+    /* no open bus, no open Redis: credentials, or the development flag that says so */
+    const char *why = bus_auth_problem(cfg.nats_url);
+    if (!why) why = rds_auth_problem(cfg.redis_url, bus_cfg_security.dev_insecure);
+    if (why) {
+        fprintf(stderr, SERVICE ": config: %s\n", why);
+        return 2;
+    }
     log_init(SERVICE, (enum log_level)cfg.log_level);
     if (strcmp(cfg.storage, "file") != 0 && strcmp(cfg.storage, "memory") != 0) {
         fprintf(stderr, "edge: config: HISTORY_STORAGE: must be file or memory\n");
@@ -353,6 +367,7 @@ int main(int argc, char **argv)
         .max_per_user = cfg.max_per_user,
         .inbox_hold_ms = cfg.inbox_hold_ms,
         .stall_ms = cfg.stall_ms,
+        .query_token = cfg.query_token != 0,
         .publish_rate = (double)cfg.pub_rate,
         .publish_burst = (double)cfg.pub_burst,
     };

@@ -995,6 +995,12 @@ static int on_upgrade(wsc_conn *c, const ws_http_request *req, const ws_http_upg
         if (tl == -2) {
             s->bad_token = true;
             s->bad_reason = "malformed access_token";
+        } else if (tl > 0 && !ws->ctx->cfg.query_token) {
+            /* turned off (EDGE_QUERY_TOKEN): proxies log query strings; said, not ignored */
+            explicit_bzero(token, (size_t)tl);
+            tl = -1;
+            s->bad_token = true;
+            s->bad_reason = "access_token in the URL is turned off on this edge";
         }
     }
     if (tl > 0) {

@@ -37,6 +37,7 @@ typedef struct session_cfg {
     long max_per_user;         /* connections per user, all edges (0: no limit) */
     long inbox_hold_ms;        /* inbox events held after connect for a subscribe {user,since} */
     long stall_ms;             /* a replay that cannot send for this long: closed 4008 */
+    bool query_token;          /* accept ?access_token= in the handshake (RFC 6750 2.3) */
     double publish_rate;       /* client publish bytes a second per connection ... */
     double publish_burst;      /* ... and at once (>= max_publish) */
 } session_cfg;

@@ -98,6 +98,11 @@ int main(int argc, char **argv)
 
     log_init("gateway", LOG_INFO);
     if (cfg_load("gateway", gw_opts, CFG_COUNT(gw_opts), argc, argv) != 0) return 2;
+    const char *why = bus_auth_problem(gw_cfg.nats_url); /* no open bus */
+    if (why) {
+        fprintf(stderr, "gateway: config: %s\n", why);
+        return 2;
+    }
     log_set_level((enum log_level)gw_cfg.log_level);
     cfg_log(gw_opts, CFG_COUNT(gw_opts));
 

@@ -71,6 +71,11 @@ int main(int argc, char **argv)
     int status = 1;
 
     if (cfg_load(SERVICE, options, CFG_COUNT(options), argc, argv) < 0) return 2;
+    const char *why = bus_auth_problem(cfg.nats_url); /* no open bus */
+    if (why) {
+        fprintf(stderr, SERVICE ": config: %s\n", why);
+        return 2;
+    }
     log_init(SERVICE, (enum log_level)cfg.log_level);
     /* The demo contract fixes the symbols (DESIGN.md); the variable exists so that a deploy
      * that sets it learns at once that another set is not supported. */

@@ -285,16 +285,17 @@ x-build: &build
 services:
   nats:
     <<: *host
-    command: ["nats-server", "-a", "127.0.0.1", "-p", "$P_NATS", "--http_port", "$P_NMON",
-              "--jetstream", "--store_dir", "/data", "--server_name", "nats-1"]
+    command: ["nats-server", "--config", "/etc/nats/auth.conf", "-a", "127.0.0.1", "-p", "$P_NATS",
+              "--http_port", "$P_NMON", "--jetstream", "--store_dir", "/data",
+              "--server_name", "nats-1"]
     healthcheck:
       test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:$P_NMON/healthz"]
   redis:
     <<: *host
-    command: ["redis-server", "--bind", "127.0.0.1", "--port", "$P_REDIS", "--dir", "/data",
+    command: ["--bind", "127.0.0.1", "--port", "$P_REDIS", "--dir", "/data",
               "--appendonly", "yes", "--save", ""]
     healthcheck:
-      test: ["CMD-SHELL", "redis-cli -p $P_REDIS ping | grep -q PONG"]
+      test: ["CMD-SHELL", "REDISCLI_AUTH=\"\$\$REDIS_PASSWORD\" redis-cli -p $P_REDIS ping | grep -q PONG"]
   keys:
     build: *build
   auth:

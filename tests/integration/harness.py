@@ -45,8 +45,9 @@ VALGRIND_ARGV = ["valgrind", "-q", "--error-exitcode=24", "--leak-check=full",
 
 
 def is_infra(name):
-    """Whether a process name is NATS or Redis (not a Sidecast process)."""
-    return name == "redis" or re.fullmatch(r"nats\d*", name) is not None
+    """Whether a process name is NATS or Redis (not a Sidecast process): "redis", "nats",
+    "nats2", or one a test named so ("nats-auth", "redis-pw")."""
+    return re.fullmatch(r"(nats|redis)(\d*|-[\w-]+)", name) is not None
 
 
 def edge_index(name):
@@ -456,9 +457,13 @@ class Stack:
 
     # services ------------------------------------------------------------------------------
     def service_env(self, name):
+        # The test stacks run nats-server and redis-server without authentication, on
+        # loopback, so the services need the development flag to start on them (without it
+        # they refuse an open bus). test_bus_auth.py runs the real permission table instead.
         env = {
             "NATS_URL": self.nats_url,
             "REDIS_URL": self.redis_url,
+            "DEV_INSECURE_BUS": "1",
             "LOG_LEVEL": "debug",
             "JWT_ISSUER": "sidecast",
             "JWT_AUDIENCE": "sidecast",

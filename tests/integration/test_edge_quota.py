@@ -1,11 +1,14 @@
-"""What one publisher can do to everyone's history (the second security review, finding 1).
+"""Edge limits from the second security review.
 
-Topic traffic and the users' inboxes live in two JetStream streams, so that a flood of topic
-events, however large, never evicts an inbox message (an order fill); and client publishes
-have byte budgets, per connection and per user on the edge, beside the message rate. The
-events stream is bounded at 1 MiB here so that a flood is quick to make."""
+What one publisher can do to everyone's history: topic traffic and the users' inboxes live
+in two JetStream streams, so that a flood of topic events, however large, never evicts an
+inbox message (an order fill); and client publishes have byte budgets, per connection and
+per user on the edge, beside the message rate. The events stream is bounded at 1 MiB here so
+that a flood is quick to make. And a token in the URL can be turned off (EDGE_QUERY_TOKEN,
+off here)."""
 import harness
 import natspub
+import wsclient
 from wsclient import WS
 
 SERVICES = ("auth", "edge")
@@ -13,7 +16,8 @@ ENV = {"edge": {"HISTORY_MAX_BYTES": "1048576",
                 "EDGE_PUBLISH_BYTES_PER_S": "16384", "EDGE_PUBLISH_BYTES_BURST": "65536",
                 "EDGE_USER_PUBLISH_BYTES_PER_S": "16384",
                 "EDGE_USER_PUBLISH_BYTES_BURST": "131072",
-                "EDGE_RATE_LIMIT": "200", "EDGE_RATE_BURST": "400"}}
+                "EDGE_RATE_LIMIT": "200", "EDGE_RATE_BURST": "400",
+                "EDGE_QUERY_TOKEN": "off"}}
 PAD = "x" * 15000
 
 
@@ -103,3 +107,18 @@ def test_publish_bytes_are_budgeted_per_user(st):
     assert all("EDGE_USER_PUBLISH_BYTES_PER_S" in r["message"] for r in refused), refused
     for ws in conns:
         ws.close()
+
+
+def test_a_token_in_the_url_can_be_turned_off(st):
+    """With EDGE_QUERY_TOKEN=off, ?access_token= is refused 4001 with a reason that says why
+    (not ignored, which would look like a slow auth); the header and the auth message work."""
+    tok = st.token()["access_token"]
+    ws = WS.connect(wsclient.ws_url(st.edge_url, access_token=tok))
+    code, reason = ws.expect_close(5)
+    assert code == 4001 and "turned off" in reason, (code, reason)
+    ws = _connect(st, tok)  # the Authorization header
+    ws.close()
+    ws = WS.connect(st.edge_url)
+    ws.send_json({"type": "auth", "token": tok})
+    ws.recv_json(5, type="welcome")
+    ws.close()

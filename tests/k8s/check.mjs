@@ -41,7 +41,8 @@ const SHUTDOWN_S = {
   edge: (c) => Number(c.EDGE_DRAIN_TIMEOUT_MS) / 1000 + 3 + 2,
 };
 // Objects the base leaves to an overlay (the keys): references to them are fine in the base.
-const OVERLAY_PROVIDES = new Set(["Secret/sidecast-auth", "ConfigMap/sidecast-public-keys"]);
+const OVERLAY_PROVIDES = new Set(["Secret/sidecast-auth", "Secret/sidecast-bus",
+                                  "ConfigMap/sidecast-public-keys"]);
 const WORKLOADS = new Set(["Deployment", "StatefulSet", "DaemonSet", "Job"]);
 const CLUSTER_SCOPED = new Set(["Namespace", "ClusterRole", "ClusterRoleBinding",
                                 "PersistentVolume", "StorageClass", "IngressClass"]);
@@ -616,9 +617,15 @@ function checkNats(r, help) {
   if (!sts) { report(`[${r.label}] nats cluster`, ["no StatefulSet nats"]); return; }
   const c = r.podSpec(sts).containers.find((x) => x.name === "nats");
   const env = environment(r, c, problems);
-  const vol = (r.podSpec(sts).volumes || []).find((v) => v.configMap);
-  const conf = vol && r.data("ConfigMap", vol.configMap.name)?.["nats.conf"];
+  // /etc/nats: a ConfigMap, or several projected together (nats.conf and what it includes)
+  const vol = (r.podSpec(sts).volumes || []).find((v) => v.configMap || v.projected);
+  const maps = vol?.configMap ? [vol.configMap] : (vol?.projected?.sources || []).map((x) => x.configMap).filter(Boolean);
+  const files = Object.assign({}, ...maps.map((m) => r.data("ConfigMap", m.name) || {}));
+  const conf = files["nats.conf"];
   if (!conf) { report(`[${r.label}] nats cluster`, ["the nats StatefulSet mounts no ConfigMap with nats.conf"]); return; }
+  for (const inc of conf.matchAll(/^include\s+\.\/(\S+)/gm)) {
+    if (!(inc[1] in files)) problems.push(`nats.conf includes ${inc[1]}, which no ConfigMap mounted beside it holds`);
+  }
   const client = Number(/^listen:\s*\S*?:?(\d+)\s*$/m.exec(conf)?.[1]);
   const monitor = Number(/^http_port:\s*(\d+)/m.exec(conf)?.[1]);
   const cluster = Number(/^\s+listen:\s*\S*?:(\d+)\s*$/m.exec(conf.slice(conf.indexOf("cluster {")))?.[1]);
@@ -651,9 +658,10 @@ function checkNats(r, help) {
   const ns = process.env.NATS_SERVER || "nats-server";
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sidecast-nats-"));
   try {
-    fs.writeFileSync(path.join(dir, "nats.conf"), conf);
+    for (const [name, text] of Object.entries(files)) fs.writeFileSync(path.join(dir, name), text);
     const vars = {};
-    for (const [k, v] of env) vars[k] = v.value?.startsWith("<") ? `${sts.metadata.name}-0` : v.value;
+    // a value from a Secret the base leaves to an overlay (the bus passwords): a stand-in
+    for (const [k, v] of env) vars[k] = v.value === undefined ? "standin" : v.value.startsWith("<") ? `${sts.metadata.name}-0` : v.value;
     const t = spawnSync(ns, ["-c", path.join(dir, "nats.conf"), "-t"], { env: { ...process.env, ...vars }, encoding: "utf8", timeout: 10000 });
     if (t.error?.code === "ENOENT") notes.push(`${ns} not installed: nats.conf not parsed`);
     else if (t.status !== 0) problems.push(`${ns} -t: ${(t.stderr + t.stdout).trim()}`);

@@ -6,8 +6,10 @@
  *   busctl URL pub SUBJECT DATA [Header=Value ...]
  *   busctl URL sub SUBJECT SECONDS [MAX]
  *       prints "ready" once subscribed, then each message as "<subject> <data>" until
- *       SECONDS pass or MAX messages arrived. */
+ *       SECONDS pass or MAX messages arrived.
+ * BUSCTL_NAME in the environment: the connection's name (and inbox prefix), default busctl. */
 #include "bus.h"
+#include "cfg.h"
 #include "contract.h"
 #include "log.h"
 
@@ -58,8 +60,13 @@ int main(int argc, char **argv)
     }
     log_init("busctl", LOG_WARN);
     bus *b;
-    if (bus_connect(&b, argv[1], "busctl") != 0 || !wait_connected(b)) {
-        fprintf(stderr, "busctl: cannot connect to %s\n", argv[1]);
+    /* BUSCTL_NAME: connect under a service's name, so that its replies come to that
+     * service's inbox prefix (_INBOX.<name>.) and a test can act as the service does */
+    const char *name = getenv("BUSCTL_NAME");
+    if (bus_connect(&b, argv[1], name && name[0] ? name : "busctl") != 0 || !wait_connected(b)) {
+        char masked[512];
+        cfg_mask_url(argv[1], masked, sizeof masked);
+        fprintf(stderr, "busctl: cannot connect to %s\n", masked);
         return 1;
     }
     int rc = 0;
