@@ -203,27 +203,25 @@ def test_each_service_is_held_to_its_subjects(st):
           " events/users only from the producer; auth.token and other inboxes unreadable")
 
 
+def _start_without(s, name, *drop):
+    """Runs the service with its env less the variables in drop: (exit code, stderr)."""
+    env = dict(os.environ)
+    env.update({k: v for k, v in s.env(name).items() if k not in drop})
+    r = subprocess.run([os.path.join(harness.BUILD, name)], env=env, capture_output=True,
+                       text=True, timeout=20, stdin=subprocess.DEVNULL)
+    return r.returncode, r.stderr
+
+
 def test_a_service_without_credentials_refuses_to_start(st):
     s = _secured(st)
     for name in ("gateway", "auth", "producer", "edge"):
-        e = s.env(name)
-        for k in ("NATS_USER", "NATS_PASSWORD"):
-            e.pop(k, None)
-        env = dict(os.environ)
-        env.update(e)
-        r = subprocess.run([os.path.join(harness.BUILD, name)], env=env, capture_output=True,
-                           text=True, timeout=20, stdin=subprocess.DEVNULL)
-        assert r.returncode == 2, (name, r.returncode, r.stderr[-500:])
-        assert "NATS_URL" in r.stderr and "DEV_INSECURE_BUS" in r.stderr, (name, r.stderr)
+        rc, err = _start_without(s, name, "NATS_USER", "NATS_PASSWORD")
+        assert rc == 2, (name, rc, err[-500:])
+        assert "NATS_URL" in err and "DEV_INSECURE_BUS" in err, (name, err)
     for name in ("auth", "edge"):  # NATS credentials, but an open Redis
-        e = s.env(name)
-        e.pop("REDIS_PASSWORD")
-        env = dict(os.environ)
-        env.update(e)
-        r = subprocess.run([os.path.join(harness.BUILD, name)], env=env, capture_output=True,
-                           text=True, timeout=20, stdin=subprocess.DEVNULL)
-        assert r.returncode == 2, (name, r.returncode, r.stderr[-500:])
-        assert "REDIS_URL" in r.stderr and "DEV_INSECURE_BUS" in r.stderr, (name, r.stderr)
+        rc, err = _start_without(s, name, "REDIS_PASSWORD")
+        assert rc == 2, (name, rc, err[-500:])
+        assert "REDIS_URL" in err and "DEV_INSECURE_BUS" in err, (name, err)
     print("  gateway, auth, producer, edge: exit 2 on an open bus, naming DEV_INSECURE_BUS;"
           " auth and edge likewise on an open Redis")
 
