@@ -136,6 +136,10 @@ def test_the_whole_flow_runs_on_an_authenticated_bus(st):
     assert fill["data"]["order_id"] == order, fill
     ws.send_json({"type": "publish", "topic": "chat.lobby", "data": {"text": "hi"}, "id": "m1"})
     assert ws.recv_json(5, type="ack")["id"] == "m1"
+    # presence.get, answered by the edge (a queue group) for the gateway
+    r = harness.http("GET", base + "/api/presence/alice",
+                     headers={"Authorization": "Bearer " + token})
+    assert r.status == 200 and json.loads(r.body)["count"] >= 1, (r, r.body)
     ws.close()
     print("  login, tick %s #%d, order %s filled, chat publish acked: all with credentials"
           % (tick["topic"], tick["seq"], order))
