@@ -18,7 +18,8 @@
 # "N passed, N failed". Needs root (chroot, mount) and the host's apt sources; a run of
 # `.ci/run` calls it after `make test`. FRESH_KEEP=1 keeps build/fresh/root afterwards;
 # FRESH_CMD='make test' runs that command in the root after the README's line instead of the
-# `make up` check (by hand: the figures in the closing notes).
+# `make up` check (by hand: the figures in the closing notes), in a mount namespace whose
+# root is the fresh root (pivot_root), as a machine's is.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$(pwd -P)   # physical: compared with /proc/PID/root
@@ -155,7 +156,16 @@ if [ -n "${FRESH_CMD:-}" ]; then
   # By hand: another of the README's commands on the fresh root (make test, make bench...).
   say "running '$FRESH_CMD' in the fresh root (log $WORK/cmd.log)"
   t=$(date +%s)
-  in_root "$FRESH_CMD" 2>&1 | tee "$WORK/cmd.log" | grep -E '^(== |FAIL|deps:|[0-9]+ passed)'
+  # In a mount namespace of its own whose root *is* the fresh root (pivot_root, not chroot):
+  # runc, under the compose test's dockerd, cannot exec into a container (its health
+  # checks) when the daemon's "/" is only a chroot.
+  unshare --mount --propagation private -- /bin/sh -c '
+    cd "$1" && mkdir -p .host && pivot_root . .host && cd / && umount -l /.host &&
+    rmdir /.host && shift && exec "$@"' sh "$FRESH" \
+    /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb "${NODE_CA[@]}" \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    /bin/bash -c "cd /root/sidecast && $FRESH_CMD" 2>&1 | tee "$WORK/cmd.log" |
+    grep -E '^(== |FAIL|deps:|[0-9]+ passed)'
   rc=${PIPESTATUS[0]}
   say "'$FRESH_CMD' exited $rc in $(($(date +%s) - t)) s"
   if [ "$rc" = 0 ]; then pass cmd; else fail cmd "'$FRESH_CMD' exited $rc"; fi
