@@ -19,7 +19,7 @@ from wsclient import WS
 SERVICES = ("auth", "edge")
 ENV = {"edge": {"EDGE_REPLAY_MAX_EVENTS": "300", "EDGE_OUTBOUND_LIMIT": "262144",
                 "EDGE_RATE_LIMIT": "200", "EDGE_RATE_BURST": "400",
-                "EDGE_STALL_TIMEOUT_MS": "5000"}}
+                "EDGE_STALL_TIMEOUT_MS": "8000"}}
 STREAM = "SIDECAST"
 INBOX_STREAM = "SIDECAST_INBOX"  # users.>, kept apart from topic traffic
 
@@ -277,7 +277,7 @@ def test_live_events_held_for_a_reader_count_in_its_bound(st):
 
 def test_a_stalled_replay_is_closed_4008(st):
     """A client that reads nothing while it replays, on a quiet topic, is closed 4008
-    "replay stalled" after EDGE_STALL_TIMEOUT_MS (5 s here). It used to be polled every
+    "replay stalled" after EDGE_STALL_TIMEOUT_MS (8 s here). It used to be polled every
     50 ms for ever, keeping its queue and its replay."""
     nc = natspub.Nats(st.nats_url)
     before = len(_slow_closes(st, "replay stalled"))
