@@ -69,7 +69,7 @@ class Secured:
         for url in ("http://127.0.0.1:%d/readyz" % p
                     for p in (self.auth_admin, self.prod_admin, self.gw, self.edge)):
             harness.wait_for(lambda u=url: harness.http("GET", u, timeout=1).status == 200,
-                             timeout=20, what=url)
+                             timeout=20 * harness.SLOW, what=url)
 
     def env(self, name):
         """What the service gets: the stack's settings, this bus, its own .env file."""
