@@ -2,7 +2,7 @@
 # Runs the unit tests (every build/tests/test_* binary), the integration tests
 # (tests/integration/run.py, real nats-server and redis-server on free loopback ports) and a
 # short pass of every libFuzzer target (FUZZ_TIME seconds each, from build-fuzz/), then
-# prints one closing line "N passed, N failed". Usage:
+# prints one closing line "N passed, N failed, N skipped" (a skip is never a pass). Usage:
 # tests/run.sh [unit|integration|k8s|compose|fuzz]
 # (k8s: tests/k8s/run.sh renders k8s/ with kustomize and checks it offline; compose:
 # tests/compose/run.sh runs docker-compose.yml in a private Docker engine, end to end)
@@ -20,6 +20,7 @@ if [ "${VALGRIND:-0}" = 1 ]; then
 fi
 total_pass=0
 total_fail=0
+total_skip=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
@@ -31,6 +32,7 @@ tally() { # reads the last "N passed, N failed" line of $log
   fi
   total_pass=$((total_pass + $(echo "$line" | awk '{print $1}')))
   total_fail=$((total_fail + $(echo "$line" | awk '{print $3}')))
+  total_skip=$((total_skip + $(echo "$line" | sed -n 's/.*, \([0-9]*\) skipped.*/\1/p' | grep . || echo 0)))
 }
 
 if [ "$what" = all ] || [ "$what" = unit ] || [ "$what" = valgrind ]; then
@@ -70,8 +72,9 @@ if [ "$what" = all ] || [ "$what" = fuzz ]; then
     tally fuzz
   else
     echo "fuzz targets not built (make fuzz-build): skipped"
+    total_skip=$((total_skip + 1))
   fi
 fi
 
-echo "$total_pass passed, $total_fail failed"
+echo "$total_pass passed, $total_fail failed, $total_skip skipped"
 [ "$total_fail" -eq 0 ]

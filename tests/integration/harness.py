@@ -44,6 +44,11 @@ VALGRIND_ARGV = ["valgrind", "-q", "--error-exitcode=24", "--leak-check=full",
                  "--num-callers=30"]
 
 
+class Skip(Exception):
+    """Raised by a test that cannot run here (with the reason): counted as skipped, never as
+    passed (run.py)."""
+
+
 def is_infra(name):
     """Whether a process name is NATS or Redis (not a Sidecast process): "redis", "nats",
     "nats2", or one a test named so ("nats-auth", "redis-pw")."""

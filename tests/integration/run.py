@@ -4,8 +4,9 @@ A module may define SERVICES (names of Sidecast processes to start; "edge1", "ed
 more edges), ECHO_SUBJECTS (subjects the echosvc test service answers), ROUTES (routing-table
 path), ENV ({service: {VAR: v}}) and NATS_CLUSTER (number of nats-servers in one cluster,
 default 1).
-Each test_* function gets the module's Stack. Prints PASS/FAIL per test and a closing line
-"N passed, N failed". Usage: run.py [substring-filter]."""
+Each test_* function gets the module's Stack. Prints PASS/FAIL (SKIP, for a test that raises
+harness.Skip) per test and a closing line "N passed, N failed, N skipped". Usage: run.py
+[substring-filter]."""
 import importlib.util
 import os
 import signal
@@ -31,7 +32,7 @@ def main():
     flt = sys.argv[1] if len(sys.argv) > 1 else ""
     here = os.path.dirname(os.path.abspath(__file__))
     mods = sorted(f for f in os.listdir(here) if f.startswith("test_") and f.endswith(".py"))
-    passed = failed = 0
+    passed = failed = skipped = 0
     signal.signal(signal.SIGALRM, on_alarm)
     for fname in mods:
         spec = importlib.util.spec_from_file_location(fname[:-3], os.path.join(here, fname))
@@ -68,6 +69,10 @@ def main():
                 passed += 1
                 print("PASS %s.%s (%.2fs)" % (fname[:-3], name, time.monotonic() - t0),
                       flush=True)
+            except harness.Skip as e:
+                signal.alarm(0)
+                skipped += 1
+                print("SKIP %s.%s: %s" % (fname[:-3], name, e), flush=True)
             except BaseException as e:  # noqa: BLE001
                 signal.alarm(0)
                 failed += 1
@@ -84,7 +89,7 @@ def main():
         else:
             passed += 1
             print("PASS %s teardown (clean exit of every service)" % fname[:-3], flush=True)
-    print("%d passed, %d failed" % (passed, failed), flush=True)
+    print("%d passed, %d failed, %d skipped" % (passed, failed, skipped), flush=True)
     return 1 if failed else 0
 
 
