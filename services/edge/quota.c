@@ -89,8 +89,9 @@ bool quota_take(quota *q, const char *key, size_t n, uint64_t now_ms)
         if (s[i].key == h) use = &s[i];
     for (int i = 0; i < QUOTA_WAYS && !use; i++) {
         /* empty, or a user whose budget is whole again: as good as absent */
-        double full = s[i].tokens + (double)(now_ms - s[i].at_ms) * q->rate / 1000.0;
-        if (s[i].key == 0 || (now_ms >= s[i].at_ms && full >= q->burst)) {
+        bool whole = now_ms >= s[i].at_ms &&
+                     s[i].tokens + (double)(now_ms - s[i].at_ms) * q->rate / 1000.0 >= q->burst;
+        if (s[i].key == 0 || whole) {
             use = &s[i];
             use->key = h;
             use->tokens = q->burst;

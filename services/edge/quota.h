@@ -28,8 +28,9 @@ void quota_destroy(quota *q); /* NULL ok */
  * budget had them (and they are taken), false when not (nothing taken). */
 bool quota_take(quota *q, const char *key, size_t n, uint64_t now_ms);
 
-/* The same arithmetic for one bucket the caller owns (a connection's): tokens refills
- * at rate a second up to burst since *at_ms; n taken when there. Pure. */
+/* The same arithmetic for one bucket the caller owns (a connection's publish bytes, its
+ * message rate): tokens refills at rate a second up to burst since *at_ms; n taken when
+ * there. Pure. */
 bool quota_bucket_take(double *tokens, uint64_t *at_ms, double rate, double burst, size_t n,
                        uint64_t now_ms);
 

@@ -874,13 +874,9 @@ static void on_refresh(session *s, msg_in *m)
 static bool rate_ok(session *s)
 {
     const session_cfg *cfg = &s->ws->ctx->cfg;
-    uint64_t now = loop_now(wsc_worker_loop(wsc_conn_worker(s->c)));
-    s->tokens += (double)(now - s->refilled) * (double)cfg->rate_limit / 1000.0;
-    if (s->tokens > (double)cfg->rate_burst) s->tokens = (double)cfg->rate_burst;
-    s->refilled = now;
-    if (s->tokens < 1.0) return false;
-    s->tokens -= 1.0;
-    return true;
+    return quota_bucket_take(&s->tokens, &s->refilled, (double)cfg->rate_limit,
+                             (double)cfg->rate_burst, 1,
+                             loop_now(wsc_worker_loop(wsc_conn_worker(s->c))));
 }
 
 static void on_message(wsc_conn *c, uint8_t opcode, uint8_t *data, size_t len)

@@ -478,39 +478,37 @@ static int64_t gw_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Sets c's deadline (0: none) and what it is for. keep_sending: leave a response's deadline
+ * as it is (an answer queued from the head keeps its own when the body comes in). */
 static void gw_set_deadline(http_server *s, struct MHD_Connection *c, int64_t deadline,
-                            bool sending)
+                            bool sending, bool keep_sending)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     gw_conn *gc = ci ? ci->socket_context : NULL;
     if (!gc) return;
     pthread_mutex_lock(&s->conns_lock);
-    gc->deadline = deadline;
-    gc->sending = sending;
+    if (!(keep_sending && gc->sending)) {
+        gc->deadline = deadline;
+        gc->sending = sending;
+    }
     pthread_mutex_unlock(&s->conns_lock);
 }
 
 /* The next request is due on c (a new or kept-alive connection). */
 static void gw_request_due(http_server *s, struct MHD_Connection *c)
 {
-    gw_set_deadline(s, c, gw_now_ms() + s->cfg.request_timeout_ms, false);
+    gw_set_deadline(s, c, gw_now_ms() + s->cfg.request_timeout_ms, false, false);
 }
 
 static void gw_request_arrived(http_server *s, struct MHD_Connection *c)
 {
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    gw_conn *gc = ci ? ci->socket_context : NULL;
-    if (!gc) return;
-    pthread_mutex_lock(&s->conns_lock);
-    if (!gc->sending) gc->deadline = 0; /* an answer queued from the head keeps its own */
-    pthread_mutex_unlock(&s->conns_lock);
+    gw_set_deadline(s, c, 0, false, true);
 }
 
 static void gw_response_queued(http_server *s, struct MHD_Connection *c)
 {
-    gw_set_deadline(s, c, gw_now_ms() + s->cfg.response_timeout_ms, true);
+    gw_set_deadline(s, c, gw_now_ms() + s->cfg.response_timeout_ms, true, false);
 }
 
 static void gw_notify_conn(void *cls, struct MHD_Connection *c, void **socket_context,
