@@ -21,6 +21,7 @@ import base64
 import http.client as httpclient
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -63,11 +64,37 @@ def edge_index(name):
     return int(m.group(1)) if m else None
 
 
+_given_ports = set()
+
+
 def free_port():
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port nobody listens on right now, taken below the kernel's ephemeral
+    range (net.ipv4.ip_local_port_range, 32768-60999 by default). A port from bind(0) comes
+    out of that range, and between our close() and the service's bind() any outgoing
+    connect() on the machine (a client to NATS, the edge to Redis) may take it as its local
+    port: the service then fails to listen and the stack does not start, once in a few
+    hundred runs. Below the range nothing takes a port unasked, and a port is handed out
+    once per test run."""
+    lo, hi = 20000, 32767
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            eph_lo = int(f.read().split()[0])
+        hi = min(hi, eph_lo - 1)
+        lo = min(lo, hi - 2000)
+    except (OSError, ValueError, IndexError):
+        pass
+    for _ in range(200):
+        port = random.randint(lo, hi)
+        if port in _given_ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given_ports.add(port)
+        return port
+    raise AssertionError("no free loopback port in %d-%d after 200 tries" % (lo, hi))
 
 
 def wait_for(cond, timeout=10.0, interval=0.05, what="condition"):
@@ -208,9 +235,13 @@ class Proc:
         return self.p.pid if self.alive() else None
 
     def tail(self, n=30):
+        """The last n lines of the log, without the start-up lines that print the
+        configuration (a service that fails at start prints forty of them, and the line
+        that says why comes after them)."""
         try:
             with open(self.log_path, "rb") as f:
-                return b"".join(f.readlines()[-n:]).decode(errors="replace")
+                lines = [l for l in f.readlines() if b'msg="config"' not in l]
+                return b"".join(lines[-n:]).decode(errors="replace")
         except OSError:
             return ""
 
