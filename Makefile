@@ -32,8 +32,19 @@ LDFLAGS  := -fsanitize=address,undefined
 endif
 
 SERVICES     := $(notdir $(patsubst %/,%,$(dir $(wildcard services/*/main.c))))
+# The layers (docs/ARCHITECTURE.md), each its own archive, so that a binary links only what
+# it may use and a wrong dependency is an undefined reference: common/ (libcommon.a: config,
+# logs, metrics, the bus and Redis clients, tokens), common/ws/ (libws.a: RFC 6455, the
+# codec and the server core, over libcommon), common/proto/ (libproto.a: sidecast.v1's
+# messages and topics, over libcommon), services/<name>/ (lib<name>.a).
 COMMON_SRC   := $(wildcard common/*.c)
 COMMON_OBJ   := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
+WS_OBJ       := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard common/ws/*.c))
+PROTO_OBJ    := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard common/proto/*.c))
+LAYER_LIBS   := $(BUILD)/libproto.a $(BUILD)/libws.a $(BUILD)/libcommon.a
+# What each service links beside its own archive and libcommon.a.
+LIBS_edge     := $(BUILD)/libproto.a $(BUILD)/libws.a
+LIBS_producer := $(BUILD)/libproto.a
 UNIT_SRC     := $(wildcard tests/unit/test_*.c)
 UNIT_BIN     := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC     := $(wildcard tests/tools/*.c)
@@ -107,6 +118,14 @@ $(BUILD)/libcommon.a: $(COMMON_OBJ)
 	@rm -f $@
 	$(Q)ar rcs $@ $^
 
+$(BUILD)/libws.a: $(WS_OBJ)
+	@rm -f $@
+	$(Q)ar rcs $@ $^
+
+$(BUILD)/libproto.a: $(PROTO_OBJ)
+	@rm -f $@
+	$(Q)ar rcs $@ $^
+
 define LIB_RULES
 $(BUILD)/lib$(1).a: $(patsubst %.c,$(BUILD)/obj/%.o,$(call svc_src,$(1))) $(BUILD)/obj/empty.o
 	@mkdir -p $$(dir $$@)
@@ -116,16 +135,17 @@ endef
 $(foreach s,$(SVC_DIRS),$(eval $(call LIB_RULES,$(s))))
 
 define SVC_RULES
-$(BUILD)/$(1): $(BUILD)/obj/services/$(1)/main.o $(BUILD)/lib$(1).a $(BUILD)/libcommon.a
+$(BUILD)/$(1): $(BUILD)/obj/services/$(1)/main.o $(BUILD)/lib$(1).a $(LIBS_$(1)) $(BUILD)/libcommon.a
 	@$(if $(Q),echo "  LINK    $$@")
 	$(Q)$(CC) $(LDFLAGS) -o $$@ $$^ $(LDLIBS)
 endef
 $(foreach s,$(SERVICES),$(eval $(call SVC_RULES,$(s))))
 
+# A client links the layers under it and no service archive.
 define CLIENT_RULES
-$(BUILD)/$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard clients/$(1)/*.c)) $(SVC_LIBS) $(BUILD)/libcommon.a
+$(BUILD)/$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard clients/$(1)/*.c)) $(LAYER_LIBS)
 	@$(if $(Q),echo "  LINK    $$@")
-	$(Q)$(CC) $(LDFLAGS) -o $$@ $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard clients/$(1)/*.c)) $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $$@ $$^ $(LDLIBS)
 endef
 $(foreach c,$(CLIENTS),$(eval $(call CLIENT_RULES,$(c))))
 
@@ -137,25 +157,26 @@ $(BUILD)/obj/empty.o:
 	@mkdir -p $(dir $@)
 	echo 'typedef int sc_empty_unit;' | $(CC) -x c -c -o $@ -
 
-$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(BUILD)/libcli.a $(SVC_LIBS) $(BUILD)/libcommon.a
+# Unit tests and fuzz targets reach into any archive; tools and benches only the layers.
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(BUILD)/libcli.a $(SVC_LIBS) $(LAYER_LIBS)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/libcli.a $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(SVC_LIBS) $(BUILD)/libcommon.a
+$(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(LAYER_LIBS)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(SVC_LIBS) $(BUILD)/libcommon.a
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LAYER_LIBS)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS) $(if $(filter zmqhop,$*),$(ZMQ_LIBS)) $(if $(filter sendpath,$*),$(URING_LIBS))
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(if $(filter zmqhop,$*),$(ZMQ_LIBS)) $(if $(filter sendpath,$*),$(URING_LIBS))
 
-$(BUILD)/fuzz/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/libcli.a $(SVC_LIBS) $(BUILD)/libcommon.a
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/libcli.a $(SVC_LIBS) $(LAYER_LIBS)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/libcli.a $(SVC_LIBS) $(BUILD)/libcommon.a $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 fuzz-bins: $(FUZZ_BIN)
 

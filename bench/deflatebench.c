@@ -3,12 +3,12 @@
  *   deflatebench [ITERATIONS]
  *
  * For typical sidecast.v1 events of about 128, 256 and 512 bytes (JSON as the fabric frames
- * it), compresses each ITERATIONS times (default 100000) with services/edge/ws_deflate.c as
+ * it), compresses each ITERATIONS times (default 100000) with common/ws/ws_deflate.c as
  * the fabric does (one stream, reset per event, level WS_PMD_LEVEL, no context takeover),
  * inflates it as a worker does, and prints per event: bytes before and after, the saving,
  * and the CPU time of one compression and one inflation (CLOCK_THREAD_CPUTIME_ID, mean).
  * One compression is done per broadcast, whatever the number of subscribers. */
-#include "../services/edge/ws_deflate.h"
+#include "ws/ws_deflate.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -78,12 +78,4 @@ int token_sign(const token_signer *s, const json_t *payload, char **out);
  * malloc'd JSON text (caller frees) or NULL. */
 char *token_signer_jwks(const token_signer *s);
 
-/* Topic patterns with NATS wildcards: "*" one token, ">" one or more trailing tokens.
- * Returns 1 when topic matches pattern. Pure. */
-int token_topic_match(const char *pattern, const char *topic);
-/* 1 when topic is 1..128 bytes of [A-Za-z0-9_-] tokens separated by single dots. */
-int token_topic_valid(const char *topic);
-/* The same for topic[0..n) (need not be NUL-terminated). */
-int token_topic_valid_n(const char *topic, size_t n);
-
 #endif

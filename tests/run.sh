@@ -3,7 +3,7 @@
 # (tests/integration/run.py, real nats-server and redis-server on free loopback ports) and a
 # short pass of every libFuzzer target (FUZZ_TIME seconds each, from build-fuzz/), then
 # prints one closing line "N passed, N failed, N skipped" (a skip is never a pass). Usage:
-# tests/run.sh [unit|integration|k8s|compose|fuzz]
+# tests/run.sh [house|unit|integration|k8s|compose|fuzz]
 # (k8s: tests/k8s/run.sh renders k8s/ with kustomize and checks it offline; compose:
 # tests/compose/run.sh runs docker-compose.yml in a private Docker engine, end to end)
 set -uo pipefail
@@ -34,6 +34,12 @@ tally() { # reads the last "N passed, N failed" line of $log
   total_fail=$((total_fail + $(echo "$line" | awk '{print $3}')))
   total_skip=$((total_skip + $(echo "$line" | sed -n 's/.*, \([0-9]*\) skipped.*/\1/p' | grep . || echo 0)))
 }
+
+if [ "$what" = all ] || [ "$what" = house ]; then
+  echo "== house rules (tests/house: the layers of every #include, the formatting)"
+  timeout 300 /usr/bin/python3 tests/house/run.py 2>&1 | tee "$log"
+  tally house
+fi
 
 if [ "$what" = all ] || [ "$what" = unit ] || [ "$what" = valgrind ]; then
   echo "== unit tests ($BUILD)"

@@ -51,7 +51,7 @@
 
 #include <jansson.h>
 
-#include "../../bench/procstat.h" /* proc_cpu_s: the capacity tools read /proc the same way */
+#include "procstat.h" /* proc_cpu_s: the capacity tools read /proc the same way */
 #include "bus.h"
 #include "log.h"
 #include "token.h"

@@ -8,7 +8,7 @@
 
 #include <jansson.h>
 
-#include "../../services/edge/msg.h"
+#include "proto/msg.h"
 #include "cli.h"
 #include "net.h"
 

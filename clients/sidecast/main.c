@@ -11,7 +11,7 @@
 
 #include <jansson.h>
 
-#include "../../services/edge/msg.h"
+#include "proto/msg.h"
 #include "bench.h"
 #include "cli.h"
 #include "gw.h"

@@ -9,9 +9,9 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "../../services/edge/ws_frame.h"
-#include "../../services/edge/ws_http.h"
-#include "../../services/edge/ws_reader.h"
+#include "ws/ws_frame.h"
+#include "ws/ws_http.h"
+#include "ws/ws_reader.h"
 #include "http.h"
 #include "net.h"
 

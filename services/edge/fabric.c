@@ -15,9 +15,9 @@
 #include "log.h"
 #include "mailbox.h"
 #include "metrics.h"
-#include "msg.h"
-#include "ws_deflate.h"
-#include "ws_frame.h"
+#include "proto/msg.h"
+#include "ws/ws_deflate.h"
+#include "ws/ws_frame.h"
 
 #include <errno.h>
 #include <pthread.h>

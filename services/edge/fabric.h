@@ -34,7 +34,7 @@
 #include <stdint.h>
 
 #include "bus.h"
-#include "wsc.h"
+#include "ws/wsc.h"
 
 typedef struct fabric fabric;
 typedef struct fab_port fab_port;

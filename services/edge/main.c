@@ -9,10 +9,11 @@
 #include "fabric.h"
 #include "log.h"
 #include "metrics.h"
+#include "proto/msg.h"
 #include "rds.h"
 #include "session.h"
 #include "token.h"
-#include "wsc.h"
+#include "ws/wsc.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -399,6 +400,9 @@ int main(int argc, char **argv)
     session_handlers(&ctx, &h);
     h.http = on_http;
     wsc_config wc = {
+        .name = "edge",
+        .metric_prefix = "sc_edge",
+        .slow_close_code = MSG_CLOSE_TOO_SLOW,
         .listen = cfg.listen,
         .workers = (int)cfg.workers,
         .upgrade = {.path = "/ws", .origins = origins, .norigins = norigins,

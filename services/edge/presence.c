@@ -10,8 +10,8 @@
 #include "contract.h"
 #include "log.h"
 #include "metrics.h"
+#include "proto/topic.h"
 #include "rds.h"
-#include "token.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -586,7 +586,7 @@ bool presence_may_read(const char *caller, const char *sub_topics_json, const ch
     size_t i;
     bool ok = false;
     json_array_foreach(pats, i, v) {
-        if (json_is_string(v) && token_topic_match(json_string_value(v), topic) == 1) ok = true;
+        if (json_is_string(v) && topic_match(json_string_value(v), topic) == 1) ok = true;
     }
     json_decref(pats);
     return ok;

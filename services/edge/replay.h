@@ -28,7 +28,7 @@
 #include <stdint.h>
 
 #include "bus.h"
-#include "loop.h"
+#include "ws/loop.h"
 
 typedef struct replay_q replay_q;
 typedef struct replay replay;

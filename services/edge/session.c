@@ -4,9 +4,10 @@
 #include "contract.h"
 #include "log.h"
 #include "metrics.h"
-#include "msg.h"
+#include "proto/msg.h"
+#include "proto/topic.h"
 #include "replay.h"
-#include "ws_frame.h"
+#include "ws/ws_frame.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -634,7 +635,7 @@ static bool topic_allowed(const perms *p, bool pub, const char *topic)
     size_t at = pub ? p->pub_off : 0, end = pub ? p->len : p->pub_off;
     while (at < end) {
         const char *pat = p->pats + at;
-        if (token_topic_match(pat, topic)) return true;
+        if (topic_match(pat, topic)) return true;
         at += strlen(pat) + 1;
     }
     return false;
@@ -849,7 +850,7 @@ static void on_refresh(session *s, msg_in *m)
     }
     if (strcmp(cl.sub, s->user) != 0) {
         token_claims_clear(&cl);
-        wsc_conn_close(s->c, WS_CLOSE_FORBIDDEN, "token of another user");
+        wsc_conn_close(s->c, MSG_CLOSE_FORBIDDEN, "token of another user");
         return;
     }
     int took = session_take_claims(s, &cl);
@@ -887,7 +888,7 @@ static void on_message(wsc_conn *c, uint8_t opcode, uint8_t *data, size_t len)
         metric_inc(m_rate_closes);
         log_info("rate limit exceeded", "conn=%llu user=%s", (unsigned long long)wsc_conn_id(c),
                  s->user ? s->user : "-");
-        wsc_conn_close(c, WS_CLOSE_RATE, "rate limited");
+        wsc_conn_close(c, MSG_CLOSE_RATE, "rate limited");
         return;
     }
     if (opcode != WS_OP_TEXT) {
@@ -907,13 +908,13 @@ static void on_message(wsc_conn *c, uint8_t opcode, uint8_t *data, size_t len)
     if (!s->user) {
         if (m.type != MSG_AUTH) {
             msg_in_clear(&m);
-            wsc_conn_close(c, WS_CLOSE_TOKEN, "authenticate first");
+            wsc_conn_close(c, MSG_CLOSE_TOKEN, "authenticate first");
             return;
         }
         token_claims cl;
         if (session_verify(s, m.token, &cl) != 0) {
             msg_in_clear(&m);
-            wsc_conn_close(c, WS_CLOSE_TOKEN, "invalid token");
+            wsc_conn_close(c, MSG_CLOSE_TOKEN, "invalid token");
             return;
         }
         session_start(s, &cl);
@@ -1023,7 +1024,7 @@ static void on_open(wsc_conn *c)
     session *s = wsc_conn_data(c);
     loop *l = wsc_worker_loop(wsc_conn_worker(c));
     if (s->bad_token) {
-        wsc_conn_close(c, WS_CLOSE_TOKEN, s->bad_reason);
+        wsc_conn_close(c, MSG_CLOSE_TOKEN, s->bad_reason);
         return;
     }
     if (s->user) {
@@ -1040,7 +1041,7 @@ static void on_timer(wsc_conn *c)
     char out[REPLY_MAX];
     if (!s->user) {
         count_auth_failure("timeout");
-        wsc_conn_close(c, WS_CLOSE_TOKEN, "no token before the deadline");
+        wsc_conn_close(c, MSG_CLOSE_TOKEN, "no token before the deadline");
         return;
     }
     if (s->inbox_hold_until &&
@@ -1049,7 +1050,7 @@ static void on_timer(wsc_conn *c)
     long now = wall_now();
     if (now >= s->exp) {
         log_info("token expired", "conn=%llu user=%s", (unsigned long long)wsc_conn_id(c), s->user);
-        wsc_conn_close(c, WS_CLOSE_TOKEN, "token expired");
+        wsc_conn_close(c, MSG_CLOSE_TOKEN, "token expired");
         return;
     }
     if (!s->warned && now >= s->exp - s->ws->ctx->cfg.token_warning_s) {
@@ -1082,7 +1083,7 @@ static void on_closed(wsc_conn *c, uint16_t code)
     session *s = wsc_conn_data(c);
     if (!s) return;
     unsigned long suppressed = 0;
-    if (code == WS_CLOSE_TOO_SLOW && slow_log_allowed(&suppressed))
+    if (code == MSG_CLOSE_TOO_SLOW && slow_log_allowed(&suppressed))
         log_warn("slow client closed", "conn=%llu user=%s code=4008 suppressed_before=%lu",
                  (unsigned long long)wsc_conn_id(c), s->user ? s->user : "-", suppressed);
     on_closed_free(s);
@@ -1135,7 +1136,7 @@ static void revoke(wstate *ws, const char *json)
             if (!fam || !fam[0] || strcmp(fam, s->sid) == 0) {
                 log_info("session revoked", "conn=%llu user=%s",
                          (unsigned long long)wsc_conn_id(s->c), s->user);
-                wsc_conn_close(s->c, WS_CLOSE_FORBIDDEN, "revoked");
+                wsc_conn_close(s->c, MSG_CLOSE_FORBIDDEN, "revoked");
             }
         }
     }
@@ -1209,7 +1210,7 @@ static void take_verdicts(wstate *ws)
             } else {
                 log_info("connection over the per-user limit", "conn=%llu user=%s",
                          (unsigned long long)v->conn, s->user);
-                wsc_conn_close(s->c, WS_CLOSE_CONN_LIMIT, "too many connections for this user");
+                wsc_conn_close(s->c, MSG_CLOSE_CONN_LIMIT, "too many connections for this user");
             }
         }
         free(v);

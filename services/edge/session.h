@@ -17,7 +17,7 @@
 #include "presence.h"
 #include "quota.h"
 #include "token.h"
-#include "wsc.h"
+#include "ws/wsc.h"
 
 typedef struct session_cfg {
     const char *edge_id;

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/topic.h"
 #include "ticks.h"
-#include "token.h"
 
 const char *orders_side_name(enum order_side s)
 {
@@ -88,7 +88,7 @@ int orders_validate(const json_t *body, order *out, char *err, size_t errlen)
 
 int orders_user_valid(const char *user)
 {
-    return user && strlen(user) < ORDER_USER_MAX && token_topic_valid(user);
+    return user && strlen(user) < ORDER_USER_MAX && topic_valid(user);
 }
 
 void orders_make_id(char id[ORDER_ID_MAX], uint64_t rnd)

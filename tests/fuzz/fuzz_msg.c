@@ -1,4 +1,4 @@
-/* fuzz_msg.c - libFuzzer target for services/edge/msg.c, the sidecast.v1 message codec.
+/* fuzz_msg.c - libFuzzer target for common/proto/msg.c, the sidecast.v1 message codec.
  *
  * Every input goes, whole, through:
  *   1. msg_parse, with the default limits and with tight ones. Oracles: an accepted message
@@ -14,9 +14,9 @@
  *      the length msg_json_string_len said, equal to the input when no U+FFFD was needed.
  *
  * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Icommon \
- *   tests/fuzz/fuzz_msg.c services/edge/msg.c $(pkg-config --cflags --libs jansson) \
+ *   tests/fuzz/fuzz_msg.c common/proto/msg.c $(pkg-config --cflags --libs jansson) \
  *   -o fuzz_msg */
-#include "../../services/edge/msg.h"
+#include "proto/msg.h"
 
 #include <jansson.h>
 

@@ -1,4 +1,4 @@
-/* fuzz_utf8.c - libFuzzer target for services/edge/utf8.c.
+/* fuzz_utf8.c - libFuzzer target for common/ws/utf8.c.
  *
  * The first input byte seeds the chunking; the rest is the text. Oracles: the one-shot
  * verdict and failing index equal an independent validator written from Unicode Table 3-7
@@ -7,8 +7,8 @@
  * valid text stays valid and within bounds.
  *
  * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined tests/fuzz/fuzz_utf8.c \
- *   services/edge/utf8.c -o fuzz_utf8 */
-#include "../../services/edge/utf8.h"
+ *   common/ws/utf8.c -o fuzz_utf8 */
+#include "ws/utf8.h"
 
 #include <stdint.h>
 #include <stdlib.h>

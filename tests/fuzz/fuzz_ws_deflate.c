@@ -1,4 +1,4 @@
-/* fuzz_ws_deflate.c - libFuzzer target for services/edge/ws_deflate.c (permessage-deflate).
+/* fuzz_ws_deflate.c - libFuzzer target for common/ws/ws_deflate.c (permessage-deflate).
  *
  * Byte 0 picks what the rest is:
  *   0: a Sec-WebSocket-Extensions value. Oracles: ws_pmd_offer returns 0 or 1; an accepted
@@ -13,7 +13,7 @@
  * The z_streams live across inputs, as a worker's do across messages.
  *
  * Build: make fuzz-build (clang, -fsanitize=fuzzer,address,undefined). */
-#include "../../services/edge/ws_deflate.h"
+#include "ws/ws_deflate.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* fuzz_ws_frame.c - libFuzzer target for services/edge/ws_frame.c and ws_reader.c.
+/* fuzz_ws_frame.c - libFuzzer target for common/ws/ws_frame.c and ws_reader.c.
  *
  * Input: byte 0 flags (bit 0: structured, bit 1: grow the message buffer on demand instead of
  * giving a fixed one, bit 2: client side, i.e. unmasked frames), byte 1 picks max_message,
@@ -13,10 +13,10 @@
  * same events (type, code, reason, length, payload hash). Plus invariants on every event.
  *
  * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined tests/fuzz/fuzz_ws_frame.c \
- *   services/edge/ws_frame.c services/edge/ws_reader.c services/edge/utf8.c -o fuzz_ws_frame */
-#include "../../services/edge/utf8.h"
-#include "../../services/edge/ws_frame.h"
-#include "../../services/edge/ws_reader.h"
+ *   common/ws/ws_frame.c common/ws/ws_reader.c common/ws/utf8.c -o fuzz_ws_frame */
+#include "ws/utf8.h"
+#include "ws/ws_frame.h"
+#include "ws/ws_reader.h"
 
 #include <stdint.h>
 #include <stdlib.h>

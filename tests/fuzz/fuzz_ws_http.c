@@ -1,4 +1,4 @@
-/* fuzz_ws_http.c - libFuzzer target for services/edge/ws_http.c.
+/* fuzz_ws_http.c - libFuzzer target for common/ws/ws_http.c.
  *
  * Byte 0 picks the limits and an output capacity; the rest is a request head (and whatever
  * follows it). Oracles: the parser's result is one of its documented values; a complete head
@@ -10,8 +10,8 @@
  * then.
  *
  * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined tests/fuzz/fuzz_ws_http.c \
- *   services/edge/ws_http.c -o fuzz_ws_http $(pkg-config --libs libcrypto) */
-#include "../../services/edge/ws_http.h"
+ *   common/ws/ws_http.c -o fuzz_ws_http $(pkg-config --libs libcrypto) */
+#include "ws/ws_http.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* wsecho - an echo WebSocket server on the edge's WebSocket core (services/edge/wsc.c), for
+/* wsecho - an echo WebSocket server on the edge's WebSocket core (common/ws/wsc.c), for
  * the Autobahn|Testsuite fuzzing client and the core's own tests. No tokens, no
  * sidecast.v1: every text or binary message comes back as it came. permessage-deflate is
  * accepted as the edge accepts it (no context takeover both ways): a compressed message is
@@ -7,8 +7,8 @@
  *   wsecho HOST:PORT [WORKERS] [DEFLATE]     (DEFLATE: 1 = on, the default; 0 = off)
  *
  * Prints "ready <port>" once listening; exits on SIGTERM/SIGINT. */
-#include "../../services/edge/ws_frame.h"
-#include "../../services/edge/wsc.h"
+#include "ws/ws_frame.h"
+#include "ws/wsc.h"
 #include "log.h"
 
 #include <pthread.h>
@@ -41,6 +41,8 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     wsc_config cfg = {
+        .name = "wsecho",
+        .metric_prefix = "wsecho",
         .listen = argv[1],
         .workers = argc > 2 ? atoi(argv[2]) : 1,
         .upgrade = {.path = "/", .origins = NULL, .norigins = 0, .subprotocol = NULL,

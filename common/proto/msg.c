@@ -3,7 +3,7 @@
  * encoders into caller buffers, JSON check and string escaping for bus data. The decisions
  * are listed in msg.h. */
 #include "msg.h"
-#include "token.h"
+#include "topic.h"
 
 #include <jansson.h>
 
@@ -442,7 +442,7 @@ const char *msg_code(int status)
 
 int msg_topic_valid(const char *topic, size_t len)
 {
-    return len <= MSG_TOPIC_MAX && token_topic_valid_n(topic, len);
+    return len <= MSG_TOPIC_MAX && topic_valid_n(topic, len);
 }
 
 void msg_in_clear(msg_in *in)

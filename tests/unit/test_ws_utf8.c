@@ -1,9 +1,9 @@
-/* test_edge_utf8.c - the incremental UTF-8 validator (services/edge/utf8.c): RFC 3629 and
+/* test_ws_utf8.c - the incremental UTF-8 validator (common/ws/utf8.c): RFC 3629 and
  * Unicode Table 3-7 boundary cases, fail-fast positions, every split point, exhaustive
  * comparison with two independent reference validators. */
 #include "test.h"
 
-#include "../../services/edge/utf8.h"
+#include "ws/utf8.h"
 
 #include <stdint.h>
 

@@ -1,9 +1,9 @@
-/* test_edge_ws_frame.c - frame headers, masking and close payloads (services/edge/ws_frame.c):
+/* test_ws_frame.c - frame headers, masking and close payloads (common/ws/ws_frame.c):
  * RFC 6455 §5.7 examples, every §5.2 rule, length boundaries, fail-fast on partial headers,
  * §7.4 close codes. */
 #include "test.h"
 
-#include "../../services/edge/ws_frame.h"
+#include "ws/ws_frame.h"
 
 #include <stdint.h>
 

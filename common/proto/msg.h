@@ -41,6 +41,15 @@ enum msg_status {
     MSG_E_NOMEM = -6,        /* "internal": out of memory */
 };
 
+/* The close codes sidecast.v1 adds to RFC 6455's (DESIGN.md). */
+enum msg_close_code {
+    MSG_CLOSE_TOKEN = 4001,      /* token missing, invalid or expired */
+    MSG_CLOSE_FORBIDDEN = 4003,  /* forbidden or revoked */
+    MSG_CLOSE_TOO_SLOW = 4008,   /* outbound queue over its bound */
+    MSG_CLOSE_CONN_LIMIT = 4009, /* the user has MAX_CONNECTIONS_PER_USER connections */
+    MSG_CLOSE_RATE = 4029,       /* rate limited */
+};
+
 typedef enum msg_type {
     MSG_NONE = 0, /* not (yet) known: the parse failed before "type" was read */
     MSG_AUTH,

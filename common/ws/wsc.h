@@ -87,6 +87,11 @@ typedef struct wsc_handlers {
 } wsc_handlers;
 
 typedef struct wsc_config {
+    /* The application's policy: the core writes no name, metric or 4xxx code of its own. */
+    const char *name;              /* names the worker threads ("<name>-w0"), log lines and
+                                    * the 503 texts ("<name> full: ...") [NULL: "ws"] */
+    const char *metric_prefix;     /* metric families "<prefix>_connections", ... [NULL: "ws"] */
+    uint16_t slow_close_code;      /* sent when max_outbound is passed [0: 1008, policy] */
     const char *listen;            /* HOST:PORT (port 0: one free port for every worker) */
     int workers;                   /* 1..64 */
     ws_http_upgrade_config upgrade;
@@ -94,7 +99,8 @@ typedef struct wsc_config {
     size_t max_message_initial;    /* the same until wsc_conn_lift_message_limit (a client
                                     * not yet authenticated holds no more than this);
                                     * 0 or over max_message: max_message */
-    size_t max_outbound;           /* bytes queued for one connection; over: close 4008 */
+    size_t max_outbound;           /* bytes queued for one connection; over: closed with
+                                    * slow_close_code */
     int max_connections;           /* per process; over: the handshake is answered 503 */
     int max_per_ip;                /* per source address (IPv6: per /64), every worker;
                                     * over: answered 429 (0: no limit) */
@@ -114,8 +120,9 @@ typedef struct wsc_config {
 int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers *h);
 /* The port bound (useful with port 0). */
 int wsc_server_port(const wsc_server *s);
-/* Any thread: stop accepting, then close every connection with 1001 ("draining"), spread
- * in batches over timeout_ms so clients do not all reconnect at once. Returns at once. */
+/* Any thread: stop accepting, then close every connection with 1001 ("<name> draining"),
+ * spread in batches over timeout_ms so clients do not all reconnect at once. Returns at
+ * once. */
 void wsc_server_drain(wsc_server *s, int timeout_ms);
 /* Any thread: connections open right now, all workers. */
 int wsc_server_connections(const wsc_server *s);
@@ -140,7 +147,7 @@ void *wsc_conn_data(const wsc_conn *c);
 void wsc_conn_set_data(wsc_conn *c, void *data);
 /* Queues a frame (takes its own reference; the caller keeps its). Returns 0, -1 when the
  * connection no longer sends (closing), or -2 when the queue went over max_outbound: the
- * connection is then being closed with 4008. With permessage-deflate negotiated, a data
+ * connection is then being closed with slow_close_code. With permessage-deflate negotiated, a data
  * frame goes out compressed: its attached compressed twin (wsc_frame_set_deflated), or
  * else, if nobody considered compressing it yet, compressed here by the worker's deflate
  * stream when it is at least deflate_min bytes and the result is smaller. */
@@ -156,11 +163,11 @@ void wsc_conn_cork(wsc_conn *c);
 void wsc_conn_uncork(wsc_conn *c);
 /* Counts n bytes that the app keeps for c outside its queue (events held back while a
  * subscription catches up) in max_outbound, as if queued. Returns 0; -1 when c no longer
- * sends; -2 when that would pass the bound: c is then being closed 4008, as by
- * wsc_conn_send. wsc_conn_unhold gives bytes back when they are sent or dropped. */
+ * sends; -2 when that would pass the bound: c is then being closed with slow_close_code, as
+ * by wsc_conn_send. wsc_conn_unhold gives bytes back when they are sent or dropped. */
 int wsc_conn_hold(wsc_conn *c, size_t n);
 void wsc_conn_unhold(wsc_conn *c, size_t n);
-/* Closes c 4008 with reason at once, dropping what is queued but the frame being written
+/* Closes c with slow_close_code and reason at once, dropping what is queued but the frame being written
  * (a peer that reads nothing will not read that either). */
 void wsc_conn_close_slow(wsc_conn *c, const char *reason);
 /* From now on the connection may send messages up to max_message instead of

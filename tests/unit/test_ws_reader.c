@@ -1,12 +1,12 @@
-/* test_edge_ws_reader.c - message assembly (services/edge/ws_reader.c). Every stream is fed
+/* test_ws_reader.c - message assembly (common/ws/ws_reader.c). Every stream is fed
  * whole, byte at a time and in several chunk patterns, with a fixed message buffer and with
  * one grown on demand (moved on every growth), and must give the same events each time.
  * Covers RFC 6455 §5.4 fragmentation with interleaved control frames, §5.5 control frames,
  * §5.6/§8.1 UTF-8 (fail fast, across fragments), §5.5.1/§7.4 close payloads, size limits. */
 #include "test.h"
 
-#include "../../services/edge/utf8.h"
-#include "../../services/edge/ws_reader.h"
+#include "ws/utf8.h"
+#include "ws/ws_reader.h"
 
 #include <stdint.h>
 

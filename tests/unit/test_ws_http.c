@@ -1,8 +1,8 @@
-/* test_edge_ws_http.c - the opening handshake (services/edge/ws_http.c): request-head parsing
+/* test_ws_http.c - the opening handshake (common/ws/ws_http.c): request-head parsing
  * with its limits, upgrade checks (RFC 6455 §4.2.1), answers (§4.2.2), query parameters. */
 #include "test.h"
 
-#include "../../services/edge/ws_http.h"
+#include "ws/ws_http.h"
 
 #define KEY "dGhlIHNhbXBsZSBub25jZQ=="
 

@@ -22,11 +22,12 @@ enum ws_opcode {
     WS_OP_PONG = 0xA,
 };
 
-/* Close codes (RFC 6455 §7.4.1, IANA registry) and the project's own (DESIGN.md). 1005 and
- * 1006 are never sent: they stand for "no code" and "no close frame" locally. */
+/* Close codes (RFC 6455 §7.4.1, IANA registry). 1005 and 1006 are never sent: they stand
+ * for "no code" and "no close frame" locally. Codes 4000-4999 belong to the application
+ * (sidecast.v1's are in proto/msg.h); this library sends one only when its user asks. */
 enum ws_close_code {
     WS_CLOSE_NORMAL = 1000,
-    WS_CLOSE_GOING_AWAY = 1001, /* edge draining */
+    WS_CLOSE_GOING_AWAY = 1001, /* server draining */
     WS_CLOSE_PROTOCOL = 1002,
     WS_CLOSE_UNSUPPORTED = 1003,
     WS_CLOSE_NO_STATUS = 1005,
@@ -36,11 +37,6 @@ enum ws_close_code {
     WS_CLOSE_TOO_BIG = 1009,
     WS_CLOSE_EXTENSION = 1010,
     WS_CLOSE_INTERNAL = 1011,
-    WS_CLOSE_TOKEN = 4001,     /* token missing, invalid or expired */
-    WS_CLOSE_FORBIDDEN = 4003, /* forbidden or revoked */
-    WS_CLOSE_TOO_SLOW = 4008,  /* outbound queue over its bound */
-    WS_CLOSE_CONN_LIMIT = 4009, /* the user has MAX_CONNECTIONS_PER_USER connections */
-    WS_CLOSE_RATE = 4029,      /* rate limited */
 };
 
 /* Why a peer's frame or message was refused. ws_frame_err_code gives the close code. */

@@ -1,10 +1,10 @@
-/* test_edge_iplimit.c - connections per source address (services/edge/iplimit.c): the cap,
+/* test_ws_iplimit.c - connections per source address (common/ws/iplimit.c): the cap,
  * IPv6 counted per /64, IPv4-mapped addresses as IPv4, a full table, and random acquire /
  * release sequences against a plain model (backward-shift deletion keeps every key
  * findable). */
 #include "test.h"
 
-#include "../../services/edge/iplimit.h"
+#include "ws/iplimit.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -1,12 +1,12 @@
-/* test_edge_ws_deflate.c - permessage-deflate (services/edge/ws_deflate.c): offers parsed
+/* test_ws_deflate.c - permessage-deflate (common/ws/ws_deflate.c): offers parsed
  * strictly per RFC 7692 §5/§7 (good, bad, duplicated parameters), the answer, the 101 with
  * it (ws_http), one-message compression, the inflate bound (zip bombs), and RSV1 in the
  * reader (ws_reader with deflate negotiated or not). */
 #include "test.h"
 
-#include "../../services/edge/ws_deflate.h"
-#include "../../services/edge/ws_http.h"
-#include "../../services/edge/ws_reader.h"
+#include "ws/ws_deflate.h"
+#include "ws/ws_http.h"
+#include "ws/ws_reader.h"
 
 #include <zlib.h>
 

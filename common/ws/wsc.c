@@ -133,6 +133,7 @@ struct wsc_server {
     metric *m_rejected_ip;
     metric *m_conns, *m_accepted, *m_rejected_full, *m_hs_ok, *m_hs_fail, *m_msgs_in,
         *m_bytes_in, *m_frames_out, *m_bytes_out, *m_slow, *m_aborts, *m_deflate_conns;
+    char draining_reason[64], draining_body[96], full_body[96]; /* made from cfg.name */
 };
 
 /* ---- frames -------------------------------------------------------------------------- */
@@ -351,7 +352,7 @@ void wsc_conn_set_data(wsc_conn *c, void *data) { c->data = data; }
 size_t wsc_conn_queued(const wsc_conn *c) { return c->q_bytes - c->q_off; }
 const char *wsc_conn_peer(const wsc_conn *c) { return c->peer; }
 
-/* Closes c 4008 at once: the peer does not read fast enough. What is queued will not be
+/* Closes c (slow_close_code) at once: the peer does not read fast enough. What is queued will not be
  * read either: keep only the frame being written (the stream must stay well-framed). */
 static void conn_close_slow(wsc_conn *c, const char *why)
 {
@@ -369,10 +370,10 @@ static void conn_close_slow(wsc_conn *c, const char *why)
     }
     c->peer_closed = true; /* it will not answer our close in time: do not wait for it */
     c->close_after_flush = true;
-    conn_send_close(c, WS_CLOSE_TOO_SLOW, why);
+    conn_send_close(c, s->cfg.slow_close_code, why);
 }
 
-/* True (and the connection is being closed 4008) when adding `more` bytes would pass the
+/* True (and the connection is being closed as too slow) when adding `more` bytes would pass the
  * outbound bound, which counts what is queued and what the app holds for c. */
 static bool conn_over_bound(wsc_conn *c, size_t more)
 {
@@ -639,7 +640,7 @@ static void conn_handshake(wsc_conn *c, const uint8_t *in, size_t n)
     int status = ws_http_check_upgrade(&req, &s->cfg.upgrade, &up);
     if (status == 101 && atomic_load(&s->drain_ms) > 0) {
         status = 503;
-        body = "draining: connect to another edge";
+        body = s->draining_body;
     }
     if (status == 101 && s->h.upgrade) {
         c->upgraded = true;
@@ -983,7 +984,7 @@ static void worker_accept(loop_io *io, uint32_t events)
         }
         if (atomic_load(&s->nconns) >= s->cfg.max_connections) {
             char out[WS_HTTP_RESPONSE_MAX];
-            int n = ws_http_write_error(out, sizeof out, 503, "edge full: too many connections");
+            int n = ws_http_write_error(out, sizeof out, 503, s->full_body);
             if (n > 0 && write(fd, out, (size_t)n) < 0) { /* best effort */
             }
             close(fd);
@@ -1077,7 +1078,7 @@ static void worker_drain_step(wsc_worker *w)
                        (double)(w->drain_end - w->drain_start)) + 1;
     for (wsc_conn *c = w->conns; c && w->drain_closed < target; c = c->next) {
         if (c->state == CS_OPEN) {
-            wsc_conn_close(c, WS_CLOSE_GOING_AWAY, "edge draining");
+            wsc_conn_close(c, WS_CLOSE_GOING_AWAY, w->s->draining_reason);
             w->drain_closed++;
         } else if (c->state == CS_HANDSHAKE) {
             conn_abort(c, WS_CLOSE_GOING_AWAY);
@@ -1197,6 +1198,18 @@ static void *worker_boot(void *arg)
     return worker_main(w);
 }
 
+enum server_metric_kind { M_COUNTER, M_GAUGE };
+
+/* "<prefix>_<suffix>": the application names the families (the edge: sc_edge_...). */
+static metric *server_metric(enum server_metric_kind kind, const char *prefix,
+                             const char *suffix, const char *labels, const char *help)
+{
+    char name[128];
+    snprintf(name, sizeof name, "%s_%s", prefix, suffix);
+    return kind == M_GAUGE ? metrics_gauge(name, labels, help)
+                           : metrics_counter(name, labels, help);
+}
+
 int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers *h)
 {
     struct sockaddr_storage ss;
@@ -1204,39 +1217,48 @@ int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers
     int rc;
     if (cfg->workers < 1 || cfg->workers > 64) return -EINVAL;
     if (cfg_resolve_addr(cfg->listen, &ss, &sslen) != 0) {
-        log_error("edge listen address invalid", "listen=%s", cfg->listen);
+        log_error("listen address invalid", "server=%s listen=%s", cfg->name ? cfg->name : "ws",
+                  cfg->listen);
         return -EINVAL;
     }
     wsc_server *s = calloc(1, sizeof *s);
     if (!s) return -ENOMEM;
     s->cfg = *cfg;
     s->h = *h;
-    s->m_conns = metrics_gauge("sc_edge_connections", NULL, "open WebSocket connections");
-    s->m_accepted = metrics_counter("sc_edge_accepted_total", NULL, "TCP connections accepted");
-    s->m_rejected_full = metrics_counter("sc_edge_rejected_total", "reason=\"full\"",
-                                         "connections refused before the handshake");
-    s->m_rejected_ip = metrics_counter("sc_edge_rejected_total", "reason=\"per_ip\"",
+    if (!s->cfg.name) s->cfg.name = "ws";
+    if (!s->cfg.metric_prefix) s->cfg.metric_prefix = "ws";
+    if (!s->cfg.slow_close_code) s->cfg.slow_close_code = WS_CLOSE_POLICY;
+    snprintf(s->draining_reason, sizeof s->draining_reason, "%s draining", s->cfg.name);
+    snprintf(s->draining_body, sizeof s->draining_body, "draining: connect to another %s",
+             s->cfg.name);
+    snprintf(s->full_body, sizeof s->full_body, "%s full: too many connections", s->cfg.name);
+    const char *p = s->cfg.metric_prefix;
+    s->m_conns = server_metric(M_GAUGE, p, "connections", NULL, "open WebSocket connections");
+    s->m_accepted = server_metric(M_COUNTER, p, "accepted_total", NULL, "TCP connections accepted");
+    s->m_rejected_full = server_metric(M_COUNTER, p, "rejected_total", "reason=\"full\"",
                                        "connections refused before the handshake");
+    s->m_rejected_ip = server_metric(M_COUNTER, p, "rejected_total", "reason=\"per_ip\"",
+                                     "connections refused before the handshake");
     if (cfg->max_per_ip > 0 &&
         iplimit_create(&s->per_ip, (uint32_t)cfg->max_per_ip,
                        (uint32_t)(cfg->max_connections > 0 ? cfg->max_connections : 1)) != 0) {
         free(s);
         return -ENOMEM;
     }
-    s->m_hs_ok = metrics_counter("sc_edge_handshakes_total", "result=\"ok\"",
+    s->m_hs_ok = server_metric(M_COUNTER, p, "handshakes_total", "result=\"ok\"",
+                               "WebSocket handshakes by result");
+    s->m_hs_fail = server_metric(M_COUNTER, p, "handshakes_total", "result=\"refused\"",
                                  "WebSocket handshakes by result");
-    s->m_hs_fail = metrics_counter("sc_edge_handshakes_total", "result=\"refused\"",
-                                   "WebSocket handshakes by result");
-    s->m_msgs_in = metrics_counter("sc_edge_messages_in_total", NULL, "messages received");
-    s->m_bytes_in = metrics_counter("sc_edge_bytes_in_total", NULL, "bytes received");
-    s->m_frames_out = metrics_counter("sc_edge_frames_out_total", NULL, "frames queued");
-    s->m_bytes_out = metrics_counter("sc_edge_bytes_out_total", NULL, "bytes written");
-    s->m_slow = metrics_counter("sc_edge_slow_closes_total", NULL,
-                                "connections closed 4008 (outbound queue over its bound)");
-    s->m_aborts = metrics_counter("sc_edge_aborts_total", NULL,
-                                  "connections ended without a closing handshake");
-    s->m_deflate_conns = metrics_counter("sc_edge_deflate_connections_total", NULL,
-                                         "connections that negotiated permessage-deflate");
+    s->m_msgs_in = server_metric(M_COUNTER, p, "messages_in_total", NULL, "messages received");
+    s->m_bytes_in = server_metric(M_COUNTER, p, "bytes_in_total", NULL, "bytes received");
+    s->m_frames_out = server_metric(M_COUNTER, p, "frames_out_total", NULL, "frames queued");
+    s->m_bytes_out = server_metric(M_COUNTER, p, "bytes_out_total", NULL, "bytes written");
+    s->m_slow = server_metric(M_COUNTER, p, "slow_closes_total", NULL,
+                              "connections closed because their outbound queue passed its bound");
+    s->m_aborts = server_metric(M_COUNTER, p, "aborts_total", NULL,
+                                "connections ended without a closing handshake");
+    s->m_deflate_conns = server_metric(M_COUNTER, p, "deflate_connections_total", NULL,
+                                       "connections that negotiated permessage-deflate");
     s->workers = calloc((size_t)cfg->workers, sizeof *s->workers);
     if (!s->workers) {
         iplimit_destroy(s->per_ip);
@@ -1257,7 +1279,8 @@ int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers
         if ((rc = loop_create(&w->l)) != 0) goto error;
         loop_set_before_sleep(w->l, worker_before_sleep, w);
         if ((rc = worker_listen(w, &ss, sslen)) != 0) {
-            log_error("edge cannot listen", "listen=%s error=\"%s\"", cfg->listen, strerror(-rc));
+            log_error("cannot listen", "server=%s listen=%s error=\"%s\"", s->cfg.name, cfg->listen,
+                      strerror(-rc));
             goto error;
         }
         if (i == 0) { /* port 0: every worker binds the port the first one got */
@@ -1283,7 +1306,7 @@ int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers
             break;
         }
         char name[24]; /* named for top -H, perf and gdb (15 bytes kept) */
-        snprintf(name, sizeof name, "edge-w%d", i);
+        snprintf(name, sizeof name, "%s-w%d", s->cfg.name, i);
         name[15] = '\0'; /* the kernel's limit */
         pthread_setname_np(w->thread, name);
         sem_wait(&w->started);
@@ -1293,7 +1316,7 @@ int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers
         }
     }
     if (rc != 0) { /* the threads already running are stopped and joined */
-        log_error("edge workers did not start", "error=%d", rc);
+        log_error("workers did not start", "server=%s error=%d", s->cfg.name, rc);
         wsc_server_stop(s);
         return rc;
     }

@@ -1,8 +1,8 @@
-/* test_edge_msg.c - unit tests of services/edge/msg.c: the sidecast.v1 client message parser,
+/* test_proto_msg.c - unit tests of common/proto/msg.c: the sidecast.v1 client message parser,
  * the edge message encoders (read back with jansson), the JSON check and string escaping. */
 #include "test.h"
 
-#include "../../services/edge/msg.h"
+#include "proto/msg.h"
 
 #include <jansson.h>
 
