@@ -15,6 +15,7 @@ Layers, from the bottom:
   svc:<n>    services/<n>/*
   client:<n> clients/<n>/*
   bench, tools (tests/tools), unit (tests/unit), fuzz (tests/fuzz)
+A header named <module>_int.h is private to that module's files (<module>_*.c beside it).
 """
 import os
 import re
@@ -130,6 +131,12 @@ def check(root):
                 continue
             if rel in PARSERS and os.path.basename(dst_rel) in IO_PROJECT:
                 problems.append("%s: a parser reaches I/O" % where)
+                continue
+            base = os.path.basename(dst_rel)
+            if base.endswith("_int.h") and not (
+                    os.path.dirname(dst_rel) == os.path.dirname(rel) and
+                    os.path.basename(rel).startswith(base[:-len("_int.h")] + "_")):
+                problems.append("%s: %s is private to %s_*.c" % (where, base, base[:-6]))
                 continue
             why = may_include(src, layer(dst_rel), dst_rel)
             if why:
