@@ -4,9 +4,11 @@
 #include "contract.h"
 #include "log.h"
 #include "metrics.h"
+#include "perms.h"
 #include "proto/msg.h"
 #include "proto/topic.h"
 #include "replay.h"
+#include "seq.h"
 #include "ws/ws_frame.h"
 
 #include <errno.h>
@@ -20,11 +22,7 @@
 #include <time.h>
 
 #define MAP_BUCKETS 4096
-#define PERM_BUCKETS 256 /* interned permission sets per worker (chained) */
-#define PERM_MAX 8192    /* bytes of a set's patterns: no token is longer */
 #define REPLY_MAX 1024  /* every reply but events fits */
-#define HELD_MAX 256    /* live events held per subscription while it catches up */
-#define DUP_WINDOW 4096 /* a seq this close behind the last one is a duplicate */
 
 struct session;
 struct catchup;
@@ -40,22 +38,16 @@ typedef struct tentry {
 } tentry;
 
 /* One subscription of one session: its place in the entry's member array, and its position
- * in the topic: the first and last seq delivered to it (0: none yet). Between first and
- * last it has seen every event of the topic (each live event names the previous seq of its
- * subject, so a gap is seen and filled from the stream before going on). */
+ * in the topic (seq.h): every event of the topic between pos.first and pos.last was
+ * delivered (each live event names the previous seq of its subject, so a gap is seen and
+ * filled from the stream before going on). */
 typedef struct sub_rec {
     tentry *t;
     struct session *s;
     uint32_t idx;
-    uint64_t first, last;
+    seq_pos pos;
     struct catchup *cu; /* a replay running for this subscription, or NULL */
 } sub_rec;
-
-/* A live event held back while its subscription catches up. */
-typedef struct held {
-    wsc_frame *f;
-    uint64_t seq, prev;
-} held;
 
 /* A subscription's replay. Seam mode (until 0): from the subscription's last position up
  * to live; live events are held meanwhile and released in order once the replay reaches
@@ -65,23 +57,10 @@ typedef struct catchup {
     replay *r;
     sub_rec *rec;
     uint64_t until;
-    uint32_t n, cap;
-    bool overflow; /* more live events came than HELD_MAX: the replay fetches them instead */
     uint64_t stalled_since; /* loop ms since the connection has been too full to go on */
-    held *held;    /* each counted in the connection's outbound bound (wsc_conn_hold) */
+    seq_holdq held; /* live frames held, each counted in the connection's outbound bound
+                     * (wsc_conn_hold); overflow: the replay fetches the rest instead */
 } catchup;
-
-/* A token's topic permissions, interned per worker: the sessions whose tokens carry the same
- * sub_topics and pub_topics share one, instead of each keeping the token's JSON arrays (a
- * few hundred bytes per connection, most of them alike). */
-typedef struct perms {
-    struct perms *next;
-    unsigned long hash;
-    uint32_t refs;
-    uint32_t len;     /* bytes of pats */
-    uint32_t pub_off; /* where the pub_topics patterns start in pats */
-    char pats[];      /* the sub_topics patterns, then the pub_topics ones, each ended by NUL */
-} perms;
 
 /* A worker's protocol state. */
 typedef struct wstate {
@@ -96,7 +75,7 @@ typedef struct wstate {
     struct session *corked;       /* sessions whose writes wait for NATS (fab_port_settled) */
     uint64_t uncorked_upto;       /* fab_port_settled when the corked list was last walked */
     tentry *buckets[MAP_BUCKETS];
-    perms *perm_buckets[PERM_BUCKETS];
+    perms_table perms;
 } wstate;
 
 typedef struct verdict {
@@ -256,11 +235,13 @@ static void reply_error(session *s, const char *id, const char *code, const char
 
 static void catchup_free(catchup *cu)
 {
-    for (uint32_t i = 0; i < cu->n; i++) {
-        if (cu->rec) wsc_conn_unhold(cu->rec->s->c, wsc_frame_size(cu->held[i].f));
-        wsc_frame_unref(cu->held[i].f);
+    for (uint32_t i = 0; i < cu->held.n; i++) {
+        wsc_frame *f = cu->held.v[i].item;
+        if (cu->rec) wsc_conn_unhold(cu->rec->s->c, wsc_frame_size(f));
+        wsc_frame_unref(f);
     }
-    free(cu->held);
+    cu->held.n = 0;
+    seq_hold_free(&cu->held);
     if (cu->rec) cu->rec->cu = NULL;
     free(cu);
 }
@@ -270,56 +251,37 @@ static const char *rec_topic(const sub_rec *rec)
     return rec->t->key[0] == FAB_USER ? "user" : rec->t->key + 2;
 }
 
-/* Sends an event to rec's connection and moves its position. */
-static void rec_send(sub_rec *rec, wsc_frame *f, uint64_t seq)
+static void send_event(sub_rec *rec, wsc_frame *f)
 {
-    if (!rec->first) rec->first = seq;
-    rec->last = seq;
     if (wsc_conn_send_event(rec->s->c, f) == 0) metric_inc(m_deliveries);
-}
-
-static bool is_dup(uint64_t seq, uint64_t last)
-{
-    return last && seq <= last && last - seq < DUP_WINDOW;
 }
 
 /* Keeps a live event back until the replay reaches it. What is held counts in the
  * connection's outbound bound: a client that reads nothing while it catches up on many
- * topics is closed 4008 like one that reads nothing live. */
+ * topics is closed 4008 like one that reads nothing live. No room: the stream has it, the
+ * replay will fetch it. */
 static void hold(catchup *cu, wsc_frame *f, uint64_t seq, uint64_t prev)
 {
-    if (cu->n == cu->cap) {
-        uint32_t ncap = cu->cap ? cu->cap * 2 : 8;
-        held *nh = ncap <= HELD_MAX ? realloc(cu->held, sizeof *nh * ncap) : NULL;
-        if (!nh) { /* the stream has it: the replay will fetch it */
-            cu->overflow = true;
-            return;
-        }
-        cu->held = nh;
-        cu->cap = ncap;
-    }
+    if (seq_hold_room(&cu->held) != 0) return;
     if (wsc_conn_hold(cu->rec->s->c, wsc_frame_size(f)) != 0) return; /* closing: 4008 */
-    cu->held[cu->n++] = (held){wsc_frame_ref(f), seq, prev};
+    seq_hold_push(&cu->held, wsc_frame_ref(f), seq, prev);
+}
+
+static void held_out(void *ud, void *item, uint64_t seq, bool send)
+{
+    sub_rec *rec = ud;
+    wsc_frame *f = item;
+    (void)seq;
+    wsc_conn_unhold(rec->s->c, wsc_frame_size(f)); /* counted as queued now, if sent */
+    if (send) send_event(rec, f);
+    wsc_frame_unref(f);
 }
 
 /* Sends the held live events that follow on from the subscription's position (every one
  * not yet delivered when force: the position is given up). True when none is left. */
 static bool catchup_release(catchup *cu, bool force)
 {
-    sub_rec *rec = cu->rec;
-    uint32_t i = 0;
-    for (; i < cu->n; i++) {
-        held *h = &cu->held[i];
-        if (!force && !is_dup(h->seq, rec->last) && h->prev > rec->last) break; /* a gap yet */
-        wsc_conn_unhold(rec->s->c, wsc_frame_size(h->f)); /* counted as queued now, if sent */
-        if (!is_dup(h->seq, rec->last)) rec_send(rec, h->f, h->seq);
-        wsc_frame_unref(h->f);
-    }
-    if (i > 0) {
-        memmove(cu->held, cu->held + i, sizeof *cu->held * (cu->n - i));
-        cu->n -= i;
-    }
-    return cu->n == 0;
+    return seq_hold_release(&cu->held, &cu->rec->pos, force, held_out, cu->rec);
 }
 
 /* Whether the replay may send its next event: not while the connection's queue is over
@@ -351,23 +313,19 @@ static bool cu_event(void *ud, uint64_t seq, const char *data, size_t len)
         catchup_free(cu);
         return false;
     }
-    if (cu->until || !is_dup(seq, rec->last)) {
+    if (cu->until || !seq_is_dup(seq, rec->pos.last)) {
         wsc_frame *f = fab_frame_event(rec_topic(rec), seq, data, len);
         if (!f) { /* no memory: give the position up rather than skip an event silently */
             wsc_conn_close(rec->s->c, WS_CLOSE_INTERNAL, "out of memory");
             return true;
         }
-        if (cu->until) {
-            if (wsc_conn_send_event(rec->s->c, f) == 0) metric_inc(m_deliveries);
-        } else {
-            rec_send(rec, f, seq);
-        }
+        if (cu->until || seq_replayed(&rec->pos, seq)) send_event(rec, f);
         wsc_frame_unref(f);
     }
     if (cu->until) return true;
     /* the replay reached the held live events: they go out, and the subscription is live */
-    bool had = cu->n > 0;
-    if (catchup_release(cu, false) && had && !cu->overflow) {
+    bool had = cu->held.n > 0;
+    if (catchup_release(cu, false) && had && !cu->held.overflow) {
         cu->r = NULL;
         catchup_free(cu);
         return false;
@@ -389,7 +347,7 @@ static bool cu_end(void *ud, enum replay_end why, uint64_t oldest)
         reply(rec->s, out, msg_replay_error_build(out, sizeof out, topic, "history_gone",
                                                   "events after since are no longer retained",
                                                   oldest));
-        if (!cu->until) rec->first = rec->last = 0; /* no position: live from here */
+        if (!cu->until) rec->pos = (seq_pos){0, 0}; /* no position: live from here */
         break;
     case REPLAY_LIMIT:
         reply(rec->s, out, msg_replay_error_build(out, sizeof out, topic, "replay_limit",
@@ -402,7 +360,7 @@ static bool cu_end(void *ud, enum replay_end why, uint64_t oldest)
     }
     if (why != REPLAY_CAUGHT_UP && !cu->until) {
         /* the position is given up: what is held goes out, and live goes on from it */
-        if (why != REPLAY_GONE) rec->first = rec->last = 0;
+        if (why != REPLAY_GONE) rec->pos = (seq_pos){0, 0};
         catchup_release(cu, true);
     }
     cu->r = NULL;
@@ -448,19 +406,23 @@ static void catchup_start(sub_rec *rec, uint64_t since, bool check, uint64_t unt
 /* A subscribe with since on rec (new or not). */
 static void subscribe_since(sub_rec *rec, uint64_t since)
 {
-    if (rec->cu && !rec->cu->r && !rec->last) { /* the inbox's hold: replay, then what it holds */
+    if (rec->cu && !rec->cu->r && !rec->pos.last) { /* the inbox's hold: replay, then it */
         rec->s->inbox_hold_until = 0;
-        rec->last = since;
+        rec->pos.last = since;
         catchup_start(rec, since, true, 0);
         return;
     }
     if (rec->cu) return; /* catching up already */
-    if (!rec->last) {    /* nothing delivered yet: replay, then live */
-        rec->last = since;
+    switch (seq_since(&rec->pos, since)) {
+    case SEQ_SINCE_SEAM: /* nothing delivered yet: replay, then live */
+        rec->pos.last = since;
         catchup_start(rec, since, true, 0);
-        return;
+        break;
+    case SEQ_SINCE_BEFORE:
+        catchup_start(rec, since, true, rec->pos.first);
+        break;
+    case SEQ_SINCE_NOTHING: break;
     }
-    if (since + 1 < rec->first) catchup_start(rec, since, true, rec->first);
 }
 
 /* Whether a live event goes out to rec now: it may be a duplicate (a replay sent it), or be
@@ -473,20 +435,22 @@ static bool live_accept(sub_rec *rec, wsc_frame *f, uint64_t seq, uint64_t prev)
         hold(cu, f, seq, prev);
         return false;
     }
-    if (is_dup(seq, rec->last)) {
+    switch (seq_live(&rec->pos, seq, prev)) {
+    case SEQ_LIVE_DUP:
         metric_inc(m_dups);
         return false;
-    }
-    if (rec->last && prev > rec->last && seq > rec->last && !cu) {
+    case SEQ_LIVE_GAP:
+        if (cu) break; /* a bounded replay runs beside live: it is not this gap's */
         metric_inc(m_gaps);
-        catchup_start(rec, rec->last, false, 0);
+        catchup_start(rec, rec->pos.last, false, 0);
         if (rec->cu) {
             hold(rec->cu, f, seq, prev);
             return false;
         }
+        break;
+    case SEQ_LIVE_SEND: break;
     }
-    if (!rec->first) rec->first = seq;
-    rec->last = seq;
+    seq_advance(&rec->pos, seq);
     return true;
 }
 
@@ -566,89 +530,14 @@ static void sub_remove(session *s, int i)
     s->nsubs--;
 }
 
-/* ---- permissions ------------------------------------------------------------------------------ */
-
-/* Appends the string patterns of arr (anything else in it never matches) to buf, each ended
- * by NUL; returns the new length, or -1 past cap. */
-static long perms_pack(char *buf, size_t len, size_t cap, const json_t *arr)
-{
-    size_t i;
-    const json_t *p;
-    json_array_foreach(arr, i, p) {
-        if (!json_is_string(p)) continue;
-        size_t n = json_string_length(p);
-        const char *v = json_string_value(p);
-        if (memchr(v, '\0', n)) continue; /* "\u0000" in a pattern: matches no topic */
-        if (len + n + 1 > cap) return -1;
-        memcpy(buf + len, v, n + 1);
-        len += n + 1;
-    }
-    return (long)len;
-}
-
-/* The worker's permission set equal to the payload's (a new reference), or NULL (no memory,
- * or patterns beyond any token's size). */
-static perms *perms_get(wstate *ws, const json_t *payload)
-{
-    char buf[PERM_MAX];
-    long sl = perms_pack(buf, 0, sizeof buf, json_object_get(payload, "sub_topics"));
-    long pl = sl < 0 ? -1
-                     : perms_pack(buf, (size_t)sl, sizeof buf,
-                                  json_object_get(payload, "pub_topics"));
-    if (pl < 0) return NULL;
-    unsigned long h = 5381;
-    for (long i = 0; i < pl; i++) h = h * 33 + (unsigned char)buf[i];
-    h = h * 33 + (unsigned long)sl; /* where the lists part counts too */
-    perms **head = &ws->perm_buckets[h % PERM_BUCKETS];
-    for (perms *p = *head; p; p = p->next) {
-        if (p->hash == h && p->len == (uint32_t)pl && p->pub_off == (uint32_t)sl &&
-            memcmp(p->pats, buf, (size_t)pl) == 0) {
-            p->refs++;
-            return p;
-        }
-    }
-    perms *p = malloc(sizeof *p + (size_t)pl);
-    if (!p) return NULL;
-    p->hash = h;
-    p->refs = 1;
-    p->len = (uint32_t)pl;
-    p->pub_off = (uint32_t)sl;
-    memcpy(p->pats, buf, (size_t)pl);
-    p->next = *head;
-    *head = p;
-    return p;
-}
-
-static void perms_put(wstate *ws, perms *p)
-{
-    if (!p || --p->refs > 0) return;
-    perms **pp = &ws->perm_buckets[p->hash % PERM_BUCKETS];
-    while (*pp != p) pp = &(*pp)->next;
-    *pp = p->next;
-    free(p);
-}
-
-/* pub: the pub_topics list, else sub_topics. No permissions (none taken yet): nothing. */
-static bool topic_allowed(const perms *p, bool pub, const char *topic)
-{
-    if (!p) return false;
-    size_t at = pub ? p->pub_off : 0, end = pub ? p->len : p->pub_off;
-    while (at < end) {
-        const char *pat = p->pats + at;
-        if (topic_match(pat, topic)) return true;
-        at += strlen(pat) + 1;
-    }
-    return false;
-}
-
 /* ---- tokens ------------------------------------------------------------------------------------ */
 
 /* Applies verified claims to s. Returns 0, or -ENOMEM (s unchanged). */
 static int session_take_claims(session *s, token_claims *cl)
 {
-    perms *p = perms_get(s->ws, cl->payload);
+    perms *p = perms_get(&s->ws->perms, cl->payload);
     if (!p) return -ENOMEM;
-    perms_put(s->ws, s->perms);
+    perms_put(&s->ws->perms, s->perms);
     s->perms = p;
     const char *sid = json_string_value(json_object_get(cl->payload, "sid"));
     snprintf(s->sid, sizeof s->sid, "%s", sid ? sid : "");
@@ -769,7 +658,7 @@ static void on_subscribe(session *s, msg_in *m)
             inbox_release(s);
         return;
     }
-    if (!topic_allowed(s->perms, false, m->topic)) {
+    if (!perms_allow(s->perms, false, m->topic)) {
         reply_error(s, m->id, "forbidden", "topic not allowed by the token");
         return;
     }
@@ -802,7 +691,7 @@ static void on_unsubscribe(session *s, msg_in *m)
 static void on_publish(session *s, msg_in *m)
 {
     char out[REPLY_MAX], subject[160], conn[32];
-    if (!topic_allowed(s->perms, true, m->topic)) {
+    if (!perms_allow(s->perms, true, m->topic)) {
         reply_error(s, m->id, "forbidden", "publishing to this topic is not allowed");
         return;
     }
@@ -862,7 +751,7 @@ static void on_refresh(session *s, msg_in *m)
     /* subscriptions the new token no longer allows end here */
     for (int i = s->nsubs - 1; i >= 1; i--) {
         const char *topic = s->subs[i]->t->key + 2;
-        if (!topic_allowed(s->perms, false, topic)) {
+        if (!perms_allow(s->perms, false, topic)) {
             char note[REPLY_MAX];
             reply(s, note, msg_unsubscribed_build(note, sizeof note, topic));
             sub_remove(s, i);
@@ -960,7 +849,7 @@ static void on_closed_free(session *s)
     if (s->registered) presence_remove(s->ws->ctx->pres, s->user, wsc_conn_id(s->c));
     while (s->nsubs > 0) sub_remove(s, s->nsubs - 1);
     free(s->subs);
-    perms_put(s->ws, s->perms);
+    perms_put(&s->ws->perms, s->perms);
     free(s->user);
     free(s);
 }
@@ -1102,7 +991,7 @@ static void deliver(wstate *ws, const char *key, wsc_frame *f, uint64_t seq, uin
     tentry *t = map_find(ws, key);
     if (!t) return;
     if (seq) {
-        if (is_dup(seq, t->last_seq)) return;
+        if (seq_is_dup(seq, t->last_seq)) return;
         t->last_seq = seq;
     }
     for (uint32_t i = 0; i < t->n; i++) {
@@ -1118,8 +1007,8 @@ static void resync(wstate *ws)
     for (int b = 0; b < MAP_BUCKETS; b++)
         for (tentry *t = ws->buckets[b]; t; t = t->next)
             for (uint32_t i = 0; i < t->n; i++)
-                if (t->members[i]->last && !t->members[i]->cu)
-                    catchup_start(t->members[i], t->members[i]->last, false, 0);
+                if (t->members[i]->pos.last && !t->members[i]->cu)
+                    catchup_start(t->members[i], t->members[i]->pos.last, false, 0);
 }
 
 static void revoke(wstate *ws, const char *json)

@@ -1,0 +1,39 @@
+/* perms.h - a token's topic permissions (its sub_topics and pub_topics patterns), interned
+ * per worker: the sessions whose tokens carry the same lists share one set, instead of each
+ * keeping the token's JSON arrays (a few hundred bytes per connection, most of them alike).
+ * A table belongs to one worker thread and is not locked. Prefix perms_. */
+#ifndef EDGE_PERMS_H
+#define EDGE_PERMS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#define PERMS_BUCKETS 256 /* chained */
+#define PERMS_MAX 8192    /* bytes of a set's patterns: no token is longer */
+
+typedef struct perms {
+    struct perms *next;
+    unsigned long hash;
+    uint32_t refs;
+    uint32_t len;     /* bytes of pats */
+    uint32_t pub_off; /* where the pub_topics patterns start in pats */
+    char pats[];      /* the sub_topics patterns, then the pub_topics ones, each ended by NUL */
+} perms;
+
+typedef struct perms_table {
+    perms *buckets[PERMS_BUCKETS];
+} perms_table;
+
+/* The table's set equal to the claims' sub_topics and pub_topics (a new reference), or NULL
+ * (no memory, or patterns beyond any token's size). A pattern that is not a string, or
+ * holds "\u0000", is left out: it would match no topic. */
+perms *perms_get(perms_table *t, const json_t *claims);
+/* Drops a reference; the last one frees the set. NULL ok. */
+void perms_put(perms_table *t, perms *p);
+/* Whether topic matches one of the set's patterns: pub_topics when pub, else sub_topics.
+ * NULL (no token taken yet) allows nothing. */
+bool perms_allow(const perms *p, bool pub, const char *topic);
+
+#endif
