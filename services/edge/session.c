@@ -1,16 +1,12 @@
 /* session.c - sidecast.v1 sessions on the WebSocket core; see session.h. */
-#include "session.h"
+#include "session_int.h"
 
 #include "contract.h"
 #include "log.h"
-#include "metrics.h"
-#include "perms.h"
 #include "proto/msg.h"
 #include "proto/topic.h"
-#include "replay.h"
-#include "seq.h"
-#include "ws/ws_frame.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -21,98 +17,7 @@
 #include <sys/epoll.h>
 #include <time.h>
 
-#define MAP_BUCKETS 4096
-#define REPLY_MAX 1024  /* every reply but events fits */
-
-struct session;
-struct catchup;
-
-/* Sessions subscribed to one key ("e:<topic>" or "u:<user>") on one worker. */
-typedef struct tentry {
-    struct tentry *next;
-    struct sub_rec **members;
-    uint32_t n, cap;
-    uint64_t last_seq; /* newest event delivered here: an older or equal one is a duplicate */
-    uint64_t wait_seq; /* fab_watch's: a member waits until fab_port_settled reaches it */
-    char key[];
-} tentry;
-
-/* One subscription of one session: its place in the entry's member array, and its position
- * in the topic (seq.h): every event of the topic between pos.first and pos.last was
- * delivered (each live event names the previous seq of its subject, so a gap is seen and
- * filled from the stream before going on). */
-typedef struct sub_rec {
-    tentry *t;
-    struct session *s;
-    uint32_t idx;
-    seq_pos pos;
-    struct catchup *cu; /* a replay running for this subscription, or NULL */
-} sub_rec;
-
-/* A subscription's replay. Seam mode (until 0): from the subscription's last position up
- * to live; live events are held meanwhile and released in order once the replay reaches
- * them. Bounded mode (until > 0): a subscription that is already live asked for older
- * events: (since, until) is replayed beside the live flow, which goes on untouched. */
-typedef struct catchup {
-    replay *r;
-    sub_rec *rec;
-    uint64_t until;
-    uint64_t stalled_since; /* loop ms since the connection has been too full to go on */
-    seq_holdq held; /* live frames held, each counted in the connection's outbound bound
-                     * (wsc_conn_hold); overflow: the replay fetches the rest instead */
-} catchup;
-
-/* A worker's protocol state. */
-typedef struct wstate {
-    session_ctx *ctx;
-    wsc_worker *w;
-    fab_port *port;
-    replay_q *rq;
-    loop_io port_io;
-    pthread_mutex_t vlock;        /* verdicts from the presence thread */
-    struct verdict *verdicts;
-    struct session *awaiting;     /* sessions waiting for their presence verdict */
-    struct session *corked;       /* sessions whose writes wait for NATS (fab_port_settled) */
-    uint64_t uncorked_upto;       /* fab_port_settled when the corked list was last walked */
-    tentry *buckets[MAP_BUCKETS];
-    perms_table perms;
-} wstate;
-
-typedef struct verdict {
-    struct verdict *next;
-    uint64_t conn;
-    bool allowed;
-} verdict;
-
-typedef struct session {
-    wsc_conn *c;
-    wstate *ws;
-    struct session *next_awaiting;
-    bool awaiting;        /* welcome waits for the presence verdict (per-user limit) */
-    struct session *next_corked, *prev_corked;
-    bool corked;          /* its writes wait until fab_port_settled reaches cork_seq */
-    uint64_t cork_seq;
-    bool registered;      /* presence_add done: presence_remove at close */
-    uint64_t inbox_hold_until; /* loop ms: inbox events are held until then (0: not held) */
-    char *user;           /* token sub; NULL until authenticated */
-    char sid[64];         /* refresh-token family (claim "sid"), for auth.revoked */
-    long exp;             /* token expiry, Unix seconds */
-    perms *perms;         /* the token's sub_topics / pub_topics (interned) */
-    sub_rec **subs;       /* [0] is the inbox once authenticated */
-    uint16_t nsubs, capsubs;
-    bool warned;          /* token_expiring sent for this exp */
-    bool bad_token;       /* a token came with the handshake and failed: close 4001 */
-    const char *bad_reason;
-    uint64_t auth_deadline;
-    double tokens;        /* rate-limit bucket */
-    uint64_t refilled;
-    double pub_tokens;    /* publish bytes bucket (publish_rate, publish_burst) */
-    uint64_t pub_at;
-    uint32_t errors;
-} session;
-
-static metric *m_auth_ok, *m_deliveries, *m_publishes, *m_rate_closes, *m_gaps, *m_dups,
-    *m_quota_refused;
+struct session_metrics session_m;
 
 /* Refused authentications, by reason (the token's error, or "timeout"). */
 static void count_auth_failure(const char *reason)
@@ -125,100 +30,9 @@ static void count_auth_failure(const char *reason)
 
 static long wall_now(void) { return (long)time(NULL); }
 
-/* ---- per-worker map -------------------------------------------------------------------------- */
-
-static unsigned long key_hash(const char *s)
-{
-    unsigned long h = 5381;
-    while (*s) h = h * 33 + (unsigned char)*s++;
-    return h % MAP_BUCKETS;
-}
-
-static tentry *map_find(wstate *ws, const char *key)
-{
-    for (tentry *t = ws->buckets[key_hash(key)]; t; t = t->next)
-        if (strcmp(t->key, key) == 0) return t;
-    return NULL;
-}
-
-static void map_drop(wstate *ws, tentry *t);
-
-/* Adds s to key's members. Returns the record, or NULL (no memory / fabric refused);
- * *wait as fab_watch's (0: NATS has the subscription). */
-static sub_rec *map_join(wstate *ws, session *s, enum fab_kind kind, const char *name,
-                         uint64_t *wait)
-{
-    char key[300];
-    snprintf(key, sizeof key, "%c:%s", (char)kind, name);
-    tentry *t = map_find(ws, key);
-    if (!t) {
-        size_t kl = strlen(key);
-        if (!(t = calloc(1, sizeof *t + kl + 1))) return NULL;
-        memcpy(t->key, key, kl + 1);
-        if (fab_watch(ws->port, kind, name, &t->wait_seq) != 0) {
-            free(t);
-            return NULL;
-        }
-        unsigned long h = key_hash(key);
-        t->next = ws->buckets[h];
-        ws->buckets[h] = t;
-    }
-    sub_rec *r = NULL;
-    if (t->n == t->cap) {
-        uint32_t ncap = t->cap ? t->cap * 2 : 1; /* an inbox has one member, most often */
-        sub_rec **nm = realloc(t->members, sizeof *nm * ncap);
-        if (!nm) goto oom;
-        t->members = nm;
-        t->cap = ncap;
-    }
-    if (!(r = calloc(1, sizeof *r))) goto oom;
-    r->t = t;
-    r->s = s;
-    r->idx = t->n;
-    t->members[t->n++] = r;
-    /* wait_seq: what the entry's first member waited for. Confirmed since: no wait. Still
-     * pending: the same wait. Over but failed (NATS away): a new flush for this member. */
-    *wait = 0;
-    if (t->wait_seq && t->wait_seq > fab_port_live(ws->port)) {
-        if (t->wait_seq <= fab_port_settled(ws->port)) t->wait_seq = fab_port_ticket(ws->port);
-        *wait = t->wait_seq;
-    }
-    return r;
-oom:
-    if (t->n == 0) map_drop(ws, t); /* a new entry must not keep its NATS interest */
-    return NULL;
-}
-
-/* Unlinks an entry with no member and drops the worker's interest in it. */
-static void map_drop(wstate *ws, tentry *t)
-{
-    unsigned long h = key_hash(t->key);
-    tentry **pp = &ws->buckets[h];
-    while (*pp != t) pp = &(*pp)->next;
-    *pp = t->next;
-    fab_unwatch(ws->port, (enum fab_kind)t->key[0], t->key + 2);
-    free(t->members);
-    free(t);
-}
-
-static void catchup_free(catchup *cu);
-
-static void map_leave(wstate *ws, sub_rec *r)
-{
-    tentry *t = r->t;
-    if (r->cu) {
-        replay_cancel(r->cu->r);
-        catchup_free(r->cu);
-    }
-    t->members[r->idx] = t->members[--t->n];
-    t->members[r->idx]->idx = r->idx;
-    free(r);
-    if (t->n == 0) map_drop(ws, t); /* last local member */
-}
-
 /* ---- replies ---------------------------------------------------------------------------------- */
 
-static void reply(session *s, const char *text, int n)
+void session_reply(session *s, const char *text, int n)
 {
     if (n > 0) wsc_conn_send_text(s->c, text, (size_t)n);
 }
@@ -226,232 +40,9 @@ static void reply(session *s, const char *text, int n)
 static void reply_error(session *s, const char *id, const char *code, const char *message)
 {
     char out[REPLY_MAX];
-    reply(s, out, msg_error_build(out, sizeof out, id, code, message));
+    session_reply(s, out, msg_error_build(out, sizeof out, id, code, message));
     if (++s->errors > (uint32_t)s->ws->ctx->cfg.max_errors)
         wsc_conn_close(s->c, WS_CLOSE_POLICY, "too many errors");
-}
-
-/* ---- catching up from the stream -------------------------------------------------------------- */
-
-static void catchup_free(catchup *cu)
-{
-    for (uint32_t i = 0; i < cu->held.n; i++) {
-        wsc_frame *f = cu->held.v[i].item;
-        if (cu->rec) wsc_conn_unhold(cu->rec->s->c, wsc_frame_size(f));
-        wsc_frame_unref(f);
-    }
-    cu->held.n = 0;
-    seq_hold_free(&cu->held);
-    if (cu->rec) cu->rec->cu = NULL;
-    free(cu);
-}
-
-static const char *rec_topic(const sub_rec *rec)
-{
-    return rec->t->key[0] == FAB_USER ? "user" : rec->t->key + 2;
-}
-
-static void send_event(sub_rec *rec, wsc_frame *f)
-{
-    if (wsc_conn_send_event(rec->s->c, f) == 0) metric_inc(m_deliveries);
-}
-
-/* Keeps a live event back until the replay reaches it. What is held counts in the
- * connection's outbound bound: a client that reads nothing while it catches up on many
- * topics is closed 4008 like one that reads nothing live. No room: the stream has it, the
- * replay will fetch it. */
-static void hold(catchup *cu, wsc_frame *f, uint64_t seq, uint64_t prev)
-{
-    if (seq_hold_room(&cu->held) != 0) return;
-    if (wsc_conn_hold(cu->rec->s->c, wsc_frame_size(f)) != 0) return; /* closing: 4008 */
-    seq_hold_push(&cu->held, wsc_frame_ref(f), seq, prev);
-}
-
-static void held_out(void *ud, void *item, uint64_t seq, bool send)
-{
-    sub_rec *rec = ud;
-    wsc_frame *f = item;
-    (void)seq;
-    wsc_conn_unhold(rec->s->c, wsc_frame_size(f)); /* counted as queued now, if sent */
-    if (send) send_event(rec, f);
-    wsc_frame_unref(f);
-}
-
-/* Sends the held live events that follow on from the subscription's position (every one
- * not yet delivered when force: the position is given up). True when none is left. */
-static bool catchup_release(catchup *cu, bool force)
-{
-    return seq_hold_release(&cu->held, &cu->rec->pos, force, held_out, cu->rec);
-}
-
-/* Whether the replay may send its next event: not while the connection's queue is over
- * half its bound. A connection that stays that full for stall_ms reads nothing: it is
- * closed 4008 rather than polled, with its held events, for ever. */
-static bool cu_ready(void *ud)
-{
-    catchup *cu = ud;
-    session *s = cu->rec->s;
-    const session_cfg *cfg = &s->ws->ctx->cfg;
-    if (wsc_conn_queued(s->c) < cfg->max_outbound / 2) {
-        cu->stalled_since = 0;
-        return true;
-    }
-    uint64_t now = loop_now(wsc_worker_loop(wsc_conn_worker(s->c)));
-    if (!cu->stalled_since)
-        cu->stalled_since = now ? now : 1;
-    else if (cfg->stall_ms > 0 && now - cu->stalled_since >= (uint64_t)cfg->stall_ms)
-        wsc_conn_close_slow(s->c, "replay stalled");
-    return false;
-}
-
-static bool cu_event(void *ud, uint64_t seq, const char *data, size_t len)
-{
-    catchup *cu = ud;
-    sub_rec *rec = cu->rec;
-    if (cu->until && seq >= cu->until) { /* bounded: the live flow has the rest */
-        cu->r = NULL;
-        catchup_free(cu);
-        return false;
-    }
-    if (cu->until || !seq_is_dup(seq, rec->pos.last)) {
-        wsc_frame *f = fab_frame_event(rec_topic(rec), seq, data, len);
-        if (!f) { /* no memory: give the position up rather than skip an event silently */
-            wsc_conn_close(rec->s->c, WS_CLOSE_INTERNAL, "out of memory");
-            return true;
-        }
-        if (cu->until || seq_replayed(&rec->pos, seq)) send_event(rec, f);
-        wsc_frame_unref(f);
-    }
-    if (cu->until) return true;
-    /* the replay reached the held live events: they go out, and the subscription is live */
-    bool had = cu->held.n > 0;
-    if (catchup_release(cu, false) && had && !cu->held.overflow) {
-        cu->r = NULL;
-        catchup_free(cu);
-        return false;
-    }
-    return true;
-}
-
-static bool cu_end(void *ud, enum replay_end why, uint64_t oldest)
-{
-    catchup *cu = ud;
-    sub_rec *rec = cu->rec;
-    char out[REPLY_MAX];
-    const char *topic = rec_topic(rec);
-    if (why == REPLAY_CAUGHT_UP && !cu->until && !catchup_release(cu, false))
-        return true; /* live events wait behind a gap (a replica behind the leader): again */
-    switch (why) {
-    case REPLAY_CAUGHT_UP: break;
-    case REPLAY_GONE:
-        reply(rec->s, out, msg_replay_error_build(out, sizeof out, topic, "history_gone",
-                                                  "events after since are no longer retained",
-                                                  oldest));
-        if (!cu->until) rec->pos = (seq_pos){0, 0}; /* no position: live from here */
-        break;
-    case REPLAY_LIMIT:
-        reply(rec->s, out, msg_replay_error_build(out, sizeof out, topic, "replay_limit",
-                                                  "too many events to replay", 0));
-        break;
-    case REPLAY_FAILED:
-        reply(rec->s, out, msg_replay_error_build(out, sizeof out, topic, "replay_failed",
-                                                  "history unavailable", 0));
-        break;
-    }
-    if (why != REPLAY_CAUGHT_UP && !cu->until) {
-        /* the position is given up: what is held goes out, and live goes on from it */
-        if (why != REPLAY_GONE) rec->pos = (seq_pos){0, 0};
-        catchup_release(cu, true);
-    }
-    cu->r = NULL;
-    catchup_free(cu);
-    return false;
-}
-
-static const replay_ops catchup_ops = {cu_ready, cu_event, cu_end};
-
-/* Ends a hold without a replay: what is held goes out, in order, and rec is live. */
-static void release_hold(sub_rec *rec)
-{
-    catchup *cu = rec->cu;
-    if (!cu || cu->r) return;
-    catchup_release(cu, true);
-    catchup_free(cu);
-}
-
-/* Replays rec's topic after since: seam mode (until 0) or beside live (until > 0). */
-static void catchup_start(sub_rec *rec, uint64_t since, bool check, uint64_t until)
-{
-    wstate *ws = rec->s->ws;
-    char subject[300];
-    snprintf(subject, sizeof subject, "%s%s",
-             rec->t->key[0] == FAB_USER ? SUBJ_USERS_PREFIX : SUBJ_EVENTS_PREFIX,
-             rec->t->key + 2);
-    catchup *cu = rec->cu; /* a hold without a replay (the inbox at connect) goes on */
-    bool fresh = !cu;
-    if (fresh && !(cu = calloc(1, sizeof *cu))) return;
-    cu->rec = rec;
-    cu->until = until;
-    if (!(cu->r = replay_start(ws->rq, rec->t->key[0] == FAB_USER, subject, since, check,
-                               &catchup_ops, cu))) {
-        if (fresh)
-            free(cu);
-        else
-            release_hold(rec);
-        return;
-    }
-    rec->cu = cu;
-}
-
-/* A subscribe with since on rec (new or not). */
-static void subscribe_since(sub_rec *rec, uint64_t since)
-{
-    if (rec->cu && !rec->cu->r && !rec->pos.last) { /* the inbox's hold: replay, then it */
-        rec->s->inbox_hold_until = 0;
-        rec->pos.last = since;
-        catchup_start(rec, since, true, 0);
-        return;
-    }
-    if (rec->cu) return; /* catching up already */
-    switch (seq_since(&rec->pos, since)) {
-    case SEQ_SINCE_SEAM: /* nothing delivered yet: replay, then live */
-        rec->pos.last = since;
-        catchup_start(rec, since, true, 0);
-        break;
-    case SEQ_SINCE_BEFORE:
-        catchup_start(rec, since, true, rec->pos.first);
-        break;
-    case SEQ_SINCE_NOTHING: break;
-    }
-}
-
-/* Whether a live event goes out to rec now: it may be a duplicate (a replay sent it), or be
- * held while rec catches up, or show a gap (its subject's previous event never came), which
- * starts a catch-up and is held. */
-static bool live_accept(sub_rec *rec, wsc_frame *f, uint64_t seq, uint64_t prev)
-{
-    catchup *cu = rec->cu;
-    if (cu && !cu->until) {
-        hold(cu, f, seq, prev);
-        return false;
-    }
-    switch (seq_live(&rec->pos, seq, prev)) {
-    case SEQ_LIVE_DUP:
-        metric_inc(m_dups);
-        return false;
-    case SEQ_LIVE_GAP:
-        if (cu) break; /* a bounded replay runs beside live: it is not this gap's */
-        metric_inc(m_gaps);
-        catchup_start(rec, rec->pos.last, false, 0);
-        if (rec->cu) {
-            hold(rec->cu, f, seq, prev);
-            return false;
-        }
-        break;
-    case SEQ_LIVE_SEND: break;
-    }
-    seq_advance(&rec->pos, seq);
-    return true;
 }
 
 /* ---- subscriptions ---------------------------------------------------------------------------- */
@@ -468,6 +59,7 @@ static int sub_index(session *s, const char *key)
 static void session_cork(session *s, uint64_t seq)
 {
     wstate *ws = s->ws;
+    assert(seq > 0); /* a ticket of the fabric's settler */
     if (!s->corked) {
         wsc_conn_cork(s->c);
         s->corked = true;
@@ -483,6 +75,8 @@ static void session_uncork(session *s, bool write)
 {
     wstate *ws = s->ws;
     if (!s->corked) return;
+    assert(s->prev_corked ? s->prev_corked->next_corked == s : ws->corked == s);
+    assert(!s->next_corked || s->next_corked->prev_corked == s);
     if (s->prev_corked) s->prev_corked->next_corked = s->next_corked;
     else ws->corked = s->next_corked;
     if (s->next_corked) s->next_corked->prev_corked = s->prev_corked;
@@ -493,7 +87,7 @@ static void session_uncork(session *s, bool write)
 
 /* The settler came back (or the loop is about to sleep): uncorks every session it covered.
  * Walks the list only when the settler got further: a session corked since waits for a
- * number past what was settled then (fab_watch, map_join), so nothing else can be due, and
+ * number past what was settled then (fab_watch, smap_join), so nothing else can be due, and
  * thousands of clients held through a NATS stall cost nothing per loop iteration. */
 static void uncork_settled(wstate *ws)
 {
@@ -516,7 +110,7 @@ static int sub_add(session *s, enum fab_kind kind, const char *name)
         s->capsubs = ncap;
     }
     uint64_t wait = 0;
-    sub_rec *r = map_join(s->ws, s, kind, name, &wait);
+    sub_rec *r = smap_join(s->ws, s, kind, name, &wait);
     if (!r) return -1;
     s->subs[s->nsubs++] = r;
     if (wait) session_cork(s, wait);
@@ -525,7 +119,7 @@ static int sub_add(session *s, enum fab_kind kind, const char *name)
 
 static void sub_remove(session *s, int i)
 {
-    map_leave(s->ws, s->subs[i]);
+    smap_leave(s->ws, s->subs[i]);
     memmove(&s->subs[i], &s->subs[i + 1], sizeof *s->subs * (size_t)(s->nsubs - i - 1));
     s->nsubs--;
 }
@@ -582,7 +176,7 @@ static void inbox_release(session *s)
 {
     if (!s->inbox_hold_until) return;
     s->inbox_hold_until = 0;
-    if (s->nsubs) release_hold(s->subs[0]);
+    if (s->nsubs) catchup_release_hold(s->subs[0]);
 }
 
 static void session_welcome(session *s)
@@ -590,7 +184,7 @@ static void session_welcome(session *s)
     char out[REPLY_MAX], conn_id[96];
     snprintf(conn_id, sizeof conn_id, "%s-%llu", s->ws->ctx->cfg.edge_id,
              (unsigned long long)wsc_conn_id(s->c));
-    reply(s, out, msg_welcome_build(out, sizeof out, conn_id, s->user, s->exp,
+    session_reply(s, out, msg_welcome_build(out, sizeof out, conn_id, s->user, s->exp,
                                     s->ws->ctx->cfg.edge_id));
 }
 
@@ -599,11 +193,12 @@ static void session_welcome(session *s)
 static void session_begin(session *s)
 {
     session_ctx *ctx = s->ws->ctx;
+    assert(s->user && s->perms && s->nsubs == 0); /* the inbox becomes subs[0] */
     if (sub_add(s, FAB_USER, s->user) != 0) {
         wsc_conn_close(s->c, WS_CLOSE_INTERNAL, "bus unavailable");
         return;
     }
-    metric_inc(m_auth_ok);
+    metric_inc(session_m.auth_ok);
     wsc_conn_lift_message_limit(s->c); /* EDGE_MAX_MESSAGE from now on */
     log_debug("session authenticated", "conn=%llu user=%s", (unsigned long long)wsc_conn_id(s->c),
               s->user);
@@ -626,6 +221,7 @@ static void session_begin(session *s)
 /* Authenticates s with a verified token (the first message was auth). */
 static void session_start(session *s, token_claims *cl)
 {
+    assert(!s->user && s->nsubs == 0); /* a session authenticates once */
     s->user = strdup(cl->sub);
     if (!s->user || session_take_claims(s, cl) != 0) {
         wsc_conn_close(s->c, WS_CLOSE_INTERNAL, "out of memory");
@@ -638,9 +234,9 @@ static int session_verify(session *s, const char *token, token_claims *cl)
 {
     int rc = token_verify(s->ws->ctx->keys, &s->ws->ctx->policy, token, wall_now(), cl);
     if (rc != 0) {
-        count_auth_failure(token_strerror(rc));
+        count_auth_failure(sc_strerror(rc));
         log_info("token refused", "conn=%llu reason=\"%s\"", (unsigned long long)wsc_conn_id(s->c),
-                 token_strerror(rc));
+                 sc_strerror(rc));
     }
     return rc;
 }
@@ -651,9 +247,9 @@ static void on_subscribe(session *s, msg_in *m)
 {
     char out[REPLY_MAX], key[300];
     if (strcmp(m->topic, "user") == 0) { /* the inbox: always there */
-        reply(s, out, msg_subscribed_build(out, sizeof out, m->topic));
+        session_reply(s, out, msg_subscribed_build(out, sizeof out, m->topic));
         if (m->since >= 0)
-            subscribe_since(s->subs[0], (uint64_t)m->since);
+            catchup_subscribe_since(s->subs[0], (uint64_t)m->since);
         else
             inbox_release(s);
         return;
@@ -675,8 +271,8 @@ static void on_subscribe(session *s, msg_in *m)
         }
         i = s->nsubs - 1;
     }
-    reply(s, out, msg_subscribed_build(out, sizeof out, m->topic));
-    if (m->since >= 0) subscribe_since(s->subs[i], (uint64_t)m->since);
+    session_reply(s, out, msg_subscribed_build(out, sizeof out, m->topic));
+    if (m->since >= 0) catchup_subscribe_since(s->subs[i], (uint64_t)m->since);
 }
 
 static void on_unsubscribe(session *s, msg_in *m)
@@ -685,7 +281,7 @@ static void on_unsubscribe(session *s, msg_in *m)
     snprintf(key, sizeof key, "e:%s", m->topic);
     int i = strcmp(m->topic, "user") == 0 ? -1 : sub_index(s, key);
     if (i > 0) sub_remove(s, i);
-    reply(s, out, msg_unsubscribed_build(out, sizeof out, m->topic));
+    session_reply(s, out, msg_unsubscribed_build(out, sizeof out, m->topic));
 }
 
 static void on_publish(session *s, msg_in *m)
@@ -704,13 +300,13 @@ static void on_publish(session *s, msg_in *m)
     uint64_t conn_at = s->pub_at;
     if (!quota_bucket_take(&conn_left, &conn_at, cfg->publish_rate, cfg->publish_burst, cost,
                            now)) {
-        metric_inc(m_quota_refused);
+        metric_inc(session_m.quota_refused);
         reply_error(s, m->id, "publish_quota",
                     "over this connection's publish budget (EDGE_PUBLISH_BYTES_PER_S)");
         return;
     }
     if (s->ws->ctx->user_quota && !quota_take(s->ws->ctx->user_quota, s->user, cost, now)) {
-        metric_inc(m_quota_refused);
+        metric_inc(session_m.quota_refused);
         reply_error(s, m->id, "publish_quota",
                     "over this user's publish budget (EDGE_USER_PUBLISH_BYTES_PER_S)");
         return;
@@ -725,8 +321,8 @@ static void on_publish(session *s, msg_in *m)
         reply_error(s, m->id, "unavailable", "the bus is unavailable, try again");
         return;
     }
-    metric_inc(m_publishes);
-    if (m->id[0]) reply(s, out, msg_ack_build(out, sizeof out, m->id));
+    metric_inc(session_m.publishes);
+    if (m->id[0]) session_reply(s, out, msg_ack_build(out, sizeof out, m->id));
 }
 
 static void on_refresh(session *s, msg_in *m)
@@ -753,11 +349,11 @@ static void on_refresh(session *s, msg_in *m)
         const char *topic = s->subs[i]->t->key + 2;
         if (!perms_allow(s->perms, false, topic)) {
             char note[REPLY_MAX];
-            reply(s, note, msg_unsubscribed_build(note, sizeof note, topic));
+            session_reply(s, note, msg_unsubscribed_build(note, sizeof note, topic));
             sub_remove(s, i);
         }
     }
-    reply(s, out, msg_refreshed_build(out, sizeof out, s->exp));
+    session_reply(s, out, msg_refreshed_build(out, sizeof out, s->exp));
     session_arm(s);
 }
 
@@ -774,7 +370,7 @@ static void on_message(wsc_conn *c, uint8_t opcode, uint8_t *data, size_t len)
     session *s = wsc_conn_data(c);
     char out[REPLY_MAX];
     if (!rate_ok(s)) {
-        metric_inc(m_rate_closes);
+        metric_inc(session_m.rate_closes);
         log_info("rate limit exceeded", "conn=%llu user=%s", (unsigned long long)wsc_conn_id(c),
                  s->user ? s->user : "-");
         wsc_conn_close(c, MSG_CLOSE_RATE, "rate limited");
@@ -789,7 +385,7 @@ static void on_message(wsc_conn *c, uint8_t opcode, uint8_t *data, size_t len)
     lim.max_data = s->ws->ctx->cfg.max_publish;
     msg_in m = {0};
     int rc = msg_parse((const char *)data, len, &lim, &m);
-    if (rc != MSG_OK) {
+    if (rc != SC_OK) {
         reply_error(s, m.id, msg_code(rc), m.error);
         msg_in_clear(&m);
         return;
@@ -822,7 +418,7 @@ static void on_message(wsc_conn *c, uint8_t opcode, uint8_t *data, size_t len)
     case MSG_UNSUBSCRIBE: on_unsubscribe(s, &m); break;
     case MSG_PUBLISH: on_publish(s, &m); break;
     case MSG_REFRESH: on_refresh(s, &m); break;
-    case MSG_PING: reply(s, out, msg_pong_build(out, sizeof out, m.id)); break;
+    case MSG_PING: session_reply(s, out, msg_pong_build(out, sizeof out, m.id)); break;
     case MSG_AUTH: reply_error(s, m.id, "bad_message", "already authenticated; use refresh"); break;
     default: reply_error(s, m.id, "unknown_type", "unknown message type"); break;
     }
@@ -847,6 +443,7 @@ static void on_closed_free(session *s)
     if (s->awaiting) unlink_awaiting(s);
     session_uncork(s, false);
     if (s->registered) presence_remove(s->ws->ctx->pres, s->user, wsc_conn_id(s->c));
+    assert(!s->corked && !s->awaiting);
     while (s->nsubs > 0) sub_remove(s, s->nsubs - 1);
     free(s->subs);
     perms_put(&s->ws->perms, s->perms);
@@ -944,7 +541,7 @@ static void on_timer(wsc_conn *c)
     }
     if (!s->warned && now >= s->exp - s->ws->ctx->cfg.token_warning_s) {
         s->warned = true;
-        reply(s, out, msg_token_expiring_build(out, sizeof out, s->exp));
+        session_reply(s, out, msg_token_expiring_build(out, sizeof out, s->exp));
     }
     session_arm(s);
 }
@@ -985,10 +582,10 @@ static void on_closed(wsc_conn *c, uint16_t code)
  * than the last seen here, and close behind it, is a duplicate (two NATS subscriptions
  * overlap for a moment when a topic's last subscriber leaves and a new one arrives at once)
  * and is dropped. One far behind means the stream started over (a new NATS cluster): it is
- * delivered and becomes the new position. Then each member judges it (live_accept). */
+ * delivered and becomes the new position. Then each member judges it (catchup_live_accept). */
 static void deliver(wstate *ws, const char *key, wsc_frame *f, uint64_t seq, uint64_t prev)
 {
-    tentry *t = map_find(ws, key);
+    tentry *t = smap_find(ws, key);
     if (!t) return;
     if (seq) {
         if (seq_is_dup(seq, t->last_seq)) return;
@@ -996,8 +593,8 @@ static void deliver(wstate *ws, const char *key, wsc_frame *f, uint64_t seq, uin
     }
     for (uint32_t i = 0; i < t->n; i++) {
         sub_rec *rec = t->members[i];
-        if (seq && !live_accept(rec, f, seq, prev)) continue;
-        if (wsc_conn_send_event(rec->s->c, f) == 0) metric_inc(m_deliveries);
+        if (seq && !catchup_live_accept(rec, f, seq, prev)) continue;
+        if (wsc_conn_send_event(rec->s->c, f) == 0) metric_inc(session_m.deliveries);
     }
 }
 
@@ -1019,7 +616,7 @@ static void revoke(wstate *ws, const char *json)
     char key[300];
     if (sub) {
         snprintf(key, sizeof key, "u:%s", sub);
-        tentry *t = map_find(ws, key);
+        tentry *t = smap_find(ws, key);
         for (uint32_t i = 0; t && i < t->n; i++) {
             session *s = t->members[i]->s;
             if (!fam || !fam[0] || strcmp(fam, s->sid) == 0) {
@@ -1203,19 +800,19 @@ static void on_worker_stop(wsc_worker *w, void *ud)
 
 void session_handlers(session_ctx *ctx, wsc_handlers *h)
 {
-    m_auth_ok = metrics_counter("sc_edge_auth_total", "result=\"ok\"",
+    session_m.auth_ok = metrics_counter("sc_edge_auth_total", "result=\"ok\"",
                                 "authentications by result (refused: by reason)");
-    m_deliveries = metrics_counter("sc_edge_deliveries_total", NULL,
+    session_m.deliveries = metrics_counter("sc_edge_deliveries_total", NULL,
                                    "events queued to subscribers");
-    m_publishes = metrics_counter("sc_edge_publishes_total", NULL, "client publishes sent on");
-    m_quota_refused = metrics_counter("sc_edge_publish_quota_refused_total", NULL,
+    session_m.publishes = metrics_counter("sc_edge_publishes_total", NULL, "client publishes sent on");
+    session_m.quota_refused = metrics_counter("sc_edge_publish_quota_refused_total", NULL,
                                       "client publishes refused: over a byte budget");
-    m_rate_closes = metrics_counter("sc_edge_rate_closes_total", NULL,
+    session_m.rate_closes = metrics_counter("sc_edge_rate_closes_total", NULL,
                                     "connections closed 4029 (rate limited)");
-    m_gaps = metrics_counter("sc_edge_gaps_total", NULL,
+    session_m.gaps = metrics_counter("sc_edge_gaps_total", NULL,
                              "live gaps seen (an event's predecessor never came), filled "
                              "from the stream");
-    m_dups = metrics_counter("sc_edge_duplicates_dropped_total", NULL,
+    session_m.dups = metrics_counter("sc_edge_duplicates_dropped_total", NULL,
                              "live events not sent because a replay had sent them");
     memset(h, 0, sizeof *h);
     h->ud = ctx;

@@ -1,0 +1,139 @@
+/* session_int.h - what the files of the edge's protocol layer share: session.c (messages,
+ * tokens, connection life, the worker's wiring), session_map.c (the topic map) and
+ * session_catchup.c (replay and the seam to live). Not for use outside them; the public
+ * interface is session.h. Everything here belongs to one worker thread. */
+#ifndef EDGE_SESSION_INT_H
+#define EDGE_SESSION_INT_H
+
+#include "session.h"
+
+#include "metrics.h"
+#include "perms.h"
+#include "replay.h"
+#include "seq.h"
+#include "ws/ws_frame.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define MAP_BUCKETS 4096
+#define REPLY_MAX 1024 /* every reply but events fits */
+
+struct session;
+struct catchup;
+
+/* Sessions subscribed to one key ("e:<topic>" or "u:<user>") on one worker. */
+typedef struct tentry {
+    struct tentry *next;
+    struct sub_rec **members;
+    uint32_t n, cap;
+    uint64_t last_seq; /* newest event delivered here: an older or equal one is a duplicate */
+    uint64_t wait_seq; /* fab_watch's: a member waits until fab_port_settled reaches it */
+    char key[];
+} tentry;
+
+/* One subscription of one session: its place in the entry's member array, and its position
+ * in the topic (seq.h): every event of the topic between pos.first and pos.last was
+ * delivered (each live event names the previous seq of its subject, so a gap is seen and
+ * filled from the stream before going on). */
+typedef struct sub_rec {
+    tentry *t;
+    struct session *s;
+    uint32_t idx;
+    seq_pos pos;
+    struct catchup *cu; /* a replay running for this subscription, or NULL */
+} sub_rec;
+
+/* A subscription's replay. Seam mode (until 0): from the subscription's last position up
+ * to live; live events are held meanwhile and released in order once the replay reaches
+ * them. Bounded mode (until > 0): a subscription that is already live asked for older
+ * events: (since, until) is replayed beside the live flow, which goes on untouched. */
+typedef struct catchup {
+    replay *r;
+    sub_rec *rec;
+    uint64_t until;
+    uint64_t stalled_since; /* loop ms since the connection has been too full to go on */
+    seq_holdq held; /* live frames held, each counted in the connection's outbound bound
+                     * (wsc_conn_hold); overflow: the replay fetches the rest instead */
+} catchup;
+
+/* A worker's protocol state. */
+typedef struct wstate {
+    session_ctx *ctx;
+    wsc_worker *w;
+    fab_port *port;
+    replay_q *rq;
+    loop_io port_io;
+    pthread_mutex_t vlock;        /* verdicts from the presence thread */
+    struct verdict *verdicts;
+    struct session *awaiting;     /* sessions waiting for their presence verdict */
+    struct session *corked;       /* sessions whose writes wait for NATS (fab_port_settled) */
+    uint64_t uncorked_upto;       /* fab_port_settled when the corked list was last walked */
+    tentry *buckets[MAP_BUCKETS];
+    perms_table perms;
+} wstate;
+
+typedef struct verdict {
+    struct verdict *next;
+    uint64_t conn;
+    bool allowed;
+} verdict;
+
+typedef struct session {
+    wsc_conn *c;
+    wstate *ws;
+    struct session *next_awaiting;
+    bool awaiting;        /* welcome waits for the presence verdict (per-user limit) */
+    struct session *next_corked, *prev_corked;
+    bool corked;          /* its writes wait until fab_port_settled reaches cork_seq */
+    uint64_t cork_seq;
+    bool registered;      /* presence_add done: presence_remove at close */
+    uint64_t inbox_hold_until; /* loop ms: inbox events are held until then (0: not held) */
+    char *user;           /* token sub; NULL until authenticated */
+    char sid[64];         /* refresh-token family (claim "sid"), for auth.revoked */
+    long exp;             /* token expiry, Unix seconds */
+    perms *perms;         /* the token's sub_topics / pub_topics (interned) */
+    sub_rec **subs;       /* [0] is the inbox once authenticated */
+    uint16_t nsubs, capsubs;
+    bool warned;          /* token_expiring sent for this exp */
+    bool bad_token;       /* a token came with the handshake and failed: close 4001 */
+    const char *bad_reason;
+    uint64_t auth_deadline;
+    double tokens;        /* rate-limit bucket */
+    uint64_t refilled;
+    double pub_tokens;    /* publish bytes bucket (publish_rate, publish_burst) */
+    uint64_t pub_at;
+    uint32_t errors;
+} session;
+
+/* The protocol layer's metrics (registered once, at the first worker's start). */
+extern struct session_metrics {
+    metric *auth_ok, *deliveries, *publishes, *rate_closes, *gaps, *dups, *quota_refused;
+} session_m;
+
+/* session.c: sends a reply of n bytes (n <= 0: nothing, the builder failed). */
+void session_reply(session *s, const char *text, int n);
+
+/* session_map.c. Joining may subscribe the worker to key on NATS: *wait is then the fabric's
+ * ticket to wait for (fab_watch; 0: NATS has the subscription). Leaving cancels the
+ * record's catch-up; the last member to leave drops the worker's interest. */
+tentry *smap_find(wstate *ws, const char *key);
+sub_rec *smap_join(wstate *ws, session *s, enum fab_kind kind, const char *name, uint64_t *wait);
+void smap_leave(wstate *ws, sub_rec *r);
+
+/* session_catchup.c */
+/* Replays rec's topic after since: seam mode (until 0: live events are held, then released
+ * in order when the replay reaches them) or beside live (until > 0). */
+void catchup_start(sub_rec *rec, uint64_t since, bool check, uint64_t until);
+/* A subscribe with since on rec (new or not). */
+void catchup_subscribe_since(sub_rec *rec, uint64_t since);
+/* Whether a live event goes out to rec now (its position advanced), or is a duplicate, or
+ * is held while rec catches up (a gap starts a catch-up). */
+bool catchup_live_accept(sub_rec *rec, wsc_frame *f, uint64_t seq, uint64_t prev);
+/* Ends a hold without a replay: what is held goes out, in order, and rec is live. */
+void catchup_release_hold(sub_rec *rec);
+/* Frees a catch-up (its replay already ended or cancelled), giving back what it holds. */
+void catchup_free(catchup *cu);
+
+#endif
