@@ -93,6 +93,7 @@ help:
 	@echo "make valgrind   unit + integration tests, every Sidecast process under memcheck (slow)"
 	@echo "make demo       a scripted CLI walk-through against the stack make up runs"
 	@echo "make bench      benchmarks (results in docs/BENCHMARKS.md)"
+	@echo "make fmt        format every C file as .clang-format says (make test checks it)"
 
 deps:
 	@bash scripts/deps.sh all
@@ -228,8 +229,9 @@ bench: deps
 	@$(SUBMAKE) all
 	@bash bench/run.sh
 
+# every C file of the tree, as .clang-format says (clang-format 14); make test checks it
 fmt:
-	clang-format -i common/*.[ch] services/*/*.[ch] tests/unit/*.[ch] tests/tools/*.c
+	@python3 tests/house/format.py
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -76,35 +76,21 @@ static int bus_delivery_threads = 1;
 
 void bus_set_delivery_threads(int n) { bus_delivery_threads = n < 1 ? 1 : n > 64 ? 64 : n; }
 
-const char *bus_strerror(int err)
-{
-    switch (err) {
-    case BUS_OK: return "ok";
-    case BUS_ENORESP: return "no responders";
-    case BUS_ETIMEOUT: return "timeout";
-    case BUS_ENOTCONN: return "not connected";
-    case BUS_EINVAL: return "invalid argument";
-    case BUS_ENOMEM: return "out of memory";
-    case BUS_EAGAIN: return "too many requests pending";
-    default: return "bus error";
-    }
-}
-
 static int bus_err_from(natsStatus s)
 {
     switch (s) {
-    case NATS_OK: return BUS_OK;
-    case NATS_NO_RESPONDERS: return BUS_ENORESP;
-    case NATS_TIMEOUT: return BUS_ETIMEOUT;
+    case NATS_OK: return SC_OK;
+    case NATS_NO_RESPONDERS: return SC_ENORESPONDERS;
+    case NATS_TIMEOUT: return -ETIMEDOUT;
     case NATS_CONNECTION_CLOSED:
     case NATS_NOT_YET_CONNECTED:
     case NATS_CONNECTION_DISCONNECTED:
-    case NATS_STALE_CONNECTION: return BUS_ENOTCONN;
+    case NATS_STALE_CONNECTION: return -ENOTCONN;
     case NATS_INVALID_ARG:
     case NATS_INVALID_SUBJECT:
-    case NATS_MAX_PAYLOAD: return BUS_EINVAL;
-    case NATS_NO_MEMORY: return BUS_ENOMEM;
-    default: return BUS_ERR;
+    case NATS_MAX_PAYLOAD: return -EINVAL;
+    case NATS_NO_MEMORY: return -ENOMEM;
+    default: return -EIO;
     }
 }
 
@@ -223,10 +209,10 @@ const char *bus_auth_problem(const char *urls)
 
 int bus_connect(bus **out, const char *urls, const char *name)
 {
-    int rc = BUS_ERR;
+    int rc = -EIO;
     natsStatus s;
     bus *b = calloc(1, sizeof *b);
-    if (!b) return BUS_ENOMEM;
+    if (!b) return -ENOMEM;
     snprintf(b->name, sizeof b->name, "%s", name);
     sem_init(&b->closed, 0, 0);
     pthread_mutex_init(&b->mux_lock, NULL);
@@ -357,8 +343,8 @@ int bus_connected(bus *b) { return atomic_load(&b->connected); }
 static int bus_make_msg(natsMsg **out, const char *subject, const char *reply, const void *data,
                         size_t len, const bus_hdr *hdrs, size_t nhdr)
 {
-    if (!subject || !subject[0] || strlen(subject) > BUS_MAX_SUBJECT) return BUS_EINVAL;
-    if (len > 0x7fffffff) return BUS_EINVAL;
+    if (!subject || !subject[0] || strlen(subject) > BUS_MAX_SUBJECT) return -EINVAL;
+    if (len > 0x7fffffff) return -EINVAL;
     natsMsg *m = NULL;
     natsStatus s = natsMsg_Create(&m, subject, reply, data, (int)len);
     for (size_t i = 0; s == NATS_OK && i < nhdr; i++)
@@ -385,7 +371,7 @@ int bus_publish(bus *b, const char *subject, const char *reply, const void *data
 int bus_publish_stored(bus *b, const char *subject, const void *data, size_t len,
                        const char *msg_id, int timeout_ms, uint64_t *seq)
 {
-    if (len > (size_t)INT32_MAX) return BUS_EINVAL;
+    if (len > (size_t)INT32_MAX) return -EINVAL;
     pthread_mutex_lock(&b->mux_lock);
     natsStatus s = b->js ? NATS_OK : natsConnection_JetStream(&b->js, b->nc, NULL);
     jsCtx *js = b->js;
@@ -394,7 +380,7 @@ int bus_publish_stored(bus *b, const char *subject, const void *data, size_t len
     int64_t deadline = bus_mono_ms() + (timeout_ms > 0 ? timeout_ms : 1);
     for (int attempt = 0;; attempt++) {
         int64_t left = deadline - bus_mono_ms();
-        if (left <= 0) return BUS_ETIMEOUT;
+        if (left <= 0) return -ETIMEDOUT;
         jsPubOptions po;
         jsPubOptions_Init(&po);
         po.MaxWait = left < 2000 ? left : 2000;
@@ -414,7 +400,7 @@ int bus_publish_stored(bus *b, const char *subject, const void *data, size_t len
         if (jerr != 0 && s != NATS_TIMEOUT && s != NATS_NO_RESPONDERS) {
             log_warn("jetstream publish refused", "subject=%s error=\"%s\" code=%d", subject,
                      natsStatus_GetText(s), (int)jerr);
-            return BUS_ERR;
+            return -EIO;
         }
         if (attempt == 0)
             log_info("jetstream publish waiting for the stream", "subject=%s error=\"%s\"",
@@ -429,7 +415,7 @@ int bus_request(bus *b, const char *subject, const void *data, size_t len, const
 {
     natsMsg *m, *r = NULL;
     *reply = NULL;
-    if (!atomic_load(&b->connected)) return BUS_ENOTCONN;
+    if (!atomic_load(&b->connected)) return -ENOTCONN;
     int rc = bus_make_msg(&m, subject, NULL, data, len, hdrs, nhdr);
     if (rc) return rc;
     natsStatus s = natsConnection_RequestMsg(&r, b->nc, m, timeout_ms > 0 ? timeout_ms : 1);
@@ -487,7 +473,7 @@ static void bus_async_reply(bus *b, uint64_t id, natsMsg *msg)
     }
     if (natsMsg_IsNoResponders(msg)) {
         natsMsg_Destroy(msg);
-        a->fn(BUS_ENORESP, NULL, a->ud);
+        a->fn(SC_ENORESPONDERS, NULL, a->ud);
     } else {
         a->fn(0, (bus_msg *)msg, a->ud);
     }
@@ -531,7 +517,7 @@ static void *bus_reaper(void *arg)
         if (b->nasync) bus_async_collect(b, bus_mono_ms(), &due);
         if (due) {
             pthread_mutex_unlock(&b->mux_lock);
-            bus_async_fail(due, BUS_ETIMEOUT);
+            bus_async_fail(due, -ETIMEDOUT);
             pthread_mutex_lock(&b->mux_lock);
             continue;
         }
@@ -559,7 +545,7 @@ static void bus_async_shutdown(bus *b)
     pthread_mutex_lock(&b->mux_lock);
     bus_async_collect(b, INT64_MAX, &all);
     pthread_mutex_unlock(&b->mux_lock);
-    bus_async_fail(all, BUS_ENOTCONN);
+    bus_async_fail(all, -ENOTCONN);
 }
 
 static natsStatus bus_mux_start(bus *b);
@@ -569,19 +555,19 @@ int bus_request_async(bus *b, const char *subject, const void *data, size_t len,
 {
     char reply[160];
     natsMsg *m = NULL;
-    if (!atomic_load(&b->connected)) return BUS_ENOTCONN;
+    if (!atomic_load(&b->connected)) return -ENOTCONN;
     bus_async *a = calloc(1, sizeof *a);
-    if (!a) return BUS_ENOMEM;
+    if (!a) return -ENOMEM;
     a->fn = fn;
     a->ud = ud;
     a->deadline_ms = bus_mono_ms() + (timeout_ms > 0 ? timeout_ms : 1);
     pthread_mutex_lock(&b->mux_lock);
     natsStatus s = b->mux ? NATS_OK : bus_mux_start(b);
     int rc = bus_err_from(s);
-    if (rc == 0 && b->nasync >= BUS_MAX_ASYNC) rc = BUS_EAGAIN;
+    if (rc == 0 && b->nasync >= BUS_MAX_ASYNC) rc = -EAGAIN;
     if (rc == 0 && !b->reaper_started && !b->reaper_stop) {
         if (pthread_create(&b->reaper, NULL, bus_reaper, b) != 0) {
-            rc = BUS_ERR;
+            rc = -EIO;
         } else {
             pthread_setname_np(b->reaper, "bus-reaper");
             b->reaper_started = 1;
@@ -635,9 +621,9 @@ static void bus_mux_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m
     pthread_mutex_lock(&b->mux_lock);
     bus_many *bm = b->calls;
     while (bm && bm->id != id) bm = bm->next;
-    if (bm && idx < bm->n && bm->results[idx] == BUS_ETIMEOUT) {
+    if (bm && idx < bm->n && bm->results[idx] == -ETIMEDOUT) {
         if (natsMsg_IsNoResponders(msg)) {
-            bm->results[idx] = BUS_ENORESP;
+            bm->results[idx] = SC_ENORESPONDERS;
         } else {
             bm->results[idx] = 0;
             bm->replies[idx] = (bus_msg *)msg;
@@ -673,13 +659,13 @@ int bus_request_many(bus *b, const bus_req *reqs, size_t n, int timeout_ms, bus_
     char reply[160];
     natsStatus s = NATS_OK;
     bus_many bm = {.n = n, .replies = replies, .results = results};
-    if (n == 0 || n > BUS_MAX_MANY) return BUS_EINVAL;
+    if (n == 0 || n > BUS_MAX_MANY) return -EINVAL;
     for (size_t i = 0; i < n; i++) {
         replies[i] = NULL;
-        results[i] = BUS_ETIMEOUT;
+        results[i] = -ETIMEDOUT;
     }
     if (!atomic_load(&b->connected)) {
-        for (size_t i = 0; i < n; i++) results[i] = BUS_ENOTCONN;
+        for (size_t i = 0; i < n; i++) results[i] = -ENOTCONN;
         return 0;
     }
     pthread_condattr_t ca;
@@ -771,7 +757,7 @@ int bus_unsubscribe_later(bus_sub *s, void (*release)(void *ud))
     if (natsSubscription_Unsubscribe(s->sub) != NATS_OK) {
         log_warn("nats unsubscribe failed; subscription kept",
                  "subject=%s", natsSubscription_GetSubject(s->sub) ? natsSubscription_GetSubject(s->sub) : "-");
-        return BUS_ERR;
+        return -EIO;
     }
     pthread_mutex_lock(&b->mux_lock);
     bus_reap_dead(b, 0);
@@ -785,7 +771,7 @@ int bus_subscribe(bus *b, const char *subject, const char *queue, bus_msg_fn fn,
                   bus_sub **out)
 {
     bus_sub *bs = calloc(1, sizeof *bs);
-    if (!bs) return BUS_ENOMEM;
+    if (!bs) return -ENOMEM;
     bs->fn = fn;
     bs->ud = ud;
     bs->b = b;
@@ -826,7 +812,7 @@ int bus_unsubscribe(bus_sub *s)
          * free it under the callback. */
         log_warn("nats subscription did not complete", "subject=%s",
                  natsSubscription_GetSubject(s->sub) ? natsSubscription_GetSubject(s->sub) : "-");
-        return BUS_ETIMEOUT;
+        return -ETIMEDOUT;
     }
     natsSubscription_Destroy(s->sub);
     sem_destroy(&s->done);
@@ -836,7 +822,7 @@ int bus_unsubscribe(bus_sub *s)
 
 int bus_flush(bus *b, int timeout_ms)
 {
-    if (!atomic_load(&b->connected)) return BUS_ENOTCONN;
+    if (!atomic_load(&b->connected)) return -ENOTCONN;
     return bus_err_from(natsConnection_FlushTimeout(b->nc, timeout_ms));
 }
 
@@ -844,7 +830,7 @@ int bus_respond(bus *b, const bus_msg *msg, const void *data, size_t len, const 
                 size_t nhdr)
 {
     const char *reply = natsMsg_GetReply((natsMsg *)msg);
-    if (!reply || !reply[0]) return BUS_EINVAL;
+    if (!reply || !reply[0]) return -EINVAL;
     return bus_publish(b, reply, NULL, data, len, hdrs, nhdr);
 }
 
@@ -885,7 +871,7 @@ int bus_stream_ensure(bus *b, const bus_stream_cfg *cfg)
     jsStreamConfig sc;
     jsRePublish rp;
     jsErrCode jerr = 0;
-    if (!cfg->name || !cfg->nsubjects || cfg->nsubjects > 32) return BUS_EINVAL;
+    if (!cfg->name || !cfg->nsubjects || cfg->nsubjects > 32) return -EINVAL;
     natsStatus s = natsConnection_JetStream(&js, b->nc, NULL);
     if (s != NATS_OK) return bus_err_from(s);
     jsStreamConfig_Init(&sc);

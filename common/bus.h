@@ -1,5 +1,8 @@
 /* bus.h - the one NATS wrapper (nats.c). Status codes are translated here: callers see 0 or
- * a negative code from enum bus_err, never a natsStatus.
+ * a negative code of err.h, never a natsStatus: SC_ENORESPONDERS (no responders on the
+ * subject), -ETIMEDOUT (request deadline passed), -ENOTCONN (closed or not connected),
+ * -EINVAL (bad argument: subject, size), -ENOMEM, -EAGAIN (too many requests pending),
+ * -EIO (any other failure, logged).
  *
  * Connects to a comma-separated list of URLs, retries a failed first connect, reconnects
  * forever with backoff and jitter, and logs error/disconnect/reconnect/close events.
@@ -8,19 +11,12 @@
 #ifndef SC_BUS_H
 #define SC_BUS_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
-enum bus_err {
-    BUS_OK = 0,
-    BUS_ERR = -1,          /* other failure (logged) */
-    BUS_ENORESP = -2,      /* no responders on the subject */
-    BUS_ETIMEOUT = -3,     /* request deadline passed */
-    BUS_ENOTCONN = -4,     /* connection closed / not connected */
-    BUS_EINVAL = -5,       /* bad argument (subject, size) */
-    BUS_ENOMEM = -6,
-    BUS_EAGAIN = -7,       /* too many requests pending */
-};
+#include "err.h"
+
 
 typedef struct bus bus;
 typedef struct bus_msg bus_msg; /* a received message (wraps natsMsg) */
@@ -83,7 +79,6 @@ int bus_connect(bus **out, const char *urls, const char *name);
 /* Drains subscriptions (up to timeout_ms), closes and frees; accepts NULL. */
 void bus_destroy(bus *b, int timeout_ms);
 int bus_connected(bus *b);
-const char *bus_strerror(int err);
 
 /* Publishes data (len bytes) with optional reply subject and headers (nhdr may be 0). */
 int bus_publish(bus *b, const char *subject, const char *reply, const void *data, size_t len,
@@ -118,10 +113,10 @@ int bus_request_many(bus *b, const bus_req *reqs, size_t n, int timeout_ms, bus_
 
 /* An asynchronous request: fn runs exactly once, on a nats.c thread or the bus's timer
  * thread, never inside bus_request_async: with result 0 and the reply (owned by fn: free it
- * with bus_msg_destroy), or with BUS_ETIMEOUT / BUS_ENORESP / BUS_ENOTCONN (bus_destroy)
+ * with bus_msg_destroy), or with -ETIMEDOUT / SC_ENORESPONDERS / -ENOTCONN (bus_destroy)
  * and NULL. A reply whose header "Status" is set (404, say) is a reply like any other.
  * Returns 0 (fn will run), or a negative code when nothing was sent (fn will not run).
- * At most BUS_MAX_ASYNC requests are pending per bus; over that: BUS_EAGAIN. */
+ * At most BUS_MAX_ASYNC requests are pending per bus; over that: -EAGAIN. */
 #define BUS_MAX_ASYNC 65536
 typedef void (*bus_reply_fn)(int result, bus_msg *reply, void *ud);
 int bus_request_async(bus *b, const char *subject, const void *data, size_t len, int timeout_ms,
@@ -139,7 +134,7 @@ typedef void (*bus_msg_fn)(bus_msg *msg, void *ud);
 int bus_subscribe(bus *b, const char *subject, const char *queue, bus_msg_fn fn, void *ud,
                   bus_sub **out);
 /* Unsubscribes, waits (at most 5 s) until the callback can no longer run, and frees; accepts
- * NULL. Returns 0, or BUS_ETIMEOUT when that could not be confirmed: the subscription is then
+ * NULL. Returns 0, or -ETIMEDOUT when that could not be confirmed: the subscription is then
  * left allocated and the caller must not free the callback's ud either. Never call it from
  * the subscription's own callback. */
 int bus_unsubscribe(bus_sub *s);
@@ -150,7 +145,7 @@ int bus_flush(bus *b, int timeout_ms);
 
 /* Unsubscribes without waiting: release(ud) runs on a nats.c thread once the callback can no
  * longer run (free ud there), and the subscription is freed later by the bus. For event
- * loops that must not block. 0, or BUS_ERR (nothing released: the subscription is kept). */
+ * loops that must not block. 0, or -EIO (nothing released: the subscription is kept). */
 int bus_unsubscribe_later(bus_sub *s, void (*release)(void *ud));
 
 /* Replies to msg (which must carry a reply subject) with data and headers. */

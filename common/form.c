@@ -49,22 +49,22 @@ long form_pct_decode(const char *src, size_t len, int plus_space, char *dst)
         char c = src[i];
         if (c == '%') {
             int hi, lo;
-            if (len - i < 3) return FORM_EBAD;
+            if (len - i < 3) return SC_EMALFORMED;
             hi = form_hex((unsigned char)src[i + 1]);
             lo = form_hex((unsigned char)src[i + 2]);
-            if (hi < 0 || lo < 0) return FORM_EBAD;
+            if (hi < 0 || lo < 0) return SC_EMALFORMED;
             c = (char)(hi * 16 + lo);
-            if (c == '\0') return FORM_EBAD;
+            if (c == '\0') return SC_EMALFORMED;
             i += 2;
         } else if (c == '+' && plus_space) {
             c = ' ';
         } else if (c == '\0') {
-            return FORM_EBAD;
+            return SC_EMALFORMED;
         }
         dst[o++] = c;
     }
     dst[o] = '\0';
-    if (!form_utf8_valid(dst, o)) return FORM_EBAD;
+    if (!form_utf8_valid(dst, o)) return SC_EMALFORMED;
     return (long)o;
 }
 
@@ -88,7 +88,7 @@ static void form_err0(char *err, size_t errlen, const char *what)
 int form_parse(const char *s, size_t len, int flags, size_t max_pairs, json_t **out, char *err,
                size_t errlen)
 {
-    int rc = FORM_OK;
+    int rc = SC_OK;
     size_t npairs = 0;
     char *buf = NULL;
     json_t *obj = json_object();
@@ -96,7 +96,7 @@ int form_parse(const char *s, size_t len, int flags, size_t max_pairs, json_t **
     if (!max_pairs) max_pairs = FORM_DEFAULT_MAX_PAIRS;
     /* name and value of one pair, each NUL-terminated: at most len + 2 bytes ("a" -> "a\0\0") */
     if (!obj || !(buf = malloc(len + 2))) {
-        rc = FORM_ENOMEM;
+        rc = -ENOMEM;
         form_err0(err, errlen, "out of memory");
         goto error;
     }
@@ -108,7 +108,7 @@ int form_parse(const char *s, size_t len, int flags, size_t max_pairs, json_t **
         i += plen + 1;
         if (plen == 0) continue;
         if (++npairs > max_pairs) {
-            rc = FORM_ETOOMANY;
+            rc = SC_ETOOLARGE;
             form_err0(err, errlen, "too many parameters");
             goto error;
         }
@@ -117,7 +117,7 @@ int form_parse(const char *s, size_t len, int flags, size_t max_pairs, json_t **
         /* name and value decode into one buffer: name first, value right after its NUL */
         long dn = form_pct_decode(pair, nlen, 1, buf);
         if (dn < 0) {
-            rc = FORM_EBAD;
+            rc = SC_EMALFORMED;
             form_err0(err, errlen, "malformed parameter name encoding");
             goto error;
         }
@@ -125,13 +125,13 @@ int form_parse(const char *s, size_t len, int flags, size_t max_pairs, json_t **
         long dv = eq ? form_pct_decode(eq + 1, plen - nlen - 1, 1, val) : 0;
         if (!eq) val[0] = '\0';
         if (dv < 0) {
-            rc = FORM_EBAD;
+            rc = SC_EMALFORMED;
             form_errf(err, errlen, "malformed encoding in parameter", buf);
             goto error;
         }
         if (dn == 0) {
             if (flags & FORM_STRICT) {
-                rc = FORM_EBAD;
+                rc = SC_EMALFORMED;
                 form_err0(err, errlen, "empty parameter name");
                 goto error;
             }
@@ -139,7 +139,7 @@ int form_parse(const char *s, size_t len, int flags, size_t max_pairs, json_t **
         }
         if (json_object_get(obj, buf)) {
             if (flags & FORM_STRICT) {
-                rc = FORM_EDUP;
+                rc = SC_EDUPLICATE;
                 form_errf(err, errlen, "duplicate parameter", buf);
                 goto error;
             }
@@ -147,28 +147,16 @@ int form_parse(const char *s, size_t len, int flags, size_t max_pairs, json_t **
         }
         json_t *v = json_stringn_nocheck(val, (size_t)dv);
         if (!v || json_object_set_new_nocheck(obj, buf, v) != 0) {
-            rc = FORM_ENOMEM;
+            rc = -ENOMEM;
             form_err0(err, errlen, "out of memory");
             goto error;
         }
     }
     free(buf);
     *out = obj;
-    return FORM_OK;
+    return SC_OK;
 error:
     free(buf);
     json_decref(obj);
     return rc;
-}
-
-const char *form_strerror(int err)
-{
-    switch (err) {
-    case FORM_OK: return "ok";
-    case FORM_EBAD: return "malformed form encoding";
-    case FORM_EDUP: return "duplicate parameter";
-    case FORM_ETOOMANY: return "too many parameters";
-    case FORM_ENOMEM: return "out of memory";
-    default: return "unknown form error";
-    }
 }

@@ -40,20 +40,6 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-const char *rds_strerror(int err)
-{
-    switch (err) {
-    case RDS_OK: return "ok";
-    case RDS_ERR: return "redis error";
-    case RDS_EDOWN: return "redis unavailable";
-    case RDS_ETIMEOUT: return "redis timeout";
-    case RDS_EINVAL: return "invalid argument";
-    case RDS_ENOMEM: return "out of memory";
-    case RDS_EREPLY: return "redis error reply";
-    default: return "unknown error";
-    }
-}
-
 /* ---- URL ---------------------------------------------------------------------------- */
 
 static int hexval(int ch)
@@ -110,15 +96,15 @@ int rds_url_parse(const char *url, rds_url *out, char *err, size_t errlen)
     out->port = 6379;
     if (!url) {
         snprintf(err, errlen, "empty URL");
-        return RDS_EINVAL;
+        return -EINVAL;
     }
     if (strncmp(url, "rediss://", 9) == 0) {
         snprintf(err, errlen, "rediss:// (TLS) is not supported by this hiredis");
-        return RDS_EINVAL;
+        return -EINVAL;
     }
     if (strncmp(url, scheme, sizeof scheme - 1) != 0) {
         snprintf(err, errlen, "must start with redis://");
-        return RDS_EINVAL;
+        return -EINVAL;
     }
     p = url + sizeof scheme - 1;
     /* userinfo: the part before the last '@' of the URL, as nats.c splits its URLs, so a
@@ -128,7 +114,7 @@ int rds_url_parse(const char *url, rds_url *out, char *err, size_t errlen)
     auth_end = (at ? at + 1 : p) + strcspn(at ? at + 1 : p, "/?#");
     if (*auth_end == '?' || *auth_end == '#') {
         snprintf(err, errlen, "query strings and fragments are not supported");
-        return RDS_EINVAL;
+        return -EINVAL;
     }
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
@@ -137,11 +123,11 @@ int rds_url_parse(const char *url, rds_url *out, char *err, size_t errlen)
                 pct_decode(out->password, sizeof out->password, colon + 1,
                            (size_t)(at - colon - 1)) < 0) {
                 snprintf(err, errlen, "bad user or password encoding");
-                return RDS_EINVAL;
+                return -EINVAL;
             }
         } else if (pct_decode(out->password, sizeof out->password, p, (size_t)(at - p)) < 0) {
             snprintf(err, errlen, "bad password encoding");
-            return RDS_EINVAL;
+            return -EINVAL;
         }
         host = at + 1;
     } else {
@@ -151,13 +137,13 @@ int rds_url_parse(const char *url, rds_url *out, char *err, size_t errlen)
         const char *rb = memchr(host, ']', (size_t)(auth_end - host));
         if (!rb) {
             snprintf(err, errlen, "unterminated [IPv6] host");
-            return RDS_EINVAL;
+            return -EINVAL;
         }
         host_end = rb + 1;
         if (host_end < auth_end) {
             if (*host_end != ':') {
                 snprintf(err, errlen, "junk after [IPv6] host");
-                return RDS_EINVAL;
+                return -EINVAL;
             }
             port_s = host_end + 1;
         }
@@ -170,31 +156,31 @@ int rds_url_parse(const char *url, rds_url *out, char *err, size_t errlen)
     }
     if (host_end == host || (size_t)(host_end - host) >= sizeof out->host) {
         snprintf(err, errlen, "missing or too long host");
-        return RDS_EINVAL;
+        return -EINVAL;
     }
     memcpy(out->host, host, (size_t)(host_end - host));
     out->host[host_end - host] = '\0';
     for (const char *q = out->host; *q; q++) {
         if (!isalnum((unsigned char)*q) && !strchr(".-_:", *q)) {
             snprintf(err, errlen, "bad character in host");
-            return RDS_EINVAL;
+            return -EINVAL;
         }
     }
     if (port_s) {
         if (parse_uint(port_s, (size_t)(auth_end - port_s), 65535, &v) < 0 || v == 0) {
             snprintf(err, errlen, "bad port");
-            return RDS_EINVAL;
+            return -EINVAL;
         }
         out->port = (int)v;
     }
     if (*auth_end == '/' && auth_end[1] != '\0') {
         if (parse_uint(auth_end + 1, strlen(auth_end + 1), 100000, &v) < 0) {
             snprintf(err, errlen, "bad database number");
-            return RDS_EINVAL;
+            return -EINVAL;
         }
         out->db = (int)v;
     }
-    return RDS_OK;
+    return SC_OK;
 }
 
 /* ---- connection --------------------------------------------------------------------- */
@@ -256,22 +242,22 @@ static int connect_locked(rds *r)
     struct timeval tv = { r->timeout_ms / 1000, (r->timeout_ms % 1000) * 1000 };
     char why[200];
 
-    if (r->c) return RDS_OK;
-    if (now_ms() < r->next_try_ms) return RDS_EDOWN;
+    if (r->c) return SC_OK;
+    if (now_ms() < r->next_try_ms) return -ENOTCONN;
 
     r->c = redisConnectWithTimeout(r->url.host, r->url.port, tv);
     if (!r->c) {
         connect_failed_locked(r, "out of memory");
-        return RDS_ENOMEM;
+        return -ENOMEM;
     }
     if (r->c->err) {
         snprintf(why, sizeof why, "%s", r->c->errstr);
         connect_failed_locked(r, why);
-        return RDS_EDOWN;
+        return -ENOTCONN;
     }
     if (redisSetTimeout(r->c, tv) != REDIS_OK) {
         connect_failed_locked(r, "cannot set socket timeout");
-        return RDS_EDOWN;
+        return -ENOTCONN;
     }
     (void)redisEnableKeepAlive(r->c);
     if (r->url.password[0]) {
@@ -281,7 +267,7 @@ static int connect_locked(rds *r)
                                             why, sizeof why);
         if (rc < 0) {
             connect_failed_locked(r, why);
-            return RDS_EDOWN;
+            return -ENOTCONN;
         }
     }
     if (r->url.db != 0) {
@@ -289,7 +275,7 @@ static int connect_locked(rds *r)
         snprintf(db, sizeof db, "%d", r->url.db);
         if (setup_cmd(r, 2, (const char *[]){ "SELECT", db }, why, sizeof why) < 0) {
             connect_failed_locked(r, why);
-            return RDS_EDOWN;
+            return -ENOTCONN;
         }
     }
     /* Also the probe that the server answers at all (a stopped server accepts TCP). An
@@ -298,7 +284,7 @@ static int connect_locked(rds *r)
                   why, sizeof why) < 0 &&
         r->c->err) {
         connect_failed_locked(r, why);
-        return RDS_EDOWN;
+        return -ENOTCONN;
     }
     log_info(r->ever_up ? "redis reconnected" : "redis connected", "host=%s port=%d db=%d",
              r->url.host, r->url.port, r->url.db);
@@ -307,7 +293,7 @@ static int connect_locked(rds *r)
     r->backoff_ms = BACKOFF_MIN_MS;
     r->next_try_ms = 0;
     atomic_store(&r->up, 1);
-    return RDS_OK;
+    return SC_OK;
 }
 
 rds_security rds_cfg_security;
@@ -334,11 +320,11 @@ int rds_create(rds **out, const char *url, int timeout_ms, const char *name)
 
     *out = NULL;
     r = calloc(1, sizeof *r);
-    if (!r) return RDS_ENOMEM;
+    if (!r) return -ENOMEM;
     if (rds_url_parse(url, &r->url, err, sizeof err) < 0) {
         log_error("bad redis url", "err=\"%s\"", err);
         free(r);
-        return RDS_EINVAL;
+        return -EINVAL;
     }
     if (!r->url.password[0] && rds_cfg_security.password)
         snprintf(r->url.password, sizeof r->url.password, "%s", rds_cfg_security.password);
@@ -352,7 +338,7 @@ int rds_create(rds **out, const char *url, int timeout_ms, const char *name)
     (void)connect_locked(r);
     pthread_mutex_unlock(&r->mu);
     *out = r;
-    return RDS_OK;
+    return SC_OK;
 }
 
 void rds_destroy(rds *r)
@@ -382,22 +368,22 @@ static int command_locked(rds *r, redisReply **reply, int argc, const char **arg
         snprintf(why, sizeof why, "%s", timed_out ? "timeout" : r->c->errstr);
         /* The stream is in an unknown state: drop it; reconnect at the next call. */
         drop_locked(r, argv[0], why);
-        return timed_out ? RDS_ETIMEOUT : RDS_EDOWN;
+        return timed_out ? -ETIMEDOUT : -ENOTCONN;
     }
     if (rep->type == REDIS_REPLY_ERROR) {
         if (keep_error) {
             *reply = rep;
-            return RDS_EREPLY;
+            return SC_EREPLY;
         }
         log_warn("redis error reply", "cmd=%s err=\"%.160s\"", argv[0], rep->str);
         freeReplyObject(rep);
-        return RDS_EREPLY;
+        return SC_EREPLY;
     }
     if (reply)
         *reply = rep;
     else
         freeReplyObject(rep);
-    return RDS_OK;
+    return SC_OK;
 }
 
 int rds_commandv(rds *r, redisReply **reply, int argc, const char **argv, const size_t *argvlen)
@@ -405,7 +391,7 @@ int rds_commandv(rds *r, redisReply **reply, int argc, const char **argv, const 
     int rc;
 
     if (reply) *reply = NULL;
-    if (!r || argc <= 0 || !argv) return RDS_EINVAL;
+    if (!r || argc <= 0 || !argv) return -EINVAL;
     pthread_mutex_lock(&r->mu);
     rc = command_locked(r, reply, argc, argv, argvlen, 0);
     pthread_mutex_unlock(&r->mu);
@@ -439,9 +425,9 @@ int rds_eval(rds *r, const rds_script *s, redisReply **reply, int nkeys, const c
     int argc = 0, rc;
 
     if (reply) *reply = NULL;
-    if (!r || !s || nkeys < 0 || nargs < 0 || nkeys + nargs + 3 > MAX_EVAL_ARGS) return RDS_EINVAL;
+    if (!r || !s || nkeys < 0 || nargs < 0 || nkeys + nargs + 3 > MAX_EVAL_ARGS) return -EINVAL;
     if (nkeys + nargs + 3 > MAX_ARGS && !(av = malloc(sizeof *av * (size_t)(nkeys + nargs + 3))))
-        return RDS_ENOMEM;
+        return -ENOMEM;
     snprintf(nk, sizeof nk, "%d", nkeys);
     av[argc++] = s->sha1[0] ? "EVALSHA" : "EVAL";
     av[argc++] = s->sha1[0] ? s->sha1 : s->source;
@@ -451,7 +437,7 @@ int rds_eval(rds *r, const rds_script *s, redisReply **reply, int nkeys, const c
 
     pthread_mutex_lock(&r->mu);
     rc = command_locked(r, &rep, argc, av, NULL, 1);
-    if (rc == RDS_EREPLY && s->sha1[0] && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+    if (rc == SC_EREPLY && s->sha1[0] && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
         freeReplyObject(rep);
         rep = NULL;
         av[0] = "EVAL";
@@ -460,15 +446,15 @@ int rds_eval(rds *r, const rds_script *s, redisReply **reply, int nkeys, const c
     }
     pthread_mutex_unlock(&r->mu);
     if (av != avs) free(av);
-    if (rc == RDS_EREPLY) {
+    if (rc == SC_EREPLY) {
         log_warn("redis script error", "err=\"%.160s\"", rep->str);
         freeReplyObject(rep);
-        return RDS_EREPLY;
+        return SC_EREPLY;
     }
     if (rc < 0) return rc;
     if (reply)
         *reply = rep;
     else
         freeReplyObject(rep);
-    return RDS_OK;
+    return SC_OK;
 }

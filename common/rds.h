@@ -4,24 +4,22 @@
  * One blocking connection per rds object, shared by every thread through a mutex: a command
  * holds the mutex for at most the command timeout. A failed or timed-out connection is
  * dropped; the next command (or rds_ping) after a backoff delay (100 ms doubling to 5 s)
- * reconnects. While the backoff runs, commands fail at once with RDS_EDOWN instead of
+ * reconnects. While the backoff runs, commands fail at once with -ENOTCONN instead of
  * waiting, so a dead Redis never stalls callers for long. */
 #ifndef SC_RDS_H
 #define SC_RDS_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <hiredis/hiredis.h>
 
-enum rds_err {
-    RDS_OK = 0,
-    RDS_ERR = -1,      /* other failure (logged) */
-    RDS_EDOWN = -2,    /* not connected: connect failed, I/O error, or backoff running */
-    RDS_ETIMEOUT = -3, /* connect or command deadline passed (connection dropped) */
-    RDS_EINVAL = -4,   /* bad URL or argument */
-    RDS_ENOMEM = -5,
-    RDS_EREPLY = -6,   /* Redis answered with an error reply (logged) */
-};
+#include "err.h"
+
+/* Failures: -ENOTCONN (connect failed, I/O error, or the backoff is running), -ETIMEDOUT
+ * (connect or command deadline passed; the connection is dropped), -EINVAL (bad URL or
+ * argument), -ENOMEM, SC_EREPLY (Redis answered with an error reply, logged), -EIO (any
+ * other failure, logged). */
 
 /* A parsed REDIS_URL: redis://[[user]:password@]host[:port][/db]. */
 typedef struct rds_url {
@@ -32,7 +30,7 @@ typedef struct rds_url {
     char password[256]; /* empty: no AUTH; %XX escapes decoded */
 } rds_url;
 
-/* Parses url into *out. Pure. Returns 0, or RDS_EINVAL with a reason in err (never
+/* Parses url into *out. Pure. Returns 0, or -EINVAL with a reason in err (never
  * containing the password). "rediss://" (TLS) is rejected: hiredis 0.14 has no TLS. */
 int rds_url_parse(const char *url, rds_url *out, char *err, size_t errlen);
 
@@ -56,7 +54,7 @@ const char *rds_auth_problem(const char *url, bool allow_open);
 /* Creates the client and tries a first connection. An unreachable server is not an error
  * (the client reconnects later; see rds_up). timeout_ms bounds connect and every command.
  * name: shown in CLIENT LIST (CLIENT SETNAME), may be NULL. Returns 0 and *out, or
- * RDS_EINVAL (bad URL, logged) / RDS_ENOMEM. */
+ * -EINVAL (bad URL, logged) / -ENOMEM. */
 int rds_create(rds **out, const char *url, int timeout_ms, const char *name);
 /* Closes and frees; accepts NULL. No command may be running. */
 void rds_destroy(rds *r);
@@ -66,7 +64,6 @@ void rds_destroy(rds *r);
 int rds_up(const rds *r);
 /* Sends PING (reconnecting first if the backoff allows): 0 or a negative rds_err. */
 int rds_ping(rds *r);
-const char *rds_strerror(int err);
 
 /* Runs one command given as argc strings (binary-safe lengths in argvlen; argvlen may be NULL
  * for NUL-terminated strings). On 0, *reply is the reply (never an error reply); the caller
@@ -81,7 +78,7 @@ typedef struct rds_script {
 /* Computes the SHA-1 of source (kept by pointer, must outlive the script). */
 void rds_script_init(rds_script *s, const char *source);
 /* Runs the script with nkeys keys followed by nargs arguments (NUL-terminated strings; at
- * most 4093 together, RDS_EINVAL beyond). Reply ownership as for rds_commandv. */
+ * most 4093 together, -EINVAL beyond). Reply ownership as for rds_commandv. */
 int rds_eval(rds *r, const rds_script *s, redisReply **reply, int nkeys, const char **keys,
              int nargs, const char **args);
 

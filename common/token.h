@@ -9,34 +9,24 @@
 #ifndef SC_TOKEN_H
 #define SC_TOKEN_H
 
+#include <errno.h>
 #include <stddef.h>
+
 #include <jansson.h>
 
-enum token_err {
-    TOKEN_OK = 0,
-    TOKEN_EMALFORMED = -1,  /* not three base64url parts, bad JSON, bad header */
-    TOKEN_ETOOLONG = -2,    /* over the policy's max_len */
-    TOKEN_EALG = -3,        /* alg missing, "none", or not the key's pinned alg */
-    TOKEN_EKID = -4,        /* kid missing or unknown */
-    TOKEN_ESIG = -5,        /* signature does not verify */
-    TOKEN_EEXPIRED = -6,    /* exp in the past (beyond leeway) */
-    TOKEN_ENOTYET = -7,     /* nbf (or iat) in the future (beyond leeway) */
-    TOKEN_EISS = -8,        /* iss missing or wrong */
-    TOKEN_EAUD = -9,        /* aud missing or does not contain ours */
-    TOKEN_ECLAIMS = -10,    /* sub/exp/other required claim missing or of the wrong type */
-    TOKEN_ENOMEM = -11,
-    TOKEN_EKEY = -12,       /* key file unreadable or unsupported key */
-};
+#include "err.h"
 
-/* Short, log-safe reason ("expired", "bad signature", ...). Never includes token text. */
-const char *token_strerror(int err);
+/* Failures are the negative codes of err.h: SC_EMALFORMED (not three base64url parts, bad
+ * JSON, bad header), SC_ETOOLARGE (over the policy's max_len), SC_EALG, SC_EKID, SC_ESIG,
+ * SC_EEXPIRED, SC_ENOTYET, SC_EISS, SC_EAUD, SC_ECLAIMS, SC_EKEY (key file unreadable or
+ * unsupported key) and -ENOMEM; sc_strerror names them without ever quoting a token. */
 
 typedef struct token_keyset token_keyset;
 
 /* Loads public keys from a file holding a JWKS ({"keys":[...]}, EC P-256 -> ES256,
  * RSA >= 2048 bits -> RS256; a key's own "alg", if present, must agree) or one or more PEM
  * public keys / certificates (kid = RFC 7638 thumbprint, unless the PEM block is preceded by
- * a line "kid: NAME"). Returns 0 and *out, or TOKEN_EKEY/TOKEN_ENOMEM after logging why. */
+ * a line "kid: NAME"). Returns 0 and *out, or SC_EKEY/-ENOMEM after logging why. */
 int token_keyset_load(token_keyset **out, const char *path);
 /* The same from memory (text of a JWKS or PEMs). */
 int token_keyset_parse(token_keyset **out, const char *text, size_t len);

@@ -76,10 +76,10 @@ int token_no_passphrase(char *buf, int size, int rwflag, void *u);
 int token_json_str_eq(const json_t *v, const char *s, size_t n);
 /* A kid we accept: 1..127 printable ASCII bytes, no space, quote or backslash. */
 int token_kid_valid(const char *s, size_t n);
-/* At most max bytes of path in a malloc'd NUL-terminated *out; TOKEN_EKEY (logged) when
+/* At most max bytes of path in a malloc'd NUL-terminated *out; SC_EKEY (logged) when
  * unreadable or larger. */
 int token_read_file(const char *path, size_t max, char **out, size_t *len);
-/* The alg (pinned), libjwt alg and JWS signature length of a supported key; TOKEN_EKEY
+/* The alg (pinned), libjwt alg and JWS signature length of a supported key; SC_EKEY
  * with *why otherwise. */
 int token_key_profile(EVP_PKEY *pk, const char **alg, jwt_alg_t *jalg, size_t *sig_len,
                        const char **why);

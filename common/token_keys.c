@@ -24,26 +24,6 @@
 
 static _Atomic uint64_t keyset_gen;
 
-const char *token_strerror(int err)
-{
-    switch (err) {
-    case TOKEN_OK: return "ok";
-    case TOKEN_EMALFORMED: return "malformed token";
-    case TOKEN_ETOOLONG: return "token too long";
-    case TOKEN_EALG: return "algorithm not allowed";
-    case TOKEN_EKID: return "unknown key id";
-    case TOKEN_ESIG: return "bad signature";
-    case TOKEN_EEXPIRED: return "expired";
-    case TOKEN_ENOTYET: return "not yet valid";
-    case TOKEN_EISS: return "wrong issuer";
-    case TOKEN_EAUD: return "wrong audience";
-    case TOKEN_ECLAIMS: return "missing or invalid claims";
-    case TOKEN_ENOMEM: return "out of memory";
-    case TOKEN_EKEY: return "unusable key";
-    default: return "unknown error";
-    }
-}
-
 /* ---- small helpers ---------------------------------------------------------------------- */
 
 /* OpenSSL's default would prompt on the terminal for an encrypted key: refuse instead. */
@@ -78,13 +58,13 @@ int token_kid_valid(const char *s, size_t n)
 }
 
 /* Reads at most max bytes of path into a malloc'd NUL-terminated *out (caller frees).
- * Logs and returns TOKEN_EKEY when unreadable or larger than max. */
+ * Logs and returns SC_EKEY when unreadable or larger than max. */
 int token_read_file(const char *path, size_t max, char **out, size_t *len)
 {
     FILE *f = NULL;
     char *buf = NULL;
     size_t n;
-    int rc = TOKEN_EKEY;
+    int rc = SC_EKEY;
 
     *out = NULL;
     if (path == NULL || (f = fopen(path, "rb")) == NULL) {
@@ -93,7 +73,7 @@ int token_read_file(const char *path, size_t max, char **out, size_t *len)
         goto error;
     }
     if ((buf = malloc(max + 2)) == NULL) {
-        rc = TOKEN_ENOMEM;
+        rc = -ENOMEM;
         log_error("out of memory", "path=%s", path);
         goto error;
     }
@@ -133,7 +113,7 @@ int token_key_profile(EVP_PKEY *pk, const char **alg, jwt_alg_t *jalg, size_t *s
                                            NULL) != 1 ||
             (strcmp(group, "prime256v1") != 0 && strcmp(group, "P-256") != 0)) {
             *why = "EC key not on the P-256 curve";
-            return TOKEN_EKEY;
+            return SC_EKEY;
         }
         *alg = "ES256";
         if (jalg) *jalg = JWT_ALG_ES256;
@@ -144,7 +124,7 @@ int token_key_profile(EVP_PKEY *pk, const char **alg, jwt_alg_t *jalg, size_t *s
         int bits = EVP_PKEY_get_bits(pk);
         if (bits < TOKEN_RSA_MIN_BITS || bits > TOKEN_RSA_MAX_BITS) {
             *why = "RSA key size outside 2048..8192 bits";
-            return TOKEN_EKEY;
+            return SC_EKEY;
         }
         *alg = "RS256";
         if (jalg) *jalg = JWT_ALG_RS256;
@@ -152,7 +132,7 @@ int token_key_profile(EVP_PKEY *pk, const char **alg, jwt_alg_t *jalg, size_t *s
         return 0;
     }
     *why = "unsupported key type (need EC P-256 or RSA)";
-    return TOKEN_EKEY;
+    return SC_EKEY;
 }
 
 /* base64url of a big number, big-endian, padded to pad bytes (0: minimal). Caller frees. */
@@ -210,7 +190,7 @@ int token_jwk_thumbprint(EVP_PKEY *pk, char *out, size_t cap)
     char *text = NULL;
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
-    int rc = TOKEN_ENOMEM;
+    int rc = -ENOMEM;
 
     if (jwk == NULL)
         goto done;
@@ -219,10 +199,10 @@ int token_jwk_thumbprint(EVP_PKEY *pk, char *out, size_t cap)
     if ((text = json_dumps(jwk, JSON_COMPACT | JSON_SORT_KEYS)) == NULL)
         goto done;
     if (EVP_Digest(text, strlen(text), md, &mdlen, EVP_sha256(), NULL) != 1) {
-        rc = TOKEN_EKEY;
+        rc = SC_EKEY;
         goto done;
     }
-    rc = b64url_encode(md, mdlen, out, cap) == 0 ? 0 : TOKEN_EKEY;
+    rc = b64url_encode(md, mdlen, out, cap) == 0 ? 0 : SC_EKEY;
 done:
     free(text);
     json_decref(jwk);
@@ -236,7 +216,7 @@ static int keyset_add(token_keyset *ks, EVP_PKEY *pk, const char *kid, const cha
 {
     struct token_key k;
     EVP_PKEY_CTX *ctx = NULL;
-    int rc = TOKEN_EKEY;
+    int rc = SC_EKEY;
 
     memset(&k, 0, sizeof k);
     if (ks->n >= TOKEN_MAX_KEYS) {
@@ -245,7 +225,7 @@ static int keyset_add(token_keyset *ks, EVP_PKEY *pk, const char *kid, const cha
     }
     if ((rc = token_key_profile(pk, &k.alg, NULL, &k.sig_len, why)) != 0)
         goto error;
-    rc = TOKEN_EKEY;
+    rc = SC_EKEY;
     if (want_alg != NULL && strcmp(want_alg, k.alg) != 0) {
         *why = "the key's alg does not match its type";
         goto error;
@@ -260,7 +240,7 @@ static int keyset_add(token_keyset *ks, EVP_PKEY *pk, const char *kid, const cha
         *why = "cannot compute the key's thumbprint";
         goto error;
     }
-    rc = TOKEN_EKEY;
+    rc = SC_EKEY;
     for (size_t i = 0; i < ks->n; i++) {
         if (strcmp(ks->keys[i].kid, k.kid) == 0) {
             *why = "kid repeats";
@@ -323,7 +303,7 @@ static int jwk_load(token_keyset *ks, const json_t *jwk, const char **why)
     EVP_PKEY *pk = NULL;
     unsigned char a[TOKEN_RSA_MAX_BITS / 8 + 1], b[65];
     size_t alen = 0, blen = 0;
-    int rc = TOKEN_EKEY;
+    int rc = SC_EKEY;
 
     if (use != NULL && !json_is_string(use)) {
         *why = "use is not a string";
@@ -348,7 +328,7 @@ static int jwk_load(token_keyset *ks, const json_t *jwk, const char **why)
         }
     }
     if ((bld = OSSL_PARAM_BLD_new()) == NULL) {
-        rc = TOKEN_ENOMEM;
+        rc = -ENOMEM;
         *why = "out of memory";
         goto done;
     }
@@ -383,7 +363,7 @@ static int jwk_load(token_keyset *ks, const json_t *jwk, const char **why)
         }
         if ((bn_n = BN_bin2bn(a, (int)alen, NULL)) == NULL ||
             (bn_e = BN_bin2bn(b, (int)blen, NULL)) == NULL) {
-            rc = TOKEN_ENOMEM;
+            rc = -ENOMEM;
             *why = "out of memory";
             goto done;
         }
@@ -415,7 +395,7 @@ static int jwks_parse(token_keyset *ks, const char *text, size_t len, const char
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
     const json_t *keys = json_object_get(root, "keys");
     size_t n = json_array_size(keys);
-    int rc = TOKEN_EKEY;
+    int rc = SC_EKEY;
 
     if (!json_is_object(root) || !json_is_array(keys)) {
         *why = "not a JWKS: JSON object with a \"keys\" array expected";
@@ -461,11 +441,11 @@ static int pem_block_key(const char *block, size_t n, const char *label, size_t 
 {
     BIO *bio = NULL;
     X509 *x509 = NULL;
-    int rc = TOKEN_EKEY;
+    int rc = SC_EKEY;
 
     *out = NULL;
     if ((bio = BIO_new_mem_buf(block, (int)n)) == NULL) {
-        rc = TOKEN_ENOMEM;
+        rc = -ENOMEM;
         *why = "out of memory";
         goto done;
     }
@@ -508,7 +488,7 @@ static int pem_parse(token_keyset *ks, const char *text, size_t len, const char 
 {
     const char *p = text, *end = text + len;
     char kid[TOKEN_KID_MAX];
-    int have_kid = 0, rc = TOKEN_EKEY;
+    int have_kid = 0, rc = SC_EKEY;
 
     *bad = 0;
     while (p < end) {
@@ -565,7 +545,7 @@ static int pem_parse(token_keyset *ks, const char *text, size_t len, const char 
                 goto done;
             if ((rc = keyset_add(ks, pk, have_kid ? kid : NULL, NULL, why)) != 0)
                 goto done;
-            rc = TOKEN_EKEY;
+            rc = SC_EKEY;
             have_kid = 0;
             (*bad)++;
             p = endm + mlen;
@@ -593,10 +573,10 @@ static int keyset_parse_from(token_keyset **out, const char *text, size_t len,
     token_keyset *ks = NULL;
     const char *why = "unknown";
     size_t i = 0, bad = 0;
-    int rc = TOKEN_EKEY;
+    int rc = SC_EKEY;
 
     if (out == NULL)
-        return TOKEN_EKEY;
+        return SC_EKEY;
     *out = NULL;
     if (text == NULL) {
         why = "no key text";
@@ -609,7 +589,7 @@ static int keyset_parse_from(token_keyset **out, const char *text, size_t len,
     if ((ks = calloc(1, sizeof *ks)) == NULL || (ks->cache = calloc(1, sizeof *ks->cache)) == NULL) {
         free(ks);
         ks = NULL;
-        rc = TOKEN_ENOMEM;
+        rc = -ENOMEM;
         why = "out of memory";
         goto error;
     }
@@ -624,7 +604,7 @@ static int keyset_parse_from(token_keyset **out, const char *text, size_t len,
     if (rc != 0)
         goto error;
     if (ks->n == 0) {
-        rc = TOKEN_EKEY;
+        rc = SC_EKEY;
         why = "no usable signing key (EC P-256 or RSA >= 2048 with use \"sig\")";
         goto error;
     }
@@ -649,7 +629,7 @@ int token_keyset_load(token_keyset **out, const char *path)
     int rc;
 
     if (out == NULL)
-        return TOKEN_EKEY;
+        return SC_EKEY;
     *out = NULL;
     if ((rc = token_read_file(path, TOKEN_MAX_KEYFILE, &text, &len)) != 0)
         goto done;

@@ -27,23 +27,23 @@ int token_signer_load(token_signer **out, const char *pem_path, const char *kid)
     int rc;
 
     if (out == NULL)
-        return TOKEN_EKEY;
+        return SC_EKEY;
     *out = NULL;
     if ((rc = token_read_file(pem_path, TOKEN_MAX_KEYFILE, &text, &len)) != 0)
         return rc; /* logged */
-    rc = TOKEN_ENOMEM;
+    rc = -ENOMEM;
     if ((s = calloc(1, sizeof *s)) == NULL || (in = BIO_new_mem_buf(text, (int)len)) == NULL) {
         why = "out of memory";
         goto error;
     }
-    rc = TOKEN_EKEY;
+    rc = SC_EKEY;
     if ((pk = PEM_read_bio_PrivateKey(in, NULL, token_no_passphrase, NULL)) == NULL) {
         why = "no unencrypted PEM private key";
         goto error;
     }
     if ((rc = token_key_profile(pk, &s->alg, &s->jalg, &sig_len, &why)) != 0)
         goto error;
-    rc = TOKEN_EKEY;
+    rc = SC_EKEY;
     if (kid != NULL && kid[0] != '\0') {
         if (!token_kid_valid(kid, strlen(kid))) {
             why = "kid empty, too long or not printable ASCII";
@@ -56,7 +56,7 @@ int token_signer_load(token_signer **out, const char *pem_path, const char *kid)
     }
     /* libjwt re-reads the key from PEM on every signature: hand it one unencrypted PKCS#8
      * block written here (the file may hold other blocks), in memory that is wiped on free. */
-    rc = TOKEN_EKEY;
+    rc = SC_EKEY;
     if ((pem = BIO_new(BIO_s_secmem())) == NULL ||
         PEM_write_bio_PrivateKey(pem, pk, NULL, NULL, 0, NULL, NULL) != 1 ||
         (n = BIO_get_mem_data(pem, &data)) <= 0 || n > INT_MAX - 1) {
@@ -64,7 +64,7 @@ int token_signer_load(token_signer **out, const char *pem_path, const char *kid)
         goto error;
     }
     if ((s->pem = malloc((size_t)n + 1)) == NULL) {
-        rc = TOKEN_ENOMEM;
+        rc = -ENOMEM;
         why = "out of memory";
         goto error;
     }
@@ -116,33 +116,33 @@ int token_sign(const token_signer *s, const json_t *payload, char **out)
 {
     jwt_t *jwt = NULL;
     char *body = NULL, *tok = NULL;
-    int rc = TOKEN_ECLAIMS;
+    int rc = SC_ECLAIMS;
 
     if (out == NULL)
-        return TOKEN_ECLAIMS;
+        return SC_ECLAIMS;
     *out = NULL;
     if (s == NULL || !json_is_object(payload))
         goto done;
     if ((body = json_dumps(payload, JSON_COMPACT)) == NULL) {
-        rc = TOKEN_ENOMEM;
+        rc = -ENOMEM;
         goto done;
     }
     if (strlen(body) > TOKEN_SIGN_MAX_BODY) {
-        rc = TOKEN_ETOOLONG;
+        rc = SC_ETOOLARGE;
         goto done;
     }
-    rc = TOKEN_ENOMEM;
+    rc = -ENOMEM;
     if (jwt_new(&jwt) != 0)
         goto done;
-    rc = TOKEN_EKEY;
+    rc = SC_EKEY;
     if (jwt_set_alg(jwt, s->jalg, (const unsigned char *)s->pem, s->pem_len) != 0 ||
         jwt_add_header(jwt, "kid", s->kid) != 0)
         goto done;
-    rc = TOKEN_ECLAIMS;
+    rc = SC_ECLAIMS;
     if (jwt_add_grants_json(jwt, body) != 0)
         goto done;
     if ((tok = jwt_encode_str(jwt)) == NULL) {
-        rc = errno == ENOMEM ? TOKEN_ENOMEM : TOKEN_EKEY;
+        rc = errno == ENOMEM ? -ENOMEM : SC_EKEY;
         goto done;
     }
     *out = tok; /* libjwt 1.10 allocates with malloc(): the caller's free() matches */

@@ -60,16 +60,16 @@ static int header_check(const token_keyset *ks, const json_t *hdr,
     const struct token_key *k;
 
     if (!token_json_str_eq(alg, "ES256", 5) && !token_json_str_eq(alg, "RS256", 5))
-        return TOKEN_EALG;
+        return SC_EALG;
     if (!json_is_string(kid) || (k = keyset_find(ks, kid)) == NULL)
-        return TOKEN_EKID;
+        return SC_EKID;
     if (!token_json_str_eq(alg, k->alg, strlen(k->alg)))
-        return TOKEN_EALG;
+        return SC_EALG;
     if (json_object_get(hdr, "crit") != NULL)
-        return TOKEN_EMALFORMED; /* we understand no extension, so none may be critical */
+        return SC_EMALFORMED; /* we understand no extension, so none may be critical */
     if (typ != NULL && (!json_is_string(typ) || json_string_length(typ) != 3 ||
                         strcasecmp(json_string_value(typ), "JWT") != 0))
-        return TOKEN_EMALFORMED;
+        return SC_EMALFORMED;
     *key = k;
     return 0;
 }
@@ -165,21 +165,21 @@ static int verify_sig(const token_keyset *ks, size_t ki, const char *input, size
     EVP_PKEY_CTX *ctx;
     ECDSA_SIG *es = NULL;
     BIGNUM *r = NULL, *sv = NULL;
-    int rc = TOKEN_ESIG, dl;
+    int rc = SC_ESIG, dl;
 
     pthread_once(&sha256_once, sha256_fetch);
     if (sha256_md == NULL)
-        return TOKEN_ENOMEM;
+        return -ENOMEM;
     if (strcmp(k->alg, "ES256") == 0) {
         if (slen != 64)
-            return TOKEN_ESIG;
+            return SC_ESIG;
         if ((es = ECDSA_SIG_new()) == NULL || (r = BN_bin2bn(sig, 32, NULL)) == NULL ||
             (sv = BN_bin2bn(sig + 32, 32, NULL)) == NULL) {
-            rc = TOKEN_ENOMEM;
+            rc = -ENOMEM;
             goto done;
         }
         if (ECDSA_SIG_set0(es, r, sv) != 1) {
-            rc = TOKEN_ENOMEM;
+            rc = -ENOMEM;
             goto done;
         }
         r = sv = NULL; /* owned by es now */
@@ -190,7 +190,7 @@ static int verify_sig(const token_keyset *ks, size_t ki, const char *input, size
         sn = (size_t)dl;
     }
     if ((ctx = vctx_get(ks, ki)) == NULL) {
-        rc = TOKEN_ENOMEM;
+        rc = -ENOMEM;
         goto done;
     }
     if (EVP_Digest(input, n, md, &mdlen, sha256_md, NULL) != 1 || mdlen != 32)
@@ -275,23 +275,23 @@ static int claims_check(const json_t *c, const token_policy *pol, long now, toke
     int found = 0;
 
     if (numeric_date(json_object_get(c, "exp"), 0, &out->exp) != 0)
-        return TOKEN_ECLAIMS;
+        return SC_ECLAIMS;
     if (now - leeway >= out->exp)
-        return TOKEN_EEXPIRED;
+        return SC_EEXPIRED;
     if ((v = json_object_get(c, "nbf")) != NULL) {
         if (numeric_date(v, 1, &out->nbf) != 0)
-            return TOKEN_ECLAIMS;
+            return SC_ECLAIMS;
         if (out->nbf > now + leeway)
-            return TOKEN_ENOTYET;
+            return SC_ENOTYET;
     }
     if ((v = json_object_get(c, "iat")) != NULL) {
         if (numeric_date(v, 1, &out->iat) != 0)
-            return TOKEN_ECLAIMS;
+            return SC_ECLAIMS;
         if (out->iat > now + leeway)
-            return TOKEN_ENOTYET;
+            return SC_ENOTYET;
     }
     if (!token_json_str_eq(json_object_get(c, "iss"), pol->issuer, strlen(pol->issuer)))
-        return TOKEN_EISS;
+        return SC_EISS;
     if (json_is_string(aud)) {
         found = token_json_str_eq(aud, pol->audience, alen);
     } else if (json_is_array(aud)) {
@@ -301,13 +301,13 @@ static int claims_check(const json_t *c, const token_policy *pol, long now, toke
         }
     }
     if (!found)
-        return TOKEN_EAUD;
+        return SC_EAUD;
     if (text_claim(json_object_get(c, "sub"), out->sub, sizeof out->sub) != 0 ||
         !sub_safe(out->sub))
-        return TOKEN_ECLAIMS;
+        return SC_ECLAIMS;
     if ((v = json_object_get(c, "jti")) != NULL &&
         text_claim(v, out->jti, sizeof out->jti) != 0)
-        return TOKEN_ECLAIMS;
+        return SC_ECLAIMS;
     return 0;
 }
 
@@ -353,25 +353,25 @@ int token_verify(const token_keyset *ks, const token_policy *pol, const char *to
     unsigned char *buf = NULL;
     const char *d1, *d2;
     size_t max, len, cap, slen = 0;
-    int rc = TOKEN_EMALFORMED;
+    int rc = SC_EMALFORMED;
 
     if (out == NULL)
-        return TOKEN_EMALFORMED;
+        return SC_EMALFORMED;
     memset(out, 0, sizeof *out);
     if (ks == NULL || pol == NULL || token == NULL)
         goto error;
     if (pol->issuer == NULL || pol->issuer[0] == '\0') {
-        rc = TOKEN_EISS;
+        rc = SC_EISS;
         goto error;
     }
     if (pol->audience == NULL || pol->audience[0] == '\0') {
-        rc = TOKEN_EAUD;
+        rc = SC_EAUD;
         goto error;
     }
     max = pol->max_len ? pol->max_len : TOKEN_DEFAULT_MAX_LEN;
     max = max > TOKEN_HARD_MAX_LEN ? TOKEN_HARD_MAX_LEN : max;
     if ((len = strnlen(token, max + 1)) > max) {
-        rc = TOKEN_ETOOLONG;
+        rc = SC_ETOOLARGE;
         goto error;
     }
     /* Exactly three parts: header.payload.signature. */
@@ -386,20 +386,20 @@ int token_verify(const token_keyset *ks, const token_policy *pol, const char *to
     }
     cap = b64url_decoded_max(len) + 1;
     if ((buf = malloc(cap)) == NULL) {
-        rc = TOKEN_ENOMEM;
+        rc = -ENOMEM;
         goto error;
     }
     if ((hdr = segment_json(token, (size_t)(d1 - token), buf, cap)) == NULL)
         goto error;
     if ((rc = header_check(ks, hdr, &key)) != 0)
         goto error;
-    rc = TOKEN_EMALFORMED;
+    rc = SC_EMALFORMED;
     if ((payload = segment_json(d1 + 1, (size_t)(d2 - d1 - 1), buf, cap)) == NULL)
         goto error;
     if (b64url_decode(d2 + 1, len - (size_t)(d2 + 1 - token), buf, cap, &slen) != 0)
         goto error;
     if (slen != key->sig_len) { /* empty, truncated or padded: never worth a verification */
-        rc = TOKEN_ESIG;
+        rc = SC_ESIG;
         goto error;
     }
     rc = verify_sig(ks, (size_t)(key - ks->keys), token, (size_t)(d2 - token), buf, slen);

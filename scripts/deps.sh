@@ -4,8 +4,8 @@
 #                         compiler, the libraries' -dev packages, nats-server, redis-server,
 #                         curl, openssl, iproute2
 #   scripts/deps.sh all   that, and what the tests, fuzzing and benchmarks add (`make test`,
-#                         `make asan`, `make valgrind`, `make bench`, `make fuzz`): clang and
-#                         its sanitizer runtime, valgrind, Chromium, Node and npm, Docker,
+#                         `make asan`, `make valgrind`, `make bench`, `make fuzz`): clang, its
+#                         sanitizer runtime and clang-format, valgrind, Chromium, Node and npm, Docker,
 #                         debootstrap, kubectl, wrk, gnuplot, ZeroMQ and liburing for two
 #                         benches
 # Idempotent and quick when everything is present (one dpkg query, no network).
@@ -22,6 +22,7 @@ RUN_PKGS=(
 )
 DEV_PKGS=(
   build-essential clang libclang-rt-14-dev llvm
+  clang-format  # make test checks the tree against .clang-format (tests/house/format.py)
   libzmq3-dev  # bench/zmqhop only: the measurement behind the edge's fabric (docs/ARCHITECTURE.md)
   liburing-dev  # bench/sendpath only: writev against io_uring sends (docs/BENCHMARKS.md)
   python3 python3-yaml wrk valgrind chromium

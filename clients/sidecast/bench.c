@@ -1173,7 +1173,7 @@ static void *pub_run(void *arg)
     int src = bus_request(p->b, "_SCBENCH.sync", "", 0, NULL, 0, 30000, &r);
     bus_msg_destroy(r);
     p->synced_s = ns_s(now_ns() - ts);
-    p->synced = src == BUS_ENORESP || src == 0;
+    p->synced = src == SC_ENORESPONDERS || src == 0;
     atomic_store(&p->done, true);
     return NULL;
 }

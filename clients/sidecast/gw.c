@@ -14,16 +14,16 @@ static int net_error(int rc, const char *gateway, char *err, size_t errlen)
     if (rc == -EINVAL || rc == -EPROTONOSUPPORT) {
         snprintf(err, errlen, "bad gateway URL %s%s", gateway,
                  rc == -EPROTONOSUPPORT ? " (https is not supported)" : "");
-        return GW_EUSAGE;
+        return -EINVAL;
     }
     if (rc == -EPROTO || rc == -EMSGSIZE) {
         snprintf(err, errlen, "gateway %s sent an answer that is not HTTP or too large", gateway);
-        return GW_EFAIL;
+        return -EPROTO;
     }
     snprintf(err, errlen, "gateway %s unreachable: %s", gateway,
              rc == -ETIMEDOUT ? "timed out" : rc == -EINTR ? "interrupted" : rc == -EHOSTUNREACH ? "host not found or unreachable"
                                                                   : strerror(-rc));
-    return GW_EUNREACH;
+    return -EHOSTUNREACH;
 }
 
 /* An RFC 6749 §5.2 or gateway error body: error code and description, when present. */
@@ -47,19 +47,19 @@ static int token_call(const char *gateway, const char *form, tok_set *t, char *e
                           form, strlen(form), NULL, GW_TIMEOUT_MS, &r);
     if (rc < 0) return net_error(rc, gateway, err, errlen);
     if (r.status == 200) {
-        rc = tok_from_grant(t, r.body, r.body_len) == 0 ? GW_OK : GW_EFAIL;
-        if (rc != GW_OK) snprintf(err, errlen, "the token endpoint's answer is malformed");
+        rc = tok_from_grant(t, r.body, r.body_len) == 0 ? SC_OK : -EPROTO;
+        if (rc != SC_OK) snprintf(err, errlen, "the token endpoint's answer is malformed");
     } else {
         char code[64], desc[160];
         error_body(&r, code, sizeof code, desc, sizeof desc);
         if (strcmp(code, "invalid_grant") == 0 || strcmp(code, "invalid_client") == 0 ||
             r.status == 401) {
             snprintf(err, errlen, "%s", code[0] ? code : "unauthorized");
-            rc = GW_EDENIED;
+            rc = -EACCES;
         } else {
             snprintf(err, errlen, "token endpoint answered %d%s%s%s%s", r.status,
                      code[0] ? " " : "", code, desc[0] ? ": " : "", desc);
-            rc = GW_EFAIL;
+            rc = -EPROTO;
         }
     }
     explicit_bzero(r.body, r.body_len);
@@ -71,7 +71,7 @@ int gw_login(const char *gateway, const char *user, const char *password, tok_se
              char *err, size_t errlen)
 {
     char form[2048] = "";
-    int rc = GW_EUSAGE;
+    int rc = -EINVAL;
     if (http_form_append(form, sizeof form, "grant_type", "password") < 0 ||
         http_form_append(form, sizeof form, "username", user) < 0 ||
         http_form_append(form, sizeof form, "password", password) < 0)
@@ -85,10 +85,10 @@ int gw_login(const char *gateway, const char *user, const char *password, tok_se
 int gw_refresh(tok_set *t, char *err, size_t errlen)
 {
     char form[TOK_REFRESH_MAX * 3 + 64] = "";
-    int rc = GW_EUSAGE;
+    int rc = -EINVAL;
     if (t->refresh_token[0] == '\0' || t->gateway[0] == '\0') {
         snprintf(err, errlen, "no refresh token or gateway in the token file");
-        return GW_EDENIED;
+        return -EACCES;
     }
     if (http_form_append(form, sizeof form, "grant_type", "refresh_token") < 0 ||
         http_form_append(form, sizeof form, "refresh_token", t->refresh_token) < 0)
@@ -111,7 +111,7 @@ int gw_order(const tok_set *t, const char *symbol, const char *qty, const char *
     json_decref(body);
     if (!text) {
         snprintf(err, errlen, "bad order (qty must be a number)");
-        return GW_EUSAGE;
+        return -EINVAL;
     }
     http_response r;
     int rc = http_request(t->gateway, "POST", "/api/orders", "application/json", text,
@@ -124,17 +124,17 @@ int gw_order(const tok_set *t, const char *symbol, const char *qty, const char *
     if ((r.status == 202 || r.status == 200) && (id || json_is_integer(idn))) {
         if (id) snprintf(order_id, idcap, "%s", id);
         else snprintf(order_id, idcap, "%" JSON_INTEGER_FORMAT, json_integer_value(idn));
-        rc = GW_OK;
+        rc = SC_OK;
     } else {
         char code[64], desc[160];
         error_body(&r, code, sizeof code, desc, sizeof desc);
         if (r.status == 401) {
             snprintf(err, errlen, "the gateway refused the access token (401)");
-            rc = GW_EDENIED;
+            rc = -EACCES;
         } else {
             snprintf(err, errlen, "order refused: HTTP %d%s%s%s%s", r.status, code[0] ? " " : "",
                      code, desc[0] ? ": " : "", desc);
-            rc = GW_EFAIL;
+            rc = -EPROTO;
         }
     }
     json_decref(o);

@@ -6,31 +6,31 @@
 #ifndef SIDECAST_GW_H
 #define SIDECAST_GW_H
 
+#include <errno.h>
 #include <stddef.h>
+
+#include "err.h"
 
 #include "tokens.h"
 
 #define GW_TIMEOUT_MS 10000
 
-enum gw_err {
-    GW_OK = 0,
-    GW_EDENIED = -1,  /* credentials refused: invalid_grant, invalid_client, 401 */
-    GW_EUNREACH = -2, /* no answer: refused, unresolvable, timed out */
-    GW_EFAIL = -3,    /* an answer, but an error or not what the API promises */
-    GW_EUSAGE = -4,   /* a bad URL or argument */
-};
+/* Failures, each with a one-line explanation in err: -EACCES (credentials refused:
+ * invalid_grant, invalid_client, 401), -EHOSTUNREACH (no answer: refused, unresolvable,
+ * timed out), -EPROTO (an answer, but an error or not what the API promises), -EINVAL (a
+ * bad URL or argument). */
 
-/* grant_type=password. On GW_OK, t holds the new tokens (t->user and t->gateway are the
+/* grant_type=password. On SC_OK, t holds the new tokens (t->user and t->gateway are the
  * caller's to set). */
 int gw_login(const char *gateway, const char *user, const char *password, tok_set *t,
              char *err, size_t errlen);
 
-/* grant_type=refresh_token with t->refresh_token against t->gateway; on GW_OK t holds the
+/* grant_type=refresh_token with t->refresh_token against t->gateway; on SC_OK t holds the
  * rotated tokens (the caller saves them). */
 int gw_refresh(tok_set *t, char *err, size_t errlen);
 
 /* POST /api/orders {"symbol","qty","side"} with t's access token. qty is JSON number text
- * (checked by the caller). On GW_OK (202 or 200 with an order_id), order_id holds it. */
+ * (checked by the caller). On SC_OK (202 or 200 with an order_id), order_id holds it. */
 int gw_order(const tok_set *t, const char *symbol, const char *qty, const char *side,
              char *order_id, size_t idcap, char *err, size_t errlen);
 

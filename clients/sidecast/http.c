@@ -22,22 +22,22 @@ int http_head_parse(const char *buf, size_t len, http_head *h)
     const char *p = buf, *end = buf + (len > HTTP_HEAD_MAX ? HTTP_HEAD_MAX : len);
     memset(h, 0, sizeof *h);
     const char *nl = line_end(p, end);
-    if (!nl) return len >= HTTP_HEAD_MAX ? -1 : 0;
+    if (!nl) return len >= HTTP_HEAD_MAX ? SC_ETOOLARGE : SC_EINCOMPLETE;
     /* status line: HTTP/1.x SP 3DIGIT [SP reason] */
     if (nl - p < 12 || memcmp(p, "HTTP/1.", 7) != 0 || p[8] != ' ' || !isdigit((unsigned char)p[9]) ||
         !isdigit((unsigned char)p[10]) || !isdigit((unsigned char)p[11]))
-        return -1;
+        return SC_EMALFORMED;
     h->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
     p = nl + 1;
     for (;;) {
         nl = line_end(p, end);
-        if (!nl) return len >= HTTP_HEAD_MAX ? -1 : 0;
+        if (!nl) return len >= HTTP_HEAD_MAX ? SC_ETOOLARGE : SC_EINCOMPLETE;
         const char *le = nl;
         if (le > p && le[-1] == '\r') le--;
         if (le == p) return (int)(nl + 1 - buf); /* the empty line */
-        if (h->nheaders == HTTP_MAX_HEADERS) return -1;
+        if (h->nheaders == HTTP_MAX_HEADERS) return SC_ETOOLARGE;
         const char *colon = memchr(p, ':', (size_t)(le - p));
-        if (!colon || colon == p) return -1;
+        if (!colon || colon == p) return SC_EMALFORMED;
         const char *v = colon + 1, *ve = le;
         while (v < ve && (*v == ' ' || *v == '\t')) v++;
         while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
@@ -159,8 +159,8 @@ int http_reader_step(http_reader *rd, const char *buf, size_t len, int eof)
 {
     if (rd->hlen == 0) {
         int hl = http_head_parse(buf, len, &rd->h);
-        if (hl < 0) return len >= HTTP_HEAD_MAX ? -EMSGSIZE : -EPROTO;
-        if (hl == 0) return eof ? -EPROTO : 0;
+        if (hl == SC_EINCOMPLETE) return eof ? -EPROTO : SC_EINCOMPLETE;
+        if (hl < 0) return hl == SC_ETOOLARGE ? -EMSGSIZE : -EPROTO;
         rd->hlen = hl;
         size_t vl;
         const char *v = http_head_get(&rd->h, "Content-Length", &vl);
@@ -186,11 +186,11 @@ int http_reader_step(http_reader *rd, const char *buf, size_t len, int eof)
         int rc = chunked_walk(buf + rd->hlen, have, NULL, NULL);
         if (rc < 0) return rc;
         if (rc == 0 && have > HTTP_BODY_MAX + 4096) return -EMSGSIZE;
-        return rc == 1 ? 1 : eof ? -EPROTO : 0;
+        return rc == 1 ? 0 : eof ? -EPROTO : SC_EINCOMPLETE;
     }
-    if (rd->clen >= 0) return have >= (size_t)rd->clen ? 1 : eof ? -EPROTO : 0;
+    if (rd->clen >= 0) return have >= (size_t)rd->clen ? 0 : eof ? -EPROTO : SC_EINCOMPLETE;
     if (have > HTTP_BODY_MAX) return -EMSGSIZE;
-    return eof ? 1 : 0; /* a body that runs to the close */
+    return eof ? 0 : SC_EINCOMPLETE; /* a body that runs to the close */
 }
 
 int http_reader_body(const http_reader *rd, char *buf, size_t len, size_t *body_len)
@@ -264,8 +264,8 @@ int http_request(const char *base_url, const char *method, const char *path,
         }
         len += (size_t)r;
         rc = http_reader_step(&rd, buf, len, r == 0);
-        if (rc < 0) goto error;
-        if (rc == 1) break;
+        if (rc == 0) break;
+        if (rc != SC_EINCOMPLETE) goto error;
     }
     size_t blen2;
     if ((rc = http_reader_body(&rd, buf, len, &blen2)) < 0) goto error;

@@ -5,8 +5,11 @@
 #ifndef SIDECAST_HTTP_H
 #define SIDECAST_HTTP_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "err.h"
 
 #define HTTP_HEAD_MAX 16384    /* bytes of a response head */
 #define HTTP_MAX_HEADERS 48
@@ -22,8 +25,8 @@ typedef struct http_head {
 } http_head;
 
 /* Parses a response head at buf[0..len) (status line, headers, empty line; CRLF or LF).
- * Returns the head's length (> 0), 0 when incomplete, -1 when malformed or over
- * HTTP_HEAD_MAX / HTTP_MAX_HEADERS. Pure. */
+ * Returns the head's length (> 0), SC_EINCOMPLETE, SC_EMALFORMED, or SC_ETOOLARGE (over
+ * HTTP_HEAD_MAX / HTTP_MAX_HEADERS). Pure. */
 int http_head_parse(const char *buf, size_t len, http_head *h);
 
 /* The first value of header name (case-insensitive), with *len, or NULL. */
@@ -41,10 +44,11 @@ typedef struct http_reader {
 } http_reader;
 
 void http_reader_init(http_reader *rd, int head_request);
-/* buf[0..len): everything read so far; eof: the peer closed. Returns 1 when the response is
- * complete, 0 when more is needed, -EPROTO (malformed or cut short) or -EMSGSIZE. */
+/* buf[0..len): everything read so far; eof: the peer closed. Returns 0 when the response is
+ * complete, SC_EINCOMPLETE when more is needed, -EPROTO (malformed or cut short) or
+ * -EMSGSIZE. */
 int http_reader_step(http_reader *rd, const char *buf, size_t len, int eof);
-/* After step returned 1: the body (dechunked) moved to buf[0..*body_len) and NUL-terminated
+/* After step returned 0: the body (dechunked) moved to buf[0..*body_len) and NUL-terminated
  * (buf must hold len + 1 bytes). 0, or -EPROTO. */
 int http_reader_body(const http_reader *rd, char *buf, size_t len, size_t *body_len);
 

@@ -190,13 +190,13 @@ static int cmd_login(cli_ctx *c, args *a, const char *env_gateway, const char *e
     snprintf(t->gateway, sizeof t->gateway, "%s", gateway);
     int rc = gw_login(gateway, user, pw, t, err, sizeof err);
     explicit_bzero(pw, sizeof pw);
-    if (rc == GW_EDENIED) {
+    if (rc == -EACCES) {
         fprintf(stderr, "sidecast: login failed: wrong user or password\n");
         return CLI_EXIT_AUTH;
     }
-    if (rc != GW_OK) {
+    if (rc != SC_OK) {
         fprintf(stderr, "sidecast: login failed: %s\n", err);
-        return rc == GW_EUNREACH ? CLI_EXIT_UNREACH : rc == GW_EUSAGE ? CLI_EXIT_USAGE
+        return rc == -EHOSTUNREACH ? CLI_EXIT_UNREACH : rc == -EINVAL ? CLI_EXIT_USAGE
                                                                        : CLI_EXIT_FAIL;
     }
     rc = tok_save(c->token_path, t);
@@ -256,7 +256,7 @@ static int cmd_publish(cli_ctx *c, args *a)
         fprintf(stderr, "sidecast: bad topic %s\n", topic);
         return CLI_EXIT_USAGE;
     }
-    if (msg_json_check(data, strlen(data), 32) != MSG_OK) {
+    if (msg_json_check(data, strlen(data), 32) != SC_OK) {
         fprintf(stderr, "sidecast: the data is not one valid JSON value\n");
         return CLI_EXIT_USAGE;
     }
@@ -348,12 +348,12 @@ static int cmd_order(cli_ctx *c, args *a)
     char order_id[256], err[512];
     int g = gw_order(&c->tok, a->pos[0], a->pos[1], side, order_id, sizeof order_id, err,
                      sizeof err);
-    if (g != GW_OK) {
+    if (g != SC_OK) {
         fprintf(stderr, "sidecast: %s\n", err);
         wsconn_close(ws, 1000, 1000);
-        return g == GW_EDENIED  ? CLI_EXIT_AUTH
-               : g == GW_EUSAGE ? CLI_EXIT_USAGE
-               : g == GW_EUNREACH ? CLI_EXIT_UNREACH
+        return g == -EACCES  ? CLI_EXIT_AUTH
+               : g == -EINVAL ? CLI_EXIT_USAGE
+               : g == -EHOSTUNREACH ? CLI_EXIT_UNREACH
                                   : CLI_EXIT_FAIL;
     }
     printf("%s\n", order_id);

@@ -97,7 +97,7 @@ int cli_refresh(cli_ctx *c, bool verbose)
     char err[256];
     tok_set n = c->tok;
     int rc = gw_refresh(&n, err, sizeof err);
-    if (rc == GW_OK) {
+    if (rc == SC_OK) {
         c->tok = n;
         tok_clear(&n);
         int src = tok_save(c->token_path, &c->tok);
@@ -107,13 +107,13 @@ int cli_refresh(cli_ctx *c, bool verbose)
         return 0;
     }
     tok_clear(&n);
-    if (rc == GW_EDENIED) {
+    if (rc == -EACCES) {
         fprintf(stderr, "sidecast: session expired or revoked (%s): run `sidecast login %s`\n",
                 err, c->tok.user[0] ? c->tok.user : "USER");
         return CLI_EXIT_AUTH;
     }
     if (verbose) fprintf(stderr, "sidecast: token refresh failed: %s\n", err);
-    return rc == GW_EUNREACH ? CLI_EXIT_UNREACH : CLI_EXIT_FAIL;
+    return rc == -EHOSTUNREACH ? CLI_EXIT_UNREACH : CLI_EXIT_FAIL;
 }
 
 int cli_ensure_fresh(cli_ctx *c)

@@ -105,8 +105,8 @@ int wsconn_open(const char *url, const char *bearer, int timeout_ms, wsconn **ou
 
     /* the 101, bounded; bytes after it are already frames */
     http_head h;
-    int hl = 0;
-    while (hl == 0) {
+    int hl = SC_EINCOMPLETE;
+    while (hl == SC_EINCOMPLETE) {
         if (c->rlen == sizeof c->rbuf || c->rlen >= HTTP_HEAD_MAX) {
             rc = -EPROTO;
             goto error;
@@ -122,7 +122,7 @@ int wsconn_open(const char *url, const char *bearer, int timeout_ms, wsconn **ou
         }
         c->rlen += (size_t)r;
         hl = http_head_parse((const char *)c->rbuf, c->rlen, &h);
-        if (hl < 0) {
+        if (hl < 0 && hl != SC_EINCOMPLETE) {
             rc = -EPROTO;
             goto error;
         }

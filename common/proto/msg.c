@@ -327,7 +327,7 @@ int msg_json_check(const char *text, size_t len, int max_depth)
     size_t i = 0;
 
     if (text == NULL)
-        return MSG_E_BAD_JSON;
+        return SC_EJSON;
     if (max_depth < 1)
         max_depth = 1;
     if (max_depth > MSG_DEPTH_CAP)
@@ -336,9 +336,9 @@ int msg_json_check(const char *text, size_t len, int max_depth)
         i = skip_ws(s, len, i);
         if (st == SCAN_AFTER) {
             if (depth == 0)
-                return i == len ? MSG_OK : MSG_E_BAD_JSON;
+                return i == len ? SC_OK : SC_EJSON;
             if (i >= len)
-                return MSG_E_BAD_JSON;
+                return SC_EJSON;
             if (s[i] == ',') {
                 i++;
                 st = open[depth - 1] == '{' ? SCAN_KEY : SCAN_VALUE;
@@ -346,18 +346,18 @@ int msg_json_check(const char *text, size_t len, int max_depth)
                 i++;
                 depth--;
             } else {
-                return MSG_E_BAD_JSON;
+                return SC_EJSON;
             }
             continue;
         }
         if (i >= len)
-            return MSG_E_BAD_JSON;
+            return SC_EJSON;
         if (st == SCAN_KEY) {
             if (s[i] != '"' || !scan_string(s, len, &i))
-                return MSG_E_BAD_JSON;
+                return SC_EJSON;
             i = skip_ws(s, len, i);
             if (i >= len || s[i] != ':')
-                return MSG_E_BAD_JSON;
+                return SC_EJSON;
             i++;
             st = SCAN_VALUE;
             continue;
@@ -367,7 +367,7 @@ int msg_json_check(const char *text, size_t len, int max_depth)
         case '{':
         case '[':
             if (depth >= max_depth)
-                return MSG_E_TOO_LARGE;
+                return SC_ETOOLARGE;
             open[depth++] = (char)s[i];
             i = skip_ws(s, len, i + 1);
             if (i < len && s[i] == (open[depth - 1] == '{' ? '}' : ']')) {
@@ -380,25 +380,25 @@ int msg_json_check(const char *text, size_t len, int max_depth)
             continue;
         case '"':
             if (!scan_string(s, len, &i))
-                return MSG_E_BAD_JSON;
+                return SC_EJSON;
             break;
         case 't':
             if (!scan_literal(s, len, &i, "true"))
-                return MSG_E_BAD_JSON;
+                return SC_EJSON;
             break;
         case 'f':
             if (!scan_literal(s, len, &i, "false"))
-                return MSG_E_BAD_JSON;
+                return SC_EJSON;
             break;
         case 'n':
             if (!scan_literal(s, len, &i, "null"))
-                return MSG_E_BAD_JSON;
+                return SC_EJSON;
             break;
         default:
             if (s[i] != '-' && (s[i] < '0' || s[i] > '9'))
-                return MSG_E_BAD_JSON;
+                return SC_EJSON;
             if (!scan_number(s, len, &i))
-                return MSG_E_BAD_JSON;
+                return SC_EJSON;
             break;
         }
         st = SCAN_AFTER;
@@ -407,7 +407,7 @@ int msg_json_check(const char *text, size_t len, int max_depth)
 
 int msg_json_valid(const char *text, size_t len)
 {
-    return msg_json_check(text, len, MSG_JSON_MAX_DEPTH) == MSG_OK;
+    return msg_json_check(text, len, MSG_JSON_MAX_DEPTH) == SC_OK;
 }
 
 /* ---- client message parser ---- */
@@ -431,11 +431,11 @@ const char *msg_type_name(msg_type type)
 const char *msg_code(int status)
 {
     switch (status) {
-    case MSG_E_BAD_JSON: return "bad_json";
-    case MSG_E_BAD_MESSAGE: return "bad_message";
-    case MSG_E_UNKNOWN_TYPE: return "unknown_type";
-    case MSG_E_BAD_TOPIC: return "bad_topic";
-    case MSG_E_TOO_LARGE: return "too_large";
+    case SC_EJSON: return "bad_json";
+    case SC_EMALFORMED: return "bad_message";
+    case SC_ETYPE: return "unknown_type";
+    case SC_ETOPIC: return "bad_topic";
+    case SC_ETOOLARGE: return "too_large";
     default: return "internal";
     }
 }
@@ -565,17 +565,17 @@ static int parse_id(const raw_msg *r, msg_in *out)
     size_t off, n;
 
     if (v == NULL || json_is_null(v))
-        return MSG_OK;
+        return SC_OK;
     if (!(json_is_string(v) && json_string_length(v) <= MSG_ID_STR_MAX) && !json_is_integer(v))
-        return fail(out, MSG_E_BAD_MESSAGE,
+        return fail(out, SC_EMALFORMED,
                     "\"id\" must be a string of at most 64 bytes or an integer");
     /* Each byte of the value takes at most 6 bytes of text ("\u0041"), a character of
      * 2..4 bytes at most 3 per byte: 2 + 6 * 64 <= MSG_ID_JSON_MAX. */
     if (!raw_member(r, "id", &off, &n) || n == 0 || n > MSG_ID_JSON_MAX)
-        return fail(out, MSG_E_BAD_MESSAGE, "\"id\" too long");
+        return fail(out, SC_EMALFORMED, "\"id\" too long");
     memcpy(out->id, r->s + off, n);
     out->id[n] = '\0';
-    return MSG_OK;
+    return SC_OK;
 }
 
 static int parse_type(json_t *root, msg_in *out)
@@ -585,14 +585,14 @@ static int parse_type(json_t *root, msg_in *out)
     size_t n = json_string_length(v);
 
     if (s == NULL)
-        return fail(out, MSG_E_BAD_MESSAGE, "missing or non-string \"type\"");
+        return fail(out, SC_EMALFORMED, "missing or non-string \"type\"");
     for (size_t i = 0; i < sizeof msg_types / sizeof msg_types[0]; i++) {
         if (strlen(msg_types[i].name) == n && memcmp(msg_types[i].name, s, n) == 0) {
             out->type = msg_types[i].type;
-            return MSG_OK;
+            return SC_OK;
         }
     }
-    return fail(out, MSG_E_UNKNOWN_TYPE, "unknown message type");
+    return fail(out, SC_ETYPE, "unknown message type");
 }
 
 static int parse_topic(json_t *root, msg_in *out)
@@ -601,15 +601,15 @@ static int parse_topic(json_t *root, msg_in *out)
     size_t n = json_string_length(v);
 
     if (v == NULL)
-        return fail(out, MSG_E_BAD_MESSAGE, "missing \"topic\"");
+        return fail(out, SC_EMALFORMED, "missing \"topic\"");
     if (!json_is_string(v))
-        return fail(out, MSG_E_BAD_MESSAGE, "\"topic\" must be a string");
+        return fail(out, SC_EMALFORMED, "\"topic\" must be a string");
     if (!msg_topic_valid(json_string_value(v), n))
-        return fail(out, MSG_E_BAD_TOPIC,
+        return fail(out, SC_ETOPIC,
                     "topic must be 1-128 bytes of [A-Za-z0-9_-] tokens separated by dots");
     memcpy(out->topic, json_string_value(v), n);
     out->topic[n] = '\0';
-    return MSG_OK;
+    return SC_OK;
 }
 
 static int parse_since(json_t *root, msg_in *out)
@@ -618,11 +618,11 @@ static int parse_since(json_t *root, msg_in *out)
     json_int_t s;
 
     if (v == NULL || json_is_null(v))
-        return MSG_OK;
+        return SC_OK;
     if (!json_is_integer(v) || (s = json_integer_value(v)) < 0 || s > MSG_SINCE_MAX)
-        return fail(out, MSG_E_BAD_MESSAGE, "\"since\" must be an integer 0..2^53");
+        return fail(out, SC_EMALFORMED, "\"since\" must be an integer 0..2^53");
     out->since = s;
-    return MSG_OK;
+    return SC_OK;
 }
 
 static int parse_token(json_t *root, const msg_limits *lim, msg_in *out)
@@ -632,16 +632,16 @@ static int parse_token(json_t *root, const msg_limits *lim, msg_in *out)
     size_t n = json_string_length(v);
 
     if (s == NULL)
-        return fail(out, MSG_E_BAD_MESSAGE, "missing or non-string \"token\"");
+        return fail(out, SC_EMALFORMED, "missing or non-string \"token\"");
     if (n > lim->max_token)
-        return fail(out, MSG_E_TOO_LARGE, "token too large");
+        return fail(out, SC_ETOOLARGE, "token too large");
     if (n == 0 || memchr(s, '\0', n) != NULL)
-        return fail(out, MSG_E_BAD_MESSAGE, "malformed \"token\"");
+        return fail(out, SC_EMALFORMED, "malformed \"token\"");
     if ((out->token = malloc(n + 1)) == NULL)
-        return fail(out, MSG_E_NOMEM, "out of memory");
+        return fail(out, -ENOMEM, "out of memory");
     memcpy(out->token, s, n + 1);
     out->token_len = n;
-    return MSG_OK;
+    return SC_OK;
 }
 
 static int parse_data(const raw_msg *r, const msg_limits *lim, msg_in *out)
@@ -649,17 +649,17 @@ static int parse_data(const raw_msg *r, const msg_limits *lim, msg_in *out)
     size_t off, n;
 
     if (json_object_get(r->root, "data") == NULL)
-        return fail(out, MSG_E_BAD_MESSAGE, "missing \"data\"");
+        return fail(out, SC_EMALFORMED, "missing \"data\"");
     if (!raw_member(r, "data", &off, &n) || n == 0)
-        return fail(out, MSG_E_BAD_MESSAGE, "malformed \"data\"");
+        return fail(out, SC_EMALFORMED, "malformed \"data\"");
     out->data_len = compact_copy(NULL, r->s + off, n);
     if (out->data_len > lim->max_data)
-        return fail(out, MSG_E_TOO_LARGE, "data too large");
+        return fail(out, SC_ETOOLARGE, "data too large");
     if ((out->data = malloc(out->data_len + 1)) == NULL)
-        return fail(out, MSG_E_NOMEM, "out of memory");
+        return fail(out, -ENOMEM, "out of memory");
     compact_copy(out->data, r->s + off, n);
     out->data[out->data_len] = '\0';
-    return MSG_OK;
+    return SC_OK;
 }
 
 /* Parses the text with jansson once the pre-check passed; maps its failures. */
@@ -670,12 +670,12 @@ static int load(const char *text, size_t len, json_t **root, msg_in *out)
     *root = json_loadb(text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
                        &jerr);
     if (*root != NULL)
-        return MSG_OK;
+        return SC_OK;
     switch (json_error_code(&jerr)) {
-    case json_error_duplicate_key: return fail(out, MSG_E_BAD_JSON, "duplicate key");
-    case json_error_numeric_overflow: return fail(out, MSG_E_BAD_JSON, "number out of range");
-    case json_error_out_of_memory: return fail(out, MSG_E_NOMEM, "out of memory");
-    default: return fail(out, MSG_E_BAD_JSON, "invalid JSON");
+    case json_error_duplicate_key: return fail(out, SC_EJSON, "duplicate key");
+    case json_error_numeric_overflow: return fail(out, SC_EJSON, "number out of range");
+    case json_error_out_of_memory: return fail(out, -ENOMEM, "out of memory");
+    default: return fail(out, SC_EJSON, "invalid JSON");
     }
 }
 
@@ -691,22 +691,22 @@ int msg_parse(const char *text, size_t len, const msg_limits *lim, msg_in *out)
     if (lim == NULL)
         lim = &defaults;
     if (len > lim->max_text)
-        return fail(out, MSG_E_TOO_LARGE, "message too large");
+        return fail(out, SC_ETOOLARGE, "message too large");
     if (len > 0 && memchr(text, '\0', len) != NULL)
-        return fail(out, MSG_E_BAD_JSON, "NUL byte in message");
+        return fail(out, SC_EJSON, "NUL byte in message");
     rc = msg_json_check(text, len, lim->max_depth);
-    if (rc == MSG_E_TOO_LARGE)
+    if (rc == SC_ETOOLARGE)
         return fail(out, rc, "JSON nested too deep");
-    if (rc != MSG_OK)
+    if (rc != SC_OK)
         return fail(out, rc, "invalid JSON");
-    if ((rc = load(text, len, &root, out)) != MSG_OK)
+    if ((rc = load(text, len, &root, out)) != SC_OK)
         goto done;
     if (!json_is_object(root)) {
-        rc = fail(out, MSG_E_BAD_MESSAGE, "message must be a JSON object");
+        rc = fail(out, SC_EMALFORMED, "message must be a JSON object");
         goto done;
     }
     r = (raw_msg){(const unsigned char *)text, len, root};
-    if ((rc = parse_id(&r, out)) != MSG_OK || (rc = parse_type(root, out)) != MSG_OK)
+    if ((rc = parse_id(&r, out)) != SC_OK || (rc = parse_type(root, out)) != SC_OK)
         goto done;
     switch (out->type) {
     case MSG_AUTH:
@@ -714,14 +714,14 @@ int msg_parse(const char *text, size_t len, const msg_limits *lim, msg_in *out)
         rc = parse_token(root, lim, out);
         break;
     case MSG_SUBSCRIBE:
-        if ((rc = parse_topic(root, out)) == MSG_OK)
+        if ((rc = parse_topic(root, out)) == SC_OK)
             rc = parse_since(root, out);
         break;
     case MSG_UNSUBSCRIBE:
         rc = parse_topic(root, out);
         break;
     case MSG_PUBLISH:
-        if ((rc = parse_topic(root, out)) == MSG_OK)
+        if ((rc = parse_topic(root, out)) == SC_OK)
             rc = parse_data(&r, lim, out);
         break;
     case MSG_PING:
@@ -730,7 +730,7 @@ int msg_parse(const char *text, size_t len, const msg_limits *lim, msg_in *out)
     }
 done:
     json_decref(root);
-    if (rc != MSG_OK) {
+    if (rc != SC_OK) {
         free(out->token);
         free(out->data);
         out->token = out->data = NULL;

@@ -26,20 +26,18 @@
 #ifndef EDGE_MSG_H
 #define EDGE_MSG_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
-/* Results of msg_parse and msg_json_check: 0 or one of these. msg_code names each one as the
- * "code" of an error reply. */
-enum msg_status {
-    MSG_OK = 0,
-    MSG_E_BAD_JSON = -1,     /* "bad_json": not one valid JSON text (or dup key, overflow) */
-    MSG_E_BAD_MESSAGE = -2,  /* "bad_message": valid JSON, but not a well-formed message */
-    MSG_E_UNKNOWN_TYPE = -3, /* "unknown_type": "type" is a string this version lacks */
-    MSG_E_BAD_TOPIC = -4,    /* "bad_topic": "topic" is a string but not a valid topic */
-    MSG_E_TOO_LARGE = -5,    /* "too_large": over a size or nesting limit */
-    MSG_E_NOMEM = -6,        /* "internal": out of memory */
-};
+#include "err.h"
+
+/* msg_parse and msg_json_check return 0 or a code of err.h, and msg_code names each as the
+ * "code" of an error reply: SC_EJSON "bad_json" (not one valid JSON text, or a duplicate
+ * key, an overflow), SC_EMALFORMED "bad_message" (valid JSON, not a well-formed message),
+ * SC_ETYPE "unknown_type" ("type" is a string this version lacks), SC_ETOPIC "bad_topic"
+ * ("topic" is a string but not a valid topic), SC_ETOOLARGE "too_large" (over a size or
+ * nesting limit), -ENOMEM "internal". */
 
 /* The close codes sidecast.v1 adds to RFC 6455's (DESIGN.md). */
 enum msg_close_code {
@@ -94,8 +92,8 @@ typedef struct msg_in {
 } msg_in;
 
 /* Parses one client message: len bytes of text (a text frame's payload; need not be
- * NUL-terminated). lim NULL means MSG_LIMITS_DEFAULT. Returns MSG_OK, or a negative
- * enum msg_status with out->error set. On failure out owns nothing (msg_in_clear is still
+ * NUL-terminated). lim NULL means MSG_LIMITS_DEFAULT. Returns SC_OK, or a negative
+ * code (above) with out->error set. On failure out owns nothing (msg_in_clear is still
  * safe), but out->type and out->id hold what could be read before the failure, so the error
  * reply can name the request (echo out->id). out must not own anything on entry. */
 int msg_parse(const char *text, size_t len, const msg_limits *lim, msg_in *out);
@@ -103,8 +101,8 @@ int msg_parse(const char *text, size_t len, const msg_limits *lim, msg_in *out);
 /* Frees what in owns and empties it. Accepts NULL and an already cleared msg_in. */
 void msg_in_clear(msg_in *in);
 
-/* The "code" string of an error reply for a msg_status ("bad_json", ...; "internal" for
- * MSG_E_NOMEM and unknown values). Static storage. */
+/* The "code" string of an error reply for a status of msg_parse ("bad_json", ...;
+ * "internal" for -ENOMEM and unknown values). Static storage. */
 const char *msg_code(int status);
 
 /* The wire name of a type ("subscribe", ...), "" for MSG_NONE. Static storage. */
@@ -115,8 +113,8 @@ int msg_topic_valid(const char *topic, size_t len);
 
 /* Checks that text[0..len) is exactly one JSON value (RFC 8259; surrounding whitespace
  * allowed) in valid UTF-8, with no lone surrogate escape and nesting at most max_depth
- * (clamped to 1..MSG_DEPTH_CAP). No allocation, one pass. Returns MSG_OK, MSG_E_BAD_JSON or
- * MSG_E_TOO_LARGE (too deep). Numbers are checked for form only, not range. */
+ * (clamped to 1..MSG_DEPTH_CAP). No allocation, one pass. Returns SC_OK, SC_EJSON or
+ * SC_ETOOLARGE (too deep). Numbers are checked for form only, not range. */
 int msg_json_check(const char *text, size_t len, int max_depth);
 
 /* 1 when bus data text[0..len) can be embedded raw as an event's "data": msg_json_check with

@@ -52,14 +52,14 @@ const char *ws_frame_err_str(ws_frame_err err)
 static int decode_fail(ws_frame_err *err, ws_frame_err why)
 {
     *err = why;
-    return WS_FRAME_ERROR;
+    return SC_EMALFORMED;
 }
 
 int ws_frame_decode(const uint8_t *buf, size_t len, const ws_frame_rules *rules,
                     ws_frame_header *h, ws_frame_err *err)
 {
     if (len < 1)
-        return WS_FRAME_PARTIAL;
+        return SC_EINCOMPLETE;
 
     uint8_t b0 = buf[0];
     uint8_t op = b0 & 0x0F, rsv = b0 & 0x70;
@@ -74,7 +74,7 @@ int ws_frame_decode(const uint8_t *buf, size_t len, const ws_frame_rules *rules,
     if (control && !fin)
         return decode_fail(err, WS_ERR_CTRL_FRAG);
     if (len < 2)
-        return WS_FRAME_PARTIAL;
+        return SC_EINCOMPLETE;
 
     uint8_t b1 = buf[1], len7 = b1 & 0x7F;
     bool masked = (b1 & 0x80) != 0;
@@ -90,7 +90,7 @@ int ws_frame_decode(const uint8_t *buf, size_t len, const ws_frame_rules *rules,
     if (len7 == 127 && len >= 3 && (buf[2] & 0x80))
         return decode_fail(err, WS_ERR_LEN64);
     if (len < 2 + extlen)
-        return WS_FRAME_PARTIAL;
+        return SC_EINCOMPLETE;
 
     uint64_t plen = len7;
     if (extlen) {
@@ -101,7 +101,7 @@ int ws_frame_decode(const uint8_t *buf, size_t len, const ws_frame_rules *rules,
     if (!control && plen > rules->max_payload)
         return decode_fail(err, WS_ERR_FRAME_SIZE);
     if (len < hlen)
-        return WS_FRAME_PARTIAL;
+        return SC_EINCOMPLETE;
 
     h->len = plen;
     h->opcode = op;

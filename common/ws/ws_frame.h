@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "err.h"
+
 enum ws_opcode {
     WS_OP_CONT = 0x0,
     WS_OP_TEXT = 0x1,
@@ -86,17 +88,15 @@ typedef struct ws_frame_header {
     uint8_t mask[4]; /* masking key (zeros when !masked) */
 } ws_frame_header;
 
-#define WS_FRAME_PARTIAL (-2)
-#define WS_FRAME_ERROR (-1)
 #define WS_FRAME_HEADER_MAX 14 /* 2 + 8 (length) + 4 (mask) */
 #define WS_FRAME_CTRL_MAX 125  /* longest control payload (§5.5) */
 
 /* Decodes the frame header at buf[0..len).
- * Returns the header length (2..14) with *h filled; WS_FRAME_PARTIAL when more bytes are
- * needed; or WS_FRAME_ERROR with *err set. Fail fast: a rule broken by the bytes present is
+ * Returns the header length (2..14) with *h filled; SC_EINCOMPLETE when more bytes are
+ * needed; or SC_EMALFORMED with *err set. Fail fast: a rule broken by the bytes present is
  * reported even when the header is not complete yet (a bad first byte alone is an error).
  * The length need not use the minimal encoding (the peer's MUST, not checked here).
- * Nothing is kept: on PARTIAL, call again with the same bytes and more. */
+ * Nothing is kept: on SC_EINCOMPLETE, call again with the same bytes and more. */
 int ws_frame_decode(const uint8_t *buf, size_t len, const ws_frame_rules *rules,
                     ws_frame_header *h, ws_frame_err *err);
 
@@ -125,7 +125,8 @@ size_t ws_frame_close_encode(uint8_t *out, uint16_t code, const char *reason, si
 
 /* Checks an (unmasked) close payload p[0..n): empty, or a valid code then a UTF-8 reason.
  * Returns 0 with *code (WS_CLOSE_NO_STATUS for an empty payload) and *reason / *reason_len
- * pointing into p (NULL / 0 when none), or -1 with *err (WS_ERR_CLOSE_LEN, _CODE or _UTF8). */
+ * pointing into p (NULL / 0 when none), or SC_EMALFORMED with *err (WS_ERR_CLOSE_LEN,
+ * _CODE or _UTF8). */
 int ws_frame_close_parse(const uint8_t *p, size_t n, uint16_t *code, const uint8_t **reason,
                          size_t *reason_len, ws_frame_err *err);
 

@@ -73,17 +73,17 @@ static int parse_request_line(const char *s, size_t n, ws_http_request *req)
     while (i < n && is_tchar((unsigned char)s[i]))
         i++;
     if (i == 0 || i >= n || s[i] != ' ')
-        return WS_HTTP_ERROR;
+        return SC_EMALFORMED;
     req->method = (ws_http_str){s, i};
     start = ++i;
     while (i < n && (unsigned char)s[i] > 0x20 && (unsigned char)s[i] < 0x7F)
         i++;
     if (i == start || i >= n || s[i] != ' ')
-        return WS_HTTP_ERROR;
+        return SC_EMALFORMED;
     req->target = (ws_http_str){s + start, i - start};
     i++;
     if (n - i != 8 || memcmp(s + i, "HTTP/1.", 7) != 0 || s[i + 7] < '0' || s[i + 7] > '9')
-        return WS_HTTP_ERROR;
+        return SC_EMALFORMED;
     req->minor_version = s[i + 7] - '0';
 
     const char *q = memchr(req->target.p, '?', req->target.n);
@@ -104,7 +104,7 @@ static int parse_header_line(const char *s, size_t n, ws_http_header *h)
     while (i < n && is_tchar((unsigned char)s[i]))
         i++;
     if (i == 0 || i >= n || s[i] != ':') /* also: obs-fold, space before ':' */
-        return WS_HTTP_ERROR;
+        return SC_EMALFORMED;
     h->name = (ws_http_str){s, i};
     vs = i + 1;
     while (vs < n && is_ows(s[vs]))
@@ -114,7 +114,7 @@ static int parse_header_line(const char *s, size_t n, ws_http_header *h)
         ve--;
     for (size_t k = vs; k < ve; k++)
         if (!is_value_char((unsigned char)s[k]))
-            return WS_HTTP_ERROR;
+            return SC_EMALFORMED;
     h->value = (ws_http_str){s + vs, ve - vs};
     return 0;
 }
@@ -136,16 +136,16 @@ int ws_http_parse_request(const char *buf, size_t len, const ws_http_limits *lim
     /* Empty lines before the request line. */
     for (;;) {
         if (pos >= L.max_head)
-            return WS_HTTP_TOO_LARGE;
+            return SC_ETOOLARGE;
         if (pos == len)
-            return WS_HTTP_PARTIAL;
+            return SC_EINCOMPLETE;
         if (buf[pos] == '\n') {
             pos++;
         } else if (buf[pos] == '\r') {
             if (pos + 1 == len)
-                return WS_HTTP_PARTIAL;
+                return SC_EINCOMPLETE;
             if (buf[pos + 1] != '\n')
-                return WS_HTTP_ERROR;
+                return SC_EMALFORMED;
             pos += 2;
         } else {
             break;
@@ -159,24 +159,24 @@ int ws_http_parse_request(const char *buf, size_t len, const ws_http_limits *lim
         if (rc == 0) {
             /* + 1: the line's CR may be here without its LF */
             if (len - pos > L.max_line + 1 || len >= L.max_head)
-                return WS_HTTP_TOO_LARGE;
-            return WS_HTTP_PARTIAL;
+                return SC_ETOOLARGE;
+            return SC_EINCOMPLETE;
         }
         if (end - pos > L.max_line || next > L.max_head)
-            return WS_HTTP_TOO_LARGE;
+            return SC_ETOOLARGE;
         if (memchr(buf + pos, '\r', end - pos))
-            return WS_HTTP_ERROR; /* a CR not ending the line */
+            return SC_EMALFORMED; /* a CR not ending the line */
         if (first) {
             if (parse_request_line(buf + pos, end - pos, req) < 0)
-                return WS_HTTP_ERROR;
+                return SC_EMALFORMED;
             first = false;
         } else if (end == pos) {
             return (int)next; /* the empty line: head complete */
         } else {
             if (req->nheaders == L.max_headers)
-                return WS_HTTP_TOO_LARGE;
+                return SC_ETOOLARGE;
             if (parse_header_line(buf + pos, end - pos, &req->headers[req->nheaders]) < 0)
-                return WS_HTTP_ERROR;
+                return SC_EMALFORMED;
             req->nheaders++;
         }
         pos = next;

@@ -11,11 +11,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "err.h"
 #include "ws_deflate.h"
 
-#define WS_HTTP_PARTIAL (-2)   /* head incomplete: read more, call again */
-#define WS_HTTP_ERROR (-1)     /* malformed: answer 400 and close */
-#define WS_HTTP_TOO_LARGE (-3) /* a limit was exceeded: answer 431 and close */
+/* ws_http_parse_request fails with a code of err.h: SC_EINCOMPLETE (the head is not all
+ * there: read more, call again), SC_EMALFORMED (answer 400 and close) or SC_ETOOLARGE (a
+ * limit was exceeded: answer 431 and close). */
 
 #define WS_HTTP_MAX_HEADERS 64 /* capacity of ws_http_request.headers */
 #define WS_HTTP_DEFAULT_MAX_HEAD 8192
@@ -55,8 +56,8 @@ typedef struct ws_http_request {
  * §2.2); obs-fold, whitespace before a colon, control characters, and HTTP versions other
  * than 1.0/1.1 are malformed. lim NULL: the defaults (8 KiB head, 4 KiB line, 64 headers).
  * Returns the head's length (> 0; bytes after it, e.g. frames sent early, are not part of
- * it), WS_HTTP_PARTIAL, WS_HTTP_ERROR or WS_HTTP_TOO_LARGE. Stateless: on PARTIAL call
- * again from the start with more bytes; the cost is bounded by max_head. *req is meaningful
+ * it), SC_EINCOMPLETE, SC_EMALFORMED or SC_ETOOLARGE. Stateless: on SC_EINCOMPLETE
+ * call again from the start with more bytes; the cost is bounded by max_head. *req is meaningful
  * (pointing into buf) only when the head is complete. */
 int ws_http_parse_request(const char *buf, size_t len, const ws_http_limits *lim,
                           ws_http_request *req);

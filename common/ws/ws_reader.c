@@ -74,7 +74,7 @@ static int read_header(ws_reader *r, const uint8_t *in, size_t n, size_t *off, w
 
     if (r->hdr_have == 0) {
         hl = ws_frame_decode(in + *off, avail, &r->rules, &r->fh, err);
-        if (hl == WS_FRAME_PARTIAL) {
+        if (hl == SC_EINCOMPLETE) {
             /* fewer bytes than the header's length, which is at most 14 */
             memcpy(r->hdr, in + *off, avail);
             r->hdr_have = (uint8_t)avail;
@@ -91,7 +91,7 @@ static int read_header(ws_reader *r, const uint8_t *in, size_t n, size_t *off, w
         take = avail;
     memcpy(r->hdr + r->hdr_have, in + *off, take);
     hl = ws_frame_decode(r->hdr, r->hdr_have + take, &r->rules, &r->fh, err);
-    if (hl == WS_FRAME_PARTIAL) {
+    if (hl == SC_EINCOMPLETE) {
         r->hdr_have = (uint8_t)(r->hdr_have + take);
         *off = n;
         return 0;

@@ -11,6 +11,7 @@
 #include "ws_reader.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -50,21 +51,29 @@ struct wsc_frame {
     uint8_t data[];
 };
 
+/* A connection's life only goes forward: HANDSHAKE -> OPEN -> CLOSING -> DEAD, where
+ * CLOSING may be skipped and a handshake may be answered (HTTP) and closed without opening.
+ * conn_state() asserts it. */
 enum conn_state { CS_HANDSHAKE, CS_OPEN, CS_CLOSING, CS_DEAD };
+/* The worker list a connection waits on, at most one at a time (next_pending links it):
+ * the flush list (written, read again at the end of the iteration) or the free list
+ * (dead, freed at the end of the iteration). */
+enum conn_list { CL_NONE, CL_FLUSH, CL_FREE };
 
 struct wsc_conn {
     loop_io io;
     wsc_worker *w;
     wsc_conn *prev, *next;    /* the worker's list of live connections */
-    wsc_conn *next_pending;   /* flush / read-again / free lists (one at a time) */
+    wsc_conn *next_pending;   /* the flush or the free list, as `list` says */
     uint64_t id;
     void *data;
     loop_timer core_timer;    /* handshake deadline, ping/pong, close timeout */
     loop_timer app_timer;
     uint64_t last_rx, ping_sent;
-    uint8_t state;
-    bool writable, peer_closed, close_after_flush, opened, upgraded, pending, ping_out,
-        read_again, lingering, ip_counted;
+    uint8_t state;            /* enum conn_state */
+    uint8_t list;             /* enum conn_list */
+    bool writable, peer_closed, close_after_flush, opened, upgraded, ping_out, read_again,
+        lingering, ip_counted;
     bool corked;              /* wsc_conn_cork: writes held until wsc_conn_uncork */
     bool full_messages;       /* wsc_conn_lift_message_limit: max_message, not _initial */
     uint16_t close_code;
@@ -237,6 +246,13 @@ static void conn_flush(wsc_conn *c);
 
 static wsc_conn *conn_of_io(loop_io *io) { return (wsc_conn *)io; }
 
+/* Moves c's life forward (see enum conn_state); any other move is a bug. */
+static void conn_state(wsc_conn *c, enum conn_state to)
+{
+    assert(to > c->state);
+    c->state = (uint8_t)to;
+}
+
 /* Schedules c for the end of this iteration's flush (once). */
 static void conn_want_flush(wsc_conn *c)
 {
@@ -247,8 +263,8 @@ static void conn_want_flush(wsc_conn *c)
         else if (!w->hold_until)
             w->hold_until = loop_now(w->l) + (uint64_t)w->s->cfg.write_delay_ms;
     }
-    if (c->pending || c->state == CS_DEAD) return;
-    c->pending = true;
+    if (c->list != CL_NONE || c->state == CS_DEAD) return;
+    c->list = CL_FLUSH;
     c->next_pending = c->w->flush_list;
     c->w->flush_list = c;
 }
@@ -269,15 +285,16 @@ static void conn_abort(wsc_conn *c, uint16_t code)
     if (c->state == CS_DEAD) return;
     wsc_worker *w = c->w;
     if (c->state != CS_CLOSING || !c->close_code) c->close_code = code;
-    c->state = CS_DEAD;
+    conn_state(c, CS_DEAD);
     close(c->io.fd); /* leaves the epoll set with it (never dup'd): no EPOLL_CTL_DEL */
     c->io.fd = -1;
     loop_timer_cancel(&c->core_timer);
     loop_timer_cancel(&c->app_timer);
     if (code == WS_CLOSE_ABNORMAL) metric_inc(w->s->m_aborts);
     /* leave the flush list alone (it skips dead ones); join the free list */
-    if (!c->pending) {
-        c->pending = true;
+    assert(c->list != CL_FREE); /* only the dead are on it */
+    if (c->list == CL_NONE) {
+        c->list = CL_FREE;
         c->next_pending = w->free_list;
         w->free_list = c;
     } else {
@@ -306,10 +323,12 @@ static void conn_free(wsc_conn *c)
 /* Appends f (a new reference) to c's queue. 0, or -1 on allocation failure. */
 static int queue_push(wsc_conn *c, wsc_frame *f)
 {
+    assert(c->state != CS_DEAD);
+    assert(c->q_count <= c->q_cap && (c->q_off == 0 || c->q_count > 0));
     if (c->q_count == c->q_cap) {
         uint32_t ncap = c->q_cap * 2;
         wsc_frame **nq = malloc(sizeof *nq * ncap);
-        if (!nq) return -1;
+        if (!nq) return -ENOMEM;
         for (uint32_t i = 0; i < c->q_count; i++) nq[i] = c->q[(c->q_head + i) % c->q_cap];
         if (c->q != c->q_inline) free(c->q);
         c->q = nq;
@@ -330,7 +349,7 @@ static void conn_send_close(wsc_conn *c, uint16_t code, const char *reason)
     size_t rl = reason ? strnlen(reason, 123) : 0;
     size_t n = code == WS_CLOSE_NO_STATUS ? 0 : ws_frame_close_encode(payload, code, reason, rl);
     wsc_frame *f = wsc_frame_new(WS_OP_CLOSE, payload, n);
-    c->state = CS_CLOSING;
+    conn_state(c, CS_CLOSING);
     c->close_code = code;
     c->corked = false; /* a closing handshake is never held */
     if (!f || queue_push(c, f) != 0) {
@@ -386,13 +405,17 @@ void wsc_conn_close_slow(wsc_conn *c, const char *reason) { conn_close_slow(c, r
 
 int wsc_conn_hold(wsc_conn *c, size_t n)
 {
-    if (c->state != CS_OPEN) return -1;
-    if (conn_over_bound(c, n)) return -2;
+    if (c->state != CS_OPEN) return -EPIPE;
+    if (conn_over_bound(c, n)) return -ENOBUFS;
     c->held += (uint32_t)n;
     return 0;
 }
 
-void wsc_conn_unhold(wsc_conn *c, size_t n) { c->held -= n < c->held ? (uint32_t)n : c->held; }
+void wsc_conn_unhold(wsc_conn *c, size_t n)
+{
+    assert(n <= c->held); /* only what was held comes back */
+    c->held -= n < c->held ? (uint32_t)n : c->held;
+}
 
 /* Compresses f's message with the worker's deflate stream: a new frame (RSV1), or NULL
  * when it does not pay (under deflate_min, not smaller) or on failure. */
@@ -434,7 +457,7 @@ static wsc_frame *worker_deflate(wsc_worker *w, const wsc_frame *f)
 
 int wsc_conn_send(wsc_conn *c, wsc_frame *f)
 {
-    if (c->state != CS_OPEN) return -1;
+    if (c->state != CS_OPEN) return -EPIPE;
     wsc_server *s = c->w->s;
     wsc_frame *own = NULL; /* compressed here for this connection */
     if (c->deflate && f->hl && ws_pmd_fits_window(&c->pmd, f->len - f->hl)) {
@@ -445,10 +468,10 @@ int wsc_conn_send(wsc_conn *c, wsc_frame *f)
     }
     int rc = 0;
     if (conn_over_bound(c, f->len)) {
-        rc = -2;
+        rc = -ENOBUFS;
     } else if (queue_push(c, f) != 0) {
         conn_abort(c, WS_CLOSE_ABNORMAL);
-        rc = -1;
+        rc = -ENOMEM;
     } else {
         metric_inc(s->m_frames_out);
     }
@@ -497,7 +520,7 @@ int wsc_conn_send_event(wsc_conn *c, wsc_frame *f)
 int wsc_conn_send_text(wsc_conn *c, const char *text, size_t len)
 {
     wsc_frame *f = wsc_frame_new(WS_OP_TEXT, text, len);
-    if (!f) return -1;
+    if (!f) return -ENOMEM;
     int rc = wsc_conn_send(c, f);
     wsc_frame_unref(f);
     return rc;
@@ -585,7 +608,7 @@ static void conn_answer_http(wsc_conn *c, int status, const char *body)
     int n = ws_http_write_error(out, sizeof out, status, body);
     wsc_frame *f = n > 0 ? frame_raw(out, (size_t)n) : NULL;
     metric_inc(c->w->s->m_hs_fail);
-    c->state = CS_CLOSING;
+    conn_state(c, CS_CLOSING);
     c->close_after_flush = true;
     c->close_code = 0;
     if (!f || queue_push(c, f) != 0) {
@@ -604,10 +627,10 @@ static void conn_handshake(wsc_conn *c, const uint8_t *in, size_t n)
     ws_http_request req;
     const char *head = (const char *)in; /* where the request's head lies: the read or c->hs */
     size_t take = n < HS_MAX ? n : HS_MAX, head_len = take;
-    int hl = WS_HTTP_PARTIAL;
+    int hl = SC_EINCOMPLETE;
     /* Nearly always the whole head comes in the first read: parsed where it lies, with no
      * buffer of its own. Otherwise it gathers in c->hs (HS_MAX bytes at most). */
-    if (c->hs || (hl = ws_http_parse_request(head, take, NULL, &req)) == WS_HTTP_PARTIAL) {
+    if (c->hs || (hl = ws_http_parse_request(head, take, NULL, &req)) == SC_EINCOMPLETE) {
         if (!c->hs && !(c->hs = malloc(HS_MAX))) {
             conn_abort(c, WS_CLOSE_ABNORMAL);
             return;
@@ -618,10 +641,10 @@ static void conn_handshake(wsc_conn *c, const uint8_t *in, size_t n)
         head = c->hs;
         head_len = c->hs_len;
         hl = ws_http_parse_request(c->hs, c->hs_len, NULL, &req);
-        if (hl == WS_HTTP_PARTIAL && c->hs_len < HS_MAX) return;
+        if (hl == SC_EINCOMPLETE && c->hs_len < HS_MAX) return;
     }
     if (hl < 0) {
-        conn_answer_http(c, hl == WS_HTTP_ERROR ? 400 : 431, NULL);
+        conn_answer_http(c, hl == SC_EMALFORMED ? 400 : 431, NULL);
         return;
     }
     char *resp = NULL;
@@ -629,7 +652,7 @@ static void conn_handshake(wsc_conn *c, const uint8_t *in, size_t n)
     if (s->h.http && s->h.http(c, &req, &resp, &resp_len)) { /* /healthz and the like */
         wsc_frame *f = resp ? frame_raw(resp, resp_len) : NULL;
         free(resp);
-        c->state = CS_CLOSING;
+        conn_state(c, CS_CLOSING);
         c->close_after_flush = true;
         if (!f || queue_push(c, f) != 0) conn_abort(c, WS_CLOSE_ABNORMAL);
         wsc_frame_unref(f);
@@ -681,7 +704,7 @@ static void conn_handshake(wsc_conn *c, const uint8_t *in, size_t n)
 static void conn_open(wsc_conn *c, const uint8_t *rest, size_t n)
 {
     wsc_server *s = c->w->s;
-    c->state = CS_OPEN;
+    conn_state(c, CS_OPEN);
     c->opened = true;
     if (s->cfg.ping_interval_ms > 0)
         loop_timer_set(c->w->l, &c->core_timer,
@@ -1123,9 +1146,10 @@ static void worker_before_sleep(void *ud)
         while (list) {
             wsc_conn *c = list;
             list = c->next_pending;
-            c->pending = false;
+            assert(c->list == CL_FLUSH);
+            c->list = CL_NONE;
             if (c->state == CS_DEAD) {
-                c->pending = true;
+                c->list = CL_FREE;
                 c->next_pending = w->free_list;
                 w->free_list = c;
                 continue;
@@ -1141,6 +1165,7 @@ static void worker_before_sleep(void *ud)
     while (w->free_list) {
         wsc_conn *c = w->free_list;
         w->free_list = c->next_pending;
+        assert(c->list == CL_FREE && c->state == CS_DEAD);
         conn_free(c);
     }
 }

@@ -145,9 +145,9 @@ wsc_worker *wsc_conn_worker(const wsc_conn *c);
 uint64_t wsc_conn_id(const wsc_conn *c); /* unique in the process */
 void *wsc_conn_data(const wsc_conn *c);
 void wsc_conn_set_data(wsc_conn *c, void *data);
-/* Queues a frame (takes its own reference; the caller keeps its). Returns 0, -1 when the
- * connection no longer sends (closing), or -2 when the queue went over max_outbound: the
- * connection is then being closed with slow_close_code. With permessage-deflate negotiated, a data
+/* Queues a frame (takes its own reference; the caller keeps its). Returns 0, -EPIPE when
+ * the connection no longer sends (closing), -ENOBUFS when the queue went over max_outbound
+ * (the connection is then being closed with slow_close_code), or -ENOMEM (aborted). With permessage-deflate negotiated, a data
  * frame goes out compressed: its attached compressed twin (wsc_frame_set_deflated), or
  * else, if nobody considered compressing it yet, compressed here by the worker's deflate
  * stream when it is at least deflate_min bytes and the result is smaller. */
@@ -162,9 +162,9 @@ int wsc_conn_send_event(wsc_conn *c, wsc_frame *f);
 void wsc_conn_cork(wsc_conn *c);
 void wsc_conn_uncork(wsc_conn *c);
 /* Counts n bytes that the app keeps for c outside its queue (events held back while a
- * subscription catches up) in max_outbound, as if queued. Returns 0; -1 when c no longer
- * sends; -2 when that would pass the bound: c is then being closed with slow_close_code, as
- * by wsc_conn_send. wsc_conn_unhold gives bytes back when they are sent or dropped. */
+ * subscription catches up) in max_outbound, as if queued. Returns 0; -EPIPE when c no
+ * longer sends; -ENOBUFS when that would pass the bound: c is then being closed with
+ * slow_close_code, as by wsc_conn_send. wsc_conn_unhold gives bytes back when they are sent or dropped. */
 int wsc_conn_hold(wsc_conn *c, size_t n);
 void wsc_conn_unhold(wsc_conn *c, size_t n);
 /* Closes c with slow_close_code and reason at once, dropping what is queued but the frame being written

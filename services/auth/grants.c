@@ -192,7 +192,7 @@ static int fail_internal(req *r, const char *what)
 static int fail_store(req *r, int rc)
 {
     log_warn("token store unavailable", "req=%s user=%s err=\"%s\"", r->id, r->who,
-             rds_strerror(rc));
+             sc_strerror(rc));
     return fail(r, 503, "temporarily_unavailable",
                 "the refresh token store is unavailable; retry later");
 }
@@ -253,7 +253,7 @@ static int issue(req *r, const char *sub, const users_perms *perms, const char *
     rc = token_sign(g->signer, claims, &jwt);
     if (rc < 0) {
         log_error("token signing failed", "req=%s user=%s err=\"%s\"", r->id, r->who,
-                  token_strerror(rc));
+                  sc_strerror(rc));
         json_decref(claims);
         return fail(r, 500, "server_error", "internal error");
     }
@@ -300,7 +300,7 @@ static int narrow(req *r, const users_perms *base, const char *scope, users_perm
 {
     char why[200];
     int rc = users_perms_narrow(base, scope, out, why, sizeof why);
-    if (rc == USERS_EINVAL) return fail(r, 400, "invalid_scope", why);
+    if (rc == -EINVAL) return fail(r, 400, "invalid_scope", why);
     if (rc < 0) return fail_internal(r, "out of memory");
     return 0;
 }
@@ -316,7 +316,7 @@ static int throttled(req *r, char kind, const char *name)
     long wait = rtstore_login_blocked(r->g->store, kind, name, r->g->login_max);
     if (wait < 0) {
         log_warn("login throttle unavailable", "req=%s err=\"%s\"", r->id,
-                 rds_strerror((int)wait));
+                 sc_strerror((int)wait));
         return 0;
     }
     if (wait == 0) return 0;
@@ -334,7 +334,7 @@ static void login_result(req *r, char kind, const char *name, int ok)
     int rc = ok ? rtstore_login_ok(r->g->store, kind, name)
                 : rtstore_login_failed(r->g->store, kind, name, r->g->login_window);
     if (rc < 0)
-        log_warn("login throttle not updated", "req=%s err=\"%s\"", r->id, rds_strerror(rc));
+        log_warn("login throttle not updated", "req=%s err=\"%s\"", r->id, sc_strerror(rc));
 }
 
 static int grant_password(req *r)
@@ -372,7 +372,7 @@ static int grant_password(req *r)
         else {
             /* Degrade, do not fail: the access token needs no Redis. */
             log_warn("refresh token not issued", "req=%s user=%s err=\"%s\"", r->id, r->who,
-                     rds_strerror(rc));
+                     sc_strerror(rc));
             metric_inc(m.refresh_skipped);
         }
     }
@@ -446,7 +446,7 @@ static int grant_refresh(req *r)
         if (narrow(r, &any, scope, &perms) < 0) return -1;
         users_perms_clear(&perms);
     }
-    if (!r->g->store) return fail_store(r, RDS_EDOWN);
+    if (!r->g->store) return fail_store(r, -ENOTCONN);
     if (!rtstore_token_shape(old)) {
         log_info("refresh failed", "req=%s reason=malformed", r->id);
         return fail(r, 400, "invalid_grant", "refresh token is invalid or expired");
@@ -534,7 +534,7 @@ static int revoke_access_token(req *r, const char *tok, int everywhere)
     json_t *sid;
     int rc;
 
-    if (!r->g->keys || token_verify(r->g->keys, &pol, tok, r->now, &c) != TOKEN_OK) {
+    if (!r->g->keys || token_verify(r->g->keys, &pol, tok, r->now, &c) != SC_OK) {
         log_info("revoke ignored", "req=%s reason=\"not a valid access token\"", r->id);
         return 0; /* RFC 7009 §2.2: invalid tokens get 200 too */
     }
@@ -542,14 +542,14 @@ static int revoke_access_token(req *r, const char *tok, int everywhere)
     sid = json_object_get(c.payload, "sid");
     if (json_is_string(sid)) fam = json_string_value(sid);
     if (everywhere) {
-        rc = r->g->store ? rtstore_revoke_user(r->g->store, c.sub) : RDS_EDOWN;
+        rc = r->g->store ? rtstore_revoke_user(r->g->store, c.sub) : -ENOTCONN;
         if (rc < 0) goto store_down;
         metric_inc(m.revoked_user);
         set_event(r, c.sub, NULL, "logout_all");
         log_info("sessions revoked", "req=%s user=%s scope=user families=%d", r->id, r->who,
                  rc);
     } else if (fam) {
-        rc = r->g->store ? rtstore_revoke_family(r->g->store, fam) : RDS_EDOWN;
+        rc = r->g->store ? rtstore_revoke_family(r->g->store, fam) : -ENOTCONN;
         if (rc < 0) goto store_down;
         metric_inc(m.revoked_family);
         set_event(r, c.sub, fam, "revoked");
@@ -586,7 +586,7 @@ static int handle_revoke(req *r)
         log_info("revoke ignored", "req=%s reason=\"unknown token\"", r->id);
         return 0;
     }
-    if (!r->g->store) return fail_store(r, RDS_EDOWN);
+    if (!r->g->store) return fail_store(r, -ENOTCONN);
     rc = rtstore_revoke_token(r->g->store, tok, &info);
     if (rc < 0) return fail_store(r, rc);
     if (rc != RT_REVOKE_DONE) {

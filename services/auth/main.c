@@ -154,7 +154,7 @@ int main(int argc, char **argv)
     log_info("users loaded", "file=%s entries=%zu", cfg.users_file, users_count(u));
     rc = token_signer_load(&signer, cfg.private_key, cfg.kid);
     if (rc < 0) {
-        fail_config("JWT_PRIVATE_KEY", token_strerror(rc));
+        fail_config("JWT_PRIVATE_KEY", sc_strerror(rc));
         status = 2;
         goto done;
     }

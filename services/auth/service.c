@@ -56,7 +56,7 @@ static void on_request(bus_msg *msg, void *ud)
         rc = bus_publish(s->b, SUBJ_AUTH_REVOKED, NULL, rep.event, strlen(rep.event), NULL, 0);
         if (rc < 0) {
             metric_inc(s->publish_errors);
-            log_error("auth.revoked not published", "err=\"%s\"", bus_strerror(rc));
+            log_error("auth.revoked not published", "err=\"%s\"", sc_strerror(rc));
         }
     }
     if (reply && *reply) {
@@ -66,7 +66,7 @@ static void on_request(bus_msg *msg, void *ud)
         rc = bus_respond(s->b, msg, rep.body ? rep.body : "", rep.body ? strlen(rep.body) : 0,
                          hdrs, nhdr);
         if (rc < 0) log_warn("reply failed", "subject=%s err=\"%s\"", bus_msg_subject(msg),
-                             bus_strerror(rc));
+                             sc_strerror(rc));
     } else {
         log_debug("request without reply subject", "subject=%s", bus_msg_subject(msg));
     }
@@ -79,7 +79,7 @@ static void on_request(bus_msg *msg, void *ud)
 static int sub(authsvc *s, const char *subject, struct handler *h)
 {
     int rc;
-    if (s->nsubs == MAX_SUBS) return BUS_EINVAL;
+    if (s->nsubs == MAX_SUBS) return -EINVAL;
     rc = bus_subscribe(s->b, subject, QUEUE_AUTH, on_request, h, &s->subs[s->nsubs]);
     if (rc == 0) s->nsubs++;
     return rc;
@@ -97,7 +97,7 @@ int authsvc_start(authsvc **out, bus *b, const grant_cfg *g, int workers)
     if (workers < 1) workers = 1;
     if (workers > 64) workers = 64;
     s = calloc(1, sizeof *s);
-    if (!s) return BUS_ENOMEM;
+    if (!s) return -ENOMEM;
     s->b = b;
     s->g = g;
     grant_init_metrics();

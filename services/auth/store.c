@@ -142,7 +142,7 @@ int rtstore_create(rtstore **out, rds *r, long ttl, long reuse_window, long max_
     rtstore *s = calloc(1, sizeof *s);
 
     *out = NULL;
-    if (!s) return RDS_ENOMEM;
+    if (!s) return -ENOMEM;
     s->r = r;
     s->ttl = ttl;
     snprintf(s->ttl_s, sizeof s->ttl_s, "%ld", ttl);
@@ -243,8 +243,8 @@ int rtstore_issue(rtstore *s, const char *sub, const char *fam, const char *scop
     int rc;
 
     if (!fam_valid(fam) || strlen(sub) > 64 || strlen(scope) > STORE_SCOPE_MAX)
-        return RDS_EINVAL;
-    if (new_token(token) < 0 || token_key(token, rk) < 0) return RDS_ERR;
+        return -EINVAL;
+    if (new_token(token) < 0 || token_key(token, rk) < 0) return -EIO;
     snprintf(fk, sizeof fk, PREFIX "rtfam:%s", fam);
     snprintf(uk, sizeof uk, PREFIX "rtuser:%s", sub);
     snprintf(now, sizeof now, "%lld", (long long)time(NULL));
@@ -269,7 +269,7 @@ int rtstore_rotate(rtstore *s, const char *old, char new_token_out[STORE_TOKEN_L
     if (!rtstore_token_shape(old)) return RT_UNKNOWN;
     if (token_key(old, ok_key) < 0 || new_token(new_token_out) < 0 ||
         token_key(new_token_out, nk) < 0)
-        return RDS_ERR;
+        return -EIO;
     snprintf(now, sizeof now, "%lld", (long long)time(NULL));
     const char *keys[2] = { ok_key, nk };
     const char *args[5] = { s->ttl_s, now, PREFIX, s->reuse_s, s->max_s };
@@ -277,7 +277,7 @@ int rtstore_rotate(rtstore *s, const char *old, char new_token_out[STORE_TOKEN_L
     if (rc < 0) goto done;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
         rep->element[0]->type != REDIS_REPLY_STRING) {
-        rc = RDS_ERR;
+        rc = -EIO;
         goto done;
     }
     fill_info(info, rep->element + 1, rep->elements - 1);
@@ -305,7 +305,7 @@ int rtstore_revoke_token(rtstore *s, const char *token, rtstore_info *info)
 
     memset(info, 0, sizeof *info);
     if (!rtstore_token_shape(token)) return 0;
-    if (token_key(token, k) < 0) return RDS_ERR;
+    if (token_key(token, k) < 0) return -EIO;
     const char *keys[1] = { k };
     const char *args[1] = { PREFIX };
     rc = rds_eval(s->r, &s->revoke_token, &rep, 1, keys, 1, args);
@@ -337,7 +337,7 @@ int rtstore_revoke_user(rtstore *s, const char *sub)
     redisReply *rep = NULL;
     int rc;
 
-    if (strlen(sub) > 64) return RDS_EINVAL;
+    if (strlen(sub) > 64) return -EINVAL;
     snprintf(uk, sizeof uk, PREFIX "rtuser:%s", sub);
     const char *keys[1] = { uk };
     const char *args[1] = { PREFIX };

@@ -120,11 +120,11 @@ static int strv_push(char ***v, size_t *n, const char *s, size_t slen)
 {
     if (!*v) {
         *v = calloc(USERS_PATTERNS_MAX, sizeof **v);
-        if (!*v) return USERS_ENOMEM;
+        if (!*v) return -ENOMEM;
     }
-    if (*n >= USERS_PATTERNS_MAX) return USERS_EINVAL;
+    if (*n >= USERS_PATTERNS_MAX) return -EINVAL;
     char *c = strndup(s, slen);
-    if (!c) return USERS_ENOMEM;
+    if (!c) return -ENOMEM;
     (*v)[(*n)++] = c;
     return 0;
 }
@@ -139,7 +139,7 @@ int users_perms_copy(users_perms *dst, const users_perms *src)
     return 0;
 error:
     users_perms_clear(dst);
-    return USERS_ENOMEM;
+    return -ENOMEM;
 }
 
 int users_perms_narrow(const users_perms *base, const char *scope, users_perms *out, char *err,
@@ -153,7 +153,7 @@ int users_perms_narrow(const users_perms *base, const char *scope, users_perms *
     if (!scope || !*scope) return users_perms_copy(out, base);
     if (strlen(scope) > USERS_SCOPE_MAX) {
         snprintf(err, errlen, "scope too long");
-        return USERS_EINVAL;
+        return -EINVAL;
     }
     while (*p) {
         size_t n;
@@ -197,7 +197,7 @@ int users_perms_narrow(const users_perms *base, const char *scope, users_perms *
                    : !strv_has(out->pub, out->npub, pat, n - 4)) {
             rc = is_sub ? strv_push(&out->sub, &out->nsub, pat, n - 4)
                         : strv_push(&out->pub, &out->npub, pat, n - 4);
-            if (rc == USERS_EINVAL) {
+            if (rc == -EINVAL) {
                 snprintf(err, errlen, "too many scope patterns");
                 goto invalid;
             }
@@ -211,7 +211,7 @@ int users_perms_narrow(const users_perms *base, const char *scope, users_perms *
     return 0;
 invalid:
     users_perms_clear(out);
-    return USERS_EINVAL;
+    return -EINVAL;
 }
 
 int users_perms_scope(const users_perms *p, char *buf, size_t buflen)
@@ -245,7 +245,7 @@ static int fail(char *err, size_t errlen, const char *fname, unsigned line, cons
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
     snprintf(err, errlen, "%s:%u: %s", fname ? fname : "users", line, why);
-    return USERS_EINVAL;
+    return -EINVAL;
 }
 
 static void entry_clear(users_entry *e)
@@ -324,7 +324,7 @@ static int parse_list(const char *s, size_t n, char ***v, size_t *nv, const char
         }
         if (!strv_has(*v, *nv, pat, k - i)) {
             int rc = strv_push(v, nv, pat, k - i);
-            if (rc == USERS_EINVAL) {
+            if (rc == -EINVAL) {
                 *why = "too many topic patterns (max 64)";
                 return -1;
             }
@@ -342,7 +342,7 @@ static int parse_list(const char *s, size_t n, char ***v, size_t *nv, const char
     return 0;
 }
 
-/* Parses one non-comment line into e. 0 or USERS_EINVAL/ENOMEM (err filled). */
+/* Parses one non-comment line into e. 0 or -EINVAL/ENOMEM (err filled). */
 static int parse_line(users_entry *e, const char *s, size_t n, const char *fname, unsigned line,
                       char *err, size_t errlen)
 {
@@ -376,7 +376,7 @@ static int parse_line(users_entry *e, const char *s, size_t n, const char *fname
         return fail(err, errlen, fname, line, "name must be 1..64 bytes of [A-Za-z0-9_-]");
     e->line = line;
     e->hash = strndup(tok[2], tlen[2]);
-    if (!e->hash) return USERS_ENOMEM;
+    if (!e->hash) return -ENOMEM;
     if (tlen[2] > 512 || hash_check(e->hash, &why) < 0)
         /* the message names the entry, never echoes the hash */
         return fail(err, errlen, fname, line, "%s: %s", e->name, why ? why : "hash too long");
@@ -410,13 +410,13 @@ int users_parse(users **out, const char *text, size_t len, const char *fname, ch
     users *u;
     size_t cap = 0, pos = 0;
     unsigned line = 0;
-    int rc = USERS_ENOMEM;
+    int rc = -ENOMEM;
 
     *out = NULL;
     if (errlen) err[0] = '\0';
     if (len > USERS_FILE_MAX) return fail(err, errlen, fname, 0, "file too large");
     u = calloc(1, sizeof *u);
-    if (!u) return USERS_ENOMEM;
+    if (!u) return -ENOMEM;
     while (pos < len) {
         const char *s = text + pos;
         const char *nl = memchr(s, '\n', len - pos);
@@ -470,7 +470,7 @@ int users_parse(users **out, const char *text, size_t len, const char *fname, ch
     *out = u;
     return 0;
 error:
-    if (rc == USERS_ENOMEM && errlen) snprintf(err, errlen, "%s: out of memory", fname);
+    if (rc == -ENOMEM && errlen) snprintf(err, errlen, "%s: out of memory", fname);
     users_destroy(u);
     return rc;
 }
@@ -486,19 +486,19 @@ int users_load(users **out, const char *path, char *err, size_t errlen)
     f = fopen(path, "rb");
     if (!f) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return USERS_EIO;
+        return -EIO;
     }
     buf = malloc((size_t)USERS_FILE_MAX + 1);
     if (!buf) {
         fclose(f);
-        return USERS_ENOMEM;
+        return -ENOMEM;
     }
     n = fread(buf, 1, (size_t)USERS_FILE_MAX + 1, f);
     if (ferror(f)) {
         snprintf(err, errlen, "%s: read error", path);
         fclose(f);
         free(buf);
-        return USERS_EIO;
+        return -EIO;
     }
     fclose(f);
     rc = users_parse(out, buf, n, path, err, errlen);
@@ -537,7 +537,7 @@ int users_verify(const users *u, enum users_kind kind, const char *name, const c
     e = users_find(u, kind, name);
     setting = e && e->hash[0] == '$' ? e->hash : u->dummy[kind];
     cd = calloc(1, sizeof *cd);
-    if (!cd) return USERS_ENOMEM;
+    if (!cd) return -ENOMEM;
     res = crypt_rn(secret, setting, cd, sizeof *cd);
     match = res && strlen(res) == strlen(setting) &&
             CRYPTO_memcmp(res, setting, strlen(setting)) == 0;

@@ -17,7 +17,10 @@
 #ifndef SC_AUTH_USERS_H
 #define SC_AUTH_USERS_H
 
+#include <errno.h>
 #include <stddef.h>
+
+#include "err.h"
 
 enum users_kind { USERS_USER = 1, USERS_CLIENT = 2 };
 
@@ -30,12 +33,8 @@ enum {
     USERS_SCOPE_MAX = 4096,     /* longest scope parameter */
 };
 
-enum users_err {
-    USERS_OK = 0,
-    USERS_EINVAL = -1, /* bad file / bad scope: reason in err */
-    USERS_ENOMEM = -2,
-    USERS_EIO = -3,    /* cannot read the file */
-};
+/* Failures: -EINVAL (bad file or scope: the reason in err), -ENOMEM, -EIO (cannot read the
+ * file). */
 
 /* A set of topic permissions. Owns its strings (users_perms_clear frees them). */
 typedef struct users_perms {
@@ -56,8 +55,8 @@ typedef struct users_entry {
 typedef struct users users;
 
 /* Parses text (len bytes; need not be NUL-terminated). fname is used in messages only.
- * Returns 0 and *out (free with users_destroy), or USERS_EINVAL with "FILE:LINE: reason" in
- * err, or USERS_ENOMEM. Every hash is checked by hashing a probe with it, so a file of
+ * Returns 0 and *out (free with users_destroy), or -EINVAL with "FILE:LINE: reason" in
+ * err, or -ENOMEM. Every hash is checked by hashing a probe with it, so a file of
  * expensive hashes (bcrypt) takes a moment to load. */
 int users_parse(users **out, const char *text, size_t len, const char *fname, char *err,
                 size_t errlen);
@@ -72,7 +71,7 @@ const users_entry *users_find(const users *u, enum users_kind kind, const char *
 /* Checks secret against the entry's hash, in time that does not depend on whether name
  * exists or is locked: an unknown name is checked against a stand-in hash of the same
  * scheme and cost. Returns 1 and *out (may be NULL) on a match, 0 on any mismatch (unknown,
- * locked, wrong secret, secret too long), USERS_ENOMEM on allocation failure. */
+ * locked, wrong secret, secret too long), -ENOMEM on allocation failure. */
 int users_verify(const users *u, enum users_kind kind, const char *name, const char *secret,
                  const users_entry **out);
 
@@ -84,14 +83,14 @@ int users_pattern_valid(const char *p);
 /* 1 when every topic matched by req is also matched by granted (both valid patterns). */
 int users_pattern_covers(const char *granted, const char *req);
 
-/* Deep copy of src into *dst. 0 or USERS_ENOMEM (dst then empty). */
+/* Deep copy of src into *dst. 0 or -ENOMEM (dst then empty). */
 int users_perms_copy(users_perms *dst, const users_perms *src);
 void users_perms_clear(users_perms *p); /* frees and zeroes; accepts a zeroed struct */
 
 /* Narrows base to an OAuth scope: space-separated tokens "sub:PATTERN" / "pub:PATTERN",
  * each of which must be covered by a pattern of the same kind in base. *out gets exactly
  * the requested patterns (duplicates dropped). A NULL or empty scope copies base.
- * Returns 0, USERS_EINVAL (reason in err, for an invalid_scope answer) or USERS_ENOMEM. */
+ * Returns 0, -EINVAL (reason in err, for an invalid_scope answer) or -ENOMEM. */
 int users_perms_narrow(const users_perms *base, const char *scope, users_perms *out, char *err,
                        size_t errlen);
 /* Writes perms as a scope string ("sub:a sub:b pub:c") into buf. 0, or -1 if too small. */

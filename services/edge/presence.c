@@ -354,7 +354,7 @@ static int rewrite(presence *p)
     /* snapshot the table under the lock, write it without */
     size_t n = 0, cap = 256;
     entry **snap = malloc(sizeof *snap * cap);
-    if (!snap) return RDS_ENOMEM;
+    if (!snap) return -ENOMEM;
     pthread_mutex_lock(&p->lock);
     for (int b = 0; b < TABLE_BUCKETS; b++) {
         for (entry *e = p->table[b]; e; e = e->next) {
@@ -429,7 +429,7 @@ static void send_batch(presence *p, op **written)
 {
     if (p->bt->n > 0) {
         int rc = batch_flush(p, p->bt);
-        if (rc != 0) set_degraded(p, true, rds_strerror(rc));
+        if (rc != 0) set_degraded(p, true, sc_strerror(rc));
     }
     while (*written) {
         op *o = *written;
@@ -473,7 +473,7 @@ static void *presence_main(void *arg)
             int rc = heartbeat(p);
             redis_ok = rc == 0;
             if (rc != 0)
-                set_degraded(p, true, rds_strerror(rc));
+                set_degraded(p, true, sc_strerror(rc));
             else
                 next_beat = now + beat_every;
         }
@@ -484,7 +484,7 @@ static void *presence_main(void *arg)
                 p->need_rewrite = false;
                 set_degraded(p, false, NULL);
             } else {
-                set_degraded(p, true, rds_strerror(rc));
+                set_degraded(p, true, sc_strerror(rc));
             }
         }
         op *written = NULL; /* batched ops: their user names live until the batch is sent */
@@ -512,7 +512,7 @@ static void *presence_main(void *arg)
             if (!atomic_load(&p->degraded)) {
                 int rc = apply(p, o->kind, o->user, o->conn, o->at, &allowed);
                 if (rc != 0) {
-                    set_degraded(p, true, rds_strerror(rc));
+                    set_degraded(p, true, sc_strerror(rc));
                     allowed = true; /* Redis down: serve, count later */
                 }
             }

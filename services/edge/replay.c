@@ -137,7 +137,7 @@ static int send_request(replay *r)
                      (unsigned long long)(r->cursor + 1), r->subject);
         break;
     }
-    if (n < 0 || (size_t)n >= sizeof body) return BUS_EINVAL;
+    if (n < 0 || (size_t)n >= sizeof body) return -EINVAL;
     int rc = bus_request_async(r->q->b, r->api, body, (size_t)n, r->q->cfg.timeout_ms,
                                on_reply, r);
     if (rc == 0) {
@@ -181,7 +181,7 @@ static void q_pump(replay_q *q)
         if (rc == 0) continue;
         if (++r->errors > REPLAY_ERRORS) {
             log_warn("replay request failed", "subject=%s error=\"%s\"", r->subject,
-                     bus_strerror(rc));
+                     sc_strerror(rc));
             replay_end(r, REPLAY_FAILED, 0);
         } else {
             replay_later(r, 200 * r->errors);
@@ -204,7 +204,7 @@ static void handle(replay *r, int result, bus_msg *msg)
     if (!found && !missing) {
         if (++r->errors > REPLAY_ERRORS) {
             log_warn("replay request failed", "subject=%s error=\"%s\" status=%s", r->subject,
-                     bus_strerror(result), status ? status : "-");
+                     sc_strerror(result), status ? status : "-");
             replay_end(r, REPLAY_FAILED, 0);
         } else {
             replay_later(r, 200 * r->errors);

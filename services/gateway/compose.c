@@ -197,9 +197,9 @@ char *compose_error_body(const char *code, const char *message, size_t *len)
 int compose_bus_status(int bus_rc, const char **code)
 {
     switch (bus_rc) {
-    case BUS_ENORESP:
-    case BUS_ENOTCONN: *code = "service_unavailable"; return 503;
-    case BUS_ETIMEOUT: *code = "gateway_timeout"; return 504;
+    case SC_ENORESPONDERS:
+    case -ENOTCONN: *code = "service_unavailable"; return 503;
+    case -ETIMEDOUT: *code = "gateway_timeout"; return 504;
     default: *code = "bad_gateway"; return 502;
     }
 }

@@ -216,10 +216,10 @@ static int gw_authenticate(gw_req *r, struct MHD_Connection *c, enum MHD_Result 
     }
     rc = token_verify(s->ks, &s->cfg.policy, copy, (long)time(NULL), &claims);
     free(copy);
-    if (rc != TOKEN_OK) {
+    if (rc != SC_OK) {
         char msg[96];
-        snprintf(msg, sizeof msg, "token rejected: %s", token_strerror(rc));
-        log_debug("token rejected", "rid=%s reason=\"%s\"", r->rid, token_strerror(rc));
+        snprintf(msg, sizeof msg, "token rejected: %s", sc_strerror(rc));
+        log_debug("token rejected", "rid=%s reason=\"%s\"", r->rid, sc_strerror(rc));
         *ret = gw_error(r, c, 401, "invalid_token", msg, invalid, 1);
         return 1;
     }
@@ -251,9 +251,9 @@ static enum MHD_Result gw_options(gw_req *r, struct MHD_Connection *c, const cha
 {
     const http_server *s = r->srv;
     int rc = routes_match(s->rt, "OPTIONS", url, &r->match);
-    if (rc == ROUTES_EBADPATH) return gw_error(r, c, 400, "invalid_request", "malformed path",
+    if (rc == SC_EMALFORMED) return gw_error(r, c, 400, "invalid_request", "malformed path",
                                                NULL, 0);
-    if (rc == ROUTES_ENOTFOUND) return gw_error(r, c, 404, "not_found", "no such route", NULL, 0);
+    if (rc == -ENOENT) return gw_error(r, c, 404, "not_found", "no such route", NULL, 0);
     r->label = "preflight";
     const char *origin = gw_header(c, "Origin");
     const char *want = gw_header(c, "Access-Control-Request-Method");
@@ -329,14 +329,14 @@ static enum MHD_Result gw_head(gw_req *r, struct MHD_Connection *c, const char *
     if (strcmp(method, "OPTIONS") == 0) return gw_options(r, c, url);
 
     int rc = routes_match(s->rt, method, url, &r->match);
-    if (rc == ROUTES_EBADPATH)
+    if (rc == SC_EMALFORMED)
         return gw_error(r, c, 400, "invalid_request", "malformed path", NULL, 0);
-    if (rc == ROUTES_ENOTFOUND) {
+    if (rc == -ENOENT) {
         if (s->st && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0))
             return gw_static(r, c, url);
         return gw_error(r, c, 404, "not_found", "no such route", NULL, 0);
     }
-    if (rc == ROUTES_EMETHOD) {
+    if (rc == -EOPNOTSUPP) {
         gw_hdr h[] = {{"Allow", r->match.allow}};
         return gw_error(r, c, 405, "method_not_allowed", "method not allowed on this route", h,
                         1);
@@ -406,7 +406,7 @@ static enum MHD_Result gw_run(gw_req *r, struct MHD_Connection *c, const char *u
         return gw_error(r, c, 413, "payload_too_large", why, NULL, 0);
     }
     const char *q = r->query ? r->query : "";
-    if (form_parse(q, strlen(q), 0, HTTP_QUERY_MAX_PAIRS, &query, why, sizeof why) != FORM_OK) {
+    if (form_parse(q, strlen(q), 0, HTTP_QUERY_MAX_PAIRS, &query, why, sizeof why) != SC_OK) {
         char msg[200];
         snprintf(msg, sizeof msg, "query string: %s", why);
         ret = gw_error(r, c, 400, "invalid_request", msg, NULL, 0);
@@ -424,7 +424,7 @@ static enum MHD_Result gw_run(gw_req *r, struct MHD_Connection *c, const char *u
         }
     } else if (r->len > 0) {
         if (form_parse(r->body, r->len, FORM_STRICT, HTTP_FORM_MAX_PAIRS, &body, why,
-                       sizeof why) != FORM_OK) {
+                       sizeof why) != SC_OK) {
             ret = gw_error(r, c, 400, "invalid_request", why, NULL, 0);
             goto done;
         }

@@ -73,11 +73,11 @@ static void proxy_bus_failed(const proxy_call *pc, const route_call *c, int rc,
     char msg[256];
     int status = compose_bus_status(rc, &code);
     log_warn("service call failed", "rid=%s subject=%s err=\"%s\"", pc->rid, c->subject,
-             bus_strerror(rc));
+             sc_strerror(rc));
     if (c->key[0])
-        snprintf(msg, sizeof msg, "call '%s': %s", c->key, bus_strerror(rc));
+        snprintf(msg, sizeof msg, "call '%s': %s", c->key, sc_strerror(rc));
     else
-        snprintf(msg, sizeof msg, "%s", bus_strerror(rc));
+        snprintf(msg, sizeof msg, "%s", sc_strerror(rc));
     proxy_answer_error(ans, status, code, msg);
 }
 
@@ -296,7 +296,7 @@ static void proxy_sequence(bus *b, const proxy_call *pc, json_t *ctx, json_t **a
         }
         long long left = deadline - proxy_now_ms();
         if (left <= 0)
-            rc = BUS_ETIMEOUT;
+            rc = -ETIMEDOUT;
         else
             rc = bus_request(b, c->subject, data, len, pc->hdrs, pc->nhdr, (int)left, &msg);
         free(data);

@@ -553,21 +553,21 @@ int routes_match(const routes *rt, const char *method, const char *path, route_m
     m->nparams = 0;
     m->allow[0] = '\0';
     m->buf[0] = '\0';
-    if (plen == 0 || path[0] != '/' || plen > ROUTES_MAX_PATH) return ROUTES_ENOTFOUND;
+    if (plen == 0 || path[0] != '/' || plen > ROUTES_MAX_PATH) return -ENOENT;
     if (plen > 1) {
         size_t i = 1;
         while (i <= plen) {
             size_t start = i;
             while (i < plen && path[i] != '/') i++;
-            if (i == start) return ROUTES_ENOTFOUND; /* empty segment: "//" or trailing '/' */
-            if (nseg == ROUTES_MAX_SEGMENTS) return ROUTES_ENOTFOUND;
+            if (i == start) return -ENOENT; /* empty segment: "//" or trailing '/' */
+            if (nseg == ROUTES_MAX_SEGMENTS) return -ENOENT;
             long d = form_pct_decode(path + start, i - start, 0, m->buf + used);
-            if (d < 0) return ROUTES_EBADPATH;
+            if (d < 0) return SC_EMALFORMED;
             seg[nseg] = m->buf + used;
             seglen[nseg] = (size_t)d;
             if ((d == 1 && seg[nseg][0] == '.') ||
                 (d == 2 && seg[nseg][0] == '.' && seg[nseg][1] == '.'))
-                return ROUTES_EBADPATH;
+                return SC_EMALFORMED;
             nseg++;
             used += (size_t)d + 1;
             i++;
@@ -589,9 +589,9 @@ int routes_match(const routes *rt, const char *method, const char *path, route_m
         if (strcmp(ro->method, method) != 0) continue;
         if (!best || routes_cmp_specific(ro, best) < 0) best = ro;
     }
-    if (!allow) return ROUTES_ENOTFOUND;
+    if (!allow) return -ENOENT;
     routes_format_allow(allow, m->allow, sizeof m->allow);
-    if (!best) return ROUTES_EMETHOD;
+    if (!best) return -EOPNOTSUPP;
     m->route = best;
     m->nparams = best->nparams;
     for (size_t i = 0; i < nseg; i++) {
@@ -600,5 +600,5 @@ int routes_match(const routes *rt, const char *method, const char *path, route_m
         m->names[p] = best->params[p];
         m->values[p] = seg[i];
     }
-    return ROUTES_FOUND;
+    return SC_OK;
 }

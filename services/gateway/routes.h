@@ -11,8 +11,11 @@
 #ifndef GW_ROUTES_H
 #define GW_ROUTES_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <jansson.h>
+
+#include "err.h"
 
 #define ROUTES_MAX 256
 #define ROUTES_MAX_CALLS 8
@@ -66,19 +69,16 @@ int routes_parse(const char *text, size_t len, routes **out, char *err, size_t e
 int routes_load(const char *file, routes **out, char *err, size_t errlen);
 void routes_destroy(routes *rt); /* accepts NULL */
 
-enum routes_match_result {
-    ROUTES_FOUND = 0,
-    ROUTES_ENOTFOUND = -1, /* no route has this path: 404 */
-    ROUTES_EMETHOD = -2,   /* the path exists for other methods (see allow): 405 */
-    ROUTES_EBADPATH = -3,  /* malformed %-escape, NUL, invalid UTF-8 or a dot segment: 400 */
-};
+/* routes_match: 0 (SC_OK) or -ENOENT (no route has this path: 404), -EOPNOTSUPP (the path
+ * exists for other methods, see allow: 405), SC_EMALFORMED (malformed %-escape, NUL,
+ * invalid UTF-8 or a dot segment: 400). */
 
 typedef struct route_match {
     const route *route;
     size_t nparams;
     const char *names[ROUTES_MAX_PARAMS];  /* borrowed from the route */
     const char *values[ROUTES_MAX_PARAMS]; /* decoded, pointing into buf */
-    char allow[64];                        /* on ROUTES_EMETHOD/FOUND: "GET, POST, OPTIONS" */
+    char allow[64];                        /* on -EOPNOTSUPP/FOUND: "GET, POST, OPTIONS" */
     char buf[ROUTES_MAX_PATH + ROUTES_MAX_SEGMENTS + 1];
 } route_match;
 

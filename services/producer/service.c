@@ -63,7 +63,7 @@ static void reply(prodsvc *s, const bus_msg *msg, int status, json_t *body)
     if (bus_msg_reply(msg) && *bus_msg_reply(msg)) {
         rc = bus_respond_json(s->b, msg, status, text);
         if (rc < 0) log_warn("reply failed", "subject=%s err=\"%s\"", bus_msg_subject(msg),
-                             bus_strerror(rc));
+                             sc_strerror(rc));
     } else {
         log_debug("request without reply subject", "subject=%s", bus_msg_subject(msg));
     }
@@ -243,14 +243,14 @@ static void on_fill(const fill_job *j, void *ud)
     snprintf(msg_id, sizeof msg_id, "fill-%s", o.id);
     rc = text ? bus_publish_stored(s->b, subject, text, strlen(text), msg_id, FILL_PUBLISH_MS,
                                    NULL)
-              : BUS_ENOMEM;
+              : -ENOMEM;
     if (rc == 0) {
         metric_inc(s->fills_done);
         log_debug("order filled", "user=%s order_id=%s price=%.2f", j->user, o.id, o.price);
     } else {
         metric_inc(s->fill_errors);
         log_warn("fill not published", "user=%s order_id=%s err=\"%s\"", j->user, o.id,
-                 bus_strerror(rc));
+                 sc_strerror(rc));
     }
     free(text);
 }
@@ -287,13 +287,13 @@ static void on_chat(bus_msg *msg, void *ud)
                    (json_int_t)wall_ms());
     if (ev && json_is_string(data)) json_object_set(ev, "text", data);
     if (ev) text = json_dumps(ev, JSON_COMPACT | JSON_REAL_PRECISION(15));
-    rc = text ? bus_publish(s->b, out_subj, NULL, text, strlen(text), NULL, 0) : BUS_ENOMEM;
+    rc = text ? bus_publish(s->b, out_subj, NULL, text, strlen(text), NULL, 0) : -ENOMEM;
     if (rc == 0) {
         metric_inc(s->chat_relayed);
     } else {
         metric_inc(s->chat_errors);
         log_warn("chat message not relayed", "subject=%s err=\"%s\"", out_subj,
-                 bus_strerror(rc));
+                 sc_strerror(rc));
     }
 done:
     free(text);
@@ -348,7 +348,7 @@ int prodsvc_start(prodsvc **out, bus *b, ticker *t, const prod_cfg *cfg)
         rc = bus_subscribe(b, subs[i].subject, QUEUE_PRODUCER, subs[i].fn, s, &s->subs[i]);
         if (rc < 0) {
             log_error("subscribe failed", "subject=%s err=\"%s\"", subs[i].subject,
-                      bus_strerror(rc));
+                      sc_strerror(rc));
             prodsvc_stop(s);
             return rc;
         }

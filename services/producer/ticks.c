@@ -131,13 +131,13 @@ static void publish_all(ticker *t, const double *prices)
     for (int i = 0; i < TICKS_NSYMBOLS; i++) {
         int n = ticks_format(body, sizeof body, symbols[i].name, prices[i], now), rc;
         snprintf(subject, sizeof subject, SUBJ_EVENTS_PREFIX "prices.%s", symbols[i].name);
-        rc = n < 0 ? BUS_EINVAL : bus_publish(t->b, subject, NULL, body, (size_t)n, NULL, 0);
+        rc = n < 0 ? -EINVAL : bus_publish(t->b, subject, NULL, body, (size_t)n, NULL, 0);
         if (rc == 0) {
             metric_inc(t->ticks);
         } else {
             /* While NATS is down every tick fails: count them, log at debug only. */
             metric_inc(t->errors);
-            log_debug("tick not published", "subject=%s err=\"%s\"", subject, bus_strerror(rc));
+            log_debug("tick not published", "subject=%s err=\"%s\"", subject, sc_strerror(rc));
         }
     }
 }

@@ -29,17 +29,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     http_reader rd;
     http_reader_init(&rd, head);
     size_t len = 0;
-    int rc = 0;
+    int rc = SC_EINCOMPLETE;
     while (len < size) {
         size_t step = seed == 0 ? size : 1 + (seed % 64);
         seed = seed * 1103515245u + 12345u;
         len = len + step > size ? size : len + step;
         rc = http_reader_step(&rd, buf, len, 0);
-        if (rc != 0) break;
+        if (rc != SC_EINCOMPLETE) break;
     }
-    if (rc == 0) rc = http_reader_step(&rd, buf, len, 1);
-    if (rc != 1 && rc != -EPROTO && rc != -EMSGSIZE) abort();
-    if (rc == 1) {
+    if (rc == SC_EINCOMPLETE) rc = http_reader_step(&rd, buf, len, 1);
+    if (rc != 0 && rc != -EPROTO && rc != -EMSGSIZE) abort();
+    if (rc == 0) {
         size_t bl = 0;
         if (rd.hlen <= 0 || (size_t)rd.hlen > len) abort();
         if (http_reader_body(&rd, buf, len, &bl) == 0) {

@@ -36,7 +36,7 @@ static void fuzz_must_load(const char *text, size_t len, int want)
 
     if (j == NULL || (want >= 0 && (int)json_typeof(j) != want))
         abort();
-    if (msg_json_check(text, len, MSG_DEPTH_CAP) != MSG_OK)
+    if (msg_json_check(text, len, MSG_DEPTH_CAP) != SC_OK)
         abort();
     json_decref(j);
 }
@@ -58,7 +58,7 @@ static void fuzz_replies(const msg_in *m, int rc)
     if (n < 0)
         abort();
     fuzz_must_load(out, (size_t)n, JSON_OBJECT);
-    if (rc == MSG_OK && m->type == MSG_PUBLISH) {
+    if (rc == SC_OK && m->type == MSG_PUBLISH) {
         if (msg_event_size(strlen(m->topic), m->data_len) > sizeof out)
             return;
         n = msg_event_build(out, sizeof out, m->topic, (uint64_t)1 << 53, m->data, m->data_len);
@@ -87,7 +87,7 @@ static void fuzz_parse(const char *text, size_t len, const msg_limits *lim)
     int rc = msg_parse(text, len, lim, &m);
     json_t *j;
 
-    if (rc == MSG_OK) {
+    if (rc == SC_OK) {
         if (m.type == MSG_NONE || m.error != NULL)
             abort();
         if ((m.type == MSG_SUBSCRIBE || m.type == MSG_UNSUBSCRIBE || m.type == MSG_PUBLISH) &&
@@ -111,7 +111,7 @@ static void fuzz_parse(const char *text, size_t len, const msg_limits *lim)
         if (m.token != NULL || m.data != NULL || m.error == NULL || m.error[0] == '\0' ||
             m.topic[0] != '\0')
             abort();
-        if (strcmp(msg_code(rc), "internal") == 0 && rc != MSG_E_NOMEM)
+        if (strcmp(msg_code(rc), "internal") == 0 && rc != -ENOMEM)
             abort();
     }
     if (m.id[0] != '\0') {
@@ -132,17 +132,17 @@ static void fuzz_check(const char *text, size_t len)
 
     int low = msg_json_check(text, len, MSG_JSON_MAX_DEPTH);
 
-    if (low != ours && low != MSG_E_TOO_LARGE)
-        abort(); /* a lower depth limit can only turn a result into MSG_E_TOO_LARGE */
+    if (low != ours && low != SC_ETOOLARGE)
+        abort(); /* a lower depth limit can only turn a result into SC_ETOOLARGE */
     if (memchr(text, '\0', len) != NULL) {
-        if (ours == MSG_OK)
+        if (ours == SC_OK)
             abort();
         return;
     }
     j = json_loadb(text, len, FUZZ_LOAD_FLAGS, &err);
-    if (ours == MSG_OK && j == NULL && json_error_code(&err) != json_error_numeric_overflow)
+    if (ours == SC_OK && j == NULL && json_error_code(&err) != json_error_numeric_overflow)
         abort();
-    if (ours == MSG_E_BAD_JSON && j != NULL)
+    if (ours == SC_EJSON && j != NULL)
         abort();
     json_decref(j);
 }

@@ -225,7 +225,7 @@ static void reference(uint8_t *s, size_t n, size_t max_message, bool from_client
         ws_frame_header h;
         ws_frame_err err = WS_ERR_NONE;
         int rc = ws_frame_decode(s + pos, n - pos, &rules, &h, &err);
-        if (rc == WS_FRAME_PARTIAL)
+        if (rc == SC_EINCOMPLETE)
             break;
         if (rc < 0) {
             log_add(log, WS_EV_ERROR, NULL, 0, ws_frame_err_code(err), err);
@@ -391,7 +391,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ws_frame_header h1, h2;
     ws_frame_err e1 = WS_ERR_NONE, e2 = WS_ERR_NONE;
     int r1 = ws_frame_decode(rest, size - 4, &rules, &h1, &e1);
-    ASSERT(r1 == WS_FRAME_PARTIAL || r1 == WS_FRAME_ERROR || (r1 >= 2 && r1 <= 14));
+    ASSERT(r1 == SC_EINCOMPLETE || r1 == SC_EMALFORMED || (r1 >= 2 && r1 <= 14));
     if (r1 > 0) {
         ASSERT((size_t)r1 <= size - 4);
         ASSERT(ws_frame_decode(rest, (size_t)r1, &rules, &h2, &e2) == r1);
@@ -402,7 +402,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                            h1.masked ? h1.mask : NULL);
         ASSERT(ws_frame_decode(enc, el, &rules, &h2, &e2) == (int)el);
         ASSERT(h1.len == h2.len && h1.opcode == h2.opcode && h1.rsv == h2.rsv);
-    } else if (r1 == WS_FRAME_ERROR) {
+    } else if (r1 == SC_EMALFORMED) {
         ASSERT(e1 != WS_ERR_NONE);
     }
     return 0;

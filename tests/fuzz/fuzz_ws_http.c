@@ -53,7 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ws_http_request req;
 
     int rc = ws_http_parse_request(buf, len, lim, &req);
-    ASSERT(rc == WS_HTTP_PARTIAL || rc == WS_HTTP_ERROR || rc == WS_HTTP_TOO_LARGE || rc > 0);
+    ASSERT(rc == SC_EINCOMPLETE || rc == SC_EMALFORMED || rc == SC_ETOOLARGE || rc > 0);
     if (rc <= 0)
         return 0;
 
@@ -79,8 +79,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ws_http_request req2;
     ASSERT(ws_http_parse_request(buf, head, lim, &req2) == rc);
     ASSERT(req2.nheaders == req.nheaders);
-    ASSERT(ws_http_parse_request(buf, head - 1, lim, &req2) == WS_HTTP_PARTIAL);
-    ASSERT(ws_http_parse_request(buf, head / 2, lim, &req2) == WS_HTTP_PARTIAL);
+    ASSERT(ws_http_parse_request(buf, head - 1, lim, &req2) == SC_EINCOMPLETE);
+    ASSERT(ws_http_parse_request(buf, head / 2, lim, &req2) == SC_EINCOMPLETE);
 
     ws_http_upgrade up;
     int st = ws_http_check_upgrade(&req, &cfg, &up);

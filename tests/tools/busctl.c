@@ -78,7 +78,7 @@ int main(int argc, char **argv)
         int nh = parse_hdrs(argc, argv, 6, h, copies);
         bus_msg *r = NULL;
         int e = bus_request(b, argv[3], data, strlen(data), h, (size_t)nh, timeout, &r);
-        printf("status=%s\n", bus_strerror(e));
+        printf("status=%s\n", sc_strerror(e));
         if (r) {
             static const char *const names[] = {HDR_STATUS, HDR_HTTP_HEADER, HDR_REQUEST_ID};
             for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {

@@ -134,9 +134,9 @@ TEST(users_parse_rejects_bad_lines)
             snprintf(line, sizeof line, "%s", cases[i].fmt);
         snprintf(bad, sizeof bad, "# header\nuser ok %.200s\n%.290s\n", h, line);
         users *u = parse(bad, err, sizeof err, &rc);
-        if (rc != USERS_EINVAL || u != NULL) {
+        if (rc != -EINVAL || u != NULL) {
             printf("  case %zu accepted: %s\n", i, line);
-            CHECK(rc == USERS_EINVAL);
+            CHECK(rc == -EINVAL);
             users_destroy(u);
             continue;
         }
@@ -157,7 +157,7 @@ TEST(users_parse_duplicates_and_limits)
 
     snprintf(text, sizeof text, "user alice %s\nclient bob %s\nuser bob %s\n", h, h, h);
     users *u = parse(text, err, sizeof err, &rc);
-    CHECK(rc == USERS_EINVAL && !u);
+    CHECK(rc == -EINVAL && !u);
     CHECK(strstr(err, "users.conf:3:") != NULL);
     CHECK(strstr(err, "line 2") != NULL);
 
@@ -165,7 +165,7 @@ TEST(users_parse_duplicates_and_limits)
     for (int i = 0; i < 65; i++)
         o += snprintf(text + o, sizeof text - (size_t)o, "%st%d", i ? "," : "", i);
     u = parse(text, err, sizeof err, &rc);
-    CHECK(rc == USERS_EINVAL && !u);
+    CHECK(rc == -EINVAL && !u);
     CHECK(strstr(err, "too many") != NULL);
 
     /* duplicates within one list are folded, not counted twice */
@@ -178,7 +178,7 @@ TEST(users_parse_duplicates_and_limits)
     char withnul[] = "user alice x\0y\n";
     u = NULL;
     rc = users_parse(&u, withnul, sizeof withnul - 1, "f", err, sizeof err);
-    CHECK(rc == USERS_EINVAL && strstr(err, "NUL"));
+    CHECK(rc == -EINVAL && strstr(err, "NUL"));
 }
 
 /* The documented example must stay loadable (tests run from the repository root). */
@@ -187,7 +187,7 @@ TEST(users_example_file_parses)
     users *u = NULL;
     char err[256];
     int rc = users_load(&u, "deploy/config/users.example", err, sizeof err);
-    if (rc == USERS_EIO) return; /* run from elsewhere: nothing to check */
+    if (rc == -EIO) return; /* run from elsewhere: nothing to check */
     if (rc != 0) printf("  %s\n", err);
     REQUIRE(rc == 0);
     CHECK_EQ_INT(users_count(u), 3);
@@ -203,7 +203,7 @@ TEST(users_load_missing_file)
 {
     users *u = NULL;
     char err[256];
-    CHECK_EQ_INT(users_load(&u, "/nonexistent/users.conf", err, sizeof err), USERS_EIO);
+    CHECK_EQ_INT(users_load(&u, "/nonexistent/users.conf", err, sizeof err), -EIO);
     CHECK(strstr(err, "/nonexistent/users.conf") != NULL);
     CHECK(u == NULL);
 }
@@ -349,13 +349,13 @@ TEST(users_scope_narrowing)
     CHECK_EQ_INT(out.npub, 0); /* a scope asks for exactly what it names */
     users_perms_clear(&out);
 
-    CHECK_EQ_INT(users_perms_narrow(&base, "pub:prices.BTC", &out, err, sizeof err), USERS_EINVAL);
+    CHECK_EQ_INT(users_perms_narrow(&base, "pub:prices.BTC", &out, err, sizeof err), -EINVAL);
     CHECK(strstr(err, "exceeds") != NULL);
-    CHECK_EQ_INT(users_perms_narrow(&base, "sub:prices.>", &out, err, sizeof err), USERS_EINVAL);
-    CHECK_EQ_INT(users_perms_narrow(&base, "read", &out, err, sizeof err), USERS_EINVAL);
+    CHECK_EQ_INT(users_perms_narrow(&base, "sub:prices.>", &out, err, sizeof err), -EINVAL);
+    CHECK_EQ_INT(users_perms_narrow(&base, "read", &out, err, sizeof err), -EINVAL);
     CHECK(strstr(err, "unknown scope") != NULL);
-    CHECK_EQ_INT(users_perms_narrow(&base, "sub:a..b", &out, err, sizeof err), USERS_EINVAL);
-    CHECK_EQ_INT(users_perms_narrow(&base, "sub:", &out, err, sizeof err), USERS_EINVAL);
+    CHECK_EQ_INT(users_perms_narrow(&base, "sub:a..b", &out, err, sizeof err), -EINVAL);
+    CHECK_EQ_INT(users_perms_narrow(&base, "sub:", &out, err, sizeof err), -EINVAL);
     CHECK(out.nsub == 0 && out.sub == NULL);
 
     users_perms cp;
@@ -522,7 +522,7 @@ TEST(grant_password_without_redis)
     token_policy pol = { "sidecast", "sidecast", 30, 0 };
     token_claims c;
     REQUIRE(token_verify(fx.keys, &pol, json_string_value(json_object_get(j, "access_token")),
-                         (long)time(NULL), &c) == TOKEN_OK);
+                         (long)time(NULL), &c) == SC_OK);
     CHECK_STR(c.sub, "alice");
     CHECK_STR(c.kid, "test-1");
     CHECK_EQ_INT(strlen(c.jti), 32);
@@ -544,7 +544,7 @@ TEST(grant_password_without_redis)
     CHECK_EQ_INT(st, 200);
     REQUIRE(j);
     REQUIRE(token_verify(fx.keys, &pol, json_string_value(json_object_get(j, "access_token")),
-                         (long)time(NULL), &c) == TOKEN_OK);
+                         (long)time(NULL), &c) == SC_OK);
     CHECK(json_is_array(json_object_get(c.payload, "pub_topics")));
     CHECK_EQ_INT(json_array_size(json_object_get(c.payload, "pub_topics")), 0);
     token_claims_clear(&c);
@@ -604,7 +604,7 @@ TEST(grant_scope_narrows_token)
     token_policy pol = { "sidecast", "sidecast", 30, 0 };
     token_claims c;
     REQUIRE(token_verify(fx.keys, &pol, json_string_value(json_object_get(j, "access_token")),
-                         (long)time(NULL), &c) == TOKEN_OK);
+                         (long)time(NULL), &c) == SC_OK);
     CHECK_EQ_INT(json_array_size(json_object_get(c.payload, "sub_topics")), 1);
     CHECK_EQ_INT(json_array_size(json_object_get(c.payload, "pub_topics")), 0);
     token_claims_clear(&c);
@@ -626,7 +626,7 @@ TEST(grant_client_credentials)
     token_policy pol = { "sidecast", "sidecast", 30, 0 };
     token_claims c;
     REQUIRE(token_verify(fx.keys, &pol, json_string_value(json_object_get(j, "access_token")),
-                         (long)time(NULL), &c) == TOKEN_OK);
+                         (long)time(NULL), &c) == SC_OK);
     CHECK_STR(c.sub, "svc");
     token_claims_clear(&c);
     json_decref(j);

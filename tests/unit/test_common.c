@@ -1,10 +1,13 @@
 /* Unit tests of the pure parts of common/: configuration values, addresses, log levels,
- * the metrics registry's text format. */
+ * the metrics registry's text format, the names of the error codes. */
 #include "cfg.h"
+#include "err.h"
 #include "log.h"
 #include "metrics.h"
 #include "test.h"
 
+#include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 TEST(cfg_int_range)
@@ -175,6 +178,27 @@ TEST(metrics_text_format)
     const char *first = strstr(text, "# HELP t_requests_total");
     CHECK(first && strstr(first + 1, "# HELP t_requests_total") == NULL);
     free(text);
+}
+
+TEST(every_error_code_has_a_name)
+{
+    for (int e = SC_E_FIRST - 1; e > SC_E_LAST; e--) {
+        const char *n = sc_strerror(e);
+        bool gap = strcmp(n, "unknown error") == 0; /* a number the enum skips */
+        bool named = e == SC_EINCOMPLETE || e == SC_EMALFORMED || e == SC_ETOOLARGE ||
+                     e == SC_EJSON || e == SC_ETYPE || e == SC_ETOPIC || e == SC_EDUPLICATE ||
+                     e == SC_ENORESPONDERS || e == SC_EREPLY ||
+                     (e <= SC_EALG && e >= SC_EKEY);
+        CHECK(gap != named);
+    }
+    CHECK_STR(sc_strerror(0), "ok");
+    CHECK_STR(sc_strerror(SC_EEXPIRED), "expired");
+    CHECK_STR(sc_strerror(SC_ENORESPONDERS), "no responders");
+    CHECK_STR(sc_strerror(-ETIMEDOUT), "timeout");
+    CHECK_STR(sc_strerror(-ENOMEM), "out of memory");
+    CHECK(strcmp(sc_strerror(-ECONNREFUSED), "unknown error") != 0); /* the C library's */
+    CHECK_STR(sc_strerror(SC_E_LAST - 1), "unknown error");
+    CHECK_STR(sc_strerror(7), "unknown error"); /* positive is no code */
 }
 
 TEST_MAIN()

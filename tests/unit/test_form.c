@@ -8,7 +8,7 @@ static json_t *parse_ok(const char *s, int flags)
     json_t *o = NULL;
     char err[128] = "";
     int rc = form_parse(s, strlen(s), flags, 0, &o, err, sizeof err);
-    if (rc != FORM_OK) printf("  form_parse(%s): %d %s\n", s, rc, err);
+    if (rc != SC_OK) printf("  form_parse(%s): %d %s\n", s, rc, err);
     return o;
 }
 
@@ -29,15 +29,15 @@ TEST(pct_decode_basic)
 TEST(pct_decode_rejects)
 {
     char out[64];
-    CHECK_EQ_INT(form_pct_decode("%", 1, 0, out), FORM_EBAD);
-    CHECK_EQ_INT(form_pct_decode("%2", 2, 0, out), FORM_EBAD);
-    CHECK_EQ_INT(form_pct_decode("ab%g0", 5, 0, out), FORM_EBAD);
-    CHECK_EQ_INT(form_pct_decode("%00", 3, 0, out), FORM_EBAD);
-    CHECK_EQ_INT(form_pct_decode("%FF", 3, 0, out), FORM_EBAD);       /* not UTF-8 */
-    CHECK_EQ_INT(form_pct_decode("%C0%AF", 6, 0, out), FORM_EBAD);    /* overlong '/' */
-    CHECK_EQ_INT(form_pct_decode("%ED%A0%80", 9, 0, out), FORM_EBAD); /* surrogate */
+    CHECK_EQ_INT(form_pct_decode("%", 1, 0, out), SC_EMALFORMED);
+    CHECK_EQ_INT(form_pct_decode("%2", 2, 0, out), SC_EMALFORMED);
+    CHECK_EQ_INT(form_pct_decode("ab%g0", 5, 0, out), SC_EMALFORMED);
+    CHECK_EQ_INT(form_pct_decode("%00", 3, 0, out), SC_EMALFORMED);
+    CHECK_EQ_INT(form_pct_decode("%FF", 3, 0, out), SC_EMALFORMED);       /* not UTF-8 */
+    CHECK_EQ_INT(form_pct_decode("%C0%AF", 6, 0, out), SC_EMALFORMED);    /* overlong '/' */
+    CHECK_EQ_INT(form_pct_decode("%ED%A0%80", 9, 0, out), SC_EMALFORMED); /* surrogate */
     /* the length bounds the input: a '%' right at the end of the slice is malformed */
-    CHECK_EQ_INT(form_pct_decode("a%41", 2, 0, out), FORM_EBAD);
+    CHECK_EQ_INT(form_pct_decode("a%41", 2, 0, out), SC_EMALFORMED);
 }
 
 TEST(utf8_valid)
@@ -93,26 +93,26 @@ TEST(duplicates_first_wins_or_rejected)
 
     char err[128] = "";
     o = (json_t *)1;
-    CHECK_EQ_INT(form_parse("a=1&b=2&a=3", 11, FORM_STRICT, 0, &o, err, sizeof err), FORM_EDUP);
+    CHECK_EQ_INT(form_parse("a=1&b=2&a=3", 11, FORM_STRICT, 0, &o, err, sizeof err), SC_EDUPLICATE);
     CHECK(o == NULL);
     CHECK(strstr(err, "'a'") != NULL);
     /* an encoded name is the same name */
-    CHECK_EQ_INT(form_parse("ab=1&a%62=2", 11, FORM_STRICT, 0, &o, err, sizeof err), FORM_EDUP);
-    CHECK_EQ_INT(form_parse("=1", 2, FORM_STRICT, 0, &o, err, sizeof err), FORM_EBAD);
+    CHECK_EQ_INT(form_parse("ab=1&a%62=2", 11, FORM_STRICT, 0, &o, err, sizeof err), SC_EDUPLICATE);
+    CHECK_EQ_INT(form_parse("=1", 2, FORM_STRICT, 0, &o, err, sizeof err), SC_EMALFORMED);
 }
 
 TEST(bad_encoding_and_limits)
 {
     json_t *o = NULL;
     char err[128];
-    CHECK_EQ_INT(form_parse("a=%zz", 5, 0, 0, &o, err, sizeof err), FORM_EBAD);
+    CHECK_EQ_INT(form_parse("a=%zz", 5, 0, 0, &o, err, sizeof err), SC_EMALFORMED);
     CHECK(o == NULL);
-    CHECK_EQ_INT(form_parse("a%=1", 4, 0, 0, &o, err, sizeof err), FORM_EBAD);
-    CHECK_EQ_INT(form_parse("a=1&b=2&c=3", 11, 0, 2, &o, err, sizeof err), FORM_ETOOMANY);
-    CHECK_EQ_INT(form_parse("a=1&b=2", 7, 0, 2, &o, err, sizeof err), FORM_OK);
+    CHECK_EQ_INT(form_parse("a%=1", 4, 0, 0, &o, err, sizeof err), SC_EMALFORMED);
+    CHECK_EQ_INT(form_parse("a=1&b=2&c=3", 11, 0, 2, &o, err, sizeof err), SC_ETOOLARGE);
+    CHECK_EQ_INT(form_parse("a=1&b=2", 7, 0, 2, &o, err, sizeof err), SC_OK);
     json_decref(o);
     /* the length bounds the input, not a NUL */
-    CHECK_EQ_INT(form_parse("a=1&b=2", 3, FORM_STRICT, 0, &o, err, sizeof err), FORM_OK);
+    CHECK_EQ_INT(form_parse("a=1&b=2", 3, FORM_STRICT, 0, &o, err, sizeof err), SC_OK);
     REQUIRE(o);
     CHECK_EQ_INT(json_object_size(o), 1);
     json_decref(o);
@@ -132,7 +132,7 @@ TEST(error_names_are_cut_on_char_boundary)
     memcpy(s + n, s, half);
     n += half - 1;
     s[n] = '\0';
-    CHECK_EQ_INT(form_parse(s, n, FORM_STRICT, 0, &o, err, sizeof err), FORM_EDUP);
+    CHECK_EQ_INT(form_parse(s, n, FORM_STRICT, 0, &o, err, sizeof err), SC_EDUPLICATE);
     CHECK(form_utf8_valid(err, strlen(err)));
 }
 

@@ -277,12 +277,12 @@ TEST(merge_and_errors)
     free(body);
 
     const char *code;
-    CHECK_EQ_INT(compose_bus_status(BUS_ENORESP, &code), 503);
+    CHECK_EQ_INT(compose_bus_status(SC_ENORESPONDERS, &code), 503);
     CHECK_STR(code, "service_unavailable");
-    CHECK_EQ_INT(compose_bus_status(BUS_ENOTCONN, &code), 503);
-    CHECK_EQ_INT(compose_bus_status(BUS_ETIMEOUT, &code), 504);
+    CHECK_EQ_INT(compose_bus_status(-ENOTCONN, &code), 503);
+    CHECK_EQ_INT(compose_bus_status(-ETIMEDOUT, &code), 504);
     CHECK_STR(code, "gateway_timeout");
-    CHECK_EQ_INT(compose_bus_status(BUS_ERR, &code), 502);
+    CHECK_EQ_INT(compose_bus_status(-EIO, &code), 502);
 }
 
 TEST_MAIN()

@@ -79,11 +79,11 @@ TEST(example_config_file_loads)
     if (rc != 0) printf("  %s\n", err);
     REQUIRE(rc == 0);
     route_match m;
-    CHECK_EQ_INT(routes_match(rt, "POST", "/auth/token", &m), ROUTES_FOUND);
+    CHECK_EQ_INT(routes_match(rt, "POST", "/auth/token", &m), SC_OK);
     CHECK_STR(m.route->calls[0].subject, "auth.token");
-    CHECK_EQ_INT(routes_match(rt, "GET", "/.well-known/jwks.json", &m), ROUTES_FOUND);
-    CHECK_EQ_INT(routes_match(rt, "GET", "/api/presence/alice", &m), ROUTES_FOUND);
-    CHECK_EQ_INT(routes_match(rt, "GET", "/api/dashboard", &m), ROUTES_FOUND);
+    CHECK_EQ_INT(routes_match(rt, "GET", "/.well-known/jwks.json", &m), SC_OK);
+    CHECK_EQ_INT(routes_match(rt, "GET", "/api/presence/alice", &m), SC_OK);
+    CHECK_EQ_INT(routes_match(rt, "GET", "/api/dashboard", &m), SC_OK);
     CHECK_EQ_INT(m.route->mode, ROUTE_PARALLEL);
     routes_destroy(rt);
 }
@@ -103,18 +103,18 @@ TEST(matches_literals_before_params)
     routes *rt = parse(TABLE, err, sizeof err);
     REQUIRE(rt);
     route_match m;
-    CHECK_EQ_INT(routes_match(rt, "GET", "/api/orders/stats", &m), ROUTES_FOUND);
+    CHECK_EQ_INT(routes_match(rt, "GET", "/api/orders/stats", &m), SC_OK);
     CHECK_STR(m.route->calls[0].subject, "svc.orders.stats");
     CHECK_EQ_INT(m.nparams, 0);
-    CHECK_EQ_INT(routes_match(rt, "GET", "/api/orders/42", &m), ROUTES_FOUND);
+    CHECK_EQ_INT(routes_match(rt, "GET", "/api/orders/42", &m), SC_OK);
     CHECK_STR(m.route->calls[0].subject, "svc.orders.get");
     REQUIRE(m.nparams == 1);
     CHECK_STR(m.names[0], "id");
     CHECK_STR(m.values[0], "42");
     /* DELETE /api/orders/stats: only the {id} route has DELETE */
-    CHECK_EQ_INT(routes_match(rt, "DELETE", "/api/orders/stats", &m), ROUTES_FOUND);
+    CHECK_EQ_INT(routes_match(rt, "DELETE", "/api/orders/stats", &m), SC_OK);
     CHECK_STR(m.values[0], "stats");
-    CHECK_EQ_INT(routes_match(rt, "GET", "/", &m), ROUTES_FOUND);
+    CHECK_EQ_INT(routes_match(rt, "GET", "/", &m), SC_OK);
     CHECK_STR(m.route->calls[0].subject, "svc.root");
     routes_destroy(rt);
 }
@@ -125,12 +125,12 @@ TEST(decodes_params_per_segment)
     routes *rt = parse(TABLE, err, sizeof err);
     REQUIRE(rt);
     route_match m;
-    CHECK_EQ_INT(routes_match(rt, "GET", "/api/orders/a%2Fb%20c", &m), ROUTES_FOUND);
+    CHECK_EQ_INT(routes_match(rt, "GET", "/api/orders/a%2Fb%20c", &m), SC_OK);
     CHECK_STR(m.values[0], "a/b c");
     /* an encoded literal still matches it */
-    CHECK_EQ_INT(routes_match(rt, "GET", "/api/%6Frders", &m), ROUTES_FOUND);
+    CHECK_EQ_INT(routes_match(rt, "GET", "/api/%6Frders", &m), SC_OK);
     CHECK_STR(m.route->calls[0].subject, "svc.orders.list");
-    CHECK_EQ_INT(routes_match(rt, "GET", "/api/users/7/items/x", &m), ROUTES_FOUND);
+    CHECK_EQ_INT(routes_match(rt, "GET", "/api/users/7/items/x", &m), SC_OK);
     REQUIRE(m.nparams == 3);
     CHECK_STR(m.names[0], "kind");
     CHECK_STR(m.values[0], "users");
@@ -146,28 +146,28 @@ TEST(not_found_method_and_bad_paths)
     routes *rt = parse(TABLE, err, sizeof err);
     REQUIRE(rt);
     route_match m;
-    CHECK_EQ_INT(routes_match(rt, "GET", "/api/nothing", &m), ROUTES_ENOTFOUND);
-    CHECK_EQ_INT(routes_match(rt, "GET", "/api/orders/", &m), ROUTES_ENOTFOUND);
-    CHECK_EQ_INT(routes_match(rt, "GET", "/api//orders", &m), ROUTES_ENOTFOUND);
-    CHECK_EQ_INT(routes_match(rt, "GET", "api/orders", &m), ROUTES_ENOTFOUND);
-    CHECK_EQ_INT(routes_match(rt, "GET", "", &m), ROUTES_ENOTFOUND);
-    CHECK_EQ_INT(routes_match(rt, "PUT", "/api/orders", &m), ROUTES_EMETHOD);
+    CHECK_EQ_INT(routes_match(rt, "GET", "/api/nothing", &m), -ENOENT);
+    CHECK_EQ_INT(routes_match(rt, "GET", "/api/orders/", &m), -ENOENT);
+    CHECK_EQ_INT(routes_match(rt, "GET", "/api//orders", &m), -ENOENT);
+    CHECK_EQ_INT(routes_match(rt, "GET", "api/orders", &m), -ENOENT);
+    CHECK_EQ_INT(routes_match(rt, "GET", "", &m), -ENOENT);
+    CHECK_EQ_INT(routes_match(rt, "PUT", "/api/orders", &m), -EOPNOTSUPP);
     CHECK_STR(m.allow, "GET, POST, OPTIONS");
-    CHECK_EQ_INT(routes_match(rt, "POST", "/api/orders/1", &m), ROUTES_EMETHOD);
+    CHECK_EQ_INT(routes_match(rt, "POST", "/api/orders/1", &m), -EOPNOTSUPP);
     CHECK_STR(m.allow, "GET, DELETE, OPTIONS");
-    CHECK_EQ_INT(routes_match(rt, "OPTIONS", "/api/orders/stats", &m), ROUTES_EMETHOD);
+    CHECK_EQ_INT(routes_match(rt, "OPTIONS", "/api/orders/stats", &m), -EOPNOTSUPP);
     CHECK_STR(m.allow, "GET, DELETE, OPTIONS");
-    CHECK_EQ_INT(routes_match(rt, "GET", "/api/orders/%zz", &m), ROUTES_EBADPATH);
-    CHECK_EQ_INT(routes_match(rt, "GET", "/api/orders/%00", &m), ROUTES_EBADPATH);
-    CHECK_EQ_INT(routes_match(rt, "GET", "/api/orders/%FF", &m), ROUTES_EBADPATH);
-    CHECK_EQ_INT(routes_match(rt, "GET", "/api/orders/..", &m), ROUTES_EBADPATH);
-    CHECK_EQ_INT(routes_match(rt, "GET", "/api/orders/%2e%2E", &m), ROUTES_EBADPATH);
+    CHECK_EQ_INT(routes_match(rt, "GET", "/api/orders/%zz", &m), SC_EMALFORMED);
+    CHECK_EQ_INT(routes_match(rt, "GET", "/api/orders/%00", &m), SC_EMALFORMED);
+    CHECK_EQ_INT(routes_match(rt, "GET", "/api/orders/%FF", &m), SC_EMALFORMED);
+    CHECK_EQ_INT(routes_match(rt, "GET", "/api/orders/..", &m), SC_EMALFORMED);
+    CHECK_EQ_INT(routes_match(rt, "GET", "/api/orders/%2e%2E", &m), SC_EMALFORMED);
     char longp[ROUTES_MAX_PATH + 8];
     memset(longp, 'a', sizeof longp);
     longp[0] = '/';
     longp[sizeof longp - 1] = '\0';
-    CHECK_EQ_INT(routes_match(rt, "GET", longp, &m), ROUTES_ENOTFOUND);
-    CHECK_EQ_INT(routes_match(NULL, "GET", "/x", &m), ROUTES_ENOTFOUND);
+    CHECK_EQ_INT(routes_match(rt, "GET", longp, &m), -ENOENT);
+    CHECK_EQ_INT(routes_match(NULL, "GET", "/x", &m), -ENOENT);
     routes_destroy(rt);
 }
 
@@ -181,9 +181,9 @@ TEST(first_of_equals_wins)
     REQUIRE(rt);
     route_match m;
     /* /a/b/c: "two" has the literal at the first place where they differ */
-    CHECK_EQ_INT(routes_match(rt, "GET", "/a/b/c", &m), ROUTES_FOUND);
+    CHECK_EQ_INT(routes_match(rt, "GET", "/a/b/c", &m), SC_OK);
     CHECK_STR(m.route->calls[0].subject, "two");
-    CHECK_EQ_INT(routes_match(rt, "GET", "/a/z/c", &m), ROUTES_FOUND);
+    CHECK_EQ_INT(routes_match(rt, "GET", "/a/z/c", &m), SC_OK);
     CHECK_STR(m.route->calls[0].subject, "one");
     routes_destroy(rt);
 }

@@ -66,7 +66,7 @@ TEST(parse_auth)
 {
     msg_in m;
 
-    REQUIRE(parse("{\"type\":\"auth\",\"token\":\"abc.def.ghi\"}", &m) == MSG_OK);
+    REQUIRE(parse("{\"type\":\"auth\",\"token\":\"abc.def.ghi\"}", &m) == SC_OK);
     CHECK_EQ_INT(m.type, MSG_AUTH);
     CHECK_STR(m.token, "abc.def.ghi");
     CHECK_EQ_INT(m.token_len, 11);
@@ -84,7 +84,7 @@ TEST(parse_refresh)
     msg_in m;
 
     REQUIRE(parse(" \n{ \"token\" : \"t1\", \"type\" : \"refresh\", \"id\": \"r1\" }\t", &m) ==
-            MSG_OK);
+            SC_OK);
     CHECK_EQ_INT(m.type, MSG_REFRESH);
     CHECK_STR(m.token, "t1");
     CHECK_STR(m.id, "\"r1\"");
@@ -95,27 +95,27 @@ TEST(parse_subscribe)
 {
     msg_in m;
 
-    REQUIRE(parse("{\"type\":\"subscribe\",\"topic\":\"prices.BTC\"}", &m) == MSG_OK);
+    REQUIRE(parse("{\"type\":\"subscribe\",\"topic\":\"prices.BTC\"}", &m) == SC_OK);
     CHECK_EQ_INT(m.type, MSG_SUBSCRIBE);
     CHECK_STR(m.topic, "prices.BTC");
     CHECK_EQ_INT(m.since, -1);
     msg_in_clear(&m);
 
-    REQUIRE(parse("{\"type\":\"subscribe\",\"topic\":\"user\",\"since\":42}", &m) == MSG_OK);
+    REQUIRE(parse("{\"type\":\"subscribe\",\"topic\":\"user\",\"since\":42}", &m) == SC_OK);
     CHECK_STR(m.topic, "user");
     CHECK_EQ_INT(m.since, 42);
     msg_in_clear(&m);
 
-    REQUIRE(parse("{\"type\":\"subscribe\",\"topic\":\"a\",\"since\":null}", &m) == MSG_OK);
+    REQUIRE(parse("{\"type\":\"subscribe\",\"topic\":\"a\",\"since\":null}", &m) == SC_OK);
     CHECK_EQ_INT(m.since, -1);
     msg_in_clear(&m);
 
-    REQUIRE(parse("{\"type\":\"subscribe\",\"topic\":\"a\",\"since\":0}", &m) == MSG_OK);
+    REQUIRE(parse("{\"type\":\"subscribe\",\"topic\":\"a\",\"since\":0}", &m) == SC_OK);
     CHECK_EQ_INT(m.since, 0);
     msg_in_clear(&m);
 
     REQUIRE(parse("{\"type\":\"subscribe\",\"topic\":\"a\",\"since\":9007199254740992}", &m) ==
-            MSG_OK);
+            SC_OK);
     CHECK_EQ_INT(m.since, 9007199254740992LL);
     msg_in_clear(&m);
 }
@@ -135,7 +135,7 @@ TEST(parse_since_errors)
     msg_in m;
 
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        CHECK_EQ_INT(parse(bad[i], &m), MSG_E_BAD_MESSAGE);
+        CHECK_EQ_INT(parse(bad[i], &m), SC_EMALFORMED);
         CHECK_EQ_INT(m.type, MSG_SUBSCRIBE);
         CHECK(m.error != NULL);
         CHECK_STR(m.topic, ""); /* nothing half-filled is left behind */
@@ -149,7 +149,7 @@ TEST(parse_unsubscribe)
     msg_in m;
 
     REQUIRE(parse("{\"type\":\"unsubscribe\",\"topic\":\"chat.room-1\",\"since\":\"x\"}", &m) ==
-            MSG_OK); /* since is not a member of unsubscribe: ignored */
+            SC_OK); /* since is not a member of unsubscribe: ignored */
     CHECK_EQ_INT(m.type, MSG_UNSUBSCRIBE);
     CHECK_STR(m.topic, "chat.room-1");
     CHECK_EQ_INT(m.since, -1);
@@ -162,7 +162,7 @@ TEST(parse_publish)
 
     REQUIRE(parse("{\"type\":\"publish\",\"topic\":\"chat.x\",\"id\":3,"
                   "\"data\": { \"b\" : [ true , null , 1.5 ] , \"a\" : \"\\u00e9\" } }",
-                  &m) == MSG_OK);
+                  &m) == SC_OK);
     CHECK_EQ_INT(m.type, MSG_PUBLISH);
     CHECK_STR(m.topic, "chat.x");
     CHECK_STR(m.id, "3");
@@ -171,21 +171,21 @@ TEST(parse_publish)
     msg_in_clear(&m);
     CHECK(m.data == NULL);
 
-    REQUIRE(parse("{\"type\":\"publish\",\"topic\":\"a\",\"data\":null}", &m) == MSG_OK);
+    REQUIRE(parse("{\"type\":\"publish\",\"topic\":\"a\",\"data\":null}", &m) == SC_OK);
     CHECK_STR(m.data, "null");
     msg_in_clear(&m);
 
-    REQUIRE(parse("{\"type\":\"publish\",\"topic\":\"a\",\"data\":\"s\\u0000t\"}", &m) == MSG_OK);
+    REQUIRE(parse("{\"type\":\"publish\",\"topic\":\"a\",\"data\":\"s\\u0000t\"}", &m) == SC_OK);
     CHECK_STR(m.data, "\"s\\u0000t\"");
     msg_in_clear(&m);
 
-    REQUIRE(parse("{\"type\":\"publish\",\"topic\":\"a\",\"data\":-12}", &m) == MSG_OK);
+    REQUIRE(parse("{\"type\":\"publish\",\"topic\":\"a\",\"data\":-12}", &m) == SC_OK);
     CHECK_STR(m.data, "-12");
     msg_in_clear(&m);
 
-    CHECK_EQ_INT(parse("{\"type\":\"publish\",\"topic\":\"a\"}", &m), MSG_E_BAD_MESSAGE);
+    CHECK_EQ_INT(parse("{\"type\":\"publish\",\"topic\":\"a\"}", &m), SC_EMALFORMED);
     msg_in_clear(&m);
-    CHECK_EQ_INT(parse("{\"type\":\"publish\",\"data\":1}", &m), MSG_E_BAD_MESSAGE);
+    CHECK_EQ_INT(parse("{\"type\":\"publish\",\"data\":1}", &m), SC_EMALFORMED);
     msg_in_clear(&m);
 }
 
@@ -213,7 +213,7 @@ TEST(parse_publish_data_as_written)
     msg_in m;
 
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        REQUIRE(parse(cases[i].msg, &m) == MSG_OK);
+        REQUIRE(parse(cases[i].msg, &m) == SC_OK);
         CHECK_STR(m.data, cases[i].data);
         CHECK_EQ_INT(m.data_len, strlen(cases[i].data));
         msg_in_clear(&m);
@@ -224,12 +224,12 @@ TEST(parse_ping)
 {
     msg_in m;
 
-    REQUIRE(parse("{\"type\":\"ping\"}", &m) == MSG_OK);
+    REQUIRE(parse("{\"type\":\"ping\"}", &m) == SC_OK);
     CHECK_EQ_INT(m.type, MSG_PING);
     CHECK_STR(m.id, "");
     msg_in_clear(&m);
 
-    REQUIRE(parse("{\"type\":\"ping\",\"id\":null}", &m) == MSG_OK);
+    REQUIRE(parse("{\"type\":\"ping\",\"id\":null}", &m) == SC_OK);
     CHECK_STR(m.id, "");
     msg_in_clear(&m);
 }
@@ -240,7 +240,7 @@ TEST(parse_unknown_members_ignored)
 
     REQUIRE(parse("{\"v\":2,\"type\":\"ping\",\"x\":{\"y\":[1,{}]},\"since\":\"junk\","
                   "\"token\":5,\"topic\":\"..\"}",
-                  &m) == MSG_OK);
+                  &m) == SC_OK);
     CHECK_EQ_INT(m.type, MSG_PING);
     CHECK(m.token == NULL);
     CHECK_STR(m.topic, "");
@@ -271,7 +271,7 @@ TEST(parse_ids_echoed)
 
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         snprintf(text, sizeof text, "{\"type\":\"ping\",\"id\":%s}", cases[i].in);
-        REQUIRE(parse(text, &m) == MSG_OK);
+        REQUIRE(parse(text, &m) == SC_OK);
         CHECK_STR(m.id, cases[i].id);
         CHECK(json_same(m.id, cases[i].in)); /* the same value as the client sent */
         REQUIRE(msg_pong_build(out, sizeof out, m.id) > 0);
@@ -291,7 +291,7 @@ TEST(parse_id_limits)
     memset(id, 'x', 64);
     id[64] = '\0';
     snprintf(text, sizeof text, "{\"type\":\"ping\",\"id\":\"%s\"}", id);
-    REQUIRE(parse(text, &m) == MSG_OK);
+    REQUIRE(parse(text, &m) == SC_OK);
     CHECK_EQ_INT(strlen(m.id), 66);
     msg_in_clear(&m);
 
@@ -301,21 +301,21 @@ TEST(parse_id_limits)
     for (int i = 0; i < 64; i++)
         strcat(text, "\\u001f");
     strcat(text, "\"}");
-    REQUIRE(parse(text, &m) == MSG_OK);
+    REQUIRE(parse(text, &m) == SC_OK);
     CHECK_EQ_INT(strlen(m.id), 2 + 64 * 6);
     msg_in_clear(&m);
 
     id[64] = 'x';
     id[65] = '\0';
     snprintf(text, sizeof text, "{\"type\":\"ping\",\"id\":\"%s\"}", id);
-    CHECK_EQ_INT(parse(text, &m), MSG_E_BAD_MESSAGE);
+    CHECK_EQ_INT(parse(text, &m), SC_EMALFORMED);
     CHECK_STR(m.id, "");
     msg_in_clear(&m);
 
     static const char *bad[] = {"1.5", "1e2", "true", "false", "[1]", "{\"a\":1}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(text, sizeof text, "{\"type\":\"ping\",\"id\":%s}", bad[i]);
-        CHECK_EQ_INT(parse(text, &m), MSG_E_BAD_MESSAGE);
+        CHECK_EQ_INT(parse(text, &m), SC_EMALFORMED);
         CHECK_STR(m.id, "");
         msg_in_clear(&m);
     }
@@ -328,10 +328,10 @@ TEST(parse_error_keeps_id_and_type)
     json_t *j;
 
     CHECK_EQ_INT(parse("{\"type\":\"subscribe\",\"id\":\"s-1\",\"topic\":\"a..b\"}", &m),
-                 MSG_E_BAD_TOPIC);
+                 SC_ETOPIC);
     CHECK_EQ_INT(m.type, MSG_SUBSCRIBE);
     CHECK_STR(m.id, "\"s-1\"");
-    REQUIRE(msg_error_build(out, sizeof out, m.id, msg_code(MSG_E_BAD_TOPIC), m.error) > 0);
+    REQUIRE(msg_error_build(out, sizeof out, m.id, msg_code(SC_ETOPIC), m.error) > 0);
     j = load(out, strlen(out));
     REQUIRE(j != NULL);
     CHECK_STR(json_string_value(json_object_get(j, "type")), "error");
@@ -341,19 +341,19 @@ TEST(parse_error_keeps_id_and_type)
     json_decref(j);
     msg_in_clear(&m);
 
-    CHECK_EQ_INT(parse("{\"type\":\"warp\",\"id\":9}", &m), MSG_E_UNKNOWN_TYPE);
+    CHECK_EQ_INT(parse("{\"type\":\"warp\",\"id\":9}", &m), SC_ETYPE);
     CHECK_EQ_INT(m.type, MSG_NONE);
     CHECK_STR(m.id, "9");
     msg_in_clear(&m);
 
     CHECK_EQ_INT(parse("{\"type\":\"publish\",\"id\":1,\"topic\":\"t\",\"data\":[1,2,3]}", &m),
-                 MSG_OK); /* sanity for the next one */
+                 SC_OK); /* sanity for the next one */
     msg_in_clear(&m);
     msg_limits lim = MSG_LIMITS_DEFAULT;
     lim.max_data = 6;
     CHECK_EQ_INT(parse_lim("{\"type\":\"publish\",\"id\":1,\"topic\":\"t\",\"data\":[1,2,3]}",
                            &lim, &m),
-                 MSG_E_TOO_LARGE);
+                 SC_ETOOLARGE);
     CHECK_STR(m.id, "1");
     CHECK(m.data == NULL);
     CHECK_STR(m.topic, "");
@@ -368,40 +368,40 @@ TEST(parse_errors)
         const char *text;
         int rc;
     } cases[] = {
-        {"", MSG_E_BAD_JSON},
-        {"   ", MSG_E_BAD_JSON},
-        {"hello", MSG_E_BAD_JSON},
-        {"{\"type\":\"ping\"", MSG_E_BAD_JSON},
-        {"{\"type\":\"ping\"} x", MSG_E_BAD_JSON},
-        {"{\"type\":\"ping\"}{}", MSG_E_BAD_JSON},
-        {"{'type':'ping'}", MSG_E_BAD_JSON},
-        {"{\"type\":\"ping\",}", MSG_E_BAD_JSON},
-        {"{\"type\":\"p\xff\"}", MSG_E_BAD_JSON},
-        {"[]", MSG_E_BAD_MESSAGE},
-        {"[{\"type\":\"ping\"}]", MSG_E_BAD_MESSAGE},
-        {"\"ping\"", MSG_E_BAD_MESSAGE},
-        {"null", MSG_E_BAD_MESSAGE},
-        {"42", MSG_E_BAD_MESSAGE},
-        {"{}", MSG_E_BAD_MESSAGE},
-        {"{\"type\":5}", MSG_E_BAD_MESSAGE},
-        {"{\"type\":null}", MSG_E_BAD_MESSAGE},
-        {"{\"type\":[\"ping\"]}", MSG_E_BAD_MESSAGE},
-        {"{\"type\":\"nope\"}", MSG_E_UNKNOWN_TYPE},
-        {"{\"type\":\"PING\"}", MSG_E_UNKNOWN_TYPE},
-        {"{\"type\":\"ping \"}", MSG_E_UNKNOWN_TYPE},
-        {"{\"type\":\"\"}", MSG_E_UNKNOWN_TYPE},
-        {"{\"type\":\"ping\\u0000\"}", MSG_E_UNKNOWN_TYPE},
-        {"{\"type\":\"auth\"}", MSG_E_BAD_MESSAGE},
-        {"{\"type\":\"auth\",\"token\":5}", MSG_E_BAD_MESSAGE},
-        {"{\"type\":\"auth\",\"token\":null}", MSG_E_BAD_MESSAGE},
-        {"{\"type\":\"auth\",\"token\":\"\"}", MSG_E_BAD_MESSAGE},
-        {"{\"type\":\"refresh\",\"token\":\"a\\u0000b\"}", MSG_E_BAD_MESSAGE},
-        {"{\"type\":\"subscribe\"}", MSG_E_BAD_MESSAGE},
-        {"{\"type\":\"subscribe\",\"topic\":7}", MSG_E_BAD_MESSAGE},
-        {"{\"type\":\"subscribe\",\"topic\":null}", MSG_E_BAD_MESSAGE},
-        {"{\"type\":\"unsubscribe\",\"topic\":[\"a\"]}", MSG_E_BAD_MESSAGE},
-        {"{\"type\":\"unsubscribe\",\"topic\":\"\"}", MSG_E_BAD_TOPIC},
-        {"{\"type\":\"publish\",\"topic\":\"a b\",\"data\":1}", MSG_E_BAD_TOPIC},
+        {"", SC_EJSON},
+        {"   ", SC_EJSON},
+        {"hello", SC_EJSON},
+        {"{\"type\":\"ping\"", SC_EJSON},
+        {"{\"type\":\"ping\"} x", SC_EJSON},
+        {"{\"type\":\"ping\"}{}", SC_EJSON},
+        {"{'type':'ping'}", SC_EJSON},
+        {"{\"type\":\"ping\",}", SC_EJSON},
+        {"{\"type\":\"p\xff\"}", SC_EJSON},
+        {"[]", SC_EMALFORMED},
+        {"[{\"type\":\"ping\"}]", SC_EMALFORMED},
+        {"\"ping\"", SC_EMALFORMED},
+        {"null", SC_EMALFORMED},
+        {"42", SC_EMALFORMED},
+        {"{}", SC_EMALFORMED},
+        {"{\"type\":5}", SC_EMALFORMED},
+        {"{\"type\":null}", SC_EMALFORMED},
+        {"{\"type\":[\"ping\"]}", SC_EMALFORMED},
+        {"{\"type\":\"nope\"}", SC_ETYPE},
+        {"{\"type\":\"PING\"}", SC_ETYPE},
+        {"{\"type\":\"ping \"}", SC_ETYPE},
+        {"{\"type\":\"\"}", SC_ETYPE},
+        {"{\"type\":\"ping\\u0000\"}", SC_ETYPE},
+        {"{\"type\":\"auth\"}", SC_EMALFORMED},
+        {"{\"type\":\"auth\",\"token\":5}", SC_EMALFORMED},
+        {"{\"type\":\"auth\",\"token\":null}", SC_EMALFORMED},
+        {"{\"type\":\"auth\",\"token\":\"\"}", SC_EMALFORMED},
+        {"{\"type\":\"refresh\",\"token\":\"a\\u0000b\"}", SC_EMALFORMED},
+        {"{\"type\":\"subscribe\"}", SC_EMALFORMED},
+        {"{\"type\":\"subscribe\",\"topic\":7}", SC_EMALFORMED},
+        {"{\"type\":\"subscribe\",\"topic\":null}", SC_EMALFORMED},
+        {"{\"type\":\"unsubscribe\",\"topic\":[\"a\"]}", SC_EMALFORMED},
+        {"{\"type\":\"unsubscribe\",\"topic\":\"\"}", SC_ETOPIC},
+        {"{\"type\":\"publish\",\"topic\":\"a b\",\"data\":1}", SC_ETOPIC},
     };
     msg_in m;
 
@@ -420,23 +420,23 @@ TEST(parse_duplicate_keys)
 {
     msg_in m;
 
-    CHECK_EQ_INT(parse("{\"type\":\"ping\",\"type\":\"auth\"}", &m), MSG_E_BAD_JSON);
+    CHECK_EQ_INT(parse("{\"type\":\"ping\",\"type\":\"auth\"}", &m), SC_EJSON);
     CHECK_STR(m.error, "duplicate key");
     msg_in_clear(&m);
-    CHECK_EQ_INT(parse("{\"type\":\"ping\",\"type\":\"ping\"}", &m), MSG_E_BAD_JSON);
+    CHECK_EQ_INT(parse("{\"type\":\"ping\",\"type\":\"ping\"}", &m), SC_EJSON);
     msg_in_clear(&m);
     CHECK_EQ_INT(parse("{\"type\":\"subscribe\",\"topic\":\"a\",\"topic\":\"b\"}", &m),
-                 MSG_E_BAD_JSON);
+                 SC_EJSON);
     msg_in_clear(&m);
     CHECK_EQ_INT(parse("{\"type\":\"publish\",\"topic\":\"a\",\"data\":{\"x\":1,\"y\":[{\"z\":1,"
                        "\"z\":2}]}}",
                        &m),
-                 MSG_E_BAD_JSON);
+                 SC_EJSON);
     msg_in_clear(&m);
     /* the same key in two different objects is fine */
     CHECK_EQ_INT(parse("{\"type\":\"publish\",\"topic\":\"a\",\"data\":{\"type\":{\"type\":1}}}",
                        &m),
-                 MSG_OK);
+                 SC_OK);
     msg_in_clear(&m);
 }
 
@@ -448,31 +448,31 @@ TEST(parse_depth)
 
     s = nested_publish(32);
     REQUIRE(s != NULL);
-    CHECK_EQ_INT(parse(s, &m), MSG_OK);
+    CHECK_EQ_INT(parse(s, &m), SC_OK);
     CHECK_EQ_INT(m.data_len, 2 * 31);
     msg_in_clear(&m);
     free(s);
 
     s = nested_publish(33);
     REQUIRE(s != NULL);
-    CHECK_EQ_INT(parse(s, &m), MSG_E_TOO_LARGE);
+    CHECK_EQ_INT(parse(s, &m), SC_ETOOLARGE);
     CHECK_STR(m.error, "JSON nested too deep");
     msg_in_clear(&m);
     free(s);
 
     /* objects count as well as arrays */
-    CHECK_EQ_INT(parse("{\"type\":\"ping\",\"x\":{\"a\":[{}]}}", &m), MSG_OK);
+    CHECK_EQ_INT(parse("{\"type\":\"ping\",\"x\":{\"a\":[{}]}}", &m), SC_OK);
     msg_in_clear(&m);
     lim.max_depth = 3;
-    CHECK_EQ_INT(parse_lim("{\"type\":\"ping\",\"x\":{\"a\":[]}}", &lim, &m), MSG_OK);
+    CHECK_EQ_INT(parse_lim("{\"type\":\"ping\",\"x\":{\"a\":[]}}", &lim, &m), SC_OK);
     msg_in_clear(&m);
     CHECK_EQ_INT(parse_lim("{\"type\":\"ping\",\"x\":{\"a\":[{}]}}", &lim, &m),
-                 MSG_E_TOO_LARGE);
+                 SC_ETOOLARGE);
     msg_in_clear(&m);
 
     /* brackets inside strings are not nesting */
     lim.max_depth = 1;
-    CHECK_EQ_INT(parse_lim("{\"type\":\"ping\",\"x\":\"[[[{{{\\\"[[\"}", &lim, &m), MSG_OK);
+    CHECK_EQ_INT(parse_lim("{\"type\":\"ping\",\"x\":\"[[[{{{\\\"[[\"}", &lim, &m), SC_OK);
     msg_in_clear(&m);
 
     /* very deep input is rejected cheaply, whatever follows */
@@ -482,7 +482,7 @@ TEST(parse_depth)
     memset(s, '[', n);
     lim = (msg_limits)MSG_LIMITS_DEFAULT;
     lim.max_text = n;
-    CHECK_EQ_INT(msg_parse(s, n, &lim, &m), MSG_E_TOO_LARGE);
+    CHECK_EQ_INT(msg_parse(s, n, &lim, &m), SC_ETOOLARGE);
     msg_in_clear(&m);
     free(s);
 }
@@ -492,26 +492,26 @@ TEST(parse_huge_numbers)
     msg_in m;
 
     CHECK_EQ_INT(parse("{\"type\":\"publish\",\"topic\":\"a\",\"data\":1e400}", &m),
-                 MSG_E_BAD_JSON);
+                 SC_EJSON);
     CHECK_STR(m.error, "number out of range");
     msg_in_clear(&m);
     CHECK_EQ_INT(parse("{\"type\":\"publish\",\"topic\":\"a\",\"data\":-1e400}", &m),
-                 MSG_E_BAD_JSON);
+                 SC_EJSON);
     msg_in_clear(&m);
     CHECK_EQ_INT(parse("{\"type\":\"publish\",\"topic\":\"a\",\"data\":[99999999999999999999]}",
                        &m),
-                 MSG_E_BAD_JSON);
+                 SC_EJSON);
     CHECK_STR(m.error, "number out of range");
     msg_in_clear(&m);
     CHECK_EQ_INT(parse("{\"type\":\"subscribe\",\"topic\":\"a\",\"since\":9223372036854775808}",
                        &m),
-                 MSG_E_BAD_JSON);
+                 SC_EJSON);
     msg_in_clear(&m);
-    CHECK_EQ_INT(parse("{\"type\":\"ping\",\"id\":-9223372036854775809}", &m), MSG_E_BAD_JSON);
+    CHECK_EQ_INT(parse("{\"type\":\"ping\",\"id\":-9223372036854775809}", &m), SC_EJSON);
     msg_in_clear(&m);
 
     REQUIRE(parse("{\"type\":\"publish\",\"topic\":\"a\",\"data\":[1e300,-0,1E-5]}", &m) ==
-            MSG_OK);
+            SC_OK);
     CHECK(json_same(m.data, "[1e300,0,0.00001]"));
     msg_in_clear(&m);
 }
@@ -523,19 +523,19 @@ TEST(parse_nul_bytes)
     static const char c[] = "\0{\"type\":\"ping\"}";
     msg_in m;
 
-    CHECK_EQ_INT(msg_parse(a, sizeof a - 1, NULL, &m), MSG_E_BAD_JSON);
+    CHECK_EQ_INT(msg_parse(a, sizeof a - 1, NULL, &m), SC_EJSON);
     CHECK_STR(m.error, "NUL byte in message");
     msg_in_clear(&m);
-    CHECK_EQ_INT(msg_parse(b, sizeof b - 1, NULL, &m), MSG_E_BAD_JSON);
+    CHECK_EQ_INT(msg_parse(b, sizeof b - 1, NULL, &m), SC_EJSON);
     msg_in_clear(&m);
-    CHECK_EQ_INT(msg_parse(c, sizeof c - 1, NULL, &m), MSG_E_BAD_JSON);
+    CHECK_EQ_INT(msg_parse(c, sizeof c - 1, NULL, &m), SC_EJSON);
     msg_in_clear(&m);
     /* the same text without the NUL, and not NUL-terminated: read len bytes only */
-    CHECK_EQ_INT(msg_parse(a, sizeof a - 2, NULL, &m), MSG_OK);
+    CHECK_EQ_INT(msg_parse(a, sizeof a - 2, NULL, &m), SC_OK);
     msg_in_clear(&m);
-    CHECK_EQ_INT(msg_parse("{\"type\":\"ping\"}garbage", 15, NULL, &m), MSG_OK);
+    CHECK_EQ_INT(msg_parse("{\"type\":\"ping\"}garbage", 15, NULL, &m), SC_OK);
     msg_in_clear(&m);
-    CHECK_EQ_INT(msg_parse(NULL, 0, NULL, &m), MSG_E_BAD_JSON);
+    CHECK_EQ_INT(msg_parse(NULL, 0, NULL, &m), SC_EJSON);
     msg_in_clear(&m);
 }
 
@@ -551,7 +551,7 @@ TEST(parse_topics)
 
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         snprintf(text, sizeof text, "{\"type\":\"subscribe\",\"topic\":\"%s\"}", good[i]);
-        CHECK_EQ_INT(parse(text, &m), MSG_OK);
+        CHECK_EQ_INT(parse(text, &m), SC_OK);
         CHECK_STR(m.topic, good[i]);
         CHECK(msg_topic_valid(good[i], strlen(good[i])));
         msg_in_clear(&m);
@@ -559,9 +559,9 @@ TEST(parse_topics)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(text, sizeof text, "{\"type\":\"subscribe\",\"topic\":\"%s\"}", bad[i]);
         int rc = parse(text, &m);
-        if (rc != MSG_E_BAD_TOPIC)
+        if (rc != SC_ETOPIC)
             printf("  topic %s\n", bad[i]);
-        CHECK_EQ_INT(rc, MSG_E_BAD_TOPIC);
+        CHECK_EQ_INT(rc, SC_ETOPIC);
         CHECK_STR(m.topic, "");
         msg_in_clear(&m);
     }
@@ -571,14 +571,14 @@ TEST(parse_topics)
     topic[64] = '.';
     CHECK(msg_topic_valid(topic, 128));
     snprintf(text, sizeof text, "{\"type\":\"publish\",\"topic\":\"%s\",\"data\":0}", topic);
-    CHECK_EQ_INT(parse(text, &m), MSG_OK);
+    CHECK_EQ_INT(parse(text, &m), SC_OK);
     CHECK_STR(m.topic, topic);
     msg_in_clear(&m);
     topic[128] = 'a';
     topic[129] = '\0';
     CHECK(!msg_topic_valid(topic, 129));
     snprintf(text, sizeof text, "{\"type\":\"publish\",\"topic\":\"%s\",\"data\":0}", topic);
-    CHECK_EQ_INT(parse(text, &m), MSG_E_BAD_TOPIC);
+    CHECK_EQ_INT(parse(text, &m), SC_ETOPIC);
     msg_in_clear(&m);
 
     CHECK(!msg_topic_valid(NULL, 0));
@@ -600,7 +600,7 @@ TEST(parse_size_limits)
     memset(tok, 'k', n);
     tok[n] = '\0';
     snprintf(text, n + 64, "{\"type\":\"auth\",\"token\":\"%s\"}", tok);
-    REQUIRE(parse(text, &m) == MSG_OK);
+    REQUIRE(parse(text, &m) == SC_OK);
     CHECK_EQ_INT(m.token_len, n);
     CHECK_EQ_INT(strlen(m.token), n);
     msg_in_clear(&m);
@@ -608,34 +608,34 @@ TEST(parse_size_limits)
     tok[n] = 'k';
     tok[n + 1] = '\0';
     snprintf(text, n + 64, "{\"type\":\"refresh\",\"token\":\"%s\"}", tok);
-    CHECK_EQ_INT(parse(text, &m), MSG_E_TOO_LARGE);
+    CHECK_EQ_INT(parse(text, &m), SC_ETOOLARGE);
     CHECK(m.token == NULL);
     msg_in_clear(&m);
 
     lim.max_token = 3;
-    CHECK_EQ_INT(parse_lim("{\"type\":\"auth\",\"token\":\"abc\"}", &lim, &m), MSG_OK);
+    CHECK_EQ_INT(parse_lim("{\"type\":\"auth\",\"token\":\"abc\"}", &lim, &m), SC_OK);
     msg_in_clear(&m);
-    CHECK_EQ_INT(parse_lim("{\"type\":\"auth\",\"token\":\"abcd\"}", &lim, &m), MSG_E_TOO_LARGE);
+    CHECK_EQ_INT(parse_lim("{\"type\":\"auth\",\"token\":\"abcd\"}", &lim, &m), SC_ETOOLARGE);
     msg_in_clear(&m);
 
     /* data: the limit applies to its compact form */
     lim.max_data = 7;
     CHECK_EQ_INT(parse_lim("{\"type\":\"publish\",\"topic\":\"a\",\"data\": [ 1 , 2 , 3 ] }",
                            &lim, &m),
-                 MSG_OK);
+                 SC_OK);
     CHECK_STR(m.data, "[1,2,3]");
     msg_in_clear(&m);
     CHECK_EQ_INT(parse_lim("{\"type\":\"publish\",\"topic\":\"a\",\"data\":[1,2,34]}", &lim, &m),
-                 MSG_E_TOO_LARGE);
+                 SC_ETOOLARGE);
     CHECK_STR(m.error, "data too large");
     msg_in_clear(&m);
 
     /* the whole message */
     lim = (msg_limits)MSG_LIMITS_DEFAULT;
     lim.max_text = 15;
-    CHECK_EQ_INT(parse_lim("{\"type\":\"ping\"}", &lim, &m), MSG_OK);
+    CHECK_EQ_INT(parse_lim("{\"type\":\"ping\"}", &lim, &m), SC_OK);
     msg_in_clear(&m);
-    CHECK_EQ_INT(parse_lim("{\"type\":\"ping\"} ", &lim, &m), MSG_E_TOO_LARGE);
+    CHECK_EQ_INT(parse_lim("{\"type\":\"ping\"} ", &lim, &m), SC_ETOOLARGE);
     msg_in_clear(&m);
 
     free(tok);
@@ -644,12 +644,12 @@ TEST(parse_size_limits)
 
 TEST(codes_and_names)
 {
-    CHECK_STR(msg_code(MSG_E_BAD_JSON), "bad_json");
-    CHECK_STR(msg_code(MSG_E_BAD_MESSAGE), "bad_message");
-    CHECK_STR(msg_code(MSG_E_UNKNOWN_TYPE), "unknown_type");
-    CHECK_STR(msg_code(MSG_E_BAD_TOPIC), "bad_topic");
-    CHECK_STR(msg_code(MSG_E_TOO_LARGE), "too_large");
-    CHECK_STR(msg_code(MSG_E_NOMEM), "internal");
+    CHECK_STR(msg_code(SC_EJSON), "bad_json");
+    CHECK_STR(msg_code(SC_EMALFORMED), "bad_message");
+    CHECK_STR(msg_code(SC_ETYPE), "unknown_type");
+    CHECK_STR(msg_code(SC_ETOPIC), "bad_topic");
+    CHECK_STR(msg_code(SC_ETOOLARGE), "too_large");
+    CHECK_STR(msg_code(-ENOMEM), "internal");
     CHECK_STR(msg_code(-99), "internal");
     CHECK_STR(msg_type_name(MSG_AUTH), "auth");
     CHECK_STR(msg_type_name(MSG_SUBSCRIBE), "subscribe");
@@ -665,7 +665,7 @@ TEST(clear_is_idempotent)
     msg_in m;
 
     msg_in_clear(NULL);
-    REQUIRE(parse("{\"type\":\"auth\",\"token\":\"x\"}", &m) == MSG_OK);
+    REQUIRE(parse("{\"type\":\"auth\",\"token\":\"x\"}", &m) == SC_OK);
     msg_in_clear(&m);
     msg_in_clear(&m);
     CHECK(m.token == NULL && m.type == MSG_NONE && m.since == -1);
@@ -685,9 +685,9 @@ TEST(json_check_valid)
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         int rc = msg_json_check(good[i], strlen(good[i]), 32);
-        if (rc != MSG_OK)
+        if (rc != SC_OK)
             printf("  good %zu: %s\n", i, good[i]);
-        CHECK_EQ_INT(rc, MSG_OK);
+        CHECK_EQ_INT(rc, SC_OK);
         CHECK(msg_json_valid(good[i], strlen(good[i])));
     }
 }
@@ -707,15 +707,15 @@ TEST(json_check_invalid)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int rc = msg_json_check(bad[i], strlen(bad[i]), 32);
-        if (rc != MSG_E_BAD_JSON)
+        if (rc != SC_EJSON)
             printf("  bad %zu: %s\n", i, bad[i]);
-        CHECK_EQ_INT(rc, MSG_E_BAD_JSON);
+        CHECK_EQ_INT(rc, SC_EJSON);
         CHECK(!msg_json_valid(bad[i], strlen(bad[i])));
     }
-    CHECK_EQ_INT(msg_json_check("\"a\0b\"", 5, 32), MSG_E_BAD_JSON);
-    CHECK_EQ_INT(msg_json_check("1\0", 2, 32), MSG_E_BAD_JSON);
-    CHECK_EQ_INT(msg_json_check(NULL, 0, 32), MSG_E_BAD_JSON);
-    CHECK(msg_json_check("12", 1, 32) == MSG_OK); /* length-bounded */
+    CHECK_EQ_INT(msg_json_check("\"a\0b\"", 5, 32), SC_EJSON);
+    CHECK_EQ_INT(msg_json_check("1\0", 2, 32), SC_EJSON);
+    CHECK_EQ_INT(msg_json_check(NULL, 0, 32), SC_EJSON);
+    CHECK(msg_json_check("12", 1, 32) == SC_OK); /* length-bounded */
 }
 
 TEST(json_check_depth)
@@ -728,12 +728,12 @@ TEST(json_check_depth)
         int want64 = d <= MSG_JSON_MAX_DEPTH;
         CHECK_EQ_INT(msg_json_valid(s, 2 * (size_t)d), want64);
         CHECK_EQ_INT(msg_json_check(s, 2 * (size_t)d, 1000),
-                     d <= MSG_DEPTH_CAP ? MSG_OK : MSG_E_TOO_LARGE);
+                     d <= MSG_DEPTH_CAP ? SC_OK : SC_ETOOLARGE);
     }
-    CHECK_EQ_INT(msg_json_check("[{\"a\":[]}]", 10, 3), MSG_OK);
-    CHECK_EQ_INT(msg_json_check("[{\"a\":[]}]", 10, 2), MSG_E_TOO_LARGE);
-    CHECK_EQ_INT(msg_json_check("1", 1, 0), MSG_OK); /* scalars have no depth */
-    CHECK_EQ_INT(msg_json_check("[]", 2, 0), MSG_OK); /* clamped to 1 */
+    CHECK_EQ_INT(msg_json_check("[{\"a\":[]}]", 10, 3), SC_OK);
+    CHECK_EQ_INT(msg_json_check("[{\"a\":[]}]", 10, 2), SC_ETOOLARGE);
+    CHECK_EQ_INT(msg_json_check("1", 1, 0), SC_OK); /* scalars have no depth */
+    CHECK_EQ_INT(msg_json_check("[]", 2, 0), SC_OK); /* clamped to 1 */
 }
 
 /* Differential: every string literal of one or two arbitrary bytes and every text of one or
@@ -751,7 +751,7 @@ TEST(json_check_agrees_with_jansson)
             s[0] = (char)a;
             s[1] = (char)b;
             json_t *j = load(s, n);
-            int ours = msg_json_check(s, n, 32) == MSG_OK;
+            int ours = msg_json_check(s, n, 32) == SC_OK;
             if (memchr(s, '\0', n) != NULL)
                 CHECK(!ours);
             else if (ours != (j != NULL) && disagree++ < 5)
@@ -763,7 +763,7 @@ TEST(json_check_agrees_with_jansson)
             s[2] = (char)b;
             s[n + 1] = '"';
             j = load(s, n + 2);
-            ours = msg_json_check(s, n + 2, 32) == MSG_OK;
+            ours = msg_json_check(s, n + 2, 32) == SC_OK;
             if (ours != (j != NULL) && disagree++ < 5)
                 printf("  string %02x %02x: ours %d jansson %d\n", a, b, ours, j != NULL);
             json_decref(j);
@@ -785,7 +785,7 @@ static int escape_roundtrip(const char *in, size_t n, char *out, size_t cap, cha
     *dec = NULL;
     if (len < 0 || (size_t)len != msg_json_string_len(in, n) || strlen(out) != (size_t)len)
         return 0;
-    if (msg_json_check(out, (size_t)len, 1) != MSG_OK)
+    if (msg_json_check(out, (size_t)len, 1) != SC_OK)
         return 0;
     if ((j = load(out, (size_t)len)) == NULL || !json_is_string(j)) {
         json_decref(j);
@@ -1105,7 +1105,7 @@ TEST(roundtrip_publish_ack)
 
     REQUIRE(parse("{\"type\":\"publish\",\"topic\":\"chat.lobby\",\"id\":\"m\\u00e9-1\","
                   "\"data\":{\"text\":\"hi \\\"there\\\"\"}}",
-                  &m) == MSG_OK);
+                  &m) == SC_OK);
     len = msg_ack_build(out, sizeof out, m.id);
     j = load_msg(out, len, "ack");
     REQUIRE(j != NULL);

@@ -60,11 +60,11 @@ TEST(rds_url_rejects)
     char err[128];
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         int rc = rds_url_parse(bad[i], &u, err, sizeof err);
-        if (rc != RDS_EINVAL) printf("  accepted %s\n", bad[i] ? bad[i] : "(null)");
-        CHECK_EQ_INT(rc, RDS_EINVAL);
+        if (rc != -EINVAL) printf("  accepted %s\n", bad[i] ? bad[i] : "(null)");
+        CHECK_EQ_INT(rc, -EINVAL);
     }
     /* the reason never contains the password */
-    CHECK_EQ_INT(rds_url_parse("redis://:hunter2@h:99999", &u, err, sizeof err), RDS_EINVAL);
+    CHECK_EQ_INT(rds_url_parse("redis://:hunter2@h:99999", &u, err, sizeof err), -EINVAL);
     CHECK(strstr(err, "hunter2") == NULL);
 }
 
@@ -87,7 +87,7 @@ TEST(rds_down_fails_fast)
     CHECK(rds_eval(r, &sc, NULL, 0, NULL, 0, NULL) < 0);
     rds_destroy(r);
     rds_destroy(NULL);
-    CHECK_EQ_INT(rds_create(&r, "bogus://", 100, NULL), RDS_EINVAL);
+    CHECK_EQ_INT(rds_create(&r, "bogus://", 100, NULL), -EINVAL);
     CHECK(r == NULL);
 }
 

@@ -22,9 +22,9 @@ static int decode_all_prefixes(const uint8_t *buf, size_t len, const ws_frame_ru
         ws_frame_err e2 = WS_ERR_NONE;
         int r2 = ws_frame_decode(buf, k, rules, &h2, &e2);
         if (rc > 0 && (size_t)rc > k) {
-            CHECK_EQ_INT(r2, WS_FRAME_PARTIAL);
-        } else if (rc == WS_FRAME_ERROR) {
-            CHECK(r2 == WS_FRAME_PARTIAL || (r2 == WS_FRAME_ERROR && e2 == *err));
+            CHECK_EQ_INT(r2, SC_EINCOMPLETE);
+        } else if (rc == SC_EMALFORMED) {
+            CHECK(r2 == SC_EINCOMPLETE || (r2 == SC_EMALFORMED && e2 == *err));
         }
     }
     return rc;
@@ -43,7 +43,7 @@ TEST(frame_rfc_unmasked_hello)
     CHECK(!h.masked);
     CHECK_EQ_INT(h.rsv, 0);
     /* a server must refuse it: clients mask */
-    CHECK_EQ_INT(ws_frame_decode(f, sizeof f, &from_client, &h, &err), WS_FRAME_ERROR);
+    CHECK_EQ_INT(ws_frame_decode(f, sizeof f, &from_client, &h, &err), SC_EMALFORMED);
     CHECK_EQ_INT(err, WS_ERR_UNMASKED);
     CHECK_EQ_INT(ws_frame_err_code(err), 1002);
 }
@@ -61,7 +61,7 @@ TEST(frame_rfc_masked_hello)
     ws_frame_unmask(f + 6, 5, h.mask, 0);
     CHECK(memcmp(f + 6, "Hello", 5) == 0);
     /* a client must refuse a masked frame from a server */
-    CHECK_EQ_INT(ws_frame_decode(f, sizeof f, &from_server, &h, &err), WS_FRAME_ERROR);
+    CHECK_EQ_INT(ws_frame_decode(f, sizeof f, &from_server, &h, &err), SC_EMALFORMED);
     CHECK_EQ_INT(err, WS_ERR_MASKED);
 }
 
@@ -99,18 +99,18 @@ TEST(frame_rsv_bits)
     for (uint8_t rsv = 0x10; rsv <= 0x70; rsv += 0x10) {
         uint8_t f[] = {(uint8_t)(0x81 | rsv), 0x80, 1, 2, 3, 4};
         err = WS_ERR_NONE;
-        CHECK_EQ_INT(ws_frame_decode(f, sizeof f, &from_client, &h, &err), WS_FRAME_ERROR);
+        CHECK_EQ_INT(ws_frame_decode(f, sizeof f, &from_client, &h, &err), SC_EMALFORMED);
         CHECK_EQ_INT(err, WS_ERR_RSV);
-        CHECK_EQ_INT(ws_frame_decode(f, 1, &from_client, &h, &err), WS_FRAME_ERROR); /* fast */
+        CHECK_EQ_INT(ws_frame_decode(f, 1, &from_client, &h, &err), SC_EMALFORMED); /* fast */
     }
     /* an extension's RSV1: on TEXT/BINARY only */
     ws_frame_rules deflate = {true, 0x40, UINT64_MAX};
     CHECK_EQ_INT(ws_frame_decode(B(0xC1, 0x80, 1, 2, 3, 4), &deflate, &h, &err), 6);
     CHECK_EQ_INT(h.rsv, 0x40);
     CHECK_EQ_INT(ws_frame_decode(B(0xC2, 0x80, 1, 2, 3, 4), &deflate, &h, &err), 6);
-    CHECK_EQ_INT(ws_frame_decode(B(0xC0, 0x80, 1, 2, 3, 4), &deflate, &h, &err), WS_FRAME_ERROR);
-    CHECK_EQ_INT(ws_frame_decode(B(0xC9, 0x80, 1, 2, 3, 4), &deflate, &h, &err), WS_FRAME_ERROR);
-    CHECK_EQ_INT(ws_frame_decode(B(0xA1, 0x80, 1, 2, 3, 4), &deflate, &h, &err), WS_FRAME_ERROR);
+    CHECK_EQ_INT(ws_frame_decode(B(0xC0, 0x80, 1, 2, 3, 4), &deflate, &h, &err), SC_EMALFORMED);
+    CHECK_EQ_INT(ws_frame_decode(B(0xC9, 0x80, 1, 2, 3, 4), &deflate, &h, &err), SC_EMALFORMED);
+    CHECK_EQ_INT(ws_frame_decode(B(0xA1, 0x80, 1, 2, 3, 4), &deflate, &h, &err), SC_EMALFORMED);
     CHECK_EQ_INT(err, WS_ERR_RSV);
 }
 
@@ -123,11 +123,11 @@ TEST(frame_opcodes)
         bool ok = op <= 2 || (op >= 8 && op <= 10);
         err = WS_ERR_NONE;
         int rc = ws_frame_decode(f, sizeof f, &from_client, &h, &err);
-        CHECK_EQ_INT(rc, ok ? 6 : WS_FRAME_ERROR);
+        CHECK_EQ_INT(rc, ok ? 6 : SC_EMALFORMED);
         if (!ok) {
             CHECK_EQ_INT(err, WS_ERR_OPCODE);
             CHECK_EQ_INT(ws_frame_err_code(err), 1002);
-            CHECK_EQ_INT(ws_frame_decode(f, 1, &from_client, &h, &err), WS_FRAME_ERROR);
+            CHECK_EQ_INT(ws_frame_decode(f, 1, &from_client, &h, &err), SC_EMALFORMED);
         } else {
             CHECK_EQ_INT(h.opcode, op);
         }
@@ -141,7 +141,7 @@ TEST(frame_control_rules)
     for (int op = 8; op <= 10; op++) {
         /* FIN = 0: a fragmented control frame, refused at the first byte */
         err = WS_ERR_NONE;
-        CHECK_EQ_INT(ws_frame_decode(B((uint8_t)op), &from_client, &h, &err), WS_FRAME_ERROR);
+        CHECK_EQ_INT(ws_frame_decode(B((uint8_t)op), &from_client, &h, &err), SC_EMALFORMED);
         CHECK_EQ_INT(err, WS_ERR_CTRL_FRAG);
         /* 125 bytes: fine; 126 (16-bit length) and 127 (64-bit): refused at the second byte */
         CHECK_EQ_INT(ws_frame_decode(B((uint8_t)(0x80 | op), 0xFD, 1, 2, 3, 4), &from_client,
@@ -149,10 +149,10 @@ TEST(frame_control_rules)
         CHECK_EQ_INT(h.len, 125);
         err = WS_ERR_NONE;
         CHECK_EQ_INT(ws_frame_decode(B((uint8_t)(0x80 | op), 0xFE), &from_client, &h, &err),
-                     WS_FRAME_ERROR);
+                     SC_EMALFORMED);
         CHECK_EQ_INT(err, WS_ERR_CTRL_LEN);
         CHECK_EQ_INT(ws_frame_decode(B((uint8_t)(0x80 | op), 0xFF), &from_client, &h, &err),
-                     WS_FRAME_ERROR);
+                     SC_EMALFORMED);
         CHECK_EQ_INT(err, WS_ERR_CTRL_LEN);
         CHECK_EQ_INT(ws_frame_err_code(err), 1002);
     }
@@ -163,11 +163,11 @@ TEST(frame_length_msb)
     ws_frame_header h;
     ws_frame_err err = WS_ERR_NONE;
     /* refused as soon as the first length byte is there */
-    CHECK_EQ_INT(ws_frame_decode(B(0x82, 0xFF, 0x80), &from_client, &h, &err), WS_FRAME_ERROR);
+    CHECK_EQ_INT(ws_frame_decode(B(0x82, 0xFF, 0x80), &from_client, &h, &err), SC_EMALFORMED);
     CHECK_EQ_INT(err, WS_ERR_LEN64);
     CHECK_EQ_INT(ws_frame_err_code(err), 1002);
     CHECK_EQ_INT(ws_frame_decode(B(0x82, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-                                   1, 2, 3, 4), &from_client, &h, &err), WS_FRAME_ERROR);
+                                   1, 2, 3, 4), &from_client, &h, &err), SC_EMALFORMED);
     /* 2^63 - 1 is the largest legal length */
     CHECK_EQ_INT(ws_frame_decode(B(0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
                                    1, 2, 3, 4), &from_client, &h, &err), 14);
@@ -182,17 +182,17 @@ TEST(frame_max_payload)
     CHECK_EQ_INT(ws_frame_decode(B(0x82, 0xFE, 0x03, 0xE8, 1, 2, 3, 4), &r, &h, &err), 8);
     CHECK_EQ_INT(h.len, 1000);
     /* 1001: refused once the length is known, before the mask */
-    CHECK_EQ_INT(ws_frame_decode(B(0x82, 0xFE, 0x03, 0xE9), &r, &h, &err), WS_FRAME_ERROR);
+    CHECK_EQ_INT(ws_frame_decode(B(0x82, 0xFE, 0x03, 0xE9), &r, &h, &err), SC_EMALFORMED);
     CHECK_EQ_INT(err, WS_ERR_FRAME_SIZE);
     CHECK_EQ_INT(ws_frame_err_code(err), 1009);
     CHECK_EQ_INT(ws_frame_decode(B(0x80, 0xFF, 0, 0, 0, 1, 0, 0, 0, 0), &r, &h, &err),
-                 WS_FRAME_ERROR);
+                 SC_EMALFORMED);
     CHECK_EQ_INT(err, WS_ERR_FRAME_SIZE);
     /* control frames answer to their own 125, not to max_payload */
     ws_frame_rules tiny = {true, 0, 0};
     CHECK_EQ_INT(ws_frame_decode(B(0x89, 0xFD, 1, 2, 3, 4), &tiny, &h, &err), 6);
     CHECK_EQ_INT(ws_frame_decode(B(0x81, 0x80, 1, 2, 3, 4), &tiny, &h, &err), 6);
-    CHECK_EQ_INT(ws_frame_decode(B(0x81, 0x81, 1, 2, 3, 4), &tiny, &h, &err), WS_FRAME_ERROR);
+    CHECK_EQ_INT(ws_frame_decode(B(0x81, 0x81, 1, 2, 3, 4), &tiny, &h, &err), SC_EMALFORMED);
 }
 
 /* Non-minimal length encodings are a sender's error the decoder tolerates. */
@@ -316,7 +316,7 @@ TEST(frame_close_parse)
     CHECK(reason == NULL);
     CHECK_EQ_INT(rlen, 0);
 
-    CHECK_EQ_INT(ws_frame_close_parse(B(0x03), &code, &reason, &rlen, &err), -1);
+    CHECK_EQ_INT(ws_frame_close_parse(B(0x03), &code, &reason, &rlen, &err), SC_EMALFORMED);
     CHECK_EQ_INT(err, WS_ERR_CLOSE_LEN);
     CHECK_EQ_INT(ws_frame_err_code(err), 1002);
 
@@ -335,7 +335,7 @@ TEST(frame_close_parse)
     for (size_t i = 0; i < sizeof invalid / sizeof invalid[0]; i++) {
         uint8_t p[2] = {(uint8_t)(invalid[i] >> 8), (uint8_t)invalid[i]};
         err = WS_ERR_NONE;
-        CHECK_EQ_INT(ws_frame_close_parse(p, 2, &code, &reason, &rlen, &err), -1);
+        CHECK_EQ_INT(ws_frame_close_parse(p, 2, &code, &reason, &rlen, &err), SC_EMALFORMED);
         CHECK_EQ_INT(err, WS_ERR_CLOSE_CODE);
         CHECK_EQ_INT(ws_frame_err_code(err), 1002);
     }
@@ -350,7 +350,7 @@ TEST(frame_close_parse)
     /* Autobahn 7.5.1: a reason that is not UTF-8 */
     const uint8_t bad[] = {0x03, 0xE8, 0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xce, 0xbc,
                            0xce, 0xb5, 0xed, 0xa0, 0x80, 0x65, 0x64, 0x69, 0x74, 0x65, 0x64};
-    CHECK_EQ_INT(ws_frame_close_parse(bad, sizeof bad, &code, &reason, &rlen, &err), -1);
+    CHECK_EQ_INT(ws_frame_close_parse(bad, sizeof bad, &code, &reason, &rlen, &err), SC_EMALFORMED);
     CHECK_EQ_INT(err, WS_ERR_CLOSE_UTF8);
     CHECK_EQ_INT(ws_frame_err_code(err), 1007);
     /* the longest: code and 123 bytes */

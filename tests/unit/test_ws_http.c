@@ -70,7 +70,7 @@ TEST(http_parse_rfc_request)
     CHECK(req.method.p == rfc_req);
     /* every prefix is partial */
     for (size_t k = 0; k < n; k++)
-        CHECK_EQ_INT(ws_http_parse_request(rfc_req, k, NULL, &req), WS_HTTP_PARTIAL);
+        CHECK_EQ_INT(ws_http_parse_request(rfc_req, k, NULL, &req), SC_EINCOMPLETE);
     /* bytes after the head (a client's first frame) are not part of it */
     char more[1024];
     snprintf(more, sizeof more, "%s\x81\x85\x37\xfa\x21\x3d", rfc_req);
@@ -95,8 +95,8 @@ TEST(http_parse_line_endings_and_spaces)
     CHECK_EQ_INT(parse(q, &req), strlen(q));
     CHECK(str_is(req.path, "/ws"));
     CHECK_EQ_INT(req.query.n, 0);
-    CHECK_EQ_INT(ws_http_parse_request("\r", 1, NULL, &req), WS_HTTP_PARTIAL);
-    CHECK_EQ_INT(ws_http_parse_request("", 0, NULL, &req), WS_HTTP_PARTIAL);
+    CHECK_EQ_INT(ws_http_parse_request("\r", 1, NULL, &req), SC_EINCOMPLETE);
+    CHECK_EQ_INT(ws_http_parse_request("", 0, NULL, &req), SC_EINCOMPLETE);
 }
 
 TEST(http_parse_malformed)
@@ -125,19 +125,19 @@ TEST(http_parse_malformed)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         ws_http_request req;
         int rc = parse(bad[i], &req);
-        if (rc != WS_HTTP_ERROR) {
+        if (rc != SC_EMALFORMED) {
             char w[200];
-            snprintf(w, sizeof w, "case %zu: %d, expected WS_HTTP_ERROR", i, rc);
+            snprintf(w, sizeof w, "case %zu: %d, expected SC_EMALFORMED", i, rc);
             test__fail(__FILE__, __LINE__, w);
         }
     }
     /* NUL inside a header value */
     ws_http_request req;
     const char nul[] = "GET / HTTP/1.1\r\nA: b\0c\r\n\r\n";
-    CHECK_EQ_INT(ws_http_parse_request(nul, sizeof nul - 1, NULL, &req), WS_HTTP_ERROR);
+    CHECK_EQ_INT(ws_http_parse_request(nul, sizeof nul - 1, NULL, &req), SC_EMALFORMED);
     /* a malformed request line fails before the head is complete */
     CHECK_EQ_INT(ws_http_parse_request("GET / HTTP/9.9\r\nHost", 20, NULL, &req),
-                 WS_HTTP_ERROR);
+                 SC_EMALFORMED);
 }
 
 TEST(http_parse_limits)
@@ -154,15 +154,15 @@ TEST(http_parse_limits)
     CHECK_EQ_INT(parse(buf, &req), n + 2);
     CHECK_EQ_INT(req.nheaders, 64);
     snprintf(buf + n, sizeof buf - (size_t)n, "X-64: 64\r\n\r\n");
-    CHECK_EQ_INT(parse(buf, &req), WS_HTTP_TOO_LARGE);
+    CHECK_EQ_INT(parse(buf, &req), SC_ETOOLARGE);
 
     /* a line over 4096 bytes, complete or not */
     n = snprintf(buf, sizeof buf, "GET /ws HTTP/1.1\r\nX: ");
     memset(buf + n, 'a', 4100);
     buf[n + 4100] = '\0';
-    CHECK_EQ_INT(parse(buf, &req), WS_HTTP_TOO_LARGE);
+    CHECK_EQ_INT(parse(buf, &req), SC_ETOOLARGE);
     strcpy(buf + n + 4100, "\r\n\r\n");
-    CHECK_EQ_INT(parse(buf, &req), WS_HTTP_TOO_LARGE);
+    CHECK_EQ_INT(parse(buf, &req), SC_ETOOLARGE);
     /* exactly 4096 is fine */
     n = snprintf(buf, sizeof buf, "GET /ws HTTP/1.1\r\nX: ");
     memset(buf + n, 'a', 4096 - 3);
@@ -173,23 +173,23 @@ TEST(http_parse_limits)
     n = snprintf(buf, sizeof buf, "GET /ws HTTP/1.1\r\n");
     for (int i = 0; n < 8300; i++)
         n += snprintf(buf + n, sizeof buf - (size_t)n, "X-%d: %0100d\r\n", i, 0);
-    CHECK_EQ_INT(parse(buf, &req), WS_HTTP_TOO_LARGE);
+    CHECK_EQ_INT(parse(buf, &req), SC_ETOOLARGE);
     strcpy(buf + n, "\r\n");
-    CHECK_EQ_INT(parse(buf, &req), WS_HTTP_TOO_LARGE);
+    CHECK_EQ_INT(parse(buf, &req), SC_ETOOLARGE);
     /* endless empty lines before the request line */
     memset(buf, '\n', 9000);
-    CHECK_EQ_INT(ws_http_parse_request(buf, 9000, NULL, &req), WS_HTTP_TOO_LARGE);
+    CHECK_EQ_INT(ws_http_parse_request(buf, 9000, NULL, &req), SC_ETOOLARGE);
 
     /* caller's limits */
     ws_http_limits lim = {64, 30, 1};
     CHECK_EQ_INT(ws_http_parse_request("GET / HTTP/1.1\r\nA: b\r\n\r\n", 24, &lim, &req), 24);
     CHECK_EQ_INT(ws_http_parse_request("GET / HTTP/1.1\r\nA: b\r\nC: d\r\n\r\n", 30, &lim, &req),
-                 WS_HTTP_TOO_LARGE);
+                 SC_ETOOLARGE);
     CHECK_EQ_INT(ws_http_parse_request("GET /0123456789012345678901234 HTTP/1.1\r\n\r\n", 43,
-                                       &lim, &req), WS_HTTP_TOO_LARGE);
+                                       &lim, &req), SC_ETOOLARGE);
     lim = (ws_http_limits){20, 100, 10};
     CHECK_EQ_INT(ws_http_parse_request("GET / HTTP/1.1\r\nA: b\r\n\r\n", 24, &lim, &req),
-                 WS_HTTP_TOO_LARGE);
+                 SC_ETOOLARGE);
 }
 
 /* RFC 6455 §1.3 / §4.2.2 example. */
