@@ -4,6 +4,7 @@
     python3 tests/house/format.py          reformat every C file in place (make fmt)
     python3 tests/house/format.py --check  change nothing; exit 1 naming each file that
                                            differs, 3 when clang-format 14 is not installed
+    ... --root DIR                         the C files of a scratch directory instead
 
 The files: every *.c and *.h under common/, services/, clients/, bench/, tests/unit/,
 tests/tools/ and tests/fuzz/ (the same list tests/house/layers.py checks). Another major
@@ -18,11 +19,13 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DIRS = ("common", "services", "clients", "bench", "tests/unit", "tests/tools", "tests/fuzz")
 
 
-def files():
+def files(root):
+    if root != ROOT:  # a scratch tree (tests/house/run.py): every C file in it
+        return sorted(n for n in os.listdir(root) if n.endswith((".c", ".h")))
     out = []
     for top in DIRS:
-        for d, _, names in os.walk(os.path.join(ROOT, top)):
-            out += [os.path.relpath(os.path.join(d, n), ROOT) for n in sorted(names)
+        for d, _, names in os.walk(os.path.join(root, top)):
+            out += [os.path.relpath(os.path.join(d, n), root) for n in sorted(names)
                     if n.endswith((".c", ".h"))]
     return sorted(out)
 
@@ -40,22 +43,24 @@ def tool():
 
 
 def main():
-    check = "--check" in sys.argv[1:]
+    args = sys.argv[1:]
+    check = "--check" in args
+    root = os.path.abspath(args[args.index("--root") + 1]) if "--root" in args else ROOT
     cf = tool()
     if not cf:
         print("clang-format 14 not installed (make deps installs it): formatting not checked")
         return 3
-    fs = files()
+    fs = files(root)
     if not check:
-        subprocess.run([cf, "-i", "--style=file"] + fs, cwd=ROOT, check=True)
+        subprocess.run([cf, "-i", "--style=file"] + fs, cwd=root, check=True)
         print("%d files formatted" % len(fs))
         return 0
     bad = []
     for f in fs:
-        with open(os.path.join(ROOT, f), "rb") as fh:
+        with open(os.path.join(root, f), "rb") as fh:
             before = fh.read()
         after = subprocess.run([cf, "--style=file", "--assume-filename=" + f],
-                               input=before, capture_output=True, cwd=ROOT).stdout
+                               input=before, capture_output=True, cwd=root).stdout
         if after != before:
             bad.append(f)
     for f in bad:

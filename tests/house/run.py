@@ -96,6 +96,17 @@ def main():
                    if fmt.stdout.strip() else fmt.stderr.strip()[-300:])
             if fmt.returncode != 0:
                 print(fmt.stdout[-3000:])
+            # and the check sees a badly formatted file as one
+            with tempfile.TemporaryDirectory(prefix="sidecast-fmt-") as tmp:
+                shutil.copy(os.path.join(ROOT, ".clang-format"), tmp)
+                bad = "int  f( int x ){\nif(x) return  1 ;\n  return 0;}\n"
+                with open(os.path.join(tmp, "bad.c"), "w") as f:
+                    f.write(bad)
+                out = subprocess.run([sys.executable, os.path.join(HERE, "format.py"),
+                                      "--check", "--root", tmp], capture_output=True, text=True)
+                report(out.returncode == 1 and "not formatted: bad.c" in out.stdout,
+                       "format_refuses[bad.c]", out.stdout.strip().splitlines()[-1]
+                       if out.stdout.strip() else out.stderr.strip()[-300:])
     print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
     return 1 if failed else 0
 
