@@ -58,7 +58,7 @@ static int http_port, nchains = 16;
 static double seconds = 10;
 static bus *B;
 static atomic_int ready_count;
-static atomic_int go;   /* 1: measure; 2: stop */
+static atomic_int go; /* 1: measure; 2: stop */
 static atomic_long refreshes, errors, relogins;
 static _Atomic(unsigned long) *hist;
 
@@ -99,8 +99,8 @@ static int nats_call(chain *c, bool login)
 {
     json_t *req = login ? json_pack("{s:s, s:s, s:s}", "grant_type", "password", "username",
                                     c->user, "password", password)
-                        : json_pack("{s:s, s:s}", "grant_type", "refresh_token",
-                                    "refresh_token", c->rt);
+                        : json_pack("{s:s, s:s}", "grant_type", "refresh_token", "refresh_token",
+                                    c->rt);
     char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);
     if (!body) return -1;
@@ -135,10 +135,10 @@ static int http_connect(chain *c)
 static int http_call(chain *c, bool login)
 {
     char body[512], req[1024];
-    int bn = login ? snprintf(body, sizeof body,
-                              "grant_type=password&username=%s&password=%s", c->user, password)
-                   : snprintf(body, sizeof body, "grant_type=refresh_token&refresh_token=%s",
-                              c->rt);
+    int bn = login
+                 ? snprintf(body, sizeof body, "grant_type=password&username=%s&password=%s",
+                            c->user, password)
+                 : snprintf(body, sizeof body, "grant_type=refresh_token&refresh_token=%s", c->rt);
     if (bn < 0 || (size_t)bn >= sizeof body) return -1;
     int n = snprintf(req, sizeof req,
                      "POST /auth/token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -263,9 +263,9 @@ int main(int argc, char **argv)
     long wpid[MAX_WATCH];
     int nwatch = 0;
     static const struct option opts[] = {
-        {"nats", 1, 0, 'n'},   {"subject", 1, 0, 's'},  {"port", 1, 0, 'p'},
-        {"chains", 1, 0, 'c'}, {"seconds", 1, 0, 't'},  {"user", 1, 0, 'u'},
-        {"password", 1, 0, 'w'}, {"watch", 1, 0, 'W'}, {0, 0, 0, 0}};
+        {"nats", 1, 0, 'n'},     {"subject", 1, 0, 's'}, {"port", 1, 0, 'p'},
+        {"chains", 1, 0, 'c'},   {"seconds", 1, 0, 't'}, {"user", 1, 0, 'u'},
+        {"password", 1, 0, 'w'}, {"watch", 1, 0, 'W'},   {0, 0, 0, 0}};
     optind = 2;
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {

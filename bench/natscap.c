@@ -367,8 +367,8 @@ typedef struct getctx {
     const char *stream, *prefix;
     enum kind kind;
     long subjects, window, missed;
-    uint64_t first, last;  /* stream */
-    uint64_t *last_of;     /* per subject, from last_by_subj */
+    uint64_t first, last; /* stream */
+    uint64_t *last_of;    /* per subject, from last_by_subj */
     slot *slots;
     long found, missing, other, requests, replays, replay_events;
     uint64_t *hist; /* latency, µs */
@@ -498,9 +498,8 @@ static double pct(const uint64_t *hist, long total, double q)
     return (double)HIST_US / 1000.0;
 }
 
-static int cmd_get(int port, const char *stream, const char *prefix, long subjects,
-                   double seconds, long window, enum kind kind, long missed, long server_pid,
-                   const char *kind_name)
+static int cmd_get(int port, const char *stream, const char *prefix, long subjects, double seconds,
+                   long window, enum kind kind, long missed, long server_pid, const char *kind_name)
 {
     static getctx g;
     g.stream = stream;
@@ -579,17 +578,16 @@ static int cmd_get(int port, const char *stream, const char *prefix, long subjec
     printf("get kind=%s window=%ld subjects=%ld stream_msgs=%" PRIu64 " seconds=%.2f "
            "answered=%ld rps=%.0f found=%ld not_found=%ld other=%ld "
            "p50_ms=%.3f p99_ms=%.3f",
-           kind_name, window, subjects, g.last - g.first + 1, el, answered,
-           (double)answered / el, found, missing, other, pct(g.hist, total, 0.5),
-           pct(g.hist, total, 0.99));
+           kind_name, window, subjects, g.last - g.first + 1, el, answered, (double)answered / el,
+           found, missing, other, pct(g.hist, total, 0.5), pct(g.hist, total, 0.99));
     if (kind == K_REPLAY)
         printf(" replays=%ld replay_events=%ld replays_per_s=%.0f", replays, replay_events,
                (double)replays / el);
     if (kind == K_REPLAY && cpu >= 0 && replays)
         printf(" server_us_per_replay=%.0f", cpu * 1e6 / (double)replays);
     if (cpu >= 0)
-        printf(" server_cpu_s=%.2f server_cpu_pct=%.0f server_us_per_req=%.2f", cpu,
-               100 * cpu / el, answered ? cpu * 1e6 / (double)answered : 0);
+        printf(" server_cpu_s=%.2f server_cpu_pct=%.0f server_us_per_req=%.2f", cpu, 100 * cpu / el,
+               answered ? cpu * 1e6 / (double)answered : 0);
     printf(" client_cpu_pct=%.0f machine_busy_pct=%.0f\n", 100 * client_cpu / el,
            100 * (mb1 - mb0) / el);
     close(g.c.fd);
@@ -609,8 +607,8 @@ static int cmd_subs(int port, const char *prefix, long count, double hold, bool 
     }
     conn_sync(&c, NULL, NULL, 60);
     double el = now_s() - t0;
-    printf("ready subs=%ld sync=%s seconds=%.3f us_per_sub=%.1f\n", count, sync ? "yes" : "no",
-           el, count ? el * 1e6 / (double)count : 0);
+    printf("ready subs=%ld sync=%s seconds=%.3f us_per_sub=%.1f\n", count, sync ? "yes" : "no", el,
+           count ? el * 1e6 / (double)count : 0);
     fflush(stdout);
     double end = now_s() + hold;
     while (now_s() < end) {
@@ -663,11 +661,11 @@ int main(int argc, char **argv)
     bool sync = false;
     const char *prefix = NULL, *stream = "SIDECAST", *kind_name = "next";
     static const struct option opts[] = {
-        {"port", 1, 0, 'p'},    {"subjects", 1, 0, 'k'}, {"msgs", 1, 0, 'm'},
-        {"size", 1, 0, 'b'},    {"prefix", 1, 0, 'x'},   {"stream", 1, 0, 's'},
-        {"seconds", 1, 0, 't'}, {"window", 1, 0, 'w'},   {"kind", 1, 0, 'K'},
+        {"port", 1, 0, 'p'},    {"subjects", 1, 0, 'k'},   {"msgs", 1, 0, 'm'},
+        {"size", 1, 0, 'b'},    {"prefix", 1, 0, 'x'},     {"stream", 1, 0, 's'},
+        {"seconds", 1, 0, 't'}, {"window", 1, 0, 'w'},     {"kind", 1, 0, 'K'},
         {"missed", 1, 0, 'e'},  {"server-pid", 1, 0, 'P'}, {"count", 1, 0, 'n'},
-        {"hold", 1, 0, 'h'},    {"sync", 0, 0, 'y'},     {0, 0, 0, 0}};
+        {"hold", 1, 0, 'h'},    {"sync", 0, 0, 'y'},       {0, 0, 0, 0}};
     optind = 2;
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -704,8 +702,8 @@ int main(int argc, char **argv)
             k = K_REPLAY;
         else
             usage();
-        return cmd_get(port, stream, prefix ? prefix : "events.cap", subjects, seconds, window,
-                       k, missed, server_pid, kind_name);
+        return cmd_get(port, stream, prefix ? prefix : "events.cap", subjects, seconds, window, k,
+                       missed, server_pid, kind_name);
     }
     if (strcmp(mode, "subs") == 0)
         return cmd_subs(port, prefix ? prefix : "live.users.u", count, hold, sync);

@@ -50,8 +50,8 @@ static double machine_busy_s(void)
     unsigned long long v[8] = {0};
     FILE *f = fopen("/proc/stat", "r");
     if (!f) return 0;
-    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
-                   &v[3], &v[4], &v[5], &v[6], &v[7]);
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]);
     fclose(f);
     if (n != 8) return 0;
     return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)sysconf(_SC_CLK_TCK);
@@ -110,8 +110,7 @@ static long pass_writev(const char *msg)
     return sent;
 }
 
-static long pass_uring(struct io_uring *ring, const char *msg, struct iovec *iov,
-                       struct msghdr *mh)
+static long pass_uring(struct io_uring *ring, const char *msg, struct iovec *iov, struct msghdr *mh)
 {
     long sent = 0;
     int i = 0;
@@ -165,8 +164,8 @@ int main(int argc, char **argv)
     char msg[MSG];
     memset(msg, 'x', sizeof msg);
     usleep(100000);
-    printf("%d connections, %d passes of one %d-byte send each, per send (us):\n", nconns,
-           npasses, MSG);
+    printf("%d connections, %d passes of one %d-byte send each, per send (us):\n", nconns, npasses,
+           MSG);
     for (int r = 0; r < nrounds * 2; r++) {
         int uring = r % 2;
         double t0 = rusage_s(RUSAGE_THREAD), p0 = rusage_s(RUSAGE_SELF), m0 = machine_busy_s();

@@ -61,13 +61,13 @@ typedef struct payload {
 
 typedef struct worker {
     pthread_t th;
-    void *sub;               /* zmq */
-    int efd;                 /* mailbox */
+    void *sub; /* zmq */
+    int efd;   /* mailbox */
     pthread_mutex_t mu;
     payload *ring[RING];
     unsigned head, tail;
     long got;
-    uint32_t *lat;           /* µs */
+    uint32_t *lat; /* µs */
     long nlat;
 } worker;
 
@@ -182,8 +182,10 @@ static void mbox_publish(long i)
         int wake;
         pthread_mutex_lock(&w->mu);
         wake = w->head == w->tail;
-        if (w->head - w->tail < RING) w->ring[w->head++ % RING] = p;
-        else if (atomic_fetch_sub(&p->ref, 1) == 1) payload_free(p, NULL); /* full: dropped */
+        if (w->head - w->tail < RING)
+            w->ring[w->head++ % RING] = p;
+        else if (atomic_fetch_sub(&p->ref, 1) == 1)
+            payload_free(p, NULL); /* full: dropped */
         pthread_mutex_unlock(&w->mu);
         uint64_t one = 1;
         if (wake && write(w->efd, &one, sizeof one) < 0) perror("write");

@@ -35,8 +35,7 @@ static int admin_send(struct MHD_Connection *c, unsigned code, const char *ctype
 int admin_answer(struct MHD_Connection *c, const char *method, const char *url,
                  admin_ready_fn ready, void *ud, int *mhd_result)
 {
-    if (strcmp(url, "/healthz") != 0 && strcmp(url, "/readyz") != 0 &&
-        strcmp(url, "/metrics") != 0)
+    if (strcmp(url, "/healthz") != 0 && strcmp(url, "/readyz") != 0 && strcmp(url, "/metrics") != 0)
         return 0;
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
         static char msg[] = "{\"error\":\"method_not_allowed\",\"message\":\"use GET\"}\n";
@@ -112,8 +111,8 @@ int admin_create(admin **out, const char *listen, admin_ready_fn ready, void *ud
     if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
     a->d = MHD_start_daemon(flags, 0, NULL, NULL, admin_handler, a, MHD_OPTION_SOCK_ADDR,
                             (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT, 64u,
-                            MHD_OPTION_CONNECTION_TIMEOUT, 10u,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_END);
+                            MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                            (size_t)16384, MHD_OPTION_END);
     if (!a->d) {
         log_error("admin server failed to start", "listen=%s errno=%d", listen, errno);
         free(a);

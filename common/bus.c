@@ -5,11 +5,11 @@
 #include "log.h"
 #include "metrics.h"
 
+#include <errno.h>
 #include <nats/nats.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,8 +34,8 @@ struct bus {
     natsOptions *opts;
     char name[64];
     _Atomic int connected;
-    _Atomic int closing; /* set by bus_destroy: the disconnect that follows is expected */
-    sem_t closed;        /* posted by nats.c's closed callback, the last one it makes */
+    _Atomic int closing;      /* set by bus_destroy: the disconnect that follows is expected */
+    sem_t closed;             /* posted by nats.c's closed callback, the last one it makes */
     pthread_mutex_t mux_lock; /* guards mux, calls, next_call (bus_request_many) */
     natsSubscription *mux;
     char mux_prefix[128];
@@ -43,7 +43,7 @@ struct bus {
     uint64_t next_call;
     bus_async *async[BUS_ASYNC_BUCKETS];
     size_t nasync;
-    pthread_t reaper;          /* times out async requests; started with the first one */
+    pthread_t reaper; /* times out async requests; started with the first one */
     int reaper_started, reaper_stop;
     pthread_cond_t reaper_cond;
     jsCtx *js;     /* bus_publish_stored, made on first use (guarded by mux_lock) */
@@ -155,8 +155,7 @@ static void bus_on_closed(natsConnection *nc, void *closure)
     sem_post(&b->closed);
 }
 
-static void bus_on_error(natsConnection *nc, natsSubscription *sub, natsStatus err,
-                         void *closure)
+static void bus_on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
 {
     (void)nc;
     bus *b = closure;
@@ -387,9 +386,8 @@ int bus_publish_stored(bus *b, const char *subject, const void *data, size_t len
         po.MsgId = msg_id;
         jsPubAck *ack = NULL;
         jsErrCode jerr = 0;
-        s = atomic_load(&b->connected)
-                ? js_Publish(&ack, js, subject, data, (int)len, &po, &jerr)
-                : NATS_CONNECTION_DISCONNECTED;
+        s = atomic_load(&b->connected) ? js_Publish(&ack, js, subject, data, (int)len, &po, &jerr)
+                                       : NATS_CONNECTION_DISCONNECTED;
         if (s == NATS_OK) {
             if (seq) *seq = ack->Sequence;
             jsPubAck_Destroy(ack);
@@ -403,8 +401,8 @@ int bus_publish_stored(bus *b, const char *subject, const void *data, size_t len
             return -EIO;
         }
         if (attempt == 0)
-            log_info("jetstream publish waiting for the stream", "subject=%s error=\"%s\"",
-                     subject, natsStatus_GetText(s));
+            log_info("jetstream publish waiting for the stream", "subject=%s error=\"%s\"", subject,
+                     natsStatus_GetText(s));
         struct timespec ts = {0, 200 * 1000000L};
         nanosleep(&ts, NULL);
     }
@@ -755,8 +753,8 @@ int bus_unsubscribe_later(bus_sub *s, void (*release)(void *ud))
     bus *b = s->b;
     s->release = release; /* before the unsubscribe: its lock publishes the store */
     if (natsSubscription_Unsubscribe(s->sub) != NATS_OK) {
-        log_warn("nats unsubscribe failed; subscription kept",
-                 "subject=%s", natsSubscription_GetSubject(s->sub) ? natsSubscription_GetSubject(s->sub) : "-");
+        log_warn("nats unsubscribe failed; subscription kept", "subject=%s",
+                 natsSubscription_GetSubject(s->sub) ? natsSubscription_GetSubject(s->sub) : "-");
         return -EIO;
     }
     pthread_mutex_lock(&b->mux_lock);
@@ -776,7 +774,8 @@ int bus_subscribe(bus *b, const char *subject, const char *queue, bus_msg_fn fn,
     bs->ud = ud;
     bs->b = b;
     natsStatus s = queue && queue[0]
-                       ? natsConnection_QueueSubscribe(&bs->sub, b->nc, subject, queue, bus_on_msg, bs)
+                       ? natsConnection_QueueSubscribe(&bs->sub, b->nc, subject, queue, bus_on_msg,
+                                                       bs)
                        : natsConnection_Subscribe(&bs->sub, b->nc, subject, bus_on_msg, bs);
     sem_init(&bs->done, 0, 0);
     if (s == NATS_OK) s = natsSubscription_SetOnCompleteCB(bs->sub, bus_sub_complete, bs);
@@ -895,7 +894,8 @@ int bus_stream_ensure(bus *b, const bus_stream_cfg *cfg)
         sc.RePublish = &rp;
     }
     s = js_AddStream(&si, js, &sc, NULL, &jerr);
-    if (s != NATS_OK && jerr == JSStreamNameExistErr) s = js_UpdateStream(&si, js, &sc, NULL, &jerr);
+    if (s != NATS_OK && jerr == JSStreamNameExistErr)
+        s = js_UpdateStream(&si, js, &sc, NULL, &jerr);
     if (s != NATS_OK)
         log_error("jetstream stream not ensured", "stream=%s error=\"%s\" code=%d", cfg->name,
                   nats_GetLastError(NULL), (int)jerr);
@@ -903,9 +903,8 @@ int bus_stream_ensure(bus *b, const bus_stream_cfg *cfg)
         log_info("jetstream stream ready",
                  "stream=%s subjects=%zu max_age_s=%lld max_bytes=%lld per_subject=%lld "
                  "republish=%s",
-                 cfg->name, cfg->nsubjects, (long long)cfg->max_age_s,
-                 (long long)sc.MaxBytes, (long long)sc.MaxMsgsPerSubject,
-                 cfg->republish_to ? cfg->republish_to : "-");
+                 cfg->name, cfg->nsubjects, (long long)cfg->max_age_s, (long long)sc.MaxBytes,
+                 (long long)sc.MaxMsgsPerSubject, cfg->republish_to ? cfg->republish_to : "-");
     jsStreamInfo_Destroy(si);
     jsCtx_Destroy(js);
     return bus_err_from(s);

@@ -17,7 +17,6 @@
 
 #include "err.h"
 
-
 typedef struct bus bus;
 typedef struct bus_msg bus_msg; /* a received message (wraps natsMsg) */
 typedef struct bus_sub bus_sub;
@@ -49,6 +48,7 @@ typedef struct bus_security {
     int dev_insecure;
 } bus_security;
 extern bus_security bus_cfg_security;
+/* clang-format off */
 #define BUS_CFG_OPTIONS                                                                          \
     {"NATS_TLS_CA", CFG_FILE, "", "CA file for NATS over TLS (set: TLS required)", 0, 0, 0,      \
      &bus_cfg_security.ca_file},                                                                 \
@@ -65,6 +65,7 @@ extern bus_security bus_cfg_security;
     {"DEV_INSECURE_BUS", CFG_BOOL, "off",                                                        \
      "development only: start with NATS and Redis connections that carry no credentials "      \
      "(otherwise refused at start)", 0, 0, 0, &bus_cfg_security.dev_insecure}
+/* clang-format on */
 
 /* Why the process must not start on NATS_URL (urls): no credentials at all (no user info in
  * every URL, no NATS_USER with NATS_PASSWORD, no NATS_CREDS, no client certificate) and no
@@ -171,12 +172,12 @@ typedef struct bus_stream_cfg {
     const char *name;
     const char *const *subjects;
     size_t nsubjects;
-    int64_t max_age_s;  /* 0: unlimited */
-    int64_t max_bytes;  /* -1 or 0: unlimited */
-    int64_t max_msgs;   /* -1 or 0: unlimited */
+    int64_t max_age_s;            /* 0: unlimited */
+    int64_t max_bytes;            /* -1 or 0: unlimited */
+    int64_t max_msgs;             /* -1 or 0: unlimited */
     int64_t max_msgs_per_subject; /* -1 or 0: unlimited */
-    int file_storage;   /* 1: file, 0: memory */
-    int replicas;       /* 1..5 */
+    int file_storage;             /* 1: file, 0: memory */
+    int replicas;                 /* 1..5 */
     const char *republish_to;
 } bus_stream_cfg;
 int bus_stream_ensure(bus *b, const bus_stream_cfg *cfg);

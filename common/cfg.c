@@ -4,18 +4,18 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define CFG_MAX_VALUE 4096
 
-static const char *const cfg_type_names[] = {"string", "integer", "bool", "host:port", "file",
-                                             "level"};
+static const char *const cfg_type_names[] = {"string",    "integer", "bool",
+                                             "host:port", "file",    "level"};
 
 int cfg_split_addr(const char *addr, char *host, size_t hostlen, int *port)
 {
@@ -53,7 +53,8 @@ int cfg_resolve_addr(const char *addr, struct sockaddr_storage *ss, unsigned *ss
     int p;
     if (cfg_split_addr(addr, host, sizeof host, &p) != 0) return -EINVAL;
     snprintf(port, sizeof port, "%d", p);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     const char *h = (host[0] == '\0' || strcmp(host, "*") == 0) ? NULL : host;
@@ -87,8 +88,7 @@ static int cfg_apply(const cfg_opt *opt, const char *text, char *err, size_t err
         return -1;
     }
     switch (opt->type) {
-    case CFG_STR:
-        break;
+    case CFG_STR: break;
     case CFG_INT: {
         char *end;
         errno = 0;
@@ -179,8 +179,10 @@ int cfg_load(const char *service, const cfg_opt *opts, size_t n, int argc, char 
             cfg_help(service, opts, n);
             exit(0);
         }
-        fprintf(stderr, "%s: unknown argument \"%s\" (configuration comes from the environment; "
-                        "see --help)\n", service, argv[i]);
+        fprintf(stderr,
+                "%s: unknown argument \"%s\" (configuration comes from the environment; "
+                "see --help)\n",
+                service, argv[i]);
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
@@ -255,9 +257,7 @@ void cfg_log(const cfg_opt *opts, size_t n)
     for (size_t i = 0; i < n; i++) {
         char val[512];
         switch (opts[i].type) {
-        case CFG_INT:
-            snprintf(val, sizeof val, "%ld", *(long *)opts[i].dst);
-            break;
+        case CFG_INT: snprintf(val, sizeof val, "%ld", *(long *)opts[i].dst); break;
         case CFG_BOOL:
             snprintf(val, sizeof val, "%s", *(int *)opts[i].dst ? "true" : "false");
             break;

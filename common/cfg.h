@@ -11,23 +11,23 @@
 #include <stddef.h>
 
 enum cfg_type {
-    CFG_STR,    /* char ** : any string (may be empty unless CFG_REQUIRED) */
-    CFG_INT,    /* long *  : decimal integer within [min, max] */
-    CFG_BOOL,   /* int *   : true/false/1/0/yes/no/on/off */
-    CFG_ADDR,   /* char ** : HOST:PORT, port 0..65535 (0: any free port) */
-    CFG_FILE,   /* char ** : path of a readable file (empty allowed unless CFG_REQUIRED) */
-    CFG_LEVEL,  /* int *   : log level debug|info|warn|error */
+    CFG_STR,   /* char ** : any string (may be empty unless CFG_REQUIRED) */
+    CFG_INT,   /* long *  : decimal integer within [min, max] */
+    CFG_BOOL,  /* int *   : true/false/1/0/yes/no/on/off */
+    CFG_ADDR,  /* char ** : HOST:PORT, port 0..65535 (0: any free port) */
+    CFG_FILE,  /* char ** : path of a readable file (empty allowed unless CFG_REQUIRED) */
+    CFG_LEVEL, /* int *   : log level debug|info|warn|error */
 };
 
 enum { CFG_SECRET = 1, CFG_REQUIRED = 2 };
 
 typedef struct cfg_opt {
-    const char *name;  /* environment variable */
+    const char *name; /* environment variable */
     enum cfg_type type;
-    const char *def;   /* default as text; NULL means "" */
+    const char *def; /* default as text; NULL means "" */
     const char *help;
-    int flags;         /* CFG_SECRET | CFG_REQUIRED */
-    long min, max;     /* CFG_INT bounds (both 0: any non-negative long) */
+    int flags;     /* CFG_SECRET | CFG_REQUIRED */
+    long min, max; /* CFG_INT bounds (both 0: any non-negative long) */
     void *dst;
 } cfg_opt;
 

@@ -27,10 +27,14 @@ int form_utf8_valid(const char *s, size_t len)
         }
         size_t n;
         unsigned min, cp;
-        if (c >= 0xC2 && c <= 0xDF) n = 1, min = 0x80, cp = c & 0x1F;
-        else if (c >= 0xE0 && c <= 0xEF) n = 2, min = 0x800, cp = c & 0x0F;
-        else if (c >= 0xF0 && c <= 0xF4) n = 3, min = 0x10000, cp = c & 0x07;
-        else return 0;
+        if (c >= 0xC2 && c <= 0xDF)
+            n = 1, min = 0x80, cp = c & 0x1F;
+        else if (c >= 0xE0 && c <= 0xEF)
+            n = 2, min = 0x800, cp = c & 0x0F;
+        else if (c >= 0xF0 && c <= 0xF4)
+            n = 3, min = 0x10000, cp = c & 0x07;
+        else
+            return 0;
         if ((size_t)(end - p) < n + 1) return 0;
         for (size_t i = 1; i <= n; i++) {
             if ((p[i] & 0xC0) != 0x80) return 0;

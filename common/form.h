@@ -7,8 +7,8 @@
 #define SC_FORM_H
 
 #include <errno.h>
-#include <stddef.h>
 #include <jansson.h>
+#include <stddef.h>
 
 #include "err.h"
 

@@ -66,9 +66,10 @@ void log_write(enum log_level level, const char *msg, const char *fields, ...)
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     size_t cap = sizeof(line) - 2; /* room for '\n' */
-    int n = snprintf(line, cap, "time=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s service=%s msg=",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, log_names[level], log_service);
+    int n = snprintf(line, cap,
+                     "time=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s service=%s msg=",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000, log_names[level], log_service);
     size_t len = n > 0 ? (size_t)n : 0;
     len += log_quote(line + len, cap - len, msg);
     if (fields && fields[0] && len + 1 < cap) {

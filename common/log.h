@@ -20,8 +20,10 @@ int log_enabled(enum log_level level);
 void log_write(enum log_level level, const char *msg, const char *fields, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define log_debug(msg, ...) \
-    do { if (log_enabled(LOG_DEBUG)) log_write(LOG_DEBUG, msg, __VA_ARGS__); } while (0)
+#define log_debug(msg, ...)                                                                        \
+    do {                                                                                           \
+        if (log_enabled(LOG_DEBUG)) log_write(LOG_DEBUG, msg, __VA_ARGS__);                        \
+    } while (0)
 #define log_info(msg, ...) log_write(LOG_INFO, msg, __VA_ARGS__)
 #define log_warn(msg, ...) log_write(LOG_WARN, msg, __VA_ARGS__)
 #define log_error(msg, ...) log_write(LOG_ERROR, msg, __VA_ARGS__)

@@ -6,16 +6,16 @@
 #include "metrics.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 enum metric_kind { M_COUNTER, M_GAUGE, M_HISTOGRAM };
 
-static const double metric_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                        0.05,   0.1,   0.25,   0.5,   1,     2.5, 5, 10};
+static const double metric_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                        0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 #define NBUCKETS (sizeof(metric_buckets) / sizeof(metric_buckets[0]))
 
 struct metric {

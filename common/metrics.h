@@ -21,8 +21,8 @@ metric *metrics_histogram(const char *name, const char *labels, const char *help
 
 void metric_inc(metric *m);
 void metric_add(metric *m, int64_t v);
-void metric_set(metric *m, int64_t v);     /* gauges */
-void metric_observe(metric *m, double v);  /* histograms, in seconds */
+void metric_set(metric *m, int64_t v);    /* gauges */
+void metric_observe(metric *m, double v); /* histograms, in seconds */
 int64_t metric_value(const metric *m);
 
 /* Renders the whole registry in Prometheus text format 0.0.4. Returns a malloc'd string

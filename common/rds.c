@@ -22,13 +22,13 @@ enum { BACKOFF_MIN_MS = 100, BACKOFF_MAX_MS = 5000, MAX_ARGS = 64, MAX_EVAL_ARGS
 
 struct rds {
     pthread_mutex_t mu;
-    redisContext *c;       /* NULL while disconnected; guarded by mu */
+    redisContext *c; /* NULL while disconnected; guarded by mu */
     rds_url url;
     int timeout_ms;
     char name[64];
     long long next_try_ms; /* monotonic; no connect attempt before it */
     int backoff_ms;
-    unsigned failures;     /* consecutive failed connects, for log throttling */
+    unsigned failures; /* consecutive failed connects, for log throttling */
     int ever_up;
     atomic_int up;
 };
@@ -239,7 +239,7 @@ static int setup_cmd(rds *r, int argc, const char **argv, char *why, size_t whyl
 
 static int connect_locked(rds *r)
 {
-    struct timeval tv = { r->timeout_ms / 1000, (r->timeout_ms % 1000) * 1000 };
+    struct timeval tv = {r->timeout_ms / 1000, (r->timeout_ms % 1000) * 1000};
     char why[200];
 
     if (r->c) return SC_OK;
@@ -261,10 +261,10 @@ static int connect_locked(rds *r)
     }
     (void)redisEnableKeepAlive(r->c);
     if (r->url.password[0]) {
-        const char *av[3] = { "AUTH", r->url.user, r->url.password };
-        int rc = r->url.user[0] ? setup_cmd(r, 3, av, why, sizeof why)
-                                : setup_cmd(r, 2, (const char *[]){ "AUTH", r->url.password },
-                                            why, sizeof why);
+        const char *av[3] = {"AUTH", r->url.user, r->url.password};
+        int rc = r->url.user[0]
+                     ? setup_cmd(r, 3, av, why, sizeof why)
+                     : setup_cmd(r, 2, (const char *[]){"AUTH", r->url.password}, why, sizeof why);
         if (rc < 0) {
             connect_failed_locked(r, why);
             return -ENOTCONN;
@@ -273,15 +273,15 @@ static int connect_locked(rds *r)
     if (r->url.db != 0) {
         char db[16];
         snprintf(db, sizeof db, "%d", r->url.db);
-        if (setup_cmd(r, 2, (const char *[]){ "SELECT", db }, why, sizeof why) < 0) {
+        if (setup_cmd(r, 2, (const char *[]){"SELECT", db}, why, sizeof why) < 0) {
             connect_failed_locked(r, why);
             return -ENOTCONN;
         }
     }
     /* Also the probe that the server answers at all (a stopped server accepts TCP). An
      * error reply (an old server, ACL) is fine; an I/O error or timeout is not. */
-    if (setup_cmd(r, 3, (const char *[]){ "CLIENT", "SETNAME", r->name[0] ? r->name : "rds" },
-                  why, sizeof why) < 0 &&
+    if (setup_cmd(r, 3, (const char *[]){"CLIENT", "SETNAME", r->name[0] ? r->name : "rds"}, why,
+                  sizeof why) < 0 &&
         r->c->err) {
         connect_failed_locked(r, why);
         return -ENOTCONN;
@@ -400,7 +400,7 @@ int rds_commandv(rds *r, redisReply **reply, int argc, const char **argv, const 
 
 int rds_ping(rds *r)
 {
-    const char *av[1] = { "PING" };
+    const char *av[1] = {"PING"};
     return rds_commandv(r, NULL, 1, av, NULL);
 }
 

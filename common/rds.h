@@ -10,9 +10,9 @@
 #define SC_RDS_H
 
 #include <errno.h>
+#include <hiredis/hiredis.h>
 #include <stdbool.h>
 #include <stddef.h>
-#include <hiredis/hiredis.h>
 
 #include "err.h"
 
@@ -24,9 +24,9 @@
 /* A parsed REDIS_URL: redis://[[user]:password@]host[:port][/db]. */
 typedef struct rds_url {
     char host[256];
-    int port;          /* default 6379 */
-    int db;            /* default 0 */
-    char user[128];    /* empty: none (AUTH password only) */
+    int port;           /* default 6379 */
+    int db;             /* default 0 */
+    char user[128];     /* empty: none (AUTH password only) */
     char password[256]; /* empty: no AUTH; %XX escapes decoded */
 } rds_url;
 
@@ -42,9 +42,11 @@ typedef struct rds_security {
     char *password;
 } rds_security;
 extern rds_security rds_cfg_security;
-#define RDS_CFG_OPTIONS                                                                          \
-    {"REDIS_PASSWORD", CFG_STR, "", "Redis password (or :password@ in REDIS_URL, which wins)",   \
-     CFG_SECRET, 0, 0, &rds_cfg_security.password}
+#define RDS_CFG_OPTIONS                                                                            \
+    {                                                                                              \
+        "REDIS_PASSWORD", CFG_STR, "", "Redis password (or :password@ in REDIS_URL, which wins)",  \
+            CFG_SECRET, 0, 0, &rds_cfg_security.password                                           \
+    }
 
 /* Why the process must not start on url: it carries no password and REDIS_PASSWORD is
  * empty, and allow_open (DEV_INSECURE_BUS) is false. NULL when it may (or url is empty: no

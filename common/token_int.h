@@ -17,10 +17,10 @@
 #define TOKEN_MAX_KEYFILE (64 * 1024)
 #define TOKEN_DEFAULT_MAX_LEN 8192
 #define TOKEN_HARD_MAX_LEN 65536 /* whatever the policy says: libjwt alloca()s each segment */
-#define TOKEN_KID_MAX 128 /* with the NUL; equals sizeof(token_claims.kid) */
+#define TOKEN_KID_MAX 128        /* with the NUL; equals sizeof(token_claims.kid) */
 #define TOKEN_RSA_MIN_BITS 2048
 #define TOKEN_RSA_MAX_BITS 8192
-#define TOKEN_SIGN_MAX_BODY 4096     /* claims JSON handed to libjwt (it uses alloca) */
+#define TOKEN_SIGN_MAX_BODY 4096 /* claims JSON handed to libjwt (it uses alloca) */
 #define TOKEN_MAX_LEEWAY 86400L
 #define TOKEN_TIME_MAX (LONG_MAX / 4) /* NumericDates beyond this are nonsense */
 
@@ -82,7 +82,7 @@ int token_read_file(const char *path, size_t max, char **out, size_t *len);
 /* The alg (pinned), libjwt alg and JWS signature length of a supported key; SC_EKEY
  * with *why otherwise. */
 int token_key_profile(EVP_PKEY *pk, const char **alg, jwt_alg_t *jalg, size_t *sig_len,
-                       const char **why);
+                      const char **why);
 /* The public JWK of pk (kty, crv or n/e, x/y), new reference; NULL on failure. */
 json_t *token_jwk_public(EVP_PKEY *pk);
 /* The RFC 7638 thumbprint of pk, base64url, in out[cap]; 0 or a negative token_err. */

@@ -47,12 +47,10 @@ int token_json_str_eq(const json_t *v, const char *s, size_t n)
  * logged and compared byte for byte). */
 int token_kid_valid(const char *s, size_t n)
 {
-    if (n == 0 || n >= TOKEN_KID_MAX)
-        return 0;
+    if (n == 0 || n >= TOKEN_KID_MAX) return 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\\')
-            return 0;
+        if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\\') return 0;
     }
     return 1;
 }
@@ -96,8 +94,7 @@ error:
         OPENSSL_cleanse(buf, max + 2);
         free(buf);
     }
-    if (f != NULL)
-        fclose(f);
+    if (f != NULL) fclose(f);
     return rc;
 }
 
@@ -105,7 +102,7 @@ error:
 
 /* The JWS profile a key implies: EC P-256 -> ES256, RSA 2048..8192 bits -> RS256. */
 int token_key_profile(EVP_PKEY *pk, const char **alg, jwt_alg_t *jalg, size_t *sig_len,
-                       const char **why)
+                      const char **why)
 {
     if (EVP_PKEY_is_a(pk, "EC")) {
         char group[64] = "";
@@ -142,10 +139,8 @@ static char *bn_b64url(const BIGNUM *bn, int pad)
     unsigned char *bin = malloc(n > 0 ? (size_t)n : 1);
     char *s = NULL;
 
-    if (bin == NULL)
-        return NULL;
-    if (BN_bn2binpad(bn, bin, n) == n)
-        s = b64url_encode_alloc(bin, (size_t)n);
+    if (bin == NULL) return NULL;
+    if (BN_bn2binpad(bn, bin, n) == n) s = b64url_encode_alloc(bin, (size_t)n);
     free(bin);
     return s;
 }
@@ -192,12 +187,10 @@ int token_jwk_thumbprint(EVP_PKEY *pk, char *out, size_t cap)
     unsigned int mdlen = 0;
     int rc = -ENOMEM;
 
-    if (jwk == NULL)
-        goto done;
+    if (jwk == NULL) goto done;
     /* Sorted members, no whitespace: exactly RFC 7638 §3's canonical form (the values are
      * base64url, which JSON never escapes). */
-    if ((text = json_dumps(jwk, JSON_COMPACT | JSON_SORT_KEYS)) == NULL)
-        goto done;
+    if ((text = json_dumps(jwk, JSON_COMPACT | JSON_SORT_KEYS)) == NULL) goto done;
     if (EVP_Digest(text, strlen(text), md, &mdlen, EVP_sha256(), NULL) != 1) {
         rc = SC_EKEY;
         goto done;
@@ -223,8 +216,7 @@ static int keyset_add(token_keyset *ks, EVP_PKEY *pk, const char *kid, const cha
         *why = "more than 16 keys";
         goto error;
     }
-    if ((rc = token_key_profile(pk, &k.alg, NULL, &k.sig_len, why)) != 0)
-        goto error;
+    if ((rc = token_key_profile(pk, &k.alg, NULL, &k.sig_len, why)) != 0) goto error;
     rc = SC_EKEY;
     if (want_alg != NULL && strcmp(want_alg, k.alg) != 0) {
         *why = "the key's alg does not match its type";
@@ -286,8 +278,7 @@ static int jwk_member(const json_t *obj, const char *name, unsigned char *buf, s
 {
     const json_t *v = json_object_get(obj, name);
 
-    if (!json_is_string(v))
-        return -1;
+    if (!json_is_string(v)) return -1;
     return b64url_decode(json_string_value(v), json_string_length(v), buf, cap, n) == 0 ? 0 : -1;
 }
 
@@ -389,8 +380,7 @@ done:
 }
 
 /* A JWKS document: {"keys":[...]} with at most 16 keys and no kid twice. */
-static int jwks_parse(token_keyset *ks, const char *text, size_t len, const char **why,
-                      size_t *bad)
+static int jwks_parse(token_keyset *ks, const char *text, size_t len, const char **why, size_t *bad)
 {
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
     const json_t *keys = json_object_get(root, "keys");
@@ -426,8 +416,7 @@ static int jwks_parse(token_keyset *ks, const char *text, size_t len, const char
     for (size_t i = 0; i < n; i++) {
         *bad = i;
         rc = jwk_load(ks, json_array_get(keys, i), why);
-        if (rc < 0)
-            goto done;
+        if (rc < 0) goto done;
     }
     rc = 0;
 done:
@@ -475,16 +464,14 @@ done:
 static const char *find_bytes(const char *hay, size_t n, const char *needle, size_t m)
 {
     for (size_t i = 0; m <= n && i <= n - m; i++) {
-        if (hay[i] == needle[0] && memcmp(hay + i, needle, m) == 0)
-            return hay + i;
+        if (hay[i] == needle[0] && memcmp(hay + i, needle, m) == 0) return hay + i;
     }
     return NULL;
 }
 
 /* One or more PEM blocks; a line "kid: NAME" names the block right after it (blank lines and
  * '#' comments may sit between); other text outside blocks is ignored (RFC 7468 §2). */
-static int pem_parse(token_keyset *ks, const char *text, size_t len, const char **why,
-                     size_t *bad)
+static int pem_parse(token_keyset *ks, const char *text, size_t len, const char **why, size_t *bad)
 {
     const char *p = text, *end = text + len;
     char kid[TOKEN_KID_MAX];
@@ -497,8 +484,7 @@ static int pem_parse(token_keyset *ks, const char *text, size_t len, const char 
         size_t ll;
 
         eol = eol ? eol : end;
-        while (line < eol && (*line == ' ' || *line == '\t'))
-            line++;
+        while (line < eol && (*line == ' ' || *line == '\t')) line++;
         ll = (size_t)(eol - line);
         while (ll > 0 && (line[ll - 1] == '\r' || line[ll - 1] == ' ' || line[ll - 1] == '\t'))
             ll--;
@@ -543,8 +529,7 @@ static int pem_parse(token_keyset *ks, const char *text, size_t len, const char 
             if ((rc = pem_block_key(line, (size_t)(endm + mlen - line), label, label_len, &pk,
                                     why)) != 0)
                 goto done;
-            if ((rc = keyset_add(ks, pk, have_kid ? kid : NULL, NULL, why)) != 0)
-                goto done;
+            if ((rc = keyset_add(ks, pk, have_kid ? kid : NULL, NULL, why)) != 0) goto done;
             rc = SC_EKEY;
             have_kid = 0;
             (*bad)++;
@@ -567,16 +552,14 @@ done:
 }
 
 /* Shared by token_keyset_parse and token_keyset_load; source names the input in the log. */
-static int keyset_parse_from(token_keyset **out, const char *text, size_t len,
-                             const char *source)
+static int keyset_parse_from(token_keyset **out, const char *text, size_t len, const char *source)
 {
     token_keyset *ks = NULL;
     const char *why = "unknown";
     size_t i = 0, bad = 0;
     int rc = SC_EKEY;
 
-    if (out == NULL)
-        return SC_EKEY;
+    if (out == NULL) return SC_EKEY;
     *out = NULL;
     if (text == NULL) {
         why = "no key text";
@@ -586,7 +569,8 @@ static int keyset_parse_from(token_keyset **out, const char *text, size_t len,
         why = "key file larger than 64 KiB";
         goto error;
     }
-    if ((ks = calloc(1, sizeof *ks)) == NULL || (ks->cache = calloc(1, sizeof *ks->cache)) == NULL) {
+    if ((ks = calloc(1, sizeof *ks)) == NULL ||
+        (ks->cache = calloc(1, sizeof *ks->cache)) == NULL) {
         free(ks);
         ks = NULL;
         rc = -ENOMEM;
@@ -601,8 +585,7 @@ static int keyset_parse_from(token_keyset **out, const char *text, size_t len,
         rc = jwks_parse(ks, text, len, &why, &bad);
     else
         rc = pem_parse(ks, text, len, &why, &bad);
-    if (rc != 0)
-        goto error;
+    if (rc != 0) goto error;
     if (ks->n == 0) {
         rc = SC_EKEY;
         why = "no usable signing key (EC P-256 or RSA >= 2048 with use \"sig\")";
@@ -628,11 +611,9 @@ int token_keyset_load(token_keyset **out, const char *path)
     size_t len = 0;
     int rc;
 
-    if (out == NULL)
-        return SC_EKEY;
+    if (out == NULL) return SC_EKEY;
     *out = NULL;
-    if ((rc = token_read_file(path, TOKEN_MAX_KEYFILE, &text, &len)) != 0)
-        goto done;
+    if ((rc = token_read_file(path, TOKEN_MAX_KEYFILE, &text, &len)) != 0) goto done;
     rc = keyset_parse_from(out, text, len, path);
 done:
     free(text);
@@ -641,21 +622,16 @@ done:
 
 void token_keyset_destroy(token_keyset *ks)
 {
-    if (ks == NULL)
-        return;
+    if (ks == NULL) return;
     for (size_t i = 0; i < ks->n; i++) {
         EVP_PKEY_free(ks->keys[i].pkey);
     }
     if (ks->cache) {
         for (size_t i = 0; i < TOKEN_CACHE_SLOTS; i++) json_decref(ks->cache->slots[i].payload);
-        for (size_t i = 0; i < TOKEN_CACHE_LOCKS; i++)
-            pthread_mutex_destroy(&ks->cache->locks[i]);
+        for (size_t i = 0; i < TOKEN_CACHE_LOCKS; i++) pthread_mutex_destroy(&ks->cache->locks[i]);
         free(ks->cache);
     }
     free(ks);
 }
 
-size_t token_keyset_count(const token_keyset *ks)
-{
-    return ks ? ks->n : 0;
-}
+size_t token_keyset_count(const token_keyset *ks) { return ks ? ks->n : 0; }

@@ -26,8 +26,7 @@ int token_signer_load(token_signer **out, const char *pem_path, const char *kid)
     long n;
     int rc;
 
-    if (out == NULL)
-        return SC_EKEY;
+    if (out == NULL) return SC_EKEY;
     *out = NULL;
     if ((rc = token_read_file(pem_path, TOKEN_MAX_KEYFILE, &text, &len)) != 0)
         return rc; /* logged */
@@ -41,8 +40,7 @@ int token_signer_load(token_signer **out, const char *pem_path, const char *kid)
         why = "no unencrypted PEM private key";
         goto error;
     }
-    if ((rc = token_key_profile(pk, &s->alg, &s->jalg, &sig_len, &why)) != 0)
-        goto error;
+    if ((rc = token_key_profile(pk, &s->alg, &s->jalg, &sig_len, &why)) != 0) goto error;
     rc = SC_EKEY;
     if (kid != NULL && kid[0] != '\0') {
         if (!token_kid_valid(kid, strlen(kid))) {
@@ -92,8 +90,7 @@ error:
 
 void token_signer_destroy(token_signer *s)
 {
-    if (s == NULL)
-        return;
+    if (s == NULL) return;
     if (s->pem != NULL) {
         OPENSSL_cleanse(s->pem, (size_t)s->pem_len);
         free(s->pem);
@@ -102,15 +99,9 @@ void token_signer_destroy(token_signer *s)
     free(s);
 }
 
-const char *token_signer_alg(const token_signer *s)
-{
-    return s ? s->alg : NULL;
-}
+const char *token_signer_alg(const token_signer *s) { return s ? s->alg : NULL; }
 
-const char *token_signer_kid(const token_signer *s)
-{
-    return s ? s->kid : NULL;
-}
+const char *token_signer_kid(const token_signer *s) { return s ? s->kid : NULL; }
 
 int token_sign(const token_signer *s, const json_t *payload, char **out)
 {
@@ -118,11 +109,9 @@ int token_sign(const token_signer *s, const json_t *payload, char **out)
     char *body = NULL, *tok = NULL;
     int rc = SC_ECLAIMS;
 
-    if (out == NULL)
-        return SC_ECLAIMS;
+    if (out == NULL) return SC_ECLAIMS;
     *out = NULL;
-    if (s == NULL || !json_is_object(payload))
-        goto done;
+    if (s == NULL || !json_is_object(payload)) goto done;
     if ((body = json_dumps(payload, JSON_COMPACT)) == NULL) {
         rc = -ENOMEM;
         goto done;
@@ -132,15 +121,13 @@ int token_sign(const token_signer *s, const json_t *payload, char **out)
         goto done;
     }
     rc = -ENOMEM;
-    if (jwt_new(&jwt) != 0)
-        goto done;
+    if (jwt_new(&jwt) != 0) goto done;
     rc = SC_EKEY;
     if (jwt_set_alg(jwt, s->jalg, (const unsigned char *)s->pem, s->pem_len) != 0 ||
         jwt_add_header(jwt, "kid", s->kid) != 0)
         goto done;
     rc = SC_ECLAIMS;
-    if (jwt_add_grants_json(jwt, body) != 0)
-        goto done;
+    if (jwt_add_grants_json(jwt, body) != 0) goto done;
     if ((tok = jwt_encode_str(jwt)) == NULL) {
         rc = errno == ENOMEM ? -ENOMEM : SC_EKEY;
         goto done;
@@ -150,8 +137,7 @@ int token_sign(const token_signer *s, const json_t *payload, char **out)
 done:
     jwt_free(jwt);
     free(body);
-    if (rc != 0)
-        ERR_clear_error();
+    if (rc != 0) ERR_clear_error();
     return rc;
 }
 
@@ -160,14 +146,12 @@ char *token_signer_jwks(const token_signer *s)
     json_t *jwk = NULL, *doc = NULL;
     char *text = NULL;
 
-    if (s == NULL || (jwk = token_jwk_public(s->pkey)) == NULL)
-        goto done;
+    if (s == NULL || (jwk = token_jwk_public(s->pkey)) == NULL) goto done;
     if (json_object_set_new(jwk, "kid", json_string(s->kid)) != 0 ||
         json_object_set_new(jwk, "alg", json_string(s->alg)) != 0 ||
         json_object_set_new(jwk, "use", json_string("sig")) != 0)
         goto done;
-    if ((doc = json_pack("{s:[O]}", "keys", jwk)) == NULL)
-        goto done;
+    if ((doc = json_pack("{s:[O]}", "keys", jwk)) == NULL) goto done;
     text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
 done:
     json_decref(doc);

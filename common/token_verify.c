@@ -15,8 +15,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include <openssl/core_names.h>
 #include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
@@ -27,8 +27,7 @@
 static const struct token_key *keyset_find(const token_keyset *ks, const json_t *kid)
 {
     for (size_t i = 0; i < ks->n; i++) {
-        if (token_json_str_eq(kid, ks->keys[i].kid, strlen(ks->keys[i].kid)))
-            return &ks->keys[i];
+        if (token_json_str_eq(kid, ks->keys[i].kid, strlen(ks->keys[i].kid))) return &ks->keys[i];
     }
     return NULL;
 }
@@ -40,8 +39,7 @@ static json_t *segment_json(const char *seg, size_t n, unsigned char *buf, size_
     size_t dn = 0;
     json_t *v;
 
-    if (n == 0 || b64url_decode(seg, n, buf, cap, &dn) != 0)
-        return NULL;
+    if (n == 0 || b64url_decode(seg, n, buf, cap, &dn) != 0) return NULL;
     v = json_loadb((const char *)buf, dn, JSON_REJECT_DUPLICATES, NULL);
     if (!json_is_object(v)) {
         json_decref(v);
@@ -52,19 +50,15 @@ static json_t *segment_json(const char *seg, size_t n, unsigned char *buf, size_
 
 /* The JOSE header, checked against the keyset: alg one we pin and equal to the chosen key's,
  * kid known, no crit, typ absent or JWT. */
-static int header_check(const token_keyset *ks, const json_t *hdr,
-                        const struct token_key **key)
+static int header_check(const token_keyset *ks, const json_t *hdr, const struct token_key **key)
 {
     const json_t *alg = json_object_get(hdr, "alg"), *kid = json_object_get(hdr, "kid");
     const json_t *typ = json_object_get(hdr, "typ");
     const struct token_key *k;
 
-    if (!token_json_str_eq(alg, "ES256", 5) && !token_json_str_eq(alg, "RS256", 5))
-        return SC_EALG;
-    if (!json_is_string(kid) || (k = keyset_find(ks, kid)) == NULL)
-        return SC_EKID;
-    if (!token_json_str_eq(alg, k->alg, strlen(k->alg)))
-        return SC_EALG;
+    if (!token_json_str_eq(alg, "ES256", 5) && !token_json_str_eq(alg, "RS256", 5)) return SC_EALG;
+    if (!json_is_string(kid) || (k = keyset_find(ks, kid)) == NULL) return SC_EKID;
+    if (!token_json_str_eq(alg, k->alg, strlen(k->alg))) return SC_EALG;
     if (json_object_get(hdr, "crit") != NULL)
         return SC_EMALFORMED; /* we understand no extension, so none may be critical */
     if (typ != NULL && (!json_is_string(typ) || json_string_length(typ) != 3 ||
@@ -102,8 +96,7 @@ static void vctx_cache_clear(struct vctx_cache *vc)
 
 static void vctx_cache_free(void *p)
 {
-    if (p == NULL)
-        return;
+    if (p == NULL) return;
     vctx_cache_clear(p);
     free(p);
 }
@@ -124,8 +117,7 @@ static EVP_PKEY_CTX *vctx_get(const token_keyset *ks, size_t i)
     EVP_PKEY_CTX *ctx;
 
     if (vc == NULL) {
-        if ((vc = calloc(1, sizeof *vc)) == NULL)
-            return NULL;
+        if ((vc = calloc(1, sizeof *vc)) == NULL) return NULL;
         if (pthread_setspecific(vctx_key, vc) != 0) {
             free(vc);
             return NULL;
@@ -136,10 +128,8 @@ static EVP_PKEY_CTX *vctx_get(const token_keyset *ks, size_t i)
         vctx_cache_clear(vc);
         vc->gen = ks->gen;
     }
-    if (vc->ctx[i] != NULL)
-        return vc->ctx[i];
-    if ((ctx = EVP_PKEY_CTX_new_from_pkey(NULL, ks->keys[i].pkey, NULL)) == NULL)
-        return NULL;
+    if (vc->ctx[i] != NULL) return vc->ctx[i];
+    if ((ctx = EVP_PKEY_CTX_new_from_pkey(NULL, ks->keys[i].pkey, NULL)) == NULL) return NULL;
     if (EVP_PKEY_verify_init(ctx) != 1 || EVP_PKEY_CTX_set_signature_md(ctx, sha256_md) != 1 ||
         (EVP_PKEY_is_a(ks->keys[i].pkey, "RSA") &&
          EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) != 1)) {
@@ -168,11 +158,9 @@ static int verify_sig(const token_keyset *ks, size_t ki, const char *input, size
     int rc = SC_ESIG, dl;
 
     pthread_once(&sha256_once, sha256_fetch);
-    if (sha256_md == NULL)
-        return -ENOMEM;
+    if (sha256_md == NULL) return -ENOMEM;
     if (strcmp(k->alg, "ES256") == 0) {
-        if (slen != 64)
-            return SC_ESIG;
+        if (slen != 64) return SC_ESIG;
         if ((es = ECDSA_SIG_new()) == NULL || (r = BN_bin2bn(sig, 32, NULL)) == NULL ||
             (sv = BN_bin2bn(sig + 32, 32, NULL)) == NULL) {
             rc = -ENOMEM;
@@ -193,10 +181,8 @@ static int verify_sig(const token_keyset *ks, size_t ki, const char *input, size
         rc = -ENOMEM;
         goto done;
     }
-    if (EVP_Digest(input, n, md, &mdlen, sha256_md, NULL) != 1 || mdlen != 32)
-        goto done;
-    if (EVP_PKEY_verify(ctx, s, sn, md, mdlen) == 1)
-        rc = 0;
+    if (EVP_Digest(input, n, md, &mdlen, sha256_md, NULL) != 1 || mdlen != 32) goto done;
+    if (EVP_PKEY_verify(ctx, s, sn, md, mdlen) == 1) rc = 0;
 done:
     ECDSA_SIG_free(es);
     BN_free(r);
@@ -210,8 +196,7 @@ static int numeric_date(const json_t *v, int round_up, long *out)
 {
     if (json_is_integer(v)) {
         json_int_t i = json_integer_value(v);
-        if (i < -TOKEN_TIME_MAX || i > TOKEN_TIME_MAX)
-            return -1;
+        if (i < -TOKEN_TIME_MAX || i > TOKEN_TIME_MAX) return -1;
         *out = (long)i;
         return 0;
     }
@@ -238,15 +223,12 @@ static int text_claim(const json_t *v, char *dst, size_t cap)
     size_t n;
     const char *s;
 
-    if (!json_is_string(v))
-        return -1;
+    if (!json_is_string(v)) return -1;
     s = json_string_value(v);
     n = json_string_length(v);
-    if (n == 0 || n >= cap)
-        return -1;
+    if (n == 0 || n >= cap) return -1;
     for (size_t i = 0; i < n; i++) {
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-            return -1;
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) return -1;
     }
     memcpy(dst, s, n);
     dst[n] = '\0';
@@ -269,26 +251,21 @@ static int sub_safe(const char *s)
 static int claims_check(const json_t *c, const token_policy *pol, long now, token_claims *out)
 {
     const json_t *aud = json_object_get(c, "aud"), *v;
-    long leeway = pol->leeway < 0 ? 0 : pol->leeway > TOKEN_MAX_LEEWAY ? TOKEN_MAX_LEEWAY
-                                                                        : pol->leeway;
+    long leeway = pol->leeway < 0                  ? 0
+                  : pol->leeway > TOKEN_MAX_LEEWAY ? TOKEN_MAX_LEEWAY
+                                                   : pol->leeway;
     size_t alen = strlen(pol->audience), i;
     int found = 0;
 
-    if (numeric_date(json_object_get(c, "exp"), 0, &out->exp) != 0)
-        return SC_ECLAIMS;
-    if (now - leeway >= out->exp)
-        return SC_EEXPIRED;
+    if (numeric_date(json_object_get(c, "exp"), 0, &out->exp) != 0) return SC_ECLAIMS;
+    if (now - leeway >= out->exp) return SC_EEXPIRED;
     if ((v = json_object_get(c, "nbf")) != NULL) {
-        if (numeric_date(v, 1, &out->nbf) != 0)
-            return SC_ECLAIMS;
-        if (out->nbf > now + leeway)
-            return SC_ENOTYET;
+        if (numeric_date(v, 1, &out->nbf) != 0) return SC_ECLAIMS;
+        if (out->nbf > now + leeway) return SC_ENOTYET;
     }
     if ((v = json_object_get(c, "iat")) != NULL) {
-        if (numeric_date(v, 1, &out->iat) != 0)
-            return SC_ECLAIMS;
-        if (out->iat > now + leeway)
-            return SC_ENOTYET;
+        if (numeric_date(v, 1, &out->iat) != 0) return SC_ECLAIMS;
+        if (out->iat > now + leeway) return SC_ENOTYET;
     }
     if (!token_json_str_eq(json_object_get(c, "iss"), pol->issuer, strlen(pol->issuer)))
         return SC_EISS;
@@ -296,17 +273,14 @@ static int claims_check(const json_t *c, const token_policy *pol, long now, toke
         found = token_json_str_eq(aud, pol->audience, alen);
     } else if (json_is_array(aud)) {
         json_array_foreach(aud, i, v) {
-            if (token_json_str_eq(v, pol->audience, alen))
-                found = 1;
+            if (token_json_str_eq(v, pol->audience, alen)) found = 1;
         }
     }
-    if (!found)
-        return SC_EAUD;
+    if (!found) return SC_EAUD;
     if (text_claim(json_object_get(c, "sub"), out->sub, sizeof out->sub) != 0 ||
         !sub_safe(out->sub))
         return SC_ECLAIMS;
-    if ((v = json_object_get(c, "jti")) != NULL &&
-        text_claim(v, out->jti, sizeof out->jti) != 0)
+    if ((v = json_object_get(c, "jti")) != NULL && text_claim(v, out->jti, sizeof out->jti) != 0)
         return SC_ECLAIMS;
     return 0;
 }
@@ -355,11 +329,9 @@ int token_verify(const token_keyset *ks, const token_policy *pol, const char *to
     size_t max, len, cap, slen = 0;
     int rc = SC_EMALFORMED;
 
-    if (out == NULL)
-        return SC_EMALFORMED;
+    if (out == NULL) return SC_EMALFORMED;
     memset(out, 0, sizeof *out);
-    if (ks == NULL || pol == NULL || token == NULL)
-        goto error;
+    if (ks == NULL || pol == NULL || token == NULL) goto error;
     if (pol->issuer == NULL || pol->issuer[0] == '\0') {
         rc = SC_EISS;
         goto error;
@@ -389,26 +361,20 @@ int token_verify(const token_keyset *ks, const token_policy *pol, const char *to
         rc = -ENOMEM;
         goto error;
     }
-    if ((hdr = segment_json(token, (size_t)(d1 - token), buf, cap)) == NULL)
-        goto error;
-    if ((rc = header_check(ks, hdr, &key)) != 0)
-        goto error;
+    if ((hdr = segment_json(token, (size_t)(d1 - token), buf, cap)) == NULL) goto error;
+    if ((rc = header_check(ks, hdr, &key)) != 0) goto error;
     rc = SC_EMALFORMED;
-    if ((payload = segment_json(d1 + 1, (size_t)(d2 - d1 - 1), buf, cap)) == NULL)
-        goto error;
-    if (b64url_decode(d2 + 1, len - (size_t)(d2 + 1 - token), buf, cap, &slen) != 0)
-        goto error;
+    if ((payload = segment_json(d1 + 1, (size_t)(d2 - d1 - 1), buf, cap)) == NULL) goto error;
+    if (b64url_decode(d2 + 1, len - (size_t)(d2 + 1 - token), buf, cap, &slen) != 0) goto error;
     if (slen != key->sig_len) { /* empty, truncated or padded: never worth a verification */
         rc = SC_ESIG;
         goto error;
     }
     rc = verify_sig(ks, (size_t)(key - ks->keys), token, (size_t)(d2 - token), buf, slen);
-    if (rc != 0)
-        goto error;
+    if (rc != 0) goto error;
     cache_put(ks, digest, (size_t)(key - ks->keys), payload);
 claims:
-    if ((rc = claims_check(payload, pol, now, out)) != 0)
-        goto error;
+    if ((rc = claims_check(payload, pol, now, out)) != 0) goto error;
     memcpy(out->kid, key->kid, sizeof out->kid);
     out->payload = payload;
     json_decref(hdr);
@@ -425,8 +391,7 @@ error:
 
 void token_claims_clear(token_claims *c)
 {
-    if (c == NULL)
-        return;
+    if (c == NULL) return;
     json_decref(c->payload);
     memset(c, 0, sizeof *c);
 }

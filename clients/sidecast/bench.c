@@ -51,16 +51,16 @@
 
 #include <jansson.h>
 
-#include "procstat.h" /* proc_cpu_s: the capacity tools read /proc the same way */
 #include "bus.h"
 #include "log.h"
+#include "procstat.h" /* proc_cpu_s: the capacity tools read /proc the same way */
 #include "token.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
 
-#define MAX_CONNS_PROC 19000    /* per process: the open-file limit is 20,000 */
+#define MAX_CONNS_PROC 19000 /* per process: the open-file limit is 20,000 */
 #define MAX_CONNS 200000
 #define MAX_PROCS 32
 #define MAX_THREADS 16
@@ -68,8 +68,8 @@
 #define MAX_SOURCES 64
 #define MAX_PIDS 16
 #define MAX_STEPS 16
-#define RBUF_SIZE (64 * 1024)   /* one read buffer per thread, reused by every connection */
-#define PART_MAX (1024 * 1024)  /* largest server frame (nats-server coalesces MSGs) */
+#define RBUF_SIZE (64 * 1024)     /* one read buffer per thread, reused by every connection */
+#define PART_MAX (1024 * 1024)    /* largest server frame (nats-server coalesces MSGs) */
 #define NATS_PART_MAX (72 * 1024) /* an unfinished NATS message (max_payload 64 KiB) */
 #define HEAD_MAX 4096
 #define TOKEN_MAX 4096
@@ -79,8 +79,8 @@
 #define CLOSE_TIMEOUT_S 5.0
 #define MAX_SECONDS 3600
 #define ERR_PRINT_MAX 3
-#define HIST_FINE 10000         /* latency: 10 µs buckets up to 100 ms ... */
-#define HIST_COARSE 9900        /* ... then 1 ms buckets up to 10 s, then one overflow */
+#define HIST_FINE 10000  /* latency: 10 µs buckets up to 100 ms ... */
+#define HIST_COARSE 9900 /* ... then 1 ms buckets up to 10 s, then one overflow */
 #define HIST_LEN (HIST_FINE + HIST_COARSE + 1)
 /* Two histograms in one array: latency to the client's read, then (fan-out) latency to the
  * kernel's receipt of the frame in the client's socket (SO_TIMESTAMPNS). */
@@ -282,10 +282,14 @@ static struct {
 /* ---- the client (one child process) ------------------------------------------------------- */
 
 enum cstate {
-    C_IDLE, C_CONNECTING, C_UPGRADE,
+    C_IDLE,
+    C_CONNECTING,
+    C_UPGRADE,
     C_WELCOME,     /* sidecast, ws: waiting for "welcome"; nats: for INFO */
     C_SUBSCRIBING, /* waiting for "subscribed" (nats: the PONG after SUB) */
-    C_READY, C_CLOSING, C_DONE,
+    C_READY,
+    C_CLOSING,
+    C_DONE,
 };
 
 typedef struct conn {
@@ -297,7 +301,7 @@ typedef struct conn {
     uint8_t *nbuf; /* nats: carried-over bytes of an unfinished protocol line or message */
     uint32_t events, gaps, disorder;
     uint64_t last_i, last_seq;
-    long gindex;   /* global connection number: token and source address */
+    long gindex; /* global connection number: token and source address */
     int64_t t_open;
 } conn;
 
@@ -344,7 +348,7 @@ static struct {
     struct sockaddr_in addr;
     uint8_t sub_frame[MAX_TOPICS][TOPIC_MAX * 2 + 96]; /* pre-built, masked */
     uint16_t sub_len[MAX_TOPICS];
-    char topic_field[MAX_TOPICS][TOPIC_MAX + 24];      /* "topic":"<topic>" */
+    char topic_field[MAX_TOPICS][TOPIC_MAX + 24]; /* "topic":"<topic>" */
     uint8_t close_frame[8];
     size_t close_len;
     int64_t hard_deadline;
@@ -364,8 +368,10 @@ static uint32_t rng_next(uint32_t *s)
 
 static void topic_name(int k, char *out, size_t cap)
 {
-    if (O.ntopics > 1) snprintf(out, cap, "%s.%d", O.topic, k);
-    else snprintf(out, cap, "%s", O.topic);
+    if (O.ntopics > 1)
+        snprintf(out, cap, "%s.%d", O.topic, k);
+    else
+        snprintf(out, cap, "%s", O.topic);
 }
 
 static void settle(worker *w, conn *c, bool ok)
@@ -406,8 +412,10 @@ static void conn_fail(worker *w, conn *c, const char *why)
 {
     if (c->state == C_DONE) return;
     bool closing = c->state == C_CLOSING;
-    if (!c->settled) settle(w, c, false);
-    else if (!closing) c->lost = true;
+    if (!c->settled)
+        settle(w, c, false);
+    else if (!closing)
+        c->lost = true;
     if (!closing && w->printed < ERR_PRINT_MAX && !O.quiet) {
         w->printed++;
         fprintf(stderr, "bench: connection %ld: %s\n", c->gindex, why);
@@ -484,8 +492,10 @@ static void send_subscribe(worker *w, conn *c)
 static void on_text(worker *w, conn *c, const uint8_t *p, size_t n, int64_t t_read)
 {
     if (O.target == T_WS && has_prefix(p, n, "{\"t\":")) {
-        if (c->state == C_READY) on_data(w, c, p, n, t_read);
-        else w->other++;
+        if (c->state == C_READY)
+            on_data(w, c, p, n, t_read);
+        else
+            w->other++;
     } else if (has_prefix(p, n, "{\"type\":\"event\"")) {
         const char *tf = C.topic_field[c->topic];
         if (c->state != C_READY || !memmem(p, n, tf, strlen(tf))) {
@@ -505,8 +515,10 @@ static void on_text(worker *w, conn *c, const uint8_t *p, size_t n, int64_t t_re
         on_data(w, c, d + 7, n - (size_t)(d + 7 - p), t_read);
     } else if (has_prefix(p, n, "{\"type\":\"welcome\"")) {
         if (c->state != C_WELCOME) return;
-        if (O.mode == M_CONNECT) become_ready(w, c);
-        else send_subscribe(w, c);
+        if (O.mode == M_CONNECT)
+            become_ready(w, c);
+        else
+            send_subscribe(w, c);
     } else if (has_prefix(p, n, "{\"type\":\"subscribed\"")) {
         if (c->state == C_SUBSCRIBING) become_ready(w, c);
     } else if (has_prefix(p, n, "{\"type\":\"error\"")) {
@@ -542,8 +554,10 @@ static size_t nats_parse(worker *w, conn *c, const uint8_t *p, size_t n, int64_t
                 return n;
             }
             if (n - off < need) break;
-            if (c->state == C_READY) on_data(w, c, eol + 2, (size_t)len, t_read);
-            else w->other++;
+            if (c->state == C_READY)
+                on_data(w, c, eol + 2, (size_t)len, t_read);
+            else
+                w->other++;
             off += need;
             continue;
         }
@@ -710,8 +724,7 @@ static size_t on_frames(worker *w, conn *c, const uint8_t *buf, size_t len, int6
                 conn_fail(w, c, why);
             }
             return len;
-        case OP_PONG:
-            break;
+        case OP_PONG: break;
         default:
             w->bad_frames++;
             conn_fail(w, c, "unexpected opcode");
@@ -748,7 +761,8 @@ static int64_t realtime_offset(void)
         clock_gettime(CLOCK_REALTIME, &r);
         clock_gettime(CLOCK_MONOTONIC, &m1);
         int64_t mono = ((int64_t)m0.tv_sec * 1000000000 + m0.tv_nsec +
-                        (int64_t)m1.tv_sec * 1000000000 + m1.tv_nsec) / 2;
+                        (int64_t)m1.tv_sec * 1000000000 + m1.tv_nsec) /
+                       2;
         int64_t off = (int64_t)r.tv_sec * 1000000000 + r.tv_nsec - mono;
         if (i == 0 || off < best) best = off;
     }
@@ -766,8 +780,8 @@ static ssize_t read_stamped(worker *w, int fd, uint8_t *buf, size_t n)
         char b[CMSG_SPACE(sizeof(struct timespec))];
         struct cmsghdr align;
     } cb;
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b,
-                        .msg_controllen = sizeof cb.b};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b, .msg_controllen = sizeof cb.b};
     ssize_t r = recvmsg(fd, &mh, 0);
     if (r <= 0) return r;
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
@@ -813,8 +827,7 @@ static void on_readable(worker *w, conn *c)
             const uint8_t *eol = memchr(buf, '\r', len);
             if (w->printed < ERR_PRINT_MAX && !O.quiet) {
                 w->printed++;
-                fprintf(stderr, "bench: upgrade refused: %.*s\n", (int)(eol ? eol - buf : 0),
-                        buf);
+                fprintf(stderr, "bench: upgrade refused: %.*s\n", (int)(eol ? eol - buf : 0), buf);
             }
             conn_fail(w, c, "no 101");
             return;
@@ -1059,8 +1072,9 @@ static int child_main(int index, long first, long n, int cmd_fd, int out_fd)
         w->real_off = realtime_offset();
         if (w->epfd < 0 || !w->rbuf || !w->hist || !w->nscratch) return 1;
     }
-    C.hard_deadline = now_ns() + (int64_t)((O.setup_timeout * 2 + O.seconds + O.drain +
-                                            CLOSE_TIMEOUT_S + 60) * 1e9);
+    C.hard_deadline = now_ns() +
+                      (int64_t)((O.setup_timeout * 2 + O.seconds + O.drain + CLOSE_TIMEOUT_S + 60) *
+                                1e9);
     int started = 0;
     for (; started < nthreads; started++)
         if (pthread_create(&ws[started].th, NULL, worker_run, &ws[started]) != 0) break;
@@ -1076,7 +1090,8 @@ static int child_main(int index, long first, long n, int cmd_fd, int out_fd)
         if (pr > 0) {
             char cmd;
             ssize_t r = read(cmd_fd, &cmd, 1);
-            if (r <= 0 || cmd == 'S') stop = true;
+            if (r <= 0 || cmd == 'S')
+                stop = true;
             else if (cmd == 'G') { /* the next step (idle), or the only one */
                 step++;
                 target = O.nsteps > 1 && step < O.nsteps ? share(O.steps[step], O.procs, index) : n;
@@ -1096,8 +1111,7 @@ static int child_main(int index, long first, long n, int cmd_fd, int out_fd)
             continue;
         }
         crec rec;
-        if (!ready_sent && atomic_load(&g_phase) == PH_SETUP &&
-            atomic_load(&g_settled) >= target) {
+        if (!ready_sent && atomic_load(&g_phase) == PH_SETUP && atomic_load(&g_settled) >= target) {
             atomic_store(&g_phase, PH_MEASURE);
             child_counts(ws, nthreads, conns, n, &rec, false);
             rec.type = R_READY;
@@ -1129,7 +1143,7 @@ static int child_main(int index, long first, long n, int cmd_fd, int out_fd)
 
 typedef struct pubstate {
     bus *b;
-    long total;                /* messages to send */
+    long total; /* messages to send */
     _Atomic long sent, errors;
     long per_topic[MAX_TOPICS];
     _Atomic bool done;
@@ -1226,8 +1240,8 @@ static void send_all(child *ch, int n, char cmd)
 static void pump(child *ch, int n, int timeout_ms, uint64_t *hist, uint64_t *tmp)
 {
     struct pollfd pf[MAX_PROCS];
-    for (int i = 0; i < n; i++) pf[i] = (struct pollfd){.fd = ch[i].dead ? -1 : ch[i].out_fd,
-                                                        .events = POLLIN};
+    for (int i = 0; i < n; i++)
+        pf[i] = (struct pollfd){.fd = ch[i].dead ? -1 : ch[i].out_fd, .events = POLLIN};
     if (poll(pf, (nfds_t)n, timeout_ms) <= 0) return;
     for (int i = 0; i < n; i++) {
         if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
@@ -1276,10 +1290,9 @@ static void progress(child *ch, int n, int64_t t0, int64_t *next, uint64_t *last
     totals(ch, n, &settled, &ready, &failed, &ev);
     double dt = ns_s(t - *last_t);
     fprintf(stderr,
-            "bench: %s %s %5.1fs %-9s up %ld/%ld failed %ld deliveries %" PRIu64
-            " (%.0f/s)\n",
-            target_names[O.target], mode_names[O.mode], ns_s(t - t0), phase, ready, O.conns,
-            failed, ev, dt > 0 ? (double)(ev - *last_ev) / dt : 0);
+            "bench: %s %s %5.1fs %-9s up %ld/%ld failed %ld deliveries %" PRIu64 " (%.0f/s)\n",
+            target_names[O.target], mode_names[O.mode], ns_s(t - t0), phase, ready, O.conns, failed,
+            ev, dt > 0 ? (double)(ev - *last_ev) / dt : 0);
     *last_ev = ev;
     *last_t = t;
     *next = t + 1000000000;
@@ -1383,10 +1396,11 @@ static int run_parent(void)
     totals(ch, np, &settled, &ready, &failed, &ev);
     long want = O.nsteps > 1 ? O.steps[0] : O.conns;
     if (settled < want && !O.quiet)
-        fprintf(stderr, "bench: set-up timed out: %ld of %ld connections settled\n", settled,
-                want);
-    if (O.mode == M_CONNECT) read_pids(ps, 2);
-    else read_pids(ps, 1);
+        fprintf(stderr, "bench: set-up timed out: %ld of %ld connections settled\n", settled, want);
+    if (O.mode == M_CONNECT)
+        read_pids(ps, 2);
+    else
+        read_pids(ps, 1);
     int64_t t_window0 = now_ns(), t_window1 = t_window0;
     if (O.mode == M_IDLE) {
         int64_t t_step = t0;
@@ -1425,8 +1439,7 @@ static int run_parent(void)
             if (!atomic_load(&pub.done)) continue;
             if (!drain_end) drain_end = now_ns() + (int64_t)(O.drain * 1e9);
             totals(ch, np, &settled, &ready, &failed, &ev);
-            if (ev >= expected(&pub) * (uint64_t)ready / (uint64_t)O.conns ||
-                now_ns() > drain_end)
+            if (ev >= expected(&pub) * (uint64_t)ready / (uint64_t)O.conns || now_ns() > drain_end)
                 break;
         }
         read_pids(ps, 2);
@@ -1508,8 +1521,8 @@ static int run_parent(void)
                "\"topics\":%ld,\"tokens\":%ld,\"ready\":%d,\"failed\":%d,\"lost_conns\":%d,"
                "\"unclean_closes\":%d,\"window_s\":%.3f,\"setup_s\":%.3f,"
                "\"handshakes_per_s\":%.1f",
-               mode_names[O.mode], target_names[O.target], O.conns, O.procs, O.threads,
-               O.ntopics, O.ntokens, a.ready, a.failed, a.lost, a.unclean, window, setup_s, hps);
+               mode_names[O.mode], target_names[O.target], O.conns, O.procs, O.threads, O.ntopics,
+               O.ntokens, a.ready, a.failed, a.lost, a.unclean, window, setup_s, hps);
         if (O.mode == M_FANOUT)
             printf(",\"rate\":%ld,\"size\":%ld,\"seconds\":%.3f,\"published\":%ld,"
                    "\"publish_errors\":%ld,\"publish_s\":%.3f,\"synced\":%s,\"synced_s\":%.3f,"
@@ -1517,8 +1530,8 @@ static int run_parent(void)
                    ",\"gaps\":%" PRIu64 ",\"disorder\":%" PRIu64 ",\"min_per_conn\":%" PRIu64
                    ",\"max_per_conn\":%" PRIu64 ",\"deliveries_per_s\":%.1f,\"span_s\":%.3f",
                    O.rate, O.size, O.seconds, atomic_load(&pub.sent), atomic_load(&pub.errors),
-                   pub.took_s, pub.synced ? "true" : "false", pub.synced_s, expect, a.events,
-                   loss, a.gaps, a.disorder, a.min_ev, a.max_ev, dps, span);
+                   pub.took_s, pub.synced ? "true" : "false", pub.synced_s, expect, a.events, loss,
+                   a.gaps, a.disorder, a.min_ev, a.max_ev, dps, span);
         printf(",\"latency\":\"%s\",\"lat_samples\":%" PRIu64 ",\"lat_p50_ms\":%.3f,"
                "\"lat_p99_ms\":%.3f,\"lat_p999_ms\":%.3f,\"lat_max_ms\":%.3f",
                O.mode == M_CONNECT ? "handshake" : "delivery", a.lat_n, p50, p99, p999,
@@ -1538,8 +1551,8 @@ static int run_parent(void)
         for (int i = 0; i < O.npids; i++)
             printf("%s{\"pid\":%ld,\"cpu_s\":%.3f,\"rss_before_kib\":%ld,\"rss_start_kib\":%ld,"
                    "\"rss_end_kib\":%ld}",
-                   i ? "," : "", O.pids[i], ps[i].cpu1 - ps[i].cpu0, ps[i].rss_before,
-                   ps[i].rss0, ps[i].rss1);
+                   i ? "," : "", O.pids[i], ps[i].cpu1 - ps[i].cpu0, ps[i].rss_before, ps[i].rss0,
+                   ps[i].rss1);
         printf("]");
         if (O.npids) {
             printf(",\"server_cpu_s\":%.3f,\"server_cpu_pct\":%.1f,\"rss_delta_kib\":%ld,"
@@ -1763,11 +1776,11 @@ static int cmd_tokens(int argc, char **argv)
     const char *iss = "sidecast", *aud = "sidecast";
     long count = 0, ttl = 3600;
     static const struct option opts[] = {
-        {"key", required_argument, NULL, 'k'},        {"kid", required_argument, NULL, 'K'},
-        {"count", required_argument, NULL, 'n'},      {"sub-topics", required_argument, NULL, 's'},
-        {"ttl", required_argument, NULL, 't'},        {"user-prefix", required_argument, NULL, 'u'},
-        {"issuer", required_argument, NULL, 'i'},     {"audience", required_argument, NULL, 'a'},
-        {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0}};
+        {"key", required_argument, NULL, 'k'},    {"kid", required_argument, NULL, 'K'},
+        {"count", required_argument, NULL, 'n'},  {"sub-topics", required_argument, NULL, 's'},
+        {"ttl", required_argument, NULL, 't'},    {"user-prefix", required_argument, NULL, 'u'},
+        {"issuer", required_argument, NULL, 'i'}, {"audience", required_argument, NULL, 'a'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     int o;
     optind = 1;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -1785,8 +1798,10 @@ static int cmd_tokens(int argc, char **argv)
         }
     }
     if (!key || count < 1 || count > MAX_CONNS || ttl < 60 || ttl > 86400) {
-        fprintf(stderr, "bench tokens: need --key PEM, 1 <= --count <= %d, 60 <= --ttl <= "
-                        "86400\n", MAX_CONNS);
+        fprintf(stderr,
+                "bench tokens: need --key PEM, 1 <= --count <= %d, 60 <= --ttl <= "
+                "86400\n",
+                MAX_CONNS);
         return 2;
     }
     token_signer *s = NULL;
@@ -1810,8 +1825,10 @@ static int cmd_tokens(int argc, char **argv)
                                    (json_int_t)now, "exp", (json_int_t)(now + ttl), "jti", jti,
                                    "sub_topics", subs, "pub_topics");
         char *tok = NULL;
-        if (!claims || token_sign(s, claims, &tok) != 0) rc = 1;
-        else printf("%s\n", tok);
+        if (!claims || token_sign(s, claims, &tok) != 0)
+            rc = 1;
+        else
+            printf("%s\n", tok);
         free(tok);
         json_decref(claims);
     }
@@ -1872,8 +1889,7 @@ int cli_bench(int argc, char **argv)
         {"json", no_argument, NULL, 'j'},          {"hist", required_argument, NULL, 'H'},
         {"drain", required_argument, NULL, 'd'},   {"setup-timeout", required_argument, NULL, 'o'},
         {"prefix", required_argument, NULL, 'x'},  {"quiet", no_argument, NULL, 'q'},
-        {"fast-close", no_argument, NULL, 'F'},
-        {"deflate", no_argument, NULL, 'Z'},
+        {"fast-close", no_argument, NULL, 'F'},    {"deflate", no_argument, NULL, 'Z'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     int o;
     optind = 1;
@@ -1944,37 +1960,45 @@ int cli_bench(int argc, char **argv)
         return 2;
     }
     snprintf(O.topic, sizeof O.topic, "%s", topic);
-    if (O.ntopics < 1 || O.ntopics > MAX_TOPICS || O.size < PUB_SIZE_MIN ||
-        O.size > PUB_SIZE_MAX || O.rate < 0 || O.rate > PUB_RATE_MAX || O.seconds < 0 ||
-        O.seconds > MAX_SECONDS || (double)O.rate * O.seconds > PUB_TOTAL_MAX || O.drain < 0 ||
-        O.drain > 600 || O.setup_timeout <= 0 || O.setup_timeout > MAX_SECONDS) {
-        fprintf(stderr, "bench: need 1 <= topics <= %d, %d <= size <= %d, rate <= %d, seconds "
-                        "<= %d, rate*seconds <= %d\n",
-                MAX_TOPICS, PUB_SIZE_MIN, PUB_SIZE_MAX, PUB_RATE_MAX, MAX_SECONDS,
-                PUB_TOTAL_MAX);
+    if (O.ntopics < 1 || O.ntopics > MAX_TOPICS || O.size < PUB_SIZE_MIN || O.size > PUB_SIZE_MAX ||
+        O.rate < 0 || O.rate > PUB_RATE_MAX || O.seconds < 0 || O.seconds > MAX_SECONDS ||
+        (double)O.rate * O.seconds > PUB_TOTAL_MAX || O.drain < 0 || O.drain > 600 ||
+        O.setup_timeout <= 0 || O.setup_timeout > MAX_SECONDS) {
+        fprintf(stderr,
+                "bench: need 1 <= topics <= %d, %d <= size <= %d, rate <= %d, seconds "
+                "<= %d, rate*seconds <= %d\n",
+                MAX_TOPICS, PUB_SIZE_MIN, PUB_SIZE_MAX, PUB_RATE_MAX, MAX_SECONDS, PUB_TOTAL_MAX);
         return 2;
     }
     if (strcmp(mode, "publish") == 0) return cmd_publish();
-    if (strcmp(mode, "connect") == 0) O.mode = M_CONNECT;
-    else if (strcmp(mode, "idle") == 0) O.mode = M_IDLE;
-    else if (strcmp(mode, "fanout") == 0) O.mode = M_FANOUT;
+    if (strcmp(mode, "connect") == 0)
+        O.mode = M_CONNECT;
+    else if (strcmp(mode, "idle") == 0)
+        O.mode = M_IDLE;
+    else if (strcmp(mode, "fanout") == 0)
+        O.mode = M_FANOUT;
     else {
         fprintf(stderr, "bench: unknown mode %s\n\n%s", mode, usage_bench);
         return 2;
     }
-    if (strcmp(target, "sidecast") == 0) O.target = T_SIDECAST;
-    else if (strcmp(target, "nats") == 0) O.target = T_NATS;
-    else if (strcmp(target, "ws") == 0) O.target = T_WS;
-    else return fputs("bench: --target sidecast|nats|ws\n", stderr), 2;
+    if (strcmp(target, "sidecast") == 0)
+        O.target = T_SIDECAST;
+    else if (strcmp(target, "nats") == 0)
+        O.target = T_NATS;
+    else if (strcmp(target, "ws") == 0)
+        O.target = T_WS;
+    else
+        return fputs("bench: --target sidecast|nats|ws\n", stderr), 2;
     if (!url || parse_url(url) != 0) {
         fprintf(stderr, "bench: --url must be ws://<loopback address>:PORT[/PATH]\n");
         return 2;
     }
     if (O.procs < 1 || O.procs > MAX_PROCS || O.threads < 1 || O.threads > MAX_THREADS ||
-        O.conns < O.procs || O.conns > MAX_CONNS || (O.conns + O.procs - 1) / O.procs >
-        MAX_CONNS_PROC || O.concurrency < 1) {
-        fprintf(stderr, "bench: need procs <= %d, threads <= %d, procs <= conns <= %d and at "
-                        "most %d connections per process\n",
+        O.conns < O.procs || O.conns > MAX_CONNS ||
+        (O.conns + O.procs - 1) / O.procs > MAX_CONNS_PROC || O.concurrency < 1) {
+        fprintf(stderr,
+                "bench: need procs <= %d, threads <= %d, procs <= conns <= %d and at "
+                "most %d connections per process\n",
                 MAX_PROCS, MAX_THREADS, MAX_CONNS, MAX_CONNS_PROC);
         return 2;
     }

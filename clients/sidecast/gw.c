@@ -21,8 +21,10 @@ static int net_error(int rc, const char *gateway, char *err, size_t errlen)
         return -EPROTO;
     }
     snprintf(err, errlen, "gateway %s unreachable: %s", gateway,
-             rc == -ETIMEDOUT ? "timed out" : rc == -EINTR ? "interrupted" : rc == -EHOSTUNREACH ? "host not found or unreachable"
-                                                                  : strerror(-rc));
+             rc == -ETIMEDOUT      ? "timed out"
+             : rc == -EINTR        ? "interrupted"
+             : rc == -EHOSTUNREACH ? "host not found or unreachable"
+                                   : strerror(-rc));
     return -EHOSTUNREACH;
 }
 
@@ -39,12 +41,11 @@ static void error_body(const http_response *r, char *code, size_t ccap, char *de
     json_decref(o);
 }
 
-static int token_call(const char *gateway, const char *form, tok_set *t, char *err,
-                      size_t errlen)
+static int token_call(const char *gateway, const char *form, tok_set *t, char *err, size_t errlen)
 {
     http_response r;
-    int rc = http_request(gateway, "POST", "/auth/token", "application/x-www-form-urlencoded",
-                          form, strlen(form), NULL, GW_TIMEOUT_MS, &r);
+    int rc = http_request(gateway, "POST", "/auth/token", "application/x-www-form-urlencoded", form,
+                          strlen(form), NULL, GW_TIMEOUT_MS, &r);
     if (rc < 0) return net_error(rc, gateway, err, errlen);
     if (r.status == 200) {
         rc = tok_from_grant(t, r.body, r.body_len) == 0 ? SC_OK : -EPROTO;
@@ -67,8 +68,8 @@ static int token_call(const char *gateway, const char *form, tok_set *t, char *e
     return rc;
 }
 
-int gw_login(const char *gateway, const char *user, const char *password, tok_set *t,
-             char *err, size_t errlen)
+int gw_login(const char *gateway, const char *user, const char *password, tok_set *t, char *err,
+             size_t errlen)
 {
     char form[2048] = "";
     int rc = -EINVAL;
@@ -103,9 +104,9 @@ int gw_order(const tok_set *t, const char *symbol, const char *qty, const char *
              char *order_id, size_t idcap, char *err, size_t errlen)
 {
     json_t *q = json_loads(qty, JSON_DECODE_ANY, NULL);
-    json_t *body = json_is_number(q) ? json_pack("{s:s, s:O, s:s}", "symbol", symbol, "qty", q,
-                                                 "side", side)
-                                     : NULL;
+    json_t *body = json_is_number(q)
+                       ? json_pack("{s:s, s:O, s:s}", "symbol", symbol, "qty", q, "side", side)
+                       : NULL;
     json_decref(q);
     char *text = body ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(body);
@@ -114,16 +115,18 @@ int gw_order(const tok_set *t, const char *symbol, const char *qty, const char *
         return -EINVAL;
     }
     http_response r;
-    int rc = http_request(t->gateway, "POST", "/api/orders", "application/json", text,
-                          strlen(text), t->access_token, GW_TIMEOUT_MS, &r);
+    int rc = http_request(t->gateway, "POST", "/api/orders", "application/json", text, strlen(text),
+                          t->access_token, GW_TIMEOUT_MS, &r);
     free(text);
     if (rc < 0) return net_error(rc, t->gateway, err, errlen);
     json_t *o = json_loadb(r.body, r.body_len, 0, NULL);
     const char *id = json_string_value(json_object_get(o, "order_id"));
     json_t *idn = json_object_get(o, "order_id");
     if ((r.status == 202 || r.status == 200) && (id || json_is_integer(idn))) {
-        if (id) snprintf(order_id, idcap, "%s", id);
-        else snprintf(order_id, idcap, "%" JSON_INTEGER_FORMAT, json_integer_value(idn));
+        if (id)
+            snprintf(order_id, idcap, "%s", id);
+        else
+            snprintf(order_id, idcap, "%" JSON_INTEGER_FORMAT, json_integer_value(idn));
         rc = SC_OK;
     } else {
         char code[64], desc[160];

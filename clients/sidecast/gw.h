@@ -22,8 +22,8 @@
 
 /* grant_type=password. On SC_OK, t holds the new tokens (t->user and t->gateway are the
  * caller's to set). */
-int gw_login(const char *gateway, const char *user, const char *password, tok_set *t,
-             char *err, size_t errlen);
+int gw_login(const char *gateway, const char *user, const char *password, tok_set *t, char *err,
+             size_t errlen);
 
 /* grant_type=refresh_token with t->refresh_token against t->gateway; on SC_OK t holds the
  * rotated tokens (the caller saves them). */

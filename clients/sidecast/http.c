@@ -24,8 +24,9 @@ int http_head_parse(const char *buf, size_t len, http_head *h)
     const char *nl = line_end(p, end);
     if (!nl) return len >= HTTP_HEAD_MAX ? SC_ETOOLARGE : SC_EINCOMPLETE;
     /* status line: HTTP/1.x SP 3DIGIT [SP reason] */
-    if (nl - p < 12 || memcmp(p, "HTTP/1.", 7) != 0 || p[8] != ' ' || !isdigit((unsigned char)p[9]) ||
-        !isdigit((unsigned char)p[10]) || !isdigit((unsigned char)p[11]))
+    if (nl - p < 12 || memcmp(p, "HTTP/1.", 7) != 0 || p[8] != ' ' ||
+        !isdigit((unsigned char)p[9]) || !isdigit((unsigned char)p[10]) ||
+        !isdigit((unsigned char)p[11]))
         return SC_EMALFORMED;
     h->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
     p = nl + 1;
@@ -72,7 +73,7 @@ void http_response_clear(http_response *resp)
 int http_form_append(char *out, size_t cap, const char *name, const char *value)
 {
     size_t n = strlen(out);
-    const char *parts[2] = { name, value };
+    const char *parts[2] = {name, value};
     if (n > 0) {
         if (n + 1 >= cap) return -1;
         out[n++] = '&';
@@ -111,8 +112,9 @@ static int chunk_size_line(const char *buf, size_t n, size_t *pos, size_t *size)
     size_t i = *pos, v = 0, digits = 0;
     for (; i < n && isxdigit((unsigned char)buf[i]); i++, digits++) {
         if (v > (SIZE_MAX >> 4)) return -EPROTO;
-        v = v * 16 + (size_t)(isdigit((unsigned char)buf[i]) ? buf[i] - '0'
-                                                            : (tolower((unsigned char)buf[i]) - 'a' + 10));
+        v = v * 16 + (size_t)(isdigit((unsigned char)buf[i])
+                                  ? buf[i] - '0'
+                                  : (tolower((unsigned char)buf[i]) - 'a' + 10));
     }
     if (i == n) return 0;
     if (!digits || (buf[i] != ';' && buf[i] != '\r' && buf[i] != '\n')) return -EPROTO;
@@ -208,8 +210,8 @@ int http_reader_body(const http_reader *rd, char *buf, size_t len, size_t *body_
 }
 
 int http_request(const char *base_url, const char *method, const char *path,
-                 const char *content_type, const char *body, size_t body_len,
-                 const char *bearer, int timeout_ms, http_response *resp)
+                 const char *content_type, const char *body, size_t body_len, const char *bearer,
+                 int timeout_ms, http_response *resp)
 {
     memset(resp, 0, sizeof *resp);
     net_url u;
@@ -238,7 +240,8 @@ int http_request(const char *base_url, const char *method, const char *path,
                       bearer ? "Authorization: Bearer " : "", bearer ? bearer : "",
                       bearer ? "\r\n" : "", content_type ? "Content-Type: " : "",
                       content_type ? content_type : "", content_type ? "\r\n" : "", body_len);
-    rc = (hl < 0 || (size_t)hl >= head_cap) ? -EINVAL : net_write_all(fd, head, (size_t)hl, deadline);
+    rc = (hl < 0 || (size_t)hl >= head_cap) ? -EINVAL
+                                            : net_write_all(fd, head, (size_t)hl, deadline);
     explicit_bzero(head, head_cap); /* it held the bearer token */
     free(head);
     if (rc == 0 && body_len) rc = net_write_all(fd, body, body_len, deadline);

@@ -11,7 +11,7 @@
 
 #include "err.h"
 
-#define HTTP_HEAD_MAX 16384    /* bytes of a response head */
+#define HTTP_HEAD_MAX 16384 /* bytes of a response head */
 #define HTTP_MAX_HEADERS 48
 #define HTTP_BODY_MAX (256 * 1024)
 
@@ -37,10 +37,10 @@ const char *http_head_get(const http_head *h, const char *name, size_t *len);
  * every size bounded by HTTP_HEAD_MAX / HTTP_BODY_MAX. */
 typedef struct http_reader {
     http_head h;
-    int hlen;          /* the head's length, 0 until it is complete */
-    long long clen;    /* Content-Length, -1 when absent */
+    int hlen;       /* the head's length, 0 until it is complete */
+    long long clen; /* Content-Length, -1 when absent */
     int chunked;
-    int head_request;  /* a HEAD request: no body follows */
+    int head_request; /* a HEAD request: no body follows */
 } http_reader;
 
 void http_reader_init(http_reader *rd, int head_request);
@@ -54,7 +54,7 @@ int http_reader_body(const http_reader *rd, char *buf, size_t len, size_t *body_
 
 typedef struct http_response {
     int status;
-    char *body;      /* malloc'd, NUL-terminated (body_len bytes before it); owned */
+    char *body; /* malloc'd, NUL-terminated (body_len bytes before it); owned */
     size_t body_len;
 } http_response;
 
@@ -66,8 +66,8 @@ typedef struct http_response {
  * -EINVAL (bad URL),
  * -EPROTONOSUPPORT (https). Release resp with http_response_clear. */
 int http_request(const char *base_url, const char *method, const char *path,
-                 const char *content_type, const char *body, size_t body_len,
-                 const char *bearer, int timeout_ms, http_response *resp);
+                 const char *content_type, const char *body, size_t body_len, const char *bearer,
+                 int timeout_ms, http_response *resp);
 
 /* Frees what resp owns; accepts NULL. */
 void http_response_clear(http_response *resp);

@@ -8,16 +8,16 @@
 
 #include <jansson.h>
 
-#include "proto/msg.h"
 #include "cli.h"
 #include "net.h"
+#include "proto/msg.h"
 
 #define CONNECT_TIMEOUT_MS 10000
 #define BACKOFF_BASE_MS 200
 #define BACKOFF_CAP_MS 10000
-#define IDLE_PING_MS 30000   /* nothing heard for this long: ping the edge */
-#define IDLE_DEAD_MS 45000   /* and this long: the connection is dead (1006) */
-#define REFRESH_RETRY_S 5    /* gateway unreachable for a refresh: try again after */
+#define IDLE_PING_MS 30000 /* nothing heard for this long: ping the edge */
+#define IDLE_DEAD_MS 45000 /* and this long: the connection is dead (1006) */
+#define REFRESH_RETRY_S 5  /* gateway unreachable for a refresh: try again after */
 
 typedef struct topic_state {
     const char *name;
@@ -30,9 +30,9 @@ typedef struct listener {
     const listen_opts *o;
     topic_state *topics;
     long events;
-    int64_t end;          /* net_now_ms deadline of --timeout, INT64_MAX without */
-    int64_t refresh_at;   /* epoch seconds */
-    bool refresh_sent;    /* waiting for "refreshed" */
+    int64_t end;        /* net_now_ms deadline of --timeout, INT64_MAX without */
+    int64_t refresh_at; /* epoch seconds */
+    bool refresh_sent;  /* waiting for "refreshed" */
 } listener;
 
 /* The raw text of "data" in an event as the edge frames it ({"type":"event","topic":...,
@@ -67,8 +67,8 @@ static void print_event(listener *l, const char *text, size_t len, json_t *o)
         if (raw_data(text, len, &d, &dl)) {
             fwrite(d, 1, dl, stdout);
         } else {
-            char *s = json_dumps(json_object_get(o, "data"), JSON_COMPACT | JSON_ENCODE_ANY |
-                                                                 JSON_PRESERVE_ORDER);
+            char *s = json_dumps(json_object_get(o, "data"),
+                                 JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
             fputs(s ? s : "null", stdout);
             free(s);
         }
@@ -85,12 +85,14 @@ static int subscribe_all(listener *l, wsconn *ws)
         topic_state *t = &l->topics[i];
         if (t->refused) continue;
         char msg[MSG_TOPIC_MAX + 128];
-        int n = t->last_seq >= 0
-                    ? snprintf(msg, sizeof msg,
-                               "{\"type\":\"subscribe\",\"topic\":\"%s\",\"id\":%d,\"since\":%" PRId64
-                               "}", t->name, i + 1, t->last_seq)
-                    : snprintf(msg, sizeof msg, "{\"type\":\"subscribe\",\"topic\":\"%s\",\"id\":%d}",
-                               t->name, i + 1);
+        int n =
+            t->last_seq >= 0
+                ? snprintf(msg, sizeof msg,
+                           "{\"type\":\"subscribe\",\"topic\":\"%s\",\"id\":%d,\"since\":%" PRId64
+                           "}",
+                           t->name, i + 1, t->last_seq)
+                : snprintf(msg, sizeof msg, "{\"type\":\"subscribe\",\"topic\":\"%s\",\"id\":%d}",
+                           t->name, i + 1);
         int rc = wsconn_send_text(ws, msg, (size_t)n, 5000);
         if (rc < 0) return rc;
     }
@@ -236,17 +238,23 @@ static int session(listener *l, wsconn *ws, uint16_t *code)
 static bool reconnectable(uint16_t code)
 {
     switch (code) {
-    case 1000: case 1001: case 1006: case 1011: case 1012: case 1013: case 4001: case 4008:
-    case 4009: case 4029:
-        return true;
-    default:
-        return false;
+    case 1000:
+    case 1001:
+    case 1006:
+    case 1011:
+    case 1012:
+    case 1013:
+    case 4001:
+    case 4008:
+    case 4009:
+    case 4029: return true;
+    default: return false;
     }
 }
 
 int cli_listen(cli_ctx *c, const listen_opts *o)
 {
-    listener l = { .c = c, .o = o, .end = INT64_MAX };
+    listener l = {.c = c, .o = o, .end = INT64_MAX};
     l.topics = calloc((size_t)o->ntopics, sizeof *l.topics);
     if (!l.topics) return CLI_EXIT_FAIL;
     for (int i = 0; i < o->ntopics; i++) {

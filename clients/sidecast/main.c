@@ -11,11 +11,11 @@
 
 #include <jansson.h>
 
-#include "proto/msg.h"
 #include "bench.h"
 #include "cli.h"
 #include "gw.h"
 #include "net.h"
+#include "proto/msg.h"
 
 #define DEFAULT_GATEWAY "http://localhost:8080"
 #define MAX_POSITIONAL 64
@@ -85,10 +85,10 @@ static int parse_args(int argc, char **argv, args *a)
         const char *name;
         size_t off;
     } valued[] = {
-        { "--gateway", offsetof(args, gateway) },   { "--password", offsetof(args, password) },
-        { "--edge", offsetof(args, edge) },         { "--id", offsetof(args, id) },
-        { "--side", offsetof(args, side) },         { "--count", offsetof(args, count) },
-        { "--timeout", offsetof(args, timeout) },   { "--max-retries", offsetof(args, max_retries) },
+        {"--gateway", offsetof(args, gateway)}, {"--password", offsetof(args, password)},
+        {"--edge", offsetof(args, edge)},       {"--id", offsetof(args, id)},
+        {"--side", offsetof(args, side)},       {"--count", offsetof(args, count)},
+        {"--timeout", offsetof(args, timeout)}, {"--max-retries", offsetof(args, max_retries)},
     };
     bool opts_done = false;
     for (int i = 0; i < argc; i++) {
@@ -105,9 +105,12 @@ static int parse_args(int argc, char **argv, args *a)
             opts_done = true;
             continue;
         }
-        if (strcmp(s, "--json") == 0) a->json = 1;
-        else if (strcmp(s, "--wait") == 0) a->wait = 1;
-        else if (strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0) a->help = 1;
+        if (strcmp(s, "--json") == 0)
+            a->json = 1;
+        else if (strcmp(s, "--wait") == 0)
+            a->wait = 1;
+        else if (strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0)
+            a->help = 1;
         else {
             size_t k, nl = strcspn(s, "=");
             for (k = 0; k < sizeof valued / sizeof valued[0]; k++)
@@ -172,8 +175,10 @@ static int cmd_login(cli_ctx *c, args *a, const char *env_gateway, const char *e
     const char *user = a->pos[0];
     const char *gateway = a->gateway ? a->gateway : env_gateway ? env_gateway : DEFAULT_GATEWAY;
     char pw[1024];
-    if (a->password) snprintf(pw, sizeof pw, "%s", a->password);
-    else if (env_password) snprintf(pw, sizeof pw, "%s", env_password);
+    if (a->password)
+        snprintf(pw, sizeof pw, "%s", a->password);
+    else if (env_password)
+        snprintf(pw, sizeof pw, "%s", env_password);
     else if (!isatty(STDIN_FILENO) || read_password(pw, sizeof pw) < 0) {
         fprintf(stderr, "sidecast: no password: use --password, SIDECAST_PASSWORD or run on a "
                         "terminal\n");
@@ -196,8 +201,9 @@ static int cmd_login(cli_ctx *c, args *a, const char *env_gateway, const char *e
     }
     if (rc != SC_OK) {
         fprintf(stderr, "sidecast: login failed: %s\n", err);
-        return rc == -EHOSTUNREACH ? CLI_EXIT_UNREACH : rc == -EINVAL ? CLI_EXIT_USAGE
-                                                                       : CLI_EXIT_FAIL;
+        return rc == -EHOSTUNREACH ? CLI_EXIT_UNREACH
+               : rc == -EINVAL     ? CLI_EXIT_USAGE
+                                   : CLI_EXIT_FAIL;
     }
     rc = tok_save(c->token_path, t);
     if (rc < 0) {
@@ -213,7 +219,7 @@ static int cmd_login(cli_ctx *c, args *a, const char *env_gateway, const char *e
 static int cmd_listen(cli_ctx *c, args *a)
 {
     if (a->help) return fputs(usage_listen, stdout), CLI_EXIT_OK;
-    listen_opts o = { .topics = (char **)a->pos, .ntopics = a->npos, .json = a->json != 0 };
+    listen_opts o = {.topics = (char **)a->pos, .ntopics = a->npos, .json = a->json != 0};
     o.count = num_opt("--count", a->count, 0, 1);
     o.timeout_s = num_opt("--timeout", a->timeout, 0, 1);
     o.max_retries = num_opt("--max-retries", a->max_retries, -1, 0);
@@ -241,9 +247,10 @@ static int connect_once(cli_ctx *c, int timeout_ms, wsconn **ws)
         cli_connect(c, timeout_ms, ws, &code, err, sizeof err) == 0)
         return 0;
     fprintf(stderr, "sidecast: %s%s\n", code == 4003 ? "forbidden/revoked: " : "", err);
-    return code == 4003 ? CLI_EXIT_FORBIDDEN : code == 4001 ? CLI_EXIT_AUTH
-                                              : code == 1006 ? CLI_EXIT_UNREACH
-                                                             : CLI_EXIT_FAIL;
+    return code == 4003   ? CLI_EXIT_FORBIDDEN
+           : code == 4001 ? CLI_EXIT_AUTH
+           : code == 1006 ? CLI_EXIT_UNREACH
+                          : CLI_EXIT_FAIL;
 }
 
 static int cmd_publish(cli_ctx *c, args *a)
@@ -317,8 +324,8 @@ static int cmd_publish(cli_ctx *c, args *a)
         } else if (type && mine && strcmp(type, "error") == 0) {
             const char *code = json_string_value(json_object_get(o, "code"));
             const char *text = json_string_value(json_object_get(o, "message"));
-            fprintf(stderr, "sidecast: cannot publish to %s: %s%s%s\n", topic, code ? code : "error",
-                    text ? ": " : "", text ? text : "");
+            fprintf(stderr, "sidecast: cannot publish to %s: %s%s%s\n", topic,
+                    code ? code : "error", text ? ": " : "", text ? text : "");
             rc = code && strcmp(code, "forbidden") == 0 ? CLI_EXIT_FORBIDDEN : CLI_EXIT_FAIL;
         }
         json_decref(o);
@@ -351,10 +358,10 @@ static int cmd_order(cli_ctx *c, args *a)
     if (g != SC_OK) {
         fprintf(stderr, "sidecast: %s\n", err);
         wsconn_close(ws, 1000, 1000);
-        return g == -EACCES  ? CLI_EXIT_AUTH
-               : g == -EINVAL ? CLI_EXIT_USAGE
+        return g == -EACCES         ? CLI_EXIT_AUTH
+               : g == -EINVAL       ? CLI_EXIT_USAGE
                : g == -EHOSTUNREACH ? CLI_EXIT_UNREACH
-                                  : CLI_EXIT_FAIL;
+                                    : CLI_EXIT_FAIL;
     }
     printf("%s\n", order_id);
     fflush(stdout);
@@ -366,8 +373,8 @@ static int cmd_order(cli_ctx *c, args *a)
         if (r == -EINTR) continue;
         if (r == 0) break;
         if (r == WSCONN_CLOSED) {
-            fprintf(stderr, "sidecast: connection closed before the fill: %u %s\n",
-                    m.close_code, m.reason);
+            fprintf(stderr, "sidecast: connection closed before the fill: %u %s\n", m.close_code,
+                    m.reason);
             rc = CLI_EXIT_FAIL;
             break;
         }
@@ -377,8 +384,8 @@ static int cmd_order(cli_ctx *c, args *a)
         const char *oid = json_string_value(json_object_get(d, "order_id"));
         json_t *oidn = json_object_get(d, "order_id");
         char num[32] = "";
-        if (json_is_integer(oidn)) snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT,
-                                            json_integer_value(oidn));
+        if (json_is_integer(oidn))
+            snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(oidn));
         if (type && strcmp(type, "event") == 0 &&
             ((oid && strcmp(oid, order_id) == 0) || (num[0] && strcmp(num, order_id) == 0))) {
             char *s = json_dumps(d, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
@@ -430,10 +437,14 @@ int main(int argc, char **argv)
     int rc;
     if (strcmp(cmd, "login") == 0)
         rc = cmd_login(&c, &a, getenv("SIDECAST_GATEWAY"), getenv("SIDECAST_PASSWORD"));
-    else if (strcmp(cmd, "listen") == 0) rc = cmd_listen(&c, &a);
-    else if (strcmp(cmd, "publish") == 0) rc = cmd_publish(&c, &a);
-    else if (strcmp(cmd, "order") == 0) rc = cmd_order(&c, &a);
-    else if (strcmp(cmd, "help") == 0) rc = (fputs(usage_main, stdout), CLI_EXIT_OK);
+    else if (strcmp(cmd, "listen") == 0)
+        rc = cmd_listen(&c, &a);
+    else if (strcmp(cmd, "publish") == 0)
+        rc = cmd_publish(&c, &a);
+    else if (strcmp(cmd, "order") == 0)
+        rc = cmd_order(&c, &a);
+    else if (strcmp(cmd, "help") == 0)
+        rc = (fputs(usage_main, stdout), CLI_EXIT_OK);
     else {
         fprintf(stderr, "sidecast: unknown command %s\n\n%s", cmd, usage_main);
         rc = CLI_EXIT_USAGE;

@@ -21,15 +21,9 @@ int64_t net_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int64_t net_wall_s(void)
-{
-    return (int64_t)time(NULL);
-}
+int64_t net_wall_s(void) { return (int64_t)time(NULL); }
 
-int net_random(void *p, size_t n)
-{
-    return RAND_bytes(p, (int)n) == 1 ? 0 : -EIO;
-}
+int net_random(void *p, size_t n) { return RAND_bytes(p, (int)n) == 1 ? 0 : -EIO; }
 
 int net_url_parse(const char *s, net_url *u)
 {
@@ -60,8 +54,10 @@ int net_url_parse(const char *s, net_url *u)
         if (!close) return -EINVAL;
         host = auth + 1;
         host_len = (size_t)(close - host);
-        if (close[1] == ':') port = close + 2;
-        else if (close[1] != '\0') return -EINVAL;
+        if (close[1] == ':')
+            port = close + 2;
+        else if (close[1] != '\0')
+            return -EINVAL;
     } else {
         char *colon = strchr(auth, ':');
         host_len = colon ? (size_t)(colon - auth) : auth_len;
@@ -90,8 +86,8 @@ int net_url_parse(const char *s, net_url *u)
     }
     for (const char *c = u->path; *c; c++)
         if ((unsigned char)*c <= 0x20 || *c == 0x7f) return -EINVAL;
-    snprintf(u->hostport, sizeof u->hostport, strchr(u->host, ':') ? "[%s]:%d" : "%s:%d",
-             u->host, u->port);
+    snprintf(u->hostport, sizeof u->hostport, strchr(u->host, ':') ? "[%s]:%d" : "%s:%d", u->host,
+             u->port);
     return 0;
 }
 
@@ -100,7 +96,7 @@ static int wait_fd(int fd, short events, int64_t deadline, int interruptible)
     for (;;) {
         int64_t left = deadline - net_now_ms();
         if (left <= 0) return -ETIMEDOUT;
-        struct pollfd pfd = { .fd = fd, .events = events };
+        struct pollfd pfd = {.fd = fd, .events = events};
         int rc = poll(&pfd, 1, left > 60000 ? 60000 : (int)left);
         if (rc > 0) return 0;
         if (rc < 0) {
@@ -114,7 +110,7 @@ int net_connect(const char *host, int port, int64_t deadline)
 {
     char service[16];
     snprintf(service, sizeof service, "%d", port);
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *res = NULL;
     int gai = getaddrinfo(host, service, &hints, &res);
     if (gai != 0) return gai == EAI_SYSTEM ? -errno : -EHOSTUNREACH;

@@ -16,10 +16,10 @@
 
 /* A parsed http:// or ws:// URL. */
 typedef struct net_url {
-    char scheme[8];               /* "http" or "ws" */
-    char host[NET_HOST_MAX + 1];  /* name or address, without [] for IPv6 */
-    int port;                     /* explicit, else 80 */
-    char path[NET_PATH_MAX + 1];  /* path and query, "/" when absent */
+    char scheme[8];                   /* "http" or "ws" */
+    char host[NET_HOST_MAX + 1];      /* name or address, without [] for IPv6 */
+    int port;                         /* explicit, else 80 */
+    char path[NET_PATH_MAX + 1];      /* path and query, "/" when absent */
     char hostport[NET_HOST_MAX + 10]; /* as the Host header wants it */
 } net_url;
 

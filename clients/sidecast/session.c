@@ -31,15 +31,12 @@ void cli_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
-bool cli_stopping(void)
-{
-    return stop_flag != 0;
-}
+bool cli_stopping(void) { return stop_flag != 0; }
 
 void cli_sleep_ms(int64_t ms)
 {
     if (ms <= 0) return;
-    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
     nanosleep(&ts, NULL); /* a signal ends it early, as wanted */
 }
 
@@ -108,8 +105,8 @@ int cli_refresh(cli_ctx *c, bool verbose)
     }
     tok_clear(&n);
     if (rc == -EACCES) {
-        fprintf(stderr, "sidecast: session expired or revoked (%s): run `sidecast login %s`\n",
-                err, c->tok.user[0] ? c->tok.user : "USER");
+        fprintf(stderr, "sidecast: session expired or revoked (%s): run `sidecast login %s`\n", err,
+                c->tok.user[0] ? c->tok.user : "USER");
         return CLI_EXIT_AUTH;
     }
     if (verbose) fprintf(stderr, "sidecast: token refresh failed: %s\n", err);
@@ -136,8 +133,8 @@ int cli_connect(cli_ctx *c, int timeout_ms, wsconn **ws, uint16_t *close_code, c
     int rc = wsconn_open(c->edge_url, c->tok.access_token, timeout_ms, ws, &status);
     if (rc < 0) {
         if (rc == -EPROTO && status)
-            snprintf(err, errlen, "edge %s refused the WebSocket handshake (HTTP %d)",
-                     c->edge_url, status);
+            snprintf(err, errlen, "edge %s refused the WebSocket handshake (HTTP %d)", c->edge_url,
+                     status);
         else if (rc == -EPROTO)
             snprintf(err, errlen, "edge %s did not answer as a WebSocket server", c->edge_url);
         else if (rc == -EINVAL || rc == -EPROTONOSUPPORT)

@@ -16,9 +16,12 @@
 int tok_path(const char *env_file, const char *home, char *out, size_t cap)
 {
     int n;
-    if (env_file && *env_file) n = snprintf(out, cap, "%s", env_file);
-    else if (home && *home) n = snprintf(out, cap, "%s/.config/sidecast/token.json", home);
-    else return -ENOENT;
+    if (env_file && *env_file)
+        n = snprintf(out, cap, "%s", env_file);
+    else if (home && *home)
+        n = snprintf(out, cap, "%s/.config/sidecast/token.json", home);
+    else
+        return -ENOENT;
     return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
 }
 
@@ -106,10 +109,10 @@ int tok_save(const char *path, const tok_set *t)
 {
     int rc = make_dirs(path);
     if (rc < 0) return rc;
-    json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:s}", "user", t->user,
-                          "access_token", t->access_token, "refresh_token", t->refresh_token,
-                          "expires_at", (json_int_t)t->expires_at, "issued_at",
-                          (json_int_t)t->issued_at, "ws_url", t->ws_url, "gateway", t->gateway);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:s}", "user", t->user, "access_token",
+                          t->access_token, "refresh_token", t->refresh_token, "expires_at",
+                          (json_int_t)t->expires_at, "issued_at", (json_int_t)t->issued_at,
+                          "ws_url", t->ws_url, "gateway", t->gateway);
     if (!o) return -ENOMEM;
     char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(o);
@@ -133,8 +136,10 @@ int tok_save(const char *path, const tok_set *t)
     for (size_t off = 0; rc == 0 && off < len;) {
         ssize_t w = write(fd, text + off, len - off);
         if (w < 0 && errno == EINTR) continue;
-        if (w < 0) rc = -errno;
-        else off += (size_t)w;
+        if (w < 0)
+            rc = -errno;
+        else
+            off += (size_t)w;
     }
     if (rc == 0 && write(fd, "\n", 1) != 1) rc = -EIO;
     if (rc == 0 && fsync(fd) < 0) rc = -errno;
@@ -173,7 +178,4 @@ out:
     return rc;
 }
 
-void tok_clear(tok_set *t)
-{
-    explicit_bzero(t, sizeof *t);
-}
+void tok_clear(tok_set *t) { explicit_bzero(t, sizeof *t); }

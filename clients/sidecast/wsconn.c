@@ -9,18 +9,18 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "http.h"
+#include "net.h"
 #include "ws/ws_frame.h"
 #include "ws/ws_http.h"
 #include "ws/ws_reader.h"
-#include "http.h"
-#include "net.h"
 
 #define RBUF_SIZE 65536
 #define WRITE_TIMEOUT_MS 5000
 
 struct wsconn {
     int fd;
-    bool closed;     /* no more reading: a close or an error happened */
+    bool closed; /* no more reading: a close or an error happened */
     bool close_sent;
     ws_reader reader;
     uint8_t *msgbuf; /* the reader's message buffer, grown on demand */
@@ -45,8 +45,7 @@ static int send_frame(wsconn *c, uint8_t opcode, const void *payload, size_t len
     return rc;
 }
 
-int wsconn_open(const char *url, const char *bearer, int timeout_ms, wsconn **out,
-                int *http_status)
+int wsconn_open(const char *url, const char *bearer, int timeout_ms, wsconn **out, int *http_status)
 {
     *out = NULL;
     *http_status = 0;
@@ -141,7 +140,7 @@ int wsconn_open(const char *url, const char *bearer, int timeout_ms, wsconn **ou
     if (v && (vl != 11 || memcmp(v, "sidecast.v1", 11) != 0)) goto error;
     if (http_head_get(&h, "Sec-WebSocket-Extensions", &vl)) goto error; /* none offered */
     c->rpos = (size_t)hl;
-    ws_reader_config rc_cfg = { .from_client = false, .max_message = WSCONN_MAX_MESSAGE };
+    ws_reader_config rc_cfg = {.from_client = false, .max_message = WSCONN_MAX_MESSAGE};
     ws_reader_init(&c->reader, &rc_cfg, NULL, 0);
     c->last_rx = net_now_ms();
     *out = c;
@@ -175,15 +174,13 @@ int wsconn_recv(wsconn *c, int64_t deadline, wsconn_msg *m)
             size_t k = ws_reader_feed(&c->reader, c->rbuf + c->rpos, c->rlen - c->rpos, &ev);
             c->rpos += k;
             switch (ev.type) {
-            case WS_EV_NONE:
-                break;
+            case WS_EV_NONE: break;
             case WS_EV_TEXT:
                 m->text = (const char *)ev.data;
                 m->len = ev.len;
                 return 1;
             case WS_EV_BINARY:
-            case WS_EV_PONG:
-                continue;
+            case WS_EV_PONG: continue;
             case WS_EV_PING:
                 if (send_frame(c, WS_OP_PONG, ev.data, ev.len, WRITE_TIMEOUT_MS) < 0)
                     return finish(c, m, WS_CLOSE_ABNORMAL, "write failed", 12);
@@ -204,8 +201,8 @@ int wsconn_recv(wsconn *c, int64_t deadline, wsconn_msg *m)
             }
             case WS_EV_CLOSE: {
                 uint8_t pl[WS_FRAME_CTRL_MAX];
-                size_t pn = ws_frame_close_encode(
-                    pl, ev.code == WS_CLOSE_NO_STATUS ? 0 : ev.code, NULL, 0);
+                size_t pn = ws_frame_close_encode(pl, ev.code == WS_CLOSE_NO_STATUS ? 0 : ev.code,
+                                                  NULL, 0);
                 if (!c->close_sent) send_frame(c, WS_OP_CLOSE, pl, pn, WRITE_TIMEOUT_MS);
                 c->close_sent = true;
                 return finish(c, m, ev.code, (const char *)ev.data, ev.len);
@@ -231,8 +228,9 @@ int wsconn_recv(wsconn *c, int64_t deadline, wsconn_msg *m)
         ssize_t r = net_read(c->fd, c->rbuf, sizeof c->rbuf, deadline);
         if (r == -ETIMEDOUT) return 0;
         if (r == -EINTR) return -EINTR;
-        if (r <= 0) return finish(c, m, WS_CLOSE_ABNORMAL, r == 0 ? "connection closed" :
-                                  "connection reset", r == 0 ? 17 : 16);
+        if (r <= 0)
+            return finish(c, m, WS_CLOSE_ABNORMAL,
+                          r == 0 ? "connection closed" : "connection reset", r == 0 ? 17 : 16);
         c->rlen = (size_t)r;
         c->last_rx = net_now_ms();
     }
@@ -250,10 +248,7 @@ int wsconn_ping(wsconn *c)
     return send_frame(c, WS_OP_PING, NULL, 0, WRITE_TIMEOUT_MS);
 }
 
-int64_t wsconn_last_rx(const wsconn *c)
-{
-    return c->last_rx;
-}
+int64_t wsconn_last_rx(const wsconn *c) { return c->last_rx; }
 
 void wsconn_close(wsconn *c, uint16_t code, int timeout_ms)
 {
@@ -267,8 +262,7 @@ void wsconn_close(wsconn *c, uint16_t code, int timeout_ms)
             int64_t deadline = net_now_ms() + timeout_ms;
             wsconn_msg m;
             int rc;
-            do
-                rc = wsconn_recv(c, deadline, &m);
+            do rc = wsconn_recv(c, deadline, &m);
             while (rc == 1 || rc == -EINTR);
         }
     }

@@ -18,13 +18,13 @@ typedef struct wsconn wsconn;
 /* Opens url (ws://host:port/path) offering subprotocol sidecast.v1, with
  * "Authorization: Bearer <bearer>" when bearer is not NULL, within timeout_ms.
  * Returns 0 with *out (release with wsconn_close), or a negative errno: network errors as
- * net_connect, -ETIMEDOUT, -EINTR (a signal), -EPROTO (no valid 101; *http_status holds the status when one
- * came, else 0), -EINVAL (bad URL), -EPROTONOSUPPORT (wss). */
+ * net_connect, -ETIMEDOUT, -EINTR (a signal), -EPROTO (no valid 101; *http_status holds the status
+ * when one came, else 0), -EINVAL (bad URL), -EPROTONOSUPPORT (wss). */
 int wsconn_open(const char *url, const char *bearer, int timeout_ms, wsconn **out,
                 int *http_status);
 
 typedef struct wsconn_msg {
-    const char *text;   /* a text message (not NUL-terminated), valid until the next call */
+    const char *text; /* a text message (not NUL-terminated), valid until the next call */
     size_t len;
     uint16_t close_code; /* after WSCONN_CLOSED: the peer's code, 1005 when it sent none,
                           * 1006 when the connection dropped without a close frame, or the

@@ -22,10 +22,8 @@ typedef struct wbuf {
 
 static void w_raw(wbuf *w, const char *s, size_t n)
 {
-    if (n == 0)
-        return;
-    if (n <= w->cap && w->len <= w->cap - n)
-        memcpy(w->p + w->len, s, n);
+    if (n == 0) return;
+    if (n <= w->cap && w->len <= w->cap - n) memcpy(w->p + w->len, s, n);
     w->len = w->len > SIZE_MAX - n ? SIZE_MAX : w->len + n;
 }
 
@@ -81,8 +79,7 @@ static size_t utf8_next(const unsigned char *s, size_t n, bool *ok)
         return 1; /* ASCII is not handled here; 80..C1, F5..FF never start a character */
     }
     for (size_t i = 1; i <= need; i++) {
-        if (i >= n || s[i] < lo || s[i] > hi)
-            return i;
+        if (i >= n || s[i] < lo || s[i] > hi) return i;
         lo = 0x80;
         hi = 0xBF;
     }
@@ -152,16 +149,12 @@ static void w_str(wbuf *w, const char *str, size_t n)
     w_lit(w, "\"");
 }
 
-static void w_cstr(wbuf *w, const char *s)
-{
-    w_str(w, s ? s : "", s ? strlen(s) : 0);
-}
+static void w_cstr(wbuf *w, const char *s) { w_str(w, s ? s : "", s ? strlen(s) : 0); }
 
 /* Ends the output: NUL-terminates it and returns its length, or -1 when it did not fit. */
 static int w_end(wbuf *w)
 {
-    if (w->len >= w->cap || w->len > INT_MAX)
-        return -1;
+    if (w->len >= w->cap || w->len > INT_MAX) return -1;
     w->p[w->len] = '\0';
     return (int)w->len;
 }
@@ -186,19 +179,15 @@ size_t msg_json_string_len(const char *s, size_t n)
 
 static size_t skip_ws(const unsigned char *s, size_t n, size_t i)
 {
-    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
-        i++;
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) i++;
     return i;
 }
 
 static int hexval(unsigned char c)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
 }
 
@@ -207,12 +196,10 @@ static long read_u_escape(const unsigned char *s, size_t n, size_t i)
 {
     long v = 0;
 
-    if (n - i < 6 || s[i] != '\\' || s[i + 1] != 'u')
-        return -1;
+    if (n - i < 6 || s[i] != '\\' || s[i + 1] != 'u') return -1;
     for (size_t k = i + 2; k < i + 6; k++) {
         int h = hexval(s[k]);
-        if (h < 0)
-            return -1;
+        if (h < 0) return -1;
         v = v * 16 + h;
     }
     return v;
@@ -230,35 +217,29 @@ static bool scan_string(const unsigned char *s, size_t n, size_t *pi)
             *pi = i + 1;
             return true;
         }
-        if (c < 0x20)
-            return false;
+        if (c < 0x20) return false;
         if (c >= 0x80) {
             bool ok;
             i += utf8_next(s + i, n - i, &ok);
-            if (!ok)
-                return false;
+            if (!ok) return false;
             continue;
         }
         if (c != '\\') {
             i++;
             continue;
         }
-        if (i + 1 >= n)
-            return false;
+        if (i + 1 >= n) return false;
         if (s[i + 1] != 'u') {
-            if (strchr("\"\\/bfnrt", s[i + 1]) == NULL || s[i + 1] == '\0')
-                return false;
+            if (strchr("\"\\/bfnrt", s[i + 1]) == NULL || s[i + 1] == '\0') return false;
             i += 2;
             continue;
         }
         long u = read_u_escape(s, n, i);
-        if (u < 0 || (u >= 0xDC00 && u <= 0xDFFF))
-            return false; /* lone low surrogate */
+        if (u < 0 || (u >= 0xDC00 && u <= 0xDFFF)) return false; /* lone low surrogate */
         i += 6;
         if (u >= 0xD800 && u <= 0xDBFF) {
             long lo = read_u_escape(s, n, i);
-            if (lo < 0xDC00 || lo > 0xDFFF)
-                return false; /* high surrogate without its low half */
+            if (lo < 0xDC00 || lo > 0xDFFF) return false; /* high surrogate without its low half */
             i += 6;
         }
     }
@@ -267,8 +248,7 @@ static bool scan_string(const unsigned char *s, size_t n, size_t *pi)
 
 static size_t scan_digits(const unsigned char *s, size_t n, size_t i)
 {
-    while (i < n && s[i] >= '0' && s[i] <= '9')
-        i++;
+    while (i < n && s[i] >= '0' && s[i] <= '9') i++;
     return i;
 }
 
@@ -277,29 +257,24 @@ static bool scan_number(const unsigned char *s, size_t n, size_t *pi)
 {
     size_t i = *pi, j;
 
-    if (i < n && s[i] == '-')
-        i++;
+    if (i < n && s[i] == '-') i++;
     if (i < n && s[i] == '0') {
         i++;
     } else {
         j = scan_digits(s, n, i);
-        if (j == i)
-            return false;
+        if (j == i) return false;
         i = j;
     }
     if (i < n && s[i] == '.') {
         j = scan_digits(s, n, i + 1);
-        if (j == i + 1)
-            return false;
+        if (j == i + 1) return false;
         i = j;
     }
     if (i < n && (s[i] == 'e' || s[i] == 'E')) {
         i++;
-        if (i < n && (s[i] == '+' || s[i] == '-'))
-            i++;
+        if (i < n && (s[i] == '+' || s[i] == '-')) i++;
         j = scan_digits(s, n, i);
-        if (j == i)
-            return false;
+        if (j == i) return false;
         i = j;
     }
     *pi = i;
@@ -310,8 +285,7 @@ static bool scan_literal(const unsigned char *s, size_t n, size_t *pi, const cha
 {
     size_t len = strlen(lit);
 
-    if (n - *pi < len || memcmp(s + *pi, lit, len) != 0)
-        return false;
+    if (n - *pi < len || memcmp(s + *pi, lit, len) != 0) return false;
     *pi += len;
     return true;
 }
@@ -326,19 +300,14 @@ int msg_json_check(const char *text, size_t len, int max_depth)
     int depth = 0;
     size_t i = 0;
 
-    if (text == NULL)
-        return SC_EJSON;
-    if (max_depth < 1)
-        max_depth = 1;
-    if (max_depth > MSG_DEPTH_CAP)
-        max_depth = MSG_DEPTH_CAP;
+    if (text == NULL) return SC_EJSON;
+    if (max_depth < 1) max_depth = 1;
+    if (max_depth > MSG_DEPTH_CAP) max_depth = MSG_DEPTH_CAP;
     for (;;) {
         i = skip_ws(s, len, i);
         if (st == SCAN_AFTER) {
-            if (depth == 0)
-                return i == len ? SC_OK : SC_EJSON;
-            if (i >= len)
-                return SC_EJSON;
+            if (depth == 0) return i == len ? SC_OK : SC_EJSON;
+            if (i >= len) return SC_EJSON;
             if (s[i] == ',') {
                 i++;
                 st = open[depth - 1] == '{' ? SCAN_KEY : SCAN_VALUE;
@@ -350,14 +319,11 @@ int msg_json_check(const char *text, size_t len, int max_depth)
             }
             continue;
         }
-        if (i >= len)
-            return SC_EJSON;
+        if (i >= len) return SC_EJSON;
         if (st == SCAN_KEY) {
-            if (s[i] != '"' || !scan_string(s, len, &i))
-                return SC_EJSON;
+            if (s[i] != '"' || !scan_string(s, len, &i)) return SC_EJSON;
             i = skip_ws(s, len, i);
-            if (i >= len || s[i] != ':')
-                return SC_EJSON;
+            if (i >= len || s[i] != ':') return SC_EJSON;
             i++;
             st = SCAN_VALUE;
             continue;
@@ -366,8 +332,7 @@ int msg_json_check(const char *text, size_t len, int max_depth)
         switch (s[i]) {
         case '{':
         case '[':
-            if (depth >= max_depth)
-                return SC_ETOOLARGE;
+            if (depth >= max_depth) return SC_ETOOLARGE;
             open[depth++] = (char)s[i];
             i = skip_ws(s, len, i + 1);
             if (i < len && s[i] == (open[depth - 1] == '{' ? '}' : ']')) {
@@ -379,26 +344,20 @@ int msg_json_check(const char *text, size_t len, int max_depth)
             }
             continue;
         case '"':
-            if (!scan_string(s, len, &i))
-                return SC_EJSON;
+            if (!scan_string(s, len, &i)) return SC_EJSON;
             break;
         case 't':
-            if (!scan_literal(s, len, &i, "true"))
-                return SC_EJSON;
+            if (!scan_literal(s, len, &i, "true")) return SC_EJSON;
             break;
         case 'f':
-            if (!scan_literal(s, len, &i, "false"))
-                return SC_EJSON;
+            if (!scan_literal(s, len, &i, "false")) return SC_EJSON;
             break;
         case 'n':
-            if (!scan_literal(s, len, &i, "null"))
-                return SC_EJSON;
+            if (!scan_literal(s, len, &i, "null")) return SC_EJSON;
             break;
         default:
-            if (s[i] != '-' && (s[i] < '0' || s[i] > '9'))
-                return SC_EJSON;
-            if (!scan_number(s, len, &i))
-                return SC_EJSON;
+            if (s[i] != '-' && (s[i] < '0' || s[i] > '9')) return SC_EJSON;
+            if (!scan_number(s, len, &i)) return SC_EJSON;
             break;
         }
         st = SCAN_AFTER;
@@ -423,8 +382,7 @@ static const struct {
 const char *msg_type_name(msg_type type)
 {
     for (size_t i = 0; i < sizeof msg_types / sizeof msg_types[0]; i++)
-        if (msg_types[i].type == type)
-            return msg_types[i].name;
+        if (msg_types[i].type == type) return msg_types[i].name;
     return "";
 }
 
@@ -447,8 +405,7 @@ int msg_topic_valid(const char *topic, size_t len)
 
 void msg_in_clear(msg_in *in)
 {
-    if (in == NULL)
-        return;
+    if (in == NULL) return;
     free(in->token);
     free(in->data);
     memset(in, 0, sizeof *in);
@@ -478,8 +435,7 @@ static size_t skip_value(const unsigned char *s, size_t n, size_t i)
     size_t depth = 0;
 
     if (s[i] != '{' && s[i] != '[' && s[i] != '"') {
-        while (i < n && strchr(",}] \t\r\n", s[i]) == NULL)
-            i++;
+        while (i < n && strchr(",}] \t\r\n", s[i]) == NULL) i++;
         return i;
     }
     do {
@@ -506,17 +462,15 @@ static bool raw_member(const raw_msg *r, const char *key, size_t *off, size_t *v
     void *it;
 
     for (it = json_object_iter(r->root); it != NULL; it = json_object_iter_next(r->root, it)) {
-        if (strcmp(json_object_iter_key(it), key) == 0)
-            break;
+        if (strcmp(json_object_iter_key(it), key) == 0) break;
         idx++;
     }
-    if (it == NULL)
-        return false;
+    if (it == NULL) return false;
     i = skip_ws(s, r->n, 0) + 1; /* past '{' */
     for (size_t k = 0;; k++) {
         i = skip_ws(s, r->n, i);
-        scan_string(s, r->n, &i);          /* the key */
-        i = skip_ws(s, r->n, i) + 1;       /* past ':' */
+        scan_string(s, r->n, &i);    /* the key */
+        i = skip_ws(s, r->n, i) + 1; /* past ':' */
         i = skip_ws(s, r->n, i);
         end = skip_value(s, r->n, i);
         if (k == idx || end >= r->n) {
@@ -524,7 +478,7 @@ static bool raw_member(const raw_msg *r, const char *key, size_t *off, size_t *v
             *vlen = end - i;
             return k == idx;
         }
-        i = skip_ws(s, r->n, end) + 1;     /* past ',' */
+        i = skip_ws(s, r->n, end) + 1; /* past ',' */
     }
 }
 
@@ -550,8 +504,7 @@ static size_t compact_copy(char *dst, const unsigned char *s, size_t n)
         } else if (c == '"') {
             in_str = true;
         }
-        if (dst != NULL)
-            dst[o] = (char)c;
+        if (dst != NULL) dst[o] = (char)c;
         o++;
     }
     return o;
@@ -564,8 +517,7 @@ static int parse_id(const raw_msg *r, msg_in *out)
     json_t *v = json_object_get(r->root, "id");
     size_t off, n;
 
-    if (v == NULL || json_is_null(v))
-        return SC_OK;
+    if (v == NULL || json_is_null(v)) return SC_OK;
     if (!(json_is_string(v) && json_string_length(v) <= MSG_ID_STR_MAX) && !json_is_integer(v))
         return fail(out, SC_EMALFORMED,
                     "\"id\" must be a string of at most 64 bytes or an integer");
@@ -584,8 +536,7 @@ static int parse_type(json_t *root, msg_in *out)
     const char *s = json_string_value(v);
     size_t n = json_string_length(v);
 
-    if (s == NULL)
-        return fail(out, SC_EMALFORMED, "missing or non-string \"type\"");
+    if (s == NULL) return fail(out, SC_EMALFORMED, "missing or non-string \"type\"");
     for (size_t i = 0; i < sizeof msg_types / sizeof msg_types[0]; i++) {
         if (strlen(msg_types[i].name) == n && memcmp(msg_types[i].name, s, n) == 0) {
             out->type = msg_types[i].type;
@@ -600,10 +551,8 @@ static int parse_topic(json_t *root, msg_in *out)
     json_t *v = json_object_get(root, "topic");
     size_t n = json_string_length(v);
 
-    if (v == NULL)
-        return fail(out, SC_EMALFORMED, "missing \"topic\"");
-    if (!json_is_string(v))
-        return fail(out, SC_EMALFORMED, "\"topic\" must be a string");
+    if (v == NULL) return fail(out, SC_EMALFORMED, "missing \"topic\"");
+    if (!json_is_string(v)) return fail(out, SC_EMALFORMED, "\"topic\" must be a string");
     if (!msg_topic_valid(json_string_value(v), n))
         return fail(out, SC_ETOPIC,
                     "topic must be 1-128 bytes of [A-Za-z0-9_-] tokens separated by dots");
@@ -617,8 +566,7 @@ static int parse_since(json_t *root, msg_in *out)
     json_t *v = json_object_get(root, "since");
     json_int_t s;
 
-    if (v == NULL || json_is_null(v))
-        return SC_OK;
+    if (v == NULL || json_is_null(v)) return SC_OK;
     if (!json_is_integer(v) || (s = json_integer_value(v)) < 0 || s > MSG_SINCE_MAX)
         return fail(out, SC_EMALFORMED, "\"since\" must be an integer 0..2^53");
     out->since = s;
@@ -631,14 +579,11 @@ static int parse_token(json_t *root, const msg_limits *lim, msg_in *out)
     const char *s = json_string_value(v);
     size_t n = json_string_length(v);
 
-    if (s == NULL)
-        return fail(out, SC_EMALFORMED, "missing or non-string \"token\"");
-    if (n > lim->max_token)
-        return fail(out, SC_ETOOLARGE, "token too large");
+    if (s == NULL) return fail(out, SC_EMALFORMED, "missing or non-string \"token\"");
+    if (n > lim->max_token) return fail(out, SC_ETOOLARGE, "token too large");
     if (n == 0 || memchr(s, '\0', n) != NULL)
         return fail(out, SC_EMALFORMED, "malformed \"token\"");
-    if ((out->token = malloc(n + 1)) == NULL)
-        return fail(out, -ENOMEM, "out of memory");
+    if ((out->token = malloc(n + 1)) == NULL) return fail(out, -ENOMEM, "out of memory");
     memcpy(out->token, s, n + 1);
     out->token_len = n;
     return SC_OK;
@@ -653,10 +598,8 @@ static int parse_data(const raw_msg *r, const msg_limits *lim, msg_in *out)
     if (!raw_member(r, "data", &off, &n) || n == 0)
         return fail(out, SC_EMALFORMED, "malformed \"data\"");
     out->data_len = compact_copy(NULL, r->s + off, n);
-    if (out->data_len > lim->max_data)
-        return fail(out, SC_ETOOLARGE, "data too large");
-    if ((out->data = malloc(out->data_len + 1)) == NULL)
-        return fail(out, -ENOMEM, "out of memory");
+    if (out->data_len > lim->max_data) return fail(out, SC_ETOOLARGE, "data too large");
+    if ((out->data = malloc(out->data_len + 1)) == NULL) return fail(out, -ENOMEM, "out of memory");
     compact_copy(out->data, r->s + off, n);
     out->data[out->data_len] = '\0';
     return SC_OK;
@@ -667,10 +610,8 @@ static int load(const char *text, size_t len, json_t **root, msg_in *out)
 {
     json_error_t jerr;
 
-    *root = json_loadb(text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
-                       &jerr);
-    if (*root != NULL)
-        return SC_OK;
+    *root = json_loadb(text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    if (*root != NULL) return SC_OK;
     switch (json_error_code(&jerr)) {
     case json_error_duplicate_key: return fail(out, SC_EJSON, "duplicate key");
     case json_error_numeric_overflow: return fail(out, SC_EJSON, "number out of range");
@@ -688,45 +629,32 @@ int msg_parse(const char *text, size_t len, const msg_limits *lim, msg_in *out)
 
     memset(out, 0, sizeof *out);
     out->since = -1;
-    if (lim == NULL)
-        lim = &defaults;
-    if (len > lim->max_text)
-        return fail(out, SC_ETOOLARGE, "message too large");
+    if (lim == NULL) lim = &defaults;
+    if (len > lim->max_text) return fail(out, SC_ETOOLARGE, "message too large");
     if (len > 0 && memchr(text, '\0', len) != NULL)
         return fail(out, SC_EJSON, "NUL byte in message");
     rc = msg_json_check(text, len, lim->max_depth);
-    if (rc == SC_ETOOLARGE)
-        return fail(out, rc, "JSON nested too deep");
-    if (rc != SC_OK)
-        return fail(out, rc, "invalid JSON");
-    if ((rc = load(text, len, &root, out)) != SC_OK)
-        goto done;
+    if (rc == SC_ETOOLARGE) return fail(out, rc, "JSON nested too deep");
+    if (rc != SC_OK) return fail(out, rc, "invalid JSON");
+    if ((rc = load(text, len, &root, out)) != SC_OK) goto done;
     if (!json_is_object(root)) {
         rc = fail(out, SC_EMALFORMED, "message must be a JSON object");
         goto done;
     }
     r = (raw_msg){(const unsigned char *)text, len, root};
-    if ((rc = parse_id(&r, out)) != SC_OK || (rc = parse_type(root, out)) != SC_OK)
-        goto done;
+    if ((rc = parse_id(&r, out)) != SC_OK || (rc = parse_type(root, out)) != SC_OK) goto done;
     switch (out->type) {
     case MSG_AUTH:
-    case MSG_REFRESH:
-        rc = parse_token(root, lim, out);
-        break;
+    case MSG_REFRESH: rc = parse_token(root, lim, out); break;
     case MSG_SUBSCRIBE:
-        if ((rc = parse_topic(root, out)) == SC_OK)
-            rc = parse_since(root, out);
+        if ((rc = parse_topic(root, out)) == SC_OK) rc = parse_since(root, out);
         break;
-    case MSG_UNSUBSCRIBE:
-        rc = parse_topic(root, out);
-        break;
+    case MSG_UNSUBSCRIBE: rc = parse_topic(root, out); break;
     case MSG_PUBLISH:
-        if ((rc = parse_topic(root, out)) == SC_OK)
-            rc = parse_data(&r, lim, out);
+        if ((rc = parse_topic(root, out)) == SC_OK) rc = parse_data(&r, lim, out);
         break;
     case MSG_PING:
-    case MSG_NONE:
-        break;
+    case MSG_NONE: break;
     }
 done:
     json_decref(root);
@@ -751,8 +679,8 @@ static void w_id(wbuf *w, const char *id_json)
     }
 }
 
-int msg_event_build(char *out, size_t cap, const char *topic, uint64_t seq,
-                    const char *data_json, size_t data_len)
+int msg_event_build(char *out, size_t cap, const char *topic, uint64_t seq, const char *data_json,
+                    size_t data_len)
 {
     wbuf w = {out, cap, 0};
 
@@ -773,8 +701,7 @@ size_t msg_event_size(size_t topic_len, size_t data_len)
 {
     const size_t fixed = sizeof "{\"type\":\"event\",\"topic\":\"\",\"seq\":,\"data\":}" + 20;
 
-    if (topic_len > SIZE_MAX / 8 || data_len > SIZE_MAX / 2)
-        return SIZE_MAX;
+    if (topic_len > SIZE_MAX / 8 || data_len > SIZE_MAX / 2) return SIZE_MAX;
     return fixed + 6 * topic_len + (data_len < 4 ? 4 : data_len);
 }
 
@@ -795,8 +722,7 @@ int msg_welcome_build(char *out, size_t cap, const char *conn_id, const char *us
     return w_end(&w);
 }
 
-static int topic_msg(char *out, size_t cap, const char *head, size_t head_len,
-                     const char *topic)
+static int topic_msg(char *out, size_t cap, const char *head, size_t head_len, const char *topic)
 {
     wbuf w = {out, cap, 0};
 
@@ -874,8 +800,7 @@ int msg_replay_error_build(char *out, size_t cap, const char *topic, const char 
     return w_end(&w);
 }
 
-static int expiry_msg(char *out, size_t cap, const char *head, size_t head_len,
-                      int64_t expires_at)
+static int expiry_msg(char *out, size_t cap, const char *head, size_t head_len, int64_t expires_at)
 {
     wbuf w = {out, cap, 0};
 

@@ -58,12 +58,12 @@ typedef enum msg_type {
     MSG_PING,
 } msg_type;
 
-#define MSG_TOPIC_MAX 128  /* bytes */
-#define MSG_ID_STR_MAX 64  /* bytes of a string id's value */
+#define MSG_TOPIC_MAX 128   /* bytes */
+#define MSG_ID_STR_MAX 64   /* bytes of a string id's value */
 #define MSG_ID_JSON_MAX 400 /* its JSON text: 2 quotes + 64 bytes each at most "\u00XX" */
 #define MSG_SINCE_MAX 9007199254740992LL /* 2^53 */
-#define MSG_DEPTH_CAP 256  /* the largest nesting limit any check accepts */
-#define MSG_JSON_MAX_DEPTH 64 /* msg_json_valid's nesting limit, for bus data */
+#define MSG_DEPTH_CAP 256                /* the largest nesting limit any check accepts */
+#define MSG_JSON_MAX_DEPTH 64            /* msg_json_valid's nesting limit, for bus data */
 
 /* Limits on one client message; each a configuration value of the edge. */
 typedef struct msg_limits {
@@ -73,7 +73,10 @@ typedef struct msg_limits {
     int max_depth;    /* JSON nesting, the message object included (1..MSG_DEPTH_CAP) */
 } msg_limits;
 
-#define MSG_LIMITS_DEFAULT {65536, 65536, 8192, 32}
+#define MSG_LIMITS_DEFAULT                                                                         \
+    {                                                                                              \
+        65536, 65536, 8192, 32                                                                     \
+    }
 
 /* One parsed client message. Owns token and data (malloc'd, NUL-terminated); release with
  * msg_in_clear. Fields a type does not use are empty: topic "", since -1, token and data
@@ -85,10 +88,10 @@ typedef struct msg_in {
     char id[MSG_ID_JSON_MAX + 1];  /* JSON text of "id" as sent ("7", "\"a\""), "" if absent */
     char *token;                   /* auth, refresh: 1..max_token bytes */
     size_t token_len;
-    char *data;                    /* publish: JSON text of "data", compacted (may be "null") */
+    char *data; /* publish: JSON text of "data", compacted (may be "null") */
     size_t data_len;
-    const char *error;             /* after a failure: short reason for the error reply's
-                                    * "message" (static storage, never echoes input) */
+    const char *error; /* after a failure: short reason for the error reply's
+                        * "message" (static storage, never echoes input) */
 } msg_in;
 
 /* Parses one client message: len bytes of text (a text frame's payload; need not be
@@ -140,8 +143,8 @@ size_t msg_json_string_len(const char *s, size_t n);
 /* {"type":"event","topic":...,"seq":...,"data":<data_json>}. data_json is embedded raw: it
  * must have passed msg_json_valid (or be msg_json_string's output); data_len 0 writes null.
  * The hot path: one pass, copies only. */
-int msg_event_build(char *out, size_t cap, const char *topic, uint64_t seq,
-                    const char *data_json, size_t data_len);
+int msg_event_build(char *out, size_t cap, const char *topic, uint64_t seq, const char *data_json,
+                    size_t data_len);
 
 /* Upper bound of msg_event_build's length for these sizes, NUL included. */
 size_t msg_event_size(size_t topic_len, size_t data_len);

@@ -5,8 +5,8 @@
 
 static int topic_char(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
 }
 
 int topic_valid(const char *topic)
@@ -18,12 +18,10 @@ int topic_valid_n(const char *topic, size_t n)
 {
     size_t tok = 0;
 
-    if (topic == NULL || n == 0 || n > TOPIC_MAX)
-        return 0;
+    if (topic == NULL || n == 0 || n > TOPIC_MAX) return 0;
     for (size_t i = 0; i < n; i++) {
         if (topic[i] == '.') {
-            if (tok == 0)
-                return 0;
+            if (tok == 0) return 0;
             tok = 0;
         } else if (!topic_char((unsigned char)topic[i])) {
             return 0;
@@ -38,8 +36,7 @@ int topic_valid_n(const char *topic, size_t n)
 static size_t topic_token_len(const char *s)
 {
     size_t n = 0;
-    while (s[n] != '\0' && s[n] != '.')
-        n++;
+    while (s[n] != '\0' && s[n] != '.') n++;
     return n;
 }
 
@@ -53,18 +50,14 @@ int topic_match(const char *pattern, const char *topic)
     for (;;) {
         size_t pl = topic_token_len(p), tl = topic_token_len(t);
 
-        if (pl == 1 && p[0] == '>')
-            return p[1] == '\0'; /* t still holds at least one token here */
-        if (pl == 0)
-            return 0; /* empty pattern token */
+        if (pl == 1 && p[0] == '>') return p[1] == '\0'; /* t still holds at least one token here */
+        if (pl == 0) return 0;                           /* empty pattern token */
         if (!(pl == 1 && p[0] == '*')) {
-            if (pl != tl || memcmp(p, t, pl) != 0)
-                return 0;
+            if (pl != tl || memcmp(p, t, pl) != 0) return 0;
         }
         p += pl;
         t += tl;
-        if (*p == '\0' || *t == '\0')
-            return *p == '\0' && *t == '\0';
+        if (*p == '\0' || *t == '\0') return *p == '\0' && *t == '\0';
         p++;
         t++;
     }

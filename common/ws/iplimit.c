@@ -18,7 +18,7 @@ typedef struct slot {
 struct iplimit {
     pthread_mutex_t lock;
     uint32_t max_per_ip;
-    uint32_t mask;  /* slots - 1 (a power of two, at least twice max_addrs) */
+    uint32_t mask; /* slots - 1 (a power of two, at least twice max_addrs) */
     uint32_t used, max_used;
     uint64_t k0, k1; /* the hash key */
     slot *slots;

@@ -16,7 +16,7 @@
 struct loop {
     int ep;
     uint64_t now;
-    uint64_t tick; /* last tick processed */
+    uint64_t tick;                 /* last tick processed */
     loop_timer wheel[WHEEL_SLOTS]; /* list heads (sentinels) */
     loop_io wake_io;
     void (*before_sleep)(void *);
@@ -167,8 +167,9 @@ int loop_run_once(loop *l)
     int timeout = LOOP_TICK_MS;
     if (l->wake_by) {
         uint64_t now = clock_ms();
-        timeout = l->wake_by <= now ? 0
-                  : l->wake_by - now < LOOP_TICK_MS ? (int)(l->wake_by - now) : LOOP_TICK_MS;
+        timeout = l->wake_by <= now                 ? 0
+                  : l->wake_by - now < LOOP_TICK_MS ? (int)(l->wake_by - now)
+                                                    : LOOP_TICK_MS;
         l->wake_by = 0;
     }
     int n = epoll_wait(l->ep, evs, MAX_EVENTS, timeout);

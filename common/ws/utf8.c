@@ -10,6 +10,7 @@
 
 /* Byte classes: 0 00..7F, 1 80..8F, 2 90..9F, 3 A0..BF, 4 C2..DF, 5 E0, 6 E1..EC EE..EF,
  * 7 ED, 8 F0, 9 F1..F3, 10 F4, 11 C0 C1 F5..FF (never valid). */
+/* clang-format off */
 static const uint8_t utf8_class[256] = {
     /* 00..7F */
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -28,6 +29,7 @@ static const uint8_t utf8_class[256] = {
     /* F0, F1..F3, F4, F5..FF */
     8, 9, 9, 9, 10, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11,
 };
+/* clang-format on */
 
 /* A shift-based DFA: the state is a bit offset (index * 6) and utf8_row[class] packs, for
  * every state, the next state's offset in that state's 6 bits. A step is
@@ -46,9 +48,9 @@ enum {
 };
 
 /* Next states from ACCEPT, REJECT, C1, C2, C3, E0, ED, F0, F4, in that order. */
-#define ROW(a, r, c1, c2, c3, e0, ed, f0, f4)                                                 \
-    ((uint64_t)(a) << S_ACCEPT | (uint64_t)(r) << S_REJECT | (uint64_t)(c1) << S_C1 |          \
-     (uint64_t)(c2) << S_C2 | (uint64_t)(c3) << S_C3 | (uint64_t)(e0) << S_E0 |                \
+#define ROW(a, r, c1, c2, c3, e0, ed, f0, f4)                                                      \
+    ((uint64_t)(a) << S_ACCEPT | (uint64_t)(r) << S_REJECT | (uint64_t)(c1) << S_C1 |              \
+     (uint64_t)(c2) << S_C2 | (uint64_t)(c3) << S_C3 | (uint64_t)(e0) << S_E0 |                    \
      (uint64_t)(ed) << S_ED | (uint64_t)(f0) << S_F0 | (uint64_t)(f4) << S_F4)
 #define R S_REJECT
 static const uint64_t utf8_row[12] = {
@@ -89,16 +91,12 @@ size_t utf8_feed(uint32_t *state, const uint8_t *s, size_t n)
     uint32_t st = *state;
     size_t i = 0;
 
-    if (st == S_REJECT)
-        return 0;
+    if (st == S_REJECT) return 0;
     while (i < n) {
         if (st == S_ACCEPT) {
-            while (n - i >= 16 && ascii16(s + i))
-                i += 16;
-            while (i < n && s[i] < 0x80)
-                i++;
-            if (i == n)
-                break;
+            while (n - i >= 16 && ascii16(s + i)) i += 16;
+            while (i < n && s[i] < 0x80) i++;
+            if (i == n) break;
         }
         st = step(st, s[i]);
         if (st == S_REJECT) {
@@ -121,9 +119,7 @@ size_t utf8_truncate(const uint8_t *s, size_t n, size_t max)
 {
     size_t k = max;
 
-    if (n <= max)
-        return n;
-    while (k > 0 && (s[k] & 0xC0) == 0x80)
-        k--;
+    if (n <= max) return n;
+    while (k > 0 && (s[k] & 0xC0) == 0x80) k--;
     return k;
 }

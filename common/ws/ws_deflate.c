@@ -3,11 +3,11 @@
 #include "ws_deflate.h"
 
 #include <limits.h>
-#include <zlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <zlib.h>
 
 static const uint8_t sync_tail[4] = {0x00, 0x00, 0xff, 0xff};
 
@@ -15,15 +15,11 @@ static const uint8_t sync_tail[4] = {0x00, 0x00, 0xff, 0xff};
 
 static bool is_tchar(unsigned char c)
 {
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-        return true;
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
     return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-static bool is_ows(char c)
-{
-    return c == ' ' || c == '\t';
-}
+static bool is_ows(char c) { return c == ' ' || c == '\t'; }
 
 typedef struct cursor {
     const char *p, *e;
@@ -31,16 +27,14 @@ typedef struct cursor {
 
 static void skip_ows(cursor *c)
 {
-    while (c->p < c->e && is_ows(*c->p))
-        c->p++;
+    while (c->p < c->e && is_ows(*c->p)) c->p++;
 }
 
 /* A token at c; its length (0: none). */
 static size_t take_token(cursor *c, const char **tok)
 {
     *tok = c->p;
-    while (c->p < c->e && is_tchar((unsigned char)*c->p))
-        c->p++;
+    while (c->p < c->e && is_tchar((unsigned char)*c->p)) c->p++;
     return (size_t)(c->p - *tok);
 }
 
@@ -55,8 +49,7 @@ static int take_quoted(cursor *c, char *out, size_t cap)
     while (c->p < c->e && *c->p != '"') {
         char ch = *c->p++;
         if (ch == '\\') {
-            if (c->p == c->e)
-                return -1;
+            if (c->p == c->e) return -1;
             ch = *c->p++;
         }
         if (((unsigned char)ch < 0x20 && ch != '\t') || ch == 0x7F || o + 1 >= cap)
@@ -64,8 +57,7 @@ static int take_quoted(cursor *c, char *out, size_t cap)
         else
             out[o++] = ch;
     }
-    if (c->p == c->e)
-        return -1;
+    if (c->p == c->e) return -1;
     c->p++; /* the closing quote */
     out[o] = '\0';
     return bad ? -1 : (int)o;
@@ -89,10 +81,8 @@ static void skip_element(cursor *c)
 /* A window-bits value (RFC 7692 §7.1.2: 1*DIGIT without a leading zero, 8..15). */
 static int window_bits(const char *v, size_t n)
 {
-    if (n == 1 && (v[0] == '8' || v[0] == '9'))
-        return v[0] - '0';
-    if (n == 2 && v[0] == '1' && v[1] >= '0' && v[1] <= '5')
-        return 10 + v[1] - '0';
+    if (n == 1 && (v[0] == '8' || v[0] == '9')) return v[0] - '0';
+    if (n == 2 && v[0] == '1' && v[1] >= '0' && v[1] <= '5') return 10 + v[1] - '0';
     return -1;
 }
 
@@ -120,17 +110,14 @@ static bool param_ok(const char *name, size_t nn, bool has_value, const char *v,
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         if (nn == strlen(known[i].name) && strncasecmp(name, known[i].name, nn) == 0)
             bit = known[i].bit;
-    if (!bit || (*seen & bit))
-        return false; /* unknown or repeated (§7: decline the offer) */
+    if (!bit || (*seen & bit)) return false; /* unknown or repeated (§7: decline the offer) */
     *seen |= bit;
     switch (bit) {
     case P_SERVER_NCT:
-    case P_CLIENT_NCT:
-        return !has_value;
+    case P_CLIENT_NCT: return !has_value;
     case P_SERVER_MWB: {
         int b = has_value ? window_bits(v, vn) : -1;
-        if (b < 0)
-            return false;
+        if (b < 0) return false;
         pm->server_max_window_bits = (uint8_t)b;
         return true;
     }
@@ -155,22 +142,19 @@ static bool parse_offer(cursor *c, ws_pmd *pm)
     memset(pm, 0, sizeof *pm);
     for (;;) {
         skip_ows(c);
-        if (c->p == c->e)
-            return ok;
+        if (c->p == c->e) return ok;
         if (*c->p == ',') {
             c->p++;
             return ok;
         }
-        if (*c->p != ';')
-            break; /* broken syntax */
+        if (*c->p != ';') break; /* broken syntax */
         c->p++;
         skip_ows(c);
         const char *pname, *v = NULL;
         size_t pn = take_token(c, &pname), vn = 0;
         char qv[16];
         bool has_value = false;
-        if (pn == 0)
-            break;
+        if (pn == 0) break;
         skip_ows(c);
         if (c->p < c->e && *c->p == '=') {
             c->p++;
@@ -178,8 +162,7 @@ static bool parse_offer(cursor *c, ws_pmd *pm)
             has_value = true;
             if (c->p < c->e && *c->p == '"') {
                 int q = take_quoted(c, qv, sizeof qv);
-                if (q < 0)
-                    ok = false; /* a value no parameter of ours can have */
+                if (q < 0) ok = false; /* a value no parameter of ours can have */
                 v = qv;
                 vn = q < 0 ? 0 : (size_t)q;
             } else if ((vn = take_token(c, &v)) == 0) {
@@ -204,8 +187,7 @@ int ws_pmd_offer(const char *p, size_t n, ws_pmd *out)
             c.p++;
             continue;
         }
-        if (c.p == c.e)
-            break;
+        if (c.p == c.e) break;
         if (parse_offer(&c, &pm)) {
             *out = pm;
             return 1;
@@ -249,33 +231,29 @@ int ws_pmd_inflate_init(z_stream *z)
 
 long ws_pmd_compress(z_stream *z, const uint8_t *in, size_t n, uint8_t *out, size_t cap)
 {
-    if (n > UINT_MAX || deflateReset(z) != Z_OK)
-        return -1;
-    if (cap > UINT_MAX)
-        cap = UINT_MAX;
+    if (n > UINT_MAX || deflateReset(z) != Z_OK) return -1;
+    if (cap > UINT_MAX) cap = UINT_MAX;
     z->next_in = (Bytef *)(uintptr_t)in;
     z->avail_in = (uInt)n;
     z->next_out = out;
     z->avail_out = (uInt)cap;
     int rc = deflate(z, Z_SYNC_FLUSH);
     /* avail_out == 0: the flush may not be complete, i.e. it did not fit */
-    if (rc != Z_OK || z->avail_in != 0 || z->avail_out == 0)
-        return -1;
+    if (rc != Z_OK || z->avail_in != 0 || z->avail_out == 0) return -1;
     size_t len = cap - z->avail_out;
     if (len < sizeof sync_tail || memcmp(out + len - sizeof sync_tail, sync_tail, 4) != 0)
         return -1;
     return (long)(len - sizeof sync_tail);
 }
 
-int ws_pmd_inflate(z_stream *z, const uint8_t *in, size_t n, size_t max, uint8_t **buf,
-                   size_t *cap, size_t *out_len)
+int ws_pmd_inflate(z_stream *z, const uint8_t *in, size_t n, size_t max, uint8_t **buf, size_t *cap,
+                   size_t *out_len)
 {
     size_t limit = max < SIZE_MAX ? max + 1 : max; /* one byte more shows "too big" */
     size_t have = 0, left = n;
     bool tail_given = false;
 
-    if (inflateReset(z) != Z_OK)
-        return WS_PMD_CORRUPT;
+    if (inflateReset(z) != Z_OK) return WS_PMD_CORRUPT;
     z->avail_in = 0;
     for (;;) {
         if (z->avail_in == 0) {
@@ -290,16 +268,12 @@ int ws_pmd_inflate(z_stream *z, const uint8_t *in, size_t n, size_t max, uint8_t
             }
         }
         if (have == *cap) {
-            if (*cap >= limit)
-                return WS_PMD_TOO_BIG;
+            if (*cap >= limit) return WS_PMD_TOO_BIG;
             size_t want = *cap * 2;
-            if (want < 4096)
-                want = 4096;
-            if (want > limit)
-                want = limit;
+            if (want < 4096) want = 4096;
+            if (want > limit) want = limit;
             uint8_t *nb = realloc(*buf, want);
-            if (!nb)
-                return WS_PMD_NOMEM;
+            if (!nb) return WS_PMD_NOMEM;
             *buf = nb;
             *cap = want;
         }
@@ -310,17 +284,12 @@ int ws_pmd_inflate(z_stream *z, const uint8_t *in, size_t n, size_t max, uint8_t
         int rc = inflate(z, Z_SYNC_FLUSH);
         size_t made = (size_t)(z->next_out - (*buf + have));
         have += made;
-        if (have > max)
-            return WS_PMD_TOO_BIG;
-        if (rc == Z_STREAM_END)
-            break; /* a final block (BFINAL): anything after it is not data */
-        if (rc == Z_MEM_ERROR)
-            return WS_PMD_NOMEM;
-        if (rc != Z_OK && rc != Z_BUF_ERROR)
-            return WS_PMD_CORRUPT;
+        if (have > max) return WS_PMD_TOO_BIG;
+        if (rc == Z_STREAM_END) break; /* a final block (BFINAL): anything after it is not data */
+        if (rc == Z_MEM_ERROR) return WS_PMD_NOMEM;
+        if (rc != Z_OK && rc != Z_BUF_ERROR) return WS_PMD_CORRUPT;
         /* Everything given, the tail included, and room left: all output is out. */
-        if (tail_given && z->avail_in == 0 && z->avail_out > 0)
-            break;
+        if (tail_given && z->avail_in == 0 && z->avail_out > 0) break;
         if (made == 0 && z->avail_in == in_before && z->avail_out > 0 && z->avail_in > 0)
             return WS_PMD_CORRUPT; /* no progress possible (does not happen with zlib) */
     }

@@ -19,8 +19,8 @@
 /* zlib's z_stream (<zlib.h>), kept out of this header so that ws_http.h users need no zlib. */
 struct z_stream_s;
 
-#define WS_PMD_RSV1 0x40         /* the "Per-Message Compressed" bit of a first frame */
-#define WS_PMD_RESPONSE_MAX 128  /* room for every answer ws_pmd_response writes */
+#define WS_PMD_RSV1 0x40        /* the "Per-Message Compressed" bit of a first frame */
+#define WS_PMD_RESPONSE_MAX 128 /* room for every answer ws_pmd_response writes */
 
 /* An accepted offer. */
 typedef struct ws_pmd {

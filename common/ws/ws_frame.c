@@ -9,18 +9,14 @@
 uint16_t ws_frame_err_code(ws_frame_err err)
 {
     switch (err) {
-    case WS_ERR_NONE:
-        return WS_CLOSE_NORMAL;
+    case WS_ERR_NONE: return WS_CLOSE_NORMAL;
     case WS_ERR_FRAME_SIZE:
     case WS_ERR_MSG_SIZE:
-    case WS_ERR_INFLATE_SIZE:
-        return WS_CLOSE_TOO_BIG;
+    case WS_ERR_INFLATE_SIZE: return WS_CLOSE_TOO_BIG;
     case WS_ERR_UTF8:
     case WS_ERR_CLOSE_UTF8:
-    case WS_ERR_INFLATE:
-        return WS_CLOSE_INVALID_DATA;
-    default:
-        return WS_CLOSE_PROTOCOL;
+    case WS_ERR_INFLATE: return WS_CLOSE_INVALID_DATA;
+    default: return WS_CLOSE_PROTOCOL;
     }
 }
 
@@ -55,53 +51,40 @@ static int decode_fail(ws_frame_err *err, ws_frame_err why)
     return SC_EMALFORMED;
 }
 
-int ws_frame_decode(const uint8_t *buf, size_t len, const ws_frame_rules *rules,
-                    ws_frame_header *h, ws_frame_err *err)
+int ws_frame_decode(const uint8_t *buf, size_t len, const ws_frame_rules *rules, ws_frame_header *h,
+                    ws_frame_err *err)
 {
-    if (len < 1)
-        return SC_EINCOMPLETE;
+    if (len < 1) return SC_EINCOMPLETE;
 
     uint8_t b0 = buf[0];
     uint8_t op = b0 & 0x0F, rsv = b0 & 0x70;
     bool fin = (b0 & 0x80) != 0, control = (op & 0x08) != 0;
 
-    if ((op >= 0x3 && op <= 0x7) || op >= 0xB)
-        return decode_fail(err, WS_ERR_OPCODE);
+    if ((op >= 0x3 && op <= 0x7) || op >= 0xB) return decode_fail(err, WS_ERR_OPCODE);
     /* An extension's bits belong to a message's first frame (RFC 7692 §6). */
     uint8_t rsv_ok = (op == WS_OP_TEXT || op == WS_OP_BINARY) ? rules->rsv_allowed : 0;
-    if (rsv & ~rsv_ok)
-        return decode_fail(err, WS_ERR_RSV);
-    if (control && !fin)
-        return decode_fail(err, WS_ERR_CTRL_FRAG);
-    if (len < 2)
-        return SC_EINCOMPLETE;
+    if (rsv & ~rsv_ok) return decode_fail(err, WS_ERR_RSV);
+    if (control && !fin) return decode_fail(err, WS_ERR_CTRL_FRAG);
+    if (len < 2) return SC_EINCOMPLETE;
 
     uint8_t b1 = buf[1], len7 = b1 & 0x7F;
     bool masked = (b1 & 0x80) != 0;
-    if (rules->from_client && !masked)
-        return decode_fail(err, WS_ERR_UNMASKED);
-    if (!rules->from_client && masked)
-        return decode_fail(err, WS_ERR_MASKED);
-    if (control && len7 > WS_FRAME_CTRL_MAX)
-        return decode_fail(err, WS_ERR_CTRL_LEN);
+    if (rules->from_client && !masked) return decode_fail(err, WS_ERR_UNMASKED);
+    if (!rules->from_client && masked) return decode_fail(err, WS_ERR_MASKED);
+    if (control && len7 > WS_FRAME_CTRL_MAX) return decode_fail(err, WS_ERR_CTRL_LEN);
 
     size_t extlen = len7 == 126 ? 2 : len7 == 127 ? 8 : 0;
     size_t hlen = 2 + extlen + (masked ? 4 : 0);
-    if (len7 == 127 && len >= 3 && (buf[2] & 0x80))
-        return decode_fail(err, WS_ERR_LEN64);
-    if (len < 2 + extlen)
-        return SC_EINCOMPLETE;
+    if (len7 == 127 && len >= 3 && (buf[2] & 0x80)) return decode_fail(err, WS_ERR_LEN64);
+    if (len < 2 + extlen) return SC_EINCOMPLETE;
 
     uint64_t plen = len7;
     if (extlen) {
         plen = 0;
-        for (size_t i = 0; i < extlen; i++)
-            plen = (plen << 8) | buf[2 + i];
+        for (size_t i = 0; i < extlen; i++) plen = (plen << 8) | buf[2 + i];
     }
-    if (!control && plen > rules->max_payload)
-        return decode_fail(err, WS_ERR_FRAME_SIZE);
-    if (len < hlen)
-        return SC_EINCOMPLETE;
+    if (!control && plen > rules->max_payload) return decode_fail(err, WS_ERR_FRAME_SIZE);
+    if (len < hlen) return SC_EINCOMPLETE;
 
     h->len = plen;
     h->opcode = op;
@@ -122,8 +105,7 @@ void ws_frame_unmask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t offse
     uint64_t m64, v;
     size_t i = 0;
 
-    for (int k = 0; k < 4; k++)
-        m[k] = mask[(offset + (uint64_t)k) & 3];
+    for (int k = 0; k < 4; k++) m[k] = mask[(offset + (uint64_t)k) & 3];
     memcpy(&m32, m, 4);
     m64 = ((uint64_t)m32 << 32) | m32; /* m[0..3] twice in memory order, either endianness */
     for (; n - i >= 32; i += 32) {
@@ -138,8 +120,7 @@ void ws_frame_unmask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t offse
         v ^= m64;
         memcpy(p + i, &v, 8);
     }
-    for (; i < n; i++)
-        p[i] ^= m[i & 3];
+    for (; i < n; i++) p[i] ^= m[i & 3];
 }
 
 size_t ws_frame_header_encode(uint8_t *out, uint8_t opcode, bool fin, uint8_t rsv, uint64_t len,
@@ -159,8 +140,7 @@ size_t ws_frame_header_encode(uint8_t *out, uint8_t opcode, bool fin, uint8_t rs
         n = 4;
     } else {
         out[1] = mbit | 127;
-        for (int i = 0; i < 8; i++)
-            out[2 + i] = (uint8_t)(len >> (56 - 8 * i));
+        for (int i = 0; i < 8; i++) out[2 + i] = (uint8_t)(len >> (56 - 8 * i));
         n = 10;
     }
     if (mask) {
@@ -180,13 +160,11 @@ size_t ws_frame_close_encode(uint8_t *out, uint16_t code, const char *reason, si
 {
     size_t r;
 
-    if (code == 0)
-        return 0;
+    if (code == 0) return 0;
     out[0] = (uint8_t)(code >> 8);
     out[1] = (uint8_t)code;
     r = reason_len ? utf8_truncate((const uint8_t *)reason, reason_len, WS_FRAME_CTRL_MAX - 2) : 0;
-    if (r)
-        memcpy(out + 2, reason, r);
+    if (r) memcpy(out + 2, reason, r);
     return 2 + r;
 }
 
@@ -199,13 +177,10 @@ int ws_frame_close_parse(const uint8_t *p, size_t n, uint16_t *code, const uint8
         *code = WS_CLOSE_NO_STATUS;
         return 0;
     }
-    if (n == 1)
-        return decode_fail(err, WS_ERR_CLOSE_LEN);
+    if (n == 1) return decode_fail(err, WS_ERR_CLOSE_LEN);
     *code = (uint16_t)(p[0] << 8 | p[1]);
-    if (!ws_frame_close_code_valid(*code))
-        return decode_fail(err, WS_ERR_CLOSE_CODE);
-    if (!utf8_valid(p + 2, n - 2))
-        return decode_fail(err, WS_ERR_CLOSE_UTF8);
+    if (!ws_frame_close_code_valid(*code)) return decode_fail(err, WS_ERR_CLOSE_CODE);
+    if (!utf8_valid(p + 2, n - 2)) return decode_fail(err, WS_ERR_CLOSE_UTF8);
     if (n > 2) {
         *reason = p + 2;
         *reason_len = n - 2;

@@ -44,23 +44,23 @@ enum ws_close_code {
 /* Why a peer's frame or message was refused. ws_frame_err_code gives the close code. */
 typedef enum ws_frame_err {
     WS_ERR_NONE = 0,
-    WS_ERR_RSV,           /* 1002: RSV bit set that no extension negotiated */
-    WS_ERR_OPCODE,        /* 1002: reserved opcode 3-7 or 11-15 */
-    WS_ERR_CTRL_FRAG,     /* 1002: control frame with FIN = 0 */
-    WS_ERR_CTRL_LEN,      /* 1002: control frame payload over 125 bytes */
-    WS_ERR_UNMASKED,      /* 1002: client frame without a mask */
-    WS_ERR_MASKED,        /* 1002: server frame with a mask */
-    WS_ERR_LEN64,         /* 1002: 64-bit length with the most significant bit set */
-    WS_ERR_FRAME_SIZE,    /* 1009: frame payload over the configured maximum */
-    WS_ERR_CONT,          /* 1002: continuation frame with no message started */
-    WS_ERR_INTERLEAVE,    /* 1002: new data frame while a fragmented message is in progress */
-    WS_ERR_MSG_SIZE,      /* 1009: message over the configured maximum */
-    WS_ERR_UTF8,          /* 1007: text message is not valid UTF-8 */
-    WS_ERR_CLOSE_LEN,     /* 1002: close payload of 1 byte */
-    WS_ERR_CLOSE_CODE,    /* 1002: close code not allowed on the wire */
-    WS_ERR_CLOSE_UTF8,    /* 1007: close reason is not valid UTF-8 */
-    WS_ERR_INFLATE,       /* 1007: compressed message is not valid deflate data (RFC 7692) */
-    WS_ERR_INFLATE_SIZE,  /* 1009: compressed message inflates past the configured maximum */
+    WS_ERR_RSV,          /* 1002: RSV bit set that no extension negotiated */
+    WS_ERR_OPCODE,       /* 1002: reserved opcode 3-7 or 11-15 */
+    WS_ERR_CTRL_FRAG,    /* 1002: control frame with FIN = 0 */
+    WS_ERR_CTRL_LEN,     /* 1002: control frame payload over 125 bytes */
+    WS_ERR_UNMASKED,     /* 1002: client frame without a mask */
+    WS_ERR_MASKED,       /* 1002: server frame with a mask */
+    WS_ERR_LEN64,        /* 1002: 64-bit length with the most significant bit set */
+    WS_ERR_FRAME_SIZE,   /* 1009: frame payload over the configured maximum */
+    WS_ERR_CONT,         /* 1002: continuation frame with no message started */
+    WS_ERR_INTERLEAVE,   /* 1002: new data frame while a fragmented message is in progress */
+    WS_ERR_MSG_SIZE,     /* 1009: message over the configured maximum */
+    WS_ERR_UTF8,         /* 1007: text message is not valid UTF-8 */
+    WS_ERR_CLOSE_LEN,    /* 1002: close payload of 1 byte */
+    WS_ERR_CLOSE_CODE,   /* 1002: close code not allowed on the wire */
+    WS_ERR_CLOSE_UTF8,   /* 1007: close reason is not valid UTF-8 */
+    WS_ERR_INFLATE,      /* 1007: compressed message is not valid deflate data (RFC 7692) */
+    WS_ERR_INFLATE_SIZE, /* 1009: compressed message inflates past the configured maximum */
 } ws_frame_err;
 
 /* Close code to send for err (1002, 1007 or 1009; 1000 for WS_ERR_NONE). */
@@ -80,9 +80,9 @@ typedef struct ws_frame_rules {
 
 /* A decoded frame header. */
 typedef struct ws_frame_header {
-    uint64_t len;    /* payload length */
-    uint8_t opcode;  /* enum ws_opcode */
-    uint8_t rsv;     /* RSV bits as in the first header byte (0x70 mask) */
+    uint64_t len;   /* payload length */
+    uint8_t opcode; /* enum ws_opcode */
+    uint8_t rsv;    /* RSV bits as in the first header byte (0x70 mask) */
     bool fin;
     bool masked;
     uint8_t mask[4]; /* masking key (zeros when !masked) */
@@ -97,8 +97,8 @@ typedef struct ws_frame_header {
  * reported even when the header is not complete yet (a bad first byte alone is an error).
  * The length need not use the minimal encoding (the peer's MUST, not checked here).
  * Nothing is kept: on SC_EINCOMPLETE, call again with the same bytes and more. */
-int ws_frame_decode(const uint8_t *buf, size_t len, const ws_frame_rules *rules,
-                    ws_frame_header *h, ws_frame_err *err);
+int ws_frame_decode(const uint8_t *buf, size_t len, const ws_frame_rules *rules, ws_frame_header *h,
+                    ws_frame_err *err);
 
 /* XORs n payload bytes at p with mask, in place. offset is how many payload bytes of the same
  * frame came before p (only offset % 4 matters), so a payload can be unmasked piece by piece

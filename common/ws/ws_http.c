@@ -17,27 +17,31 @@ static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /* tchar (RFC 9110 §5.6.2): the characters of a method or header name. */
 static bool is_tchar(unsigned char c)
 {
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-        return true;
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
     switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
-        return true;
-    default:
-        return false;
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~': return true;
+    default: return false;
     }
 }
 
 /* field-vchar / SP / HTAB (RFC 9110 §5.5), obs-text included. */
-static bool is_value_char(unsigned char c)
-{
-    return c == '\t' || (c >= 0x20 && c != 0x7F);
-}
+static bool is_value_char(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7F); }
 
-static bool is_ows(char c)
-{
-    return c == ' ' || c == '\t';
-}
+static bool is_ows(char c) { return c == ' ' || c == '\t'; }
 
 static bool str_eq(ws_http_str s, const char *lit)
 {
@@ -56,12 +60,10 @@ static bool str_ieq(ws_http_str s, const char *lit)
 static int next_line(const char *buf, size_t len, size_t pos, size_t *end, size_t *next)
 {
     const char *nl = memchr(buf + pos, '\n', len - pos);
-    if (!nl)
-        return 0;
+    if (!nl) return 0;
     size_t e = (size_t)(nl - buf);
     *next = e + 1;
-    if (e > pos && buf[e - 1] == '\r')
-        e--;
+    if (e > pos && buf[e - 1] == '\r') e--;
     *end = e;
     return 1;
 }
@@ -70,16 +72,12 @@ static int parse_request_line(const char *s, size_t n, ws_http_request *req)
 {
     size_t i = 0, start;
 
-    while (i < n && is_tchar((unsigned char)s[i]))
-        i++;
-    if (i == 0 || i >= n || s[i] != ' ')
-        return SC_EMALFORMED;
+    while (i < n && is_tchar((unsigned char)s[i])) i++;
+    if (i == 0 || i >= n || s[i] != ' ') return SC_EMALFORMED;
     req->method = (ws_http_str){s, i};
     start = ++i;
-    while (i < n && (unsigned char)s[i] > 0x20 && (unsigned char)s[i] < 0x7F)
-        i++;
-    if (i == start || i >= n || s[i] != ' ')
-        return SC_EMALFORMED;
+    while (i < n && (unsigned char)s[i] > 0x20 && (unsigned char)s[i] < 0x7F) i++;
+    if (i == start || i >= n || s[i] != ' ') return SC_EMALFORMED;
     req->target = (ws_http_str){s + start, i - start};
     i++;
     if (n - i != 8 || memcmp(s + i, "HTTP/1.", 7) != 0 || s[i + 7] < '0' || s[i + 7] > '9')
@@ -101,20 +99,16 @@ static int parse_header_line(const char *s, size_t n, ws_http_header *h)
 {
     size_t i = 0, vs, ve;
 
-    while (i < n && is_tchar((unsigned char)s[i]))
-        i++;
+    while (i < n && is_tchar((unsigned char)s[i])) i++;
     if (i == 0 || i >= n || s[i] != ':') /* also: obs-fold, space before ':' */
         return SC_EMALFORMED;
     h->name = (ws_http_str){s, i};
     vs = i + 1;
-    while (vs < n && is_ows(s[vs]))
-        vs++;
+    while (vs < n && is_ows(s[vs])) vs++;
     ve = n;
-    while (ve > vs && is_ows(s[ve - 1]))
-        ve--;
+    while (ve > vs && is_ows(s[ve - 1])) ve--;
     for (size_t k = vs; k < ve; k++)
-        if (!is_value_char((unsigned char)s[k]))
-            return SC_EMALFORMED;
+        if (!is_value_char((unsigned char)s[k])) return SC_EMALFORMED;
     h->value = (ws_http_str){s + vs, ve - vs};
     return 0;
 }
@@ -126,26 +120,19 @@ int ws_http_parse_request(const char *buf, size_t len, const ws_http_limits *lim
     size_t pos = 0, end, next;
     int rc;
 
-    if (lim)
-        L = *lim;
-    if (L.max_headers > WS_HTTP_MAX_HEADERS)
-        L.max_headers = WS_HTTP_MAX_HEADERS;
-    if (L.max_head > INT_MAX)
-        L.max_head = INT_MAX; /* the length is returned as an int */
+    if (lim) L = *lim;
+    if (L.max_headers > WS_HTTP_MAX_HEADERS) L.max_headers = WS_HTTP_MAX_HEADERS;
+    if (L.max_head > INT_MAX) L.max_head = INT_MAX; /* the length is returned as an int */
 
     /* Empty lines before the request line. */
     for (;;) {
-        if (pos >= L.max_head)
-            return SC_ETOOLARGE;
-        if (pos == len)
-            return SC_EINCOMPLETE;
+        if (pos >= L.max_head) return SC_ETOOLARGE;
+        if (pos == len) return SC_EINCOMPLETE;
         if (buf[pos] == '\n') {
             pos++;
         } else if (buf[pos] == '\r') {
-            if (pos + 1 == len)
-                return SC_EINCOMPLETE;
-            if (buf[pos + 1] != '\n')
-                return SC_EMALFORMED;
+            if (pos + 1 == len) return SC_EINCOMPLETE;
+            if (buf[pos + 1] != '\n') return SC_EMALFORMED;
             pos += 2;
         } else {
             break;
@@ -158,23 +145,18 @@ int ws_http_parse_request(const char *buf, size_t len, const ws_http_limits *lim
         rc = next_line(buf, len, pos, &end, &next);
         if (rc == 0) {
             /* + 1: the line's CR may be here without its LF */
-            if (len - pos > L.max_line + 1 || len >= L.max_head)
-                return SC_ETOOLARGE;
+            if (len - pos > L.max_line + 1 || len >= L.max_head) return SC_ETOOLARGE;
             return SC_EINCOMPLETE;
         }
-        if (end - pos > L.max_line || next > L.max_head)
-            return SC_ETOOLARGE;
-        if (memchr(buf + pos, '\r', end - pos))
-            return SC_EMALFORMED; /* a CR not ending the line */
+        if (end - pos > L.max_line || next > L.max_head) return SC_ETOOLARGE;
+        if (memchr(buf + pos, '\r', end - pos)) return SC_EMALFORMED; /* a CR not ending the line */
         if (first) {
-            if (parse_request_line(buf + pos, end - pos, req) < 0)
-                return SC_EMALFORMED;
+            if (parse_request_line(buf + pos, end - pos, req) < 0) return SC_EMALFORMED;
             first = false;
         } else if (end == pos) {
             return (int)next; /* the empty line: head complete */
         } else {
-            if (req->nheaders == L.max_headers)
-                return SC_ETOOLARGE;
+            if (req->nheaders == L.max_headers) return SC_ETOOLARGE;
             if (parse_header_line(buf + pos, end - pos, &req->headers[req->nheaders]) < 0)
                 return SC_EMALFORMED;
             req->nheaders++;
@@ -186,8 +168,7 @@ int ws_http_parse_request(const char *buf, size_t len, const ws_http_limits *lim
 const ws_http_str *ws_http_header_get(const ws_http_request *req, const char *name)
 {
     for (size_t i = 0; i < req->nheaders; i++)
-        if (str_ieq(req->headers[i].name, name))
-            return &req->headers[i].value;
+        if (str_ieq(req->headers[i].name, name)) return &req->headers[i].value;
     return NULL;
 }
 
@@ -196,10 +177,8 @@ static size_t header_count(const ws_http_request *req, const char *name, ws_http
 {
     size_t count = 0;
     for (size_t i = 0; i < req->nheaders; i++) {
-        if (!str_ieq(req->headers[i].name, name))
-            continue;
-        if (count++ == 0 && first)
-            *first = req->headers[i].value;
+        if (!str_ieq(req->headers[i].name, name)) continue;
+        if (count++ == 0 && first) *first = req->headers[i].value;
     }
     return count;
 }
@@ -213,19 +192,15 @@ static bool list_has(const ws_http_request *req, const char *name, const char *t
     bool found = false;
 
     for (size_t i = 0; i < req->nheaders; i++) {
-        if (!str_ieq(req->headers[i].name, name))
-            continue;
+        if (!str_ieq(req->headers[i].name, name)) continue;
         const char *p = req->headers[i].value.p, *e = p + req->headers[i].value.n;
         while (p < e) {
             const char *c = memchr(p, ',', (size_t)(e - p));
             const char *s = p, *t = c ? c : e;
-            while (s < t && is_ows(*s))
-                s++;
-            while (t > s && is_ows(t[-1]))
-                t--;
+            while (s < t && is_ows(*s)) s++;
+            while (t > s && is_ows(t[-1])) t--;
             if (t > s) {
-                if (any)
-                    *any = true;
+                if (any) *any = true;
                 size_t n = (size_t)(t - s);
                 if (n == tn && (icase ? strncasecmp(s, tok, n) == 0 : memcmp(s, tok, n) == 0))
                     found = true;
@@ -238,27 +213,20 @@ static bool list_has(const ws_http_request *req, const char *name, const char *t
 
 static int b64_value(unsigned char c)
 {
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
     return -1;
 }
 
 /* Sec-WebSocket-Key: base64 of 16 bytes is 22 characters and "==" (RFC 6455 §4.1). */
 static bool key_valid(ws_http_str k)
 {
-    if (k.n != 24 || k.p[22] != '=' || k.p[23] != '=')
-        return false;
+    if (k.n != 24 || k.p[22] != '=' || k.p[23] != '=') return false;
     for (size_t i = 0; i < 22; i++)
-        if (b64_value((unsigned char)k.p[i]) < 0)
-            return false;
+        if (b64_value((unsigned char)k.p[i]) < 0) return false;
     return true;
 }
 
@@ -279,12 +247,9 @@ static bool token68_char(unsigned char c)
 static bool token68_valid(const char *p, size_t n)
 {
     size_t i = 0;
-    while (i < n && token68_char((unsigned char)p[i]))
-        i++;
-    if (i == 0)
-        return false;
-    while (i < n && p[i] == '=')
-        i++;
+    while (i < n && token68_char((unsigned char)p[i])) i++;
+    if (i == 0) return false;
+    while (i < n && p[i] == '=') i++;
     return i == n;
 }
 
@@ -302,12 +267,9 @@ int ws_http_check_upgrade(const ws_http_request *req, const ws_http_upgrade_conf
 
     memset(up, 0, sizeof *up);
     up->query = req->query;
-    if (!str_eq(req->path, cfg->path))
-        return verdict(up, 404, "not found");
-    if (!str_eq(req->method, "GET"))
-        return verdict(up, 405, "method not allowed");
-    if (req->minor_version != 1)
-        return verdict(up, 400, "HTTP/1.1 required");
+    if (!str_eq(req->path, cfg->path)) return verdict(up, 404, "not found");
+    if (!str_eq(req->method, "GET")) return verdict(up, 405, "method not allowed");
+    if (req->minor_version != 1) return verdict(up, 400, "HTTP/1.1 required");
     if (header_count(req, "Host", &v) != 1 || v.n == 0)
         return verdict(up, 400, "one Host header required");
     if (!list_has(req, "Upgrade", "websocket", true, NULL))
@@ -320,34 +282,29 @@ int ws_http_check_upgrade(const ws_http_request *req, const ws_http_upgrade_conf
         return verdict(up, 400, "missing or invalid Sec-WebSocket-Key");
 
     size_t norigin = header_count(req, "Origin", &up->origin);
-    if (norigin > 1)
-        return verdict(up, 403, "origin not allowed");
+    if (norigin > 1) return verdict(up, 403, "origin not allowed");
     if (norigin == 1) {
         bool ok = false;
         for (size_t i = 0; i < cfg->norigins && !ok; i++)
             ok = strcmp(cfg->origins[i], "*") == 0 || str_ieq(up->origin, cfg->origins[i]);
-        if (!ok)
-            return verdict(up, 403, "origin not allowed");
+        if (!ok) return verdict(up, 403, "origin not allowed");
     }
 
     size_t nauth = header_count(req, "Authorization", &v);
-    if (nauth > 1)
-        return verdict(up, 400, "more than one Authorization header");
+    if (nauth > 1) return verdict(up, 400, "more than one Authorization header");
     if (nauth == 1 && v.n >= 6 && strncasecmp(v.p, "Bearer", 6) == 0 &&
         (v.n == 6 || is_ows(v.p[6]))) {
         size_t i = 6;
-        while (i < v.n && v.p[i] == ' ')
-            i++;
-        if (!token68_valid(v.p + i, v.n - i))
-            return verdict(up, 400, "malformed Bearer token");
+        while (i < v.n && v.p[i] == ' ') i++;
+        if (!token68_valid(v.p + i, v.n - i)) return verdict(up, 400, "malformed Bearer token");
         up->bearer = (ws_http_str){v.p + i, v.n - i};
     }
 
     /* Subprotocol names are compared exactly (RFC 6455 §11.3.4). With none configured, an
      * offer is answered without a selection and the client decides (§4.2.2). */
     bool offered_any = false;
-    bool offered = list_has(req, "Sec-WebSocket-Protocol",
-                            cfg->subprotocol ? cfg->subprotocol : "", false, &offered_any);
+    bool offered = list_has(req, "Sec-WebSocket-Protocol", cfg->subprotocol ? cfg->subprotocol : "",
+                            false, &offered_any);
     if (offered && cfg->subprotocol) {
         up->protocol = cfg->subprotocol;
     } else if (cfg->subprotocol && (offered_any || cfg->require_subprotocol)) {
@@ -364,12 +321,9 @@ int ws_http_check_upgrade(const ws_http_request *req, const ws_http_upgrade_conf
 
 static int hex_value(unsigned char c)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
 }
 
@@ -392,17 +346,14 @@ int ws_http_query_param(const char *query, size_t qlen, const char *name, char *
                 } else if (c == '%') {
                     int hi = pe - s > 2 ? hex_value((unsigned char)s[1]) : -1;
                     int lo = hi >= 0 ? hex_value((unsigned char)s[2]) : -1;
-                    if (lo < 0 || (hi | lo) == 0)
-                        return -2;
+                    if (lo < 0 || (hi | lo) == 0) return -2;
                     c = hi << 4 | lo;
                     s += 2;
                 }
-                if (o + 1 >= cap)
-                    return -2;
+                if (o + 1 >= cap) return -2;
                 out[o++] = (char)c;
             }
-            if (o >= cap)
-                return -2;
+            if (o >= cap) return -2;
             out[o] = '\0';
             return (int)o;
         }
@@ -450,18 +401,14 @@ static const char *status_text(int status)
 }
 
 /* snprintf's result as this module's: the length, or -1 when it did not fit. */
-static int fitted(int n, size_t cap)
-{
-    return n >= 0 && (size_t)n < cap ? n : -1;
-}
+static int fitted(int n, size_t cap) { return n >= 0 && (size_t)n < cap ? n : -1; }
 
 int ws_http_write_error(char *out, size_t cap, int status, const char *body)
 {
     const char *extra = status == 426   ? "Sec-WebSocket-Version: 13\r\n"
                         : status == 405 ? "Allow: GET\r\n"
                                         : "";
-    if (!body)
-        body = status_text(status);
+    if (!body) body = status_text(status);
     return fitted(snprintf(out, cap,
                            "HTTP/1.1 %d %s\r\n"
                            "Content-Type: text/plain; charset=utf-8\r\n"
@@ -478,11 +425,9 @@ int ws_http_write_response(char *out, size_t cap, const ws_http_upgrade *up)
 {
     char accept[WS_HTTP_ACCEPT_LEN + 1], ext[WS_PMD_RESPONSE_MAX];
 
-    if (up->status != 101)
-        return ws_http_write_error(out, cap, up->status, up->reason);
+    if (up->status != 101) return ws_http_write_error(out, cap, up->status, up->reason);
     ws_http_accept_key(up->key.p, accept);
-    if (!up->deflate || ws_pmd_response(ext, sizeof ext, &up->pmd) < 0)
-        ext[0] = '\0';
+    if (!up->deflate || ws_pmd_response(ext, sizeof ext, &up->pmd) < 0) ext[0] = '\0';
     return fitted(snprintf(out, cap,
                            "HTTP/1.1 101 Switching Protocols\r\n"
                            "Upgrade: websocket\r\n"
@@ -493,7 +438,6 @@ int ws_http_write_response(char *out, size_t cap, const ws_http_upgrade *up)
                            "\r\n",
                            accept, up->protocol ? "Sec-WebSocket-Protocol: " : "",
                            up->protocol ? up->protocol : "", up->protocol ? "\r\n" : "",
-                           ext[0] ? "Sec-WebSocket-Extensions: " : "", ext,
-                           ext[0] ? "\r\n" : ""),
+                           ext[0] ? "Sec-WebSocket-Extensions: " : "", ext, ext[0] ? "\r\n" : ""),
                   cap);
 }

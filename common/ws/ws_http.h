@@ -42,11 +42,11 @@ typedef struct ws_http_limits {
 } ws_http_limits;
 
 typedef struct ws_http_request {
-    ws_http_str method;  /* "GET" */
-    ws_http_str target;  /* request-target as sent: path and query */
-    ws_http_str path;    /* target up to '?' */
-    ws_http_str query;   /* after '?', without it; n = 0 when none */
-    int minor_version;   /* 1 for HTTP/1.1, 0 for HTTP/1.0 */
+    ws_http_str method; /* "GET" */
+    ws_http_str target; /* request-target as sent: path and query */
+    ws_http_str path;   /* target up to '?' */
+    ws_http_str query;  /* after '?', without it; n = 0 when none */
+    int minor_version;  /* 1 for HTTP/1.1, 0 for HTTP/1.0 */
     size_t nheaders;
     ws_http_header headers[WS_HTTP_MAX_HEADERS];
 } ws_http_request;
@@ -67,29 +67,29 @@ const ws_http_str *ws_http_header_get(const ws_http_request *req, const char *na
 
 /* How a server accepts upgrades. Strings are borrowed. */
 typedef struct ws_http_upgrade_config {
-    const char *path;                /* the WebSocket endpoint, e.g. "/ws"; others: 404 */
-    const char *const *origins;      /* Origin values allowed (exact, ASCII case-insensitive;
-                                      * "*" allows any). A request without Origin (not a
-                                      * browser) is always allowed; another origin: 403 */
+    const char *path;           /* the WebSocket endpoint, e.g. "/ws"; others: 404 */
+    const char *const *origins; /* Origin values allowed (exact, ASCII case-insensitive;
+                                 * "*" allows any). A request without Origin (not a
+                                 * browser) is always allowed; another origin: 403 */
     size_t norigins;
-    const char *subprotocol;         /* e.g. "sidecast.v1": selected when the client offers
-                                      * it; NULL: never select one (an echo server) */
-    bool require_subprotocol;        /* 400 unless the client offers subprotocol */
-    bool deflate;                    /* accept a permessage-deflate offer (RFC 7692) */
+    const char *subprotocol;  /* e.g. "sidecast.v1": selected when the client offers
+                               * it; NULL: never select one (an echo server) */
+    bool require_subprotocol; /* 400 unless the client offers subprotocol */
+    bool deflate;             /* accept a permessage-deflate offer (RFC 7692) */
 } ws_http_upgrade_config;
 
 /* The verdict on a request. Strings point into the request's buffer. */
 typedef struct ws_http_upgrade {
-    int status;             /* 101, or the status to answer: 400, 403, 404, 405, 426 */
-    const char *reason;     /* static text: why (for the log and the error body) */
-    ws_http_str key;        /* Sec-WebSocket-Key, 24 characters (when 101) */
-    const char *protocol;   /* cfg->subprotocol when selected, else NULL */
-    ws_http_str origin;     /* Origin, n = 0 when absent */
-    ws_http_str bearer;     /* the token of "Authorization: Bearer <token>", n = 0 when
-                             * absent or another scheme */
-    ws_http_str query;      /* the query string, for ws_http_query_param */
-    bool deflate;           /* permessage-deflate accepted (cfg->deflate and an acceptable
-                             * offer), with these parameters: */
+    int status;           /* 101, or the status to answer: 400, 403, 404, 405, 426 */
+    const char *reason;   /* static text: why (for the log and the error body) */
+    ws_http_str key;      /* Sec-WebSocket-Key, 24 characters (when 101) */
+    const char *protocol; /* cfg->subprotocol when selected, else NULL */
+    ws_http_str origin;   /* Origin, n = 0 when absent */
+    ws_http_str bearer;   /* the token of "Authorization: Bearer <token>", n = 0 when
+                           * absent or another scheme */
+    ws_http_str query;    /* the query string, for ws_http_query_param */
+    bool deflate;         /* permessage-deflate accepted (cfg->deflate and an acceptable
+                           * offer), with these parameters: */
     ws_pmd pmd;
 } ws_http_upgrade;
 

@@ -34,15 +34,9 @@ void ws_reader_set_buffer(ws_reader *r, uint8_t *buf, size_t cap)
     r->cap = buf ? cap : 0;
 }
 
-size_t ws_reader_buffered(const ws_reader *r)
-{
-    return r->msg_op ? r->msg_len : 0;
-}
+size_t ws_reader_buffered(const ws_reader *r) { return r->msg_op ? r->msg_len : 0; }
 
-bool ws_reader_in_message(const ws_reader *r)
-{
-    return r->msg_op != 0;
-}
+bool ws_reader_in_message(const ws_reader *r) { return r->msg_op != 0; }
 
 bool ws_reader_at_rest(const ws_reader *r)
 {
@@ -61,8 +55,7 @@ static size_t fail(ws_reader *r, ws_event *ev, ws_frame_err err, size_t consumed
 
 static void unmask(const ws_reader *r, uint8_t *p, size_t n, uint64_t offset)
 {
-    if (r->fh.masked && n)
-        ws_frame_unmask(p, n, r->fh.mask, offset);
+    if (r->fh.masked && n) ws_frame_unmask(p, n, r->fh.mask, offset);
 }
 
 /* Reads (the rest of) a frame header from in[*off..n). Returns 1 when the header is complete
@@ -81,14 +74,12 @@ static int read_header(ws_reader *r, const uint8_t *in, size_t n, size_t *off, w
             *off = n;
             return 0;
         }
-        if (hl < 0)
-            return -1;
+        if (hl < 0) return -1;
         *off += (size_t)hl;
         return 1;
     }
     size_t take = sizeof r->hdr - r->hdr_have;
-    if (take > avail)
-        take = avail;
+    if (take > avail) take = avail;
     memcpy(r->hdr + r->hdr_have, in + *off, take);
     hl = ws_frame_decode(r->hdr, r->hdr_have + take, &r->rules, &r->fh, err);
     if (hl == SC_EINCOMPLETE) {
@@ -96,8 +87,7 @@ static int read_header(ws_reader *r, const uint8_t *in, size_t n, size_t *off, w
         *off = n;
         return 0;
     }
-    if (hl < 0)
-        return -1;
+    if (hl < 0) return -1;
     *off += (size_t)hl - r->hdr_have;
     r->hdr_have = 0;
     return 1;
@@ -110,13 +100,10 @@ static ws_frame_err start_frame(ws_reader *r)
 
     r->frame_done = 0;
     if (fh->opcode == WS_OP_CONT) {
-        if (!r->msg_op)
-            return WS_ERR_CONT;
-        if (fh->len > r->max_message - r->msg_len)
-            return WS_ERR_MSG_SIZE;
+        if (!r->msg_op) return WS_ERR_CONT;
+        if (fh->len > r->max_message - r->msg_len) return WS_ERR_MSG_SIZE;
     } else if (fh->opcode == WS_OP_TEXT || fh->opcode == WS_OP_BINARY) {
-        if (r->msg_op)
-            return WS_ERR_INTERLEAVE;
+        if (r->msg_op) return WS_ERR_INTERLEAVE;
         /* the frame's own size was checked by the decoder (max_payload) */
         r->msg_op = fh->opcode;
         r->msg_deflated = (fh->rsv & 0x40) != 0; /* the decoder allowed it (negotiated) */
@@ -134,12 +121,8 @@ static size_t end_control(ws_reader *r, ws_event *ev, size_t off)
 
     r->state = RD_HEADER;
     switch (r->fh.opcode) {
-    case WS_OP_PING:
-        ev->type = WS_EV_PING;
-        break;
-    case WS_OP_PONG:
-        ev->type = WS_EV_PONG;
-        break;
+    case WS_OP_PING: ev->type = WS_EV_PING; break;
+    case WS_OP_PONG: ev->type = WS_EV_PONG; break;
     default: { /* WS_OP_CLOSE */
         const uint8_t *reason;
         size_t rlen;
@@ -163,20 +146,15 @@ size_t ws_reader_feed(ws_reader *r, uint8_t *in, size_t n, ws_event *ev)
     ws_frame_err err;
 
     memset(ev, 0, sizeof *ev);
-    if (r->state == RD_DONE)
-        return n;
+    if (r->state == RD_DONE) return n;
     for (;;) {
         if (r->state == RD_HEADER) {
-            if (off == n)
-                return off;
+            if (off == n) return off;
             int rc = read_header(r, in, n, &off, &err);
-            if (rc < 0)
-                return fail(r, ev, err, off);
-            if (rc == 0)
-                return off;
+            if (rc < 0) return fail(r, ev, err, off);
+            if (rc == 0) return off;
             err = start_frame(r);
-            if (err != WS_ERR_NONE)
-                return fail(r, ev, err, off);
+            if (err != WS_ERR_NONE) return fail(r, ev, err, off);
             r->state = RD_PAYLOAD;
         }
 
@@ -193,8 +171,7 @@ size_t ws_reader_feed(ws_reader *r, uint8_t *in, size_t n, ws_event *ev)
             }
             off += take;
             r->frame_done += take;
-            if (r->frame_done < fh->len)
-                return off;
+            if (r->frame_done < fh->len) return off;
             return end_control(r, ev, off);
         }
 
@@ -207,8 +184,7 @@ size_t ws_reader_feed(ws_reader *r, uint8_t *in, size_t n, ws_event *ev)
             unmask(r, p, len, 0);
             if (check) {
                 size_t ok = utf8_feed(&r->utf8, p, len);
-                if (ok < len || r->utf8 != UTF8_ACCEPT)
-                    return fail(r, ev, WS_ERR_UTF8, off + ok);
+                if (ok < len || r->utf8 != UTF8_ACCEPT) return fail(r, ev, WS_ERR_UTF8, off + ok);
             }
             off += len;
             r->msg_op = 0;
@@ -232,21 +208,17 @@ size_t ws_reader_feed(ws_reader *r, uint8_t *in, size_t n, ws_event *ev)
             unmask(r, dst, take, r->frame_done);
             if (check) {
                 size_t ok = utf8_feed(&r->utf8, dst, take);
-                if (ok < take)
-                    return fail(r, ev, WS_ERR_UTF8, off + ok);
+                if (ok < take) return fail(r, ev, WS_ERR_UTF8, off + ok);
             }
             off += take;
             r->msg_len += take;
             r->frame_done += take;
         }
-        if (r->frame_done < fh->len)
-            return off;
+        if (r->frame_done < fh->len) return off;
 
         r->state = RD_HEADER;
-        if (!fh->fin)
-            continue; /* the next fragment may be in the input already */
-        if (check && r->utf8 != UTF8_ACCEPT)
-            return fail(r, ev, WS_ERR_UTF8, off);
+        if (!fh->fin) continue; /* the next fragment may be in the input already */
+        if (check && r->utf8 != UTF8_ACCEPT) return fail(r, ev, WS_ERR_UTF8, off);
         ev->type = text ? WS_EV_TEXT : WS_EV_BINARY;
         ev->data = r->msg_len ? r->buf : empty_payload;
         ev->len = r->msg_len;

@@ -56,11 +56,11 @@ typedef struct ws_event {
     const uint8_t *data; /* never NULL for TEXT/BINARY/PING/PONG/CLOSE; see ws_reader_feed
                           * for how long it stays valid */
     size_t len;
-    uint16_t code;       /* CLOSE: peer's code; ERROR: code to send */
-    ws_frame_err err;    /* ERROR: the reason (ws_frame_err_str for text) */
-    bool compressed;     /* TEXT/BINARY: the message had RSV1 (deflate negotiated): data is
-                          * the compressed bytes, not checked as UTF-8 here; the caller
-                          * inflates (ws_pmd_inflate) and validates the text */
+    uint16_t code;    /* CLOSE: peer's code; ERROR: code to send */
+    ws_frame_err err; /* ERROR: the reason (ws_frame_err_str for text) */
+    bool compressed;  /* TEXT/BINARY: the message had RSV1 (deflate negotiated): data is
+                       * the compressed bytes, not checked as UTF-8 here; the caller
+                       * inflates (ws_pmd_inflate) and validates the text */
 } ws_event;
 
 /* One connection's reader. Embed it; the fields are private (read them through the
@@ -70,14 +70,14 @@ typedef struct ws_reader {
     size_t max_message;
     uint8_t *buf; /* caller's message buffer, cap bytes */
     size_t cap;
-    ws_frame_header fh;    /* current frame */
-    uint64_t frame_done;   /* payload bytes of the current frame consumed so far */
-    size_t msg_len;        /* bytes of the current message in buf */
-    uint32_t utf8;         /* validator state of the current text message */
-    uint8_t state;         /* header, payload or done */
-    uint8_t msg_op;        /* opcode of the message in progress, 0 when none */
-    bool msg_deflated;     /* ... and whether its first frame had RSV1 */
-    uint8_t hdr_have;      /* bytes of a split header kept in hdr */
+    ws_frame_header fh;  /* current frame */
+    uint64_t frame_done; /* payload bytes of the current frame consumed so far */
+    size_t msg_len;      /* bytes of the current message in buf */
+    uint32_t utf8;       /* validator state of the current text message */
+    uint8_t state;       /* header, payload or done */
+    uint8_t msg_op;      /* opcode of the message in progress, 0 when none */
+    bool msg_deflated;   /* ... and whether its first frame had RSV1 */
+    uint8_t hdr_have;    /* bytes of a split header kept in hdr */
     uint8_t hdr[WS_FRAME_HEADER_MAX];
     uint8_t ctrl[WS_FRAME_CTRL_MAX]; /* payload of the current control frame */
 } ws_reader;

@@ -31,22 +31,22 @@
 #define READ_BUF (64 * 1024)
 #define READS_PER_EVENT 8 /* then the connection waits its turn (fairness between peers) */
 #define MAX_IOV 64
-#define INLINE_Q 2        /* queue slots inside the connection: no allocation when short */
+#define INLINE_Q 2 /* queue slots inside the connection: no allocation when short */
 #define HS_MAX WS_HTTP_DEFAULT_MAX_HEAD
 #define ZBUF_KEEP (256 * 1024) /* a worker's (de)compression buffers over this are freed */
 
 struct wsc_frame {
     _Atomic uint32_t ref;
-    uint32_t len;                /* bytes at `bytes` */
-    uint8_t *bytes;              /* data[] below, or the caller's (wsc_frame_wrap) */
-    void (*destroy)(void *ud);   /* wsc_frame_wrap: releases the caller's bytes */
+    uint32_t len;              /* bytes at `bytes` */
+    uint8_t *bytes;            /* data[] below, or the caller's (wsc_frame_wrap) */
+    void (*destroy)(void *ud); /* wsc_frame_wrap: releases the caller's bytes */
     void *ud;
     /* permessage-deflate: the same message compressed (RSV1), for connections that
      * negotiated it, or NULL; `tried`: compressing it was considered already (and did not
      * pay when alt is NULL), so wsc_conn_send does not try again per connection. Both are
      * set before the frame is shared and never change afterwards. */
     wsc_frame *alt;
-    uint8_t hl;                  /* header length: the payload starts at bytes + hl */
+    uint8_t hl; /* header length: the payload starts at bytes + hl */
     bool tried;
     uint8_t data[];
 };
@@ -63,21 +63,21 @@ enum conn_list { CL_NONE, CL_FLUSH, CL_FREE };
 struct wsc_conn {
     loop_io io;
     wsc_worker *w;
-    wsc_conn *prev, *next;    /* the worker's list of live connections */
-    wsc_conn *next_pending;   /* the flush or the free list, as `list` says */
+    wsc_conn *prev, *next;  /* the worker's list of live connections */
+    wsc_conn *next_pending; /* the flush or the free list, as `list` says */
     uint64_t id;
     void *data;
-    loop_timer core_timer;    /* handshake deadline, ping/pong, close timeout */
+    loop_timer core_timer; /* handshake deadline, ping/pong, close timeout */
     loop_timer app_timer;
     uint64_t last_rx, ping_sent;
-    uint8_t state;            /* enum conn_state */
-    uint8_t list;             /* enum conn_list */
+    uint8_t state; /* enum conn_state */
+    uint8_t list;  /* enum conn_list */
     bool writable, peer_closed, close_after_flush, opened, upgraded, ping_out, read_again,
         lingering, ip_counted;
-    bool corked;              /* wsc_conn_cork: writes held until wsc_conn_uncork */
-    bool full_messages;       /* wsc_conn_lift_message_limit: max_message, not _initial */
+    bool corked;        /* wsc_conn_cork: writes held until wsc_conn_uncork */
+    bool full_messages; /* wsc_conn_lift_message_limit: max_message, not _initial */
     uint16_t close_code;
-    bool deflate;             /* permessage-deflate negotiated, with pmd: */
+    bool deflate; /* permessage-deflate negotiated, with pmd: */
     ws_pmd pmd;
     /* outbound queue: ring of frames, inline while short */
     wsc_frame **q;
@@ -85,15 +85,15 @@ struct wsc_conn {
     uint32_t q_cap, q_head, q_count, q_off; /* q_off: bytes of the head frame written */
     size_t q_bytes;
     /* inbound */
-    char *hs;                 /* handshake bytes until the head is complete */
+    char *hs; /* handshake bytes until the head is complete */
     uint32_t hs_len;
-    uint32_t held;            /* wsc_conn_hold: bytes the app keeps for it, in the bound */
-    uint8_t *msg;             /* message buffer while a message spans reads */
+    uint32_t held; /* wsc_conn_hold: bytes the app keeps for it, in the bound */
+    uint8_t *msg;  /* message buffer while a message spans reads */
     size_t msg_cap;
-    ws_reader *reader;        /* NULL at rest (between frames, no message in progress): the
-                               * worker's own serves each read, and only a connection left
-                               * mid-frame or mid-message keeps one (conn_frames) */
-    char peer[56]; /* "[v6 address]:port" */
+    ws_reader *reader; /* NULL at rest (between frames, no message in progress): the
+                        * worker's own serves each read, and only a connection left
+                        * mid-frame or mid-message keeps one (conn_frames) */
+    char peer[56];     /* "[v6 address]:port" */
     uint8_t ipkey[16]; /* the source's key in the per-address count (ip_counted) */
 };
 
@@ -103,14 +103,14 @@ struct wsc_worker {
     pthread_t thread;
     loop *l;
     loop_io listen_io;
-    wsc_conn *conns;          /* live connections */
+    wsc_conn *conns; /* live connections */
     wsc_conn *flush_list, *free_list;
     /* write_delay_ms: the flush is held until hold_until (0: nothing held) unless urgent
      * (something other than an event was queued); queuing_event marks wsc_conn_send_event */
     uint64_t hold_until;
     bool urgent, queuing_event;
-    int nodelay;              /* 1: accepted sockets come with TCP_NODELAY (from the listener),
-                               * -1: they do not (set on each), 0: not known yet */
+    int nodelay; /* 1: accepted sockets come with TCP_NODELAY (from the listener),
+                  * -1: they do not (set on each), 0: not known yet */
     int nconns;
     bool draining;
     uint64_t drain_start, drain_end;
@@ -123,9 +123,9 @@ struct wsc_worker {
      * message, so nothing is kept per connection): made on first use */
     z_stream zd, zi;
     bool zd_ready, zi_ready;
-    uint8_t *zbuf, *ibuf;     /* compression output / inflated message */
+    uint8_t *zbuf, *ibuf; /* compression output / inflated message */
     size_t zcap, icap;
-    ws_reader rest_reader;    /* conn_frames: for a connection whose reader was at rest */
+    ws_reader rest_reader; /* conn_frames: for a connection whose reader was at rest */
     uint8_t rbuf[READ_BUF];
 };
 
@@ -138,10 +138,10 @@ struct wsc_server {
     _Atomic uint64_t next_id;
     _Atomic int drain_ms; /* > 0: a drain was asked for */
     _Atomic int stop;
-    iplimit *per_ip;        /* cfg.max_per_ip > 0: open connections per source address */
+    iplimit *per_ip; /* cfg.max_per_ip > 0: open connections per source address */
     metric *m_rejected_ip;
-    metric *m_conns, *m_accepted, *m_rejected_full, *m_hs_ok, *m_hs_fail, *m_msgs_in,
-        *m_bytes_in, *m_frames_out, *m_bytes_out, *m_slow, *m_aborts, *m_deflate_conns;
+    metric *m_conns, *m_accepted, *m_rejected_full, *m_hs_ok, *m_hs_fail, *m_msgs_in, *m_bytes_in,
+        *m_frames_out, *m_bytes_out, *m_slow, *m_aborts, *m_deflate_conns;
     char draining_reason[64], draining_body[96], full_body[96]; /* made from cfg.name */
 };
 
@@ -203,14 +203,14 @@ wsc_frame *wsc_frame_wrap(const uint8_t *bytes, size_t len, void (*destroy)(void
     f->alt = NULL;
     /* the header tells where the payload starts; a frame that is not one data frame (or
      * is compressed already) is never compressed here */
-    ws_frame_rules rules = {.from_client = false, .rsv_allowed = WS_PMD_RSV1,
-                            .max_payload = UINT64_MAX};
+    ws_frame_rules rules = {
+        .from_client = false, .rsv_allowed = WS_PMD_RSV1, .max_payload = UINT64_MAX};
     ws_frame_header h;
     ws_frame_err err;
     int hl = ws_frame_decode(bytes, len, &rules, &h, &err);
     f->hl = hl > 0 ? (uint8_t)hl : 0;
-    f->tried = hl <= 0 || (h.opcode != WS_OP_TEXT && h.opcode != WS_OP_BINARY) || !h.fin ||
-               h.rsv || (uint64_t)hl + h.len != len;
+    f->tried = hl <= 0 || (h.opcode != WS_OP_TEXT && h.opcode != WS_OP_BINARY) || !h.fin || h.rsv ||
+               (uint64_t)hl + h.len != len;
     return f;
 }
 
@@ -307,7 +307,10 @@ static void conn_free(wsc_conn *c)
     wsc_worker *w = c->w;
     wsc_server *s = w->s;
     if (c->upgraded && s->h.closed) s->h.closed(c, c->close_code ? c->close_code : 1006);
-    if (c->prev) c->prev->next = c->next; else w->conns = c->next;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     w->nconns--;
     atomic_fetch_sub(&s->nconns, 1);
@@ -371,8 +374,8 @@ void wsc_conn_set_data(wsc_conn *c, void *data) { c->data = data; }
 size_t wsc_conn_queued(const wsc_conn *c) { return c->q_bytes - c->q_off; }
 const char *wsc_conn_peer(const wsc_conn *c) { return c->peer; }
 
-/* Closes c (slow_close_code) at once: the peer does not read fast enough. What is queued will not be
- * read either: keep only the frame being written (the stream must stay well-framed). */
+/* Closes c (slow_close_code) at once: the peer does not read fast enough. What is queued will not
+ * be read either: keep only the frame being written (the stream must stay well-framed). */
 static void conn_close_slow(wsc_conn *c, const char *why)
 {
     wsc_server *s = c->w->s;
@@ -722,16 +725,15 @@ static void conn_open(wsc_conn *c, const uint8_t *rest, size_t n)
 /* A compressed message (RSV1): inflated with the worker's stream into the worker's buffer,
  * bounded by max_message, text checked as UTF-8. Returns 0 with *out / *out_len, or the
  * close code the connection must fail with and *why. */
-static uint16_t conn_inflate(wsc_conn *c, bool text, const uint8_t *data, size_t len,
-                             uint8_t **out, size_t *out_len, const char **why)
+static uint16_t conn_inflate(wsc_conn *c, bool text, const uint8_t *data, size_t len, uint8_t **out,
+                             size_t *out_len, const char **why)
 {
     wsc_worker *w = c->w;
     ws_frame_err err = WS_ERR_NONE;
     int rc = WS_PMD_NOMEM;
     if (w->zi_ready || ws_pmd_inflate_init(&w->zi) == 0) {
         w->zi_ready = true;
-        rc = ws_pmd_inflate(&w->zi, data, len, conn_max_message(c), &w->ibuf, &w->icap,
-                            out_len);
+        rc = ws_pmd_inflate(&w->zi, data, len, conn_max_message(c), &w->ibuf, &w->icap, out_len);
     }
     if (rc == WS_PMD_NOMEM) {
         *why = "out of memory";
@@ -772,8 +774,8 @@ static void conn_frames(wsc_conn *c, uint8_t *in, size_t n)
     wsc_worker *w = c->w;
     ws_reader *r = c->reader;
     if (!r) {
-        ws_reader_config rc = {.from_client = true, .max_message = conn_max_message(c),
-                               .deflate = c->deflate};
+        ws_reader_config rc = {
+            .from_client = true, .max_message = conn_max_message(c), .deflate = c->deflate};
         r = &w->rest_reader;
         ws_reader_init(r, &rc, c->msg, c->msg_cap);
     }
@@ -801,8 +803,7 @@ static void conn_frames_with(wsc_conn *c, ws_reader *r, uint8_t *in, size_t n)
         in += k;
         n -= k;
         switch (ev.type) {
-        case WS_EV_NONE:
-            return;
+        case WS_EV_NONE: return;
         case WS_EV_TEXT:
         case WS_EV_BINARY: {
             metric_inc(s->m_msgs_in);
@@ -810,8 +811,8 @@ static void conn_frames_with(wsc_conn *c, ws_reader *r, uint8_t *in, size_t n)
             size_t len = ev.len;
             if (ev.compressed && c->state == CS_OPEN) {
                 const char *why = NULL;
-                uint16_t code = conn_inflate(c, ev.type == WS_EV_TEXT, ev.data, ev.len, &data,
-                                             &len, &why);
+                uint16_t code = conn_inflate(c, ev.type == WS_EV_TEXT, ev.data, ev.len, &data, &len,
+                                             &why);
                 if (code) {
                     conn_fail(c, code, why);
                     return;
@@ -845,8 +846,7 @@ static void conn_frames_with(wsc_conn *c, ws_reader *r, uint8_t *in, size_t n)
                 wsc_frame_unref(f);
             }
             break;
-        case WS_EV_PONG:
-            break;
+        case WS_EV_PONG: break;
         case WS_EV_CLOSE:
             c->peer_closed = true;
             c->close_after_flush = true;
@@ -855,9 +855,7 @@ static void conn_frames_with(wsc_conn *c, ws_reader *r, uint8_t *in, size_t n)
             else if (c->q_count == 0)
                 conn_flush(c); /* our close went out already: finish now */
             return;
-        case WS_EV_ERROR:
-            conn_fail(c, ev.code, ws_frame_err_str(ev.err));
-            return;
+        case WS_EV_ERROR: conn_fail(c, ev.code, ws_frame_err_str(ev.err)); return;
         case WS_EV_NEED_BUFFER: {
             /* grow geometrically: a message in many small fragments must not cost a
              * realloc per fragment (the reader never asks past max_message) */
@@ -952,9 +950,7 @@ static void conn_core_timer(loop_timer *t)
     case CS_HANDSHAKE:
         conn_abort(c, WS_CLOSE_ABNORMAL); /* slow or silent before the upgrade */
         return;
-    case CS_CLOSING:
-        conn_abort(c, c->close_code ? c->close_code : WS_CLOSE_ABNORMAL);
-        return;
+    case CS_CLOSING: conn_abort(c, c->close_code ? c->close_code : WS_CLOSE_ABNORMAL); return;
     case CS_OPEN:
         if (c->ping_out && now >= c->ping_sent + (uint64_t)s->cfg.pong_timeout_ms) {
             conn_abort(c, WS_CLOSE_ABNORMAL); /* no pong, no traffic */
@@ -977,8 +973,7 @@ static void conn_core_timer(loop_timer *t)
             loop_timer_set(c->w->l, t, c->last_rx + (uint64_t)s->cfg.ping_interval_ms);
         }
         return;
-    default:
-        return;
+    default: return;
     }
 }
 
@@ -1045,8 +1040,8 @@ static void worker_accept(loop_io *io, uint32_t events)
             int one = 1, nd = 0;
             socklen_t ndl = sizeof nd;
             if (w->nodelay == 0)
-                w->nodelay = getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nd, &ndl) == 0 && nd
-                                 ? 1 : -1;
+                w->nodelay = getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nd, &ndl) == 0 && nd ? 1
+                                                                                            : -1;
             if (w->nodelay < 0) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
         c->io.fd = fd;
@@ -1098,7 +1093,8 @@ static void worker_drain_step(wsc_worker *w)
     int target = w->drain_total;
     if (now < w->drain_end && w->drain_end > w->drain_start)
         target = (int)((double)w->drain_total * (double)(now - w->drain_start) /
-                       (double)(w->drain_end - w->drain_start)) + 1;
+                       (double)(w->drain_end - w->drain_start)) +
+                 1;
     for (wsc_conn *c = w->conns; c && w->drain_closed < target; c = c->next) {
         if (c->state == CS_OPEN) {
             wsc_conn_close(c, WS_CLOSE_GOING_AWAY, w->s->draining_reason);
@@ -1226,8 +1222,8 @@ static void *worker_boot(void *arg)
 enum server_metric_kind { M_COUNTER, M_GAUGE };
 
 /* "<prefix>_<suffix>": the application names the families (the edge: sc_edge_...). */
-static metric *server_metric(enum server_metric_kind kind, const char *prefix,
-                             const char *suffix, const char *labels, const char *help)
+static metric *server_metric(enum server_metric_kind kind, const char *prefix, const char *suffix,
+                             const char *labels, const char *help)
 {
     char name[128];
     snprintf(name, sizeof name, "%s_%s", prefix, suffix);

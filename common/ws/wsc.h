@@ -54,7 +54,7 @@ wsc_frame *wsc_frame_wrap(const uint8_t *bytes, size_t len, void (*destroy)(void
  * negotiated permessage-deflate (and whose window allows it), f to the others. */
 void wsc_frame_set_deflated(wsc_frame *f, wsc_frame *deflated);
 wsc_frame *wsc_frame_ref(wsc_frame *f);
-void wsc_frame_unref(wsc_frame *f); /* NULL ok */
+void wsc_frame_unref(wsc_frame *f);        /* NULL ok */
 size_t wsc_frame_size(const wsc_frame *f); /* bytes on the wire */
 
 typedef struct wsc_handlers {
@@ -88,30 +88,30 @@ typedef struct wsc_handlers {
 
 typedef struct wsc_config {
     /* The application's policy: the core writes no name, metric or 4xxx code of its own. */
-    const char *name;              /* names the worker threads ("<name>-w0"), log lines and
-                                    * the 503 texts ("<name> full: ...") [NULL: "ws"] */
-    const char *metric_prefix;     /* metric families "<prefix>_connections", ... [NULL: "ws"] */
-    uint16_t slow_close_code;      /* sent when max_outbound is passed [0: 1008, policy] */
-    const char *listen;            /* HOST:PORT (port 0: one free port for every worker) */
-    int workers;                   /* 1..64 */
+    const char *name;          /* names the worker threads ("<name>-w0"), log lines and
+                                * the 503 texts ("<name> full: ...") [NULL: "ws"] */
+    const char *metric_prefix; /* metric families "<prefix>_connections", ... [NULL: "ws"] */
+    uint16_t slow_close_code;  /* sent when max_outbound is passed [0: 1008, policy] */
+    const char *listen;        /* HOST:PORT (port 0: one free port for every worker) */
+    int workers;               /* 1..64 */
     ws_http_upgrade_config upgrade;
-    size_t max_message;            /* largest incoming message; larger: close 1009 */
-    size_t max_message_initial;    /* the same until wsc_conn_lift_message_limit (a client
-                                    * not yet authenticated holds no more than this);
-                                    * 0 or over max_message: max_message */
-    size_t max_outbound;           /* bytes queued for one connection; over: closed with
-                                    * slow_close_code */
-    int max_connections;           /* per process; over: the handshake is answered 503 */
-    int max_per_ip;                /* per source address (IPv6: per /64), every worker;
-                                    * over: answered 429 (0: no limit) */
-    int handshake_timeout_ms;      /* TCP accept to complete upgrade request */
-    int ping_interval_ms;          /* a ping after this much silence from the peer (0: off) */
-    int pong_timeout_ms;           /* no traffic at all for this long after a ping: abort */
-    int close_timeout_ms;          /* wait for the peer's close frame after ours */
-    size_t deflate_min;            /* permessage-deflate (upgrade.deflate): messages shorter
-                                    * than this are sent uncompressed */
-    int write_delay_ms;            /* events (wsc_conn_send_event) wait up to this long for
-                                    * more to share their writes; 0: written at once */
+    size_t max_message;         /* largest incoming message; larger: close 1009 */
+    size_t max_message_initial; /* the same until wsc_conn_lift_message_limit (a client
+                                 * not yet authenticated holds no more than this);
+                                 * 0 or over max_message: max_message */
+    size_t max_outbound;        /* bytes queued for one connection; over: closed with
+                                 * slow_close_code */
+    int max_connections;        /* per process; over: the handshake is answered 503 */
+    int max_per_ip;             /* per source address (IPv6: per /64), every worker;
+                                 * over: answered 429 (0: no limit) */
+    int handshake_timeout_ms;   /* TCP accept to complete upgrade request */
+    int ping_interval_ms;       /* a ping after this much silence from the peer (0: off) */
+    int pong_timeout_ms;        /* no traffic at all for this long after a ping: abort */
+    int close_timeout_ms;       /* wait for the peer's close frame after ours */
+    size_t deflate_min;         /* permessage-deflate (upgrade.deflate): messages shorter
+                                 * than this are sent uncompressed */
+    int write_delay_ms;         /* events (wsc_conn_send_event) wait up to this long for
+                                 * more to share their writes; 0: written at once */
 } wsc_config;
 
 /* Starts the workers (each binds its listener first, so a bad address fails here). Returns
@@ -147,10 +147,10 @@ void *wsc_conn_data(const wsc_conn *c);
 void wsc_conn_set_data(wsc_conn *c, void *data);
 /* Queues a frame (takes its own reference; the caller keeps its). Returns 0, -EPIPE when
  * the connection no longer sends (closing), -ENOBUFS when the queue went over max_outbound
- * (the connection is then being closed with slow_close_code), or -ENOMEM (aborted). With permessage-deflate negotiated, a data
- * frame goes out compressed: its attached compressed twin (wsc_frame_set_deflated), or
- * else, if nobody considered compressing it yet, compressed here by the worker's deflate
- * stream when it is at least deflate_min bytes and the result is smaller. */
+ * (the connection is then being closed with slow_close_code), or -ENOMEM (aborted). With
+ * permessage-deflate negotiated, a data frame goes out compressed: its attached compressed twin
+ * (wsc_frame_set_deflated), or else, if nobody considered compressing it yet, compressed here by
+ * the worker's deflate stream when it is at least deflate_min bytes and the result is smaller. */
 int wsc_conn_send(wsc_conn *c, wsc_frame *f);
 /* The same for a broadcast event: with write_delay_ms, the worker writes it within that
  * delay, together with whatever else queued meanwhile (one writev per connection for all
@@ -164,11 +164,12 @@ void wsc_conn_uncork(wsc_conn *c);
 /* Counts n bytes that the app keeps for c outside its queue (events held back while a
  * subscription catches up) in max_outbound, as if queued. Returns 0; -EPIPE when c no
  * longer sends; -ENOBUFS when that would pass the bound: c is then being closed with
- * slow_close_code, as by wsc_conn_send. wsc_conn_unhold gives bytes back when they are sent or dropped. */
+ * slow_close_code, as by wsc_conn_send. wsc_conn_unhold gives bytes back when they are sent or
+ * dropped. */
 int wsc_conn_hold(wsc_conn *c, size_t n);
 void wsc_conn_unhold(wsc_conn *c, size_t n);
-/* Closes c with slow_close_code and reason at once, dropping what is queued but the frame being written
- * (a peer that reads nothing will not read that either). */
+/* Closes c with slow_close_code and reason at once, dropping what is queued but the frame being
+ * written (a peer that reads nothing will not read that either). */
 void wsc_conn_close_slow(wsc_conn *c, const char *reason);
 /* From now on the connection may send messages up to max_message instead of
  * max_message_initial (the edge calls it when the client has authenticated). Idempotent. */

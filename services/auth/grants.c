@@ -25,12 +25,12 @@ static pthread_once_t metrics_once = PTHREAD_ONCE_INIT;
 static void metrics_init(void)
 {
     static const char issued[] = "Access tokens issued, by grant type.";
-    m.issued_password =
-        metrics_counter("sc_auth_tokens_issued_total", "grant=\"password\"", issued);
-    m.issued_refresh =
-        metrics_counter("sc_auth_tokens_issued_total", "grant=\"refresh_token\"", issued);
-    m.issued_client =
-        metrics_counter("sc_auth_tokens_issued_total", "grant=\"client_credentials\"", issued);
+    m.issued_password = metrics_counter("sc_auth_tokens_issued_total", "grant=\"password\"",
+                                        issued);
+    m.issued_refresh = metrics_counter("sc_auth_tokens_issued_total", "grant=\"refresh_token\"",
+                                       issued);
+    m.issued_client = metrics_counter("sc_auth_tokens_issued_total", "grant=\"client_credentials\"",
+                                      issued);
     m.reuse = metrics_counter("sc_auth_refresh_reuse_total", NULL,
                               "Rotated refresh tokens presented again (family revoked).");
     m.refresh_skipped =
@@ -42,10 +42,9 @@ static void metrics_init(void)
                                      "Revocations, by scope.");
     m.throttled = metrics_counter("sc_auth_login_throttled_total", NULL,
                                   "Logins refused (429 slow_down) after too many failures.");
-    static const char *const errors[] = { "invalid_request", "invalid_grant", "invalid_client",
-                                          "unsupported_grant_type", "invalid_scope",
-                                          "temporarily_unavailable", "server_error",
-                                          "slow_down" };
+    static const char *const errors[] = {
+        "invalid_request", "invalid_grant",           "invalid_client", "unsupported_grant_type",
+        "invalid_scope",   "temporarily_unavailable", "server_error",   "slow_down"};
     for (size_t i = 0; i < sizeof errors / sizeof *errors; i++) {
         char labels[64];
         snprintf(labels, sizeof labels, "error=\"%s\"", errors[i]);
@@ -157,8 +156,8 @@ typedef struct req {
     grant_reply *out;
     json_t *params;
     long now;
-    char id[65];   /* sanitised request id, for logs */
-    char who[72];  /* sanitised user/client name, for logs */
+    char id[65];  /* sanitised request id, for logs */
+    char who[72]; /* sanitised user/client name, for logs */
 } req;
 
 static void set_who(req *r, const char *name)
@@ -176,9 +175,7 @@ static int fail(req *r, int status, const char *error, const char *description)
     free(r->out->body);
     r->out->status = status;
     r->out->body = grant_error_json(error, description);
-    r->out->http_header = status == 401   ? HDR_BASIC
-                          : status == 503 ? HDR_RETRY
-                                          : HDR_NO_STORE;
+    r->out->http_header = status == 401 ? HDR_BASIC : status == 503 ? HDR_RETRY : HDR_NO_STORE;
     count_failure(error);
     return -1;
 }
@@ -245,8 +242,8 @@ static int issue(req *r, const char *sub, const users_perms *perms, const char *
     if (rtstore_random_hex(jti, 16) < 0) return fail_internal(r, "no randomness");
     claims = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:o}", "iss", g->issuer, "aud",
                        g->audience, "sub", sub, "iat", (json_int_t)r->now, "nbf",
-                       (json_int_t)r->now, "exp", (json_int_t)(r->now + g->access_ttl), "jti",
-                       jti, "sub_topics", strv_json(perms->sub, perms->nsub), "pub_topics",
+                       (json_int_t)r->now, "exp", (json_int_t)(r->now + g->access_ttl), "jti", jti,
+                       "sub_topics", strv_json(perms->sub, perms->nsub), "pub_topics",
                        strv_json(perms->pub, perms->npub));
     if (!claims) return fail_internal(r, "out of memory");
     if (fam && json_object_set_new(claims, "sid", json_string(fam)) < 0) goto nomem;
@@ -260,10 +257,8 @@ static int issue(req *r, const char *sub, const users_perms *perms, const char *
     ans = json_pack("{s:s, s:s, s:I, s:s}", "access_token", jwt, "token_type", "Bearer",
                     "expires_in", (json_int_t)g->access_ttl, "ws_url", g->ws_url);
     if (!ans) goto nomem;
-    if (refresh && json_object_set_new(ans, "refresh_token", json_string(refresh)) < 0)
-        goto nomem;
-    if (scope && *scope && json_object_set_new(ans, "scope", json_string(scope)) < 0)
-        goto nomem;
+    if (refresh && json_object_set_new(ans, "refresh_token", json_string(refresh)) < 0) goto nomem;
+    if (scope && *scope && json_object_set_new(ans, "scope", json_string(scope)) < 0) goto nomem;
     free(r->out->body);
     r->out->body = json_dumps(ans, JSON_COMPACT);
     if (!r->out->body) goto nomem;
@@ -315,8 +310,7 @@ static int throttled(req *r, char kind, const char *name)
     if (!r->g->store || r->g->login_max <= 0) return 0;
     long wait = rtstore_login_blocked(r->g->store, kind, name, r->g->login_max);
     if (wait < 0) {
-        log_warn("login throttle unavailable", "req=%s err=\"%s\"", r->id,
-                 sc_strerror((int)wait));
+        log_warn("login throttle unavailable", "req=%s err=\"%s\"", r->id, sc_strerror((int)wait));
         return 0;
     }
     if (wait == 0) return 0;
@@ -333,15 +327,14 @@ static void login_result(req *r, char kind, const char *name, int ok)
     if (!r->g->store || r->g->login_max <= 0) return;
     int rc = ok ? rtstore_login_ok(r->g->store, kind, name)
                 : rtstore_login_failed(r->g->store, kind, name, r->g->login_window);
-    if (rc < 0)
-        log_warn("login throttle not updated", "req=%s err=\"%s\"", r->id, sc_strerror(rc));
+    if (rc < 0) log_warn("login throttle not updated", "req=%s err=\"%s\"", r->id, sc_strerror(rc));
 }
 
 static int grant_password(req *r)
 {
     const char *username, *password, *scope;
     const users_entry *e = NULL;
-    users_perms perms = { 0 };
+    users_perms perms = {0};
     char fam[STORE_FAMILY_LEN + 1], refresh[STORE_TOKEN_LEN + 1], stored[STORE_SCOPE_MAX + 1];
     int rc, have_refresh = 0;
 
@@ -376,8 +369,7 @@ static int grant_password(req *r)
             metric_inc(m.refresh_skipped);
         }
     }
-    rc = issue(r, e->name, &perms, have_refresh ? fam : NULL, have_refresh ? refresh : NULL,
-               scope);
+    rc = issue(r, e->name, &perms, have_refresh ? fam : NULL, have_refresh ? refresh : NULL, scope);
     explicit_bzero(refresh, sizeof refresh);
     users_perms_clear(&perms);
     if (rc == 0) {
@@ -392,7 +384,7 @@ static int grant_client(req *r)
 {
     const char *id, *secret, *scope;
     const users_entry *e = NULL;
-    users_perms perms = { 0 };
+    users_perms perms = {0};
     int rc;
 
     if (need(r, "client_id", &id) < 0 || need(r, "client_secret", &secret) < 0 ||
@@ -423,8 +415,8 @@ static int grant_client(req *r)
 static void drop_family(req *r, const rtstore_info *info, const char *why)
 {
     int rc = rtstore_revoke_family(r->g->store, info->fam);
-    log_warn("refresh family revoked", "req=%s user=%s reason=\"%s\" stored=%s", r->id, r->who,
-             why, rc == 0 ? "yes" : "no");
+    log_warn("refresh family revoked", "req=%s user=%s reason=\"%s\" stored=%s", r->id, r->who, why,
+             rc == 0 ? "yes" : "no");
     metric_inc(m.revoked_family);
     set_event(r, info->sub, info->fam, "revoked");
 }
@@ -434,15 +426,15 @@ static int grant_refresh(req *r)
     const char *old, *scope;
     rtstore_info info;
     const users_entry *e;
-    users_perms base = { 0 }, perms = { 0 };
+    users_perms base = {0}, perms = {0};
     char fresh[STORE_TOKEN_LEN + 1];
     int rc;
 
     if (need(r, "refresh_token", &old) < 0 || optional(r, "scope", &scope) < 0) return -1;
     if (scope) {
         /* Syntax first, before the rotation spends the token. */
-        char *all[] = { ">" };
-        users_perms any = { all, 1, all, 1 };
+        char *all[] = {">"};
+        users_perms any = {all, 1, all, 1};
         if (narrow(r, &any, scope, &perms) < 0) return -1;
         users_perms_clear(&perms);
     }
@@ -528,7 +520,7 @@ static int handle_token(req *r, int refresh_only)
 
 static int revoke_access_token(req *r, const char *tok, int everywhere)
 {
-    token_policy pol = { r->g->issuer, r->g->audience, 30, 8192 };
+    token_policy pol = {r->g->issuer, r->g->audience, 30, 8192};
     token_claims c;
     const char *fam = NULL;
     json_t *sid;
@@ -546,8 +538,7 @@ static int revoke_access_token(req *r, const char *tok, int everywhere)
         if (rc < 0) goto store_down;
         metric_inc(m.revoked_user);
         set_event(r, c.sub, NULL, "logout_all");
-        log_info("sessions revoked", "req=%s user=%s scope=user families=%d", r->id, r->who,
-                 rc);
+        log_info("sessions revoked", "req=%s user=%s scope=user families=%d", r->id, r->who, rc);
     } else if (fam) {
         rc = r->g->store ? rtstore_revoke_family(r->g->store, fam) : -ENOTCONN;
         if (rc < 0) goto store_down;
@@ -625,7 +616,7 @@ static int handle_jwks(req *r)
 int grant_handle(const grant_cfg *g, enum grant_op op, const char *data, size_t len, long now,
                  const char *reqid, grant_reply *out)
 {
-    req r = { 0 };
+    req r = {0};
     char why[160];
     size_t i = 0;
 

@@ -8,8 +8,8 @@
 #ifndef SC_AUTH_GRANTS_H
 #define SC_AUTH_GRANTS_H
 
-#include <stddef.h>
 #include <jansson.h>
+#include <stddef.h>
 
 #include "store.h"
 #include "token.h"
@@ -24,10 +24,10 @@ typedef struct grant_cfg {
     const char *issuer;
     const char *audience;
     const char *ws_url;
-    long access_ttl;          /* seconds */
-    size_t max_body;          /* largest request accepted, bytes */
-    long login_max;           /* failed checks per name in the window, then 429 (0: off) */
-    long login_window;        /* seconds */
+    long access_ttl;   /* seconds */
+    size_t max_body;   /* largest request accepted, bytes */
+    long login_max;    /* failed checks per name in the window, then 429 (0: off) */
+    long login_window; /* seconds */
 } grant_cfg;
 
 enum grant_op { GRANT_TOKEN, GRANT_REFRESH, GRANT_REVOKE, GRANT_JWKS };

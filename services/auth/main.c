@@ -25,10 +25,12 @@ static struct config {
     char *nats_url, *redis_url, *admin_listen;
     char *issuer, *audience, *private_key, *kid, *users_file, *ws_url;
     int log_level;
-    long access_ttl, refresh_ttl, refresh_max, reuse_window, redis_timeout_ms, max_body, workers, drain_ms;
+    long access_ttl, refresh_ttl, refresh_max, reuse_window, redis_timeout_ms, max_body, workers,
+        drain_ms;
     long login_max, login_window;
 } cfg;
 
+/* clang-format off */
 static const cfg_opt options[] = {
     { "NATS_URL", CFG_STR, "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated",
       CFG_REQUIRED, 0, 0, &cfg.nats_url },
@@ -77,6 +79,7 @@ static const cfg_opt options[] = {
     { "DRAIN_TIMEOUT_MS", CFG_INT, "5000", "time allowed to finish requests at shutdown (ms)",
       0, 0, 60000, &cfg.drain_ms },
 };
+/* clang-format on */
 
 struct app {
     bus *b;
@@ -108,7 +111,7 @@ int main(int argc, char **argv)
     rtstore *store = NULL;
     authsvc *svc = NULL;
     admin *adm = NULL;
-    struct app app = { 0 };
+    struct app app = {0};
     grant_cfg g;
     char err[512], *jwks = NULL;
     int rc, status = 1;
@@ -194,7 +197,7 @@ int main(int argc, char **argv)
     log_info("auth started", "admin=%s workers=%ld", cfg.admin_listen, cfg.workers);
 
     for (;;) {
-        struct timespec tick = { 1, 0 };
+        struct timespec tick = {1, 0};
         int sig = sigtimedwait(&sigs, NULL, &tick);
         time_t now = time(NULL);
         if (sig == SIGTERM || sig == SIGINT) {
@@ -212,7 +215,7 @@ int main(int argc, char **argv)
     status = 0;
 
 done:
-    authsvc_stop(svc);                  /* no handler runs after this */
+    authsvc_stop(svc); /* no handler runs after this */
     bus_destroy(app.b, (int)cfg.drain_ms);
     admin_destroy(adm);
     rtstore_destroy(store);

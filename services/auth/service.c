@@ -61,12 +61,13 @@ static void on_request(bus_msg *msg, void *ud)
     }
     if (reply && *reply) {
         snprintf(code, sizeof code, "%d", rep.status);
-        hdrs[nhdr++] = (bus_hdr){ HDR_STATUS, code };
-        if (rep.http_header) hdrs[nhdr++] = (bus_hdr){ HDR_HTTP_HEADER, rep.http_header };
-        rc = bus_respond(s->b, msg, rep.body ? rep.body : "", rep.body ? strlen(rep.body) : 0,
-                         hdrs, nhdr);
-        if (rc < 0) log_warn("reply failed", "subject=%s err=\"%s\"", bus_msg_subject(msg),
-                             sc_strerror(rc));
+        hdrs[nhdr++] = (bus_hdr){HDR_STATUS, code};
+        if (rep.http_header) hdrs[nhdr++] = (bus_hdr){HDR_HTTP_HEADER, rep.http_header};
+        rc = bus_respond(s->b, msg, rep.body ? rep.body : "", rep.body ? strlen(rep.body) : 0, hdrs,
+                         nhdr);
+        if (rc < 0)
+            log_warn("reply failed", "subject=%s err=\"%s\"", bus_msg_subject(msg),
+                     sc_strerror(rc));
     } else {
         log_debug("request without reply subject", "subject=%s", bus_msg_subject(msg));
     }
@@ -87,7 +88,7 @@ static int sub(authsvc *s, const char *subject, struct handler *h)
 
 int authsvc_start(authsvc **out, bus *b, const grant_cfg *g, int workers)
 {
-    static const char *const names[4] = { "token", "refresh", "revoke", "jwks" };
+    static const char *const names[4] = {"token", "refresh", "revoke", "jwks"};
     static const char help[] = "Time to answer an auth request, by subject.";
     authsvc *s;
     char labels[32];

@@ -20,26 +20,23 @@ struct rtstore {
     char reuse_s[24]; /* how long a rotated token is remembered, to catch its reuse */
     char max_s[24];   /* a family's absolute lifetime (0: none) */
     long max_age;
-    rds_script issue, rotate, revoke_token, revoke_family, revoke_user, login_check,
-        login_failed;
+    rds_script issue, rotate, revoke_token, revoke_family, revoke_user, login_check, login_failed;
 };
 
 /* Failed logins per name. KEYS: counter. ARGV: max. Seconds until the name may try again
  * (0: it may now). */
-static const char lua_login_check[] =
-    "local n = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
-    "if n < tonumber(ARGV[1]) then return 0 end\n"
-    "local t = redis.call('TTL', KEYS[1])\n"
-    "if t < 1 then return 1 end\n"
-    "return t\n";
+static const char lua_login_check[] = "local n = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+                                      "if n < tonumber(ARGV[1]) then return 0 end\n"
+                                      "local t = redis.call('TTL', KEYS[1])\n"
+                                      "if t < 1 then return 1 end\n"
+                                      "return t\n";
 
 /* KEYS: counter. ARGV: window (s). The window starts at the first failure. */
-static const char lua_login_failed[] =
-    "local n = redis.call('INCR', KEYS[1])\n"
-    "if n == 1 or redis.call('TTL', KEYS[1]) < 0 then\n"
-    "  redis.call('EXPIRE', KEYS[1], ARGV[1])\n"
-    "end\n"
-    "return n\n";
+static const char lua_login_failed[] = "local n = redis.call('INCR', KEYS[1])\n"
+                                       "if n == 1 or redis.call('TTL', KEYS[1]) < 0 then\n"
+                                       "  redis.call('EXPIRE', KEYS[1], ARGV[1])\n"
+                                       "end\n"
+                                       "return n\n";
 
 /* KEYS: rt, fam, user. ARGV: sub, fam, scope, ttl, now, prefix. */
 static const char lua_issue[] =
@@ -205,8 +202,7 @@ static int token_key(const char *tok, char key[80])
     unsigned int mdlen = 0;
     int o;
 
-    if (EVP_Digest(tok, strlen(tok), md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
-        return -1;
+    if (EVP_Digest(tok, strlen(tok), md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) return -1;
     o = snprintf(key, 80, PREFIX "rt:");
     for (unsigned i = 0; i < mdlen; i++) snprintf(key + o + 2 * i, 3, "%02x", md[i]);
     return 0;
@@ -242,8 +238,7 @@ int rtstore_issue(rtstore *s, const char *sub, const char *fam, const char *scop
     char rk[80], fk[80], uk[128], now[24];
     int rc;
 
-    if (!fam_valid(fam) || strlen(sub) > 64 || strlen(scope) > STORE_SCOPE_MAX)
-        return -EINVAL;
+    if (!fam_valid(fam) || strlen(sub) > 64 || strlen(scope) > STORE_SCOPE_MAX) return -EINVAL;
     if (new_token(token) < 0 || token_key(token, rk) < 0) return -EIO;
     snprintf(fk, sizeof fk, PREFIX "rtfam:%s", fam);
     snprintf(uk, sizeof uk, PREFIX "rtuser:%s", sub);
@@ -251,8 +246,8 @@ int rtstore_issue(rtstore *s, const char *sub, const char *fam, const char *scop
     char first_ttl[24]; /* the first token lives no longer than the family may */
     snprintf(first_ttl, sizeof first_ttl, "%ld",
              s->max_age && s->max_age < s->ttl ? s->max_age : s->ttl);
-    const char *keys[3] = { rk, fk, uk };
-    const char *args[6] = { sub, fam, scope, first_ttl, now, PREFIX };
+    const char *keys[3] = {rk, fk, uk};
+    const char *args[6] = {sub, fam, scope, first_ttl, now, PREFIX};
     rc = rds_eval(s->r, &s->issue, NULL, 3, keys, 6, args);
     if (rc < 0) explicit_bzero(token, STORE_TOKEN_LEN + 1);
     return rc;
@@ -271,8 +266,8 @@ int rtstore_rotate(rtstore *s, const char *old, char new_token_out[STORE_TOKEN_L
         token_key(new_token_out, nk) < 0)
         return -EIO;
     snprintf(now, sizeof now, "%lld", (long long)time(NULL));
-    const char *keys[2] = { ok_key, nk };
-    const char *args[5] = { s->ttl_s, now, PREFIX, s->reuse_s, s->max_s };
+    const char *keys[2] = {ok_key, nk};
+    const char *args[5] = {s->ttl_s, now, PREFIX, s->reuse_s, s->max_s};
     rc = rds_eval(s->r, &s->rotate, &rep, 2, keys, 5, args);
     if (rc < 0) goto done;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
@@ -306,8 +301,8 @@ int rtstore_revoke_token(rtstore *s, const char *token, rtstore_info *info)
     memset(info, 0, sizeof *info);
     if (!rtstore_token_shape(token)) return 0;
     if (token_key(token, k) < 0) return -EIO;
-    const char *keys[1] = { k };
-    const char *args[1] = { PREFIX };
+    const char *keys[1] = {k};
+    const char *args[1] = {PREFIX};
     rc = rds_eval(s->r, &s->revoke_token, &rep, 1, keys, 1, args);
     if (rc < 0) return rc;
     if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2) {
@@ -327,7 +322,7 @@ int rtstore_revoke_family(rtstore *s, const char *fam)
     char fk[80];
     if (!fam_valid(fam)) return 0; /* cannot exist */
     snprintf(fk, sizeof fk, PREFIX "rtfam:%s", fam);
-    const char *keys[1] = { fk };
+    const char *keys[1] = {fk};
     return rds_eval(s->r, &s->revoke_family, NULL, 1, keys, 0, NULL);
 }
 
@@ -339,8 +334,8 @@ int rtstore_revoke_user(rtstore *s, const char *sub)
 
     if (strlen(sub) > 64) return -EINVAL;
     snprintf(uk, sizeof uk, PREFIX "rtuser:%s", sub);
-    const char *keys[1] = { uk };
-    const char *args[1] = { PREFIX };
+    const char *keys[1] = {uk};
+    const char *args[1] = {PREFIX};
     rc = rds_eval(s->r, &s->revoke_user, &rep, 1, keys, 1, args);
     if (rc < 0) return rc;
     rc = rep->type == REDIS_REPLY_INTEGER ? (int)rep->integer : 0;
@@ -355,8 +350,7 @@ static int login_key(char kind, const char *name, char *out, size_t cap)
     unsigned char md[32];
     unsigned int mdl = 0;
     char hex[33];
-    if (EVP_Digest(name, strlen(name), md, &mdl, EVP_sha256(), NULL) != 1 || mdl < 16)
-        return -1;
+    if (EVP_Digest(name, strlen(name), md, &mdl, EVP_sha256(), NULL) != 1 || mdl < 16) return -1;
     for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
     return snprintf(out, cap, PREFIX "loginfail:%c:%s", kind, hex) < (int)cap ? 0 : -1;
 }
@@ -368,8 +362,8 @@ long rtstore_login_blocked(rtstore *s, char kind, const char *name, long max)
     long rc;
     if (max <= 0 || login_key(kind, name, k, sizeof k) < 0) return 0;
     snprintf(mx, sizeof mx, "%ld", max);
-    const char *keys[1] = { k };
-    const char *args[1] = { mx };
+    const char *keys[1] = {k};
+    const char *args[1] = {mx};
     int e = rds_eval(s->r, &s->login_check, &rep, 1, keys, 1, args);
     if (e < 0) return e;
     rc = rep->type == REDIS_REPLY_INTEGER ? (long)rep->integer : 0;
@@ -382,8 +376,8 @@ int rtstore_login_failed(rtstore *s, char kind, const char *name, long window)
     char k[80], w[24];
     if (window <= 0 || login_key(kind, name, k, sizeof k) < 0) return 0;
     snprintf(w, sizeof w, "%ld", window);
-    const char *keys[1] = { k };
-    const char *args[1] = { w };
+    const char *keys[1] = {k};
+    const char *args[1] = {w};
     return rds_eval(s->r, &s->login_failed, NULL, 1, keys, 1, args);
 }
 
@@ -391,7 +385,7 @@ int rtstore_login_ok(rtstore *s, char kind, const char *name)
 {
     char k[80];
     if (login_key(kind, name, k, sizeof k) < 0) return 0;
-    const char *argv[2] = { "DEL", k };
+    const char *argv[2] = {"DEL", k};
     redisReply *rep = NULL;
     int rc = rds_commandv(s->r, &rep, 2, argv, NULL);
     if (rep) freeReplyObject(rep);

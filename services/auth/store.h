@@ -43,11 +43,11 @@ int rtstore_issue(rtstore *s, const char *sub, const char *fam, const char *scop
                   char token[STORE_TOKEN_LEN + 1]);
 
 enum rtstore_result {
-    RT_OK = 0,       /* rotated: new token issued, info filled */
-    RT_UNKNOWN = 1,  /* no such token (never issued, or expired) */
-    RT_REVOKED = 2,  /* its family was revoked (info filled) */
-    RT_REUSE = 3,    /* it had been rotated already: the family is now revoked (info filled) */
-    RT_EXPIRED = 4,  /* its family is older than the max lifetime: now ended (info filled) */
+    RT_OK = 0,      /* rotated: new token issued, info filled */
+    RT_UNKNOWN = 1, /* no such token (never issued, or expired) */
+    RT_REVOKED = 2, /* its family was revoked (info filled) */
+    RT_REUSE = 3,   /* it had been rotated already: the family is now revoked (info filled) */
+    RT_EXPIRED = 4, /* its family is older than the max lifetime: now ended (info filled) */
 };
 
 typedef struct rtstore_info {
@@ -64,8 +64,8 @@ int rtstore_rotate(rtstore *s, const char *old, char new_token[STORE_TOKEN_LEN +
 /* What rtstore_revoke_token did. */
 enum rtstore_revoke_result {
     RT_REVOKE_UNKNOWN = 0, /* no such token: nothing changed */
-    RT_REVOKE_DONE = 1,    /* it was its family's active token: the family is revoked, info filled */
-    RT_REVOKE_STALE = 2,   /* rotated, or its family had ended: nothing changed */
+    RT_REVOKE_DONE = 1,  /* it was its family's active token: the family is revoked, info filled */
+    RT_REVOKE_STALE = 2, /* rotated, or its family had ended: nothing changed */
 };
 
 /* Revokes the family of token when token is that family's active token. Returns an

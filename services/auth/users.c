@@ -25,8 +25,8 @@ static const char fallback_hash[] =
 
 static int name_char(int c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
 }
 
 int users_name_valid(const char *name)
@@ -224,8 +224,7 @@ int users_perms_scope(const users_perms *p, char *buf, size_t buflen)
         char **v = k == 0 ? p->sub : p->pub;
         size_t n = k == 0 ? p->nsub : p->npub;
         for (size_t i = 0; i < n; i++) {
-            int w = snprintf(buf + o, buflen - o, "%s%s:%s", o ? " " : "", k ? "pub" : "sub",
-                             v[i]);
+            int w = snprintf(buf + o, buflen - o, "%s%s:%s", o ? " " : "", k ? "pub" : "sub", v[i]);
             if (w < 0 || (size_t)w >= buflen - o) return -1;
             o += (size_t)w;
         }

@@ -26,11 +26,11 @@ enum users_kind { USERS_USER = 1, USERS_CLIENT = 2 };
 
 enum {
     USERS_NAME_MAX = 64,
-    USERS_PATTERNS_MAX = 64,    /* per list */
+    USERS_PATTERNS_MAX = 64, /* per list */
     USERS_LINE_MAX = 8192,
-    USERS_FILE_MAX = 4 << 20,   /* bytes */
-    USERS_SECRET_MAX = 1024,    /* longest password / client secret checked */
-    USERS_SCOPE_MAX = 4096,     /* longest scope parameter */
+    USERS_FILE_MAX = 4 << 20, /* bytes */
+    USERS_SECRET_MAX = 1024,  /* longest password / client secret checked */
+    USERS_SCOPE_MAX = 4096,   /* longest scope parameter */
 };
 
 /* Failures: -EINVAL (bad file or scope: the reason in err), -ENOMEM, -EIO (cannot read the
@@ -47,9 +47,9 @@ typedef struct users_perms {
 typedef struct users_entry {
     enum users_kind kind;
     char name[USERS_NAME_MAX + 1];
-    char *hash;         /* crypt(3) string, or "!" (locked) */
+    char *hash; /* crypt(3) string, or "!" (locked) */
     users_perms perms;
-    unsigned line;      /* line number in the file, for messages */
+    unsigned line; /* line number in the file, for messages */
 } users_entry;
 
 typedef struct users users;

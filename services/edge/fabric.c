@@ -30,10 +30,10 @@
 #include <zlib.h>
 
 #define FAB_BUCKETS_MIN 1024 /* interest table: a power of two, doubled at one per bucket */
-#define FAB_HWM 100000     /* messages queued per worker before the fabric drops (counted) */
-#define FAB_BATCH 256      /* messages a worker takes from its mailbox per lock */
-#define FAB_PORTS 64       /* ports (workers) per process: a bit each in a route's mask */
-#define FAB_NAME_MAX 255   /* bytes of a topic or user name */
+#define FAB_HWM 100000       /* messages queued per worker before the fabric drops (counted) */
+#define FAB_BATCH 256        /* messages a worker takes from its mailbox per lock */
+#define FAB_PORTS 64         /* ports (workers) per process: a bit each in a route's mask */
+#define FAB_NAME_MAX 255     /* bytes of a topic or user name */
 
 /* The closure of one NATS subscription. Freed at the last reference: the subscription's,
  * dropped once nats.c can no longer call back, or a queued message's. */
@@ -64,25 +64,25 @@ static void route_unref(void *ud)
 typedef struct interest {
     struct interest *next;
     unsigned long hash; /* fab_hash(key) */
-    int refs; /* ports interested */
-    uint64_t seq; /* its subscription's number (fabric.sub_seq): live once a flush that
-                   * started after it came back (seq <= fabric.live_seq) */
-    bool pending; /* the settler has not made its subscription yet (on fabric.pending, or
-                   * in the settler's hands) */
-    bool dropped; /* the last port left while it was pending: out of the table, and the
-                   * settler frees it */
+    int refs;           /* ports interested */
+    uint64_t seq;       /* its subscription's number (fabric.sub_seq): live once a flush that
+                         * started after it came back (seq <= fabric.live_seq) */
+    bool pending;       /* the settler has not made its subscription yet (on fabric.pending, or
+                         * in the settler's hands) */
+    bool dropped;       /* the last port left while it was pending: out of the table, and the
+                         * settler frees it */
     struct interest *next_pending;
-    bus_sub *sub;   /* NULL while pending */
-    route *r;   /* the subscription's closure (one reference) */
-    char key[]; /* "<kind> <name>\n" */
+    bus_sub *sub; /* NULL while pending */
+    route *r;     /* the subscription's closure (one reference) */
+    char key[];   /* "<kind> <name>\n" */
 } interest;
 
 /* A queued message. */
 typedef struct fab_slot {
     enum fab_kind kind;
-    route *r;          /* FAB_EVENT, FAB_USER: a reference */
-    wsc_frame *frame;  /* FAB_EVENT, FAB_USER: a reference */
-    char *data;        /* FAB_REVOKED: malloc'd */
+    route *r;         /* FAB_EVENT, FAB_USER: a reference */
+    wsc_frame *frame; /* FAB_EVENT, FAB_USER: a reference */
+    char *data;       /* FAB_REVOKED: malloc'd */
     uint64_t seq, prev;
 } fab_slot;
 
@@ -90,9 +90,9 @@ struct fabric {
     bus *b;
     pthread_rwlock_t ports_lock; /* ports[]: written by open/close, read by every push */
     fab_port *ports[FAB_PORTS];
-    int nports;                  /* indices handed out (never reused) */
-    pthread_mutex_t lock;        /* interests */
-    interest **buckets;          /* nbuckets chains of interests, by fab_hash of the key */
+    int nports;           /* indices handed out (never reused) */
+    pthread_mutex_t lock; /* interests */
+    interest **buckets;   /* nbuckets chains of interests, by fab_hash of the key */
     size_t nbuckets, ninterests;
     size_t max_data;
     bus_sub *revoked;
@@ -109,7 +109,7 @@ struct fabric {
      * (want, a bit each, under slock) and raises live_seq (under lock) to the number it read
      * before a flush that succeeded. */
     uint64_t sub_seq, live_seq;
-    interest *pending;     /* under lock: interests whose subscription the settler makes */
+    interest *pending; /* under lock: interests whose subscription the settler makes */
     pthread_mutex_t slock;
     pthread_cond_t scond;
     uint64_t want;
@@ -123,13 +123,13 @@ struct fabric {
 struct fab_port {
     fabric *f;
     int idx;
-    mbox mb;                           /* fab_slot elements */
+    mbox mb; /* fab_slot elements */
     fab_slot batch[FAB_BATCH];
     uint32_t bn, bi;
-    route *held;                       /* the route of the message last returned */
-    uint64_t want_seq, asked_seq;      /* worker: highest number it waits for / asked for */
-    _Atomic uint64_t settled_seq;      /* settler: flushes up to this number came back */
-    _Atomic uint64_t live_seq;         /* settler: ... and up to this one succeeded */
+    route *held;                  /* the route of the message last returned */
+    uint64_t want_seq, asked_seq; /* worker: highest number it waits for / asked for */
+    _Atomic uint64_t settled_seq; /* settler: flushes up to this number came back */
+    _Atomic uint64_t live_seq;    /* settler: ... and up to this one succeeded */
 };
 
 static unsigned long fab_hash(const char *s)
@@ -199,8 +199,11 @@ static void fab_fan_out(fabric *f, uint64_t mask, enum fab_kind kind, route *r, 
     pthread_rwlock_rdlock(&f->ports_lock);
     for (int i = 0; mask && i < FAB_PORTS; i++, mask >>= 1) {
         if (!(mask & 1) || !f->ports[i]) continue;
-        fab_slot s = {.kind = kind, .r = route_ref(r), .frame = wsc_frame_ref(frame),
-                      .seq = seq, .prev = prev};
+        fab_slot s = {.kind = kind,
+                      .r = route_ref(r),
+                      .frame = wsc_frame_ref(frame),
+                      .seq = seq,
+                      .prev = prev};
         port_push(f->ports[i], &s);
     }
     pthread_rwlock_unlock(&f->ports_lock);
@@ -258,8 +261,8 @@ static uint8_t *fab_deflate(fabric *f, const uint8_t *p, size_t n, size_t *zn)
 
 /* Builds a complete text frame holding {"type":"event","topic":..,"seq":..,"data":..} in one
  * malloc'd block (*n bytes). Data that is not JSON is carried as a JSON string. */
-static uint8_t *fab_build(const char *topic, uint64_t seq, const char *data, size_t dlen,
-                          size_t *n, size_t *hlen)
+static uint8_t *fab_build(const char *topic, uint64_t seq, const char *data, size_t dlen, size_t *n,
+                          size_t *hlen)
 {
     char *quoted = NULL;
     uint8_t *buf = NULL;
@@ -319,8 +322,8 @@ static void fab_on_event(bus_msg *msg, void *ud)
         uint64_t seq = seqs ? strtoull(seqs, NULL, 10) : 0;
         uint64_t prev = prevs ? strtoull(prevs, NULL, 10) : 0;
         size_t n = 0, hl = 0, zn = 0;
-        uint8_t *buf = fab_build(r->kind == FAB_USER ? "user" : r->name, seq,
-                                 bus_msg_data(msg), dlen, &n, &hl);
+        uint8_t *buf = fab_build(r->kind == FAB_USER ? "user" : r->name, seq, bus_msg_data(msg),
+                                 dlen, &n, &hl);
         wsc_frame *frame = buf ? wsc_frame_wrap(buf, n, free, buf) : NULL;
         if (buf && !frame) free(buf);
         if (frame) {
@@ -351,10 +354,7 @@ static void fab_on_revoked(bus_msg *msg, void *ud)
 static void *settler_main(void *arg);
 
 /* After a NATS reconnection (nats.c thread): every worker should look for gaps. */
-static void fab_on_reconnect(void *ud)
-{
-    fab_broadcast(ud, FAB_RESYNC, NULL, 0);
-}
+static void fab_on_reconnect(void *ud) { fab_broadcast(ud, FAB_RESYNC, NULL, 0); }
 
 int fab_create(fabric **out, bus *b, size_t max_data, bool deflate, size_t deflate_min)
 {
@@ -405,8 +405,7 @@ int fab_create(fabric **out, bus *b, size_t max_data, bool deflate, size_t defla
     }
     pthread_setname_np(f->settler, "edge-settler"); /* named for top -H, perf and gdb */
     f->settler_started = true;
-    if (bus_subscribe(b, SUBJ_AUTH_REVOKED, NULL, fab_on_revoked, f,
-                      &f->revoked) != 0) {
+    if (bus_subscribe(b, SUBJ_AUTH_REVOKED, NULL, fab_on_revoked, f, &f->revoked) != 0) {
         fab_destroy(f);
         return -EIO;
     }
@@ -620,8 +619,10 @@ static bool subscribe_pending(fabric *f, interest *batch, interest *ended)
     pthread_mutex_unlock(&f->lock);
     for (interest *it = ended, *next; it; it = next) {
         next = it->next_pending;
-        if (!it->sub) route_unref(it->r); /* never subscribed: the subscription's reference */
-        else (void)bus_unsubscribe_later(it->sub, route_unref);
+        if (!it->sub)
+            route_unref(it->r); /* never subscribed: the subscription's reference */
+        else
+            (void)bus_unsubscribe_later(it->sub, route_unref);
         free(it);
     }
     return failed;

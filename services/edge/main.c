@@ -17,11 +17,11 @@
 
 #include <pthread.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,13 +31,15 @@ static struct {
     char *nats_url, *listen, *edge_id, *public_url, *origins, *keys_file, *issuer, *audience;
     char *stream, *inbox_stream, *storage, *redis_url;
     int log_level, deflate, query_token;
-    long workers, leeway, max_message, max_message_auth, max_connections, max_per_ip, outbound_limit, rate_limit,
-        rate_burst, ping_ms, pong_ms, auth_ms, handshake_ms, drain_ms, close_ms, write_delay_ms, warning_s,
-        max_subs, max_errors, history_age_s, history_bytes, history_replicas, inbox_bytes, inbox_per_user, max_publish, replay_inflight,
-        replay_max, presence_ttl, max_per_user, inbox_hold_ms, deflate_min, stall_ms, pub_rate,
-        pub_burst, user_pub_rate, user_pub_burst;
+    long workers, leeway, max_message, max_message_auth, max_connections, max_per_ip,
+        outbound_limit, rate_limit, rate_burst, ping_ms, pong_ms, auth_ms, handshake_ms, drain_ms,
+        close_ms, write_delay_ms, warning_s, max_subs, max_errors, history_age_s, history_bytes,
+        history_replicas, inbox_bytes, inbox_per_user, max_publish, replay_inflight, replay_max,
+        presence_ttl, max_per_user, inbox_hold_ms, deflate_min, stall_ms, pub_rate, pub_burst,
+        user_pub_rate, user_pub_burst;
 } cfg;
 
+/* clang-format off */
 static const cfg_opt options[] = {
     {"NATS_URL", CFG_STR, "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated",
      CFG_REQUIRED, 0, 0, &cfg.nats_url},
@@ -166,6 +168,7 @@ static const cfg_opt options[] = {
     {"HISTORY_REPLICAS", CFG_INT, "1", "stream replicas (a NATS cluster: 3)", 0, 1, 5,
      &cfg.history_replicas},
 };
+/* clang-format on */
 
 static bus *B;
 static wsc_server *S;
@@ -178,7 +181,9 @@ static int is_ready(char *detail, size_t n)
     int nats = B && bus_connected(B);
     snprintf(detail, n, "nats=%s stream=%s presence=%s draining=%s", nats ? "up" : "down",
              atomic_load(&stream_ok) ? "ok" : "missing",
-             !P ? "off" : presence_degraded(P) ? "degraded" : "ok",
+             !P                     ? "off"
+             : presence_degraded(P) ? "degraded"
+                                    : "ok",
              atomic_load(&draining) ? "yes" : "no");
     return nats && atomic_load(&stream_ok) && !atomic_load(&draining);
 }
@@ -186,8 +191,9 @@ static int is_ready(char *detail, size_t n)
 static int http_answer(char **resp, size_t *len, int status, const char *ctype, const char *body,
                        size_t blen)
 {
-    const char *text = status == 200 ? "OK" : status == 503 ? "Service Unavailable"
-                                                            : "Method Not Allowed";
+    const char *text = status == 200   ? "OK"
+                       : status == 503 ? "Service Unavailable"
+                                       : "Method Not Allowed";
     char head[256];
     int hl = snprintf(head, sizeof head,
                       "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
@@ -294,8 +300,9 @@ int main(int argc, char **argv)
         return 2;
     }
     if (cfg.pub_burst < cfg.max_publish || cfg.user_pub_burst < cfg.max_publish) {
-        fprintf(stderr, "edge: config: %s: must be at least EDGE_MAX_PUBLISH (%ld), or the "
-                        "largest publish could never be sent\n",
+        fprintf(stderr,
+                "edge: config: %s: must be at least EDGE_MAX_PUBLISH (%ld), or the "
+                "largest publish could never be sent\n",
                 cfg.pub_burst < cfg.max_publish ? "EDGE_PUBLISH_BYTES_BURST"
                                                 : "EDGE_USER_PUBLISH_BYTES_BURST",
                 cfg.max_publish);
@@ -405,8 +412,11 @@ int main(int argc, char **argv)
         .slow_close_code = MSG_CLOSE_TOO_SLOW,
         .listen = cfg.listen,
         .workers = (int)cfg.workers,
-        .upgrade = {.path = "/ws", .origins = origins, .norigins = norigins,
-                    .subprotocol = "sidecast.v1", .require_subprotocol = false,
+        .upgrade = {.path = "/ws",
+                    .origins = origins,
+                    .norigins = norigins,
+                    .subprotocol = "sidecast.v1",
+                    .require_subprotocol = false,
                     .deflate = cfg.deflate != 0},
         .max_message = (size_t)cfg.max_message,
         .max_message_initial = (size_t)cfg.max_message_auth,

@@ -31,8 +31,7 @@ perms *perms_get(perms_table *t, const json_t *claims)
     char buf[PERMS_MAX];
     long sl = pack(buf, 0, sizeof buf, json_object_get(claims, "sub_topics"));
     long pl = sl < 0 ? -1
-                     : pack(buf, (size_t)sl, sizeof buf,
-                                  json_object_get(claims, "pub_topics"));
+                     : pack(buf, (size_t)sl, sizeof buf, json_object_get(claims, "pub_topics"));
     if (pl < 0) return NULL;
     unsigned long h = 5381;
     for (long i = 0; i < pl; i++) h = h * 33 + (unsigned char)buf[i];

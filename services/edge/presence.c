@@ -28,9 +28,10 @@
 #define REAP_EVERY_S 10
 #define RESYNC_BATCH 200
 #define APPLY_BATCH 256 /* registrations and removals written in one script run */
-#define LINGER_MS 2      /* registrations and removals gather this long before a round, so a
-                          * burst of connections costs the edge a wake-up and a Redis round
-                          * trip per round, not per connection; a check or a get ends it */
+#define LINGER_MS                                                                                  \
+    2 /* registrations and removals gather this long before a round, so a                          \
+       * burst of connections costs the edge a wake-up and a Redis round                           \
+       * trip per round, not per connection; a check or a get ends it */
 
 enum op_kind { OP_ADD, OP_CHECK, OP_REMOVE, OP_GET };
 
@@ -65,12 +66,12 @@ struct presence {
     op *head, **tail;
     size_t queued;
     bool overflow, stop;
-    bool idle;      /* the thread waits for work: the next operation wakes it */
-    bool urgent;    /* a check or a get is queued: no lingering */
+    bool idle;   /* the thread waits for work: the next operation wakes it */
+    bool urgent; /* a check or a get is queued: no lingering */
     entry *table[TABLE_BUCKETS];
     _Atomic int degraded;
     bool need_rewrite;
-    bool beaten; /* a heartbeat was written before */
+    bool beaten;      /* a heartbeat was written before */
     struct batch *bt; /* the presence thread's batch of writes */
     metric *m_degraded, *m_ops, *m_refused, *m_reaped;
 };
@@ -91,29 +92,27 @@ static const char ADD_LUA[] =
     "redis.call('SADD', KEYS[2], ARGV[5])\n"
     "return 1\n";
 
-static const char REMOVE_LUA[] =
-    "redis.call('HDEL', KEYS[1], ARGV[1])\n"
-    "redis.call('SREM', KEYS[2], ARGV[2])\n"
-    "return 1\n";
+static const char REMOVE_LUA[] = "redis.call('HDEL', KEYS[1], ARGV[1])\n"
+                                 "redis.call('SREM', KEYS[2], ARGV[2])\n"
+                                 "return 1\n";
 
 /* Registrations ('a') and removals ('r') without a limit check, in order, in one round trip:
  * ARGV[1] prefix, ARGV[2] edge, then kind, user, conn, at for each. */
-static const char BATCH_LUA[] =
-    "local pfx, edge = ARGV[1], ARGV[2]\n"
-    "local ck = pfx .. 'conns:' .. edge\n"
-    "for i = 3, #ARGV - 3, 4 do\n"
-    "  local uk = pfx .. 'user:' .. ARGV[i + 1]\n"
-    "  local field = edge .. '/' .. ARGV[i + 2]\n"
-    "  local member = ARGV[i + 1] .. '\\t' .. ARGV[i + 2]\n"
-    "  if ARGV[i] == 'a' then\n"
-    "    redis.call('HSET', uk, field, ARGV[i + 3])\n"
-    "    redis.call('SADD', ck, member)\n"
-    "  else\n"
-    "    redis.call('HDEL', uk, field)\n"
-    "    redis.call('SREM', ck, member)\n"
-    "  end\n"
-    "end\n"
-    "return 1\n";
+static const char BATCH_LUA[] = "local pfx, edge = ARGV[1], ARGV[2]\n"
+                                "local ck = pfx .. 'conns:' .. edge\n"
+                                "for i = 3, #ARGV - 3, 4 do\n"
+                                "  local uk = pfx .. 'user:' .. ARGV[i + 1]\n"
+                                "  local field = edge .. '/' .. ARGV[i + 2]\n"
+                                "  local member = ARGV[i + 1] .. '\\t' .. ARGV[i + 2]\n"
+                                "  if ARGV[i] == 'a' then\n"
+                                "    redis.call('HSET', uk, field, ARGV[i + 3])\n"
+                                "    redis.call('SADD', ck, member)\n"
+                                "  else\n"
+                                "    redis.call('HDEL', uk, field)\n"
+                                "    redis.call('SREM', ck, member)\n"
+                                "  end\n"
+                                "end\n"
+                                "return 1\n";
 
 /* Removes every entry an edge registered (KEYS[1] = its conns set; ARGV[1] = prefix,
  * ARGV[2] = edge). */
@@ -216,8 +215,7 @@ void presence_add(presence *p, const char *user, uint64_t conn, int worker, bool
         }
         pthread_mutex_unlock(&p->lock);
     }
-    enqueue(p, check && p->cfg.max_per_user > 0 ? OP_CHECK : OP_ADD, user, conn, worker, at,
-            NULL);
+    enqueue(p, check && p->cfg.max_per_user > 0 ? OP_CHECK : OP_ADD, user, conn, worker, at, NULL);
 }
 
 void presence_remove(presence *p, const char *user, uint64_t conn)
@@ -558,7 +556,8 @@ static void reply_json(presence *p, bus_msg *msg, int status, json_t *body)
     json_decref(body);
     if (bus_msg_reply(msg) && *bus_msg_reply(msg))
         bus_respond_json(p->b, msg, text ? status : 500,
-                         text ? text : "{\"error\":\"internal_error\",\"message\":\"out of memory\"}");
+                         text ? text
+                              : "{\"error\":\"internal_error\",\"message\":\"out of memory\"}");
     free(text);
 }
 
@@ -599,15 +598,17 @@ static void answer_get(presence *p, bus_msg *msg)
     json_t *env = json_loadb(bus_msg_data(msg), bus_msg_len(msg), 0, NULL);
     const char *user = json_string_value(json_object_get(json_object_get(env, "params"), "user"));
     if (!user || !user_valid(user)) {
-        reply_json(p, msg, 400, json_pack("{s:s, s:s}", "error", "invalid_request", "message",
-                                          "params.user: a user id of 1 to 128 visible bytes"));
+        reply_json(p, msg, 400,
+                   json_pack("{s:s, s:s}", "error", "invalid_request", "message",
+                             "params.user: a user id of 1 to 128 visible bytes"));
         goto done;
     }
     if (!presence_may_read(bus_msg_header(msg, HDR_USER), bus_msg_header(msg, HDR_SCOPE_SUB),
                            user)) {
-        reply_json(p, msg, 403, json_pack("{s:s, s:s}", "error", "forbidden", "message",
-                                          "only the user, or a token that may subscribe to "
-                                          "presence.<user>, sees a user's presence"));
+        reply_json(p, msg, 403,
+                   json_pack("{s:s, s:s}", "error", "forbidden", "message",
+                             "only the user, or a token that may subscribe to "
+                             "presence.<user>, sees a user's presence"));
         goto done;
     }
     char ukey[300];
@@ -616,8 +617,9 @@ static void answer_get(presence *p, bus_msg *msg)
     const char *args[] = {PFX};
     redisReply *rep = NULL;
     if (rds_eval(p->r, &list_script, &rep, 1, keys, 1, args) != 0) {
-        reply_json(p, msg, 503, json_pack("{s:s, s:s}", "error", "unavailable", "message",
-                                          "presence store unavailable"));
+        reply_json(p, msg, 503,
+                   json_pack("{s:s, s:s}", "error", "unavailable", "message",
+                             "presence store unavailable"));
         goto done;
     }
     json_t *conns = json_array();
@@ -628,13 +630,13 @@ static void answer_get(presence *p, bus_msg *msg)
         char edge[160], conn_id[200];
         snprintf(edge, sizeof edge, "%.*s", (int)(slash - field), field);
         snprintf(conn_id, sizeof conn_id, "%s-%s", edge, slash + 1);
-        json_array_append_new(conns, json_pack("{s:s, s:s, s:I}", "conn_id", conn_id, "edge",
-                                               edge, "connected_at",
-                                               (json_int_t)strtoll(at, NULL, 10)));
+        json_array_append_new(conns, json_pack("{s:s, s:s, s:I}", "conn_id", conn_id, "edge", edge,
+                                               "connected_at", (json_int_t)strtoll(at, NULL, 10)));
     }
     freeReplyObject(rep);
-    reply_json(p, msg, 200, json_pack("{s:s, s:I, s:o}", "user", user, "count",
-                                      (json_int_t)json_array_size(conns), "connections", conns));
+    reply_json(p, msg, 200,
+               json_pack("{s:s, s:I, s:o}", "user", user, "count",
+                         (json_int_t)json_array_size(conns), "connections", conns));
 done:
     json_decref(env);
     bus_msg_destroy(msg);
@@ -645,8 +647,9 @@ static void on_get(bus_msg *msg, void *ud)
 {
     presence *p = ud;
     if (enqueue(p, OP_GET, "", 0, -1, 0, msg) != 0) {
-        reply_json(p, msg, 503, json_pack("{s:s, s:s}", "error", "unavailable", "message",
-                                          "presence busy, try again"));
+        reply_json(p, msg, 503,
+                   json_pack("{s:s, s:s}", "error", "unavailable", "message",
+                             "presence busy, try again"));
         bus_msg_destroy(msg);
     }
 }

@@ -42,8 +42,8 @@ typedef void (*presence_verdict_fn)(void *ud, int worker, uint64_t conn, bool al
 typedef struct presence_cfg {
     const char *redis_url;
     const char *edge_id;
-    int ttl_s;                 /* heartbeat TTL; refreshed every ttl/3 */
-    long max_per_user;         /* 0: no limit */
+    int ttl_s;         /* heartbeat TTL; refreshed every ttl/3 */
+    long max_per_user; /* 0: no limit */
     presence_verdict_fn verdict;
     void *verdict_ud;
 } presence_cfg;

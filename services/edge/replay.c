@@ -17,22 +17,23 @@
 #include <time.h>
 #include <unistd.h>
 
-#define REPLAY_ERRORS 6 /* failed requests in a row before REPLAY_FAILED (200 ms, 400 ms,
-                         * ... apart: about 4 s, long enough for a NATS failover) */
+#define REPLAY_ERRORS                                                                              \
+    6 /* failed requests in a row before REPLAY_FAILED (200 ms, 400 ms,                            \
+       * ... apart: about 4 s, long enough for a NATS failover) */
 
 enum step { STEP_CHECK, STEP_OLDEST, STEP_NEXT };
 
 struct replay {
     replay_q *q;
-    replay *next;          /* FIFO link */
+    replay *next; /* FIFO link */
     const replay_ops *ops;
     void *ud;
-    loop_timer timer;      /* waits (back-pressure, look again, after an error) */
+    loop_timer timer; /* waits (back-pressure, look again, after an error) */
     enum step step;
     bool queued, inflight, cancelled;
     uint8_t errors, retries;
-    const char *api;       /* the queue's $JS.API.DIRECT.GET.<stream> of its stream */
-    uint64_t cursor;       /* last message handed over (or the starting position) */
+    const char *api; /* the queue's $JS.API.DIRECT.GET.<stream> of its stream */
+    uint64_t cursor; /* last message handed over (or the starting position) */
     uint64_t handed;
     /* the answer to its one request in flight, handed over by a nats.c thread through the
      * queue's mailbox: kept here, so that handing it over never allocates */
@@ -46,11 +47,11 @@ struct replay_q {
     bus *b;
     loop *l;
     replay_cfg cfg;
-    char api[160];         /* $JS.API.DIRECT.GET.<stream> */
-    char inbox_api[160];   /* ... of the inbox stream */
-    replay *head, *tail;   /* FIFO waiting for a request slot */
+    char api[160];       /* $JS.API.DIRECT.GET.<stream> */
+    char inbox_api[160]; /* ... of the inbox stream */
+    replay *head, *tail; /* FIFO waiting for a request slot */
     int inflight;
-    pthread_mutex_t lock;  /* the mailbox */
+    pthread_mutex_t lock;        /* the mailbox */
     replay *inbox, **inbox_tail; /* replays whose reply arrived (linked by next_mail) */
 };
 
@@ -138,8 +139,7 @@ static int send_request(replay *r)
         break;
     }
     if (n < 0 || (size_t)n >= sizeof body) return -EINVAL;
-    int rc = bus_request_async(r->q->b, r->api, body, (size_t)n, r->q->cfg.timeout_ms,
-                               on_reply, r);
+    int rc = bus_request_async(r->q->b, r->api, body, (size_t)n, r->q->cfg.timeout_ms, on_reply, r);
     if (rc == 0) {
         r->inflight = true;
         r->q->inflight++;

@@ -53,15 +53,15 @@ typedef struct replay_ops {
     bool (*end)(void *ud, enum replay_end why, uint64_t oldest);
 } replay_ops;
 
-#define REPLAY_RETRIES 40   /* looks again after REPLAY_CAUGHT_UP, REPLAY_RETRY_MS apart */
+#define REPLAY_RETRIES 40 /* looks again after REPLAY_CAUGHT_UP, REPLAY_RETRY_MS apart */
 #define REPLAY_RETRY_MS 50
 
 typedef struct replay_cfg {
-    const char *stream;   /* JetStream stream name (events) */
+    const char *stream;       /* JetStream stream name (events) */
     const char *inbox_stream; /* the stream of the users' inboxes (replay_start inbox) */
-    int inflight;         /* requests in flight for the whole queue */
-    uint64_t max_events;  /* per replay */
-    int timeout_ms;       /* per request; a failed request is retried, 4 s in all */
+    int inflight;             /* requests in flight for the whole queue */
+    uint64_t max_events;      /* per replay */
+    int timeout_ms;           /* per request; a failed request is retried, 4 s in all */
 } replay_cfg;
 
 /* The queue of one worker's loop. The stream names are copied. 0 or a negative errno. */

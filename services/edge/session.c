@@ -30,7 +30,7 @@ static void count_auth_failure(const char *reason)
 
 static long wall_now(void) { return (long)time(NULL); }
 
-/* ---- replies ---------------------------------------------------------------------------------- */
+/* ---- replies --------------------------------------------------------------------------------- */
 
 void session_reply(session *s, const char *text, int n)
 {
@@ -45,7 +45,7 @@ static void reply_error(session *s, const char *id, const char *code, const char
         wsc_conn_close(s->c, WS_CLOSE_POLICY, "too many errors");
 }
 
-/* ---- subscriptions ---------------------------------------------------------------------------- */
+/* ---- subscriptions --------------------------------------------------------------------------- */
 
 static int sub_index(session *s, const char *key)
 {
@@ -77,8 +77,10 @@ static void session_uncork(session *s, bool write)
     if (!s->corked) return;
     assert(s->prev_corked ? s->prev_corked->next_corked == s : ws->corked == s);
     assert(!s->next_corked || s->next_corked->prev_corked == s);
-    if (s->prev_corked) s->prev_corked->next_corked = s->next_corked;
-    else ws->corked = s->next_corked;
+    if (s->prev_corked)
+        s->prev_corked->next_corked = s->next_corked;
+    else
+        ws->corked = s->next_corked;
     if (s->next_corked) s->next_corked->prev_corked = s->prev_corked;
     s->corked = false;
     s->cork_seq = 0;
@@ -124,7 +126,7 @@ static void sub_remove(session *s, int i)
     s->nsubs--;
 }
 
-/* ---- tokens ------------------------------------------------------------------------------------ */
+/* ---- tokens ---------------------------------------------------------------------------------- */
 
 /* Applies verified claims to s. Returns 0, or -ENOMEM (s unchanged). */
 static int session_take_claims(session *s, token_claims *cl)
@@ -184,7 +186,8 @@ static void session_welcome(session *s)
     char out[REPLY_MAX], conn_id[96];
     snprintf(conn_id, sizeof conn_id, "%s-%llu", s->ws->ctx->cfg.edge_id,
              (unsigned long long)wsc_conn_id(s->c));
-    session_reply(s, out, msg_welcome_build(out, sizeof out, conn_id, s->user, s->exp,
+    session_reply(s, out,
+                  msg_welcome_build(out, sizeof out, conn_id, s->user, s->exp,
                                     s->ws->ctx->cfg.edge_id));
 }
 
@@ -315,8 +318,8 @@ static void on_publish(session *s, msg_in *m)
     s->pub_at = conn_at;
     snprintf(subject, sizeof subject, "%s%s", SUBJ_CLIENT_PREFIX, m->topic);
     snprintf(conn, sizeof conn, "%llu", (unsigned long long)wsc_conn_id(s->c));
-    bus_hdr h[] = {{HDR_USER, s->user}, {"Sidecast-Conn", conn},
-                   {"Sidecast-Edge", s->ws->ctx->cfg.edge_id}};
+    bus_hdr h[] = {
+        {HDR_USER, s->user}, {"Sidecast-Conn", conn}, {"Sidecast-Edge", s->ws->ctx->cfg.edge_id}};
     if (bus_publish(s->ws->ctx->b, subject, NULL, m->data, m->data_len, h, 3) != 0) {
         reply_error(s, m->id, "unavailable", "the bus is unavailable, try again");
         return;
@@ -530,8 +533,7 @@ static void on_timer(wsc_conn *c)
         wsc_conn_close(c, MSG_CLOSE_TOKEN, "no token before the deadline");
         return;
     }
-    if (s->inbox_hold_until &&
-        loop_now(wsc_worker_loop(wsc_conn_worker(c))) >= s->inbox_hold_until)
+    if (s->inbox_hold_until && loop_now(wsc_worker_loop(wsc_conn_worker(c))) >= s->inbox_hold_until)
         inbox_release(s);
     long now = wall_now();
     if (now >= s->exp) {
@@ -645,12 +647,8 @@ static void drain_port(wstate *ws)
             revoke(ws, m.data);
             free(m.data);
             break;
-        case FAB_RESYNC:
-            resync(ws);
-            break;
-        case FAB_SETTLED:
-            uncork_settled(ws);
-            break;
+        case FAB_RESYNC: resync(ws); break;
+        case FAB_SETTLED: uncork_settled(ws); break;
         }
     }
 }
@@ -724,7 +722,7 @@ static void before_sleep(wsc_worker *w)
     wstate *ws = wsc_worker_data(w);
     fab_port_settle(ws->port); /* new subscriptions of this iteration: the settler confirms */
     uncork_settled(ws);
-    drain_port(ws);            /* what came since the last wake-up, without waiting for it */
+    drain_port(ws); /* what came since the last wake-up, without waiting for it */
 }
 
 static int on_worker_start(wsc_worker *w, void *ud)
@@ -801,19 +799,20 @@ static void on_worker_stop(wsc_worker *w, void *ud)
 void session_handlers(session_ctx *ctx, wsc_handlers *h)
 {
     session_m.auth_ok = metrics_counter("sc_edge_auth_total", "result=\"ok\"",
-                                "authentications by result (refused: by reason)");
+                                        "authentications by result (refused: by reason)");
     session_m.deliveries = metrics_counter("sc_edge_deliveries_total", NULL,
-                                   "events queued to subscribers");
-    session_m.publishes = metrics_counter("sc_edge_publishes_total", NULL, "client publishes sent on");
+                                           "events queued to subscribers");
+    session_m.publishes = metrics_counter("sc_edge_publishes_total", NULL,
+                                          "client publishes sent on");
     session_m.quota_refused = metrics_counter("sc_edge_publish_quota_refused_total", NULL,
-                                      "client publishes refused: over a byte budget");
+                                              "client publishes refused: over a byte budget");
     session_m.rate_closes = metrics_counter("sc_edge_rate_closes_total", NULL,
-                                    "connections closed 4029 (rate limited)");
+                                            "connections closed 4029 (rate limited)");
     session_m.gaps = metrics_counter("sc_edge_gaps_total", NULL,
-                             "live gaps seen (an event's predecessor never came), filled "
-                             "from the stream");
+                                     "live gaps seen (an event's predecessor never came), filled "
+                                     "from the stream");
     session_m.dups = metrics_counter("sc_edge_duplicates_dropped_total", NULL,
-                             "live events not sent because a replay had sent them");
+                                     "live events not sent because a replay had sent them");
     memset(h, 0, sizeof *h);
     h->ud = ctx;
     h->worker_start = on_worker_start;

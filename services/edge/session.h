@@ -21,25 +21,25 @@
 
 typedef struct session_cfg {
     const char *edge_id;
-    long auth_timeout_ms;      /* handshake without token: the first message must be auth */
-    long token_warning_s;      /* token_expiring this long before exp */
-    long rate_limit;           /* client messages per second (sustained) */
-    long rate_burst;           /* ... and in a burst */
-    long max_subscriptions;    /* per connection, the inbox excluded */
-    long max_errors;           /* error replies before the connection is closed 1008 */
-    size_t max_message;        /* client message bytes (the core closes 1009 above) */
-    size_t max_publish;        /* compact JSON of a publish's data */
-    size_t max_outbound;       /* the core's bound: replays wait while over half of it */
-    const char *stream;        /* JetStream stream replays of topics read from */
-    const char *inbox_stream;  /* ... and of the inbox (users.<sub>) */
-    int replay_inflight;       /* direct-get requests in flight per worker */
-    long replay_max_events;    /* per replay (over: error replay_limit, then live) */
-    long max_per_user;         /* connections per user, all edges (0: no limit) */
-    long inbox_hold_ms;        /* inbox events held after connect for a subscribe {user,since} */
-    long stall_ms;             /* a replay that cannot send for this long: closed 4008 */
-    bool query_token;          /* accept ?access_token= in the handshake (RFC 6750 2.3) */
-    double publish_rate;       /* client publish bytes a second per connection ... */
-    double publish_burst;      /* ... and at once (>= max_publish) */
+    long auth_timeout_ms;     /* handshake without token: the first message must be auth */
+    long token_warning_s;     /* token_expiring this long before exp */
+    long rate_limit;          /* client messages per second (sustained) */
+    long rate_burst;          /* ... and in a burst */
+    long max_subscriptions;   /* per connection, the inbox excluded */
+    long max_errors;          /* error replies before the connection is closed 1008 */
+    size_t max_message;       /* client message bytes (the core closes 1009 above) */
+    size_t max_publish;       /* compact JSON of a publish's data */
+    size_t max_outbound;      /* the core's bound: replays wait while over half of it */
+    const char *stream;       /* JetStream stream replays of topics read from */
+    const char *inbox_stream; /* ... and of the inbox (users.<sub>) */
+    int replay_inflight;      /* direct-get requests in flight per worker */
+    long replay_max_events;   /* per replay (over: error replay_limit, then live) */
+    long max_per_user;        /* connections per user, all edges (0: no limit) */
+    long inbox_hold_ms;       /* inbox events held after connect for a subscribe {user,since} */
+    long stall_ms;            /* a replay that cannot send for this long: closed 4008 */
+    bool query_token;         /* accept ?access_token= in the handshake (RFC 6750 2.3) */
+    double publish_rate;      /* client publish bytes a second per connection ... */
+    double publish_burst;     /* ... and at once (>= max_publish) */
 } session_cfg;
 
 typedef struct session_ctx {
@@ -48,9 +48,9 @@ typedef struct session_ctx {
     fabric *fab;
     const token_keyset *keys;
     token_policy policy;
-    presence *pres;            /* NULL: no presence */
-    quota *user_quota;         /* client publish bytes per user on this edge (NULL: none) */
-    void *workers[64];         /* per-worker state, for presence verdicts */
+    presence *pres;    /* NULL: no presence */
+    quota *user_quota; /* client publish bytes per user on this edge (NULL: none) */
+    void *workers[64]; /* per-worker state, for presence verdicts */
 } session_ctx;
 
 /* Fills h with the protocol's handlers; ctx must outlive the server. */

@@ -122,18 +122,20 @@ static bool cu_end(void *ud, enum replay_end why, uint64_t oldest)
     switch (why) {
     case REPLAY_CAUGHT_UP: break;
     case REPLAY_GONE:
-        session_reply(rec->s, out, msg_replay_error_build(out, sizeof out, topic, "history_gone",
-                                                  "events after since are no longer retained",
-                                                  oldest));
+        session_reply(rec->s, out,
+                      msg_replay_error_build(out, sizeof out, topic, "history_gone",
+                                             "events after since are no longer retained", oldest));
         if (!cu->until) rec->pos = (seq_pos){0, 0}; /* no position: live from here */
         break;
     case REPLAY_LIMIT:
-        session_reply(rec->s, out, msg_replay_error_build(out, sizeof out, topic, "replay_limit",
-                                                  "too many events to replay", 0));
+        session_reply(rec->s, out,
+                      msg_replay_error_build(out, sizeof out, topic, "replay_limit",
+                                             "too many events to replay", 0));
         break;
     case REPLAY_FAILED:
-        session_reply(rec->s, out, msg_replay_error_build(out, sizeof out, topic, "replay_failed",
-                                                  "history unavailable", 0));
+        session_reply(rec->s, out,
+                      msg_replay_error_build(out, sizeof out, topic, "replay_failed",
+                                             "history unavailable", 0));
         break;
     }
     if (why != REPLAY_CAUGHT_UP && !cu->until) {
@@ -163,8 +165,7 @@ void catchup_start(sub_rec *rec, uint64_t since, bool check, uint64_t until)
     wstate *ws = rec->s->ws;
     char subject[300];
     snprintf(subject, sizeof subject, "%s%s",
-             rec->t->key[0] == FAB_USER ? SUBJ_USERS_PREFIX : SUBJ_EVENTS_PREFIX,
-             rec->t->key + 2);
+             rec->t->key[0] == FAB_USER ? SUBJ_USERS_PREFIX : SUBJ_EVENTS_PREFIX, rec->t->key + 2);
     catchup *cu = rec->cu; /* a hold without a replay (the inbox at connect) goes on */
     assert(!cu || !cu->r); /* one replay at a time per subscription */
     bool fresh = !cu;
@@ -197,9 +198,7 @@ void catchup_subscribe_since(sub_rec *rec, uint64_t since)
         rec->pos.last = since;
         catchup_start(rec, since, true, 0);
         break;
-    case SEQ_SINCE_BEFORE:
-        catchup_start(rec, since, true, rec->pos.first);
-        break;
+    case SEQ_SINCE_BEFORE: catchup_start(rec, since, true, rec->pos.first); break;
     case SEQ_SINCE_NOTHING: break;
     }
 }
@@ -215,9 +214,7 @@ bool catchup_live_accept(sub_rec *rec, wsc_frame *f, uint64_t seq, uint64_t prev
         return false;
     }
     switch (seq_live(&rec->pos, seq, prev)) {
-    case SEQ_LIVE_DUP:
-        metric_inc(session_m.dups);
-        return false;
+    case SEQ_LIVE_DUP: metric_inc(session_m.dups); return false;
     case SEQ_LIVE_GAP:
         if (cu) break; /* a bounded replay runs beside live: it is not this gap's */
         metric_inc(session_m.gaps);

@@ -54,8 +54,8 @@ typedef struct catchup {
     sub_rec *rec;
     uint64_t until;
     uint64_t stalled_since; /* loop ms since the connection has been too full to go on */
-    seq_holdq held; /* live frames held, each counted in the connection's outbound bound
-                     * (wsc_conn_hold); overflow: the replay fetches the rest instead */
+    seq_holdq held;         /* live frames held, each counted in the connection's outbound bound
+                             * (wsc_conn_hold); overflow: the replay fetches the rest instead */
 } catchup;
 
 /* A worker's protocol state. */
@@ -65,11 +65,11 @@ typedef struct wstate {
     fab_port *port;
     replay_q *rq;
     loop_io port_io;
-    pthread_mutex_t vlock;        /* verdicts from the presence thread */
+    pthread_mutex_t vlock; /* verdicts from the presence thread */
     struct verdict *verdicts;
-    struct session *awaiting;     /* sessions waiting for their presence verdict */
-    struct session *corked;       /* sessions whose writes wait for NATS (fab_port_settled) */
-    uint64_t uncorked_upto;       /* fab_port_settled when the corked list was last walked */
+    struct session *awaiting; /* sessions waiting for their presence verdict */
+    struct session *corked;   /* sessions whose writes wait for NATS (fab_port_settled) */
+    uint64_t uncorked_upto;   /* fab_port_settled when the corked list was last walked */
     tentry *buckets[MAP_BUCKETS];
     perms_table perms;
 } wstate;
@@ -84,25 +84,25 @@ typedef struct session {
     wsc_conn *c;
     wstate *ws;
     struct session *next_awaiting;
-    bool awaiting;        /* welcome waits for the presence verdict (per-user limit) */
+    bool awaiting; /* welcome waits for the presence verdict (per-user limit) */
     struct session *next_corked, *prev_corked;
-    bool corked;          /* its writes wait until fab_port_settled reaches cork_seq */
+    bool corked; /* its writes wait until fab_port_settled reaches cork_seq */
     uint64_t cork_seq;
-    bool registered;      /* presence_add done: presence_remove at close */
+    bool registered;           /* presence_add done: presence_remove at close */
     uint64_t inbox_hold_until; /* loop ms: inbox events are held until then (0: not held) */
-    char *user;           /* token sub; NULL until authenticated */
-    char sid[64];         /* refresh-token family (claim "sid"), for auth.revoked */
-    long exp;             /* token expiry, Unix seconds */
-    perms *perms;         /* the token's sub_topics / pub_topics (interned) */
-    sub_rec **subs;       /* [0] is the inbox once authenticated */
+    char *user;                /* token sub; NULL until authenticated */
+    char sid[64];              /* refresh-token family (claim "sid"), for auth.revoked */
+    long exp;                  /* token expiry, Unix seconds */
+    perms *perms;              /* the token's sub_topics / pub_topics (interned) */
+    sub_rec **subs;            /* [0] is the inbox once authenticated */
     uint16_t nsubs, capsubs;
-    bool warned;          /* token_expiring sent for this exp */
-    bool bad_token;       /* a token came with the handshake and failed: close 4001 */
+    bool warned;    /* token_expiring sent for this exp */
+    bool bad_token; /* a token came with the handshake and failed: close 4001 */
     const char *bad_reason;
     uint64_t auth_deadline;
-    double tokens;        /* rate-limit bucket */
+    double tokens; /* rate-limit bucket */
     uint64_t refilled;
-    double pub_tokens;    /* publish bytes bucket (publish_rate, publish_burst) */
+    double pub_tokens; /* publish bytes bucket (publish_rate, publish_burst) */
     uint64_t pub_at;
     uint32_t errors;
 } session;

@@ -26,8 +26,7 @@ static void smap_drop(wstate *ws, tentry *t);
 
 /* Adds s to key's members. Returns the record, or NULL (no memory / fabric refused);
  * *wait as fab_watch's (0: NATS has the subscription). */
-sub_rec *smap_join(wstate *ws, session *s, enum fab_kind kind, const char *name,
-                         uint64_t *wait)
+sub_rec *smap_join(wstate *ws, session *s, enum fab_kind kind, const char *name, uint64_t *wait)
 {
     char key[300];
     snprintf(key, sizeof key, "%c:%s", (char)kind, name);

@@ -8,8 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
-json_t *compose_envelope(const char *method, const char *path, const route_match *m,
-                         json_t *query, json_t *body)
+json_t *compose_envelope(const char *method, const char *path, const route_match *m, json_t *query,
+                         json_t *body)
 {
     json_t *params = json_object();
     json_t *env = json_object();
@@ -89,8 +89,8 @@ int compose_status_parse(const char *s)
     return v >= 200 && v <= 599 ? v : -1;
 }
 
-static const char *const compose_passthrough[] = {"Cache-Control", "Location",
-                                                  "WWW-Authenticate", "Retry-After"};
+static const char *const compose_passthrough[] = {"Cache-Control", "Location", "WWW-Authenticate",
+                                                  "Retry-After"};
 
 int compose_http_header_parse(const char *s, char *name, size_t namelen, char *value,
                               size_t valuelen)
@@ -121,9 +121,8 @@ int compose_http_header_parse(const char *s, char *name, size_t namelen, char *v
     return 0;
 }
 
-int compose_reply_parse(const char *data, size_t len, const char *status_hdr,
-                        const char *http_hdr, compose_reply *out, int *hdr_dropped, char *err,
-                        size_t errlen)
+int compose_reply_parse(const char *data, size_t len, const char *status_hdr, const char *http_hdr,
+                        compose_reply *out, int *hdr_dropped, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     *hdr_dropped = 0;

@@ -5,8 +5,8 @@
 #ifndef GW_COMPOSE_H
 #define GW_COMPOSE_H
 
-#include <stddef.h>
 #include <jansson.h>
+#include <stddef.h>
 
 #include "routes.h"
 #include "tmpl.h"
@@ -17,8 +17,8 @@
 /* The request envelope {"method","path","params","query","body"} (contract.h). query and
  * body are borrowed (a reference is taken; NULL: {} and null). Returns a new object or NULL
  * on allocation failure. */
-json_t *compose_envelope(const char *method, const char *path, const route_match *m,
-                         json_t *query, json_t *body);
+json_t *compose_envelope(const char *method, const char *path, const route_match *m, json_t *query,
+                         json_t *body);
 
 /* The context templates are rendered against: the envelope's fields plus "user" (when user
  * is not NULL). Answers of sequence steps are added under their keys by the caller. New
@@ -33,9 +33,9 @@ json_t *compose_request(const json_t *envelope, const json_t *tmpl, const json_t
 
 /* A service's reply, read. */
 typedef struct compose_reply {
-    int status;                               /* 200..599 */
-    json_t *body;                             /* parsed data, NULL when the data was empty */
-    char hdr_name[COMPOSE_HDR_NAME_MAX];      /* pass-through header, "" if none */
+    int status;                          /* 200..599 */
+    json_t *body;                        /* parsed data, NULL when the data was empty */
+    char hdr_name[COMPOSE_HDR_NAME_MAX]; /* pass-through header, "" if none */
     char hdr_value[COMPOSE_HDR_VALUE_MAX];
 } compose_reply;
 
@@ -53,9 +53,8 @@ int compose_http_header_parse(const char *s, char *name, size_t namelen, char *v
  * bad one is dropped and reported through *hdr_dropped), data: empty, or one JSON value.
  * Returns 0 with *out filled (compose_reply_clear releases it), or -1 with a reason in err
  * (bad status, data that is not JSON): the gateway answers 502. */
-int compose_reply_parse(const char *data, size_t len, const char *status_hdr,
-                        const char *http_hdr, compose_reply *out, int *hdr_dropped, char *err,
-                        size_t errlen);
+int compose_reply_parse(const char *data, size_t len, const char *status_hdr, const char *http_hdr,
+                        compose_reply *out, int *hdr_dropped, char *err, size_t errlen);
 void compose_reply_clear(compose_reply *r);
 
 /* {"key1": answer1, ...} in route order; answers[i] NULL stands for null. New object or

@@ -25,8 +25,8 @@
 
 #include <errno.h>
 #include <microhttpd.h>
-#include <pthread.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -61,7 +61,7 @@ typedef struct gw_conn {
 struct http_server {
     struct MHD_Daemon *d;
     pthread_mutex_t conns_lock;
-    gw_conn conns;             /* list head */
+    gw_conn conns; /* list head */
     pthread_t watchdog;
     int watchdog_started, stop;
     metric *m_head_timeouts, *m_response_timeouts;
@@ -78,21 +78,21 @@ struct http_server {
 typedef struct gw_req {
     http_server *srv;
     struct timespec t0;
-    char *query;          /* raw query string, or NULL */
-    int started;          /* the handler has been called */
-    int head_done;        /* gw_head() has run */
-    int quiet;            /* admin paths: logged at debug, not counted */
-    int status;           /* answered status, 0 while none */
-    const char *method;   /* normalised for logs and metrics (known methods only) */
-    const char *label;    /* route template, or a fixed word: bounded metric labels */
-    const char *origin;   /* allowed CORS origin (owned by MHD's connection), or NULL */
-    int auth_path;        /* path under /auth/: always no-store */
+    char *query;        /* raw query string, or NULL */
+    int started;        /* the handler has been called */
+    int head_done;      /* gw_head() has run */
+    int quiet;          /* admin paths: logged at debug, not counted */
+    int status;         /* answered status, 0 while none */
+    const char *method; /* normalised for logs and metrics (known methods only) */
+    const char *label;  /* route template, or a fixed word: bounded metric labels */
+    const char *origin; /* allowed CORS origin (owned by MHD's connection), or NULL */
+    int auth_path;      /* path under /auth/: always no-store */
     route_match match;
     char rid[META_RID_MAX + 1];
     char traceparent[META_TRACEPARENT_LEN + 1];
     int authed;
     char user[256];
-    char *sub_topics;     /* JSON array text, or NULL */
+    char *sub_topics; /* JSON array text, or NULL */
     enum meta_ctype ctype;
     char *body;
     size_t len, cap;
@@ -154,15 +154,13 @@ static enum MHD_Result gw_send(gw_req *r, struct MHD_Connection *c, int status, 
     return ret;
 }
 
-static enum MHD_Result gw_error(gw_req *r, struct MHD_Connection *c, int status,
-                                const char *code, const char *message, const gw_hdr *hdrs,
-                                size_t nhdr)
+static enum MHD_Result gw_error(gw_req *r, struct MHD_Connection *c, int status, const char *code,
+                                const char *message, const gw_hdr *hdrs, size_t nhdr)
 {
     size_t len = 0;
     char *body = compose_error_body(code, message, &len);
     if (!body) return MHD_NO;
-    return gw_send(r, c, status, body, len, MHD_RESPMEM_MUST_FREE, "application/json", hdrs,
-                   nhdr);
+    return gw_send(r, c, status, body, len, MHD_RESPMEM_MUST_FREE, "application/json", hdrs, nhdr);
 }
 
 /* ---- request head ------------------------------------------------------------------- */
@@ -174,8 +172,7 @@ static const char *gw_header(struct MHD_Connection *c, const char *name)
 
 static const char *gw_method_label(const char *m)
 {
-    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
-                                        "OPTIONS"};
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"};
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         if (strcmp(m, known[i]) == 0) return known[i];
     return "OTHER";
@@ -251,8 +248,8 @@ static enum MHD_Result gw_options(gw_req *r, struct MHD_Connection *c, const cha
 {
     const http_server *s = r->srv;
     int rc = routes_match(s->rt, "OPTIONS", url, &r->match);
-    if (rc == SC_EMALFORMED) return gw_error(r, c, 400, "invalid_request", "malformed path",
-                                               NULL, 0);
+    if (rc == SC_EMALFORMED)
+        return gw_error(r, c, 400, "invalid_request", "malformed path", NULL, 0);
     if (rc == -ENOENT) return gw_error(r, c, 404, "not_found", "no such route", NULL, 0);
     r->label = "preflight";
     const char *origin = gw_header(c, "Origin");
@@ -338,8 +335,7 @@ static enum MHD_Result gw_head(gw_req *r, struct MHD_Connection *c, const char *
     }
     if (rc == -EOPNOTSUPP) {
         gw_hdr h[] = {{"Allow", r->match.allow}};
-        return gw_error(r, c, 405, "method_not_allowed", "method not allowed on this route", h,
-                        1);
+        return gw_error(r, c, 405, "method_not_allowed", "method not allowed on this route", h, 1);
     }
     const route *ro = r->match.route;
     r->label = ro->path;
@@ -360,8 +356,8 @@ static enum MHD_Result gw_head(gw_req *r, struct MHD_Connection *c, const char *
     r->ctype = meta_content_type(gw_header(c, MHD_HTTP_HEADER_CONTENT_TYPE));
     if ((clen > 0 || te) && r->ctype != META_CT_JSON && r->ctype != META_CT_FORM)
         return gw_error(r, c, 415, "unsupported_media_type",
-                        "body must be application/json or application/x-www-form-urlencoded",
-                        NULL, 0);
+                        "body must be application/json or application/x-www-form-urlencoded", NULL,
+                        0);
     if (clen > 0 && !(r->body = malloc(clen))) return MHD_NO;
     r->cap = clen;
     return MHD_YES;
@@ -423,8 +419,8 @@ static enum MHD_Result gw_run(gw_req *r, struct MHD_Connection *c, const char *u
             goto done;
         }
     } else if (r->len > 0) {
-        if (form_parse(r->body, r->len, FORM_STRICT, HTTP_FORM_MAX_PAIRS, &body, why,
-                       sizeof why) != SC_OK) {
+        if (form_parse(r->body, r->len, FORM_STRICT, HTTP_FORM_MAX_PAIRS, &body, why, sizeof why) !=
+            SC_OK) {
             ret = gw_error(r, c, 400, "invalid_request", why, NULL, 0);
             goto done;
         }
@@ -449,8 +445,8 @@ static enum MHD_Result gw_run(gw_req *r, struct MHD_Connection *c, const char *u
         h[nh++] = (gw_hdr){"WWW-Authenticate", "Bearer"};
     }
     ret = gw_send(r, c, ans.status, ans.body, ans.len,
-                  ans.body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT, "application/json",
-                  h, nh);
+                  ans.body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT, "application/json", h,
+                  nh);
     ans.body = NULL; /* owned by MHD now */
 done:
     proxy_answer_clear(&ans);
@@ -566,14 +562,12 @@ static void *gw_watchdog(void *arg)
 static int gw_expects_body(struct MHD_Connection *c)
 {
     const char *cl = gw_header(c, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    return gw_header(c, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL ||
-           (cl && strcmp(cl, "0") != 0);
+    return gw_header(c, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL || (cl && strcmp(cl, "0") != 0);
 }
 
 static enum MHD_Result gw_handler(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     (void)cls;
     (void)version;
@@ -643,8 +637,8 @@ static void gw_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     else
         snprintf(code, sizeof code, "%s", r->status < 0 ? "-" : "aborted");
     if (r->quiet) {
-        log_debug("request", "method=%s route=%s status=%s dur_ms=%.1f rid=%s", r->method,
-                  r->label, code, secs * 1000, r->rid);
+        log_debug("request", "method=%s route=%s status=%s dur_ms=%.1f rid=%s", r->method, r->label,
+                  code, secs * 1000, r->rid);
     } else if (r->started) {
         char labels[ROUTES_MAX_PATH + 96];
         log_info("request", "method=%s route=%s status=%s dur_ms=%.1f rid=%s trace=%.32s%s",
@@ -760,10 +754,7 @@ int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt
     return 0;
 }
 
-int http_port(const http_server *s)
-{
-    return s->port;
-}
+int http_port(const http_server *s) { return s->port; }
 
 void http_drain(http_server *s, int timeout_ms)
 {

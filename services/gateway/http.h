@@ -15,10 +15,10 @@
 #include "token.h"
 
 typedef struct http_cfg {
-    const char *listen;        /* "host:port" (port 0: any free port, see http_port) */
-    size_t max_body;           /* bytes of a request body; more: 413 */
+    const char *listen; /* "host:port" (port 0: any free port, see http_port) */
+    size_t max_body;    /* bytes of a request body; more: 413 */
     unsigned max_connections;
-    unsigned max_per_ip; /* connections per client address (0: no limit); over: closed */
+    unsigned max_per_ip;       /* connections per client address (0: no limit); over: closed */
     unsigned client_timeout_s; /* idle connections and slow clients are closed after it */
     long request_timeout_ms;   /* a request's head and body (kept-alive idle too) within it */
     long response_timeout_ms;  /* a response, once queued, must be read within it */

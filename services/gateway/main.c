@@ -15,7 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define GW_DRAIN_MS 10000   /* longest wait for requests in flight at shutdown */
+#define GW_DRAIN_MS 10000 /* longest wait for requests in flight at shutdown */
 #define GW_BUS_DRAIN_MS 2000
 
 typedef struct gw_config {
@@ -39,6 +39,7 @@ typedef struct gw_config {
 
 static gw_config gw_cfg;
 
+/* clang-format off */
 static const cfg_opt gw_opts[] = {
     {"NATS_URL", CFG_STR, "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated", 0, 0,
      0, &gw_cfg.nats_url},
@@ -84,6 +85,7 @@ static const cfg_opt gw_opts[] = {
     {"GATEWAY_STATIC_DIR", CFG_STR, "", "directory served at / (empty: none)", 0, 0, 0,
      &gw_cfg.static_dir},
 };
+/* clang-format on */
 
 int main(int argc, char **argv)
 {

@@ -40,10 +40,7 @@ int meta_request_id_valid(const char *s)
     return 1;
 }
 
-void meta_request_id_new(char out[33])
-{
-    meta_random_hex(out, 16);
-}
+void meta_request_id_new(char out[33]) { meta_random_hex(out, 16); }
 
 static int meta_is_lhex(const char *s, size_t n, int *all_zero)
 {
@@ -78,8 +75,8 @@ int meta_traceparent_parse(const char *s, char trace_id[33], char flags[3])
     return 0;
 }
 
-void meta_traceparent_format(const char trace_id[33], const char span_id[17],
-                             const char flags[3], char out[META_TRACEPARENT_LEN + 1])
+void meta_traceparent_format(const char trace_id[33], const char span_id[17], const char flags[3],
+                             char out[META_TRACEPARENT_LEN + 1])
 {
     snprintf(out, META_TRACEPARENT_LEN + 1, "00-%.32s-%.16s-%.2s", trace_id, span_id, flags);
 }
@@ -104,8 +101,8 @@ int meta_traceparent_next(const char *incoming, char out[META_TRACEPARENT_LEN + 
 
 static int meta_b64token_char(char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~' || c == '+' || c == '/';
 }
 
 int meta_bearer(const char *header, const char **tok, size_t *len)

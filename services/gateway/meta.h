@@ -22,8 +22,8 @@ int meta_traceparent_parse(const char *s, char trace_id[33], char flags[3]);
  * incoming parses, else a new trace (flags 01). Returns 1 when continued, 0 when new. */
 int meta_traceparent_next(const char *incoming, char out[META_TRACEPARENT_LEN + 1]);
 /* Builds "00-<trace>-<span>-<flags>" from parts (pure, for tests). */
-void meta_traceparent_format(const char trace_id[33], const char span_id[17],
-                             const char flags[3], char out[META_TRACEPARENT_LEN + 1]);
+void meta_traceparent_format(const char trace_id[33], const char span_id[17], const char flags[3],
+                             char out[META_TRACEPARENT_LEN + 1]);
 
 enum meta_bearer_result {
     META_BEARER_OK = 0,

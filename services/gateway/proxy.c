@@ -66,8 +66,7 @@ static void proxy_build_failed(const proxy_call *pc, const route_call *c, const 
     }
 }
 
-static void proxy_bus_failed(const proxy_call *pc, const route_call *c, int rc,
-                             proxy_answer *ans)
+static void proxy_bus_failed(const proxy_call *pc, const route_call *c, int rc, proxy_answer *ans)
 {
     const char *code;
     char msg[256];
@@ -91,8 +90,7 @@ static int proxy_read_reply(const proxy_call *pc, const route_call *c, const bus
                             bus_msg_header(msg, HDR_HTTP_HEADER), rep, &dropped, why,
                             sizeof why) != 0) {
         char m[256];
-        log_warn("malformed answer", "rid=%s subject=%s reason=\"%s\"", pc->rid, c->subject,
-                 why);
+        log_warn("malformed answer", "rid=%s subject=%s reason=\"%s\"", pc->rid, c->subject, why);
         if (c->key[0])
             snprintf(m, sizeof m, "call '%s': malformed answer from service", c->key);
         else
@@ -100,8 +98,7 @@ static int proxy_read_reply(const proxy_call *pc, const route_call *c, const bus
         proxy_answer_error(ans, 502, "bad_gateway", m);
         return -1;
     }
-    if (dropped)
-        log_warn("pass-through header dropped", "rid=%s subject=%s", pc->rid, c->subject);
+    if (dropped) log_warn("pass-through header dropped", "rid=%s subject=%s", pc->rid, c->subject);
     return 0;
 }
 

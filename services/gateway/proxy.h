@@ -5,8 +5,8 @@
 #ifndef GW_PROXY_H
 #define GW_PROXY_H
 
-#include <stddef.h>
 #include <jansson.h>
+#include <stddef.h>
 
 #include "bus.h"
 #include "compose.h"
@@ -18,7 +18,7 @@ typedef struct proxy_call {
     const char *user;       /* the token's sub, or NULL on public routes */
     const bus_hdr *hdrs;    /* identity, request id, traceparent */
     size_t nhdr;
-    const char *rid;        /* for log lines */
+    const char *rid; /* for log lines */
 } proxy_call;
 
 typedef struct proxy_answer {

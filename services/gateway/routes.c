@@ -14,7 +14,7 @@ static const char *const routes_methods[] = {"GET", "POST", "PUT", "PATCH", "DEL
 #define ROUTES_NMETHODS (sizeof routes_methods / sizeof routes_methods[0])
 
 /* Envelope fields a template may reference, and so names no call key may take. */
-static const char *const routes_reserved_roots[] = {"params", "query", "body",
+static const char *const routes_reserved_roots[] = {"params", "query",  "body",
                                                     "user",   "method", "path"};
 #define ROUTES_NRESERVED (sizeof routes_reserved_roots / sizeof routes_reserved_roots[0])
 
@@ -238,7 +238,8 @@ static int routes_parse_subject(const json_t *v, route_call *c, char *err, size_
     if (!s || !routes_subject_valid(s)) {
         routes_errf(err, errlen,
                     "%ssubject: must be a NATS subject of [A-Za-z0-9_-] tokens (no wildcards), "
-                    "at most %d bytes", where, ROUTES_MAX_SUBJECT);
+                    "at most %d bytes",
+                    where, ROUTES_MAX_SUBJECT);
         return -1;
     }
     memcpy(c->subject, s, strlen(s) + 1);
@@ -321,8 +322,7 @@ static int routes_parse_one(const json_t *rv, route *r, char *err, size_t errlen
         routes_errf(err, errlen, "must be an object");
         return -1;
     }
-    if (routes_only_keys(rv, keys, sizeof keys / sizeof keys[0], err, errlen, "") != 0)
-        return -1;
+    if (routes_only_keys(rv, keys, sizeof keys / sizeof keys[0], err, errlen, "") != 0) return -1;
 
     const char *method = json_string_value(json_object_get(rv, "method"));
     size_t m;

@@ -12,18 +12,18 @@
 #define GW_ROUTES_H
 
 #include <errno.h>
-#include <stddef.h>
 #include <jansson.h>
+#include <stddef.h>
 
 #include "err.h"
 
 #define ROUTES_MAX 256
 #define ROUTES_MAX_CALLS 8
-#define ROUTES_MAX_PATH 512     /* bytes of a path template and of a matched request path */
-#define ROUTES_MAX_PARAMS 16    /* {param}s in one path */
-#define ROUTES_MAX_SEGMENTS 64  /* '/'-separated segments of a path */
-#define ROUTES_MAX_NAME 63      /* bytes of a param name or a call key */
-#define ROUTES_MAX_SUBJECT 128  /* bytes of a NATS subject */
+#define ROUTES_MAX_PATH 512    /* bytes of a path template and of a matched request path */
+#define ROUTES_MAX_PARAMS 16   /* {param}s in one path */
+#define ROUTES_MAX_SEGMENTS 64 /* '/'-separated segments of a path */
+#define ROUTES_MAX_NAME 63     /* bytes of a param name or a call key */
+#define ROUTES_MAX_SUBJECT 128 /* bytes of a NATS subject */
 #define ROUTES_MAX_FILE (1024 * 1024)
 #define ROUTES_DEFAULT_TIMEOUT_MS 5000
 #define ROUTES_MAX_TIMEOUT_MS 60000
@@ -34,8 +34,8 @@ enum route_mode { ROUTE_SINGLE = 0, ROUTE_PARALLEL = 1, ROUTE_SEQUENCE = 2 };
 typedef struct route_call {
     char key[ROUTES_MAX_NAME + 1]; /* "" for a single-subject route */
     char subject[ROUTES_MAX_SUBJECT + 1];
-    json_t *request;               /* template (see tmpl.h) or NULL: the plain envelope */
-    int optional;                  /* a failure yields null instead of failing the route */
+    json_t *request; /* template (see tmpl.h) or NULL: the plain envelope */
+    int optional;    /* a failure yields null instead of failing the route */
 } route_call;
 
 typedef struct route_seg {
@@ -44,13 +44,13 @@ typedef struct route_seg {
 } route_seg;
 
 typedef struct route {
-    size_t index;            /* position in the file, 0-based */
-    char method[8];          /* GET, POST, PUT, PATCH or DELETE */
+    size_t index;   /* position in the file, 0-based */
+    char method[8]; /* GET, POST, PUT, PATCH or DELETE */
     char path[ROUTES_MAX_PATH + 1];
     enum route_auth auth;
     enum route_mode mode;
-    int timeout_ms;          /* whole route, every call included */
-    size_t ncalls;           /* 1 for ROUTE_SINGLE */
+    int timeout_ms; /* whole route, every call included */
+    size_t ncalls;  /* 1 for ROUTE_SINGLE */
     route_call calls[ROUTES_MAX_CALLS];
     size_t nsegs, nparams;
     route_seg segs[ROUTES_MAX_SEGMENTS];

@@ -64,7 +64,9 @@ int statics_rel_path(const char *raw_path, char *out, size_t outlen)
 
 const char *statics_content_type(const char *name)
 {
-    static const struct { const char *ext, *type; } types[] = {
+    static const struct {
+        const char *ext, *type;
+    } types[] = {
         {".html", "text/html; charset=utf-8"},
         {".htm", "text/html; charset=utf-8"},
         {".js", "text/javascript; charset=utf-8"},

@@ -13,13 +13,13 @@ typedef struct tmpl_scan {
     size_t len, pos;
     const char *tok; /* TEXT: the literal bytes; REF: the reference between ${ and } */
     size_t toklen;
-    int escape;      /* TEXT produced by "$${": the literal is "${" */
+    int escape; /* TEXT produced by "$${": the literal is "${" */
 } tmpl_scan;
 
 static int tmpl_ref_char(char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-' || c == '.';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
 }
 
 static enum tmpl_tok tmpl_next(tmpl_scan *sc, char *err, size_t errlen)
@@ -59,8 +59,7 @@ static enum tmpl_tok tmpl_next(tmpl_scan *sc, char *err, size_t errlen)
     }
     /* literal up to the next "$${" or "${" */
     size_t j = i + 1;
-    while (j < len && !(s[j] == '$' && j + 1 < len && (s[j + 1] == '{' || s[j + 1] == '$')))
-        j++;
+    while (j < len && !(s[j] == '$' && j + 1 < len && (s[j + 1] == '{' || s[j + 1] == '$'))) j++;
     sc->tok = s + i;
     sc->toklen = j - i;
     sc->pos = j;
@@ -68,8 +67,7 @@ static enum tmpl_tok tmpl_next(tmpl_scan *sc, char *err, size_t errlen)
 }
 
 /* Validates the dotted form of a reference: segments non-empty, count bounded. */
-static int tmpl_ref_valid(const char *ref, size_t len, size_t *rootlen, char *err,
-                          size_t errlen)
+static int tmpl_ref_valid(const char *ref, size_t len, size_t *rootlen, char *err, size_t errlen)
 {
     size_t segs = 1, start = 0;
     for (size_t i = 0; i <= len; i++) {
@@ -89,8 +87,8 @@ static int tmpl_ref_valid(const char *ref, size_t len, size_t *rootlen, char *er
     return 0;
 }
 
-static int tmpl_check_value(const json_t *v, int depth, tmpl_ref_fn ref_ok, void *ud,
-                            char *err, size_t errlen)
+static int tmpl_check_value(const json_t *v, int depth, tmpl_ref_fn ref_ok, void *ud, char *err,
+                            size_t errlen)
 {
     if (depth > TMPL_MAX_DEPTH) {
         snprintf(err, errlen, "template nested deeper than %d", TMPL_MAX_DEPTH);
@@ -238,7 +236,8 @@ static json_t *tmpl_render_string(const json_t *v, const json_t *ctx, tmpl_error
             goto error;
         }
         if (tmpl_append_value(buf, &used, r) != 0) {
-            tmpl_blame(e, sc.tok, sc.toklen, "cannot interpolate (not a string, number or "
+            tmpl_blame(e, sc.tok, sc.toklen,
+                       "cannot interpolate (not a string, number or "
                        "boolean, or too long)");
             goto error;
         }

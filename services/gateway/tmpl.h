@@ -8,8 +8,8 @@
 #ifndef GW_TMPL_H
 #define GW_TMPL_H
 
-#include <stddef.h>
 #include <jansson.h>
+#include <stddef.h>
 
 #define TMPL_MAX_DEPTH 16    /* nesting of objects/arrays in a template */
 #define TMPL_MAX_REF 128     /* bytes between "${" and "}" */

@@ -55,10 +55,7 @@ int fillq_push(fillq *q, const fill_job *j)
     return 0;
 }
 
-const fill_job *fillq_peek(const fillq *q)
-{
-    return q->n ? &q->v[0] : NULL;
-}
+const fill_job *fillq_peek(const fillq *q) { return q->n ? &q->v[0] : NULL; }
 
 int fillq_pop(fillq *q, fill_job *out)
 {
@@ -111,8 +108,8 @@ static void *filler_main(void *arg)
             continue;
         }
         if (top->due_ms > now) {
-            struct timespec until = { (time_t)(top->due_ms / 1000),
-                                      (long)(top->due_ms % 1000) * 1000000L };
+            struct timespec until = {(time_t)(top->due_ms / 1000),
+                                     (long)(top->due_ms % 1000) * 1000000L};
             pthread_cond_timedwait(&f->cv, &f->mu, &until);
             continue; /* re-check: stop, or an earlier job may have arrived */
         }

@@ -10,8 +10,8 @@
 #include "orders.h"
 
 typedef struct fill_job {
-    int64_t due_ms;   /* CLOCK_MONOTONIC ms */
-    uint64_t seq;     /* set by fillq_push: equal due times fire in insertion order */
+    int64_t due_ms; /* CLOCK_MONOTONIC ms */
+    uint64_t seq;   /* set by fillq_push: equal due times fire in insertion order */
     char user[ORDER_USER_MAX];
     order o;
 } fill_job;

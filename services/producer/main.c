@@ -22,6 +22,7 @@ static struct config {
     long tick_ms, fill_delay_ms, max_pending, max_users, per_user, max_chat, drain_ms;
 } cfg;
 
+/* clang-format off */
 static const cfg_opt options[] = {
     { "NATS_URL", CFG_STR, "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated",
       CFG_REQUIRED, 0, 0, &cfg.nats_url },
@@ -50,6 +51,7 @@ static const cfg_opt options[] = {
     { "DRAIN_TIMEOUT_MS", CFG_INT, "5000", "time allowed to finish requests at shutdown (ms)",
       0, 0, 60000, &cfg.drain_ms },
 };
+/* clang-format on */
 
 static int ready(void *ud, char *detail, size_t detaillen)
 {
@@ -110,7 +112,7 @@ int main(int argc, char **argv)
     log_info("producer started", "admin=%s tick_ms=%ld", cfg.admin_listen, cfg.tick_ms);
 
     for (;;) {
-        struct timespec tick = { 1, 0 };
+        struct timespec tick = {1, 0};
         int sig = sigtimedwait(&sigs, NULL, &tick);
         if (sig == SIGTERM || sig == SIGINT) {
             log_info("shutting down", "signal=%s", sig == SIGTERM ? "TERM" : "INT");

@@ -11,18 +11,14 @@
 #include "proto/topic.h"
 #include "ticks.h"
 
-const char *orders_side_name(enum order_side s)
-{
-    return s == SIDE_SELL ? "sell" : "buy";
-}
+const char *orders_side_name(enum order_side s) { return s == SIDE_SELL ? "sell" : "buy"; }
 
 const char *orders_status_name(enum order_status s)
 {
     return s == ORDER_FILLED ? "filled" : "accepted";
 }
 
-int orders_parse_envelope(const char *data, size_t len, json_t **root, char *err,
-                          size_t errlen)
+int orders_parse_envelope(const char *data, size_t len, json_t **root, char *err, size_t errlen)
 {
     json_error_t je;
     json_t *r = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
@@ -206,10 +202,14 @@ static struct ouser *find_user(order_store *s, const char *user)
 
 static void lru_unlink(order_store *s, struct ouser *u)
 {
-    if (u->lprev) u->lprev->lnext = u->lnext;
-    else s->lru_head = u->lnext;
-    if (u->lnext) u->lnext->lprev = u->lprev;
-    else s->lru_tail = u->lprev;
+    if (u->lprev)
+        u->lprev->lnext = u->lnext;
+    else
+        s->lru_head = u->lnext;
+    if (u->lnext)
+        u->lnext->lprev = u->lprev;
+    else
+        s->lru_tail = u->lprev;
     u->lprev = u->lnext = NULL;
 }
 

@@ -22,7 +22,7 @@ typedef struct order {
     double qty;
     enum order_side side;
     enum order_status status;
-    double price;          /* fill price (filled orders) */
+    double price;                  /* fill price (filled orders) */
     int64_t created_ms, filled_ms; /* unix ms */
 } order;
 
@@ -31,8 +31,7 @@ const char *orders_status_name(enum order_status s);
 
 /* Parses a gateway request envelope (contract.h). On 0, *root holds the parsed object (caller
  * json_decref()s). On -1, err holds a client-facing reason. */
-int orders_parse_envelope(const char *data, size_t len, json_t **root, char *err,
-                          size_t errlen);
+int orders_parse_envelope(const char *data, size_t len, json_t **root, char *err, size_t errlen);
 
 /* Validates the body of POST /api/orders, {"symbol":"BTC","qty":1,"side":"buy"} (side
  * optional, default buy): symbol one of the table, qty a finite number 0 < qty <= 1e6, side

@@ -17,8 +17,8 @@
 
 enum { NSUBS = 4 };
 enum result { R_ACCEPTED, R_INVALID, R_UNAVAILABLE, R_FOUND, R_NOT_FOUND, R_LISTED, NRESULTS };
-static const char *const result_names[NRESULTS] = { "accepted", "invalid", "unavailable",
-                                                    "found", "not_found", "listed" };
+static const char *const result_names[NRESULTS] = {"accepted", "invalid",   "unavailable",
+                                                   "found",    "not_found", "listed"};
 
 struct prodsvc {
     bus *b;
@@ -62,8 +62,9 @@ static void reply(prodsvc *s, const bus_msg *msg, int status, json_t *body)
     }
     if (bus_msg_reply(msg) && *bus_msg_reply(msg)) {
         rc = bus_respond_json(s->b, msg, status, text);
-        if (rc < 0) log_warn("reply failed", "subject=%s err=\"%s\"", bus_msg_subject(msg),
-                             sc_strerror(rc));
+        if (rc < 0)
+            log_warn("reply failed", "subject=%s err=\"%s\"", bus_msg_subject(msg),
+                     sc_strerror(rc));
     } else {
         log_debug("request without reply subject", "subject=%s", bus_msg_subject(msg));
     }
@@ -229,8 +230,8 @@ static void on_fill(const fill_job *j, void *ud)
     o.filled_ms = wall_ms();
     /* The user may have been dropped from the store meanwhile: the fill is still pushed. */
     (void)order_store_fill(s->store, j->user, o.id, o.price, o.filled_ms);
-    ev = json_pack("{s:s, s:s, s:s, s:o, s:s, s:o, s:I}", "type", "order_filled", "order_id",
-                   o.id, "symbol", ticks_symbol(o.symbol), "qty", orders_number(o.qty), "side",
+    ev = json_pack("{s:s, s:s, s:s, s:o, s:s, s:o, s:I}", "type", "order_filled", "order_id", o.id,
+                   "symbol", ticks_symbol(o.symbol), "qty", orders_number(o.qty), "side",
                    orders_side_name(o.side), "price", orders_number(o.price), "filled_at",
                    (json_int_t)o.filled_ms);
     if (ev) text = json_dumps(ev, JSON_COMPACT | JSON_REAL_PRECISION(15));
@@ -241,8 +242,7 @@ static void on_fill(const fill_job *j, void *ud)
      * order id as message id, so a retry is not stored twice. */
     char msg_id[64];
     snprintf(msg_id, sizeof msg_id, "fill-%s", o.id);
-    rc = text ? bus_publish_stored(s->b, subject, text, strlen(text), msg_id, FILL_PUBLISH_MS,
-                                   NULL)
+    rc = text ? bus_publish_stored(s->b, subject, text, strlen(text), msg_id, FILL_PUBLISH_MS, NULL)
               : -ENOMEM;
     if (rc == 0) {
         metric_inc(s->fills_done);
@@ -276,15 +276,13 @@ static void on_chat(bus_msg *msg, void *ud)
         snprintf(out_subj, sizeof out_subj, SUBJ_EVENTS_PREFIX "chat.%s", room) >=
             (int)sizeof out_subj) {
         metric_inc(s->chat_dropped);
-        log_debug("chat message too large dropped", "subject=%s bytes=%zu", subj,
-                  bus_msg_len(msg));
+        log_debug("chat message too large dropped", "subject=%s bytes=%zu", subj, bus_msg_len(msg));
         goto done;
     }
     /* The edge sends the client's data as JSON text; anything else travels as a string. */
     data = json_loadb(bus_msg_data(msg), bus_msg_len(msg), JSON_DECODE_ANY, &je);
     if (!data) data = json_stringn(bus_msg_data(msg), bus_msg_len(msg));
-    ev = json_pack("{s:s, s:O, s:I}", "author", user, "data", data, "ts",
-                   (json_int_t)wall_ms());
+    ev = json_pack("{s:s, s:O, s:I}", "author", user, "data", data, "ts", (json_int_t)wall_ms());
     if (ev && json_is_string(data)) json_object_set(ev, "text", data);
     if (ev) text = json_dumps(ev, JSON_COMPACT | JSON_REAL_PRECISION(15));
     rc = text ? bus_publish(s->b, out_subj, NULL, text, strlen(text), NULL, 0) : -ENOMEM;
@@ -292,8 +290,7 @@ static void on_chat(bus_msg *msg, void *ud)
         metric_inc(s->chat_relayed);
     } else {
         metric_inc(s->chat_errors);
-        log_warn("chat message not relayed", "subject=%s err=\"%s\"", out_subj,
-                 sc_strerror(rc));
+        log_warn("chat message not relayed", "subject=%s err=\"%s\"", out_subj, sc_strerror(rc));
     }
 done:
     free(text);
@@ -308,10 +305,10 @@ int prodsvc_start(prodsvc **out, bus *b, ticker *t, const prod_cfg *cfg)
         const char *subject;
         bus_msg_fn fn;
     } subs[NSUBS] = {
-        { SUBJ_ORDERS_CREATE, on_create },
-        { SUBJ_ORDERS_GET, on_get },
-        { SUBJ_ORDERS_LIST, on_list },
-        { SUBJ_CLIENT_CHAT, on_chat },
+        {SUBJ_ORDERS_CREATE, on_create},
+        {SUBJ_ORDERS_GET, on_get},
+        {SUBJ_ORDERS_LIST, on_list},
+        {SUBJ_CLIENT_CHAT, on_chat},
     };
     static const char errhelp[] = "Messages the producer could not publish, by kind.";
     prodsvc *s;
@@ -353,8 +350,8 @@ int prodsvc_start(prodsvc **out, bus *b, ticker *t, const prod_cfg *cfg)
             return rc;
         }
     }
-    log_info("producer subscribed", "queue=%s fill_delay_ms=%ld max_pending=%zu",
-             QUEUE_PRODUCER, cfg->fill_delay_ms, cfg->max_pending);
+    log_info("producer subscribed", "queue=%s fill_delay_ms=%ld max_pending=%zu", QUEUE_PRODUCER,
+             cfg->fill_delay_ms, cfg->max_pending);
     *out = s;
     return 0;
 }
@@ -363,12 +360,9 @@ void prodsvc_stop(prodsvc *s)
 {
     if (!s) return;
     for (int i = 0; i < NSUBS; i++) bus_unsubscribe(s->subs[i]); /* no handler after this */
-    filler_stop(s->fills); /* no fill after this */
+    filler_stop(s->fills);                                       /* no fill after this */
     order_store_destroy(s->store);
     free(s);
 }
 
-size_t prodsvc_pending(prodsvc *s)
-{
-    return s && s->fills ? filler_pending(s->fills) : 0;
-}
+size_t prodsvc_pending(prodsvc *s) { return s && s->fills ? filler_pending(s->fills) : 0; }

@@ -18,10 +18,10 @@
 
 typedef struct prod_cfg {
     long fill_delay_ms;
-    size_t max_pending;   /* fills waiting for their time; 503 beyond */
-    size_t max_users;     /* users whose orders are kept (least recently active dropped) */
-    size_t per_user;      /* orders kept per user, and the most svc.orders.list returns */
-    size_t max_chat;      /* largest chat message relayed (bytes) */
+    size_t max_pending; /* fills waiting for their time; 503 beyond */
+    size_t max_users;   /* users whose orders are kept (least recently active dropped) */
+    size_t per_user;    /* orders kept per user, and the most svc.orders.list returns */
+    size_t max_chat;    /* largest chat message relayed (bytes) */
 } prod_cfg;
 
 typedef struct prodsvc prodsvc;

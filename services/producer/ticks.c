@@ -19,20 +19,14 @@ static const struct {
     const char *name;
     double start;
 } symbols[TICKS_NSYMBOLS] = {
-    { "BTC", 67000.00 },
-    { "ETH", 3500.00 },
-    { "SOL", 150.00 },
+    {"BTC", 67000.00},
+    {"ETH", 3500.00},
+    {"SOL", 150.00},
 };
 
-const char *ticks_symbol(int i)
-{
-    return i >= 0 && i < TICKS_NSYMBOLS ? symbols[i].name : NULL;
-}
+const char *ticks_symbol(int i) { return i >= 0 && i < TICKS_NSYMBOLS ? symbols[i].name : NULL; }
 
-double ticks_start_price(int i)
-{
-    return i >= 0 && i < TICKS_NSYMBOLS ? symbols[i].start : 0.0;
-}
+double ticks_start_price(int i) { return i >= 0 && i < TICKS_NSYMBOLS ? symbols[i].start : 0.0; }
 
 int ticks_symbol_index(const char *name)
 {
@@ -42,10 +36,7 @@ int ticks_symbol_index(const char *name)
     return -1;
 }
 
-static double cents(double v)
-{
-    return round(v * 100.0) / 100.0;
-}
+static double cents(double v) { return round(v * 100.0) / 100.0; }
 
 void walk_init(walk *w, double start)
 {
@@ -90,8 +81,8 @@ double ticks_uniform(uint64_t *state)
 
 int ticks_format(char *out, size_t outlen, const char *symbol, double price, int64_t ts_ms)
 {
-    int n = snprintf(out, outlen, "{\"symbol\":\"%s\",\"price\":%.2f,\"ts\":%lld}", symbol,
-                     price, (long long)ts_ms);
+    int n = snprintf(out, outlen, "{\"symbol\":\"%s\",\"price\":%.2f,\"ts\":%lld}", symbol, price,
+                     (long long)ts_ms);
     return n < 0 || (size_t)n >= outlen ? -1 : n;
 }
 

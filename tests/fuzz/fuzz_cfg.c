@@ -6,8 +6,8 @@
  *        address, file, log level)
  *   6    cfg_split_addr
  *   7    rds_url_parse
- * Oracles: an accepted integer is all digits and lies within its bounds; a split address has a port in
- * 0..65535 and a host that fits; a parsed Redis URL has a port in 1..65535 and a database
+ * Oracles: an accepted integer is all digits and lies within its bounds; a split address has a port
+ * in 0..65535 and a host that fits; a parsed Redis URL has a port in 1..65535 and a database
  * >= 0, and a refused one gets an error of the parser's own words (nothing quoted from the
  * URL, which may hold a password); the rest is for the sanitizers. */
 #include "cfg.h"
@@ -31,7 +31,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int ival = 0;
     char *sval = NULL;
     switch (data[0] % 8) {
-    case 0: case 4: { /* strings and files: any text, or a readable path */
+    case 0:
+    case 4: { /* strings and files: any text, or a readable path */
         cfg_opt o = {"FUZZ", data[0] % 8 == 0 ? CFG_STR : CFG_FILE, NULL, "", 0, 0, 0, &sval};
         (void)cfg_parse_value(&o, text, err, sizeof err);
         break;
@@ -50,9 +51,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         (void)cfg_parse_value(&o, text, err, sizeof err);
         break;
     }
-    case 3: case 5: {
-        cfg_opt o = {"FUZZ", data[0] % 8 == 3 ? CFG_ADDR : CFG_LEVEL, NULL, "", 0, 0, 0,
-                     data[0] % 8 == 3 ? (void *)&sval : (void *)&ival};
+    case 3:
+    case 5: {
+        cfg_opt o = {"FUZZ", data[0] % 8 == 3 ? CFG_ADDR : CFG_LEVEL,         NULL, "", 0, 0,
+                     0,      data[0] % 8 == 3 ? (void *)&sval : (void *)&ival};
         (void)cfg_parse_value(&o, text, err, sizeof err);
         break;
     }

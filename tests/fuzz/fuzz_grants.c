@@ -60,8 +60,7 @@ static void fz_init(void)
     log_init("fuzz_grants", LOG_ERROR);
     memset(&cd, 0, sizeof cd);
     h = crypt_r("wonderland", "$6$rounds=1000$fuzzsaltfuzzsalt$", &cd);
-    if (h == NULL || h[0] != '$')
-        abort();
+    if (h == NULL || h[0] != '$') abort();
     snprintf(users_text, sizeof users_text,
              "user alice %s sub=prices.*,users.alice,chat.> pub=chat.>\n"
              "user locked !\n"
@@ -70,17 +69,14 @@ static void fz_init(void)
     if (users_parse(&fz_users, users_text, strlen(users_text), "fuzz", err, sizeof err) != 0)
         abort();
     pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    if (pk == NULL || (fd = mkstemp(path)) < 0 || (f = fdopen(fd, "w")) == NULL)
-        abort();
+    if (pk == NULL || (fd = mkstemp(path)) < 0 || (f = fdopen(fd, "w")) == NULL) abort();
     PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
     fclose(f);
-    if (token_signer_load(&fz_signer, path, "k1") != 0)
-        abort();
+    if (token_signer_load(&fz_signer, path, "k1") != 0) abort();
     unlink(path);
     EVP_PKEY_free(pk);
     jwks = token_signer_jwks(fz_signer);
-    if (jwks == NULL || token_keyset_parse(&fz_keys, jwks, strlen(jwks)) != 0)
-        abort();
+    if (jwks == NULL || token_keyset_parse(&fz_keys, jwks, strlen(jwks)) != 0) abort();
     free(jwks);
     fz.users = fz_users;
     fz.signer = fz_signer;
@@ -99,16 +95,13 @@ static void fz_check(enum grant_op op, const char *req, size_t len)
     json_t *body;
 
     grant_handle(&fz, op, req, len, NOW, "fuzz", &out);
-    if (out.status < 200 || out.status > 599)
-        abort();
+    if (out.status < 200 || out.status > 599) abort();
     if (out.body != NULL) {
-        if ((body = json_loads(out.body, 0, NULL)) == NULL || !json_is_object(body))
-            abort();
+        if ((body = json_loads(out.body, 0, NULL)) == NULL || !json_is_object(body)) abort();
         if (op == GRANT_TOKEN && out.status == 200) {
             const char *tok = json_string_value(json_object_get(body, "access_token"));
             token_claims cl;
-            if (tok == NULL || token_verify(fz_keys, &fz_pol, tok, NOW, &cl) != 0)
-                abort();
+            if (tok == NULL || token_verify(fz_keys, &fz_pol, tok, NOW, &cl) != 0) abort();
             token_claims_clear(&cl);
         }
         json_decref(body);
@@ -118,8 +111,8 @@ static void fz_check(enum grant_op op, const char *req, size_t len)
 
 static void fz_params(const char *req, size_t len)
 {
-    static const char *names[] = {"grant_type", "username", "password", "client_id",
-                                  "client_secret", "refresh_token", "scope", "token",
+    static const char *names[] = {"grant_type",      "username",      "password", "client_id",
+                                  "client_secret",   "refresh_token", "scope",    "token",
                                   "token_type_hint", "everywhere"};
     char err[160], nerr[256];
     json_t *params;
@@ -127,8 +120,7 @@ static void fz_params(const char *req, size_t len)
     const users_entry *e = users_find(fz_users, USERS_USER, "alice");
     users_perms narrowed;
 
-    if (grant_parse_params(req, len, 16384, &params, err, sizeof err) != 0)
-        return;
+    if (grant_parse_params(req, len, 16384, &params, err, sizeof err) != 0) return;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         grant_param(params, names[i], &v);
         grant_flag(params, names[i]);
@@ -149,8 +141,7 @@ static void fz_revoke_signed(const char *claims, size_t len)
     if (json_is_object(c) && token_sign(fz_signer, c, &tok) == 0) {
         req = json_pack("{s:s,s:{s:s}}", "method", "POST", "body", "token", tok);
         text = json_dumps(req, JSON_COMPACT);
-        if (text != NULL)
-            fz_check(GRANT_REVOKE, text, strlen(text));
+        if (text != NULL) fz_check(GRANT_REVOKE, text, strlen(text));
         free(text);
         json_decref(req);
         free(tok);
@@ -167,8 +158,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fz_init();
         ready = 1;
     }
-    if (size < 1)
-        return 0;
+    if (size < 1) return 0;
     switch (data[0]) {
     case 1: fz_check(GRANT_REFRESH, req, size - 1); break;
     case 2: fz_check(GRANT_REVOKE, req, size - 1); break;

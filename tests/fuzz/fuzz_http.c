@@ -43,8 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t bl = 0;
         if (rd.hlen <= 0 || (size_t)rd.hlen > len) abort();
         if (http_reader_body(&rd, buf, len, &bl) == 0) {
-            if (bl > len - (size_t)rd.hlen || bl > HTTP_BODY_MAX + 4096 || buf[bl] != '\0')
-                abort();
+            if (bl > len - (size_t)rd.hlen || bl > HTTP_BODY_MAX + 4096 || buf[bl] != '\0') abort();
         }
     }
     free(buf);

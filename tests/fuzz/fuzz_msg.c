@@ -34,10 +34,8 @@ static void fuzz_must_load(const char *text, size_t len, int want)
     json_error_t err;
     json_t *j = json_loadb(text, len, FUZZ_LOAD_FLAGS | JSON_REJECT_DUPLICATES, &err);
 
-    if (j == NULL || (want >= 0 && (int)json_typeof(j) != want))
-        abort();
-    if (msg_json_check(text, len, MSG_DEPTH_CAP) != SC_OK)
-        abort();
+    if (j == NULL || (want >= 0 && (int)json_typeof(j) != want)) abort();
+    if (msg_json_check(text, len, MSG_DEPTH_CAP) != SC_OK) abort();
     json_decref(j);
 }
 
@@ -47,23 +45,18 @@ static void fuzz_replies(const msg_in *m, int rc)
     int n;
 
     n = msg_error_build(out, sizeof out, m->id, msg_code(rc), rc ? m->error : "ok");
-    if (n < 0)
-        abort();
+    if (n < 0) abort();
     fuzz_must_load(out, (size_t)n, JSON_OBJECT);
     n = msg_ack_build(out, sizeof out, m->id);
-    if (n < 0)
-        abort();
+    if (n < 0) abort();
     fuzz_must_load(out, (size_t)n, JSON_OBJECT);
     n = msg_pong_build(out, sizeof out, m->id);
-    if (n < 0)
-        abort();
+    if (n < 0) abort();
     fuzz_must_load(out, (size_t)n, JSON_OBJECT);
     if (rc == SC_OK && m->type == MSG_PUBLISH) {
-        if (msg_event_size(strlen(m->topic), m->data_len) > sizeof out)
-            return;
+        if (msg_event_size(strlen(m->topic), m->data_len) > sizeof out) return;
         n = msg_event_build(out, sizeof out, m->topic, (uint64_t)1 << 53, m->data, m->data_len);
-        if (n < 0 || (size_t)n + 1 > msg_event_size(strlen(m->topic), m->data_len))
-            abort();
+        if (n < 0 || (size_t)n + 1 > msg_event_size(strlen(m->topic), m->data_len)) abort();
         fuzz_must_load(out, (size_t)n, JSON_OBJECT);
     }
 }
@@ -75,8 +68,7 @@ static void fuzz_same_member(const char *text, size_t len, const char *key, cons
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
     json_t *v = json_loadb(raw, strlen(raw), FUZZ_LOAD_FLAGS, NULL);
 
-    if (v == NULL || !json_equal(json_object_get(root, key), v))
-        abort();
+    if (v == NULL || !json_equal(json_object_get(root, key), v)) abort();
     json_decref(v);
     json_decref(root);
 }
@@ -88,8 +80,7 @@ static void fuzz_parse(const char *text, size_t len, const msg_limits *lim)
     json_t *j;
 
     if (rc == SC_OK) {
-        if (m.type == MSG_NONE || m.error != NULL)
-            abort();
+        if (m.type == MSG_NONE || m.error != NULL) abort();
         if ((m.type == MSG_SUBSCRIBE || m.type == MSG_UNSUBSCRIBE || m.type == MSG_PUBLISH) &&
             !msg_topic_valid(m.topic, strlen(m.topic)))
             abort();
@@ -103,21 +94,18 @@ static void fuzz_parse(const char *text, size_t len, const msg_limits *lim)
             fuzz_must_load(m.data, m.data_len, -1);
             fuzz_same_member(text, len, "data", m.data);
         }
-        if (m.id[0] != '\0')
-            fuzz_same_member(text, len, "id", m.id);
+        if (m.id[0] != '\0') fuzz_same_member(text, len, "id", m.id);
         if (m.since < -1 || m.since > MSG_SINCE_MAX || (m.since != -1 && m.type != MSG_SUBSCRIBE))
             abort();
     } else {
         if (m.token != NULL || m.data != NULL || m.error == NULL || m.error[0] == '\0' ||
             m.topic[0] != '\0')
             abort();
-        if (strcmp(msg_code(rc), "internal") == 0 && rc != -ENOMEM)
-            abort();
+        if (strcmp(msg_code(rc), "internal") == 0 && rc != -ENOMEM) abort();
     }
     if (m.id[0] != '\0') {
         j = json_loadb(m.id, strlen(m.id), FUZZ_LOAD_FLAGS, NULL);
-        if (!json_is_integer(j) && !(json_is_string(j) && json_string_length(j) <= 64))
-            abort();
+        if (!json_is_integer(j) && !(json_is_string(j) && json_string_length(j) <= 64)) abort();
         json_decref(j);
     }
     fuzz_replies(&m, rc);
@@ -135,15 +123,12 @@ static void fuzz_check(const char *text, size_t len)
     if (low != ours && low != SC_ETOOLARGE)
         abort(); /* a lower depth limit can only turn a result into SC_ETOOLARGE */
     if (memchr(text, '\0', len) != NULL) {
-        if (ours == SC_OK)
-            abort();
+        if (ours == SC_OK) abort();
         return;
     }
     j = json_loadb(text, len, FUZZ_LOAD_FLAGS, &err);
-    if (ours == SC_OK && j == NULL && json_error_code(&err) != json_error_numeric_overflow)
-        abort();
-    if (ours == SC_EJSON && j != NULL)
-        abort();
+    if (ours == SC_OK && j == NULL && json_error_code(&err) != json_error_numeric_overflow) abort();
+    if (ours == SC_EJSON && j != NULL) abort();
     json_decref(j);
 }
 
@@ -154,11 +139,9 @@ static void fuzz_string(const char *s, size_t n)
     json_t *j;
     int len;
 
-    if (out == NULL)
-        return;
+    if (out == NULL) return;
     len = msg_json_string(out, need + 1, s, n);
-    if (len < 0 || (size_t)len != need || msg_json_string(out, need, s, n) != -1)
-        abort();
+    if (len < 0 || (size_t)len != need || msg_json_string(out, need, s, n) != -1) abort();
     len = msg_json_string(out, need + 1, s, n);
     fuzz_must_load(out, (size_t)len, JSON_STRING);
     j = json_loadb(out, (size_t)len, FUZZ_LOAD_FLAGS, NULL);

@@ -16,9 +16,9 @@
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icommon $(pkg-config --cflags jansson) \
  *     tests/fuzz/fuzz_routes.c services/gateway/routes.c services/gateway/tmpl.c common/form.c \
  *     $(pkg-config --libs jansson) -o fuzz_routes */
-#include "form.h"
 #include "../../services/gateway/routes.h"
 #include "../../services/gateway/tmpl.h"
+#include "form.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -174,8 +174,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char *buf = malloc(n + 1);
         if (buf) {
             long d = form_pct_decode(rest, n, 1, buf);
-            if (d >= 0 && ((size_t)d > n || !form_utf8_valid(buf, (size_t)d) ||
-                           strlen(buf) != (size_t)d))
+            if (d >= 0 &&
+                ((size_t)d > n || !form_utf8_valid(buf, (size_t)d) || strlen(buf) != (size_t)d))
                 abort();
             free(buf);
         }

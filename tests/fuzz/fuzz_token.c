@@ -50,12 +50,10 @@ static token_signer *fuzz_load_signer(EVP_PKEY *pk, const char *kid)
     int fd = mkstemp(path);
     FILE *f;
 
-    if (fd < 0 || (f = fdopen(fd, "w")) == NULL)
-        abort();
+    if (fd < 0 || (f = fdopen(fd, "w")) == NULL) abort();
     PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
     fclose(f);
-    if (token_signer_load(&s, path, kid) != 0)
-        abort();
+    if (token_signer_load(&s, path, kid) != 0) abort();
     unlink(path);
     return s;
 }
@@ -80,22 +78,20 @@ static void fuzz_init(void)
     log_init("fuzz_token", LOG_ERROR);
     fuzz_ec = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
-    if (fuzz_ec == NULL || rsa == NULL)
-        abort();
+    if (fuzz_ec == NULL || rsa == NULL) abort();
     fuzz_signer = fuzz_load_signer(fuzz_ec, "ec1");
     rsa_signer = fuzz_load_signer(rsa, "rsa1");
     fuzz_add_jwks(keys, token_signer_jwks(fuzz_signer));
     fuzz_add_jwks(keys, token_signer_jwks(rsa_signer));
     doc = json_pack("{s:o}", "keys", keys);
     text = json_dumps(doc, JSON_COMPACT);
-    if (token_keyset_parse(&fuzz_ks, text, strlen(text)) != 0)
-        abort();
+    if (token_keyset_parse(&fuzz_ks, text, strlen(text)) != 0) abort();
     free(text);
     json_decref(doc);
     token_signer_destroy(rsa_signer);
     EVP_PKEY_free(rsa);
-    claims = json_pack("{s:s,s:s,s:s,s:I}", "iss", fuzz_pol.issuer, "aud", fuzz_pol.audience,
-                       "sub", "alice", "exp", (json_int_t)NOW + 300);
+    claims = json_pack("{s:s,s:s,s:s,s:I}", "iss", fuzz_pol.issuer, "aud", fuzz_pol.audience, "sub",
+                       "alice", "exp", (json_int_t)NOW + 300);
     text = json_dumps(claims, JSON_COMPACT);
     b64url_encode(text, strlen(text), fuzz_payload_b64, sizeof fuzz_payload_b64);
     free(text);
@@ -109,8 +105,7 @@ static int fuzz_verify(const char *tok)
     int rc = token_verify(fuzz_ks, &fuzz_pol, tok, NOW, &cl);
 
     if (rc == 0) {
-        if (cl.sub[0] == '\0' || !json_is_object(cl.payload) || cl.exp <= NOW - 30)
-            abort();
+        if (cl.sub[0] == '\0' || !json_is_object(cl.payload) || cl.exp <= NOW - 30) abort();
         token_claims_clear(&cl);
     } else if (cl.payload != NULL || cl.sub[0] != '\0') {
         abort(); /* a failed verification leaves nothing behind */
@@ -137,8 +132,7 @@ static void fuzz_signed_header(const uint8_t *hdr, size_t n)
     char sig[100];
     json_t *parsed;
 
-    if (h == NULL || md == NULL || asprintf(&input, "%s.%s", h, fuzz_payload_b64) < 0)
-        goto done;
+    if (h == NULL || md == NULL || asprintf(&input, "%s.%s", h, fuzz_payload_b64) < 0) goto done;
     if (EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, fuzz_ec) != 1 ||
         EVP_DigestSign(md, der, &dlen, (const unsigned char *)input, strlen(input)) != 1 ||
         (es = d2i_ECDSA_SIG(NULL, &p, (long)dlen)) == NULL)
@@ -194,41 +188,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_init();
         ready = 1;
     }
-    if (size == 0)
-        return 0;
+    if (size == 0) return 0;
     mode = data[0];
     data++;
     size--;
-    if ((text = malloc(size + 1)) == NULL)
-        return 0;
+    if ((text = malloc(size + 1)) == NULL) return 0;
     memcpy(text, data, size);
     text[size] = '\0';
     switch (mode) {
     case 1: {
         token_keyset *ks = NULL;
-        if (token_keyset_parse(&ks, text, size) == 0 && token_keyset_count(ks) == 0)
-            abort();
+        if (token_keyset_parse(&ks, text, size) == 0 && token_keyset_count(ks) == 0) abort();
         token_keyset_destroy(ks);
         break;
     }
-    case 2:
-        fuzz_signed_claims(data, size);
-        break;
-    case 3:
-        fuzz_signed_header(data, size);
-        break;
+    case 2: fuzz_signed_claims(data, size); break;
+    case 3: fuzz_signed_header(data, size); break;
     case 4: {
         const char *topic = memchr(text, '\0', size) ? text + strlen(text) + 1 : "";
         int m = topic_match(text, topic);
-        if (m && !topic_valid(topic))
-            abort();
-        if (topic_valid(topic) && !topic_match(topic, topic))
-            abort();
+        if (m && !topic_valid(topic)) abort();
+        if (topic_valid(topic) && !topic_match(topic, topic)) abort();
         break;
     }
-    default:
-        fuzz_verify(text);
-        break;
+    default: fuzz_verify(text); break;
     }
     free(text);
     return 0;

@@ -16,10 +16,9 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define ASSERT(c)                                                                             \
-    do {                                                                                      \
-        if (!(c))                                                                             \
-            __builtin_trap();                                                                 \
+#define ASSERT(c)                                                                                  \
+    do {                                                                                           \
+        if (!(c)) __builtin_trap();                                                                \
     } while (0)
 
 /* Table 3-7: index of the first byte after which the input cannot be valid, or n. */
@@ -86,11 +85,9 @@ static int ref_decode_valid(const uint8_t *s, size_t n)
             len = 4, cp = c & 0x07;
         else
             return 0;
-        if (n - i < len)
-            return 0;
+        if (n - i < len) return 0;
         for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return 0;
+            if ((s[i + k] & 0xC0) != 0x80) return 0;
             cp = cp << 6 | (s[i + k] & 0x3F);
         }
         if ((len > 1 && cp < min_cp[len]) || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
@@ -110,8 +107,7 @@ static uint32_t rng_next(uint32_t *x)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1)
-        return 0;
+    if (size < 1) return 0;
     uint32_t rng = 0x9E3779B9u ^ data[0];
     const uint8_t *s = data + 1;
     size_t n = size - 1;
@@ -132,8 +128,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t off = 0, fail = n;
     while (off < n) {
         size_t k = rng_next(&rng) % 40;
-        if (k > n - off)
-            k = n - off;
+        if (k > n - off) k = n - off;
         size_t ok = utf8_feed(&st2, s + off, k);
         if (ok < k) {
             fail = off + ok;
@@ -144,8 +139,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ASSERT(fail == want);
     ASSERT(st2 == st);
     /* rejected stays rejected */
-    if (st2 == UTF8_REJECT)
-        ASSERT(utf8_feed(&st2, s, n) == 0 && st2 == UTF8_REJECT);
+    if (st2 == UTF8_REJECT) ASSERT(utf8_feed(&st2, s, n) == 0 && st2 == UTF8_REJECT);
 
     /* the longest valid prefix is itself valid up to its last complete character */
     if (want < n) {

@@ -22,10 +22,9 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define ASSERT(c)                                                                             \
-    do {                                                                                      \
-        if (!(c))                                                                             \
-            __builtin_trap();                                                                 \
+#define ASSERT(c)                                                                                  \
+    do {                                                                                           \
+        if (!(c)) __builtin_trap();                                                                \
     } while (0)
 
 static z_stream zd, zi;
@@ -50,8 +49,7 @@ static void roundtrip(const uint8_t *msg, size_t n)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1)
-        return 0;
+    if (size < 1) return 0;
     if (!ready) {
         ASSERT(ws_pmd_deflate_init(&zd) == 0 && ws_pmd_inflate_init(&zi) == 0);
         ready = 1;
@@ -76,8 +74,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     }
     case 1: {
-        if (n < 1)
-            return 0;
+        if (n < 1) return 0;
         size_t max = 64 * ((size_t)p[0] + 1);
         uint8_t *buf = NULL;
         size_t cap = 0, len = 0;
@@ -88,17 +85,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             ASSERT(len <= max);
             uint8_t *copy = malloc(len ? len : 1);
             ASSERT(copy);
-            if (len)
-                memcpy(copy, buf, len);
+            if (len) memcpy(copy, buf, len);
             roundtrip(copy, len);
             free(copy);
         }
         free(buf);
         break;
     }
-    default:
-        roundtrip(p, n);
-        break;
+    default: roundtrip(p, n); break;
     }
     return 0;
 }

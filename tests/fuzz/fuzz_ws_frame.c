@@ -24,10 +24,9 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define ASSERT(c)                                                                             \
-    do {                                                                                      \
-        if (!(c))                                                                             \
-            __builtin_trap();                                                                 \
+#define ASSERT(c)                                                                                  \
+    do {                                                                                           \
+        if (!(c)) __builtin_trap();                                                                \
     } while (0)
 
 #define MAX_STREAM (1u << 20)
@@ -50,15 +49,13 @@ typedef struct evlog {
 static uint64_t fnv(const uint8_t *p, size_t n)
 {
     uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
     return h;
 }
 
 static void log_add(evlog *l, int type, const uint8_t *p, size_t len, uint16_t code, int err)
 {
-    if (l->n < MAXEV)
-        l->ev[l->n++] = (evrec){type, code, err, len, fnv(p, len)};
+    if (l->n < MAXEV) l->ev[l->n++] = (evrec){type, code, err, len, fnv(p, len)};
 }
 
 static uint32_t rng_next(uint32_t *x)
@@ -77,13 +74,9 @@ static void check_event(const ws_event *ev, size_t max_message)
     case WS_EV_TEXT:
         ASSERT(utf8_valid(ev->data, ev->len));
         /* fall through */
-    case WS_EV_BINARY:
-        ASSERT(ev->data != NULL && ev->len <= max_message);
-        break;
+    case WS_EV_BINARY: ASSERT(ev->data != NULL && ev->len <= max_message); break;
     case WS_EV_PING:
-    case WS_EV_PONG:
-        ASSERT(ev->data != NULL && ev->len <= WS_FRAME_CTRL_MAX);
-        break;
+    case WS_EV_PONG: ASSERT(ev->data != NULL && ev->len <= WS_FRAME_CTRL_MAX); break;
     case WS_EV_CLOSE: {
         ASSERT(ev->code == WS_CLOSE_NO_STATUS || ws_frame_close_code_valid(ev->code));
         ASSERT(ev->data != NULL && ev->len <= WS_FRAME_CTRL_MAX - 2);
@@ -92,7 +85,8 @@ static void check_event(const ws_event *ev, size_t max_message)
         uint8_t out[WS_FRAME_CTRL_MAX];
         const uint8_t *reason;
         size_t n = ws_frame_close_encode(out, ev->code == WS_CLOSE_NO_STATUS ? 0 : ev->code,
-                                         (const char *)ev->data, ev->len), rlen;
+                                         (const char *)ev->data, ev->len),
+               rlen;
         uint16_t code;
         ws_frame_err err;
         ASSERT(ws_frame_close_parse(out, n, &code, &reason, &rlen, &err) == 0);
@@ -105,8 +99,7 @@ static void check_event(const ws_event *ev, size_t max_message)
         ASSERT(ev->code == ws_frame_err_code(ev->err));
         ASSERT(ws_frame_err_str(ev->err)[0] != '\0');
         break;
-    default:
-        ASSERT(0);
+    default: ASSERT(0);
     }
 }
 
@@ -128,8 +121,7 @@ static void run_reader(const uint8_t *stream, size_t n, size_t max_message, bool
         size_t k = n - off;
         if (chunk_seed) {
             k = rng_next(&chunk_seed) % 301;
-            if (k > n - off)
-                k = n - off;
+            if (k > n - off) k = n - off;
         }
         memcpy(chunk, stream + off, k); /* a fresh read buffer */
         uint8_t *in = chunk;
@@ -149,8 +141,7 @@ static void run_reader(const uint8_t *stream, size_t n, size_t max_message, bool
                 size_t keep = ws_reader_buffered(&r);
                 ASSERT(ev.len > cap && ev.len <= max_message && keep <= cap);
                 uint8_t *nb = malloc(ev.len); /* moved every time */
-                if (keep)
-                    memcpy(nb, mbuf, keep);
+                if (keep) memcpy(nb, mbuf, keep);
                 free(mbuf);
                 mbuf = nb;
                 cap = ev.len;
@@ -159,12 +150,10 @@ static void run_reader(const uint8_t *stream, size_t n, size_t max_message, bool
             }
             check_event(&ev, max_message);
             log_add(log, ev.type, ev.data, ev.len, ev.code, ev.err);
-            if (ev.type == WS_EV_CLOSE || ev.type == WS_EV_ERROR)
-                finished = true;
+            if (ev.type == WS_EV_CLOSE || ev.type == WS_EV_ERROR) finished = true;
         } while (left > 0);
         off += k;
-        if (off == n)
-            break;
+        if (off == n) break;
     }
     free(chunk);
     free(mbuf);
@@ -203,10 +192,8 @@ static size_t ref_utf8(const uint8_t *s, size_t n, size_t *boundary)
         }
         size_t j = i + 1;
         for (int k = 0; k < need; k++, j++) {
-            if (j == n)
-                return n;
-            if (k == 0 ? (s[j] < lo || s[j] > hi) : (s[j] < 0x80 || s[j] > 0xBF))
-                return j;
+            if (j == n) return n;
+            if (k == 0 ? (s[j] < lo || s[j] > hi) : (s[j] < 0x80 || s[j] > 0xBF)) return j;
         }
         *boundary = i = j;
     }
@@ -225,8 +212,7 @@ static void reference(uint8_t *s, size_t n, size_t max_message, bool from_client
         ws_frame_header h;
         ws_frame_err err = WS_ERR_NONE;
         int rc = ws_frame_decode(s + pos, n - pos, &rules, &h, &err);
-        if (rc == SC_EINCOMPLETE)
-            break;
+        if (rc == SC_EINCOMPLETE) break;
         if (rc < 0) {
             log_add(log, WS_EV_ERROR, NULL, 0, ws_frame_err_code(err), err);
             break;
@@ -252,11 +238,9 @@ static void reference(uint8_t *s, size_t n, size_t max_message, bool from_client
         }
         size_t avail = h.len < n - pos ? (size_t)h.len : n - pos;
         if (h.masked)
-            for (size_t i = 0; i < avail; i++)
-                s[pos + i] ^= h.mask[i & 3];
+            for (size_t i = 0; i < avail; i++) s[pos + i] ^= h.mask[i & 3];
         if (op >= 8) {
-            if (avail < h.len)
-                break;
+            if (avail < h.len) break;
             const uint8_t *p = s + pos;
             if (op == WS_OP_CLOSE) {
                 uint16_t code = WS_CLOSE_NO_STATUS;
@@ -278,8 +262,8 @@ static void reference(uint8_t *s, size_t n, size_t max_message, bool from_client
                         break;
                     }
                 }
-                log_add(log, WS_EV_CLOSE, avail > 2 ? p + 2 : p, avail > 2 ? avail - 2 : 0,
-                        code, 0);
+                log_add(log, WS_EV_CLOSE, avail > 2 ? p + 2 : p, avail > 2 ? avail - 2 : 0, code,
+                        0);
                 break;
             }
             log_add(log, op == WS_OP_PING ? WS_EV_PING : WS_EV_PONG, p, avail, 0, 0);
@@ -296,8 +280,7 @@ static void reference(uint8_t *s, size_t n, size_t max_message, bool from_client
             }
             checked += b;
         }
-        if (avail < h.len)
-            break;
+        if (avail < h.len) break;
         pos += avail;
         if (h.fin) {
             if (msg_op == WS_OP_TEXT && checked != msg_len) {
@@ -337,8 +320,7 @@ static size_t build(const uint8_t *in, size_t n, bool masked, uint8_t *out)
             len = 65535 + (i < n ? in[i++] : 0); /* 16/64-bit boundary */
         else if (lb & 0x80)
             len = (size_t)(lb & 0x7F) * 131; /* 16-bit lengths up to ~16 KB */
-        if (o + WS_FRAME_HEADER_MAX + len > MAX_STREAM)
-            break;
+        if (o + WS_FRAME_HEADER_MAX + len > MAX_STREAM) break;
         uint32_t kv = rng_next(&kseed);
         uint8_t key[4];
         memcpy(key, &kv, 4);
@@ -347,8 +329,7 @@ static size_t build(const uint8_t *in, size_t n, bool masked, uint8_t *out)
         for (size_t k = 0; k < len; k++) /* payload from the input, repeated */
             out[o + k] = i < n ? in[i + k % (n - i)] : (uint8_t)'a';
         size_t used = len < n - i ? len : n - i;
-        if (masked)
-            ws_frame_unmask(out + o, len, key, 0);
+        if (masked) ws_frame_unmask(out + o, len, key, 0);
         o += len;
         i += used;
     }
@@ -358,8 +339,7 @@ static size_t build(const uint8_t *in, size_t n, bool masked, uint8_t *out)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static uint8_t stream[MAX_STREAM];
-    if (size < 4)
-        return 0;
+    if (size < 4) return 0;
     bool structured = data[0] & 1, on_demand = (data[0] & 2) != 0, client_side = data[0] & 4;
     size_t max_message = max_messages[data[1] & 7];
     uint32_t seed = (uint32_t)data[2] << 8 | data[3] | 1u;
@@ -370,8 +350,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (structured) {
         n = build(rest, n, from_client, stream);
     } else {
-        if (n > MAX_STREAM)
-            n = MAX_STREAM;
+        if (n > MAX_STREAM) n = MAX_STREAM;
         memcpy(stream, rest, n);
     }
 

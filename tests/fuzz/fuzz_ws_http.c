@@ -19,10 +19,9 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define ASSERT(c)                                                                             \
-    do {                                                                                      \
-        if (!(c))                                                                             \
-            __builtin_trap();                                                                 \
+#define ASSERT(c)                                                                                  \
+    do {                                                                                           \
+        if (!(c)) __builtin_trap();                                                                \
     } while (0)
 
 static const ws_http_limits limits[4] = {
@@ -34,28 +33,28 @@ static const ws_http_limits limits[4] = {
 
 static void in_buf(ws_http_str s, const char *buf, size_t len)
 {
-    if (s.n == 0)
-        return;
+    if (s.n == 0) return;
     ASSERT(s.p >= buf && s.p + s.n <= buf + len);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char *const origins[] = {"http://localhost:8080", "*"};
-    if (size < 1)
-        return 0;
+    if (size < 1) return 0;
     const ws_http_limits *lim = &limits[data[0] & 3];
-    const ws_http_upgrade_config cfg = {"/ws", origins, (data[0] & 4) ? 2 : 1,
+    const ws_http_upgrade_config cfg = {"/ws",
+                                        origins,
+                                        (data[0] & 4) ? 2 : 1,
                                         (data[0] & 8) ? NULL : "sidecast.v1",
-                                        (data[0] & 16) != 0, (data[0] & 32) != 0};
+                                        (data[0] & 16) != 0,
+                                        (data[0] & 32) != 0};
     const char *buf = (const char *)data + 1;
     size_t len = size - 1;
     ws_http_request req;
 
     int rc = ws_http_parse_request(buf, len, lim, &req);
     ASSERT(rc == SC_EINCOMPLETE || rc == SC_EMALFORMED || rc == SC_ETOOLARGE || rc > 0);
-    if (rc <= 0)
-        return 0;
+    if (rc <= 0) return 0;
 
     size_t head = (size_t)rc;
     size_t max_headers = lim->max_headers < WS_HTTP_MAX_HEADERS ? lim->max_headers
@@ -105,8 +104,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *dec = malloc(cap ? cap : 1);
     int q = ws_http_query_param(req.query.p, req.query.n, "access_token", dec, cap);
     ASSERT(q == -1 || q == -2 || (q >= 0 && (size_t)q < cap && dec[q] == '\0'));
-    if (q >= 0)
-        ASSERT(memchr(dec, '\0', (size_t)q) == NULL);
+    if (q >= 0) ASSERT(memchr(dec, '\0', (size_t)q) == NULL);
     free(dec);
     return 0;
 }

@@ -7,9 +7,9 @@
  *   wsecho HOST:PORT [WORKERS] [DEFLATE]     (DEFLATE: 1 = on, the default; 0 = off)
  *
  * Prints "ready <port>" once listening; exits on SIGTERM/SIGINT. */
+#include "log.h"
 #include "ws/ws_frame.h"
 #include "ws/wsc.h"
-#include "log.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -45,7 +45,10 @@ int main(int argc, char **argv)
         .metric_prefix = "wsecho",
         .listen = argv[1],
         .workers = argc > 2 ? atoi(argv[2]) : 1,
-        .upgrade = {.path = "/", .origins = NULL, .norigins = 0, .subprotocol = NULL,
+        .upgrade = {.path = "/",
+                    .origins = NULL,
+                    .norigins = 0,
+                    .subprotocol = NULL,
                     .deflate = argc > 3 ? atoi(argv[3]) != 0 : true},
         .max_message = 64 * 1024 * 1024, /* Autobahn section 9 sends up to 16 MiB */
         .max_outbound = 256 * 1024 * 1024,

@@ -6,11 +6,14 @@
 #define SC_TEST_H
 
 #include <stdio.h>
-#include <string.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef void (*test_fn)(void);
-struct test_case { const char *name; test_fn fn; };
+struct test_case {
+    const char *name;
+    test_fn fn;
+};
 
 extern struct test_case test__cases[];
 extern int test__ncases;
@@ -19,6 +22,7 @@ extern int test__failed_now;
 void test__register(const char *name, test_fn fn);
 void test__fail(const char *file, int line, const char *what);
 
+/* clang-format off */
 #define TEST(name)                                                            \
     static void test_##name(void);                                            \
     __attribute__((constructor)) static void test__reg_##name(void)           \
@@ -64,5 +68,6 @@ void test__fail(const char *file, int line, const char *what);
       }                                                                       \
       printf("%d passed, %d failed\n", pass, fail);                           \
       return fail ? 1 : 0; }
+/* clang-format on */
 
 #endif

@@ -2,10 +2,10 @@
  * patterns and scope narrowing, request parameter handling and the grants that need no
  * Redis (the refresh-token store is left out: store == NULL behaves like Redis down). */
 #include "../../services/auth/grants.h"
+#include "../../services/auth/users.h"
 #include "log.h"
 #include "test.h"
 #include "token.h"
-#include "../../services/auth/users.h"
 
 #include <crypt.h>
 #include <stdio.h>
@@ -103,25 +103,25 @@ TEST(users_parse_rejects_bad_lines)
         const char *fmt; /* %s: a good hash */
         const char *why;
     } cases[] = {
-        { "admin alice %s", "first field" },
-        { "user alice", "expected" },
-        { "user al.ice %s", "name must be" },
-        { "user al/ice %s", "name must be" },
-        { "user aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa %s", "name" },
-        { "user alice plaintext", "crypt(3)" },
-        { "user alice $1$abcdefgh$0123456789012345678901", "legacy" },
-        { "user alice $6$saltsalt$tooshort", "malformed" },
-        { "user alice $zz$abc$def", "hash" },
-        { "user alice %s sub=prices..x", "invalid topic pattern" },
-        { "user alice %s sub=prices.>.x", "invalid topic pattern" },
-        { "user alice %s sub=pri ces", "unknown field" },
-        { "user alice %s sub=a sub=b", "given twice" },
-        { "user alice %s sub=a,", "trailing comma" },
-        { "user alice %s sub=,a", "empty" },
-        { "user alice %s sub=a.b.", "invalid topic pattern" },
-        { "user alice %s pub=*x", "invalid topic pattern" },
-        { "user alice %s topics=a", "unknown field" },
-        { "user alice %s sub=a pub=b x y z w", "too many fields" },
+        {"admin alice %s", "first field"},
+        {"user alice", "expected"},
+        {"user al.ice %s", "name must be"},
+        {"user al/ice %s", "name must be"},
+        {"user aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa %s", "name"},
+        {"user alice plaintext", "crypt(3)"},
+        {"user alice $1$abcdefgh$0123456789012345678901", "legacy"},
+        {"user alice $6$saltsalt$tooshort", "malformed"},
+        {"user alice $zz$abc$def", "hash"},
+        {"user alice %s sub=prices..x", "invalid topic pattern"},
+        {"user alice %s sub=prices.>.x", "invalid topic pattern"},
+        {"user alice %s sub=pri ces", "unknown field"},
+        {"user alice %s sub=a sub=b", "given twice"},
+        {"user alice %s sub=a,", "trailing comma"},
+        {"user alice %s sub=,a", "empty"},
+        {"user alice %s sub=a.b.", "invalid topic pattern"},
+        {"user alice %s pub=*x", "invalid topic pattern"},
+        {"user alice %s topics=a", "unknown field"},
+        {"user alice %s sub=a pub=b x y z w", "too many fields"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char line[400];
@@ -277,10 +277,10 @@ TEST(users_verify_unknown_user_costs_the_same)
 
 TEST(users_pattern_validity)
 {
-    const char *good[] = { "a", "prices.BTC", "prices.*", "chat.>", ">", "*", "*.*", "a-b_c.D9",
-                           "a.*.c.>" };
-    const char *bad[] = { "", ".", "a.", ".a", "a..b", "a.>.b", ">.a", "a*", "*a", "a>", "a b",
-                          "a/b", "é", NULL };
+    const char *good[] = {"a", "prices.BTC", "prices.*", "chat.>", ">",
+                          "*", "*.*",        "a-b_c.D9", "a.*.c.>"};
+    const char *bad[] = {"",   ".",  "a.", ".a",  "a..b", "a.>.b", ">.a",
+                         "a*", "*a", "a>", "a b", "a/b",  "é",     NULL};
     for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
         if (!users_pattern_valid(good[i])) printf("  rejected %s\n", good[i]);
         CHECK(users_pattern_valid(good[i]));
@@ -303,18 +303,32 @@ TEST(users_pattern_validity)
 
 TEST(users_pattern_coverage)
 {
-    struct { const char *g, *r; int want; } c[] = {
-        { "prices.*", "prices.BTC", 1 },   { "prices.*", "prices.*", 1 },
-        { "prices.*", "prices.>", 0 },     { "prices.*", "prices.BTC.x", 0 },
-        { "prices.*", "prices", 0 },       { "chat.>", "chat.room1", 1 },
-        { "chat.>", "chat.room1.x", 1 },   { "chat.>", "chat.*", 1 },
-        { "chat.>", "chat.>", 1 },         { "chat.>", "chat", 0 },
-        { ">", "anything.at.all", 1 },     { ">", ">", 1 },
-        { "a.b", "a.b", 1 },               { "a.b", "a.c", 0 },
-        { "a.b", "a.*", 0 },               { "a.b", "a.bb", 0 },
-        { "*.x", "y.x", 1 },               { "*.x", "*.x", 1 },
-        { "*.x", "y.z", 0 },               { "a.*.c", "a.b.c", 1 },
-        { "a.*.c", "a.>", 0 },             { "prices.*", "chat.x", 0 },
+    struct {
+        const char *g, *r;
+        int want;
+    } c[] = {
+        {"prices.*", "prices.BTC", 1},
+        {"prices.*", "prices.*", 1},
+        {"prices.*", "prices.>", 0},
+        {"prices.*", "prices.BTC.x", 0},
+        {"prices.*", "prices", 0},
+        {"chat.>", "chat.room1", 1},
+        {"chat.>", "chat.room1.x", 1},
+        {"chat.>", "chat.*", 1},
+        {"chat.>", "chat.>", 1},
+        {"chat.>", "chat", 0},
+        {">", "anything.at.all", 1},
+        {">", ">", 1},
+        {"a.b", "a.b", 1},
+        {"a.b", "a.c", 0},
+        {"a.b", "a.*", 0},
+        {"a.b", "a.bb", 0},
+        {"*.x", "y.x", 1},
+        {"*.x", "*.x", 1},
+        {"*.x", "y.z", 0},
+        {"a.*.c", "a.b.c", 1},
+        {"a.*.c", "a.>", 0},
+        {"prices.*", "chat.x", 0},
     };
     for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
         int got = users_pattern_covers(c[i].g, c[i].r);
@@ -325,8 +339,8 @@ TEST(users_pattern_coverage)
 
 TEST(users_scope_narrowing)
 {
-    char *sub[] = { "prices.*", "chat.>" }, *pub[] = { "chat.>" };
-    users_perms base = { sub, 2, pub, 1 }, out;
+    char *sub[] = {"prices.*", "chat.>"}, *pub[] = {"chat.>"};
+    users_perms base = {sub, 2, pub, 1}, out;
     char err[200], buf[256];
 
     CHECK_EQ_INT(users_perms_narrow(&base, NULL, &out, err, sizeof err), 0);
@@ -391,8 +405,13 @@ TEST(grant_params_envelope_and_bare)
     CHECK(json_is_object(p) && json_object_size(p) == 0);
     json_decref(p);
 
-    const char *bad[] = { "", "[]", "\"x\"", "{\"body\":\"grant_type=password\"}", "{",
-                          "{\"a\":1,\"a\":2}", "{\"body\":{\"u\":1,\"u\":1}}" };
+    const char *bad[] = {"",
+                         "[]",
+                         "\"x\"",
+                         "{\"body\":\"grant_type=password\"}",
+                         "{",
+                         "{\"a\":1,\"a\":2}",
+                         "{\"body\":{\"u\":1,\"u\":1}}"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         p = NULL;
         CHECK_EQ_INT(grant_parse_params(bad[i], strlen(bad[i]), 0, &p, err, sizeof err), -1);
@@ -472,10 +491,15 @@ static int fixture(void)
              "client svc %s sub=prices.* pub=prices.*\n",
              ha, hb, hs);
     if (users_parse(&fx.u, text, strlen(text), "t", err, sizeof err) < 0) return -1;
-    fx.g = (grant_cfg){ .users = fx.u, .signer = fx.signer, .keys = fx.keys, .store = NULL,
-                        .issuer = "sidecast", .audience = "sidecast",
-                        .ws_url = "ws://localhost:8090/ws", .access_ttl = 300,
-                        .max_body = 16384 };
+    fx.g = (grant_cfg){.users = fx.u,
+                       .signer = fx.signer,
+                       .keys = fx.keys,
+                       .store = NULL,
+                       .issuer = "sidecast",
+                       .audience = "sidecast",
+                       .ws_url = "ws://localhost:8090/ws",
+                       .access_ttl = 300,
+                       .max_body = 16384};
     fx.ready = 1;
     return 0;
 }
@@ -519,7 +543,7 @@ TEST(grant_password_without_redis)
     CHECK_STR(json_string_value(json_object_get(j, "ws_url")), "ws://localhost:8090/ws");
     CHECK(json_object_get(j, "refresh_token") == NULL); /* no store: no refresh token */
 
-    token_policy pol = { "sidecast", "sidecast", 30, 0 };
+    token_policy pol = {"sidecast", "sidecast", 30, 0};
     token_claims c;
     REQUIRE(token_verify(fx.keys, &pol, json_string_value(json_object_get(j, "access_token")),
                          (long)time(NULL), &c) == SC_OK);
@@ -555,31 +579,36 @@ TEST(grant_password_errors)
 {
     int st;
     REQUIRE(fixture() == 0);
-    struct { const char *req; int status; const char *code; } c[] = {
-        { "{\"grant_type\":\"password\",\"username\":\"alice\",\"password\":\"nope\"}",
-          400, "invalid_grant" },
-        { "{\"grant_type\":\"password\",\"username\":\"zed\",\"password\":\"wonderland\"}",
-          400, "invalid_grant" },
-        { "{\"grant_type\":\"password\",\"username\":\"svc\",\"password\":\"svc-secret\"}",
-          400, "invalid_grant" },
-        { "{\"grant_type\":\"password\",\"username\":\"alice\"}", 400, "invalid_request" },
-        { "{\"grant_type\":\"password\",\"password\":\"x\"}", 400, "invalid_request" },
-        { "{\"grant_type\":\"password\",\"username\":\"\",\"password\":\"x\"}",
-          400, "invalid_request" },
-        { "{\"grant_type\":\"password\",\"username\":[\"a\",\"b\"],\"password\":\"x\"}",
-          400, "invalid_request" },
-        { "{\"grant_type\":\"password\",\"username\":7,\"password\":\"x\"}",
-          400, "invalid_request" },
-        { "{\"username\":\"alice\",\"password\":\"wonderland\"}", 400, "invalid_request" },
-        { "{\"grant_type\":\"implicit\"}", 400, "unsupported_grant_type" },
-        { "{\"grant_type\":\"authorization_code\",\"code\":\"x\"}", 400, "unsupported_grant_type" },
-        { "not json", 400, "invalid_request" },
-        { "{\"grant_type\":\"password\",\"grant_type\":\"password\"}", 400, "invalid_request" },
-        { "{\"grant_type\":\"password\",\"username\":\"alice\",\"password\":\"wonderland\","
-          "\"scope\":\"pub:prices.BTC\"}", 400, "invalid_scope" },
+    struct {
+        const char *req;
+        int status;
+        const char *code;
+    } c[] = {
+        {"{\"grant_type\":\"password\",\"username\":\"alice\",\"password\":\"nope\"}", 400,
+         "invalid_grant"},
+        {"{\"grant_type\":\"password\",\"username\":\"zed\",\"password\":\"wonderland\"}", 400,
+         "invalid_grant"},
+        {"{\"grant_type\":\"password\",\"username\":\"svc\",\"password\":\"svc-secret\"}", 400,
+         "invalid_grant"},
+        {"{\"grant_type\":\"password\",\"username\":\"alice\"}", 400, "invalid_request"},
+        {"{\"grant_type\":\"password\",\"password\":\"x\"}", 400, "invalid_request"},
+        {"{\"grant_type\":\"password\",\"username\":\"\",\"password\":\"x\"}", 400,
+         "invalid_request"},
+        {"{\"grant_type\":\"password\",\"username\":[\"a\",\"b\"],\"password\":\"x\"}", 400,
+         "invalid_request"},
+        {"{\"grant_type\":\"password\",\"username\":7,\"password\":\"x\"}", 400, "invalid_request"},
+        {"{\"username\":\"alice\",\"password\":\"wonderland\"}", 400, "invalid_request"},
+        {"{\"grant_type\":\"implicit\"}", 400, "unsupported_grant_type"},
+        {"{\"grant_type\":\"authorization_code\",\"code\":\"x\"}", 400, "unsupported_grant_type"},
+        {"not json", 400, "invalid_request"},
+        {"{\"grant_type\":\"password\",\"grant_type\":\"password\"}", 400, "invalid_request"},
+        {"{\"grant_type\":\"password\",\"username\":\"alice\",\"password\":\"wonderland\","
+         "\"scope\":\"pub:prices.BTC\"}",
+         400, "invalid_scope"},
         /* unknown fields are fine */
-        { "{\"grant_type\":\"password\",\"username\":\"alice\",\"password\":\"wonderland\","
-          "\"client_id\":\"web\",\"extra\":1}", 200, NULL },
+        {"{\"grant_type\":\"password\",\"username\":\"alice\",\"password\":\"wonderland\","
+         "\"client_id\":\"web\",\"extra\":1}",
+         200, NULL},
     };
     for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
         json_t *j = call(GRANT_TOKEN, c[i].req, &st, NULL);
@@ -601,7 +630,7 @@ TEST(grant_scope_narrows_token)
     CHECK_EQ_INT(st, 200);
     REQUIRE(j);
     CHECK_STR(json_string_value(json_object_get(j, "scope")), "sub:prices.BTC");
-    token_policy pol = { "sidecast", "sidecast", 30, 0 };
+    token_policy pol = {"sidecast", "sidecast", 30, 0};
     token_claims c;
     REQUIRE(token_verify(fx.keys, &pol, json_string_value(json_object_get(j, "access_token")),
                          (long)time(NULL), &c) == SC_OK);
@@ -623,7 +652,7 @@ TEST(grant_client_credentials)
     CHECK_EQ_INT(st, 200);
     REQUIRE(j);
     CHECK(json_object_get(j, "refresh_token") == NULL); /* RFC 6749 §4.4.3 */
-    token_policy pol = { "sidecast", "sidecast", 30, 0 };
+    token_policy pol = {"sidecast", "sidecast", 30, 0};
     token_claims c;
     REQUIRE(token_verify(fx.keys, &pol, json_string_value(json_object_get(j, "access_token")),
                          (long)time(NULL), &c) == SC_OK);

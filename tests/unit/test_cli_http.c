@@ -55,29 +55,31 @@ TEST(content_length_body)
     CHECK(run("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhello", 1, 0, -EPROTO, ""));
     CHECK(run("HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello", 0, 0, -EPROTO, ""));
     CHECK(run("HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n", 0, 0, -EPROTO, ""));
-    CHECK(run("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n", 0, 0,
-              -EMSGSIZE, ""));
+    CHECK(run("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n", 0, 0, -EMSGSIZE,
+              ""));
 }
 
 TEST(chunked_body)
 {
     CHECK(run("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-              "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n", 0, 0, 0, "hello world"));
-    CHECK(run("HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\nA\n0123456789\n0\nX-T: 1\n\n",
-              0, 0, 0, "0123456789"));
+              "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n",
+              0, 0, 0, "hello world"));
+    CHECK(run("HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\nA\n0123456789\n0\nX-T: 1\n\n", 0, 0,
+              0, "0123456789"));
     /* a chunk that itself ends in "0\r\n\r\n" does not end the body */
     CHECK(run("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-              "5\r\n0\r\n\r\n\r\n0\r\n\r\n", 0, 0, 0, "0\r\n\r\n"));
+              "5\r\n0\r\n\r\n\r\n0\r\n\r\n",
+              0, 0, 0, "0\r\n\r\n"));
     CHECK(run("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 0, 0, -EPROTO, ""));
     CHECK(run("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\n\n\n", 0, 0, -EPROTO, ""));
     CHECK(run("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", 0, 0, -EPROTO, ""));
-    CHECK(run("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX", 0, 0,
-              -EPROTO, ""));
-    CHECK(run("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-              "ffffffffffffffffffff\r\n", 0, 0, -EPROTO, ""));
-    /* cut short by the close */
-    CHECK(run("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", 1, 0, -EPROTO,
+    CHECK(run("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX", 0, 0, -EPROTO,
               ""));
+    CHECK(run("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+              "ffffffffffffffffffff\r\n",
+              0, 0, -EPROTO, ""));
+    /* cut short by the close */
+    CHECK(run("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", 1, 0, -EPROTO, ""));
 }
 
 TEST(body_up_to_close_and_no_body)

@@ -106,7 +106,9 @@ TEST(cfg_load_reads_environment)
 TEST(cfg_mask_url_hides_every_password)
 {
     char out[512];
-    struct { const char *in, *want; } cases[] = {
+    struct {
+        const char *in, *want;
+    } cases[] = {
         {"redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"},
         {"redis://:pw@127.0.0.1/0", "redis://:****@127.0.0.1/0"},
         {"redis://:ab,cdPW@host/0", "redis://:****@host/0"},
@@ -187,8 +189,7 @@ TEST(every_error_code_has_a_name)
         bool gap = strcmp(n, "unknown error") == 0; /* a number the enum skips */
         bool named = e == SC_EINCOMPLETE || e == SC_EMALFORMED || e == SC_ETOOLARGE ||
                      e == SC_EJSON || e == SC_ETYPE || e == SC_ETOPIC || e == SC_EDUPLICATE ||
-                     e == SC_ENORESPONDERS || e == SC_EREPLY ||
-                     (e <= SC_EALG && e >= SC_EKEY);
+                     e == SC_ENORESPONDERS || e == SC_EREPLY || (e <= SC_EALG && e >= SC_EKEY);
         CHECK(gap != named);
     }
     CHECK_STR(sc_strerror(0), "ok");

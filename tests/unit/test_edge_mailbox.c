@@ -8,8 +8,8 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdint.h>
 #include <sched.h>
+#include <stdint.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 

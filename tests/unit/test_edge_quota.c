@@ -11,7 +11,7 @@ TEST(quota_bucket_refills_up_to_burst)
 {
     double t = 100;
     uint64_t at = 1000;
-    CHECK(quota_bucket_take(&t, &at, 50, 100, 60, 1000)); /* 40 left */
+    CHECK(quota_bucket_take(&t, &at, 50, 100, 60, 1000));  /* 40 left */
     CHECK(!quota_bucket_take(&t, &at, 50, 100, 60, 1000)); /* not enough: nothing taken */
     CHECK(t > 39.9 && t < 40.1);
     CHECK(quota_bucket_take(&t, &at, 50, 100, 60, 1400)); /* +20 after 400 ms: 60 */
@@ -19,7 +19,7 @@ TEST(quota_bucket_refills_up_to_burst)
     CHECK(quota_bucket_take(&t, &at, 50, 100, 100, 100000)); /* capped at burst, not more */
     CHECK(!quota_bucket_take(&t, &at, 50, 100, 1, 100000));
     CHECK(!quota_bucket_take(&t, &at, 50, 100, 101, 200000)); /* more than a burst: never */
-    CHECK(quota_bucket_take(&t, &at, 50, 100, 10, 99000)); /* a clock step back adds nothing */
+    CHECK(quota_bucket_take(&t, &at, 50, 100, 10, 99000));    /* a clock step back adds nothing */
 }
 
 TEST(quota_users_have_their_own_budgets)
@@ -28,9 +28,9 @@ TEST(quota_users_have_their_own_budgets)
     REQUIRE(quota_create(&q, 1000, 1000, 4000) == 0);
     CHECK(quota_take(q, "alice", 4000, 10));
     CHECK(!quota_take(q, "alice", 1, 10));
-    CHECK(quota_take(q, "bob", 4000, 10));          /* alice's spending is not bob's */
-    CHECK(!quota_take(q, "bob", 1000, 500));        /* 500 ms: 500 back, not 1000 */
-    CHECK(quota_take(q, "alice", 1000, 1010));      /* alice: 1000 ms later, 1000 back */
+    CHECK(quota_take(q, "bob", 4000, 10));     /* alice's spending is not bob's */
+    CHECK(!quota_take(q, "bob", 1000, 500));   /* 500 ms: 500 back, not 1000 */
+    CHECK(quota_take(q, "alice", 1000, 1010)); /* alice: 1000 ms later, 1000 back */
     CHECK(quota_create(&(quota *){NULL}, 0, 1, 1) < 0);
     quota_destroy(q);
     quota_destroy(NULL);

@@ -68,8 +68,8 @@ TEST(since_asks_for_a_seam_an_older_range_or_nothing)
     CHECK_EQ_INT(seq_since(&none, 0), SEQ_SINCE_SEAM);
     CHECK_EQ_INT(seq_since(&none, 17), SEQ_SINCE_SEAM);
     seq_pos live = {10, 20};
-    CHECK_EQ_INT(seq_since(&live, 5), SEQ_SINCE_BEFORE); /* 6..9 are missing before first */
-    CHECK_EQ_INT(seq_since(&live, 8), SEQ_SINCE_BEFORE); /* 9 is */
+    CHECK_EQ_INT(seq_since(&live, 5), SEQ_SINCE_BEFORE);  /* 6..9 are missing before first */
+    CHECK_EQ_INT(seq_since(&live, 8), SEQ_SINCE_BEFORE);  /* 9 is */
     CHECK_EQ_INT(seq_since(&live, 9), SEQ_SINCE_NOTHING); /* first is since + 1 */
     CHECK_EQ_INT(seq_since(&live, 15), SEQ_SINCE_NOTHING);
     CHECK_EQ_INT(seq_since(&live, 30), SEQ_SINCE_NOTHING);

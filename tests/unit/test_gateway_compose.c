@@ -2,9 +2,9 @@
  * merging (compose.c). */
 #include "test.h"
 
-#include "bus.h"
 #include "../../services/gateway/compose.h"
 #include "../../services/gateway/tmpl.h"
+#include "bus.h"
 
 static json_t *J(const char *text)
 {
@@ -28,10 +28,11 @@ static int same(const json_t *a, const char *b_text)
     return eq;
 }
 
-static const char CTX[] = "{\"params\":{\"id\":\"42\"},\"query\":{\"q\":\"x y\"},"
-                          "\"user\":\"alice\",\"body\":{\"n\":3,\"f\":1.5,\"ok\":true,"
-                          "\"list\":[{\"id\":\"a\"},{\"id\":\"b\"}],\"obj\":{\"k\":1},\"nul\":null},"
-                          "\"order\":{\"user_id\":\"bob\",\"total\":12}}";
+static const char CTX[] =
+    "{\"params\":{\"id\":\"42\"},\"query\":{\"q\":\"x y\"},"
+    "\"user\":\"alice\",\"body\":{\"n\":3,\"f\":1.5,\"ok\":true,"
+    "\"list\":[{\"id\":\"a\"},{\"id\":\"b\"}],\"obj\":{\"k\":1},\"nul\":null},"
+    "\"order\":{\"user_id\":\"bob\",\"total\":12}}";
 
 TEST(render_whole_value_keeps_type)
 {
@@ -44,7 +45,10 @@ TEST(render_whole_value_keeps_type)
                     "\"e\":[\"alice\",7,null,false],\"f\":null}"));
     /* the result shares nothing with ctx: changing it leaves ctx alone */
     json_object_set_new(json_object_get(out, "b"), "k", json_integer(2));
-    CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(json_object_get(ctx, "body"), "obj"), "k")), 1);
+    CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(json_object_get(ctx, "body"),
+                                                                    "obj"),
+                                                    "k")),
+                 1);
     json_decref(out);
     json_decref(t);
     json_decref(ctx);
@@ -107,8 +111,8 @@ TEST(check_syntax)
     json_t *t = J("{\"a\":\"${params.id}\",\"b\":[\"$${x}\",{\"c\":\"${params}\"}]}");
     CHECK_EQ_INT(tmpl_check(t, only_params, NULL, err, sizeof err), 0);
     json_decref(t);
-    const char *bad[] = {"\"${}\"", "\"${a\"", "\"${a b}\"", "\"${a..b}\"", "\"${.a}\"",
-                         "\"${a.}\"", "\"${q}\"", "\"${a/b}\""};
+    const char *bad[] = {"\"${}\"",   "\"${a\"",   "\"${a b}\"", "\"${a..b}\"",
+                         "\"${.a}\"", "\"${a.}\"", "\"${q}\"",   "\"${a/b}\""};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         t = J(bad[i]);
         int rc = tmpl_check(t, only_params, NULL, err, sizeof err);
@@ -145,7 +149,8 @@ TEST(envelope_and_request)
     CHECK(same(env, "{\"method\":\"GET\",\"path\":\"/api/orders/42\",\"params\":{\"id\":\"42\"},"
                     "\"query\":{\"a\":\"1\"},\"body\":{\"symbol\":\"BTC\"}}"));
     json_t *env2 = compose_envelope("POST", "/x", NULL, NULL, NULL);
-    CHECK(same(env2, "{\"method\":\"POST\",\"path\":\"/x\",\"params\":{},\"query\":{},\"body\":null}"));
+    CHECK(same(env2,
+               "{\"method\":\"POST\",\"path\":\"/x\",\"params\":{},\"query\":{},\"body\":null}"));
 
     json_t *ctx = compose_context(env, "alice");
     CHECK_STR(json_string_value(json_object_get(ctx, "user")), "alice");
@@ -203,14 +208,17 @@ TEST(pass_through_header)
     CHECK_STR(v, "/api/orders/7");
     CHECK_EQ_INT(compose_http_header_parse("Retry-After:5  ", n, sizeof n, v, sizeof v), 0);
     CHECK_STR(v, "5");
-    CHECK_EQ_INT(compose_http_header_parse("Cache-Control: max-age=60", n, sizeof n, v, sizeof v), 0);
+    CHECK_EQ_INT(compose_http_header_parse("Cache-Control: max-age=60", n, sizeof n, v, sizeof v),
+                 0);
     CHECK_EQ_INT(compose_http_header_parse("WWW-Authenticate: Bearer realm=\"x\"", n, sizeof n, v,
-                                           sizeof v), 0);
+                                           sizeof v),
+                 0);
     CHECK_EQ_INT(compose_http_header_parse("Set-Cookie: a=b", n, sizeof n, v, sizeof v), -1);
     CHECK_EQ_INT(compose_http_header_parse("Location", n, sizeof n, v, sizeof v), -1);
     CHECK_EQ_INT(compose_http_header_parse("Location: ", n, sizeof n, v, sizeof v), -1);
     CHECK_EQ_INT(compose_http_header_parse("Location: /a\r\nSet-Cookie: x=1", n, sizeof n, v,
-                                           sizeof v), -1);
+                                           sizeof v),
+                 -1);
     CHECK_EQ_INT(compose_http_header_parse("Location : /a", n, sizeof n, v, sizeof v), -1);
     CHECK_EQ_INT(compose_http_header_parse(NULL, n, sizeof n, v, sizeof v), -1);
 }
@@ -227,21 +235,24 @@ TEST(reply_parse)
     compose_reply_clear(&r);
 
     CHECK_EQ_INT(compose_reply_parse("[1,2]", 5, "202", "Location: /x", &r, &dropped, err,
-                                     sizeof err), 0);
+                                     sizeof err),
+                 0);
     CHECK_EQ_INT(r.status, 202);
     CHECK_STR(r.hdr_name, "Location");
     CHECK_EQ_INT(dropped, 0);
     compose_reply_clear(&r);
 
     CHECK_EQ_INT(compose_reply_parse("", 0, "204", "Set-Cookie: a=b", &r, &dropped, err,
-                                     sizeof err), 0);
+                                     sizeof err),
+                 0);
     CHECK(r.body == NULL);
     CHECK_EQ_INT(dropped, 1);
     CHECK_STR(r.hdr_name, "");
     compose_reply_clear(&r);
 
     CHECK_EQ_INT(compose_reply_parse("not json", 8, NULL, NULL, &r, &dropped, err, sizeof err), -1);
-    CHECK_EQ_INT(compose_reply_parse("{\"a\":1} x", 9, NULL, NULL, &r, &dropped, err, sizeof err), -1);
+    CHECK_EQ_INT(compose_reply_parse("{\"a\":1} x", 9, NULL, NULL, &r, &dropped, err, sizeof err),
+                 -1);
     CHECK_EQ_INT(compose_reply_parse("{}", 2, "700", NULL, &r, &dropped, err, sizeof err), -1);
     CHECK_EQ_INT(compose_reply_parse("\"s\"", 3, "404", NULL, &r, &dropped, err, sizeof err), 0);
     CHECK_EQ_INT(r.status, 404);

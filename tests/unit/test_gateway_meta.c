@@ -51,7 +51,8 @@ TEST(traceparent_parse)
     }
     /* a later version may carry more fields */
     CHECK_EQ_INT(meta_traceparent_parse(
-                     "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-extra", trace, flags), 0);
+                     "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-extra", trace, flags),
+                 0);
 }
 
 TEST(traceparent_next)
@@ -71,8 +72,9 @@ TEST(traceparent_next)
     CHECK_EQ_INT(meta_traceparent_next(NULL, out), 0);
     CHECK_EQ_INT(meta_traceparent_parse(out, trace, flags), 0);
 
-    CHECK_EQ_INT(meta_traceparent_next(
-                     "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-extra", out), 1);
+    CHECK_EQ_INT(
+        meta_traceparent_next("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-extra", out),
+        1);
     CHECK(strncmp(out, "00-4bf92f3577b34da6a3ce929d0e0e4736-", 36) == 0);
     CHECK_STR(out + 53, "01");
 

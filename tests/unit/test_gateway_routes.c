@@ -174,10 +174,11 @@ TEST(not_found_method_and_bad_paths)
 TEST(first_of_equals_wins)
 {
     char err[512];
-    routes *rt = parse("{\"routes\":["
-                       "{\"method\":\"GET\",\"path\":\"/a/{x}/c\",\"auth\":\"public\",\"subject\":\"one\"},"
-                       "{\"method\":\"GET\",\"path\":\"/a/b/{y}\",\"auth\":\"public\",\"subject\":\"two\"}]}",
-                       err, sizeof err);
+    routes *rt = parse(
+        "{\"routes\":["
+        "{\"method\":\"GET\",\"path\":\"/a/{x}/c\",\"auth\":\"public\",\"subject\":\"one\"},"
+        "{\"method\":\"GET\",\"path\":\"/a/b/{y}\",\"auth\":\"public\",\"subject\":\"two\"}]}",
+        err, sizeof err);
     REQUIRE(rt);
     route_match m;
     /* /a/b/c: "two" has the literal at the first place where they differ */
@@ -204,31 +205,41 @@ TEST(rejects_bad_routes_naming_the_index)
 {
     CHECK(fails_with(R(OK1 ",{\"method\":\"GET\",\"path\":\"/x\",\"auth\":\"public\"}"),
                      "route 1: needs exactly one of"));
-    CHECK(fails_with(R("{\"method\":\"get\",\"path\":\"/x\",\"auth\":\"public\",\"subject\":\"a\"}"),
-                     "route 0: method"));
-    CHECK(fails_with(R("{\"method\":\"OPTIONS\",\"path\":\"/x\",\"auth\":\"public\",\"subject\":\"a\"}"),
-                     "route 0: method"));
-    CHECK(fails_with(R(OK1 "," OK1 "," "{\"method\":\"GET\",\"path\":\"/x\",\"subject\":\"a\"}"),
+    CHECK(
+        fails_with(R("{\"method\":\"get\",\"path\":\"/x\",\"auth\":\"public\",\"subject\":\"a\"}"),
+                   "route 0: method"));
+    CHECK(fails_with(
+        R("{\"method\":\"OPTIONS\",\"path\":\"/x\",\"auth\":\"public\",\"subject\":\"a\"}"),
+        "route 0: method"));
+    CHECK(fails_with(R(OK1 "," OK1 ","
+                           "{\"method\":\"GET\",\"path\":\"/x\",\"subject\":\"a\"}"),
                      "route 1: GET /ok duplicates route 0"));
-    CHECK(fails_with(R(OK1 "," "{\"method\":\"GET\",\"path\":\"/x\",\"subject\":\"a\"}"),
+    CHECK(fails_with(R(OK1 ","
+                           "{\"method\":\"GET\",\"path\":\"/x\",\"subject\":\"a\"}"),
                      "route 1: auth"));
     CHECK(fails_with(R("{\"method\":\"GET\",\"path\":\"/x\",\"auth\":\"none\",\"subject\":\"a\"}"),
                      "route 0: auth"));
-    CHECK(fails_with(R("{\"method\":\"GET\",\"path\":\"/x\",\"auth\":\"public\",\"subject\":\"a.*\"}"),
-                     "subject"));
-    CHECK(fails_with(R("{\"method\":\"GET\",\"path\":\"/x\",\"auth\":\"public\",\"subject\":\"a..b\"}"),
-                     "subject"));
+    CHECK(fails_with(
+        R("{\"method\":\"GET\",\"path\":\"/x\",\"auth\":\"public\",\"subject\":\"a.*\"}"),
+        "subject"));
+    CHECK(fails_with(
+        R("{\"method\":\"GET\",\"path\":\"/x\",\"auth\":\"public\",\"subject\":\"a..b\"}"),
+        "subject"));
     CHECK(fails_with(R("{\"method\":\"GET\",\"path\":\"/x\",\"auth\":\"public\",\"subject\":\"a\","
-                       "\"timeout_ms\":0}"), "timeout_ms"));
+                       "\"timeout_ms\":0}"),
+                     "timeout_ms"));
     CHECK(fails_with(R("{\"method\":\"GET\",\"path\":\"/x\",\"auth\":\"public\",\"subject\":\"a\","
-                       "\"timeout_ms\":60001}"), "timeout_ms"));
+                       "\"timeout_ms\":60001}"),
+                     "timeout_ms"));
     CHECK(fails_with(R("{\"method\":\"GET\",\"path\":\"/x\",\"auth\":\"public\",\"subject\":\"a\","
-                       "\"tmeout_ms\":10}"), "unknown field \"tmeout_ms\""));
+                       "\"tmeout_ms\":10}"),
+                     "unknown field \"tmeout_ms\""));
 }
 
 TEST(rejects_bad_paths)
 {
-#define P(path) R("{\"method\":\"GET\",\"path\":\"" path "\",\"auth\":\"public\",\"subject\":\"a\"}")
+#define P(path)                                                                                    \
+    R("{\"method\":\"GET\",\"path\":\"" path "\",\"auth\":\"public\",\"subject\":\"a\"}")
     CHECK(fails_with(P("x"), "must start with '/'"));
     CHECK(fails_with(P(""), "must start with '/'"));
     CHECK(fails_with(P("/a//b"), "empty segment"));
@@ -251,12 +262,12 @@ TEST(rejects_bad_paths)
     memset(big, 'a', ROUTES_MAX_PATH + 1);
     big[0] = '/';
     big[ROUTES_MAX_PATH + 1] = '\0';
-    snprintf(doc, sizeof doc, R("{\"method\":\"GET\",\"path\":\"%s\",\"auth\":\"public\",\"subject\":\"a\"}"),
-             big);
+    snprintf(doc, sizeof doc,
+             R("{\"method\":\"GET\",\"path\":\"%s\",\"auth\":\"public\",\"subject\":\"a\"}"), big);
     CHECK(fails_with(doc, "longer than 512"));
     big[ROUTES_MAX_PATH] = '\0'; /* exactly 512: fine */
-    snprintf(doc, sizeof doc, R("{\"method\":\"GET\",\"path\":\"%s\",\"auth\":\"public\",\"subject\":\"a\"}"),
-             big);
+    snprintf(doc, sizeof doc,
+             R("{\"method\":\"GET\",\"path\":\"%s\",\"auth\":\"public\",\"subject\":\"a\"}"), big);
     char err[256];
     routes *rt = parse(doc, err, sizeof err);
     CHECK(rt != NULL);
@@ -266,7 +277,8 @@ TEST(rejects_bad_paths)
 TEST(rejects_bad_compositions)
 {
 #define C(calls) R("{\"method\":\"GET\",\"path\":\"/c\",\"auth\":\"bearer\",\"compose\":" calls "}")
-    CHECK(fails_with(C("{\"mode\":\"both\",\"calls\":[{\"key\":\"a\",\"subject\":\"s\"}]}"), "mode"));
+    CHECK(fails_with(C("{\"mode\":\"both\",\"calls\":[{\"key\":\"a\",\"subject\":\"s\"}]}"),
+                     "mode"));
     CHECK(fails_with(C("{\"mode\":\"parallel\",\"calls\":[]}"), "1 to 8 calls"));
     CHECK(fails_with(C("{\"mode\":\"parallel\",\"calls\":["
                        "{\"key\":\"a\",\"subject\":\"s\"},{\"key\":\"a\",\"subject\":\"s\"}]}"),
@@ -277,7 +289,8 @@ TEST(rejects_bad_compositions)
                      "key"));
     CHECK(fails_with(C("{\"mode\":\"parallel\",\"calls\":[{\"key\":\"a\"}]}"), "call 0: subject"));
     CHECK(fails_with(C("{\"mode\":\"parallel\",\"calls\":[{\"key\":\"a\",\"subject\":\"s\","
-                       "\"optional\":1}]}"), "optional"));
+                       "\"optional\":1}]}"),
+                     "optional"));
     /* parallel calls cannot read each other's answers */
     CHECK(fails_with(C("{\"mode\":\"parallel\",\"calls\":[{\"key\":\"a\",\"subject\":\"s\"},"
                        "{\"key\":\"b\",\"subject\":\"s\",\"request\":{\"x\":\"${a.id}\"}}]}"),
@@ -290,22 +303,27 @@ TEST(rejects_bad_compositions)
                        "\"request\":{\"x\":\"${params.nope}\"}}]}"),
                      "unknown reference ${params.nope}"));
     CHECK(fails_with(C("{\"mode\":\"sequence\",\"calls\":[{\"key\":\"a\",\"subject\":\"s\","
-                       "\"request\":{\"x\":\"${query.a\"}}]}"), "unterminated"));
+                       "\"request\":{\"x\":\"${query.a\"}}]}"),
+                     "unterminated"));
     CHECK(fails_with(C("{\"mode\":\"sequence\",\"calls\":[{\"key\":\"a\",\"subject\":\"s\","
-                       "\"request\":[1]}]}"), "must be an object"));
+                       "\"request\":[1]}]}"),
+                     "must be an object"));
     CHECK(fails_with(C("{\"mode\":\"parallel\",\"calls\":["
                        "{\"key\":\"a\",\"subject\":\"s\"},{\"key\":\"b\",\"subject\":\"s\"},"
                        "{\"key\":\"c\",\"subject\":\"s\"},{\"key\":\"d\",\"subject\":\"s\"},"
                        "{\"key\":\"e\",\"subject\":\"s\"},{\"key\":\"f\",\"subject\":\"s\"},"
                        "{\"key\":\"g\",\"subject\":\"s\"},{\"key\":\"h\",\"subject\":\"s\"},"
-                       "{\"key\":\"i\",\"subject\":\"s\"}]}"), "1 to 8 calls"));
+                       "{\"key\":\"i\",\"subject\":\"s\"}]}"),
+                     "1 to 8 calls"));
 #undef C
     /* ${user} needs an authenticated route */
     CHECK(fails_with(R("{\"method\":\"GET\",\"path\":\"/p\",\"auth\":\"public\",\"subject\":\"s\","
-                       "\"request\":{\"u\":\"${user}\"}}"), "unknown reference ${user}"));
-    CHECK(fails_with(R("{\"method\":\"GET\",\"path\":\"/p\",\"auth\":\"public\",\"subject\":\"s\","
-                       "\"compose\":{\"mode\":\"parallel\",\"calls\":[{\"key\":\"a\",\"subject\":\"s\"}]}}"),
-                     "exactly one of"));
+                       "\"request\":{\"u\":\"${user}\"}}"),
+                     "unknown reference ${user}"));
+    CHECK(fails_with(
+        R("{\"method\":\"GET\",\"path\":\"/p\",\"auth\":\"public\",\"subject\":\"s\","
+          "\"compose\":{\"mode\":\"parallel\",\"calls\":[{\"key\":\"a\",\"subject\":\"s\"}]}}"),
+        "exactly one of"));
 }
 
 TEST(route_count_bound)
@@ -315,9 +333,10 @@ TEST(route_count_bound)
     REQUIRE(doc);
     size_t n = (size_t)snprintf(doc, cap, "{\"routes\":[");
     for (int i = 0; i <= ROUTES_MAX; i++)
-        n += (size_t)snprintf(doc + n, cap - n,
-                              "%s{\"method\":\"GET\",\"path\":\"/r%d\",\"auth\":\"public\",\"subject\":\"s\"}",
-                              i ? "," : "", i);
+        n += (size_t)snprintf(
+            doc + n, cap - n,
+            "%s{\"method\":\"GET\",\"path\":\"/r%d\",\"auth\":\"public\",\"subject\":\"s\"}",
+            i ? "," : "", i);
     snprintf(doc + n, cap - n, "]}");
     CHECK(fails_with(doc, "more than 256 routes"));
     free(doc);

@@ -26,8 +26,8 @@ TEST(validate_accepts)
     CHECK_STR(ticks_symbol(o.symbol), "BTC");
     CHECK(o.qty == 1.0);
     CHECK_EQ_INT(o.side, SIDE_BUY);
-    REQUIRE(validate("{\"symbol\":\"SOL\",\"qty\":0.5,\"side\":\"sell\"}", &o, err,
-                     sizeof err) == 0);
+    REQUIRE(validate("{\"symbol\":\"SOL\",\"qty\":0.5,\"side\":\"sell\"}", &o, err, sizeof err) ==
+            0);
     CHECK_STR(ticks_symbol(o.symbol), "SOL");
     CHECK(o.qty == 0.5);
     CHECK_EQ_INT(o.side, SIDE_SELL);
@@ -42,33 +42,33 @@ TEST(validate_rejects_with_reasons)
     static const struct {
         const char *body, *reason_part;
     } cases[] = {
-        { NULL, "body" },
-        { "null", "body" },
-        { "[1]", "object" },
-        { "\"BTC\"", "object" },
-        { "{}", "symbol" },
-        { "{\"qty\":1}", "symbol" },
-        { "{\"symbol\":\"DOGE\",\"qty\":1}", "symbol" },
-        { "{\"symbol\":\"btc\",\"qty\":1}", "symbol" },
-        { "{\"symbol\":7,\"qty\":1}", "symbol" },
-        { "{\"symbol\":\"BTC\\u0000x\",\"qty\":1}", "symbol" },
-        { "{\"symbol\":\"BTC\"}", "qty" },
-        { "{\"symbol\":\"BTC\",\"qty\":\"1\"}", "qty" },
-        { "{\"symbol\":\"BTC\",\"qty\":0}", "qty" },
-        { "{\"symbol\":\"BTC\",\"qty\":-1}", "qty" },
-        { "{\"symbol\":\"BTC\",\"qty\":1000000.5}", "qty" },
-        { "{\"symbol\":\"BTC\",\"qty\":1e300}", "qty" },
-        { "{\"symbol\":\"BTC\",\"qty\":1,\"side\":\"hold\"}", "side" },
-        { "{\"symbol\":\"BTC\",\"qty\":1,\"side\":\"BUY\"}", "side" },
-        { "{\"symbol\":\"BTC\",\"qty\":1,\"side\":1}", "side" },
+        {NULL, "body"},
+        {"null", "body"},
+        {"[1]", "object"},
+        {"\"BTC\"", "object"},
+        {"{}", "symbol"},
+        {"{\"qty\":1}", "symbol"},
+        {"{\"symbol\":\"DOGE\",\"qty\":1}", "symbol"},
+        {"{\"symbol\":\"btc\",\"qty\":1}", "symbol"},
+        {"{\"symbol\":7,\"qty\":1}", "symbol"},
+        {"{\"symbol\":\"BTC\\u0000x\",\"qty\":1}", "symbol"},
+        {"{\"symbol\":\"BTC\"}", "qty"},
+        {"{\"symbol\":\"BTC\",\"qty\":\"1\"}", "qty"},
+        {"{\"symbol\":\"BTC\",\"qty\":0}", "qty"},
+        {"{\"symbol\":\"BTC\",\"qty\":-1}", "qty"},
+        {"{\"symbol\":\"BTC\",\"qty\":1000000.5}", "qty"},
+        {"{\"symbol\":\"BTC\",\"qty\":1e300}", "qty"},
+        {"{\"symbol\":\"BTC\",\"qty\":1,\"side\":\"hold\"}", "side"},
+        {"{\"symbol\":\"BTC\",\"qty\":1,\"side\":\"BUY\"}", "side"},
+        {"{\"symbol\":\"BTC\",\"qty\":1,\"side\":1}", "side"},
     };
     order o;
     char err[160];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int rc = validate(cases[i].body, &o, err, sizeof err);
         if (rc != -1 || !strstr(err, cases[i].reason_part))
-            printf("  case %zu: %s -> rc=%d err=%s\n", i, cases[i].body ? cases[i].body : "-",
-                   rc, err);
+            printf("  case %zu: %s -> rc=%d err=%s\n", i, cases[i].body ? cases[i].body : "-", rc,
+                   err);
         CHECK_EQ_INT(rc, -1);
         CHECK(strstr(err, cases[i].reason_part) != NULL);
     }
@@ -111,8 +111,7 @@ TEST(user_and_id)
 
 TEST(json_shape)
 {
-    order o = { .symbol = 0, .qty = 1, .side = SIDE_SELL, .status = ORDER_ACCEPTED,
-                .created_ms = 5 };
+    order o = {.symbol = 0, .qty = 1, .side = SIDE_SELL, .status = ORDER_ACCEPTED, .created_ms = 5};
     json_t *j;
     char *s;
     const char *want;

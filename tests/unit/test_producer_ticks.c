@@ -92,7 +92,7 @@ TEST(fillq_orders_by_due_time_then_insertion)
 {
     fillq q;
     fill_job out;
-    static const int64_t due[] = { 50, 10, 30, 10, 70, 0, 30, 90, 20, 10 };
+    static const int64_t due[] = {50, 10, 30, 10, 70, 0, 30, 90, 20, 10};
     int64_t last = -1;
     double last_tag_at_10 = -1;
     fillq_init(&q, 100);
@@ -155,7 +155,7 @@ TEST(filler_fires_due_jobs_and_bounds_pending)
     CHECK_EQ_INT(filler_add(f, &j, 0), 0);
     CHECK_EQ_INT(filler_add(f, &j, 60000), 0); /* not due before the stop */
     for (int i = 0; i < 200 && __atomic_load_n(&fired, __ATOMIC_SEQ_CST) < 2; i++) {
-        struct timespec ts = { 0, 10 * 1000000L };
+        struct timespec ts = {0, 10 * 1000000L};
         nanosleep(&ts, NULL);
     }
     CHECK_EQ_INT(__atomic_load_n(&fired, __ATOMIC_SEQ_CST), 2);

@@ -9,10 +9,7 @@
 #include <stdint.h>
 
 /* msg_parse on a C string (no NUL inside). */
-static int parse(const char *text, msg_in *m)
-{
-    return msg_parse(text, strlen(text), NULL, m);
-}
+static int parse(const char *text, msg_in *m) { return msg_parse(text, strlen(text), NULL, m); }
 
 /* msg_parse with limits. */
 static int parse_lim(const char *text, const msg_limits *lim, msg_in *m)
@@ -23,8 +20,7 @@ static int parse_lim(const char *text, const msg_limits *lim, msg_in *m)
 /* Loads text strictly (one value, no duplicate keys); NULL when it is not JSON. */
 static json_t *load(const char *text, size_t len)
 {
-    return json_loadb(text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
-                      NULL);
+    return json_loadb(text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
 }
 
 /* 1 when the JSON texts a and b hold equal values. */
@@ -46,15 +42,11 @@ static char *nested_publish(int depth)
     char *s = malloc(cap);
     size_t n;
 
-    if (s == NULL)
-        return NULL;
+    if (s == NULL) return NULL;
     n = (size_t)snprintf(s, cap, "{\"type\":\"publish\",\"topic\":\"t\",\"data\":");
-    for (int i = 1; i < depth; i++)
-        s[n++] = '[';
-    if (depth == 1)
-        s[n++] = '0';
-    for (int i = 1; i < depth; i++)
-        s[n++] = ']';
+    for (int i = 1; i < depth; i++) s[n++] = '[';
+    if (depth == 1) s[n++] = '0';
+    for (int i = 1; i < depth; i++) s[n++] = ']';
     s[n++] = '}';
     s[n] = '\0';
     return s;
@@ -298,8 +290,7 @@ TEST(parse_id_limits)
     /* 64 bytes that all need \u00XX: the largest id text */
     text[0] = '\0';
     strcat(text, "{\"type\":\"ping\",\"id\":\"");
-    for (int i = 0; i < 64; i++)
-        strcat(text, "\\u001f");
+    for (int i = 0; i < 64; i++) strcat(text, "\\u001f");
     strcat(text, "\"}");
     REQUIRE(parse(text, &m) == SC_OK);
     CHECK_EQ_INT(strlen(m.id), 2 + 64 * 6);
@@ -351,8 +342,8 @@ TEST(parse_error_keeps_id_and_type)
     msg_in_clear(&m);
     msg_limits lim = MSG_LIMITS_DEFAULT;
     lim.max_data = 6;
-    CHECK_EQ_INT(parse_lim("{\"type\":\"publish\",\"id\":1,\"topic\":\"t\",\"data\":[1,2,3]}",
-                           &lim, &m),
+    CHECK_EQ_INT(parse_lim("{\"type\":\"publish\",\"id\":1,\"topic\":\"t\",\"data\":[1,2,3]}", &lim,
+                           &m),
                  SC_ETOOLARGE);
     CHECK_STR(m.id, "1");
     CHECK(m.data == NULL);
@@ -407,8 +398,7 @@ TEST(parse_errors)
 
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int rc = parse(cases[i].text, &m);
-        if (rc != cases[i].rc)
-            printf("  case %zu: %s\n", i, cases[i].text);
+        if (rc != cases[i].rc) printf("  case %zu: %s\n", i, cases[i].text);
         CHECK_EQ_INT(rc, cases[i].rc);
         CHECK(m.error != NULL && m.error[0] != '\0');
         CHECK(m.token == NULL && m.data == NULL);
@@ -425,8 +415,7 @@ TEST(parse_duplicate_keys)
     msg_in_clear(&m);
     CHECK_EQ_INT(parse("{\"type\":\"ping\",\"type\":\"ping\"}", &m), SC_EJSON);
     msg_in_clear(&m);
-    CHECK_EQ_INT(parse("{\"type\":\"subscribe\",\"topic\":\"a\",\"topic\":\"b\"}", &m),
-                 SC_EJSON);
+    CHECK_EQ_INT(parse("{\"type\":\"subscribe\",\"topic\":\"a\",\"topic\":\"b\"}", &m), SC_EJSON);
     msg_in_clear(&m);
     CHECK_EQ_INT(parse("{\"type\":\"publish\",\"topic\":\"a\",\"data\":{\"x\":1,\"y\":[{\"z\":1,"
                        "\"z\":2}]}}",
@@ -466,8 +455,7 @@ TEST(parse_depth)
     lim.max_depth = 3;
     CHECK_EQ_INT(parse_lim("{\"type\":\"ping\",\"x\":{\"a\":[]}}", &lim, &m), SC_OK);
     msg_in_clear(&m);
-    CHECK_EQ_INT(parse_lim("{\"type\":\"ping\",\"x\":{\"a\":[{}]}}", &lim, &m),
-                 SC_ETOOLARGE);
+    CHECK_EQ_INT(parse_lim("{\"type\":\"ping\",\"x\":{\"a\":[{}]}}", &lim, &m), SC_ETOOLARGE);
     msg_in_clear(&m);
 
     /* brackets inside strings are not nesting */
@@ -491,12 +479,10 @@ TEST(parse_huge_numbers)
 {
     msg_in m;
 
-    CHECK_EQ_INT(parse("{\"type\":\"publish\",\"topic\":\"a\",\"data\":1e400}", &m),
-                 SC_EJSON);
+    CHECK_EQ_INT(parse("{\"type\":\"publish\",\"topic\":\"a\",\"data\":1e400}", &m), SC_EJSON);
     CHECK_STR(m.error, "number out of range");
     msg_in_clear(&m);
-    CHECK_EQ_INT(parse("{\"type\":\"publish\",\"topic\":\"a\",\"data\":-1e400}", &m),
-                 SC_EJSON);
+    CHECK_EQ_INT(parse("{\"type\":\"publish\",\"topic\":\"a\",\"data\":-1e400}", &m), SC_EJSON);
     msg_in_clear(&m);
     CHECK_EQ_INT(parse("{\"type\":\"publish\",\"topic\":\"a\",\"data\":[99999999999999999999]}",
                        &m),
@@ -510,8 +496,7 @@ TEST(parse_huge_numbers)
     CHECK_EQ_INT(parse("{\"type\":\"ping\",\"id\":-9223372036854775809}", &m), SC_EJSON);
     msg_in_clear(&m);
 
-    REQUIRE(parse("{\"type\":\"publish\",\"topic\":\"a\",\"data\":[1e300,-0,1E-5]}", &m) ==
-            SC_OK);
+    REQUIRE(parse("{\"type\":\"publish\",\"topic\":\"a\",\"data\":[1e300,-0,1E-5]}", &m) == SC_OK);
     CHECK(json_same(m.data, "[1e300,0,0.00001]"));
     msg_in_clear(&m);
 }
@@ -541,11 +526,11 @@ TEST(parse_nul_bytes)
 
 TEST(parse_topics)
 {
-    static const char *good[] = {"a", "user", "prices.BTC", "chat.room-1.x_y", "A-Z_0-9",
-                                 "a.b.c.d.e.f.g"};
-    static const char *bad[] = {"",     ".",    "..",    "a..b",   ".a",  "a.",
-                                "a.*",  "a.>",  "*",     ">",      "a b", " a",
-                                "a\\t", "caf\xc3\xa9", "a/b", "a,b", "\\u00e9", "a\\u0000b"};
+    static const char *good[] = {"a",       "user",         "prices.BTC", "chat.room-1.x_y",
+                                 "A-Z_0-9", "a.b.c.d.e.f.g"};
+    static const char *bad[] = {"",     ".",           "..",  "a..b", ".a",      "a.",
+                                "a.*",  "a.>",         "*",   ">",    "a b",     " a",
+                                "a\\t", "caf\xc3\xa9", "a/b", "a,b",  "\\u00e9", "a\\u0000b"};
     char text[512], topic[200];
     msg_in m;
 
@@ -559,8 +544,7 @@ TEST(parse_topics)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(text, sizeof text, "{\"type\":\"subscribe\",\"topic\":\"%s\"}", bad[i]);
         int rc = parse(text, &m);
-        if (rc != SC_ETOPIC)
-            printf("  topic %s\n", bad[i]);
+        if (rc != SC_ETOPIC) printf("  topic %s\n", bad[i]);
         CHECK_EQ_INT(rc, SC_ETOPIC);
         CHECK_STR(m.topic, "");
         msg_in_clear(&m);
@@ -620,8 +604,8 @@ TEST(parse_size_limits)
 
     /* data: the limit applies to its compact form */
     lim.max_data = 7;
-    CHECK_EQ_INT(parse_lim("{\"type\":\"publish\",\"topic\":\"a\",\"data\": [ 1 , 2 , 3 ] }",
-                           &lim, &m),
+    CHECK_EQ_INT(parse_lim("{\"type\":\"publish\",\"topic\":\"a\",\"data\": [ 1 , 2 , 3 ] }", &lim,
+                           &m),
                  SC_OK);
     CHECK_STR(m.data, "[1,2,3]");
     msg_in_clear(&m);
@@ -676,17 +660,34 @@ TEST(clear_is_idempotent)
 TEST(json_check_valid)
 {
     static const char *good[] = {
-        "0", "-0", "1", "-1", "10", "1.5", "-0.0e+1", "1E5", "1e-5", "123456789012345678901234",
-        "true", "false", "null", "\"\"", "\"a\\\"\\\\\\/\\b\\f\\n\\r\\t\\u0000\\uABcd\"",
-        "\"\\ud83d\\ude00\"", "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf\"", "[]",
-        "{}", " [ 1 , [ ] , { } ] ", "{\"a\":{\"b\":[null,{\"c\":\"d\"}]}}", "\t\r\n1\n",
+        "0",
+        "-0",
+        "1",
+        "-1",
+        "10",
+        "1.5",
+        "-0.0e+1",
+        "1E5",
+        "1e-5",
+        "123456789012345678901234",
+        "true",
+        "false",
+        "null",
+        "\"\"",
+        "\"a\\\"\\\\\\/\\b\\f\\n\\r\\t\\u0000\\uABcd\"",
+        "\"\\ud83d\\ude00\"",
+        "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf\"",
+        "[]",
+        "{}",
+        " [ 1 , [ ] , { } ] ",
+        "{\"a\":{\"b\":[null,{\"c\":\"d\"}]}}",
+        "\t\r\n1\n",
         "{\"a\":1,\"a\":2}", /* duplicates are a parser rule, not a JSON-check one */
         "\"\x7f\"",
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         int rc = msg_json_check(good[i], strlen(good[i]), 32);
-        if (rc != SC_OK)
-            printf("  good %zu: %s\n", i, good[i]);
+        if (rc != SC_OK) printf("  good %zu: %s\n", i, good[i]);
         CHECK_EQ_INT(rc, SC_OK);
         CHECK(msg_json_valid(good[i], strlen(good[i])));
     }
@@ -695,20 +696,71 @@ TEST(json_check_valid)
 TEST(json_check_invalid)
 {
     static const char *bad[] = {
-        "", " ", "01", "-01", "1.", ".5", "-", "+1", "1e", "1e+", "0x10", "1.e5", "NaN",
-        "Infinity", "tru", "nul", "True", "[1,]", "[,1]", "[1 2]", "{\"a\"}", "{\"a\":}",
-        "{\"a\":1,}", "{1:2}", "{\"a\" 1}", "{,}", "\"\\x\"", "\"abc", "\"\t\"", "\"\n\"",
-        "\"\\ud800\"", "\"\\udc00\"", "\"\\ud800\\u0041\"", "\"\\ud800x\"", "\"\\u12\"",
-        "\"\\u12g4\"", "[] []", "1 2", "[", "]", "{", "}", "[}", "{]", "\"\xff\"",
-        "\"\xc0\x80\"", "\"\xc1\xbf\"", "\"\xe0\x80\xaf\"", "\"\xf0\x80\x80\xaf\"",
-        "\"\xed\xa0\x80\"", "\"\xf4\x90\x80\x80\"",
-        "\"\xf5\x80\x80\x80\"", "\"\x80\"", "\"\xe2\x82\"", "\"\xe2\x82", "\xc3\xa9",
-        "[1]\xef\xbb\xbf", "\xef\xbb\xbf[1]", "/* */1", "'a'", "\"\\",
+        "",
+        " ",
+        "01",
+        "-01",
+        "1.",
+        ".5",
+        "-",
+        "+1",
+        "1e",
+        "1e+",
+        "0x10",
+        "1.e5",
+        "NaN",
+        "Infinity",
+        "tru",
+        "nul",
+        "True",
+        "[1,]",
+        "[,1]",
+        "[1 2]",
+        "{\"a\"}",
+        "{\"a\":}",
+        "{\"a\":1,}",
+        "{1:2}",
+        "{\"a\" 1}",
+        "{,}",
+        "\"\\x\"",
+        "\"abc",
+        "\"\t\"",
+        "\"\n\"",
+        "\"\\ud800\"",
+        "\"\\udc00\"",
+        "\"\\ud800\\u0041\"",
+        "\"\\ud800x\"",
+        "\"\\u12\"",
+        "\"\\u12g4\"",
+        "[] []",
+        "1 2",
+        "[",
+        "]",
+        "{",
+        "}",
+        "[}",
+        "{]",
+        "\"\xff\"",
+        "\"\xc0\x80\"",
+        "\"\xc1\xbf\"",
+        "\"\xe0\x80\xaf\"",
+        "\"\xf0\x80\x80\xaf\"",
+        "\"\xed\xa0\x80\"",
+        "\"\xf4\x90\x80\x80\"",
+        "\"\xf5\x80\x80\x80\"",
+        "\"\x80\"",
+        "\"\xe2\x82\"",
+        "\"\xe2\x82",
+        "\xc3\xa9",
+        "[1]\xef\xbb\xbf",
+        "\xef\xbb\xbf[1]",
+        "/* */1",
+        "'a'",
+        "\"\\",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int rc = msg_json_check(bad[i], strlen(bad[i]), 32);
-        if (rc != SC_EJSON)
-            printf("  bad %zu: %s\n", i, bad[i]);
+        if (rc != SC_EJSON) printf("  bad %zu: %s\n", i, bad[i]);
         CHECK_EQ_INT(rc, SC_EJSON);
         CHECK(!msg_json_valid(bad[i], strlen(bad[i])));
     }
@@ -732,7 +784,7 @@ TEST(json_check_depth)
     }
     CHECK_EQ_INT(msg_json_check("[{\"a\":[]}]", 10, 3), SC_OK);
     CHECK_EQ_INT(msg_json_check("[{\"a\":[]}]", 10, 2), SC_ETOOLARGE);
-    CHECK_EQ_INT(msg_json_check("1", 1, 0), SC_OK); /* scalars have no depth */
+    CHECK_EQ_INT(msg_json_check("1", 1, 0), SC_OK);  /* scalars have no depth */
     CHECK_EQ_INT(msg_json_check("[]", 2, 0), SC_OK); /* clamped to 1 */
 }
 
@@ -785,8 +837,7 @@ static int escape_roundtrip(const char *in, size_t n, char *out, size_t cap, cha
     *dec = NULL;
     if (len < 0 || (size_t)len != msg_json_string_len(in, n) || strlen(out) != (size_t)len)
         return 0;
-    if (msg_json_check(out, (size_t)len, 1) != SC_OK)
-        return 0;
+    if (msg_json_check(out, (size_t)len, 1) != SC_OK) return 0;
     if ((j = load(out, (size_t)len)) == NULL || !json_is_string(j)) {
         json_decref(j);
         return 0;
@@ -815,13 +866,15 @@ TEST(json_string_escaping)
          "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\""},
         {"\xe2\x80\xa8|\xe2\x80\xa9|\xe2\x80\xaa", 11, "\"\\u2028|\\u2029|\xe2\x80\xaa\""},
         {"\xff", 1, "\"\xef\xbf\xbd\""},
-        {"a\xe2\x82", 3, "\"a\xef\xbf\xbd\""},           /* truncated: one U+FFFD */
-        {"\xe2\x82\x41", 3, "\"\xef\xbf\xbd" "A\""},     /* maximal subpart, then A */
+        {"a\xe2\x82", 3, "\"a\xef\xbf\xbd\""}, /* truncated: one U+FFFD */
+        {"\xe2\x82\x41", 3,
+         "\"\xef\xbf\xbd"
+         "A\""}, /* maximal subpart, then A */
         {"\xed\xa0\x80", 3, "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""}, /* surrogate */
         {"\xc0\xaf", 2, "\"\xef\xbf\xbd\xef\xbf\xbd\""},                 /* overlong */
-        {"\xe0\x80\xaf", 3, "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""},     /* overlong */
+        {"\xe0\x80\xaf", 3, "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""}, /* overlong */
         {"\xf0\x8f\xbf\xbf", 4,
-         "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""},       /* overlong */
+         "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""}, /* overlong */
         {"\xf0\x9f\x98", 3, "\"\xef\xbf\xbd\""},
         {"\xf4\x90\x80\x80", 4,
          "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""}, /* above U+10FFFF */
@@ -876,8 +929,7 @@ TEST(json_string_capacity)
     int len = msg_json_string(out, sizeof out, "ab\n", 3); /* "ab\n" quoted: 6 bytes */
 
     CHECK_EQ_INT(len, 6);
-    for (size_t cap = 0; cap <= 6; cap++)
-        CHECK_EQ_INT(msg_json_string(out, cap, "ab\n", 3), -1);
+    for (size_t cap = 0; cap <= 6; cap++) CHECK_EQ_INT(msg_json_string(out, cap, "ab\n", 3), -1);
     CHECK_EQ_INT(msg_json_string(out, 7, "ab\n", 3), 6);
     CHECK_STR(out, "\"ab\\n\"");
     CHECK_EQ_INT(msg_json_string(NULL, 0, "x", 1), -1);
@@ -893,11 +945,9 @@ static json_t *load_msg(const char *out, int len, const char *want)
     char head[64];
     json_t *j;
 
-    if (len < 0 || (size_t)len != strlen(out))
-        return NULL;
+    if (len < 0 || (size_t)len != strlen(out)) return NULL;
     snprintf(head, sizeof head, "{\"type\":\"%s\"", want);
-    if (strncmp(out, head, strlen(head)) != 0)
-        return NULL;
+    if (strncmp(out, head, strlen(head)) != 0) return NULL;
     if ((j = load(out, (size_t)len)) == NULL || !json_is_object(j)) {
         json_decref(j);
         return NULL;
@@ -908,14 +958,13 @@ static json_t *load_msg(const char *out, int len, const char *want)
 TEST(build_welcome)
 {
     char out[512];
-    int len = msg_welcome_build(out, sizeof out, "c-1", "al\"ice\\\n\x01\xc3\xa9\xff",
-                                1800000000, "edge-a");
+    int len = msg_welcome_build(out, sizeof out, "c-1", "al\"ice\\\n\x01\xc3\xa9\xff", 1800000000,
+                                "edge-a");
     json_t *j = load_msg(out, len, "welcome");
 
     REQUIRE(j != NULL);
     CHECK_STR(json_string_value(json_object_get(j, "conn_id")), "c-1");
-    CHECK_STR(json_string_value(json_object_get(j, "user")),
-              "al\"ice\\\n\x01\xc3\xa9\xef\xbf\xbd");
+    CHECK_STR(json_string_value(json_object_get(j, "user")), "al\"ice\\\n\x01\xc3\xa9\xef\xbf\xbd");
     CHECK_EQ_INT(json_integer_value(json_object_get(j, "expires_at")), 1800000000);
     CHECK(json_is_integer(json_object_get(j, "expires_at")));
     CHECK_STR(json_string_value(json_object_get(j, "edge")), "edge-a");

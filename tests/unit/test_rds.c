@@ -52,10 +52,23 @@ TEST(rds_url_full)
 
 TEST(rds_url_rejects)
 {
-    const char *bad[] = { "", "http://h", "rediss://h", "redis://", "redis://h:0",
-                          "redis://h:65536", "redis://h:x", "redis://h/x", "redis://h/1/2",
-                          "redis://h?db=1", "redis://:%zz@h", "redis://:%00@h", "redis://[::1",
-                          "redis://h h", "redis://:pw@", "redis://h:", NULL };
+    const char *bad[] = {"",
+                         "http://h",
+                         "rediss://h",
+                         "redis://",
+                         "redis://h:0",
+                         "redis://h:65536",
+                         "redis://h:x",
+                         "redis://h/x",
+                         "redis://h/1/2",
+                         "redis://h?db=1",
+                         "redis://:%zz@h",
+                         "redis://:%00@h",
+                         "redis://[::1",
+                         "redis://h h",
+                         "redis://:pw@",
+                         "redis://h:",
+                         NULL};
     rds_url u;
     char err[128];
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {

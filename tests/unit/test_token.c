@@ -35,7 +35,7 @@ static struct {
     char dir[64];
     EVP_PKEY *ec, *ec_other, *rsa;
     token_signer *ec_signer, *rsa_signer, *ec_other_signer; /* ec_other signs as kid "ec1" */
-    token_keyset *ks; /* "ec1" (ES256) and "rsa1" (RS256) */
+    token_keyset *ks;                                       /* "ec1" (ES256) and "rsa1" (RS256) */
 } fx;
 
 /* ---- helpers ----------------------------------------------------------------------------- */
@@ -46,11 +46,9 @@ static void cleanup_dir(void)
     struct dirent *e;
     char path[512];
 
-    if (d == NULL)
-        return;
+    if (d == NULL) return;
     while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
+        if (e->d_name[0] == '.') continue;
         snprintf(path, sizeof path, "%s/%s", fx.dir, e->d_name);
         unlink(path);
     }
@@ -61,8 +59,7 @@ static void cleanup_dir(void)
 static char *xstrdup(const char *s)
 {
     char *d = malloc(strlen(s) + 1);
-    if (d != NULL)
-        memcpy(d, s, strlen(s) + 1);
+    if (d != NULL) memcpy(d, s, strlen(s) + 1);
     return d;
 }
 
@@ -73,8 +70,7 @@ static char *xprintf(const char *fmt, ...)
     char *s = NULL;
 
     va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0) s = NULL;
     va_end(ap);
     return s;
 }
@@ -144,8 +140,8 @@ static char *pem_certificate(EVP_PKEY *pk)
     X509_gmtime_adj(X509_getm_notAfter(x), 3600);
     X509_set_pubkey(x, pk);
     nm = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_ASC, (const unsigned char *)"sidecast", -1,
-                               -1, 0);
+    X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_ASC, (const unsigned char *)"sidecast", -1, -1,
+                               0);
     X509_set_issuer_name(x, nm);
     X509_sign(x, pk, EVP_sha256());
     PEM_write_bio_X509(bio, x);
@@ -185,12 +181,9 @@ static json_t *jwk_obj(EVP_PKEY *pk, const char *kid, const char *alg, const cha
     }
     free(a);
     free(b);
-    if (kid)
-        json_object_set_new(o, "kid", json_string(kid));
-    if (alg)
-        json_object_set_new(o, "alg", json_string(alg));
-    if (use)
-        json_object_set_new(o, "use", json_string(use));
+    if (kid) json_object_set_new(o, "kid", json_string(kid));
+    if (alg) json_object_set_new(o, "alg", json_string(alg));
+    if (use) json_object_set_new(o, "use", json_string(use));
     return o;
 }
 
@@ -235,23 +228,19 @@ static int setup(void)
 {
     char *text;
 
-    if (fx.ready)
-        return 1;
+    if (fx.ready) return 1;
     log_init("test_token", LOG_ERROR);
     snprintf(fx.dir, sizeof fx.dir, "/tmp/test_token.XXXXXX");
-    if (mkdtemp(fx.dir) == NULL)
-        return 0;
+    if (mkdtemp(fx.dir) == NULL) return 0;
     atexit(cleanup_dir);
     fx.ec = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     fx.ec_other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     fx.rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
-    if (!fx.ec || !fx.ec_other || !fx.rsa)
-        return 0;
+    if (!fx.ec || !fx.ec_other || !fx.rsa) return 0;
     fx.ec_signer = signer_for(fx.ec, "ec.pem", "ec1");
     fx.ec_other_signer = signer_for(fx.ec_other, "ec_other.pem", "ec1");
     fx.rsa_signer = signer_for(fx.rsa, "rsa.pem", "rsa1");
-    if (!fx.ec_signer || !fx.ec_other_signer || !fx.rsa_signer)
-        return 0;
+    if (!fx.ec_signer || !fx.ec_other_signer || !fx.rsa_signer) return 0;
     text = jwks_text(json_pack("[o,o]", jwk_obj(fx.ec, "ec1", NULL, "sig"),
                                jwk_obj(fx.rsa, "rsa1", "RS256", NULL)));
     if (parse_text(text, &fx.ks) != 0) {
@@ -276,8 +265,7 @@ static json_t *claims(void)
 static char *sign(token_signer *s, json_t *c)
 {
     char *tok = NULL;
-    if (token_sign(s, c, &tok) != 0)
-        tok = NULL;
+    if (token_sign(s, c, &tok) != 0) tok = NULL;
     json_decref(c);
     return tok;
 }
@@ -298,33 +286,24 @@ static int verify_at(const char *tok, long now)
 {
     token_claims cl;
     int rc = token_verify(fx.ks, &pol, tok, now, &cl);
-    if (rc == 0)
-        token_claims_clear(&cl);
+    if (rc == 0) token_claims_clear(&cl);
     return rc;
 }
 
-static int verify(const char *tok)
-{
-    return verify_at(tok, NOW);
-}
+static int verify(const char *tok) { return verify_at(tok, NOW); }
 
 /* Segment idx (0..2) of tok, malloc'd. */
 static char *segment(const char *tok, int idx)
 {
     const char *p = tok, *e;
 
-    for (int i = 0; i < idx; i++)
-        p = strchr(p, '.') + 1;
+    for (int i = 0; i < idx; i++) p = strchr(p, '.') + 1;
     e = strchr(p, '.');
-    if (e == NULL)
-        e = p + strlen(p);
+    if (e == NULL) e = p + strlen(p);
     return xprintf("%.*s", (int)(e - p), p);
 }
 
-static char *b64(const char *s)
-{
-    return b64url_encode_alloc(s, strlen(s));
-}
+static char *b64(const char *s) { return b64url_encode_alloc(s, strlen(s)); }
 
 /* JWS signature of input with pk: ES256 as raw R||S, RS256 as is. Returns base64url. */
 static char *jws_sign(EVP_PKEY *pk, const char *input)
@@ -383,8 +362,8 @@ TEST(b64url_roundtrip_and_strictness)
     CHECK_EQ_INT(b64url_decode("-_8", 3, out, sizeof out, &n), 0);
     CHECK_EQ_INT(n, 2);
     CHECK(out[0] == 0xfb && out[1] == 0xff);
-    CHECK_EQ_INT(b64url_decode("-_9", 3, out, sizeof out, &n), B64URL_EINVAL); /* low bits */
-    CHECK_EQ_INT(b64url_decode("+/8", 3, out, sizeof out, &n), B64URL_EINVAL); /* std alphabet */
+    CHECK_EQ_INT(b64url_decode("-_9", 3, out, sizeof out, &n), B64URL_EINVAL);  /* low bits */
+    CHECK_EQ_INT(b64url_decode("+/8", 3, out, sizeof out, &n), B64URL_EINVAL);  /* std alphabet */
     CHECK_EQ_INT(b64url_decode("-_8=", 4, out, sizeof out, &n), B64URL_EINVAL); /* padding */
     CHECK_EQ_INT(b64url_decode("QUJD\n", 5, out, sizeof out, &n), B64URL_EINVAL);
     CHECK_EQ_INT(b64url_decode("QUJDR", 5, out, sizeof out, &n), B64URL_EINVAL); /* 4k+1 */
@@ -394,8 +373,7 @@ TEST(b64url_roundtrip_and_strictness)
     for (size_t len = 0; len < 12; len++) {
         unsigned char in[12], back[12];
         char e[32];
-        for (size_t i = 0; i < len; i++)
-            in[i] = (unsigned char)(i * 37 + 200);
+        for (size_t i = 0; i < len; i++) in[i] = (unsigned char)(i * 37 + 200);
         REQUIRE(b64url_encode(in, len, e, sizeof e) == 0);
         CHECK_EQ_INT(strlen(e), b64url_encoded_len(len));
         CHECK_EQ_INT(b64url_decode(e, strlen(e), back, sizeof back, &n), 0);
@@ -490,8 +468,7 @@ TEST(alg_confusion_hs256_keyed_with_rsa_public_pem)
     CHECK_EQ_INT(verify(tok), SC_EALG);
     /* The trap is real: bare libjwt 1.10.2 given the RSA public key accepts this forgery. */
     CHECK_EQ_INT(jwt_decode(&jwt, tok, (const unsigned char *)pem, (int)strlen(pem)), 0);
-    if (jwt != NULL)
-        CHECK_EQ_INT(jwt_get_alg(jwt), JWT_ALG_HS256);
+    if (jwt != NULL) CHECK_EQ_INT(jwt_get_alg(jwt), JWT_ALG_HS256);
     jwt_free(jwt);
     free(pem);
     free(h);
@@ -745,7 +722,7 @@ TEST(expiry_with_leeway)
     REQUIRE(expired && in_leeway && edge && real_exp);
     CHECK_EQ_INT(verify(expired), SC_EEXPIRED);
     CHECK_EQ_INT(verify(in_leeway), SC_OK);
-    CHECK_EQ_INT(verify(edge), SC_EEXPIRED); /* now must be before exp + leeway */
+    CHECK_EQ_INT(verify(edge), SC_EEXPIRED);     /* now must be before exp + leeway */
     CHECK_EQ_INT(verify(real_exp), SC_EEXPIRED); /* fractions round towards expiry */
     CHECK_EQ_INT(verify_at(real_exp, NOW - 2), SC_OK);
     {
@@ -843,8 +820,8 @@ TEST(issuer_rules)
 TEST(required_claims)
 {
     char long_sub[300], long_jti[200];
-    char *no_sub, *no_exp, *exp_str, *sub_num, *sub_empty, *sub_long, *sub_ctl, *jti_long,
-        *jti_num, *nbf_str, *sub_255;
+    char *no_sub, *no_exp, *exp_str, *sub_num, *sub_empty, *sub_long, *sub_ctl, *jti_long, *jti_num,
+        *nbf_str, *sub_255;
 
     REQUIRE(setup());
     memset(long_sub, 'a', sizeof long_sub - 1);
@@ -954,8 +931,7 @@ TEST(malformed_tokens_rejected)
     {
         /* Standard-alphabet characters in the signature. */
         char *std = xstrdup(s);
-        for (char *c = std; *c; c++)
-            *c = *c == '-' ? '+' : *c == '_' ? '/' : *c;
+        for (char *c = std; *c; c++) *c = *c == '-' ? '+' : *c == '_' ? '/' : *c;
         t = xprintf("%s.%s.%s", h, p, strcmp(std, s) ? std : "++++");
         CHECK_EQ_INT(verify(t), SC_EMALFORMED);
         free(t);
@@ -964,8 +940,13 @@ TEST(malformed_tokens_rejected)
     /* Headers that are not a JSON object, or JSON with something after it. */
     {
         static const char *const bad_headers[] = {
-            "not json", "[\"ES256\",\"ec1\"]", "\"ES256\"", "42", "null",
-            "{\"alg\":\"ES256\",\"kid\":\"ec1\"} x", "{\"alg\":\"ES256\",\"kid\":\"ec1\"",
+            "not json",
+            "[\"ES256\",\"ec1\"]",
+            "\"ES256\"",
+            "42",
+            "null",
+            "{\"alg\":\"ES256\",\"kid\":\"ec1\"} x",
+            "{\"alg\":\"ES256\",\"kid\":\"ec1\"",
             "{\"alg\":\"ES256\",\"kid\":\"ec1\",\"alg\":\"none\"}", /* duplicate member */
         };
         for (size_t i = 0; i < sizeof bad_headers / sizeof bad_headers[0]; i++) {
@@ -1030,10 +1011,11 @@ TEST(hostile_json_and_key_urls_in_signed_tokens)
     char *good = claims_text(claims());
     REQUIRE(strstr(good, "\"sub\":\"alice\""));
     static const char *const subs[] = {
-        "\"sub\":\"ali\xc3\x28" "ce\"",            /* invalid UTF-8 */
-        "\"sub\":\"\xff\"",                         /* not UTF-8 at all */
-        "\"sub\":\"alice\\u0000admin\"",           /* NUL: "alice" to C */
-        "\"sub\":\"alice\",\"sub\":\"admin\"",       /* duplicate member */
+        "\"sub\":\"ali\xc3\x28"
+        "ce\"",                                /* invalid UTF-8 */
+        "\"sub\":\"\xff\"",                    /* not UTF-8 at all */
+        "\"sub\":\"alice\\u0000admin\"",       /* NUL: "alice" to C */
+        "\"sub\":\"alice\",\"sub\":\"admin\"", /* duplicate member */
     };
     t = forge("{\"alg\":\"ES256\",\"kid\":\"ec1\"}", good, fx.ec, NULL);
     CHECK_EQ_INT(verify(t), SC_OK); /* the base is good */
@@ -1200,8 +1182,7 @@ struct verify_job {
 static void *verify_thread(void *arg)
 {
     struct verify_job *job = arg;
-    for (int i = 0; i < 50; i++)
-        job->ok += verify(job->tok) == SC_OK;
+    for (int i = 0; i < 50; i++) job->ok += verify(job->tok) == SC_OK;
     return NULL;
 }
 
@@ -1235,8 +1216,7 @@ static int verify_with(token_keyset *ks, const char *tok)
 {
     token_claims cl;
     int rc = token_verify(ks, &pol, tok, NOW, &cl);
-    if (rc == 0)
-        token_claims_clear(&cl);
+    if (rc == 0) token_claims_clear(&cl);
     return rc;
 }
 
@@ -1307,9 +1287,9 @@ TEST(jwks_rules)
     /* ... except that "k" is secret material in a public file: refused. */
     CHECK_EQ_INT(parse_text(text, &ks), SC_EKEY);
     free(text);
-    text = jwks_text(json_pack("[{s:s,s:s},{s:s,s:s,s:s,s:s,s:s},o]", "kty", "OKP", "kid",
-                               "ed", "kty", "EC", "crv", "P-384", "x", "AA", "y", "AA", "kid",
-                               "p384", jwk_obj(fx.ec, "e", NULL, NULL)));
+    text = jwks_text(json_pack("[{s:s,s:s},{s:s,s:s,s:s,s:s,s:s},o]", "kty", "OKP", "kid", "ed",
+                               "kty", "EC", "crv", "P-384", "x", "AA", "y", "AA", "kid", "p384",
+                               jwk_obj(fx.ec, "e", NULL, NULL)));
     CHECK_EQ_INT(parse_text(text, &ks), SC_OK);
     CHECK_EQ_INT(token_keyset_count(ks), 1);
     token_keyset_destroy(ks);

@@ -45,35 +45,34 @@ TEST(pmd_offer_declined)
         ",,",
         "x-webkit-deflate-frame",
         "permessage-deflate-x",
-        "permessage-deflate; foo",                                 /* unknown parameter */
+        "permessage-deflate; foo", /* unknown parameter */
         "permessage-deflate; foo=1",
         "permessage-deflate; server_no_context_takeover; server_no_context_takeover", /* dup */
         "permessage-deflate; client_no_context_takeover; Client_No_Context_Takeover",
         "permessage-deflate; server_max_window_bits=10; server_max_window_bits=10",
         "permessage-deflate; client_max_window_bits; client_max_window_bits=10",
-        "permessage-deflate; server_no_context_takeover=1",       /* no value allowed */
+        "permessage-deflate; server_no_context_takeover=1", /* no value allowed */
         "permessage-deflate; client_no_context_takeover=\"\"",
-        "permessage-deflate; server_max_window_bits",             /* value required */
-        "permessage-deflate; server_max_window_bits=7",           /* 8..15 */
+        "permessage-deflate; server_max_window_bits",   /* value required */
+        "permessage-deflate; server_max_window_bits=7", /* 8..15 */
         "permessage-deflate; server_max_window_bits=16",
-        "permessage-deflate; server_max_window_bits=08",          /* no leading zero */
+        "permessage-deflate; server_max_window_bits=08", /* no leading zero */
         "permessage-deflate; server_max_window_bits=1a",
-        "permessage-deflate; server_max_window_bits=\"10",        /* unterminated quote */
+        "permessage-deflate; server_max_window_bits=\"10", /* unterminated quote */
         "permessage-deflate; server_max_window_bits=\"1 0\"",
         "permessage-deflate; server_max_window_bits=",
         "permessage-deflate; client_max_window_bits=0",
         "permessage-deflate; client_max_window_bits=\"100\"",
-        "permessage-deflate;",                                    /* empty parameter */
+        "permessage-deflate;", /* empty parameter */
         "permessage-deflate; ;client_max_window_bits",
-        "permessage-deflate client_max_window_bits",              /* broken syntax */
+        "permessage-deflate client_max_window_bits", /* broken syntax */
         "permessage-deflate; =10",
         "\"permessage-deflate\"",
         "permessage-deflate; server_max_window_bits=\"1111111111111111111111111\"",
     };
     ws_pmd pm;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        if (offer(bad[i], &pm) != 0)
-            printf("  accepted: %s\n", bad[i]);
+        if (offer(bad[i], &pm) != 0) printf("  accepted: %s\n", bad[i]);
         CHECK_EQ_INT(offer(bad[i], &pm), 0);
     }
 }
@@ -86,11 +85,9 @@ TEST(pmd_offer_first_acceptable)
                        &pm),
                  1);
     CHECK_EQ_INT(pm.server_max_window_bits, 12);
-    CHECK_EQ_INT(offer("x-webkit-deflate-frame; no_context_takeover, permessage-deflate", &pm),
-                 1);
+    CHECK_EQ_INT(offer("x-webkit-deflate-frame; no_context_takeover, permessage-deflate", &pm), 1);
     CHECK_EQ_INT(pm.server_max_window_bits, 0);
-    CHECK_EQ_INT(offer("permessage-deflate; server_max_window_bits=9, permessage-deflate", &pm),
-                 1);
+    CHECK_EQ_INT(offer("permessage-deflate; server_max_window_bits=9, permessage-deflate", &pm), 1);
     CHECK_EQ_INT(pm.server_max_window_bits, 9);
     /* a comma inside a quoted value does not end the offer */
     CHECK_EQ_INT(offer("foo; a=\"x,permessage-deflate\", permessage-deflate; "
@@ -98,8 +95,7 @@ TEST(pmd_offer_first_acceptable)
                        &pm),
                  1);
     CHECK_EQ_INT(pm.server_max_window_bits, 11);
-    CHECK_EQ_INT(offer("permessage-deflate; server_max_window_bits=7, permessage-deflate; x",
-                       &pm),
+    CHECK_EQ_INT(offer("permessage-deflate; server_max_window_bits=7, permessage-deflate; x", &pm),
                  0);
     CHECK_EQ_INT(offer("permessage-deflate client, permessage-deflate", &pm), 1);
 }
@@ -122,18 +118,17 @@ TEST(pmd_response)
 }
 
 #define KEY "dGhlIHNhbXBsZSBub25jZQ=="
-#define HEAD "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" \
-             "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " KEY "\r\n"
+#define HEAD                                                                                       \
+    "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"                 \
+    "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " KEY "\r\n"
 
 static int upgrade(const char *head, bool deflate, ws_http_upgrade *up, char *out, size_t cap)
 {
     static ws_http_request req;
     ws_http_upgrade_config cfg = {"/ws", NULL, 0, NULL, false, deflate};
-    if (ws_http_parse_request(head, strlen(head), NULL, &req) != (int)strlen(head))
-        return -1;
+    if (ws_http_parse_request(head, strlen(head), NULL, &req) != (int)strlen(head)) return -1;
     int st = ws_http_check_upgrade(&req, &cfg, up);
-    if (ws_http_write_response(out, cap, up) < 0)
-        return -2;
+    if (ws_http_write_response(out, cap, up) < 0) return -2;
     return st;
 }
 
@@ -172,9 +167,10 @@ TEST(pmd_http_upgrade)
     CHECK(strstr(out, "client_max_window_bits") == NULL);
     /* the longest answer fits, with a subprotocol too */
     static ws_http_request req;
-    const char *h = HEAD "Sec-WebSocket-Protocol: sidecast.v1\r\n"
-                         "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=15\r\n"
-                         "\r\n";
+    const char *h = HEAD
+        "Sec-WebSocket-Protocol: sidecast.v1\r\n"
+        "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=15\r\n"
+        "\r\n";
     ws_http_upgrade_config cfg = {"/ws", NULL, 0, "sidecast.v1", true, true};
     REQUIRE(ws_http_parse_request(h, strlen(h), NULL, &req) == (int)strlen(h));
     CHECK_EQ_INT(ws_http_check_upgrade(&req, &cfg, &up), 101);
@@ -188,8 +184,7 @@ static size_t peer_inflate(const uint8_t *in, size_t n, uint8_t *out, size_t cap
 {
     z_stream z;
     memset(&z, 0, sizeof z);
-    if (inflateInit2(&z, -15) != Z_OK)
-        return (size_t)-1;
+    if (inflateInit2(&z, -15) != Z_OK) return (size_t)-1;
     uint8_t tmp[4096 + 4];
     size_t total = 0;
     z.next_out = out;

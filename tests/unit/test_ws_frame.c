@@ -77,7 +77,8 @@ TEST(frame_rfc_other_examples)
     CHECK(h.fin);
     CHECK_EQ_INT(h.opcode, WS_OP_CONT);
     CHECK_EQ_INT(ws_frame_decode(B(0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f), &from_server, &h,
-                                 &err), 2);
+                                 &err),
+                 2);
     CHECK_EQ_INT(h.opcode, WS_OP_PING);
     uint8_t pong[] = {0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58};
     CHECK_EQ_INT(ws_frame_decode(pong, sizeof pong, &from_client, &h, &err), 6);
@@ -87,8 +88,8 @@ TEST(frame_rfc_other_examples)
     CHECK_EQ_INT(decode_all_prefixes(B(0x82, 0x7E, 0x01, 0x00), &from_server, &h, &err), 4);
     CHECK_EQ_INT(h.len, 256);
     CHECK_EQ_INT(h.opcode, WS_OP_BINARY);
-    CHECK_EQ_INT(decode_all_prefixes(B(0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0), &from_server, &h,
-                                     &err), 10);
+    CHECK_EQ_INT(decode_all_prefixes(B(0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0), &from_server, &h, &err),
+                 10);
     CHECK_EQ_INT(h.len, 65536);
 }
 
@@ -144,8 +145,9 @@ TEST(frame_control_rules)
         CHECK_EQ_INT(ws_frame_decode(B((uint8_t)op), &from_client, &h, &err), SC_EMALFORMED);
         CHECK_EQ_INT(err, WS_ERR_CTRL_FRAG);
         /* 125 bytes: fine; 126 (16-bit length) and 127 (64-bit): refused at the second byte */
-        CHECK_EQ_INT(ws_frame_decode(B((uint8_t)(0x80 | op), 0xFD, 1, 2, 3, 4), &from_client,
-                                     &h, &err), 6);
+        CHECK_EQ_INT(ws_frame_decode(B((uint8_t)(0x80 | op), 0xFD, 1, 2, 3, 4), &from_client, &h,
+                                     &err),
+                     6);
         CHECK_EQ_INT(h.len, 125);
         err = WS_ERR_NONE;
         CHECK_EQ_INT(ws_frame_decode(B((uint8_t)(0x80 | op), 0xFE), &from_client, &h, &err),
@@ -166,11 +168,15 @@ TEST(frame_length_msb)
     CHECK_EQ_INT(ws_frame_decode(B(0x82, 0xFF, 0x80), &from_client, &h, &err), SC_EMALFORMED);
     CHECK_EQ_INT(err, WS_ERR_LEN64);
     CHECK_EQ_INT(ws_frame_err_code(err), 1002);
-    CHECK_EQ_INT(ws_frame_decode(B(0x82, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-                                   1, 2, 3, 4), &from_client, &h, &err), SC_EMALFORMED);
+    CHECK_EQ_INT(ws_frame_decode(B(0x82, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2,
+                                   3, 4),
+                                 &from_client, &h, &err),
+                 SC_EMALFORMED);
     /* 2^63 - 1 is the largest legal length */
-    CHECK_EQ_INT(ws_frame_decode(B(0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-                                   1, 2, 3, 4), &from_client, &h, &err), 14);
+    CHECK_EQ_INT(ws_frame_decode(B(0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2,
+                                   3, 4),
+                                 &from_client, &h, &err),
+                 14);
     CHECK(h.len == 0x7FFFFFFFFFFFFFFFull);
 }
 
@@ -210,8 +216,8 @@ TEST(frame_non_minimal_length_accepted)
 /* Length boundaries through the encoder and back, masked and not. */
 TEST(frame_encode_decode_lengths)
 {
-    static const uint64_t lens[] = {0, 1, 125, 126, 127, 65535, 65536, 0xFFFFFFFFull,
-                                    0x7FFFFFFFFFFFFFFFull};
+    static const uint64_t lens[] = {
+        0, 1, 125, 126, 127, 65535, 65536, 0xFFFFFFFFull, 0x7FFFFFFFFFFFFFFFull};
     static const size_t hlen[] = {2, 2, 2, 4, 4, 4, 10, 10, 10};
     const uint8_t key[4] = {9, 8, 7, 6};
     for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
@@ -228,8 +234,7 @@ TEST(frame_encode_decode_lengths)
             CHECK_EQ_INT(h.fin, i % 2 == 0);
             CHECK_EQ_INT(h.opcode, WS_OP_BINARY);
             CHECK_EQ_INT(h.masked, m);
-            if (m)
-                CHECK(memcmp(h.mask, key, 4) == 0);
+            if (m) CHECK(memcmp(h.mask, key, 4) == 0);
         }
     }
     uint8_t out[WS_FRAME_HEADER_MAX];
@@ -245,8 +250,7 @@ TEST(frame_encode_decode_lengths)
 
 static void naive_mask(uint8_t *p, size_t n, const uint8_t m[4], size_t off)
 {
-    for (size_t i = 0; i < n; i++)
-        p[i] ^= m[(off + i) & 3];
+    for (size_t i = 0; i < n; i++) p[i] ^= m[(off + i) & 3];
 }
 
 /* Unmasking in pieces at any offset (and unaligned) equals unmasking at once. */
@@ -254,8 +258,7 @@ TEST(frame_unmask_pieces)
 {
     const uint8_t key[4] = {0x37, 0xfa, 0x21, 0x3d};
     uint8_t src[200], a[201], b[200];
-    for (size_t i = 0; i < sizeof src; i++)
-        src[i] = (uint8_t)(i * 131 + 7);
+    for (size_t i = 0; i < sizeof src; i++) src[i] = (uint8_t)(i * 131 + 7);
     for (size_t n = 0; n <= 100; n++) {
         for (size_t start = 0; start < 9; start++) {
             /* a piece at payload offset `start`, at an unaligned address */
@@ -288,8 +291,7 @@ TEST(frame_close_code_validity)
     for (uint32_t c = 0; c <= 0xFFFF; c++) {
         bool want = (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1014) ||
                     (c >= 3000 && c <= 4999);
-        if (ws_frame_close_code_valid((uint16_t)c) != want)
-            bad++;
+        if (ws_frame_close_code_valid((uint16_t)c) != want) bad++;
     }
     CHECK_EQ_INT(bad, 0);
     CHECK(!ws_frame_close_code_valid(1004));
@@ -330,8 +332,8 @@ TEST(frame_close_parse)
     REQUIRE(rlen == 3);
     CHECK(memcmp(reason, "bye", 3) == 0);
 
-    static const uint16_t invalid[] = {0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999,
-                                       5000, 65535};
+    static const uint16_t invalid[] = {0,    999,  1004, 1005, 1006, 1015,
+                                       1016, 1100, 2000, 2999, 5000, 65535};
     for (size_t i = 0; i < sizeof invalid / sizeof invalid[0]; i++) {
         uint8_t p[2] = {(uint8_t)(invalid[i] >> 8), (uint8_t)invalid[i]};
         err = WS_ERR_NONE;
@@ -339,8 +341,8 @@ TEST(frame_close_parse)
         CHECK_EQ_INT(err, WS_ERR_CLOSE_CODE);
         CHECK_EQ_INT(ws_frame_err_code(err), 1002);
     }
-    static const uint16_t valid[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011,
-                                     1012, 1013, 1014, 3000, 3999, 4000, 4999};
+    static const uint16_t valid[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010,
+                                     1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999};
     for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++) {
         uint8_t p[2] = {(uint8_t)(valid[i] >> 8), (uint8_t)valid[i]};
         CHECK_EQ_INT(ws_frame_close_parse(p, 2, &code, &reason, &rlen, &err), 0);
@@ -373,8 +375,7 @@ TEST(frame_close_encode)
 
     /* a long reason is cut at a character boundary within 123 bytes */
     char reason[200];
-    for (int i = 0; i < 100; i++)
-        memcpy(reason + 2 * i, "\xc3\xa9", 2); /* é */
+    for (int i = 0; i < 100; i++) memcpy(reason + 2 * i, "\xc3\xa9", 2); /* é */
     size_t n = ws_frame_close_encode(out, 1000, reason, 200);
     CHECK_EQ_INT(n, 2 + 122);
     uint16_t code;

@@ -30,12 +30,11 @@ static int judge(const char *head, const ws_http_upgrade_config *c, ws_http_upgr
 {
     static ws_http_request req;
     int rc = parse(head, &req);
-    if (rc != (int)strlen(head))
-        return -1000 + rc;
+    if (rc != (int)strlen(head)) return -1000 + rc;
     return ws_http_check_upgrade(&req, c, up);
 }
 
-#define BASE_HEADERS                                                                          \
+#define BASE_HEADERS                                                                               \
     "Host: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
 #define REQ(extra) "GET /ws HTTP/1.1\r\n" BASE_HEADERS "Sec-WebSocket-Key: " KEY "\r\n" extra "\r\n"
 
@@ -104,21 +103,21 @@ TEST(http_parse_malformed)
     static const char *bad[] = {
         "GET\r\n\r\n",
         " GET / HTTP/1.1\r\n\r\n",
-        "GET  / HTTP/1.1\r\n\r\n",              /* two spaces */
+        "GET  / HTTP/1.1\r\n\r\n", /* two spaces */
         "GET / HTTP/1.1 \r\n\r\n",
         "GET / HTTP/2.0\r\n\r\n",
         "GET / HTTP/1.10\r\n\r\n",
         "GET / HTTP/1.x\r\n\r\n",
         "GET / http/1.1\r\n\r\n",
-        "G(T / HTTP/1.1\r\n\r\n",               /* not a token */
-        "GET /a\x01 HTTP/1.1\r\n\r\n",          /* control in target */
+        "G(T / HTTP/1.1\r\n\r\n",      /* not a token */
+        "GET /a\x01 HTTP/1.1\r\n\r\n", /* control in target */
         "GET /\x80 HTTP/1.1\r\n\r\n",
-        "GET / HTTP/1.1\r\nHost : h\r\n\r\n",    /* space before colon */
-        "GET / HTTP/1.1\r\nHost\r\n\r\n",        /* no colon */
-        "GET / HTTP/1.1\r\n: v\r\n\r\n",         /* empty name */
-        "GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n",  /* obs-fold */
+        "GET / HTTP/1.1\r\nHost : h\r\n\r\n",   /* space before colon */
+        "GET / HTTP/1.1\r\nHost\r\n\r\n",       /* no colon */
+        "GET / HTTP/1.1\r\n: v\r\n\r\n",        /* empty name */
+        "GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n", /* obs-fold */
         "GET / HTTP/1.1\r\nA: b\x7f\r\n\r\n",
-        "GET / HTTP/1.1\r\nA: b\rc\r\n\r\n",     /* bare CR */
+        "GET / HTTP/1.1\r\nA: b\rc\r\n\r\n", /* bare CR */
         "GET / HTTP/1.1\r\nA: b\r\r\n\r\n",
         "\rGET / HTTP/1.1\r\n\r\n",
     };
@@ -136,8 +135,7 @@ TEST(http_parse_malformed)
     const char nul[] = "GET / HTTP/1.1\r\nA: b\0c\r\n\r\n";
     CHECK_EQ_INT(ws_http_parse_request(nul, sizeof nul - 1, NULL, &req), SC_EMALFORMED);
     /* a malformed request line fails before the head is complete */
-    CHECK_EQ_INT(ws_http_parse_request("GET / HTTP/9.9\r\nHost", 20, NULL, &req),
-                 SC_EMALFORMED);
+    CHECK_EQ_INT(ws_http_parse_request("GET / HTTP/9.9\r\nHost", 20, NULL, &req), SC_EMALFORMED);
 }
 
 TEST(http_parse_limits)
@@ -185,8 +183,9 @@ TEST(http_parse_limits)
     CHECK_EQ_INT(ws_http_parse_request("GET / HTTP/1.1\r\nA: b\r\n\r\n", 24, &lim, &req), 24);
     CHECK_EQ_INT(ws_http_parse_request("GET / HTTP/1.1\r\nA: b\r\nC: d\r\n\r\n", 30, &lim, &req),
                  SC_ETOOLARGE);
-    CHECK_EQ_INT(ws_http_parse_request("GET /0123456789012345678901234 HTTP/1.1\r\n\r\n", 43,
-                                       &lim, &req), SC_ETOOLARGE);
+    CHECK_EQ_INT(ws_http_parse_request("GET /0123456789012345678901234 HTTP/1.1\r\n\r\n", 43, &lim,
+                                       &req),
+                 SC_ETOOLARGE);
     lim = (ws_http_limits){20, 100, 10};
     CHECK_EQ_INT(ws_http_parse_request("GET / HTTP/1.1\r\nA: b\r\n\r\n", 24, &lim, &req),
                  SC_ETOOLARGE);
@@ -241,7 +240,9 @@ TEST(http_upgrade_subprotocol_rules)
     CHECK_STR(up.protocol, "sidecast.v1");
     /* offered over several headers */
     CHECK_EQ_INT(judge(REQ("Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Protocol: x, "
-                           "sidecast.v1\r\n"), &cfg, &up), 101);
+                           "sidecast.v1\r\n"),
+                       &cfg, &up),
+                 101);
     CHECK_STR(up.protocol, "sidecast.v1");
     /* offered, but not ours: 400 */
     CHECK_EQ_INT(judge(REQ("Sec-WebSocket-Protocol: chat, superchat\r\n"), &cfg, &up), 400);
@@ -256,7 +257,9 @@ TEST(http_upgrade_subprotocol_rules)
     /* none configured (an echo server): never selected, offers tolerated */
     ws_http_upgrade_config echo = {"/", NULL, 0, NULL, false};
     CHECK_EQ_INT(judge("GET / HTTP/1.1\r\n" BASE_HEADERS "Sec-WebSocket-Key: " KEY "\r\n"
-                       "Sec-WebSocket-Protocol: chat\r\n\r\n", &echo, &up), 101);
+                       "Sec-WebSocket-Protocol: chat\r\n\r\n",
+                       &echo, &up),
+                 101);
     CHECK(up.protocol == NULL);
 }
 
@@ -269,15 +272,18 @@ TEST(http_upgrade_path_method_version)
     CHECK_EQ_INT(judge("GET /WS HTTP/1.1\r\n" BASE_HEADERS "\r\n", &cfg, &up), 404);
     CHECK_EQ_INT(judge("GET / HTTP/1.1\r\n" BASE_HEADERS "\r\n", &cfg, &up), 404);
     CHECK_EQ_INT(judge("POST /ws HTTP/1.1\r\n" BASE_HEADERS "Sec-WebSocket-Key: " KEY "\r\n\r\n",
-                       &cfg, &up), 405);
+                       &cfg, &up),
+                 405);
     int n = ws_http_write_response(out, sizeof out, &up);
     CHECK(n > 0 && starts(out, "HTTP/1.1 405 Method Not Allowed\r\n"));
     CHECK(strstr(out, "\r\nAllow: GET\r\n") != NULL);
     CHECK_EQ_INT(judge("get /ws HTTP/1.1\r\n" BASE_HEADERS "\r\n", &cfg, &up), 405);
     CHECK_EQ_INT(judge("GET /ws HTTP/1.0\r\n" BASE_HEADERS "Sec-WebSocket-Key: " KEY "\r\n\r\n",
-                       &cfg, &up), 400);
-    CHECK_EQ_INT(judge("GET /ws?x=1 HTTP/1.1\r\n" BASE_HEADERS "Sec-WebSocket-Key: " KEY
-                       "\r\n\r\n", &cfg, &up), 101);
+                       &cfg, &up),
+                 400);
+    CHECK_EQ_INT(judge("GET /ws?x=1 HTTP/1.1\r\n" BASE_HEADERS "Sec-WebSocket-Key: " KEY "\r\n\r\n",
+                       &cfg, &up),
+                 101);
 }
 
 TEST(http_upgrade_headers)
@@ -287,27 +293,45 @@ TEST(http_upgrade_headers)
     char head[1024];
 #define H(lines) (snprintf(head, sizeof head, "GET /ws HTTP/1.1\r\n%s%s\r\n", lines, key), head)
     CHECK_EQ_INT(judge(H("Host: h\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n"
-                         "Sec-WebSocket-Version: 13\r\n"), &cfg, &up), 101);
+                         "Sec-WebSocket-Version: 13\r\n"),
+                       &cfg, &up),
+                 101);
     CHECK_EQ_INT(judge(H("Host: h\r\nUpgrade: h2c, websocket\r\nConnection: upgrade\r\n"
-                         "Sec-WebSocket-Version: 13\r\n"), &cfg, &up), 101);
+                         "Sec-WebSocket-Version: 13\r\n"),
+                       &cfg, &up),
+                 101);
     CHECK_EQ_INT(judge(H("Host: h\r\nConnection: keep-alive\r\nConnection: Upgrade\r\n"
-                         "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"), &cfg, &up), 101);
+                         "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"),
+                       &cfg, &up),
+                 101);
     /* Host: none, empty, twice */
     CHECK_EQ_INT(judge(H("Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                         "Sec-WebSocket-Version: 13\r\n"), &cfg, &up), 400);
+                         "Sec-WebSocket-Version: 13\r\n"),
+                       &cfg, &up),
+                 400);
     CHECK_EQ_INT(judge(H("Host:\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                         "Sec-WebSocket-Version: 13\r\n"), &cfg, &up), 400);
+                         "Sec-WebSocket-Version: 13\r\n"),
+                       &cfg, &up),
+                 400);
     CHECK_EQ_INT(judge(H("Host: a\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                         "Sec-WebSocket-Version: 13\r\n"), &cfg, &up), 400);
+                         "Sec-WebSocket-Version: 13\r\n"),
+                       &cfg, &up),
+                 400);
     /* Upgrade / Connection */
-    CHECK_EQ_INT(judge(H("Host: h\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"),
-                       &cfg, &up), 400);
+    CHECK_EQ_INT(judge(H("Host: h\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"), &cfg,
+                       &up),
+                 400);
     CHECK_EQ_INT(judge(H("Host: h\r\nUpgrade: websockets\r\nConnection: Upgrade\r\n"
-                         "Sec-WebSocket-Version: 13\r\n"), &cfg, &up), 400);
-    CHECK_EQ_INT(judge(H("Host: h\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"),
-                       &cfg, &up), 400);
+                         "Sec-WebSocket-Version: 13\r\n"),
+                       &cfg, &up),
+                 400);
+    CHECK_EQ_INT(judge(H("Host: h\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"), &cfg,
+                       &up),
+                 400);
     CHECK_EQ_INT(judge(H("Host: h\r\nUpgrade: websocket\r\nConnection: close\r\n"
-                         "Sec-WebSocket-Version: 13\r\n"), &cfg, &up), 400);
+                         "Sec-WebSocket-Version: 13\r\n"),
+                       &cfg, &up),
+                 400);
 #undef H
 }
 
@@ -316,14 +340,18 @@ TEST(http_upgrade_version_426)
     ws_http_upgrade up;
     char out[WS_HTTP_RESPONSE_MAX];
     static const char *bad[] = {
-        "Sec-WebSocket-Version: 8\r\n", "Sec-WebSocket-Version: 13, 8\r\n",
-        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 13\r\n", "",
+        "Sec-WebSocket-Version: 8\r\n",
+        "Sec-WebSocket-Version: 13, 8\r\n",
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 13\r\n",
+        "",
         "Sec-WebSocket-Version: 013\r\n",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char head[512];
-        snprintf(head, sizeof head, "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
-                 "Connection: Upgrade\r\nSec-WebSocket-Key: " KEY "\r\n%s\r\n", bad[i]);
+        snprintf(head, sizeof head,
+                 "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: " KEY "\r\n%s\r\n",
+                 bad[i]);
         CHECK_EQ_INT(judge(head, &cfg, &up), 426);
     }
     int n = ws_http_write_response(out, sizeof out, &up);
@@ -340,10 +368,10 @@ TEST(http_upgrade_key_400)
     static const char *bad[] = {
         "",
         "Sec-WebSocket-Key: \r\n",
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=\r\n",            /* 23 chars */
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ===\r\n",          /* 25 chars */
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQAA\r\n",           /* 18 bytes' worth */
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZ*==\r\n",           /* not base64 */
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=\r\n",   /* 23 chars */
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ===\r\n", /* 25 chars */
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQAA\r\n",  /* 18 bytes' worth */
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZ*==\r\n",  /* not base64 */
         "Sec-WebSocket-Key: dGhlIHNhbXBs ZSBub25jZQ==\r\n",
         "Sec-WebSocket-Key: " KEY "\r\nSec-WebSocket-Key: " KEY "\r\n",
     };
@@ -381,8 +409,8 @@ TEST(http_upgrade_origin_403)
     CHECK_EQ_INT(judge(REQ("Origin: http://localhost:8081\r\n"), &cfg, &up), 403);
     CHECK_EQ_INT(judge(REQ("Origin: http://localhost:8080.evil\r\n"), &cfg, &up), 403);
     CHECK_EQ_INT(judge(REQ("Origin: null\r\n"), &cfg, &up), 403);
-    CHECK_EQ_INT(judge(REQ("Origin: http://localhost:8080\r\nOrigin: http://evil\r\n"), &cfg,
-                       &up), 403);
+    CHECK_EQ_INT(judge(REQ("Origin: http://localhost:8080\r\nOrigin: http://evil\r\n"), &cfg, &up),
+                 403);
     /* no Origin: not a browser, allowed */
     CHECK_EQ_INT(judge(REQ(""), &cfg, &up), 101);
     CHECK_EQ_INT(up.origin.n, 0);
@@ -399,8 +427,8 @@ TEST(http_upgrade_origin_403)
 TEST(http_upgrade_bearer)
 {
     ws_http_upgrade up;
-    CHECK_EQ_INT(judge(REQ("Authorization: Bearer eyJhbGciOi.eyJzdWIi-_~+/.c2ln==\r\n"), &cfg,
-                       &up), 101);
+    CHECK_EQ_INT(judge(REQ("Authorization: Bearer eyJhbGciOi.eyJzdWIi-_~+/.c2ln==\r\n"), &cfg, &up),
+                 101);
     CHECK(str_is(up.bearer, "eyJhbGciOi.eyJzdWIi-_~+/.c2ln=="));
     CHECK_EQ_INT(judge(REQ("Authorization: bearer   abc\r\n"), &cfg, &up), 101);
     CHECK(str_is(up.bearer, "abc"));
@@ -448,7 +476,9 @@ TEST(http_query_param)
     /* the query a request carries, through the verdict */
     ws_http_upgrade up;
     CHECK_EQ_INT(judge("GET /ws?access_token=eyJ%2E1 HTTP/1.1\r\n" BASE_HEADERS
-                       "Sec-WebSocket-Key: " KEY "\r\n\r\n", &cfg, &up), 101);
+                       "Sec-WebSocket-Key: " KEY "\r\n\r\n",
+                       &cfg, &up),
+                 101);
     CHECK_EQ_INT(ws_http_query_param(up.query.p, up.query.n, "access_token", out, sizeof out), 5);
     CHECK_STR(out, "eyJ.1");
 }

@@ -22,11 +22,9 @@ static void sb_raw(sb *s, const void *bytes, size_t len)
     if (s->n + len > s->cap) {
         s->cap = (s->n + len) * 2 + 64;
         s->p = realloc(s->p, s->cap);
-        if (!s->p)
-            abort();
+        if (!s->p) abort();
     }
-    if (len)
-        memcpy(s->p + s->n, bytes, len);
+    if (len) memcpy(s->p + s->n, bytes, len);
     s->n += len;
 }
 
@@ -70,15 +68,13 @@ typedef struct evlog {
 static uint64_t fnv(const uint8_t *p, size_t n)
 {
     uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
     return h;
 }
 
 static void log_add(evlog *l, int type, const void *data, size_t len, uint16_t code, int err)
 {
-    if (l->n == MAXEV)
-        return;
+    if (l->n == MAXEV) return;
     l->ev[l->n++] = (evrec){type, code, err, len, fnv(data, len)};
 }
 
@@ -110,11 +106,9 @@ static void run(const uint8_t *stream, size_t n, const size_t *pattern, size_t m
         size_t k = n; /* pattern {0}: everything at once */
         if (pattern[0]) {
             k = pattern[pi++];
-            if (pattern[pi] == 0)
-                pi = 0;
+            if (pattern[pi] == 0) pi = 0;
         }
-        if (k > n - off)
-            k = n - off;
+        if (k > n - off) k = n - off;
         memcpy(chunk, stream + off, k); /* a fresh read buffer, as from a socket */
         uint8_t *in = chunk;
         size_t left = k;
@@ -137,8 +131,7 @@ static void run(const uint8_t *stream, size_t n, const size_t *pattern, size_t m
                 CHECK(ev.len > mcap && ev.len <= max_message && keep <= mcap);
                 /* move on every growth, so a stale pointer would show under ASan */
                 uint8_t *nb = malloc(ev.len);
-                if (keep)
-                    memcpy(nb, mbuf, keep);
+                if (keep) memcpy(nb, mbuf, keep);
                 free(mbuf);
                 mbuf = nb;
                 mcap = ev.len;
@@ -146,10 +139,8 @@ static void run(const uint8_t *stream, size_t n, const size_t *pattern, size_t m
                 log->need_buffer++;
                 continue;
             }
-            if (ev.type != WS_EV_ERROR)
-                CHECK(ev.data != NULL);
-            if (ev.type == WS_EV_TEXT)
-                CHECK(utf8_valid(ev.data, ev.len));
+            if (ev.type != WS_EV_ERROR) CHECK(ev.data != NULL);
+            if (ev.type == WS_EV_TEXT) CHECK(utf8_valid(ev.data, ev.len));
             log_add(log, ev.type, ev.data, ev.len, ev.code, ev.err);
         }
         off += k;
@@ -173,8 +164,8 @@ out:
 
 static const char *ev_name(int t)
 {
-    static const char *names[] = {"NONE", "TEXT", "BINARY", "PING", "PONG", "CLOSE", "ERROR",
-                                  "NEED_BUFFER"};
+    static const char *names[] = {"NONE", "TEXT",  "BINARY", "PING",
+                                  "PONG", "CLOSE", "ERROR",  "NEED_BUFFER"};
     return t >= 0 && t <= WS_EV_NEED_BUFFER ? names[t] : "?";
 }
 
@@ -189,10 +180,11 @@ static int logs_equal(const evlog *a, const evlog *b, char *why, size_t wn)
         const evrec *x = &a->ev[i], *y = &b->ev[i];
         if (x->type != y->type || x->code != y->code || x->err != y->err || x->len != y->len ||
             x->hash != y->hash) {
-            snprintf(why, wn, "event %zu: %s code %u err %d len %zu, expected %s code %u err %d "
-                     "len %zu%s", i, ev_name(x->type), x->code, x->err, x->len,
-                     ev_name(y->type), y->code, y->err, y->len,
-                     x->hash != y->hash ? " (data differs)" : "");
+            snprintf(why, wn,
+                     "event %zu: %s code %u err %d len %zu, expected %s code %u err %d "
+                     "len %zu%s",
+                     i, ev_name(x->type), x->code, x->err, x->len, ev_name(y->type), y->code,
+                     y->err, y->len, x->hash != y->hash ? " (data differs)" : "");
             return 0;
         }
     }
@@ -200,11 +192,10 @@ static int logs_equal(const evlog *a, const evlog *b, char *why, size_t wn)
 }
 
 /* Runs stream with every chunking and both buffer modes; each must give `want`. */
-static void check_stream_cfg(const sb *s, size_t max_message, bool from_client,
-                             const evlog *want)
+static void check_stream_cfg(const sb *s, size_t max_message, bool from_client, const evlog *want)
 {
-    static const size_t p_all[] = {0}, p1[] = {1, 0}, p2[] = {2, 0}, p3[] = {3, 0},
-                        p7[] = {7, 0}, p_var[] = {1, 5, 2, 13, 3, 64, 1, 1, 4, 0};
+    static const size_t p_all[] = {0}, p1[] = {1, 0}, p2[] = {2, 0}, p3[] = {3, 0}, p7[] = {7, 0},
+                        p_var[] = {1, 5, 2, 13, 3, 64, 1, 1, 4, 0};
     static const size_t *patterns[] = {p_all, p1, p2, p3, p7, p_var};
     static const char *pnames[] = {"whole", "1", "2", "3", "7", "varied"};
     for (size_t p = 0; p < sizeof patterns / sizeof patterns[0]; p++) {
@@ -215,13 +206,14 @@ static void check_stream_cfg(const sb *s, size_t max_message, bool from_client,
             if (!logs_equal(&got, want, why, sizeof why)) {
                 char what[400];
                 snprintf(what, sizeof what, "chunks %s, %s buffer: %s", pnames[p],
-                         mode == BUF_FIXED ? "fixed" : mode == BUF_ON_DEMAND ? "on-demand"
-                                                                            : "at-rest", why);
+                         mode == BUF_FIXED       ? "fixed"
+                         : mode == BUF_ON_DEMAND ? "on-demand"
+                                                 : "at-rest",
+                         why);
                 test__fail(__FILE__, __LINE__, what);
                 return;
             }
-            if (mode == BUF_FIXED)
-                CHECK_EQ_INT(got.need_buffer, 0);
+            if (mode == BUF_FIXED) CHECK_EQ_INT(got.need_buffer, 0);
         }
     }
 }
@@ -251,8 +243,8 @@ TEST(reader_client_side_unmasked)
 {
     sb s = {0};
     evlog want = {0};
-    const uint8_t f[] = {0x01, 0x03, 'H', 'e', 'l', 0x89, 0x00, 0x80, 0x02, 'l', 'o',
-                         0x8a, 0x01, 'x', 0x81, 0x05, 'H', 'e', 'l', 'l', 'o'};
+    const uint8_t f[] = {0x01, 0x03, 'H', 'e',  'l',  0x89, 0x00, 0x80, 0x02, 'l', 'o',
+                         0x8a, 0x01, 'x', 0x81, 0x05, 'H',  'e',  'l',  'l',  'o'};
     sb_raw(&s, f, sizeof f);
     EXP_MSG(&want, WS_EV_PING, "", 0);
     EXP_MSG(&want, WS_EV_TEXT, "Hello", 5);
@@ -270,13 +262,13 @@ TEST(reader_fragmented_with_controls_between)
 {
     sb s = {0};
     evlog want = {0};
-    sb_frame(&s, 0x01, "Hel", 3);            /* TEXT, FIN = 0 */
-    sb_frame(&s, 0x89, "ping!", 5);          /* PING between fragments */
-    sb_frame(&s, 0x00, "", 0);               /* empty CONT */
-    sb_frame(&s, 0x8A, "pong", 4);           /* PONG between fragments */
-    sb_frame(&s, 0x80, "lo", 2);             /* CONT, FIN */
-    sb_frame(&s, 0x82, "\x00\xff", 2);       /* BINARY */
-    sb_frame(&s, 0x02, "ab", 2);             /* BINARY in 3 fragments */
+    sb_frame(&s, 0x01, "Hel", 3);      /* TEXT, FIN = 0 */
+    sb_frame(&s, 0x89, "ping!", 5);    /* PING between fragments */
+    sb_frame(&s, 0x00, "", 0);         /* empty CONT */
+    sb_frame(&s, 0x8A, "pong", 4);     /* PONG between fragments */
+    sb_frame(&s, 0x80, "lo", 2);       /* CONT, FIN */
+    sb_frame(&s, 0x82, "\x00\xff", 2); /* BINARY */
+    sb_frame(&s, 0x02, "ab", 2);       /* BINARY in 3 fragments */
     sb_frame(&s, 0x00, "cd", 2);
     sb_frame(&s, 0x80, "ef", 2);
     EXP_MSG(&want, WS_EV_PING, "ping!", 5);
@@ -404,8 +396,7 @@ TEST(reader_rsv_bits)
 TEST(reader_reserved_opcodes)
 {
     for (int op = 3; op < 16; op++) {
-        if (op >= 8 && op <= 10)
-            continue;
+        if (op >= 8 && op <= 10) continue;
         sb s = {0};
         evlog want = {0};
         sb_frame(&s, 0x81, "Hello", 5);
@@ -484,7 +475,7 @@ TEST(reader_message_size_limit)
     sb_frame(&s, 0x89, "still", 5); /* controls do not count */
     sb_frame(&s, 0x80, p, 20);      /* exactly 100 */
     sb_frame(&s, 0x02, p, 60);
-    sb_frame(&s, 0x80, p, 41);      /* 101 */
+    sb_frame(&s, 0x80, p, 41); /* 101 */
     EXP_MSG(&want, WS_EV_PING, "still", 5);
     EXP_MSG(&want, WS_EV_TEXT, p, 100);
     EXP_ERR(&want, WS_ERR_MSG_SIZE);
@@ -503,7 +494,12 @@ TEST(reader_utf8_text)
     static const char *invalid[] = {
         "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80\x65\x64\x69\x74\x65\x64",
         "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80\x65\x64\x69\x74\x65\x64",
-        "\xc0\xaf", "\xf8\x88\x80\x80\x80", "\xed\xbf\xbf", "\xe0\x80\xaf", "abc\xff", "\x80",
+        "\xc0\xaf",
+        "\xf8\x88\x80\x80\x80",
+        "\xed\xbf\xbf",
+        "\xe0\x80\xaf",
+        "abc\xff",
+        "\x80",
         "\xce\xba\xe1\xbd", /* truncated at the end of the message */
     };
     for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++) {
@@ -654,10 +650,12 @@ TEST(reader_close_frames)
         uint16_t code;
         const char *reason;
     } cases[] = {
-        {"", 0, 0, 1005, ""},                      /* 7.3.1: no status */
-        {"\x03", 1, WS_ERR_CLOSE_LEN, 0, ""},      /* 7.3.2: 1 byte */
-        {"\x03\xe8", 2, 0, 1000, ""},              /* 7.3.3 */
-        {"\x03\xe8" "bye", 5, 0, 1000, "bye"},     /* 7.3.4 */
+        {"", 0, 0, 1005, ""},                 /* 7.3.1: no status */
+        {"\x03", 1, WS_ERR_CLOSE_LEN, 0, ""}, /* 7.3.2: 1 byte */
+        {"\x03\xe8", 2, 0, 1000, ""},         /* 7.3.3 */
+        {"\x03\xe8"
+         "bye",
+         5, 0, 1000, "bye"}, /* 7.3.4 */
         {"\x0f\xa1", 2, 0, 4001, ""},
         {"\x03\xf4", 2, 0, 1012, ""},
         {"\x03\xec", 2, WS_ERR_CLOSE_CODE, 0, ""}, /* 1004 */
@@ -667,7 +665,7 @@ TEST(reader_close_frames)
         {"\x03\xf8", 2, WS_ERR_CLOSE_CODE, 0, ""}, /* 1016 */
         {"\x0b\xb7", 2, WS_ERR_CLOSE_CODE, 0, ""}, /* 2999 */
         {"\x00\x00", 2, WS_ERR_CLOSE_CODE, 0, ""},
-        {"\x13\x88", 2, WS_ERR_CLOSE_CODE, 0, ""}, /* 5000 */
+        {"\x13\x88", 2, WS_ERR_CLOSE_CODE, 0, ""},                     /* 5000 */
         {"\x03\xe8\xce\xba\xed\xa0\x80", 7, WS_ERR_CLOSE_UTF8, 0, ""}, /* 7.5.1 */
         {"\x03\xe8\xce", 3, WS_ERR_CLOSE_UTF8, 0, ""},
     };
@@ -764,8 +762,7 @@ TEST(reader_zero_copy_and_buffer)
 TEST(reader_need_buffer)
 {
     uint8_t p[1000];
-    for (size_t i = 0; i < sizeof p; i++)
-        p[i] = (uint8_t)i;
+    for (size_t i = 0; i < sizeof p; i++) p[i] = (uint8_t)i;
     sb s = {0};
     sb_frame(&s, 0x82, p, 1000);
     ws_reader r;
@@ -798,10 +795,8 @@ TEST(reader_need_buffer)
     for (;;) {
         size_t k = ws_reader_feed(&r, s.p + off, s.n - off, &ev);
         off += k;
-        if (ev.type != WS_EV_NEED_BUFFER)
-            break;
-        if (nn < 4)
-            needs[nn++] = ev.len;
+        if (ev.type != WS_EV_NEED_BUFFER) break;
+        if (nn < 4) needs[nn++] = ev.len;
         buf = realloc(buf, ev.len);
         cap = ev.len;
         ws_reader_set_buffer(&r, buf, cap);

@@ -74,17 +74,13 @@ static int ref_decode_valid(const uint8_t *s, size_t n)
             len = 4, cp = c & 0x07;
         else
             return 0;
-        if (n - i < len)
-            return 0;
+        if (n - i < len) return 0;
         for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return 0;
+            if ((s[i + k] & 0xC0) != 0x80) return 0;
             cp = cp << 6 | (s[i + k] & 0x3F);
         }
-        if (len > 1 && cp < min_cp[len])
-            return 0;
-        if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
+        if (len > 1 && cp < min_cp[len]) return 0;
+        if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
         i += len;
     }
     return 1;
@@ -104,8 +100,7 @@ static size_t pieces(const uint8_t *s, size_t n, size_t step, uint32_t *state)
     for (size_t off = 0; off < n; off += step) {
         size_t k = n - off < step ? n - off : step;
         size_t ok = utf8_feed(state, s + off, k);
-        if (ok < k)
-            return off + ok;
+        if (ok < k) return off + ok;
     }
     return n;
 }
@@ -128,8 +123,7 @@ static void check_like_ref(const uint8_t *s, size_t n)
     for (size_t cut = 0; cut <= n; cut++) { /* two pieces */
         st = UTF8_ACCEPT;
         size_t got = utf8_feed(&st, s, cut);
-        if (got == cut)
-            got = cut + utf8_feed(&st, s + cut, n - cut);
+        if (got == cut) got = cut + utf8_feed(&st, s + cut, n - cut);
         CHECK_EQ_INT(got, want);
     }
 }
@@ -144,21 +138,20 @@ TEST(utf8_ascii_and_empty)
     CHECK_EQ_INT(st, UTF8_ACCEPT);
     CHECK(utf8_valid(S("Hello-World")));
     uint8_t all[128];
-    for (int i = 0; i < 128; i++)
-        all[i] = (uint8_t)i;
+    for (int i = 0; i < 128; i++) all[i] = (uint8_t)i;
     CHECK(utf8_valid(all, sizeof all)); /* NUL and controls are valid UTF-8 */
 }
 
 TEST(utf8_valid_boundaries)
 {
     CHECK(utf8_valid(S("\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5"))); /* κόσμε */
-    CHECK(utf8_valid(S("\x7f")));             /* U+007F */
-    CHECK(utf8_valid(S("\xc2\x80")));         /* U+0080 */
-    CHECK(utf8_valid(S("\xdf\xbf")));         /* U+07FF */
-    CHECK(utf8_valid(S("\xe0\xa0\x80")));     /* U+0800 */
-    CHECK(utf8_valid(S("\xed\x9f\xbf")));     /* U+D7FF */
-    CHECK(utf8_valid(S("\xee\x80\x80")));     /* U+E000 */
-    CHECK(utf8_valid(S("\xef\xbf\xbd")));     /* U+FFFD */
+    CHECK(utf8_valid(S("\x7f")));                                         /* U+007F */
+    CHECK(utf8_valid(S("\xc2\x80")));                                     /* U+0080 */
+    CHECK(utf8_valid(S("\xdf\xbf")));                                     /* U+07FF */
+    CHECK(utf8_valid(S("\xe0\xa0\x80")));                                 /* U+0800 */
+    CHECK(utf8_valid(S("\xed\x9f\xbf")));                                 /* U+D7FF */
+    CHECK(utf8_valid(S("\xee\x80\x80")));                                 /* U+E000 */
+    CHECK(utf8_valid(S("\xef\xbf\xbd")));                                 /* U+FFFD */
     CHECK(utf8_valid(S("\xef\xbf\xbf")));     /* U+FFFF (a noncharacter, still valid) */
     CHECK(utf8_valid(S("\xf0\x90\x80\x80"))); /* U+10000 */
     CHECK(utf8_valid(S("\xf4\x8f\xbf\xbf"))); /* U+10FFFF */
@@ -167,26 +160,26 @@ TEST(utf8_valid_boundaries)
 
 TEST(utf8_invalid_sequences)
 {
-    CHECK(!utf8_valid(S("\x80")));             /* lone continuation */
+    CHECK(!utf8_valid(S("\x80"))); /* lone continuation */
     CHECK(!utf8_valid(S("\xbf")));
-    CHECK(!utf8_valid(S("\xc0\x80")));         /* overlong NUL */
-    CHECK(!utf8_valid(S("\xc1\xbf")));         /* overlong U+007F */
-    CHECK(!utf8_valid(S("\xe0\x80\x80")));     /* overlong */
-    CHECK(!utf8_valid(S("\xe0\x9f\xbf")));     /* overlong U+07FF */
-    CHECK(!utf8_valid(S("\xf0\x80\x80\x80"))); /* overlong */
-    CHECK(!utf8_valid(S("\xf0\x8f\xbf\xbf"))); /* overlong U+FFFF */
-    CHECK(!utf8_valid(S("\xed\xa0\x80")));     /* U+D800 */
-    CHECK(!utf8_valid(S("\xed\xbf\xbf")));     /* U+DFFF */
+    CHECK(!utf8_valid(S("\xc0\x80")));                 /* overlong NUL */
+    CHECK(!utf8_valid(S("\xc1\xbf")));                 /* overlong U+007F */
+    CHECK(!utf8_valid(S("\xe0\x80\x80")));             /* overlong */
+    CHECK(!utf8_valid(S("\xe0\x9f\xbf")));             /* overlong U+07FF */
+    CHECK(!utf8_valid(S("\xf0\x80\x80\x80")));         /* overlong */
+    CHECK(!utf8_valid(S("\xf0\x8f\xbf\xbf")));         /* overlong U+FFFF */
+    CHECK(!utf8_valid(S("\xed\xa0\x80")));             /* U+D800 */
+    CHECK(!utf8_valid(S("\xed\xbf\xbf")));             /* U+DFFF */
     CHECK(!utf8_valid(S("\xed\xa0\x80\xed\xb0\x80"))); /* surrogate pair in CESU-8 */
-    CHECK(!utf8_valid(S("\xf4\x90\x80\x80"))); /* U+110000 */
+    CHECK(!utf8_valid(S("\xf4\x90\x80\x80")));         /* U+110000 */
     CHECK(!utf8_valid(S("\xf7\xbf\xbf\xbf")));
     CHECK(!utf8_valid(S("\xf8\x88\x80\x80\x80"))); /* 5-byte form */
     CHECK(!utf8_valid(S("\xfc\x84\x80\x80\x80\x80")));
     CHECK(!utf8_valid(S("\xfe")));
     CHECK(!utf8_valid(S("\xff")));
-    CHECK(!utf8_valid(S("\xc2\x41")));         /* lead then ASCII */
-    CHECK(!utf8_valid(S("\xe1\x80")));         /* truncated */
-    CHECK(!utf8_valid(S("\xf0\x90\x80")));     /* truncated */
+    CHECK(!utf8_valid(S("\xc2\x41")));     /* lead then ASCII */
+    CHECK(!utf8_valid(S("\xe1\x80")));     /* truncated */
+    CHECK(!utf8_valid(S("\xf0\x90\x80"))); /* truncated */
     CHECK(!utf8_valid(S("\xc2")));
 }
 
@@ -194,17 +187,19 @@ TEST(utf8_invalid_sequences)
 TEST(utf8_fail_fast_positions)
 {
     uint32_t st;
-    CHECK_EQ_INT(one_shot(S("ab\xed\xa0\x80"), &st), 3);   /* at A0 */
+    CHECK_EQ_INT(one_shot(S("ab\xed\xa0\x80"), &st), 3); /* at A0 */
     CHECK_EQ_INT(st, UTF8_REJECT);
-    CHECK_EQ_INT(one_shot(S("\xf4\x90"), &st), 1);          /* at 90 */
-    CHECK_EQ_INT(one_shot(S("\xe0\x80"), &st), 1);          /* at 80 */
+    CHECK_EQ_INT(one_shot(S("\xf4\x90"), &st), 1); /* at 90 */
+    CHECK_EQ_INT(one_shot(S("\xe0\x80"), &st), 1); /* at 80 */
     CHECK_EQ_INT(one_shot(S("\xf0\x8f"), &st), 1);
-    CHECK_EQ_INT(one_shot(S("x\xc0"), &st), 1);             /* C0 is never valid */
+    CHECK_EQ_INT(one_shot(S("x\xc0"), &st), 1); /* C0 is never valid */
     CHECK_EQ_INT(one_shot(S("xy\xf5"), &st), 2);
-    CHECK_EQ_INT(one_shot(S("\xe1\x80\x41"), &st), 2);      /* at the ASCII byte */
+    CHECK_EQ_INT(one_shot(S("\xe1\x80\x41"), &st), 2); /* at the ASCII byte */
     /* Autobahn 6.3.1: κόσμε with ED A0 80 inside: rejected at the A0, index 12 */
     CHECK_EQ_INT(one_shot(S("\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80"
-                            "\x65\x64\x69\x74\x65\x64"), &st), 12);
+                            "\x65\x64\x69\x74\x65\x64"),
+                          &st),
+                 12);
     /* a prefix that can still become valid is not an error */
     CHECK_EQ_INT(one_shot(S("\xf4\x8f\xbf"), &st), 3);
     CHECK(st != UTF8_ACCEPT && st != UTF8_REJECT);
@@ -247,11 +242,16 @@ TEST(utf8_fast_path_offsets)
 TEST(utf8_every_split_point)
 {
     static const char *cases[] = {
-        "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5", ("Hello-\xc2\xb5@\xc3\x9f\xc3\xb6\xc3\xa4"
-         "\xc3\xbc\xc3\xa0\xc3\xa1-UTF-8!!"), "\xf0\x90\x80\x80\xf4\x8f\xbf\xbf\xed\x9f\xbf",
+        "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5",
+        ("Hello-\xc2\xb5@\xc3\x9f\xc3\xb6\xc3\xa4"
+         "\xc3\xbc\xc3\xa0\xc3\xa1-UTF-8!!"),
+        "\xf0\x90\x80\x80\xf4\x8f\xbf\xbf\xed\x9f\xbf",
         "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80\x65\x64\x69\x74\x65\x64",
         "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80\x65\x64\x69\x74\x65\x64",
-        "abc\xe0\xa0", "\xf8\x88\x80\x80\x80", "a\xc0\xaf", "\xef\xbf\xbe\xef\xbf\xbf",
+        "abc\xe0\xa0",
+        "\xf8\x88\x80\x80\x80",
+        "a\xc0\xaf",
+        "\xef\xbf\xbe\xef\xbf\xbf",
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         check_like_ref((const uint8_t *)cases[i], strlen(cases[i]));
@@ -286,8 +286,7 @@ TEST(utf8_exhaustive_4_byte_forms)
     uint8_t vals[64 + sizeof tail];
     size_t nv = 0;
     long mismatches = 0;
-    for (int b = 0x80; b <= 0xBF; b++)
-        vals[nv++] = (uint8_t)b;
+    for (int b = 0x80; b <= 0xBF; b++) vals[nv++] = (uint8_t)b;
     memcpy(vals + nv, tail, sizeof tail);
     nv += sizeof tail;
     for (int lead = 0xF0; lead <= 0xF7; lead++)
