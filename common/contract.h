@@ -10,6 +10,7 @@
 #define SUBJ_AUTH_REVOKE "auth.revoke"
 #define SUBJ_AUTH_JWKS "auth.jwks"
 #define SUBJ_AUTH_REVOKED "auth.revoked"
+#define SUBJ_AUTH_KEYS "auth.keys" /* auth announces its JWKS: at start and on a new key */
 #define SUBJ_PRESENCE_GET "presence.get"
 #define SUBJ_EVENTS_PREFIX "events."
 #define SUBJ_USERS_PREFIX "users."

@@ -30,8 +30,14 @@ typedef struct token_keyset token_keyset;
 int token_keyset_load(token_keyset **out, const char *path);
 /* The same from memory (text of a JWKS or PEMs). */
 int token_keyset_parse(token_keyset **out, const char *text, size_t len);
-void token_keyset_destroy(token_keyset *ks); /* accepts NULL */
+/* Keysets are reference-counted: _ref takes one more, _destroy drops one (the last frees;
+ * NULL ok). Any thread. */
+token_keyset *token_keyset_ref(token_keyset *ks);
+void token_keyset_destroy(token_keyset *ks);
 size_t token_keyset_count(const token_keyset *ks);
+/* A new keyset with the keys of a, then those of b whose kid a lacks (either may be NULL),
+ * at most 16 in all. 0 and *out, or -ENOMEM. */
+int token_keyset_union(token_keyset **out, const token_keyset *a, const token_keyset *b);
 
 typedef struct token_policy {
     const char *issuer;   /* required: iss must equal it */

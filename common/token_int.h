@@ -7,6 +7,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include <jwt.h>
@@ -53,7 +54,8 @@ struct token_cache {
 };
 
 struct token_keyset {
-    uint64_t gen; /* unique per keyset: names it in the threads' verification contexts */
+    _Atomic unsigned refs; /* token_keyset_ref / token_keyset_destroy */
+    uint64_t gen;          /* unique per keyset: names it in the threads' verification contexts */
     size_t n;
     struct token_key keys[TOKEN_MAX_KEYS];
     struct token_cache *cache;
@@ -69,6 +71,9 @@ struct token_signer {
 };
 
 /* ---- shared by the files of the module (token_keys.c) ---- */
+
+/* An empty keyset (refs 1, a fresh generation and cache), or NULL. */
+token_keyset *token_keyset_new(void);
 
 /* OpenSSL's passphrase callback that refuses: an encrypted key is an error, never a prompt. */
 int token_no_passphrase(char *buf, int size, int rwflag, void *u);

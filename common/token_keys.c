@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -569,16 +570,11 @@ static int keyset_parse_from(token_keyset **out, const char *text, size_t len, c
         why = "key file larger than 64 KiB";
         goto error;
     }
-    if ((ks = calloc(1, sizeof *ks)) == NULL ||
-        (ks->cache = calloc(1, sizeof *ks->cache)) == NULL) {
-        free(ks);
-        ks = NULL;
+    if ((ks = token_keyset_new()) == NULL) {
         rc = -ENOMEM;
         why = "out of memory";
         goto error;
     }
-    for (size_t j = 0; j < TOKEN_CACHE_LOCKS; j++) pthread_mutex_init(&ks->cache->locks[j], NULL);
-    ks->gen = atomic_fetch_add(&keyset_gen, 1) + 1;
     while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\r' || text[i] == '\n'))
         i++;
     if (i < len && text[i] == '{')
@@ -620,9 +616,48 @@ done:
     return rc;
 }
 
+token_keyset *token_keyset_new(void)
+{
+    token_keyset *ks = calloc(1, sizeof *ks);
+    if (!ks || !(ks->cache = calloc(1, sizeof *ks->cache))) {
+        free(ks);
+        return NULL;
+    }
+    for (size_t j = 0; j < TOKEN_CACHE_LOCKS; j++) pthread_mutex_init(&ks->cache->locks[j], NULL);
+    atomic_init(&ks->refs, 1);
+    ks->gen = atomic_fetch_add(&keyset_gen, 1) + 1;
+    return ks;
+}
+
+token_keyset *token_keyset_ref(token_keyset *ks)
+{
+    if (ks) atomic_fetch_add(&ks->refs, 1);
+    return ks;
+}
+
+int token_keyset_union(token_keyset **out, const token_keyset *a, const token_keyset *b)
+{
+    token_keyset *u = token_keyset_new();
+    *out = NULL;
+    if (!u) return -ENOMEM;
+    const token_keyset *sets[2] = {a, b};
+    for (int s = 0; s < 2; s++) {
+        for (size_t i = 0; sets[s] && i < sets[s]->n; i++) {
+            const struct token_key *k = &sets[s]->keys[i];
+            bool dup = false;
+            for (size_t j = 0; j < u->n && !dup; j++) dup = strcmp(u->keys[j].kid, k->kid) == 0;
+            if (dup || u->n == TOKEN_MAX_KEYS) continue; /* the first set's key of a kid wins */
+            EVP_PKEY_up_ref(k->pkey);
+            u->keys[u->n++] = *k;
+        }
+    }
+    *out = u;
+    return 0;
+}
+
 void token_keyset_destroy(token_keyset *ks)
 {
-    if (ks == NULL) return;
+    if (ks == NULL || atomic_fetch_sub(&ks->refs, 1) > 1) return;
     for (size_t i = 0; i < ks->n; i++) {
         EVP_PKEY_free(ks->keys[i].pkey);
     }

@@ -10,6 +10,7 @@
 #include "admin.h"
 #include "bus.h"
 #include "cfg.h"
+#include "contract.h"
 #include "grants.h"
 #include "log.h"
 #include "metrics.h"
@@ -193,6 +194,11 @@ int main(int argc, char **argv)
         .login_window = cfg.login_window,
     };
     if (authsvc_start(&svc, app.b, &g, (int)cfg.workers) < 0) goto done;
+    /* verifiers learn the signing key from the bus (keys.h); an edge that misses this asks
+     * auth.jwks when it meets the key's kid */
+    int prc = bus_publish(app.b, SUBJ_AUTH_KEYS, NULL, jwks, strlen(jwks), NULL, 0);
+    log_info("signing key announced", "subject=%s kid=%s result=\"%s\"", SUBJ_AUTH_KEYS,
+             token_signer_kid(signer), sc_strerror(prc));
     if (admin_create(&adm, cfg.admin_listen, ready, &app) < 0) goto done;
     log_info("auth started", "admin=%s workers=%ld", cfg.admin_listen, cfg.workers);
 

@@ -7,6 +7,7 @@
 #include "cfg.h"
 #include "contract.h"
 #include "fabric.h"
+#include "keys.h"
 #include "log.h"
 #include "metrics.h"
 #include "proto/msg.h"
@@ -36,7 +37,7 @@ static struct {
         close_ms, write_delay_ms, warning_s, max_subs, max_errors, history_age_s, history_bytes,
         history_replicas, inbox_bytes, inbox_per_user, max_publish, replay_inflight, replay_max,
         presence_ttl, max_per_user, inbox_hold_ms, deflate_min, stall_ms, pub_rate, pub_burst,
-        user_pub_rate, user_pub_burst;
+        user_pub_rate, user_pub_burst, keys_refresh_s;
 } cfg;
 
 /* clang-format off */
@@ -64,6 +65,10 @@ static const cfg_opt options[] = {
      &cfg.audience},
     {"JWT_LEEWAY", CFG_INT, "30", "seconds of clock skew for exp/nbf/iat", 0, 0, 300,
      &cfg.leeway},
+    {"JWT_KEYS_REFRESH_MIN_S", CFG_INT, "10",
+     "a token of an unknown kid asks auth for its keys (auth.jwks) at most this often; "
+     "JWT_PUBLIC_KEYS is read again on SIGHUP, and auth's announcements (auth.keys) are "
+     "taken as they come", 0, 1, 3600, &cfg.keys_refresh_s},
     {"EDGE_QUERY_TOKEN", CFG_BOOL, "on",
      "accept the access token in the URL (?access_token=, RFC 6750 2.3: browsers cannot set "
      "headers on a WebSocket; it is never logged, but proxies log query strings). off: the "
@@ -281,7 +286,7 @@ static void ensure_stream(void)
 int main(int argc, char **argv)
 {
     fabric *fab = NULL;
-    token_keyset *keys = NULL;
+    keys *K = NULL;
     static session_ctx ctx;
     int status = 1;
     char host[128];
@@ -339,16 +344,18 @@ int main(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (token_keyset_load(&keys, cfg.keys_file) != 0) {
+    if (keys_open(&K, cfg.keys_file, (int)cfg.keys_refresh_s * 1000) != 0) {
         fprintf(stderr, "edge: config: JWT_PUBLIC_KEYS: no usable key in %s\n", cfg.keys_file);
         return 2;
     }
     /* One delivery thread: every bus message goes through the fabric's PUB socket in order. */
     bus_set_delivery_threads(1);
     if (bus_connect(&B, cfg.nats_url, SERVICE) != 0) goto done;
+    if (keys_attach_bus(K, B) != 0) goto done;
     for (int i = 0; i < 100 && !bus_connected(B); i++) usleep(50000);
     if (bus_connected(B)) ensure_stream();
     if (fab_create(&fab, B, (size_t)cfg.max_publish * 4, cfg.deflate != 0,
@@ -381,7 +388,7 @@ int main(int argc, char **argv)
     };
     ctx.b = B;
     ctx.fab = fab;
-    ctx.keys = keys;
+    ctx.keys = K;
     ctx.policy = (token_policy){cfg.issuer, cfg.audience, cfg.leeway, 0};
     /* about as many users as connections may publish at once: the table never grows */
     if (quota_create(&Q, (size_t)cfg.max_connections, (double)cfg.user_pub_rate,
@@ -438,6 +445,7 @@ int main(int argc, char **argv)
         struct timespec ts = {1, 0};
         int sig = sigtimedwait(&sigs, NULL, &ts);
         if (sig == SIGTERM || sig == SIGINT) break;
+        if (sig == SIGHUP) keys_reload(K);
         if (!atomic_load(&stream_ok) && bus_connected(B)) ensure_stream();
     }
     /* Drain: not ready, stop accepting, close everyone with 1001 in batches, then go. */
@@ -455,7 +463,7 @@ done:
     presence_destroy(P);
     quota_destroy(Q);
     fab_destroy(fab);
+    keys_close(K);
     bus_destroy(B, 2000);
-    token_keyset_destroy(keys);
     return status;
 }

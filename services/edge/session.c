@@ -235,7 +235,7 @@ static void session_start(session *s, token_claims *cl)
 
 static int session_verify(session *s, const char *token, token_claims *cl)
 {
-    int rc = token_verify(s->ws->ctx->keys, &s->ws->ctx->policy, token, wall_now(), cl);
+    int rc = keys_verify(s->ws->ctx->keys, &s->ws->ctx->policy, token, wall_now(), cl);
     if (rc != 0) {
         count_auth_failure(sc_strerror(rc));
         log_info("token refused", "conn=%llu reason=\"%s\"", (unsigned long long)wsc_conn_id(s->c),

@@ -14,6 +14,7 @@
 
 #include "bus.h"
 #include "fabric.h"
+#include "keys.h"
 #include "presence.h"
 #include "quota.h"
 #include "token.h"
@@ -46,7 +47,7 @@ typedef struct session_ctx {
     session_cfg cfg;
     bus *b;
     fabric *fab;
-    const token_keyset *keys;
+    keys *keys; /* the token keys, changing while it runs */
     token_policy policy;
     presence *pres;    /* NULL: no presence */
     quota *user_quota; /* client publish bytes per user on this edge (NULL: none) */

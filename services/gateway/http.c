@@ -68,7 +68,7 @@ struct http_server {
     http_cfg cfg;
     bus *bus;
     const routes *rt;
-    const token_keyset *ks;
+    keys *ks;
     const statics *st;
     int port;
     atomic_int inflight;
@@ -211,7 +211,7 @@ static int gw_authenticate(gw_req *r, struct MHD_Connection *c, enum MHD_Result 
         *ret = gw_error(r, c, 500, "internal_error", "out of memory", NULL, 0);
         return 1;
     }
-    rc = token_verify(s->ks, &s->cfg.policy, copy, (long)time(NULL), &claims);
+    rc = keys_verify(s->ks, &s->cfg.policy, copy, (long)time(NULL), &claims);
     free(copy);
     if (rc != SC_OK) {
         char msg[96];
@@ -683,8 +683,8 @@ static void gw_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- server ----------------------------------------------------------------------------- */
 
-int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt,
-                const token_keyset *ks, const statics *st)
+int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt, keys *ks,
+                const statics *st)
 {
     struct sockaddr_storage ss;
     unsigned sslen = 0;

@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "bus.h"
+#include "keys.h"
 #include "routes.h"
 #include "statics.h"
 #include "token.h"
@@ -33,8 +34,8 @@ typedef struct http_server http_server;
 /* Starts serving. Everything passed is borrowed and must outlive the server (strings in cfg
  * included); st may be NULL (no static files). Returns 0 and *out, or a negative errno after
  * logging why. */
-int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt,
-                const token_keyset *ks, const statics *st);
+int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt, keys *ks,
+                const statics *st);
 /* Port actually bound. */
 int http_port(const http_server *s);
 /* Stops accepting connections, then waits up to timeout_ms for requests in flight. */

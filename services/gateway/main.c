@@ -4,6 +4,7 @@
 #include "bus.h"
 #include "cfg.h"
 #include "http.h"
+#include "keys.h"
 #include "log.h"
 #include "routes.h"
 #include "statics.h"
@@ -26,7 +27,7 @@ typedef struct gw_config {
     char *jwt_keys;
     char *jwt_issuer;
     char *jwt_audience;
-    long jwt_leeway;
+    long jwt_leeway, keys_refresh_s;
     long max_body;
     long max_connections, max_per_ip;
     long client_timeout;
@@ -57,6 +58,10 @@ static const cfg_opt gw_opts[] = {
      &gw_cfg.jwt_audience},
     {"JWT_LEEWAY", CFG_INT, "30", "clock skew allowed for exp/nbf/iat, seconds", 0, 0, 300,
      &gw_cfg.jwt_leeway},
+    {"JWT_KEYS_REFRESH_MIN_S", CFG_INT, "10",
+     "a token of an unknown kid asks auth for its keys (auth.jwks) at most this often; "
+     "JWT_PUBLIC_KEYS is read again on SIGHUP, and auth's announcements (auth.keys) are "
+     "taken as they come", 0, 1, 3600, &gw_cfg.keys_refresh_s},
     {"GATEWAY_MAX_BODY", CFG_INT, "65536", "largest request body in bytes (more: 413)", 0, 1,
      512 * 1024, &gw_cfg.max_body},
     {"GATEWAY_MAX_CONNECTIONS", CFG_INT, "1024", "concurrent HTTP connections", 0, 1, 65536,
@@ -92,7 +97,7 @@ int main(int argc, char **argv)
     int rc = 1, sig = 0;
     char err[600];
     routes *rt = NULL;
-    token_keyset *ks = NULL;
+    keys *ks = NULL;
     statics *st = NULL;
     bus *b = NULL;
     http_server *srv = NULL;
@@ -113,6 +118,7 @@ int main(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -121,7 +127,7 @@ int main(int argc, char **argv)
         rc = 2;
         goto done;
     }
-    if (token_keyset_load(&ks, gw_cfg.jwt_keys) != 0) {
+    if (keys_open(&ks, gw_cfg.jwt_keys, (int)gw_cfg.keys_refresh_s * 1000) != 0) {
         fprintf(stderr, "gateway: JWT_PUBLIC_KEYS: %s: no usable key\n", gw_cfg.jwt_keys);
         rc = 2;
         goto done;
@@ -136,13 +142,14 @@ int main(int argc, char **argv)
         }
     }
     log_info("routing table loaded", "file=%s routes=%zu keys=%zu", gw_cfg.routes, rt->n,
-             token_keyset_count(ks));
+             keys_count(ks));
     if (bus_connect(&b, gw_cfg.nats_url, "gateway") != 0) {
         char masked[512];
         cfg_mask_url(gw_cfg.nats_url, masked, sizeof masked);
         log_error("cannot set up NATS", "url=%s", masked);
         goto done;
     }
+    if (keys_attach_bus(ks, b) != 0) goto done;
     http_cfg hc = {
         .listen = gw_cfg.listen,
         .max_body = (size_t)gw_cfg.max_body,
@@ -162,16 +169,19 @@ int main(int argc, char **argv)
     log_info("listening", "listen=%s port=%d threads=%s", gw_cfg.listen, http_port(srv),
              gw_cfg.threads ? "pool" : "per-connection");
 
-    while (sigwait(&sigs, &sig) != 0) {
+    for (;;) {
+        if (sigwait(&sigs, &sig) != 0) continue;
+        if (sig != SIGHUP) break;
+        keys_reload(ks); /* JWT_PUBLIC_KEYS again; a bad file keeps the keys */
     }
     log_info("shutting down", "signal=%d", sig);
     http_drain(srv, GW_DRAIN_MS);
     rc = 0;
 done:
     http_destroy(srv);
+    keys_close(ks);
     bus_destroy(b, GW_BUS_DRAIN_MS);
     statics_destroy(st);
-    token_keyset_destroy(ks);
     routes_destroy(rt);
     if (rc == 0) log_info("stopped", "signal=%d", sig);
     return rc;
