@@ -247,7 +247,7 @@ static int issue(req *r, const char *sub, const users_perms *perms, const char *
                        strv_json(perms->pub, perms->npub));
     if (!claims) return fail_internal(r, "out of memory");
     if (fam && json_object_set_new(claims, "sid", json_string(fam)) < 0) goto nomem;
-    rc = token_sign(g->signer, claims, &jwt);
+    rc = token_sign(signkeys_current(g->keys), claims, &jwt);
     if (rc < 0) {
         log_error("token signing failed", "req=%s user=%s err=\"%s\"", r->id, r->who,
                   sc_strerror(rc));
@@ -526,7 +526,10 @@ static int revoke_access_token(req *r, const char *tok, int everywhere)
     json_t *sid;
     int rc;
 
-    if (!r->g->keys || token_verify(r->g->keys, &pol, tok, r->now, &c) != SC_OK) {
+    token_keyset *ours = signkeys_public(r->g->keys);
+    rc = ours ? token_verify(ours, &pol, tok, r->now, &c) : SC_EKEY;
+    token_keyset_destroy(ours);
+    if (rc != SC_OK) {
         log_info("revoke ignored", "req=%s reason=\"not a valid access token\"", r->id);
         return 0; /* RFC 7009 §2.2: invalid tokens get 200 too */
     }
@@ -604,7 +607,7 @@ static int handle_revoke(req *r)
 
 static int handle_jwks(req *r)
 {
-    char *jwks = token_signer_jwks(r->g->signer);
+    char *jwks = signkeys_jwks(r->g->keys);
     if (!jwks) return fail_internal(r, "cannot render JWKS");
     free(r->out->body);
     r->out->body = jwks;

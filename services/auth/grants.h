@@ -11,16 +11,15 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "signkeys.h"
 #include "store.h"
 #include "token.h"
 #include "users.h"
 
 typedef struct grant_cfg {
     const users *users;
-    const token_signer *signer;
-    const token_keyset *keys; /* the signer's public key, to recognise our access tokens in
-                                 auth.revoke; may be NULL */
-    rtstore *store;           /* NULL: refresh tokens disabled */
+    signkeys *keys; /* signs; its public keys recognise our access tokens in auth.revoke */
+    rtstore *store; /* NULL: refresh tokens disabled */
     const char *issuer;
     const char *audience;
     const char *ws_url;

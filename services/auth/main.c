@@ -16,6 +16,7 @@
 #include "metrics.h"
 #include "rds.h"
 #include "service.h"
+#include "signkeys.h"
 #include "store.h"
 #include "token.h"
 #include "users.h"
@@ -103,18 +104,29 @@ static int fail_config(const char *name, const char *why)
     return 2;
 }
 
+/* Verifiers learn the signing keys from the bus (common/keys.h): the current key and the one
+ * before it, when auth starts and when its key changes (SIGHUP). A verifier that misses this
+ * asks auth.jwks when it meets the new kid. */
+static void announce_keys(bus *b, signkeys *k)
+{
+    char *jwks = signkeys_jwks(k);
+    int rc = jwks ? bus_publish(b, SUBJ_AUTH_KEYS, NULL, jwks, strlen(jwks), NULL, 0) : -ENOMEM;
+    log_info("signing keys announced", "subject=%s kid=%s result=\"%s\"", SUBJ_AUTH_KEYS,
+             token_signer_kid(signkeys_current(k)), sc_strerror(rc));
+    free(jwks);
+}
+
 int main(int argc, char **argv)
 {
     sigset_t sigs;
     users *u = NULL;
-    token_signer *signer = NULL;
-    token_keyset *keys = NULL;
+    signkeys *keys = NULL;
     rtstore *store = NULL;
     authsvc *svc = NULL;
     admin *adm = NULL;
     struct app app = {0};
     grant_cfg g;
-    char err[512], *jwks = NULL;
+    char err[512];
     int rc, status = 1;
     metric *redis_up;
     time_t last_ping = 0;
@@ -147,6 +159,7 @@ int main(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -156,19 +169,14 @@ int main(int argc, char **argv)
         return fail_config("AUTH_USERS", err);
     }
     log_info("users loaded", "file=%s entries=%zu", cfg.users_file, users_count(u));
-    rc = token_signer_load(&signer, cfg.private_key, cfg.kid);
+    rc = signkeys_open(&keys, cfg.private_key, cfg.kid);
     if (rc < 0) {
         fail_config("JWT_PRIVATE_KEY", sc_strerror(rc));
         status = 2;
         goto done;
     }
-    jwks = token_signer_jwks(signer);
-    if (!jwks || token_keyset_parse(&keys, jwks, strlen(jwks)) < 0) {
-        log_error("cannot build own public keyset", "kid=%s", cfg.kid);
-        goto done;
-    }
-    log_info("signing key loaded", "kid=%s alg=%s", token_signer_kid(signer),
-             token_signer_alg(signer));
+    log_info("signing key loaded", "kid=%s alg=%s", token_signer_kid(signkeys_current(keys)),
+             token_signer_alg(signkeys_current(keys)));
 
     if (rds_create(&app.r, cfg.redis_url, (int)cfg.redis_timeout_ms, SERVICE) < 0) goto done;
     if (rtstore_create(&store, app.r, cfg.refresh_ttl, cfg.reuse_window, cfg.refresh_max) < 0)
@@ -182,7 +190,6 @@ int main(int argc, char **argv)
     if (bus_connect(&app.b, cfg.nats_url, SERVICE) < 0) goto done;
     g = (grant_cfg){
         .users = u,
-        .signer = signer,
         .keys = keys,
         .store = store,
         .issuer = cfg.issuer,
@@ -194,11 +201,7 @@ int main(int argc, char **argv)
         .login_window = cfg.login_window,
     };
     if (authsvc_start(&svc, app.b, &g, (int)cfg.workers) < 0) goto done;
-    /* verifiers learn the signing key from the bus (keys.h); an edge that misses this asks
-     * auth.jwks when it meets the key's kid */
-    int prc = bus_publish(app.b, SUBJ_AUTH_KEYS, NULL, jwks, strlen(jwks), NULL, 0);
-    log_info("signing key announced", "subject=%s kid=%s result=\"%s\"", SUBJ_AUTH_KEYS,
-             token_signer_kid(signer), sc_strerror(prc));
+    announce_keys(app.b, keys);
     if (admin_create(&adm, cfg.admin_listen, ready, &app) < 0) goto done;
     log_info("auth started", "admin=%s workers=%ld", cfg.admin_listen, cfg.workers);
 
@@ -206,6 +209,7 @@ int main(int argc, char **argv)
         struct timespec tick = {1, 0};
         int sig = sigtimedwait(&sigs, NULL, &tick);
         time_t now = time(NULL);
+        if (sig == SIGHUP && signkeys_reload(keys) == 1) announce_keys(app.b, keys);
         if (sig == SIGTERM || sig == SIGINT) {
             log_info("shutting down", "signal=%s", sig == SIGTERM ? "TERM" : "INT");
             break;
@@ -226,9 +230,7 @@ done:
     admin_destroy(adm);
     rtstore_destroy(store);
     rds_destroy(app.r);
-    token_keyset_destroy(keys);
-    free(jwks);
-    token_signer_destroy(signer);
+    signkeys_close(keys);
     users_destroy(u);
     if (status == 0) log_info("auth stopped", "%s", "");
     return status;

@@ -43,7 +43,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static grant_cfg fz;
 static users *fz_users;
-static token_signer *fz_signer;
+static signkeys *fz_sk;
+static const token_signer *fz_signer;
 static token_keyset *fz_keys;
 static const token_policy fz_pol = {ISS, AUD, 30, 0};
 
@@ -53,7 +54,6 @@ static void fz_init(void)
     struct crypt_data cd;
     EVP_PKEY *pk;
     const char *h;
-    char *jwks;
     FILE *f;
     int fd;
 
@@ -72,15 +72,13 @@ static void fz_init(void)
     if (pk == NULL || (fd = mkstemp(path)) < 0 || (f = fdopen(fd, "w")) == NULL) abort();
     PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
     fclose(f);
-    if (token_signer_load(&fz_signer, path, "k1") != 0) abort();
+    if (signkeys_open(&fz_sk, path, "k1") != 0) abort();
     unlink(path);
     EVP_PKEY_free(pk);
-    jwks = token_signer_jwks(fz_signer);
-    if (jwks == NULL || token_keyset_parse(&fz_keys, jwks, strlen(jwks)) != 0) abort();
-    free(jwks);
+    fz_signer = signkeys_current(fz_sk);
+    if ((fz_keys = signkeys_public(fz_sk)) == NULL) abort();
     fz.users = fz_users;
-    fz.signer = fz_signer;
-    fz.keys = fz_keys;
+    fz.keys = fz_sk;
     fz.store = NULL;
     fz.issuer = ISS;
     fz.audience = AUD;

@@ -4,6 +4,7 @@ on SIGHUP keeping the keys, a token of an unknown kid asking auth for its keys o
 JWT_KEYS_REFRESH_MIN_S, and auth restarted with a new signing key while clients stay
 connected: old tokens stay valid, new ones carry the new kid and pass everywhere, and no
 connection drops."""
+import base64
 import json
 import os
 import shutil
@@ -156,10 +157,55 @@ def test_auth_restarted_with_a_new_key_nobody_restarts(st):
              _gw(st, LOADED % "bus") > bus_before["g"],
              timeout=15, what="the new key announced to the edge and the gateway")
     new = st.token("alice")["access_token"]
-    head = json.loads(__import__("base64").urlsafe_b64decode(new.split(".")[0] + "=="))
-    assert head["kid"] == "dev-3", head
+    assert _kid(new) == "dev-3", _kid(new)
     assert _edge_accepts(st, new) and _gateway_accepts(st, new)
     assert _edge_accepts(st, old) and _gateway_accepts(st, old)
     st.busctl("pub", "events.prices.DRILL", json.dumps({"after": "rotation"}))
     assert held.recv_json(10, type="event")["data"] == {"after": "rotation"}
     held.close()
+
+
+def _kid(token):
+    return json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))["kid"]
+
+
+def test_auth_changes_its_key_on_sighup(st):
+    """auth takes a new key in place (SIGHUP, the key file with a "kid:" line) and announces
+    the new key and the one before it. The verifiers' own file here holds neither (a
+    stranger's key only), so the old tokens pass only because auth announced the previous
+    key with the new one; nothing restarts and the connected client stays connected."""
+    old = st.token("alice")["access_token"]
+    held = WS.connect(st.edge_url, token=old)
+    held.recv_json(5, type="welcome")
+    held.subscribe("prices.HUP")
+    path = os.path.join(st.keys, "public.pem")
+    shutil.copy(path, path + ".keep")
+    _, stranger = _new_key(st, "stranger2")
+    try:
+        with open(path, "w") as f:
+            f.write("kid: stranger\n" + stranger)
+        _sighup_and_wait(st, LOADED % "file")
+        assert _edge_accepts(st, old) and _gateway_accepts(st, old)  # auth's, from the bus
+        priv = st.procs["auth"].env["JWT_PRIVATE_KEY"]
+        new_priv, _ = _new_key(st, "fourth")
+        with open(new_priv) as f:
+            pem = f.read()
+        with open(priv, "w") as f:
+            f.write("kid: dev-4\n" + pem)
+        before = {"e": _edge(st, LOADED % "bus"), "g": _gw(st, LOADED % "bus")}
+        st.procs["auth"].signal(signal.SIGHUP)
+        wait_for(lambda: _edge(st, LOADED % "bus") > before["e"] and
+                 _gw(st, LOADED % "bus") > before["g"],
+                 timeout=15, what="auth's new key announced")
+        new = st.token("alice")["access_token"]
+        assert _kid(new) == "dev-4" and _kid(old) != "dev-4", (_kid(new), _kid(old))
+        assert _edge_accepts(st, new) and _gateway_accepts(st, new)
+        assert _edge_accepts(st, old) and _gateway_accepts(st, old)  # the previous key
+        jwks = json.loads(st.gw("GET", "/.well-known/jwks.json").body)
+        assert [k["kid"] for k in jwks["keys"]] == ["dev-4", _kid(old)], jwks
+        st.busctl("pub", "events.prices.HUP", json.dumps({"after": "auth sighup"}))
+        assert held.recv_json(10, type="event")["data"] == {"after": "auth sighup"}
+        held.close()
+    finally:
+        shutil.copy(path + ".keep", path)
+        _sighup_and_wait(st, LOADED % "file")

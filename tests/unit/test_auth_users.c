@@ -449,7 +449,7 @@ TEST(grant_param_types)
 static struct {
     int ready;
     users *u;
-    token_signer *signer;
+    signkeys *sk;
     token_keyset *keys;
     grant_cfg g;
     char secret[32];
@@ -473,12 +473,10 @@ static int fixture(void)
     PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
     fclose(f);
     EVP_PKEY_free(pk);
-    rc = token_signer_load(&fx.signer, keypath, "test-1");
+    rc = signkeys_open(&fx.sk, keypath, "test-1");
     unlink(keypath);
     if (rc < 0) return -1;
-    char *jwks = token_signer_jwks(fx.signer);
-    if (!jwks || token_keyset_parse(&fx.keys, jwks, strlen(jwks)) < 0) return -1;
-    free(jwks);
+    if (!(fx.keys = signkeys_public(fx.sk))) return -1;
     char hb[200], hs[200];
     snprintf(fx.secret, sizeof fx.secret, "svc-secret");
     /* mkhash returns one static buffer: copy each result */
@@ -492,8 +490,7 @@ static int fixture(void)
              ha, hb, hs);
     if (users_parse(&fx.u, text, strlen(text), "t", err, sizeof err) < 0) return -1;
     fx.g = (grant_cfg){.users = fx.u,
-                       .signer = fx.signer,
-                       .keys = fx.keys,
+                       .keys = fx.sk,
                        .store = NULL,
                        .issuer = "sidecast",
                        .audience = "sidecast",
