@@ -13,8 +13,10 @@
  * Design (it replaces bench/wsbench.c): the parent forks --procs children before any thread
  * exists; each child runs --threads workers, each with its own epoll over non-blocking
  * sockets, a shared read buffer, and client frames built once (masked) where they do not
- * vary. Children report progress, "ready" and their final counts plus a latency histogram
- * through a pipe; the parent drives the phases through another (G: connect, S: stop), reads
+ * vary. Frames go through the ws library's codec (common/ws/ws_frame.h: ws_frame_decode with
+ * a client's rules, the header encoder and masking; ws_deflate.h's ws_pmd_inflate for
+ * compressed messages). Children report progress, "ready" and their final counts plus a
+ * latency histogram through a pipe; the parent drives the phases through another (G: connect, S: stop), reads
  * the servers' CPU and RSS from /proc (--pid) at the edges of the window, runs the publisher,
  * prints a progress line on stderr about once a second and the result on stdout.
  * Publisher events are {"t":CLOCK_MONOTONIC ns,"i":per-topic counter,"pad":"x..."}: receivers
@@ -55,6 +57,8 @@
 #include "bus.h"
 #include "log.h"
 #include "token.h"
+#include "ws/ws_deflate.h"
+#include "ws/ws_frame.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -70,6 +74,7 @@
 #define MAX_STEPS 16
 #define RBUF_SIZE (64 * 1024)   /* one read buffer per thread, reused by every connection */
 #define PART_MAX (1024 * 1024)  /* largest server frame (nats-server coalesces MSGs) */
+#define FRAME_PAYLOAD_MAX (PART_MAX - 16) /* largest server frame payload accepted */
 #define NATS_PART_MAX (72 * 1024) /* an unfinished NATS message (max_payload 64 KiB) */
 #define HEAD_MAX 4096
 #define TOKEN_MAX 4096
@@ -144,65 +149,17 @@ static int raise_nofile(long need)
     return setrlimit(RLIMIT_NOFILE, &rl);
 }
 
-/* ---- frames (pure) ------------------------------------------------------------------------ */
+/* ---- frames and fields (pure) ------------------------------------------------------------ */
 
-enum { OP_CONT = 0, OP_TEXT = 1, OP_BIN = 2, OP_CLOSE = 8, OP_PING = 9, OP_PONG = 10 };
-
-typedef struct sframe {
-    int op;
-    bool fin, rsv1;
-    const uint8_t *payload;
-    size_t len;
-} sframe;
-
-/* One server frame at p (n bytes): its size (> 0), 0 when more bytes are needed, -1 for a
- * frame a server must not send (masked, RSV bits but RSV1 on a data frame when rsv1_ok,
- * long control frame, over PART_MAX). */
-static long sframe_parse(const uint8_t *p, size_t n, bool rsv1_ok, sframe *f)
+/* A masked client frame of op with payload (len < 65536) into out (len + 8 bytes): the key's
+ * bytes, most significant first, are the mask. */
+static size_t cframe_build(uint8_t *out, uint8_t op, const void *payload, size_t len, uint32_t key)
 {
-    if (n < 2) return 0;
-    f->fin = (p[0] & 0x80) != 0;
-    f->op = p[0] & 0x0f;
-    f->rsv1 = (p[0] & 0x40) != 0;
-    if ((p[0] & 0x30) || (p[1] & 0x80)) return -1;
-    if (f->rsv1 && (!rsv1_ok || f->op >= OP_CLOSE || f->op == OP_CONT)) return -1;
-    uint64_t len = p[1] & 0x7f;
-    size_t hdr = 2;
-    if (len == 126) {
-        if (n < 4) return 0;
-        len = ((uint64_t)p[2] << 8) | p[3];
-        hdr = 4;
-    } else if (len == 127) {
-        if (n < 10) return 0;
-        len = 0;
-        for (int i = 0; i < 8; i++) len = (len << 8) | p[2 + i];
-        hdr = 10;
-    }
-    if (len > PART_MAX - 16 || (f->op >= OP_CLOSE && len > 125)) return -1;
-    if (n < hdr + len) return 0;
-    f->payload = p + hdr;
-    f->len = (size_t)len;
-    return (long)(hdr + len);
-}
-
-/* A masked client frame of op with payload (len < 65536) into out (len + 8 bytes). */
-static size_t cframe_build(uint8_t *out, int op, const void *payload, size_t len, uint32_t key)
-{
-    size_t h = 0;
-    out[h++] = (uint8_t)(0x80 | op);
-    if (len < 126) {
-        out[h++] = (uint8_t)(0x80 | len);
-    } else {
-        out[h++] = 0x80 | 126;
-        out[h++] = (uint8_t)(len >> 8);
-        out[h++] = (uint8_t)len;
-    }
     uint8_t mask[4] = {(uint8_t)(key >> 24), (uint8_t)(key >> 16), (uint8_t)(key >> 8),
                        (uint8_t)key};
-    memcpy(out + h, mask, 4);
-    h += 4;
-    const uint8_t *src = payload;
-    for (size_t i = 0; i < len; i++) out[h + i] = src[i] ^ mask[i & 3];
+    size_t h = ws_frame_header_encode(out, op, true, 0, len, mask);
+    if (len) memcpy(out + h, payload, len);
+    ws_frame_unmask(out + h, len, mask, 0);
     return h + len;
 }
 
@@ -335,6 +292,7 @@ typedef struct worker {
     z_stream zi;
     bool zi_ready;
     uint8_t *ibuf;
+    size_t icap;
     pthread_t th;
 } worker;
 
@@ -425,7 +383,7 @@ static int send_raw(worker *w, conn *c, const uint8_t *buf, size_t n)
     return 0;
 }
 
-static int send_frame(worker *w, conn *c, int op, const void *payload, size_t len)
+static int send_frame(worker *w, conn *c, uint8_t op, const void *payload, size_t len)
 {
     uint8_t out[256];
     if (len > sizeof out - 16) return -1;
@@ -552,7 +510,7 @@ static size_t nats_parse(worker *w, conn *c, const uint8_t *p, size_t n, int64_t
                 if (O.mode == M_CONNECT) {
                     static const char cp[] = "CONNECT {\"verbose\":false,\"pedantic\":false,"
                                              "\"protocol\":1}\r\nPING\r\n";
-                    if (send_frame(w, c, OP_BIN, cp, sizeof cp - 1) != 0) {
+                    if (send_frame(w, c, WS_OP_BINARY, cp, sizeof cp - 1) != 0) {
                         conn_fail(w, c, "CONNECT not sent");
                         return n;
                     }
@@ -563,7 +521,7 @@ static size_t nats_parse(worker *w, conn *c, const uint8_t *p, size_t n, int64_t
             }
         } else if (has_prefix(s, ll, "PING")) {
             w->pings++;
-            if (send_frame(w, c, OP_BIN, "PONG\r\n", 6) != 0) conn_fail(w, c, "PONG not sent");
+            if (send_frame(w, c, WS_OP_BINARY, "PONG\r\n", 6) != 0) conn_fail(w, c, "PONG not sent");
         } else if (has_prefix(s, ll, "PONG")) {
             if (c->state == C_SUBSCRIBING) become_ready(w, c);
         } else if (has_prefix(s, ll, "-ERR")) {
@@ -631,88 +589,85 @@ static void on_nats_payload(worker *w, conn *c, const uint8_t *p, size_t n, int6
     c->nlen = (uint32_t)(total - used);
 }
 
-/* Inflates one permessage-deflate message (RFC 7692 §7.2.2: the payload plus 00 00 ff ff)
- * into w->ibuf: its length, or -1 (corrupt, or over PART_MAX once inflated). */
+/* Inflates one permessage-deflate message (RFC 7692 §7.2.2) into w->ibuf with the library's
+ * ws_pmd_inflate: its length, or -1 (corrupt, or PART_MAX bytes or more once inflated). */
 static long inflate_message(worker *w, const uint8_t *p, size_t n)
 {
-    static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
+    size_t out_len;
     if (!w->zi_ready) {
-        if (inflateInit2(&w->zi, -15) != Z_OK) return -1;
+        if (ws_pmd_inflate_init(&w->zi) != 0) return -1;
         w->zi_ready = true;
     }
-    if (!w->ibuf && !(w->ibuf = malloc(PART_MAX))) return -1;
-    inflateReset(&w->zi);
-    w->zi.next_out = w->ibuf;
-    w->zi.avail_out = PART_MAX;
-    for (int part = 0; part < 2; part++) {
-        w->zi.next_in = (Bytef *)(part ? tail : p);
-        w->zi.avail_in = (uInt)(part ? sizeof tail : n);
-        while (w->zi.avail_in > 0) {
-            int rc = inflate(&w->zi, Z_SYNC_FLUSH);
-            if (rc == Z_STREAM_END) break;
-            if (rc != Z_OK || w->zi.avail_out == 0) return -1;
-        }
-    }
-    return (long)(PART_MAX - w->zi.avail_out);
+    if (ws_pmd_inflate(&w->zi, p, n, PART_MAX - 1, &w->ibuf, &w->icap, &out_len) != 0) return -1;
+    return (long)out_len;
 }
 
+/* The server frames in buf[0, len), decoded by ws_frame_decode with every RFC 6455 rule a
+ * client checks. Returns the bytes consumed: whole frames only (the rest is carried over). */
 static size_t on_frames(worker *w, conn *c, const uint8_t *buf, size_t len, int64_t t_read)
 {
+    const ws_frame_rules rules = {.from_client = false,
+                                  .rsv_allowed = c->deflate ? WS_PMD_RSV1 : 0,
+                                  .max_payload = FRAME_PAYLOAD_MAX};
     size_t off = 0;
     while (off < len && c->state != C_DONE) {
-        sframe f;
-        long used = sframe_parse(buf + off, len - off, c->deflate, &f);
-        if (used == 0) break;
-        if (used < 0) {
+        ws_frame_header h;
+        ws_frame_err err;
+        int hl = ws_frame_decode(buf + off, len - off, &rules, &h, &err);
+        if (hl == SC_EINCOMPLETE) break;
+        if (hl < 0) {
             w->bad_frames++;
-            conn_fail(w, c, "bad frame");
+            conn_fail(w, c, err == WS_ERR_OPCODE ? "unexpected opcode" : "bad frame");
             return len;
         }
-        off += (size_t)used;
-        switch (f.op) {
-        case OP_TEXT:
-        case OP_BIN:
-        case OP_CONT:
-            if (f.rsv1) { /* compressed (permessage-deflate): inflated into w->ibuf */
-                long n = inflate_message(w, f.payload, f.len);
-                if (n < 0 || !f.fin) {
+        if (h.len > len - off - (size_t)hl) break; /* the payload is not all here yet */
+        const uint8_t *payload = buf + off + hl;
+        size_t plen = (size_t)h.len;
+        off += (size_t)hl + plen;
+        switch (h.opcode) {
+        case WS_OP_TEXT:
+        case WS_OP_BINARY:
+        case WS_OP_CONT:
+            if (h.rsv & WS_PMD_RSV1) { /* compressed (permessage-deflate): into w->ibuf */
+                long n = inflate_message(w, payload, plen);
+                if (n < 0 || !h.fin) {
                     w->bad_frames++;
                     conn_fail(w, c, n < 0 ? "bad compressed message" : "fragmented message");
                     return len;
                 }
                 w->compressed++;
-                f.payload = w->ibuf;
-                f.len = (size_t)n;
+                payload = w->ibuf;
+                plen = (size_t)n;
             }
             if (O.target == T_NATS) {
-                on_nats_payload(w, c, f.payload, f.len, t_read);
-            } else if (!f.fin || f.op == OP_CONT) {
+                on_nats_payload(w, c, payload, plen, t_read);
+            } else if (!h.fin || h.opcode == WS_OP_CONT) {
                 w->bad_frames++;
                 conn_fail(w, c, "fragmented message");
                 return len;
             } else {
-                on_text(w, c, f.payload, f.len, t_read);
+                on_text(w, c, payload, plen, t_read);
             }
             break;
-        case OP_PING:
+        case WS_OP_PING:
             w->pings++;
-            if (send_frame(w, c, OP_PONG, f.payload, f.len) != 0) conn_fail(w, c, "pong not sent");
+            if (send_frame(w, c, WS_OP_PONG, payload, plen) != 0) conn_fail(w, c, "pong not sent");
             break;
-        case OP_CLOSE:
+        case WS_OP_CLOSE:
             if (c->state == C_CLOSING) {
                 c->clean = true;
                 conn_close_fd(w, c);
             } else {
-                send_frame(w, c, OP_CLOSE, f.payload, f.len >= 2 ? 2 : 0);
+                send_frame(w, c, WS_OP_CLOSE, payload, plen >= 2 ? 2 : 0);
                 char why[64];
                 snprintf(why, sizeof why, "closed by the server (%u)",
-                         f.len >= 2 ? (unsigned)((f.payload[0] << 8) | f.payload[1]) : 1005);
+                         plen >= 2 ? (unsigned)((payload[0] << 8) | payload[1]) : 1005);
                 conn_fail(w, c, why);
             }
             return len;
-        case OP_PONG:
+        case WS_OP_PONG:
             break;
-        default:
+        default: /* ws_frame_decode refuses reserved opcodes: not reached */
             w->bad_frames++;
             conn_fail(w, c, "unexpected opcode");
             return len;
@@ -1750,11 +1705,12 @@ static void build_frames(void)
                          O.prefix, name);
         else
             n = snprintf(msg, sizeof msg, "{\"type\":\"subscribe\",\"topic\":\"%s\"}", name);
-        C.sub_len[k] = (uint16_t)cframe_build(C.sub_frame[k], O.target == T_NATS ? OP_BIN : OP_TEXT,
+        C.sub_len[k] = (uint16_t)cframe_build(C.sub_frame[k], O.target == T_NATS ? WS_OP_BINARY : WS_OP_TEXT,
                                               msg, (size_t)n, 0x5ca1ab1eu + (uint32_t)k);
     }
-    static const uint8_t normal[2] = {0x03, 0xe8}; /* 1000 */
-    C.close_len = cframe_build(C.close_frame, OP_CLOSE, normal, 2, 0x0badcafeu);
+    uint8_t normal[2];
+    size_t nl = ws_frame_close_encode(normal, WS_CLOSE_NORMAL, NULL, 0);
+    C.close_len = cframe_build(C.close_frame, WS_OP_CLOSE, normal, nl, 0x0badcafeu);
 }
 
 static int cmd_tokens(int argc, char **argv)
