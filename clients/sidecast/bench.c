@@ -479,67 +479,125 @@ static void on_text(worker *w, conn *c, const uint8_t *p, size_t n, int64_t t_re
     }
 }
 
-/* nats: the protocol stream carried in frames. Returns the bytes consumed of p[0, n). */
-static size_t nats_parse(worker *w, conn *c, const uint8_t *p, size_t n, int64_t t_read)
+/* ---- nats-server's WebSocket listener: the NATS protocol in frames ------------------------ */
+
+#define NATS_CONNECT "CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1}\r\n"
+
+/* One operation of the NATS server protocol. */
+typedef enum bench_nats_kind {
+    BN_MSG,   /* data, len: the message's payload */
+    BN_INFO,  /* data, len: the line, without its CRLF (so for the rest) */
+    BN_PING,
+    BN_PONG,
+    BN_ERR,   /* -ERR */
+    BN_OTHER, /* +OK and anything else: ignored */
+} bench_nats_kind;
+
+typedef struct bench_nats_op {
+    bench_nats_kind kind;
+    const uint8_t *data; /* points into the input */
+    size_t len;
+} bench_nats_op;
+
+/* Pure: the first operation in p[0..n). Returns its length (line and payload with their
+ * CRLFs, > 0) with *op; SC_EINCOMPLETE when not all of it is there (call again with the same
+ * bytes and more); SC_ETOOLARGE for a MSG whose announced payload is over NATS_PART_MAX - 512
+ * (known from its line alone). Nothing is kept between calls. */
+static int bench_nats_next(const uint8_t *p, size_t n, bench_nats_op *op)
+{
+    const uint8_t *eol = memmem(p, n, "\r\n", 2);
+    if (!eol) return SC_EINCOMPLETE;
+    size_t ll = (size_t)(eol - p);
+    if (has_prefix(p, ll, "MSG ")) {
+        /* MSG <subject> <sid> [reply] <#bytes> */
+        const uint8_t *sp = eol;
+        while (sp > p && sp[-1] != ' ') sp--;
+        uint64_t len = 0;
+        for (const uint8_t *d = sp; d < eol && *d >= '0' && *d <= '9'; d++)
+            len = len * 10 + (uint64_t)(*d - '0');
+        if (len > NATS_PART_MAX - 512) return SC_ETOOLARGE;
+        size_t need = ll + 2 + (size_t)len + 2;
+        if (n < need) return SC_EINCOMPLETE;
+        op->kind = BN_MSG;
+        op->data = eol + 2;
+        op->len = (size_t)len;
+        return (int)need;
+    }
+    op->kind = has_prefix(p, ll, "INFO ") ? BN_INFO
+               : has_prefix(p, ll, "PING") ? BN_PING
+               : has_prefix(p, ll, "PONG") ? BN_PONG
+               : has_prefix(p, ll, "-ERR") ? BN_ERR
+                                           : BN_OTHER;
+    op->data = p;
+    op->len = ll;
+    return (int)(ll + 2);
+}
+
+/* The operations in p[0, n) on c. Returns the bytes consumed (whole operations). */
+static size_t nats_ops(worker *w, conn *c, const uint8_t *p, size_t n, int64_t t_read)
 {
     size_t off = 0;
     while (off < n && c->state != C_DONE) {
-        const uint8_t *s = p + off, *eol = memmem(s, n - off, "\r\n", 2);
-        if (!eol) break;
-        size_t ll = (size_t)(eol - s);
-        if (has_prefix(s, ll, "MSG ")) {
-            /* MSG <subject> <sid> [reply] <#bytes> */
-            const uint8_t *sp = eol;
-            while (sp > s && sp[-1] != ' ') sp--;
-            uint64_t len = 0;
-            for (const uint8_t *d = sp; d < eol && *d >= '0' && *d <= '9'; d++)
-                len = len * 10 + (uint64_t)(*d - '0');
-            size_t need = ll + 2 + (size_t)len + 2;
-            if (len > NATS_PART_MAX - 512) {
-                conn_fail(w, c, "nats message too big");
-                return n;
-            }
-            if (n - off < need) break;
-            if (c->state == C_READY) on_data(w, c, eol + 2, (size_t)len, t_read);
-            else w->other++;
-            off += need;
-            continue;
+        bench_nats_op op;
+        int k = bench_nats_next(p + off, n - off, &op);
+        if (k == SC_EINCOMPLETE) break;
+        if (k < 0) {
+            conn_fail(w, c, "nats message too big");
+            return n;
         }
-        if (has_prefix(s, ll, "INFO ")) {
-            if (c->state == C_WELCOME) {
-                if (O.mode == M_CONNECT) {
-                    static const char cp[] = "CONNECT {\"verbose\":false,\"pedantic\":false,"
-                                             "\"protocol\":1}\r\nPING\r\n";
-                    if (send_frame(w, c, WS_OP_BINARY, cp, sizeof cp - 1) != 0) {
-                        conn_fail(w, c, "CONNECT not sent");
-                        return n;
-                    }
-                    c->state = C_SUBSCRIBING;
-                } else {
-                    send_subscribe(w, c);
+        off += (size_t)k;
+        switch (op.kind) {
+        case BN_MSG:
+            if (c->state == C_READY) on_data(w, c, op.data, op.len, t_read);
+            else w->other++;
+            break;
+        case BN_INFO:
+            if (c->state != C_WELCOME) break;
+            if (O.mode == M_CONNECT) {
+                static const char cp[] = NATS_CONNECT "PING\r\n";
+                if (send_frame(w, c, WS_OP_BINARY, cp, sizeof cp - 1) != 0) {
+                    conn_fail(w, c, "CONNECT not sent");
+                    return n;
                 }
+                c->state = C_SUBSCRIBING;
+            } else {
+                send_subscribe(w, c);
             }
-        } else if (has_prefix(s, ll, "PING")) {
+            break;
+        case BN_PING:
             w->pings++;
-            if (send_frame(w, c, WS_OP_BINARY, "PONG\r\n", 6) != 0) conn_fail(w, c, "PONG not sent");
-        } else if (has_prefix(s, ll, "PONG")) {
+            if (send_frame(w, c, WS_OP_BINARY, "PONG\r\n", 6) != 0)
+                conn_fail(w, c, "PONG not sent");
+            break;
+        case BN_PONG:
             if (c->state == C_SUBSCRIBING) become_ready(w, c);
-        } else if (has_prefix(s, ll, "-ERR")) {
+            break;
+        case BN_ERR:
             w->error_frames++;
             if (w->printed < ERR_PRINT_MAX && !O.quiet) {
                 w->printed++;
-                fprintf(stderr, "bench: nats: %.*s\n", (int)(ll > 200 ? 200 : ll), s);
+                fprintf(stderr, "bench: nats: %.*s\n", (int)(op.len > 200 ? 200 : op.len),
+                        op.data);
             }
+            break;
+        case BN_OTHER:
+            break;
         }
-        off += ll + 2;
     }
     return off;
+}
+
+/* The text of the subscribe frame for topic (CONNECT, SUB prefix+topic, PING) into out:
+ * snprintf's result. */
+static int bench_nats_subscribe_text(char *out, size_t cap, const char *prefix, const char *topic)
+{
+    return snprintf(out, cap, NATS_CONNECT "SUB %s%s 1\r\nPING\r\n", prefix, topic);
 }
 
 static void on_nats_payload(worker *w, conn *c, const uint8_t *p, size_t n, int64_t t_read)
 {
     if (c->nlen == 0) {
-        size_t used = nats_parse(w, c, p, n, t_read);
+        size_t used = nats_ops(w, c, p, n, t_read);
         if (c->state == C_DONE || used == n) return;
         p += used;
         n -= used;
@@ -570,7 +628,7 @@ static void on_nats_payload(worker *w, conn *c, const uint8_t *p, size_t n, int6
     memcpy(s, c->nbuf, c->nlen);
     memcpy(s + c->nlen, p, n);
     c->nlen = 0;
-    size_t used = nats_parse(w, c, s, total, t_read);
+    size_t used = nats_ops(w, c, s, total, t_read);
     if (c->state == C_DONE || used == total) return;
     if (total - used > NATS_PART_MAX) {
         conn_fail(w, c, "nats message too big");
@@ -1699,10 +1757,7 @@ static void build_frames(void)
         snprintf(C.topic_field[k], sizeof C.topic_field[k], "\"topic\":\"%s\"", name);
         int n;
         if (O.target == T_NATS)
-            n = snprintf(msg, sizeof msg,
-                         "CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1}\r\n"
-                         "SUB %s%s 1\r\nPING\r\n",
-                         O.prefix, name);
+            n = bench_nats_subscribe_text(msg, sizeof msg, O.prefix, name);
         else
             n = snprintf(msg, sizeof msg, "{\"type\":\"subscribe\",\"topic\":\"%s\"}", name);
         C.sub_len[k] = (uint16_t)cframe_build(C.sub_frame[k], O.target == T_NATS ? WS_OP_BINARY : WS_OP_TEXT,
