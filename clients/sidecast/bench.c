@@ -214,11 +214,15 @@ static double hist_quantile(const uint64_t *h, uint64_t total, double q)
 
 /* ---- options ------------------------------------------------------------------------------ */
 
-static struct {
+/* One run's command line, checked. tokens (and the strings they point to) are cli_bench's;
+ * nats and hist_file point into argv. Filled once, then passed down read-only: after the
+ * fork each child keeps its own copy in its bench_proc. */
+typedef struct bench_opts {
     int mode, target;
     char host[64];
     int port;
     char path[128];
+    struct sockaddr_in addr; /* host:port, loopback */
     char **tokens;
     long ntokens;
     long conns, procs, threads, concurrency, ntopics, rate, size;
@@ -234,7 +238,7 @@ static struct {
     const char *hist_file;
     long steps[MAX_STEPS]; /* idle: connection counts to stop at, ascending; the last is conns */
     int nsteps;
-} O;
+} bench_opts;
 
 /* ---- the client (one child process) ------------------------------------------------------- */
 
@@ -269,7 +273,28 @@ typedef struct crec { /* child -> parent */
 } crec;
 enum { R_PROGRESS = 1, R_READY = 2, R_FINAL = 3 };
 
+enum phase { PH_WAIT, PH_SETUP, PH_MEASURE, PH_CLOSE, PH_STOP };
+
+/* The client frames every connection sends the same, built once per process, masked. */
+typedef struct bench_frames {
+    uint8_t sub_frame[MAX_TOPICS][TOPIC_MAX * 2 + 96]; /* subscribe (nats: CONNECT+SUB+PING) */
+    uint16_t sub_len[MAX_TOPICS];
+    char topic_field[MAX_TOPICS][TOPIC_MAX + 24]; /* "topic":"<topic>" */
+    uint8_t close_frame[8];
+    size_t close_len;
+} bench_frames;
+
+/* What a child's threads share: its options, frames, phase and counts. */
+typedef struct bench_proc {
+    bench_opts o;
+    bench_frames fr;
+    int64_t hard_deadline;
+    _Atomic int phase; /* enum phase, set by the child's main thread */
+    _Atomic int settled, failed, workers_closed;
+} bench_proc;
+
 typedef struct worker {
+    bench_proc *p;
     int epfd;
     conn *conns;
     int n, next, inflight, max_inflight;
@@ -296,20 +321,6 @@ typedef struct worker {
     pthread_t th;
 } worker;
 
-enum phase { PH_WAIT, PH_SETUP, PH_MEASURE, PH_CLOSE, PH_STOP };
-
-static struct {
-    struct sockaddr_in addr;
-    uint8_t sub_frame[MAX_TOPICS][TOPIC_MAX * 2 + 96]; /* pre-built, masked */
-    uint16_t sub_len[MAX_TOPICS];
-    char topic_field[MAX_TOPICS][TOPIC_MAX + 24];      /* "topic":"<topic>" */
-    uint8_t close_frame[8];
-    size_t close_len;
-    int64_t hard_deadline;
-} C;
-
-static _Atomic int g_phase = PH_WAIT;
-static _Atomic int g_settled, g_failed, g_workers_closed;
 
 static uint32_t rng_next(uint32_t *s)
 {
@@ -320,10 +331,11 @@ static uint32_t rng_next(uint32_t *s)
     return *s = x;
 }
 
-static void topic_name(int k, char *out, size_t cap)
+/* Topic k of o's ntopics into out: TOPIC, or TOPIC.k when there are several. */
+static void bench_topic_name(const bench_opts *o, int k, char *out, size_t cap)
 {
-    if (O.ntopics > 1) snprintf(out, cap, "%s.%d", O.topic, k);
-    else snprintf(out, cap, "%s", O.topic);
+    if (o->ntopics > 1) snprintf(out, cap, "%s.%d", o->topic, k);
+    else snprintf(out, cap, "%s", o->topic);
 }
 
 static void settle(worker *w, conn *c, bool ok)
@@ -333,18 +345,18 @@ static void settle(worker *w, conn *c, bool ok)
     w->inflight--;
     if (!ok) {
         c->failed = true;
-        atomic_fetch_add(&g_failed, 1);
+        atomic_fetch_add(&w->p->failed, 1);
     } else {
         int64_t t = now_ns();
         if (t > w->t_last_ready) w->t_last_ready = t;
         atomic_fetch_add(&w->ready, 1);
-        if (O.mode == M_CONNECT && c->t_open) { /* handshake latency */
+        if (w->p->o.mode == M_CONNECT && c->t_open) { /* handshake latency */
             w->hist[hist_bucket(t - c->t_open)]++;
             w->lat_n++;
             if (t - c->t_open > w->lat_max) w->lat_max = t - c->t_open;
         }
     }
-    atomic_fetch_add(&g_settled, 1);
+    atomic_fetch_add(&w->p->settled, 1);
 }
 
 static void conn_close_fd(worker *w, conn *c)
@@ -366,7 +378,7 @@ static void conn_fail(worker *w, conn *c, const char *why)
     bool closing = c->state == C_CLOSING;
     if (!c->settled) settle(w, c, false);
     else if (!closing) c->lost = true;
-    if (!closing && w->printed < ERR_PRINT_MAX && !O.quiet) {
+    if (!closing && w->printed < ERR_PRINT_MAX && !w->p->o.quiet) {
         w->printed++;
         fprintf(stderr, "bench: connection %ld: %s\n", c->gindex, why);
     }
@@ -431,7 +443,8 @@ static void become_ready(worker *w, conn *c)
 
 static void send_subscribe(worker *w, conn *c)
 {
-    if (send_raw(w, c, C.sub_frame[c->topic], C.sub_len[c->topic]) != 0) {
+    const bench_frames *fr = &w->p->fr;
+    if (send_raw(w, c, fr->sub_frame[c->topic], fr->sub_len[c->topic]) != 0) {
         conn_fail(w, c, "subscribe not sent");
         return;
     }
@@ -441,11 +454,12 @@ static void send_subscribe(worker *w, conn *c)
 /* sidecast.v1 and the Node server's JSON text messages */
 static void on_text(worker *w, conn *c, const uint8_t *p, size_t n, int64_t t_read)
 {
-    if (O.target == T_WS && has_prefix(p, n, "{\"t\":")) {
+    const bench_opts *o = &w->p->o;
+    if (o->target == T_WS && has_prefix(p, n, "{\"t\":")) {
         if (c->state == C_READY) on_data(w, c, p, n, t_read);
         else w->other++;
     } else if (has_prefix(p, n, "{\"type\":\"event\"")) {
-        const char *tf = C.topic_field[c->topic];
+        const char *tf = w->p->fr.topic_field[c->topic];
         if (c->state != C_READY || !memmem(p, n, tf, strlen(tf))) {
             w->other++;
             return;
@@ -463,13 +477,13 @@ static void on_text(worker *w, conn *c, const uint8_t *p, size_t n, int64_t t_re
         on_data(w, c, d + 7, n - (size_t)(d + 7 - p), t_read);
     } else if (has_prefix(p, n, "{\"type\":\"welcome\"")) {
         if (c->state != C_WELCOME) return;
-        if (O.mode == M_CONNECT) become_ready(w, c);
+        if (o->mode == M_CONNECT) become_ready(w, c);
         else send_subscribe(w, c);
     } else if (has_prefix(p, n, "{\"type\":\"subscribed\"")) {
         if (c->state == C_SUBSCRIBING) become_ready(w, c);
     } else if (has_prefix(p, n, "{\"type\":\"error\"")) {
         w->error_frames++;
-        if (w->printed < ERR_PRINT_MAX && !O.quiet) {
+        if (w->printed < ERR_PRINT_MAX && !o->quiet) {
             w->printed++;
             fprintf(stderr, "bench: error frame: %.*s\n", (int)(n > 300 ? 300 : n), p);
         }
@@ -536,6 +550,7 @@ static int bench_nats_next(const uint8_t *p, size_t n, bench_nats_op *op)
 /* The operations in p[0, n) on c. Returns the bytes consumed (whole operations). */
 static size_t nats_ops(worker *w, conn *c, const uint8_t *p, size_t n, int64_t t_read)
 {
+    const bench_opts *o = &w->p->o;
     size_t off = 0;
     while (off < n && c->state != C_DONE) {
         bench_nats_op op;
@@ -553,7 +568,7 @@ static size_t nats_ops(worker *w, conn *c, const uint8_t *p, size_t n, int64_t t
             break;
         case BN_INFO:
             if (c->state != C_WELCOME) break;
-            if (O.mode == M_CONNECT) {
+            if (o->mode == M_CONNECT) {
                 static const char cp[] = NATS_CONNECT "PING\r\n";
                 if (send_frame(w, c, WS_OP_BINARY, cp, sizeof cp - 1) != 0) {
                     conn_fail(w, c, "CONNECT not sent");
@@ -574,7 +589,7 @@ static size_t nats_ops(worker *w, conn *c, const uint8_t *p, size_t n, int64_t t
             break;
         case BN_ERR:
             w->error_frames++;
-            if (w->printed < ERR_PRINT_MAX && !O.quiet) {
+            if (w->printed < ERR_PRINT_MAX && !o->quiet) {
                 w->printed++;
                 fprintf(stderr, "bench: nats: %.*s\n", (int)(op.len > 200 ? 200 : op.len),
                         op.data);
@@ -697,7 +712,7 @@ static size_t on_frames(worker *w, conn *c, const uint8_t *buf, size_t len, int6
                 payload = w->ibuf;
                 plen = (size_t)n;
             }
-            if (O.target == T_NATS) {
+            if (w->p->o.target == T_NATS) {
                 on_nats_payload(w, c, payload, plen, t_read);
             } else if (!h.fin || h.opcode == WS_OP_CONT) {
                 w->bad_frames++;
@@ -773,7 +788,7 @@ static int64_t realtime_offset(void)
 static ssize_t read_stamped(worker *w, int fd, uint8_t *buf, size_t n)
 {
     w->t_sock = 0;
-    if (O.mode != M_FANOUT) return read(fd, buf, n);
+    if (w->p->o.mode != M_FANOUT) return read(fd, buf, n);
     struct iovec iov = {.iov_base = buf, .iov_len = n};
     union {
         char b[CMSG_SPACE(sizeof(struct timespec))];
@@ -795,6 +810,7 @@ static ssize_t read_stamped(worker *w, int fd, uint8_t *buf, size_t n)
 
 static void on_readable(worker *w, conn *c)
 {
+    const bench_opts *o = &w->p->o;
     uint8_t *buf = w->rbuf;
     size_t have = c->plen;
     if (have) memcpy(buf, c->part, have);
@@ -822,9 +838,9 @@ static void on_readable(worker *w, conn *c)
         }
         off = (size_t)(end - buf) + 4;
         if (!has_prefix(buf, len, "HTTP/1.1 101 ") ||
-            (O.target == T_SIDECAST && !memmem(buf, off, "sidecast.v1", 11))) {
+            (o->target == T_SIDECAST && !memmem(buf, off, "sidecast.v1", 11))) {
             const uint8_t *eol = memchr(buf, '\r', len);
-            if (w->printed < ERR_PRINT_MAX && !O.quiet) {
+            if (w->printed < ERR_PRINT_MAX && !o->quiet) {
                 w->printed++;
                 fprintf(stderr, "bench: upgrade refused: %.*s\n", (int)(eol ? eol - buf : 0),
                         buf);
@@ -832,7 +848,7 @@ static void on_readable(worker *w, conn *c)
             conn_fail(w, c, "no 101");
             return;
         }
-        c->deflate = O.deflate && memmem(buf, off, "permessage-deflate", 18) != NULL;
+        c->deflate = o->deflate && memmem(buf, off, "permessage-deflate", 18) != NULL;
         c->state = C_WELCOME;
     }
     off += on_frames(w, c, buf + off, len - off, t_read);
@@ -842,6 +858,7 @@ static void on_readable(worker *w, conn *c)
 
 static void on_writable(worker *w, conn *c)
 {
+    const bench_opts *o = &w->p->o;
     int err = 0;
     socklen_t el = sizeof err;
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) {
@@ -849,14 +866,14 @@ static void on_writable(worker *w, conn *c)
         return;
     }
     char req[TOKEN_MAX + 512];
-    const char *tok = O.ntokens ? O.tokens[c->gindex % O.ntokens] : NULL;
+    const char *tok = o->ntokens ? o->tokens[c->gindex % o->ntokens] : NULL;
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                      "Sec-WebSocket-Version: 13\r\n%s%s%s%s%s\r\n",
-                     O.path, O.host, O.port,
-                     O.target == T_SIDECAST ? "Sec-WebSocket-Protocol: sidecast.v1\r\n" : "",
-                     O.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                     o->path, o->host, o->port,
+                     o->target == T_SIDECAST ? "Sec-WebSocket-Protocol: sidecast.v1\r\n" : "",
+                     o->deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
                                  "client_no_context_takeover; server_no_context_takeover\r\n"
                                : "",
                      tok ? "Authorization: Bearer " : "", tok ? tok : "", tok ? "\r\n" : "");
@@ -874,6 +891,7 @@ static void on_writable(worker *w, conn *c)
 
 static void conn_open(worker *w, conn *c)
 {
+    const bench_opts *o = &w->p->o;
     w->inflight++;
     c->state = C_CONNECTING;
     c->t_open = now_ns();
@@ -885,17 +903,17 @@ static void conn_open(worker *w, conn *c)
     }
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (O.mode == M_FANOUT) setsockopt(c->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
-    if (O.nsources) {
+    if (o->mode == M_FANOUT) setsockopt(c->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
+    if (o->nsources) {
         struct sockaddr_in src = {.sin_family = AF_INET,
-                                  .sin_addr = O.sources[c->gindex % O.nsources]};
+                                  .sin_addr = o->sources[c->gindex % o->nsources]};
         setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
         if (bind(c->fd, (const struct sockaddr *)&src, sizeof src) != 0) {
             conn_fail(w, c, strerror(errno));
             return;
         }
     }
-    if (connect(c->fd, (const struct sockaddr *)&C.addr, sizeof C.addr) != 0 &&
+    if (connect(c->fd, (const struct sockaddr *)&o->addr, sizeof o->addr) != 0 &&
         errno != EINPROGRESS) {
         conn_fail(w, c, strerror(errno));
         return;
@@ -912,8 +930,8 @@ static void start_close(worker *w)
         conn *c = &w->conns[i];
         if (c->state == C_DONE || c->state == C_IDLE) continue;
         w->open_after_close++;
-        if (!O.fast_close && c->state >= C_WELCOME && c->state <= C_READY &&
-            send_raw(w, c, C.close_frame, C.close_len) == 0) {
+        if (!w->p->o.fast_close && c->state >= C_WELCOME && c->state <= C_READY &&
+            send_raw(w, c, w->p->fr.close_frame, w->p->fr.close_len) == 0) {
             c->state = C_CLOSING;
         } else {
             conn_close_fd(w, c);
@@ -925,8 +943,8 @@ static void *worker_run(void *arg)
 {
     worker *w = arg;
     struct epoll_event evs[MAX_EVENTS];
-    while (now_ns() < C.hard_deadline) {
-        int ph = atomic_load(&g_phase);
+    while (now_ns() < w->p->hard_deadline) {
+        int ph = atomic_load(&w->p->phase);
         if (ph == PH_STOP) break;
         if (ph == PH_SETUP) {
             while (w->next < atomic_load(&w->limit) && w->inflight < w->max_inflight)
@@ -935,7 +953,7 @@ static void *worker_run(void *arg)
         if (ph == PH_CLOSE && !w->close_started) start_close(w);
         if (w->close_started && w->open_after_close <= 0 && !w->closed_reported) {
             w->closed_reported = true;
-            atomic_fetch_add(&g_workers_closed, 1);
+            atomic_fetch_add(&w->p->workers_closed, 1);
         }
         int k = epoll_wait(w->epfd, evs, MAX_EVENTS, ph == PH_WAIT ? 5 : TICK_MS);
         for (int i = 0; i < k; i++) {
@@ -984,12 +1002,13 @@ static int read_full(int fd, void *p, size_t n)
     return 0;
 }
 
-static void child_counts(worker *ws, int nthreads, conn *conns, long n, crec *r, bool final)
+static void child_counts(bench_proc *pr, worker *ws, int nthreads, conn *conns, long n, crec *r,
+                         bool final)
 {
     memset(r, 0, sizeof *r);
     r->conns = (int32_t)n;
-    r->settled = atomic_load(&g_settled);
-    r->failed = atomic_load(&g_failed);
+    r->settled = atomic_load(&pr->settled);
+    r->failed = atomic_load(&pr->failed);
     for (int i = 0; i < nthreads; i++) {
         r->events += atomic_load_explicit(&ws[i].events, memory_order_relaxed);
         r->ready += atomic_load(&ws[i].ready);
@@ -1043,10 +1062,37 @@ static void set_limits(worker *ws, int nthreads, long target)
     for (int i = 0; i < nthreads; i++) atomic_store(&ws[i].limit, (int)share(target, nthreads, i));
 }
 
-static int child_main(int index, long first, long n, int cmd_fd, int out_fd)
+/* Builds the pre-built client frames: subscribe per topic (or NATS CONNECT+SUB+PING), close. */
+static void build_frames(const bench_opts *o, bench_frames *fr)
+{
+    char name[TOPIC_MAX + 8], msg[TOPIC_MAX * 2 + 64];
+    for (int k = 0; k < o->ntopics; k++) {
+        bench_topic_name(o, k, name, sizeof name);
+        snprintf(fr->topic_field[k], sizeof fr->topic_field[k], "\"topic\":\"%s\"", name);
+        int n;
+        if (o->target == T_NATS)
+            n = bench_nats_subscribe_text(msg, sizeof msg, o->prefix, name);
+        else
+            n = snprintf(msg, sizeof msg, "{\"type\":\"subscribe\",\"topic\":\"%s\"}", name);
+        uint8_t op = o->target == T_NATS ? WS_OP_BINARY : WS_OP_TEXT;
+        fr->sub_len[k] = (uint16_t)cframe_build(fr->sub_frame[k], op, msg, (size_t)n,
+                                                0x5ca1ab1eu + (uint32_t)k);
+    }
+    uint8_t normal[2];
+    size_t nl = ws_frame_close_encode(normal, WS_CLOSE_NORMAL, NULL, 0);
+    fr->close_len = cframe_build(fr->close_frame, WS_OP_CLOSE, normal, nl, 0x0badcafeu);
+}
+
+static int child_main(const bench_opts *opts, int index, long first, long n, int cmd_fd,
+                      int out_fd)
 {
     signal(SIGPIPE, SIG_IGN);
-    int nthreads = (int)(O.threads < n ? O.threads : n);
+    bench_proc *pr = calloc(1, sizeof *pr);
+    if (!pr) return 1;
+    pr->o = *opts;
+    const bench_opts *o = &pr->o;
+    build_frames(o, &pr->fr);
+    int nthreads = (int)(o->threads < n ? o->threads : n);
     conn *conns = calloc((size_t)n, sizeof *conns);
     worker *ws = calloc((size_t)nthreads, sizeof *ws);
     uint64_t *hist = calloc(HIST_ALL, sizeof *hist);
@@ -1054,12 +1100,13 @@ static int child_main(int index, long first, long n, int cmd_fd, int out_fd)
     for (long i = 0; i < n; i++) {
         conns[i].fd = -1;
         conns[i].gindex = first + i;
-        conns[i].topic = (uint8_t)((first + i) % O.ntopics);
+        conns[i].topic = (uint8_t)((first + i) % o->ntopics);
     }
     long per = n / nthreads, extra = n % nthreads, at = 0;
-    long inflight = O.concurrency / O.procs / nthreads;
+    long inflight = o->concurrency / o->procs / nthreads;
     for (int i = 0; i < nthreads; i++) {
         worker *w = &ws[i];
+        w->p = pr;
         w->conns = conns + at;
         w->n = (int)(per + (i < extra));
         at += w->n;
@@ -1072,8 +1119,8 @@ static int child_main(int index, long first, long n, int cmd_fd, int out_fd)
         w->real_off = realtime_offset();
         if (w->epfd < 0 || !w->rbuf || !w->hist || !w->nscratch) return 1;
     }
-    C.hard_deadline = now_ns() + (int64_t)((O.setup_timeout * 2 + O.seconds + O.drain +
-                                            CLOSE_TIMEOUT_S + 60) * 1e9);
+    pr->hard_deadline = now_ns() + (int64_t)((o->setup_timeout * 2 + o->seconds + o->drain +
+                                              CLOSE_TIMEOUT_S + 60) * 1e9);
     int started = 0;
     for (; started < nthreads; started++)
         if (pthread_create(&ws[started].th, NULL, worker_run, &ws[started]) != 0) break;
@@ -1083,52 +1130,53 @@ static int child_main(int index, long first, long n, int cmd_fd, int out_fd)
     long target = n;
     int64_t next_progress = 0;
     int64_t close_end = 0;
-    while (now_ns() < C.hard_deadline) {
+    while (now_ns() < pr->hard_deadline) {
         struct pollfd pf = {.fd = cmd_fd, .events = POLLIN};
-        int pr = poll(&pf, 1, 50);
-        if (pr > 0) {
+        if (poll(&pf, 1, 50) > 0) {
             char cmd;
             ssize_t r = read(cmd_fd, &cmd, 1);
             if (r <= 0 || cmd == 'S') stop = true;
             else if (cmd == 'G') { /* the next step (idle), or the only one */
                 step++;
-                target = O.nsteps > 1 && step < O.nsteps ? share(O.steps[step], O.procs, index) : n;
+                target = o->nsteps > 1 && step < o->nsteps
+                             ? share(o->steps[step], o->procs, index)
+                             : n;
                 if (target > n) target = n;
                 set_limits(ws, nthreads, target);
                 ready_sent = false;
-                atomic_store(&g_phase, PH_SETUP);
+                atomic_store(&pr->phase, PH_SETUP);
             }
         }
         int64_t t = now_ns();
         if (stop && close_end == 0) {
-            atomic_store(&g_phase, PH_CLOSE);
+            atomic_store(&pr->phase, PH_CLOSE);
             close_end = t + (int64_t)(CLOSE_TIMEOUT_S * 1e9);
         }
         if (close_end) {
-            if (atomic_load(&g_workers_closed) >= started || t > close_end) break;
+            if (atomic_load(&pr->workers_closed) >= started || t > close_end) break;
             continue;
         }
         crec rec;
-        if (!ready_sent && atomic_load(&g_phase) == PH_SETUP &&
-            atomic_load(&g_settled) >= target) {
-            atomic_store(&g_phase, PH_MEASURE);
-            child_counts(ws, nthreads, conns, n, &rec, false);
+        if (!ready_sent && atomic_load(&pr->phase) == PH_SETUP &&
+            atomic_load(&pr->settled) >= target) {
+            atomic_store(&pr->phase, PH_MEASURE);
+            child_counts(pr, ws, nthreads, conns, n, &rec, false);
             rec.type = R_READY;
             for (int i = 0; i < nthreads; i++)
                 if (ws[i].t_last_ready > rec.t_last_ready) rec.t_last_ready = ws[i].t_last_ready;
             if (write_full(out_fd, &rec, sizeof rec) != 0) stop = true;
             ready_sent = true;
         } else if (t >= next_progress) {
-            child_counts(ws, nthreads, conns, n, &rec, false);
+            child_counts(pr, ws, nthreads, conns, n, &rec, false);
             rec.type = R_PROGRESS;
             if (write_full(out_fd, &rec, sizeof rec) != 0) stop = true;
             next_progress = t + 200000000;
         }
     }
-    atomic_store(&g_phase, PH_STOP);
+    atomic_store(&pr->phase, PH_STOP);
     for (int i = 0; i < started; i++) pthread_join(ws[i].th, NULL);
     crec rec;
-    child_counts(ws, nthreads, conns, n, &rec, true);
+    child_counts(pr, ws, nthreads, conns, n, &rec, true);
     rec.type = R_FINAL;
     for (int i = 0; i < nthreads; i++)
         for (size_t b = 0; b < HIST_ALL; b++) hist[b] += ws[i].hist[b];
@@ -1141,6 +1189,7 @@ static int child_main(int index, long first, long n, int cmd_fd, int out_fd)
 /* ---- the publisher ------------------------------------------------------------------------ */
 
 typedef struct pubstate {
+    const bench_opts *o;
     bus *b;
     long total;                /* messages to send */
     _Atomic long sent, errors;
@@ -1153,25 +1202,26 @@ typedef struct pubstate {
 static void *pub_run(void *arg)
 {
     pubstate *p = arg;
+    const bench_opts *o = p->o;
     char msg[PUB_SIZE_MAX + 1], subject[TOPIC_MAX + 40], name[TOPIC_MAX + 8];
-    int64_t t0 = now_ns(), deadline = t0 + (int64_t)((O.seconds * 2 + 5) * 1e9);
+    int64_t t0 = now_ns(), deadline = t0 + (int64_t)((o->seconds * 2 + 5) * 1e9);
     for (long i = 0; i < p->total; i++) {
-        int64_t due = t0 + (int64_t)((double)i * 1e9 / (double)O.rate), t = now_ns();
+        int64_t due = t0 + (int64_t)((double)i * 1e9 / (double)o->rate), t = now_ns();
         if (t > deadline) break;
         if (due > t) {
             struct timespec ts = {due / 1000000000, due % 1000000000};
             clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
         }
-        int k = (int)(i % O.ntopics);
-        topic_name(k, name, sizeof name);
-        snprintf(subject, sizeof subject, "%s%s", O.prefix, name);
+        int k = (int)(i % o->ntopics);
+        bench_topic_name(o, k, name, sizeof name);
+        snprintf(subject, sizeof subject, "%s%s", o->prefix, name);
         int head = snprintf(msg, sizeof msg, "{\"t\":%" PRId64 ",\"i\":%ld,\"pad\":\"", now_ns(),
                             p->per_topic[k]);
-        long pad = O.size - head - 2;
+        long pad = o->size - head - 2;
         if (head < 0 || pad < 0) break;
         memset(msg + head, 'x', (size_t)pad);
         memcpy(msg + head + pad, "\"}", 2);
-        if (bus_publish(p->b, subject, NULL, msg, (size_t)O.size, NULL, 0) == 0) {
+        if (bus_publish(p->b, subject, NULL, msg, (size_t)o->size, NULL, 0) == 0) {
             p->per_topic[k]++;
             atomic_fetch_add(&p->sent, 1);
         } else {
@@ -1193,10 +1243,11 @@ static void *pub_run(void *arg)
 
 static int pub_connect(pubstate *p)
 {
-    if (!O.nats || bus_connect(&p->b, O.nats, "sidecast-bench") != 0) return -1;
+    const bench_opts *o = p->o;
+    if (!o->nats || bus_connect(&p->b, o->nats, "sidecast-bench") != 0) return -1;
     for (int i = 0; i < 100 && !bus_connected(p->b); i++) sleep_ms(50);
     if (!bus_connected(p->b)) {
-        fprintf(stderr, "bench: not connected to %s\n", O.nats);
+        fprintf(stderr, "bench: not connected to %s\n", o->nats);
         bus_destroy(p->b, 0);
         p->b = NULL;
         return -1;
@@ -1221,9 +1272,10 @@ typedef struct pidstat {
 /* Deliveries if every connection got its topic's messages (connection g has topic g % K). */
 static uint64_t expected(const pubstate *p)
 {
+    const bench_opts *o = p->o;
     uint64_t e = 0;
-    for (long k = 0; k < O.ntopics; k++) {
-        long subs = O.conns / O.ntopics + (k < O.conns % O.ntopics);
+    for (long k = 0; k < o->ntopics; k++) {
+        long subs = o->conns / o->ntopics + (k < o->conns % o->ntopics);
         e += (uint64_t)p->per_topic[k] * (uint64_t)subs;
     }
     return e;
@@ -1279,11 +1331,11 @@ static void totals(child *ch, int n, long *settled, long *ready, long *failed, u
     }
 }
 
-static void progress(child *ch, int n, int64_t t0, int64_t *next, uint64_t *last_ev,
-                     int64_t *last_t, const char *phase)
+static void progress(const bench_opts *o, child *ch, int n, int64_t t0, int64_t *next,
+                     uint64_t *last_ev, int64_t *last_t, const char *phase)
 {
     int64_t t = now_ns();
-    if (O.quiet || t < *next) return;
+    if (o->quiet || t < *next) return;
     long settled, ready, failed;
     uint64_t ev;
     totals(ch, n, &settled, &ready, &failed, &ev);
@@ -1291,18 +1343,18 @@ static void progress(child *ch, int n, int64_t t0, int64_t *next, uint64_t *last
     fprintf(stderr,
             "bench: %s %s %5.1fs %-9s up %ld/%ld failed %ld deliveries %" PRIu64
             " (%.0f/s)\n",
-            target_names[O.target], mode_names[O.mode], ns_s(t - t0), phase, ready, O.conns,
+            target_names[o->target], mode_names[o->mode], ns_s(t - t0), phase, ready, o->conns,
             failed, ev, dt > 0 ? (double)(ev - *last_ev) / dt : 0);
     *last_ev = ev;
     *last_t = t;
     *next = t + 1000000000;
 }
 
-static void read_pids(pidstat *ps, int which)
+static void read_pids(const bench_opts *o, pidstat *ps, int which)
 {
-    for (int i = 0; i < O.npids; i++) {
-        double c = proc_cpu_s(O.pids[i]);
-        long r = proc_rss_kib(O.pids[i]);
+    for (int i = 0; i < o->npids; i++) {
+        double c = proc_cpu_s(o->pids[i]);
+        long r = proc_rss_kib(o->pids[i]);
         if (which == 0) ps[i].rss_before = r;
         if (which == 1) ps[i].cpu0 = c, ps[i].rss0 = r;
         if (which == 2) ps[i].cpu1 = c, ps[i].rss1 = r;
@@ -1310,15 +1362,16 @@ static void read_pids(pidstat *ps, int which)
 }
 
 /* One line for an idle step: the server's RSS growth over the connections ready so far. */
-static void print_step(int st, long ready, long failed, double setup_s, const pidstat *ps)
+static void print_step(const bench_opts *o, int st, long ready, long failed, double setup_s,
+                       const pidstat *ps)
 {
-    long conns = O.steps[st], prev = st ? O.steps[st - 1] : 0;
-    long rss_delta = O.npids ? ps[0].rss1 - ps[0].rss_before : 0;
+    long conns = o->steps[st], prev = st ? o->steps[st - 1] : 0;
+    long rss_delta = o->npids ? ps[0].rss1 - ps[0].rss_before : 0;
     double hps = setup_s > 0 ? (double)(conns - prev) / setup_s : 0;
-    if (!O.json) {
+    if (!o->json) {
         printf("%s idle step %d: conns=%ld ready=%ld failed=%ld setup_s=%.3f handshakes_per_s=%.0f"
                " rss_delta_kib=%ld rss_per_conn_b=%.0f\n",
-               target_names[O.target], st, conns, ready, failed, setup_s, hps, rss_delta,
+               target_names[o->target], st, conns, ready, failed, setup_s, hps, rss_delta,
                ready ? (double)rss_delta * 1024 / (double)ready : 0);
         fflush(stdout);
         return;
@@ -1326,24 +1379,24 @@ static void print_step(int st, long ready, long failed, double setup_s, const pi
     printf("{\"mode\":\"idle\",\"target\":\"%s\",\"step\":%d,\"conns\":%ld,\"procs\":%ld,"
            "\"threads\":%ld,\"topics\":%ld,\"tokens\":%ld,\"ready\":%ld,\"failed\":%ld,"
            "\"setup_s\":%.3f,\"handshakes_per_s\":%.1f,\"servers\":[",
-           target_names[O.target], st, conns, O.procs, O.threads, O.ntopics, O.ntokens, ready,
+           target_names[o->target], st, conns, o->procs, o->threads, o->ntopics, o->ntokens, ready,
            failed, setup_s, hps);
-    for (int i = 0; i < O.npids; i++)
+    for (int i = 0; i < o->npids; i++)
         printf("%s{\"pid\":%ld,\"rss_before_kib\":%ld,\"rss_end_kib\":%ld}", i ? "," : "",
-               O.pids[i], ps[i].rss_before, ps[i].rss1);
+               o->pids[i], ps[i].rss_before, ps[i].rss1);
     printf("],\"rss_delta_kib\":%ld,\"rss_per_conn_b\":%.0f,\"complete\":%s}\n", rss_delta,
            ready ? (double)rss_delta * 1024 / (double)ready : 0,
            ready == conns && failed == 0 ? "true" : "false");
     fflush(stdout);
 }
 
-static int run_parent(void)
+static int run_parent(const bench_opts *o)
 {
     signal(SIGPIPE, SIG_IGN);
     child ch[MAX_PROCS];
     memset(ch, 0, sizeof ch);
-    int np = (int)O.procs;
-    long per = O.conns / np, extra = O.conns % np, first = 0;
+    int np = (int)o->procs;
+    long per = o->conns / np, extra = o->conns % np, first = 0;
     fflush(stdout);
     fflush(stderr);
     for (int i = 0; i < np; i++) {
@@ -1356,7 +1409,7 @@ static int run_parent(void)
             for (int j = 0; j < i; j++) close(ch[j].cmd_fd), close(ch[j].out_fd);
             close(cmd[1]);
             close(out[0]);
-            _exit(child_main(i, first, n, cmd[0], out[1]));
+            _exit(child_main(o, i, first, n, cmd[0], out[1]));
         }
         close(cmd[0]);
         close(out[1]);
@@ -1368,24 +1421,25 @@ static int run_parent(void)
     memset(ps, 0, sizeof ps);
     pubstate pub;
     memset(&pub, 0, sizeof pub);
+    pub.o = o;
     pthread_t pth;
     bool pub_started = false;
     int rc = 1;
     if (!hist || !tmp) goto out;
-    if (O.mode == M_FANOUT && pub_connect(&pub) != 0) {
+    if (o->mode == M_FANOUT && pub_connect(&pub) != 0) {
         fprintf(stderr, "bench: fanout needs a reachable --nats\n");
         goto out;
     }
-    read_pids(ps, 0);
-    if (O.mode == M_CONNECT) read_pids(ps, 1); /* the window is the set-up itself */
+    read_pids(o, ps, 0);
+    if (o->mode == M_CONNECT) read_pids(o, ps, 1); /* the window is the set-up itself */
     int64_t t0 = now_ns(), next = 0, last_t = t0, t_go = t0;
     uint64_t last_ev = 0;
     send_all(ch, np, 'G');
     /* set-up */
-    int64_t setup_end = t0 + (int64_t)(O.setup_timeout * 1e9);
+    int64_t setup_end = t0 + (int64_t)(o->setup_timeout * 1e9);
     for (;;) {
         pump(ch, np, 100, hist, tmp);
-        progress(ch, np, t0, &next, &last_ev, &last_t, "set-up");
+        progress(o, ch, np, t0, &next, &last_ev, &last_t, "set-up");
         int nready = 0, ndead = 0;
         for (int i = 0; i < np; i++) nready += ch[i].ready, ndead += ch[i].dead;
         if (nready + ndead >= np || now_ns() > setup_end) break;
@@ -1394,55 +1448,55 @@ static int run_parent(void)
     long settled, ready, failed;
     uint64_t ev;
     totals(ch, np, &settled, &ready, &failed, &ev);
-    long want = O.nsteps > 1 ? O.steps[0] : O.conns;
-    if (settled < want && !O.quiet)
+    long want = o->nsteps > 1 ? o->steps[0] : o->conns;
+    if (settled < want && !o->quiet)
         fprintf(stderr, "bench: set-up timed out: %ld of %ld connections settled\n", settled,
                 want);
-    if (O.mode == M_CONNECT) read_pids(ps, 2);
-    else read_pids(ps, 1);
+    if (o->mode == M_CONNECT) read_pids(o, ps, 2);
+    else read_pids(o, ps, 1);
     int64_t t_window0 = now_ns(), t_window1 = t_window0;
-    if (O.mode == M_IDLE) {
+    if (o->mode == M_IDLE) {
         int64_t t_step = t0;
         for (int st = 0;; st++) {
-            int64_t end = now_ns() + (int64_t)(O.seconds * 1e9);
+            int64_t end = now_ns() + (int64_t)(o->seconds * 1e9);
             while (now_ns() < end) {
                 pump(ch, np, 100, hist, tmp);
-                progress(ch, np, t0, &next, &last_ev, &last_t, "holding");
+                progress(o, ch, np, t0, &next, &last_ev, &last_t, "holding");
             }
-            read_pids(ps, 2);
+            read_pids(o, ps, 2);
             t_window1 = now_ns();
-            if (O.nsteps < 2) break;
+            if (o->nsteps < 2) break;
             totals(ch, np, &settled, &ready, &failed, &ev);
-            print_step(st, ready, failed, ns_s(t_ready - t_step), ps);
-            if (st + 1 >= O.nsteps) break;
+            print_step(o, st, ready, failed, ns_s(t_ready - t_step), ps);
+            if (st + 1 >= o->nsteps) break;
             for (int i = 0; i < np; i++) ch[i].ready = false;
             t_step = now_ns();
             send_all(ch, np, 'G');
-            int64_t step_end = t_step + (int64_t)(O.setup_timeout * 1e9);
+            int64_t step_end = t_step + (int64_t)(o->setup_timeout * 1e9);
             for (;;) {
                 pump(ch, np, 100, hist, tmp);
-                progress(ch, np, t0, &next, &last_ev, &last_t, "set-up");
+                progress(o, ch, np, t0, &next, &last_ev, &last_t, "set-up");
                 int nready = 0, ndead = 0;
                 for (int i = 0; i < np; i++) nready += ch[i].ready, ndead += ch[i].dead;
                 if (nready + ndead >= np || now_ns() > step_end) break;
             }
             t_ready = now_ns();
         }
-    } else if (O.mode == M_FANOUT) {
-        pub.total = (long)((double)O.rate * O.seconds);
+    } else if (o->mode == M_FANOUT) {
+        pub.total = (long)((double)o->rate * o->seconds);
         if (ready > 0 && pthread_create(&pth, NULL, pub_run, &pub) == 0) pub_started = true;
-        int64_t drain_end = 0, hard = now_ns() + (int64_t)((O.seconds * 2 + 40 + O.drain) * 1e9);
+        int64_t drain_end = 0, hard = now_ns() + (int64_t)((o->seconds * 2 + 40 + o->drain) * 1e9);
         while (pub_started && now_ns() < hard) {
             pump(ch, np, 100, hist, tmp);
-            progress(ch, np, t0, &next, &last_ev, &last_t, "fan-out");
+            progress(o, ch, np, t0, &next, &last_ev, &last_t, "fan-out");
             if (!atomic_load(&pub.done)) continue;
-            if (!drain_end) drain_end = now_ns() + (int64_t)(O.drain * 1e9);
+            if (!drain_end) drain_end = now_ns() + (int64_t)(o->drain * 1e9);
             totals(ch, np, &settled, &ready, &failed, &ev);
-            if (ev >= expected(&pub) * (uint64_t)ready / (uint64_t)O.conns ||
+            if (ev >= expected(&pub) * (uint64_t)ready / (uint64_t)o->conns ||
                 now_ns() > drain_end)
                 break;
         }
-        read_pids(ps, 2);
+        read_pids(o, ps, 2);
         t_window1 = now_ns();
     } else {
         t_window0 = t_go;
@@ -1501,7 +1555,7 @@ static int run_parent(void)
     }
     if (a.min_ev == UINT64_MAX) a.min_ev = 0;
     /* what the ready connections should have got (a failed one is counted in "failed") */
-    uint64_t expect = O.mode == M_FANOUT ? expected(&pub) * (uint64_t)a.ready / (uint64_t)O.conns
+    uint64_t expect = o->mode == M_FANOUT ? expected(&pub) * (uint64_t)a.ready / (uint64_t)o->conns
                                          : 0;
     uint64_t unique = a.events - (a.disorder < a.events ? a.disorder : a.events);
     uint64_t loss = expect > unique ? expect - unique : 0;
@@ -1510,33 +1564,33 @@ static int run_parent(void)
     double setup_s = a.t_last_ready > a.t_first_open ? ns_s(a.t_last_ready - a.t_first_open) : 0;
     double dps = span > 0 ? (double)a.events / span : 0;
     double hps = setup_s > 0 ? (double)a.ready / setup_s : 0;
-    double srv_cpu = O.npids ? ps[0].cpu1 - ps[0].cpu0 : 0;
-    long rss_delta = O.npids ? ps[0].rss1 - ps[0].rss_before : 0;
-    bool complete = finals == np && a.failed == 0 && a.ready == O.conns && a.lost == 0 &&
-                    (O.mode != M_FANOUT || (loss == 0 && a.gaps == 0 && a.disorder == 0));
+    double srv_cpu = o->npids ? ps[0].cpu1 - ps[0].cpu0 : 0;
+    long rss_delta = o->npids ? ps[0].rss1 - ps[0].rss_before : 0;
+    bool complete = finals == np && a.failed == 0 && a.ready == o->conns && a.lost == 0 &&
+                    (o->mode != M_FANOUT || (loss == 0 && a.gaps == 0 && a.disorder == 0));
     double p50 = hist_quantile(hist, a.lat_n, 0.50), p99 = hist_quantile(hist, a.lat_n, 0.99),
            p999 = hist_quantile(hist, a.lat_n, 0.999);
-    if (O.json) {
+    if (o->json) {
         printf("{\"mode\":\"%s\",\"target\":\"%s\",\"conns\":%ld,\"procs\":%ld,\"threads\":%ld,"
                "\"topics\":%ld,\"tokens\":%ld,\"ready\":%d,\"failed\":%d,\"lost_conns\":%d,"
                "\"unclean_closes\":%d,\"window_s\":%.3f,\"setup_s\":%.3f,"
                "\"handshakes_per_s\":%.1f",
-               mode_names[O.mode], target_names[O.target], O.conns, O.procs, O.threads,
-               O.ntopics, O.ntokens, a.ready, a.failed, a.lost, a.unclean, window, setup_s, hps);
-        if (O.mode == M_FANOUT)
+               mode_names[o->mode], target_names[o->target], o->conns, o->procs, o->threads,
+               o->ntopics, o->ntokens, a.ready, a.failed, a.lost, a.unclean, window, setup_s, hps);
+        if (o->mode == M_FANOUT)
             printf(",\"rate\":%ld,\"size\":%ld,\"seconds\":%.3f,\"published\":%ld,"
                    "\"publish_errors\":%ld,\"publish_s\":%.3f,\"synced\":%s,\"synced_s\":%.3f,"
                    "\"expected\":%" PRIu64 ",\"deliveries\":%" PRIu64 ",\"loss\":%" PRIu64
                    ",\"gaps\":%" PRIu64 ",\"disorder\":%" PRIu64 ",\"min_per_conn\":%" PRIu64
                    ",\"max_per_conn\":%" PRIu64 ",\"deliveries_per_s\":%.1f,\"span_s\":%.3f",
-                   O.rate, O.size, O.seconds, atomic_load(&pub.sent), atomic_load(&pub.errors),
+                   o->rate, o->size, o->seconds, atomic_load(&pub.sent), atomic_load(&pub.errors),
                    pub.took_s, pub.synced ? "true" : "false", pub.synced_s, expect, a.events,
                    loss, a.gaps, a.disorder, a.min_ev, a.max_ev, dps, span);
         printf(",\"latency\":\"%s\",\"lat_samples\":%" PRIu64 ",\"lat_p50_ms\":%.3f,"
                "\"lat_p99_ms\":%.3f,\"lat_p999_ms\":%.3f,\"lat_max_ms\":%.3f",
-               O.mode == M_CONNECT ? "handshake" : "delivery", a.lat_n, p50, p99, p999,
+               o->mode == M_CONNECT ? "handshake" : "delivery", a.lat_n, p50, p99, p999,
                (double)a.lat_max / 1e6);
-        if (O.mode == M_FANOUT)
+        if (o->mode == M_FANOUT)
             printf(",\"lat_sock_samples\":%" PRIu64 ",\"lat_sock_p50_ms\":%.3f,"
                    "\"lat_sock_p99_ms\":%.3f,\"lat_sock_p999_ms\":%.3f",
                    a.lat_kn, hist_quantile(hist + HIST_LEN, a.lat_kn, 0.50),
@@ -1546,56 +1600,56 @@ static int run_parent(void)
                ",\"send_errors\":%" PRIu64 ",\"pings\":%" PRIu64 ",\"client_cpu_s\":%.3f",
                a.other, a.error_frames, a.bad_frames, a.send_errors, a.pings, client_cpu);
         printf(",\"deflate\":%s,\"deflate_conns\":%" PRIu64 ",\"compressed_frames\":%" PRIu64,
-               O.deflate ? "true" : "false", a.deflate_conns, a.compressed);
+               o->deflate ? "true" : "false", a.deflate_conns, a.compressed);
         printf(",\"servers\":[");
-        for (int i = 0; i < O.npids; i++)
+        for (int i = 0; i < o->npids; i++)
             printf("%s{\"pid\":%ld,\"cpu_s\":%.3f,\"rss_before_kib\":%ld,\"rss_start_kib\":%ld,"
                    "\"rss_end_kib\":%ld}",
-                   i ? "," : "", O.pids[i], ps[i].cpu1 - ps[i].cpu0, ps[i].rss_before,
+                   i ? "," : "", o->pids[i], ps[i].cpu1 - ps[i].cpu0, ps[i].rss_before,
                    ps[i].rss0, ps[i].rss1);
         printf("]");
-        if (O.npids) {
+        if (o->npids) {
             printf(",\"server_cpu_s\":%.3f,\"server_cpu_pct\":%.1f,\"rss_delta_kib\":%ld,"
                    "\"rss_per_conn_b\":%.0f",
                    srv_cpu, window > 0 ? 100 * srv_cpu / window : 0, rss_delta,
                    a.ready ? (double)rss_delta * 1024 / a.ready : 0);
-            if (O.mode == M_FANOUT)
+            if (o->mode == M_FANOUT)
                 printf(",\"cpu_us_per_delivery\":%.4f",
                        a.events ? srv_cpu * 1e6 / (double)a.events : 0);
-            if (O.mode == M_CONNECT)
+            if (o->mode == M_CONNECT)
                 printf(",\"handshakes_per_cpu_s\":%.1f", srv_cpu > 0 ? a.ready / srv_cpu : 0);
         }
         printf(",\"complete\":%s}\n", complete ? "true" : "false");
     } else {
         printf("%s %s: conns=%ld ready=%d failed=%d lost=%d setup_s=%.3f handshakes_per_s=%.0f",
-               target_names[O.target], mode_names[O.mode], O.conns, a.ready, a.failed, a.lost,
+               target_names[o->target], mode_names[o->mode], o->conns, a.ready, a.failed, a.lost,
                setup_s, hps);
-        if (O.mode == M_FANOUT)
+        if (o->mode == M_FANOUT)
             printf(" published=%ld expected=%" PRIu64 " deliveries=%" PRIu64 " loss=%" PRIu64
                    " gaps=%" PRIu64 " disorder=%" PRIu64 " deliveries_per_s=%.0f",
                    atomic_load(&pub.sent), expect, a.events, loss, a.gaps, a.disorder, dps);
         printf(" %s_p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f",
-               O.mode == M_CONNECT ? "handshake" : "lat", p50, p99, p999, (double)a.lat_max / 1e6);
-        if (O.mode == M_FANOUT)
+               o->mode == M_CONNECT ? "handshake" : "lat", p50, p99, p999, (double)a.lat_max / 1e6);
+        if (o->mode == M_FANOUT)
             printf(" sock_p50_ms=%.3f sock_p99_ms=%.3f",
                    hist_quantile(hist + HIST_LEN, a.lat_kn, 0.50),
                    hist_quantile(hist + HIST_LEN, a.lat_kn, 0.99));
-        if (O.npids) {
+        if (o->npids) {
             printf(" server_cpu_s=%.3f rss_delta_kib=%ld rss_per_conn_b=%.0f", srv_cpu, rss_delta,
                    a.ready ? (double)rss_delta * 1024 / a.ready : 0);
-            if (O.mode == M_FANOUT && a.events)
+            if (o->mode == M_FANOUT && a.events)
                 printf(" cpu_us_per_delivery=%.3f", srv_cpu * 1e6 / (double)a.events);
-            if (O.mode == M_CONNECT && srv_cpu > 0)
+            if (o->mode == M_CONNECT && srv_cpu > 0)
                 printf(" handshakes_per_cpu_s=%.0f", a.ready / srv_cpu);
         }
         printf(" client_cpu_s=%.2f complete=%s\n", client_cpu, complete ? "yes" : "no");
     }
     fflush(stdout);
-    if (O.hist_file) {
-        FILE *f = fopen(O.hist_file, "w");
+    if (o->hist_file) {
+        FILE *f = fopen(o->hist_file, "w");
         if (f) {
             fprintf(f, "# %s %s: upper bound ms, count, cumulative fraction\n",
-                    target_names[O.target], O.mode == M_CONNECT ? "handshake" : "delivery");
+                    target_names[o->target], o->mode == M_CONNECT ? "handshake" : "delivery");
             uint64_t seen = 0;
             for (size_t b = 0; b < HIST_LEN; b++) {
                 if (!hist[b]) continue;
@@ -1657,7 +1711,7 @@ static const char usage_bench[] =
     "                        inflate compressed messages (sidecast, ws)\n"
     "Exit: 0 every connection ready (fanout: and every event, in order), 3 not, 2 usage.\n";
 
-static int parse_source(const char *s)
+static int parse_source(bench_opts *o, const char *s)
 {
     char a[32], b[32];
     const char *dash = strchr(s, '-');
@@ -1674,29 +1728,29 @@ static int parse_source(const char *s)
     if (inet_pton(AF_INET, a, &x) != 1 || inet_pton(AF_INET, b, &y) != 1) return -1;
     uint32_t lo = ntohl(x.s_addr), hi = ntohl(y.s_addr);
     if ((lo >> 24) != 127 || (hi >> 24) != 127 || hi < lo || hi - lo >= MAX_SOURCES) return -1;
-    O.nsources = 0;
-    for (uint32_t v = lo; v <= hi; v++) O.sources[O.nsources++].s_addr = htonl(v);
+    o->nsources = 0;
+    for (uint32_t v = lo; v <= hi; v++) o->sources[o->nsources++].s_addr = htonl(v);
     return 0;
 }
 
-static int parse_url(const char *url)
+static int parse_url(bench_opts *o, const char *url)
 {
     if (strncmp(url, "ws://", 5) != 0) return -1;
     const char *h = url + 5, *colon = strchr(h, ':');
-    if (!colon || (size_t)(colon - h) >= sizeof O.host) return -1;
-    memcpy(O.host, h, (size_t)(colon - h));
-    O.host[colon - h] = '\0';
+    if (!colon || (size_t)(colon - h) >= sizeof o->host) return -1;
+    memcpy(o->host, h, (size_t)(colon - h));
+    o->host[colon - h] = '\0';
     char *end;
     long p = strtol(colon + 1, &end, 10);
     if (p < 1 || p > 65535 || (*end != '/' && *end != '\0')) return -1;
-    O.port = (int)p;
-    snprintf(O.path, sizeof O.path, "%s", *end ? end : "/");
-    if (strcmp(O.host, "localhost") == 0) snprintf(O.host, sizeof O.host, "127.0.0.1");
+    o->port = (int)p;
+    snprintf(o->path, sizeof o->path, "%s", *end ? end : "/");
+    if (strcmp(o->host, "localhost") == 0) snprintf(o->host, sizeof o->host, "127.0.0.1");
     struct in_addr a;
-    if (inet_pton(AF_INET, O.host, &a) != 1 || (ntohl(a.s_addr) >> 24) != 127) return -1;
-    C.addr.sin_family = AF_INET;
-    C.addr.sin_port = htons((uint16_t)p);
-    C.addr.sin_addr = a;
+    if (inet_pton(AF_INET, o->host, &a) != 1 || (ntohl(a.s_addr) >> 24) != 127) return -1;
+    o->addr.sin_family = AF_INET;
+    o->addr.sin_port = htons((uint16_t)p);
+    o->addr.sin_addr = a;
     return 0;
 }
 
@@ -1722,50 +1776,30 @@ static bool token_ok(const char *t)
     return true;
 }
 
-static int load_tokens(const char *path, long max)
+static int load_tokens(bench_opts *o, const char *path, long max)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
         fprintf(stderr, "bench: cannot read %s: %s\n", path, strerror(errno));
         return -1;
     }
-    O.tokens = calloc((size_t)max, sizeof *O.tokens);
+    o->tokens = calloc((size_t)max, sizeof *o->tokens);
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
-    while (O.tokens && O.ntokens < max && (len = getline(&line, &cap, f)) > 0) {
+    while (o->tokens && o->ntokens < max && (len = getline(&line, &cap, f)) > 0) {
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
         if (len == 0) continue;
         if (!token_ok(line)) break;
-        O.tokens[O.ntokens++] = strdup(line);
+        o->tokens[o->ntokens++] = strdup(line);
     }
     free(line);
     fclose(f);
-    if (O.ntokens == 0) {
+    if (o->ntokens == 0) {
         fprintf(stderr, "bench: no token in %s\n", path);
         return -1;
     }
     return 0;
-}
-
-/* Builds the pre-built client frames: subscribe per topic (or NATS CONNECT+SUB+PING), close. */
-static void build_frames(void)
-{
-    char name[TOPIC_MAX + 8], msg[TOPIC_MAX * 2 + 64];
-    for (int k = 0; k < O.ntopics; k++) {
-        topic_name(k, name, sizeof name);
-        snprintf(C.topic_field[k], sizeof C.topic_field[k], "\"topic\":\"%s\"", name);
-        int n;
-        if (O.target == T_NATS)
-            n = bench_nats_subscribe_text(msg, sizeof msg, O.prefix, name);
-        else
-            n = snprintf(msg, sizeof msg, "{\"type\":\"subscribe\",\"topic\":\"%s\"}", name);
-        C.sub_len[k] = (uint16_t)cframe_build(C.sub_frame[k], O.target == T_NATS ? WS_OP_BINARY : WS_OP_TEXT,
-                                              msg, (size_t)n, 0x5ca1ab1eu + (uint32_t)k);
-    }
-    uint8_t normal[2];
-    size_t nl = ws_frame_close_encode(normal, WS_CLOSE_NORMAL, NULL, 0);
-    C.close_len = cframe_build(C.close_frame, WS_OP_CLOSE, normal, nl, 0x0badcafeu);
 }
 
 static int cmd_tokens(int argc, char **argv)
@@ -1831,20 +1865,21 @@ static int cmd_tokens(int argc, char **argv)
     return rc;
 }
 
-static int cmd_publish(void)
+static int cmd_publish(const bench_opts *o)
 {
-    if (!O.nats || O.rate < 1 || O.seconds <= 0) {
+    if (!o->nats || o->rate < 1 || o->seconds <= 0) {
         fprintf(stderr, "bench publish: need --nats, --topic, --rate, --seconds\n");
         return 2;
     }
     pubstate p;
     memset(&p, 0, sizeof p);
+    p.o = o;
     if (pub_connect(&p) != 0) return 1;
-    p.total = (long)((double)O.rate * O.seconds);
+    p.total = (long)((double)o->rate * o->seconds);
     pub_run(&p);
     printf("sent=%ld errors=%ld seconds=%.3f rate=%.0f size=%ld synced=%s synced_s=%.3f\n",
            atomic_load(&p.sent), atomic_load(&p.errors), p.took_s,
-           p.took_s > 0 ? (double)atomic_load(&p.sent) / p.took_s : 0, O.size,
+           p.took_s > 0 ? (double)atomic_load(&p.sent) / p.took_s : 0, o->size,
            p.synced ? "yes" : "no", p.synced_s);
     bus_destroy(p.b, 5000);
     return atomic_load(&p.errors) ? 1 : 0;
@@ -1860,18 +1895,20 @@ int cli_bench(int argc, char **argv)
     const char *mode = argv[0];
     if (strcmp(mode, "tokens") == 0) return cmd_tokens(argc, argv);
     log_init("sidecast-bench", LOG_WARN);
-    memset(&O, 0, sizeof O);
-    O.conns = 1;
-    O.procs = 1;
-    O.threads = 1;
-    O.concurrency = 256;
-    O.ntopics = 1;
-    O.size = 128;
-    O.setup_timeout = 120;
-    O.drain = 5;
-    snprintf(O.prefix, sizeof O.prefix, "events.");
+    bench_opts opts;
+    memset(&opts, 0, sizeof opts);
+    bench_opts *o = &opts;
+    o->conns = 1;
+    o->procs = 1;
+    o->threads = 1;
+    o->concurrency = 256;
+    o->ntopics = 1;
+    o->size = 128;
+    o->setup_timeout = 120;
+    o->drain = 5;
+    snprintf(o->prefix, sizeof o->prefix, "events.");
     const char *url = NULL, *token = NULL, *tokens = NULL, *target = "sidecast", *topic = NULL;
-    static const struct option opts[] = {
+    static const struct option longopts[] = {
         {"target", required_argument, NULL, 'a'},  {"url", required_argument, NULL, 'u'},
         {"token", required_argument, NULL, 'k'},   {"tokens", required_argument, NULL, 'K'},
         {"conns", required_argument, NULL, 'n'},   {"procs", required_argument, NULL, 'P'},
@@ -1886,136 +1923,135 @@ int cli_bench(int argc, char **argv)
         {"fast-close", no_argument, NULL, 'F'},
         {"deflate", no_argument, NULL, 'Z'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
-    int o;
+    int opt;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (o) {
+    while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (opt) {
         case 'a': target = optarg; break;
         case 'u': url = optarg; break;
         case 'k': token = optarg; break;
         case 'K': tokens = optarg; break;
         case 'n': { /* N, or N1,N2,... (idle: steps) */
             char *p = optarg, *end;
-            O.nsteps = 0;
-            while (*p && O.nsteps < MAX_STEPS) {
+            o->nsteps = 0;
+            while (*p && o->nsteps < MAX_STEPS) {
                 long v = strtol(p, &end, 10);
-                if (end == p || v < 1 || (O.nsteps && v <= O.steps[O.nsteps - 1]) ||
+                if (end == p || v < 1 || (o->nsteps && v <= o->steps[o->nsteps - 1]) ||
                     (*end && *end != ','))
                     return fputs("bench: --conns N or ascending N1,N2,...\n", stderr), 2;
-                O.steps[O.nsteps++] = v;
+                o->steps[o->nsteps++] = v;
                 p = *end ? end + 1 : end;
             }
-            O.conns = O.nsteps ? O.steps[O.nsteps - 1] : 0;
+            o->conns = o->nsteps ? o->steps[o->nsteps - 1] : 0;
             break;
         }
-        case 'P': O.procs = strtol(optarg, NULL, 10); break;
-        case 'T': O.threads = strtol(optarg, NULL, 10); break;
-        case 'c': O.concurrency = strtol(optarg, NULL, 10); break;
+        case 'P': o->procs = strtol(optarg, NULL, 10); break;
+        case 'T': o->threads = strtol(optarg, NULL, 10); break;
+        case 'c': o->concurrency = strtol(optarg, NULL, 10); break;
         case 'S':
-            if (parse_source(optarg) != 0) {
+            if (parse_source(o, optarg) != 0) {
                 fprintf(stderr, "bench: --source wants 127.0.0.A[-127.0.0.B], at most %d\n",
                         MAX_SOURCES);
                 return 2;
             }
             break;
         case 't': topic = optarg; break;
-        case 'm': O.ntopics = strtol(optarg, NULL, 10); break;
-        case 'r': O.rate = strtol(optarg, NULL, 10); break;
-        case 's': O.seconds = strtod(optarg, NULL); break;
-        case 'z': O.size = strtol(optarg, NULL, 10); break;
-        case 'N': O.nats = optarg; break;
+        case 'm': o->ntopics = strtol(optarg, NULL, 10); break;
+        case 'r': o->rate = strtol(optarg, NULL, 10); break;
+        case 's': o->seconds = strtod(optarg, NULL); break;
+        case 'z': o->size = strtol(optarg, NULL, 10); break;
+        case 'N': o->nats = optarg; break;
         case 'p': {
             char *s = optarg, *end;
-            while (*s && O.npids < MAX_PIDS) {
+            while (*s && o->npids < MAX_PIDS) {
                 long v = strtol(s, &end, 10);
                 if (v <= 0 || end == s) return fputs("bench: bad --pid\n", stderr), 2;
-                O.pids[O.npids++] = v;
+                o->pids[o->npids++] = v;
                 s = *end == ',' ? end + 1 : end;
                 if (*end && *end != ',') return fputs("bench: bad --pid\n", stderr), 2;
             }
             break;
         }
-        case 'j': O.json = true; break;
-        case 'H': O.hist_file = optarg; break;
-        case 'd': O.drain = strtod(optarg, NULL); break;
-        case 'o': O.setup_timeout = strtod(optarg, NULL); break;
-        case 'x': snprintf(O.prefix, sizeof O.prefix, "%s", optarg); break;
-        case 'q': O.quiet = true; break;
-        case 'F': O.fast_close = true; break;
-        case 'Z': O.deflate = true; break;
+        case 'j': o->json = true; break;
+        case 'H': o->hist_file = optarg; break;
+        case 'd': o->drain = strtod(optarg, NULL); break;
+        case 'o': o->setup_timeout = strtod(optarg, NULL); break;
+        case 'x': snprintf(o->prefix, sizeof o->prefix, "%s", optarg); break;
+        case 'q': o->quiet = true; break;
+        case 'F': o->fast_close = true; break;
+        case 'Z': o->deflate = true; break;
         case 'h': fputs(usage_bench, stdout); return 0;
         default: fputs(usage_bench, stderr); return 2;
         }
     }
-    if (O.nsteps > 1 && strcmp(mode, "idle") != 0)
+    if (o->nsteps > 1 && strcmp(mode, "idle") != 0)
         return fputs("bench: several --conns steps are for idle only\n", stderr), 2;
     if (!topic) topic = "prices.BTC";
-    if (!topic_ok(topic) || strlen(O.prefix) + strlen(topic) > TOPIC_MAX + 4) {
+    if (!topic_ok(topic) || strlen(o->prefix) + strlen(topic) > TOPIC_MAX + 4) {
         fprintf(stderr, "bench: bad --topic\n");
         return 2;
     }
-    snprintf(O.topic, sizeof O.topic, "%s", topic);
-    if (O.ntopics < 1 || O.ntopics > MAX_TOPICS || O.size < PUB_SIZE_MIN ||
-        O.size > PUB_SIZE_MAX || O.rate < 0 || O.rate > PUB_RATE_MAX || O.seconds < 0 ||
-        O.seconds > MAX_SECONDS || (double)O.rate * O.seconds > PUB_TOTAL_MAX || O.drain < 0 ||
-        O.drain > 600 || O.setup_timeout <= 0 || O.setup_timeout > MAX_SECONDS) {
+    snprintf(o->topic, sizeof o->topic, "%s", topic);
+    if (o->ntopics < 1 || o->ntopics > MAX_TOPICS || o->size < PUB_SIZE_MIN ||
+        o->size > PUB_SIZE_MAX || o->rate < 0 || o->rate > PUB_RATE_MAX || o->seconds < 0 ||
+        o->seconds > MAX_SECONDS || (double)o->rate * o->seconds > PUB_TOTAL_MAX || o->drain < 0 ||
+        o->drain > 600 || o->setup_timeout <= 0 || o->setup_timeout > MAX_SECONDS) {
         fprintf(stderr, "bench: need 1 <= topics <= %d, %d <= size <= %d, rate <= %d, seconds "
                         "<= %d, rate*seconds <= %d\n",
                 MAX_TOPICS, PUB_SIZE_MIN, PUB_SIZE_MAX, PUB_RATE_MAX, MAX_SECONDS,
                 PUB_TOTAL_MAX);
         return 2;
     }
-    if (strcmp(mode, "publish") == 0) return cmd_publish();
-    if (strcmp(mode, "connect") == 0) O.mode = M_CONNECT;
-    else if (strcmp(mode, "idle") == 0) O.mode = M_IDLE;
-    else if (strcmp(mode, "fanout") == 0) O.mode = M_FANOUT;
+    if (strcmp(mode, "publish") == 0) return cmd_publish(o);
+    if (strcmp(mode, "connect") == 0) o->mode = M_CONNECT;
+    else if (strcmp(mode, "idle") == 0) o->mode = M_IDLE;
+    else if (strcmp(mode, "fanout") == 0) o->mode = M_FANOUT;
     else {
         fprintf(stderr, "bench: unknown mode %s\n\n%s", mode, usage_bench);
         return 2;
     }
-    if (strcmp(target, "sidecast") == 0) O.target = T_SIDECAST;
-    else if (strcmp(target, "nats") == 0) O.target = T_NATS;
-    else if (strcmp(target, "ws") == 0) O.target = T_WS;
+    if (strcmp(target, "sidecast") == 0) o->target = T_SIDECAST;
+    else if (strcmp(target, "nats") == 0) o->target = T_NATS;
+    else if (strcmp(target, "ws") == 0) o->target = T_WS;
     else return fputs("bench: --target sidecast|nats|ws\n", stderr), 2;
-    if (!url || parse_url(url) != 0) {
+    if (!url || parse_url(o, url) != 0) {
         fprintf(stderr, "bench: --url must be ws://<loopback address>:PORT[/PATH]\n");
         return 2;
     }
-    if (O.procs < 1 || O.procs > MAX_PROCS || O.threads < 1 || O.threads > MAX_THREADS ||
-        O.conns < O.procs || O.conns > MAX_CONNS || (O.conns + O.procs - 1) / O.procs >
-        MAX_CONNS_PROC || O.concurrency < 1) {
+    if (o->procs < 1 || o->procs > MAX_PROCS || o->threads < 1 || o->threads > MAX_THREADS ||
+        o->conns < o->procs || o->conns > MAX_CONNS || (o->conns + o->procs - 1) / o->procs >
+        MAX_CONNS_PROC || o->concurrency < 1) {
         fprintf(stderr, "bench: need procs <= %d, threads <= %d, procs <= conns <= %d and at "
                         "most %d connections per process\n",
                 MAX_PROCS, MAX_THREADS, MAX_CONNS, MAX_CONNS_PROC);
         return 2;
     }
-    if (O.mode == M_FANOUT && (!O.nats || O.rate < 1 || O.seconds <= 0)) {
+    if (o->mode == M_FANOUT && (!o->nats || o->rate < 1 || o->seconds <= 0)) {
         fprintf(stderr, "bench fanout: needs --nats URL, --rate R and --seconds S\n");
         return 2;
     }
-    if (O.mode == M_IDLE && O.seconds <= 0) O.seconds = 1;
+    if (o->mode == M_IDLE && o->seconds <= 0) o->seconds = 1;
     if (token && tokens) return fputs("bench: --token or --tokens, not both\n", stderr), 2;
     if (token) {
         if (!token_ok(token)) return fputs("bench: --token is not a token\n", stderr), 2;
-        O.tokens = calloc(1, sizeof *O.tokens);
-        if (!O.tokens) return 1;
-        O.tokens[0] = strdup(token);
-        O.ntokens = 1;
-    } else if (tokens && load_tokens(tokens, O.conns) != 0) {
+        o->tokens = calloc(1, sizeof *o->tokens);
+        if (!o->tokens) return 1;
+        o->tokens[0] = strdup(token);
+        o->ntokens = 1;
+    } else if (tokens && load_tokens(o, tokens, o->conns) != 0) {
         return 2;
     }
-    if (O.target == T_SIDECAST && O.ntokens == 0) {
+    if (o->target == T_SIDECAST && o->ntokens == 0) {
         fprintf(stderr, "bench: --target sidecast needs --token or --tokens\n");
         return 2;
     }
-    if (raise_nofile((O.conns + O.procs - 1) / O.procs + 64) != 0) {
+    if (raise_nofile((o->conns + o->procs - 1) / o->procs + 64) != 0) {
         fprintf(stderr, "bench: cannot have %ld open files per process (ulimit -n)\n",
-                (O.conns + O.procs - 1) / O.procs + 64);
+                (o->conns + o->procs - 1) / o->procs + 64);
         return 1;
     }
-    build_frames();
-    int rc = run_parent();
-    for (long i = 0; i < O.ntokens; i++) free(O.tokens[i]);
-    free(O.tokens);
+    int rc = run_parent(o);
+    for (long i = 0; i < o->ntokens; i++) free(o->tokens[i]);
+    free(o->tokens);
     return rc;
 }
