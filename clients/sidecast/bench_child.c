@@ -565,9 +565,14 @@ static int write_full(int fd, const void *p, size_t n)
     return 0;
 }
 
-static void child_counts(bench_proc *pr, worker *ws, int nthreads, conn *conns, long n, crec *r,
-                         bool final)
+/* The process's counts into r: progress ones, or with final every per-connection and
+ * per-thread count too (the threads are joined by then). */
+static void child_counts(bench_proc *pr, crec *r, bool final)
 {
+    worker *ws = pr->ws;
+    conn *conns = pr->conns;
+    int nthreads = pr->nthreads;
+    long n = pr->n;
     memset(r, 0, sizeof *r);
     r->conns = (int32_t)n;
     r->settled = atomic_load(&pr->settled);
@@ -645,31 +650,27 @@ static void build_frames(const bench_opts *o, bench_frames *fr)
     fr->close_len = cframe_build(fr->close_frame, WS_OP_CLOSE, normal, nl, 0x0badcafeu);
 }
 
-int bench_child_main(const bench_opts *opts, int index, long first, long n, int cmd_fd,
-                      int out_fd)
+/* Allocates the process's connections and threads (not started): 0, or -1. */
+static int child_init(bench_proc *pr, long first, long n)
 {
-    signal(SIGPIPE, SIG_IGN);
-    bench_proc *pr = calloc(1, sizeof *pr);
-    if (!pr) return 1;
-    pr->o = *opts;
     const bench_opts *o = &pr->o;
     build_frames(o, &pr->fr);
-    int nthreads = (int)(o->threads < n ? o->threads : n);
-    conn *conns = calloc((size_t)n, sizeof *conns);
-    worker *ws = calloc((size_t)nthreads, sizeof *ws);
-    uint64_t *hist = calloc(HIST_ALL, sizeof *hist);
-    if (!conns || !ws || !hist) return 1;
+    pr->n = n;
+    pr->nthreads = (int)(o->threads < n ? o->threads : n);
+    pr->conns = calloc((size_t)n, sizeof *pr->conns);
+    pr->ws = calloc((size_t)pr->nthreads, sizeof *pr->ws);
+    if (!pr->conns || !pr->ws) return -1;
     for (long i = 0; i < n; i++) {
-        conns[i].fd = -1;
-        conns[i].gindex = first + i;
-        conns[i].topic = (uint8_t)((first + i) % o->ntopics);
+        pr->conns[i].fd = -1;
+        pr->conns[i].gindex = first + i;
+        pr->conns[i].topic = (uint8_t)((first + i) % o->ntopics);
     }
-    long per = n / nthreads, extra = n % nthreads, at = 0;
-    long inflight = o->concurrency / o->procs / nthreads;
-    for (int i = 0; i < nthreads; i++) {
-        worker *w = &ws[i];
+    long per = n / pr->nthreads, extra = n % pr->nthreads, at = 0;
+    long inflight = o->concurrency / o->procs / pr->nthreads;
+    for (int i = 0; i < pr->nthreads; i++) {
+        worker *w = &pr->ws[i];
         w->p = pr;
-        w->conns = conns + at;
+        w->conns = pr->conns + at;
         w->n = (int)(per + (i < extra));
         at += w->n;
         w->max_inflight = (int)(inflight > 0 ? inflight : 1);
@@ -679,17 +680,22 @@ int bench_child_main(const bench_opts *opts, int index, long first, long n, int 
         w->nscratch = malloc(NATS_PART_MAX + PART_MAX + 64);
         w->hist = calloc(HIST_ALL, sizeof *w->hist);
         w->real_off = realtime_offset();
-        if (w->epfd < 0 || !w->rbuf || !w->hist || !w->nscratch) return 1;
+        if (w->epfd < 0 || !w->rbuf || !w->hist || !w->nscratch) return -1;
     }
     pr->hard_deadline = now_ns() + (int64_t)((o->setup_timeout * 2 + o->seconds + o->drain +
                                               CLOSE_TIMEOUT_S + 60) * 1e9);
-    int started = 0;
-    for (; started < nthreads; started++)
-        if (pthread_create(&ws[started].th, NULL, worker_run, &ws[started]) != 0) break;
-    int rc = started == nthreads ? 0 : 1;
-    bool ready_sent = false, stop = rc != 0;
+    return 0;
+}
+
+/* Follows the parent's commands on cmd_fd until 'S' (or stop already, or the end of the
+ * pipe), reporting progress and "ready" on out_fd; then has the threads close their
+ * connections (at most CLOSE_TIMEOUT_S). index: this child's number. */
+static void child_loop(bench_proc *pr, int index, int cmd_fd, int out_fd, bool stop)
+{
+    const bench_opts *o = &pr->o;
+    bool ready_sent = false;
     int step = -1;
-    long target = n;
+    long target = pr->n;
     int64_t next_progress = 0;
     int64_t close_end = 0;
     while (now_ns() < pr->hard_deadline) {
@@ -702,9 +708,9 @@ int bench_child_main(const bench_opts *opts, int index, long first, long n, int 
                 step++;
                 target = o->nsteps > 1 && step < o->nsteps
                              ? share(o->steps[step], o->procs, index)
-                             : n;
-                if (target > n) target = n;
-                set_limits(ws, nthreads, target);
+                             : pr->n;
+                if (target > pr->n) target = pr->n;
+                set_limits(pr->ws, pr->nthreads, target);
                 ready_sent = false;
                 atomic_store(&pr->phase, PH_SETUP);
             }
@@ -715,35 +721,61 @@ int bench_child_main(const bench_opts *opts, int index, long first, long n, int 
             close_end = t + (int64_t)(CLOSE_TIMEOUT_S * 1e9);
         }
         if (close_end) {
-            if (atomic_load(&pr->workers_closed) >= started || t > close_end) break;
+            if (atomic_load(&pr->workers_closed) >= pr->started || t > close_end) break;
             continue;
         }
         crec rec;
         if (!ready_sent && atomic_load(&pr->phase) == PH_SETUP &&
             atomic_load(&pr->settled) >= target) {
             atomic_store(&pr->phase, PH_MEASURE);
-            child_counts(pr, ws, nthreads, conns, n, &rec, false);
+            child_counts(pr, &rec, false);
             rec.type = R_READY;
-            for (int i = 0; i < nthreads; i++)
-                if (ws[i].t_last_ready > rec.t_last_ready) rec.t_last_ready = ws[i].t_last_ready;
+            for (int i = 0; i < pr->nthreads; i++)
+                if (pr->ws[i].t_last_ready > rec.t_last_ready)
+                    rec.t_last_ready = pr->ws[i].t_last_ready;
             if (write_full(out_fd, &rec, sizeof rec) != 0) stop = true;
             ready_sent = true;
         } else if (t >= next_progress) {
-            child_counts(pr, ws, nthreads, conns, n, &rec, false);
+            child_counts(pr, &rec, false);
             rec.type = R_PROGRESS;
             if (write_full(out_fd, &rec, sizeof rec) != 0) stop = true;
             next_progress = t + 200000000;
         }
     }
-    atomic_store(&pr->phase, PH_STOP);
-    for (int i = 0; i < started; i++) pthread_join(ws[i].th, NULL);
+}
+
+/* The final record and the threads' histograms summed, on out_fd: 0, or -1. */
+static int child_report(bench_proc *pr, int out_fd)
+{
+    uint64_t *hist = calloc(HIST_ALL, sizeof *hist);
+    if (!hist) return -1;
     crec rec;
-    child_counts(pr, ws, nthreads, conns, n, &rec, true);
+    child_counts(pr, &rec, true);
     rec.type = R_FINAL;
-    for (int i = 0; i < nthreads; i++)
-        for (size_t b = 0; b < HIST_ALL; b++) hist[b] += ws[i].hist[b];
+    for (int i = 0; i < pr->nthreads; i++)
+        for (size_t b = 0; b < HIST_ALL; b++) hist[b] += pr->ws[i].hist[b];
+    int rc = 0;
     if (write_full(out_fd, &rec, sizeof rec) != 0 ||
         write_full(out_fd, hist, HIST_ALL * sizeof *hist) != 0)
-        rc = 1;
+        rc = -1;
+    free(hist);
+    return rc;
+}
+
+int bench_child_main(const bench_opts *o, int index, long first, long n, int cmd_fd, int out_fd)
+{
+    signal(SIGPIPE, SIG_IGN);
+    bench_proc *pr = calloc(1, sizeof *pr);
+    if (!pr) return 1;
+    pr->o = *o;
+    if (child_init(pr, first, n) != 0) return 1;
+    for (; pr->started < pr->nthreads; pr->started++)
+        if (pthread_create(&pr->ws[pr->started].th, NULL, worker_run, &pr->ws[pr->started]) != 0)
+            break;
+    int rc = pr->started == pr->nthreads ? 0 : 1;
+    child_loop(pr, index, cmd_fd, out_fd, rc != 0);
+    atomic_store(&pr->phase, PH_STOP);
+    for (int i = 0; i < pr->started; i++) pthread_join(pr->ws[i].th, NULL);
+    if (child_report(pr, out_fd) != 0) rc = 1;
     return rc;
 }

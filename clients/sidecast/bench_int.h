@@ -161,12 +161,19 @@ typedef struct bench_frames {
     size_t close_len;
 } bench_frames;
 
-/* What a child's threads share: its options, frames, phase and counts. */
+struct worker;
+
+/* One child process: its options, frames, connections and threads, and what they share (the
+ * phase, set by the main thread, and counts). */
 typedef struct bench_proc {
     bench_opts o;
     bench_frames fr;
+    conn *conns; /* n, split among the threads */
+    long n;
+    struct worker *ws; /* nthreads, started of them running */
+    int nthreads, started;
     int64_t hard_deadline;
-    _Atomic int phase; /* enum phase, set by the child's main thread */
+    _Atomic int phase; /* enum phase */
     _Atomic int settled, failed, workers_closed;
 } bench_proc;
 
