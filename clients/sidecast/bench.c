@@ -267,19 +267,47 @@ static int cmd_publish(const bench_opts *o)
     return atomic_load(&p.errors) ? 1 : 0;
 }
 
-int cli_bench(int argc, char **argv)
+/* --conns N, or N1,N2,... ascending (idle: steps): 0, or -1. */
+static int parse_steps(bench_opts *o, char *arg)
 {
-    if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0 ||
-        strcmp(argv[0], "help") == 0) {
-        fputs(usage_bench, argc < 1 ? stderr : stdout);
-        return argc < 1 ? 2 : 0;
+    char *p = arg, *end;
+    o->nsteps = 0;
+    while (*p && o->nsteps < MAX_STEPS) {
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || (o->nsteps && v <= o->steps[o->nsteps - 1]) ||
+            (*end && *end != ','))
+            return -1;
+        o->steps[o->nsteps++] = v;
+        p = *end ? end + 1 : end;
     }
-    const char *mode = argv[0];
-    if (strcmp(mode, "tokens") == 0) return cmd_tokens(argc, argv);
-    log_init("sidecast-bench", LOG_WARN);
-    bench_opts opts;
-    memset(&opts, 0, sizeof opts);
-    bench_opts *o = &opts;
+    o->conns = o->nsteps ? o->steps[o->nsteps - 1] : 0;
+    return 0;
+}
+
+/* --pid PID[,PID...]: 0, or -1. */
+static int parse_pids(bench_opts *o, char *arg)
+{
+    char *s = arg, *end;
+    while (*s && o->npids < MAX_PIDS) {
+        long v = strtol(s, &end, 10);
+        if (v <= 0 || end == s) return -1;
+        o->pids[o->npids++] = v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return -1;
+    }
+    return 0;
+}
+
+/* What the command line names, before it is checked and put into bench_opts. */
+typedef struct bench_args {
+    const char *url, *token, *tokens, *target, *topic;
+} bench_args;
+
+/* The options after the mode into o (defaults first) and a. Returns -1 to go on, else the
+ * exit code (0 after --help, 2 for a bad option, said on stderr). */
+static int parse_args(int argc, char **argv, bench_opts *o, bench_args *a)
+{
+    memset(o, 0, sizeof *o);
     o->conns = 1;
     o->procs = 1;
     o->threads = 1;
@@ -289,7 +317,7 @@ int cli_bench(int argc, char **argv)
     o->setup_timeout = 120;
     o->drain = 5;
     snprintf(o->prefix, sizeof o->prefix, "events.");
-    const char *url = NULL, *token = NULL, *tokens = NULL, *target = "sidecast", *topic = NULL;
+    *a = (bench_args){.target = "sidecast"};
     static const struct option longopts[] = {
         {"target", required_argument, NULL, 'a'},  {"url", required_argument, NULL, 'u'},
         {"token", required_argument, NULL, 'k'},   {"tokens", required_argument, NULL, 'K'},
@@ -309,24 +337,14 @@ int cli_bench(int argc, char **argv)
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (opt) {
-        case 'a': target = optarg; break;
-        case 'u': url = optarg; break;
-        case 'k': token = optarg; break;
-        case 'K': tokens = optarg; break;
-        case 'n': { /* N, or N1,N2,... (idle: steps) */
-            char *p = optarg, *end;
-            o->nsteps = 0;
-            while (*p && o->nsteps < MAX_STEPS) {
-                long v = strtol(p, &end, 10);
-                if (end == p || v < 1 || (o->nsteps && v <= o->steps[o->nsteps - 1]) ||
-                    (*end && *end != ','))
-                    return fputs("bench: --conns N or ascending N1,N2,...\n", stderr), 2;
-                o->steps[o->nsteps++] = v;
-                p = *end ? end + 1 : end;
-            }
-            o->conns = o->nsteps ? o->steps[o->nsteps - 1] : 0;
+        case 'a': a->target = optarg; break;
+        case 'u': a->url = optarg; break;
+        case 'k': a->token = optarg; break;
+        case 'K': a->tokens = optarg; break;
+        case 'n':
+            if (parse_steps(o, optarg) != 0)
+                return fputs("bench: --conns N or ascending N1,N2,...\n", stderr), 2;
             break;
-        }
         case 'P': o->procs = strtol(optarg, NULL, 10); break;
         case 'T': o->threads = strtol(optarg, NULL, 10); break;
         case 'c': o->concurrency = strtol(optarg, NULL, 10); break;
@@ -337,23 +355,15 @@ int cli_bench(int argc, char **argv)
                 return 2;
             }
             break;
-        case 't': topic = optarg; break;
+        case 't': a->topic = optarg; break;
         case 'm': o->ntopics = strtol(optarg, NULL, 10); break;
         case 'r': o->rate = strtol(optarg, NULL, 10); break;
         case 's': o->seconds = strtod(optarg, NULL); break;
         case 'z': o->size = strtol(optarg, NULL, 10); break;
         case 'N': o->nats = optarg; break;
-        case 'p': {
-            char *s = optarg, *end;
-            while (*s && o->npids < MAX_PIDS) {
-                long v = strtol(s, &end, 10);
-                if (v <= 0 || end == s) return fputs("bench: bad --pid\n", stderr), 2;
-                o->pids[o->npids++] = v;
-                s = *end == ',' ? end + 1 : end;
-                if (*end && *end != ',') return fputs("bench: bad --pid\n", stderr), 2;
-            }
+        case 'p':
+            if (parse_pids(o, optarg) != 0) return fputs("bench: bad --pid\n", stderr), 2;
             break;
-        }
         case 'j': o->json = true; break;
         case 'H': o->hist_file = optarg; break;
         case 'd': o->drain = strtod(optarg, NULL); break;
@@ -366,9 +376,16 @@ int cli_bench(int argc, char **argv)
         default: fputs(usage_bench, stderr); return 2;
         }
     }
+    return -1;
+}
+
+/* What every mode but tokens needs: the steps, the topic, the publisher's numbers. Returns
+ * -1 to go on, else the exit code (2, said on stderr). */
+static int check_common(bench_opts *o, const char *mode, const bench_args *a)
+{
     if (o->nsteps > 1 && strcmp(mode, "idle") != 0)
         return fputs("bench: several --conns steps are for idle only\n", stderr), 2;
-    if (!topic) topic = "prices.BTC";
+    const char *topic = a->topic ? a->topic : "prices.BTC";
     if (!topic_ok(topic) || strlen(o->prefix) + strlen(topic) > TOPIC_MAX + 4) {
         fprintf(stderr, "bench: bad --topic\n");
         return 2;
@@ -384,7 +401,14 @@ int cli_bench(int argc, char **argv)
                 PUB_TOTAL_MAX);
         return 2;
     }
-    if (strcmp(mode, "publish") == 0) return cmd_publish(o);
+    return -1;
+}
+
+/* What connect, idle and fanout need: mode, target, URL, sizes, publisher, tokens (loaded
+ * into o->tokens), open files. Returns -1 to go on, else the exit code (2 for the command
+ * line, 1 for the system; said on stderr). */
+static int check_run(bench_opts *o, const char *mode, const bench_args *a)
+{
     if (strcmp(mode, "connect") == 0) o->mode = M_CONNECT;
     else if (strcmp(mode, "idle") == 0) o->mode = M_IDLE;
     else if (strcmp(mode, "fanout") == 0) o->mode = M_FANOUT;
@@ -392,11 +416,11 @@ int cli_bench(int argc, char **argv)
         fprintf(stderr, "bench: unknown mode %s\n\n%s", mode, usage_bench);
         return 2;
     }
-    if (strcmp(target, "sidecast") == 0) o->target = T_SIDECAST;
-    else if (strcmp(target, "nats") == 0) o->target = T_NATS;
-    else if (strcmp(target, "ws") == 0) o->target = T_WS;
+    if (strcmp(a->target, "sidecast") == 0) o->target = T_SIDECAST;
+    else if (strcmp(a->target, "nats") == 0) o->target = T_NATS;
+    else if (strcmp(a->target, "ws") == 0) o->target = T_WS;
     else return fputs("bench: --target sidecast|nats|ws\n", stderr), 2;
-    if (!url || parse_url(o, url) != 0) {
+    if (!a->url || parse_url(o, a->url) != 0) {
         fprintf(stderr, "bench: --url must be ws://<loopback address>:PORT[/PATH]\n");
         return 2;
     }
@@ -413,14 +437,13 @@ int cli_bench(int argc, char **argv)
         return 2;
     }
     if (o->mode == M_IDLE && o->seconds <= 0) o->seconds = 1;
-    if (token && tokens) return fputs("bench: --token or --tokens, not both\n", stderr), 2;
-    if (token) {
-        if (!token_ok(token)) return fputs("bench: --token is not a token\n", stderr), 2;
+    if (a->token && a->tokens) return fputs("bench: --token or --tokens, not both\n", stderr), 2;
+    if (a->token) {
+        if (!token_ok(a->token)) return fputs("bench: --token is not a token\n", stderr), 2;
         o->tokens = calloc(1, sizeof *o->tokens);
-        if (!o->tokens) return 1;
-        o->tokens[0] = strdup(token);
+        if (!o->tokens || !(o->tokens[0] = strdup(a->token))) return 1;
         o->ntokens = 1;
-    } else if (tokens && load_tokens(o, tokens, o->conns) != 0) {
+    } else if (a->tokens && load_tokens(o, a->tokens, o->conns) != 0) {
         return 2;
     }
     if (o->target == T_SIDECAST && o->ntokens == 0) {
@@ -432,8 +455,27 @@ int cli_bench(int argc, char **argv)
                 (o->conns + o->procs - 1) / o->procs + 64);
         return 1;
     }
-    int rc = bench_run_parent(o);
-    for (long i = 0; i < o->ntokens; i++) free(o->tokens[i]);
-    free(o->tokens);
+    return -1;
+}
+
+int cli_bench(int argc, char **argv)
+{
+    if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0 ||
+        strcmp(argv[0], "help") == 0) {
+        fputs(usage_bench, argc < 1 ? stderr : stdout);
+        return argc < 1 ? 2 : 0;
+    }
+    const char *mode = argv[0];
+    if (strcmp(mode, "tokens") == 0) return cmd_tokens(argc, argv);
+    log_init("sidecast-bench", LOG_WARN);
+    bench_opts o;
+    bench_args a;
+    int rc = parse_args(argc, argv, &o, &a);
+    if (rc < 0) rc = check_common(&o, mode, &a);
+    if (rc < 0 && strcmp(mode, "publish") == 0) rc = cmd_publish(&o);
+    if (rc < 0) rc = check_run(&o, mode, &a);
+    if (rc < 0) rc = bench_run_parent(&o);
+    for (long i = 0; i < o.ntokens; i++) free(o.tokens[i]);
+    free(o.tokens);
     return rc;
 }
