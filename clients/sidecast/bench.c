@@ -61,8 +61,10 @@ static int raise_nofile(long need)
 /* Topic k of o's ntopics into out: TOPIC, or TOPIC.k when there are several. */
 void bench_topic_name(const bench_opts *o, int k, char *out, size_t cap)
 {
-    if (o->ntopics > 1) snprintf(out, cap, "%s.%d", o->topic, k);
-    else snprintf(out, cap, "%s", o->topic);
+    if (o->ntopics > 1)
+        snprintf(out, cap, "%s.%d", o->topic, k);
+    else
+        snprintf(out, cap, "%s", o->topic);
 }
 
 static const char usage_bench[] =
@@ -190,11 +192,11 @@ static int cmd_tokens(int argc, char **argv)
     const char *iss = "sidecast", *aud = "sidecast";
     long count = 0, ttl = 3600;
     static const struct option opts[] = {
-        {"key", required_argument, NULL, 'k'},        {"kid", required_argument, NULL, 'K'},
-        {"count", required_argument, NULL, 'n'},      {"sub-topics", required_argument, NULL, 's'},
-        {"ttl", required_argument, NULL, 't'},        {"user-prefix", required_argument, NULL, 'u'},
-        {"issuer", required_argument, NULL, 'i'},     {"audience", required_argument, NULL, 'a'},
-        {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0}};
+        {"key", required_argument, NULL, 'k'},    {"kid", required_argument, NULL, 'K'},
+        {"count", required_argument, NULL, 'n'},  {"sub-topics", required_argument, NULL, 's'},
+        {"ttl", required_argument, NULL, 't'},    {"user-prefix", required_argument, NULL, 'u'},
+        {"issuer", required_argument, NULL, 'i'}, {"audience", required_argument, NULL, 'a'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     int o;
     optind = 1;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -212,8 +214,10 @@ static int cmd_tokens(int argc, char **argv)
         }
     }
     if (!key || count < 1 || count > MAX_CONNS || ttl < 60 || ttl > 86400) {
-        fprintf(stderr, "bench tokens: need --key PEM, 1 <= --count <= %d, 60 <= --ttl <= "
-                        "86400\n", MAX_CONNS);
+        fprintf(stderr,
+                "bench tokens: need --key PEM, 1 <= --count <= %d, 60 <= --ttl <= "
+                "86400\n",
+                MAX_CONNS);
         return 2;
     }
     token_signer *s = NULL;
@@ -237,8 +241,10 @@ static int cmd_tokens(int argc, char **argv)
                                    (json_int_t)now, "exp", (json_int_t)(now + ttl), "jti", jti,
                                    "sub_topics", subs, "pub_topics");
         char *tok = NULL;
-        if (!claims || token_sign(s, claims, &tok) != 0) rc = 1;
-        else printf("%s\n", tok);
+        if (!claims || token_sign(s, claims, &tok) != 0)
+            rc = 1;
+        else
+            printf("%s\n", tok);
         free(tok);
         json_decref(claims);
     }
@@ -330,8 +336,7 @@ static int parse_args(int argc, char **argv, bench_opts *o, bench_args *a)
         {"json", no_argument, NULL, 'j'},          {"hist", required_argument, NULL, 'H'},
         {"drain", required_argument, NULL, 'd'},   {"setup-timeout", required_argument, NULL, 'o'},
         {"prefix", required_argument, NULL, 'x'},  {"quiet", no_argument, NULL, 'q'},
-        {"fast-close", no_argument, NULL, 'F'},
-        {"deflate", no_argument, NULL, 'Z'},
+        {"fast-close", no_argument, NULL, 'F'},    {"deflate", no_argument, NULL, 'Z'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     int opt;
     optind = 1;
@@ -395,10 +400,10 @@ static int check_common(bench_opts *o, const char *mode, const bench_args *a)
         o->size > PUB_SIZE_MAX || o->rate < 0 || o->rate > PUB_RATE_MAX || o->seconds < 0 ||
         o->seconds > MAX_SECONDS || (double)o->rate * o->seconds > PUB_TOTAL_MAX || o->drain < 0 ||
         o->drain > 600 || o->setup_timeout <= 0 || o->setup_timeout > MAX_SECONDS) {
-        fprintf(stderr, "bench: need 1 <= topics <= %d, %d <= size <= %d, rate <= %d, seconds "
-                        "<= %d, rate*seconds <= %d\n",
-                MAX_TOPICS, PUB_SIZE_MIN, PUB_SIZE_MAX, PUB_RATE_MAX, MAX_SECONDS,
-                PUB_TOTAL_MAX);
+        fprintf(stderr,
+                "bench: need 1 <= topics <= %d, %d <= size <= %d, rate <= %d, seconds "
+                "<= %d, rate*seconds <= %d\n",
+                MAX_TOPICS, PUB_SIZE_MIN, PUB_SIZE_MAX, PUB_RATE_MAX, MAX_SECONDS, PUB_TOTAL_MAX);
         return 2;
     }
     return -1;
@@ -409,26 +414,34 @@ static int check_common(bench_opts *o, const char *mode, const bench_args *a)
  * line, 1 for the system; said on stderr). */
 static int check_run(bench_opts *o, const char *mode, const bench_args *a)
 {
-    if (strcmp(mode, "connect") == 0) o->mode = M_CONNECT;
-    else if (strcmp(mode, "idle") == 0) o->mode = M_IDLE;
-    else if (strcmp(mode, "fanout") == 0) o->mode = M_FANOUT;
+    if (strcmp(mode, "connect") == 0)
+        o->mode = M_CONNECT;
+    else if (strcmp(mode, "idle") == 0)
+        o->mode = M_IDLE;
+    else if (strcmp(mode, "fanout") == 0)
+        o->mode = M_FANOUT;
     else {
         fprintf(stderr, "bench: unknown mode %s\n\n%s", mode, usage_bench);
         return 2;
     }
-    if (strcmp(a->target, "sidecast") == 0) o->target = T_SIDECAST;
-    else if (strcmp(a->target, "nats") == 0) o->target = T_NATS;
-    else if (strcmp(a->target, "ws") == 0) o->target = T_WS;
-    else return fputs("bench: --target sidecast|nats|ws\n", stderr), 2;
+    if (strcmp(a->target, "sidecast") == 0)
+        o->target = T_SIDECAST;
+    else if (strcmp(a->target, "nats") == 0)
+        o->target = T_NATS;
+    else if (strcmp(a->target, "ws") == 0)
+        o->target = T_WS;
+    else
+        return fputs("bench: --target sidecast|nats|ws\n", stderr), 2;
     if (!a->url || parse_url(o, a->url) != 0) {
         fprintf(stderr, "bench: --url must be ws://<loopback address>:PORT[/PATH]\n");
         return 2;
     }
     if (o->procs < 1 || o->procs > MAX_PROCS || o->threads < 1 || o->threads > MAX_THREADS ||
-        o->conns < o->procs || o->conns > MAX_CONNS || (o->conns + o->procs - 1) / o->procs >
-        MAX_CONNS_PROC || o->concurrency < 1) {
-        fprintf(stderr, "bench: need procs <= %d, threads <= %d, procs <= conns <= %d and at "
-                        "most %d connections per process\n",
+        o->conns < o->procs || o->conns > MAX_CONNS ||
+        (o->conns + o->procs - 1) / o->procs > MAX_CONNS_PROC || o->concurrency < 1) {
+        fprintf(stderr,
+                "bench: need procs <= %d, threads <= %d, procs <= conns <= %d and at "
+                "most %d connections per process\n",
                 MAX_PROCS, MAX_THREADS, MAX_CONNS, MAX_CONNS_PROC);
         return 2;
     }

@@ -120,8 +120,10 @@ void bench_conn_fail(worker *w, conn *c, const char *why)
 {
     if (c->state == C_DONE) return;
     bool closing = c->state == C_CLOSING;
-    if (!c->settled) settle(w, c, false);
-    else if (!closing) c->lost = true;
+    if (!c->settled)
+        settle(w, c, false);
+    else if (!closing)
+        c->lost = true;
     if (!closing && w->printed < ERR_PRINT_MAX && !w->p->o.quiet) {
         w->printed++;
         fprintf(stderr, "bench: connection %ld: %s\n", c->gindex, why);
@@ -199,8 +201,10 @@ static void on_text(worker *w, conn *c, const uint8_t *p, size_t n, int64_t t_re
 {
     const bench_opts *o = &w->p->o;
     if (o->target == T_WS && has_prefix(p, n, "{\"t\":")) {
-        if (c->state == C_READY) bench_on_data(w, c, p, n, t_read);
-        else w->other++;
+        if (c->state == C_READY)
+            bench_on_data(w, c, p, n, t_read);
+        else
+            w->other++;
     } else if (has_prefix(p, n, "{\"type\":\"event\"")) {
         const char *tf = w->p->fr.topic_field[c->topic];
         if (c->state != C_READY || !memmem(p, n, tf, strlen(tf))) {
@@ -220,8 +224,10 @@ static void on_text(worker *w, conn *c, const uint8_t *p, size_t n, int64_t t_re
         bench_on_data(w, c, d + 7, n - (size_t)(d + 7 - p), t_read);
     } else if (has_prefix(p, n, "{\"type\":\"welcome\"")) {
         if (c->state != C_WELCOME) return;
-        if (o->mode == M_CONNECT) bench_become_ready(w, c);
-        else bench_send_subscribe(w, c);
+        if (o->mode == M_CONNECT)
+            bench_become_ready(w, c);
+        else
+            bench_send_subscribe(w, c);
     } else if (has_prefix(p, n, "{\"type\":\"subscribed\"")) {
         if (c->state == C_SUBSCRIBING) bench_become_ready(w, c);
     } else if (has_prefix(p, n, "{\"type\":\"error\"")) {
@@ -313,8 +319,7 @@ static size_t on_frames(worker *w, conn *c, const uint8_t *buf, size_t len, int6
                 bench_conn_fail(w, c, why);
             }
             return len;
-        case WS_OP_PONG:
-            break;
+        case WS_OP_PONG: break;
         default: /* ws_frame_decode refuses reserved opcodes: not reached */
             w->bad_frames++;
             bench_conn_fail(w, c, "unexpected opcode");
@@ -351,7 +356,8 @@ static int64_t realtime_offset(void)
         clock_gettime(CLOCK_REALTIME, &r);
         clock_gettime(CLOCK_MONOTONIC, &m1);
         int64_t mono = ((int64_t)m0.tv_sec * 1000000000 + m0.tv_nsec +
-                        (int64_t)m1.tv_sec * 1000000000 + m1.tv_nsec) / 2;
+                        (int64_t)m1.tv_sec * 1000000000 + m1.tv_nsec) /
+                       2;
         int64_t off = (int64_t)r.tv_sec * 1000000000 + r.tv_nsec - mono;
         if (i == 0 || off < best) best = off;
     }
@@ -369,8 +375,8 @@ static ssize_t read_stamped(worker *w, int fd, uint8_t *buf, size_t n)
         char b[CMSG_SPACE(sizeof(struct timespec))];
         struct cmsghdr align;
     } cb;
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b,
-                        .msg_controllen = sizeof cb.b};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b, .msg_controllen = sizeof cb.b};
     ssize_t r = recvmsg(fd, &mh, 0);
     if (r <= 0) return r;
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
@@ -418,8 +424,7 @@ static void on_readable(worker *w, conn *c)
             const uint8_t *eol = memchr(buf, '\r', len);
             if (w->printed < ERR_PRINT_MAX && !o->quiet) {
                 w->printed++;
-                fprintf(stderr, "bench: upgrade refused: %.*s\n", (int)(eol ? eol - buf : 0),
-                        buf);
+                fprintf(stderr, "bench: upgrade refused: %.*s\n", (int)(eol ? eol - buf : 0), buf);
             }
             bench_conn_fail(w, c, "no 101");
             return;
@@ -450,8 +455,8 @@ static void on_writable(worker *w, conn *c)
                      o->path, o->host, o->port,
                      o->target == T_SIDECAST ? "Sec-WebSocket-Protocol: sidecast.v1\r\n" : "",
                      o->deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
-                                 "client_no_context_takeover; server_no_context_takeover\r\n"
-                               : "",
+                                  "client_no_context_takeover; server_no_context_takeover\r\n"
+                                : "",
                      tok ? "Authorization: Bearer " : "", tok ? tok : "", tok ? "\r\n" : "");
     if (n < 0 || (size_t)n >= sizeof req || send_raw(w, c, (const uint8_t *)req, (size_t)n)) {
         bench_conn_fail(w, c, "upgrade request not sent");
@@ -682,8 +687,9 @@ static int child_init(bench_proc *pr, long first, long n)
         w->real_off = realtime_offset();
         if (w->epfd < 0 || !w->rbuf || !w->hist || !w->nscratch) return -1;
     }
-    pr->hard_deadline = now_ns() + (int64_t)((o->setup_timeout * 2 + o->seconds + o->drain +
-                                              CLOSE_TIMEOUT_S + 60) * 1e9);
+    pr->hard_deadline =
+        now_ns() +
+        (int64_t)((o->setup_timeout * 2 + o->seconds + o->drain + CLOSE_TIMEOUT_S + 60) * 1e9);
     return 0;
 }
 
@@ -703,12 +709,12 @@ static void child_loop(bench_proc *pr, int index, int cmd_fd, int out_fd, bool s
         if (poll(&pf, 1, 50) > 0) {
             char cmd;
             ssize_t r = read(cmd_fd, &cmd, 1);
-            if (r <= 0 || cmd == 'S') stop = true;
+            if (r <= 0 || cmd == 'S')
+                stop = true;
             else if (cmd == 'G') { /* the next step (idle), or the only one */
                 step++;
-                target = o->nsteps > 1 && step < o->nsteps
-                             ? share(o->steps[step], o->procs, index)
-                             : pr->n;
+                target = o->nsteps > 1 && step < o->nsteps ? share(o->steps[step], o->procs, index)
+                                                           : pr->n;
                 if (target > pr->n) target = pr->n;
                 set_limits(pr->ws, pr->nthreads, target);
                 ready_sent = false;

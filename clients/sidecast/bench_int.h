@@ -24,7 +24,7 @@
 
 #include "bus.h"
 
-#define MAX_CONNS_PROC 19000    /* per process: the open-file limit is 20,000 */
+#define MAX_CONNS_PROC 19000 /* per process: the open-file limit is 20,000 */
 #define MAX_CONNS 200000
 #define MAX_PROCS 32
 #define MAX_THREADS 16
@@ -32,18 +32,18 @@
 #define MAX_SOURCES 64
 #define MAX_PIDS 16
 #define MAX_STEPS 16
-#define RBUF_SIZE (64 * 1024)   /* one read buffer per thread, reused by every connection */
-#define PART_MAX (1024 * 1024)  /* largest server frame (nats-server coalesces MSGs) */
+#define RBUF_SIZE (64 * 1024)  /* one read buffer per thread, reused by every connection */
+#define PART_MAX (1024 * 1024) /* largest server frame (nats-server coalesces MSGs) */
 #define FRAME_PAYLOAD_MAX (PART_MAX - 16) /* largest server frame payload accepted */
-#define NATS_PART_MAX (72 * 1024) /* an unfinished NATS message (max_payload 64 KiB) */
+#define NATS_PART_MAX (72 * 1024)         /* an unfinished NATS message (max_payload 64 KiB) */
 #define HEAD_MAX 4096
 #define TOKEN_MAX 4096
 #define TOPIC_MAX 100
 #define CLOSE_TIMEOUT_S 5.0
 #define MAX_SECONDS 3600
 #define ERR_PRINT_MAX 3
-#define HIST_FINE 10000         /* latency: 10 µs buckets up to 100 ms ... */
-#define HIST_COARSE 9900        /* ... then 1 ms buckets up to 10 s, then one overflow */
+#define HIST_FINE 10000  /* latency: 10 µs buckets up to 100 ms ... */
+#define HIST_COARSE 9900 /* ... then 1 ms buckets up to 10 s, then one overflow */
 #define HIST_LEN (HIST_FINE + HIST_COARSE + 1)
 /* Two histograms in one array: latency to the client's read, then (fan-out) latency to the
  * kernel's receipt of the frame in the client's socket (SO_TIMESTAMPNS). */
@@ -131,10 +131,14 @@ int bench_child_main(const bench_opts *o, int index, long first, long n, int cmd
 /* ---- the client: one child process (bench_child.c, bench_nats.c) ---------------------------- */
 
 enum cstate {
-    C_IDLE, C_CONNECTING, C_UPGRADE,
+    C_IDLE,
+    C_CONNECTING,
+    C_UPGRADE,
     C_WELCOME,     /* sidecast, ws: waiting for "welcome"; nats: for INFO */
     C_SUBSCRIBING, /* waiting for "subscribed" (nats: the PONG after SUB) */
-    C_READY, C_CLOSING, C_DONE,
+    C_READY,
+    C_CLOSING,
+    C_DONE,
 };
 
 typedef struct conn {
@@ -146,7 +150,7 @@ typedef struct conn {
     uint8_t *nbuf; /* nats: carried-over bytes of an unfinished protocol line or message */
     uint32_t events, gaps, disorder;
     uint64_t last_i, last_seq;
-    long gindex;   /* global connection number: token and source address */
+    long gindex; /* global connection number: token and source address */
     int64_t t_open;
 } conn;
 
@@ -222,8 +226,8 @@ void bench_on_data(worker *w, conn *c, const uint8_t *p, size_t n, int64_t t_rea
 
 /* One operation of the NATS server protocol. */
 typedef enum bench_nats_kind {
-    BN_MSG,   /* data, len: the message's payload */
-    BN_INFO,  /* data, len: the line, without its CRLF (so for the rest) */
+    BN_MSG,  /* data, len: the message's payload */
+    BN_INFO, /* data, len: the line, without its CRLF (so for the rest) */
     BN_PING,
     BN_PONG,
     BN_ERR,   /* -ERR */
@@ -256,7 +260,7 @@ int bench_nats_subscribe_text(char *out, size_t cap, const char *prefix, const c
 typedef struct pubstate {
     const bench_opts *o;
     bus *b;
-    long total;                /* messages to send */
+    long total; /* messages to send */
     _Atomic long sent, errors;
     long per_topic[MAX_TOPICS];
     _Atomic bool done;

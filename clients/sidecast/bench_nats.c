@@ -36,7 +36,7 @@ int bench_nats_next(const uint8_t *p, size_t n, bench_nats_op *op)
         op->len = (size_t)len;
         return (int)need;
     }
-    op->kind = has_prefix(p, ll, "INFO ") ? BN_INFO
+    op->kind = has_prefix(p, ll, "INFO ")  ? BN_INFO
                : has_prefix(p, ll, "PING") ? BN_PING
                : has_prefix(p, ll, "PONG") ? BN_PONG
                : has_prefix(p, ll, "-ERR") ? BN_ERR
@@ -62,8 +62,10 @@ static size_t nats_ops(worker *w, conn *c, const uint8_t *p, size_t n, int64_t t
         off += (size_t)k;
         switch (op.kind) {
         case BN_MSG:
-            if (c->state == C_READY) bench_on_data(w, c, op.data, op.len, t_read);
-            else w->other++;
+            if (c->state == C_READY)
+                bench_on_data(w, c, op.data, op.len, t_read);
+            else
+                w->other++;
             break;
         case BN_INFO:
             if (c->state != C_WELCOME) break;
@@ -90,12 +92,10 @@ static size_t nats_ops(worker *w, conn *c, const uint8_t *p, size_t n, int64_t t
             w->error_frames++;
             if (w->printed < ERR_PRINT_MAX && !o->quiet) {
                 w->printed++;
-                fprintf(stderr, "bench: nats: %.*s\n", (int)(op.len > 200 ? 200 : op.len),
-                        op.data);
+                fprintf(stderr, "bench: nats: %.*s\n", (int)(op.len > 200 ? 200 : op.len), op.data);
             }
             break;
-        case BN_OTHER:
-            break;
+        case BN_OTHER: break;
         }
     }
     return off;

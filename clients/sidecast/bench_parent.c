@@ -180,10 +180,9 @@ static void progress(parent *pa, const char *phase)
     totals(pa, &settled, &ready, &failed, &ev);
     double dt = ns_s(t - pa->last_t);
     fprintf(stderr,
-            "bench: %s %s %5.1fs %-9s up %ld/%ld failed %ld deliveries %" PRIu64
-            " (%.0f/s)\n",
-            target_names[o->target], mode_names[o->mode], ns_s(t - pa->t0), phase, ready,
-            o->conns, failed, ev, dt > 0 ? (double)(ev - pa->last_ev) / dt : 0);
+            "bench: %s %s %5.1fs %-9s up %ld/%ld failed %ld deliveries %" PRIu64 " (%.0f/s)\n",
+            target_names[o->target], mode_names[o->mode], ns_s(t - pa->t0), phase, ready, o->conns,
+            failed, ev, dt > 0 ? (double)(ev - pa->last_ev) / dt : 0);
     pa->last_ev = ev;
     pa->last_t = t;
     pa->next = t + 1000000000;
@@ -339,8 +338,7 @@ static void run_fanout(parent *pa, long ready)
         if (!atomic_load(&pa->pub.done)) continue;
         if (!drain_end) drain_end = now_ns() + (int64_t)(o->drain * 1e9);
         totals(pa, &settled, &ready, &failed, &ev);
-        if (ev >= expected(&pa->pub) * (uint64_t)ready / (uint64_t)o->conns ||
-            now_ns() > drain_end)
+        if (ev >= expected(&pa->pub) * (uint64_t)ready / (uint64_t)o->conns || now_ns() > drain_end)
             break;
     }
     read_pids(pa, 2);
@@ -404,8 +402,8 @@ static void aggregate(const parent *pa, int64_t t_window0, int64_t t_window1, re
     }
     if (a->min_ev == UINT64_MAX) a->min_ev = 0;
     /* what the ready connections should have got (a failed one is counted in "failed") */
-    r->expect =
-        o->mode == M_FANOUT ? expected(&pa->pub) * (uint64_t)a->ready / (uint64_t)o->conns : 0;
+    r->expect = o->mode == M_FANOUT ? expected(&pa->pub) * (uint64_t)a->ready / (uint64_t)o->conns
+                                    : 0;
     uint64_t unique = a->events - (a->disorder < a->events ? a->disorder : a->events);
     r->loss = r->expect > unique ? r->expect - unique : 0;
     r->window = ns_s(t_window1 - t_window0);
@@ -432,9 +430,8 @@ static void print_json(const parent *pa, const result *r)
            "\"topics\":%ld,\"tokens\":%ld,\"ready\":%d,\"failed\":%d,\"lost_conns\":%d,"
            "\"unclean_closes\":%d,\"window_s\":%.3f,\"setup_s\":%.3f,"
            "\"handshakes_per_s\":%.1f",
-           mode_names[o->mode], target_names[o->target], o->conns, o->procs, o->threads,
-           o->ntopics, o->ntokens, a->ready, a->failed, a->lost, a->unclean, r->window, r->setup_s,
-           r->hps);
+           mode_names[o->mode], target_names[o->target], o->conns, o->procs, o->threads, o->ntopics,
+           o->ntokens, a->ready, a->failed, a->lost, a->unclean, r->window, r->setup_s, r->hps);
     if (o->mode == M_FANOUT)
         printf(",\"rate\":%ld,\"size\":%ld,\"seconds\":%.3f,\"published\":%ld,"
                "\"publish_errors\":%ld,\"publish_s\":%.3f,\"synced\":%s,\"synced_s\":%.3f,"
@@ -559,10 +556,11 @@ int bench_run_parent(const bench_opts *o)
     totals(pa, &settled, &ready, &failed, &ev);
     long want = o->nsteps > 1 ? o->steps[0] : o->conns;
     if (settled < want && !o->quiet)
-        fprintf(stderr, "bench: set-up timed out: %ld of %ld connections settled\n", settled,
-                want);
-    if (o->mode == M_CONNECT) read_pids(pa, 2);
-    else read_pids(pa, 1);
+        fprintf(stderr, "bench: set-up timed out: %ld of %ld connections settled\n", settled, want);
+    if (o->mode == M_CONNECT)
+        read_pids(pa, 2);
+    else
+        read_pids(pa, 1);
     int64_t t_window0 = now_ns(), t_window1 = t_window0;
     if (o->mode == M_IDLE) {
         t_window1 = run_idle(pa, t_ready);
@@ -576,8 +574,10 @@ int bench_run_parent(const bench_opts *o)
     collect(pa);
     result r;
     aggregate(pa, t_window0, t_window1, &r);
-    if (o->json) print_json(pa, &r);
-    else print_text(pa, &r);
+    if (o->json)
+        print_json(pa, &r);
+    else
+        print_text(pa, &r);
     fflush(stdout);
     if (o->hist_file) write_hist(pa, &r);
     rc = r.complete ? 0 : 3;
