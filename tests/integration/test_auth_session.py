@@ -44,7 +44,7 @@ def test_a_session_ends_at_its_maximum_lifetime(st):
         refreshes += 1
         ttl, left = _ttl(st, rt), MAX_S - (time.monotonic() - t0)
         assert ttl == -2 or ttl <= left + 1, (ttl, left)  # not REFRESH_TOKEN_TTL
-        time.sleep(0.5)
+        time.sleep(0.5)  # the pace of the refreshes (load): nothing waits on it
     end = r
     assert end.status == 400 and end.json()["error"] == "invalid_grant", end
     assert refreshes >= 1, "the first refresh, right after the login, was refused"
