@@ -88,11 +88,13 @@ async function main() {
       if (state === "connected") throw new Error("connected with a wrong password");
     });
 
+    let loggedInSecond = 0; // the wall-clock second by which the first token was issued
     await step("log in as alice and connect to the edge", async () => {
       await page.fill("#username", "alice");
       await page.fill("#password", "wonderland");
       await page.click("#login");
       await page.waitForSelector('#status[data-state="connected"]');
+      loggedInSecond = Math.floor(Date.now() / 1000);
       if (await page.locator("#error").isVisible()) {
         throw new Error("error shown: " + await page.textContent("#error"));
       }
@@ -137,24 +139,27 @@ async function main() {
       const before = Number(await page.getAttribute("#expiry", "data-expires-at"));
       const text = await page.textContent("#expiry");
       if (!/expires in \d+:\d\d/.test(text)) throw new Error(`#expiry says "${text}"`);
-      await page.waitForTimeout(1100); // a later exp second for the new token
+      // a later second than the first token's issue: the new token's exp is later too
+      await page.waitForFunction((s) => Date.now() / 1000 >= s + 1, loggedInSecond);
       await page.evaluate(() => window.sidecastDemo.refreshToken());
       await page.locator("#expiry").filter({ hasText: /refreshed/ }).waitFor({ state: "visible" });
       const after = Number(await page.getAttribute("#expiry", "data-expires-at"));
-      if (!(after >= before)) throw new Error(`expires_at went from ${before} to ${after}`);
+      if (!(after > before)) throw new Error(`expires_at went from ${before} to ${after}`);
       const state = await page.getAttribute("#status", "data-state");
       if (state !== "connected") throw new Error(`status ${state} after refresh`);
       return `expires_at ${before} -> ${after}`;
     });
 
     if (process.env.E2E_EDGE_RESTART === "1") {
-      // The caller (tests/integration/test_browser.py) restarts the edge when it reads the
-      // marker line: the page must show "reconnecting in N s", then connect and resubscribe.
+      // The caller (tests/integration/test_browser.py) stops the edge when it reads the
+      // first marker line and starts it again at the second: the page must show
+      // "reconnecting in N s", then connect and resubscribe.
       await step("reconnect after the edge restarts", async () => {
         const before = Number(await page.getAttribute("#chart", "data-ticks"));
         console.log("EDGE-RESTART-NOW");
         await page.waitForSelector('#status[data-state="reconnecting"]', { timeout: 20000 });
         const shown = await page.textContent("#status");
+        console.log("EDGE-DOWN-SEEN");
         await page.waitForSelector('#status[data-state="connected"]', { timeout: 40000 });
         const after = Number(await page.getAttribute("#chart", "data-ticks"));
         await page.waitForFunction((n) =>
@@ -168,7 +173,10 @@ async function main() {
     });
 
     await step("screenshot", async () => {
-      await page.waitForTimeout(1500); // a few more ticks on the chart
+      const ticks = Number(await page.getAttribute("#chart", "data-ticks"));
+      await page.waitForFunction((n) => // a few more ticks on the chart
+        Number(document.getElementById("chart").dataset.ticks) >= n + 5, ticks,
+        { timeout: STEP_TIMEOUT_MS });
       await page.screenshot({ path: SHOT, fullPage: true, timeout: 10000 });
       return path.relative(ROOT, SHOT);
     });

@@ -2,7 +2,7 @@
 password or client-secret checks of one name within AUTH_LOGIN_WINDOW_S, that name gets
 429 slow_down (without a hash check) until the window ends; other names are not affected;
 unknown names are throttled like known ones (no enumeration); a success clears the count."""
-import time
+import hashlib
 
 import harness
 
@@ -38,11 +38,18 @@ def test_password_guessing_is_throttled_per_name(st):
                      what="alice allowed again after the window")
 
 
+def _fail_key(name):
+    """auth's Redis key counting a user name's failures (its SHA-256, first 16 bytes)."""
+    return "sc:loginfail:u:" + hashlib.sha256(name.encode()).hexdigest()[:32]
+
+
 def test_success_clears_the_count(st):
-    time.sleep(0.1)
+    assert st.redis_cmd("EXISTS", _fail_key("bob")).strip() == "0"  # bob starts at none
     for _ in range(2):
         assert login(st, "bob", "guess").status == 400
+    assert st.redis_cmd("EXISTS", _fail_key("bob")).strip() == "1"  # counted
     assert login(st, "bob", "builder").status == 200
+    assert st.redis_cmd("EXISTS", _fail_key("bob")).strip() == "0"  # and cleared
     for _ in range(2):
         assert login(st, "bob", "guess").status == 400  # not 429: the count restarted
     assert login(st, "bob", "builder").status == 200

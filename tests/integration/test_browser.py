@@ -75,7 +75,7 @@ def test_demo_page_in_chromium(st):
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, start_new_session=True)
     lines = []
-    restart = threading.Event()
+    restart, down_seen = threading.Event(), threading.Event()
 
     def reader():
         for raw in p.stdout:
@@ -83,6 +83,8 @@ def test_demo_page_in_chromium(st):
             lines.append(line)
             if line == "EDGE-RESTART-NOW":
                 restart.set()
+            elif line == "EDGE-DOWN-SEEN":
+                down_seen.set()
 
     t = threading.Thread(target=reader, daemon=True)
     t.start()
@@ -91,9 +93,11 @@ def test_demo_page_in_chromium(st):
         if restart.is_set():
             restart.clear()
             st.stop_service("edge")  # SIGTERM: the edge drains, clients get 1001
-            time.sleep(1.0)
+            # back once the page has shown that it lost the edge (or the script ended)
+            while not down_seen.wait(0.1) and p.poll() is None and time.monotonic() < deadline:
+                pass
             st.start_service("edge")
-        time.sleep(0.1)
+        time.sleep(0.1)  # the pace of this loop, which waits for the script's lines
     if p.poll() is None:
         os.killpg(p.pid, signal.SIGKILL)  # node and the chromium it started
         lines.append("(killed after 110 s)")

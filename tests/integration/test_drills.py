@@ -345,15 +345,17 @@ def move_stream_leader(st, away_from):
     publishing goes on while that node is down and the edges on it miss live events."""
     pub = jspub.JSPublisher(st.nats_url, name="drill-stepdown")
     pub.connect()
+
+    def moved():
+        leader = stream_leader(pub)
+        if leader and leader != away_from:
+            return leader
+        if leader:  # asks again while the old leader still holds it (an election is on)
+            pub.request("$JS.API.STREAM.LEADER.STEPDOWN." + STREAM, b"", timeout=10)
+        return None
     try:
-        for _ in range(10):  # bounded
-            leader = stream_leader(pub)
-            if leader and leader != away_from:
-                return leader
-            if leader:
-                pub.request("$JS.API.STREAM.LEADER.STEPDOWN." + STREAM, b"", timeout=10)
-            time.sleep(0.5)
-        raise AssertionError("the stream leader stays on %s" % away_from)
+        return harness.wait_for(moved, timeout=30, interval=0.5,
+                                what="the stream leader away from %s" % away_from)
     finally:
         pub.close()
 
@@ -505,7 +507,12 @@ def test_drill_cli_edge_sigkill(st):
             time.sleep(0.2)
         p_thread = Publisher(pub, list(subjects.values()), count, drill, RATE)
         p_thread.start()
-        time.sleep(1.5)
+
+        def mid_stream():  # the CLI has printed the run's first second on both subjects
+            got = [json.loads(l) for l in list(lines)]
+            return all(any(e["topic"] == t and e["data"].get("drill") == drill
+                           and e["data"].get("n", 0) >= RATE for e in got) for t in subjects)
+        harness.wait_for(mid_stream, timeout=30, interval=0.1, what="the CLI mid-stream")
         st.kill("edge1")  # SIGKILL; the CLI was on edge1, the first of its list
         p_thread.join(60)
         assert p_thread.error is None, p_thread.error

@@ -6,6 +6,7 @@ the user inbox; publish to client.<topic> with ack; refresh; revocation; the clo
 fragmented messages with pings between; a 1000-connection fan-out; a slow client closed
 4008 while others keep receiving; /healthz, /readyz, /metrics; SIGTERM drain with 1001.
 """
+import base64
 import json
 import os
 import signal
@@ -27,6 +28,12 @@ ENV = {"edge": {"EDGE_AUTH_TIMEOUT_MS": "800", "EDGE_MAX_MESSAGE": "8192",
 
 def _token(st, user="alice"):
     return st.token(user)["access_token"]
+
+
+def _exp(token):
+    """The exp claim of a JWT (not verified: the edge did that)."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"]
 
 
 def _connect(st, user="alice", **kw):
@@ -74,7 +81,7 @@ def test_token_in_header_query_and_first_message(st):
     ws = WS.connect(st.edge_url, token=tok)
     assert ws.subprotocol == "sidecast.v1"
     w = ws.recv_json(5, type="welcome")
-    assert w["expires_at"] > time.time() and w["conn_id"].startswith("edge-test-"), w
+    assert w["expires_at"] == _exp(tok) and w["conn_id"].startswith("edge-test-"), w
     ws.close()
     ws = WS.connect(wsclient.ws_url(st.edge_url, access_token=tok))
     assert ws.recv_json(5, type="welcome")["user"] == "alice"
@@ -170,9 +177,10 @@ def test_publish_goes_to_client_subject_with_identity(st):
 
 def test_refresh_same_user_and_other_user(st):
     ws = _connect(st)
-    ws.send_json({"type": "refresh", "token": _token(st)})
+    new = _token(st)
+    ws.send_json({"type": "refresh", "token": new})
     r = ws.recv_json(5, type="refreshed")
-    assert r["expires_at"] > time.time(), r
+    assert r["expires_at"] == _exp(new), r  # the new token's exp
     ws.send_json({"type": "refresh", "token": _token(st, "bob")})
     assert ws.expect_close(5)[0] == 4003
 
@@ -336,12 +344,15 @@ def test_the_log_holds_no_token(st):
     ws.expect_close(5)
     ws = WS.connect(st.edge_url)
     ws.send_json({"type": "auth", "token": other})
-    ws.recv_json(5, type="welcome")
+    last = ws.recv_json(5, type="welcome")["conn_id"].rsplit("-", 1)[1]
     ws.close()
-    time.sleep(0.3)
-    with open(st.procs["edge"].log_path, "rb") as f:
-        log = f.read().decode(errors="replace")
-    assert "session authenticated" in log  # the log is the debug one, and written
+
+    def log_to_the_last():
+        with open(st.procs["edge"].log_path, "rb") as f:
+            text = f.read().decode(errors="replace")
+        return 'msg="session authenticated" conn=%s user=bob' % last in text and text
+    # the log is the debug one, and written up to the last connection's line
+    log = harness.wait_for(log_to_the_last, what="the last connection's line in the log")
     for tok in (good, other, forged):
         assert tok not in log, "a token is in the edge's log"
         assert tok.split(".")[2] not in log, "a token signature is in the edge's log"
@@ -380,12 +391,13 @@ def test_ping_flood_without_reading_is_bounded_4008(st):
     assert code == 4008, (code, sent)
 
 
-def _raw_upgrade(st, pieces, delay=0.05):
+def _raw_upgrade(st, pieces):
     """The opening handshake written by hand, followed in the same bytes by a masked
     sidecast.v1 ping (id 7); sent split at the given offsets (negative: from the end of the
-    head), delay apart. Returns the connection, whose first messages must be the welcome and
-    then the pong: the edge keeps frames that arrive with (or inside the last piece of) the
-    head, whether the head came in one read or gathered over several."""
+    head), each piece once the edge has read the one before (sc_edge_bytes_in_total).
+    Returns the connection, whose first messages must be the welcome and then the pong: the
+    edge keeps frames that arrive with (or inside the last piece of) the head, whether the
+    head came in one read or gathered over several."""
     key = "dGhlIHNhbXBsZSBub25jZQ=="
     head = ("GET /ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
             "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
@@ -394,13 +406,23 @@ def _raw_upgrade(st, pieces, delay=0.05):
     frame = wsclient.encode_frame(wsclient.OP_TEXT, b'{"type":"ping","id":7}')
     data = head + frame
     cuts = sorted(p if p >= 0 else len(head) + p for p in pieces)
+    # bytes the edge has read since base, less the /metrics requests that asked (each one
+    # reads the same request, counted before its answer)
+    base = st.edge_metric("sc_edge_bytes_in_total")
+    req = st.edge_metric("sc_edge_bytes_in_total") - base
+    reads = [1]  # the one just made
+
+    def read_since():
+        reads[0] += 1
+        return st.edge_metric("sc_edge_bytes_in_total") - base - reads[0] * req
     sock = socket.create_connection(("127.0.0.1", st.edge_port), timeout=5)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     last = 0
     for c in cuts + [len(data)]:
         sock.sendall(data[last:c])
         last = c
-        time.sleep(delay)
+        if c < len(data):
+            harness.wait_for(lambda: read_since() >= c, what="the edge reading the piece")
     deadline = time.monotonic() + 5
     status, _, hdrs, rest = wsclient.read_http_response(sock, deadline)
     assert status == 101 and hdrs["sec-websocket-accept"] == wsclient.accept_key(key), hdrs

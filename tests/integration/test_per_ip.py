@@ -134,12 +134,25 @@ def _get_healthz(src, port):
         s.close()
 
 
+def _accept_backlog(port):
+    """Connections the kernel has established on the loopback listener at port that its
+    server has not accept()ed yet (a LISTEN socket's rx_queue in /proc/net/tcp)."""
+    with open("/proc/net/tcp") as f:
+        rows = [r.split() for r in f.read().splitlines()[1:]]
+    queues = [int(c[4].split(":")[1], 16) for c in rows
+              if c[3] == "0A" and int(c[1].rsplit(":", 1)[1], 16) == port]
+    assert queues, "nothing listens on port %d" % port
+    return sum(queues)
+
+
 def test_gateway_caps_connections_per_address(st):
     port = st.gateway_port
     assert _get_healthz("127.0.0.1", port) == 200
     held = [_sock("127.0.0.1", port) for _ in range(GW_CAP)]  # idle, counted
     try:
-        time.sleep(0.2 * harness.SLOW)  # accepted by the daemon
+        # accepted by the daemon (which counts them per address then)
+        harness.wait_for(lambda: _accept_backlog(port) == 0,
+                         what="the gateway accepting the held connections")
         assert _get_healthz("127.0.0.1", port) is None
         assert _get_healthz("127.0.0.2", port) == 200
     finally:
