@@ -205,13 +205,24 @@ def test_password_errors(st):
     assert status == 200, doc
 
 
-def test_failed_login_timing(st):
+def _auth_metric(st, series):
+    body = harness.http("GET", "http://127.0.0.1:%d/metrics" % st.auth_admin_port).body.decode()
+    for line in body.splitlines():
+        if line.startswith(series + " "):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+def test_failed_login_hashes_unknown_names_too(st):
     """An unknown user costs what a known user with a wrong password costs: auth hashes the
-    attempt against a dummy hash of the same scheme, so the answer's timing does not tell
-    which user names exist. Timed over one NATS connection (no process start per request),
-    interleaved, medians of 9; a missing dummy hash shows as the unknown user's request
-    taking a fraction of the known one's (a sha512crypt check is several ms)."""
+    attempt against a dummy hash of the file's own scheme and cost, so the answer's timing
+    does not tell which user names exist. Shown by auth's count of the hashes it ran, by
+    what they ran against, not by timing the answers (a loaded machine makes medians lie):
+    each attempt is exactly one hash, against the entry for alice and against the dummy
+    for a name the file lacks. The medians are printed, for the record only."""
     import statistics
+    entry, dummy = ('sc_auth_password_hashes_total{against="entry"}',
+                    'sc_auth_password_hashes_total{against="dummy"}')
     nc = natspub.Nats(st.nats_url)
 
     def one(body):
@@ -221,16 +232,18 @@ def test_failed_login_timing(st):
         nc.request("auth.token", data)
         return time.monotonic() - t0
     try:
-        one(dict(ALICE, password="nope"))  # warm up
+        e0, d0 = _auth_metric(st, entry), _auth_metric(st, dummy)
         known, unknown = [], []
-        for _ in range(9):
+        for _ in range(5):
             known.append(one(dict(ALICE, password="nope")))
+        assert (_auth_metric(st, entry), _auth_metric(st, dummy)) == (e0 + 5, d0)
+        for _ in range(5):
             unknown.append(one(dict(ALICE, username="mallory")))
+        assert (_auth_metric(st, entry), _auth_metric(st, dummy)) == (e0 + 5, d0 + 5)
     finally:
         nc.close()
-    k, u = statistics.median(known), statistics.median(unknown)
-    assert u > 0.6 * k and k > 0.6 * u, ("known %.2f ms, unknown %.2f ms"
-                                         % (k * 1e3, u * 1e3))
+    print("  median answer: known name %.2f ms, unknown name %.2f ms (not asserted)"
+          % (statistics.median(known) * 1e3, statistics.median(unknown) * 1e3))
 
 
 # ---- client credentials --------------------------------------------------------------------
