@@ -134,6 +134,7 @@ const token_signer *signkeys_current(signkeys *k) { return atomic_load(&k->cur);
 
 token_keyset *signkeys_public(signkeys *k)
 {
+    if (!k) return NULL;
     pthread_mutex_lock(&k->mu);
     token_keyset *ks = token_keyset_ref(k->pub);
     pthread_mutex_unlock(&k->mu);

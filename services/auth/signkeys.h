@@ -20,7 +20,7 @@ int signkeys_open(signkeys **out, const char *path, const char *kid);
 /* The signer to sign with now; valid until signkeys_close. */
 const token_signer *signkeys_current(signkeys *k);
 /* A reference to the public keys of the current and the previous signer (release with
- * token_keyset_destroy), or NULL. */
+ * token_keyset_destroy), or NULL (also for k NULL). */
 token_keyset *signkeys_public(signkeys *k);
 /* Their JWKS ({"keys":[current, previous]}), malloc'd, or NULL. */
 char *signkeys_jwks(signkeys *k);

@@ -5,25 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-bool seq_is_dup(uint64_t seq, uint64_t last)
-{
-    return last && seq <= last && last - seq < SEQ_DUP_WINDOW;
-}
-
-void seq_advance(seq_pos *p, uint64_t seq)
-{
-    assert(seq != 0);
-    if (!p->first) p->first = seq;
-    p->last = seq;
-}
-
-enum seq_live seq_live(const seq_pos *p, uint64_t seq, uint64_t prev)
-{
-    if (seq_is_dup(seq, p->last)) return SEQ_LIVE_DUP;
-    if (p->last && prev > p->last && seq > p->last) return SEQ_LIVE_GAP;
-    return SEQ_LIVE_SEND;
-}
-
 enum seq_since seq_since(const seq_pos *p, uint64_t since)
 {
     if (!p->last) return SEQ_SINCE_SEAM;

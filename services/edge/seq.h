@@ -6,10 +6,12 @@
  * and last seq delivered to it (0: none yet); between the two it has seen every event of
  * the topic. session.c drives it; these functions decide, and hold nothing but what they
  * are given (held items are opaque pointers: session.c's frames). Pure: no I/O, no clock,
- * no locks; the queue allocates. Prefix seq_. */
+ * no locks; the queue allocates. The three that run for every live event and recipient are
+ * inline. Prefix seq_. */
 #ifndef EDGE_SEQ_H
 #define EDGE_SEQ_H
 
+#include <assert.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -23,10 +25,18 @@ typedef struct seq_pos {
 /* True when seq was delivered already: not newer than last and less than SEQ_DUP_WINDOW
  * behind it. One further behind means the stream started over (a new cluster): not a
  * duplicate, it becomes the new position. */
-bool seq_is_dup(uint64_t seq, uint64_t last);
+static inline bool seq_is_dup(uint64_t seq, uint64_t last)
+{
+    return last && seq <= last && last - seq < SEQ_DUP_WINDOW;
+}
 
 /* Records that seq was delivered: the first one also starts the position. */
-void seq_advance(seq_pos *p, uint64_t seq);
+static inline void seq_advance(seq_pos *p, uint64_t seq)
+{
+    assert(seq != 0);
+    if (!p->first) p->first = seq;
+    p->last = seq;
+}
 
 /* What to do with a live event on a subscription that is not catching up. */
 enum seq_live {
@@ -34,7 +44,12 @@ enum seq_live {
     SEQ_LIVE_DUP,  /* delivered already: drop it */
     SEQ_LIVE_GAP,  /* events between last and it never came: catch up from last, hold it */
 };
-enum seq_live seq_live(const seq_pos *p, uint64_t seq, uint64_t prev);
+static inline enum seq_live seq_live(const seq_pos *p, uint64_t seq, uint64_t prev)
+{
+    if (seq_is_dup(seq, p->last)) return SEQ_LIVE_DUP;
+    if (p->last && prev > p->last && seq > p->last) return SEQ_LIVE_GAP;
+    return SEQ_LIVE_SEND;
+}
 
 /* What a subscribe with since asks of a subscription at p. */
 enum seq_since {

@@ -580,26 +580,6 @@ static void on_closed(wsc_conn *c, uint16_t code)
 
 /* ---- bus messages into the worker ------------------------------------------------------------ */
 
-/* Queues f on every local member of key. Events carry their stream sequence: one not newer
- * than the last seen here, and close behind it, is a duplicate (two NATS subscriptions
- * overlap for a moment when a topic's last subscriber leaves and a new one arrives at once)
- * and is dropped. One far behind means the stream started over (a new NATS cluster): it is
- * delivered and becomes the new position. Then each member judges it (catchup_live_accept). */
-static void deliver(wstate *ws, const char *key, wsc_frame *f, uint64_t seq, uint64_t prev)
-{
-    tentry *t = smap_find(ws, key);
-    if (!t) return;
-    if (seq) {
-        if (seq_is_dup(seq, t->last_seq)) return;
-        t->last_seq = seq;
-    }
-    for (uint32_t i = 0; i < t->n; i++) {
-        sub_rec *rec = t->members[i];
-        if (seq && !catchup_live_accept(rec, f, seq, prev)) continue;
-        if (wsc_conn_send_event(rec->s->c, f) == 0) metric_inc(session_m.deliveries);
-    }
-}
-
 /* After a NATS reconnection: every subscription with a position looks for what it missed. */
 static void resync(wstate *ws)
 {
@@ -640,7 +620,7 @@ static void drain_port(wstate *ws)
         case FAB_EVENT:
         case FAB_USER:
             snprintf(key, sizeof key, "%c:%s", (char)m.kind, m.name);
-            deliver(ws, key, m.frame, m.seq, m.prev);
+            catchup_deliver(ws, key, m.frame, m.seq, m.prev);
             wsc_frame_unref(m.frame);
             break;
         case FAB_REVOKED:

@@ -133,6 +133,10 @@ void catchup_subscribe_since(sub_rec *rec, uint64_t since);
 bool catchup_live_accept(sub_rec *rec, wsc_frame *f, uint64_t seq, uint64_t prev);
 /* Ends a hold without a replay: what is held goes out, in order, and rec is live. */
 void catchup_release_hold(sub_rec *rec);
+/* Queues a live event f (stream seq, its subject's previous prev; seq 0: not stored) on
+ * every local member of key that should have it now (the live path: in this file with
+ * catchup_live_accept, which it calls for each member). */
+void catchup_deliver(wstate *ws, const char *key, wsc_frame *f, uint64_t seq, uint64_t prev);
 /* Frees a catch-up (its replay already ended or cancelled), giving back what it holds. */
 void catchup_free(catchup *cu);
 

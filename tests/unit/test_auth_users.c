@@ -8,6 +8,7 @@
 #include "token.h"
 
 #include <crypt.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -750,6 +751,73 @@ TEST(grant_request_too_large)
     check_error(j, "invalid_request");
     json_decref(j);
     free(big);
+}
+
+/* Writes a new P-256 private key to path, after a "kid:" line when kid is not NULL. */
+static int write_key(const char *path, const char *kid)
+{
+    EVP_PKEY *pk = EVP_EC_gen("P-256");
+    FILE *f = pk ? fopen(path, "w") : NULL;
+    if (!f) {
+        EVP_PKEY_free(pk);
+        return -1;
+    }
+    if (kid) fprintf(f, "kid: %s\n", kid);
+    PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
+    fclose(f);
+    EVP_PKEY_free(pk);
+    return 0;
+}
+
+static size_t jwks_count(signkeys *k, const char *want_first_kid)
+{
+    char *text = signkeys_jwks(k);
+    json_t *doc = text ? json_loads(text, 0, NULL) : NULL;
+    free(text);
+    json_t *keys = json_object_get(doc, "keys");
+    size_t n = json_array_size(keys);
+    const char *kid = json_string_value(json_object_get(json_array_get(keys, 0), "kid"));
+    if (want_first_kid && (!kid || strcmp(kid, want_first_kid) != 0)) n = 0;
+    json_decref(doc);
+    return n;
+}
+
+TEST(signkeys_change_in_place)
+{
+    char path[] = "/tmp/sc-signkeys-XXXXXX";
+    int fd = mkstemp(path);
+    REQUIRE(fd >= 0);
+    close(fd);
+    REQUIRE(write_key(path, NULL) == 0);
+    signkeys *k = NULL;
+    REQUIRE(signkeys_open(&k, path, "one") == 0);
+    CHECK_EQ_INT(jwks_count(k, "one"), 1);
+    CHECK_EQ_INT(signkeys_reload(k), 0); /* the same key: nothing changes */
+    CHECK_STR(token_signer_kid(signkeys_current(k)), "one");
+    REQUIRE(write_key(path, "one") == 0); /* a new key under the old kid: refused */
+    CHECK_EQ_INT(signkeys_reload(k), -EINVAL);
+    CHECK_STR(token_signer_kid(signkeys_current(k)), "one");
+    REQUIRE(write_key(path, "two") == 0);
+    CHECK_EQ_INT(signkeys_reload(k), 1);
+    CHECK_STR(token_signer_kid(signkeys_current(k)), "two");
+    CHECK_EQ_INT(jwks_count(k, "two"), 2); /* the new key, then the one before it */
+    token_keyset *pub = signkeys_public(k);
+    CHECK_EQ_INT(token_keyset_count(pub), 2);
+    REQUIRE(write_key(path, NULL) == 0); /* no kid line: the thumbprint names it */
+    CHECK_EQ_INT(signkeys_reload(k), 1);
+    CHECK_EQ_INT(strlen(token_signer_kid(signkeys_current(k))), 43);
+    CHECK_EQ_INT(jwks_count(k, NULL), 2);     /* "one" is gone: two keys at most */
+    CHECK_EQ_INT(token_keyset_count(pub), 2); /* a reference taken earlier still holds */
+    token_keyset_destroy(pub);
+    FILE *f = fopen(path, "w");
+    REQUIRE(f != NULL);
+    fputs("not a key\n", f);
+    fclose(f);
+    CHECK(signkeys_reload(k) < 0); /* a bad file: the key in use signs on */
+    CHECK_EQ_INT(strlen(token_signer_kid(signkeys_current(k))), 43);
+    CHECK(signkeys_public(NULL) == NULL);
+    unlink(path);
+    signkeys_close(k);
 }
 
 TEST_MAIN()
