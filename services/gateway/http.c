@@ -72,7 +72,7 @@ struct http_server {
     const statics *st;
     int port;
     atomic_int inflight;
-    metric *m_inflight;
+    metric *m_inflight, *m_conns;
 };
 
 typedef struct gw_req {
@@ -511,6 +511,8 @@ static void gw_notify_conn(void *cls, struct MHD_Connection *c, void **socket_co
                            enum MHD_ConnectionNotificationCode code)
 {
     http_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) metric_add(s->m_conns, 1);
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) metric_add(s->m_conns, -1);
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -698,6 +700,9 @@ int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt
     s->st = st;
     s->m_inflight = metrics_gauge("sc_gateway_requests_in_flight", NULL,
                                   "HTTP requests being handled");
+    s->m_conns = metrics_gauge("sc_gateway_connections", NULL,
+                               "open HTTP connections (counted once the server took them, "
+                               "after the per-address and total limits)");
     s->m_head_timeouts = metrics_counter("sc_gateway_head_timeouts_total", NULL,
                                          "connections closed for a request (head and body) "
                                          "slower than GATEWAY_REQUEST_TIMEOUT_MS");

@@ -134,15 +134,24 @@ def _get_healthz(src, port):
         s.close()
 
 
-def _accept_backlog(port):
-    """Connections the kernel has established on the loopback listener at port that its
-    server has not accept()ed yet (a LISTEN socket's rx_queue in /proc/net/tcp)."""
-    with open("/proc/net/tcp") as f:
-        rows = [r.split() for r in f.read().splitlines()[1:]]
-    queues = [int(c[4].split(":")[1], 16) for c in rows
-              if c[3] == "0A" and int(c[1].rsplit(":", 1)[1], 16) == port]
-    assert queues, "nothing listens on port %d" % port
-    return sum(queues)
+def _gateway_connections(port):
+    """sc_gateway_connections, read from 127.0.0.3 (a request from 127.0.0.1 would count
+    against that address's cap): the connections the gateway holds, this one included."""
+    s = _sock("127.0.0.3", port)
+    try:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith("sc_gateway_connections "):
+            return int(float(line.split()[-1]))
+    return None
 
 
 def test_gateway_caps_connections_per_address(st):
@@ -150,9 +159,9 @@ def test_gateway_caps_connections_per_address(st):
     assert _get_healthz("127.0.0.1", port) == 200
     held = [_sock("127.0.0.1", port) for _ in range(GW_CAP)]  # idle, counted
     try:
-        # accepted by the daemon (which counts them per address then)
-        harness.wait_for(lambda: _accept_backlog(port) == 0,
-                         what="the gateway accepting the held connections")
+        # taken by the gateway, which counts them per address as it does
+        harness.wait_for(lambda: (_gateway_connections(port) or 0) >= GW_CAP + 1,
+                         what="the gateway holding the idle connections")
         assert _get_healthz("127.0.0.1", port) is None
         assert _get_healthz("127.0.0.2", port) == 200
     finally:
