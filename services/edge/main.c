@@ -30,6 +30,7 @@
 
 static struct {
     char *nats_url, *listen, *edge_id, *public_url, *origins, *keys_file, *issuer, *audience;
+    char *jwks_url, *jwks_ca;
     char *stream, *inbox_stream, *storage, *redis_url;
     int log_level, deflate, query_token;
     long workers, leeway, max_message, max_message_auth, max_connections, max_per_ip,
@@ -58,8 +59,15 @@ static const cfg_opt options[] = {
     {"ALLOWED_ORIGINS", CFG_STR, "http://localhost:8080,http://127.0.0.1:8080",
      "browser origins allowed (comma-separated; * for any; no Origin is always allowed)", 0, 0,
      0, &cfg.origins},
-    {"JWT_PUBLIC_KEYS", CFG_FILE, NULL, "JWKS or PEM public keys of the token signer",
-     CFG_REQUIRED, 0, 0, &cfg.keys_file},
+    {"JWT_PUBLIC_KEYS", CFG_FILE, NULL,
+     "JWKS or PEM public keys of the token signer (this, JWT_JWKS_URL, or both)", 0, 0, 0,
+     &cfg.keys_file},
+    {"JWT_JWKS_URL", CFG_STR, "",
+     "https:// JWKS of an OpenID provider (its jwks_uri): its keys are fetched at start, again "
+     "when its Cache-Control says, and on a token of an unknown kid", 0, 0, 0, &cfg.jwks_url},
+    {"JWT_JWKS_CA", CFG_STR, "",
+     "CA certificates (PEM file) to trust for JWT_JWKS_URL instead of the system's", 0, 0, 0,
+     &cfg.jwks_ca},
     {"JWT_ISSUER", CFG_STR, "sidecast", "required iss", CFG_REQUIRED, 0, 0, &cfg.issuer},
     {"JWT_AUDIENCE", CFG_STR, "sidecast", "required member of aud", CFG_REQUIRED, 0, 0,
      &cfg.audience},
@@ -348,8 +356,17 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (!(cfg.keys_file && cfg.keys_file[0]) && !cfg.jwks_url[0]) {
+        fprintf(stderr, "edge: config: JWT_PUBLIC_KEYS or JWT_JWKS_URL is required\n");
+        return 2;
+    }
     if (keys_open(&K, cfg.keys_file, (int)cfg.keys_refresh_s * 1000) != 0) {
         fprintf(stderr, "edge: config: JWT_PUBLIC_KEYS: no usable key in %s\n", cfg.keys_file);
+        return 2;
+    }
+    if (cfg.jwks_url[0] && keys_attach_url(K, cfg.jwks_url, cfg.jwks_ca) != 0) {
+        fprintf(stderr, "edge: config: JWT_JWKS_URL: an https:// URL is required\n");
+        keys_close(K);
         return 2;
     }
     /* One delivery thread: every bus message goes through the fabric's PUB socket in order. */

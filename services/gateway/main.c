@@ -24,7 +24,7 @@ typedef struct gw_config {
     int log_level;
     char *listen;
     char *routes;
-    char *jwt_keys;
+    char *jwt_keys, *jwks_url, *jwks_ca;
     char *jwt_issuer;
     char *jwt_audience;
     long jwt_leeway, keys_refresh_s;
@@ -50,8 +50,15 @@ static const cfg_opt gw_opts[] = {
      &gw_cfg.listen},
     {"GATEWAY_ROUTES", CFG_FILE, NULL, "routing table (JSON, see docs/GATEWAY.md)",
      CFG_REQUIRED, 0, 0, &gw_cfg.routes},
-    {"JWT_PUBLIC_KEYS", CFG_FILE, NULL, "token verification keys (JWKS or PEM public keys)",
-     CFG_REQUIRED, 0, 0, &gw_cfg.jwt_keys},
+    {"JWT_PUBLIC_KEYS", CFG_FILE, NULL,
+     "token verification keys (JWKS or PEM public keys; this, JWT_JWKS_URL, or both)", 0, 0, 0,
+     &gw_cfg.jwt_keys},
+    {"JWT_JWKS_URL", CFG_STR, "",
+     "https:// JWKS of an OpenID provider (its jwks_uri): its keys are fetched at start, again "
+     "when its Cache-Control says, and on a token of an unknown kid", 0, 0, 0, &gw_cfg.jwks_url},
+    {"JWT_JWKS_CA", CFG_STR, "",
+     "CA certificates (PEM file) to trust for JWT_JWKS_URL instead of the system's", 0, 0, 0,
+     &gw_cfg.jwks_ca},
     {"JWT_ISSUER", CFG_STR, "sidecast", "required iss of access tokens", 0, 0, 0,
      &gw_cfg.jwt_issuer},
     {"JWT_AUDIENCE", CFG_STR, "sidecast", "required aud of access tokens", 0, 0, 0,
@@ -127,8 +134,18 @@ int main(int argc, char **argv)
         rc = 2;
         goto done;
     }
+    if (!(gw_cfg.jwt_keys && gw_cfg.jwt_keys[0]) && !gw_cfg.jwks_url[0]) {
+        fprintf(stderr, "gateway: JWT_PUBLIC_KEYS or JWT_JWKS_URL is required\n");
+        rc = 2;
+        goto done;
+    }
     if (keys_open(&ks, gw_cfg.jwt_keys, (int)gw_cfg.keys_refresh_s * 1000) != 0) {
         fprintf(stderr, "gateway: JWT_PUBLIC_KEYS: %s: no usable key\n", gw_cfg.jwt_keys);
+        rc = 2;
+        goto done;
+    }
+    if (gw_cfg.jwks_url[0] && keys_attach_url(ks, gw_cfg.jwks_url, gw_cfg.jwks_ca) != 0) {
+        fprintf(stderr, "gateway: JWT_JWKS_URL: an https:// URL is required\n");
         rc = 2;
         goto done;
     }

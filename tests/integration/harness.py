@@ -707,17 +707,20 @@ def _der_to_raw(der):
 
 
 def mint(st, sub="alice", exp_in=300, iss="sidecast", aud="sidecast", kid="dev-1",
-         sub_topics=("prices.*",), pub_topics=(), **extra):
-    """An ES256 access token for sub signed with the stack's dev key: the claims auth would
-    give, with the topic patterns (and any extra claim) chosen by the test."""
+         sub_topics=("prices.*",), pub_topics=(), key=None, **extra):
+    """An ES256 access token for sub signed with the stack's dev key (or the EC private key
+    at path key): the claims auth would give, with the topic patterns (and any extra claim)
+    chosen by the test; sub_topics None leaves the claim out."""
     now = int(time.time())
     head = {"alg": "ES256", "typ": "JWT", "kid": kid}
     claims = {"iss": iss, "aud": aud, "sub": sub, "iat": now - 1, "nbf": now - 1,
               "exp": now + exp_in, "jti": "t%d" % time.monotonic_ns(),
-              "sub_topics": list(sub_topics), "pub_topics": list(pub_topics)}
+              "pub_topics": list(pub_topics)}
+    if sub_topics is not None:
+        claims["sub_topics"] = list(sub_topics)
     claims.update(extra)
     signing_input = b64url(json.dumps(head).encode()) + "." + b64url(json.dumps(claims).encode())
     der = subprocess.run(["openssl", "dgst", "-sha256", "-sign",
-                          os.path.join(st.keys, "signing-key.pem")],
+                          key or os.path.join(st.keys, "signing-key.pem")],
                          input=signing_input.encode(), capture_output=True, check=True).stdout
     return signing_input + "." + b64url(_der_to_raw(der))
