@@ -11,6 +11,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "proto/msg.h"
+#include "proto/topic.h"
 #include "rds.h"
 #include "session.h"
 #include "token.h"
@@ -19,6 +20,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +32,7 @@
 
 static struct {
     char *nats_url, *listen, *edge_id, *public_url, *origins, *keys_file, *issuer, *audience;
-    char *jwks_url, *jwks_ca;
+    char *jwks_url, *jwks_ca, *sub_claim, *pub_claim, *default_sub, *default_pub;
     char *stream, *inbox_stream, *storage, *redis_url;
     int log_level, deflate, query_token;
     long workers, leeway, max_message, max_message_auth, max_connections, max_per_ip,
@@ -73,6 +75,18 @@ static const cfg_opt options[] = {
      &cfg.audience},
     {"JWT_LEEWAY", CFG_INT, "30", "seconds of clock skew for exp/nbf/iat", 0, 0, 300,
      &cfg.leeway},
+    {"JWT_SUB_TOPICS_CLAIM", CFG_STR, "sub_topics",
+     "the claim with the topic patterns a token may subscribe to (an array, or a string of "
+     "patterns separated by spaces or commas): tokens of another identity provider name it "
+     "their own way", 0, 0, 0, &cfg.sub_claim},
+    {"JWT_PUB_TOPICS_CLAIM", CFG_STR, "pub_topics",
+     "the same for the patterns it may publish to", 0, 0, 0, &cfg.pub_claim},
+    {"JWT_DEFAULT_SUB_TOPICS", CFG_STR, "",
+     "patterns (comma-separated) for a token without JWT_SUB_TOPICS_CLAIM (empty: none; the "
+     "user's own inbox is always allowed)", 0, 0, 0, &cfg.default_sub},
+    {"JWT_DEFAULT_PUB_TOPICS", CFG_STR, "",
+     "patterns (comma-separated) for a token without JWT_PUB_TOPICS_CLAIM (empty: none)", 0,
+     0, 0, &cfg.default_pub},
     {"JWT_KEYS_REFRESH_MIN_S", CFG_INT, "10",
      "a token of an unknown kid asks auth for its keys (auth.jwks) at most this often; "
      "JWT_PUBLIC_KEYS is read again on SIGHUP, and auth's announcements (auth.keys) are "
@@ -291,6 +305,46 @@ static void ensure_stream(void)
     if (bus_stream_ensure(B, &sc) == 0) atomic_store(&stream_ok, 1);
 }
 
+/* A topic pattern as a token's claims hold it: dot-separated tokens of [A-Za-z0-9_-], or
+ * "*" for one token, or ">" as the last one for the rest; at most TOPIC_MAX bytes. */
+static bool pattern_valid(const char *p, size_t n)
+{
+    if (n == 0 || n > TOPIC_MAX) return false;
+    for (size_t i = 0; i < n;) {
+        size_t t = 0;
+        while (i + t < n && p[i + t] != '.') t++;
+        if (t == 0) return false;
+        bool wild = t == 1 && (p[i] == '*' || p[i] == '>');
+        if (wild && p[i] == '>' && i + 1 != n) return false;
+        for (size_t j = 0; !wild && j < t; j++) {
+            char c = p[i + j];
+            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '-'))
+                return false;
+        }
+        i += t + 1;
+        if (i == n) return false; /* a trailing dot */
+    }
+    return true;
+}
+
+/* A comma-separated list of topic patterns as a JSON array ("": empty), or NULL when one is
+ * not a pattern. */
+static json_t *patterns_json(const char *list)
+{
+    json_t *a = json_array();
+    for (const char *p = list; a && *p;) {
+        size_t n = strcspn(p, ",");
+        if (!pattern_valid(p, n)) {
+            json_decref(a);
+            return NULL;
+        }
+        json_array_append_new(a, json_stringn(p, n));
+        p += n + (p[n] == ',');
+    }
+    return a;
+}
+
 int main(int argc, char **argv)
 {
     fabric *fab = NULL;
@@ -407,6 +461,16 @@ int main(int argc, char **argv)
     ctx.fab = fab;
     ctx.keys = K;
     ctx.policy = (token_policy){cfg.issuer, cfg.audience, cfg.leeway, 0};
+    json_t *dsub = patterns_json(cfg.default_sub), *dpub = patterns_json(cfg.default_pub);
+    if (!dsub || !dpub) {
+        fprintf(stderr, "edge: config: JWT_DEFAULT_SUB_TOPICS / JWT_DEFAULT_PUB_TOPICS: a "
+                        "pattern is not a topic pattern\n");
+        json_decref(dsub);
+        json_decref(dpub);
+        status = 2;
+        goto done;
+    }
+    ctx.perms_src = (perms_source){cfg.sub_claim, cfg.pub_claim, dsub, dpub};
     /* about as many users as connections may publish at once: the table never grows */
     if (quota_create(&Q, (size_t)cfg.max_connections, (double)cfg.user_pub_rate,
                      (double)cfg.user_pub_burst) != 0)
@@ -482,5 +546,7 @@ done:
     fab_destroy(fab);
     keys_close(K);
     bus_destroy(B, 2000);
+    json_decref((json_t *)ctx.perms_src.sub_default);
+    json_decref((json_t *)ctx.perms_src.pub_default);
     return status;
 }

@@ -6,32 +6,63 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Appends the string patterns of arr (anything else in it never matches) to buf, each ended
- * by NUL; returns the new length, or -1 past cap. */
-static long pack(char *buf, size_t len, size_t cap, const json_t *arr)
+/* Appends one pattern v[0..n) to buf, NUL-ended; the new length, or -1 past cap. */
+static long pack_one(char *buf, size_t len, size_t cap, const char *v, size_t n)
 {
+    if (n == 0 || memchr(v, '\0', n)) return (long)len; /* "\u0000": matches no topic */
+    if (len + n + 1 > cap) return -1;
+    memcpy(buf + len, v, n);
+    buf[len + n] = '\0';
+    return (long)(len + n + 1);
+}
+
+/* Appends the patterns of a claim to buf, each ended by NUL: an array's strings (anything
+ * else in it never matches), or a string's words separated by spaces or commas (an OAuth
+ * "scope"-style claim). Returns the new length, or -1 past cap. */
+static long pack(char *buf, size_t len, size_t cap, const json_t *claim)
+{
+    long l = (long)len;
+    if (json_is_string(claim)) {
+        const char *v = json_string_value(claim), *end = v + json_string_length(claim);
+        if (memchr(v, '\0', json_string_length(claim))) return l; /* "\u0000": none */
+        while (v < end && l >= 0) {
+            size_t n = strcspn(v, " ,");
+            if (v + n > end) n = (size_t)(end - v);
+            l = pack_one(buf, (size_t)l, cap, v, n);
+            v += n + 1;
+        }
+        return l;
+    }
     size_t i;
     const json_t *p;
-    json_array_foreach(arr, i, p) {
+    json_array_foreach(claim, i, p) {
         if (!json_is_string(p)) continue;
-        size_t n = json_string_length(p);
-        const char *v = json_string_value(p);
-        if (memchr(v, '\0', n)) continue; /* "\u0000" in a pattern: matches no topic */
-        if (len + n + 1 > cap) return -1;
-        memcpy(buf + len, v, n + 1);
-        len += n + 1;
+        l = pack_one(buf, (size_t)l, cap, json_string_value(p), json_string_length(p));
+        if (l < 0) return -1;
     }
-    return (long)len;
+    return l;
+}
+
+/* The claim name of src (or dflt), and its value in claims, or src's default list. */
+static const json_t *claim_of(const json_t *claims, const char *name, const char *dflt,
+                              const json_t *fallback)
+{
+    const json_t *v = json_object_get(claims, name && name[0] ? name : dflt);
+    return v ? v : fallback;
 }
 
 /* The worker's permission set equal to the payload's (a new reference), or NULL (no memory,
  * or patterns beyond any token's size). */
-perms *perms_get(perms_table *t, const json_t *claims)
+perms *perms_get(perms_table *t, const json_t *claims, const perms_source *src)
 {
+    static const perms_source none = {0};
+    if (!src) src = &none;
     char buf[PERMS_MAX];
-    long sl = pack(buf, 0, sizeof buf, json_object_get(claims, "sub_topics"));
+    long sl = pack(buf, 0, sizeof buf,
+                   claim_of(claims, src->sub_claim, "sub_topics", src->sub_default));
     long pl = sl < 0 ? -1
-                     : pack(buf, (size_t)sl, sizeof buf, json_object_get(claims, "pub_topics"));
+                     : pack(buf, (size_t)sl, sizeof buf,
+                            claim_of(claims, src->pub_claim, "pub_topics", src->pub_default));
     if (pl < 0) return NULL;
     unsigned long h = 5381;
     for (long i = 0; i < pl; i++) h = h * 33 + (unsigned char)buf[i];

@@ -26,10 +26,20 @@ typedef struct perms_table {
     perms *buckets[PERMS_BUCKETS];
 } perms_table;
 
-/* The table's set equal to the claims' sub_topics and pub_topics (a new reference), or NULL
- * (no memory, or patterns beyond any token's size). A pattern that is not a string, or
- * holds "\u0000", is left out: it would match no topic. */
-perms *perms_get(perms_table *t, const json_t *claims);
+/* Where a token's patterns are (JWT_SUB_TOPICS_CLAIM, JWT_PUB_TOPICS_CLAIM: a token from
+ * another identity provider names them its own way), and the lists for a token without
+ * the claim (JWT_DEFAULT_SUB_TOPICS / _PUB_: JSON arrays of strings). NULL members: the
+ * claims sub_topics and pub_topics, and no default. */
+typedef struct perms_source {
+    const char *sub_claim, *pub_claim;
+    const json_t *sub_default, *pub_default;
+} perms_source;
+
+/* The table's set equal to the claims' patterns (a new reference), or NULL (no memory, or
+ * patterns beyond any token's size). A claim is an array of patterns or a string of them
+ * separated by spaces or commas; a pattern that is not a string, or holds "\u0000", is left
+ * out: it would match no topic. src NULL: the defaults above. */
+perms *perms_get(perms_table *t, const json_t *claims, const perms_source *src);
 /* Drops a reference; the last one frees the set. NULL ok. */
 void perms_put(perms_table *t, perms *p);
 /* Whether topic matches one of the set's patterns: pub_topics when pub, else sub_topics.

@@ -131,7 +131,7 @@ static void sub_remove(session *s, int i)
 /* Applies verified claims to s. Returns 0, or -ENOMEM (s unchanged). */
 static int session_take_claims(session *s, token_claims *cl)
 {
-    perms *p = perms_get(&s->ws->perms, cl->payload);
+    perms *p = perms_get(&s->ws->perms, cl->payload, &s->ws->ctx->perms_src);
     if (!p) return -ENOMEM;
     perms_put(&s->ws->perms, s->perms);
     s->perms = p;

@@ -15,6 +15,7 @@
 #include "bus.h"
 #include "fabric.h"
 #include "keys.h"
+#include "perms.h"
 #include "presence.h"
 #include "quota.h"
 #include "token.h"
@@ -49,9 +50,10 @@ typedef struct session_ctx {
     fabric *fab;
     keys *keys; /* the token keys, changing while it runs */
     token_policy policy;
-    presence *pres;    /* NULL: no presence */
-    quota *user_quota; /* client publish bytes per user on this edge (NULL: none) */
-    void *workers[64]; /* per-worker state, for presence verdicts */
+    perms_source perms_src; /* where a token's topic patterns are (perms.h) */
+    presence *pres;         /* NULL: no presence */
+    quota *user_quota;      /* client publish bytes per user on this edge (NULL: none) */
+    void *workers[64];      /* per-worker state, for presence verdicts */
 } session_ctx;
 
 /* Fills h with the protocol's handlers; ctx must outlive the server. */

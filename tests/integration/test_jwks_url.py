@@ -102,7 +102,9 @@ _start_provider()
 SERVICES = ("gateway", "edge")
 _VERIFIER = {"JWT_JWKS_URL": URL, "JWT_JWKS_CA": os.path.join(DIR, "ca.pem"),
              "JWT_KEYS_REFRESH_MIN_S": "1"}
-ENV = {"gateway": dict(_VERIFIER), "edge": dict(_VERIFIER)}
+ENV = {"gateway": dict(_VERIFIER),
+       "edge": dict(_VERIFIER, JWT_SUB_TOPICS_CLAIM="topics",
+                    JWT_DEFAULT_SUB_TOPICS="prices.*,status")}
 URL_LOADED = 'sc_token_keys_loaded_total{source="url"}'
 
 
@@ -213,3 +215,40 @@ def test_the_token_of_a_stranger_stays_out(st):
     assert not _edge_accepts(st, tok) and not _gateway_accepts(st, tok)
     tok = mint(st, kid="nobody", key=stranger)
     assert not _edge_accepts(st, tok) and not _gateway_accepts(st, tok)
+
+
+def _subscribe(st, token, topic):
+    ws = WS.connect(st.edge_url, token=token)
+    try:
+        ws.recv_json(10, type="welcome")
+        ws.send_json({"type": "subscribe", "topic": topic, "id": 1})
+        return ws.recv_json(10)["type"]  # "subscribed", or "error" (forbidden)
+    finally:
+        ws.close()
+
+
+def test_topics_from_a_claim_of_another_name_or_a_default(st):
+    """A provider's token carries no sub_topics: the edge reads JWT_SUB_TOPICS_CLAIM
+    ("topics" here, a space-separated string) and, for a token without it, the default
+    list (JWT_DEFAULT_SUB_TOPICS)."""
+    named = mint(st, kid="idp-1", key=KEY1, sub_topics=None, topics="news.* chat.>")
+    assert _subscribe(st, named, "news.today") == "subscribed"
+    assert _subscribe(st, named, "chat.room.1") == "subscribed"
+    assert _subscribe(st, named, "prices.BTC") == "error"
+    plain = mint(st, kid="idp-1", key=KEY1, sub_topics=None)
+    assert _subscribe(st, plain, "prices.BTC") == "subscribed"
+    assert _subscribe(st, plain, "status") == "subscribed"
+    assert _subscribe(st, plain, "news.today") == "error"
+    old_style = mint(st, kid="idp-1", key=KEY1, sub_topics=["news.*"])  # not the claim now
+    assert _subscribe(st, old_style, "news.today") == "error"
+
+
+def test_a_bad_default_pattern_is_refused_at_start(st):
+    e = dict(os.environ)
+    e.update(st.service_env("edge"))
+    e.update({"JWT_DEFAULT_SUB_TOPICS": "prices.*,bad pattern", "EDGE_LISTEN": "127.0.0.1:0"})
+    r = subprocess.run([os.path.join(harness.BUILD, "edge")], env=e, capture_output=True,
+                       timeout=30, stdin=subprocess.DEVNULL)
+    err = (r.stdout + r.stderr).decode(errors="replace")
+    assert r.returncode == 2 and "JWT_DEFAULT_SUB_TOPICS" in err, (r.returncode, err[-800:])
+

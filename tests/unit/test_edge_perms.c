@@ -19,7 +19,7 @@ TEST(equal_lists_share_one_set)
     json_t *a = claims("{\"sub_topics\":[\"prices.*\",\"chat.>\"],\"pub_topics\":[\"chat.>\"]}");
     json_t *b = claims("{\"sub_topics\":[\"prices.*\",\"chat.>\"],\"pub_topics\":[\"chat.>\"],"
                        "\"sub\":\"bob\"}");
-    perms *pa = perms_get(&t, a), *pb = perms_get(&t, b);
+    perms *pa = perms_get(&t, a, NULL), *pb = perms_get(&t, b, NULL);
     REQUIRE(pa && pb);
     CHECK(pa == pb);
     CHECK_EQ_INT(pa->refs, 2);
@@ -40,7 +40,7 @@ TEST(where_the_lists_split_counts)
     perms_table t = {0};
     json_t *a = claims("{\"sub_topics\":[\"x\",\"y\"],\"pub_topics\":[]}");
     json_t *b = claims("{\"sub_topics\":[\"x\"],\"pub_topics\":[\"y\"]}");
-    perms *pa = perms_get(&t, a), *pb = perms_get(&t, b);
+    perms *pa = perms_get(&t, a, NULL), *pb = perms_get(&t, b, NULL);
     REQUIRE(pa && pb);
     CHECK(pa != pb);
     CHECK(perms_allow(pa, false, "y"));
@@ -58,7 +58,7 @@ TEST(unmatchable_patterns_left_out_and_absent_lists_allow_nothing)
     perms_table t = {0};
     json_t *a = claims("{\"sub_topics\":[7,null,\"a\\u0000b\",\"ok\"]}");
     REQUIRE(a != NULL);
-    perms *p = perms_get(&t, a);
+    perms *p = perms_get(&t, a, NULL);
     REQUIRE(p != NULL);
     CHECK_EQ_INT(p->len, 3); /* "ok\0" only */
     CHECK(perms_allow(p, false, "ok"));
@@ -77,8 +77,35 @@ TEST(oversized_lists_refused)
     pat[sizeof pat - 1] = '\0';
     for (int i = 0; i < PERMS_MAX / 100 + 1; i++) json_array_append_new(arr, json_string(pat));
     json_object_set_new(a, "sub_topics", arr);
-    CHECK(perms_get(&t, a) == NULL);
+    CHECK(perms_get(&t, a, NULL) == NULL);
     json_decref(a);
+}
+
+TEST(claims_named_otherwise_strings_and_defaults)
+{
+    perms_table t = {0};
+    json_t *subs = json_pack("[s]", "news.*"), *pubs = json_pack("[]");
+    perms_source src = {"scope_topics", "write_topics", subs, pubs};
+    json_t *a = claims("{\"scope_topics\":\"prices.* chat.>,orders.o1\",\"sub_topics\":[\"x\"]}");
+    REQUIRE(a != NULL);
+    perms *p = perms_get(&t, a, &src);
+    REQUIRE(p != NULL);
+    CHECK(perms_allow(p, false, "prices.BTC"));
+    CHECK(perms_allow(p, false, "chat.room"));
+    CHECK(perms_allow(p, false, "orders.o1"));
+    CHECK(!perms_allow(p, false, "x"));        /* sub_topics is not the claim any more */
+    CHECK(!perms_allow(p, true, "chat.room")); /* no write_topics: the default, empty */
+    json_t *b = claims("{\"sub\":\"bob\"}");   /* no claim at all: the default */
+    perms *q = perms_get(&t, b, &src);
+    REQUIRE(q != NULL);
+    CHECK(perms_allow(q, false, "news.today"));
+    CHECK(!perms_allow(q, false, "prices.BTC"));
+    perms_put(&t, p);
+    perms_put(&t, q);
+    json_decref(a);
+    json_decref(b);
+    json_decref(subs);
+    json_decref(pubs);
 }
 
 TEST_MAIN()
