@@ -6,11 +6,13 @@
  * strictly, the header is checked against the key chosen by kid (the algorithm is pinned per
  * key), the signature is checked with that key's EVP_PKEY, parsed once at load, with
  * SHA-256 and the scheme of the key's type (verify_sig), and the claims are parsed and
- * checked with jansson. typ, when present, must be "JWT". Verified tokens are cached. */
+ * checked with jansson. typ, when present, must be "JWT", or "at+jwt" (RFC 9068: the access
+ * tokens of OpenID providers; "application/at+jwt" too). Verified tokens are cached. */
 #include "token_int.h"
 
 #include "b64url.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -49,7 +51,7 @@ static json_t *segment_json(const char *seg, size_t n, unsigned char *buf, size_
 }
 
 /* The JOSE header, checked against the keyset: alg one we pin and equal to the chosen key's,
- * kid known, no crit, typ absent or JWT. */
+ * kid known, no crit, typ absent, JWT or at+jwt (media types: case-insensitive). */
 static int header_check(const token_keyset *ks, const json_t *hdr, const struct token_key **key)
 {
     const json_t *alg = json_object_get(hdr, "alg"), *kid = json_object_get(hdr, "kid");
@@ -61,9 +63,14 @@ static int header_check(const token_keyset *ks, const json_t *hdr, const struct 
     if (!token_json_str_eq(alg, k->alg, strlen(k->alg))) return SC_EALG;
     if (json_object_get(hdr, "crit") != NULL)
         return SC_EMALFORMED; /* we understand no extension, so none may be critical */
-    if (typ != NULL && (!json_is_string(typ) || json_string_length(typ) != 3 ||
-                        strcasecmp(json_string_value(typ), "JWT") != 0))
-        return SC_EMALFORMED;
+    if (typ != NULL) {
+        const char *t = json_string_value(typ);
+        size_t n = json_string_length(typ);
+        bool ok = t && ((n == 3 && strcasecmp(t, "JWT") == 0) ||
+                        (n == 6 && strcasecmp(t, "at+jwt") == 0) ||
+                        (n == 18 && strcasecmp(t, "application/at+jwt") == 0));
+        if (!ok) return SC_EMALFORMED;
+    }
     *key = k;
     return 0;
 }

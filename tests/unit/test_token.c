@@ -1055,13 +1055,21 @@ TEST(hostile_json_and_key_urls_in_signed_tokens)
 
 TEST(typ_other_than_jwt_rejected)
 {
-    /* One verification path only: libjwt 1.10.2 refuses every typ but "JWT", and so do we
-     * (RFC 9068 "at+jwt" included), before any signature work. */
+    /* "JWT", or RFC 9068's "at+jwt" (an OpenID provider's access tokens, also as the media
+     * type "application/at+jwt"), any case; every other typ is refused before any
+     * signature work. */
     char *payload, *t;
 
     REQUIRE(setup());
     payload = claims_text(claims());
     t = forge("{\"alg\":\"ES256\",\"kid\":\"ec1\",\"typ\":\"at+jwt\"}", payload, fx.ec, NULL);
+    CHECK_EQ_INT(verify(t), 0);
+    free(t);
+    t = forge("{\"alg\":\"ES256\",\"kid\":\"ec1\",\"typ\":\"Application/AT+JWT\"}", payload, fx.ec,
+              NULL);
+    CHECK_EQ_INT(verify(t), 0);
+    free(t);
+    t = forge("{\"alg\":\"ES256\",\"kid\":\"ec1\",\"typ\":\"at+jwtx\"}", payload, fx.ec, NULL);
     CHECK_EQ_INT(verify(t), SC_EMALFORMED);
     free(t);
     t = forge("{\"alg\":\"ES256\",\"kid\":\"ec1\",\"typ\":\"JWS\"}", payload, fx.ec, NULL);
