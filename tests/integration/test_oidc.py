@@ -11,6 +11,7 @@ import atexit
 import base64
 import json
 import os
+import select
 import ssl
 import subprocess
 import tempfile
@@ -63,7 +64,8 @@ def _start_idp():
     p = subprocess.Popen(["node", os.path.join(IDP_DIR, "idp.mjs")], env=env,
                          stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
     atexit.register(lambda: (p.terminate(), p.wait(10)))
-    line = p.stdout.readline().decode().strip()
+    ready, _, _ = select.select([p.stdout], [], [], 60)  # bounded: node may hang
+    line = p.stdout.readline().decode().strip() if ready else "(nothing within 60 s)"
     assert line == "ready", "the OpenID provider did not start (%r); see %s" % (line, DIR)
     return p
 
