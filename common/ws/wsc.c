@@ -1001,25 +1001,25 @@ static void worker_accept(loop_io *io, uint32_t events)
             return;
         }
         if (atomic_load(&s->nconns) >= s->cfg.max_connections) {
+            metric_inc(s->m_rejected_full); /* counted first: whoever sees the answer sees it */
             char out[WS_HTTP_RESPONSE_MAX];
             int n = ws_http_write_error(out, sizeof out, 503, s->full_body);
             if (n > 0 && write(fd, out, (size_t)n) < 0) { /* best effort */
             }
             close(fd);
-            metric_inc(s->m_rejected_full);
             continue;
         }
         uint8_t ipkey[16];
         bool counted = false;
         if (s->per_ip && iplimit_key((struct sockaddr *)&ss, ipkey) == 0) {
             if (!iplimit_acquire(s->per_ip, ipkey)) {
+                metric_inc(s->m_rejected_ip); /* counted first: whoever sees the answer sees it */
                 char out[WS_HTTP_RESPONSE_MAX];
                 int n = ws_http_write_error(out, sizeof out, 429,
                                             "too many connections from this address");
                 if (n > 0 && write(fd, out, (size_t)n) < 0) { /* best effort */
                 }
                 close(fd);
-                metric_inc(s->m_rejected_ip);
                 continue;
             }
             counted = true;
