@@ -120,6 +120,10 @@ int authsvc_start(authsvc **out, bus *b, const grant_cfg *g, int workers)
         authsvc_stop(s);
         return rc;
     }
+    /* ready means answering: the server has the subscriptions before auth says it is up
+     * (a request right after /readyz said 200 must not find no responders) */
+    if (bus_flush(b, 2000) != 0)
+        log_warn("auth subscriptions not confirmed by NATS yet", "timeout_ms=%d", 2000);
     log_info("auth subscribed", "queue=%s workers=%d", QUEUE_AUTH, workers);
     *out = s;
     return 0;
