@@ -49,10 +49,10 @@ def _upgrade(st, src, token):
     return s, int(head.split(b" ", 2)[1])
 
 
-def _metric(st, name):
-    """A metric of the edge, read from 127.0.0.4: /metrics is on the edge's port, so a scrape
-    from a capped address would be refused too."""
-    s = _sock("127.0.0.4", st.edge_port)
+def _scrape(src, port, name):
+    """One series of /metrics at port, read from the loopback address src (a scrape from a
+    capped address would be refused too, and would count against its cap); 0 if absent."""
+    s = _sock(src, port)
     try:
         s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         data = b""
@@ -67,6 +67,11 @@ def _metric(st, name):
         if line.startswith(name + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+def _metric(st, name):
+    """A metric of the edge (its /metrics is on its WebSocket port), read from 127.0.0.4."""
+    return _scrape("127.0.0.4", st.edge_port, name)
 
 
 def test_edge_caps_connections_per_address(st):
@@ -135,23 +140,9 @@ def _get_healthz(src, port):
 
 
 def _gateway_connections(port):
-    """sc_gateway_connections, read from 127.0.0.3 (a request from 127.0.0.1 would count
-    against that address's cap): the connections the gateway holds, this one included."""
-    s = _sock("127.0.0.3", port)
-    try:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        s.close()
-    for line in data.decode(errors="replace").splitlines():
-        if line.startswith("sc_gateway_connections "):
-            return int(float(line.split()[-1]))
-    return None
+    """sc_gateway_connections, read from 127.0.0.3: the connections the gateway holds, this
+    one included."""
+    return int(_scrape("127.0.0.3", port, "sc_gateway_connections"))
 
 
 def test_gateway_caps_connections_per_address(st):
@@ -160,7 +151,7 @@ def test_gateway_caps_connections_per_address(st):
     held = [_sock("127.0.0.1", port) for _ in range(GW_CAP)]  # idle, counted
     try:
         # taken by the gateway, which counts them per address as it does
-        harness.wait_for(lambda: (_gateway_connections(port) or 0) >= GW_CAP + 1,
+        harness.wait_for(lambda: _gateway_connections(port) >= GW_CAP + 1,
                          what="the gateway holding the idle connections")
         assert _get_healthz("127.0.0.1", port) is None
         assert _get_healthz("127.0.0.2", port) == 200
