@@ -6,31 +6,17 @@ a free loopback port; the producer (any service reads the same keys) must get re
 the right settings and must not connect without them.
 """
 import os
-import subprocess
 
 import harness
+import pki
 
 SERVICES = ()
 
 
-def _openssl(*args, cwd):
-    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True,
-                   timeout=60)
-
-
 def _pki(d):
-    os.makedirs(d, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-             "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=sidecast-test-ca",
-             cwd=d)
-    with open(os.path.join(d, "san.cnf"), "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    ca = pki.CA(d)
     for name in ("server", "client"):
-        _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                 "-keyout", name + ".key", "-out", name + ".csr", "-subj", "/CN=" + name, cwd=d)
-        _openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-out", name + ".pem", "-days", "2", "-extfile", "san.cnf",
-                 cwd=d)
+        ca.issue(name)
 
 
 def _nats_tls(st, d, verify):

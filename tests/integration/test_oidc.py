@@ -19,6 +19,7 @@ import urllib.parse
 import urllib.request
 
 import harness
+import pki
 from wsclient import WS
 
 ROOT = harness.ROOT
@@ -27,11 +28,6 @@ DIR = tempfile.mkdtemp(prefix="sidecast-oidc-")
 PORT = harness.free_port()
 ISSUER = "https://127.0.0.1:%d" % PORT
 SECRET = base64.urlsafe_b64encode(os.urandom(18)).decode()
-
-
-def _openssl(*args):
-    subprocess.run(["openssl"] + list(args), cwd=DIR, check=True, capture_output=True,
-                   timeout=60)
 
 
 def _npm_ci():
@@ -49,14 +45,7 @@ def _npm_ci():
 
 
 def _start_idp():
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-             "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=sidecast-oidc-ca")
-    with open(os.path.join(DIR, "san.cnf"), "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1\n")
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
-             "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.cnf")
+    pki.CA(DIR).issue("server", san="IP:127.0.0.1")
     _npm_ci()
     env = dict(os.environ, IDP_PORT=str(PORT), IDP_CERT=os.path.join(DIR, "server.pem"),
                IDP_KEY=os.path.join(DIR, "server.key"), IDP_CLIENT_SECRET=SECRET)
