@@ -118,6 +118,7 @@ static int cfg_apply(const cfg_opt *opt, const char *text, char *err, size_t err
     case CFG_ADDR: {
         char host[256];
         int port;
+        if (text[0] == '\0') break; /* none (CFG_REQUIRED refused it above) */
         if (cfg_split_addr(text, host, sizeof host, &port) != 0 || host[0] == '\0') {
             snprintf(err, errlen, "not HOST:PORT: \"%.64s\"", text);
             return -1;

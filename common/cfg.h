@@ -14,7 +14,8 @@ enum cfg_type {
     CFG_STR,   /* char ** : any string (may be empty unless CFG_REQUIRED) */
     CFG_INT,   /* long *  : decimal integer within [min, max] */
     CFG_BOOL,  /* int *   : true/false/1/0/yes/no/on/off */
-    CFG_ADDR,  /* char ** : HOST:PORT, port 0..65535 (0: any free port) */
+    CFG_ADDR,  /* char ** : HOST:PORT, port 0..65535 (0: any free port); empty allowed
+                * unless CFG_REQUIRED */
     CFG_FILE,  /* char ** : path of a readable file (empty allowed unless CFG_REQUIRED) */
     CFG_LEVEL, /* int *   : log level debug|info|warn|error */
 };

@@ -26,6 +26,7 @@ const char *sc_strerror(int rc)
     case SC_EAUD: return "wrong audience";
     case SC_ECLAIMS: return "missing or invalid claims";
     case SC_EKEY: return "unusable key";
+    case SC_ECERT: return "unusable certificate";
     default: break;
     }
     /* the errno values callers see most, in short stable words */

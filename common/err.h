@@ -36,7 +36,9 @@ enum sc_err {
     SC_EAUD = -4026,     /* aud missing or not ours */
     SC_ECLAIMS = -4027,  /* sub, exp or another required claim missing or mistyped */
     SC_EKEY = -4028,     /* key file unreadable, or a key of an unsupported kind */
-    SC_E_LAST = -4029,
+    /* TLS */
+    SC_ECERT = -4029, /* certificate or its key unreadable, mismatched or refused */
+    SC_E_LAST = -4030,
 };
 
 /* A short, log-safe name for rc: an sc_err, a -errno, or 0 ("ok"). Static storage; never

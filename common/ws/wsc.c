@@ -28,12 +28,16 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #define READ_BUF (64 * 1024)
 #define READS_PER_EVENT 8 /* then the connection waits its turn (fairness between peers) */
 #define MAX_IOV 64
 #define INLINE_Q 2 /* queue slots inside the connection: no allocation when short */
 #define HS_MAX WS_HTTP_DEFAULT_MAX_HEAD
 #define ZBUF_KEEP (256 * 1024) /* a worker's (de)compression buffers over this are freed */
+#define TLS_GATHER 16384       /* one TLS record's payload: queued frames gathered per write */
 
 struct wsc_frame {
     _Atomic uint32_t ref;
@@ -74,6 +78,9 @@ struct wsc_conn {
     uint8_t list;  /* enum conn_list */
     bool writable, peer_closed, close_after_flush, opened, upgraded, ping_out, read_again,
         lingering, ip_counted;
+    bool tls_hs;        /* TLS: the handshake is not done yet (no HTTP before it) */
+    bool ktls_tx;       /* TLS: the kernel encrypts what we write (writev as in plain text) */
+    uint8_t tls_eof;    /* TLS: 1 close_notify or EOF seen, 2 a TLS error: after the bytes read */
     bool corked;        /* wsc_conn_cork: writes held until wsc_conn_uncork */
     bool full_messages; /* wsc_conn_lift_message_limit: max_message, not _initial */
     uint16_t close_code;
@@ -93,6 +100,8 @@ struct wsc_conn {
     ws_reader *reader; /* NULL at rest (between frames, no message in progress): the
                         * worker's own serves each read, and only a connection left
                         * mid-frame or mid-message keeps one (conn_frames) */
+    SSL *ssl;          /* TLS listener: the connection's TLS state; NULL in plain text */
+    uint32_t tls_want; /* TLS: a write that would block, retried with this many bytes */
     char peer[56];     /* "[v6 address]:port" */
     uint8_t ipkey[16]; /* the source's key in the per-address count (ip_counted) */
 };
@@ -102,8 +111,8 @@ struct wsc_worker {
     int index;
     pthread_t thread;
     loop *l;
-    loop_io listen_io;
-    wsc_conn *conns; /* live connections */
+    loop_io listen_io, tls_listen_io; /* fd -1: that listener is not configured */
+    wsc_conn *conns;                  /* live connections */
     wsc_conn *flush_list, *free_list;
     /* write_delay_ms: the flush is held until hold_until (0: nothing held) unless urgent
      * (something other than an event was queued); queuing_event marks wsc_conn_send_event */
@@ -127,13 +136,14 @@ struct wsc_worker {
     size_t zcap, icap;
     ws_reader rest_reader; /* conn_frames: for a connection whose reader was at rest */
     uint8_t rbuf[READ_BUF];
+    uint8_t tbuf[TLS_GATHER]; /* TLS without kTLS: queued frames gathered into one record */
 };
 
 struct wsc_server {
     wsc_config cfg;
     wsc_handlers h;
     wsc_worker **workers;
-    int nworkers, port;
+    int nworkers, port, tls_port;
     _Atomic int nconns;
     _Atomic uint64_t next_id;
     _Atomic int drain_ms; /* > 0: a drain was asked for */
@@ -142,6 +152,7 @@ struct wsc_server {
     metric *m_rejected_ip;
     metric *m_conns, *m_accepted, *m_rejected_full, *m_hs_ok, *m_hs_fail, *m_msgs_in, *m_bytes_in,
         *m_frames_out, *m_bytes_out, *m_slow, *m_aborts, *m_deflate_conns;
+    metric *m_tls_full, *m_tls_resumed, *m_tls_failed, *m_tls_timeout, *m_ktls;
     char draining_reason[64], draining_body[96], full_body[96]; /* made from cfg.name */
 };
 
@@ -320,6 +331,7 @@ static void conn_free(wsc_conn *c)
     free(c->hs);
     free(c->msg);
     free(c->reader);
+    SSL_free(c->ssl);
     free(c);
 }
 
@@ -373,6 +385,7 @@ void *wsc_conn_data(const wsc_conn *c) { return c->data; }
 void wsc_conn_set_data(wsc_conn *c, void *data) { c->data = data; }
 size_t wsc_conn_queued(const wsc_conn *c) { return c->q_bytes - c->q_off; }
 const char *wsc_conn_peer(const wsc_conn *c) { return c->peer; }
+int wsc_conn_tls(const wsc_conn *c) { return c->ssl != NULL; }
 
 /* Closes c (slow_close_code) at once: the peer does not read fast enough. What is queued will not
  * be read either: keep only the frame being written (the stream must stay well-framed). */
@@ -545,6 +558,122 @@ void wsc_conn_timer(wsc_conn *c, uint64_t when)
         loop_timer_set(c->w->l, &c->app_timer, when);
 }
 
+/* ---- TLS ---------------------------------------------------------------------------------- */
+
+static void conn_read(wsc_conn *c, uint32_t events);
+static void conn_answer_http(wsc_conn *c, int status, const char *body);
+
+/* Reads what the TLS layer has, up to len bytes (several records), like read(2): > 0, 0 at
+ * the end (close_notify or EOF), -1 with errno (EAGAIN: nothing more until the socket says
+ * so). Returns short only when the socket is drained or the end comes next (tls_eof). */
+static ssize_t tls_recv(wsc_conn *c, uint8_t *buf, size_t len)
+{
+    size_t got = 0;
+    while (got < len && !c->tls_eof) {
+        size_t n = 0;
+        ERR_clear_error();
+        int r = SSL_read_ex(c->ssl, buf + got, len - got, &n);
+        if (r == 1) {
+            got += n;
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            if (got) break;
+            errno = EAGAIN;
+            return -1;
+        }
+        c->tls_eof = e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0) ? 1 : 2;
+        ERR_clear_error();
+    }
+    if (got) return (ssize_t)got;
+    if (c->tls_eof == 1) return 0;
+    errno = ECONNRESET;
+    return -1;
+}
+
+/* Writes up to one record's worth of the queued frames through the TLS layer, like
+ * writev(2). A write that would block is retried with the same bytes (OpenSSL's rule):
+ * nothing leaves the queue until written, so gathering again gives them. */
+static ssize_t tls_send(wsc_conn *c, const struct iovec *iov, int n)
+{
+    size_t want = c->tls_want ? c->tls_want : TLS_GATHER, len = 0;
+    const void *p = iov[0].iov_base;
+    if (n == 1 || iov[0].iov_len >= want) { /* one frame: written from where it lies */
+        len = iov[0].iov_len < want ? iov[0].iov_len : want;
+    } else {
+        uint8_t *buf = c->w->tbuf;
+        for (int i = 0; i < n && len < want; i++) {
+            size_t take = iov[i].iov_len < want - len ? iov[i].iov_len : want - len;
+            memcpy(buf + len, iov[i].iov_base, take);
+            len += take;
+        }
+        p = buf;
+    }
+    size_t wr = 0;
+    ERR_clear_error();
+    int r = SSL_write_ex(c->ssl, p, len, &wr);
+    if (r == 1) {
+        c->tls_want = 0;
+        return (ssize_t)wr;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    ERR_clear_error();
+    if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+        c->tls_want = (uint32_t)len;
+        errno = EAGAIN;
+        return -1;
+    }
+    errno = EPIPE;
+    return -1;
+}
+
+/* Drives the TLS handshake on each socket event; once done, the HTTP upgrade request gets
+ * its own handshake_timeout_ms, and may have come with the handshake's last flight. */
+static void conn_tls_handshake(wsc_conn *c, uint32_t events)
+{
+    wsc_server *s = c->w->s;
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->tls_hs = false;
+        metric_inc(SSL_session_reused(c->ssl) ? s->m_tls_resumed : s->m_tls_full);
+#ifdef BIO_get_ktls_send
+        if (BIO_get_ktls_send(SSL_get_wbio(c->ssl))) {
+            c->ktls_tx = true;
+            metric_inc(s->m_ktls);
+        }
+#endif
+        loop_timer_set(c->w->l, &c->core_timer,
+                       loop_now(c->w->l) + (uint64_t)s->cfg.handshake_timeout_ms);
+        conn_read(c, events | EPOLLIN);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return;
+    unsigned long le = ERR_peek_error();
+    const char *why = le ? ERR_reason_error_string(le) : NULL;
+    log_debug("tls handshake failed", "server=%s conn=%llu peer=%s reason=\"%s\"", s->cfg.name,
+              (unsigned long long)c->id, c->peer, why ? why : "connection closed");
+    metric_inc(s->m_tls_failed);
+    bool http = ERR_GET_LIB(le) == ERR_LIB_SSL && ERR_GET_REASON(le) == SSL_R_HTTP_REQUEST;
+    ERR_clear_error();
+    if (http) { /* plain HTTP on the TLS port: told so in plain HTTP, then closed */
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+        c->tls_hs = false;
+        conn_answer_http(c, 400, "this port speaks TLS: use https:// or wss://");
+        return;
+    }
+    conn_abort(c, WS_CLOSE_ABNORMAL);
+}
+
+/* read(2) through TLS when the connection has it. */
+static ssize_t conn_recv(wsc_conn *c, uint8_t *buf, size_t len)
+{
+    return c->ssl ? tls_recv(c, buf, len) : read(c->io.fd, buf, len);
+}
+
 /* ---- writing ----------------------------------------------------------------------------- */
 
 static void conn_flush(wsc_conn *c)
@@ -559,7 +688,7 @@ static void conn_flush(wsc_conn *c)
             iov[n].iov_base = f->bytes + off;
             iov[n].iov_len = f->len - off;
         }
-        ssize_t wr = writev(c->io.fd, iov, n);
+        ssize_t wr = c->ssl && !c->ktls_tx ? tls_send(c, iov, n) : writev(c->io.fd, iov, n);
         if (wr < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 c->writable = false;
@@ -591,7 +720,12 @@ static void conn_flush(wsc_conn *c)
         if (c->close_after_flush && !c->lingering) {
             /* Half-close, then read and drop until the peer closes too (or the close timeout):
              * closing with unread bytes would reset the connection and could destroy our
-             * close frame in flight. */
+             * close frame in flight. TLS says it is done first (close_notify). */
+            if (c->ssl) {
+                ERR_clear_error();
+                SSL_shutdown(c->ssl);
+                ERR_clear_error();
+            }
             shutdown(c->io.fd, SHUT_WR);
             c->lingering = true;
             loop_timer_set(c->w->l, &c->core_timer,
@@ -892,7 +1026,7 @@ static void conn_read(wsc_conn *c, uint32_t events)
         return;
     }
     for (int i = 0; i < READS_PER_EVENT && c->state != CS_DEAD; i++) {
-        ssize_t n = read(c->io.fd, w->rbuf, sizeof w->rbuf);
+        ssize_t n = conn_recv(c, w->rbuf, sizeof w->rbuf);
         if (n > 0) {
             c->last_rx = loop_now(w->l);
             if (c->ping_out && c->state == CS_OPEN) { /* answered: next ping after silence */
@@ -906,8 +1040,10 @@ static void conn_read(wsc_conn *c, uint32_t events)
             else
                 conn_frames(c, w->rbuf, (size_t)n);
             /* a short read drained the socket, unless the peer's FIN came with the data:
-             * edge-triggered epoll will not report it again, so read on to see it */
-            if ((size_t)n < sizeof w->rbuf && !(events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+             * edge-triggered epoll will not report it again, so read on to see it (and TLS
+             * reads short before its end, kept for the next call) */
+            if ((size_t)n < sizeof w->rbuf && !(events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) &&
+                !c->tls_eof)
                 return;
             continue;
         }
@@ -938,6 +1074,10 @@ static void conn_on_io(loop_io *io, uint32_t events)
         c->writable = true;
         if (c->q_count) conn_want_flush(c);
     }
+    if (c->tls_hs) {
+        conn_tls_handshake(c, events);
+        return;
+    }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR)) conn_read(c, events);
 }
 
@@ -948,6 +1088,7 @@ static void conn_core_timer(loop_timer *t)
     uint64_t now = loop_now(c->w->l);
     switch (c->state) {
     case CS_HANDSHAKE:
+        if (c->tls_hs) metric_inc(s->m_tls_timeout);
         conn_abort(c, WS_CLOSE_ABNORMAL); /* slow or silent before the upgrade */
         return;
     case CS_CLOSING: conn_abort(c, c->close_code ? c->close_code : WS_CLOSE_ABNORMAL); return;
@@ -985,10 +1126,19 @@ static void conn_app_timer(loop_timer *t)
 
 /* ---- accepting ----------------------------------------------------------------------------- */
 
-static void worker_accept(loop_io *io, uint32_t events)
+/* Refuses fd before anything was read: in plain text an HTTP answer says why (best effort);
+ * a TLS client cannot read one, so it sees the connection closed. */
+static void refuse(int fd, bool tls, int status, const char *body)
 {
-    (void)events;
-    wsc_worker *w = (wsc_worker *)((char *)io - offsetof(wsc_worker, listen_io));
+    char out[WS_HTTP_RESPONSE_MAX];
+    int n = tls ? 0 : ws_http_write_error(out, sizeof out, status, body);
+    if (n > 0 && write(fd, out, (size_t)n) < 0) { /* best effort */
+    }
+    close(fd);
+}
+
+static void worker_accept(wsc_worker *w, loop_io *io, bool tls)
+{
     wsc_server *s = w->s;
     for (;;) {
         struct sockaddr_storage ss;
@@ -1002,11 +1152,7 @@ static void worker_accept(loop_io *io, uint32_t events)
         }
         if (atomic_load(&s->nconns) >= s->cfg.max_connections) {
             metric_inc(s->m_rejected_full); /* counted first: whoever sees the answer sees it */
-            char out[WS_HTTP_RESPONSE_MAX];
-            int n = ws_http_write_error(out, sizeof out, 503, s->full_body);
-            if (n > 0 && write(fd, out, (size_t)n) < 0) { /* best effort */
-            }
-            close(fd);
+            refuse(fd, tls, 503, s->full_body);
             continue;
         }
         uint8_t ipkey[16];
@@ -1014,12 +1160,7 @@ static void worker_accept(loop_io *io, uint32_t events)
         if (s->per_ip && iplimit_key((struct sockaddr *)&ss, ipkey) == 0) {
             if (!iplimit_acquire(s->per_ip, ipkey)) {
                 metric_inc(s->m_rejected_ip); /* counted first: whoever sees the answer sees it */
-                char out[WS_HTTP_RESPONSE_MAX];
-                int n = ws_http_write_error(out, sizeof out, 429,
-                                            "too many connections from this address");
-                if (n > 0 && write(fd, out, (size_t)n) < 0) { /* best effort */
-                }
-                close(fd);
+                refuse(fd, tls, 429, "too many connections from this address");
                 continue;
             }
             counted = true;
@@ -1065,8 +1206,14 @@ static void worker_accept(loop_io *io, uint32_t events)
             inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
             snprintf(c->peer, sizeof c->peer, "[%s]:%u", ip, ntohs(a->sin6_port));
         }
-        if (loop_add(w->l, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP) != 0) {
+        if (tls) {
+            c->ssl = tlsctx_new_ssl(s->cfg.tls, fd);
+            c->tls_hs = true;
+            if (c->ssl) SSL_set_accept_state(c->ssl);
+        }
+        if ((tls && !c->ssl) || loop_add(w->l, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP) != 0) {
             if (c->ip_counted) iplimit_release(s->per_ip, c->ipkey);
+            SSL_free(c->ssl);
             close(fd);
             free(c);
             continue;
@@ -1079,8 +1226,21 @@ static void worker_accept(loop_io *io, uint32_t events)
         metric_inc(s->m_conns);
         metric_inc(s->m_accepted);
         loop_timer_set(w->l, &c->core_timer,
-                       loop_now(w->l) + (uint64_t)s->cfg.handshake_timeout_ms);
+                       loop_now(w->l) + (uint64_t)(tls ? s->cfg.tls_handshake_timeout_ms
+                                                       : s->cfg.handshake_timeout_ms));
     }
+}
+
+static void worker_accept_plain(loop_io *io, uint32_t events)
+{
+    (void)events;
+    worker_accept((wsc_worker *)((char *)io - offsetof(wsc_worker, listen_io)), io, false);
+}
+
+static void worker_accept_tls(loop_io *io, uint32_t events)
+{
+    (void)events;
+    worker_accept((wsc_worker *)((char *)io - offsetof(wsc_worker, tls_listen_io)), io, true);
 }
 
 /* ---- worker thread ------------------------------------------------------------------------- */
@@ -1112,9 +1272,13 @@ static void worker_before_sleep(void *ud)
     int drain_ms = atomic_load(&s->drain_ms);
     if (drain_ms > 0 && !w->draining) {
         w->draining = true;
-        loop_del(w->l, &w->listen_io);
-        close(w->listen_io.fd);
-        w->listen_io.fd = -1;
+        loop_io *ls[2] = {&w->listen_io, &w->tls_listen_io};
+        for (int i = 0; i < 2; i++) {
+            if (ls[i]->fd < 0) continue;
+            loop_del(w->l, ls[i]);
+            close(ls[i]->fd);
+            ls[i]->fd = -1;
+        }
         w->drain_start = loop_now(w->l);
         w->drain_end = w->drain_start + (uint64_t)drain_ms;
         w->drain_total = 0;
@@ -1185,7 +1349,8 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static int worker_listen(wsc_worker *w, const struct sockaddr_storage *ss, unsigned sslen)
+static int worker_listen(loop_io *io, loop_io_fn fn, const struct sockaddr_storage *ss,
+                         unsigned sslen)
 {
     int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
@@ -1198,8 +1363,8 @@ static int worker_listen(wsc_worker *w, const struct sockaddr_storage *ss, unsig
         close(fd);
         return -e;
     }
-    w->listen_io.fd = fd;
-    w->listen_io.fn = worker_accept;
+    io->fd = fd;
+    io->fn = fn;
     return 0;
 }
 
@@ -1210,7 +1375,9 @@ static void *worker_boot(void *arg)
     wsc_server *s = w->s;
     w->start_rc = s->h.worker_start ? s->h.worker_start(w, s->h.ud) : 0;
     if (w->start_rc == 0) {
-        w->start_rc = loop_add(w->l, &w->listen_io, EPOLLIN);
+        if (w->listen_io.fd >= 0) w->start_rc = loop_add(w->l, &w->listen_io, EPOLLIN);
+        if (w->start_rc == 0 && w->tls_listen_io.fd >= 0)
+            w->start_rc = loop_add(w->l, &w->tls_listen_io, EPOLLIN);
         if (w->start_rc != 0 && s->h.worker_stop) s->h.worker_stop(w, s->h.ud);
     }
     int rc = w->start_rc;
@@ -1231,15 +1398,36 @@ static metric *server_metric(enum server_metric_kind kind, const char *prefix, c
                            : metrics_counter(name, labels, help);
 }
 
+/* The port a listener got, and the address the next workers bind (port 0: the same). */
+static int bound_port(int fd, struct sockaddr_storage *ss)
+{
+    struct sockaddr_storage got;
+    socklen_t gl = sizeof got;
+    getsockname(fd, (struct sockaddr *)&got, &gl);
+    int port = ntohs(got.ss_family == AF_INET ? ((struct sockaddr_in *)&got)->sin_port
+                                              : ((struct sockaddr_in6 *)&got)->sin6_port);
+    if (ss->ss_family == AF_INET)
+        ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+    return port;
+}
+
 int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers *h)
 {
-    struct sockaddr_storage ss;
-    unsigned sslen;
+    struct sockaddr_storage ss, tss;
+    unsigned sslen = 0, tsslen = 0;
     int rc;
-    if (cfg->workers < 1 || cfg->workers > 64) return -EINVAL;
-    if (cfg_resolve_addr(cfg->listen, &ss, &sslen) != 0) {
-        log_error("listen address invalid", "server=%s listen=%s", cfg->name ? cfg->name : "ws",
-                  cfg->listen);
+    const char *sname = cfg->name ? cfg->name : "ws";
+    bool plain = cfg->listen && cfg->listen[0], tls = cfg->tls_listen && cfg->tls_listen[0];
+    if (cfg->workers < 1 || cfg->workers > 64 || (!plain && !tls) || (tls && !cfg->tls))
+        return -EINVAL;
+    if (plain && cfg_resolve_addr(cfg->listen, &ss, &sslen) != 0) {
+        log_error("listen address invalid", "server=%s listen=%s", sname, cfg->listen);
+        return -EINVAL;
+    }
+    if (tls && cfg_resolve_addr(cfg->tls_listen, &tss, &tsslen) != 0) {
+        log_error("listen address invalid", "server=%s listen=%s", sname, cfg->tls_listen);
         return -EINVAL;
     }
     wsc_server *s = calloc(1, sizeof *s);
@@ -1280,6 +1468,19 @@ int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers
                                 "connections ended without a closing handshake");
     s->m_deflate_conns = server_metric(M_COUNTER, p, "deflate_connections_total", NULL,
                                        "connections that negotiated permessage-deflate");
+    if (tls) {
+        static const char hs_help[] = "TLS handshakes by result";
+        s->m_tls_full = server_metric(M_COUNTER, p, "tls_handshakes_total", "result=\"full\"",
+                                      hs_help);
+        s->m_tls_resumed = server_metric(M_COUNTER, p, "tls_handshakes_total", "result=\"resumed\"",
+                                         hs_help);
+        s->m_tls_failed = server_metric(M_COUNTER, p, "tls_handshakes_total", "result=\"failed\"",
+                                        hs_help);
+        s->m_tls_timeout = server_metric(M_COUNTER, p, "tls_handshakes_total", "result=\"timeout\"",
+                                         hs_help);
+        s->m_ktls = server_metric(M_COUNTER, p, "tls_ktls_total", NULL,
+                                  "TLS connections whose writes the kernel encrypts (kTLS)");
+    }
     s->workers = calloc((size_t)cfg->workers, sizeof *s->workers);
     if (!s->workers) {
         iplimit_destroy(s->per_ip);
@@ -1296,24 +1497,23 @@ int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers
         w->s = s;
         w->index = i;
         w->listen_io.fd = -1;
+        w->tls_listen_io.fd = -1;
         sem_init(&w->started, 0, 0);
         if ((rc = loop_create(&w->l)) != 0) goto error;
         loop_set_before_sleep(w->l, worker_before_sleep, w);
-        if ((rc = worker_listen(w, &ss, sslen)) != 0) {
+        if (plain && (rc = worker_listen(&w->listen_io, worker_accept_plain, &ss, sslen)) != 0) {
             log_error("cannot listen", "server=%s listen=%s error=\"%s\"", s->cfg.name, cfg->listen,
                       strerror(-rc));
             goto error;
         }
+        if (tls && (rc = worker_listen(&w->tls_listen_io, worker_accept_tls, &tss, tsslen)) != 0) {
+            log_error("cannot listen", "server=%s listen=%s error=\"%s\"", s->cfg.name,
+                      cfg->tls_listen, strerror(-rc));
+            goto error;
+        }
         if (i == 0) { /* port 0: every worker binds the port the first one got */
-            struct sockaddr_storage got;
-            socklen_t gl = sizeof got;
-            getsockname(w->listen_io.fd, (struct sockaddr *)&got, &gl);
-            s->port = ntohs(got.ss_family == AF_INET ? ((struct sockaddr_in *)&got)->sin_port
-                                                     : ((struct sockaddr_in6 *)&got)->sin6_port);
-            if (ss.ss_family == AF_INET)
-                ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)s->port);
-            else
-                ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)s->port);
+            if (plain) s->port = bound_port(w->listen_io.fd, &ss);
+            if (tls) s->tls_port = bound_port(w->tls_listen_io.fd, &tss);
         }
         s->nworkers = i + 1;
     }
@@ -1348,6 +1548,7 @@ error:
         wsc_worker *w = s->workers[i];
         if (!w) continue;
         if (w->listen_io.fd >= 0) close(w->listen_io.fd);
+        if (w->tls_listen_io.fd >= 0) close(w->tls_listen_io.fd);
         loop_destroy(w->l);
         sem_destroy(&w->started);
         free(w);
@@ -1359,6 +1560,7 @@ error:
 }
 
 int wsc_server_port(const wsc_server *s) { return s->port; }
+int wsc_server_tls_port(const wsc_server *s) { return s->tls_port; }
 int wsc_server_connections(const wsc_server *s) { return atomic_load(&((wsc_server *)s)->nconns); }
 
 void wsc_server_drain(wsc_server *s, int timeout_ms)
@@ -1382,6 +1584,7 @@ void wsc_server_stop(wsc_server *s)
     for (int i = 0; i < s->nworkers; i++) {
         wsc_worker *w = s->workers[i];
         if (w->listen_io.fd >= 0) close(w->listen_io.fd);
+        if (w->tls_listen_io.fd >= 0) close(w->tls_listen_io.fd);
         loop_destroy(w->l);
         sem_destroy(&w->started);
         free(w);

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "loop.h"
+#include "tlsctx.h"
 #include "ws_http.h"
 
 typedef struct wsc_server wsc_server;
@@ -88,12 +89,19 @@ typedef struct wsc_handlers {
 
 typedef struct wsc_config {
     /* The application's policy: the core writes no name, metric or 4xxx code of its own. */
-    const char *name;          /* names the worker threads ("<name>-w0"), log lines and
-                                * the 503 texts ("<name> full: ...") [NULL: "ws"] */
-    const char *metric_prefix; /* metric families "<prefix>_connections", ... [NULL: "ws"] */
-    uint16_t slow_close_code;  /* sent when max_outbound is passed [0: 1008, policy] */
-    const char *listen;        /* HOST:PORT (port 0: one free port for every worker) */
-    int workers;               /* 1..64 */
+    const char *name;             /* names the worker threads ("<name>-w0"), log lines and
+                                   * the 503 texts ("<name> full: ...") [NULL: "ws"] */
+    const char *metric_prefix;    /* metric families "<prefix>_connections", ... [NULL: "ws"] */
+    uint16_t slow_close_code;     /* sent when max_outbound is passed [0: 1008, policy] */
+    const char *listen;           /* HOST:PORT (port 0: one free port for every worker);
+                                   * NULL or "": no plain-text listener */
+    const char *tls_listen;       /* HOST:PORT of a TLS listener beside it (wss://); NULL or
+                                   * "": none. Both may run at once. */
+    tlsctx *tls;                  /* tls_listen's certificate and settings (tlsctx.h), shared
+                                   * and reloadable; borrowed, must outlive the server */
+    int tls_handshake_timeout_ms; /* TCP accept to complete TLS handshake; then
+                                   * handshake_timeout_ms runs for the upgrade request */
+    int workers;                  /* 1..64 */
     ws_http_upgrade_config upgrade;
     size_t max_message;         /* largest incoming message; larger: close 1009 */
     size_t max_message_initial; /* the same until wsc_conn_lift_message_limit (a client
@@ -118,8 +126,9 @@ typedef struct wsc_config {
  * 0 and *out, or a negative errno after logging why. cfg and h are copied; the strings in
  * cfg->upgrade are borrowed and must outlive the server. */
 int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers *h);
-/* The port bound (useful with port 0). */
+/* The ports bound (useful with port 0); 0 for a listener that is not configured. */
 int wsc_server_port(const wsc_server *s);
+int wsc_server_tls_port(const wsc_server *s);
 /* Any thread: stop accepting, then close every connection with 1001 ("<name> draining"),
  * spread in batches over timeout_ms so clients do not all reconnect at once. Returns at
  * once. */
@@ -186,5 +195,7 @@ void wsc_conn_timer(wsc_conn *c, uint64_t when);
 size_t wsc_conn_queued(const wsc_conn *c);
 /* Peer address as text (for logs), "" when unknown. */
 const char *wsc_conn_peer(const wsc_conn *c);
+/* True when c came through the TLS listener. */
+int wsc_conn_tls(const wsc_conn *c);
 
 #endif

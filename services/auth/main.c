@@ -45,7 +45,7 @@ static const cfg_opt options[] = {
       60000, &cfg.redis_timeout_ms },
     { "LOG_LEVEL", CFG_LEVEL, "info", "debug, info, warn or error", 0, 0, 0, &cfg.log_level },
     { "ADMIN_LISTEN", CFG_ADDR, "127.0.0.1:9101", "HTTP address of /healthz /readyz /metrics",
-      0, 0, 0, &cfg.admin_listen },
+      CFG_REQUIRED, 0, 0, &cfg.admin_listen },
     { "JWT_ISSUER", CFG_STR, "sidecast", "iss claim of access tokens", CFG_REQUIRED, 0, 0,
       &cfg.issuer },
     { "JWT_AUDIENCE", CFG_STR, "sidecast", "aud claim of access tokens", CFG_REQUIRED, 0, 0,

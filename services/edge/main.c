@@ -15,6 +15,7 @@
 #include "rds.h"
 #include "session.h"
 #include "token.h"
+#include "ws/tlsctx.h"
 #include "ws/wsc.h"
 
 #include <pthread.h>
@@ -33,14 +34,14 @@
 static struct {
     char *nats_url, *listen, *edge_id, *public_url, *origins, *keys_file, *issuer, *audience;
     char *jwks_url, *jwks_ca, *sub_claim, *pub_claim, *default_sub, *default_pub;
-    char *stream, *inbox_stream, *storage, *redis_url;
+    char *stream, *inbox_stream, *storage, *redis_url, *tls_listen, *tls_cert, *tls_key;
     int log_level, deflate, query_token;
     long workers, leeway, max_message, max_message_auth, max_connections, max_per_ip,
         outbound_limit, rate_limit, rate_burst, ping_ms, pong_ms, auth_ms, handshake_ms, drain_ms,
         close_ms, write_delay_ms, warning_s, max_subs, max_errors, history_age_s, history_bytes,
         history_replicas, inbox_bytes, inbox_per_user, max_publish, replay_inflight, replay_max,
         presence_ttl, max_per_user, inbox_hold_ms, deflate_min, stall_ms, pub_rate, pub_burst,
-        user_pub_rate, user_pub_burst, keys_refresh_s;
+        user_pub_rate, user_pub_burst, keys_refresh_s, tls_hs_ms;
 } cfg;
 
 /* clang-format off */
@@ -50,8 +51,19 @@ static const cfg_opt options[] = {
     BUS_CFG_OPTIONS,
     RDS_CFG_OPTIONS,
     {"LOG_LEVEL", CFG_LEVEL, "info", "debug, info, warn or error", 0, 0, 0, &cfg.log_level},
-    {"EDGE_LISTEN", CFG_ADDR, "0.0.0.0:8090", "WebSocket listen address (path /ws)", 0, 0, 0,
-     &cfg.listen},
+    {"EDGE_LISTEN", CFG_ADDR, "0.0.0.0:8090",
+     "plain-text WebSocket listen address (path /ws); empty: none (EDGE_TLS_LISTEN only)", 0, 0,
+     0, &cfg.listen},
+    {"EDGE_TLS_LISTEN", CFG_ADDR, "",
+     "TLS (wss://) listen address beside EDGE_LISTEN; empty: no TLS listener", 0, 0, 0,
+     &cfg.tls_listen},
+    {"EDGE_TLS_CERT", CFG_FILE, "",
+     "PEM file: the TLS certificate, then its chain (read again on SIGHUP)", 0, 0, 0,
+     &cfg.tls_cert},
+    {"EDGE_TLS_KEY", CFG_FILE, "", "PEM file: the certificate's private key (read again on "
+     "SIGHUP)", 0, 0, 0, &cfg.tls_key},
+    {"EDGE_TLS_HANDSHAKE_TIMEOUT_MS", CFG_INT, "5000",
+     "time from TCP accept to a complete TLS handshake", 0, 100, 600000, &cfg.tls_hs_ms},
     {"EDGE_ID", CFG_STR, "", "this edge's name in welcome and logs (default: host name)", 0, 0,
      0, &cfg.edge_id},
     {"EDGE_WORKERS", CFG_INT, "0", "I/O worker threads (0: one per core)", 0, 0, 64,
@@ -202,6 +214,49 @@ static wsc_server *S;
 static presence *P;
 static quota *Q;
 static _Atomic int stream_ok, draining;
+
+/* The TLS listener's certificate: loaded at start (a bad file stops the edge), read again on
+ * SIGHUP (a bad file is logged and the old pair kept; open connections are not touched). */
+static tlsctx *T;
+static metric *m_tls_reload_ok, *m_tls_reload_failed, *m_tls_not_after;
+
+static int tls_open(void)
+{
+    bool any = cfg.tls_listen[0] || cfg.tls_cert[0] || cfg.tls_key[0];
+    if (!any) return 0;
+    if (!cfg.tls_listen[0] || !cfg.tls_cert[0] || !cfg.tls_key[0]) {
+        fprintf(stderr, "edge: config: EDGE_TLS_LISTEN, EDGE_TLS_CERT and EDGE_TLS_KEY go "
+                        "together\n");
+        return -1;
+    }
+    char err[512];
+    if (tlsctx_create(&T, cfg.tls_cert, cfg.tls_key, err, sizeof err) != 0) {
+        fprintf(stderr, "edge: config: EDGE_TLS_CERT / EDGE_TLS_KEY: %s\n", err);
+        return -1;
+    }
+    static const char help[] = "certificate reloads (SIGHUP) by result";
+    m_tls_reload_ok = metrics_counter("sc_edge_tls_reloads_total", "result=\"ok\"", help);
+    m_tls_reload_failed = metrics_counter("sc_edge_tls_reloads_total", "result=\"failed\"", help);
+    m_tls_not_after = metrics_gauge("sc_edge_tls_cert_not_after_seconds", NULL,
+                                    "the TLS certificate's notAfter (Unix time)");
+    metric_set(m_tls_not_after, tlsctx_not_after(T));
+    return 0;
+}
+
+static void tls_reload(void)
+{
+    if (!T) return;
+    char err[512];
+    if (tlsctx_reload(T, err, sizeof err) != 0) {
+        metric_inc(m_tls_reload_failed);
+        log_error("tls certificate not reloaded: the old one stays", "error=\"%s\"", err);
+        return;
+    }
+    metric_inc(m_tls_reload_ok);
+    metric_set(m_tls_not_after, tlsctx_not_after(T));
+    log_info("tls certificate reloaded", "cert=%s not_after=%lld", cfg.tls_cert,
+             (long long)tlsctx_not_after(T));
+}
 
 static int is_ready(char *detail, size_t n)
 {
@@ -410,6 +465,10 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (!cfg.listen[0] && !cfg.tls_listen[0]) {
+        fprintf(stderr, "edge: config: EDGE_LISTEN or EDGE_TLS_LISTEN is required\n");
+        return 2;
+    }
     if (!(cfg.keys_file && cfg.keys_file[0]) && !cfg.jwks_url[0]) {
         fprintf(stderr, "edge: config: JWT_PUBLIC_KEYS or JWT_JWKS_URL is required\n");
         return 2;
@@ -420,6 +479,10 @@ int main(int argc, char **argv)
     }
     if (cfg.jwks_url[0] && keys_attach_url(K, cfg.jwks_url, cfg.jwks_ca) != 0) {
         fprintf(stderr, "edge: config: JWT_JWKS_URL: an https:// URL is required\n");
+        keys_close(K);
+        return 2;
+    }
+    if (tls_open() != 0) {
         keys_close(K);
         return 2;
     }
@@ -499,6 +562,9 @@ int main(int argc, char **argv)
         .metric_prefix = "sc_edge",
         .slow_close_code = MSG_CLOSE_TOO_SLOW,
         .listen = cfg.listen,
+        .tls_listen = cfg.tls_listen,
+        .tls = T,
+        .tls_handshake_timeout_ms = (int)cfg.tls_hs_ms,
         .workers = (int)cfg.workers,
         .upgrade = {.path = "/ws",
                     .origins = origins,
@@ -519,14 +585,19 @@ int main(int argc, char **argv)
         .deflate_min = (size_t)cfg.deflate_min,
     };
     if (wsc_server_start(&S, &wc, &h) != 0) goto done;
-    log_info("edge listening", "listen=%s port=%d workers=%ld id=%s url=%s", cfg.listen,
-             wsc_server_port(S), cfg.workers, cfg.edge_id, cfg.public_url);
+    log_info("edge listening",
+             "listen=%s port=%d tls_listen=%s tls_port=%d workers=%ld id=%s url=%s", cfg.listen,
+             wsc_server_port(S), cfg.tls_listen, wsc_server_tls_port(S), cfg.workers, cfg.edge_id,
+             cfg.public_url);
 
     for (;;) {
         struct timespec ts = {1, 0};
         int sig = sigtimedwait(&sigs, NULL, &ts);
         if (sig == SIGTERM || sig == SIGINT) break;
-        if (sig == SIGHUP) keys_reload(K);
+        if (sig == SIGHUP) {
+            keys_reload(K);
+            tls_reload();
+        }
         if (!atomic_load(&stream_ok) && bus_connected(B)) ensure_stream();
     }
     /* Drain: not ready, stop accepting, close everyone with 1001 in batches, then go. */
@@ -545,6 +616,7 @@ done:
     quota_destroy(Q);
     fab_destroy(fab);
     keys_close(K);
+    tlsctx_destroy(T);
     bus_destroy(B, 2000);
     json_decref((json_t *)ctx.perms_src.sub_default);
     json_decref((json_t *)ctx.perms_src.pub_default);

@@ -29,7 +29,7 @@ static const cfg_opt options[] = {
     BUS_CFG_OPTIONS,
     { "LOG_LEVEL", CFG_LEVEL, "info", "debug, info, warn or error", 0, 0, 0, &cfg.log_level },
     { "ADMIN_LISTEN", CFG_ADDR, "127.0.0.1:9102", "HTTP address of /healthz /readyz /metrics",
-      0, 0, 0, &cfg.admin_listen },
+      CFG_REQUIRED, 0, 0, &cfg.admin_listen },
     { "PRODUCER_SYMBOLS", CFG_STR, "BTC,ETH,SOL",
       "symbols that tick and can be ordered (fixed set: only BTC,ETH,SOL is accepted)", 0, 0,
       0, &cfg.symbols },

@@ -10,7 +10,7 @@ Layers, from the bottom:
   ws-codec   common/ws/{utf8,ws_frame,ws_reader,ws_http,ws_deflate}: RFC 6455 bytes in and
              out, zlib and OpenSSL's SHA-1 only
   common     common/*: configuration, logs, metrics, admin port, bus, Redis, tokens
-  ws         common/ws/*: the WebSocket server core (loop, connections, per-IP limits)
+  ws         common/ws/*: the WebSocket server core (loop, connections, per-IP limits, TLS)
   proto      common/proto/*: sidecast.v1's messages, close codes and topics
   svc:<n>    services/<n>/*
   client:<n> clients/<n>/*

@@ -1,6 +1,6 @@
 """Raw-socket WebSocket client (RFC 6455) for the integration tests; standard library only.
 
-Two layers over one plain TCP socket (ws:// only):
+Two layers over one TCP socket: ws://, or wss:// with `WS.connect(..., tls=<ssl.SSLContext>)`:
 
 * frame level, for protocol tests: `send_frame` builds any frame (unmasked, RSV bits, reserved
   opcodes, non-minimal or lying lengths, oversized control frames), `send_raw` sends arbitrary
@@ -430,7 +430,7 @@ class WS:
     @classmethod
     def connect(cls, url, token=None, subprotocols=("sidecast.v1",), origin=None,
                 headers=None, timeout=5.0, method="GET", require_subprotocol=True,
-                check=True, deflate=False):
+                check=True, deflate=False, tls=None):
         """Opens a connection and performs the opening handshake.
 
         url: ws://host:port/path?query (put access_token in the query with ws_url).
@@ -442,11 +442,15 @@ class WS:
         carry Upgrade/Connection, the right Accept, one of the offered subprotocols (required
         when some were offered and require_subprotocol) and no unrequested extension.
         deflate: True offers permessage-deflate (PMD_OFFER), a string is sent as the
-        Sec-WebSocket-Extensions offer."""
+        Sec-WebSocket-Extensions offer. tls: the ssl.SSLContext a wss:// URL needs (its
+        verification settings are the test's to choose)."""
         u = urllib.parse.urlsplit(url)
-        if u.scheme not in ("ws", "http"):
-            raise ValueError("only ws:// URLs: %r" % url)
-        host, port = u.hostname, u.port or 80
+        if u.scheme not in ("ws", "http", "wss", "https"):
+            raise ValueError("only ws:// and wss:// URLs: %r" % url)
+        secure = u.scheme in ("wss", "https")
+        if secure and tls is None:
+            raise ValueError("a wss:// URL needs tls=<ssl.SSLContext>")
+        host, port = u.hostname, u.port or (443 if secure else 80)
         path = (u.path or "/") + ("?" + u.query if u.query else "")
         key = base64.b64encode(os.urandom(16)).decode()
         hdrs = [("Host", "%s:%d" % (host, port)), ("Upgrade", "websocket"),
@@ -483,6 +487,9 @@ class WS:
         sock = socket.create_connection((host, port), timeout=timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if secure:
+                sock.settimeout(_remaining(deadline))
+                sock = tls.wrap_socket(sock, server_hostname=host)
             sock.settimeout(_remaining(deadline))
             sock.sendall(request)
             status, reason, rhdrs, rest = read_http_response(sock, deadline)
@@ -543,6 +550,9 @@ class WS:
             return
         if data:
             self._buf += data
+            # TLS: what is decrypted already is not in the socket for a selector to see
+            while getattr(self.sock, "pending", None) and self.sock.pending():
+                self._buf += self.sock.recv(self.sock.pending())
         else:
             self.eof = True
 

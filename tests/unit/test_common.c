@@ -52,6 +52,9 @@ TEST(cfg_addr_values)
     CHECK_EQ_INT(cfg_parse_value(&o, "127.0.0.1:65536", err, sizeof err), -1);
     CHECK_EQ_INT(cfg_parse_value(&o, ":8080", err, sizeof err), -1);
     CHECK_EQ_INT(cfg_parse_value(&o, "host:80a", err, sizeof err), -1);
+    CHECK_EQ_INT(cfg_parse_value(&o, "", err, sizeof err), 0); /* none */
+    o.flags = CFG_REQUIRED;
+    CHECK_EQ_INT(cfg_parse_value(&o, "", err, sizeof err), -1);
     char host[64];
     int port = 0;
     CHECK_EQ_INT(cfg_split_addr("[::1]:9", host, sizeof host, &port), 0);
@@ -189,7 +192,8 @@ TEST(every_error_code_has_a_name)
         bool gap = strcmp(n, "unknown error") == 0; /* a number the enum skips */
         bool named = e == SC_EINCOMPLETE || e == SC_EMALFORMED || e == SC_ETOOLARGE ||
                      e == SC_EJSON || e == SC_ETYPE || e == SC_ETOPIC || e == SC_EDUPLICATE ||
-                     e == SC_ENORESPONDERS || e == SC_EREPLY || (e <= SC_EALG && e >= SC_EKEY);
+                     e == SC_ENORESPONDERS || e == SC_EREPLY || (e <= SC_EALG && e >= SC_EKEY) ||
+                     e == SC_ECERT;
         CHECK(gap != named);
     }
     CHECK_STR(sc_strerror(0), "ok");
