@@ -143,7 +143,7 @@ static int tlscert_load(const char *cert_path, const char *key_path, tlscert_gen
         goto error;
     }
     if ((rc = tlscert_read(key_path, &kbuf, &klen)) != 0) {
-        snprintf(err, errlen, "key file %s: cannot read: %s", key_path, tlscert_read_error(rc));
+        snprintf(err, errlen, "key file: cannot read: %s", tlscert_read_error(rc));
         goto error;
     }
     gnutls_datum_t cd = {cbuf, (unsigned)clen}, kd = {kbuf, (unsigned)klen};
@@ -165,8 +165,7 @@ static int tlscert_load(const char *cert_path, const char *key_path, tlscert_gen
     if ((grc = gnutls_privkey_init(&g->key)) < 0 ||
         (grc = gnutls_privkey_import_x509_raw(g->key, &kd, GNUTLS_X509_FMT_PEM, NULL, 0)) < 0) {
         rc = SC_ECERT;
-        snprintf(err, errlen, "key file %s: not a usable PEM private key (%s)", key_path,
-                 gnutls_strerror(grc));
+        snprintf(err, errlen, "key file: not a usable PEM private key (%s)", gnutls_strerror(grc));
         goto error;
     }
     unsigned char id_cert[64], id_key[64];
@@ -176,8 +175,8 @@ static int tlscert_load(const char *cert_path, const char *key_path, tlscert_gen
         tlscert_key_id(g->chain[0].pubkey, id_cert, &id_cert_len) != 0 ||
         id_cert_len != id_key_len || memcmp(id_cert, id_key, id_key_len) != 0) {
         rc = SC_ECERT;
-        snprintf(err, errlen, "key file %s does not belong to the first certificate of %s",
-                 key_path, cert_path);
+        snprintf(err, errlen, "key file: the key does not belong to the first certificate of %s",
+                 cert_path);
         goto error;
     }
     if ((grc = tlscert_describe(g)) != 0) {

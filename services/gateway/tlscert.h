@@ -25,8 +25,9 @@ typedef struct tlscert_gen tlscert_gen;
  * key, unencrypted). Returns 0 and *out, or a negative code (-errno for a file that cannot
  * be read, SC_ECERT for a pair that cannot be used) with a reason in err (a file
  * that cannot be read, no certificate, a chain out of order, a key that cannot be parsed or
- * does not belong to the leaf); the reason names the file and never holds key material.
- * The paths are copied. */
+ * does not belong to the leaf). The reason names the certificate file by its path and the
+ * key file as "key file" (its path is masked in the configuration log too), and never holds
+ * key material. The paths are copied. */
 int tlscert_open(tlscert **out, const char *cert_path, const char *key_path, char *err,
                  size_t errlen);
 
