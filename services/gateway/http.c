@@ -645,9 +645,8 @@ static void *gw_uri_cb(void *cls, const char *uri, struct MHD_Connection *c)
     gw_req *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->srv = s;
-    const union MHD_ConnectionInfo *di =
-        s->dtls && c ? MHD_get_connection_info(c, MHD_CONNECTION_INFO_DAEMON) : NULL;
-    r->tls = di && di->daemon == s->dtls;
+    /* a TLS session, not the daemon: with a thread pool the connection's daemon is a worker */
+    r->tls = c && MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION) != NULL;
     r->method = "OTHER";
     r->label = "unmatched";
     clock_gettime(CLOCK_MONOTONIC, &r->t0);

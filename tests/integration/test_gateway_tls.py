@@ -9,7 +9,8 @@ from being offered) get no ServerHello while the same hello as TLS 1.2 does; pla
 the TLS port is closed without an answer; SIGHUP with a new pair serves it to new
 connections while a keep-alive connection opened before goes on; SIGHUP with a broken pair
 keeps the old one, logs why (no key material) and counts it; HSTS only on https and only
-when configured; HTTPS alone (GATEWAY_LISTEN empty); a bad pair at start exits 2."""
+when configured; HTTPS alone (GATEWAY_LISTEN empty); the same with a thread pool
+(GATEWAY_THREADS=2); a bad pair at start exits 2."""
 import http.client as httpclient
 import json
 import os
@@ -370,6 +371,50 @@ def test_https_alone(st):
     assert p.stop() == 0, p.tail()
     del st.procs["gateway-tls-only"]
     print("  GATEWAY_LISTEN empty: HTTPS alone")
+
+
+def test_thread_pool_serves_https_reloads_and_sends_hsts(st):
+    """GATEWAY_THREADS=2: connections live on worker daemons; the same behaviour."""
+    _setup(st)
+    _install(_s["one"])
+    plain_port, port = harness.free_port(), harness.free_port()
+    env = st.service_env("gateway")
+    env.update(_gateway_env(plain="127.0.0.1:%d" % plain_port))
+    env.update({"GATEWAY_TLS_LISTEN": "127.0.0.1:%d" % port, "GATEWAY_THREADS": "2"})
+    p = harness.Proc("gateway-pool", [os.path.join(harness.BUILD, "gateway")], env, st.dir)
+    st.procs["gateway-pool"] = p
+    plain = "http://127.0.0.1:%d" % plain_port
+
+    def ready():
+        assert p.alive(), p.tail()
+        try:
+            return harness.http("GET", plain + "/readyz", timeout=1).status == 200
+        except OSError:
+            return False
+    harness.wait_for(ready, timeout=20 * harness.SLOW, what="pooled gateway ready")
+    old = _conn(port=port)
+    try:
+        r = _get(old, "/pub/echo")
+        assert r.status == 200 and r.headers.get("strict-transport-security") == HSTS, r.headers
+        assert "strict-transport-security" not in harness.http("GET", plain + "/pub/echo").headers
+        _install(_s["two"])
+        p.signal(signal.SIGHUP)
+
+        def cn_now():
+            c = _conn(port=port)
+            try:
+                _get(c, "/healthz")
+                return _cn(c)
+            finally:
+                c.close()
+        harness.wait_for(lambda: cn_now() == "gw-two", timeout=T, what="new pair served")
+        assert _get(old, "/pub/echo").status == 200 and _cn(old) == "gw-one"
+    finally:
+        old.close()
+    assert p.stop() == 0, p.tail()
+    del st.procs["gateway-pool"]
+    _install(_s["one"])
+    print("  GATEWAY_THREADS=2: https, HSTS on https only, reload with a kept-alive connection")
 
 
 def test_bad_pair_or_settings_at_start_exit_2(st):
