@@ -229,7 +229,9 @@ static int handshake_error(net_conn *c, int e, int sys)
         return NET_ETLS_VERIFY;
     }
     if (e == SSL_ERROR_SYSCALL && sys != 0) return -sys; /* the network's failure */
-    bool plain = ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_WRONG_VERSION_NUMBER;
+    int why = ERR_GET_REASON(ERR_peek_last_error());
+    bool plain = why == SSL_R_WRONG_VERSION_NUMBER || why == SSL_R_UNEXPECTED_EOF_WHILE_READING ||
+                 e == SSL_ERROR_SYSCALL;
     snprintf(c->tls->error, sizeof c->tls->error, "TLS handshake failed: %s%s",
              e == SSL_ERROR_SYSCALL ? "the server closed the connection"
                                     : ssl_reason("protocol error"),
