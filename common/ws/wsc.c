@@ -744,6 +744,7 @@ static ssize_t rec_send(wsc_conn *c, const struct iovec *iov, int n)
     }
     return (ssize_t)taken;
 sealing_failed:
+    log_warn("tls record not sealed", "conn=%llu peer=%s", (unsigned long long)c->id, c->peer);
     errno = EPROTO;
     return -1;
 }
@@ -835,6 +836,12 @@ static void conn_flush(wsc_conn *c)
     wsc_server *s = c->w->s;
     if (c->tpend && c->writable && rec_flush_pending(c) != 0 && errno != EAGAIN &&
         errno != EWOULDBLOCK) {
+        conn_abort(c, WS_CLOSE_ABNORMAL);
+        return;
+    }
+    /* a KeyUpdate the peer asked for goes out now, with data or without */
+    if (c->rec && c->q_count == 0 && !c->tpend && c->writable && tlsrec_update_due(c->rec) &&
+        rec_send(c, NULL, 0) < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
         conn_abort(c, WS_CLOSE_ABNORMAL);
         return;
     }
@@ -1473,7 +1480,9 @@ static void worker_before_sleep(void *ud)
                 conn_read(c, 0);
                 if (c->state == CS_DEAD) continue;
             }
-            if (((c->q_count && !c->corked) || c->tpend) && c->writable) conn_flush(c);
+            if (((c->q_count && !c->corked) || c->tpend || (c->rec && tlsrec_update_due(c->rec))) &&
+                c->writable)
+                conn_flush(c);
         }
     }
     while (w->free_list) {
