@@ -88,6 +88,7 @@ help:
 	@echo "make services   build the processes and the CLI (what make up builds)"
 	@echo "make up         run the whole topology locally (NATS, Redis, services)"
 	@echo "make up EDGES=3 NATS_CLUSTER=3   three edges on a 3-node NATS cluster"
+	@echo "make up TLS=1   also https://localhost:8443 and wss://localhost:8493/ws (a development CA)"
 	@echo "make test       unit + integration tests against real NATS and Redis"
 	@echo "make asan       the same tests under AddressSanitizer + UBSan"
 	@echo "make valgrind   unit + integration tests, every Sidecast process under memcheck (slow)"

@@ -14,6 +14,15 @@
 # every service gets all N URLs in NATS_URL. With NATS_CLUSTER>=3 the edges create the
 # history stream with HISTORY_REPLICAS=3. Defaults EDGES=1 NATS_CLUSTER=1: one nats-server,
 # one edge, as before.
+#
+# TLS=1 (make up TLS=1) adds, beside the plain ports, https:// on the gateway
+# (GATEWAY_TLS_PORT=8443) and wss:// on each edge (EDGE_TLS_PORT=8493, and with EDGES=N edge i
+# on EDGE_TLS_PORT+i-1: 8493, 8494, ...), with the development CA and server certificate that
+# scripts/gen-dev.sh makes in deploy/dev/ (ca.pem, tls.pem, tls.key). auth then hands out
+# wss://localhost:EDGE_TLS_PORT/ws as ws_url (so every client, the CLI and the page served on
+# the plain port too, goes to the edge over TLS), and the https origins are allowed. The
+# banner says how to trust the CA (CLI, curl, Chromium, Firefox) and how to stop trusting it.
+# Without TLS=1 nothing of this happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -29,6 +38,9 @@ EDGE_PORT=${EDGE_PORT:-8090}
 PRODUCER_ADMIN_PORT=${PRODUCER_ADMIN_PORT:-9102}
 EDGES=${EDGES:-1}
 NATS_CLUSTER=${NATS_CLUSTER:-1}
+TLS=${TLS:-0}
+GATEWAY_TLS_PORT=${GATEWAY_TLS_PORT:-8443}
+EDGE_TLS_PORT=${EDGE_TLS_PORT:-8493}
 
 count_ok() { [[ $2 =~ ^[0-9]+$ ]] && [ "$2" -ge 1 ] && [ "$2" -le "$3" ]; }
 if ! count_ok EDGES "$EDGES" 16; then
@@ -37,6 +49,10 @@ fi
 if ! count_ok NATS_CLUSTER "$NATS_CLUSTER" 7; then
   echo "make up: NATS_CLUSTER must be a number from 1 to 7 (got '$NATS_CLUSTER')" >&2; exit 1
 fi
+case $TLS in
+  0 | 1) ;;
+  *) echo "make up: TLS must be 0 or 1 (got '$TLS')" >&2; exit 1 ;;
+esac
 if [ "$NATS_CLUSTER" = 2 ]; then
   echo "make up: note: a 2-node JetStream cluster has no quorum once a node is down;" \
        "use NATS_CLUSTER=3 to try a failover" >&2
@@ -51,6 +67,10 @@ done
 specs+=("REDIS_PORT:$REDIS_PORT" "GATEWAY_PORT:$GATEWAY_PORT" "AUTH_ADMIN_PORT:$AUTH_ADMIN_PORT")
 for ((i = 0; i < EDGES; i++)); do specs+=("EDGE_PORT:$((EDGE_PORT + i))"); done
 specs+=("PRODUCER_ADMIN_PORT:$PRODUCER_ADMIN_PORT")
+if [ "$TLS" = 1 ]; then
+  specs+=("GATEWAY_TLS_PORT:$GATEWAY_TLS_PORT")
+  for ((i = 0; i < EDGES; i++)); do specs+=("EDGE_TLS_PORT:$((EDGE_TLS_PORT + i))"); done
+fi
 
 port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 declare -A owner=()
@@ -58,7 +78,7 @@ for spec in "${specs[@]}"; do
   name=${spec%%:*}; port=${spec#*:}
   if [ -n "${owner[$port]:-}" ]; then
     echo "make up: port $port is wanted by both ${owner[$port]} and $name (with EDGES=$EDGES" \
-         "NATS_CLUSTER=$NATS_CLUSTER each takes a range of ports); choose other ports." >&2
+         "NATS_CLUSTER=$NATS_CLUSTER TLS=$TLS each takes a range of ports); choose other ports." >&2
     exit 1
   fi
   owner[$port]=$name
@@ -92,6 +112,27 @@ export GATEWAY_LISTEN=0.0.0.0:$GATEWAY_PORT
 export EDGE_LISTEN=0.0.0.0:$EDGE_PORT
 export EDGE_PUBLIC_URL=ws://localhost:$EDGE_PORT/ws
 export GATEWAY_STATIC_DIR=$ROOT/clients/web
+if [ "$TLS" = 1 ]; then
+  # gen-dev.sh made them above; it never replaces a file, so an expired one stops us here
+  for f in ca.pem tls.pem tls.key; do
+    [ -e "$DEV/$f" ] || { echo "make up: $DEV/$f is missing (scripts/gen-dev.sh makes it)" >&2; exit 1; }
+  done
+  if ! openssl x509 -in "$DEV/tls.pem" -noout -checkend 86400 >/dev/null 2>&1; then
+    echo "make up: $DEV/tls.pem expires within a day (or has expired): remove deploy/dev/tls.pem" \
+         "and deploy/dev/tls.key (and ca.pem, ca.key if the CA is out of date too), then run" \
+         "make up TLS=1 again to get new ones" >&2
+    exit 1
+  fi
+  export GATEWAY_TLS_LISTEN=0.0.0.0:$GATEWAY_TLS_PORT
+  export GATEWAY_TLS_CERT=$DEV/tls.pem GATEWAY_TLS_KEY=$DEV/tls.key
+  export EDGE_TLS_LISTEN=0.0.0.0:$EDGE_TLS_PORT
+  export EDGE_TLS_CERT=$DEV/tls.pem EDGE_TLS_KEY=$DEV/tls.key
+  # What auth hands out as ws_url: an https page may only open wss://, and an http one may.
+  export EDGE_PUBLIC_URL=wss://localhost:$EDGE_TLS_PORT/ws
+  tls_origins="https://localhost:$GATEWAY_TLS_PORT,https://127.0.0.1:$GATEWAY_TLS_PORT"
+  export ALLOWED_ORIGINS="$ALLOWED_ORIGINS,$tls_origins"
+  export GATEWAY_CORS_ORIGINS="${GATEWAY_CORS_ORIGINS:-http://localhost:$GATEWAY_PORT,http://127.0.0.1:$GATEWAY_PORT},$tls_origins"
+fi
 
 pids=()
 stopped=0
@@ -128,9 +169,11 @@ start() {
   names[$!]=$name
 }
 
-wait_http() { # NAME URL [TRIES of 0.1 s]
+wait_http() { # NAME URL [TRIES of 0.1 s]; an https URL is verified against the dev CA
+  local ca=()
+  [[ $2 != https://* ]] || ca=(--cacert "$DEV/ca.pem")
   for _ in $(seq 1 "${3:-100}"); do
-    if curl -fsS -o /dev/null "$2" 2>/dev/null; then return 0; fi
+    if curl -fsS "${ca[@]}" -o /dev/null "$2" 2>/dev/null; then return 0; fi
     sleep 0.1
   done
   echo "make up: $1 did not become ready at $2 (see its log lines above)" >&2
@@ -191,16 +234,27 @@ ADMIN_LISTEN=127.0.0.1:$PRODUCER_ADMIN_PORT start producer with_env "$DEV/produc
 wait_http producer "http://127.0.0.1:$PRODUCER_ADMIN_PORT/readyz"
 start gateway with_env "$DEV/gateway.env" "$BUILD/gateway"
 wait_http gateway "http://127.0.0.1:$GATEWAY_PORT/readyz"
+# with TLS=1, through the https listener too: the certificate checked against the dev CA
+if [ "$TLS" = 1 ]; then wait_http gateway "https://localhost:$GATEWAY_TLS_PORT/readyz"; fi
 if [ "$EDGES" = 1 ]; then
   start edge with_env "$DEV/edge.env" "$BUILD/edge"
   wait_http edge "http://127.0.0.1:$EDGE_PORT/readyz"
+  if [ "$TLS" = 1 ]; then wait_http edge "https://localhost:$EDGE_TLS_PORT/readyz"; fi
 else
   # One at a time: the first creates the history stream, the others find it.
   for ((i = 1; i <= EDGES; i++)); do
     p=$((EDGE_PORT + i - 1))
-    EDGE_ID=edge-$i EDGE_LISTEN=0.0.0.0:$p EDGE_PUBLIC_URL=ws://localhost:$p/ws \
-      start "edge-$i" with_env "$DEV/edge.env" "$BUILD/edge"
+    tp=$((EDGE_TLS_PORT + i - 1))
+    if [ "$TLS" = 1 ]; then
+      EDGE_ID=edge-$i EDGE_LISTEN=0.0.0.0:$p EDGE_TLS_LISTEN=0.0.0.0:$tp \
+        EDGE_PUBLIC_URL=wss://localhost:$tp/ws \
+        start "edge-$i" with_env "$DEV/edge.env" "$BUILD/edge"
+    else
+      EDGE_ID=edge-$i EDGE_LISTEN=0.0.0.0:$p EDGE_PUBLIC_URL=ws://localhost:$p/ws \
+        start "edge-$i" with_env "$DEV/edge.env" "$BUILD/edge"
+    fi
     wait_http "edge-$i" "http://127.0.0.1:$p/readyz" 200
+    if [ "$TLS" = 1 ]; then wait_http "edge-$i" "https://localhost:$tp/readyz" 200; fi
   done
 fi
 
@@ -212,6 +266,17 @@ else
     p=$((EDGE_PORT + i - 1))
     ws_lines+="    WebSocket     ws://localhost:$p/ws  (edge-$i; ready http://127.0.0.1:$p/readyz)"
     [ "$i" -lt "$EDGES" ] && ws_lines+=$'\n'
+  done
+fi
+if [ "$TLS" = 1 ]; then
+  ws_lines+=$'\n'"    Demo (HTTPS)  https://localhost:$GATEWAY_TLS_PORT/  (the gateway over TLS; plain HTTP stays on :$GATEWAY_PORT)"
+  for ((i = 1; i <= EDGES; i++)); do
+    tp=$((EDGE_TLS_PORT + i - 1))
+    if [ "$EDGES" = 1 ]; then
+      ws_lines+=$'\n'"    WebSocket TLS wss://localhost:$tp/ws  (the ws_url auth hands out with TLS=1)"
+    else
+      ws_lines+=$'\n'"    WebSocket TLS wss://localhost:$tp/ws  (edge-$i; auth hands out edge-1's)"
+    fi
   done
 fi
 if [ "$NATS_CLUSTER" = 1 ]; then
@@ -241,6 +306,31 @@ $nats_lines
   Ctrl-C stops everything started here.
 
 MSG
+if [ "$TLS" = 1 ]; then
+  not_after=$(openssl x509 -in "$DEV/tls.pem" -noout -enddate | sed 's/^notAfter=//')
+  ca_cn=$(openssl x509 -in "$DEV/ca.pem" -noout -subject -nameopt multiline |
+          sed -n 's/^ *commonName *= *//p')
+  rel=${DEV#"$ROOT"/}
+  cat <<MSG
+  TLS (development only): the gateway and the edge serve $rel/tls.pem (localhost, 127.0.0.1,
+  ::1; valid until $not_after), signed by the development CA $rel/ca.pem
+  ("$ca_cn"; it may vouch for localhost names and loopback addresses only). Trust it:
+    CLI       $BUILD/sidecast --cacert $rel/ca.pem login alice --password wonderland
+              (or export SIDECAST_CACERT=$DEV/ca.pem once)
+    curl      curl --cacert $rel/ca.pem https://localhost:$GATEWAY_TLS_PORT/readyz
+    Chromium / Chrome on Linux (their NSS store; certutil is in Debian's libnss3-tools):
+              mkdir -p ~/.pki/nssdb && certutil -d sql:\$HOME/.pki/nssdb -N --empty-password  (once, if it does not exist)
+              certutil -d sql:\$HOME/.pki/nssdb -A -t C,, -n sidecast-dev -i $DEV/ca.pem
+              then restart the browser and open https://localhost:$GATEWAY_TLS_PORT/
+    Firefox   keeps its own store: Settings > Privacy & Security > Certificates > View
+              Certificates > Authorities > Import $DEV/ca.pem, tick "Trust this CA to identify websites"
+  Stop trusting it: certutil -d sql:\$HOME/.pki/nssdb -D -n sidecast-dev (Chromium / Chrome);
+  in Firefox, Authorities > "Sidecast development" > Delete or Distrust; then drop --cacert and
+  SIDECAST_CACERT. To make a new CA and certificate: rm $rel/ca.pem $rel/ca.key $rel/tls.pem
+  $rel/tls.key, and trust the new CA instead.
+
+MSG
+fi
 # One process dying (a crash, or a kill -9 in a drill) takes nothing else down: the others
 # keep serving (clients of a dead edge reconnect to another one). Ctrl-C stops them all.
 alive=("${pids[@]}")

@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 GATEWAY=${SIDECAST_GATEWAY:-http://localhost:${GATEWAY_PORT:-8080}}
 export SIDECAST_TOKEN_FILE=$BUILD/demo/token.json SIDECAST_GATEWAY=$GATEWAY
+# With make up TLS=1 the edge's ws_url is wss://, signed by the development CA.
+if [ -z "${SIDECAST_CACERT:-}" ] && [ -e deploy/dev/ca.pem ]; then
+  export SIDECAST_CACERT=$PWD/deploy/dev/ca.pem
+fi
 CLI=$BUILD/sidecast
 step() { printf '\n\033[1m== %s\033[0m\n$ %s\n' "$1" "$2"; }
 

@@ -5,9 +5,9 @@
 #                         curl, openssl, iproute2
 #   scripts/deps.sh all   that, and what the tests, fuzzing and benchmarks add (`make test`,
 #                         `make asan`, `make valgrind`, `make bench`, `make fuzz`): clang, its
-#                         sanitizer runtime and clang-format, valgrind, Chromium, Node and npm, Docker,
-#                         debootstrap, kubectl, wrk, gnuplot, ZeroMQ and liburing for two
-#                         benches
+#                         sanitizer runtime and clang-format, valgrind, Chromium and NSS's
+#                         certutil, Node and npm, Docker, debootstrap, kubectl, wrk, gnuplot,
+#                         ZeroMQ and liburing for two benches
 # Idempotent and quick when everything is present (one dpkg query, no network).
 set -euo pipefail
 set_name=${1:-all}
@@ -28,6 +28,7 @@ DEV_PKGS=(
   libzmq3-dev  # bench/zmqhop only: the measurement behind the edge's fabric (docs/ARCHITECTURE.md)
   liburing-dev  # bench/sendpath only: writev against io_uring sends (docs/BENCHMARKS.md)
   python3 python3-yaml wrk valgrind chromium
+  libnss3-tools  # certutil: test_browser_tls.py trusts its CA in a fresh NSS database
   gnuplot-nox  # bench/run.sh: the plots of docs/BENCHMARKS.md
   docker.io docker-compose debootstrap  # tests/compose, tests/fresh: a private dockerd, a fresh root
 )

@@ -12,8 +12,19 @@
 #                     NATS_PASSWORD_*), redis.env (REDIS_PASSWORD), gateway.env, auth.env,
 #                     edge.env, producer.env (NATS_USER, NATS_PASSWORD, REDIS_PASSWORD if it
 #                     uses Redis)
-# Idempotent: an existing file is never overwritten. DEVELOPMENT ONLY - the demo passwords
-# are public.
+#   ca.pem, ca.key    a development CA (EC P-256, 825 days; key 0600), its certificate named
+#                     "Sidecast development CA (<host>, <date>)" and name-constrained to
+#                     localhost, *.localhost, 127.0.0.0/8 and ::1, so that trusting it in a
+#                     browser vouches for nothing else
+#   tls.pem, tls.key  the server certificate it signs (EC P-256, 397 days; key 0600) for
+#                     DNS:localhost, IP:127.0.0.1, IP:::1 and the dev cluster's hosts
+#                     api.sidecast.localhost and ws.sidecast.localhost (k8s/overlays/dev-tls):
+#                     serverAuth, not a CA; tls.pem holds the leaf, then the CA. What the
+#                     gateway and the edge serve with `make up TLS=1` (GATEWAY_TLS_*,
+#                     EDGE_TLS_*), docker-compose.tls.yml and k8s/overlays/dev-tls.
+# Idempotent: an existing file is never overwritten (an expired tls.pem is reported, not
+# replaced: remove tls.pem and tls.key to get a new one). DEVELOPMENT ONLY - the demo
+# passwords are public.
 set -euo pipefail
 DIR=${1:-${SIDECAST_DEV_DIR:-}}
 if [ -z "$DIR" ]; then
@@ -104,3 +115,53 @@ for f in "${derived[@]}"; do
   esac | put "$DIR/$f" 0600
   echo "gen-dev: created $DIR/$f"
 done
+
+# TLS: a development CA and the server certificate it signs (make up TLS=1; docs/DEPLOY.md,
+# "TLS on the edge"). The CA is name-constrained: trusting it (the banner of make up TLS=1
+# says how) lets it vouch for loopback names and addresses only.
+ca=$DIR/ca.pem
+cakey=$DIR/ca.key
+tlscert=$DIR/tls.pem
+tlskey=$DIR/tls.key
+if [ ! -e "$tlscert" ] || [ ! -e "$tlskey" ]; then
+  [ -e "$tlscert" ] && die "$tlscert exists but $tlskey does not; remove $tlscert to start over"
+  [ -e "$tlskey" ] && die "$tlskey exists but $tlscert does not; remove $tlskey to start over"
+  if [ ! -e "$cakey" ]; then
+    [ -e "$ca" ] && die "$ca exists but $cakey does not; remove $ca to start over"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 2>/dev/null | put "$cakey" 0600
+    echo "gen-dev: created $cakey"
+  fi
+  if [ ! -e "$ca" ]; then
+    # -addext replaces openssl.cnf's v3_ca section: every extension is written out here
+    openssl req -x509 -new -key "$cakey" -sha256 -days 825 -set_serial "0x$(openssl rand -hex 16)" \
+      -subj "/O=Sidecast development/CN=Sidecast development CA ($(hostname 2>/dev/null || echo localhost), $(date -u +%F))" \
+      -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -addext "subjectKeyIdentifier=hash" \
+      -addext "nameConstraints=critical,permitted;DNS:localhost,permitted;IP:127.0.0.0/255.0.0.0,permitted;IP:0:0:0:0:0:0:0:1/FFFF:FFFF:FFFF:FFFF:FFFF:FFFF:FFFF:FFFF" \
+      2>/dev/null | put "$ca" 0644
+    [ -s "$ca" ] || die "openssl could not make $ca"
+    echo "gen-dev: created $ca (development CA; how to trust it: make up TLS=1)"
+  fi
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 2>/dev/null | put "$tlskey" 0600
+  echo "gen-dev: created $tlskey"
+  ext=$(mktemp "$DIR/tls.ext.XXXXXX")
+  cat >"$ext" <<'EXT'
+subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1,DNS:api.sidecast.localhost,DNS:ws.sidecast.localhost
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth
+subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid
+EXT
+  leaf=$(openssl req -new -key "$tlskey" -subj "/O=Sidecast development/CN=localhost" 2>/dev/null |
+         openssl x509 -req -CA "$ca" -CAkey "$cakey" -set_serial "0x$(openssl rand -hex 16)" \
+           -days 397 -sha256 -extfile "$ext" 2>/dev/null) || leaf=""
+  rm -f "$ext"
+  [ -n "$leaf" ] || die "openssl could not sign $tlscert"
+  { echo "$leaf"; cat "$ca"; } | put "$tlscert" 0644
+  echo "gen-dev: created $tlscert (localhost, 127.0.0.1, ::1; signed by $ca)"
+elif ! openssl x509 -in "$tlscert" -noout -checkend 0 >/dev/null 2>&1; then
+  echo "gen-dev: $tlscert has expired; remove $tlscert and $tlskey (and $ca, $cakey if the CA" \
+       "has expired too) to make new ones" >&2
+fi

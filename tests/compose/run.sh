@@ -214,6 +214,24 @@ if out=$("${COMPOSE[@]}" config -q 2>&1) && [ -z "$out" ] &&
 else
   fail config_clean "$out"
 fi
+# docker-compose.tls.yml on top of the two: clean, and its TLS wiring (tests/compose/tls_config.py)
+COMPOSE_TLS=("${COMPOSE_DEFAULT[@]}" -f "$ROOT/docker-compose.yml" -f "$ROOT/docker-compose.override.yml"
+             -f "$ROOT/docker-compose.tls.yml")
+if out=$("${COMPOSE_TLS[@]}" config -q 2>&1) && [ -z "$out" ]; then
+  pass config_tls_clean
+else
+  fail config_tls_clean "$out"
+fi
+tls_checks=0
+while IFS= read -r line; do
+  case $line in
+    PASS\ compose.*) pass "${line#PASS compose.}"; tls_checks=$((tls_checks + 1)) ;;
+    FAIL\ compose.*) fail "${line#FAIL compose.}"; tls_checks=$((tls_checks + 1)) ;;
+    *\ passed,\ *) ;;
+    *) echo "$line" ;;
+  esac
+done < <("${COMPOSE_TLS[@]}" config 2>/dev/null | /usr/bin/python3 tests/compose/tls_config.py 2>&1)
+[ "$tls_checks" -gt 0 ] || fail tls_config "tests/compose/tls_config.py reported nothing"
 images=$("${COMPOSE[@]}" config 2>/dev/null | /usr/bin/python3 -c '
 import sys, yaml
 for name, s in sorted(yaml.safe_load(sys.stdin)["services"].items()):

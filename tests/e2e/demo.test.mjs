@@ -4,6 +4,11 @@
 //   GATEWAY_URL=http://127.0.0.1:8080 node tests/e2e/demo.test.mjs
 //
 // Uses Debian's chromium (CHROMIUM, default /usr/bin/chromium) through playwright-core.
+// Certificates are verified as a user's browser does (no option turns that off): over https
+// the caller trusts its CA through the NSS database in $HOME/.pki/nssdb
+// (tests/integration/test_browser_tls.py). E2E_EXPECT_WS_URL: every WebSocket the page opens
+// must go to that URL. E2E_EXPECT_UNTRUSTED=1: only load the page, and pass when Chromium
+// refuses its certificate.
 // Prints one PASS/FAIL line per step and exits non-zero on the first failure. Writes a
 // screenshot to build/e2e/demo.png (SCREENSHOT overrides; demo-failure.png on failure).
 import fs from "node:fs";
@@ -64,13 +69,34 @@ async function main() {
   ctx.setDefaultNavigationTimeout(STEP_TIMEOUT_MS);
   const page = ctx.pages()[0] || await ctx.newPage();
   const pageErrors = [];
+  const sockets = []; // the URL of every WebSocket the page opens
+  page.on("websocket", (ws) => sockets.push(ws.url()));
   page.on("pageerror", (e) => pageErrors.push(e.message));
   page.on("console", (m) => { if (m.type() === "error") console.log(`  console: ${m.text()}`); });
 
   try {
+    if (process.env.E2E_EXPECT_UNTRUSTED === "1") {
+      await step("the page's certificate is refused (its CA is not trusted)", async () => {
+        let r = null;
+        try {
+          r = await page.goto(GATEWAY_URL + "/", { waitUntil: "load" });
+        } catch (e) {
+          const m = /net::ERR_CERT_[A-Z_]+/.exec(String(e && e.message));
+          if (m) return m[0];
+          throw e;
+        }
+        throw new Error(`loaded (status ${r && r.status()}) although the CA is not trusted`);
+      });
+      return;
+    }
     await step("page served by the gateway", async () => {
       const r = await page.goto(GATEWAY_URL + "/", { waitUntil: "load" });
       if (!r || r.status() !== 200) throw new Error(`GET / answered ${r && r.status()}`);
+      const tls = await r.securityDetails();
+      if (GATEWAY_URL.startsWith("https:")) {
+        if (!tls) throw new Error("an https page without TLS details");
+        return `${GATEWAY_URL} (${tls.protocol}, issuer "${tls.issuer}")`;
+      }
       for (const id of ["username", "password", "login", "status", "chart", "buy", "orders",
         "expiry", "log"]) {
         if (await page.locator("#" + id).count() !== 1) throw new Error(`#${id} missing`);
@@ -98,7 +124,11 @@ async function main() {
       if (await page.locator("#error").isVisible()) {
         throw new Error("error shown: " + await page.textContent("#error"));
       }
-      return await page.textContent("#edge");
+      const want = process.env.E2E_EXPECT_WS_URL;
+      if (want && (sockets.length === 0 || sockets.some((u) => u !== want))) {
+        throw new Error(`WebSockets opened to ${sockets.join(", ") || "nothing"}, want ${want}`);
+      }
+      return `${await page.textContent("#edge")} via ${sockets.join(", ")}`;
     });
 
     await step("price ticks arrive and are drawn", async () => {
@@ -170,6 +200,10 @@ async function main() {
 
     await step("no script errors on the page", async () => {
       if (pageErrors.length) throw new Error(pageErrors.join("; "));
+      const want = process.env.E2E_EXPECT_WS_URL;
+      if (want && sockets.some((u) => u !== want)) {
+        throw new Error(`a WebSocket went elsewhere: ${sockets.join(", ")}`);
+      }
     });
 
     await step("screenshot", async () => {

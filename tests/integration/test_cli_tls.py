@@ -1,24 +1,28 @@
 """The command-line client over TLS: `sidecast` with https:// gateway and wss:// edge URLs
-(docs/CLI.md, "TLS"), against real auth, gateway, edge and producer processes.
-
-The gateway and the edge do not listen for TLS themselves yet, so TlsProxy below terminates
-TLS on a loopback port and forwards the bytes to their plain ports; when the native
-listeners come, the tests keep their shape with the proxies' URLs replaced by theirs. The CA
-and the certificates are made per run by pki.py (nothing is committed).
+(docs/CLI.md, "TLS"), against real auth, gateway, edge and producer processes, the gateway and
+the edge serving TLS themselves (GATEWAY_TLS_LISTEN, EDGE_TLS_LISTEN) beside their plain
+ports. The CA and the certificates are made per run by pki.py (nothing is committed); the
+gateway and the edge read one pair from two files, which a test replaces before a SIGHUP.
 
 Covered: login, token renewal, listen, publish and order --wait over TLS with --cacert (and
-with SIDECAST_CACERT); without the CA (not in the system's store) every command fails with
-the verification error naming the URL and exit 7, without retrying; a certificate for
-another name or address is refused (the hostname check); an https:// or wss:// URL pointing
-at a plain server fails promptly with a TLS error, and a server that never answers the
-handshake is given up at the deadline. Under VALGRIND=1 the CLI itself runs under memcheck
-(exit 24 on an error or a definite leak)."""
+with SIDECAST_CACERT); what the CLI offers in its handshake (TLS 1.2 or later, ALPN
+http/1.1, SNI with a host name and none with an address: a recording TLS server here, since
+the servers do not say what a client offered); without the CA (not in the system's store)
+every command fails with the verification error naming the URL and exit 7, without
+retrying, and the edge counts the aborted handshakes; a certificate for another name or
+address is refused (the hostname check); an https:// or wss:// URL pointing at a plain
+server fails promptly with a TLS error, and a server that never answers the handshake is
+given up at the deadline. Under VALGRIND=1 the CLI itself runs under memcheck (exit 24 on an
+error or a definite leak)."""
+import atexit
 import json
 import os
-import select
+import shutil
+import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -32,17 +36,38 @@ CLI = os.path.join(harness.BUILD, "sidecast")
 PASSWORDS = {"alice": "wonderland", "bob": "builder"}
 EXIT_TLS = 7
 
+# The run's CA with a certificate for 127.0.0.1 and localhost ("server"), one for
+# other.example only ("other"), and a second CA that signed none of them.
+DIR = tempfile.mkdtemp(prefix="sidecast-cli-tls-")
+atexit.register(shutil.rmtree, DIR, True)
+CA = pki.CA(DIR)
+PAIRS = {"server": CA.issue("server"), "other": CA.issue("other", san="DNS:other.example")}
+OTHER_CA = pki.CA(DIR, name="otherca", cn="some-other-ca")
+LIVE_CERT, LIVE_KEY = os.path.join(DIR, "live.pem"), os.path.join(DIR, "live.key")
+shutil.copyfile(PAIRS["server"][0], LIVE_CERT)
+shutil.copyfile(PAIRS["server"][1], LIVE_KEY)
+GW_TLS_PORT = harness.free_port()
+EDGE_TLS_PORT = harness.free_port()
+while EDGE_TLS_PORT == GW_TLS_PORT:
+    EDGE_TLS_PORT = harness.free_port()
+ENV = {
+    "gateway": {"GATEWAY_TLS_LISTEN": "127.0.0.1:%d" % GW_TLS_PORT,
+                "GATEWAY_TLS_CERT": LIVE_CERT, "GATEWAY_TLS_KEY": LIVE_KEY},
+    "edge": {"EDGE_TLS_LISTEN": "127.0.0.1:%d" % EDGE_TLS_PORT,
+             "EDGE_TLS_CERT": LIVE_CERT, "EDGE_TLS_KEY": LIVE_KEY},
+}
+GW_HTTPS = "https://127.0.0.1:%d" % GW_TLS_PORT
+EDGE_WSS = "wss://127.0.0.1:%d/ws" % EDGE_TLS_PORT
 
-class TlsProxy:
-    """A TLS-terminating TCP proxy on 127.0.0.1 (an ephemeral port, bound here): each
-    accepted connection is TLS with cert/key (TLS 1.2+, ALPN http/1.1 offered), and its
-    plain bytes go to 127.0.0.1:target and back. One thread accepts; one thread per
-    connection pumps both ways with select (an ssl socket is used from that thread only).
-    Records, per handshake, the TLS version, the ALPN protocol and the SNI name the client
-    sent, and the handshake failures (a client that refuses the certificate aborts it)."""
 
-    def __init__(self, target, cert, key):
-        self.target = target
+class HandshakeRecorder:
+    """A TLS server on 127.0.0.1 (an ephemeral port) that records what each client offers
+    and then closes: per completed handshake the TLS version and the ALPN protocol agreed
+    (TLS 1.2+, http/1.1 offered), the SNI names sent, and the handshakes that failed (a
+    client that refuses the certificate aborts its handshake). One thread accepts and serves
+    one connection at a time."""
+
+    def __init__(self, cert, key):
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         self.ctx.load_cert_chain(cert, key)
@@ -53,13 +78,12 @@ class TlsProxy:
         self.failures = []  # handshake errors, as text
         self.stop_evt = threading.Event()
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(64)
+        self.lsock.listen(16)
         self.lsock.settimeout(0.2)
         self.port = self.lsock.getsockname()[1]
-        self.threads = [threading.Thread(target=self._accept, daemon=True)]
-        self.threads[0].start()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
 
     def _on_sni(self, sock, name, ctx):
         if name is not None:
@@ -73,46 +97,19 @@ class TlsProxy:
                 continue
             except OSError:
                 return
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self.threads.append(t)
-            t.start()
-
-    def _serve(self, conn):
-        conn.settimeout(10 * harness.SLOW)
-        up = tls = None
-        try:
-            tls = self.ctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
-            tls.do_handshake()
-            self.sessions.append((tls.version(), tls.selected_alpn_protocol()))
-            up = socket.create_connection(("127.0.0.1", self.target), timeout=10 * harness.SLOW)
-            while not self.stop_evt.is_set():
-                ready = [tls] if tls.pending() else select.select([tls, up], [], [], 0.2)[0]
-                for s in ready:
-                    data = s.recv(65536)
-                    if not data:
-                        return
-                    (up if s is tls else tls).sendall(data)
-        except (ssl.SSLError, OSError) as e:
-            if tls is None or not self.sessions or up is None:
+            conn.settimeout(10 * harness.SLOW)
+            try:
+                with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                    self.sessions.append((tls.version(), tls.selected_alpn_protocol()))
+            except (ssl.SSLError, OSError) as e:
                 self.failures.append(str(e))
-        finally:
-            for s in (up, tls or conn):
-                if s is not None:
-                    s.close()
-
-    @property
-    def https(self):
-        return "https://127.0.0.1:%d" % self.port
-
-    @property
-    def wss(self):
-        return "wss://127.0.0.1:%d/ws" % self.port
+            finally:
+                conn.close()
 
     def close(self):
         self.stop_evt.set()
         self.lsock.close()
-        for t in self.threads:
-            t.join(5)
+        self.thread.join(5)
 
 
 class SilentServer:
@@ -127,18 +124,6 @@ class SilentServer:
 
     def close(self):
         self.lsock.close()
-
-
-def _pki(st):
-    """The run's CA (once per module) with a certificate for 127.0.0.1 and localhost, one for
-    other.example only, and a second CA that signed none of them."""
-    d = os.path.join(st.dir, "pki")
-    if not os.path.exists(os.path.join(d, "server.pem")):
-        ca = pki.CA(d)
-        ca.issue("server")
-        ca.issue("other", san="DNS:other.example")
-        pki.CA(d, name="otherca", cn="some-other-ca")
-    return d
 
 
 def _env(st, user, cacert=None):
@@ -181,10 +166,36 @@ def _tokens(env):
         return json.load(f)
 
 
-def _proxies(st, cert="server"):
-    d = _pki(st)
-    c, k = os.path.join(d, cert + ".pem"), os.path.join(d, cert + ".key")
-    return TlsProxy(st.gateway_port, c, k), TlsProxy(st.edge_port, c, k)
+def _metric(st, url, series):
+    body = harness.http("GET", url + "/metrics").body.decode()
+    for line in body.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0
+
+
+def _reloads(st):
+    return (_metric(st, st.gateway_url, 'sc_gateway_tls_reloads_total{result="ok"}'),
+            _metric(st, "http://127.0.0.1:%d" % st.edge_port,
+                    'sc_edge_tls_reloads_total{result="ok"}'))
+
+
+def _edge_handshakes(st, result):
+    return _metric(st, "http://127.0.0.1:%d" % st.edge_port,
+                   'sc_edge_tls_handshakes_total{result="%s"}' % result)
+
+
+def _install(st, pair):
+    """Puts the named pair where the gateway and the edge read it (each file by a rename, as
+    a deploy tool would), sends both SIGHUP and waits until both have loaded it."""
+    gw_ok, edge_ok = _reloads(st)
+    for src, dst in zip(PAIRS[pair], (LIVE_CERT, LIVE_KEY)):
+        shutil.copyfile(src, dst + ".new")
+        os.replace(dst + ".new", dst)
+    st.procs["gateway"].signal(signal.SIGHUP)
+    st.procs["edge"].signal(signal.SIGHUP)
+    harness.wait_for(lambda: _reloads(st) == (gw_ok + 1, edge_ok + 1),
+                     timeout=10 * harness.SLOW, what="the gateway and the edge load " + pair)
 
 
 def _publish_until(st, subject, stop, tag):
@@ -205,141 +216,159 @@ def _login(st, env, gateway, *extra, user="alice"):
 
 
 def test_login_listen_publish_order_over_tls(st):
-    gw, edge = _proxies(st)
-    ca = os.path.join(_pki(st), "ca.pem")
+    ca = CA.pem
+    env = _env(st, "alice")
+    env["SIDECAST_EDGE"] = EDGE_WSS
+    full = _edge_handshakes(st, "full")
+    rc, out, err, _ = _login(st, env, GW_HTTPS, "--cacert", ca)
+    assert rc == 0 and "logged in as alice" in out, (rc, out, err)
+    t = _tokens(env)
+    assert t["gateway"] == GW_HTTPS, t["gateway"]
+
+    # listen over wss (the CA from the environment this time), events from NATS
+    env_ca = dict(env, SIDECAST_CACERT=ca)
+    p = start(env_ca, "listen", "prices.XTLS", "--json", "--count", "2")
+    stop = threading.Event()
+    pub = threading.Thread(target=_publish_until,
+                           args=(st, "events.prices.XTLS", stop, "tls"), daemon=True)
+    pub.start()
     try:
-        env = _env(st, "alice")
-        env["SIDECAST_EDGE"] = edge.wss
-        rc, out, err, _ = _login(st, env, gw.https, "--cacert", ca)
-        assert rc == 0 and "logged in as alice" in out, (rc, out, err)
-        t = _tokens(env)
-        assert t["gateway"] == gw.https, t["gateway"]
-        # the handshake was TLS 1.2 or later and agreed on http/1.1; no SNI for an address
-        assert gw.sessions and all(v in ("TLSv1.2", "TLSv1.3") and a == "http/1.1"
-                                   for v, a in gw.sessions), gw.sessions
-        assert gw.sni == [], gw.sni
-
-        # listen over wss (the CA from the environment this time), events from NATS
-        env_ca = dict(env, SIDECAST_CACERT=ca)
-        p = start(env_ca, "listen", "prices.XTLS", "--json", "--count", "2")
-        stop = threading.Event()
-        pub = threading.Thread(target=_publish_until,
-                               args=(st, "events.prices.XTLS", stop, "tls"), daemon=True)
-        pub.start()
-        try:
-            out, err = p.communicate(timeout=30 * harness.SLOW)
-        finally:
-            stop.set()
-            pub.join(10)
-        assert p.returncode == 0, (p.returncode, err)
-        evs = [json.loads(l) for l in out.decode().splitlines()]
-        assert len(evs) == 2 and all(e["topic"] == "prices.XTLS" and e["data"]["tag"] == "tls"
-                                     for e in evs), evs
-        assert edge.sessions and all(a == "http/1.1" for _, a in edge.sessions), edge.sessions
-
-        # publish over wss, with its ack
-        rc, out, err, _ = run(env, "publish", "chat.lobby", '{"text":"over tls"}', "--id",
-                              "tls1", "--cacert", ca)
-        assert rc == 0 and out.strip() == "ack tls1", (rc, out, err)
-
-        # a token that is due is renewed through the https gateway before connecting
-        path = env["SIDECAST_TOKEN_FILE"]
-        before = _tokens(env)
-        stale = dict(before, expires_at=int(time.time()) - 1, issued_at=int(time.time()) - 301)
-        with open(path, "w") as f:
-            json.dump(stale, f)
-        os.chmod(path, 0o600)
-        rc, out, err, _ = run(env_ca, "order", "BTC", "1", "--wait", "--timeout", "20")
-        assert rc == 0, (rc, out, err)
-        lines = out.splitlines()
-        assert len(lines) == 2 and json.loads(lines[1])["order_id"] == lines[0], lines
-        after = _tokens(env)
-        assert after["refresh_token"] != before["refresh_token"], "not renewed over https"
-        assert after["expires_at"] > stale["expires_at"]
-        for text in (out, err):
-            assert after["access_token"] not in text and after["refresh_token"] not in text
-
-        # a host name: SNI carries it, and the certificate (DNS:localhost) matches it
-        rc, out, err, _ = _login(st, env, "https://localhost:%d" % gw.port, "--cacert", ca)
-        assert rc == 0, (rc, out, err)
-        assert gw.sni[-1:] == ["localhost"], gw.sni
-        assert gw.failures == [] and edge.failures == [], (gw.failures, edge.failures)
+        out, err = p.communicate(timeout=30 * harness.SLOW)
     finally:
-        gw.close()
-        edge.close()
+        stop.set()
+        pub.join(10)
+    assert p.returncode == 0, (p.returncode, err)
+    evs = [json.loads(l) for l in out.decode().splitlines()]
+    assert len(evs) == 2 and all(e["topic"] == "prices.XTLS" and e["data"]["tag"] == "tls"
+                                 for e in evs), evs
+    assert _edge_handshakes(st, "full") > full, "the edge counted no TLS handshake"
+
+    # publish over wss, with its ack
+    rc, out, err, _ = run(env, "publish", "chat.lobby", '{"text":"over tls"}', "--id",
+                          "tls1", "--cacert", ca)
+    assert rc == 0 and out.strip() == "ack tls1", (rc, out, err)
+
+    # a token that is due is renewed through the https gateway before connecting
+    path = env["SIDECAST_TOKEN_FILE"]
+    before = _tokens(env)
+    stale = dict(before, expires_at=int(time.time()) - 1, issued_at=int(time.time()) - 301)
+    with open(path, "w") as f:
+        json.dump(stale, f)
+    os.chmod(path, 0o600)
+    rc, out, err, _ = run(env_ca, "order", "BTC", "1", "--wait", "--timeout", "20")
+    assert rc == 0, (rc, out, err)
+    lines = out.splitlines()
+    assert len(lines) == 2 and json.loads(lines[1])["order_id"] == lines[0], lines
+    after = _tokens(env)
+    assert after["refresh_token"] != before["refresh_token"], "not renewed over https"
+    assert after["expires_at"] > stale["expires_at"]
+    for text in (out, err):
+        assert after["access_token"] not in text and after["refresh_token"] not in text
+
+    # a host name: the certificate (DNS:localhost) matches it, on both
+    rc, out, err, _ = _login(st, env, "https://localhost:%d" % GW_TLS_PORT, "--cacert", ca)
+    assert rc == 0, (rc, out, err)
+    env["SIDECAST_EDGE"] = "wss://localhost:%d/ws" % EDGE_TLS_PORT
+    rc, out, err, _ = run(env_ca, "publish", "chat.lobby", '{"text":"by name"}', "--id", "n1")
+    assert rc == 0 and out.strip() == "ack n1", (rc, out, err)
+
+
+def test_what_the_cli_offers_in_its_handshake(st):
+    """TLS 1.2 or later and ALPN http/1.1 always; SNI with a host name, none with an address.
+    The recorder completes the handshake and closes, so the commands themselves fail."""
+    rec = HandshakeRecorder(*PAIRS["server"])
+    try:
+        env = _env(st, "alice", cacert=CA.pem)
+        _login(st, env, "https://127.0.0.1:%d" % rec.port)
+        assert rec.sessions and all(v in ("TLSv1.2", "TLSv1.3") and a == "http/1.1"
+                                    for v, a in rec.sessions), rec.sessions
+        assert rec.sni == [], rec.sni
+        _login(st, env, "https://localhost:%d" % rec.port)
+        assert rec.sni[-1:] == ["localhost"], rec.sni
+        rc, out, err, _ = _login(st, env, st.gateway_url)
+        assert rc == 0, (rc, out, err)
+        n = len(rec.sessions)
+        env["SIDECAST_EDGE"] = "wss://localhost:%d/ws" % rec.port
+        run(env, "publish", "chat.lobby", "1", timeout=20)
+        assert len(rec.sessions) > n and rec.sessions[-1][1] == "http/1.1", rec.sessions
+        assert rec.sni[-1:] == ["localhost"], rec.sni
+        assert rec.failures == [], rec.failures
+    finally:
+        rec.close()
 
 
 def test_untrusted_ca_is_refused_with_the_reason(st):
-    gw, edge = _proxies(st)
-    d = _pki(st)
-    try:
-        env = _env(st, "bob")
-        # the test CA is not in the system's store: refused, nothing saved
-        rc, out, err, took = _login(st, env, gw.https, user="bob")
-        assert rc == EXIT_TLS, (rc, out, err)
-        line = err.strip()
-        assert "\n" not in line, err
-        assert gw.https in line and "certificate verify failed" in line, err
-        assert "unable to get local issuer certificate" in line, err
-        print("  untrusted CA (exit %d): %s" % (rc, line))
-        assert not os.path.exists(env["SIDECAST_TOKEN_FILE"])
-        # another CA given: refused too
-        rc, out, err, _ = _login(st, env, gw.https, "--cacert",
-                                 os.path.join(d, "otherca.pem"), user="bob")
-        assert rc == EXIT_TLS and "certificate verify failed" in err, (rc, err)
+    env = _env(st, "bob")
+    # the test CA is not in the system's store: refused, nothing saved
+    rc, out, err, took = _login(st, env, GW_HTTPS, user="bob")
+    assert rc == EXIT_TLS, (rc, out, err)
+    line = err.strip()
+    assert "\n" not in line, err
+    assert GW_HTTPS in line and "certificate verify failed" in line, err
+    assert "unable to get local issuer certificate" in line, err
+    print("  untrusted CA (exit %d): %s" % (rc, line))
+    assert not os.path.exists(env["SIDECAST_TOKEN_FILE"])
+    # another CA given: refused too
+    rc, out, err, _ = _login(st, env, GW_HTTPS, "--cacert", OTHER_CA.pem, user="bob")
+    assert rc == EXIT_TLS and "certificate verify failed" in err, (rc, err)
 
-        # the edge: logged in with the CA, listening without it is refused at once, not
-        # retried (a refused certificate stays refused)
-        rc, out, err, _ = _login(st, env, gw.https, "--cacert", os.path.join(d, "ca.pem"),
-                                 user="bob")
-        assert rc == 0, (rc, out, err)
-        env["SIDECAST_EDGE"] = edge.wss
-        rc, out, err, took = run(env, "listen", "prices.BTC", "--timeout", "20")
-        assert rc == EXIT_TLS, (rc, out, err)
-        assert edge.wss in err and "certificate verify failed" in err, err
-        print("  untrusted CA, edge (exit %d): %s" % (rc, err.strip()))
-        assert "reconnecting" not in err and took < 15 * harness.SLOW, (took, err)
-        rc, out, err, _ = run(env, "publish", "prices.BTC", "1")
-        assert rc == EXIT_TLS and "certificate verify failed" in err, (rc, err)
-        # the token refresh goes to the gateway: without the CA it is refused with exit 7
-        path = env["SIDECAST_TOKEN_FILE"]
-        t = _tokens(env)
-        with open(path, "w") as f:
-            json.dump(dict(t, expires_at=int(time.time()) - 1), f)
-        rc, out, err, _ = run(env, "order", "BTC", "1")
-        assert rc == EXIT_TLS and gw.https in err and "certificate verify failed" in err, (
-            rc, err)
-        assert gw.failures and edge.failures, "the CLI did not abort the handshakes"
-    finally:
-        gw.close()
-        edge.close()
+    # the edge: logged in with the CA, listening without it is refused at once, not
+    # retried (a refused certificate stays refused); the edge sees the handshake aborted
+    rc, out, err, _ = _login(st, env, GW_HTTPS, "--cacert", CA.pem, user="bob")
+    assert rc == 0, (rc, out, err)
+    env["SIDECAST_EDGE"] = EDGE_WSS
+    failed = _edge_handshakes(st, "failed")
+    rc, out, err, took = run(env, "listen", "prices.BTC", "--timeout", "20")
+    assert rc == EXIT_TLS, (rc, out, err)
+    assert EDGE_WSS in err and "certificate verify failed" in err, err
+    print("  untrusted CA, edge (exit %d): %s" % (rc, err.strip()))
+    assert "reconnecting" not in err and took < 15 * harness.SLOW, (took, err)
+    rc, out, err, _ = run(env, "publish", "prices.BTC", "1")
+    assert rc == EXIT_TLS and "certificate verify failed" in err, (rc, err)
+    harness.wait_for(lambda: _edge_handshakes(st, "failed") >= failed + 2,
+                     timeout=5 * harness.SLOW, what="the edge counting the aborted handshakes")
+    # the token refresh goes to the gateway: without the CA it is refused with exit 7
+    path = env["SIDECAST_TOKEN_FILE"]
+    t = _tokens(env)
+    with open(path, "w") as f:
+        json.dump(dict(t, expires_at=int(time.time()) - 1), f)
+    rc, out, err, _ = run(env, "order", "BTC", "1")
+    assert rc == EXIT_TLS and GW_HTTPS in err and "certificate verify failed" in err, (
+        rc, err)
 
 
 def test_certificate_for_another_name_is_refused(st):
-    gw, edge = _proxies(st, cert="other")  # SAN DNS:other.example only
-    ca = os.path.join(_pki(st), "ca.pem")
+    """The gateway and the edge serve a certificate for other.example only (SIGHUP), then
+    their own again."""
+    env = _env(st, "alice", cacert=CA.pem)
+    # a good login first (the plain gateway), for the edge part
+    rc, out, err, _ = _login(st, env, st.gateway_url)
+    assert rc == 0, (rc, out, err)
+    _install(st, "other")
     try:
-        env = _env(st, "alice", cacert=ca)
-        rc, out, err, _ = _login(st, env, gw.https)
+        full = _edge_handshakes(st, "full")
+        rc, out, err, _ = _login(st, dict(env, SIDECAST_TOKEN_FILE=env["SIDECAST_TOKEN_FILE"]
+                                          + ".other"), GW_HTTPS)
         assert rc == EXIT_TLS and "IP address mismatch" in err, (rc, err)
-        rc, out, err, _ = _login(st, env, "https://localhost:%d" % gw.port)
+        rc, out, err, _ = _login(st, dict(env, SIDECAST_TOKEN_FILE=env["SIDECAST_TOKEN_FILE"]
+                                          + ".other"), "https://localhost:%d" % GW_TLS_PORT)
         assert rc == EXIT_TLS and "hostname mismatch" in err, (rc, err)
         print("  another name (exit %d): %s" % (rc, err.strip()))
-        # the edge, with a good login first (through the real gateway, plain)
-        rc, out, err, _ = _login(st, env, st.gateway_url)
-        assert rc == 0, (rc, out, err)
-        env["SIDECAST_EDGE"] = "wss://localhost:%d/ws" % edge.port
+        env["SIDECAST_EDGE"] = "wss://localhost:%d/ws" % EDGE_TLS_PORT
         rc, out, err, _ = run(env, "listen", "prices.BTC", "--timeout", "20")
         assert rc == EXIT_TLS and "hostname mismatch" in err, (rc, err)
-        assert gw.sessions == [] and edge.sessions == [], "a handshake completed"
+        env["SIDECAST_EDGE"] = EDGE_WSS
+        rc, out, err, _ = run(env, "listen", "prices.BTC", "--timeout", "20")
+        assert rc == EXIT_TLS and "IP address mismatch" in err, (rc, err)
+        assert _edge_handshakes(st, "full") == full, "a handshake completed"
     finally:
-        gw.close()
-        edge.close()
+        _install(st, "server")
+    rc, out, err, _ = run(env, "publish", "chat.lobby", "1", "--id", "back")
+    assert rc == 0 and out.strip() == "ack back", (rc, out, err)
 
 
 def test_plain_server_on_a_tls_url_is_a_clean_error(st):
-    ca = os.path.join(_pki(st), "ca.pem")
-    env = _env(st, "alice", cacert=ca)
+    env = _env(st, "alice", cacert=CA.pem)
     # the gateway's and the edge's plain ports, spoken to in TLS: they answer with HTTP
     plain_gw = "https://127.0.0.1:%d" % st.gateway_port
     rc, out, err, took = _login(st, env, plain_gw)
@@ -369,7 +398,7 @@ def test_cacert_that_cannot_be_used_is_a_usage_error(st):
     rc, out, err, _ = run(env, "--cacert", "/nonexistent/ca.pem", "login", "alice",
                           "--password", "x")
     assert rc == 2 and "/nonexistent/ca.pem" in err, (rc, err)
-    env = _env(st, "alice", cacert=os.path.join(_pki(st), "server.key"))  # not a certificate
+    env = _env(st, "alice", cacert=PAIRS["server"][1])  # not a certificate
     rc, out, err, _ = run(env, "listen", "prices.BTC")
     assert rc == 2 and "SIDECAST_CACERT" in err and "CA file" in err, (rc, err)
     rc, out, err, _ = run(env, "--help")

@@ -569,13 +569,19 @@ function checkAutoscaling(r) {
     h ? `HPA ${h.spec.minReplicas}..${h.spec.maxReplicas} on CPU, edge has CPU requests and no fixed replicas; ${r.all("PodDisruptionBudget").map((p) => p.metadata.name).join(", ")} PDBs select pods` : "");
 }
 
+// ingress-nginx's TLS passthrough: the controller ends no TLS for the Ingress's host, the
+// process behind does.
+function passthrough(ing) {
+  return ing.metadata?.annotations?.["nginx.ingress.kubernetes.io/ssl-passthrough"] === "true";
+}
+
 function ingressFor(r, service) {
   return r.all("Ingress").map((ing) => {
     for (const rule of ing.spec.rules || []) {
       for (const p of rule.http?.paths || []) {
         if (p.backend?.service?.name === service) {
-          const tls = (ing.spec.tls || []).some((t) => (t.hosts || []).includes(rule.host));
-          return { ing, host: rule.host, path: p.path, tls };
+          const tls = passthrough(ing) || (ing.spec.tls || []).some((t) => (t.hosts || []).includes(rule.host));
+          return { ing, host: rule.host, path: p.path, tls, port: p.backend.service.port };
         }
       }
     }
@@ -608,6 +614,40 @@ function checkPublicUrls(r, help) {
   if (!conf.ALLOWED_ORIGINS.split(",").includes(page)) problems.push(`ALLOWED_ORIGINS ${conf.ALLOWED_ORIGINS} lacks ${page}, the origin of the page the gateway serves`);
   report(`[${r.label}] ingress and public URLs`, problems,
     `${page} -> gateway, ${wantWs} -> edge; timeouts ${a["nginx.ingress.kubernetes.io/proxy-read-timeout"]} s > ping+pong ${silence} s; EDGE_PUBLIC_URL and ALLOWED_ORIGINS agree`);
+}
+
+// TLS passed through to the processes (k8s/overlays/dev-tls): the Ingress's backend must be the
+// process's TLS listener (a TLS connection sent to the plain port fails), with its certificate
+// and key set; an Ingress that ends TLS itself must send plain HTTP to the plain port. The
+// certificate files themselves are checked by "files".
+const TLS_KEYS = { gateway: ["GATEWAY_TLS_LISTEN", "GATEWAY_TLS_CERT", "GATEWAY_TLS_KEY"],
+                   edge: ["EDGE_TLS_LISTEN", "EDGE_TLS_CERT", "EDGE_TLS_KEY"] };
+function checkTls(r, help) {
+  const problems = [];
+  const lines = [];
+  for (const proc of ["gateway", "edge"]) {
+    const sc = sidecastContainers(r).find((x) => x.proc === proc);
+    const ing = ingressFor(r, proc);
+    if (!sc || !ing) continue;
+    const conf = effective(help[proc], environment(r, sc.c, []));
+    const [listenKey, certKey, keyKey] = TLS_KEYS[proc];
+    const svc = r.find("Service", proc);
+    const sp = (svc?.spec.ports || []).find((p) => (ing.port.name !== undefined ? p.name === ing.port.name : p.port === ing.port.number));
+    const target = sp ? containerPort(sc.c, sp.targetPort ?? sp.port) : null;
+    const tlsPort = portOf(conf[listenKey])?.port;
+    const plainPort = portOf(conf[LISTEN_KEY[proc]])?.port;
+    if (passthrough(ing.ing)) {
+      if (!tlsPort) problems.push(`${proc}: its Ingress passes TLS through, but ${listenKey} is not set`);
+      else if (target !== tlsPort) problems.push(`${proc}: its Ingress passes TLS through to port ${target}, but ${listenKey} is ${conf[listenKey]}`);
+      for (const k of [certKey, keyKey]) if (!conf[k]) problems.push(`${proc}: ${listenKey} set without ${k}`);
+      lines.push(`${ing.host} passed through to ${proc}:${tlsPort}`);
+    } else {
+      if (target !== plainPort) problems.push(`${proc}: its Ingress sends plain HTTP to port ${target}, not ${LISTEN_KEY[proc]} ${conf[LISTEN_KEY[proc]]}`);
+      lines.push(`${ing.host} ${ing.tls ? "TLS ended at the ingress" : "plain"} -> ${proc}:${plainPort}`);
+    }
+    if (conf[listenKey] && tlsPort === plainPort) problems.push(`${proc}: ${listenKey} and ${LISTEN_KEY[proc]} on the same port`);
+  }
+  report(`[${r.label}] tls`, problems, lines.join("; "));
 }
 
 function checkNats(r, help) {
@@ -734,6 +774,7 @@ for (const r of renders) {
   checkShutdown(r, help);
   checkAutoscaling(r);
   checkPublicUrls(r, help);
+  checkTls(r, help);
   checkNats(r, help);
   checkRedis(r, help);
 }

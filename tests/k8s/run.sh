@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The Kubernetes manifests, checked offline (part of `make test`, through tests/run.sh):
-#  1. render k8s/base and k8s/overlays/dev with `kubectl kustomize` (Debian's kubectl, or any
-#     kubectl on PATH; KUBECTL=... picks another), after making the dev overlay's keys
-#     (scripts/gen-dev.sh k8s/overlays/dev/keys, never committed) when missing;
+#  1. render k8s/base, k8s/overlays/dev and k8s/overlays/dev-tls with `kubectl kustomize`
+#     (Debian's kubectl, or any kubectl on PATH; KUBECTL=... picks another), after making the
+#     overlays' keys (scripts/gen-dev.sh k8s/overlays/<overlay>/keys, never committed) when
+#     missing;
 #  2. check.mjs: every object against the Kubernetes API schemas (npm kubernetes-models, which
 #     `npm ci` installs here on first use, from package-lock.json) and against the processes
 #     built in $BUILD (their --help), probes, ports, shutdown times, URLs (see check.mjs).
@@ -33,10 +34,12 @@ fi
 version=$("$KUBECTL" version --client --short 2>/dev/null || "$KUBECTL" version --client 2>/dev/null)
 echo "renderer: $(command -v "$KUBECTL") ($(echo "$version" | tr '\n' ' ' | sed 's/ *$//'))"
 
-if ! bash scripts/gen-dev.sh k8s/overlays/dev/keys >"$out/keys.log" 2>&1; then
-  result 1 "dev overlay keys (scripts/gen-dev.sh k8s/overlays/dev/keys)" "$(tail -n 3 "$out/keys.log")"; finish
-fi
-sed 's/^/  /' "$out/keys.log"
+for overlay in dev dev-tls; do
+  if ! bash scripts/gen-dev.sh k8s/overlays/$overlay/keys >"$out/keys.log" 2>&1; then
+    result 1 "$overlay overlay keys (scripts/gen-dev.sh k8s/overlays/$overlay/keys)" "$(tail -n 3 "$out/keys.log")"; finish
+  fi
+  sed 's/^/  /' "$out/keys.log"
+done
 
 if [ ! -d $HERE/node_modules/kubernetes-models ] || [ ! -d $HERE/node_modules/yaml ]; then
   echo "npm ci in $HERE (kubernetes-models, yaml)"
@@ -46,7 +49,7 @@ if [ ! -d $HERE/node_modules/kubernetes-models ] || [ ! -d $HERE/node_modules/ya
 fi
 
 renders=()
-for target in base overlays/dev; do
+for target in base overlays/dev overlays/dev-tls; do
   label=${target#overlays/}
   if "$KUBECTL" kustomize "k8s/$target" >"$out/$label.yaml" 2>"$out/$label.err"; then
     n=$(grep -c '^kind:' "$out/$label.yaml")
