@@ -45,6 +45,7 @@ LAYER_LIBS   := $(BUILD)/libproto.a $(BUILD)/libws.a $(BUILD)/libcommon.a
 # What each service links beside its own archive and libcommon.a.
 LIBS_edge     := $(BUILD)/libproto.a $(BUILD)/libws.a
 LIBS_producer := $(BUILD)/libproto.a
+LIBS_gateway  := $(BUILD)/libproto.a
 UNIT_SRC     := $(wildcard tests/unit/test_*.c)
 UNIT_BIN     := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC     := $(wildcard tests/tools/*.c)

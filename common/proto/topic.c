@@ -62,3 +62,39 @@ int topic_match(const char *pattern, const char *topic)
         t++;
     }
 }
+
+int topic_pattern_valid_n(const char *p, size_t n)
+{
+    if (n == 0 || n > TOPIC_MAX) return 0;
+    for (size_t i = 0; i < n;) {
+        size_t t = 0;
+        while (i + t < n && p[i + t] != '.') t++;
+        if (t == 0) return 0;
+        int wild = t == 1 && (p[i] == '*' || p[i] == '>');
+        if (wild && p[i] == '>' && i + 1 != n) return 0;
+        for (size_t j = 0; !wild && j < t; j++) {
+            char c = p[i + j];
+            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '-'))
+                return 0;
+        }
+        i += t + 1;
+        if (i == n) return 0; /* a trailing dot */
+    }
+    return 1;
+}
+
+json_t *topic_patterns_json(const char *list)
+{
+    json_t *a = json_array();
+    for (const char *p = list; a && *p;) {
+        size_t n = strcspn(p, ",");
+        if (!topic_pattern_valid_n(p, n)) {
+            json_decref(a);
+            return NULL;
+        }
+        json_array_append_new(a, json_stringn(p, n));
+        p += n + (p[n] == ',');
+    }
+    return a;
+}

@@ -362,44 +362,6 @@ static void ensure_stream(void)
 
 /* A topic pattern as a token's claims hold it: dot-separated tokens of [A-Za-z0-9_-], or
  * "*" for one token, or ">" as the last one for the rest; at most TOPIC_MAX bytes. */
-static bool pattern_valid(const char *p, size_t n)
-{
-    if (n == 0 || n > TOPIC_MAX) return false;
-    for (size_t i = 0; i < n;) {
-        size_t t = 0;
-        while (i + t < n && p[i + t] != '.') t++;
-        if (t == 0) return false;
-        bool wild = t == 1 && (p[i] == '*' || p[i] == '>');
-        if (wild && p[i] == '>' && i + 1 != n) return false;
-        for (size_t j = 0; !wild && j < t; j++) {
-            char c = p[i + j];
-            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '_' || c == '-'))
-                return false;
-        }
-        i += t + 1;
-        if (i == n) return false; /* a trailing dot */
-    }
-    return true;
-}
-
-/* A comma-separated list of topic patterns as a JSON array ("": empty), or NULL when one is
- * not a pattern. */
-static json_t *patterns_json(const char *list)
-{
-    json_t *a = json_array();
-    for (const char *p = list; a && *p;) {
-        size_t n = strcspn(p, ",");
-        if (!pattern_valid(p, n)) {
-            json_decref(a);
-            return NULL;
-        }
-        json_array_append_new(a, json_stringn(p, n));
-        p += n + (p[n] == ',');
-    }
-    return a;
-}
-
 int main(int argc, char **argv)
 {
     fabric *fab = NULL;
@@ -524,7 +486,8 @@ int main(int argc, char **argv)
     ctx.fab = fab;
     ctx.keys = K;
     ctx.policy = (token_policy){cfg.issuer, cfg.audience, cfg.leeway, 0};
-    json_t *dsub = patterns_json(cfg.default_sub), *dpub = patterns_json(cfg.default_pub);
+    json_t *dsub = topic_patterns_json(cfg.default_sub),
+           *dpub = topic_patterns_json(cfg.default_pub);
     if (!dsub || !dpub) {
         fprintf(stderr, "edge: config: JWT_DEFAULT_SUB_TOPICS / JWT_DEFAULT_PUB_TOPICS: a "
                         "pattern is not a topic pattern\n");

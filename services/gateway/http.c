@@ -199,6 +199,37 @@ static int gw_ready(void *ud, char *detail, size_t detaillen)
 /* Verifies the bearer token of a protected route; answers 401 itself on failure.
  * Returns 0 when the caller may go on, 1 when an answer was queued (*ret holds MHD's
  * result). */
+/* The token's topic patterns as a JSON array of strings (a new reference), or NULL: the
+ * configured claim (an array, or a string of patterns separated by spaces or commas, as an
+ * OAuth "scope"), else the configured default. */
+static json_t *sub_topics_of(const json_t *payload, const http_cfg *cfg)
+{
+    const char *name = cfg->sub_claim && cfg->sub_claim[0] ? cfg->sub_claim : "sub_topics";
+    const json_t *v = payload ? json_object_get(payload, name) : NULL;
+    if (!v) v = cfg->sub_default;
+    json_t *out = json_array();
+    if (!out) return NULL;
+    if (json_is_string(v)) {
+        const char *p = json_string_value(v), *end = p + json_string_length(v);
+        while (p < end) {
+            size_t n = strcspn(p, " ,");
+            if (p + n > end) n = (size_t)(end - p);
+            if (n) json_array_append_new(out, json_stringn(p, n));
+            p += n + 1;
+        }
+    } else if (json_is_array(v)) {
+        size_t i;
+        const json_t *e;
+        json_array_foreach(v, i, e) {
+            if (json_is_string(e)) json_array_append(out, (json_t *)e);
+        }
+    } else {
+        json_decref(out);
+        return NULL;
+    }
+    return out;
+}
+
 static int gw_authenticate(gw_req *r, struct MHD_Connection *c, enum MHD_Result *ret)
 {
     static const gw_hdr missing[] = {{"WWW-Authenticate", "Bearer"}};
@@ -241,13 +272,14 @@ static int gw_authenticate(gw_req *r, struct MHD_Connection *c, enum MHD_Result 
     }
     snprintf(r->user, sizeof r->user, "%s", claims.sub);
     r->authed = 1;
-    const json_t *topics = claims.payload ? json_object_get(claims.payload, "sub_topics") : NULL;
-    if (json_is_array(topics)) {
+    json_t *topics = sub_topics_of(claims.payload, &r->srv->cfg);
+    if (topics) {
         char *t = json_dumps(topics, JSON_COMPACT | JSON_ENSURE_ASCII);
         if (t && strlen(t) <= HTTP_MAX_SUB_TOPICS)
             r->sub_topics = t;
         else
             free(t);
+        json_decref(topics);
     }
     token_claims_clear(&claims);
     return 0;

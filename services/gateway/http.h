@@ -9,6 +9,8 @@
 
 #include <stddef.h>
 
+#include <jansson.h>
+
 #include "bus.h"
 #include "keys.h"
 #include "routes.h"
@@ -32,6 +34,11 @@ typedef struct http_cfg {
     size_t conn_memory;        /* per-connection memory for the request head (431 past it) */
     const char *cors_origins;  /* comma-separated allowed origins, "*" or "" (none) */
     token_policy policy;
+    /* The token's topic patterns, passed to services (Sidecast-Sub-Topics): the claim that
+     * holds them (NULL or "": sub_topics), an array or a string of patterns separated by
+     * spaces or commas; and the list (a JSON array) for a token without it, or NULL. */
+    const char *sub_claim;
+    const json_t *sub_default;
 } http_cfg;
 
 typedef struct http_server http_server;

@@ -7,6 +7,7 @@
 #include "http.h"
 #include "keys.h"
 #include "log.h"
+#include "proto/topic.h"
 #include "routes.h"
 #include "statics.h"
 #include "tlscert.h"
@@ -32,6 +33,7 @@ typedef struct gw_config {
     char *jwt_keys, *jwks_url, *jwks_ca;
     char *jwt_issuer;
     char *jwt_audience;
+    char *sub_claim, *default_sub;
     long jwt_leeway, keys_refresh_s;
     long max_body;
     long max_connections, max_per_ip;
@@ -83,6 +85,13 @@ static const cfg_opt gw_opts[] = {
      &gw_cfg.jwt_audience},
     {"JWT_LEEWAY", CFG_INT, "30", "clock skew allowed for exp/nbf/iat, seconds", 0, 0, 300,
      &gw_cfg.jwt_leeway},
+    {"JWT_SUB_TOPICS_CLAIM", CFG_STR, "sub_topics",
+     "the claim holding a token's subscribable topic patterns (an array, or a string of "
+     "patterns separated by spaces or commas), passed to services as Sidecast-Sub-Topics",
+     0, 0, 0, &gw_cfg.sub_claim},
+    {"JWT_DEFAULT_SUB_TOPICS", CFG_STR, "",
+     "patterns (comma-separated) for a token without JWT_SUB_TOPICS_CLAIM (empty: none)", 0, 0,
+     0, &gw_cfg.default_sub},
     {"JWT_KEYS_REFRESH_MIN_S", CFG_INT, "10",
      "a token of an unknown kid asks auth for its keys (auth.jwks) at most this often; "
      "JWT_PUBLIC_KEYS is read again on SIGHUP, and auth's announcements (auth.keys) are "
@@ -143,6 +152,7 @@ int main(int argc, char **argv)
     bus *b = NULL;
     http_server *srv = NULL;
     tlscert *certs = NULL;
+    json_t *sub_default = NULL;
     sigset_t sigs;
 
     log_init("gateway", LOG_INFO);
@@ -212,6 +222,16 @@ int main(int argc, char **argv)
         goto done;
     }
     if (keys_attach_bus(ks, b) != 0) goto done;
+    if (!(sub_default = topic_patterns_json(gw_cfg.default_sub))) {
+        fprintf(stderr, "gateway: config: JWT_DEFAULT_SUB_TOPICS: a pattern is not a topic "
+                        "pattern\n");
+        rc = 2;
+        goto done;
+    }
+    if (json_array_size(sub_default) == 0) { /* none: no header for a token without them */
+        json_decref(sub_default);
+        sub_default = NULL;
+    }
     http_cfg hc = {
         .listen = gw_cfg.listen,
         .tls_listen = gw_cfg.tls_listen,
@@ -229,6 +249,8 @@ int main(int argc, char **argv)
         .policy = {.issuer = gw_cfg.jwt_issuer,
                    .audience = gw_cfg.jwt_audience,
                    .leeway = gw_cfg.jwt_leeway},
+        .sub_claim = gw_cfg.sub_claim,
+        .sub_default = sub_default,
     };
     if (http_create(&srv, &hc, b, rt, ks, st) != 0) goto done;
     log_info("listening", "listen=%s port=%d tls_listen=%s tls_port=%d threads=%s",
@@ -248,6 +270,7 @@ int main(int argc, char **argv)
 done:
     http_destroy(srv);
     tlscert_close(certs); /* after the connections: each let go of its pair on close */
+    json_decref(sub_default);
     keys_close(ks);
     bus_destroy(b, GW_BUS_DRAIN_MS);
     statics_destroy(st);

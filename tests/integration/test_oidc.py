@@ -65,7 +65,11 @@ CTX = ssl.create_default_context(cafile=os.path.join(DIR, "ca.pem"))
 SERVICES = ("gateway", "edge")
 _VERIFIER = {"JWT_JWKS_URL": ISSUER + "/jwks", "JWT_JWKS_CA": os.path.join(DIR, "ca.pem"),
              "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": "sidecast"}
-ENV = {"gateway": dict(_VERIFIER), "edge": dict(_VERIFIER, JWT_SUB_TOPICS_CLAIM="scope")}
+ENV = {"gateway": dict(_VERIFIER, JWT_SUB_TOPICS_CLAIM="scope",
+                      JWT_DEFAULT_SUB_TOPICS="public.*"),
+       "edge": dict(_VERIFIER, JWT_SUB_TOPICS_CLAIM="scope")}
+ECHO_SUBJECTS = ("echo.me",)
+ROUTES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gateway_routes.json")
 
 
 def _https(path, data=None, auth=None):
@@ -80,8 +84,10 @@ def _https(path, data=None, auth=None):
 
 
 def _provider_token(scope, resource="urn:sidecast"):
-    status, doc = _https("/token", urllib.parse.urlencode(
-        {"grant_type": "client_credentials", "scope": scope, "resource": resource}).encode(),
+    form = {"grant_type": "client_credentials", "resource": resource}
+    if scope is not None:
+        form["scope"] = scope
+    status, doc = _https("/token", urllib.parse.urlencode(form).encode(),
         auth="sidecast-svc:" + SECRET)
     assert status == 200, (status, doc)
     return doc["access_token"]
@@ -132,10 +138,28 @@ def test_its_tokens_pass_at_the_edge_with_the_scope_as_topics(st):
 
 def test_its_tokens_pass_at_the_gateway(st):
     tok = _provider_token("prices.*")
-    r = st.gw("GET", "/api/orders", headers={"Authorization": "Bearer " + tok})
-    assert r.status != 401, r  # past the check (the route's service is not running: 503)
-    r = st.gw("GET", "/api/orders", headers={"Authorization": "Bearer " + tok[:-6] + "AAAAAA"})
+    r = st.gw("GET", "/api/me", headers={"Authorization": "Bearer " + tok})
+    assert r.status == 200, r  # past the check, answered by echosvc
+    r = st.gw("GET", "/api/me", headers={"Authorization": "Bearer " + tok[:-6] + "AAAAAA"})
     assert r.status == 401, r
+
+
+def test_the_gateway_passes_the_scope_on_as_the_topics(st):
+    """JWT_SUB_TOPICS_CLAIM=scope: services see the scope's patterns in Sidecast-Sub-Topics
+    (what presence.get checks); a token without the claim gets JWT_DEFAULT_SUB_TOPICS."""
+    tok = _provider_token("prices.* chat.>")
+    r = st.gw("GET", "/api/me", headers={"Authorization": "Bearer " + tok})
+    assert r.status == 200, r
+    doc = r.json()
+    assert doc["user"] == "sidecast-svc", doc
+    assert json.loads(doc["sub_topics"]) == ["prices.*", "chat.>"], doc
+    tok = _provider_token(None)  # no scope asked: the token carries none
+    assert "scope" not in _part(tok, 1) or not _part(tok, 1)["scope"], _part(tok, 1)
+    r = st.gw("GET", "/api/me", headers={"Authorization": "Bearer " + tok})
+    assert r.status == 200, r
+    got = r.json()["sub_topics"]
+    want = ["public.*"] if "scope" not in _part(tok, 1) else []
+    assert json.loads(got) == want, (got, _part(tok, 1))
 
 
 def _edge_accepts(st, token):
@@ -154,7 +178,7 @@ def test_a_token_for_another_api_or_tampered_is_refused(st):
     other = _provider_token("prices.*", resource="urn:another-api")
     assert _part(other, 1)["aud"] == "another-api"
     assert not _edge_accepts(st, other)
-    r = st.gw("GET", "/api/orders", headers={"Authorization": "Bearer " + other})
+    r = st.gw("GET", "/api/me", headers={"Authorization": "Bearer " + other})
     assert r.status == 401, r
     tok = _provider_token("prices.*")
     head, body, sig = tok.split(".")

@@ -8,7 +8,8 @@
  *   *.status answers with the HTTP status given in the request body's "status"
  *   *.order  answers {"id": params.id, "user_id": "u-" + id, "total": 42}
  *   *.user   answers {"user": params.user, "name": "User " + params.user}
- *   other    echoes {"subject", "user", "request_id", "traceparent", "request": <data>}
+ *   other    echoes {"subject", "user", "request_id", "traceparent", "sub_topics" (the
+ *            Sidecast-Sub-Topics header as text), "request": <data>}
  * Prints "ready" on stdout once subscribed; exits on SIGTERM/SIGINT. */
 #include "bus.h"
 #include "contract.h"
@@ -64,8 +65,10 @@ static void on_request(bus_msg *m, void *ud)
         const char *user = bus_msg_header(m, HDR_USER);
         const char *rid = bus_msg_header(m, HDR_REQUEST_ID);
         const char *tp = bus_msg_header(m, HDR_TRACEPARENT);
-        out = json_pack("{s:s,s:s?,s:s?,s:s?,s:O?}", "subject", bus_msg_subject(m), "user", user,
-                        "request_id", rid, "traceparent", tp, "request", req);
+        const char *subs = bus_msg_header(m, HDR_SCOPE_SUB);
+        out = json_pack("{s:s,s:s?,s:s?,s:s?,s:s?,s:O?}", "subject", bus_msg_subject(m), "user",
+                        user, "request_id", rid, "traceparent", tp, "sub_topics", subs, "request",
+                        req);
     }
     char *text = out ? json_dumps(out, JSON_COMPACT) : NULL;
     bus_respond_json(B, m, status, text ? text : "{}");

@@ -59,4 +59,28 @@ TEST(topic_match)
     CHECK(!topic_match("a", NULL));
 }
 
+TEST(patterns_and_pattern_lists)
+{
+    CHECK(topic_pattern_valid_n("prices.*", 8));
+    CHECK(topic_pattern_valid_n("chat.>", 6));
+    CHECK(topic_pattern_valid_n(">", 1));
+    CHECK(!topic_pattern_valid_n("chat.>.x", 8)); /* ">" only last */
+    CHECK(!topic_pattern_valid_n("a..b", 4));
+    CHECK(!topic_pattern_valid_n("a.", 2));
+    CHECK(!topic_pattern_valid_n("a b", 3));
+    CHECK(!topic_pattern_valid_n("", 0));
+    CHECK(!topic_pattern_valid_n("pri*", 4)); /* a wildcard is a whole token */
+    json_t *a = topic_patterns_json("prices.*,chat.>");
+    REQUIRE(a != NULL);
+    CHECK_EQ_INT((int)json_array_size(a), 2);
+    CHECK_STR(json_string_value(json_array_get(a, 1)), "chat.>");
+    json_decref(a);
+    a = topic_patterns_json("");
+    REQUIRE(a != NULL);
+    CHECK_EQ_INT((int)json_array_size(a), 0);
+    json_decref(a);
+    CHECK(topic_patterns_json("prices.*,,chat") == NULL);
+    CHECK(topic_patterns_json("bad topic") == NULL);
+}
+
 TEST_MAIN()
