@@ -10,7 +10,8 @@ the TLS port is closed without an answer; SIGHUP with a new pair serves it to ne
 connections while a keep-alive connection opened before goes on; SIGHUP with a broken pair
 keeps the old one, logs why (no key material) and counts it; HSTS only on https and only
 when configured; HTTPS alone (GATEWAY_LISTEN empty); the same with a thread pool
-(GATEWAY_THREADS=2); a bad pair at start exits 2."""
+(GATEWAY_THREADS=2); a bad pair at start exits 2; a flood of stalled handshakes is held to
+the per-address cap and closed by the client timeout."""
 import http.client as httpclient
 import json
 import os
@@ -451,3 +452,61 @@ def test_bad_pair_or_settings_at_start_exit_2(st):
         assert code == 2, (what, code, p.tail())
         assert reason in p.tail(5), (what, reason, p.tail(5))
         print("  %s: exit 2, %s" % (what, p.tail(1).strip()[:110]))
+
+
+def test_a_handshake_flood_is_bounded(st):
+    """Stalled TLS handshakes count against GATEWAY_MAX_CONNECTIONS_PER_IP like any
+    connection (the next one is closed at once), other addresses are served meanwhile, and
+    GATEWAY_CLIENT_TIMEOUT closes the stalled ones."""
+    _setup(st)
+    cap, timeout_s = 4, 2
+    p = st.procs.get("gateway")
+    if p and p.alive():
+        assert p.stop() == 0, p.tail()
+    _install(_s["one"])
+    env = _gateway_env()
+    env.update({"GATEWAY_MAX_CONNECTIONS_PER_IP": str(cap),
+                "GATEWAY_CLIENT_TIMEOUT": str(timeout_s * harness.SLOW)})
+    st.extra_env["gateway"] = env
+    st.start_service("gateway")
+    flood = []
+    try:
+        for i in range(cap):
+            s = socket.socket()
+            s.settimeout(T)
+            s.bind(("127.0.0.5", 0))
+            s.connect(("127.0.0.1", _s["port"]))
+            if i % 2:
+                s.sendall(_client_hello(0x0303)[:20])  # half a ClientHello, then silence
+            flood.append(s)
+        extra = socket.socket()
+        extra.settimeout(T)
+        extra.bind(("127.0.0.5", 0))
+        extra.connect(("127.0.0.1", _s["port"]))
+        extra.sendall(_client_hello(0x0303))
+        try:
+            got = extra.recv(4096)
+        except ConnectionResetError:
+            got = b""
+        extra.close()
+        assert not _is_server_hello(got), "the connection over the cap was served"
+        assert _new_cn() == "gw-one"  # 127.0.0.1 is served meanwhile
+        for s in flood:  # each stalled one is closed by the client timeout (an alert at most)
+            s.settimeout(4 * timeout_s * harness.SLOW + T)
+            got = b""
+            try:
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    got += chunk
+            except ConnectionResetError:
+                pass
+            assert got == b"" or got[0] == 0x15, "a stalled handshake got %r" % got[:16]
+    finally:
+        for s in flood:
+            s.close()
+        st.procs["gateway"].stop()
+        st.extra_env.pop("gateway", None)
+    print("  %d stalled handshakes from one address held, the next refused, 127.0.0.1 "
+          "served, all closed by GATEWAY_CLIENT_TIMEOUT" % cap)
