@@ -597,7 +597,12 @@ static void rec_fail(wsc_conn *c, uint8_t alert)
  * the end (close_notify, or EOF between records), -1 with errno (EAGAIN: drained). */
 static ssize_t rec_recv(wsc_conn *c, uint8_t *buf, size_t len, bool *drained)
 {
-    for (;;) {
+    int empty = 0; /* records with nothing for us (empty data, KeyUpdate) in this call */
+    for (int round = 0;; round++) {
+        if (round == 4) { /* only such records so far: the others' turn, then read on */
+            errno = EINTR;
+            return -1;
+        }
         if (c->tls_eof) {
             if (c->tls_eof == 1) return 0;
             errno = ECONNRESET;
@@ -626,6 +631,12 @@ static ssize_t rec_recv(wsc_conn *c, uint8_t *buf, size_t len, bool *drained)
             int type = tlsrec_open(c->rec, c->w->cx, buf + off, (size_t)rl, &plain, &plain_len,
                                    &alert);
             off += (size_t)rl;
+            if (type == TLSREC_DATA || type == TLSREC_HANDSHAKE) {
+                if (plain_len == 0 && ++empty > 32) { /* a stream of empty records */
+                    rec_fail(c, TLSREC_A_UNEXPECTED);
+                    break;
+                }
+            }
             if (type == TLSREC_DATA) {
                 memmove(buf + out, plain, plain_len);
                 out += plain_len;
