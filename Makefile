@@ -5,7 +5,7 @@
 BUILD    ?= build
 CC       ?= cc
 SAN      ?= 0
-PKGS     := libnats libmicrohttpd libjwt hiredis jansson libcrypto libssl libcurl
+PKGS     := libnats libmicrohttpd libjwt hiredis jansson libcrypto libssl libcurl gnutls
 # pkg-config is asked when make reads this file. That is before any recipe runs, so a target
 # that installs packages (up, test, asan, valgrind, bench, fuzz) runs `deps` first and then
 # builds in a second make, which reads this file again with the packages present: the flags

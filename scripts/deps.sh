@@ -17,6 +17,7 @@ RUN_PKGS=(
   libnats-dev libmicrohttpd-dev libjwt-dev libhiredis-dev libjansson-dev
   libssl-dev libcrypt-dev zlib1g-dev
   libcurl4-openssl-dev  # JWT_JWKS_URL: an OpenID provider's keys, fetched over https
+  libgnutls28-dev  # the gateway's HTTPS (GATEWAY_TLS_*): libmicrohttpd's TLS is GnuTLS
   nats-server redis-server
   curl openssl  # deploy/run-local.sh waits on /readyz; scripts/gen-dev.sh makes the dev keys
   iproute2      # ss: deploy/run-local.sh names a busy port before starting anything

@@ -19,7 +19,12 @@ enum cli_exit {
     CLI_EXIT_UNREACH = 4,   /* gateway or edge unreachable (retries exhausted) */
     CLI_EXIT_FORBIDDEN = 5, /* forbidden topic, revoked session (4003) */
     CLI_EXIT_TIMEOUT = 6,   /* an awaited answer did not come in time */
+    CLI_EXIT_TLS = 7,       /* https/wss: certificate refused, or no TLS handshake */
 };
+
+/* cli_connect's close code for a TLS failure (RFC 6455 §7.4.1 reserves 1015 for "the TLS
+ * handshake failed", never sent on the wire): not retried. */
+#define CLI_CLOSE_TLS 1015
 
 typedef struct cli_ctx {
     tok_set tok;
@@ -27,6 +32,7 @@ typedef struct cli_ctx {
     const char *edge_url; /* --edge, $SIDECAST_EDGE, else tok.ws_url: the one in use */
     char edges[8][512];   /* a comma-separated --edge: tried in turn after a drop */
     int nedges, edge_at;
+    net_tls tls; /* https/wss: --cacert or $SIDECAST_CACERT, else the system's trust store */
 } cli_ctx;
 
 /* After a drop or a failed connect: the next edge of the list (no-op with one edge). */
@@ -45,17 +51,20 @@ int cli_load(cli_ctx *c);
 int64_t cli_refresh_due(const tok_set *t);
 
 /* Renews the tokens (refresh_token grant through the gateway) and saves them. Returns 0,
- * CLI_EXIT_AUTH (refresh refused: log in again; printed) or CLI_EXIT_UNREACH (try later;
- * printed when verbose). */
+ * CLI_EXIT_AUTH (refresh refused: log in again; printed), CLI_EXIT_TLS (the https gateway's
+ * certificate refused, or no TLS: printed) or CLI_EXIT_UNREACH (try later; printed when
+ * verbose). */
 int cli_refresh(cli_ctx *c, bool verbose);
 
 /* Refreshes first when the access token is due. 0 or an exit code as cli_refresh; an
- * unreachable gateway is not an error while the token has not expired. */
+ * unreachable gateway is not an error while the token has not expired (a TLS failure is:
+ * waiting cannot mend it). */
 int cli_ensure_fresh(cli_ctx *c);
 
 /* Opens the edge (c->edge_url) with the access token and waits for welcome, all within
  * timeout_ms. Returns 0 with *ws; or -1 with *close_code (the edge's close code: 4001,
- * 4003...; 1006 when it could not connect at all) and why in err. */
+ * 4003...; 1006 when it could not connect at all; CLI_CLOSE_TLS when a wss edge's
+ * certificate was refused or the TLS handshake failed) and why in err. */
 int cli_connect(cli_ctx *c, int timeout_ms, wsconn **ws, uint16_t *close_code, char *err,
                 size_t errlen);
 

@@ -9,12 +9,15 @@
 
 #include "http.h"
 
-static int net_error(int rc, const char *gateway, char *err, size_t errlen)
+static int net_error(int rc, const char *gateway, const net_tls *tls, char *err, size_t errlen)
 {
-    if (rc == -EINVAL || rc == -EPROTONOSUPPORT) {
-        snprintf(err, errlen, "bad gateway URL %s%s", gateway,
-                 rc == -EPROTONOSUPPORT ? " (https is not supported)" : "");
+    if (rc == -EINVAL) {
+        snprintf(err, errlen, "bad gateway URL %s", gateway);
         return -EINVAL;
+    }
+    if (rc == NET_ETLS_VERIFY || rc == NET_ETLS) {
+        snprintf(err, errlen, "gateway %s: %s", gateway, tls->error);
+        return rc;
     }
     if (rc == -EPROTO || rc == -EMSGSIZE) {
         snprintf(err, errlen, "gateway %s sent an answer that is not HTTP or too large", gateway);
@@ -41,12 +44,13 @@ static void error_body(const http_response *r, char *code, size_t ccap, char *de
     json_decref(o);
 }
 
-static int token_call(const char *gateway, const char *form, tok_set *t, char *err, size_t errlen)
+static int token_call(const char *gateway, const char *form, tok_set *t, net_tls *tls, char *err,
+                      size_t errlen)
 {
     http_response r;
     int rc = http_request(gateway, "POST", "/auth/token", "application/x-www-form-urlencoded", form,
-                          strlen(form), NULL, GW_TIMEOUT_MS, &r);
-    if (rc < 0) return net_error(rc, gateway, err, errlen);
+                          strlen(form), NULL, GW_TIMEOUT_MS, tls, &r);
+    if (rc < 0) return net_error(rc, gateway, tls, err, errlen);
     if (r.status == 200) {
         rc = tok_from_grant(t, r.body, r.body_len) == 0 ? SC_OK : -EPROTO;
         if (rc != SC_OK) snprintf(err, errlen, "the token endpoint's answer is malformed");
@@ -68,8 +72,8 @@ static int token_call(const char *gateway, const char *form, tok_set *t, char *e
     return rc;
 }
 
-int gw_login(const char *gateway, const char *user, const char *password, tok_set *t, char *err,
-             size_t errlen)
+int gw_login(const char *gateway, const char *user, const char *password, tok_set *t, net_tls *tls,
+             char *err, size_t errlen)
 {
     char form[2048] = "";
     int rc = -EINVAL;
@@ -78,12 +82,12 @@ int gw_login(const char *gateway, const char *user, const char *password, tok_se
         http_form_append(form, sizeof form, "password", password) < 0)
         snprintf(err, errlen, "user name or password too long");
     else
-        rc = token_call(gateway, form, t, err, errlen);
+        rc = token_call(gateway, form, t, tls, err, errlen);
     explicit_bzero(form, sizeof form);
     return rc;
 }
 
-int gw_refresh(tok_set *t, char *err, size_t errlen)
+int gw_refresh(tok_set *t, net_tls *tls, char *err, size_t errlen)
 {
     char form[TOK_REFRESH_MAX * 3 + 64] = "";
     int rc = -EINVAL;
@@ -95,12 +99,12 @@ int gw_refresh(tok_set *t, char *err, size_t errlen)
         http_form_append(form, sizeof form, "refresh_token", t->refresh_token) < 0)
         snprintf(err, errlen, "refresh token too long");
     else
-        rc = token_call(t->gateway, form, t, err, errlen);
+        rc = token_call(t->gateway, form, t, tls, err, errlen);
     explicit_bzero(form, sizeof form);
     return rc;
 }
 
-int gw_order(const tok_set *t, const char *symbol, const char *qty, const char *side,
+int gw_order(const tok_set *t, const char *symbol, const char *qty, const char *side, net_tls *tls,
              char *order_id, size_t idcap, char *err, size_t errlen)
 {
     json_t *q = json_loads(qty, JSON_DECODE_ANY, NULL);
@@ -116,9 +120,9 @@ int gw_order(const tok_set *t, const char *symbol, const char *qty, const char *
     }
     http_response r;
     int rc = http_request(t->gateway, "POST", "/api/orders", "application/json", text, strlen(text),
-                          t->access_token, GW_TIMEOUT_MS, &r);
+                          t->access_token, GW_TIMEOUT_MS, tls, &r);
     free(text);
-    if (rc < 0) return net_error(rc, t->gateway, err, errlen);
+    if (rc < 0) return net_error(rc, t->gateway, tls, err, errlen);
     json_t *o = json_loadb(r.body, r.body_len, 0, NULL);
     const char *id = json_string_value(json_object_get(o, "order_id"));
     json_t *idn = json_object_get(o, "order_id");

@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "err.h"
+#include "net.h"
 
 #include "tokens.h"
 
@@ -17,21 +18,24 @@
 
 /* Failures, each with a one-line explanation in err: -EACCES (credentials refused:
  * invalid_grant, invalid_client, 401), -EHOSTUNREACH (no answer: refused, unresolvable,
- * timed out), -EPROTO (an answer, but an error or not what the API promises), -EINVAL (a
- * bad URL or argument). */
+ * timed out), NET_ETLS_VERIFY / NET_ETLS (an https gateway whose certificate was refused,
+ * or no TLS handshake: err names the gateway and OpenSSL's reason), -EPROTO (an answer, but
+ * an error or not what the API promises), -EINVAL (a bad URL or argument).
+ *
+ * tls: the process's TLS settings, used for an https:// gateway (see net_conn_open). */
 
 /* grant_type=password. On SC_OK, t holds the new tokens (t->user and t->gateway are the
  * caller's to set). */
-int gw_login(const char *gateway, const char *user, const char *password, tok_set *t, char *err,
-             size_t errlen);
+int gw_login(const char *gateway, const char *user, const char *password, tok_set *t, net_tls *tls,
+             char *err, size_t errlen);
 
 /* grant_type=refresh_token with t->refresh_token against t->gateway; on SC_OK t holds the
  * rotated tokens (the caller saves them). */
-int gw_refresh(tok_set *t, char *err, size_t errlen);
+int gw_refresh(tok_set *t, net_tls *tls, char *err, size_t errlen);
 
 /* POST /api/orders {"symbol","qty","side"} with t's access token. qty is JSON number text
  * (checked by the caller). On SC_OK (202 or 200 with an order_id), order_id holds it. */
-int gw_order(const tok_set *t, const char *symbol, const char *qty, const char *side,
+int gw_order(const tok_set *t, const char *symbol, const char *qty, const char *side, net_tls *tls,
              char *order_id, size_t idcap, char *err, size_t errlen);
 
 #endif

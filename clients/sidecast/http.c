@@ -211,17 +211,18 @@ int http_reader_body(const http_reader *rd, char *buf, size_t len, size_t *body_
 
 int http_request(const char *base_url, const char *method, const char *path,
                  const char *content_type, const char *body, size_t body_len, const char *bearer,
-                 int timeout_ms, http_response *resp)
+                 int timeout_ms, net_tls *tls, http_response *resp)
 {
     memset(resp, 0, sizeof *resp);
     net_url u;
     int rc = net_url_parse(base_url, &u);
     if (rc < 0) return rc;
-    if (strcmp(u.scheme, "http") != 0) return -EINVAL;
+    if (strcmp(u.scheme, "http") != 0 && strcmp(u.scheme, "https") != 0) return -EINVAL;
     int64_t deadline = net_now_ms() + timeout_ms;
     char *buf = NULL;
-    int fd = net_connect(u.host, u.port, deadline);
-    if (fd < 0) return fd;
+    net_conn conn;
+    rc = net_conn_open(&conn, &u, tls, deadline);
+    if (rc < 0) return rc;
 
     /* the base URL's path is a prefix (a gateway mounted under /sidecast, say) */
     size_t blen = strlen(u.path);
@@ -241,10 +242,10 @@ int http_request(const char *base_url, const char *method, const char *path,
                       bearer ? "\r\n" : "", content_type ? "Content-Type: " : "",
                       content_type ? content_type : "", content_type ? "\r\n" : "", body_len);
     rc = (hl < 0 || (size_t)hl >= head_cap) ? -EINVAL
-                                            : net_write_all(fd, head, (size_t)hl, deadline);
+                                            : net_conn_write(&conn, head, (size_t)hl, deadline);
     explicit_bzero(head, head_cap); /* it held the bearer token */
     free(head);
-    if (rc == 0 && body_len) rc = net_write_all(fd, body, body_len, deadline);
+    if (rc == 0 && body_len) rc = net_conn_write(&conn, body, body_len, deadline);
     if (rc < 0) goto error;
 
     size_t cap = HTTP_HEAD_MAX + HTTP_BODY_MAX + 64, len = 0;
@@ -260,7 +261,7 @@ int http_request(const char *base_url, const char *method, const char *path,
             rc = -EMSGSIZE;
             goto error;
         }
-        ssize_t r = net_read(fd, buf + len, cap - len, deadline);
+        ssize_t r = net_conn_read(&conn, buf + len, cap - len, deadline);
         if (r < 0) { /* -EINTR too: the only signals caught mean "stop" */
             rc = (int)r;
             goto error;
@@ -275,11 +276,11 @@ int http_request(const char *base_url, const char *method, const char *path,
     resp->status = rd.h.status;
     resp->body = buf;
     resp->body_len = blen2;
-    close(fd);
+    net_conn_close(&conn);
     return 0;
 
 error:
     free(buf);
-    close(fd);
+    net_conn_close(&conn);
     return rc;
 }

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "net.h"
 
 #define HTTP_HEAD_MAX 16384 /* bytes of a response head */
 #define HTTP_MAX_HEADERS 48
@@ -58,16 +59,17 @@ typedef struct http_response {
     size_t body_len;
 } http_response;
 
-/* Sends method path to the server of base_url (http://host:port), with body (may be NULL)
- * of content_type, and "Authorization: Bearer <bearer>" when bearer is not NULL. Waits at
- * most timeout_ms for the whole exchange. Returns 0 with *resp filled (any status), or a
- * negative errno: -ECONNREFUSED/-EHOSTUNREACH/... (unreachable), -ETIMEDOUT,
- * -EINTR (a signal), -EPROTO (not an HTTP answer), -EMSGSIZE (answer over the bounds),
- * -EINVAL (bad URL),
- * -EPROTONOSUPPORT (https). Release resp with http_response_clear. */
+/* Sends method path to the server of base_url (http://host:port or https://...), with body
+ * (may be NULL) of content_type, and "Authorization: Bearer <bearer>" when bearer is not
+ * NULL. https goes through tls (see net_conn_open; NULL refuses https with -EINVAL). Waits
+ * at most timeout_ms for the whole exchange. Returns 0 with *resp filled (any status), or a
+ * negative errno: -ECONNREFUSED/-EHOSTUNREACH/... (unreachable), -ETIMEDOUT, -EINTR (a
+ * signal), NET_ETLS_VERIFY / NET_ETLS (TLS refused: the reason in tls->error), -EPROTO (not
+ * an HTTP answer), -EMSGSIZE (answer over the bounds), -EINVAL (bad URL). Release resp with
+ * http_response_clear. */
 int http_request(const char *base_url, const char *method, const char *path,
                  const char *content_type, const char *body, size_t body_len, const char *bearer,
-                 int timeout_ms, http_response *resp);
+                 int timeout_ms, net_tls *tls, http_response *resp);
 
 /* Frees what resp owns; accepts NULL. */
 void http_response_clear(http_response *resp);

@@ -104,7 +104,7 @@ static int subscribe_all(listener *l, wsconn *ws)
 static int renew(listener *l, wsconn *ws)
 {
     int rc = cli_refresh(l->c, true);
-    if (rc == CLI_EXIT_AUTH) return rc;
+    if (rc == CLI_EXIT_AUTH || rc == CLI_EXIT_TLS) return rc;
     if (rc != 0) { /* gateway unreachable: try again soon, the edge closes 4001 at exp */
         l->refresh_at = net_wall_s() + REFRESH_RETRY_S;
         return 0;
@@ -267,7 +267,7 @@ int cli_listen(cli_ctx *c, const listen_opts *o)
     bool connected_once = false;
     while (!cli_stopping() && net_now_ms() < l.end) {
         rc = cli_ensure_fresh(c);
-        if (rc == CLI_EXIT_AUTH) break;
+        if (rc == CLI_EXIT_AUTH || rc == CLI_EXIT_TLS) break;
         wsconn *ws = NULL;
         uint16_t code = 1006;
         char err[512];
@@ -289,6 +289,11 @@ int cli_listen(cli_ctx *c, const listen_opts *o)
                 rc = CLI_EXIT_FORBIDDEN;
                 break;
             }
+            if (code == CLI_CLOSE_TLS) { /* a refused certificate stays refused */
+                fprintf(stderr, "sidecast: %s\n", err);
+                rc = CLI_EXIT_TLS;
+                break;
+            }
             if (rc == 0) fprintf(stderr, "sidecast: %s\n", err);
             failures++;
             rc = code == 1006 ? CLI_EXIT_UNREACH : CLI_EXIT_FAIL;
@@ -307,7 +312,7 @@ int cli_listen(cli_ctx *c, const listen_opts *o)
         }
         if (code == 4001) { /* token refused: renew before the next attempt */
             int r = cli_refresh(c, true);
-            if (r == CLI_EXIT_AUTH) {
+            if (r == CLI_EXIT_AUTH || r == CLI_EXIT_TLS) {
                 rc = r;
                 break;
             }

@@ -21,7 +21,7 @@
 #define MAX_POSITIONAL 64
 
 static const char usage_main[] =
-    "usage: sidecast [--token-file PATH] COMMAND [ARGS]\n"
+    "usage: sidecast [--token-file PATH] [--cacert FILE] COMMAND [ARGS]\n"
     "\n"
     "commands:\n"
     "  login [--gateway URL] USER [--password P]   get tokens, save them in the token file\n"
@@ -32,12 +32,16 @@ static const char usage_main[] =
     "                                              place an order; --wait prints its fill\n"
     "  bench connect|idle|fanout|publish|tokens ...  load generator (`sidecast bench --help`)\n"
     "\n"
-    "`sidecast COMMAND --help` describes a command. Environment: SIDECAST_TOKEN_FILE (default\n"
-    "~/.config/sidecast/token.json), SIDECAST_GATEWAY (default " DEFAULT_GATEWAY "),\n"
-    "SIDECAST_EDGE (edge URL, or several comma-separated: after a drop the next one is\n"
-    "tried; default: ws_url from login), SIDECAST_PASSWORD (for login).\n"
+    "`sidecast COMMAND --help` describes a command. URLs may be http:// or https:// (gateway),\n"
+    "ws:// or wss:// (edge); TLS certificates are verified against the system's trust store,\n"
+    "or only against the CA certificates (PEM) of --cacert FILE (before or after the\n"
+    "command). Environment: SIDECAST_TOKEN_FILE (default ~/.config/sidecast/token.json),\n"
+    "SIDECAST_GATEWAY (default " DEFAULT_GATEWAY "), SIDECAST_EDGE (edge URL, or several\n"
+    "comma-separated: after a drop the next one is tried; default: ws_url from login),\n"
+    "SIDECAST_PASSWORD (for login), SIDECAST_CACERT (as --cacert; the option wins).\n"
     "Exit codes: 0 ok, 1 failure, 2 usage, 3 authentication (wrong password, not logged in,\n"
-    "session expired), 4 unreachable, 5 forbidden or revoked, 6 timed out.\n";
+    "session expired), 4 unreachable, 5 forbidden or revoked, 6 timed out, 7 TLS (the\n"
+    "server's certificate was refused, or it does not speak TLS).\n";
 
 static const char usage_login[] =
     "usage: sidecast login [--gateway URL] USER [--password P]\n"
@@ -45,7 +49,8 @@ static const char usage_login[] =
     "POST /auth/token) and saves them, with the edge URL, in the token file (mode 0600).\n"
     "The password comes from --password, else $SIDECAST_PASSWORD, else a prompt on the\n"
     "terminal (not echoed). --gateway defaults to $SIDECAST_GATEWAY or " DEFAULT_GATEWAY ".\n"
-    "Exit: 0 logged in, 3 wrong user or password, 4 gateway unreachable, 1 other failure.\n";
+    "Exit: 0 logged in, 3 wrong user or password, 4 gateway unreachable, 7 TLS refused,\n"
+    "1 other failure.\n";
 
 static const char usage_listen[] =
     "usage: sidecast listen TOPIC... [--json] [--count N] [--timeout S] [--max-retries N]\n"
@@ -57,24 +62,26 @@ static const char usage_listen[] =
     "resubscribes from the last seq seen. --count N: exit after N events; --timeout S: exit\n"
     "after S seconds; --max-retries N: give up after N failed connection attempts in a row\n"
     "(default: never). Ctrl-C exits cleanly.\n"
-    "Exit: 0 done, 3 session expired, 4 edge unreachable, 5 forbidden/revoked, 1 other.\n";
+    "Exit: 0 done, 3 session expired, 4 edge unreachable, 5 forbidden/revoked, 7 TLS\n"
+    "refused, 1 other.\n";
 
 static const char usage_publish[] =
     "usage: sidecast publish TOPIC JSON [--id ID] [--timeout S]\n"
     "Publishes the JSON value to TOPIC through the edge and waits (default 10 s) for its ack.\n"
-    "Prints `ack ID`. Exit: 0 acked, 5 forbidden, 6 no ack in time, 1 other refusal.\n";
+    "Prints `ack ID`. Exit: 0 acked, 5 forbidden, 6 no ack in time, 7 TLS refused, 1 other\n"
+    "refusal.\n";
 
 static const char usage_order[] =
     "usage: sidecast order SYMBOL QTY [--side buy|sell] [--wait] [--timeout S]\n"
     "Places an order (POST /api/orders) and prints its order_id. With --wait, waits for the\n"
     "fill pushed to the inbox (default at most 30 s) and prints it as JSON.\n"
     "Exit: 0 placed (and filled with --wait), 3 token refused, 4 unreachable, 6 no fill in\n"
-    "time, 1 other.\n";
+    "time, 7 TLS refused, 1 other.\n";
 
 typedef struct args {
     const char *pos[MAX_POSITIONAL];
     int npos;
-    const char *gateway, *password, *edge, *id, *side, *count, *timeout, *max_retries;
+    const char *gateway, *password, *edge, *id, *side, *count, *timeout, *max_retries, *cacert;
     int json, wait, help;
 } args;
 
@@ -89,6 +96,7 @@ static int parse_args(int argc, char **argv, args *a)
         {"--edge", offsetof(args, edge)},       {"--id", offsetof(args, id)},
         {"--side", offsetof(args, side)},       {"--count", offsetof(args, count)},
         {"--timeout", offsetof(args, timeout)}, {"--max-retries", offsetof(args, max_retries)},
+        {"--cacert", offsetof(args, cacert)},
     };
     bool opts_done = false;
     for (int i = 0; i < argc; i++) {
@@ -193,7 +201,7 @@ static int cmd_login(cli_ctx *c, args *a, const char *env_gateway, const char *e
         return CLI_EXIT_USAGE;
     }
     snprintf(t->gateway, sizeof t->gateway, "%s", gateway);
-    int rc = gw_login(gateway, user, pw, t, err, sizeof err);
+    int rc = gw_login(gateway, user, pw, t, &c->tls, err, sizeof err);
     explicit_bzero(pw, sizeof pw);
     if (rc == -EACCES) {
         fprintf(stderr, "sidecast: login failed: wrong user or password\n");
@@ -201,9 +209,10 @@ static int cmd_login(cli_ctx *c, args *a, const char *env_gateway, const char *e
     }
     if (rc != SC_OK) {
         fprintf(stderr, "sidecast: login failed: %s\n", err);
-        return rc == -EHOSTUNREACH ? CLI_EXIT_UNREACH
-               : rc == -EINVAL     ? CLI_EXIT_USAGE
-                                   : CLI_EXIT_FAIL;
+        return rc == -EHOSTUNREACH                       ? CLI_EXIT_UNREACH
+               : rc == NET_ETLS_VERIFY || rc == NET_ETLS ? CLI_EXIT_TLS
+               : rc == -EINVAL                           ? CLI_EXIT_USAGE
+                                                         : CLI_EXIT_FAIL;
     }
     rc = tok_save(c->token_path, t);
     if (rc < 0) {
@@ -247,10 +256,11 @@ static int connect_once(cli_ctx *c, int timeout_ms, wsconn **ws)
         cli_connect(c, timeout_ms, ws, &code, err, sizeof err) == 0)
         return 0;
     fprintf(stderr, "sidecast: %s%s\n", code == 4003 ? "forbidden/revoked: " : "", err);
-    return code == 4003   ? CLI_EXIT_FORBIDDEN
-           : code == 4001 ? CLI_EXIT_AUTH
-           : code == 1006 ? CLI_EXIT_UNREACH
-                          : CLI_EXIT_FAIL;
+    return code == 4003            ? CLI_EXIT_FORBIDDEN
+           : code == 4001          ? CLI_EXIT_AUTH
+           : code == 1006          ? CLI_EXIT_UNREACH
+           : code == CLI_CLOSE_TLS ? CLI_EXIT_TLS
+                                   : CLI_EXIT_FAIL;
 }
 
 static int cmd_publish(cli_ctx *c, args *a)
@@ -353,15 +363,16 @@ static int cmd_order(cli_ctx *c, args *a)
     if (a->wait && (rc = connect_once(c, 10000, &ws)) != 0) return rc; /* before the order */
     if (!a->wait && (rc = cli_ensure_fresh(c)) != 0) return rc;
     char order_id[256], err[512];
-    int g = gw_order(&c->tok, a->pos[0], a->pos[1], side, order_id, sizeof order_id, err,
+    int g = gw_order(&c->tok, a->pos[0], a->pos[1], side, &c->tls, order_id, sizeof order_id, err,
                      sizeof err);
     if (g != SC_OK) {
         fprintf(stderr, "sidecast: %s\n", err);
         wsconn_close(ws, 1000, 1000);
-        return g == -EACCES         ? CLI_EXIT_AUTH
-               : g == -EINVAL       ? CLI_EXIT_USAGE
-               : g == -EHOSTUNREACH ? CLI_EXIT_UNREACH
-                                    : CLI_EXIT_FAIL;
+        return g == -EACCES                            ? CLI_EXIT_AUTH
+               : g == -EINVAL                          ? CLI_EXIT_USAGE
+               : g == -EHOSTUNREACH                    ? CLI_EXIT_UNREACH
+               : g == NET_ETLS_VERIFY || g == NET_ETLS ? CLI_EXIT_TLS
+                                                       : CLI_EXIT_FAIL;
     }
     printf("%s\n", order_id);
     fflush(stdout);
@@ -407,6 +418,7 @@ int main(int argc, char **argv)
     static cli_ctx c; /* holds tokens: static, wiped at exit */
     int i = 1;
     const char *token_file = getenv("SIDECAST_TOKEN_FILE");
+    const char *cacert = getenv("SIDECAST_CACERT");
     while (i < argc && argv[i][0] == '-') {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(usage_main, stdout);
@@ -414,6 +426,11 @@ int main(int argc, char **argv)
         }
         if (strcmp(argv[i], "--token-file") == 0 && i + 1 < argc) {
             token_file = argv[i + 1];
+            i += 2;
+            continue;
+        }
+        if (strcmp(argv[i], "--cacert") == 0 && i + 1 < argc) {
+            cacert = argv[i + 1];
             i += 2;
             continue;
         }
@@ -434,6 +451,14 @@ int main(int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     c.edge_url = a.edge ? a.edge : getenv("SIDECAST_EDGE");
+    if (a.cacert) cacert = a.cacert;
+    c.tls.cafile = cacert && *cacert ? cacert : NULL;
+    /* a CA file given is read now, so that a wrong path is said at once (without one, the
+     * system's trust store is loaded on the first TLS connection, if there is one) */
+    if (c.tls.cafile && !a.help && net_tls_load(&c.tls) < 0) {
+        fprintf(stderr, "sidecast: %s%s\n", c.tls.error, a.cacert ? "" : " (from SIDECAST_CACERT)");
+        return CLI_EXIT_USAGE;
+    }
     int rc;
     if (strcmp(cmd, "login") == 0)
         rc = cmd_login(&c, &a, getenv("SIDECAST_GATEWAY"), getenv("SIDECAST_PASSWORD"));
@@ -450,5 +475,6 @@ int main(int argc, char **argv)
         rc = CLI_EXIT_USAGE;
     }
     tok_clear(&c.tok);
+    net_tls_clear(&c.tls);
     return rc;
 }

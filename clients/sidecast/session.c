@@ -93,7 +93,7 @@ int cli_refresh(cli_ctx *c, bool verbose)
 {
     char err[256];
     tok_set n = c->tok;
-    int rc = gw_refresh(&n, err, sizeof err);
+    int rc = gw_refresh(&n, &c->tls, err, sizeof err);
     if (rc == SC_OK) {
         c->tok = n;
         tok_clear(&n);
@@ -109,6 +109,10 @@ int cli_refresh(cli_ctx *c, bool verbose)
                 c->tok.user[0] ? c->tok.user : "USER");
         return CLI_EXIT_AUTH;
     }
+    if (rc == NET_ETLS_VERIFY || rc == NET_ETLS) {
+        fprintf(stderr, "sidecast: token refresh failed: %s\n", err);
+        return CLI_EXIT_TLS;
+    }
     if (verbose) fprintf(stderr, "sidecast: token refresh failed: %s\n", err);
     return rc == -EHOSTUNREACH ? CLI_EXIT_UNREACH : CLI_EXIT_FAIL;
 }
@@ -118,7 +122,7 @@ int cli_ensure_fresh(cli_ctx *c)
     int64_t now = net_wall_s();
     if (now < cli_refresh_due(&c->tok)) return 0;
     int rc = cli_refresh(c, now >= c->tok.expires_at);
-    if (rc == CLI_EXIT_AUTH) return rc;
+    if (rc == CLI_EXIT_AUTH || rc == CLI_EXIT_TLS) return rc;
     if (rc != 0 && now >= c->tok.expires_at) return rc;
     return 0;
 }
@@ -130,16 +134,18 @@ int cli_connect(cli_ctx *c, int timeout_ms, wsconn **ws, uint16_t *close_code, c
     int status = 0;
     *ws = NULL;
     *close_code = 1006;
-    int rc = wsconn_open(c->edge_url, c->tok.access_token, timeout_ms, ws, &status);
+    int rc = wsconn_open(c->edge_url, c->tok.access_token, timeout_ms, &c->tls, ws, &status);
     if (rc < 0) {
-        if (rc == -EPROTO && status)
+        if (rc == NET_ETLS_VERIFY || rc == NET_ETLS) {
+            snprintf(err, errlen, "edge %s: %s", c->edge_url, c->tls.error);
+            *close_code = CLI_CLOSE_TLS;
+        } else if (rc == -EPROTO && status)
             snprintf(err, errlen, "edge %s refused the WebSocket handshake (HTTP %d)", c->edge_url,
                      status);
         else if (rc == -EPROTO)
             snprintf(err, errlen, "edge %s did not answer as a WebSocket server", c->edge_url);
-        else if (rc == -EINVAL || rc == -EPROTONOSUPPORT)
-            snprintf(err, errlen, "bad edge URL %s%s", c->edge_url,
-                     rc == -EPROTONOSUPPORT ? " (wss is not supported)" : "");
+        else if (rc == -EINVAL)
+            snprintf(err, errlen, "bad edge URL %s", c->edge_url);
         else
             snprintf(err, errlen, "edge %s unreachable: %s", c->edge_url,
                      rc == -ETIMEDOUT      ? "timed out"

@@ -19,7 +19,7 @@
 #define WRITE_TIMEOUT_MS 5000
 
 struct wsconn {
-    int fd;
+    net_conn conn;
     bool closed; /* no more reading: a close or an error happened */
     bool close_sent;
     ws_reader reader;
@@ -39,26 +39,26 @@ static int send_frame(wsconn *c, uint8_t opcode, const void *payload, size_t len
     size_t hl = ws_frame_header_encode(frame, opcode, true, 0, len, mask);
     if (len) memcpy(frame + hl, payload, len);
     ws_frame_unmask(frame + hl, len, mask, 0);
-    int rc = net_write_all(c->fd, frame, hl + len, net_now_ms() + timeout_ms);
+    int rc = net_conn_write(&c->conn, frame, hl + len, net_now_ms() + timeout_ms);
     explicit_bzero(frame, hl + len); /* a refresh message carries a token */
     free(frame);
     return rc;
 }
 
-int wsconn_open(const char *url, const char *bearer, int timeout_ms, wsconn **out, int *http_status)
+int wsconn_open(const char *url, const char *bearer, int timeout_ms, net_tls *tls, wsconn **out,
+                int *http_status)
 {
     *out = NULL;
     *http_status = 0;
     net_url u;
     int rc = net_url_parse(url, &u);
     if (rc < 0) return rc;
-    if (strcmp(u.scheme, "ws") != 0) return -EINVAL;
+    if (strcmp(u.scheme, "ws") != 0 && strcmp(u.scheme, "wss") != 0) return -EINVAL;
     int64_t deadline = net_now_ms() + timeout_ms;
     wsconn *c = calloc(1, sizeof *c);
     if (!c) return -ENOMEM;
-    c->fd = net_connect(u.host, u.port, deadline);
-    if (c->fd < 0) {
-        rc = c->fd;
+    rc = net_conn_open(&c->conn, &u, tls, deadline);
+    if (rc < 0) {
         free(c);
         return rc;
     }
@@ -97,7 +97,7 @@ int wsconn_open(const char *url, const char *bearer, int timeout_ms, wsconn **ou
                      "%s%s%s\r\n",
                      u.path, u.hostport, key, bearer ? "Authorization: Bearer " : "",
                      bearer ? bearer : "", bearer ? "\r\n" : "");
-    rc = (n < 0 || (size_t)n >= cap) ? -EINVAL : net_write_all(c->fd, req, (size_t)n, deadline);
+    rc = (n < 0 || (size_t)n >= cap) ? -EINVAL : net_conn_write(&c->conn, req, (size_t)n, deadline);
     explicit_bzero(req, cap);
     free(req);
     if (rc < 0) goto error;
@@ -110,7 +110,7 @@ int wsconn_open(const char *url, const char *bearer, int timeout_ms, wsconn **ou
             rc = -EPROTO;
             goto error;
         }
-        ssize_t r = net_read(c->fd, c->rbuf + c->rlen, sizeof c->rbuf - c->rlen, deadline);
+        ssize_t r = net_conn_read(&c->conn, c->rbuf + c->rlen, sizeof c->rbuf - c->rlen, deadline);
         if (r < 0) { /* -EINTR too: the caller decides whether to try again */
             rc = (int)r;
             goto error;
@@ -147,7 +147,7 @@ int wsconn_open(const char *url, const char *bearer, int timeout_ms, wsconn **ou
     return 0;
 
 error:
-    close(c->fd);
+    net_conn_close(&c->conn);
     free(c);
     return rc;
 }
@@ -225,7 +225,7 @@ int wsconn_recv(wsconn *c, int64_t deadline, wsconn_msg *m)
             c->msgcap = 0;
             ws_reader_set_buffer(&c->reader, NULL, 0);
         }
-        ssize_t r = net_read(c->fd, c->rbuf, sizeof c->rbuf, deadline);
+        ssize_t r = net_conn_read(&c->conn, c->rbuf, sizeof c->rbuf, deadline);
         if (r == -ETIMEDOUT) return 0;
         if (r == -EINTR) return -EINTR;
         if (r <= 0)
@@ -266,7 +266,7 @@ void wsconn_close(wsconn *c, uint16_t code, int timeout_ms)
             while (rc == 1 || rc == -EINTR);
         }
     }
-    close(c->fd);
+    net_conn_close(&c->conn);
     free(c->msgbuf);
     free(c);
 }

@@ -10,17 +10,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "net.h"
+
 #define WSCONN_MAX_MESSAGE (1024 * 1024)
 #define WSCONN_CLOSED (-1000) /* wsconn_recv: the connection is over, see close_code */
 
 typedef struct wsconn wsconn;
 
-/* Opens url (ws://host:port/path) offering subprotocol sidecast.v1, with
- * "Authorization: Bearer <bearer>" when bearer is not NULL, within timeout_ms.
- * Returns 0 with *out (release with wsconn_close), or a negative errno: network errors as
- * net_connect, -ETIMEDOUT, -EINTR (a signal), -EPROTO (no valid 101; *http_status holds the status
- * when one came, else 0), -EINVAL (bad URL), -EPROTONOSUPPORT (wss). */
-int wsconn_open(const char *url, const char *bearer, int timeout_ms, wsconn **out,
+/* Opens url (ws://host:port/path, or wss:// through tls: see net_conn_open) offering
+ * subprotocol sidecast.v1, with "Authorization: Bearer <bearer>" when bearer is not NULL,
+ * within timeout_ms. Returns 0 with *out (release with wsconn_close), or a negative errno:
+ * network and TLS errors as net_conn_open (NET_ETLS_VERIFY, NET_ETLS: the reason in
+ * tls->error), -ETIMEDOUT, -EINTR (a signal), -EPROTO (no valid 101; *http_status holds the
+ * status when one came, else 0), -EINVAL (bad URL, or wss without tls). */
+int wsconn_open(const char *url, const char *bearer, int timeout_ms, net_tls *tls, wsconn **out,
                 int *http_status);
 
 typedef struct wsconn_msg {

@@ -2,6 +2,7 @@
 #include "tlsctx.h"
 
 #include "err.h"
+#include "tlsrec.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -10,11 +11,91 @@
 #include <string.h>
 
 #include <openssl/asn1.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 #define TICKET_KEYS 80 /* OpenSSL's ticket key block: name, HMAC and AES keys */
+
+/* TLS 1.2: forward-secret AEAD suites only (Mozilla's "intermediate" list); TLS 1.3: all
+ * three of its AEAD suites. tlsrec.c carries on exactly these. */
+static const char CIPHERS_12[] = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                                 "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                                 "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+static const char SUITES_13[] =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+
+/* What a connection's handshake leaves for tlsctx_take_keys, hung on its SSL (ex_data): the
+ * TLS 1.3 application traffic secrets as OpenSSL's key log gives them, and the tickets sent
+ * (each one record under the server's application key). */
+typedef struct hs_keys {
+    uint8_t client[48], server[48];
+    uint8_t have; /* 1: client, 2: server */
+    uint8_t tickets;
+} hs_keys;
+
+static int hs_index = -1;
+static pthread_once_t hs_once = PTHREAD_ONCE_INIT;
+
+static void hs_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    if (ptr) OPENSSL_clear_free(ptr, sizeof(hs_keys));
+}
+
+static void hs_index_new(void) { hs_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, hs_free); }
+
+static int unhex(const char *in, size_t n, uint8_t *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        int v = 0;
+        for (int j = 0; j < 2; j++) {
+            char ch = in[2 * i + j];
+            int d = ch >= '0' && ch <= '9'   ? ch - '0'
+                    : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+                    : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                             : -1;
+            if (d < 0) return -1;
+            v = v * 16 + d;
+        }
+        out[i] = (uint8_t)v;
+    }
+    return 0;
+}
+
+/* OpenSSL's key log, the NSS format "LABEL <client random> <secret>": kept are the two TLS 1.3
+ * application traffic secrets, into the connection's hs_keys (never written anywhere). */
+static void keylog(const SSL *ssl, const char *line)
+{
+    hs_keys *hk = SSL_get_ex_data(ssl, hs_index);
+    static const char cts[] = "CLIENT_TRAFFIC_SECRET_0 ", sts[] = "SERVER_TRAFFIC_SECRET_0 ";
+    uint8_t *dst = NULL;
+    uint8_t bit = 0;
+    size_t skip = 0;
+    if (!hk) return;
+    if (strncmp(line, cts, sizeof cts - 1) == 0) {
+        dst = hk->client, bit = 1, skip = sizeof cts - 1;
+    } else if (strncmp(line, sts, sizeof sts - 1) == 0) {
+        dst = hk->server, bit = 2, skip = sizeof sts - 1;
+    } else {
+        return;
+    }
+    const char *sec = strchr(line + skip, ' ');
+    size_t hexlen = sec ? strlen(sec + 1) : 0;
+    if (!sec || (hexlen != 64 && hexlen != 96) || unhex(sec + 1, hexlen / 2, dst) != 0) return;
+    hk->have |= bit;
+}
+
+/* A session ticket is being made: in TLS 1.3 it goes out as one record after the handshake
+ * under the server's application key, so the record layer starts its count after it. */
+static int ticket_made(SSL *ssl, void *arg)
+{
+    (void)arg;
+    hs_keys *hk = SSL_get_ex_data(ssl, hs_index);
+    if (hk && hk->tickets < 255) hk->tickets++;
+    return 1;
+}
 
 struct tlsctx {
     pthread_mutex_t mu;
@@ -67,16 +148,19 @@ static SSL_CTX *ctx_build(const char *cert_file, const char *key_file, char *err
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    uint64_t opts = SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-                    SSL_OP_CIPHER_SERVER_PREFERENCE;
-#ifdef SSL_OP_ENABLE_KTLS
-    opts |= SSL_OP_ENABLE_KTLS; /* used when the kernel has the tls module */
-#endif
-    SSL_CTX_set_options(ctx, opts);
-    /* idle connections hold no record buffers; a write may resume from another address
-     * (the worker gathers queued frames into its own buffer) and complete record by record */
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
-                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (SSL_CTX_set_cipher_list(ctx, CIPHERS_12) != 1 ||
+        SSL_CTX_set_ciphersuites(ctx, SUITES_13) != 1) {
+        ssl_reason(err, errlen, "cipher list", "(built in)");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_keylog_callback(ctx, keylog);
+    SSL_CTX_set_session_ticket_cb(ctx, ticket_made, NULL, NULL);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+    /* the handshake's buffers go as soon as it is done; no early data (0-RTT) */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_max_early_data(ctx, 0);
     /* resumption by stateless tickets only: nothing per session on the server */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(ctx, 1);
@@ -144,15 +228,53 @@ int tlsctx_reload(tlsctx *t, char *err, size_t errlen)
 
 SSL *tlsctx_new_ssl(tlsctx *t, int fd)
 {
+    pthread_once(&hs_once, hs_index_new);
+    hs_keys *hk = hs_index >= 0 ? OPENSSL_zalloc(sizeof *hk) : NULL;
     pthread_mutex_lock(&t->mu);
-    SSL *ssl = SSL_new(t->cur);
+    SSL *ssl = hk ? SSL_new(t->cur) : NULL;
     pthread_mutex_unlock(&t->mu);
-    if (ssl && SSL_set_fd(ssl, fd) != 1) {
+    if (ssl && SSL_set_ex_data(ssl, hs_index, hk) == 1) {
+        hk = NULL; /* the SSL frees it (hs_free) */
+        if (SSL_set_fd(ssl, fd) != 1) {
+            SSL_free(ssl);
+            ssl = NULL;
+        }
+    } else {
         SSL_free(ssl);
         ssl = NULL;
     }
+    OPENSSL_free(hk);
     if (!ssl) ERR_clear_error();
     return ssl;
+}
+
+int tlsctx_take_keys(SSL *ssl, tlsrec_keys *k)
+{
+    hs_keys *hk = SSL_get_ex_data(ssl, hs_index);
+    const SSL_CIPHER *ci = SSL_get_current_cipher(ssl);
+    memset(k, 0, sizeof *k);
+    if (!hk || !ci) return SC_ECERT;
+    /* without read-ahead OpenSSL reads no byte past the client's Finished: what follows is
+     * ours to read; if it holds any, the sequence numbers below would be wrong */
+    if (SSL_has_pending(ssl)) return SC_EMALFORMED;
+    k->version = SSL_version(ssl);
+    k->suite = SSL_CIPHER_get_protocol_id(ci);
+    if (k->version == TLS1_3_VERSION) {
+        if (hk->have != 3) return SC_ECERT;
+        memcpy(k->client_secret, hk->client, sizeof k->client_secret);
+        memcpy(k->server_secret, hk->server, sizeof k->server_secret);
+        k->read_seq = 0;
+        k->write_seq = hk->tickets;
+    } else {
+        SSL_SESSION *sess = SSL_get_session(ssl);
+        if (!sess || SSL_SESSION_get_master_key(sess, k->secret, sizeof k->secret) != 48 ||
+            SSL_get_client_random(ssl, k->client_random, 32) != 32 ||
+            SSL_get_server_random(ssl, k->server_random, 32) != 32)
+            return SC_ECERT;
+        k->read_seq = 1; /* the Finished messages, each the first record under the keys */
+        k->write_seq = 1;
+    }
+    return 0;
 }
 
 int64_t tlsctx_not_after(tlsctx *t)

@@ -5,6 +5,7 @@
 #include "iplimit.h"
 #include "log.h"
 #include "metrics.h"
+#include "tlsrec.h"
 #include "utf8.h"
 #include "ws_deflate.h"
 #include "ws_frame.h"
@@ -29,6 +30,7 @@
 #include <zlib.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 
 #define READ_BUF (64 * 1024)
@@ -37,7 +39,9 @@
 #define INLINE_Q 2 /* queue slots inside the connection: no allocation when short */
 #define HS_MAX WS_HTTP_DEFAULT_MAX_HEAD
 #define ZBUF_KEEP (256 * 1024) /* a worker's (de)compression buffers over this are freed */
-#define TLS_GATHER 16384       /* one TLS record's payload: queued frames gathered per write */
+#define TLS_OUT_RECORDS 4      /* TLS: records sealed per write (64 KiB of frames) */
+#define TLS_OUT                                                                                    \
+    (TLS_OUT_RECORDS * (TLSREC_MAX_PLAIN + TLSREC_MAX_OVERHEAD) + TLSREC_MAX_OVERHEAD + 8)
 
 struct wsc_frame {
     _Atomic uint32_t ref;
@@ -79,7 +83,6 @@ struct wsc_conn {
     bool writable, peer_closed, close_after_flush, opened, upgraded, ping_out, read_again,
         lingering, ip_counted;
     bool tls_hs;        /* TLS: the handshake is not done yet (no HTTP before it) */
-    bool ktls_tx;       /* TLS: the kernel encrypts what we write (writev as in plain text) */
     uint8_t tls_eof;    /* TLS: 1 close_notify or EOF seen, 2 a TLS error: after the bytes read */
     bool corked;        /* wsc_conn_cork: writes held until wsc_conn_uncork */
     bool full_messages; /* wsc_conn_lift_message_limit: max_message, not _initial */
@@ -100,8 +103,13 @@ struct wsc_conn {
     ws_reader *reader; /* NULL at rest (between frames, no message in progress): the
                         * worker's own serves each read, and only a connection left
                         * mid-frame or mid-message keeps one (conn_frames) */
-    SSL *ssl;          /* TLS listener: the connection's TLS state; NULL in plain text */
-    uint32_t tls_want; /* TLS: a write that would block, retried with this many bytes */
+    /* TLS listener: OpenSSL during the handshake (ssl), then our record layer (rec, ~200
+     * bytes instead of OpenSSL's ~14 KB); NULL both in plain text */
+    SSL *ssl;
+    tlsrec *rec;
+    uint8_t *rin;   /* TLS: a record that came in part (allocated only meanwhile) */
+    uint8_t *tpend; /* TLS: sealed bytes a write left (allocated only meanwhile) */
+    uint32_t rin_len, tpend_len, tpend_off;
     char peer[56];     /* "[v6 address]:port" */
     uint8_t ipkey[16]; /* the source's key in the per-address count (ip_counted) */
 };
@@ -136,7 +144,8 @@ struct wsc_worker {
     size_t zcap, icap;
     ws_reader rest_reader; /* conn_frames: for a connection whose reader was at rest */
     uint8_t rbuf[READ_BUF];
-    uint8_t tbuf[TLS_GATHER]; /* TLS without kTLS: queued frames gathered into one record */
+    EVP_CIPHER_CTX *cx;    /* TLS: the record layer's cipher context, keyed per record */
+    uint8_t tbuf[TLS_OUT]; /* TLS: records sealed for one write */
 };
 
 struct wsc_server {
@@ -152,7 +161,7 @@ struct wsc_server {
     metric *m_rejected_ip;
     metric *m_conns, *m_accepted, *m_rejected_full, *m_hs_ok, *m_hs_fail, *m_msgs_in, *m_bytes_in,
         *m_frames_out, *m_bytes_out, *m_slow, *m_aborts, *m_deflate_conns;
-    metric *m_tls_full, *m_tls_resumed, *m_tls_failed, *m_tls_timeout, *m_ktls;
+    metric *m_tls_full, *m_tls_resumed, *m_tls_failed, *m_tls_timeout;
     char draining_reason[64], draining_body[96], full_body[96]; /* made from cfg.name */
 };
 
@@ -332,6 +341,10 @@ static void conn_free(wsc_conn *c)
     free(c->msg);
     free(c->reader);
     SSL_free(c->ssl);
+    if (c->rec) tlsrec_clear(c->rec);
+    free(c->rec);
+    free(c->rin);
+    free(c->tpend);
     free(c);
 }
 
@@ -383,9 +396,12 @@ wsc_worker *wsc_conn_worker(const wsc_conn *c) { return c->w; }
 uint64_t wsc_conn_id(const wsc_conn *c) { return c->id; }
 void *wsc_conn_data(const wsc_conn *c) { return c->data; }
 void wsc_conn_set_data(wsc_conn *c, void *data) { c->data = data; }
-size_t wsc_conn_queued(const wsc_conn *c) { return c->q_bytes - c->q_off; }
+size_t wsc_conn_queued(const wsc_conn *c)
+{
+    return c->q_bytes - c->q_off + c->tpend_len - c->tpend_off;
+}
 const char *wsc_conn_peer(const wsc_conn *c) { return c->peer; }
-int wsc_conn_tls(const wsc_conn *c) { return c->ssl != NULL; }
+int wsc_conn_tls(const wsc_conn *c) { return c->ssl || c->rec; }
 
 /* Closes c (slow_close_code) at once: the peer does not read fast enough. What is queued will not
  * be read either: keep only the frame being written (the stream must stay well-framed). */
@@ -412,7 +428,7 @@ static void conn_close_slow(wsc_conn *c, const char *why)
  * outbound bound, which counts what is queued and what the app holds for c. */
 static bool conn_over_bound(wsc_conn *c, size_t more)
 {
-    if (c->q_bytes - c->q_off + c->held + more <= c->w->s->cfg.max_outbound) return false;
+    if (wsc_conn_queued(c) + c->held + more <= c->w->s->cfg.max_outbound) return false;
     conn_close_slow(c, "too slow");
     return true;
 }
@@ -563,69 +579,191 @@ void wsc_conn_timer(wsc_conn *c, uint64_t when)
 static void conn_read(wsc_conn *c, uint32_t events);
 static void conn_answer_http(wsc_conn *c, int status, const char *body);
 
-/* Reads what the TLS layer has, up to len bytes (several records), like read(2): > 0, 0 at
- * the end (close_notify or EOF), -1 with errno (EAGAIN: nothing more until the socket says
- * so). Returns short only when the socket is drained or the end comes next (tls_eof). */
-static ssize_t tls_recv(wsc_conn *c, uint8_t *buf, size_t len)
+/* Sends a fatal alert (best effort: only when nothing sealed is waiting, which it would
+ * overtake) and marks the stream broken: the connection ends after what was read. */
+static void rec_fail(wsc_conn *c, uint8_t alert)
 {
-    size_t got = 0;
-    while (got < len && !c->tls_eof) {
-        size_t n = 0;
-        ERR_clear_error();
-        int r = SSL_read_ex(c->ssl, buf + got, len - got, &n);
-        if (r == 1) {
-            got += n;
+    uint8_t out[TLSREC_MAX_OVERHEAD + 2];
+    long n = c->tpend ? -1 : tlsrec_seal_alert(c->rec, c->w->cx, alert, out);
+    if (n > 0 && write(c->io.fd, out, (size_t)n) < 0) { /* best effort */
+    }
+    c->tls_eof = 2;
+}
+
+/* read(2) for a TLS connection: reads records, opens them in place and returns their
+ * plaintext, compacted at buf; a record cut by the read waits in c->rin. > 0 bytes, 0 at
+ * the end (close_notify, or EOF between records), -1 with errno (EAGAIN: drained). */
+static ssize_t rec_recv(wsc_conn *c, uint8_t *buf, size_t len, bool *drained)
+{
+    for (;;) {
+        if (c->tls_eof) {
+            if (c->tls_eof == 1) return 0;
+            errno = ECONNRESET;
+            return -1;
+        }
+        size_t have = c->rin_len;
+        if (have) memcpy(buf, c->rin, have);
+        ssize_t n = read(c->io.fd, buf + have, len - have);
+        if (n < 0) return -1; /* c->rin stays for the next read */
+        if (n == 0) {
+            if (!have) return 0;
+            c->tls_eof = 2; /* EOF inside a record: truncated */
             continue;
         }
-        int e = SSL_get_error(c->ssl, r);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-            if (got) break;
+        *drained = (size_t)n < len - have;
+        size_t total = have + (size_t)n, off = 0, out = 0;
+        while (!c->tls_eof && total - off >= TLSREC_HEADER) {
+            long rl = tlsrec_record_len(c->rec, buf + off, total - off);
+            if (rl < 0) {
+                rec_fail(c, rl == SC_ETOOLARGE ? TLSREC_A_RECORD_OVERFLOW : TLSREC_A_DECODE_ERROR);
+                break;
+            }
+            if (total - off < (size_t)rl) break;
+            uint8_t *plain, alert;
+            size_t plain_len;
+            int type = tlsrec_open(c->rec, c->w->cx, buf + off, (size_t)rl, &plain, &plain_len,
+                                   &alert);
+            off += (size_t)rl;
+            if (type == TLSREC_DATA) {
+                memmove(buf + out, plain, plain_len);
+                out += plain_len;
+            } else if (type == TLSREC_ALERT) {
+                c->tls_eof = plain[1] == TLSREC_A_CLOSE_NOTIFY ? 1 : 2;
+            } else if (type == TLSREC_HANDSHAKE) { /* a KeyUpdate: ours may be owed */
+                if (c->rec->update_owed) conn_want_flush(c);
+            } else {
+                rec_fail(c, alert);
+            }
+        }
+        size_t rest = c->tls_eof ? 0 : total - off;
+        if (rest && !c->rin && !(c->rin = malloc(TLSREC_MAX_RECORD))) {
+            c->tls_eof = 2;
+            continue;
+        }
+        if (rest) {
+            memmove(c->rin, buf + off, rest);
+        } else {
+            free(c->rin);
+            c->rin = NULL;
+        }
+        c->rin_len = (uint32_t)rest;
+        if (out > 0) return (ssize_t)out;
+        if (c->tls_eof) continue;
+        if (*drained) {
             errno = EAGAIN;
             return -1;
         }
-        c->tls_eof = e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0) ? 1 : 2;
-        ERR_clear_error();
     }
-    if (got) return (ssize_t)got;
-    if (c->tls_eof == 1) return 0;
-    errno = ECONNRESET;
+}
+
+/* Writes what an earlier rec_send sealed and could not write. 0 when nothing waits any more,
+ * -1 with errno (EAGAIN: the socket is full again). */
+static int rec_flush_pending(wsc_conn *c)
+{
+    while (c->tpend) {
+        ssize_t wr = write(c->io.fd, c->tpend + c->tpend_off, c->tpend_len - c->tpend_off);
+        if (wr < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) c->writable = false;
+            return -1;
+        }
+        c->tpend_off += (uint32_t)wr;
+        if (c->tpend_off == c->tpend_len) {
+            free(c->tpend);
+            c->tpend = NULL;
+            c->tpend_len = c->tpend_off = 0;
+        }
+    }
+    return 0;
+}
+
+/* writev(2) for a TLS connection: seals up to TLS_OUT_RECORDS records of the queued frames
+ * (a KeyUpdate first when one is due) and writes them at once. Returns the plaintext bytes
+ * taken from iov: sealed bytes the socket did not take wait in c->tpend (they carry
+ * sequence numbers: they go out before anything else). -1 with errno. */
+static ssize_t rec_send(wsc_conn *c, const struct iovec *iov, int n)
+{
+    wsc_worker *w = c->w;
+    if (rec_flush_pending(c) != 0) return -1;
+    uint8_t *out = w->tbuf;
+    size_t olen = 0, taken = 0, ioff = 0;
+    int i = 0;
+    if (tlsrec_update_due(c->rec)) {
+        long k = tlsrec_seal_key_update(c->rec, w->cx, out);
+        if (k < 0) goto sealing_failed;
+        olen += (size_t)k;
+    }
+    for (int r = 0; r < TLS_OUT_RECORDS && i < n; r++) {
+        const uint8_t *ps[TLSREC_MAX_PIECES];
+        size_t ls[TLSREC_MAX_PIECES], tot = 0;
+        int np = 0;
+        while (i < n && tot < TLSREC_MAX_PLAIN && np < TLSREC_MAX_PIECES) {
+            size_t avail = iov[i].iov_len - ioff;
+            size_t take = avail < TLSREC_MAX_PLAIN - tot ? avail : TLSREC_MAX_PLAIN - tot;
+            ps[np] = (const uint8_t *)iov[i].iov_base + ioff;
+            ls[np++] = take;
+            tot += take;
+            ioff += take;
+            if (ioff == iov[i].iov_len) {
+                i++;
+                ioff = 0;
+            }
+        }
+        long k = tlsrec_seal(c->rec, w->cx, TLSREC_DATA, ps, ls, np, out + olen);
+        if (k < 0) goto sealing_failed;
+        olen += (size_t)k;
+        taken += tot;
+    }
+    ssize_t wr;
+    do {
+        wr = write(c->io.fd, out, olen);
+    } while (wr < 0 && errno == EINTR);
+    if (wr < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+        wr = 0;
+    }
+    if ((size_t)wr < olen) { /* sealed is sent: keep the rest for the next write */
+        if (!(c->tpend = malloc(olen - (size_t)wr))) {
+            errno = ENOMEM;
+            return -1;
+        }
+        memcpy(c->tpend, out + wr, olen - (size_t)wr);
+        c->tpend_len = (uint32_t)(olen - (size_t)wr);
+        c->tpend_off = 0;
+        c->writable = false;
+    }
+    return (ssize_t)taken;
+sealing_failed:
+    errno = EPROTO;
     return -1;
 }
 
-/* Writes up to one record's worth of the queued frames through the TLS layer, like
- * writev(2). A write that would block is retried with the same bytes (OpenSSL's rule):
- * nothing leaves the queue until written, so gathering again gives them. */
-static ssize_t tls_send(wsc_conn *c, const struct iovec *iov, int n)
+/* Seals close_notify and writes it (best effort: after everything sealed before it). */
+static void rec_close_notify(wsc_conn *c)
 {
-    size_t want = c->tls_want ? c->tls_want : TLS_GATHER, len = 0;
-    const void *p = iov[0].iov_base;
-    if (n == 1 || iov[0].iov_len >= want) { /* one frame: written from where it lies */
-        len = iov[0].iov_len < want ? iov[0].iov_len : want;
-    } else {
-        uint8_t *buf = c->w->tbuf;
-        for (int i = 0; i < n && len < want; i++) {
-            size_t take = iov[i].iov_len < want - len ? iov[i].iov_len : want - len;
-            memcpy(buf + len, iov[i].iov_base, take);
-            len += take;
-        }
-        p = buf;
+    uint8_t out[TLSREC_MAX_OVERHEAD + 2];
+    long n = c->tpend ? -1 : tlsrec_seal_alert(c->rec, c->w->cx, TLSREC_A_CLOSE_NOTIFY, out);
+    if (n > 0 && write(c->io.fd, out, (size_t)n) < 0) { /* best effort */
     }
-    size_t wr = 0;
-    ERR_clear_error();
-    int r = SSL_write_ex(c->ssl, p, len, &wr);
-    if (r == 1) {
-        c->tls_want = 0;
-        return (ssize_t)wr;
+}
+
+/* The handshake is done: the keys go to our record layer and OpenSSL's SSL is freed. */
+static int conn_tls_established(wsc_conn *c)
+{
+    tlsrec_keys k;
+    tlsrec *r = NULL;
+    int rc = tlsctx_take_keys(c->ssl, &k);
+    if (rc == 0 && !(r = malloc(sizeof *r))) rc = -ENOMEM;
+    if (rc == 0) rc = tlsrec_init(r, &k);
+    OPENSSL_cleanse(&k, sizeof k);
+    if (rc != 0) {
+        free(r);
+        return rc;
     }
-    int e = SSL_get_error(c->ssl, r);
-    ERR_clear_error();
-    if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
-        c->tls_want = (uint32_t)len;
-        errno = EAGAIN;
-        return -1;
-    }
-    errno = EPIPE;
-    return -1;
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+    c->rec = r;
+    return 0;
 }
 
 /* Drives the TLS handshake on each socket event; once done, the HTTP upgrade request gets
@@ -637,13 +775,16 @@ static void conn_tls_handshake(wsc_conn *c, uint32_t events)
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
         c->tls_hs = false;
-        metric_inc(SSL_session_reused(c->ssl) ? s->m_tls_resumed : s->m_tls_full);
-#ifdef BIO_get_ktls_send
-        if (BIO_get_ktls_send(SSL_get_wbio(c->ssl))) {
-            c->ktls_tx = true;
-            metric_inc(s->m_ktls);
+        bool resumed = SSL_session_reused(c->ssl);
+        int rc = conn_tls_established(c);
+        if (rc != 0) {
+            log_warn("tls record layer not set up", "server=%s conn=%llu peer=%s error=\"%s\"",
+                     s->cfg.name, (unsigned long long)c->id, c->peer, sc_strerror(rc));
+            metric_inc(s->m_tls_failed);
+            conn_abort(c, WS_CLOSE_ABNORMAL);
+            return;
         }
-#endif
+        metric_inc(resumed ? s->m_tls_resumed : s->m_tls_full);
         loop_timer_set(c->w->l, &c->core_timer,
                        loop_now(c->w->l) + (uint64_t)s->cfg.handshake_timeout_ms);
         conn_read(c, events | EPOLLIN);
@@ -668,10 +809,13 @@ static void conn_tls_handshake(wsc_conn *c, uint32_t events)
     conn_abort(c, WS_CLOSE_ABNORMAL);
 }
 
-/* read(2) through TLS when the connection has it. */
-static ssize_t conn_recv(wsc_conn *c, uint8_t *buf, size_t len)
+/* read(2) through TLS when the connection has it; *drained: the socket has nothing more. */
+static ssize_t conn_recv(wsc_conn *c, uint8_t *buf, size_t len, bool *drained)
 {
-    return c->ssl ? tls_recv(c, buf, len) : read(c->io.fd, buf, len);
+    if (c->rec) return rec_recv(c, buf, len, drained);
+    ssize_t n = read(c->io.fd, buf, len);
+    *drained = n >= 0 && (size_t)n < len;
+    return n;
 }
 
 /* ---- writing ----------------------------------------------------------------------------- */
@@ -679,6 +823,11 @@ static ssize_t conn_recv(wsc_conn *c, uint8_t *buf, size_t len)
 static void conn_flush(wsc_conn *c)
 {
     wsc_server *s = c->w->s;
+    if (c->tpend && c->writable && rec_flush_pending(c) != 0 && errno != EAGAIN &&
+        errno != EWOULDBLOCK) {
+        conn_abort(c, WS_CLOSE_ABNORMAL);
+        return;
+    }
     while (c->q_count > 0 && c->writable) {
         struct iovec iov[MAX_IOV];
         int n = 0;
@@ -688,7 +837,7 @@ static void conn_flush(wsc_conn *c)
             iov[n].iov_base = f->bytes + off;
             iov[n].iov_len = f->len - off;
         }
-        ssize_t wr = c->ssl && !c->ktls_tx ? tls_send(c, iov, n) : writev(c->io.fd, iov, n);
+        ssize_t wr = c->rec ? rec_send(c, iov, n) : writev(c->io.fd, iov, n);
         if (wr < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 c->writable = false;
@@ -715,17 +864,13 @@ static void conn_flush(wsc_conn *c)
             c->q_count--;
         }
     }
-    if (c->q_count == 0) {
+    if (c->q_count == 0 && !c->tpend) {
         if (c->q != c->q_inline) queue_clear(c); /* give back the grown ring */
         if (c->close_after_flush && !c->lingering) {
             /* Half-close, then read and drop until the peer closes too (or the close timeout):
              * closing with unread bytes would reset the connection and could destroy our
              * close frame in flight. TLS says it is done first (close_notify). */
-            if (c->ssl) {
-                ERR_clear_error();
-                SSL_shutdown(c->ssl);
-                ERR_clear_error();
-            }
+            if (c->rec) rec_close_notify(c);
             shutdown(c->io.fd, SHUT_WR);
             c->lingering = true;
             loop_timer_set(c->w->l, &c->core_timer,
@@ -986,7 +1131,7 @@ static void conn_frames_with(wsc_conn *c, ws_reader *r, uint8_t *in, size_t n)
             c->close_after_flush = true;
             if (c->state == CS_OPEN)
                 conn_send_close(c, ev.code, NULL); /* echo the code (§5.5.1) */
-            else if (c->q_count == 0)
+            else if (c->q_count == 0 && !c->tpend)
                 conn_flush(c); /* our close went out already: finish now */
             return;
         case WS_EV_ERROR: conn_fail(c, ev.code, ws_frame_err_str(ev.err)); return;
@@ -1026,7 +1171,8 @@ static void conn_read(wsc_conn *c, uint32_t events)
         return;
     }
     for (int i = 0; i < READS_PER_EVENT && c->state != CS_DEAD; i++) {
-        ssize_t n = conn_recv(c, w->rbuf, sizeof w->rbuf);
+        bool drained = false;
+        ssize_t n = conn_recv(c, w->rbuf, sizeof w->rbuf, &drained);
         if (n > 0) {
             c->last_rx = loop_now(w->l);
             if (c->ping_out && c->state == CS_OPEN) { /* answered: next ping after silence */
@@ -1040,15 +1186,13 @@ static void conn_read(wsc_conn *c, uint32_t events)
             else
                 conn_frames(c, w->rbuf, (size_t)n);
             /* a short read drained the socket, unless the peer's FIN came with the data:
-             * edge-triggered epoll will not report it again, so read on to see it (and TLS
-             * reads short before its end, kept for the next call) */
-            if ((size_t)n < sizeof w->rbuf && !(events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) &&
-                !c->tls_eof)
-                return;
+             * edge-triggered epoll will not report it again, so read on to see it (and an
+             * end TLS saw comes on the next call) */
+            if (drained && !(events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && !c->tls_eof) return;
             continue;
         }
         if (n == 0) { /* the peer closed TCP (or half-closed after its close frame) */
-            if (c->state == CS_CLOSING && c->q_count > 0 && c->writable)
+            if (c->state == CS_CLOSING && (c->q_count > 0 || c->tpend) && c->writable)
                 conn_flush(c); /* our close frame goes out before the socket does */
             if (c->state != CS_DEAD)
                 conn_abort(c, c->state == CS_CLOSING ? c->close_code : WS_CLOSE_ABNORMAL);
@@ -1072,7 +1216,7 @@ static void conn_on_io(loop_io *io, uint32_t events)
     if (c->state == CS_DEAD) return;
     if (events & EPOLLOUT) {
         c->writable = true;
-        if (c->q_count) conn_want_flush(c);
+        if (c->q_count || c->tpend) conn_want_flush(c);
     }
     if (c->tls_hs) {
         conn_tls_handshake(c, events);
@@ -1319,7 +1463,7 @@ static void worker_before_sleep(void *ud)
                 conn_read(c, 0);
                 if (c->state == CS_DEAD) continue;
             }
-            if (c->q_count && c->writable && !c->corked) conn_flush(c);
+            if (((c->q_count && !c->corked) || c->tpend) && c->writable) conn_flush(c);
         }
     }
     while (w->free_list) {
@@ -1478,8 +1622,6 @@ int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers
                                         hs_help);
         s->m_tls_timeout = server_metric(M_COUNTER, p, "tls_handshakes_total", "result=\"timeout\"",
                                          hs_help);
-        s->m_ktls = server_metric(M_COUNTER, p, "tls_ktls_total", NULL,
-                                  "TLS connections whose writes the kernel encrypts (kTLS)");
     }
     s->workers = calloc((size_t)cfg->workers, sizeof *s->workers);
     if (!s->workers) {
@@ -1499,6 +1641,10 @@ int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers
         w->listen_io.fd = -1;
         w->tls_listen_io.fd = -1;
         sem_init(&w->started, 0, 0);
+        if (tls && !(w->cx = EVP_CIPHER_CTX_new())) {
+            rc = -ENOMEM;
+            goto error;
+        }
         if ((rc = loop_create(&w->l)) != 0) goto error;
         loop_set_before_sleep(w->l, worker_before_sleep, w);
         if (plain && (rc = worker_listen(&w->listen_io, worker_accept_plain, &ss, sslen)) != 0) {
@@ -1549,6 +1695,7 @@ error:
         if (!w) continue;
         if (w->listen_io.fd >= 0) close(w->listen_io.fd);
         if (w->tls_listen_io.fd >= 0) close(w->tls_listen_io.fd);
+        EVP_CIPHER_CTX_free(w->cx);
         loop_destroy(w->l);
         sem_destroy(&w->started);
         free(w);
@@ -1585,6 +1732,7 @@ void wsc_server_stop(wsc_server *s)
         wsc_worker *w = s->workers[i];
         if (w->listen_io.fd >= 0) close(w->listen_io.fd);
         if (w->tls_listen_io.fd >= 0) close(w->tls_listen_io.fd);
+        EVP_CIPHER_CTX_free(w->cx);
         loop_destroy(w->l);
         sem_destroy(&w->started);
         free(w);

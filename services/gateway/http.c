@@ -24,6 +24,7 @@
 #include "proxy.h"
 
 #include <errno.h>
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -42,6 +43,8 @@
 #define HTTP_QUERY_MAX_PAIRS 64
 #define HTTP_FORM_MAX_PAIRS 64
 #define HTTP_TOKEN_MAX 8192
+/* TLS 1.3 and 1.2 only, GnuTLS's NORMAL suites otherwise (docs/SECURITY.md). */
+#define HTTP_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 
 static const char HTTP_CORS_ALLOW_HEADERS[] = "Authorization, Content-Type, X-Request-Id, "
                                               "traceparent";
@@ -56,10 +59,14 @@ typedef struct gw_conn {
     int fd;
     int64_t deadline; /* ms, CLOCK_MONOTONIC; guarded by the server's conns_lock */
     bool sending;     /* the deadline is a response's, not a request's */
+    http_server *srv;
+    tlscert_gen *tls_gen; /* HTTPS: the pair its handshake used, held until it closes */
 } gw_conn;
 
 struct http_server {
-    struct MHD_Daemon *d;
+    struct MHD_Daemon *d;    /* plain HTTP, or NULL */
+    struct MHD_Daemon *dtls; /* HTTPS, or NULL */
+    int tls_port;
     pthread_mutex_t conns_lock;
     gw_conn conns; /* list head */
     pthread_t watchdog;
@@ -87,6 +94,7 @@ typedef struct gw_req {
     const char *label;  /* route template, or a fixed word: bounded metric labels */
     const char *origin; /* allowed CORS origin (owned by MHD's connection), or NULL */
     int auth_path;      /* path under /auth/: always no-store */
+    bool tls;           /* came in over HTTPS */
     route_match match;
     char rid[META_RID_MAX + 1];
     char traceparent[META_TRACEPARENT_LEN + 1];
@@ -112,6 +120,8 @@ static void gw_common_headers(const gw_req *r, struct MHD_Response *resp, int ha
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     if (!has_cache) MHD_add_response_header(resp, "Cache-Control", "no-store");
     if (r->auth_path) MHD_add_response_header(resp, "Pragma", "no-cache");
+    if (r->tls && r->srv->cfg.hsts[0])
+        MHD_add_response_header(resp, "Strict-Transport-Security", r->srv->cfg.hsts);
     if (r->srv->cfg.cors_origins[0]) {
         MHD_add_response_header(resp, "Vary", "Origin");
         if (r->origin) {
@@ -520,6 +530,7 @@ static void gw_notify_conn(void *cls, struct MHD_Connection *c, void **socket_co
         *socket_context = gc;
         if (!gc) return;
         gc->fd = ci->connect_fd;
+        gc->srv = s;
         pthread_mutex_lock(&s->conns_lock);
         gc->deadline = gw_now_ms() + s->cfg.request_timeout_ms;
         gc->next = s->conns.next;
@@ -535,8 +546,34 @@ static void gw_notify_conn(void *cls, struct MHD_Connection *c, void **socket_co
         gc->prev->next = gc->next;
         gc->next->prev = gc->prev;
         pthread_mutex_unlock(&s->conns_lock);
+        tlscert_release(gc->tls_gen); /* MHD has run gnutls_deinit by now */
         free(gc);
     }
+}
+
+/* GnuTLS asks for the certificate of a handshake (gnutls_certificate_retrieve_function2):
+ * the current pair, referenced by the connection until it closes (tlscert.h). libmicrohttpd
+ * sets the session's pointer to its connection (its own PSK callback relies on it too), and
+ * the connection's socket context is our gw_conn, made before the handshake starts. */
+static int gw_tls_cert(gnutls_session_t session, const gnutls_datum_t *req_ca_rdn, int nreqs,
+                       const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length,
+                       gnutls_pcert_st **pcert, unsigned int *pcert_length,
+                       gnutls_privkey_t *privkey)
+{
+    (void)req_ca_rdn;
+    (void)nreqs;
+    (void)pk_algos;
+    (void)pk_algos_length;
+    struct MHD_Connection *c = gnutls_session_get_ptr(session);
+    const union MHD_ConnectionInfo *ci =
+        c ? MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT) : NULL;
+    gw_conn *gc = ci ? ci->socket_context : NULL;
+    if (!gc || !gc->srv->cfg.certs) return -1; /* no bookkeeping: refuse the handshake */
+    tlscert_gen *g = tlscert_acquire(gc->srv->cfg.certs);
+    tlscert_release(gc->tls_gen); /* a second handshake on one connection: the newer wins */
+    gc->tls_gen = g;
+    tlscert_gen_pair(g, pcert, pcert_length, privkey);
+    return 0;
 }
 
 static void *gw_watchdog(void *arg)
@@ -604,11 +641,12 @@ static enum MHD_Result gw_handler(void *cls, struct MHD_Connection *c, const cha
 
 static void *gw_uri_cb(void *cls, const char *uri, struct MHD_Connection *c)
 {
-    (void)c;
     http_server *s = cls;
     gw_req *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->srv = s;
+    /* a TLS session, not the daemon: with a thread pool the connection's daemon is a worker */
+    r->tls = c && MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION) != NULL;
     r->method = "OTHER";
     r->label = "unmatched";
     clock_gettime(CLOCK_MONOTONIC, &r->t0);
@@ -685,15 +723,74 @@ static void gw_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- server ----------------------------------------------------------------------------- */
 
+/* Starts one listener on addr (tls: HTTPS with the server's certificates). 0 and *d and
+ * *port, or a negative errno after logging why. */
+static int gw_listen(http_server *s, const char *addr, bool tls, struct MHD_Daemon **d, int *port)
+{
+    const http_cfg *cfg = &s->cfg;
+    struct sockaddr_storage ss;
+    unsigned sslen = 0;
+    const char *what = tls ? "tls_listen" : "listen";
+    if (cfg_resolve_addr(addr, &ss, &sslen) != 0) {
+        log_error("bad listen address", "%s=%s", what, addr);
+        return -EINVAL;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    if (cfg->threads == 0)
+        flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
+    else
+        flags |= MHD_USE_EPOLL;
+    if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
+    if (tls) flags |= MHD_USE_TLS;
+    /* the TLS options are cut off (MHD_OPTION_END) on the plain listener */
+    struct MHD_OptionItem opts[] = {
+        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)gw_mhd_log, NULL}, /* first: see MHD docs */
+        {MHD_OPTION_SOCK_ADDR, 0, &ss},
+        {MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections, NULL},
+        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_per_ip, NULL}, /* 0: none */
+        {MHD_OPTION_CONNECTION_TIMEOUT, cfg->client_timeout_s, NULL},
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)cfg->conn_memory, NULL},
+        {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)gw_uri_cb, s},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)gw_completed, s},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)gw_notify_conn, s},
+        {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)gw_unescape_none, NULL},
+        {MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL},
+        {cfg->threads ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_STRICT_FOR_CLIENT,
+         cfg->threads ? (intptr_t)cfg->threads : 1, NULL},
+        {tls ? MHD_OPTION_HTTPS_PRIORITIES : MHD_OPTION_END, 0, (void *)HTTP_TLS_PRIORITIES},
+        {MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *)gw_tls_cert},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    *d = MHD_start_daemon(flags, 0, NULL, NULL, gw_handler, s, MHD_OPTION_ARRAY, opts,
+                          MHD_OPTION_END);
+    if (!*d) {
+        log_error(tls ? "cannot start HTTPS server" : "cannot start HTTP server", "%s=%s", what,
+                  addr);
+        return -EADDRINUSE;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(*d, MHD_DAEMON_INFO_BIND_PORT);
+    *port = info ? info->port : 0;
+    return 0;
+}
+
 int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt, keys *ks,
                 const statics *st)
 {
-    struct sockaddr_storage ss;
-    unsigned sslen = 0;
+    int rc = 0;
+    bool plain = cfg->listen && cfg->listen[0], tls = cfg->tls_listen && cfg->tls_listen[0];
+    if (!plain && !tls) {
+        log_error("no listener", "listen=\"\" tls_listen=\"\"");
+        return -EINVAL;
+    }
+    if (tls && !cfg->certs) {
+        log_error("a TLS listener needs a certificate", "tls_listen=%s", cfg->tls_listen);
+        return -EINVAL;
+    }
     http_server *s = calloc(1, sizeof *s);
     if (!s) return -ENOMEM;
     s->cfg = *cfg;
     if (!s->cfg.cors_origins) s->cfg.cors_origins = "";
+    if (!s->cfg.hsts) s->cfg.hsts = "";
     s->bus = b;
     s->rt = rt;
     s->ks = ks;
@@ -711,61 +808,35 @@ int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt
                                              "within GATEWAY_RESPONSE_TIMEOUT_MS");
     pthread_mutex_init(&s->conns_lock, NULL);
     s->conns.next = s->conns.prev = &s->conns;
-    if (cfg_resolve_addr(cfg->listen, &ss, &sslen) != 0) {
-        log_error("bad listen address", "listen=%s", cfg->listen);
-        free(s);
-        return -EINVAL;
-    }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
-    if (cfg->threads == 0)
-        flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
-    else
-        flags |= MHD_USE_EPOLL;
-    if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
-    struct MHD_OptionItem opts[] = {
-        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)gw_mhd_log, NULL}, /* first: see MHD docs */
-        {MHD_OPTION_SOCK_ADDR, 0, &ss},
-        {MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections, NULL},
-        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_per_ip, NULL}, /* 0: none */
-        {MHD_OPTION_CONNECTION_TIMEOUT, cfg->client_timeout_s, NULL},
-        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)cfg->conn_memory, NULL},
-        {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)gw_uri_cb, s},
-        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)gw_completed, s},
-        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)gw_notify_conn, s},
-        {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)gw_unescape_none, NULL},
-        {MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL},
-        {cfg->threads ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, cfg->threads, NULL},
-        {MHD_OPTION_END, 0, NULL},
-    };
-    s->d = MHD_start_daemon(flags, 0, NULL, NULL, gw_handler, s, MHD_OPTION_ARRAY, opts,
-                            MHD_OPTION_END);
-    if (!s->d) {
-        log_error("cannot start HTTP server", "listen=%s", cfg->listen);
-        free(s);
-        return -EADDRINUSE;
-    }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = info ? info->port : 0;
     if (s->cfg.request_timeout_ms > 0) {
         if (pthread_create(&s->watchdog, NULL, gw_watchdog, s) != 0) {
-            log_error("cannot start the head watchdog", "listen=%s", cfg->listen);
-            MHD_stop_daemon(s->d);
-            free(s);
-            return -EAGAIN;
+            log_error("cannot start the head watchdog", "error=%s", "pthread_create");
+            rc = -EAGAIN;
+            goto error;
         }
         s->watchdog_started = 1;
     }
+    if (plain && (rc = gw_listen(s, cfg->listen, false, &s->d, &s->port)) != 0) goto error;
+    if (tls && (rc = gw_listen(s, cfg->tls_listen, true, &s->dtls, &s->tls_port)) != 0) goto error;
     *out = s;
     return 0;
+error:
+    http_destroy(s);
+    return rc;
 }
 
 int http_port(const http_server *s) { return s->port; }
 
+int http_tls_port(const http_server *s) { return s->tls_port; }
+
 void http_drain(http_server *s, int timeout_ms)
 {
-    if (!s || !s->d) return;
-    MHD_socket ls = MHD_quiesce_daemon(s->d);
-    if (ls != MHD_INVALID_SOCKET) close(ls);
+    if (!s) return;
+    struct MHD_Daemon *ds[] = {s->d, s->dtls};
+    for (size_t i = 0; i < 2; i++) {
+        MHD_socket ls = ds[i] ? MHD_quiesce_daemon(ds[i]) : MHD_INVALID_SOCKET;
+        if (ls != MHD_INVALID_SOCKET) close(ls);
+    }
     for (int waited = 0; waited < timeout_ms && atomic_load(&s->inflight) > 0; waited += 20) {
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
@@ -782,6 +853,7 @@ void http_destroy(http_server *s)
         pthread_join(s->watchdog, NULL);
     }
     if (s->d) MHD_stop_daemon(s->d);
+    if (s->dtls) MHD_stop_daemon(s->dtls);
     pthread_mutex_destroy(&s->conns_lock);
     free(s);
 }

@@ -13,11 +13,16 @@
 #include "keys.h"
 #include "routes.h"
 #include "statics.h"
+#include "tlscert.h"
 #include "token.h"
 
 typedef struct http_cfg {
-    const char *listen; /* "host:port" (port 0: any free port, see http_port) */
-    size_t max_body;    /* bytes of a request body; more: 413 */
+    const char *listen;     /* plain HTTP "host:port" (port 0: any free port, see http_port);
+                               "" or NULL: no plain listener */
+    const char *tls_listen; /* HTTPS "host:port" (port 0 as above); "" or NULL: none */
+    tlscert *certs;         /* the certificate and key of tls_listen (required with it) */
+    const char *hsts;       /* Strict-Transport-Security value on HTTPS answers ("": none) */
+    size_t max_body;        /* bytes of a request body; more: 413 */
     unsigned max_connections;
     unsigned max_per_ip;       /* connections per client address (0: no limit); over: closed */
     unsigned client_timeout_s; /* idle connections and slow clients are closed after it */
@@ -31,14 +36,17 @@ typedef struct http_cfg {
 
 typedef struct http_server http_server;
 
-/* Starts serving. Everything passed is borrowed and must outlive the server (strings in cfg
- * included); st may be NULL (no static files). Returns 0 and *out, or a negative errno after
- * logging why. */
+/* Starts serving: plain HTTP on listen, HTTPS (TLS 1.2 and 1.3, certificate from certs) on
+ * tls_listen, the same handler behind both; at least one of them is set. Everything passed
+ * is borrowed and must outlive the server (strings in cfg included); st may be NULL (no
+ * static files). Returns 0 and *out, or a negative errno after logging why. */
 int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt, keys *ks,
                 const statics *st);
-/* Port actually bound. */
+/* Port actually bound by the plain listener, and by the TLS one (0: that listener is off). */
 int http_port(const http_server *s);
-/* Stops accepting connections, then waits up to timeout_ms for requests in flight. */
+int http_tls_port(const http_server *s);
+/* Stops accepting connections (both listeners), then waits up to timeout_ms for requests in flight.
+ */
 void http_drain(http_server *s, int timeout_ms);
 /* Stops (closing every connection) and frees; accepts NULL. */
 void http_destroy(http_server *s);

@@ -1,6 +1,7 @@
 /* gateway - the HTTP front door: routes HTTP requests to NATS subjects (request/reply),
  * checks bearer tokens, composes several service calls into one answer, answers CORS and
- * serves the static demo page. main() only wires the modules together. */
+ * serves the static demo page, over plain HTTP, HTTPS or both. main() only wires the modules
+ * together. */
 #include "bus.h"
 #include "cfg.h"
 #include "http.h"
@@ -8,21 +9,25 @@
 #include "log.h"
 #include "routes.h"
 #include "statics.h"
+#include "tlscert.h"
 #include "token.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 #define GW_DRAIN_MS 10000 /* longest wait for requests in flight at shutdown */
 #define GW_BUS_DRAIN_MS 2000
+#define GW_HSTS_MAX 256 /* bytes of GATEWAY_HSTS */
 
 typedef struct gw_config {
     char *nats_url;
     int log_level;
     char *listen;
+    char *tls_listen, *tls_cert, *tls_key, *hsts;
     char *routes;
     char *jwt_keys, *jwks_url, *jwks_ca;
     char *jwt_issuer;
@@ -46,8 +51,21 @@ static const cfg_opt gw_opts[] = {
      0, &gw_cfg.nats_url},
     BUS_CFG_OPTIONS,
     {"LOG_LEVEL", CFG_LEVEL, "info", "debug, info, warn or error", 0, 0, 0, &gw_cfg.log_level},
-    {"GATEWAY_LISTEN", CFG_ADDR, "0.0.0.0:8080", "HTTP listen address (host:port)", 0, 0, 0,
-     &gw_cfg.listen},
+    {"GATEWAY_LISTEN", CFG_ADDR, "0.0.0.0:8080",
+     "HTTP listen address (host:port); empty: no plain HTTP (GATEWAY_TLS_LISTEN is then "
+     "required)", 0, 0, 0, &gw_cfg.listen},
+    {"GATEWAY_TLS_LISTEN", CFG_ADDR, "",
+     "HTTPS listen address (host:port; TLS 1.2 and 1.3), beside GATEWAY_LISTEN; empty: no "
+     "HTTPS", 0, 0, 0, &gw_cfg.tls_listen},
+    {"GATEWAY_TLS_CERT", CFG_FILE, "",
+     "certificate of GATEWAY_TLS_LISTEN (PEM: the leaf, then its chain); read again on SIGHUP",
+     0, 0, 0, &gw_cfg.tls_cert},
+    {"GATEWAY_TLS_KEY", CFG_FILE, "",
+     "private key of GATEWAY_TLS_CERT (PEM, unencrypted); read again on SIGHUP", CFG_SECRET, 0,
+     0, &gw_cfg.tls_key},
+    {"GATEWAY_HSTS", CFG_STR, "",
+     "Strict-Transport-Security value on HTTPS answers, e.g. max-age=31536000 (empty: none)",
+     0, 0, 0, &gw_cfg.hsts},
     {"GATEWAY_ROUTES", CFG_FILE, NULL, "routing table (JSON, see docs/GATEWAY.md)",
      CFG_REQUIRED, 0, 0, &gw_cfg.routes},
     {"JWT_PUBLIC_KEYS", CFG_FILE, NULL,
@@ -99,6 +117,22 @@ static const cfg_opt gw_opts[] = {
 };
 /* clang-format on */
 
+/* The TLS settings agree with each other: NULL, or what is wrong (naming the variable). */
+static const char *gw_tls_problem(const gw_config *c)
+{
+    bool tls = c->tls_listen[0], cert = c->tls_cert[0], key = c->tls_key[0];
+    if (!c->listen[0] && !tls) return "GATEWAY_LISTEN and GATEWAY_TLS_LISTEN are both empty";
+    if (tls && (!cert || !key))
+        return "GATEWAY_TLS_LISTEN needs GATEWAY_TLS_CERT and GATEWAY_TLS_KEY";
+    if (!tls && (cert || key))
+        return "GATEWAY_TLS_CERT and GATEWAY_TLS_KEY are only read with GATEWAY_TLS_LISTEN";
+    if (!tls && c->hsts[0]) return "GATEWAY_HSTS is only sent with GATEWAY_TLS_LISTEN";
+    if (strlen(c->hsts) > GW_HSTS_MAX) return "GATEWAY_HSTS: longer than 256 bytes";
+    for (const char *p = c->hsts; *p; p++)
+        if (*p < 0x20 || *p > 0x7e) return "GATEWAY_HSTS: printable ASCII only";
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     int rc = 1, sig = 0;
@@ -108,12 +142,17 @@ int main(int argc, char **argv)
     statics *st = NULL;
     bus *b = NULL;
     http_server *srv = NULL;
+    tlscert *certs = NULL;
     sigset_t sigs;
 
     log_init("gateway", LOG_INFO);
     if (cfg_load("gateway", gw_opts, CFG_COUNT(gw_opts), argc, argv) != 0) return 2;
     const char *why = bus_auth_problem(gw_cfg.nats_url); /* no open bus */
     if (why) {
+        fprintf(stderr, "gateway: config: %s\n", why);
+        return 2;
+    }
+    if ((why = gw_tls_problem(&gw_cfg))) {
         fprintf(stderr, "gateway: config: %s\n", why);
         return 2;
     }
@@ -158,6 +197,12 @@ int main(int argc, char **argv)
             goto done;
         }
     }
+    if (gw_cfg.tls_listen[0] &&
+        tlscert_open(&certs, gw_cfg.tls_cert, gw_cfg.tls_key, err, sizeof err) != 0) {
+        fprintf(stderr, "gateway: GATEWAY_TLS_CERT, GATEWAY_TLS_KEY: %s\n", err);
+        rc = 2;
+        goto done;
+    }
     log_info("routing table loaded", "file=%s routes=%zu keys=%zu", gw_cfg.routes, rt->n,
              keys_count(ks));
     if (bus_connect(&b, gw_cfg.nats_url, "gateway") != 0) {
@@ -169,6 +214,9 @@ int main(int argc, char **argv)
     if (keys_attach_bus(ks, b) != 0) goto done;
     http_cfg hc = {
         .listen = gw_cfg.listen,
+        .tls_listen = gw_cfg.tls_listen,
+        .certs = certs,
+        .hsts = gw_cfg.hsts,
         .max_body = (size_t)gw_cfg.max_body,
         .max_connections = (unsigned)gw_cfg.max_connections,
         .max_per_ip = (unsigned)gw_cfg.max_per_ip,
@@ -183,19 +231,23 @@ int main(int argc, char **argv)
                    .leeway = gw_cfg.jwt_leeway},
     };
     if (http_create(&srv, &hc, b, rt, ks, st) != 0) goto done;
-    log_info("listening", "listen=%s port=%d threads=%s", gw_cfg.listen, http_port(srv),
+    log_info("listening", "listen=%s port=%d tls_listen=%s tls_port=%d threads=%s",
+             gw_cfg.listen[0] ? gw_cfg.listen : "off", http_port(srv),
+             gw_cfg.tls_listen[0] ? gw_cfg.tls_listen : "off", http_tls_port(srv),
              gw_cfg.threads ? "pool" : "per-connection");
 
     for (;;) {
         if (sigwait(&sigs, &sig) != 0) continue;
         if (sig != SIGHUP) break;
-        keys_reload(ks); /* JWT_PUBLIC_KEYS again; a bad file keeps the keys */
+        keys_reload(ks);                  /* JWT_PUBLIC_KEYS again; a bad file keeps the keys */
+        if (certs) tlscert_reload(certs); /* the same rule for the TLS pair */
     }
     log_info("shutting down", "signal=%d", sig);
     http_drain(srv, GW_DRAIN_MS);
     rc = 0;
 done:
     http_destroy(srv);
+    tlscert_close(certs); /* after the connections: each let go of its pair on close */
     keys_close(ks);
     bus_destroy(b, GW_BUS_DRAIN_MS);
     statics_destroy(st);
