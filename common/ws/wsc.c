@@ -109,7 +109,7 @@ struct wsc_conn {
     tlsrec *rec;
     uint8_t *rin;   /* TLS: a record that came in part (allocated only meanwhile) */
     uint8_t *tpend; /* TLS: sealed bytes a write left (allocated only meanwhile) */
-    uint32_t rin_len, tpend_len, tpend_off;
+    uint32_t rin_len, rin_cap, tpend_len, tpend_off;
     char peer[56];     /* "[v6 address]:port" */
     uint8_t ipkey[16]; /* the source's key in the per-address count (ip_counted) */
 };
@@ -583,6 +583,8 @@ static void conn_answer_http(wsc_conn *c, int status, const char *body);
  * overtake) and marks the stream broken: the connection ends after what was read. */
 static void rec_fail(wsc_conn *c, uint8_t alert)
 {
+    log_debug("tls record refused", "conn=%llu peer=%s alert=%u", (unsigned long long)c->id,
+              c->peer, alert);
     uint8_t out[TLSREC_MAX_OVERHEAD + 2];
     long n = c->tpend ? -1 : tlsrec_seal_alert(c->rec, c->w->cx, alert, out);
     if (n > 0 && write(c->io.fd, out, (size_t)n) < 0) { /* best effort */
@@ -636,15 +638,23 @@ static ssize_t rec_recv(wsc_conn *c, uint8_t *buf, size_t len, bool *drained)
             }
         }
         size_t rest = c->tls_eof ? 0 : total - off;
-        if (rest && !c->rin && !(c->rin = malloc(TLSREC_MAX_RECORD))) {
-            c->tls_eof = 2;
-            continue;
-        }
-        if (rest) {
+        if (rest) { /* room for the whole record it starts (its header: 5 bytes at least) */
+            long rl = tlsrec_record_len(c->rec, buf + off, rest);
+            size_t need = rl > 0 ? (size_t)rl : TLSREC_HEADER;
+            if (need > c->rin_cap) {
+                uint8_t *nb = realloc(c->rin, need);
+                if (!nb) {
+                    c->tls_eof = 2;
+                    continue;
+                }
+                c->rin = nb;
+                c->rin_cap = (uint32_t)need;
+            }
             memmove(c->rin, buf + off, rest);
         } else {
             free(c->rin);
             c->rin = NULL;
+            c->rin_cap = 0;
         }
         c->rin_len = (uint32_t)rest;
         if (out > 0) return (ssize_t)out;

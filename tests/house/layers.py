@@ -28,6 +28,7 @@ APP_ONLY = {"bus.h", "rds.h", "admin.h", "token.h", "contract.h"}
 # pure parsers and encoders: no I/O of any kind, no logging
 PARSERS = {"common/ws/%s.c" % n for n in CODEC} | {
     "common/proto/msg.c", "common/proto/topic.c", "common/form.c", "common/b64url.c",
+    "common/ws/tlsrec.c",
     "services/gateway/tmpl.c"}
 IO_SYSTEM = re.compile(r"^(unistd|fcntl|poll|netdb|dirent|sys/(socket|epoll|uio|stat|"
                        r"eventfd|timerfd|sendfile|mman)|netinet/.*|arpa/.*)\.h$")

@@ -10,10 +10,13 @@ bad file on reload keeps the old one; a bad pair at start stops the edge.
 """
 import json
 import os
+import re
+import select
 import shutil
 import socket
 import ssl
 import struct
+import subprocess
 import tempfile
 import time
 
@@ -332,3 +335,87 @@ def test_wss_close_handshake_is_clean(st):
     assert code == 1000, code
     print("  close over TLS: 1000 echoed")
 
+
+
+def test_records_cut_anywhere_are_put_together(st):
+    """TLS records that arrive a few bytes at a time (and several in one read) are read
+    whole: the request goes out in 1-7 byte pieces, two requests' records back to back."""
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = _ctx().wrap_bio(inc, out, server_hostname="127.0.0.1")
+    s = socket.create_connection(("127.0.0.1", TLS_PORT), timeout=5)
+    try:
+        for _ in range(50):  # the handshake through memory buffers, bounded
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                s.sendall(out.read())
+                inc.write(s.recv(65536))
+        s.sendall(out.read())
+        obj.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        obj.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        sealed = out.read()
+        assert sealed.count(b"\x17\x03\x03") >= 2, "two records expected"
+        i, k = 0, 1
+        while i < len(sealed):  # bounded: under 200 pieces
+            s.sendall(sealed[i:i + k])
+            i += k
+            k = k % 7 + 1
+            time.sleep(0.002)
+        answer = b""
+        deadline = time.monotonic() + 10
+        while b"200" not in answer and time.monotonic() < deadline:
+            data = s.recv(65536)
+            if not data:
+                break
+            inc.write(data)
+            try:
+                answer += obj.read(65536)
+            except ssl.SSLWantReadError:
+                pass
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:60]
+    finally:
+        s.close()
+    print("  a request in %d pieces of 1-7 bytes: answered" % ((len(sealed) + 3) // 4))
+
+
+def test_a_tls13_key_update_is_followed_and_answered(st):
+    """openssl s_client asks for a KeyUpdate (update_requested) before its request: the edge
+    must move its read key, send its own KeyUpdate, and answer under the new keys."""
+    p = subprocess.Popen(
+        ["openssl", "s_client", "-connect", "127.0.0.1:%d" % TLS_PORT, "-CAfile", CA.pem,
+         "-verify_return_error", "-tls1_3", "-crlf", "-no_ign_eof", "-msg"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = b""
+    try:
+        # stdin stays open until the answer is in: at its end s_client would hang up first;
+        # the command "K" is a line of its own (s_client takes a whole read as one command)
+
+        def read_until(marker, seconds):
+            nonlocal out
+            deadline = time.monotonic() + seconds
+            while marker not in out and time.monotonic() < deadline:
+                ready, _, _ = select.select([p.stdout], [], [], 0.5)
+                if ready:
+                    chunk = os.read(p.stdout.fileno(), 65536)
+                    if not chunk:
+                        return
+                    out += chunk
+
+        read_until(b"Verify return code", 10)  # the handshake is done
+        p.stdin.write(b"K\n")
+        p.stdin.flush()
+        read_until(b"<<< TLS 1.3, Handshake [length 0005], KeyUpdate", 10)
+        p.stdin.write(b"GET /healthz HTTP/1.1\nHost: 127.0.0.1\nConnection: close\n\n")
+        p.stdin.flush()
+        read_until(b"close_notify", 10)
+    finally:
+        p.stdin.close()
+        p.kill()
+        p.wait(10)
+    text = out.decode(errors="replace")
+    # -msg shows each message: ">>>" sent, "<<<" received
+    assert re.search(r">>> TLS 1.3, Handshake \[length 0005\], KeyUpdate", text), text[-800:]
+    assert re.search(r"<<< TLS 1.3, Handshake \[length 0005\], KeyUpdate", text), text[-800:]
+    assert "HTTP/1.1 200" in text, text[-800:]
+    print("  KeyUpdate(update_requested) from openssl s_client: followed, answered")
