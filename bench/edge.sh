@@ -19,8 +19,15 @@
 # DEFLATE_CASES="1000:100": fan-outs repeated for the edge with clients on permessage-deflate.
 # DELAY_CASES="1000:100:20 1000:1000:5" (subscribers:msg/s:ms): fan-outs repeated for the edge
 # with EDGE_WRITE_DELAY_MS (events wait that long to share writes).
-# An empty IDLE_SIZES, FANOUT_CASES, DEFLATE_CASES or DELAY_CASES, or CONNECT_CONNS /
-# CONNECT_DISTINCT of 0, skips that case.
+# TLS (wss://) for TLS_TARGETS="sidecast nats" (the edge's EDGE_TLS_LISTEN, nats-server's
+# `websocket { tls {...} }`, both on one throwaway ECDSA P-256 certificate made into
+# $OUT/edge/tls/ by openssl for this run, its CA passed to `sidecast bench --cacert`):
+#   TLS_IDLE_SIZES (default IDLE_SIZES), TLS_FANOUT_CASES="1000:100 1000:1000",
+#   TLS_CONNECT_CONNS (default CONNECT_CONNS): handshakes, full and resumed (--resume); the
+#   edge with one shared token, so the token costs what a cached one costs.
+# An empty IDLE_SIZES, FANOUT_CASES, DEFLATE_CASES, DELAY_CASES, TLS_TARGETS, TLS_IDLE_SIZES
+# or TLS_FANOUT_CASES, or CONNECT_CONNS / CONNECT_DISTINCT / TLS_CONNECT_CONNS of 0, skips
+# that case.
 # Idle opens the sizes in steps on one server (RSS read after each); every case ends its
 # connections with close(2), without the closing handshake (--fast-close): nothing measured
 # depends on it, and an overloaded peer would make each case wait for it.
@@ -47,6 +54,10 @@ DRAIN=${FANOUT_DRAIN:-3}
 CONNECT_CONNS=${CONNECT_CONNS:-$d_conn}
 CONNECT_DISTINCT=${CONNECT_DISTINCT:-$d_dist}
 IDLE_TOKENS=${IDLE_TOKENS:-idle} # idle: a distinct user per connection; pool: the 512
+TLS_TARGETS=${TLS_TARGETS-"sidecast nats"}
+TLS_IDLE_SIZES=${TLS_IDLE_SIZES-$IDLE_SIZES}
+TLS_FANOUT_CASES=${TLS_FANOUT_CASES-1000:100 1000:1000}
+TLS_CONNECT_CONNS=${TLS_CONNECT_CONNS:-$CONNECT_CONNS}
 SOURCES=127.0.0.1-127.0.0.8
 TOPIC=prices.BTC
 DIR=$OUT/edge
@@ -87,8 +98,8 @@ fi
 make_keys
 "$SC" bench tokens --key "$DIR/dev/signing-key.pem" --count 512 >"$DIR/tokens-pool.txt"
 idle_max=1
-for n in $IDLE_SIZES; do [ "$n" -gt "$idle_max" ] && idle_max=$n; done
-if [ "$IDLE_TOKENS" = idle ] && [ -n "$IDLE_SIZES" ]; then
+for n in $IDLE_SIZES $TLS_IDLE_SIZES; do [ "$n" -gt "$idle_max" ] && idle_max=$n; done
+if [ "$IDLE_TOKENS" = idle ] && [ "$idle_max" -gt 1 ]; then
   "$SC" bench tokens --key "$DIR/dev/signing-key.pem" --count "$idle_max" --user-prefix idle- \
     >"$DIR/tokens-idle.txt"
 fi
@@ -107,6 +118,24 @@ fi
 "$SC" bench tokens --key "$DIR/dev/signing-key.pem" --count 1 --user-prefix shared- \
   >"$DIR/tokens-one.txt"
 
+# TLS: a throwaway CA and an ECDSA P-256 server certificate for 127.0.0.1, made for this run
+# (never committed), shared by the edge and nats-server. kTLS needs the kernel's "tls" ULP.
+TLS=$DIR/tls
+if [ -n "$TLS_TARGETS" ]; then
+  mkdir -p "$TLS"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$TLS/ca.key" \
+    -out "$TLS/ca.pem" -days 2 -subj /CN=sidecast-bench-ca 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$TLS/server.key" \
+    -out "$TLS/server.csr" -subj /CN=127.0.0.1 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' >"$TLS/server.ext"
+  openssl x509 -req -in "$TLS/server.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca.key" \
+    -CAcreateserial -out "$TLS/server.pem" -days 2 -extfile "$TLS/server.ext" 2>/dev/null
+  {
+    echo "- TLS: $(openssl version); server certificate $(openssl x509 -in "$TLS/server.pem" -noout -text |
+      grep -o 'ASN1 OID: [a-z0-9]*' | sed 's/ASN1 OID: //') (ECDSA), made for this run"
+    echo "- kTLS: the kernel's TCP ULPs are \"$(cat /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null)\""
+  } >"$OUT/tls.txt"
+fi
 # ---- servers ----------------------------------------------------------------------------------
 
 NATS_PID=""; REDIS_PID=""
@@ -119,7 +148,7 @@ group_start() { # TARGET: what stays up for the whole target (the feeding NATS, 
 }
 group_stop() { cleanup; NATS_PID=""; REDIS_PID=""; }
 
-start_plain_nats() { # NAME [websocket]: sets NATS_PORT NATS_URL NATS_PID (WS_PORT)
+start_plain_nats() { # NAME [websocket|websocket-tls]: sets NATS_PORT NATS_URL NATS_PID (WS_PORT)
   NATS_PORT=$(free_port); NATS_MON=$(free_port); NATS_URL=nats://127.0.0.1:$NATS_PORT
   {
     echo "listen: \"127.0.0.1:$NATS_PORT\""
@@ -128,6 +157,10 @@ start_plain_nats() { # NAME [websocket]: sets NATS_PORT NATS_URL NATS_PID (WS_PO
     if [ "${2:-}" = websocket ]; then
       WS_PORT=$(free_port)
       echo "websocket { listen: \"127.0.0.1:$WS_PORT\"; no_tls: true }"
+    elif [ "${2:-}" = websocket-tls ]; then
+      WS_PORT=$(free_port)
+      echo "websocket { listen: \"127.0.0.1:$WS_PORT\";" \
+           "tls { cert_file: \"$TLS/server.pem\"; key_file: \"$TLS/server.key\" } }"
     fi
   } >"$DIR/$1.conf"
   nats-server -c "$DIR/$1.conf" >"$DIR/$1.log" 2>&1 & pids+=($!); NATS_PID=$!
@@ -135,17 +168,30 @@ start_plain_nats() { # NAME [websocket]: sets NATS_PORT NATS_URL NATS_PID (WS_PO
   check_listener "$NATS_PORT" "$NATS_PID"
 }
 
-SERVER_PID=""; URL=""; PIDS=""; EDGE_CASE_ENV=""
-server_start() { # TARGET
+SERVER_PID=""; URL=""; PIDS=""; EDGE_CASE_ENV=""; TLS_ARGS=()
+server_start() { # TARGET [tls]: URL is wss:// with tls (TLS_ARGS: the CA to verify it with)
+  TLS_ARGS=()
   case $1 in
     sidecast)
+      local tls_env=""
+      if [ "${2:-}" = tls ]; then
+        local tport; tport=$(free_port)
+        tls_env="EDGE_TLS_LISTEN=127.0.0.1:$tport EDGE_TLS_CERT=$TLS/server.pem EDGE_TLS_KEY=$TLS/server.key"
+      fi
       # shellcheck disable=SC2086
       start_edge HISTORY_STORAGE=file EDGE_MAX_CONNECTIONS=20000 EDGE_PING_INTERVAL_MS=3600000 \
-        JWT_ISSUER=sidecast JWT_AUDIENCE=sidecast $EDGE_CASE_ENV
-      SERVER_PID=$EDGE_PID; URL=ws://127.0.0.1:$EDGE_PORT/ws; PIDS=$EDGE_PID,$NATS_PID ;;
+        JWT_ISSUER=sidecast JWT_AUDIENCE=sidecast $EDGE_CASE_ENV $tls_env
+      SERVER_PID=$EDGE_PID; URL=ws://127.0.0.1:$EDGE_PORT/ws; PIDS=$EDGE_PID,$NATS_PID
+      [ -z "$tls_env" ] || URL=wss://127.0.0.1:$tport/ws ;;
     nats)
-      start_plain_nats wsnats websocket
-      SERVER_PID=$NATS_PID; URL=ws://127.0.0.1:$WS_PORT/; PIDS=$NATS_PID ;;
+      if [ "${2:-}" = tls ]; then
+        start_plain_nats wsnats websocket-tls
+        URL=wss://127.0.0.1:$WS_PORT/
+      else
+        start_plain_nats wsnats websocket
+        URL=ws://127.0.0.1:$WS_PORT/
+      fi
+      SERVER_PID=$NATS_PID; PIDS=$NATS_PID ;;
     ws)
       local port; port=$(free_port)
       (ulimit -n 20000; exec env NODE_PATH="$PEERS/node_modules" node bench/peers/ws-broadcast.js \
@@ -155,6 +201,7 @@ server_start() { # TARGET
       grep -q '^listening' "$DIR/node.log" || { cat "$DIR/node.log" >&2; die "ws peer not ready"; }
       URL=ws://127.0.0.1:$port/; PIDS=$SERVER_PID,$NATS_PID ;;
   esac
+  [ "${2:-}" != tls ] || TLS_ARGS=(--cacert "$TLS/ca.pem")
 }
 server_stop() {
   stop_pid "$SERVER_PID"
@@ -192,35 +239,38 @@ procs_for() { # CONNS: client processes (at most 19,000 connections each, 2 from
   if [ "$1" -ge 10000 ]; then echo 2; else echo 1; fi
 }
 
-run_idle() { # TARGET RUN N1 N2 ...: one server, the connections opened in steps
-  local t=$1 r=$2 tag="$1-idle-r$2"; shift 2
-  local steps; steps=$(echo "$@" | tr ' ' ',')
-  server_start "$t"
+run_idle() { # TARGET RUN [tls] N1 N2 ...: one server, the connections opened in steps
+  local t=$1 r=$2 kind=idle tls=""; shift 2
+  if [ "$1" = tls ]; then kind=idle-tls; tls=tls; shift; fi
+  local tag="$t-$kind-r$r" steps; steps=$(echo "$@" | tr ' ' ',')
+  server_start "$t" $tls
   # shellcheck disable=SC2046
-  "$SC" bench idle --target "$t" --url "$URL" $(auth_args "$t" "$IDLE_TOKENS") --conns "$steps" \
+  "$SC" bench idle --target "$t" --url "$URL" "${TLS_ARGS[@]}" \
+    $(auth_args "$t" "$IDLE_TOKENS") --conns "$steps" \
     --procs "$(procs_for "${!#}")" --source "$SOURCES" --topic "$TOPIC" --seconds "$ISECS" \
     --setup-timeout 90 --pid "$PIDS" --fast-close --json >"$DIR/$tag.out" 2>"$DIR/$tag.err" \
     || true
   local line n
   while read -r line; do
     n=$(echo "$line" | sed -nE 's/.*"conns":([0-9]+).*/\1/p')
-    record "$t idle $n" "$r" "$DIR/$tag.out" "$line"
+    record "$t $kind $n" "$r" "$DIR/$tag.out" "$line"
   done < <(grep '"step":' "$DIR/$tag.out" || true)
   server_stop
 }
 
-run_fanout() { # TARGET RUN N RATE [deflate|delay-MS]
-  local t=$1 r=$2 n=$3 rate=$4 kind=fanout extra=""
+run_fanout() { # TARGET RUN N RATE [deflate|delay-MS|tls]
+  local t=$1 r=$2 n=$3 rate=$4 kind=fanout extra="" tls=""
   if [ "${5:-}" = deflate ]; then kind=fanout-deflate; extra=--deflate; fi
+  if [ "${5:-}" = tls ]; then kind=fanout-tls; tls=tls; fi
   case ${5:-} in delay-*) kind=fanout-$5; EDGE_CASE_ENV="EDGE_WRITE_DELAY_MS=${5#delay-}" ;; esac
   local tag="$1-$kind-$3-$4-r$2"
-  server_start "$t"
+  server_start "$t" $tls
   if [ "$t" = sidecast ]; then
     "$BUILD/tests/tools/busctl" "$NATS_URL" req "\$JS.API.STREAM.PURGE.SIDECAST" '{}' 5000 \
       >/dev/null 2>&1 || true
   fi
   # shellcheck disable=SC2046
-  "$SC" bench fanout --target "$t" --url "$URL" $(auth_args "$t" pool) --conns "$n" \
+  "$SC" bench fanout --target "$t" --url "$URL" "${TLS_ARGS[@]}" $(auth_args "$t" pool) --conns "$n" \
     --procs "$(procs_for "$n")" --source "$SOURCES" --topic "$TOPIC" --nats "$NATS_URL" \
     --rate "$rate" --seconds "$FSECS" --drain "$DRAIN" --setup-timeout 90 --pid "$PIDS" \
     --fast-close --json $extra \
@@ -233,20 +283,28 @@ run_fanout() { # TARGET RUN N RATE [deflate|delay-MS]
   EDGE_CASE_ENV=""
 }
 
-run_connect() { # TARGET RUN N TOKENS(distinct|one|-)
-  local t=$1 r=$2 n=$3 k=$4 tag="$1-connect-$3-$4-r$2"
-  server_start "$t"
+run_connect() { # TARGET RUN N TOKENS(distinct|one|-) [tls|tls-resumed]
+  local t=$1 r=$2 n=$3 k=$4 kind=connect tls="" extra=()
+  case ${5:-} in
+    tls) kind=connect-tls; tls=tls ;;
+    tls-resumed) kind=connect-tls-resumed; tls=tls; extra=(--resume) ;;
+  esac
+  local tag="$1-$kind-$3-$4-r$2"
+  server_start "$t" $tls
   # shellcheck disable=SC2046
-  "$SC" bench connect --target "$t" --url "$URL" $(auth_args "$t" "$k") --conns "$n" \
+  "$SC" bench connect --target "$t" --url "$URL" "${TLS_ARGS[@]}" "${extra[@]}" \
+    $(auth_args "$t" "$k") --conns "$n" \
     --procs "$(procs_for "$n")" --source "$SOURCES" --concurrency 512 --setup-timeout 90 \
     --pid "$PIDS" --fast-close --json --hist "$OUT/hist/$tag.txt" >"$DIR/$tag.out" \
     2>"$DIR/$tag.err" || true
-  record "$t connect $n $k" "$r" "$DIR/$tag.out"
+  record "$t $kind $n $k" "$r" "$DIR/$tag.out"
   server_stop
 }
 
 echo "bench: edge suite: targets [$TARGETS], idle [$IDLE_SIZES], fanout [$FANOUT_CASES]" \
-     "${FSECS}s, connect $CONNECT_CONNS (distinct tokens $CONNECT_DISTINCT), $RUNS run(s)" >&2
+     "${FSECS}s, connect $CONNECT_CONNS (distinct tokens $CONNECT_DISTINCT);" \
+     "TLS for [$TLS_TARGETS]: idle [$TLS_IDLE_SIZES], fanout [$TLS_FANOUT_CASES]," \
+     "connect $TLS_CONNECT_CONNS; $RUNS run(s)" >&2
 CUR_TARGET=""
 for run in $(seq 1 "$RUNS"); do
   for t in $TARGETS; do
@@ -269,6 +327,16 @@ for run in $(seq 1 "$RUNS"); do
       [ "$CONNECT_CONNS" = 0 ] || run_connect "$t" "$run" "$CONNECT_CONNS" one
     elif [ "$CONNECT_CONNS" != 0 ]; then
       run_connect "$t" "$run" "$CONNECT_CONNS" -
+    fi
+    if [[ " $TLS_TARGETS " == *" $t "* ]]; then # the same over wss://
+      # shellcheck disable=SC2086
+      [ -z "$TLS_IDLE_SIZES" ] || run_idle "$t" "$run" tls $TLS_IDLE_SIZES
+      for c in $TLS_FANOUT_CASES; do run_fanout "$t" "$run" "${c%%:*}" "${c##*:}" tls; done
+      if [ "$TLS_CONNECT_CONNS" != 0 ]; then
+        k=-; [ "$t" = sidecast ] && k=one
+        run_connect "$t" "$run" "$TLS_CONNECT_CONNS" "$k" tls
+        run_connect "$t" "$run" "$TLS_CONNECT_CONNS" "$k" tls-resumed
+      fi
     fi
     group_stop
   done

@@ -2,19 +2,24 @@
 """bench/report.py - renders docs/BENCHMARKS.md and docs/img/*.png from one `make bench` run.
 
   python3 bench/report.py OUT [--template bench/BENCHMARKS.md.in] [--page docs/BENCHMARKS.md]
-                              [--img docs/img]
+                              [--img docs/img] [--tls-only]
 
 OUT is bench/run.sh's output directory: results.jsonl (one line per case and run, written by
 bench/edge.sh from `sidecast bench --json`), hist/ (latency histograms), gateway.md (the
 gateway table), machine.txt (facts about the machine). Every figure is the median of the runs
 of its case. The template holds the hand-written prose; @@NAME@@ markers are replaced by the
 tables generated here. Plots are drawn with gnuplot (skipped, with a note, if it is missing).
+--tls-only renders only the template's TLS section (between the tls:begin and tls:end
+comments) from OUT and puts it into the existing page in place of its TLS section (or before
+"## Gateway route overhead"), leaving every other table as it was: for a run of the TLS cases
+alone (with the plain cases they are compared with). The section says which run it is from.
 Python 3 standard library only.
 """
 import argparse
 import collections
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -232,6 +237,154 @@ def connect_table(runs):
     return "\n".join(lines), res
 
 
+def tls_connect_table(runs):
+    """Handshakes/s over wss://, full and resumed, beside the same server's plain handshakes
+    (the edge: one shared, cached token, so the token costs what it costs once cached)."""
+    lines = ["| server | handshake | connections | resumed | handshakes/s (wall) | per server CPU "
+             "second | vs plain (per CPU s) | handshake p50 / p99 ms | all ready |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    per = {}
+    for t in ("sidecast", "nats"):
+        tok = "one" if t == "sidecast" else "-"
+        for mode, label in (("connect", "plain (ws://)"), ("connect-tls", "TLS, full"),
+                            ("connect-tls-resumed", "TLS, resumed")):
+            cases = [c for c in runs if c.split()[0] == t and c.split()[1] == mode
+                     and c.split()[3] == tok]
+            if not cases:
+                continue
+            rows = runs[cases[0]]
+            n = int(cases[0].split()[2])
+            hpc = med(rows, "handshakes_per_cpu_s")
+            per[(t, mode)] = hpc
+            base = per.get((t, "connect"))
+            res = "–" if mode == "connect" else "%s of %s" % (
+                fmt(med(rows, "tls_resumed")), fmt(n))
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s / %s | %s |" % (
+                NAMES[t], label, fmt(n), res, fmt(med(rows, "handshakes_per_s")), fmt(hpc),
+                "1.00" if mode == "connect" else fr(ratio(hpc, base)),
+                fmt(med(rows, "lat_p50_ms"), "{:.1f}"), fmt(med(rows, "lat_p99_ms"), "{:.1f}"),
+                "yes" if all(r["ready"] == r["conns"] for r in rows) else "no"))
+    return "\n".join(lines), per
+
+
+def tls_fanout_table(runs):
+    """CPU per delivery over wss:// beside ws:// (same run), the edge beside nats-server."""
+    lines = ["| subscribers × msg/s | server | transport | deliveries/s | server CPU µs/delivery | "
+             "TLS / plain | Sidecast / nats-server | loss | p50 / p99 ms | every event, in order |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(int(c.split()[2]), int(c.split()[3])) for c in runs
+                   if c.split()[1] == "fanout-tls"})
+    out = {}
+    for n, rate in keys:
+        us = {}
+        for kind in ("fanout", "fanout-tls"):
+            for t in ("sidecast", "nats"):
+                rows = runs.get("%s %s %d %d" % (t, kind, n, rate), [])
+                us[(t, kind)] = med(rows, "cpu_us_per_delivery") if rows else None
+        out[(n, rate)] = us
+        for t in ("sidecast", "nats"):
+            for kind, label in (("fanout", "ws://"), ("fanout-tls", "wss://")):
+                rows = runs.get("%s %s %d %d" % (t, kind, n, rate), [])
+                if not rows:
+                    continue
+                vs_nats = (fr(ratio(us[(t, kind)], us[("nats", kind)])) if t == "sidecast"
+                           else "1.00")
+                lines.append("| %s × %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s |" % (
+                    fmt(n), fmt(rate), NAMES[t], label, fmt(med(rows, "deliveries_per_s")),
+                    fmt(us[(t, kind)], "{:.2f}"),
+                    "1.00" if kind == "fanout" else fr(ratio(us[(t, kind)], us[(t, "fanout")])),
+                    vs_nats, fmt(med(rows, "loss")), fmt(med(rows, "lat_p50_ms"), "{:.2f}"),
+                    fmt(med(rows, "lat_p99_ms"), "{:.2f}"),
+                    "yes" if all(r.get("complete") for r in rows) else "no"))
+    return ("\n".join(lines) if keys else "(no wss:// fan-out case in this run)"), out
+
+
+def tls_idle_table(runs):
+    """RSS per idle connection over wss:// beside ws:// (same run, same sizes)."""
+    sizes = sorted({int(c.split()[2]) for c in runs if c.split()[1] == "idle-tls"})
+    lines = ["| connections | Sidecast edge ws:// B/conn | wss:// B/conn | TLS / plain | "
+             "nats-server ws:// B/conn | wss:// B/conn | TLS / plain | all ready |",
+             "|---|---|---|---|---|---|---|---|"]
+    out = []
+    for n in sizes:
+        v, ok = {}, True
+        for t in ("sidecast", "nats"):
+            for kind in ("idle", "idle-tls"):
+                rows = runs.get("%s %s %d" % (t, kind, n), [])
+                v[(t, kind)] = med(rows, "rss_per_conn_b")
+                if kind == "idle-tls" or rows:
+                    ok = ok and bool(rows) and all(r["ready"] == r["conns"] for r in rows)
+        e = ratio(v[("sidecast", "idle-tls")], v[("sidecast", "idle")])
+        out.append((n, v[("sidecast", "idle")], v[("sidecast", "idle-tls")], e))
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            fmt(n), fmt(v[("sidecast", "idle")]), fmt(v[("sidecast", "idle-tls")]), fr(e),
+            fmt(v[("nats", "idle")]), fmt(v[("nats", "idle-tls")]),
+            fr(ratio(v[("nats", "idle-tls")], v[("nats", "idle")])), "yes" if ok else "no"))
+    return ("\n".join(lines) if sizes else "(no wss:// idle case in this run)"), out
+
+
+def ktls_note(out):
+    """What the run found about kTLS (bench/edge.sh writes tls.txt)."""
+    fn = os.path.join(out, "tls.txt")
+    txt = open(fn).read() if os.path.exists(fn) else ""
+    m = re.search(r'ULPs are "([^"]*)"', txt)
+    if not m:
+        return "(the run did not record the kernel's TCP ULPs)"
+    ulps = m.group(1).split()
+    if "tls" in ulps:
+        return ("this kernel offers the `tls` ULP (`/proc/sys/net/ipv4/tcp_available_ulp`: %s): "
+                "the edge may have used kTLS in this run." % " ".join(ulps))
+    return ("this machine's kernel offers no `tls` ULP (`/proc/sys/net/ipv4/tcp_available_ulp`: "
+            "%s), so OpenSSL cannot hand the records to the kernel and there is **no \"with kTLS\" "
+            "figure**: every wss:// figure above is user-space TLS. Measuring kTLS needs a kernel "
+            "with `CONFIG_TLS` (the `tls` module loaded)." % (" ".join(ulps) or "empty"))
+
+
+def render_tls(out, runs, separate):
+    conn_md, conn = tls_connect_table(runs)
+    fan_md, fan = tls_fanout_table(runs)
+    idle_md, idle = tls_idle_table(runs)
+    goals = ["| goal | measured (median) | met |", "|---|---|---|"]
+    if idle:
+        n, plain, tls, r = idle[-1]
+        goals.append("| memory per idle TLS connection ≤ 2 × plain (edge) | %s B against %s B at "
+                     "%s connections: %s × (%s) | %s |" % (
+                         fmt(tls), fmt(plain), fmt(n), fr(r),
+                         ", ".join("%s: %s ×" % (fmt(k), fr(x)) for k, _, _, x in idle),
+                         "yes" if r is not None and r <= 2 else "no"))
+    for (n, rate), us in sorted(fan.items()):
+        goals.append("| (measured, no goal set) CPU per delivery over wss://, %s × %s msg/s | "
+                     "edge %s × its ws:// figure; %s × nats-server's wss:// | – |" % (
+                         fmt(n), fmt(rate),
+                         fr(ratio(us[("sidecast", "fanout-tls")], us[("sidecast", "fanout")])),
+                         fr(ratio(us[("sidecast", "fanout-tls")], us[("nats", "fanout-tls")]))))
+    for mode, label in (("connect-tls", "full"), ("connect-tls-resumed", "resumed")):
+        e, na = conn.get(("sidecast", mode)), conn.get(("nats", mode))
+        if e is not None:
+            goals.append("| (measured, no goal set) TLS handshakes (%s) per edge CPU second | %s; "
+                         "nats-server %s; edge / nats-server %s | – |" % (
+                             label, fmt(e), fmt(na), fr(ratio(e, na))))
+
+    def read(name):
+        fn = os.path.join(out, name)
+        return open(fn).read().strip() if os.path.exists(fn) else ""
+
+    facts = read("tls.txt")
+    if separate:
+        run = ("These figures are from a separate run of the TLS cases and the plain cases they "
+               "are compared with (`bench/run.sh` with the variables below), not from the run "
+               "described at the top of this page; every ratio in this section is within that "
+               "one run:\n\n" + read("machine.txt") + ("\n" + facts if facts else "")
+               + ("\n- Cases: `" + read("cases.txt") + "`" if read("cases.txt") else ""))
+    else:
+        run = "Same run as the rest of this page.\n\n" + facts
+    return {"TLS_RUN": run, "TLS_GOALS": "\n".join(goals), "TLS_CONNECT": conn_md,
+            "TLS_FANOUT": fan_md, "TLS_IDLE": idle_md, "KTLS": ktls_note(out)}
+
+
+TLS_BEGIN, TLS_END = "<!-- tls:begin -->", "<!-- tls:end -->"
+
+
 def load_hist(path):
     pts = []
     with open(path) as f:
@@ -351,7 +504,11 @@ def main():
     ap.add_argument("--img", default="docs/img")
     ap.add_argument("--low", default="1000:10,1000:20,1000:100,10000:10,5000:20",
                     help="fan-out cases (subs:rate) counted as the low rate")
+    ap.add_argument("--tls-only", action="store_true",
+                    help="render only the TLS section, into the existing page")
     a = ap.parse_args()
+    if a.tls_only:
+        return tls_only(a)
     for c in a.low.split(","):
         n, r = c.split(":")
         LOW.add((int(n), int(r)))
@@ -420,11 +577,36 @@ def main():
         "LATCASE": "%s subscribers × %s msg/s" % (fmt(lat_case[0]), fmt(lat_case[1])),
         "PLOTS": "" if drew else "(gnuplot was missing when this page was generated: no plots)",
     }
+    rep.update(render_tls(a.out, runs, False))
     for k, v in rep.items():
         page = page.replace("@@%s@@" % k, v)
     with open(a.page, "w") as f:
         f.write(page)
     print("report: wrote %s%s" % (a.page, " and plots in " + a.img if drew else ""))
+
+
+def tls_only(a):
+    with open(a.template) as f:
+        tmpl = f.read()
+    i, j = tmpl.find(TLS_BEGIN), tmpl.find(TLS_END)
+    if i < 0 or j < i:
+        sys.exit("report: %s has no TLS section" % a.template)
+    section = tmpl[i:j + len(TLS_END)]
+    for k, v in render_tls(a.out, load(a.out), True).items():
+        section = section.replace("@@%s@@" % k, v)
+    with open(a.page) as f:
+        page = f.read()
+    i, j = page.find(TLS_BEGIN), page.find(TLS_END)
+    if i >= 0 and j > i:
+        page = page[:i] + section + page[j + len(TLS_END):]
+    else:
+        at = page.find("## Gateway route overhead")
+        if at < 0:
+            sys.exit("report: no TLS section and no \"## Gateway route overhead\" in " + a.page)
+        page = page[:at] + section + "\n\n" + page[at:]
+    with open(a.page, "w") as f:
+        f.write(page)
+    print("report: wrote the TLS section of %s" % a.page)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@
 #   make bench                    RUNS=3 (medians of 3), about 15-20 minutes on 2 cores
 #   RUNS=1 BENCH_QUICK=1 make bench   smaller cases, a few minutes (development)
 #   BENCH_PAGE=/tmp/B.md BENCH_IMG=/tmp/img   render somewhere else than docs/
+#   BENCH_GATEWAY=0               skip the gateway step (bench/edge.sh's variables choose
+#                                 the edge cases: e.g. only the TLS ones and their plain
+#                                 counterparts)
+#   BENCH_TLS_ONLY=1              render only the page's TLS section from this run, into the
+#                                 existing page (report.py --tls-only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export BUILD=${BUILD:-build}
@@ -32,9 +37,14 @@ t0=$(date +%s)
   echo "- Machine load at the start (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$BENCH_OUT/machine.txt"
 
-echo "bench: gateway route overhead" >&2
-GSECS=${BENCH_SECONDS:-$([ "$QUICK" = 1 ] && echo 3 || echo 4)}
-BENCH_SECONDS=$GSECS timeout 900 bash bench/gateway.sh | tee "$BENCH_OUT/gateway.md"
+if [ "${BENCH_GATEWAY:-1}" != 0 ]; then
+  echo "bench: gateway route overhead" >&2
+  GSECS=${BENCH_SECONDS:-$([ "$QUICK" = 1 ] && echo 3 || echo 4)}
+  BENCH_SECONDS=$GSECS timeout 900 bash bench/gateway.sh | tee "$BENCH_OUT/gateway.md"
+fi
+# the case variables this run was given (the page quotes them for a partial run)
+env | grep -E '^(BENCH_(TARGETS|QUICK|GATEWAY)|RUNS|IDLE_SIZES|FANOUT_CASES|DEFLATE_CASES|DELAY_CASES|CONNECT_(CONNS|DISTINCT)|TLS_(TARGETS|IDLE_SIZES|FANOUT_CASES|CONNECT_CONNS))=' |
+  sort | tr '\n' ' ' | sed 's/ $//' >"$BENCH_OUT/cases.txt" || true
 
 echo "bench: edge suite" >&2
 timeout 2400 bash bench/edge.sh
@@ -44,6 +54,7 @@ echo "- Machine load at the end (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg);"
 if [ -f "$BENCH_OUT/peers-versions.txt" ]; then
   cat "$BENCH_OUT/peers-versions.txt" >>"$BENCH_OUT/machine.txt"
 fi
+tls_only=(); [ "${BENCH_TLS_ONLY:-0}" = 1 ] && tls_only=(--tls-only)
 python3 bench/report.py "$BENCH_OUT" --page "${BENCH_PAGE:-docs/BENCHMARKS.md}" \
-  --img "${BENCH_IMG:-docs/img}"
+  --img "${BENCH_IMG:-docs/img}" "${tls_only[@]}"
 echo "bench: done in $(( $(date +%s) - t0 )) s; raw results in $BENCH_OUT" >&2

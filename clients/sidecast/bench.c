@@ -75,7 +75,11 @@ static const char usage_bench[] =
     "Load generator for the edge and its peers (docs/BENCHMARKS.md). Loopback only.\n"
     "  --target sidecast|nats|ws  server kind (default sidecast): the edge (sidecast.v1),\n"
     "                        nats-server's WebSocket listener, bench/peers/ws-broadcast.js\n"
-    "  --url ws://127.0.0.1:PORT/PATH\n"
+    "  --url ws://127.0.0.1:PORT/PATH | wss://127.0.0.1:PORT/PATH\n"
+    "  --cacert FILE         wss://: the CA (PEM) the server's certificate must chain to; its\n"
+    "                        subjectAltName must name the URL's address (always checked)\n"
+    "  --resume              wss://: each thread's first connection alone, then its TLS\n"
+    "                        session offered on every other (resumed handshakes)\n"
     "  --token T | --tokens FILE  access token(s), used round robin (sidecast)\n"
     "  --conns N --procs P --threads T   N connections from P processes of T threads each\n"
     "                        (idle: --conns N1,N2,... opens them in steps, a line each)\n"
@@ -119,8 +123,9 @@ static int parse_source(bench_opts *o, const char *s)
 
 static int parse_url(bench_opts *o, const char *url)
 {
-    if (strncmp(url, "ws://", 5) != 0) return -1;
-    const char *h = url + 5, *colon = strchr(h, ':');
+    o->tls = strncmp(url, "wss://", 6) == 0;
+    if (!o->tls && strncmp(url, "ws://", 5) != 0) return -1;
+    const char *h = url + (o->tls ? 6 : 5), *colon = strchr(h, ':');
     if (!colon || (size_t)(colon - h) >= sizeof o->host) return -1;
     memcpy(o->host, h, (size_t)(colon - h));
     o->host[colon - h] = '\0';
@@ -337,6 +342,7 @@ static int parse_args(int argc, char **argv, bench_opts *o, bench_args *a)
         {"drain", required_argument, NULL, 'd'},   {"setup-timeout", required_argument, NULL, 'o'},
         {"prefix", required_argument, NULL, 'x'},  {"quiet", no_argument, NULL, 'q'},
         {"fast-close", no_argument, NULL, 'F'},    {"deflate", no_argument, NULL, 'Z'},
+        {"cacert", required_argument, NULL, 'C'},  {"resume", no_argument, NULL, 'R'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     int opt;
     optind = 1;
@@ -377,6 +383,8 @@ static int parse_args(int argc, char **argv, bench_opts *o, bench_args *a)
         case 'q': o->quiet = true; break;
         case 'F': o->fast_close = true; break;
         case 'Z': o->deflate = true; break;
+        case 'C': o->cacert = optarg; break;
+        case 'R': o->resume = true; break;
         case 'h': fputs(usage_bench, stdout); return 0;
         default: fputs(usage_bench, stderr); return 2;
         }
@@ -433,7 +441,12 @@ static int check_run(bench_opts *o, const char *mode, const bench_args *a)
     else
         return fputs("bench: --target sidecast|nats|ws\n", stderr), 2;
     if (!a->url || parse_url(o, a->url) != 0) {
-        fprintf(stderr, "bench: --url must be ws://<loopback address>:PORT[/PATH]\n");
+        fprintf(stderr, "bench: --url must be ws:// or wss://<loopback address>:PORT[/PATH]\n");
+        return 2;
+    }
+    if (o->tls != (o->cacert != NULL) || (o->resume && !o->tls)) {
+        fprintf(stderr, "bench: wss:// needs --cacert FILE (verification cannot be turned off);"
+                        " --cacert and --resume are for wss:// only\n");
         return 2;
     }
     if (o->procs < 1 || o->procs > MAX_PROCS || o->threads < 1 || o->threads > MAX_THREADS ||

@@ -6,7 +6,9 @@
  * The hot path, per read: one read into the thread's buffer (after the carried-over bytes of
  * an unfinished frame), frames decoded in place by the ws library's ws_frame_decode, each
  * event's t and i found by memmem (no JSON parse), counts kept per thread and per connection.
- * Nothing is allocated per event. */
+ * Nothing is allocated per event. wss:// (bench_tls.c) adds a TLS handshake state and passes
+ * the bytes read and written through the connection's SSL; a plain connection (c->ssl NULL)
+ * takes the same path as before, one pointer test apart. */
 #include "bench_int.h"
 
 #include <errno.h>
@@ -94,6 +96,7 @@ static void settle(worker *w, conn *c, bool ok)
         int64_t t = now_ns();
         if (t > w->t_last_ready) w->t_last_ready = t;
         atomic_fetch_add(&w->ready, 1);
+        if (c->ssl) bench_tls_ready(w, c);
         if (w->p->o.mode == M_CONNECT && c->t_open) { /* handshake latency */
             w->hist[hist_bucket(t - c->t_open)]++;
             w->lat_n++;
@@ -101,10 +104,12 @@ static void settle(worker *w, conn *c, bool ok)
         }
     }
     atomic_fetch_add(&w->p->settled, 1);
+    if (w->p->o.resume && !w->sess) w->resume_off = true; /* nothing to wait for any more */
 }
 
 static void conn_close_fd(worker *w, conn *c)
 {
+    if (c->ssl) bench_tls_free(c);
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
     c->state = C_DONE;
@@ -133,6 +138,11 @@ void bench_conn_fail(worker *w, conn *c, const char *why)
 
 static int send_raw(worker *w, conn *c, const uint8_t *buf, size_t n)
 {
+    if (c->ssl) {
+        if (bench_tls_write(c, buf, n) == 0) return 0;
+        w->send_errors++;
+        return -1;
+    }
     ssize_t r = write(c->fd, buf, n);
     if (r != (ssize_t)n) { /* tiny frames on a drained socket: a short write is a failure */
         w->send_errors++;
@@ -389,6 +399,26 @@ static ssize_t read_stamped(worker *w, int fd, uint8_t *buf, size_t n)
     return r;
 }
 
+static void send_upgrade(worker *w, conn *c);
+
+/* wss://: reads ciphertext into w->cbuf and passes it through c's SSL: the plaintext it gave
+ * into out (0: none yet, or the handshake is still going; c->state moves on from C_TLS when
+ * it is done), or what read() gives for the end of the stream (0) and errors (-1, errno),
+ * or -2 when c was failed here. */
+static ssize_t tls_read(worker *w, conn *c, uint8_t *out)
+{
+    ssize_t r = read_stamped(w, c->fd, w->cbuf, TLS_READ_MAX);
+    if (r <= 0) return r;
+    char why[160] = "";
+    long n = bench_tls_input(w, c, w->cbuf, (size_t)r, out, RBUF_SIZE, why, sizeof why);
+    if (n < 0) {
+        bench_conn_fail(w, c, n == BT_CLOSED ? "end of stream (close_notify)" : why);
+        return -2;
+    }
+    if (c->state == C_TLS && c->tls_up) send_upgrade(w, c);
+    return n == 0 ? -3 : (ssize_t)n;
+}
+
 static void on_readable(worker *w, conn *c)
 {
     const bench_opts *o = &w->p->o;
@@ -396,7 +426,11 @@ static void on_readable(worker *w, conn *c)
     size_t have = c->plen;
     if (have) memcpy(buf, c->part, have);
     c->plen = 0;
-    ssize_t r = read_stamped(w, c->fd, buf + have, RBUF_SIZE);
+    ssize_t r = c->ssl ? tls_read(w, c, buf + have) : read_stamped(w, c->fd, buf + have, RBUF_SIZE);
+    if (r < -1) { /* TLS: failed (-2), or nothing to read yet (-3) */
+        if (r == -3) c->plen = (uint32_t)have;
+        return;
+    }
     if (r == 0) {
         bench_conn_fail(w, c, "end of stream");
         return;
@@ -437,15 +471,10 @@ static void on_readable(worker *w, conn *c)
         bench_conn_fail(w, c, "frame too big");
 }
 
-static void on_writable(worker *w, conn *c)
+/* Sends c's upgrade request (after the TCP connect, or over TLS after its handshake). */
+static void send_upgrade(worker *w, conn *c)
 {
     const bench_opts *o = &w->p->o;
-    int err = 0;
-    socklen_t el = sizeof err;
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) {
-        bench_conn_fail(w, c, err ? strerror(err) : "connect failed");
-        return;
-    }
     char req[TOKEN_MAX + 512];
     const char *tok = o->ntokens ? o->tokens[c->gindex % o->ntokens] : NULL;
     int n = snprintf(req, sizeof req,
@@ -462,12 +491,29 @@ static void on_writable(worker *w, conn *c)
         bench_conn_fail(w, c, "upgrade request not sent");
         return;
     }
+    c->state = C_UPGRADE;
+}
+
+static void on_writable(worker *w, conn *c)
+{
+    int err = 0;
+    socklen_t el = sizeof err;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) {
+        bench_conn_fail(w, c, err ? strerror(err) : "connect failed");
+        return;
+    }
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     if (epoll_ctl(w->epfd, EPOLL_CTL_MOD, c->fd, &ev) != 0) {
         bench_conn_fail(w, c, "epoll_ctl");
         return;
     }
-    c->state = C_UPGRADE;
+    if (!w->p->tls) {
+        send_upgrade(w, c);
+        return;
+    }
+    char why[160] = "";
+    c->state = C_TLS;
+    if (bench_tls_start(w, c, why, sizeof why) != 0) bench_conn_fail(w, c, why);
 }
 
 static void conn_open(worker *w, conn *c)
@@ -528,8 +574,13 @@ static void *worker_run(void *arg)
         int ph = atomic_load(&w->p->phase);
         if (ph == PH_STOP) break;
         if (ph == PH_SETUP) {
-            while (w->next < atomic_load(&w->limit) && w->inflight < w->max_inflight)
+            /* --resume: the first connection alone, until its session is known */
+            bool first_alone = w->p->o.resume && !w->sess && !w->resume_off;
+            int limit = first_alone && w->next > 0 ? w->next : atomic_load(&w->limit);
+            while (w->next < limit && w->inflight < w->max_inflight) {
                 conn_open(w, &w->conns[w->next++]);
+                if (first_alone) break;
+            }
         }
         if (ph == PH_CLOSE && !w->close_started) start_close(w);
         if (w->close_started && w->open_after_close <= 0 && !w->closed_reported) {
@@ -550,10 +601,12 @@ static void *worker_run(void *arg)
     for (int i = 0; i < w->n; i++) {
         conn *c = &w->conns[i];
         if (c->state != C_DONE && c->state != C_IDLE) conn_close_fd(w, c);
+        if (c->ssl) bench_tls_free(c);
         free(c->part);
         free(c->nbuf);
         c->part = c->nbuf = NULL;
     }
+    bench_tls_worker_free(w);
     return NULL;
 }
 
@@ -609,6 +662,8 @@ static void child_counts(bench_proc *pr, crec *r, bool final)
         r->send_errors += w->send_errors;
         r->pings += w->pings;
         r->compressed += w->compressed;
+        r->tls_full += w->tls_full;
+        r->tls_resumed += w->tls_resumed;
         r->lat_n += w->lat_n;
         r->lat_kn += w->lat_kn;
         if (w->lat_max > r->lat_max) r->lat_max = w->lat_max;
@@ -660,6 +715,7 @@ static int child_init(bench_proc *pr, long first, long n)
 {
     const bench_opts *o = &pr->o;
     build_frames(o, &pr->fr);
+    if (o->tls && !(pr->tls = bench_tls_ctx(o))) return -1;
     pr->n = n;
     pr->nthreads = (int)(o->threads < n ? o->threads : n);
     pr->conns = calloc((size_t)n, sizeof *pr->conns);
@@ -685,6 +741,7 @@ static int child_init(bench_proc *pr, long first, long n)
         w->nscratch = malloc(NATS_PART_MAX + PART_MAX + 64);
         w->hist = calloc(HIST_ALL, sizeof *w->hist);
         w->real_off = realtime_offset();
+        if (o->tls && !(w->cbuf = malloc(TLS_READ_MAX))) return -1;
         if (w->epfd < 0 || !w->rbuf || !w->hist || !w->nscratch) return -1;
     }
     pr->hard_deadline =
@@ -783,5 +840,6 @@ int bench_child_main(const bench_opts *o, int index, long first, long n, int cmd
     atomic_store(&pr->phase, PH_STOP);
     for (int i = 0; i < pr->started; i++) pthread_join(pr->ws[i].th, NULL);
     if (child_report(pr, out_fd) != 0) rc = 1;
+    bench_tls_ctx_free(pr->tls);
     return rc;
 }

@@ -1,8 +1,9 @@
 /* bench_int.h - what the files of `sidecast bench` share, and only they: bench.c (the command
  * line and its options), bench_child.c (a client process and its worker threads),
- * bench_nats.c (the NATS protocol spoken to nats-server's WebSocket listener), bench_pub.c
- * (the NATS publisher) and bench_parent.c (the parent: children, phases, result). The public
- * interface is bench.h.
+ * bench_nats.c (the NATS protocol spoken to nats-server's WebSocket listener), bench_tls.c
+ * (wss://: the client side of TLS over the same non-blocking sockets), bench_pub.c (the NATS
+ * publisher) and bench_parent.c (the parent: children, phases, result). The public interface
+ * is bench.h.
  *
  * The options are filled once by bench.c and passed down as a const bench_opts *; after the
  * fork each child keeps its own copy in its bench_proc, which its worker threads read and
@@ -24,6 +25,11 @@
 
 #include "bus.h"
 
+/* OpenSSL's types, as <openssl/ssl.h> names them (only bench_tls.c includes it). */
+typedef struct ssl_st SSL;
+typedef struct ssl_ctx_st SSL_CTX;
+typedef struct ssl_session_st SSL_SESSION;
+
 #define MAX_CONNS_PROC 19000 /* per process: the open-file limit is 20,000 */
 #define MAX_CONNS 200000
 #define MAX_PROCS 32
@@ -32,8 +38,11 @@
 #define MAX_SOURCES 64
 #define MAX_PIDS 16
 #define MAX_STEPS 16
-#define RBUF_SIZE (64 * 1024)  /* one read buffer per thread, reused by every connection */
-#define PART_MAX (1024 * 1024) /* largest server frame (nats-server coalesces MSGs) */
+#define RBUF_SIZE (64 * 1024) /* one read buffer per thread, reused by every connection */
+/* wss://: ciphertext read per call, so that it and the unfinished record left from the last
+ * read (at most 16 KiB + 256 + 5) decrypt to no more than RBUF_SIZE */
+#define TLS_READ_MAX (RBUF_SIZE - 17 * 1024)
+#define PART_MAX (1024 * 1024)            /* largest server frame (nats-server coalesces MSGs) */
 #define FRAME_PAYLOAD_MAX (PART_MAX - 16) /* largest server frame payload accepted */
 #define NATS_PART_MAX (72 * 1024)         /* an unfinished NATS message (max_payload 64 KiB) */
 #define HEAD_MAX 4096
@@ -102,6 +111,8 @@ typedef struct bench_opts {
     struct in_addr sources[MAX_SOURCES];
     int nsources;
     bool json, quiet, fast_close, deflate;
+    bool tls, resume;   /* wss:// URL; --resume: reuse a TLS session (see bench_tls.c) */
+    const char *cacert; /* --cacert FILE (argv): the CA wss:// servers are verified with */
     const char *hist_file;
     long steps[MAX_STEPS]; /* idle: connection counts to stop at, ascending; the last is conns */
     int nsteps;
@@ -119,7 +130,8 @@ typedef struct crec { /* child -> parent */
     uint64_t lat_n, min_ev, max_ev, deflate_conns, compressed;
     int64_t lat_max, t_first_open, t_last_ready, t_first_event, t_last_event;
     double cpu_s;
-    uint64_t lat_kn; /* samples in the socket-receipt histogram */
+    uint64_t lat_kn;                /* samples in the socket-receipt histogram */
+    uint64_t tls_full, tls_resumed; /* wss://: ready connections by handshake kind */
 } crec;
 enum { R_PROGRESS = 1, R_READY = 2, R_FINAL = 3 };
 
@@ -133,6 +145,7 @@ int bench_child_main(const bench_opts *o, int index, long first, long n, int cmd
 enum cstate {
     C_IDLE,
     C_CONNECTING,
+    C_TLS, /* wss://: TLS handshake under way */
     C_UPGRADE,
     C_WELCOME,     /* sidecast, ws: waiting for "welcome"; nats: for INFO */
     C_SUBSCRIBING, /* waiting for "subscribed" (nats: the PONG after SUB) */
@@ -145,6 +158,7 @@ typedef struct conn {
     int fd;
     uint8_t state, topic;
     bool settled, failed, lost, clean, deflate; /* deflate: permessage-deflate agreed */
+    bool tls_up;                                /* wss://: handshake done */
     uint32_t plen, pcap, nlen, ncap;
     uint8_t *part; /* carried-over bytes of an unfinished frame or head */
     uint8_t *nbuf; /* nats: carried-over bytes of an unfinished protocol line or message */
@@ -152,6 +166,7 @@ typedef struct conn {
     uint64_t last_i, last_seq;
     long gindex; /* global connection number: token and source address */
     int64_t t_open;
+    SSL *ssl; /* wss:// only (NULL: plain), with memory BIOs (bench_tls.c) */
 } conn;
 
 enum phase { PH_WAIT, PH_SETUP, PH_MEASURE, PH_CLOSE, PH_STOP };
@@ -172,7 +187,8 @@ struct worker;
 typedef struct bench_proc {
     bench_opts o;
     bench_frames fr;
-    conn *conns; /* n, split among the threads */
+    conn *conns;  /* n, split among the threads */
+    SSL_CTX *tls; /* wss://: the process's client context (bench_tls_ctx), else NULL */
     long n;
     struct worker *ws; /* nthreads, started of them running */
     int nthreads, started;
@@ -190,6 +206,10 @@ typedef struct worker {
     bool close_started, closed_reported;
     int open_after_close;
     uint8_t *rbuf, *nscratch;
+    uint8_t *cbuf;     /* wss://: TLS_READ_MAX bytes of ciphertext read */
+    SSL_SESSION *sess; /* --resume: the session of this thread's first connection */
+    bool resume_off;   /* --resume: the first connection gave no session to reuse */
+    uint64_t tls_full, tls_resumed;
     uint32_t rng;
     uint64_t *hist; /* HIST_ALL */
     uint64_t lat_kn;
@@ -254,6 +274,37 @@ void bench_nats_payload(worker *w, conn *c, const uint8_t *p, size_t n, int64_t 
 /* The text of the subscribe frame for topic (CONNECT, SUB prefix+topic, PING) into out:
  * snprintf's result. */
 int bench_nats_subscribe_text(char *out, size_t cap, const char *prefix, const char *topic);
+
+/* ---- wss:// (bench_tls.c) ------------------------------------------------------------------- */
+
+/* Return codes of bench_tls_input besides a plaintext length. */
+enum { BT_FAIL = -1, BT_CLOSED = -2 };
+
+/* The client context of a wss:// run: TLS 1.2 or 1.3, ALPN http/1.1, the server's chain
+ * verified against o->cacert and its certificate checked for o->host (an IP address: its
+ * subjectAltName). There is no way to turn verification off. NULL, and why on stderr. */
+SSL_CTX *bench_tls_ctx(const bench_opts *o);
+/* After c's TCP connect: an SSL for c (memory BIOs, w->sess offered when --resume has one),
+ * its ClientHello written to c->fd. 0, or BT_FAIL with why. */
+int bench_tls_start(worker *w, conn *c, char *why, size_t whylen);
+/* Ciphertext in[0, n) read from c->fd: the handshake moved on (c->tls_up once it is done)
+ * and whatever it completes decrypted into out (at most cap bytes; cap must hold all of it:
+ * n + one unfinished record, see TLS_READ_MAX). Returns the plaintext length (>= 0),
+ * BT_CLOSED (the server's close_notify) or BT_FAIL with why. Anything TLS itself has to
+ * send is written to c->fd on the way. */
+long bench_tls_input(worker *w, conn *c, const uint8_t *in, size_t n, uint8_t *out, size_t cap,
+                     char *why, size_t whylen);
+/* Encrypts p[0, n) and writes the records to c->fd whole: 0, or -1. */
+int bench_tls_write(conn *c, const void *p, size_t n);
+/* c became ready over TLS: counts a full or resumed handshake; with --resume and no session
+ * yet, keeps c's (a TLS 1.3 ticket, read by now) in w->sess. */
+void bench_tls_ready(worker *w, conn *c);
+/* Frees c's SSL (no close_notify: the socket is closed with close(2)). NULL ssl ok. */
+void bench_tls_free(conn *c);
+/* Frees what a worker thread kept for TLS (its session, its ciphertext buffer). */
+void bench_tls_worker_free(worker *w);
+/* NULL ok. */
+void bench_tls_ctx_free(SSL_CTX *ctx);
 
 /* ---- the publisher (bench_pub.c) ------------------------------------------------------------ */
 

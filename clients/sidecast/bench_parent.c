@@ -387,6 +387,8 @@ static void aggregate(const parent *pa, int64_t t_window0, int64_t t_window1, re
         a->pings += f->pings;
         a->deflate_conns += f->deflate_conns;
         a->compressed += f->compressed;
+        a->tls_full += f->tls_full;
+        a->tls_resumed += f->tls_resumed;
         a->lat_n += f->lat_n;
         a->lat_kn += f->lat_kn;
         if (f->ready && f->min_ev < a->min_ev) a->min_ev = f->min_ev;
@@ -456,6 +458,8 @@ static void print_json(const parent *pa, const result *r)
            a->other, a->error_frames, a->bad_frames, a->send_errors, a->pings, r->client_cpu);
     printf(",\"deflate\":%s,\"deflate_conns\":%" PRIu64 ",\"compressed_frames\":%" PRIu64,
            o->deflate ? "true" : "false", a->deflate_conns, a->compressed);
+    printf(",\"tls\":%s,\"resume\":%s,\"tls_full\":%" PRIu64 ",\"tls_resumed\":%" PRIu64,
+           o->tls ? "true" : "false", o->resume ? "true" : "false", a->tls_full, a->tls_resumed);
     printf(",\"servers\":[");
     for (int i = 0; i < o->npids; i++)
         printf("%s{\"pid\":%ld,\"cpu_s\":%.3f,\"rss_before_kib\":%ld,\"rss_start_kib\":%ld,"
@@ -506,6 +510,7 @@ static void print_text(const parent *pa, const result *r)
         if (o->mode == M_CONNECT && r->srv_cpu > 0)
             printf(" handshakes_per_cpu_s=%.0f", a->ready / r->srv_cpu);
     }
+    if (o->tls) printf(" tls_full=%" PRIu64 " tls_resumed=%" PRIu64, a->tls_full, a->tls_resumed);
     printf(" client_cpu_s=%.2f complete=%s\n", r->client_cpu, r->complete ? "yes" : "no");
 }
 

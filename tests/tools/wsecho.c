@@ -4,10 +4,13 @@
  * accepted as the edge accepts it (no context takeover both ways): a compressed message is
  * inflated by the core, and every echo is compressed when that makes it smaller.
  *
- *   wsecho HOST:PORT [WORKERS] [DEFLATE]     (DEFLATE: 1 = on, the default; 0 = off)
+ *   wsecho HOST:PORT [WORKERS] [DEFLATE] [CERT KEY]   (DEFLATE: 1 = on, the default; 0 = off)
  *
- * Prints "ready <port>" once listening; exits on SIGTERM/SIGINT. */
+ * With CERT and KEY (PEM files, as the edge's EDGE_TLS_CERT / EDGE_TLS_KEY) HOST:PORT is a
+ * TLS listener (wss://, the core's tls_listen) instead of a plain one. Prints "ready <port>"
+ * once listening; exits on SIGTERM/SIGINT. */
 #include "log.h"
+#include "ws/tlsctx.h"
 #include "ws/ws_frame.h"
 #include "ws/wsc.h"
 
@@ -30,11 +33,17 @@ static void on_message(wsc_conn *c, uint8_t opcode, uint8_t *data, size_t len)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: wsecho HOST:PORT [WORKERS] [DEFLATE]\n");
+    if (argc < 2 || argc == 5 || argc > 6) {
+        fprintf(stderr, "usage: wsecho HOST:PORT [WORKERS] [DEFLATE] [CERT KEY]\n");
         return 2;
     }
     log_init("wsecho", LOG_WARN);
+    tlsctx *tls = NULL;
+    char err[256];
+    if (argc == 6 && tlsctx_create(&tls, argv[4], argv[5], err, sizeof err) != 0) {
+        fprintf(stderr, "wsecho: %s\n", err);
+        return 1;
+    }
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -43,7 +52,10 @@ int main(int argc, char **argv)
     wsc_config cfg = {
         .name = "wsecho",
         .metric_prefix = "wsecho",
-        .listen = argv[1],
+        .listen = tls ? NULL : argv[1],
+        .tls_listen = tls ? argv[1] : NULL,
+        .tls = tls,
+        .tls_handshake_timeout_ms = 10000,
         .workers = argc > 2 ? atoi(argv[2]) : 1,
         .upgrade = {.path = "/",
                     .origins = NULL,
@@ -64,11 +76,15 @@ int main(int argc, char **argv)
     cfg.upgrade.norigins = 1;
     wsc_handlers h = {.message = on_message};
     wsc_server *s;
-    if (wsc_server_start(&s, &cfg, &h) != 0) return 1;
-    printf("ready %d\n", wsc_server_port(s));
+    if (wsc_server_start(&s, &cfg, &h) != 0) {
+        tlsctx_destroy(tls);
+        return 1;
+    }
+    printf("ready %d\n", tls ? wsc_server_tls_port(s) : wsc_server_port(s));
     fflush(stdout);
     int sig;
     sigwait(&set, &sig);
     wsc_server_stop(s);
+    tlsctx_destroy(tls);
     return 0;
 }
