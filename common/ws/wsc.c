@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -39,7 +40,9 @@
 #define INLINE_Q 2 /* queue slots inside the connection: no allocation when short */
 #define HS_MAX WS_HTTP_DEFAULT_MAX_HEAD
 #define ZBUF_KEEP (256 * 1024) /* a worker's (de)compression buffers over this are freed */
-#define TLS_OUT_RECORDS 4      /* TLS: records sealed per write (64 KiB of frames) */
+#define TRIM_AFTER 64          /* TLS handshakes, then the heap is trimmed once quiet for: */
+#define TRIM_QUIET_MS 1000
+#define TLS_OUT_RECORDS 4 /* TLS: records sealed per write (64 KiB of frames) */
 #define TLS_OUT                                                                                    \
     (TLS_OUT_RECORDS * (TLSREC_MAX_PLAIN + TLSREC_MAX_OVERHEAD) + TLSREC_MAX_OVERHEAD + 8)
 
@@ -129,6 +132,10 @@ struct wsc_worker {
     int nodelay; /* 1: accepted sockets come with TCP_NODELAY (from the listener),
                   * -1: they do not (set on each), 0: not known yet */
     int nconns;
+    /* TLS: handshakes since the heap was last trimmed, and the last one's time (a burst of
+     * handshakes leaves OpenSSL's freed working memory scattered between live objects) */
+    uint32_t tls_untrimmed;
+    uint64_t tls_last_hs;
     bool draining;
     uint64_t drain_start, drain_end;
     int drain_total, drain_closed;
@@ -807,6 +814,8 @@ static void conn_tls_handshake(wsc_conn *c, uint32_t events)
             return;
         }
         metric_inc(resumed ? s->m_tls_resumed : s->m_tls_full);
+        c->w->tls_untrimmed++;
+        c->w->tls_last_hs = loop_now(c->w->l);
         loop_timer_set(c->w->l, &c->core_timer,
                        loop_now(c->w->l) + (uint64_t)s->cfg.handshake_timeout_ms);
         conn_read(c, events | EPOLLIN);
@@ -1457,6 +1466,10 @@ static void worker_before_sleep(void *ud)
         for (wsc_conn *c = w->conns; c; c = c->next) w->drain_total += c->state == CS_OPEN;
     }
     if (w->draining) worker_drain_step(w);
+    if (w->tls_untrimmed >= TRIM_AFTER && loop_now(w->l) >= w->tls_last_hs + TRIM_QUIET_MS) {
+        malloc_trim(0); /* once the burst is over: what it freed goes back to the system */
+        w->tls_untrimmed = 0;
+    }
     if (w->before_sleep) w->before_sleep(w);
     /* write_delay_ms: only events were queued since the last flush, and the first of them
      * less than the delay ago: hold the flush (the loop wakes by then). Draining or
