@@ -885,6 +885,7 @@ int bus_stream_ensure(bus *b, const bus_stream_cfg *cfg)
     sc.Subjects = (const char **)cfg->subjects;
     sc.SubjectsLen = (int)cfg->nsubjects;
     sc.MaxAge = cfg->max_age_s > 0 ? cfg->max_age_s * 1000000000LL : 0;
+    if (cfg->duplicate_window_s > 0) sc.Duplicates = cfg->duplicate_window_s * 1000000000LL;
     sc.MaxBytes = cfg->max_bytes > 0 ? cfg->max_bytes : -1;
     sc.MaxMsgs = cfg->max_msgs > 0 ? cfg->max_msgs : -1;
     sc.MaxMsgsPerSubject = cfg->max_msgs_per_subject > 0 ? cfg->max_msgs_per_subject : -1;

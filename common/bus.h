@@ -183,6 +183,7 @@ typedef struct bus_stream_cfg {
     int file_storage;             /* 1: file, 0: memory */
     int replicas;                 /* 1..5 */
     const char *republish_to;
+    int64_t duplicate_window_s; /* Nats-Msg-Id dedup window; 0: the server's (2 min) */
 } bus_stream_cfg;
 int bus_stream_ensure(bus *b, const bus_stream_cfg *cfg);
 

@@ -875,3 +875,16 @@ size_t msg_rpc_result_size(size_t id_len, size_t data_len)
 {
     return sizeof "{\"type\":\"rpc_result\",\"id\":,\"data\":null}" + id_len + data_len;
 }
+
+int msg_ack_stored_build(char *out, size_t cap, const char *id_json, int duplicate)
+{
+    wbuf w = {out, cap, 0};
+
+    w_lit(&w, "{\"type\":\"ack\"");
+    w_id(&w, id_json);
+    if (duplicate)
+        w_lit(&w, ",\"duplicate\":true}");
+    else
+        w_lit(&w, ",\"duplicate\":false}");
+    return w_end(&w);
+}

@@ -156,6 +156,9 @@ int msg_welcome_build(char *out, size_t cap, const char *conn_id, const char *us
 int msg_subscribed_build(char *out, size_t cap, const char *topic);
 int msg_unsubscribed_build(char *out, size_t cap, const char *topic);
 int msg_ack_build(char *out, size_t cap, const char *id_json);
+/* The ack of a stored publish: {"type":"ack","id":...,"duplicate":true|false} (duplicate:
+ * the store had this id already and kept the first). */
+int msg_ack_stored_build(char *out, size_t cap, const char *id_json, int duplicate);
 /* {"type":"error","id":...,"code":...,"message":...}; id left out when absent. */
 int msg_error_build(char *out, size_t cap, const char *id_json, const char *code,
                     const char *message);

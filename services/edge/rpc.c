@@ -1,14 +1,11 @@
-/* rpc.c - clients calling back-end methods over their socket; see rpc.h. */
+/* rpc.c - a connection's requests whose replies come back to its worker; see rpc.h. */
 #include "rpc.h"
 
-#include "contract.h"
 #include "log.h"
-#include "metrics.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -97,12 +94,10 @@ void rpc_q_destroy(rpc_q *q)
     free(q);
 }
 
-rpc_call *rpc_start(rpc_q *q, const char *method, const char *data, size_t len, const bus_hdr *hdrs,
-                    size_t nhdr, rpc_done_fn fn, void *ud, int *err)
+rpc_call *rpc_start(rpc_q *q, const char *subject, const char *data, size_t len,
+                    const bus_hdr *hdrs, size_t nhdr, rpc_done_fn fn, void *ud, int *err)
 {
-    char subject[200];
-    int n = snprintf(subject, sizeof subject, "%s%s", SUBJ_RPC_PREFIX, method);
-    rpc_call *c = n > 0 && (size_t)n < sizeof subject ? calloc(1, sizeof *c) : NULL;
+    rpc_call *c = calloc(1, sizeof *c);
     if (!c) {
         *err = -ENOMEM;
         return NULL;

@@ -1,5 +1,6 @@
-/* rpc.h - clients calling back-end methods over their socket (sidecast.v1 "rpc"): each call is
- * one NATS request to rpc.<method>, answered on the connection's worker.
+/* rpc.h - a connection's requests to the bus whose replies come back to its worker: clients
+ * calling back-end methods over their socket (sidecast.v1 "rpc": a NATS request to
+ * rpc.<method>), and publishes acked by JetStream (a publish with an id).
  *
  * Threads. An rpc_q belongs to one worker's loop; rpc_start, rpc_cancel and the done
  * callbacks run there. The reply arrives on a nats.c thread, which queues it and wakes the
@@ -34,10 +35,10 @@ void rpc_q_poll(rpc_q *q);
 /* Waits (bounded by the timeout) for the calls in flight, then frees. NULL ok. */
 void rpc_q_destroy(rpc_q *q);
 
-/* Sends the request (data: its JSON body; hdrs: the caller's identity). Returns the call, or
- * NULL with *err (-ENOTCONN, -EAGAIN: the bus's bound, -ENOMEM). */
-rpc_call *rpc_start(rpc_q *q, const char *method, const char *data, size_t len, const bus_hdr *hdrs,
-                    size_t nhdr, rpc_done_fn fn, void *ud, int *err);
+/* Sends a request to subject (data: its body; hdrs: the caller's identity...). Returns the
+ * call, or NULL with *err (-ENOTCONN, -EAGAIN: the bus's bound, -ENOMEM). */
+rpc_call *rpc_start(rpc_q *q, const char *subject, const char *data, size_t len,
+                    const bus_hdr *hdrs, size_t nhdr, rpc_done_fn fn, void *ud, int *err);
 /* Worker: done will not run (the connection is gone); the call is freed once answered. */
 void rpc_cancel(rpc_call *c);
 

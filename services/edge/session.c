@@ -287,46 +287,6 @@ static void on_unsubscribe(session *s, msg_in *m)
     session_reply(s, out, msg_unsubscribed_build(out, sizeof out, m->topic));
 }
 
-static void on_publish(session *s, msg_in *m)
-{
-    char out[REPLY_MAX], subject[160], conn[32];
-    if (!perms_allow(s->perms, true, m->topic)) {
-        reply_error(s, m->id, "forbidden", "publishing to this topic is not allowed");
-        return;
-    }
-    /* Byte budgets, the connection's and the user's on this edge: the message rate alone
-     * let a few sockets of one user write tens of MB/s into the history stream. */
-    const session_cfg *cfg = &s->ws->ctx->cfg;
-    size_t cost = m->data_len + strlen(m->topic);
-    uint64_t now = loop_now(wsc_worker_loop(wsc_conn_worker(s->c)));
-    double conn_left = s->pub_tokens;
-    uint64_t conn_at = s->pub_at;
-    if (!quota_bucket_take(&conn_left, &conn_at, cfg->publish_rate, cfg->publish_burst, cost,
-                           now)) {
-        metric_inc(session_m.quota_refused);
-        reply_error(s, m->id, "publish_quota",
-                    "over this connection's publish budget (EDGE_PUBLISH_BYTES_PER_S)");
-        return;
-    }
-    if (s->ws->ctx->user_quota && !quota_take(s->ws->ctx->user_quota, s->user, cost, now)) {
-        metric_inc(session_m.quota_refused);
-        reply_error(s, m->id, "publish_quota",
-                    "over this user's publish budget (EDGE_USER_PUBLISH_BYTES_PER_S)");
-        return;
-    }
-    s->pub_tokens = conn_left;
-    s->pub_at = conn_at;
-    snprintf(subject, sizeof subject, "%s%s", SUBJ_CLIENT_PREFIX, m->topic);
-    snprintf(conn, sizeof conn, "%llu", (unsigned long long)wsc_conn_id(s->c));
-    bus_hdr h[] = {{HDR_USER, s->user}, {HDR_CONN, conn}, {HDR_EDGE, s->ws->ctx->cfg.edge_id}};
-    if (bus_publish(s->ws->ctx->b, subject, NULL, m->data, m->data_len, h, 3) != 0) {
-        reply_error(s, m->id, "unavailable", "the bus is unavailable, try again");
-        return;
-    }
-    metric_inc(session_m.publishes);
-    if (m->id[0]) session_reply(s, out, msg_ack_build(out, sizeof out, m->id));
-}
-
 /* ---- rpc: a client's call of a back-end method ---------------------------------------- */
 
 /* One call in flight for a session (the session's list, cancelled with it). */
@@ -334,7 +294,8 @@ typedef struct rpc_pending {
     struct rpc_pending *next;
     session *s;
     rpc_call *call;
-    char id[]; /* the client's id as JSON text, echoed in the answer */
+    bool publish; /* a stored publish waiting for its ack, not an rpc */
+    char id[];    /* the client's id as JSON text, echoed in the answer */
 } rpc_pending;
 
 static void rpc_unlink(session *s, rpc_pending *p)
@@ -342,10 +303,61 @@ static void rpc_unlink(session *s, rpc_pending *p)
     for (rpc_pending **pp = &s->rpcs; *pp; pp = &(*pp)->next) {
         if (*pp == p) {
             *pp = p->next;
-            s->nrpc--;
+            if (p->publish)
+                s->npub--;
+            else
+                s->nrpc--;
             return;
         }
     }
+}
+
+/* A new entry of s's list for a request with the client's id (NULL: out of memory). */
+static rpc_pending *pending_new(session *s, const char *id, bool publish)
+{
+    size_t il = strlen(id);
+    rpc_pending *p = malloc(sizeof *p + il + 1);
+    if (!p) return NULL;
+    memcpy(p->id, id, il + 1);
+    p->s = s;
+    p->publish = publish;
+    return p;
+}
+
+static void pending_add(session *s, rpc_pending *p)
+{
+    p->next = s->rpcs;
+    s->rpcs = p;
+    if (p->publish)
+        s->npub++;
+    else
+        s->nrpc++;
+}
+
+/* The store's ack of a publish with an id (JetStream's PubAck), on the worker: the client's
+ * ack says whether the store had the id already (a retry: kept once). */
+static void publish_done(void *ud, int result, const bus_msg *reply)
+{
+    rpc_pending *p = ud;
+    session *s = p->s;
+    rpc_unlink(s, p);
+    char out[REPLY_MAX];
+    json_t *j = result == 0 && reply ? json_loadb(bus_msg_data(reply), bus_msg_len(reply), 0, NULL)
+                                     : NULL;
+    if (j && json_is_integer(json_object_get(j, "seq")) && !json_object_get(j, "error")) {
+        metric_inc(session_m.publishes);
+        int dup = json_is_true(json_object_get(j, "duplicate"));
+        if (dup) metric_inc(session_m.publish_dups);
+        session_reply(s, out, msg_ack_stored_build(out, sizeof out, p->id, dup));
+    } else {
+        const char *why = result == -ETIMEDOUT ? "the store did not answer in time, try again"
+                                               : "the store is unavailable, try again";
+        log_debug("stored publish failed", "conn=%llu result=\"%s\"",
+                  (unsigned long long)wsc_conn_id(s->c), sc_strerror(result));
+        session_reply(s, out, msg_error_build(out, sizeof out, p->id, "unavailable", why));
+    }
+    json_decref(j);
+    free(p);
 }
 
 /* The reply, on the worker: rpc_result with the service's JSON, or an error with a code. */
@@ -417,19 +429,18 @@ static void on_rpc(session *s, msg_in *m)
         reply_error(s, m->id, "busy", "too many calls in flight on this connection");
         return;
     }
-    size_t il = strlen(m->id);
-    rpc_pending *p = malloc(sizeof *p + il + 1);
+    rpc_pending *p = pending_new(s, m->id, false);
     if (!p) {
         reply_error(s, m->id, "internal", "out of memory");
         return;
     }
-    memcpy(p->id, m->id, il + 1);
-    p->s = s;
     char conn[32];
     snprintf(conn, sizeof conn, "%llu", (unsigned long long)wsc_conn_id(s->c));
     bus_hdr h[] = {{HDR_USER, s->user}, {HDR_CONN, conn}, {HDR_EDGE, cfg->edge_id}};
     int err = 0;
-    p->call = rpc_start(s->ws->rpcq, m->topic, m->data, m->data_len, h, 3, rpc_done, p, &err);
+    char subject[200];
+    snprintf(subject, sizeof subject, "%s%s", SUBJ_RPC_PREFIX, m->topic);
+    p->call = rpc_start(s->ws->rpcq, subject, m->data, m->data_len, h, 3, rpc_done, p, &err);
     if (!p->call) {
         free(p);
         metric_inc(session_m.rpc_error);
@@ -437,9 +448,75 @@ static void on_rpc(session *s, msg_in *m)
                     "the bus is unavailable, try again");
         return;
     }
-    p->next = s->rpcs;
-    s->rpcs = p;
-    s->nrpc++;
+    pending_add(s, p);
+}
+
+static void on_publish(session *s, msg_in *m)
+{
+    char out[REPLY_MAX], subject[160], conn[32];
+    if (!perms_allow(s->perms, true, m->topic)) {
+        reply_error(s, m->id, "forbidden", "publishing to this topic is not allowed");
+        return;
+    }
+    /* Byte budgets, the connection's and the user's on this edge: the message rate alone
+     * let a few sockets of one user write tens of MB/s into the history stream. */
+    const session_cfg *cfg = &s->ws->ctx->cfg;
+    size_t cost = m->data_len + strlen(m->topic);
+    uint64_t now = loop_now(wsc_worker_loop(wsc_conn_worker(s->c)));
+    double conn_left = s->pub_tokens;
+    uint64_t conn_at = s->pub_at;
+    if (!quota_bucket_take(&conn_left, &conn_at, cfg->publish_rate, cfg->publish_burst, cost,
+                           now)) {
+        metric_inc(session_m.quota_refused);
+        reply_error(s, m->id, "publish_quota",
+                    "over this connection's publish budget (EDGE_PUBLISH_BYTES_PER_S)");
+        return;
+    }
+    if (s->ws->ctx->user_quota && !quota_take(s->ws->ctx->user_quota, s->user, cost, now)) {
+        metric_inc(session_m.quota_refused);
+        reply_error(s, m->id, "publish_quota",
+                    "over this user's publish budget (EDGE_USER_PUBLISH_BYTES_PER_S)");
+        return;
+    }
+    s->pub_tokens = conn_left;
+    s->pub_at = conn_at;
+    snprintf(subject, sizeof subject, "%s%s", SUBJ_CLIENT_PREFIX, m->topic);
+    snprintf(conn, sizeof conn, "%llu", (unsigned long long)wsc_conn_id(s->c));
+    if (m->id[0] && cfg->stored_publish) {
+        /* through the client stream with the id as its message id: a retry after a lost
+         * ack is stored once, and the ack says so */
+        if (s->npub >= cfg->publish_inflight) {
+            reply_error(s, m->id, "busy", "too many publishes waiting for their ack");
+            return;
+        }
+        char msgid[700];
+        snprintf(msgid, sizeof msgid, "%s:%s", s->user, m->id); /* ids are per user */
+        bus_hdr h[] = {{HDR_USER, s->user},
+                       {HDR_CONN, conn},
+                       {HDR_EDGE, cfg->edge_id},
+                       {"Nats-Msg-Id", msgid}};
+        rpc_pending *p = pending_new(s, m->id, true);
+        int err = 0;
+        if (p && !(p->call = rpc_start(s->ws->rpcq, subject, m->data, m->data_len, h, 4,
+                                       publish_done, p, &err))) {
+            free(p);
+            p = NULL;
+        }
+        if (!p) {
+            reply_error(s, m->id, err == -EAGAIN ? "busy" : "unavailable",
+                        "the bus is unavailable, try again");
+            return;
+        }
+        pending_add(s, p);
+        return;
+    }
+    bus_hdr h[] = {{HDR_USER, s->user}, {HDR_CONN, conn}, {HDR_EDGE, s->ws->ctx->cfg.edge_id}};
+    if (bus_publish(s->ws->ctx->b, subject, NULL, m->data, m->data_len, h, 3) != 0) {
+        reply_error(s, m->id, "unavailable", "the bus is unavailable, try again");
+        return;
+    }
+    metric_inc(session_m.publishes);
+    if (m->id[0]) session_reply(s, out, msg_ack_build(out, sizeof out, m->id));
 }
 
 static void on_refresh(session *s, msg_in *m)
@@ -927,6 +1004,9 @@ void session_handlers(session_ctx *ctx, wsc_handlers *h)
                                                   rpc_help);
     session_m.rpc_refused = metrics_counter("sc_edge_rpc_total", "result=\"refused\"", rpc_help);
     session_m.rpc_busy = metrics_counter("sc_edge_rpc_total", "result=\"busy\"", rpc_help);
+    session_m.publish_dups =
+        metrics_counter("sc_edge_publish_duplicates_total", NULL,
+                        "client publishes with an id the store had already (kept once)");
     memset(h, 0, sizeof *h);
     h->ud = ctx;
     h->worker_start = on_worker_start;

@@ -45,6 +45,8 @@ typedef struct session_cfg {
     int rpc_timeout_ms;       /* an rpc not answered by then: error "timeout" */
     int rpc_inflight;         /* rpcs in flight per connection (more: error "busy") */
     size_t max_rpc_reply;     /* bytes of an rpc's reply passed on (more: "bad_reply") */
+    bool stored_publish;      /* a publish with an id goes through the client stream */
+    int publish_inflight;     /* ... of those waiting for their ack, per connection */
 } session_cfg;
 
 typedef struct session_ctx {

@@ -1204,6 +1204,10 @@ TEST(rpc_parse_and_result)
     n = msg_rpc_result_build(out, sizeof out, "3", NULL, 0);
     CHECK_STR(out, "{\"type\":\"rpc_result\",\"id\":3,\"data\":null}");
     CHECK(msg_rpc_result_build(out, 20, "3", "{}", 2) == -1);
+    msg_ack_stored_build(out, sizeof out, "\"m-1\"", 1);
+    CHECK_STR(out, "{\"type\":\"ack\",\"id\":\"m-1\",\"duplicate\":true}");
+    msg_ack_stored_build(out, sizeof out, "7", 0);
+    CHECK_STR(out, "{\"type\":\"ack\",\"id\":7,\"duplicate\":false}");
 }
 
 TEST_MAIN()
