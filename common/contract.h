@@ -12,6 +12,11 @@
 #define SUBJ_AUTH_REVOKED "auth.revoked"
 #define SUBJ_AUTH_KEYS "auth.keys" /* auth announces its JWKS: at start and on a new key */
 #define SUBJ_PRESENCE_GET "presence.get"
+/* occupancy.<topic>: {"topic","occupied":bool,"ts"} when a topic gains its first or loses its
+ * last subscriber, all edges together; presence.occupancy {"topic"} ->
+ * {"topic","occupied","edges"} (not under occupancy.: a topic may be called anything) */
+#define SUBJ_OCCUPANCY_PREFIX "occupancy."
+#define SUBJ_OCCUPANCY_GET "presence.occupancy"
 #define SUBJ_EVENTS_PREFIX "events."
 #define SUBJ_USERS_PREFIX "users."
 #define SUBJ_CLIENT_PREFIX "client."

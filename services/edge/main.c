@@ -405,6 +405,12 @@ static void ensure_stream(void)
     atomic_store(&stream_ok, 1);
 }
 
+/* The fabric's first or last interest in a topic: presence tells every edge's view. */
+static void occupancy_changed(void *ud, const char *topic, bool on)
+{
+    presence_occupancy(ud, topic, on);
+}
+
 int main(int argc, char **argv)
 {
     fabric *fab = NULL;
@@ -570,6 +576,7 @@ int main(int argc, char **argv)
         };
         if (presence_create(&P, &pc, B) != 0) goto done;
         ctx.pres = P;
+        fab_set_interest_fn(fab, occupancy_changed, P); /* occupancy.<topic> through Redis */
     } else if (cfg.max_per_user > 0) {
         fprintf(stderr, "edge: config: MAX_CONNECTIONS_PER_USER needs REDIS_URL\n");
         goto done;
