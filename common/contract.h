@@ -21,6 +21,10 @@
 #define SUBJ_USERS_PREFIX "users."
 #define SUBJ_CLIENT_PREFIX "client."
 #define SUBJ_RPC_PREFIX "rpc." /* a client's rpc: rpc.<method>, a request the edge forwards */
+/* hooks.connect, hooks.subscribe.<topic>, hooks.publish.<topic>: requests the edge asks the
+ * back end ({"allow":bool,...}; the topic in the subject, so a service answers for its own
+ * prefix); hooks.disconnect: a notification (docs/BACKENDS.md) */
+#define SUBJ_HOOKS_PREFIX "hooks."
 
 /* Queue groups */
 #define QUEUE_AUTH "auth"
