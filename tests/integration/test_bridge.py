@@ -314,3 +314,56 @@ def test_a_bad_route_file_exits_2_naming_the_entry(st):
         assert b"BRIDGE_ROUTES" in r.stderr and want in r.stderr, (text, r.stderr)
     r = _run_bridge(st, json.dumps({"endpoints": [ok_ep]}), BRIDGE_MAX_MESSAGE="2000000")
     assert r.returncode == 2 and b"BRIDGE_MAX_MESSAGE" in r.stderr, r.stderr
+
+
+def _env_file(path):
+    with open(path) as f:
+        return dict(line.strip().split("=", 1) for line in f
+                    if "=" in line and not line.startswith("#"))
+
+
+def test_the_bridge_user_of_the_permission_table_may_publish_events(st):
+    """nats-server with deploy/config/nats-auth.conf and the passwords gen-dev.sh made (the
+    bridge's among them): the bridge connects as its own user, without DEV_INSECURE_BUS, and
+    what it publishes on events.<topic> draws no permission error."""
+    port, mon, zport = harness.free_port(), harness.free_port(), harness.free_port()
+    conf = os.path.join(harness.ROOT, "deploy", "config", "nats-auth.conf")
+    st.procs["nats-bridgeauth"] = harness.Proc("nats-bridgeauth", [
+        "nats-server", "-c", conf, "-a", "127.0.0.1", "-p", str(port), "-m", str(mon)],
+        _env_file(os.path.join(st.keys, "nats.env")), st.dir)
+    harness.wait_for(lambda: harness.http("GET", "http://127.0.0.1:%d/healthz" % mon,
+                                          timeout=1).status == 200, what="nats with auth")
+    routes = os.path.join(st.dir, "auth-routes.json")
+    with open(routes, "w") as f:
+        json.dump({"endpoints": [{"endpoint": "tcp://127.0.0.1:%d" % zport, "socket": "sub",
+                                  "map": [{"match": "t", "topic": "bridged.auth"}]}]}, f)
+    admin = harness.free_port()
+    env = _env_file(os.path.join(st.keys, "bridge.env"))
+    assert env["NATS_USER"] == "bridge" and env["NATS_PASSWORD"], env.keys()
+    env.update(NATS_URL="nats://127.0.0.1:%d" % port, BRIDGE_ROUTES=routes, LOG_LEVEL="debug",
+               ADMIN_LISTEN="127.0.0.1:%d" % admin)
+    st.procs["bridge-auth"] = harness.Proc("bridge-auth", [os.path.join(harness.BUILD, "bridge")],
+                                           env, st.dir)
+    url = "http://127.0.0.1:%d" % admin
+    harness.wait_for(lambda: harness.http("GET", url + "/readyz", timeout=1).status == 200,
+                     timeout=WAIT, what="the bridge ready on the secured NATS")
+    pub = Peer(zport)
+    try:
+        deadline = time.monotonic() + WAIT
+
+        def published():
+            for line in harness.http("GET", url + "/metrics").body.decode().splitlines():
+                if line.startswith("sc_bridge_messages_total{") and 'result="published"' in line:
+                    return int(line.split()[-1])
+            return 0
+        while published() < 3:
+            assert time.monotonic() < deadline, "nothing published through the secured bus"
+            pub.send("t", "{}")
+            time.sleep(0.1)
+        time.sleep(0.5)  # a refused publish comes back as an asynchronous -ERR
+        body = harness.http("GET", url + "/metrics").body.decode()
+        errors = [ln for ln in body.splitlines() if ln.startswith("sc_nats_errors_total")]
+        assert errors and all(ln.split()[-1] == "0" for ln in errors), errors
+    finally:
+        pub.close()
+    assert st.procs["bridge-auth"].stop() == 0
