@@ -6,11 +6,13 @@ reconnects); a PULL socket takes work from a PUSH peer; Bitcoin Core-style [topi
 le32 sequence] messages become base64 events and their gaps are counted; the history stream
 holds the bridged events (subscribe {since}); a bad route file stops the bridge with exit 2
 and the entry's name."""
+import atexit
 import base64
 import json
 import os
 import struct
 import subprocess
+import tempfile
 import time
 
 import harness
@@ -36,11 +38,14 @@ ROUTES = {"endpoints": [
     {"endpoint": BTC_EP, "socket": "sub", "payload": "base64", "sequence": "le32",
      "map": [{"match": "hashblock", "topic": "bitcoin.hashblock"}]},
 ]}
-# outside the stack's directory, which the stack empties when it starts
-ROUTES_PATH = os.path.join(harness.BUILD, "test-run", "test_bridge-routes.json")
-os.makedirs(os.path.dirname(ROUTES_PATH), exist_ok=True)
-with open(ROUTES_PATH, "w") as _f:
+# Outside the stack's directory, which the stack empties when it starts, and one per run:
+# run.py imports every test module, so another run beside this one writes its own ports.
+os.makedirs(os.path.join(harness.BUILD, "test-run"), exist_ok=True)
+with tempfile.NamedTemporaryFile("w", prefix="test_bridge-routes-", suffix=".json",
+                                 dir=os.path.join(harness.BUILD, "test-run"), delete=False) as _f:
     json.dump(ROUTES, _f)
+ROUTES_PATH = _f.name
+atexit.register(os.unlink, ROUTES_PATH)
 
 SERVICES = ("edge", "bridge")
 ENV = {"bridge": {"BRIDGE_ROUTES": ROUTES_PATH, "BRIDGE_MAX_MESSAGE": str(MAX_MESSAGE)}}
