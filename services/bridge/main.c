@@ -47,7 +47,8 @@ static const cfg_opt options[] = {
       "and counted (too_large)", 0, 1, 67108864, &cfg.max_message },
     { "BRIDGE_MAX_BUFFERED", CFG_INT, "4194304",
       "bytes of events NATS may hold unsent (while disconnected); beyond, events are dropped "
-      "and counted (backlog)", 0, 1024, 1073741824, &cfg.max_buffered },
+      "and counted (backlog); at most nats.c's own reconnect buffer (8 MiB)", 0, 1024, 8388608,
+      &cfg.max_buffered },
     { "DRAIN_TIMEOUT_MS", CFG_INT, "5000",
       "time allowed to flush published events to NATS at shutdown (ms)", 0, 0, 60000,
       &cfg.drain_ms },
