@@ -557,6 +557,13 @@ static natsStatus bus_mux_start(bus *b);
 int bus_request_async(bus *b, const char *subject, const void *data, size_t len, int timeout_ms,
                       bus_reply_fn fn, void *ud)
 {
+    return bus_request_async_hdrs(b, subject, data, len, NULL, 0, timeout_ms, fn, ud);
+}
+
+int bus_request_async_hdrs(bus *b, const char *subject, const void *data, size_t len,
+                           const bus_hdr *hdrs, size_t nhdr, int timeout_ms, bus_reply_fn fn,
+                           void *ud)
+{
     char reply[160];
     natsMsg *m = NULL;
     if (!atomic_load(&b->connected)) return -ENOTCONN;
@@ -590,7 +597,7 @@ int bus_request_async(bus *b, const char *subject, const void *data, size_t len,
         return rc;
     }
     uint64_t id = a->id; /* a may be answered and freed from here on */
-    rc = bus_make_msg(&m, subject, reply, data, len, NULL, 0);
+    rc = bus_make_msg(&m, subject, reply, data, len, hdrs, nhdr);
     if (rc == 0) {
         rc = bus_err_from(natsConnection_PublishMsg(b->nc, m));
         natsMsg_Destroy(m);
@@ -884,6 +891,7 @@ int bus_stream_ensure(bus *b, const bus_stream_cfg *cfg)
     sc.Subjects = (const char **)cfg->subjects;
     sc.SubjectsLen = (int)cfg->nsubjects;
     sc.MaxAge = cfg->max_age_s > 0 ? cfg->max_age_s * 1000000000LL : 0;
+    if (cfg->duplicate_window_s > 0) sc.Duplicates = cfg->duplicate_window_s * 1000000000LL;
     sc.MaxBytes = cfg->max_bytes > 0 ? cfg->max_bytes : -1;
     sc.MaxMsgs = cfg->max_msgs > 0 ? cfg->max_msgs : -1;
     sc.MaxMsgsPerSubject = cfg->max_msgs_per_subject > 0 ? cfg->max_msgs_per_subject : -1;

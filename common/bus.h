@@ -126,6 +126,10 @@ int bus_request_many(bus *b, const bus_req *reqs, size_t n, int timeout_ms, bus_
 typedef void (*bus_reply_fn)(int result, bus_msg *reply, void *ud);
 int bus_request_async(bus *b, const char *subject, const void *data, size_t len, int timeout_ms,
                       bus_reply_fn fn, void *ud);
+/* The same with headers on the request (the caller's identity, say). */
+int bus_request_async_hdrs(bus *b, const char *subject, const void *data, size_t len,
+                           const bus_hdr *hdrs, size_t nhdr, int timeout_ms, bus_reply_fn fn,
+                           void *ud);
 
 /* fn(ud) runs on a nats.c thread after every reconnection (not the first connect): what
  * was published while disconnected is lost for the core subscriptions, so their owner may
@@ -183,6 +187,7 @@ typedef struct bus_stream_cfg {
     int file_storage;             /* 1: file, 0: memory */
     int replicas;                 /* 1..5 */
     const char *republish_to;
+    int64_t duplicate_window_s; /* Nats-Msg-Id dedup window; 0: the server's (2 min) */
 } bus_stream_cfg;
 int bus_stream_ensure(bus *b, const bus_stream_cfg *cfg);
 

@@ -12,9 +12,15 @@
 #define SUBJ_AUTH_REVOKED "auth.revoked"
 #define SUBJ_AUTH_KEYS "auth.keys" /* auth announces its JWKS: at start and on a new key */
 #define SUBJ_PRESENCE_GET "presence.get"
+/* occupancy.<topic>: {"topic","occupied":bool,"ts"} when a topic gains its first or loses its
+ * last subscriber, all edges together; presence.occupancy {"topic"} ->
+ * {"topic","occupied","edges"} (not under occupancy.: a topic may be called anything) */
+#define SUBJ_OCCUPANCY_PREFIX "occupancy."
+#define SUBJ_OCCUPANCY_GET "presence.occupancy"
 #define SUBJ_EVENTS_PREFIX "events."
 #define SUBJ_USERS_PREFIX "users."
 #define SUBJ_CLIENT_PREFIX "client."
+#define SUBJ_RPC_PREFIX "rpc." /* a client's rpc: rpc.<method>, a request the edge forwards */
 
 /* Queue groups */
 #define QUEUE_AUTH "auth"
@@ -28,6 +34,12 @@
 #define HDR_STATUS "Sidecast-Status"
 /* Header on replies: extra HTTP header to pass through, as "Name: value" (one only). */
 #define HDR_HTTP_HEADER "Sidecast-Http-Header"
+/* Header on an rpc's reply: the call failed with this error code (a word such as "refused"
+ * or "not_found"); the body, when a JSON string, is the message the client sees. */
+#define HDR_RPC_ERROR "Sidecast-Error"
+/* Headers on what the edge sends for a connection (client publishes, rpc requests) */
+#define HDR_CONN "Sidecast-Conn" /* the connection's id on its edge */
+#define HDR_EDGE "Sidecast-Edge" /* the edge's EDGE_ID */
 
 /* A gateway request's data is one JSON object:
  *   {"method":"POST","path":"/api/orders","params":{...},"query":{...},"body":<json|null>}

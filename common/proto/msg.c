@@ -377,6 +377,7 @@ static const struct {
 } msg_types[] = {
     {"auth", MSG_AUTH},       {"subscribe", MSG_SUBSCRIBE}, {"unsubscribe", MSG_UNSUBSCRIBE},
     {"publish", MSG_PUBLISH}, {"refresh", MSG_REFRESH},     {"ping", MSG_PING},
+    {"rpc", MSG_RPC},
 };
 
 const char *msg_type_name(msg_type type)
@@ -561,6 +562,21 @@ static int parse_topic(json_t *root, msg_in *out)
     return SC_OK;
 }
 
+static int parse_method(json_t *root, msg_in *out)
+{
+    json_t *v = json_object_get(root, "method");
+    size_t n = json_string_length(v);
+
+    if (v == NULL) return fail(out, SC_EMALFORMED, "missing \"method\"");
+    if (!json_is_string(v)) return fail(out, SC_EMALFORMED, "\"method\" must be a string");
+    if (!msg_topic_valid(json_string_value(v), n))
+        return fail(out, SC_EMALFORMED,
+                    "method must be 1-128 bytes of [A-Za-z0-9_-] tokens separated by dots");
+    memcpy(out->topic, json_string_value(v), n);
+    out->topic[n] = '\0';
+    return SC_OK;
+}
+
 static int parse_since(json_t *root, msg_in *out)
 {
     json_t *v = json_object_get(root, "since");
@@ -652,6 +668,23 @@ int msg_parse(const char *text, size_t len, const msg_limits *lim, msg_in *out)
     case MSG_UNSUBSCRIBE: rc = parse_topic(root, out); break;
     case MSG_PUBLISH:
         if ((rc = parse_topic(root, out)) == SC_OK) rc = parse_data(&r, lim, out);
+        break;
+    case MSG_RPC:
+        if ((rc = parse_method(root, out)) != SC_OK) break;
+        if (out->id[0] == '\0') {
+            rc = fail(out, SC_EMALFORMED, "an rpc needs an \"id\" to answer to");
+            break;
+        }
+        if (json_object_get(root, "data") == NULL || json_is_null(json_object_get(root, "data"))) {
+            if ((out->data = malloc(5)) == NULL) {
+                rc = fail(out, -ENOMEM, "out of memory");
+                break;
+            }
+            memcpy(out->data, "null", 5);
+            out->data_len = 4;
+        } else {
+            rc = parse_data(&r, lim, out);
+        }
         break;
     case MSG_PING:
     case MSG_NONE: break;
@@ -820,4 +853,38 @@ int msg_refreshed_build(char *out, size_t cap, int64_t expires_at)
 {
     static const char head[] = "{\"type\":\"refreshed\",\"expires_at\":";
     return expiry_msg(out, cap, head, sizeof head - 1, expires_at);
+}
+
+int msg_rpc_result_build(char *out, size_t cap, const char *id_json, const char *data_json,
+                         size_t data_len)
+{
+    wbuf w = {out, cap, 0};
+
+    w_lit(&w, "{\"type\":\"rpc_result\"");
+    w_id(&w, id_json);
+    w_lit(&w, ",\"data\":");
+    if (data_len == 0 || data_json == NULL)
+        w_lit(&w, "null");
+    else
+        w_raw(&w, data_json, data_len);
+    w_lit(&w, "}");
+    return w_end(&w);
+}
+
+size_t msg_rpc_result_size(size_t id_len, size_t data_len)
+{
+    return sizeof "{\"type\":\"rpc_result\",\"id\":,\"data\":null}" + id_len + data_len;
+}
+
+int msg_ack_stored_build(char *out, size_t cap, const char *id_json, int duplicate)
+{
+    wbuf w = {out, cap, 0};
+
+    w_lit(&w, "{\"type\":\"ack\"");
+    w_id(&w, id_json);
+    if (duplicate)
+        w_lit(&w, ",\"duplicate\":true}");
+    else
+        w_lit(&w, ",\"duplicate\":false}");
+    return w_end(&w);
 }

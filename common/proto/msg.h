@@ -56,6 +56,7 @@ typedef enum msg_type {
     MSG_PUBLISH,
     MSG_REFRESH,
     MSG_PING,
+    MSG_RPC,
 } msg_type;
 
 #define MSG_TOPIC_MAX 128   /* bytes */
@@ -83,12 +84,13 @@ typedef struct msg_limits {
  * NULL. */
 typedef struct msg_in {
     msg_type type;
-    char topic[MSG_TOPIC_MAX + 1]; /* subscribe, unsubscribe, publish */
+    char topic[MSG_TOPIC_MAX + 1]; /* subscribe, unsubscribe, publish; rpc: the method */
     int64_t since;                 /* subscribe: 0..2^53, or -1 when absent */
     char id[MSG_ID_JSON_MAX + 1];  /* JSON text of "id" as sent ("7", "\"a\""), "" if absent */
     char *token;                   /* auth, refresh: 1..max_token bytes */
     size_t token_len;
-    char *data; /* publish: JSON text of "data", compacted (may be "null") */
+    char *data; /* publish, rpc: JSON text of "data", compacted (may be "null"; rpc without
+                 * "data": "null") */
     size_t data_len;
     const char *error; /* after a failure: short reason for the error reply's
                         * "message" (static storage, never echoes input) */
@@ -154,6 +156,9 @@ int msg_welcome_build(char *out, size_t cap, const char *conn_id, const char *us
 int msg_subscribed_build(char *out, size_t cap, const char *topic);
 int msg_unsubscribed_build(char *out, size_t cap, const char *topic);
 int msg_ack_build(char *out, size_t cap, const char *id_json);
+/* The ack of a stored publish: {"type":"ack","id":...,"duplicate":true|false} (duplicate:
+ * the store had this id already and kept the first). */
+int msg_ack_stored_build(char *out, size_t cap, const char *id_json, int duplicate);
 /* {"type":"error","id":...,"code":...,"message":...}; id left out when absent. */
 int msg_error_build(char *out, size_t cap, const char *id_json, const char *code,
                     const char *message);
@@ -165,5 +170,11 @@ int msg_replay_error_build(char *out, size_t cap, const char *topic, const char 
 int msg_token_expiring_build(char *out, size_t cap, int64_t expires_at);
 int msg_refreshed_build(char *out, size_t cap, int64_t expires_at);
 int msg_pong_build(char *out, size_t cap, const char *id_json);
+/* {"type":"rpc_result","id":...,"data":<data_json>}: data_json embedded raw as by
+ * msg_event_build (it must have passed msg_json_valid); data_len 0 writes null. */
+int msg_rpc_result_build(char *out, size_t cap, const char *id_json, const char *data_json,
+                         size_t data_len);
+/* Upper bound of msg_rpc_result_build's length, NUL included. */
+size_t msg_rpc_result_size(size_t id_len, size_t data_len);
 
 #endif

@@ -93,6 +93,8 @@ struct fabric {
     int nports;           /* indices handed out (never reused) */
     pthread_mutex_t lock; /* interests */
     interest **buckets;   /* nbuckets chains of interests, by fab_hash of the key */
+    void (*interest_fn)(void *ud, const char *topic, bool on); /* occupancy (presence) */
+    void *interest_ud;
     size_t nbuckets, ninterests;
     size_t max_data;
     bus_sub *revoked;
@@ -496,6 +498,12 @@ void fab_port_ack(fab_port *p) { mbox_ack(&p->mb); }
 
 /* ---- interest ----------------------------------------------------------------------------- */
 
+void fab_set_interest_fn(fabric *f, void (*fn)(void *ud, const char *topic, bool on), void *ud)
+{
+    f->interest_fn = fn;
+    f->interest_ud = ud;
+}
+
 int fab_watch(fab_port *p, enum fab_kind kind, const char *name, uint64_t *wait)
 {
     fabric *f = p->f;
@@ -532,6 +540,7 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name, uint64_t *wait)
         f->ninterests++;
         interests_grow(f);
         metric_add(f->m_topics, 1);
+        if (kind == FAB_EVENT && f->interest_fn) f->interest_fn(f->interest_ud, name, true);
     }
     it->refs++;
     atomic_fetch_or_explicit(&it->r->ports, 1ull << p->idx, memory_order_release);
@@ -709,6 +718,7 @@ void fab_unwatch(fab_port *p, enum fab_kind kind, const char *name)
             *pp = gone->next;
             f->ninterests--;
             metric_add(f->m_topics, -1);
+            if (kind == FAB_EVENT && f->interest_fn) f->interest_fn(f->interest_ud, name, false);
             if (gone->pending) { /* no subscription yet: the settler ends it */
                 gone->dropped = true;
                 gone = NULL;

@@ -68,6 +68,10 @@ void fab_port_ack(fab_port *p);
  * *wait: 0 when NATS has confirmed the name's subscription, else the number that
  * fab_port_settled must reach before the caller tells a client "subscribed" (or "welcome",
  * for an inbox): until then the caller holds that client's writes. */
+/* Called when the process gains its first (on) or loses its last (off) interest in a topic,
+ * on the watching worker's thread with the fabric's lock held: it must only hand the news on
+ * (presence_occupancy queues it). Users' inboxes are not reported. Set before any watch. */
+void fab_set_interest_fn(fabric *f, void (*fn)(void *ud, const char *topic, bool on), void *ud);
 int fab_watch(fab_port *p, enum fab_kind kind, const char *name, uint64_t *wait);
 void fab_unwatch(fab_port *p, enum fab_kind kind, const char *name);
 /* Asks the fabric's settler thread to confirm this port's new NATS subscriptions with one

@@ -34,6 +34,7 @@
 static struct {
     char *nats_url, *listen, *edge_id, *public_url, *origins, *keys_file, *issuer, *audience;
     char *jwks_url, *jwks_ca, *sub_claim, *pub_claim, *default_sub, *default_pub;
+    char *rpc_claim, *default_rpc, *client_stream;
     char *stream, *inbox_stream, *storage, *redis_url, *tls_listen, *tls_cert, *tls_key;
     int log_level, deflate, query_token;
     long workers, leeway, max_message, max_message_auth, max_connections, max_per_ip,
@@ -41,7 +42,8 @@ static struct {
         close_ms, write_delay_ms, warning_s, max_subs, max_errors, history_age_s, history_bytes,
         history_replicas, inbox_bytes, inbox_per_user, max_publish, replay_inflight, replay_max,
         presence_ttl, max_per_user, inbox_hold_ms, deflate_min, stall_ms, pub_rate, pub_burst,
-        user_pub_rate, user_pub_burst, keys_refresh_s, tls_hs_ms;
+        user_pub_rate, user_pub_burst, keys_refresh_s, tls_hs_ms, rpc_timeout_ms, rpc_inflight,
+        max_rpc_reply, client_age_s, client_bytes, dedup_window_s, pub_inflight;
 } cfg;
 
 /* clang-format off */
@@ -99,6 +101,20 @@ static const cfg_opt options[] = {
     {"JWT_DEFAULT_PUB_TOPICS", CFG_STR, "",
      "patterns (comma-separated) for a token without JWT_PUB_TOPICS_CLAIM (empty: none)", 0,
      0, 0, &cfg.default_pub},
+    {"JWT_RPC_CLAIM", CFG_STR, "rpc_methods",
+     "the claim with the methods a client may call over its socket (rpc): patterns as for "
+     "topics, an array or a string separated by spaces or commas", 0, 0, 0, &cfg.rpc_claim},
+    {"JWT_DEFAULT_RPC_METHODS", CFG_STR, "",
+     "method patterns (comma-separated) for a token without JWT_RPC_CLAIM (empty: none)", 0, 0,
+     0, &cfg.default_rpc},
+    {"EDGE_RPC_TIMEOUT_MS", CFG_INT, "5000",
+     "a client's rpc (a NATS request to rpc.<method>) not answered by then: error timeout", 0,
+     100, 600000, &cfg.rpc_timeout_ms},
+    {"EDGE_RPC_INFLIGHT", CFG_INT, "8", "rpc calls in flight per connection (more: error busy)",
+     0, 1, 1024, &cfg.rpc_inflight},
+    {"EDGE_MAX_RPC_REPLY", CFG_INT, "65536",
+     "bytes of an rpc's reply passed on to the client (more: error bad_reply)", 0, 2, 1048576,
+     &cfg.max_rpc_reply},
     {"JWT_KEYS_REFRESH_MIN_S", CFG_INT, "10",
      "a token of an unknown kid asks auth for its keys (auth.jwks) at most this often; "
      "JWT_PUBLIC_KEYS is read again on SIGHUP, and auth's announcements (auth.keys) are "
@@ -204,6 +220,20 @@ static const cfg_opt options[] = {
      "inbox messages kept per user (older ones go first): one user's flood cannot evict "
      "the others' inboxes", 0, 1, 100000000, &cfg.inbox_per_user},
     {"HISTORY_STORAGE", CFG_STR, "file", "file or memory", 0, 0, 0, &cfg.storage},
+    {"HISTORY_CLIENT_STREAM", CFG_STR, "SIDECAST_CLIENT",
+     "JetStream stream of what clients publish (client.>): a publish with an id is stored "
+     "through it with the id as its message id, so a retry is stored once (empty: none; a "
+     "publish with an id is then acked at once, without that)", 0, 0, 0, &cfg.client_stream},
+    {"HISTORY_CLIENT_MAX_AGE_S", CFG_INT, "3600", "how long client publishes are kept", 0, 60,
+     365L * 86400, &cfg.client_age_s},
+    {"HISTORY_CLIENT_MAX_BYTES", CFG_INT, "268435456", "client stream size bound in bytes", 0,
+     1048576, 0x7fffffffffffffffL, &cfg.client_bytes},
+    {"PUBLISH_DEDUP_WINDOW_S", CFG_INT, "120",
+     "a client publish with an id already stored within this window is a duplicate: not "
+     "stored again, acked with duplicate:true", 0, 1, 86400, &cfg.dedup_window_s},
+    {"EDGE_PUBLISH_INFLIGHT", CFG_INT, "64",
+     "publishes with an id waiting for their store's ack, per connection (more: error busy)",
+     0, 1, 4096, &cfg.pub_inflight},
     {"HISTORY_REPLICAS", CFG_INT, "1", "stream replicas (a NATS cluster: 3)", 0, 1, 5,
      &cfg.history_replicas},
 };
@@ -357,11 +387,30 @@ static void ensure_stream(void)
     sc.subjects = inbox;
     sc.max_bytes = cfg.inbox_bytes;
     sc.max_msgs_per_subject = cfg.inbox_per_user;
-    if (bus_stream_ensure(B, &sc) == 0) atomic_store(&stream_ok, 1);
+    if (bus_stream_ensure(B, &sc) != 0) return;
+    if (cfg.client_stream[0]) { /* no republish: nothing reads it live but the back ends */
+        static const char *const client[] = {SUBJ_CLIENT_PREFIX ">"};
+        sc = (bus_stream_cfg){
+            .name = cfg.client_stream,
+            .subjects = client,
+            .nsubjects = 1,
+            .max_age_s = cfg.client_age_s,
+            .max_bytes = cfg.client_bytes,
+            .file_storage = strcmp(cfg.storage, "memory") != 0,
+            .replicas = (int)cfg.history_replicas,
+            .duplicate_window_s = cfg.dedup_window_s,
+        };
+        if (bus_stream_ensure(B, &sc) != 0) return;
+    }
+    atomic_store(&stream_ok, 1);
 }
 
-/* A topic pattern as a token's claims hold it: dot-separated tokens of [A-Za-z0-9_-], or
- * "*" for one token, or ">" as the last one for the rest; at most TOPIC_MAX bytes. */
+/* The fabric's first or last interest in a topic: presence tells every edge's view. */
+static void occupancy_changed(void *ud, const char *topic, bool on)
+{
+    presence_occupancy(ud, topic, on);
+}
+
 int main(int argc, char **argv)
 {
     fabric *fab = NULL;
@@ -481,6 +530,11 @@ int main(int argc, char **argv)
         .query_token = cfg.query_token != 0,
         .publish_rate = (double)cfg.pub_rate,
         .publish_burst = (double)cfg.pub_burst,
+        .rpc_timeout_ms = (int)cfg.rpc_timeout_ms,
+        .rpc_inflight = (int)cfg.rpc_inflight,
+        .max_rpc_reply = (size_t)cfg.max_rpc_reply,
+        .stored_publish = cfg.client_stream[0] != '\0',
+        .publish_inflight = (int)cfg.pub_inflight,
     };
     ctx.b = B;
     ctx.fab = fab;
@@ -496,7 +550,16 @@ int main(int argc, char **argv)
         status = 2;
         goto done;
     }
-    ctx.perms_src = (perms_source){cfg.sub_claim, cfg.pub_claim, dsub, dpub};
+    json_t *drpc = topic_patterns_json(cfg.default_rpc);
+    if (!drpc) {
+        fprintf(stderr, "edge: config: JWT_DEFAULT_RPC_METHODS: a pattern is not a method "
+                        "pattern\n");
+        json_decref(dsub);
+        json_decref(dpub);
+        status = 2;
+        goto done;
+    }
+    ctx.perms_src = (perms_source){cfg.sub_claim, cfg.pub_claim, dsub, dpub, cfg.rpc_claim, drpc};
     /* about as many users as connections may publish at once: the table never grows */
     if (quota_create(&Q, (size_t)cfg.max_connections, (double)cfg.user_pub_rate,
                      (double)cfg.user_pub_burst) != 0)
@@ -513,6 +576,7 @@ int main(int argc, char **argv)
         };
         if (presence_create(&P, &pc, B) != 0) goto done;
         ctx.pres = P;
+        fab_set_interest_fn(fab, occupancy_changed, P); /* occupancy.<topic> through Redis */
     } else if (cfg.max_per_user > 0) {
         fprintf(stderr, "edge: config: MAX_CONNECTIONS_PER_USER needs REDIS_URL\n");
         goto done;
@@ -583,5 +647,6 @@ done:
     bus_destroy(B, 2000);
     json_decref((json_t *)ctx.perms_src.sub_default);
     json_decref((json_t *)ctx.perms_src.pub_default);
+    json_decref((json_t *)ctx.perms_src.rpc_default);
     return status;
 }

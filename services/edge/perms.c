@@ -60,17 +60,21 @@ perms *perms_get(perms_table *t, const json_t *claims, const perms_source *src)
     char buf[PERMS_MAX];
     long sl = pack(buf, 0, sizeof buf,
                    claim_of(claims, src->sub_claim, "sub_topics", src->sub_default));
-    long pl = sl < 0 ? -1
+    long rl = sl < 0 ? -1
                      : pack(buf, (size_t)sl, sizeof buf,
                             claim_of(claims, src->pub_claim, "pub_topics", src->pub_default));
+    long pl = rl < 0 ? -1
+                     : pack(buf, (size_t)rl, sizeof buf,
+                            claim_of(claims, src->rpc_claim, "rpc_methods", src->rpc_default));
     if (pl < 0) return NULL;
     unsigned long h = 5381;
     for (long i = 0; i < pl; i++) h = h * 33 + (unsigned char)buf[i];
     h = h * 33 + (unsigned long)sl; /* where the lists part counts too */
+    h = h * 33 + (unsigned long)rl;
     perms **head = &t->buckets[h % PERMS_BUCKETS];
     for (perms *p = *head; p; p = p->next) {
         if (p->hash == h && p->len == (uint32_t)pl && p->pub_off == (uint32_t)sl &&
-            memcmp(p->pats, buf, (size_t)pl) == 0) {
+            p->rpc_off == (uint32_t)rl && memcmp(p->pats, buf, (size_t)pl) == 0) {
             p->refs++;
             return p;
         }
@@ -81,6 +85,7 @@ perms *perms_get(perms_table *t, const json_t *claims, const perms_source *src)
     p->refs = 1;
     p->len = (uint32_t)pl;
     p->pub_off = (uint32_t)sl;
+    p->rpc_off = (uint32_t)rl;
     memcpy(p->pats, buf, (size_t)pl);
     p->next = *head;
     *head = p;
@@ -100,10 +105,21 @@ void perms_put(perms_table *t, perms *p)
 bool perms_allow(const perms *p, bool pub, const char *topic)
 {
     if (!p) return false;
-    size_t at = pub ? p->pub_off : 0, end = pub ? p->len : p->pub_off;
+    size_t at = pub ? p->pub_off : 0, end = pub ? p->rpc_off : p->pub_off;
     while (at < end) {
         const char *pat = p->pats + at;
         if (topic_match(pat, topic)) return true;
+        at += strlen(pat) + 1;
+    }
+    return false;
+}
+
+bool perms_allow_rpc(const perms *p, const char *method)
+{
+    if (!p) return false;
+    for (size_t at = p->rpc_off; at < p->len;) {
+        const char *pat = p->pats + at;
+        if (topic_match(pat, method)) return true;
         at += strlen(pat) + 1;
     }
     return false;

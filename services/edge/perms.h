@@ -1,4 +1,4 @@
-/* perms.h - a token's topic permissions (its sub_topics and pub_topics patterns), interned
+/* perms.h - a token's permissions (its sub_topics, pub_topics and rpc_methods patterns), interned
  * per worker: the sessions whose tokens carry the same lists share one set, instead of each
  * keeping the token's JSON arrays (a few hundred bytes per connection, most of them alike).
  * A table belongs to one worker thread and is not locked. Prefix perms_. */
@@ -19,7 +19,9 @@ typedef struct perms {
     uint32_t refs;
     uint32_t len;     /* bytes of pats */
     uint32_t pub_off; /* where the pub_topics patterns start in pats */
-    char pats[];      /* the sub_topics patterns, then the pub_topics ones, each ended by NUL */
+    uint32_t rpc_off; /* where the rpc_methods patterns start */
+    char pats[];      /* the sub_topics patterns, then the pub_topics, then the rpc_methods
+                       * ones, each ended by NUL */
 } perms;
 
 typedef struct perms_table {
@@ -33,6 +35,10 @@ typedef struct perms_table {
 typedef struct perms_source {
     const char *sub_claim, *pub_claim;
     const json_t *sub_default, *pub_default;
+    /* the methods a client may call over its socket (JWT_RPC_CLAIM, JWT_DEFAULT_RPC_METHODS;
+     * NULL: the claim rpc_methods, no default) */
+    const char *rpc_claim;
+    const json_t *rpc_default;
 } perms_source;
 
 /* The table's set equal to the claims' patterns (a new reference), or NULL (no memory, or
@@ -45,5 +51,7 @@ void perms_put(perms_table *t, perms *p);
 /* Whether topic matches one of the set's patterns: pub_topics when pub, else sub_topics.
  * NULL (no token taken yet) allows nothing. */
 bool perms_allow(const perms *p, bool pub, const char *topic);
+/* Whether method matches one of the set's rpc_methods patterns. NULL allows nothing. */
+bool perms_allow_rpc(const perms *p, const char *method);
 
 #endif

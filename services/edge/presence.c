@@ -27,13 +27,14 @@
 #define QUEUE_MAX 100000 /* operations waiting; over: dropped, and a full rewrite follows */
 #define REAP_EVERY_S 10
 #define RESYNC_BATCH 200
+#define OCC_BUCKETS 1024
 #define APPLY_BATCH 256 /* registrations and removals written in one script run */
 #define LINGER_MS                                                                                  \
     2 /* registrations and removals gather this long before a round, so a                          \
        * burst of connections costs the edge a wake-up and a Redis round                           \
        * trip per round, not per connection; a check or a get ends it */
 
-enum op_kind { OP_ADD, OP_CHECK, OP_REMOVE, OP_GET };
+enum op_kind { OP_ADD, OP_CHECK, OP_REMOVE, OP_GET, OP_OCC_ON, OP_OCC_OFF, OP_OCC_GET };
 
 typedef struct op {
     struct op *next;
@@ -44,6 +45,12 @@ typedef struct op {
     bus_msg *msg; /* OP_GET: the presence.get request, answered on the presence thread */
     char user[];
 } op;
+
+/* A topic this edge has subscribers for (occupancy), as the in-memory truth. */
+typedef struct occ_topic {
+    struct occ_topic *next;
+    char topic[];
+} occ_topic;
 
 /* This edge's connection, as the in-memory truth. */
 typedef struct entry {
@@ -69,11 +76,13 @@ struct presence {
     bool idle;   /* the thread waits for work: the next operation wakes it */
     bool urgent; /* a check or a get is queued: no lingering */
     entry *table[TABLE_BUCKETS];
+    occ_topic *occ[OCC_BUCKETS]; /* topics with subscribers here (presence_occupancy) */
+    bus_sub *occ_sub;            /* occupancy.get */
     _Atomic int degraded;
     bool need_rewrite;
     bool beaten;      /* a heartbeat was written before */
     struct batch *bt; /* the presence thread's batch of writes */
-    metric *m_degraded, *m_ops, *m_refused, *m_reaped;
+    metric *m_degraded, *m_ops, *m_refused, *m_reaped, *m_occupied, *m_vacated;
 };
 
 /* Registers one connection; with ARGV[3] > 0, only while the user has fewer live entries
@@ -141,7 +150,54 @@ static const char LIST_LUA[] =
     "end\n"
     "return out\n";
 
-static rds_script add_script, remove_script, reap_script, list_script, batch_script;
+/* Occupancy: KEYS[1] the topic's set of edges, KEYS[2] this edge's set of topics; ARGV[1]
+ * edge, ARGV[2] topic, ARGV[3] "on" or "off", ARGV[4] the prefix. Returns {changed, live}:
+ * whether the set changed, and how many of its edges have a live heartbeat afterwards (a
+ * dead edge's member waits for the reaper but counts for nothing). */
+static const char OCC_LUA[] =
+    "local changed\n"
+    "if ARGV[3] == 'on' then\n"
+    "  changed = redis.call('SADD', KEYS[1], ARGV[1])\n"
+    "  redis.call('SADD', KEYS[2], ARGV[2])\n"
+    "else\n"
+    "  changed = redis.call('SREM', KEYS[1], ARGV[1])\n"
+    "  redis.call('SREM', KEYS[2], ARGV[2])\n"
+    "end\n"
+    "local live = 0\n"
+    "for _, e in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
+    "  if e == ARGV[1] or redis.call('EXISTS', ARGV[4] .. 'edge:' .. e) == 1 then\n"
+    "    live = live + 1\n"
+    "  end\n"
+    "end\n"
+    "return {changed, live}\n";
+
+/* Removes an edge from every topic it held (KEYS[1] its set of topics; ARGV[1] edge,
+ * ARGV[2] prefix, ARGV[3] "1": the edge itself counts as gone). Returns the topics left
+ * with no live edge: they were vacated. */
+static const char OCC_REAP_LUA[] =
+    "local vacated = {}\n"
+    "for _, t in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
+    "  local k = ARGV[2] .. 'occ:' .. t\n"
+    "  redis.call('SREM', k, ARGV[1])\n"
+    "  local live = 0\n"
+    "  for _, e in ipairs(redis.call('SMEMBERS', k)) do\n"
+    "    if redis.call('EXISTS', ARGV[2] .. 'edge:' .. e) == 1 then live = live + 1 end\n"
+    "  end\n"
+    "  if live == 0 then vacated[#vacated + 1] = t end\n"
+    "end\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "return vacated\n";
+
+/* How many live edges hold the topic (KEYS[1]; ARGV[1] prefix). */
+static const char OCC_COUNT_LUA[] =
+    "local live = 0\n"
+    "for _, e in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
+    "  if redis.call('EXISTS', ARGV[1] .. 'edge:' .. e) == 1 then live = live + 1 end\n"
+    "end\n"
+    "return live\n";
+
+static rds_script add_script, remove_script, reap_script, list_script, batch_script, occ_script,
+    occ_reap_script, occ_count_script;
 
 static long wall_s(void) { return (long)time(NULL); }
 
@@ -231,6 +287,35 @@ void presence_remove(presence *p, const char *user, uint64_t conn)
 
 int presence_degraded(const presence *p) { return atomic_load(&p->degraded); }
 
+static unsigned long occ_hash(const char *s)
+{
+    unsigned long h = 5381;
+    while (*s) h = h * 33 + (unsigned char)*s++;
+    return h % OCC_BUCKETS;
+}
+
+void presence_occupancy(presence *p, const char *topic, bool on)
+{
+    size_t tl = strlen(topic);
+    occ_topic *t = on ? malloc(sizeof *t + tl + 1) : NULL, *gone = NULL;
+    pthread_mutex_lock(&p->lock);
+    occ_topic **pp = &p->occ[occ_hash(topic)];
+    while (*pp && strcmp((*pp)->topic, topic) != 0) pp = &(*pp)->next;
+    if (on && t && !*pp) {
+        memcpy(t->topic, topic, tl + 1);
+        t->next = NULL;
+        *pp = t;
+        t = NULL;
+    } else if (!on && *pp) {
+        gone = *pp;
+        *pp = gone->next;
+    }
+    pthread_mutex_unlock(&p->lock);
+    free(t);
+    free(gone);
+    enqueue(p, on ? OP_OCC_ON : OP_OCC_OFF, topic, 0, -1, 0, NULL);
+}
+
 /* ---- Redis (presence thread) ------------------------------------------------------------- */
 
 static void set_degraded(presence *p, bool on, const char *why)
@@ -268,6 +353,56 @@ static int heartbeat(presence *p)
         freeReplyObject(old);
         rc = rds_commandv(p->r, NULL, 3, add, NULL);
     }
+    return rc;
+}
+
+/* occupancy.<topic>: a topic gained its first or lost its last subscriber, all edges. */
+static void occ_publish(presence *p, const char *topic, bool occupied)
+{
+    char subject[200], body[300];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(subject, sizeof subject, "%s%s", SUBJ_OCCUPANCY_PREFIX, topic);
+    int n = snprintf(body, sizeof body, "{\"topic\":\"%s\",\"occupied\":%s,\"ts\":%lld}", topic,
+                     occupied ? "true" : "false",
+                     (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    metric_inc(occupied ? p->m_occupied : p->m_vacated);
+    if (p->b && n > 0 && (size_t)n < sizeof body &&
+        bus_publish(p->b, subject, NULL, body, (size_t)n, NULL, 0) != 0)
+        log_warn("occupancy not published", "topic=%s occupied=%d", topic, occupied);
+}
+
+/* One topic of this edge on or off in Redis; publishes the topic's transition, if any. */
+static int occ_apply(presence *p, bool on, const char *topic)
+{
+    char tkey[300], ekey[256];
+    snprintf(tkey, sizeof tkey, PFX "occ:%s", topic);
+    snprintf(ekey, sizeof ekey, PFX "occ_edge:%s", p->edge);
+    const char *keys[] = {tkey, ekey};
+    const char *args[] = {p->edge, topic, on ? "on" : "off", PFX};
+    redisReply *rep = NULL;
+    int rc = rds_eval(p->r, &occ_script, &rep, 2, keys, 4, args);
+    if (rc == 0 && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2) {
+        long long changed = rep->element[0]->integer, live = rep->element[1]->integer;
+        if (changed == 1 && ((on && live == 1) || (!on && live == 0))) occ_publish(p, topic, on);
+    }
+    if (rep) freeReplyObject(rep);
+    return rc;
+}
+
+/* Takes an edge out of every topic it held; with announce, publishes the topics left empty. */
+static int occ_reap(presence *p, const char *edge, bool announce)
+{
+    char ekey[256];
+    snprintf(ekey, sizeof ekey, PFX "occ_edge:%s", edge);
+    const char *keys[] = {ekey};
+    const char *args[] = {edge, PFX};
+    redisReply *rep = NULL;
+    int rc = rds_eval(p->r, &occ_reap_script, &rep, 1, keys, 2, args);
+    for (size_t i = 0; rc == 0 && announce && rep->type == REDIS_REPLY_ARRAY && i < rep->elements;
+         i++)
+        if (rep->element[i]->str) occ_publish(p, rep->element[i]->str, false);
+    if (rep) freeReplyObject(rep);
     return rc;
 }
 
@@ -379,9 +514,37 @@ static int rewrite(presence *p)
     }
     for (size_t i = 0; i < n; i++) free(snap[i]);
     free(snap);
+    /* occupancy: this edge's topics again, silently (what changed meanwhile is not told) */
+    size_t ntopics = 0, tcap = 0;
+    char **topics = NULL; /* a snapshot, written without the lock */
+    pthread_mutex_lock(&p->lock);
+    for (int b = 0; b < OCC_BUCKETS; b++)
+        for (occ_topic *t = p->occ[b]; t; t = t->next) {
+            if (ntopics == tcap) {
+                char **nt = realloc(topics, sizeof *nt * (tcap ? tcap * 2 : 64));
+                if (!nt) break;
+                topics = nt;
+                tcap = tcap ? tcap * 2 : 64;
+            }
+            if ((topics[ntopics] = strdup(t->topic)) != NULL) ntopics++;
+        }
+    pthread_mutex_unlock(&p->lock);
+    if (rc == 0) rc = occ_reap(p, p->edge, false);
+    char ekey[256];
+    snprintf(ekey, sizeof ekey, PFX "occ_edge:%s", p->edge);
+    for (size_t i = 0; i < ntopics && rc == 0; i++) {
+        char tkey[300];
+        snprintf(tkey, sizeof tkey, PFX "occ:%s", topics[i]);
+        const char *sadd1[] = {"SADD", tkey, p->edge};
+        const char *sadd2[] = {"SADD", ekey, topics[i]};
+        rc = rds_commandv(p->r, NULL, 3, sadd1, NULL);
+        if (rc == 0) rc = rds_commandv(p->r, NULL, 3, sadd2, NULL);
+    }
+    for (size_t i = 0; i < ntopics; i++) free(topics[i]);
+    free(topics);
     if (rc == 0)
-        log_info("presence rewritten", "edge=%s connections=%zu stale_removed=%lld", p->edge, n,
-                 stale);
+        log_info("presence rewritten", "edge=%s connections=%zu stale_removed=%lld topics=%zu",
+                 p->edge, n, stale, ntopics);
     return rc;
 }
 
@@ -414,6 +577,7 @@ static void reap_dead(presence *p)
             const char *srem[] = {"SREM", PFX "edges", e};
             rds_commandv(p->r, NULL, 3, srem, NULL);
             metric_add(p->m_reaped, n);
+            occ_reap(p, e, true); /* the topics only it held are vacated now */
             log_info("presence of a dead edge reaped", "edge=%s connections=%lld", e, n);
         }
     }
@@ -421,6 +585,7 @@ static void reap_dead(presence *p)
 }
 
 static void answer_get(presence *p, bus_msg *msg);
+static void answer_occ_get(presence *p, bus_msg *msg);
 
 /* Sends the batch of registrations and removals, then frees their ops. */
 static void send_batch(presence *p, op **written)
@@ -503,6 +668,19 @@ static void *presence_main(void *arg)
             send_batch(p, &written); /* in order: what came before this op first */
             if (o->kind == OP_GET) {
                 answer_get(p, o->msg);
+                free(o);
+                continue;
+            }
+            if (o->kind == OP_OCC_GET) {
+                answer_occ_get(p, o->msg);
+                free(o);
+                continue;
+            }
+            if (o->kind == OP_OCC_ON || o->kind == OP_OCC_OFF) {
+                /* degraded: dropped; the rewrite after it puts this edge's topics back */
+                int rc = atomic_load(&p->degraded) ? 0
+                                                   : occ_apply(p, o->kind == OP_OCC_ON, o->user);
+                if (rc != 0) set_degraded(p, true, sc_strerror(rc));
                 free(o);
                 continue;
             }
@@ -642,6 +820,51 @@ done:
     bus_msg_destroy(msg);
 }
 
+/* occupancy.get {"topic":...} -> {"topic":...,"occupied":bool,"edges":N}, on the presence
+ * thread: how many live edges have subscribers for the topic right now. */
+static void answer_occ_get(presence *p, bus_msg *msg)
+{
+    json_t *req = json_loadb(bus_msg_data(msg), bus_msg_len(msg), 0, NULL);
+    const char *topic = json_string_value(json_object_get(req, "topic"));
+    if (!topic || !topic_valid(topic)) {
+        reply_json(p, msg, 400,
+                   json_pack("{s:s, s:s}", "error", "invalid_request", "message",
+                             "topic: a concrete topic"));
+        goto done;
+    }
+    char tkey[300];
+    snprintf(tkey, sizeof tkey, PFX "occ:%s", topic);
+    const char *keys[] = {tkey};
+    const char *args[] = {PFX};
+    redisReply *rep = NULL;
+    if (atomic_load(&p->degraded) ||
+        rds_eval(p->r, &occ_count_script, &rep, 1, keys, 1, args) != 0) {
+        if (rep) freeReplyObject(rep);
+        reply_json(p, msg, 503,
+                   json_pack("{s:s, s:s}", "error", "unavailable", "message",
+                             "occupancy store unavailable"));
+        goto done;
+    }
+    json_int_t live = rep->type == REDIS_REPLY_INTEGER ? (json_int_t)rep->integer : 0;
+    freeReplyObject(rep);
+    reply_json(p, msg, 200,
+               json_pack("{s:s, s:b, s:I}", "topic", topic, "occupied", live > 0, "edges", live));
+done:
+    json_decref(req);
+    bus_msg_destroy(msg);
+}
+
+static void on_occ_get(bus_msg *msg, void *ud)
+{
+    presence *p = ud;
+    if (enqueue(p, OP_OCC_GET, "", 0, -1, 0, msg) != 0) {
+        reply_json(p, msg, 503,
+                   json_pack("{s:s, s:s}", "error", "unavailable", "message",
+                             "occupancy busy, try again"));
+        bus_msg_destroy(msg);
+    }
+}
+
 /* nats.c thread: hands the request to the presence thread (a full queue: 503 at once). */
 static void on_get(bus_msg *msg, void *ud)
 {
@@ -664,6 +887,9 @@ int presence_create(presence **out, const presence_cfg *cfg, bus *b)
         rds_script_init(&reap_script, REAP_LUA);
         rds_script_init(&list_script, LIST_LUA);
         rds_script_init(&batch_script, BATCH_LUA);
+        rds_script_init(&occ_script, OCC_LUA);
+        rds_script_init(&occ_reap_script, OCC_REAP_LUA);
+        rds_script_init(&occ_count_script, OCC_COUNT_LUA);
     }
     presence *p = calloc(1, sizeof *p);
     if (!p) return -ENOMEM;
@@ -692,6 +918,10 @@ int presence_create(presence **out, const presence_cfg *cfg, bus *b)
                                    "connections refused by MAX_CONNECTIONS_PER_USER (4009)");
     p->m_reaped = metrics_counter("sc_edge_presence_reaped_total", NULL,
                                   "entries of dead edges removed by this edge");
+    static const char occ_help[] = "occupancy events published by this edge (occupancy.<topic>)";
+    p->m_occupied = metrics_counter("sc_edge_occupancy_events_total", "state=\"occupied\"",
+                                    occ_help);
+    p->m_vacated = metrics_counter("sc_edge_occupancy_events_total", "state=\"vacated\"", occ_help);
     int rc = rds_create(&p->r, cfg->redis_url, 500, "sidecast-edge-presence");
     if (rc == 0 && pthread_create(&p->thread, NULL, presence_main, p) != 0) rc = -EAGAIN;
     if (rc == 0) pthread_setname_np(p->thread, "edge-presence");
@@ -704,6 +934,8 @@ int presence_create(presence **out, const presence_cfg *cfg, bus *b)
     }
     if (b && bus_subscribe(b, SUBJ_PRESENCE_GET, "edge", on_get, p, &p->get_sub) != 0)
         log_warn("presence.get not subscribed", "edge=%s", p->edge);
+    if (b && bus_subscribe(b, SUBJ_OCCUPANCY_GET, "edge", on_occ_get, p, &p->occ_sub) != 0)
+        log_warn("occupancy.get not subscribed", "edge=%s", p->edge);
     *out = p;
     return 0;
 }
@@ -712,6 +944,7 @@ void presence_destroy(presence *p)
 {
     if (!p) return;
     bus_unsubscribe(p->get_sub);
+    bus_unsubscribe(p->occ_sub);
     pthread_mutex_lock(&p->lock);
     p->stop = true;
     pthread_cond_signal(&p->cond);
@@ -723,6 +956,7 @@ void presence_destroy(presence *p)
         snprintf(hb, sizeof hb, PFX "edge:%s", p->edge);
         const char *del[] = {"DEL", hb};
         if (reap_edge(p, p->edge, NULL) == 0) rds_commandv(p->r, NULL, 2, del, NULL);
+        occ_reap(p, p->edge, true); /* after the heartbeat: this edge counts as gone */
     }
     rds_destroy(p->r);
     for (op *o = p->head, *next; o; o = next) {
@@ -734,6 +968,11 @@ void presence_destroy(presence *p)
         for (entry *e = p->table[b], *next; e; e = next) {
             next = e->next;
             free(e);
+        }
+    for (int b = 0; b < OCC_BUCKETS; b++)
+        for (occ_topic *t = p->occ[b], *next; t; t = next) {
+            next = t->next;
+            free(t);
         }
     pthread_cond_destroy(&p->cond);
     pthread_mutex_destroy(&p->lock);

@@ -60,6 +60,16 @@ void presence_add(presence *p, const char *user, uint64_t conn, int worker, bool
 /* It closed (only after presence_add). Any thread. */
 void presence_remove(presence *p, const char *user, uint64_t conn);
 
+/* Occupancy: this edge now has subscribers for topic (on), or no more (off); called by the
+ * fabric for the process's first and last interest in a topic. Any thread. Redis keeps, per
+ * topic, the edges that have subscribers (sc:presence:occ:<topic>, and per edge its topics,
+ * sc:presence:occ_edge:<edge>); when a topic gains its first or loses its last live edge,
+ * the presence thread publishes occupancy.<topic> {"topic","occupied":bool,"ts"}. A dead
+ * edge's topics are vacated when the reaper takes it out; a clean stop vacates at once. While
+ * Redis is away nothing is announced (the rewrite after it puts this edge's topics back
+ * without announcing). occupancy.get {"topic"} answers {"topic","occupied","edges"}. */
+void presence_occupancy(presence *p, const char *topic, bool on);
+
 /* presence.get's access rule: true when caller (Sidecast-User; NULL: a service on the bus)
  * may see user's presence: caller is user, or sub_topics_json (the token's sub_topics as
  * the gateway passes them, or NULL) has a pattern matching "presence.<user>". Pure. */

@@ -287,6 +287,170 @@ static void on_unsubscribe(session *s, msg_in *m)
     session_reply(s, out, msg_unsubscribed_build(out, sizeof out, m->topic));
 }
 
+/* ---- rpc: a client's call of a back-end method ---------------------------------------- */
+
+/* One call in flight for a session (the session's list, cancelled with it). */
+typedef struct rpc_pending {
+    struct rpc_pending *next;
+    session *s;
+    rpc_call *call;
+    bool publish; /* a stored publish waiting for its ack, not an rpc */
+    char id[];    /* the client's id as JSON text, echoed in the answer */
+} rpc_pending;
+
+static void rpc_unlink(session *s, rpc_pending *p)
+{
+    for (rpc_pending **pp = &s->rpcs; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            if (p->publish)
+                s->npub--;
+            else
+                s->nrpc--;
+            return;
+        }
+    }
+}
+
+/* A new entry of s's list for a request with the client's id (NULL: out of memory). */
+static rpc_pending *pending_new(session *s, const char *id, bool publish)
+{
+    size_t il = strlen(id);
+    rpc_pending *p = malloc(sizeof *p + il + 1);
+    if (!p) return NULL;
+    memcpy(p->id, id, il + 1);
+    p->s = s;
+    p->publish = publish;
+    return p;
+}
+
+static void pending_add(session *s, rpc_pending *p)
+{
+    p->next = s->rpcs;
+    s->rpcs = p;
+    if (p->publish)
+        s->npub++;
+    else
+        s->nrpc++;
+}
+
+/* The store's ack of a publish with an id (JetStream's PubAck), on the worker: the client's
+ * ack says whether the store had the id already (a retry: kept once). */
+static void publish_done(void *ud, int result, const bus_msg *reply)
+{
+    rpc_pending *p = ud;
+    session *s = p->s;
+    rpc_unlink(s, p);
+    char out[REPLY_MAX];
+    json_t *j = result == 0 && reply ? json_loadb(bus_msg_data(reply), bus_msg_len(reply), 0, NULL)
+                                     : NULL;
+    if (j && json_is_integer(json_object_get(j, "seq")) && !json_object_get(j, "error")) {
+        metric_inc(session_m.publishes);
+        int dup = json_is_true(json_object_get(j, "duplicate"));
+        if (dup) metric_inc(session_m.publish_dups);
+        session_reply(s, out, msg_ack_stored_build(out, sizeof out, p->id, dup));
+    } else {
+        const char *why = result == -ETIMEDOUT ? "the store did not answer in time, try again"
+                                               : "the store is unavailable, try again";
+        log_debug("stored publish failed", "conn=%llu result=\"%s\"",
+                  (unsigned long long)wsc_conn_id(s->c), sc_strerror(result));
+        session_reply(s, out, msg_error_build(out, sizeof out, p->id, "unavailable", why));
+    }
+    json_decref(j);
+    free(p);
+}
+
+/* The reply, on the worker: rpc_result with the service's JSON, or an error with a code. */
+static void rpc_done(void *ud, int result, const bus_msg *reply)
+{
+    rpc_pending *p = ud;
+    session *s = p->s;
+    rpc_unlink(s, p);
+    const char *code = NULL, *message = NULL;
+    char msgbuf[256];
+    if (result == -ETIMEDOUT) {
+        metric_inc(session_m.rpc_timeout);
+        code = "timeout", message = "the method did not answer in time";
+    } else if (result == SC_ENORESPONDERS) {
+        metric_inc(session_m.rpc_no_responders);
+        code = "no_responders", message = "no service answers this method";
+    } else if (result != 0 || !reply) {
+        metric_inc(session_m.rpc_error);
+        code = "unavailable", message = "the bus is unavailable, try again";
+    } else if (bus_msg_header(reply, HDR_RPC_ERROR)) {
+        /* the service refused: its code (a word), its message (a JSON string body) */
+        metric_inc(session_m.rpc_refused);
+        const char *c = bus_msg_header(reply, HDR_RPC_ERROR);
+        bool word = c[0] != '\0' && strlen(c) <= 32;
+        for (const char *q = c; word && *q; q++)
+            word = (*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '_';
+        code = word ? c : "refused";
+        message = "the method refused the call";
+        json_t *j = json_loadb(bus_msg_data(reply), bus_msg_len(reply), JSON_DECODE_ANY, NULL);
+        if (json_is_string(j) && json_string_length(j) < sizeof msgbuf) {
+            memcpy(msgbuf, json_string_value(j), json_string_length(j) + 1);
+            message = msgbuf;
+        }
+        json_decref(j);
+    } else if (bus_msg_len(reply) > s->ws->ctx->cfg.max_rpc_reply ||
+               (bus_msg_len(reply) > 0 &&
+                !msg_json_valid(bus_msg_data(reply), bus_msg_len(reply)))) {
+        metric_inc(session_m.rpc_error);
+        code = "bad_reply", message = "the method's reply is not JSON or too large";
+    }
+    if (code) {
+        char out[REPLY_MAX];
+        session_reply(s, out, msg_error_build(out, sizeof out, p->id, code, message));
+    } else {
+        metric_inc(session_m.rpc_ok);
+        size_t cap = msg_rpc_result_size(strlen(p->id), bus_msg_len(reply));
+        char *out = malloc(cap);
+        if (out) {
+            int n = msg_rpc_result_build(out, cap, p->id, bus_msg_data(reply), bus_msg_len(reply));
+            wsc_frame *f = n > 0 ? wsc_frame_new(WS_OP_TEXT, out, (size_t)n) : NULL;
+            if (f) wsc_conn_send(s->c, f);
+            wsc_frame_unref(f);
+            free(out);
+        }
+    }
+    free(p);
+}
+
+static void on_rpc(session *s, msg_in *m)
+{
+    const session_cfg *cfg = &s->ws->ctx->cfg;
+    if (!perms_allow_rpc(s->perms, m->topic)) {
+        metric_inc(session_m.rpc_refused);
+        reply_error(s, m->id, "forbidden", "calling this method is not allowed");
+        return;
+    }
+    if (s->nrpc >= cfg->rpc_inflight) {
+        metric_inc(session_m.rpc_busy);
+        reply_error(s, m->id, "busy", "too many calls in flight on this connection");
+        return;
+    }
+    rpc_pending *p = pending_new(s, m->id, false);
+    if (!p) {
+        reply_error(s, m->id, "internal", "out of memory");
+        return;
+    }
+    char conn[32];
+    snprintf(conn, sizeof conn, "%llu", (unsigned long long)wsc_conn_id(s->c));
+    bus_hdr h[] = {{HDR_USER, s->user}, {HDR_CONN, conn}, {HDR_EDGE, cfg->edge_id}};
+    int err = 0;
+    char subject[200];
+    snprintf(subject, sizeof subject, "%s%s", SUBJ_RPC_PREFIX, m->topic);
+    p->call = rpc_start(s->ws->rpcq, subject, m->data, m->data_len, h, 3, rpc_done, p, &err);
+    if (!p->call) {
+        free(p);
+        metric_inc(session_m.rpc_error);
+        reply_error(s, m->id, err == -EAGAIN ? "busy" : "unavailable",
+                    "the bus is unavailable, try again");
+        return;
+    }
+    pending_add(s, p);
+}
+
 static void on_publish(session *s, msg_in *m)
 {
     char out[REPLY_MAX], subject[160], conn[32];
@@ -318,8 +482,35 @@ static void on_publish(session *s, msg_in *m)
     s->pub_at = conn_at;
     snprintf(subject, sizeof subject, "%s%s", SUBJ_CLIENT_PREFIX, m->topic);
     snprintf(conn, sizeof conn, "%llu", (unsigned long long)wsc_conn_id(s->c));
-    bus_hdr h[] = {
-        {HDR_USER, s->user}, {"Sidecast-Conn", conn}, {"Sidecast-Edge", s->ws->ctx->cfg.edge_id}};
+    if (m->id[0] && cfg->stored_publish) {
+        /* through the client stream with the id as its message id: a retry after a lost
+         * ack is stored once, and the ack says so */
+        if (s->npub >= cfg->publish_inflight) {
+            reply_error(s, m->id, "busy", "too many publishes waiting for their ack");
+            return;
+        }
+        char msgid[700];
+        snprintf(msgid, sizeof msgid, "%s:%s", s->user, m->id); /* ids are per user */
+        bus_hdr h[] = {{HDR_USER, s->user},
+                       {HDR_CONN, conn},
+                       {HDR_EDGE, cfg->edge_id},
+                       {"Nats-Msg-Id", msgid}};
+        rpc_pending *p = pending_new(s, m->id, true);
+        int err = 0;
+        if (p && !(p->call = rpc_start(s->ws->rpcq, subject, m->data, m->data_len, h, 4,
+                                       publish_done, p, &err))) {
+            free(p);
+            p = NULL;
+        }
+        if (!p) {
+            reply_error(s, m->id, err == -EAGAIN ? "busy" : "unavailable",
+                        "the bus is unavailable, try again");
+            return;
+        }
+        pending_add(s, p);
+        return;
+    }
+    bus_hdr h[] = {{HDR_USER, s->user}, {HDR_CONN, conn}, {HDR_EDGE, s->ws->ctx->cfg.edge_id}};
     if (bus_publish(s->ws->ctx->b, subject, NULL, m->data, m->data_len, h, 3) != 0) {
         reply_error(s, m->id, "unavailable", "the bus is unavailable, try again");
         return;
@@ -422,6 +613,7 @@ static void on_message(wsc_conn *c, uint8_t opcode, uint8_t *data, size_t len)
     case MSG_PUBLISH: on_publish(s, &m); break;
     case MSG_REFRESH: on_refresh(s, &m); break;
     case MSG_PING: session_reply(s, out, msg_pong_build(out, sizeof out, m.id)); break;
+    case MSG_RPC: on_rpc(s, &m); break;
     case MSG_AUTH: reply_error(s, m.id, "bad_message", "already authenticated; use refresh"); break;
     default: reply_error(s, m.id, "unknown_type", "unknown message type"); break;
     }
@@ -443,6 +635,12 @@ static void unlink_awaiting(session *s)
 
 static void on_closed_free(session *s)
 {
+    while (s->rpcs) { /* the replies still to come find no session */
+        rpc_pending *p = s->rpcs;
+        s->rpcs = p->next;
+        rpc_cancel(p->call);
+        free(p);
+    }
     if (s->awaiting) unlink_awaiting(s);
     session_uncork(s, false);
     if (s->registered) presence_remove(s->ws->ctx->pres, s->user, wsc_conn_id(s->c));
@@ -687,6 +885,7 @@ static void on_wake(void *ud)
     wstate *ws = ud;
     take_verdicts(ws);
     replay_q_poll(ws->rq);
+    rpc_q_poll(ws->rpcq);
 }
 
 static void on_port_io(loop_io *io, uint32_t events)
@@ -731,7 +930,10 @@ static int on_worker_start(wsc_worker *w, void *ud)
         .max_events = ctx->cfg.replay_max_events,
         .timeout_ms = 2000,
     };
-    if ((rc = replay_q_create(&ws->rq, ctx->b, wsc_worker_loop(w), &rc_cfg)) != 0) {
+    rpc_cfg rp_cfg = {.timeout_ms = ctx->cfg.rpc_timeout_ms};
+    if ((rc = replay_q_create(&ws->rq, ctx->b, wsc_worker_loop(w), &rc_cfg)) != 0 ||
+        (rc = rpc_q_create(&ws->rpcq, ctx->b, wsc_worker_loop(w), &rp_cfg)) != 0) {
+        replay_q_destroy(ws->rq);
         loop_del(wsc_worker_loop(w), &ws->port_io);
         fab_port_close(ws->port);
         free(ws);
@@ -756,6 +958,7 @@ static void on_worker_stop(wsc_worker *w, void *ud)
     loop_del(wsc_worker_loop(w), &ws->port_io);
     fab_port_close(ws->port);
     replay_q_destroy(ws->rq);
+    rpc_q_destroy(ws->rpcq);
     loop_set_wake(wsc_worker_loop(w), NULL, NULL);
     /* verdicts may still come (the presence thread stops after the workers): they find no
      * worker once it is unhooked here */
@@ -793,6 +996,17 @@ void session_handlers(session_ctx *ctx, wsc_handlers *h)
                                      "from the stream");
     session_m.dups = metrics_counter("sc_edge_duplicates_dropped_total", NULL,
                                      "live events not sent because a replay had sent them");
+    static const char rpc_help[] = "client rpc calls by result";
+    session_m.rpc_ok = metrics_counter("sc_edge_rpc_total", "result=\"ok\"", rpc_help);
+    session_m.rpc_error = metrics_counter("sc_edge_rpc_total", "result=\"error\"", rpc_help);
+    session_m.rpc_timeout = metrics_counter("sc_edge_rpc_total", "result=\"timeout\"", rpc_help);
+    session_m.rpc_no_responders = metrics_counter("sc_edge_rpc_total", "result=\"no_responders\"",
+                                                  rpc_help);
+    session_m.rpc_refused = metrics_counter("sc_edge_rpc_total", "result=\"refused\"", rpc_help);
+    session_m.rpc_busy = metrics_counter("sc_edge_rpc_total", "result=\"busy\"", rpc_help);
+    session_m.publish_dups =
+        metrics_counter("sc_edge_publish_duplicates_total", NULL,
+                        "client publishes with an id the store had already (kept once)");
     memset(h, 0, sizeof *h);
     h->ud = ctx;
     h->worker_start = on_worker_start;

@@ -42,6 +42,11 @@ typedef struct session_cfg {
     bool query_token;         /* accept ?access_token= in the handshake (RFC 6750 2.3) */
     double publish_rate;      /* client publish bytes a second per connection ... */
     double publish_burst;     /* ... and at once (>= max_publish) */
+    int rpc_timeout_ms;       /* an rpc not answered by then: error "timeout" */
+    int rpc_inflight;         /* rpcs in flight per connection (more: error "busy") */
+    size_t max_rpc_reply;     /* bytes of an rpc's reply passed on (more: "bad_reply") */
+    bool stored_publish;      /* a publish with an id goes through the client stream */
+    int publish_inflight;     /* ... of those waiting for their ack, per connection */
 } session_cfg;
 
 typedef struct session_ctx {

@@ -10,6 +10,7 @@
 #include "metrics.h"
 #include "perms.h"
 #include "replay.h"
+#include "rpc.h"
 #include "seq.h"
 #include "ws/ws_frame.h"
 
@@ -64,6 +65,7 @@ typedef struct wstate {
     wsc_worker *w;
     fab_port *port;
     replay_q *rq;
+    rpc_q *rpcq;
     loop_io port_io;
     pthread_mutex_t vlock; /* verdicts from the presence thread */
     struct verdict *verdicts;
@@ -105,11 +107,15 @@ typedef struct session {
     double pub_tokens; /* publish bytes bucket (publish_rate, publish_burst) */
     uint64_t pub_at;
     uint32_t errors;
+    struct rpc_pending *rpcs; /* calls and stored publishes in flight, cancelled with it */
+    uint16_t nrpc, npub;
 } session;
 
 /* The protocol layer's metrics (registered once, at the first worker's start). */
 extern struct session_metrics {
     metric *auth_ok, *deliveries, *publishes, *rate_closes, *gaps, *dups, *quota_refused;
+    metric *rpc_ok, *rpc_error, *rpc_timeout, *rpc_no_responders, *rpc_refused, *rpc_busy;
+    metric *publish_dups;
 } session_m;
 
 /* session.c: sends a reply of n bytes (n <= 0: nothing, the builder failed). */

@@ -1,6 +1,8 @@
 /* producer - the sample back-end microservice: wires configuration, the price ticker, the
  * orders/chat handlers and the admin port together, then waits for SIGTERM/SIGINT. */
+#include <jansson.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,7 @@
 #include "admin.h"
 #include "bus.h"
 #include "cfg.h"
+#include "contract.h"
 #include "log.h"
 #include "metrics.h"
 #include "service.h"
@@ -20,6 +23,7 @@ static struct config {
     char *nats_url, *admin_listen, *symbols;
     int log_level;
     long tick_ms, fill_delay_ms, max_pending, max_users, per_user, max_chat, drain_ms;
+    int tick_when_watched;
 } cfg;
 
 /* clang-format off */
@@ -35,6 +39,9 @@ static const cfg_opt options[] = {
       0, &cfg.symbols },
     { "PRODUCER_TICK_MS", CFG_INT, "500", "interval between two ticks of each symbol (ms)", 0,
       10, 3600000, &cfg.tick_ms },
+    { "PRODUCER_TICK_WHEN_WATCHED", CFG_BOOL, "false",
+      "tick a symbol only while someone subscribes to it (occupancy.prices.<SYMBOL> from the "
+      "edges, which need REDIS_URL)", 0, 0, 0, &cfg.tick_when_watched },
     { "PRODUCER_FILL_DELAY_MS", CFG_INT, "1500", "time from an accepted order to its fill (ms)",
       0, 0, 3600000, &cfg.fill_delay_ms },
     { "PRODUCER_MAX_PENDING", CFG_INT, "10000",
@@ -61,11 +68,53 @@ static int ready(void *ud, char *detail, size_t detaillen)
     return nats;
 }
 
+/* occupancy.prices.<SYMBOL> (the edges tell when a topic gains its first or loses its last
+ * subscriber): ticks of a symbol only while someone watches it. */
+static void on_occupancy(bus_msg *msg, void *ud)
+{
+    json_t *j = json_loadb(bus_msg_data(msg), bus_msg_len(msg), 0, NULL);
+    const char *topic = json_string_value(json_object_get(j, "topic"));
+    json_t *occ = json_object_get(j, "occupied");
+    if (topic && strncmp(topic, "prices.", 7) == 0 && json_is_boolean(occ)) {
+        int i = ticks_symbol_index(topic + 7);
+        ticker_set_watched(ud, i, json_is_true(occ));
+        log_info("occupancy", "topic=%s occupied=%d", topic, json_is_true(occ));
+    }
+    json_decref(j);
+    bus_msg_destroy(msg);
+}
+
+/* Subscribes to the occupancy events, then asks the edges for each symbol's state now (an
+ * answer that does not come - edges without Redis, say - leaves the symbol ticking). */
+static int watch_occupancy(bus *b, ticker *tk, bus_sub **sub)
+{
+    if (bus_subscribe(b, SUBJ_OCCUPANCY_PREFIX "prices.>", NULL, on_occupancy, tk, sub) != 0)
+        return -1;
+    for (int i = 0; i < TICKS_NSYMBOLS; i++) {
+        char body[64];
+        int n = snprintf(body, sizeof body, "{\"topic\":\"prices.%s\"}", ticks_symbol(i));
+        bus_msg *rep = NULL;
+        bool watched = true;
+        if (bus_request(b, SUBJ_OCCUPANCY_GET, body, (size_t)n, NULL, 0, 2000, &rep) == 0) {
+            json_t *j = json_loadb(bus_msg_data(rep), bus_msg_len(rep), 0, NULL);
+            if (json_is_boolean(json_object_get(j, "occupied")))
+                watched = json_is_true(json_object_get(j, "occupied"));
+            json_decref(j);
+            bus_msg_destroy(rep);
+        } else {
+            log_warn("occupancy unknown: ticking", "symbol=%s", ticks_symbol(i));
+        }
+        ticker_set_watched(tk, i, watched);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     sigset_t sigs;
     bus *b = NULL;
     ticker *tk = NULL;
+    bus_sub *occ_sub = NULL;
     prodsvc *svc = NULL;
     admin *adm = NULL;
     prod_cfg pc;
@@ -99,6 +148,7 @@ int main(int argc, char **argv)
     bus_set_delivery_threads(2);
     if (bus_connect(&b, cfg.nats_url, SERVICE) < 0) goto done;
     if (ticker_start(&tk, b, cfg.tick_ms) < 0) goto done;
+    if (cfg.tick_when_watched && watch_occupancy(b, tk, &occ_sub) != 0) goto done;
     pc = (prod_cfg){
         .fill_delay_ms = cfg.fill_delay_ms,
         .max_pending = (size_t)cfg.max_pending,
@@ -123,8 +173,9 @@ int main(int argc, char **argv)
     status = 0;
 
 done:
-    ticker_stop(tk);   /* no tick after this */
-    prodsvc_stop(svc); /* no handler, no fill after this */
+    bus_unsubscribe(occ_sub); /* NULL ok: no occupancy news to a stopped ticker */
+    ticker_stop(tk);          /* no tick after this */
+    prodsvc_stop(svc);        /* no handler, no fill after this */
     admin_destroy(adm);
     bus_destroy(b, (int)cfg.drain_ms);
     if (status == 0) log_info("producer stopped", "%s", "");

@@ -15,7 +15,7 @@
 #include "metrics.h"
 #include "orders.h"
 
-enum { NSUBS = 4 };
+enum { NSUBS = 5 };
 enum result { R_ACCEPTED, R_INVALID, R_UNAVAILABLE, R_FOUND, R_NOT_FOUND, R_LISTED, NRESULTS };
 static const char *const result_names[NRESULTS] = {"accepted", "invalid",   "unavailable",
                                                    "found",    "not_found", "listed"};
@@ -299,16 +299,38 @@ done:
     bus_msg_destroy(msg);
 }
 
+/* rpc.prices.quote, a method clients call over their socket (sidecast.v1 "rpc"): data
+ * {"symbol":"BTC"} -> {"symbol":"BTC","price":67000.12,"ts":...}; an unknown symbol is
+ * refused with the error code not_found (header Sidecast-Error, the message as the body). */
+static void on_quote(bus_msg *msg, void *ud)
+{
+    prodsvc *s = ud;
+    json_t *req = json_loadb(bus_msg_data(msg), bus_msg_len(msg), JSON_DECODE_ANY, NULL);
+    const char *sym = json_string_value(json_object_get(req, "symbol"));
+    int i = sym ? ticks_symbol_index(sym) : -1;
+    if (!bus_msg_reply(msg) || !*bus_msg_reply(msg)) {
+        /* nobody to answer */
+    } else if (i < 0) {
+        bus_hdr h[] = {{HDR_RPC_ERROR, "not_found"}};
+        static const char why[] = "\"no such symbol\"";
+        bus_respond(s->b, msg, why, sizeof why - 1, h, 1);
+    } else {
+        char out[160];
+        int n = ticks_format(out, sizeof out, ticks_symbol(i), ticker_price(s->t, i), wall_ms());
+        if (n > 0) bus_respond(s->b, msg, out, (size_t)n, NULL, 0);
+    }
+    json_decref(req);
+    bus_msg_destroy(msg);
+}
+
 int prodsvc_start(prodsvc **out, bus *b, ticker *t, const prod_cfg *cfg)
 {
     static const struct {
         const char *subject;
         bus_msg_fn fn;
     } subs[NSUBS] = {
-        {SUBJ_ORDERS_CREATE, on_create},
-        {SUBJ_ORDERS_GET, on_get},
-        {SUBJ_ORDERS_LIST, on_list},
-        {SUBJ_CLIENT_CHAT, on_chat},
+        {SUBJ_ORDERS_CREATE, on_create}, {SUBJ_ORDERS_GET, on_get},  {SUBJ_ORDERS_LIST, on_list},
+        {SUBJ_CLIENT_CHAT, on_chat},     {SUBJ_RPC_QUOTE, on_quote},
     };
     static const char errhelp[] = "Messages the producer could not publish, by kind.";
     prodsvc *s;

@@ -1,7 +1,7 @@
 /* service.h - the producer on the bus: the orders API (svc.orders.create/get/list, queue
- * group "producer"), the fills it schedules and pushes to users.<sub>, and the chat relay
- * (client.chat.> -> events.chat.<room>). Handlers run on nats.c's delivery threads and never
- * block: a fill is scheduled on the filler's timer thread. */
+ * group "producer"), the fills it schedules and pushes to users.<sub>, the chat relay
+ * (client.chat.> -> events.chat.<room>) and an rpc method (rpc.prices.quote). Handlers run on
+ * nats.c's delivery threads and never block: a fill is scheduled on the filler's timer thread. */
 #ifndef SC_PRODUCER_SERVICE_H
 #define SC_PRODUCER_SERVICE_H
 
@@ -14,6 +14,7 @@
 #define SUBJ_ORDERS_GET "svc.orders.get"
 #define SUBJ_ORDERS_LIST "svc.orders.list"
 #define SUBJ_CLIENT_CHAT "client.chat.>"
+#define SUBJ_RPC_QUOTE "rpc.prices.quote" /* a method clients call over the edge (rpc) */
 #define QUEUE_PRODUCER "producer"
 
 typedef struct prod_cfg {

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +96,7 @@ struct ticker {
     int stop;
     uint64_t rng;
     walk w[TICKS_NSYMBOLS];
+    _Atomic int watched[TICKS_NSYMBOLS]; /* 0: the symbol's ticks are not published */
     metric *ticks, *errors;
 };
 
@@ -120,6 +122,7 @@ static void publish_all(ticker *t, const double *prices)
     char subject[64], body[160];
     int64_t now = wall_ms();
     for (int i = 0; i < TICKS_NSYMBOLS; i++) {
+        if (!atomic_load(&t->watched[i])) continue; /* nobody watches: nothing to tell */
         int n = ticks_format(body, sizeof body, symbols[i].name, prices[i], now), rc;
         snprintf(subject, sizeof subject, SUBJ_EVENTS_PREFIX "prices.%s", symbols[i].name);
         rc = n < 0 ? -EINVAL : bus_publish(t->b, subject, NULL, body, (size_t)n, NULL, 0);
@@ -175,7 +178,10 @@ int ticker_start(ticker **out, bus *b, long period_ms)
     t->period_ms = period_ms;
     if (RAND_bytes((unsigned char *)&t->rng, sizeof t->rng) != 1 || t->rng == 0)
         t->rng = (uint64_t)wall_ms() | 1;
-    for (int i = 0; i < TICKS_NSYMBOLS; i++) walk_init(&t->w[i], symbols[i].start);
+    for (int i = 0; i < TICKS_NSYMBOLS; i++) {
+        walk_init(&t->w[i], symbols[i].start);
+        atomic_init(&t->watched[i], 1);
+    }
     t->ticks = metrics_counter("sc_producer_ticks_total", NULL, "Price ticks published.");
     t->errors = metrics_counter("sc_producer_publish_errors_total", "kind=\"tick\"",
                                 "Messages the producer could not publish, by kind.");
@@ -217,4 +223,9 @@ double ticker_price(ticker *t, int i)
     p = t->w[i].price;
     pthread_mutex_unlock(&t->mu);
     return p;
+}
+
+void ticker_set_watched(ticker *t, int i, bool on)
+{
+    if (i >= 0 && i < TICKS_NSYMBOLS) atomic_store(&t->watched[i], on ? 1 : 0);
 }

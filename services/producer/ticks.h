@@ -6,6 +6,7 @@
 #ifndef SC_PRODUCER_TICKS_H
 #define SC_PRODUCER_TICKS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,5 +52,9 @@ int ticker_start(ticker **out, bus *b, long period_ms);
 void ticker_stop(ticker *t);
 /* Current price of symbol i; thread-safe. */
 double ticker_price(ticker *t, int i);
+/* Whether symbol i's ticks are published (all are, unless told otherwise: occupancy, the
+ * producer's PRODUCER_TICK_WHEN_WATCHED). The walk goes on either way (fills use it).
+ * Thread-safe. */
+void ticker_set_watched(ticker *t, int i, bool on);
 
 #endif

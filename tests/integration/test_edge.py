@@ -164,7 +164,7 @@ def test_publish_goes_to_client_subject_with_identity(st):
     sub = st.busctl_bg("sub", "client.>", 10, 1)
     ws = _connect(st)
     ws.send_json({"type": "publish", "topic": "chat.lobby", "data": {"text": "hi"}, "id": "m1"})
-    assert ws.recv_json(5) == {"type": "ack", "id": "m1"}
+    assert ws.recv_json(5) == {"type": "ack", "id": "m1", "duplicate": False}
     line = sub.stdout.readline().decode().strip()
     sub.wait(10)
     subject, data = line.split(" ", 1)

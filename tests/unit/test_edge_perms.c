@@ -108,4 +108,31 @@ TEST(claims_named_otherwise_strings_and_defaults)
     json_decref(pubs);
 }
 
+TEST(rpc_methods_are_a_third_list)
+{
+    perms_table t = {0};
+    json_t *def = json_pack("[s]", "prices.quote");
+    perms_source src = {NULL, NULL, NULL, NULL, "rpc", def};
+    json_t *a = claims("{\"sub_topics\":[\"prices.*\"],\"pub_topics\":[\"chat.*\"],"
+                       "\"rpc\":\"orders.* echo.who\"}");
+    perms *p = perms_get(&t, a, &src);
+    REQUIRE(p != NULL);
+    CHECK(perms_allow_rpc(p, "orders.cancel"));
+    CHECK(perms_allow_rpc(p, "echo.who"));
+    CHECK(!perms_allow_rpc(p, "prices.quote")); /* the claim, not the default */
+    CHECK(!perms_allow_rpc(p, "prices.BTC"));   /* a sub_topics pattern is no method */
+    CHECK(perms_allow(p, true, "chat.room"));   /* the lists do not bleed into each other */
+    CHECK(!perms_allow(p, true, "orders.cancel"));
+    json_t *b = claims("{\"sub_topics\":[\"prices.*\"],\"pub_topics\":[\"chat.*\"]}");
+    perms *q = perms_get(&t, b, &src);
+    REQUIRE(q != NULL && q != p); /* the same topics, other methods: another set */
+    CHECK(perms_allow_rpc(q, "prices.quote"));
+    CHECK(!perms_allow_rpc(NULL, "prices.quote"));
+    perms_put(&t, p);
+    perms_put(&t, q);
+    json_decref(a);
+    json_decref(b);
+    json_decref(def);
+}
+
 TEST_MAIN()

@@ -1170,4 +1170,44 @@ TEST(roundtrip_publish_ack)
     msg_in_clear(&m);
 }
 
+TEST(rpc_parse_and_result)
+{
+    msg_in m;
+    char out[256];
+    REQUIRE(parse("{\"type\":\"rpc\",\"id\":7,\"method\":\"prices.quote\","
+                  "\"data\":{ \"symbol\" : \"BTC\" }}",
+                  &m) == SC_OK);
+    CHECK(m.type == MSG_RPC);
+    CHECK_STR(m.topic, "prices.quote");
+    CHECK_STR(m.id, "7");
+    CHECK_STR(m.data, "{\"symbol\":\"BTC\"}"); /* compacted, as a publish's */
+    msg_in_clear(&m);
+    REQUIRE(parse("{\"type\":\"rpc\",\"id\":\"a\",\"method\":\"echo.who\"}", &m) == SC_OK);
+    CHECK_STR(m.data, "null"); /* no data: null is passed on */
+    msg_in_clear(&m);
+    CHECK(parse("{\"type\":\"rpc\",\"method\":\"echo.who\"}", &m) == SC_EMALFORMED);
+    CHECK(strstr(m.error, "id") != NULL);
+    msg_in_clear(&m);
+    CHECK(parse("{\"type\":\"rpc\",\"id\":1,\"method\":\"a b\"}", &m) == SC_EMALFORMED);
+    CHECK_STR(m.id, "1"); /* named in the error */
+    msg_in_clear(&m);
+    CHECK(parse("{\"type\":\"rpc\",\"id\":1,\"method\":\"echo.*\"}", &m) == SC_EMALFORMED);
+    msg_in_clear(&m);
+    CHECK(parse("{\"type\":\"rpc\",\"id\":1}", &m) == SC_EMALFORMED);
+    msg_in_clear(&m);
+    CHECK(parse("{\"type\":\"rpc\",\"id\":1,\"method\":7}", &m) == SC_EMALFORMED);
+    msg_in_clear(&m);
+    CHECK_STR(msg_type_name(MSG_RPC), "rpc");
+    int n = msg_rpc_result_build(out, sizeof out, "\"c1\"", "{\"p\":1}", 7);
+    CHECK_STR(out, "{\"type\":\"rpc_result\",\"id\":\"c1\",\"data\":{\"p\":1}}");
+    CHECK((size_t)n + 1 <= msg_rpc_result_size(4, 7));
+    n = msg_rpc_result_build(out, sizeof out, "3", NULL, 0);
+    CHECK_STR(out, "{\"type\":\"rpc_result\",\"id\":3,\"data\":null}");
+    CHECK(msg_rpc_result_build(out, 20, "3", "{}", 2) == -1);
+    msg_ack_stored_build(out, sizeof out, "\"m-1\"", 1);
+    CHECK_STR(out, "{\"type\":\"ack\",\"id\":\"m-1\",\"duplicate\":true}");
+    msg_ack_stored_build(out, sizeof out, "7", 0);
+    CHECK_STR(out, "{\"type\":\"ack\",\"id\":7,\"duplicate\":false}");
+}
+
 TEST_MAIN()
