@@ -339,6 +339,12 @@ void bus_destroy(bus *b, int timeout_ms)
 
 int bus_connected(bus *b) { return atomic_load(&b->connected); }
 
+size_t bus_buffered(bus *b)
+{
+    int n = natsConnection_Buffered(b->nc);
+    return n > 0 ? (size_t)n : 0;
+}
+
 static int bus_make_msg(natsMsg **out, const char *subject, const char *reply, const void *data,
                         size_t len, const bus_hdr *hdrs, size_t nhdr)
 {

@@ -80,6 +80,10 @@ int bus_connect(bus **out, const char *urls, const char *name);
 /* Drains subscriptions (up to timeout_ms), closes and frees; accepts NULL. */
 void bus_destroy(bus *b, int timeout_ms);
 int bus_connected(bus *b);
+/* Bytes published but not yet written to the server (nats.c's buffer; while disconnected,
+ * what it keeps for the reconnection), or 0 when unknown. A publisher that must bound what
+ * it has in flight checks this before publishing. Thread-safe. */
+size_t bus_buffered(bus *b);
 
 /* Publishes data (len bytes) with optional reply subject and headers (nhdr may be 0). */
 int bus_publish(bus *b, const char *subject, const char *reply, const void *data, size_t len,
