@@ -130,6 +130,7 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    bus_set_send_asap(false); /* a feed: batched writes, nobody waits for an answer */
     if (bus_connect(&st.b, cfg.nats_url, SERVICE) < 0) goto done;
     icfg = (ingress_cfg){
         .rcvhwm = cfg.rcvhwm,

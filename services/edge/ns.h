@@ -12,9 +12,9 @@
  * topics (default true). hook_failure: what a hook that does not answer (timeout, nobody
  * serving it, a bad answer) means: "deny" (the default) or "allow". hook_ttl_s: how long an
  * allowed subscribe is remembered for the same user and topic when the hook gives no ttl_s
- * (default 60; 0: not remembered). A topic's namespace is the longest prefix it equals or
- * starts with followed by a dot; a topic in none gets the defaults, which are today's
- * behaviour without a file. Pure: parsing and lookup. Prefix ns_. */
+ * (default 60; 0: never remembered, whatever the hook says). A topic's namespace is the longest
+ * prefix it equals or starts with followed by a dot; a topic in none gets the defaults, which are
+ * today's behaviour without a file. Pure: parsing and lookup. Prefix ns_. */
 #ifndef EDGE_NS_H
 #define EDGE_NS_H
 

@@ -649,6 +649,7 @@ static void hook_sub_done(void *ud, int result, const bus_msg *reply)
         json_t *ttl = json_object_get(j, "ttl_s");
         long long t = json_is_integer(ttl) ? json_integer_value(ttl) : ns->hook_ttl_s;
         if (t > 86400) t = 86400;
+        if (ns->hook_ttl_s == 0) t = 0; /* the namespace remembers nothing, whatever it says */
         if (t > 0)
             hook_cache_put(s->ws, s->user, p->topic,
                            loop_now(wsc_worker_loop(wsc_conn_worker(s->c))) + (uint64_t)t * 1000);
