@@ -225,3 +225,46 @@ def test_bad_input(st):
     assert status == 400 and "data" in ans["message"], ans
     status, ans = _api(st, "api.nothing", {})
     assert status == 404, ans
+
+
+def test_openapi_matches_the_routes(st):
+    """docs/openapi.yaml describes exactly the routing table's /api/v1 routes: the same
+    methods and paths, the same path params, the scope each route requires."""
+    import os
+    import re
+
+    import yaml  # python3-yaml, in scripts/deps.sh's test set
+
+    import harness
+    with open(os.path.join(harness.ROOT, "docs", "openapi.yaml")) as f:
+        doc = yaml.safe_load(f)
+    with open(os.path.join(harness.ROOT, "deploy", "config", "routes.json")) as f:
+        table = json.load(f)
+    assert doc["openapi"].startswith("3.0"), doc["openapi"]
+    routes = {(r["method"], r["path"]): r for r in table["routes"]
+              if r["path"].startswith("/api/v1/")}
+    described = {}
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method in ("get", "post", "put", "patch", "delete"):
+                described[(method.upper(), path)] = op
+    assert set(described) == set(routes), (
+        "described, not routed: %s; routed, not described: %s"
+        % (sorted(set(described) - set(routes)), sorted(set(routes) - set(described))))
+    params = doc["components"]["parameters"]
+    scopes = doc["components"]["securitySchemes"]["bearer"]["flows"]["clientCredentials"]
+    for key, op in described.items():
+        r = routes[key]
+        assert r["auth"] == "bearer" and r.get("scope") == "sidecast.api", r
+        assert r["subject"].startswith("api."), r
+        sec = op.get("security", doc["security"])
+        assert {"bearer": ["sidecast.api"]} in sec and "sidecast.api" in scopes["scopes"], key
+        want = set(re.findall(r"{([^}]+)}", key[1]))
+        got = set()
+        for p in op.get("parameters", []):
+            p = params[p["$ref"].rsplit("/", 1)[1]] if "$ref" in p else p
+            if p["in"] == "path":
+                assert p["required"] is True, (key, p)
+                got.add(p["name"])
+        assert got == want, (key, got, want)
+    print("  %d routes described" % len(described))
