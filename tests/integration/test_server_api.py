@@ -268,3 +268,46 @@ def test_openapi_matches_the_routes(st):
                 got.add(p["name"])
         assert got == want, (key, got, want)
     print("  %d routes described" % len(described))
+
+
+def _cli(st, *args, client="producer"):
+    import os
+    import subprocess
+
+    import harness
+    env = dict(os.environ, SIDECAST_GATEWAY=st.gateway_url, SIDECAST_CLIENT_ID=client,
+               SIDECAST_TOKEN_FILE=os.path.join(st.dir, "cli-token.json"))
+    env.pop("SIDECAST_CLIENT_SECRET", None)
+    p = subprocess.run([os.path.join(harness.BUILD, "sidecast"), "api"] + list(args)
+                       + ["--secret-file", os.path.join(st.keys, "producer.secret")],
+                       capture_output=True, timeout=30 * harness.SLOW, env=env)
+    return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+
+def test_cli(st):
+    topic = _topic("cli")
+    ws, w = _connect(st, "edge1")
+    ws.subscribe(topic)
+    key = str(uuid.uuid4())
+    rc, out, err = _cli(st, "publish", topic, '{"n":1}', "--key", key)
+    assert rc == 0 and json.loads(out)["duplicate"] is False, (rc, out, err)
+    assert ws.recv_json(5, type="event")["data"] == {"n": 1}
+    rc, out, err = _cli(st, "publish", topic, '{"n":1}', "--key", key)
+    assert rc == 0 and json.loads(out)["duplicate"] is True, (rc, out, err)
+    rc, out, err = _cli(st, "history", topic, "--since", "0", "--limit", "5")
+    assert rc == 0 and [e["data"] for e in json.loads(out)["events"]] == [{"n": 1}], out
+    rc, out, err = _cli(st, "presence", "--topic", topic)
+    assert rc == 0 and json.loads(out)["topic"] == topic, (rc, out, err)
+    rc, out, err = _cli(st, "presence", "--user", "alice")
+    assert rc == 0 and json.loads(out)["user"] == "alice", (rc, out, err)
+    rc, out, err = _cli(st, "counts")
+    assert rc == 0 and json.loads(out)["edges"] == 2, (rc, out, err)
+    rc, out, err = _cli(st, "history", topic, "--limit", "5000")
+    assert rc == 2 and "limit" in err, (rc, out, err)
+    rc, out, err = _cli(st, "disconnect", "--user", "alice", "--no-reconnect", "--reason", "cli")
+    assert rc == 0 and json.loads(out)["closed"] == 1, (rc, out, err)
+    assert ws.expect_close(5) == (4003, "cli")
+    rc, out, err = _cli(st, "disconnect")
+    assert rc == 2 and "usage" in err, (rc, out, err)
+    rc, out, err = _cli(st, "counts", client="nobody")
+    assert rc == 3, (rc, out, err)
