@@ -492,24 +492,32 @@ static void on_gathered(bus_msg *m, void *ud)
 static json_t *ask_edges(api *a, const char *subject, const char *body)
 {
     char inbox[160];
-    gather g = {.answers = json_array()};
-    pthread_mutex_init(&g.lock, NULL);
+    gather *g = calloc(1, sizeof *g);
+    if (!g) return NULL;
+    pthread_mutex_init(&g->lock, NULL);
     bus_sub *s = NULL;
-    if (!g.answers || bus_new_inbox(a->b, inbox, sizeof inbox) != 0 ||
-        bus_subscribe(a->b, inbox, NULL, on_gathered, &g, &s) != 0 ||
-        bus_flush(a->b, a->cfg.timeout_ms) != 0 ||
-        bus_publish(a->b, subject, inbox, body, strlen(body), NULL, 0) != 0) {
-        if (s && bus_unsubscribe(s) != 0) return NULL; /* g stays: the callback may run */
-        pthread_mutex_destroy(&g.lock);
-        json_decref(g.answers);
+    json_t *answers = NULL;
+    if (!(g->answers = json_array()) || bus_new_inbox(a->b, inbox, sizeof inbox) != 0 ||
+        bus_subscribe(a->b, inbox, NULL, on_gathered, g, &s) != 0)
+        goto done;
+    if (bus_flush(a->b, a->cfg.timeout_ms) == 0 &&
+        bus_publish(a->b, subject, inbox, body, strlen(body), NULL, 0) == 0) {
+        struct timespec ts = {a->cfg.gather_ms / 1000, (long)(a->cfg.gather_ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+        answers = g->answers; /* returned only once the callback can no longer run */
+    }
+    if (bus_unsubscribe(s) != 0) {
+        /* the callback may still run: g (and its answers) stay allocated, as bus.h asks */
+        log_warn("api gather not unsubscribed", "subject=%s", subject);
         return NULL;
     }
-    struct timespec ts = {a->cfg.gather_ms / 1000, (long)(a->cfg.gather_ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-    if (bus_unsubscribe(s) != 0) return NULL; /* g must outlive a callback still running */
-    pthread_mutex_destroy(&g.lock);
-    return g.answers;
+    s = NULL;
+done:
+    if (!answers) json_decref(g->answers);
+    pthread_mutex_destroy(&g->lock);
+    free(g);
+    return answers;
 }
 
 static void do_disconnect(api *a, const bus_msg *msg, const api_req *r)
@@ -813,7 +821,7 @@ int api_create(api **out, const api_cfg *cfg, bus *b)
     a->edge_id = strdup(cfg->edge_id);
     a->stream = strdup(cfg->stream);
     a->q = calloc((size_t)cfg->queue, sizeof *a->q);
-    a->threads = calloc((size_t)cfg->threads, sizeof *a->threads);
+    a->threads = calloc((size_t)cfg->threads + 1, sizeof *a->threads);
     if (!a->edge_id || !a->stream || !a->q || !a->threads) goto error;
     a->cfg.edge_id = a->edge_id;
     a->cfg.stream = a->stream;
@@ -830,7 +838,9 @@ int api_create(api **out, const api_cfg *cfg, bus *b)
         pthread_setname_np(a->threads[a->nthreads], "edge-api");
     }
     rc = -EIO;
-    if (bus_subscribe(b, SUBJ_API_PREFIX ">", QUEUE_EDGE, on_request, a, &a->sub) != 0 ||
+    /* no threads: this edge answers the control subjects only, not the API itself */
+    if ((cfg->threads > 0 &&
+         bus_subscribe(b, SUBJ_API_PREFIX ">", QUEUE_EDGE, on_request, a, &a->sub) != 0) ||
         bus_subscribe(b, SUBJ_EDGES_DISCONNECT, NULL, on_ctl_disconnect, a, &a->ctl_disc) != 0 ||
         bus_subscribe(b, SUBJ_EDGES_COUNTS, NULL, on_ctl_counts, a, &a->ctl_counts) != 0)
         goto error;

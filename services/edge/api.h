@@ -105,7 +105,7 @@ typedef struct api_cfg {
     const char *stream; /* the events stream (history reads it by direct get) */
     api_limits lim;
     size_t max_request; /* bytes of a request (more: 413) */
-    int threads;        /* request threads */
+    int threads;        /* request threads (0: no api.> subscription, control subjects only) */
     int queue;          /* requests waiting for them (more: 503 busy) */
     int timeout_ms;     /* each bus call a request makes */
     int gather_ms;      /* how long answers of every edge are gathered */

@@ -240,7 +240,8 @@ static const cfg_opt options[] = {
     {"HISTORY_REPLICAS", CFG_INT, "1", "stream replicas (a NATS cluster: 3)", 0, 1, 5,
      &cfg.history_replicas},
     {"EDGE_API_THREADS", CFG_INT, "2",
-     "threads answering the server API (api.*; 0: this edge does not serve it)", 0, 0, 64,
+     "threads answering the server API (api.*; 0: this edge does not serve it, but still "
+     "answers the other edges' disconnects and counts)", 0, 0, 64,
      &cfg.api_threads},
     {"EDGE_API_QUEUE", CFG_INT, "256",
      "server API requests waiting for those threads (more: 503 busy)", 0, 1, 65536,
@@ -664,7 +665,7 @@ int main(int argc, char **argv)
                   .disconnect_ud = &ctx,
                   .counts = api_counts,
                   .counts_ud = fab};
-    if (cfg.api_threads > 0 && api_create(&A, &ac, B) != 0) goto done;
+    if (api_create(&A, &ac, B) != 0) goto done;
     log_info("edge listening",
              "listen=%s port=%d tls_listen=%s tls_port=%d workers=%ld id=%s url=%s", cfg.listen,
              wsc_server_port(S), cfg.tls_listen, wsc_server_tls_port(S), cfg.workers, cfg.edge_id,
