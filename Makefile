@@ -5,15 +5,17 @@
 BUILD    ?= build
 CC       ?= cc
 SAN      ?= 0
-PKGS     := libnats libmicrohttpd libjwt hiredis jansson libcrypto libssl libcurl gnutls
+PKGS     := libnats libmicrohttpd libjwt hiredis jansson libcrypto libssl libcurl gnutls libzmq
 # pkg-config is asked when make reads this file. That is before any recipe runs, so a target
 # that installs packages (up, test, asan, valgrind, bench, fuzz) runs `deps` first and then
 # builds in a second make, which reads this file again with the packages present: the flags
 # never depend on what happened to be installed when the first make started. A build on a
 # machine without the packages stops at `pkgs-present` and says what to run.
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-# ZeroMQ: only bench/zmqhop, the measurement that took it out of the edge's fabric.
+PKG_LIBS   := $(shell pkg-config --libs $(filter-out libzmq,$(PKGS)) 2>/dev/null)
+# ZeroMQ: linked only where it is used, the bridge (services/bridge, the ZeroMQ ingress) and
+# bench/zmqhop (the measurement that took it out of the edge's fabric), so that no other
+# binary, nor its image, loads libzmq.
 ZMQ_LIBS   := $(shell pkg-config --libs libzmq 2>/dev/null)
 URING_LIBS := $(shell pkg-config --libs liburing 2>/dev/null)
 
@@ -46,6 +48,9 @@ LAYER_LIBS   := $(BUILD)/libproto.a $(BUILD)/libws.a $(BUILD)/libcommon.a
 LIBS_edge     := $(BUILD)/libproto.a $(BUILD)/libws.a
 LIBS_producer := $(BUILD)/libproto.a
 LIBS_gateway  := $(BUILD)/libproto.a
+LIBS_bridge   := $(BUILD)/libproto.a
+# Libraries beyond LDLIBS that one service needs.
+LDLIBS_bridge := $(ZMQ_LIBS)
 UNIT_SRC     := $(wildcard tests/unit/test_*.c)
 UNIT_BIN     := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC     := $(wildcard tests/tools/*.c)
@@ -140,7 +145,7 @@ $(foreach s,$(SVC_DIRS),$(eval $(call LIB_RULES,$(s))))
 define SVC_RULES
 $(BUILD)/$(1): $(BUILD)/obj/services/$(1)/main.o $(BUILD)/lib$(1).a $(LIBS_$(1)) $(BUILD)/libcommon.a
 	@$(if $(Q),echo "  LINK    $$@")
-	$(Q)$(CC) $(LDFLAGS) -o $$@ $$^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $$@ $$^ $(LDLIBS) $(LDLIBS_$(1))
 endef
 $(foreach s,$(SERVICES),$(eval $(call SVC_RULES,$(s))))
 

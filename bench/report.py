@@ -577,6 +577,7 @@ def main():
         "DEFLATE": deflate_table(runs),
         "DELAY": delay_table(runs),
         "GATEWAY": read("gateway.md", "(the gateway case did not run)"),
+        "BACKENDS": read("backends.md", "(the back-end case did not run: BENCH_BACKENDS=0)"),
         "LATCASE": "%s subscribers × %s msg/s" % (fmt(lat_case[0]), fmt(lat_case[1])),
         "PLOTS": "" if drew else "(gnuplot was missing when this page was generated: no plots)",
     }

@@ -49,6 +49,12 @@ env | grep -E '^(BENCH_(TARGETS|QUICK|GATEWAY)|RUNS|IDLE_SIZES|FANOUT_CASES|DEFL
 echo "bench: edge suite" >&2
 timeout 2400 bash bench/edge.sh
 
+# 3. what the back-end mechanisms cost: a hook on a subscribe, an rpc through the edge
+if [ "${BENCH_BACKENDS:-1}" != 0 ]; then
+  echo "bench: back ends (hooks, rpc)" >&2
+  timeout 900 /usr/bin/python3 bench/backends.py "${BACKENDS_N:-2000}" >/dev/null
+fi
+
 echo "- Machine load at the end (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg);" \
      "whole run $(( $(date +%s) - t0 )) s" >>"$BENCH_OUT/machine.txt"
 if [ -f "$BENCH_OUT/peers-versions.txt" ]; then

@@ -76,6 +76,10 @@ static int bus_delivery_threads = 1;
 
 void bus_set_delivery_threads(int n) { bus_delivery_threads = n < 1 ? 1 : n > 64 ? 64 : n; }
 
+static bool bus_send_asap = true;
+
+void bus_set_send_asap(bool on) { bus_send_asap = on; }
+
 static int bus_err_from(natsStatus s)
 {
     switch (s) {
@@ -238,6 +242,7 @@ int bus_connect(bus **out, const char *urls, const char *name)
     s = natsOptions_Create(&b->opts);
     if (s == NATS_OK) s = bus_set_servers(b->opts, urls);
     if (s == NATS_OK) s = natsOptions_SetName(b->opts, name);
+    if (s == NATS_OK) s = natsOptions_SetSendAsap(b->opts, bus_send_asap);
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(b->opts, -1);
     if (s == NATS_OK) s = natsOptions_SetCustomReconnectDelay(b->opts, bus_reconnect_delay, b);
     if (s == NATS_OK) s = natsOptions_SetTimeout(b->opts, 2000);
@@ -338,6 +343,12 @@ void bus_destroy(bus *b, int timeout_ms)
 }
 
 int bus_connected(bus *b) { return atomic_load(&b->connected); }
+
+size_t bus_buffered(bus *b)
+{
+    int n = natsConnection_Buffered(b->nc);
+    return n > 0 ? (size_t)n : 0;
+}
 
 static int bus_make_msg(natsMsg **out, const char *subject, const char *reply, const void *data,
                         size_t len, const bus_hdr *hdrs, size_t nhdr)

@@ -37,6 +37,10 @@
 #define SUBJ_EDGES_DISCONNECT "edges.disconnect"
 #define SUBJ_EDGES_COUNTS "edges.counts"
 #define QUEUE_EDGE "edge"
+/* hooks.connect, hooks.subscribe.<topic>, hooks.publish.<topic>: requests the edge asks the
+ * back end ({"allow":bool,...}; the topic in the subject, so a service answers for its own
+ * prefix); hooks.disconnect: a notification (docs/BACKENDS.md) */
+#define SUBJ_HOOKS_PREFIX "hooks."
 
 /* Queue groups */
 #define QUEUE_AUTH "auth"

@@ -5,7 +5,12 @@
 # logs with a prefix per service, and on Ctrl-C stops everything it started (nothing else).
 #
 # Ports (override with the variables): NATS_PORT=4222 NATS_MON_PORT=8222 REDIS_PORT=6379
-# GATEWAY_PORT=8080 AUTH_ADMIN_PORT=9101 EDGE_PORT=8090 PRODUCER_ADMIN_PORT=9102.
+# GATEWAY_PORT=8080 AUTH_ADMIN_PORT=9101 EDGE_PORT=8090 PRODUCER_ADMIN_PORT=9102
+# BRIDGE_ADMIN_PORT=9103.
+#
+# The bridge (ZeroMQ ingress, docs/BRIDGE.md) runs only when configured: when
+# deploy/config/bridge.json exists (copy deploy/config/bridge.example.json and name your
+# ZeroMQ endpoints), or BRIDGE_ROUTES names another route file. Otherwise it is not started.
 #
 # Many edges on a NATS cluster: EDGES=N runs N edges on EDGE_PORT, EDGE_PORT+1, ... (EDGE_ID
 # edge-1, edge-2, ...); NATS_CLUSTER=N runs N nats-servers with JetStream, node i on client
@@ -36,6 +41,14 @@ GATEWAY_PORT=${GATEWAY_PORT:-8080}
 AUTH_ADMIN_PORT=${AUTH_ADMIN_PORT:-9101}
 EDGE_PORT=${EDGE_PORT:-8090}
 PRODUCER_ADMIN_PORT=${PRODUCER_ADMIN_PORT:-9102}
+BRIDGE_ADMIN_PORT=${BRIDGE_ADMIN_PORT:-9103}
+BRIDGE_ROUTES=${BRIDGE_ROUTES:-}
+if [ -z "$BRIDGE_ROUTES" ] && [ -e deploy/config/bridge.json ]; then
+  BRIDGE_ROUTES=$ROOT/deploy/config/bridge.json
+fi
+if [ -n "$BRIDGE_ROUTES" ] && [ ! -r "$BRIDGE_ROUTES" ]; then
+  echo "make up: BRIDGE_ROUTES=$BRIDGE_ROUTES is not a readable file" >&2; exit 1
+fi
 EDGES=${EDGES:-1}
 NATS_CLUSTER=${NATS_CLUSTER:-1}
 TLS=${TLS:-0}
@@ -67,6 +80,7 @@ done
 specs+=("REDIS_PORT:$REDIS_PORT" "GATEWAY_PORT:$GATEWAY_PORT" "AUTH_ADMIN_PORT:$AUTH_ADMIN_PORT")
 for ((i = 0; i < EDGES; i++)); do specs+=("EDGE_PORT:$((EDGE_PORT + i))"); done
 specs+=("PRODUCER_ADMIN_PORT:$PRODUCER_ADMIN_PORT")
+[ -z "$BRIDGE_ROUTES" ] || specs+=("BRIDGE_ADMIN_PORT:$BRIDGE_ADMIN_PORT")
 if [ "$TLS" = 1 ]; then
   specs+=("GATEWAY_TLS_PORT:$GATEWAY_TLS_PORT")
   for ((i = 0; i < EDGES; i++)); do specs+=("EDGE_TLS_PORT:$((EDGE_TLS_PORT + i))"); done
@@ -258,6 +272,16 @@ else
   done
 fi
 
+if [ -n "$BRIDGE_ROUTES" ]; then
+  # after the edges, which make the history stream its events go into; ready once NATS is connected and every endpoint's socket is set up: ZeroMQ connects to
+  # the peers in the background, so a publisher that is not running yet does not stop us
+  ADMIN_LISTEN=127.0.0.1:$BRIDGE_ADMIN_PORT BRIDGE_ROUTES=$BRIDGE_ROUTES \
+    start bridge with_env "$DEV/bridge.env" "$BUILD/bridge"
+  wait_http bridge "http://127.0.0.1:$BRIDGE_ADMIN_PORT/readyz"
+  bridge_line="    Bridge        admin http://127.0.0.1:$BRIDGE_ADMIN_PORT/readyz  (ZeroMQ endpoints of ${BRIDGE_ROUTES#"$ROOT"/})"
+else
+  bridge_line="    Bridge        not started (no deploy/config/bridge.json; see docs/BRIDGE.md)"
+fi
 if [ "$EDGES" = 1 ]; then
   ws_lines="    WebSocket     ws://localhost:$EDGE_PORT/ws  (subprotocol sidecast.v1; health :$EDGE_PORT/readyz)"
 else
@@ -296,6 +320,7 @@ cat <<MSG
     JWKS          http://localhost:$GATEWAY_PORT/.well-known/jwks.json
 $ws_lines
     Producer      admin http://127.0.0.1:$PRODUCER_ADMIN_PORT/readyz  (ticks on prices.BTC/ETH/SOL, POST /api/orders)
+$bridge_line
 $nats_lines
     Redis         redis://127.0.0.1:$REDIS_PORT
   Demo users: alice / wonderland, bob / builder. Try:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROCESSES = ["gateway", "auth", "edge", "producer"]
+PROCESSES = ["gateway", "auth", "edge", "producer", "bridge"]
 
 
 def options(binary):

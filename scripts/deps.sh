@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Sidecast needs, in two sets:
 #   scripts/deps.sh run   what building and running the topology needs (`make up`): a C
-#                         compiler, the libraries' -dev packages, nats-server, redis-server,
-#                         curl, openssl, iproute2
+#                         compiler, the libraries' -dev packages (ZeroMQ's too: the bridge),
+#                         nats-server, redis-server, curl, openssl, iproute2
 #   scripts/deps.sh all   that, and what the tests, fuzzing and benchmarks add (`make test`,
 #                         `make asan`, `make valgrind`, `make bench`, `make fuzz`): clang, its
 #                         sanitizer runtime and clang-format, valgrind, Chromium and NSS's
 #                         certutil, Node and npm, Docker, debootstrap, kubectl, wrk, gnuplot,
-#                         ZeroMQ and liburing for two benches
+#                         python3-zmq (the bridge's test peers), liburing for a bench
 # Idempotent and quick when everything is present (one dpkg query, no network).
 set -euo pipefail
 set_name=${1:-all}
@@ -18,6 +18,7 @@ RUN_PKGS=(
   libssl-dev libcrypt-dev zlib1g-dev
   libcurl4-openssl-dev  # JWT_JWKS_URL: an OpenID provider's keys, fetched over https
   libgnutls28-dev  # the gateway's HTTPS (GATEWAY_TLS_*): libmicrohttpd's TLS is GnuTLS
+  libzmq3-dev  # the bridge (ZeroMQ ingress), and bench/zmqhop
   nats-server redis-server
   curl openssl  # deploy/run-local.sh waits on /readyz; scripts/gen-dev.sh makes the dev keys
   iproute2      # ss: deploy/run-local.sh names a busy port before starting anything
@@ -25,9 +26,9 @@ RUN_PKGS=(
 DEV_PKGS=(
   build-essential clang libclang-rt-14-dev llvm
   clang-format  # make test checks the tree against .clang-format (tests/house/format.py)
-  libzmq3-dev  # bench/zmqhop only: the measurement behind the edge's fabric (docs/ARCHITECTURE.md)
   liburing-dev  # bench/sendpath only: writev against io_uring sends (docs/BENCHMARKS.md)
   python3 python3-yaml wrk valgrind chromium
+  python3-zmq  # test_bridge.py: the ZeroMQ publishers the bridge reads
   libnss3-tools  # certutil: test_browser_tls.py trusts its CA in a fresh NSS database
   gnuplot-nox  # bench/run.sh: the plots of docs/BENCHMARKS.md
   docker.io docker-compose debootstrap  # tests/compose, tests/fresh: a private dockerd, a fresh root

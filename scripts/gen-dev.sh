@@ -10,8 +10,9 @@
 #                     user (deploy/config/nats-auth.conf) and REDIS_PASSWORD, random; and,
 #                     made from it, what each process gets (0600): nats.env (nats-server: every
 #                     NATS_PASSWORD_*), redis.env (REDIS_PASSWORD), gateway.env, auth.env,
-#                     edge.env, producer.env (NATS_USER, NATS_PASSWORD, REDIS_PASSWORD if it
-#                     uses Redis)
+#                     edge.env, producer.env, bridge.env (NATS_USER, NATS_PASSWORD,
+#                     REDIS_PASSWORD if it uses Redis). A bus.env from before a service was
+#                     added gets that service's password appended (and nats.env with it).
 #   ca.pem, ca.key    a development CA (EC P-256, 825 days; key 0600), its certificate named
 #                     "Sidecast development CA (<host>, <date>)" and name-constrained to
 #                     localhost, *.localhost, 127.0.0.0/8 and ::1, so that trusting it in a
@@ -84,15 +85,16 @@ fi
 
 # The bus: no service talks to an open NATS or Redis (docs/SECURITY.md, "The bus").
 bus=$DIR/bus.env
-derived=(nats.env redis.env gateway.env auth.env edge.env producer.env)
+derived=(nats.env redis.env gateway.env auth.env edge.env producer.env bridge.env)
+bus_vars=(NATS_PASSWORD_GATEWAY NATS_PASSWORD_AUTH NATS_PASSWORD_EDGE NATS_PASSWORD_PRODUCER
+          NATS_PASSWORD_BRIDGE REDIS_PASSWORD)
 if [ ! -e "$bus" ]; then
   for f in "${derived[@]}"; do
     [ -e "$DIR/$f" ] && die "$DIR/$f exists but $bus does not; remove the *.env files to start over"
   done
   {
     echo "# Sidecast bus passwords - DEVELOPMENT ONLY (made by scripts/gen-dev.sh)."
-    for v in NATS_PASSWORD_GATEWAY NATS_PASSWORD_AUTH NATS_PASSWORD_EDGE NATS_PASSWORD_PRODUCER \
-             REDIS_PASSWORD; do
+    for v in "${bus_vars[@]}"; do
       # a letter first: nats-server reads a password from its environment as a configuration
       # value, where a leading digit makes a number
       echo "$v=sc$(openssl rand -hex 24)"
@@ -100,6 +102,18 @@ if [ ! -e "$bus" ]; then
   } | put "$bus" 0600
   echo "gen-dev: created $bus"
 fi
+# A directory made before a service joined (the bridge): its password is added, to bus.env
+# and to nats.env (nats-server refuses a permission table naming a variable it lacks); the
+# passwords already there stay as they are.
+for v in "${bus_vars[@]}"; do
+  grep -q "^$v=" "$bus" && continue
+  echo "$v=sc$(openssl rand -hex 24)" >>"$bus"
+  echo "gen-dev: added $v to $bus"
+  if [ -e "$DIR/nats.env" ] && [[ $v == NATS_PASSWORD_* ]]; then
+    grep "^$v=" "$bus" >>"$DIR/nats.env"
+    echo "gen-dev: added $v to $DIR/nats.env"
+  fi
+done
 pw() { sed -n "s/^$1=//p" "$bus"; }
 for f in "${derived[@]}"; do
   [ -e "$DIR/$f" ] && continue

@@ -39,6 +39,7 @@ enum ws_close_code {
     WS_CLOSE_TOO_BIG = 1009,
     WS_CLOSE_EXTENSION = 1010,
     WS_CLOSE_INTERNAL = 1011,
+    WS_CLOSE_TRY_AGAIN = 1013, /* IANA: try again later */
 };
 
 /* Why a peer's frame or message was refused. ws_frame_err_code gives the close code. */

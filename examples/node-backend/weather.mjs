@@ -5,6 +5,10 @@
 //     code not_found (header Sidecast-Error, the message as a JSON string body);
 //   - events into the history stream: events.weather.<city> every WEATHER_PERIOD_MS, through
 //     JetStream with a message id (a retry is stored once), so clients can replay with since;
+//   - a publish hook (with EDGE_TOPICS giving weather.reports "publish": "hook"): the edge asks
+//     hooks.publish.weather.reports before a client's report goes out; a report with an
+//     unknown city or an impossible temperature is refused with a reason, a good one is
+//     passed on stamped {"verified": true};
 //   - client publishes read from client.weather.reports (who: the Sidecast-User header) and
 //     turned into events.weather.<city> {"report":..., "by":<user>}.
 // Environment: NATS_URL (nats://127.0.0.1:4222), NATS_USER / NATS_PASSWORD (a NATS user with
@@ -44,6 +48,22 @@ nc.subscribe("rpc.weather.now", {
     if (!(city in CITIES)) return refuse(msg, "not_found", "no such city");
     msg.respond(jc.encode({ city, temp_c: CITIES[city], ts: Date.now(),
                             asked_by: msg.headers?.get("Sidecast-User") || null }));
+  },
+});
+
+// hooks.publish.weather.reports: the edge asks before a client's report goes out
+nc.subscribe("hooks.publish.weather.reports", {
+  queue: "weather",
+  callback: (err, msg) => {
+    if (err) return;
+    let req = null;
+    try { req = jc.decode(msg.data); } catch { return; }
+    const r = req && req.data;
+    if (!r || !(r.city in CITIES))
+      return msg.respond(jc.encode({ allow: false, reason: "no such city" }));
+    if (typeof r.temp_c !== "number" || r.temp_c < -90 || r.temp_c > 60)
+      return msg.respond(jc.encode({ allow: false, reason: "temp_c out of range" }));
+    msg.respond(jc.encode({ allow: true, data: { ...r, verified: true } }));
   },
 });
 

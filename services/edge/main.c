@@ -11,6 +11,7 @@
 #include "keys.h"
 #include "log.h"
 #include "metrics.h"
+#include "ns.h"
 #include "proto/msg.h"
 #include "proto/topic.h"
 #include "rds.h"
@@ -35,7 +36,8 @@
 static struct {
     char *nats_url, *listen, *edge_id, *public_url, *origins, *keys_file, *issuer, *audience;
     char *jwks_url, *jwks_ca, *sub_claim, *pub_claim, *default_sub, *default_pub;
-    char *rpc_claim, *default_rpc, *client_stream;
+    char *rpc_claim, *default_rpc, *client_stream, *topics_file, *hook_connect_failure;
+    int hook_connect, hook_disconnect;
     char *stream, *inbox_stream, *storage, *redis_url, *tls_listen, *tls_cert, *tls_key;
     int log_level, deflate, query_token;
     long workers, leeway, max_message, max_message_auth, max_connections, max_per_ip,
@@ -44,7 +46,8 @@ static struct {
         history_replicas, inbox_bytes, inbox_per_user, max_publish, replay_inflight, replay_max,
         presence_ttl, max_per_user, inbox_hold_ms, deflate_min, stall_ms, pub_rate, pub_burst,
         user_pub_rate, user_pub_burst, keys_refresh_s, tls_hs_ms, rpc_timeout_ms, rpc_inflight,
-        max_rpc_reply, client_age_s, client_bytes, dedup_window_s, pub_inflight;
+        max_rpc_reply, client_age_s, client_bytes, dedup_window_s, pub_inflight, hook_timeout_ms,
+        hook_inflight;
     long api_threads, api_queue, api_max_request, api_max_data, api_topics, api_history,
         api_timeout_ms, api_gather_ms; /* the server API (api.h) */
 } cfg;
@@ -110,6 +113,26 @@ static const cfg_opt options[] = {
     {"JWT_DEFAULT_RPC_METHODS", CFG_STR, "",
      "method patterns (comma-separated) for a token without JWT_RPC_CLAIM (empty: none)", 0, 0,
      0, &cfg.default_rpc},
+    {"EDGE_TOPICS", CFG_FILE, "",
+     "topic namespaces (JSON): per topic prefix, who may subscribe (claim, hook) and publish "
+     "(claim, hook, nobody), replay, occupancy events, what a failed hook means "
+     "(docs/BACKENDS.md); empty: every topic as the token's claims say", 0, 0, 0,
+     &cfg.topics_file},
+    {"EDGE_HOOK_TIMEOUT_MS", CFG_INT, "2000",
+     "a hook (hooks.connect, .subscribe, .publish) not answered by then has failed", 0, 50,
+     60000, &cfg.hook_timeout_ms},
+    {"EDGE_HOOK_INFLIGHT", CFG_INT, "1024",
+     "hooks waiting for their answer on this edge; more have failed at once", 0, 1, 100000,
+     &cfg.hook_inflight},
+    {"EDGE_HOOK_CONNECT", CFG_BOOL, "false",
+     "ask hooks.connect before welcome: it may refuse (4003) or grant more topics", 0, 0, 0,
+     &cfg.hook_connect},
+    {"EDGE_HOOK_CONNECT_FAILURE", CFG_STR, "deny",
+     "a hooks.connect that fails: deny (close 1013, try again later) or allow", 0, 0, 0,
+     &cfg.hook_connect_failure},
+    {"EDGE_HOOK_DISCONNECT", CFG_BOOL, "false",
+     "tell hooks.disconnect when an authenticated connection ends", 0, 0, 0,
+     &cfg.hook_disconnect},
     {"EDGE_RPC_TIMEOUT_MS", CFG_INT, "5000",
      "a client's rpc (a NATS request to rpc.<method>) not answered by then: error timeout", 0,
      100, 600000, &cfg.rpc_timeout_ms},
@@ -445,10 +468,42 @@ static void api_counts(void *ud, long *connections, long *users, long *topics)
     fab_counts(ud, topics, users);
 }
 
-/* The fabric's first or last interest in a topic: presence tells every edge's view. */
+static ns_table NS; /* topic namespaces (EDGE_TOPICS) */
+
+/* The fabric's first or last interest in a topic: presence tells every edge's view (unless
+ * the topic's namespace says no occupancy). */
 static void occupancy_changed(void *ud, const char *topic, bool on)
 {
-    presence_occupancy(ud, topic, on);
+    if (ns_find(&NS, topic)->occupancy) presence_occupancy(ud, topic, on);
+}
+
+/* EDGE_TOPICS, read and checked at start: 0, or -1 after saying why on stderr. */
+static int load_topics(void)
+{
+    ns_init(&NS);
+    if (strcmp(cfg.hook_connect_failure, "deny") != 0 &&
+        strcmp(cfg.hook_connect_failure, "allow") != 0) {
+        fprintf(stderr, "edge: config: EDGE_HOOK_CONNECT_FAILURE: deny or allow\n");
+        return -1;
+    }
+    if (!cfg.topics_file[0]) return 0;
+    FILE *f = fopen(cfg.topics_file, "rb");
+    char *text = malloc(1 << 20);
+    size_t n = f && text ? fread(text, 1, (1 << 20) - 1, f) : 0;
+    bool whole = f && !ferror(f) && feof(f);
+    if (f) fclose(f);
+    char err[300];
+    int rc = -1;
+    if (!text || !whole)
+        fprintf(stderr, "edge: config: EDGE_TOPICS: %s cannot be read whole (1 MiB at most)\n",
+                cfg.topics_file);
+    else if ((rc = ns_parse(&NS, text, n, err, sizeof err)) != 0)
+        fprintf(stderr, "edge: config: EDGE_TOPICS: %s: %s\n", cfg.topics_file, err);
+    else
+        log_info("topic namespaces loaded", "file=%s namespaces=%zu hooks=%s", cfg.topics_file,
+                 NS.n, ns_any_hook(&NS) ? "yes" : "no");
+    free(text);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -533,8 +588,9 @@ int main(int argc, char **argv)
         keys_close(K);
         return 2;
     }
-    if (tls_open() != 0) {
+    if (tls_open() != 0 || load_topics() != 0) {
         keys_close(K);
+        tlsctx_destroy(T);
         return 2;
     }
     /* One delivery thread: every bus message goes through the fabric's PUB socket in order. */
@@ -575,9 +631,15 @@ int main(int argc, char **argv)
         .max_rpc_reply = (size_t)cfg.max_rpc_reply,
         .stored_publish = cfg.client_stream[0] != '\0',
         .publish_inflight = (int)cfg.pub_inflight,
+        .hook_timeout_ms = (int)cfg.hook_timeout_ms,
+        .hook_inflight = (int)cfg.hook_inflight,
+        .hook_connect = cfg.hook_connect != 0,
+        .hook_connect_fail_open = strcmp(cfg.hook_connect_failure, "allow") == 0,
+        .hook_disconnect = cfg.hook_disconnect != 0,
     };
     ctx.b = B;
     ctx.fab = fab;
+    ctx.ns = &NS;
     ctx.keys = K;
     ctx.policy = (token_policy){cfg.issuer, cfg.audience, cfg.leeway, 0};
     json_t *dsub = topic_patterns_json(cfg.default_sub),
@@ -699,6 +761,7 @@ done:
     fab_destroy(fab);
     keys_close(K);
     tlsctx_destroy(T);
+    ns_free(&NS);
     bus_destroy(B, 2000);
     json_decref((json_t *)ctx.perms_src.sub_default);
     json_decref((json_t *)ctx.perms_src.pub_default);

@@ -78,7 +78,9 @@ void rpc_q_destroy(rpc_q *q)
 {
     if (!q) return;
     /* every call in flight is answered or times out (the bus promises it): wait, bounded */
-    long waited = 0, limit = (long)q->cfg.timeout_ms + 2000;
+    int longest = q->cfg.max_timeout_ms > q->cfg.timeout_ms ? q->cfg.max_timeout_ms
+                                                            : q->cfg.timeout_ms;
+    long waited = 0, limit = (long)longest + 2000;
     while (q->inflight > 0 && waited < limit) {
         rpc_q_poll(q);
         if (q->inflight > 0) {
@@ -95,7 +97,8 @@ void rpc_q_destroy(rpc_q *q)
 }
 
 rpc_call *rpc_start(rpc_q *q, const char *subject, const char *data, size_t len,
-                    const bus_hdr *hdrs, size_t nhdr, rpc_done_fn fn, void *ud, int *err)
+                    const bus_hdr *hdrs, size_t nhdr, int timeout_ms, rpc_done_fn fn, void *ud,
+                    int *err)
 {
     rpc_call *c = calloc(1, sizeof *c);
     if (!c) {
@@ -105,8 +108,8 @@ rpc_call *rpc_start(rpc_q *q, const char *subject, const char *data, size_t len,
     c->q = q;
     c->fn = fn;
     c->ud = ud;
-    int rc = bus_request_async_hdrs(q->b, subject, data, len, hdrs, nhdr, q->cfg.timeout_ms,
-                                    on_reply, c);
+    int rc = bus_request_async_hdrs(q->b, subject, data, len, hdrs, nhdr,
+                                    timeout_ms > 0 ? timeout_ms : q->cfg.timeout_ms, on_reply, c);
     if (rc != 0) {
         free(c);
         *err = rc;

@@ -22,7 +22,8 @@ typedef struct rpc_q rpc_q;
 typedef struct rpc_call rpc_call;
 
 typedef struct rpc_cfg {
-    int timeout_ms; /* a call not answered by then: -ETIMEDOUT */
+    int timeout_ms;     /* a call not answered by then: -ETIMEDOUT (unless rpc_start says) */
+    int max_timeout_ms; /* the longest any call waits: how long rpc_q_destroy may wait */
 } rpc_cfg;
 
 /* Runs once on the worker for a call not cancelled: result 0 and the reply (valid during the
@@ -35,10 +36,12 @@ void rpc_q_poll(rpc_q *q);
 /* Waits (bounded by the timeout) for the calls in flight, then frees. NULL ok. */
 void rpc_q_destroy(rpc_q *q);
 
-/* Sends a request to subject (data: its body; hdrs: the caller's identity...). Returns the
- * call, or NULL with *err (-ENOTCONN, -EAGAIN: the bus's bound, -ENOMEM). */
+/* Sends a request to subject (data: its body; hdrs: the caller's identity...), answered
+ * within timeout_ms (0: the queue's). Returns the call, or NULL with *err (-ENOTCONN,
+ * -EAGAIN: the bus's bound, -ENOMEM). */
 rpc_call *rpc_start(rpc_q *q, const char *subject, const char *data, size_t len,
-                    const bus_hdr *hdrs, size_t nhdr, rpc_done_fn fn, void *ud, int *err);
+                    const bus_hdr *hdrs, size_t nhdr, int timeout_ms, rpc_done_fn fn, void *ud,
+                    int *err);
 /* Worker: done will not run (the connection is gone); the call is freed once answered. */
 void rpc_cancel(rpc_call *c);
 

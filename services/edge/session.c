@@ -222,6 +222,13 @@ static void session_begin(session *s)
 }
 
 /* Authenticates s with a verified token (the first message was auth). */
+static int hook_ask(session *s, const char *what, json_t *body, struct rpc_pending *p,
+                    rpc_done_fn fn);
+static void hook_connect_done(void *ud, int result, const bus_msg *reply);
+static struct rpc_pending *pending_new(session *s, const char *id, int kind);
+
+static void session_admit(session *s, json_t *claims);
+
 static void session_start(session *s, token_claims *cl)
 {
     assert(!s->user && s->nsubs == 0); /* a session authenticates once */
@@ -230,7 +237,35 @@ static void session_start(session *s, token_claims *cl)
         wsc_conn_close(s->c, WS_CLOSE_INTERNAL, "out of memory");
         return;
     }
-    session_begin(s);
+    session_admit(s, cl->payload);
+}
+
+/* An authenticated session: hooks.connect decides first when asked to (and may grant more;
+ * nothing acts before its answer), then it begins. */
+static void session_admit(session *s, json_t *claims)
+{
+    if (!s->ws->ctx->cfg.hook_connect) {
+        session_begin(s);
+        return;
+    }
+    struct rpc_pending *p = pending_new(s, "", 4 /* P_HOOK_CONNECT */);
+    json_t *body = p ? json_pack("{s:s, s:O?}", "user", s->user, "claims", claims) : NULL;
+    if (!p || !body) {
+        json_decref(body);
+        free(p);
+        wsc_conn_close(s->c, WS_CLOSE_INTERNAL, "out of memory");
+        return;
+    }
+    s->hook_wait = true;
+    if (hook_ask(s, "connect", body, p, hook_connect_done) != 0) {
+        free(p);
+        s->hook_wait = false;
+        metric_inc(session_m.hook_failed);
+        if (s->ws->ctx->cfg.hook_connect_fail_open)
+            session_begin(s);
+        else
+            wsc_conn_close(s->c, WS_CLOSE_TRY_AGAIN, "the back end's check is unavailable");
+    }
 }
 
 static int session_verify(session *s, const char *token, token_claims *cl)
@@ -246,38 +281,6 @@ static int session_verify(session *s, const char *token, token_claims *cl)
 
 /* ---- client messages ----------------------------------------------------------------------- */
 
-static void on_subscribe(session *s, msg_in *m)
-{
-    char out[REPLY_MAX], key[300];
-    if (strcmp(m->topic, "user") == 0) { /* the inbox: always there */
-        session_reply(s, out, msg_subscribed_build(out, sizeof out, m->topic));
-        if (m->since >= 0)
-            catchup_subscribe_since(s->subs[0], (uint64_t)m->since);
-        else
-            inbox_release(s);
-        return;
-    }
-    if (!perms_allow(s->perms, false, m->topic)) {
-        reply_error(s, m->id, "forbidden", "topic not allowed by the token");
-        return;
-    }
-    snprintf(key, sizeof key, "e:%s", m->topic);
-    int i = sub_index(s, key);
-    if (i < 0) {
-        if (s->nsubs - 1 >= s->ws->ctx->cfg.max_subscriptions) {
-            reply_error(s, m->id, "too_many_subscriptions", "subscription limit reached");
-            return;
-        }
-        if (sub_add(s, FAB_EVENT, m->topic) != 0) {
-            reply_error(s, m->id, "unavailable", "subscription failed, try again");
-            return;
-        }
-        i = s->nsubs - 1;
-    }
-    session_reply(s, out, msg_subscribed_build(out, sizeof out, m->topic));
-    if (m->since >= 0) catchup_subscribe_since(s->subs[i], (uint64_t)m->since);
-}
-
 static void on_unsubscribe(session *s, msg_in *m)
 {
     char out[REPLY_MAX], key[300];
@@ -289,23 +292,37 @@ static void on_unsubscribe(session *s, msg_in *m)
 
 /* ---- rpc: a client's call of a back-end method ---------------------------------------- */
 
-/* One call in flight for a session (the session's list, cancelled with it). */
+/* A request in flight for a session (the session's list, cancelled with it): an rpc, a
+ * stored publish waiting for its ack, or a hook's question. */
+enum pending_kind { P_RPC, P_PUBLISH, P_HOOK_SUB, P_HOOK_PUB, P_HOOK_CONNECT };
 typedef struct rpc_pending {
     struct rpc_pending *next;
     session *s;
     rpc_call *call;
-    bool publish; /* a stored publish waiting for its ack, not an rpc */
-    char id[];    /* the client's id as JSON text, echoed in the answer */
+    uint8_t kind;  /* enum pending_kind */
+    int64_t since; /* P_HOOK_SUB: the subscribe's since */
+    char *topic;   /* P_HOOK_SUB, P_HOOK_PUB */
+    char *data;    /* P_HOOK_PUB: the client's data */
+    size_t data_len;
+    char id[]; /* the client's id as JSON text, echoed in the answer */
 } rpc_pending;
+
+static void pending_free(rpc_pending *p)
+{
+    if (!p) return;
+    free(p->topic);
+    free(p->data);
+    free(p);
+}
 
 static void rpc_unlink(session *s, rpc_pending *p)
 {
     for (rpc_pending **pp = &s->rpcs; *pp; pp = &(*pp)->next) {
         if (*pp == p) {
             *pp = p->next;
-            if (p->publish)
+            if (p->kind == P_PUBLISH)
                 s->npub--;
-            else
+            else if (p->kind == P_RPC)
                 s->nrpc--;
             return;
         }
@@ -313,14 +330,14 @@ static void rpc_unlink(session *s, rpc_pending *p)
 }
 
 /* A new entry of s's list for a request with the client's id (NULL: out of memory). */
-static rpc_pending *pending_new(session *s, const char *id, bool publish)
+static rpc_pending *pending_new(session *s, const char *id, int kind)
 {
     size_t il = strlen(id);
-    rpc_pending *p = malloc(sizeof *p + il + 1);
+    rpc_pending *p = calloc(1, sizeof *p + il + 1);
     if (!p) return NULL;
     memcpy(p->id, id, il + 1);
     p->s = s;
-    p->publish = publish;
+    p->kind = (uint8_t)kind;
     return p;
 }
 
@@ -328,9 +345,9 @@ static void pending_add(session *s, rpc_pending *p)
 {
     p->next = s->rpcs;
     s->rpcs = p;
-    if (p->publish)
+    if (p->kind == P_PUBLISH)
         s->npub++;
-    else
+    else if (p->kind == P_RPC)
         s->nrpc++;
 }
 
@@ -357,7 +374,7 @@ static void publish_done(void *ud, int result, const bus_msg *reply)
         session_reply(s, out, msg_error_build(out, sizeof out, p->id, "unavailable", why));
     }
     json_decref(j);
-    free(p);
+    pending_free(p);
 }
 
 /* The reply, on the worker: rpc_result with the service's JSON, or an error with a code. */
@@ -413,13 +430,13 @@ static void rpc_done(void *ud, int result, const bus_msg *reply)
             free(out);
         }
     }
-    free(p);
+    pending_free(p);
 }
 
 static void on_rpc(session *s, msg_in *m)
 {
     const session_cfg *cfg = &s->ws->ctx->cfg;
-    if (!perms_allow_rpc(s->perms, m->topic)) {
+    if (!perms_allow_rpc(s->perms, m->topic) && !perms_allow_rpc(s->granted, m->topic)) {
         metric_inc(session_m.rpc_refused);
         reply_error(s, m->id, "forbidden", "calling this method is not allowed");
         return;
@@ -429,7 +446,7 @@ static void on_rpc(session *s, msg_in *m)
         reply_error(s, m->id, "busy", "too many calls in flight on this connection");
         return;
     }
-    rpc_pending *p = pending_new(s, m->id, false);
+    rpc_pending *p = pending_new(s, m->id, P_RPC);
     if (!p) {
         reply_error(s, m->id, "internal", "out of memory");
         return;
@@ -440,7 +457,7 @@ static void on_rpc(session *s, msg_in *m)
     int err = 0;
     char subject[200];
     snprintf(subject, sizeof subject, "%s%s", SUBJ_RPC_PREFIX, m->topic);
-    p->call = rpc_start(s->ws->rpcq, subject, m->data, m->data_len, h, 3, rpc_done, p, &err);
+    p->call = rpc_start(s->ws->rpcq, subject, m->data, m->data_len, h, 3, 0, rpc_done, p, &err);
     if (!p->call) {
         free(p);
         metric_inc(session_m.rpc_error);
@@ -451,10 +468,262 @@ static void on_rpc(session *s, msg_in *m)
     pending_add(s, p);
 }
 
-static void on_publish(session *s, msg_in *m)
+/* Publishes data to client.<topic> (a hook may have rewritten it): through the client stream
+ * when it has an id (acked once stored), else at once. */
+static void publish_now(session *s, const char *topic, const char *data, size_t len, const char *id)
 {
     char out[REPLY_MAX], subject[160], conn[32];
-    if (!perms_allow(s->perms, true, m->topic)) {
+    const session_cfg *cfg = &s->ws->ctx->cfg;
+    snprintf(subject, sizeof subject, "%s%s", SUBJ_CLIENT_PREFIX, topic);
+    snprintf(conn, sizeof conn, "%llu", (unsigned long long)wsc_conn_id(s->c));
+    if (id[0] && cfg->stored_publish) {
+        /* through the client stream with the id as its message id: a retry after a lost
+         * ack is stored once, and the ack says so */
+        if (s->npub >= cfg->publish_inflight) {
+            reply_error(s, id, "busy", "too many publishes waiting for their ack");
+            return;
+        }
+        char msgid[700];
+        snprintf(msgid, sizeof msgid, "%s:%s", s->user, id); /* ids are per user */
+        bus_hdr h[] = {{HDR_USER, s->user},
+                       {HDR_CONN, conn},
+                       {HDR_EDGE, cfg->edge_id},
+                       {"Nats-Msg-Id", msgid}};
+        rpc_pending *p = pending_new(s, id, P_PUBLISH);
+        int err = 0;
+        if (p && !(p->call = rpc_start(s->ws->rpcq, subject, data, len, h, 4, 0, publish_done, p,
+                                       &err))) {
+            free(p);
+            p = NULL;
+        }
+        if (!p) {
+            reply_error(s, id, err == -EAGAIN ? "busy" : "unavailable",
+                        "the bus is unavailable, try again");
+            return;
+        }
+        pending_add(s, p);
+        return;
+    }
+    bus_hdr h[] = {{HDR_USER, s->user}, {HDR_CONN, conn}, {HDR_EDGE, cfg->edge_id}};
+    if (bus_publish(s->ws->ctx->b, subject, NULL, data, len, h, 3) != 0) {
+        reply_error(s, id, "unavailable", "the bus is unavailable, try again");
+        return;
+    }
+    metric_inc(session_m.publishes);
+    if (id[0]) session_reply(s, out, msg_ack_build(out, sizeof out, id));
+}
+
+/* ---- hooks: the back end decides (hooks.connect, .subscribe, .publish; .disconnect told) -- */
+
+typedef struct hook_ok {
+    struct hook_ok *next;
+    uint64_t until; /* loop ms */
+    char key[];     /* "<user>\t<topic>" */
+} hook_ok;
+
+static unsigned long hook_hash(const char *k)
+{
+    unsigned long h = 5381;
+    while (*k) h = h * 33 + (unsigned char)*k++;
+    return h % HOOK_CACHE_BUCKETS;
+}
+
+static void hook_cache_clear(wstate *ws)
+{
+    for (int b = 0; b < HOOK_CACHE_BUCKETS; b++) {
+        for (hook_ok *e = ws->hook_cache[b], *next; e; e = next) {
+            next = e->next;
+            free(e);
+        }
+        ws->hook_cache[b] = NULL;
+    }
+    ws->hook_cached = 0;
+}
+
+/* Whether a hook allowed user on topic not long ago (an expired entry goes). */
+static bool hook_cache_ok(wstate *ws, const char *user, const char *topic, uint64_t now)
+{
+    char key[400];
+    snprintf(key, sizeof key, "%s\t%s", user, topic);
+    for (hook_ok **pp = &ws->hook_cache[hook_hash(key)]; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->key, key) != 0) continue;
+        if ((*pp)->until > now) return true;
+        hook_ok *gone = *pp;
+        *pp = gone->next;
+        free(gone);
+        ws->hook_cached--;
+        return false;
+    }
+    return false;
+}
+
+static void hook_cache_put(wstate *ws, const char *user, const char *topic, uint64_t until)
+{
+    char key[400];
+    int kl = snprintf(key, sizeof key, "%s\t%s", user, topic);
+    if (kl <= 0 || (size_t)kl >= sizeof key) return;
+    if (ws->hook_cached >= HOOK_CACHE_MAX) hook_cache_clear(ws); /* bounded: start over */
+    hook_ok *e = malloc(sizeof *e + (size_t)kl + 1);
+    if (!e) return;
+    memcpy(e->key, key, (size_t)kl + 1);
+    e->until = until;
+    unsigned long h = hook_hash(key);
+    e->next = ws->hook_cache[h];
+    ws->hook_cache[h] = e;
+    ws->hook_cached++;
+}
+
+/* Asks hooks.<what> with body (stolen); the answer comes to fn with p (added to s's list).
+ * -1 when it could not be asked (over EDGE_HOOK_INFLIGHT, the bus): the hook has failed. */
+static int hook_ask(session *s, const char *what, json_t *body, rpc_pending *p, rpc_done_fn fn)
+{
+    session_ctx *ctx = s->ws->ctx;
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL, subject[200], conn[32];
+    json_decref(body);
+    if (!text || atomic_fetch_add(&ctx->hooks_inflight, 1) >= ctx->cfg.hook_inflight) {
+        if (text) atomic_fetch_sub(&ctx->hooks_inflight, 1);
+        free(text);
+        return -1;
+    }
+    snprintf(subject, sizeof subject, "%s%s", SUBJ_HOOKS_PREFIX, what);
+    snprintf(conn, sizeof conn, "%llu", (unsigned long long)wsc_conn_id(s->c));
+    bus_hdr h[] = {{HDR_USER, s->user}, {HDR_CONN, conn}, {HDR_EDGE, ctx->cfg.edge_id}};
+    int err = 0;
+    p->call = rpc_start(s->ws->rpcq, subject, text, strlen(text), h, 3, ctx->cfg.hook_timeout_ms,
+                        fn, p, &err);
+    free(text);
+    if (!p->call) {
+        atomic_fetch_sub(&ctx->hooks_inflight, 1);
+        return -1;
+    }
+    pending_add(s, p);
+    return 0;
+}
+
+/* A hook's answer: 1 allowed, 0 refused (*why: its reason, or NULL), -1 failed (no answer, no
+ * JSON object with a boolean "allow"). *out: the answer, for the caller's other members. */
+static int hook_verdict(session *s, int result, const bus_msg *reply, json_t **out,
+                        const char **why)
+{
+    atomic_fetch_sub(&s->ws->ctx->hooks_inflight, 1);
+    *out = NULL;
+    *why = NULL;
+    json_t *j = result == 0 && reply ? json_loadb(bus_msg_data(reply), bus_msg_len(reply), 0, NULL)
+                                     : NULL;
+    json_t *allow = json_object_get(j, "allow");
+    if (!json_is_boolean(allow)) {
+        json_decref(j);
+        metric_inc(session_m.hook_failed);
+        log_info("hook failed", "conn=%llu result=\"%s\"", (unsigned long long)wsc_conn_id(s->c),
+                 result ? sc_strerror(result) : "no {\"allow\": bool} in the answer");
+        return -1;
+    }
+    *out = j;
+    *why = json_string_value(json_object_get(j, "reason"));
+    metric_inc(json_is_true(allow) ? session_m.hook_allowed : session_m.hook_denied);
+    return json_is_true(allow) ? 1 : 0;
+}
+
+/* The reason a hook gave, or a default, as an error's message (bounded). */
+static void refuse(session *s, const char *id, const char *why, const char *dflt)
+{
+    char msg[200];
+    snprintf(msg, sizeof msg, "%.190s", why && why[0] ? why : dflt);
+    reply_error(s, id, "forbidden", msg);
+}
+
+static void subscribe_now(session *s, const char *topic, int64_t since, const char *id);
+
+/* hooks.subscribe's answer: {"allow":true,"ttl_s":N} or {"allow":false,"reason":...}. */
+static void hook_sub_done(void *ud, int result, const bus_msg *reply)
+{
+    rpc_pending *p = ud;
+    session *s = p->s;
+    rpc_unlink(s, p);
+    const ns_policy *ns = ns_find(s->ws->ctx->ns, p->topic);
+    json_t *j;
+    const char *why;
+    int v = hook_verdict(s, result, reply, &j, &why);
+    if (v < 0) v = ns->fail_open;
+    if (v == 1) {
+        json_t *ttl = json_object_get(j, "ttl_s");
+        long long t = json_is_integer(ttl) ? json_integer_value(ttl) : ns->hook_ttl_s;
+        if (t > 86400) t = 86400;
+        if (ns->hook_ttl_s == 0) t = 0; /* the namespace remembers nothing, whatever it says */
+        if (t > 0)
+            hook_cache_put(s->ws, s->user, p->topic,
+                           loop_now(wsc_worker_loop(wsc_conn_worker(s->c))) + (uint64_t)t * 1000);
+        subscribe_now(s, p->topic, p->since, p->id);
+    } else {
+        refuse(s, p->id, why, "the back end refused this subscription");
+    }
+    json_decref(j);
+    pending_free(p);
+}
+
+/* hooks.publish's answer: {"allow":true,"data":<rewritten>?} or {"allow":false,...}. */
+static void hook_pub_done(void *ud, int result, const bus_msg *reply)
+{
+    rpc_pending *p = ud;
+    session *s = p->s;
+    rpc_unlink(s, p);
+    const ns_policy *ns = ns_find(s->ws->ctx->ns, p->topic);
+    json_t *j;
+    const char *why;
+    int v = hook_verdict(s, result, reply, &j, &why);
+    if (v < 0) v = ns->fail_open;
+    if (v == 1) {
+        json_t *data = json_object_get(j, "data");
+        char *rewritten = data ? json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+        if (rewritten && strlen(rewritten) <= s->ws->ctx->cfg.max_publish)
+            publish_now(s, p->topic, rewritten, strlen(rewritten), p->id);
+        else if (data)
+            reply_error(s, p->id, "bad_reply", "the back end's data is too large");
+        else
+            publish_now(s, p->topic, p->data, p->data_len, p->id);
+        free(rewritten);
+    } else {
+        refuse(s, p->id, why, "the back end refused this publish");
+    }
+    json_decref(j);
+    pending_free(p);
+}
+
+/* hooks.connect's answer: {"allow":true,"grant":{"sub_topics":[...],"pub_topics":[...],
+ * "rpc_methods":[...]}} (all optional) or {"allow":false,"reason":...}. */
+static void hook_connect_done(void *ud, int result, const bus_msg *reply)
+{
+    rpc_pending *p = ud;
+    session *s = p->s;
+    rpc_unlink(s, p);
+    s->hook_wait = false;
+    json_t *j;
+    const char *why;
+    int v = hook_verdict(s, result, reply, &j, &why);
+    if (v < 0) {
+        if (s->ws->ctx->cfg.hook_connect_fail_open)
+            session_begin(s);
+        else
+            wsc_conn_close(s->c, WS_CLOSE_TRY_AGAIN, "the back end's check is unavailable");
+    } else if (v == 0) {
+        char msg[120];
+        snprintf(msg, sizeof msg, "%.110s", why && why[0] ? why : "connection refused");
+        wsc_conn_close(s->c, MSG_CLOSE_FORBIDDEN, msg);
+    } else {
+        json_t *grant = json_object_get(j, "grant");
+        if (json_is_object(grant)) s->granted = perms_get(&s->ws->perms, grant, NULL);
+        session_begin(s);
+    }
+    json_decref(j);
+    pending_free(p);
+}
+
+static void on_publish(session *s, msg_in *m)
+{
+    const ns_policy *ns = ns_find(s->ws->ctx->ns, m->topic);
+    if (ns->publish == NS_NOBODY ||
+        (ns->publish == NS_CLAIM && !perms_allow(s->perms, true, m->topic) &&
+         !perms_allow(s->granted, true, m->topic))) {
         reply_error(s, m->id, "forbidden", "publishing to this topic is not allowed");
         return;
     }
@@ -480,43 +749,102 @@ static void on_publish(session *s, msg_in *m)
     }
     s->pub_tokens = conn_left;
     s->pub_at = conn_at;
-    snprintf(subject, sizeof subject, "%s%s", SUBJ_CLIENT_PREFIX, m->topic);
-    snprintf(conn, sizeof conn, "%llu", (unsigned long long)wsc_conn_id(s->c));
-    if (m->id[0] && cfg->stored_publish) {
-        /* through the client stream with the id as its message id: a retry after a lost
-         * ack is stored once, and the ack says so */
-        if (s->npub >= cfg->publish_inflight) {
-            reply_error(s, m->id, "busy", "too many publishes waiting for their ack");
-            return;
+    if (ns->publish == NS_HOOK) { /* the back end may refuse or rewrite it first */
+        rpc_pending *p = pending_new(s, m->id, P_HOOK_PUB);
+        json_t *body = p ? json_pack("{s:s, s:s}", "user", s->user, "topic", m->topic) : NULL;
+        json_t *data = body ? json_loadb(m->data, m->data_len, JSON_DECODE_ANY, NULL) : NULL;
+        if (data) json_object_set_new(body, "data", data);
+        if (p && data) {
+            p->topic = strdup(m->topic);
+            p->data = malloc(m->data_len + 1);
+            if (p->data) memcpy(p->data, m->data, m->data_len + 1);
+            p->data_len = m->data_len;
         }
-        char msgid[700];
-        snprintf(msgid, sizeof msgid, "%s:%s", s->user, m->id); /* ids are per user */
-        bus_hdr h[] = {{HDR_USER, s->user},
-                       {HDR_CONN, conn},
-                       {HDR_EDGE, cfg->edge_id},
-                       {"Nats-Msg-Id", msgid}};
-        rpc_pending *p = pending_new(s, m->id, true);
-        int err = 0;
-        if (p && !(p->call = rpc_start(s->ws->rpcq, subject, m->data, m->data_len, h, 4,
-                                       publish_done, p, &err))) {
-            free(p);
-            p = NULL;
+        bool ready = p && body && data && p->topic && p->data;
+        if (!ready) json_decref(body);
+        char what[160]; /* hooks.publish.<topic> */
+        snprintf(what, sizeof what, "publish.%s", m->topic);
+        if (!ready || hook_ask(s, what, body, p, hook_pub_done) != 0) {
+            if (ready && ns->fail_open) /* could not ask: the policy */
+                publish_now(s, m->topic, m->data, m->data_len, m->id);
+            else
+                reply_error(s, m->id, "unavailable", "the back end's check is unavailable");
+            metric_inc(session_m.hook_failed);
+            pending_free(p);
         }
-        if (!p) {
-            reply_error(s, m->id, err == -EAGAIN ? "busy" : "unavailable",
-                        "the bus is unavailable, try again");
-            return;
-        }
-        pending_add(s, p);
         return;
     }
-    bus_hdr h[] = {{HDR_USER, s->user}, {HDR_CONN, conn}, {HDR_EDGE, s->ws->ctx->cfg.edge_id}};
-    if (bus_publish(s->ws->ctx->b, subject, NULL, m->data, m->data_len, h, 3) != 0) {
-        reply_error(s, m->id, "unavailable", "the bus is unavailable, try again");
+    publish_now(s, m->topic, m->data, m->data_len, m->id);
+}
+
+/* Joins topic (allowed by the token or a hook), then the replay since asked for. */
+static void subscribe_now(session *s, const char *topic, int64_t since, const char *id)
+{
+    char out[REPLY_MAX], key[300];
+    snprintf(key, sizeof key, "e:%s", topic);
+    int i = sub_index(s, key);
+    if (i < 0) {
+        if (s->nsubs - 1 >= s->ws->ctx->cfg.max_subscriptions) {
+            reply_error(s, id, "too_many_subscriptions", "subscription limit reached");
+            return;
+        }
+        if (sub_add(s, FAB_EVENT, topic) != 0) {
+            reply_error(s, id, "unavailable", "subscription failed, try again");
+            return;
+        }
+        i = s->nsubs - 1;
+    }
+    session_reply(s, out, msg_subscribed_build(out, sizeof out, topic));
+    if (since >= 0) catchup_subscribe_since(s->subs[i], (uint64_t)since);
+}
+
+static void on_subscribe(session *s, msg_in *m)
+{
+    char out[REPLY_MAX];
+    if (strcmp(m->topic, "user") == 0) { /* the inbox: always there */
+        session_reply(s, out, msg_subscribed_build(out, sizeof out, m->topic));
+        if (m->since >= 0)
+            catchup_subscribe_since(s->subs[0], (uint64_t)m->since);
+        else
+            inbox_release(s);
         return;
     }
-    metric_inc(session_m.publishes);
-    if (m->id[0]) session_reply(s, out, msg_ack_build(out, sizeof out, m->id));
+    const ns_policy *ns = ns_find(s->ws->ctx->ns, m->topic);
+    if (m->since >= 0 && !ns->history) {
+        reply_error(s, m->id, "history_off", "this topic's namespace keeps no replay");
+        return;
+    }
+    if (ns->subscribe == NS_HOOK) { /* the back end decides (a recent yes is remembered) */
+        uint64_t now = loop_now(wsc_worker_loop(wsc_conn_worker(s->c)));
+        if (hook_cache_ok(s->ws, s->user, m->topic, now)) {
+            metric_inc(session_m.hook_cached);
+            subscribe_now(s, m->topic, m->since, m->id);
+            return;
+        }
+        rpc_pending *p = pending_new(s, m->id, P_HOOK_SUB);
+        json_t *body = p ? json_pack("{s:s, s:s}", "user", s->user, "topic", m->topic) : NULL;
+        if (p) {
+            p->since = m->since;
+            p->topic = strdup(m->topic);
+        }
+        char what[160]; /* hooks.subscribe.<topic>: a service answers for its prefix */
+        snprintf(what, sizeof what, "subscribe.%s", m->topic);
+        if (!p || !p->topic || hook_ask(s, what, body, p, hook_sub_done) != 0) {
+            if (!p || !p->topic) json_decref(body);
+            metric_inc(session_m.hook_failed);
+            if (p && p->topic && ns->fail_open)
+                subscribe_now(s, m->topic, m->since, m->id);
+            else
+                reply_error(s, m->id, "unavailable", "the back end's check is unavailable");
+            pending_free(p);
+        }
+        return;
+    }
+    if (!perms_allow(s->perms, false, m->topic) && !perms_allow(s->granted, false, m->topic)) {
+        reply_error(s, m->id, "forbidden", "topic not allowed by the token");
+        return;
+    }
+    subscribe_now(s, m->topic, m->since, m->id);
 }
 
 static void on_refresh(session *s, msg_in *m)
@@ -541,7 +869,8 @@ static void on_refresh(session *s, msg_in *m)
     /* subscriptions the new token no longer allows end here */
     for (int i = s->nsubs - 1; i >= 1; i--) {
         const char *topic = s->subs[i]->t->key + 2;
-        if (!perms_allow(s->perms, false, topic)) {
+        if (ns_find(s->ws->ctx->ns, topic)->subscribe == NS_CLAIM &&
+            !perms_allow(s->perms, false, topic) && !perms_allow(s->granted, false, topic)) {
             char note[REPLY_MAX];
             session_reply(s, note, msg_unsubscribed_build(note, sizeof note, topic));
             sub_remove(s, i);
@@ -601,7 +930,7 @@ static void on_message(wsc_conn *c, uint8_t opcode, uint8_t *data, size_t len)
         msg_in_clear(&m);
         return;
     }
-    if (s->awaiting) { /* the per-user limit's verdict is pending: nothing acts before it */
+    if (s->awaiting || s->hook_wait) { /* a verdict is pending: nothing acts before it */
         reply_error(s, m.id, "not_ready", "wait for welcome");
         msg_in_clear(&m);
         return;
@@ -639,8 +968,11 @@ static void on_closed_free(session *s)
         rpc_pending *p = s->rpcs;
         s->rpcs = p->next;
         rpc_cancel(p->call);
-        free(p);
+        if (p->kind >= P_HOOK_SUB) atomic_fetch_sub(&s->ws->ctx->hooks_inflight, 1);
+        pending_free(p);
     }
+    perms_put(&s->ws->perms, s->granted);
+    json_decref(s->claims_hold);
     if (s->awaiting) unlink_awaiting(s);
     session_uncork(s, false);
     if (s->registered) presence_remove(s->ws->ctx->pres, s->user, wsc_conn_id(s->c));
@@ -692,6 +1024,7 @@ static int on_upgrade(wsc_conn *c, const ws_http_request *req, const ws_http_upg
         if (session_verify(s, token, &cl) == 0) { /* started at open: no frames before */
             int took = session_take_claims(s, &cl);
             s->user = strdup(cl.sub);
+            if (s->ws->ctx->cfg.hook_connect) s->claims_hold = json_incref(cl.payload);
             token_claims_clear(&cl);
             if (took != 0 || !s->user) {
                 on_closed_free(s);
@@ -715,7 +1048,10 @@ static void on_open(wsc_conn *c)
         return;
     }
     if (s->user) {
-        session_begin(s);
+        json_t *claims = s->claims_hold; /* hooks.connect shows them */
+        s->claims_hold = NULL;
+        session_admit(s, claims);
+        json_decref(claims);
         return;
     }
     s->auth_deadline = loop_now(l) + (uint64_t)s->ws->ctx->cfg.auth_timeout_ms;
@@ -772,6 +1108,17 @@ static void on_closed(wsc_conn *c, uint16_t code)
     if (code == MSG_CLOSE_TOO_SLOW && slow_log_allowed(&suppressed))
         log_warn("slow client closed", "conn=%llu user=%s code=4008 suppressed_before=%lu",
                  (unsigned long long)wsc_conn_id(c), s->user ? s->user : "-", suppressed);
+    if (s->user && s->ws->ctx->cfg.hook_disconnect) { /* told, not asked: no answer awaited */
+        char body[400], conn[32];
+        snprintf(conn, sizeof conn, "%llu", (unsigned long long)wsc_conn_id(c));
+        int n = snprintf(body, sizeof body,
+                         "{\"user\":\"%s\",\"conn\":\"%s\",\"edge\":\"%s\",\"code\":%u}", s->user,
+                         conn, s->ws->ctx->cfg.edge_id, code);
+        bus_hdr h[] = {{HDR_USER, s->user}, {HDR_CONN, conn}, {HDR_EDGE, s->ws->ctx->cfg.edge_id}};
+        if (n > 0 && (size_t)n < sizeof body)
+            (void)bus_publish(s->ws->ctx->b, SUBJ_HOOKS_PREFIX "disconnect", NULL, body, (size_t)n,
+                              h, 3);
+    }
     on_closed_free(s);
     wsc_conn_set_data(c, NULL);
 }
@@ -1024,7 +1371,8 @@ static int on_worker_start(wsc_worker *w, void *ud)
         .max_events = ctx->cfg.replay_max_events,
         .timeout_ms = 2000,
     };
-    rpc_cfg rp_cfg = {.timeout_ms = ctx->cfg.rpc_timeout_ms};
+    rpc_cfg rp_cfg = {.timeout_ms = ctx->cfg.rpc_timeout_ms,
+                      .max_timeout_ms = ctx->cfg.hook_timeout_ms};
     if ((rc = replay_q_create(&ws->rq, ctx->b, wsc_worker_loop(w), &rc_cfg)) != 0 ||
         (rc = rpc_q_create(&ws->rpcq, ctx->b, wsc_worker_loop(w), &rp_cfg)) != 0) {
         replay_q_destroy(ws->rq);
@@ -1051,6 +1399,7 @@ static void on_worker_stop(wsc_worker *w, void *ud)
     if (!ws) return;
     loop_del(wsc_worker_loop(w), &ws->port_io);
     fab_port_close(ws->port);
+    hook_cache_clear(ws);
     replay_q_destroy(ws->rq);
     rpc_q_destroy(ws->rpcq);
     loop_set_wake(wsc_worker_loop(w), NULL, NULL);
@@ -1104,6 +1453,12 @@ void session_handlers(session_ctx *ctx, wsc_handlers *h)
                                                   rpc_help);
     session_m.rpc_refused = metrics_counter("sc_edge_rpc_total", "result=\"refused\"", rpc_help);
     session_m.rpc_busy = metrics_counter("sc_edge_rpc_total", "result=\"busy\"", rpc_help);
+    static const char hook_help[] = "hook answers (hooks.connect, .subscribe, .publish) by result";
+    session_m.hook_allowed = metrics_counter("sc_edge_hooks_total", "result=\"allowed\"",
+                                             hook_help);
+    session_m.hook_denied = metrics_counter("sc_edge_hooks_total", "result=\"denied\"", hook_help);
+    session_m.hook_failed = metrics_counter("sc_edge_hooks_total", "result=\"failed\"", hook_help);
+    session_m.hook_cached = metrics_counter("sc_edge_hooks_total", "result=\"cached\"", hook_help);
     session_m.publish_dups =
         metrics_counter("sc_edge_publish_duplicates_total", NULL,
                         "client publishes with an id the store had already (kept once)");

@@ -10,11 +10,14 @@
 #ifndef EDGE_SESSION_H
 #define EDGE_SESSION_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "bus.h"
 #include "fabric.h"
 #include "keys.h"
+#include "ns.h"
 #include "perms.h"
 #include "presence.h"
 #include "quota.h"
@@ -23,30 +26,35 @@
 
 typedef struct session_cfg {
     const char *edge_id;
-    long auth_timeout_ms;     /* handshake without token: the first message must be auth */
-    long token_warning_s;     /* token_expiring this long before exp */
-    long rate_limit;          /* client messages per second (sustained) */
-    long rate_burst;          /* ... and in a burst */
-    long max_subscriptions;   /* per connection, the inbox excluded */
-    long max_errors;          /* error replies before the connection is closed 1008 */
-    size_t max_message;       /* client message bytes (the core closes 1009 above) */
-    size_t max_publish;       /* compact JSON of a publish's data */
-    size_t max_outbound;      /* the core's bound: replays wait while over half of it */
-    const char *stream;       /* JetStream stream replays of topics read from */
-    const char *inbox_stream; /* ... and of the inbox (users.<sub>) */
-    int replay_inflight;      /* direct-get requests in flight per worker */
-    long replay_max_events;   /* per replay (over: error replay_limit, then live) */
-    long max_per_user;        /* connections per user, all edges (0: no limit) */
-    long inbox_hold_ms;       /* inbox events held after connect for a subscribe {user,since} */
-    long stall_ms;            /* a replay that cannot send for this long: closed 4008 */
-    bool query_token;         /* accept ?access_token= in the handshake (RFC 6750 2.3) */
-    double publish_rate;      /* client publish bytes a second per connection ... */
-    double publish_burst;     /* ... and at once (>= max_publish) */
-    int rpc_timeout_ms;       /* an rpc not answered by then: error "timeout" */
-    int rpc_inflight;         /* rpcs in flight per connection (more: error "busy") */
-    size_t max_rpc_reply;     /* bytes of an rpc's reply passed on (more: "bad_reply") */
-    bool stored_publish;      /* a publish with an id goes through the client stream */
-    int publish_inflight;     /* ... of those waiting for their ack, per connection */
+    long auth_timeout_ms;        /* handshake without token: the first message must be auth */
+    long token_warning_s;        /* token_expiring this long before exp */
+    long rate_limit;             /* client messages per second (sustained) */
+    long rate_burst;             /* ... and in a burst */
+    long max_subscriptions;      /* per connection, the inbox excluded */
+    long max_errors;             /* error replies before the connection is closed 1008 */
+    size_t max_message;          /* client message bytes (the core closes 1009 above) */
+    size_t max_publish;          /* compact JSON of a publish's data */
+    size_t max_outbound;         /* the core's bound: replays wait while over half of it */
+    const char *stream;          /* JetStream stream replays of topics read from */
+    const char *inbox_stream;    /* ... and of the inbox (users.<sub>) */
+    int replay_inflight;         /* direct-get requests in flight per worker */
+    long replay_max_events;      /* per replay (over: error replay_limit, then live) */
+    long max_per_user;           /* connections per user, all edges (0: no limit) */
+    long inbox_hold_ms;          /* inbox events held after connect for a subscribe {user,since} */
+    long stall_ms;               /* a replay that cannot send for this long: closed 4008 */
+    bool query_token;            /* accept ?access_token= in the handshake (RFC 6750 2.3) */
+    double publish_rate;         /* client publish bytes a second per connection ... */
+    double publish_burst;        /* ... and at once (>= max_publish) */
+    int rpc_timeout_ms;          /* an rpc not answered by then: error "timeout" */
+    int rpc_inflight;            /* rpcs in flight per connection (more: error "busy") */
+    size_t max_rpc_reply;        /* bytes of an rpc's reply passed on (more: "bad_reply") */
+    bool stored_publish;         /* a publish with an id goes through the client stream */
+    int publish_inflight;        /* ... of those waiting for their ack, per connection */
+    int hook_timeout_ms;         /* a hook not answered by then has failed */
+    int hook_inflight;           /* hooks waiting for their answer, this edge (more: failed) */
+    bool hook_connect;           /* ask hooks.connect before welcome */
+    bool hook_connect_fail_open; /* ... and let a connection in when it fails */
+    bool hook_disconnect;        /* tell hooks.disconnect when an authenticated one ends */
 } session_cfg;
 
 typedef struct session_ctx {
@@ -56,9 +64,11 @@ typedef struct session_ctx {
     keys *keys; /* the token keys, changing while it runs */
     token_policy policy;
     perms_source perms_src; /* where a token's topic patterns are (perms.h) */
-    presence *pres;         /* NULL: no presence */
-    quota *user_quota;      /* client publish bytes per user on this edge (NULL: none) */
-    void *workers[64];      /* per-worker state, for presence verdicts */
+    const ns_table *ns;     /* topic namespaces (ns.h): subscribe / publish rules, hooks */
+    _Atomic int hooks_inflight;
+    presence *pres;    /* NULL: no presence */
+    quota *user_quota; /* client publish bytes per user on this edge (NULL: none) */
+    void *workers[64]; /* per-worker state, for presence verdicts */
 } session_ctx;
 
 /* Fills h with the protocol's handlers; ctx must outlive the server. */

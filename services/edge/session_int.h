@@ -20,6 +20,8 @@
 
 #define MAP_BUCKETS 4096
 #define REPLY_MAX 1024 /* every reply but events fits */
+#define HOOK_CACHE_BUCKETS 1024
+#define HOOK_CACHE_MAX 16384 /* entries per worker; full: emptied */
 
 struct session;
 struct catchup;
@@ -74,6 +76,8 @@ typedef struct wstate {
     uint64_t uncorked_upto;   /* fab_port_settled when the corked list was last walked */
     tentry *buckets[MAP_BUCKETS];
     perms_table perms;
+    struct hook_ok *hook_cache[HOOK_CACHE_BUCKETS]; /* subscribes a hook allowed, until when */
+    uint32_t hook_cached;
 } wstate;
 
 typedef struct verdict {
@@ -96,6 +100,9 @@ typedef struct session {
     char sid[64];              /* refresh-token family (claim "sid"), for auth.revoked */
     long exp;                  /* token expiry, Unix seconds */
     perms *perms;              /* the token's sub_topics / pub_topics (interned) */
+    perms *granted;            /* what hooks.connect added (interned), or NULL */
+    bool hook_wait;            /* hooks.connect's answer is pending: nothing acts before it */
+    json_t *claims_hold;       /* a handshake token's claims, for hooks.connect at open */
     sub_rec **subs;            /* [0] is the inbox once authenticated */
     uint16_t nsubs, capsubs;
     bool warned;    /* token_expiring sent for this exp */
@@ -116,6 +123,7 @@ extern struct session_metrics {
     metric *auth_ok, *deliveries, *publishes, *rate_closes, *gaps, *dups, *quota_refused;
     metric *rpc_ok, *rpc_error, *rpc_timeout, *rpc_no_responders, *rpc_refused, *rpc_busy;
     metric *publish_dups;
+    metric *hook_allowed, *hook_denied, *hook_failed, *hook_cached;
 } session_m;
 
 /* session.c: sends a reply of n bytes (n <= 0: nothing, the builder failed). */

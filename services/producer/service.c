@@ -15,7 +15,7 @@
 #include "metrics.h"
 #include "orders.h"
 
-enum { NSUBS = 5 };
+enum { NSUBS = 6 };
 enum result { R_ACCEPTED, R_INVALID, R_UNAVAILABLE, R_FOUND, R_NOT_FOUND, R_LISTED, NRESULTS };
 static const char *const result_names[NRESULTS] = {"accepted", "invalid",   "unavailable",
                                                    "found",    "not_found", "listed"};
@@ -247,6 +247,13 @@ static void on_fill(const fill_job *j, void *ud)
     if (rc == 0) {
         metric_inc(s->fills_done);
         log_debug("order filled", "user=%s order_id=%s price=%.2f", j->user, o.id, o.price);
+        /* the same to whoever watches the order's own topic (orders.<id>: hooks.subscribe
+         * lets only its owner in), stored like every event */
+        snprintf(subject, sizeof subject, SUBJ_EVENTS_PREFIX "orders.%s", o.id);
+        snprintf(msg_id, sizeof msg_id, "order-%s-filled", o.id);
+        if (bus_publish_stored(s->b, subject, text, strlen(text), msg_id, FILL_PUBLISH_MS, NULL) !=
+            0)
+            log_warn("order event not published", "order_id=%s", o.id);
     } else {
         metric_inc(s->fill_errors);
         log_warn("fill not published", "user=%s order_id=%s err=\"%s\"", j->user, o.id,
@@ -299,6 +306,30 @@ done:
     bus_msg_destroy(msg);
 }
 
+/* hooks.subscribe for the orders namespace (deploy/config/topics.json: subscribe "hook"):
+ * orders.<order_id> is the order's own topic, and only the user who placed it may watch it.
+ * {"user","topic"} -> {"allow":true,"ttl_s":300} or {"allow":false,"reason":...}. Topics of
+ * other namespaces asked here are refused (a misconfiguration should fail closed). */
+static void on_hook_subscribe(bus_msg *msg, void *ud)
+{
+    prodsvc *s = ud;
+    json_t *req = json_loadb(bus_msg_data(msg), bus_msg_len(msg), 0, NULL);
+    const char *user = json_string_value(json_object_get(req, "user"));
+    const char *topic = json_string_value(json_object_get(req, "topic"));
+    order o;
+    const char *answer = "{\"allow\":false,\"reason\":\"not an orders topic\"}";
+    if (user && topic && strncmp(topic, "orders.", 7) == 0) {
+        const char *id = topic + 7;
+        answer = orders_id_valid(id) && order_store_get(s->store, user, id, &o) == 0
+                     ? "{\"allow\":true,\"ttl_s\":300}"
+                     : "{\"allow\":false,\"reason\":\"not your order\"}";
+    }
+    if (bus_msg_reply(msg) && *bus_msg_reply(msg))
+        bus_respond(s->b, msg, answer, strlen(answer), NULL, 0);
+    json_decref(req);
+    bus_msg_destroy(msg);
+}
+
 /* rpc.prices.quote, a method clients call over their socket (sidecast.v1 "rpc"): data
  * {"symbol":"BTC"} -> {"symbol":"BTC","price":67000.12,"ts":...}; an unknown symbol is
  * refused with the error code not_found (header Sidecast-Error, the message as the body). */
@@ -329,8 +360,9 @@ int prodsvc_start(prodsvc **out, bus *b, ticker *t, const prod_cfg *cfg)
         const char *subject;
         bus_msg_fn fn;
     } subs[NSUBS] = {
-        {SUBJ_ORDERS_CREATE, on_create}, {SUBJ_ORDERS_GET, on_get},  {SUBJ_ORDERS_LIST, on_list},
-        {SUBJ_CLIENT_CHAT, on_chat},     {SUBJ_RPC_QUOTE, on_quote},
+        {SUBJ_ORDERS_CREATE, on_create}, {SUBJ_ORDERS_GET, on_get},
+        {SUBJ_ORDERS_LIST, on_list},     {SUBJ_CLIENT_CHAT, on_chat},
+        {SUBJ_RPC_QUOTE, on_quote},      {SUBJ_HOOK_SUBSCRIBE, on_hook_subscribe},
     };
     static const char errhelp[] = "Messages the producer could not publish, by kind.";
     prodsvc *s;

@@ -15,6 +15,7 @@
 #define SUBJ_ORDERS_LIST "svc.orders.list"
 #define SUBJ_CLIENT_CHAT "client.chat.>"
 #define SUBJ_RPC_QUOTE "rpc.prices.quote" /* a method clients call over the edge (rpc) */
+#define SUBJ_HOOK_SUBSCRIBE "hooks.subscribe.orders.>" /* who may watch orders.<id>: its owner */
 #define QUEUE_PRODUCER "producer"
 
 typedef struct prod_cfg {

@@ -29,7 +29,7 @@ APP_ONLY = {"bus.h", "rds.h", "admin.h", "token.h", "contract.h"}
 PARSERS = {"common/ws/%s.c" % n for n in CODEC} | {
     "common/proto/msg.c", "common/proto/topic.c", "common/form.c", "common/b64url.c",
     "common/ws/tlsrec.c",
-    "services/gateway/tmpl.c"}
+    "services/gateway/tmpl.c", "services/bridge/zmap.c"}
 IO_SYSTEM = re.compile(r"^(unistd|fcntl|poll|netdb|dirent|sys/(socket|epoll|uio|stat|"
                        r"eventfd|timerfd|sendfile|mman)|netinet/.*|arpa/.*)\.h$")
 IO_PROJECT = {"loop.h", "wsc.h", "iplimit.h", "mailbox.h", "log.h", "bus.h", "rds.h",

@@ -281,6 +281,7 @@ class Stack:
         self.gateway_url = "http://127.0.0.1:%d" % self.gateway_port
         self.auth_admin_port = free_port()
         self.producer_admin_port = free_port()
+        self.bridge_admin_port = free_port()
         self.edge_port = free_port()
         self.edge_url = "ws://127.0.0.1:%d/ws" % self.edge_port
         self.keys = os.path.join(self.dir, "dev")
@@ -301,7 +302,7 @@ class Stack:
         """A free port that is not one this stack has handed out already (they are not all
         bound yet, so free_port() alone could return one of them)."""
         mine = {self.redis_port, self.gateway_port, self.auth_admin_port,
-                self.producer_admin_port, self.edge_port}
+                self.producer_admin_port, self.bridge_admin_port, self.edge_port}
         mine.update(self.edge_ports.values())
         for n in self.nats_nodes:
             mine.update(n.values())
@@ -533,6 +534,8 @@ class Stack:
                 env["EDGE_INBOX_HOLD_MS"] = str(500 * SLOW)
         elif name == "producer":
             env.update({"ADMIN_LISTEN": "127.0.0.1:%d" % self.producer_admin_port})
+        elif name == "bridge":
+            env.update({"ADMIN_LISTEN": "127.0.0.1:%d" % self.bridge_admin_port})
         elif name == "gateway":
             env.update({
                 "GATEWAY_LISTEN": "127.0.0.1:%d" % self.gateway_port,
@@ -564,6 +567,8 @@ class Stack:
             return "http://127.0.0.1:%d/readyz" % self.edge_port_of(name)
         if name == "producer":
             return "http://127.0.0.1:%d/readyz" % self.producer_admin_port
+        if name == "bridge":
+            return "http://127.0.0.1:%d/readyz" % self.bridge_admin_port
         return None
 
     def start_service(self, name, wait=True):

@@ -27,9 +27,10 @@ def test_readme_opens_with_make_up_and_make_test(st):
 
 def test_every_process_rejects_a_bad_value_naming_it(st):
     for p, var, bad in [("gateway", "GATEWAY_MAX_BODY", "lots"), ("auth", "ACCESS_TOKEN_TTL", "-1"),
-                        ("edge", "EDGE_WORKERS", "many"), ("producer", "PRODUCER_TICK_MS", "x")]:
+                        ("edge", "EDGE_WORKERS", "many"), ("producer", "PRODUCER_TICK_MS", "x"),
+                        ("bridge", "BRIDGE_RCVHWM", "0")]:
         files = {k: "/etc/hostname" for k in ("GATEWAY_ROUTES", "JWT_PUBLIC_KEYS",
-                                               "JWT_PRIVATE_KEY", "AUTH_USERS")}
+                                               "JWT_PRIVATE_KEY", "AUTH_USERS", "BRIDGE_ROUTES")}
         env = dict(os.environ, **files, **{var: bad})
         r = subprocess.run([os.path.join(harness.BUILD, p)], env=env, capture_output=True,
                            timeout=10, stdin=subprocess.DEVNULL)

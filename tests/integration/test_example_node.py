@@ -1,17 +1,24 @@
 """examples/node-backend: a back end in Node with npm's nats (no Sidecast code) against the
 real stack - "any NATS client in any language" is true. Its rpc method answers a client's
 call through the edge, its events reach a subscriber and the history stream (replay with
-since), and a client's publish comes back as an event it made. The packages come from the
+since), its publish hook checks (and stamps, or refuses) a client's report, which then comes
+back as an event it made. The packages come from the
 lock file (npm ci, once per pin)."""
 import json
 import os
 import subprocess
+import tempfile
 
 import harness
 from wsclient import WS
 
 SERVICES = ("auth", "edge")
 EXAMPLE = os.path.join(harness.ROOT, "examples", "node-backend")
+# weather.reports asks the example's publish hook (the rest of weather.* as the token says)
+TOPICS = os.path.join(tempfile.mkdtemp(prefix="sidecast-example-"), "topics.json")
+with open(TOPICS, "w") as _f:
+    json.dump({"namespaces": [{"prefix": "weather.reports", "publish": "hook"}]}, _f)
+ENV = {"edge": {"EDGE_TOPICS": TOPICS}}
 
 
 def _npm_ci():
@@ -91,9 +98,18 @@ def test_a_client_report_comes_back_as_its_event(st):
         m = ws.recv_json(10)
         if m["type"] == "event" and "report" in m["data"]:
             break
-    assert m["data"]["report"] == {"city": "lima", "temp_c": 23.5}, m
-    assert m["data"]["by"] == "alice", m
+    assert m["data"]["report"] == {"city": "lima", "temp_c": 23.5, "verified": True}, m
+    assert m["data"]["by"] == "alice", m  # checked and stamped by Node's hook, then relayed
+    ws.send_json({"type": "publish", "topic": "weather.reports", "id": "r2",
+                  "data": {"city": "lima", "temp_c": 99}})
+    while True:
+        r = ws.recv_json(10)
+        if r.get("id") == "r2":
+            break
+    assert r["type"] == "error" and r["code"] == "forbidden", r
+    assert r["message"] == "temp_c out of range", r  # Node's publish hook said no
     ws.close()
-    print("  a client's publish to weather.reports: read by Node (by alice), back as an event")
+    print("  a client's report: checked by Node's publish hook (stamped verified), relayed "
+          "as an event; an impossible one refused with Node's reason")
 
 

@@ -25,19 +25,22 @@ const BUILD = path.resolve(ROOT, process.env.BUILD || "build");
 const MODELS = path.join(HERE, "node_modules", "kubernetes-models");
 const APIMACHINERY = path.join(HERE, "node_modules", "@kubernetes-models", "apimachinery");
 
-const PROCESSES = ["gateway", "auth", "edge", "producer"];
+const PROCESSES = ["gateway", "auth", "edge", "producer", "bridge"];
+// Processes an overlay adds when wanted (k8s/overlays/dev-bridge): not missing elsewhere.
+const OPTIONAL = new Set(["bridge"]);
 // The variable holding the address each process serves /healthz and /readyz on.
 const LISTEN_KEY = { gateway: "GATEWAY_LISTEN", edge: "EDGE_LISTEN", auth: "ADMIN_LISTEN",
-                     producer: "ADMIN_LISTEN" };
+                     producer: "ADMIN_LISTEN", bridge: "ADMIN_LISTEN" };
 // What a process may take after SIGTERM, in seconds, from its configuration (c: key -> value):
 // gateway: 10 s for requests in flight + 2 s to close NATS (GW_DRAIN_MS, GW_BUS_DRAIN_MS in
-// services/gateway/main.c); auth and producer: DRAIN_TIMEOUT_MS to close NATS; edge:
+// services/gateway/main.c); auth, producer and bridge: DRAIN_TIMEOUT_MS to close NATS; edge:
 // EDGE_DRAIN_TIMEOUT_MS + 3 s for the last closing handshakes + 2 s to close NATS
 // (services/edge/main.c).
 const SHUTDOWN_S = {
   gateway: () => 10 + 2,
   auth: (c) => Number(c.DRAIN_TIMEOUT_MS) / 1000,
   producer: (c) => Number(c.DRAIN_TIMEOUT_MS) / 1000,
+  bridge: (c) => Number(c.DRAIN_TIMEOUT_MS) / 1000,
   edge: (c) => Number(c.EDGE_DRAIN_TIMEOUT_MS) / 1000 + 3 + 2,
 };
 // Objects the base leaves to an overlay (the keys): references to them are fine in the base.
@@ -406,7 +409,7 @@ function checkEnv(r, help) {
     report(`[${r.label}] env ${w.metadata.name}`, problems,
       `${env.size} variables, each read by build/${proc} --help; ${required.length} required set`);
   }
-  const missing = PROCESSES.filter((p) => !found.has(p));
+  const missing = PROCESSES.filter((p) => !found.has(p) && !OPTIONAL.has(p));
   if (missing.length) report(`[${r.label}] every process deployed`, missing.map((p) => `no Deployment runs sidecast/${p}`));
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Kubernetes manifests, checked offline (part of `make test`, through tests/run.sh):
-#  1. render k8s/base, k8s/overlays/dev and k8s/overlays/dev-tls with `kubectl kustomize`
+#  1. render k8s/base, k8s/overlays/dev, dev-tls and dev-bridge with `kubectl kustomize`
 #     (Debian's kubectl, or any kubectl on PATH; KUBECTL=... picks another), after making the
 #     overlays' keys (scripts/gen-dev.sh k8s/overlays/<overlay>/keys, never committed) when
 #     missing;
@@ -49,7 +49,7 @@ if [ ! -d $HERE/node_modules/kubernetes-models ] || [ ! -d $HERE/node_modules/ya
 fi
 
 renders=()
-for target in base overlays/dev overlays/dev-tls; do
+for target in base overlays/dev overlays/dev-tls overlays/dev-bridge; do
   label=${target#overlays/}
   if "$KUBECTL" kustomize "k8s/$target" >"$out/$label.yaml" 2>"$out/$label.err"; then
     n=$(grep -c '^kind:' "$out/$label.yaml")
