@@ -651,6 +651,16 @@ static void bus_mux_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m
     natsMsg_Destroy(msg);
 }
 
+int bus_new_inbox(bus *b, char *buf, size_t len)
+{
+    natsInbox *inbox = NULL;
+    if (natsInbox_Create(&inbox) != NATS_OK) return -ENOMEM;
+    const char *nuid = strrchr((const char *)inbox, '.');
+    int n = snprintf(buf, len, "_INBOX.%s.%s", b->name, nuid ? nuid + 1 : (const char *)inbox);
+    natsInbox_Destroy(inbox);
+    return n < 0 || (size_t)n >= len ? -EINVAL : 0;
+}
+
 /* Makes the shared reply subscription; called with b->mux_lock held. */
 static natsStatus bus_mux_start(bus *b)
 {

@@ -161,6 +161,11 @@ int bus_unsubscribe(bus_sub *s);
  * effect there when it returns 0. */
 int bus_flush(bus *b, int timeout_ms);
 
+/* A fresh reply subject under this connection's own prefix ("_INBOX.<name>.<nuid>"), for a
+ * caller that gathers several replies to one publish on a subscription of its own. 0, or
+ * -ENOMEM / -EINVAL (buf too small). */
+int bus_new_inbox(bus *b, char *buf, size_t len);
+
 /* Unsubscribes without waiting: release(ud) runs on a nats.c thread once the callback can no
  * longer run (free ud there), and the subscription is freed later by the bus. For event
  * loops that must not block. 0, or -EIO (nothing released: the subscription is kept). */

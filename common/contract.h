@@ -21,6 +21,22 @@
 #define SUBJ_USERS_PREFIX "users."
 #define SUBJ_CLIENT_PREFIX "client."
 #define SUBJ_RPC_PREFIX "rpc." /* a client's rpc: rpc.<method>, a request the edge forwards */
+/* The server API (docs/BACKENDS.md): requests of back ends and of the gateway's /api/v1
+ * routes, answered by one edge (queue group "edge"). */
+#define SUBJ_API_PREFIX "api."
+#define SUBJ_API_PUBLISH "api.publish"
+#define SUBJ_API_BROADCAST "api.broadcast"
+#define SUBJ_API_DISCONNECT "api.disconnect"
+#define SUBJ_API_PRESENCE_USER "api.presence.user"
+#define SUBJ_API_PRESENCE_TOPIC "api.presence.topic"
+#define SUBJ_API_HISTORY "api.history"
+#define SUBJ_API_COUNTS "api.counts"
+/* Edge to every edge (no queue), each answers the reply subject: edges.disconnect
+ * {"user"|"conn","code","reason"} -> {"edge","closed"}; edges.counts {} -> {"edge",
+ * "connections","users","topics"}. Only edges may publish edges.> */
+#define SUBJ_EDGES_DISCONNECT "edges.disconnect"
+#define SUBJ_EDGES_COUNTS "edges.counts"
+#define QUEUE_EDGE "edge"
 /* hooks.connect, hooks.subscribe.<topic>, hooks.publish.<topic>: requests the edge asks the
  * back end ({"allow":bool,...}; the topic in the subject, so a service answers for its own
  * prefix); hooks.disconnect: a notification (docs/BACKENDS.md) */

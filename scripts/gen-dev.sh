@@ -78,7 +78,7 @@ if [ ! -e "$users" ]; then
     echo "user   alice    $(hash wonderland) sub=prices.*,chat.> pub=chat.>"
     echo "user   bob      $(hash builder) sub=prices.*"
     echo "# service client for the client_credentials grant; secret in producer.secret"
-    echo "client producer $(hash "$(tr -d '\n' <"$secret")") sub=prices.* pub=prices.*"
+    echo "client producer $(hash "$(tr -d '\n' <"$secret")") sub=prices.* pub=prices.* scope=sidecast.api"
   } | put "$users" 0600
   echo "gen-dev: created $users"
 fi

@@ -148,3 +148,45 @@ int gw_order(const tok_set *t, const char *symbol, const char *qty, const char *
     http_response_clear(&r);
     return rc;
 }
+
+int gw_client_token(const char *gateway, const char *client, const char *secret, char *token,
+                    size_t cap, net_tls *tls, char *err, size_t errlen)
+{
+    char form[2048] = "";
+    if (http_form_append(form, sizeof form, "grant_type", "client_credentials") < 0 ||
+        http_form_append(form, sizeof form, "client_id", client) < 0 ||
+        http_form_append(form, sizeof form, "client_secret", secret) < 0) {
+        explicit_bzero(form, sizeof form);
+        snprintf(err, errlen, "client id or secret too long");
+        return -EINVAL;
+    }
+    http_response r;
+    int rc = http_request(gateway, "POST", "/auth/token", "application/x-www-form-urlencoded", form,
+                          strlen(form), NULL, GW_TIMEOUT_MS, tls, &r);
+    explicit_bzero(form, sizeof form);
+    if (rc < 0) return net_error(rc, gateway, tls, err, errlen);
+    json_t *o = json_loadb(r.body, r.body_len, 0, NULL);
+    const char *at = json_string_value(json_object_get(o, "access_token"));
+    if (r.status == 200 && at && strlen(at) < cap) {
+        snprintf(token, cap, "%s", at);
+        rc = SC_OK;
+    } else {
+        char code[64], desc[160];
+        error_body(&r, code, sizeof code, desc, sizeof desc);
+        snprintf(err, errlen, "client credentials refused: HTTP %d%s%s%s%s", r.status,
+                 code[0] ? " " : "", code, desc[0] ? ": " : "", desc);
+        rc = r.status == 401 || r.status == 400 ? -EACCES : -EPROTO;
+    }
+    json_decref(o);
+    explicit_bzero(r.body, r.body_len);
+    http_response_clear(&r);
+    return rc;
+}
+
+int gw_api(const char *gateway, const char *token, const char *method, const char *path,
+           const char *json, net_tls *tls, http_response *r, char *err, size_t errlen)
+{
+    int rc = http_request(gateway, method, path, json ? "application/json" : NULL, json,
+                          json ? strlen(json) : 0, token, GW_TIMEOUT_MS, tls, r);
+    return rc < 0 ? net_error(rc, gateway, tls, err, errlen) : SC_OK;
+}

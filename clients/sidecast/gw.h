@@ -12,6 +12,7 @@
 #include "err.h"
 #include "net.h"
 
+#include "http.h"
 #include "tokens.h"
 
 #define GW_TIMEOUT_MS 10000
@@ -37,5 +38,15 @@ int gw_refresh(tok_set *t, net_tls *tls, char *err, size_t errlen);
  * (checked by the caller). On SC_OK (202 or 200 with an order_id), order_id holds it. */
 int gw_order(const tok_set *t, const char *symbol, const char *qty, const char *side, net_tls *tls,
              char *order_id, size_t idcap, char *err, size_t errlen);
+
+/* grant_type=client_credentials for a back end's calls of the server API: the access token
+ * into token (cap bytes; the caller wipes it). */
+int gw_client_token(const char *gateway, const char *client, const char *secret, char *token,
+                    size_t cap, net_tls *tls, char *err, size_t errlen);
+
+/* One call of the server API (docs/openapi.yaml): method path with a JSON body (or NULL) and
+ * the bearer token. On SC_OK, r holds the answer whatever its status (the caller clears it). */
+int gw_api(const char *gateway, const char *token, const char *method, const char *path,
+           const char *json, net_tls *tls, http_response *r, char *err, size_t errlen);
 
 #endif

@@ -247,6 +247,7 @@ static bool reconnectable(uint16_t code)
     case 4001:
     case 4008:
     case 4009:
+    case 4010: /* disconnected by the server API, may reconnect */
     case 4029: return true;
     default: return false;
     }

@@ -30,6 +30,8 @@ static const char usage_main[] =
     "  publish TOPIC JSON [--id ID] [--timeout S]  publish to a topic, wait for the ack\n"
     "  order SYMBOL QTY [--side buy|sell] [--wait] [--timeout S]\n"
     "                                              place an order; --wait prints its fill\n"
+    "  api publish|broadcast|disconnect|presence|history|counts ...\n"
+    "                                              the server API, as a back end (`api --help`)\n"
     "  bench connect|idle|fanout|publish|tokens ...  load generator (`sidecast bench --help`)\n"
     "\n"
     "`sidecast COMMAND --help` describes a command. URLs may be http:// or https:// (gateway),\n"
@@ -38,7 +40,8 @@ static const char usage_main[] =
     "command). Environment: SIDECAST_TOKEN_FILE (default ~/.config/sidecast/token.json),\n"
     "SIDECAST_GATEWAY (default " DEFAULT_GATEWAY "), SIDECAST_EDGE (edge URL, or several\n"
     "comma-separated: after a drop the next one is tried; default: ws_url from login),\n"
-    "SIDECAST_PASSWORD (for login), SIDECAST_CACERT (as --cacert; the option wins).\n"
+    "SIDECAST_PASSWORD (for login), SIDECAST_CACERT (as --cacert; the option wins),\n"
+    "SIDECAST_CLIENT_ID and SIDECAST_CLIENT_SECRET (for api).\n"
     "Exit codes: 0 ok, 1 failure, 2 usage, 3 authentication (wrong password, not logged in,\n"
     "session expired), 4 unreachable, 5 forbidden or revoked, 6 timed out, 7 TLS (the\n"
     "server's certificate was refused, or it does not speak TLS).\n";
@@ -78,11 +81,28 @@ static const char usage_order[] =
     "Exit: 0 placed (and filled with --wait), 3 token refused, 4 unreachable, 6 no fill in\n"
     "time, 7 TLS refused, 1 other.\n";
 
+static const char usage_api[] =
+    "usage: sidecast api publish TOPIC JSON [--key K]\n"
+    "       sidecast api broadcast JSON TOPIC... [--key K]\n"
+    "       sidecast api disconnect --user U | --conn CONN_ID [--reason R] [--no-reconnect]\n"
+    "       sidecast api presence --user U | --topic T\n"
+    "       sidecast api history TOPIC [--since SEQ] [--limit N]\n"
+    "       sidecast api counts\n"
+    "Calls the server API (/api/v1, docs/openapi.yaml) at the gateway as a back end: a\n"
+    "client_credentials token of --client ID (or $SIDECAST_CLIENT_ID) with the secret of\n"
+    "$SIDECAST_CLIENT_SECRET or the first line of --secret-file FILE, asked for each call\n"
+    "(no token file). The client needs the scope sidecast.api. Prints the JSON answer.\n"
+    "--key: an idempotency key (a retry with it is stored once, answered duplicate:true).\n"
+    "--gateway defaults to $SIDECAST_GATEWAY or " DEFAULT_GATEWAY ".\n"
+    "Exit: 0 done, 2 usage or refused as invalid (400), 3 client refused, 4 unreachable,\n"
+    "5 forbidden (no sidecast.api scope), 7 TLS refused, 1 other.\n";
+
 typedef struct args {
     const char *pos[MAX_POSITIONAL];
     int npos;
     const char *gateway, *password, *edge, *id, *side, *count, *timeout, *max_retries, *cacert;
-    int json, wait, help;
+    const char *key, *user, *conn, *topic, *reason, *since, *limit, *client, *secret_file;
+    int json, wait, help, no_reconnect;
 } args;
 
 /* Options may come anywhere; "--opt value" or "--opt=value"; "--" ends them. */
@@ -96,7 +116,11 @@ static int parse_args(int argc, char **argv, args *a)
         {"--edge", offsetof(args, edge)},       {"--id", offsetof(args, id)},
         {"--side", offsetof(args, side)},       {"--count", offsetof(args, count)},
         {"--timeout", offsetof(args, timeout)}, {"--max-retries", offsetof(args, max_retries)},
-        {"--cacert", offsetof(args, cacert)},
+        {"--cacert", offsetof(args, cacert)},   {"--key", offsetof(args, key)},
+        {"--user", offsetof(args, user)},       {"--conn", offsetof(args, conn)},
+        {"--topic", offsetof(args, topic)},     {"--reason", offsetof(args, reason)},
+        {"--since", offsetof(args, since)},     {"--limit", offsetof(args, limit)},
+        {"--client", offsetof(args, client)},   {"--secret-file", offsetof(args, secret_file)},
     };
     bool opts_done = false;
     for (int i = 0; i < argc; i++) {
@@ -117,6 +141,8 @@ static int parse_args(int argc, char **argv, args *a)
             a->json = 1;
         else if (strcmp(s, "--wait") == 0)
             a->wait = 1;
+        else if (strcmp(s, "--no-reconnect") == 0)
+            a->no_reconnect = 1;
         else if (strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0)
             a->help = 1;
         else {
@@ -411,6 +437,139 @@ static int cmd_order(cli_ctx *c, args *a)
     return rc;
 }
 
+/* Appends s to out percent-encoded as one path segment (RFC 3986 unreserved kept). */
+static int path_segment(char *out, size_t cap, const char *s)
+{
+    size_t o = strlen(out);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        bool keep = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+                    (ch >= '0' && ch <= '9') || strchr("-._~", ch);
+        if (o + (keep ? 1 : 3) >= cap) return -1;
+        o += (size_t)snprintf(out + o, cap - o, keep ? "%c" : "%%%02X", ch);
+    }
+    return 0;
+}
+
+/* The request of `sidecast api SUB ...`: method, path and JSON body (or NULL). -1 after a
+ * usage message. */
+static int api_request(const args *a, const char **method, char *path, size_t cap, json_t **body)
+{
+    const char *sub = a->npos ? a->pos[0] : "";
+    *body = NULL;
+    path[0] = '\0';
+    if (strcmp(sub, "publish") == 0 && a->npos == 3) {
+        json_t *d = json_loads(a->pos[2], JSON_DECODE_ANY, NULL);
+        if (!d) return fprintf(stderr, "sidecast: JSON: not a JSON value\n"), -1;
+        *method = "POST";
+        snprintf(path, cap, "/api/v1/publish");
+        *body = json_pack("{s:s, s:o}", "topic", a->pos[1], "data", d);
+        if (a->key) json_object_set_new(*body, "idempotency_key", json_string(a->key));
+    } else if (strcmp(sub, "broadcast") == 0 && a->npos >= 3) {
+        json_t *d = json_loads(a->pos[1], JSON_DECODE_ANY, NULL), *ts = json_array();
+        if (!d) return json_decref(ts), fprintf(stderr, "sidecast: JSON: not a JSON value\n"), -1;
+        for (int i = 2; i < a->npos; i++) json_array_append_new(ts, json_string(a->pos[i]));
+        *method = "POST";
+        snprintf(path, cap, "/api/v1/broadcast");
+        *body = json_pack("{s:o, s:o}", "topics", ts, "data", d);
+        if (a->key) json_object_set_new(*body, "idempotency_key", json_string(a->key));
+    } else if (strcmp(sub, "disconnect") == 0 && a->npos == 1 && !a->user != !a->conn) {
+        *method = "POST";
+        snprintf(path, cap, "/api/v1/disconnect");
+        *body = json_pack("{s:s, s:b}", a->user ? "user" : "conn", a->user ? a->user : a->conn,
+                          "reconnect", !a->no_reconnect);
+        if (a->reason) json_object_set_new(*body, "reason", json_string(a->reason));
+    } else if (strcmp(sub, "presence") == 0 && a->npos == 1 && !a->user != !a->topic) {
+        *method = "GET";
+        snprintf(path, cap, "/api/v1/presence/%s/", a->user ? "users" : "topics");
+        if (path_segment(path, cap, a->user ? a->user : a->topic) < 0) return -1;
+        return 0;
+    } else if (strcmp(sub, "history") == 0 && a->npos == 2) {
+        *method = "GET";
+        snprintf(path, cap, "/api/v1/history/");
+        if (path_segment(path, cap, a->pos[1]) < 0) return -1;
+        long since = num_opt("--since", a->since, 0, 0), limit = num_opt("--limit", a->limit, 0, 1);
+        if (since < 0 || limit < 0) return -1;
+        size_t n = strlen(path);
+        if (a->since) n += (size_t)snprintf(path + n, cap - n, "?since=%ld", since);
+        if (a->limit) snprintf(path + n, cap - n, "%slimit=%ld", a->since ? "&" : "?", limit);
+        return 0;
+    } else if (strcmp(sub, "counts") == 0 && a->npos == 1) {
+        *method = "GET";
+        snprintf(path, cap, "/api/v1/counts");
+        return 0;
+    } else {
+        fputs(usage_api, stderr);
+        return -1;
+    }
+    return *body ? 0 : -1;
+}
+
+static int cmd_api(cli_ctx *c, args *a, const char *env_gateway, const char *env_client,
+                   const char *env_secret)
+{
+    if (a->help) return fputs(usage_api, stdout), CLI_EXIT_OK;
+    const char *method;
+    char path[1024], secret[1024] = "", token[TOK_ACCESS_MAX + 1], err[512];
+    json_t *body;
+    if (api_request(a, &method, path, sizeof path, &body) < 0) return CLI_EXIT_USAGE;
+    const char *gateway = a->gateway ? a->gateway : env_gateway ? env_gateway : DEFAULT_GATEWAY;
+    const char *client = a->client ? a->client : env_client;
+    if (a->secret_file) {
+        FILE *f = fopen(a->secret_file, "r");
+        if (!f || !fgets(secret, sizeof secret, f)) {
+            fprintf(stderr, "sidecast: cannot read --secret-file %s\n", a->secret_file);
+            if (f) fclose(f);
+            json_decref(body);
+            return CLI_EXIT_USAGE;
+        }
+        fclose(f);
+        secret[strcspn(secret, "\r\n")] = '\0';
+    } else if (env_secret) {
+        snprintf(secret, sizeof secret, "%s", env_secret);
+    }
+    if (!client || !*client || !secret[0]) {
+        fprintf(stderr, "sidecast: api needs a client: --client ID (or SIDECAST_CLIENT_ID) and "
+                        "SIDECAST_CLIENT_SECRET or --secret-file FILE\n");
+        json_decref(body);
+        return CLI_EXIT_USAGE;
+    }
+    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(body);
+    int rc = gw_client_token(gateway, client, secret, token, sizeof token, &c->tls, err,
+                             sizeof err);
+    explicit_bzero(secret, sizeof secret);
+    http_response r = {0};
+    if (rc == SC_OK) rc = gw_api(gateway, token, method, path, text, &c->tls, &r, err, sizeof err);
+    explicit_bzero(token, sizeof token);
+    free(text);
+    if (rc != SC_OK) {
+        fprintf(stderr, "sidecast: %s\n", err);
+        return rc == -EACCES                             ? CLI_EXIT_AUTH
+               : rc == -EHOSTUNREACH                     ? CLI_EXIT_UNREACH
+               : rc == NET_ETLS_VERIFY || rc == NET_ETLS ? CLI_EXIT_TLS
+               : rc == -EINVAL                           ? CLI_EXIT_USAGE
+                                                         : CLI_EXIT_FAIL;
+    }
+    if (r.status >= 200 && r.status < 300) {
+        printf("%.*s\n", (int)r.body_len, r.body);
+        rc = CLI_EXIT_OK;
+    } else {
+        json_t *o = json_loadb(r.body, r.body_len, 0, NULL);
+        const char *code = json_string_value(json_object_get(o, "error"));
+        const char *msg = json_string_value(json_object_get(o, "message"));
+        fprintf(stderr, "sidecast: HTTP %d%s%s%s%s\n", r.status, code ? " " : "", code ? code : "",
+                msg ? ": " : "", msg ? msg : "");
+        json_decref(o);
+        rc = r.status == 400   ? CLI_EXIT_USAGE
+             : r.status == 401 ? CLI_EXIT_AUTH
+             : r.status == 403 ? CLI_EXIT_FORBIDDEN
+                               : CLI_EXIT_FAIL;
+    }
+    http_response_clear(&r);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -468,6 +627,9 @@ int main(int argc, char **argv)
         rc = cmd_publish(&c, &a);
     else if (strcmp(cmd, "order") == 0)
         rc = cmd_order(&c, &a);
+    else if (strcmp(cmd, "api") == 0)
+        rc = cmd_api(&c, &a, getenv("SIDECAST_GATEWAY"), getenv("SIDECAST_CLIENT_ID"),
+                     getenv("SIDECAST_CLIENT_SECRET"));
     else if (strcmp(cmd, "help") == 0)
         rc = (fputs(usage_main, stdout), CLI_EXIT_OK);
     else {

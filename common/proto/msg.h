@@ -45,6 +45,7 @@ enum msg_close_code {
     MSG_CLOSE_FORBIDDEN = 4003,  /* forbidden or revoked */
     MSG_CLOSE_TOO_SLOW = 4008,   /* outbound queue over its bound */
     MSG_CLOSE_CONN_LIMIT = 4009, /* the user has MAX_CONNECTIONS_PER_USER connections */
+    MSG_CLOSE_SERVER = 4010,     /* disconnected by the server API: may reconnect */
     MSG_CLOSE_RATE = 4029,       /* rate limited */
 };
 

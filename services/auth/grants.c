@@ -232,7 +232,7 @@ static json_t *strv_json(char *const *v, size_t n)
 
 /* Signs an access token and fills the 200 answer. refresh and fam may be NULL. */
 static int issue(req *r, const char *sub, const users_perms *perms, const char *fam,
-                 const char *refresh, const char *scope)
+                 const char *refresh, const char *scope, const char *api_scope)
 {
     const grant_cfg *g = r->g;
     char jti[33], *jwt = NULL;
@@ -247,6 +247,9 @@ static int issue(req *r, const char *sub, const users_perms *perms, const char *
                        strv_json(perms->pub, perms->npub));
     if (!claims) return fail_internal(r, "out of memory");
     if (fam && json_object_set_new(claims, "sid", json_string(fam)) < 0) goto nomem;
+    /* API scopes (RFC 9068 2.2.3: space-separated), what a gateway route may require */
+    if (api_scope && *api_scope && json_object_set_new(claims, "scope", json_string(api_scope)) < 0)
+        goto nomem;
     rc = token_sign(signkeys_current(g->keys), claims, &jwt);
     if (rc < 0) {
         log_error("token signing failed", "req=%s user=%s err=\"%s\"", r->id, r->who,
@@ -290,13 +293,26 @@ static void set_event(req *r, const char *sub, const char *fam, const char *reas
     json_decref(e);
 }
 
-/* The scope parameter narrowed against base; 0 or an invalid_scope answer. */
+/* The scope parameter narrowed against base; 0 or an invalid_scope answer. Its API scope
+ * items (no "sub:"/"pub:") are users_api_scope's business, not the topics'. */
 static int narrow(req *r, const users_perms *base, const char *scope, users_perms *out)
 {
-    char why[200];
-    int rc = users_perms_narrow(base, scope, out, why, sizeof why);
+    char why[200], items[USERS_SCOPE_MAX + 1];
+    if (scope && strlen(scope) > USERS_SCOPE_MAX)
+        return fail(r, 400, "invalid_scope", "scope too long");
+    if (scope) users_perms_items(scope, items);
+    int rc = users_perms_narrow(base, scope ? items : NULL, out, why, sizeof why);
     if (rc == -EINVAL) return fail(r, 400, "invalid_scope", why);
     if (rc < 0) return fail_internal(r, "out of memory");
+    return 0;
+}
+
+/* The token's API scopes for e (users_api_scope) into buf; 0 or an invalid_scope answer. */
+static int api_scope(req *r, const users_entry *e, const char *scope, char *buf, size_t len)
+{
+    char why[200];
+    if (users_api_scope(e, scope, buf, len, why, sizeof why) < 0)
+        return fail(r, 400, "invalid_scope", why);
     return 0;
 }
 
@@ -350,6 +366,8 @@ static int grant_password(req *r)
         log_info("login failed", "req=%s grant=password user=%s", r->id, r->who);
         return fail(r, 400, "invalid_grant", "invalid username or password");
     }
+    char apis[USERS_SCOPE_MAX + 1];
+    if (api_scope(r, e, scope, apis, sizeof apis) < 0) return -1;
     if (narrow(r, &e->perms, scope, &perms) < 0) return -1;
     if (users_perms_scope(&perms, stored, sizeof stored) < 0) stored[0] = '\0';
     if (!scope) stored[0] = '\0'; /* full permissions: follow later changes of the file */
@@ -369,7 +387,8 @@ static int grant_password(req *r)
             metric_inc(m.refresh_skipped);
         }
     }
-    rc = issue(r, e->name, &perms, have_refresh ? fam : NULL, have_refresh ? refresh : NULL, scope);
+    rc = issue(r, e->name, &perms, have_refresh ? fam : NULL, have_refresh ? refresh : NULL, scope,
+               apis);
     explicit_bzero(refresh, sizeof refresh);
     users_perms_clear(&perms);
     if (rc == 0) {
@@ -399,9 +418,11 @@ static int grant_client(req *r)
         log_info("login failed", "req=%s grant=client_credentials client=%s", r->id, r->who);
         return fail(r, 401, "invalid_client", "client authentication failed");
     }
+    char apis[USERS_SCOPE_MAX + 1];
+    if (api_scope(r, e, scope, apis, sizeof apis) < 0) return -1;
     if (narrow(r, &e->perms, scope, &perms) < 0) return -1;
     /* RFC 6749 §4.4.3: no refresh token for client credentials. */
-    rc = issue(r, e->name, &perms, NULL, NULL, scope);
+    rc = issue(r, e->name, &perms, NULL, NULL, scope, apis);
     users_perms_clear(&perms);
     if (rc == 0) {
         metric_inc(m.issued_client);
@@ -484,7 +505,11 @@ static int grant_refresh(req *r)
         users_perms_clear(&base);
         return -1;
     }
-    rc = issue(r, e->name, &perms, info.fam, fresh, scope);
+    /* API scopes: the entry's, for a family that began without a scope parameter (it
+     * follows the file); none for a narrowed one (its stored scope holds topics only) */
+    char apis[USERS_SCOPE_MAX + 1] = "";
+    if (!info.scope[0] && users_api_scope(e, NULL, apis, sizeof apis, NULL, 0) < 0) apis[0] = '\0';
+    rc = issue(r, e->name, &perms, info.fam, fresh, scope, apis);
     explicit_bzero(fresh, sizeof fresh);
     users_perms_clear(&base);
     users_perms_clear(&perms);

@@ -254,6 +254,9 @@ static void entry_clear(users_entry *e)
 {
     free(e->hash);
     users_perms_clear(&e->perms);
+    strv_free(e->scopes, e->nscopes);
+    e->scopes = NULL;
+    e->nscopes = 0;
 }
 
 void users_destroy(users *u)
@@ -350,7 +353,7 @@ static int parse_line(users_entry *e, const char *s, size_t n, const char *fname
 {
     const char *tok[8];
     size_t tlen[8], nt = 0, i = 0;
-    int have_sub = 0, have_pub = 0;
+    int have_sub = 0, have_pub = 0, have_scope = 0;
     const char *why = NULL;
 
     while (i < n) {
@@ -364,7 +367,7 @@ static int parse_line(users_entry *e, const char *s, size_t n, const char *fname
     }
     if (nt < 3)
         return fail(err, errlen, fname, line,
-                    "expected: user|client NAME HASH [sub=...] [pub=...]");
+                    "expected: user|client NAME HASH [sub=...] [pub=...] [scope=...]");
     if (tlen[0] == 4 && memcmp(tok[0], "user", 4) == 0)
         e->kind = USERS_USER;
     else if (tlen[0] == 6 && memcmp(tok[0], "client", 6) == 0)
@@ -384,12 +387,24 @@ static int parse_line(users_entry *e, const char *s, size_t n, const char *fname
         return fail(err, errlen, fname, line, "%s: %s", e->name, why ? why : "hash too long");
     for (size_t t = 3; t < nt; t++) {
         int is_sub;
+        if (tlen[t] >= 6 && memcmp(tok[t], "scope=", 6) == 0) {
+            if (have_scope++) return fail(err, errlen, fname, line, "scope= given twice");
+            if (parse_list(tok[t] + 6, tlen[t] - 6, &e->scopes, &e->nscopes, &why) < 0)
+                return fail(err, errlen, fname, line, "scope=: %s", why);
+            for (size_t k = 0; k < e->nscopes; k++)
+                if (strpbrk(e->scopes[k], "*>"))
+                    return fail(err, errlen, fname, line,
+                                "scope=: a scope is a name (tokens of [A-Za-z0-9_-] "
+                                "separated by '.'), no wildcards");
+            continue;
+        }
         if (tlen[t] >= 4 && memcmp(tok[t], "sub=", 4) == 0)
             is_sub = 1;
         else if (tlen[t] >= 4 && memcmp(tok[t], "pub=", 4) == 0)
             is_sub = 0;
         else
-            return fail(err, errlen, fname, line, "unknown field (expected sub=... or pub=...)");
+            return fail(err, errlen, fname, line,
+                        "unknown field (expected sub=..., pub=... or scope=...)");
         if (is_sub ? have_sub++ : have_pub++)
             return fail(err, errlen, fname, line, "%s= given twice", is_sub ? "sub" : "pub");
         if (parse_list(tok[t] + 4, tlen[t] - 4, is_sub ? &e->perms.sub : &e->perms.pub,
@@ -556,4 +571,60 @@ int users_verify(const users *u, enum users_kind kind, const char *name, const c
     if (!match || !e || e->hash[0] != '$') return 0;
     if (out) *out = e;
     return 1;
+}
+
+void users_perms_items(const char *scope, char *buf)
+{
+    size_t o = 0;
+    for (const char *p = scope; p && *p;) {
+        while (*p == ' ') p++;
+        const char *q = p;
+        while (*q && *q != ' ') q++;
+        if (q > p && memchr(p, ':', (size_t)(q - p))) {
+            if (o) buf[o++] = ' ';
+            memcpy(buf + o, p, (size_t)(q - p));
+            o += (size_t)(q - p);
+        }
+        p = q;
+    }
+    buf[o] = '\0';
+}
+
+int users_api_scope(const users_entry *e, const char *requested, char *buf, size_t buflen,
+                    char *err, size_t errlen)
+{
+    size_t o = 0;
+    if (buflen == 0) return -EINVAL;
+    buf[0] = '\0';
+    for (size_t i = 0; !requested && i < e->nscopes; i++) {
+        size_t n = strlen(e->scopes[i]);
+        if (o + n + 2 > buflen) goto toolong;
+        if (o) buf[o++] = ' ';
+        memcpy(buf + o, e->scopes[i], n + 1);
+        o += n;
+    }
+    for (const char *p = requested; p && *p;) {
+        while (*p == ' ') p++;
+        const char *q = p;
+        while (*q && *q != ' ') q++;
+        size_t n = (size_t)(q - p);
+        if (n && !memchr(p, ':', n)) {
+            if (!strv_has(e->scopes, e->nscopes, p, n)) {
+                if (err && errlen)
+                    snprintf(err, errlen, "scope %.*s is not granted to %s", (int)(n > 64 ? 64 : n),
+                             p, e->name);
+                return -EINVAL;
+            }
+            if (o + n + 2 > buflen) goto toolong;
+            if (o) buf[o++] = ' ';
+            memcpy(buf + o, p, n);
+            o += n;
+            buf[o] = '\0';
+        }
+        p = q;
+    }
+    return 0;
+toolong:
+    if (err && errlen) snprintf(err, errlen, "too many scopes");
+    return -EINVAL;
 }

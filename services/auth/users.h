@@ -49,6 +49,8 @@ typedef struct users_entry {
     char name[USERS_NAME_MAX + 1];
     char *hash; /* crypt(3) string, or "!" (locked) */
     users_perms perms;
+    char **scopes; /* API scopes (scope=): the token's "scope" claim, e.g. sidecast.api */
+    size_t nscopes;
     unsigned line; /* line number in the file, for messages */
 } users_entry;
 
@@ -93,6 +95,15 @@ void users_perms_clear(users_perms *p); /* frees and zeroes; accepts a zeroed st
  * Returns 0, -EINVAL (reason in err, for an invalid_scope answer) or -ENOMEM. */
 int users_perms_narrow(const users_perms *base, const char *scope, users_perms *out, char *err,
                        size_t errlen);
+/* The API scopes a token of e carries, as its "scope" claim (space-separated), into buf:
+ * every scope= of e when requested is NULL; else those of e named by the request's items
+ * without a "sub:"/"pub:" prefix. Returns 0 (buf may be empty), or -EINVAL (a requested
+ * scope e does not have, or buf too small: the reason in err). Pure. */
+int users_api_scope(const users_entry *e, const char *requested, char *buf, size_t buflen,
+                    char *err, size_t errlen);
+/* A scope string without its API scope items (those without ':'), for users_perms_narrow:
+ * into buf, which must hold strlen(scope) + 1 bytes. Pure. */
+void users_perms_items(const char *scope, char *buf);
 /* Writes perms as a scope string ("sub:a sub:b pub:c") into buf. 0, or -1 if too small. */
 int users_perms_scope(const users_perms *p, char *buf, size_t buflen);
 

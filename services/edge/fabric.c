@@ -96,6 +96,7 @@ struct fabric {
     void (*interest_fn)(void *ud, const char *topic, bool on); /* occupancy (presence) */
     void *interest_ud;
     size_t nbuckets, ninterests;
+    size_t nevents, nusers; /* interests by kind (fab_counts), under lock */
     size_t max_data;
     bus_sub *revoked;
     /* permessage-deflate: one stream for the process, reset per event (no context takeover) */
@@ -540,6 +541,8 @@ int fab_watch(fab_port *p, enum fab_kind kind, const char *name, uint64_t *wait)
         f->ninterests++;
         interests_grow(f);
         metric_add(f->m_topics, 1);
+        if (kind == FAB_EVENT) f->nevents++;
+        if (kind == FAB_USER) f->nusers++;
         if (kind == FAB_EVENT && f->interest_fn) f->interest_fn(f->interest_ud, name, true);
     }
     it->refs++;
@@ -718,6 +721,8 @@ void fab_unwatch(fab_port *p, enum fab_kind kind, const char *name)
             *pp = gone->next;
             f->ninterests--;
             metric_add(f->m_topics, -1);
+            if (kind == FAB_EVENT) f->nevents--;
+            if (kind == FAB_USER) f->nusers--;
             if (kind == FAB_EVENT && f->interest_fn) f->interest_fn(f->interest_ud, name, false);
             if (gone->pending) { /* no subscription yet: the settler ends it */
                 gone->dropped = true;
@@ -733,6 +738,14 @@ void fab_unwatch(fab_port *p, enum fab_kind kind, const char *name)
         (void)bus_unsubscribe_later(gone->sub, route_unref);
         free(gone);
     }
+}
+
+void fab_counts(fabric *f, long *topics, long *users)
+{
+    pthread_mutex_lock(&f->lock);
+    *topics = (long)f->nevents;
+    *users = (long)f->nusers;
+    pthread_mutex_unlock(&f->lock);
 }
 
 /* ---- receiving (worker thread) ------------------------------------------------------------- */

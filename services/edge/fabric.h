@@ -74,6 +74,9 @@ void fab_port_ack(fab_port *p);
 void fab_set_interest_fn(fabric *f, void (*fn)(void *ud, const char *topic, bool on), void *ud);
 int fab_watch(fab_port *p, enum fab_kind kind, const char *name, uint64_t *wait);
 void fab_unwatch(fab_port *p, enum fab_kind kind, const char *name);
+/* Names this process has interest in now: topics (events) and users (inboxes): the server
+ * API's counts. Any thread. */
+void fab_counts(fabric *f, long *topics, long *users);
 /* Asks the fabric's settler thread to confirm this port's new NATS subscriptions with one
  * round trip (PING/PONG, bounded by 1 s), shared by every worker that asked meanwhile. Never
  * blocks: call it once per loop iteration. When the round trip is over (answered or not),

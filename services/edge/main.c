@@ -3,6 +3,7 @@
  * bus (NATS) -> fabric (frame once, a mailbox per worker) -> workers (wsc + session) -> sockets.
  * The main thread waits for signals; SIGTERM/SIGINT drain the connections with 1001 over
  * EDGE_DRAIN_TIMEOUT_MS, then exit 0. */
+#include "api.h"
 #include "bus.h"
 #include "cfg.h"
 #include "contract.h"
@@ -47,6 +48,8 @@ static struct {
         user_pub_rate, user_pub_burst, keys_refresh_s, tls_hs_ms, rpc_timeout_ms, rpc_inflight,
         max_rpc_reply, client_age_s, client_bytes, dedup_window_s, pub_inflight, hook_timeout_ms,
         hook_inflight;
+    long api_threads, api_queue, api_max_request, api_max_data, api_topics, api_history,
+        api_timeout_ms, api_gather_ms; /* the server API (api.h) */
 } cfg;
 
 /* clang-format off */
@@ -259,12 +262,35 @@ static const cfg_opt options[] = {
      0, 1, 4096, &cfg.pub_inflight},
     {"HISTORY_REPLICAS", CFG_INT, "1", "stream replicas (a NATS cluster: 3)", 0, 1, 5,
      &cfg.history_replicas},
+    {"EDGE_API_THREADS", CFG_INT, "2",
+     "threads answering the server API (api.*; 0: this edge does not serve it, but still "
+     "answers the other edges' disconnects and counts)", 0, 0, 64,
+     &cfg.api_threads},
+    {"EDGE_API_QUEUE", CFG_INT, "256",
+     "server API requests waiting for those threads (more: 503 busy)", 0, 1, 65536,
+     &cfg.api_queue},
+    {"EDGE_API_MAX_REQUEST", CFG_INT, "262144", "largest server API request in bytes (over: 413)",
+     0, 256, 1048576, &cfg.api_max_request},
+    {"EDGE_API_MAX_DATA", CFG_INT, "65536",
+     "largest data of an api.publish or api.broadcast (compact JSON bytes)", 0, 16, 1048576,
+     &cfg.api_max_data},
+    {"EDGE_API_MAX_TOPICS", CFG_INT, "100", "topics of one api.broadcast", 0, 1, 1000,
+     &cfg.api_topics},
+    {"EDGE_API_HISTORY_MAX", CFG_INT, "1000", "largest limit of an api.history request", 0, 1,
+     10000, &cfg.api_history},
+    {"EDGE_API_TIMEOUT_MS", CFG_INT, "3000",
+     "each bus call a server API request makes (a JetStream ack, a direct get, presence)", 0,
+     100, 60000, &cfg.api_timeout_ms},
+    {"EDGE_API_GATHER_MS", CFG_INT, "300",
+     "how long api.disconnect and api.counts gather the answers of every edge", 0, 20, 10000,
+     &cfg.api_gather_ms},
 };
 /* clang-format on */
 
 static bus *B;
 static wsc_server *S;
 static presence *P;
+static api *A;
 static quota *Q;
 static _Atomic int stream_ok, draining;
 
@@ -426,6 +452,20 @@ static void ensure_stream(void)
         if (bus_stream_ensure(B, &sc) != 0) return;
     }
     atomic_store(&stream_ok, 1);
+}
+
+/* The server API's hooks: a disconnect goes to the workers; counts come from the core and
+ * the fabric. */
+static int api_disconnect(void *ud, const char *user, uint64_t conn, uint16_t code,
+                          const char *reason, api_done_fn done, void *done_ud)
+{
+    return session_disconnect(ud, user, conn, code, reason, done, done_ud);
+}
+
+static void api_counts(void *ud, long *connections, long *users, long *topics)
+{
+    *connections = S ? wsc_server_connections(S) : 0;
+    fab_counts(ud, topics, users);
 }
 
 static ns_table NS; /* topic namespaces (EDGE_TOPICS) */
@@ -674,6 +714,20 @@ int main(int argc, char **argv)
         .deflate_min = (size_t)cfg.deflate_min,
     };
     if (wsc_server_start(&S, &wc, &h) != 0) goto done;
+    api_cfg ac = {.edge_id = cfg.edge_id,
+                  .stream = cfg.stream,
+                  .lim = {(size_t)cfg.api_max_data, (int)cfg.api_topics, (int)cfg.api_history,
+                          cfg.api_history < 100 ? (int)cfg.api_history : 100},
+                  .max_request = (size_t)cfg.api_max_request,
+                  .threads = (int)cfg.api_threads,
+                  .queue = (int)cfg.api_queue,
+                  .timeout_ms = (int)cfg.api_timeout_ms,
+                  .gather_ms = (int)cfg.api_gather_ms,
+                  .disconnect = api_disconnect,
+                  .disconnect_ud = &ctx,
+                  .counts = api_counts,
+                  .counts_ud = fab};
+    if (api_create(&A, &ac, B) != 0) goto done;
     log_info("edge listening",
              "listen=%s port=%d tls_listen=%s tls_port=%d workers=%ld id=%s url=%s", cfg.listen,
              wsc_server_port(S), cfg.tls_listen, wsc_server_tls_port(S), cfg.workers, cfg.edge_id,
@@ -700,6 +754,7 @@ int main(int argc, char **argv)
     log_info("edge drained", "left=%d", wsc_server_connections(S));
     status = 0;
 done:
+    api_destroy(A);
     wsc_server_stop(S);
     presence_destroy(P);
     quota_destroy(Q);

@@ -1226,11 +1226,105 @@ static void take_verdicts(wstate *ws)
     }
 }
 
+/* ---- disconnects asked by the server API (api.c) ---------------------------------------- */
+
+/* One request per worker, queued like the verdicts; the list is here, not in wstate, so
+ * that the API's hook stays within this file. */
+typedef struct disc_req {
+    struct disc_req *next;
+    char *user; /* NULL: by connection */
+    uint64_t conn;
+    uint16_t code;
+    char reason[124]; /* a close frame's reason: at most 123 bytes */
+    session_disconnect_fn done;
+    void *ud;
+} disc_req;
+
+static pthread_mutex_t disc_lock = PTHREAD_MUTEX_INITIALIZER; /* disc_q */
+static disc_req *disc_q[64];                                  /* per worker index */
+
+int session_disconnect(session_ctx *ctx, const char *user, uint64_t conn, uint16_t code,
+                       const char *reason, session_disconnect_fn done, void *ud)
+{
+    int posted = 0;
+    pthread_mutex_lock(&workers_lock);
+    for (int i = 0; i < 64; i++) {
+        wstate *ws = ctx->workers[i];
+        if (!ws) continue;
+        disc_req *d = calloc(1, sizeof *d);
+        if (!d || (user && !(d->user = strdup(user)))) {
+            free(d);
+            continue;
+        }
+        d->conn = conn;
+        d->code = code;
+        snprintf(d->reason, sizeof d->reason, "%s", reason ? reason : "");
+        d->done = done;
+        d->ud = ud;
+        pthread_mutex_lock(&disc_lock);
+        d->next = disc_q[i];
+        disc_q[i] = d;
+        pthread_mutex_unlock(&disc_lock);
+        loop_wake(wsc_worker_loop(ws->w));
+        posted++;
+    }
+    pthread_mutex_unlock(&workers_lock);
+    return posted;
+}
+
+static disc_req *take_disc_list(int idx)
+{
+    if (idx < 0 || idx >= 64) return NULL;
+    pthread_mutex_lock(&disc_lock);
+    disc_req *list = disc_q[idx];
+    disc_q[idx] = NULL;
+    pthread_mutex_unlock(&disc_lock);
+    return list;
+}
+
+static int disc_close(session *s, const disc_req *d)
+{
+    log_info("session disconnected by the server API", "conn=%llu user=%s code=%u",
+             (unsigned long long)wsc_conn_id(s->c), s->user, (unsigned)d->code);
+    wsc_conn_close(s->c, d->code, d->reason);
+    return 1;
+}
+
+/* On the worker: closes what matches (every connection of the user, or the one connection
+ * whose id is d->conn; only authenticated sessions, which sit in their inbox's entry). */
+static void take_disconnects(wstate *ws)
+{
+    disc_req *list = take_disc_list(wsc_worker_index(ws->w));
+    while (list) {
+        disc_req *d = list;
+        list = d->next;
+        int closed = 0;
+        char key[300];
+        if (d->user) {
+            snprintf(key, sizeof key, "u:%s", d->user);
+            tentry *t = smap_find(ws, key);
+            for (uint32_t i = 0; t && i < t->n; i++) closed += disc_close(t->members[i]->s, d);
+        } else {
+            for (int b = 0; b < MAP_BUCKETS && !closed; b++)
+                for (tentry *t = ws->buckets[b]; t && !closed; t = t->next)
+                    for (uint32_t i = 0; t->key[0] == 'u' && i < t->n; i++)
+                        if (wsc_conn_id(t->members[i]->s->c) == d->conn) {
+                            closed += disc_close(t->members[i]->s, d);
+                            break;
+                        }
+        }
+        d->done(d->ud, closed);
+        free(d->user);
+        free(d);
+    }
+}
+
 /* The loop's wake-up: presence verdicts and replay replies from other threads. */
 static void on_wake(void *ud)
 {
     wstate *ws = ud;
     take_verdicts(ws);
+    take_disconnects(ws);
     replay_q_poll(ws->rq);
     rpc_q_poll(ws->rpcq);
 }
@@ -1325,6 +1419,12 @@ static void on_worker_stop(wsc_worker *w, void *ud)
         free(v);
     }
     pthread_mutex_destroy(&ws->vlock);
+    for (disc_req *d = take_disc_list(idx), *next; d; d = next) { /* unhooked: none closed */
+        next = d->next;
+        d->done(d->ud, 0);
+        free(d->user);
+        free(d);
+    }
     free(ws);
 }
 

@@ -76,4 +76,13 @@ void session_handlers(session_ctx *ctx, wsc_handlers *h);
 /* presence_verdict_fn for ctx (ud): hands the verdict to the connection's worker. */
 void session_presence_verdict(void *ud, int worker, uint64_t conn, bool allowed);
 
+/* The server API's disconnect (api.c): every worker closes, with code and reason (at most
+ * 123 bytes, cut), the authenticated connections of user, or (user NULL) the one whose
+ * wsc_conn_id is conn, then calls done(ud, closed) on its own thread. Returns how many
+ * workers were asked: done runs exactly that many times (with 0 for a worker that stops
+ * first). Any thread. */
+typedef void (*session_disconnect_fn)(void *ud, int closed);
+int session_disconnect(session_ctx *ctx, const char *user, uint64_t conn, uint16_t code,
+                       const char *reason, session_disconnect_fn done, void *ud);
+
 #endif

@@ -270,6 +270,20 @@ static int gw_authenticate(gw_req *r, struct MHD_Connection *c, enum MHD_Result 
         *ret = gw_error(r, c, 401, "invalid_token", "token rejected: bad subject", invalid, 1);
         return 1;
     }
+    /* a route that requires a scope: the token's scope claim must name it (RFC 6750 3.1) */
+    const char *want = r->match.route->scope;
+    if (want[0]) {
+        const json_t *sc = json_object_get(claims.payload, "scope");
+        if (!meta_scope_has(json_string_value(sc), want)) {
+            char www[ROUTES_MAX_SCOPE + 64], msg[ROUTES_MAX_SCOPE + 64];
+            snprintf(www, sizeof www, "Bearer error=\"insufficient_scope\", scope=\"%s\"", want);
+            snprintf(msg, sizeof msg, "this route requires the scope %s", want);
+            gw_hdr h[] = {{"WWW-Authenticate", www}};
+            token_claims_clear(&claims);
+            *ret = gw_error(r, c, 403, "insufficient_scope", msg, h, 1);
+            return 1;
+        }
+    }
     snprintf(r->user, sizeof r->user, "%s", claims.sub);
     r->authed = 1;
     json_t *topics = sub_topics_of(claims.payload, &r->srv->cfg);

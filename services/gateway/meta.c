@@ -199,3 +199,16 @@ int meta_content_length(const char *value, unsigned long long *out)
     *out = v;
     return 0;
 }
+
+int meta_scope_has(const char *claim, const char *want)
+{
+    size_t n = strlen(want);
+    for (const char *p = claim; p && *p;) {
+        while (*p == ' ') p++;
+        const char *q = p;
+        while (*q && *q != ' ') q++;
+        if ((size_t)(q - p) == n && n && memcmp(p, want, n) == 0) return 1;
+        p = q;
+    }
+    return 0;
+}

@@ -33,6 +33,9 @@ enum meta_bearer_result {
 /* Finds the token in an Authorization header value (scheme case-insensitive, RFC 6750 §2.1
  * b64token syntax). On META_BEARER_OK *tok points into header and *len is its length. */
 int meta_bearer(const char *header, const char **tok, size_t *len);
+/* 1 when a token's scope claim (RFC 9068 2.2.3: scope names separated by spaces) names
+ * want, else 0 (claim NULL: 0). Pure. */
+int meta_scope_has(const char *claim, const char *want);
 
 enum meta_ctype { META_CT_NONE = 0, META_CT_JSON, META_CT_FORM, META_CT_OTHER };
 /* Classifies a Content-Type value: application/json or any application/...+json, and

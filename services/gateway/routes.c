@@ -316,7 +316,7 @@ static int routes_parse_compose(const json_t *comp, route *r, char *err, size_t 
 
 static int routes_parse_one(const json_t *rv, route *r, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"method",     "path",    "auth",    "subject",
+    static const char *const keys[] = {"method",     "path",    "auth",    "scope",      "subject",
                                        "timeout_ms", "request", "compose", "description"};
     if (!json_is_object(rv)) {
         routes_errf(err, errlen, "must be an object");
@@ -349,6 +349,24 @@ static int routes_parse_one(const json_t *rv, route *r, char *err, size_t errlen
     } else {
         routes_errf(err, errlen, "auth: required, \"bearer\" or \"public\"");
         return -1;
+    }
+
+    const json_t *scope = json_object_get(rv, "scope");
+    if (scope) {
+        const char *sv = json_string_value(scope);
+        int ok = sv && sv[0] && strlen(sv) <= ROUTES_MAX_SCOPE;
+        for (const char *p = sv; ok && *p; p++) /* RFC 6749 3.3 scope-token, no quote/backslash */
+            if (*p < 0x21 || *p > 0x7e || *p == '"' || *p == '\\') ok = 0;
+        if (!ok) {
+            routes_errf(err, errlen, "scope: a scope name of 1..%d printable bytes, no spaces",
+                        ROUTES_MAX_SCOPE);
+            return -1;
+        }
+        if (r->auth != ROUTE_AUTH_BEARER) {
+            routes_errf(err, errlen, "scope: only a bearer route can require a scope");
+            return -1;
+        }
+        strcpy(r->scope, sv);
     }
 
     const json_t *to = json_object_get(rv, "timeout_ms");

@@ -24,6 +24,7 @@
 #define ROUTES_MAX_SEGMENTS 64 /* '/'-separated segments of a path */
 #define ROUTES_MAX_NAME 63     /* bytes of a param name or a call key */
 #define ROUTES_MAX_SUBJECT 128 /* bytes of a NATS subject */
+#define ROUTES_MAX_SCOPE 128   /* bytes of a route's required scope */
 #define ROUTES_MAX_FILE (1024 * 1024)
 #define ROUTES_DEFAULT_TIMEOUT_MS 5000
 #define ROUTES_MAX_TIMEOUT_MS 60000
@@ -48,6 +49,7 @@ typedef struct route {
     char method[8]; /* GET, POST, PUT, PATCH or DELETE */
     char path[ROUTES_MAX_PATH + 1];
     enum route_auth auth;
+    char scope[ROUTES_MAX_SCOPE + 1]; /* bearer: the token's scope claim must name it ("": none) */
     enum route_mode mode;
     int timeout_ms; /* whole route, every call included */
     size_t ncalls;  /* 1 for ROUTE_SINGLE */

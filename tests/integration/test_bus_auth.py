@@ -140,7 +140,27 @@ def test_the_whole_flow_runs_on_an_authenticated_bus(st):
     r = harness.http("GET", base + "/api/presence/alice",
                      headers={"Authorization": "Bearer " + token})
     assert r.status == 200 and json.loads(r.body)["count"] >= 1, (r, r.body)
-    ws.close()
+    # the server API: a back end's client-credentials token through the gateway (the edge
+    # stores the event on events.>), and the producer on the bus itself (api.>, edges.>)
+    with open(os.path.join(s.dev, "producer.secret")) as f:
+        body, hdrs = harness.form(grant_type="client_credentials", client_id="producer",
+                                  client_secret=f.read().strip())
+    r = harness.http("POST", base + "/auth/token", body=body, headers=hdrs)
+    assert r.status == 200, r
+    svc = {"Authorization": "Bearer " + json.loads(r.body)["access_token"],
+           "Content-Type": "application/json"}
+    r = harness.http("POST", base + "/api/v1/publish", headers=svc,
+                     body=b'{"topic":"prices.BTC","data":{"api":true},"idempotency_key":"k1"}')
+    assert r.status == 200, (r, r.body)
+    ev = ws.recv_json(10, type="event", topic="prices.BTC", max_skip=1000)
+    while ev["data"] != {"api": True}:  # ticks meanwhile; bounded by recv_json's timeout
+        ev = ws.recv_json(10, type="event", topic="prices.BTC", max_skip=1000)
+    rc, out = s.as_user("producer", "req", "api.counts", "{}", 3000)
+    assert rc == 0 and '"edges":1' in out, out
+    r = harness.http("POST", base + "/api/v1/disconnect", headers=svc,
+                     body=b'{"user":"alice","reason":"bye","reconnect":false}')
+    assert r.status == 200 and json.loads(r.body)["closed"] == 1, (r, r.body)
+    assert ws.expect_close(5) == (4003, "bye")
     print("  login, tick %s #%d, order %s filled, chat publish acked: all with credentials"
           % (tick["topic"], tick["seq"], order))
 
@@ -189,9 +209,12 @@ def test_each_service_is_held_to_its_subjects(st):
     t.join(5)
     assert not any('"from":"edge"' in l or '"from":"producer"' in l or '"from":"gateway"' in l
                    for l in seen), seen
-    # nobody but the producer (the back end) makes events or inbox messages
-    for user, subject in (("edge", "events.prices.BTC"), ("edge", "users.alice"),
-                          ("gateway", "events.prices.BTC"), ("auth", "users.alice")):
+    # nobody but the producer (the back end) makes inbox messages; events come from the back
+    # end, or from an edge storing a back end's api.publish (docs/SECURITY.md); only edges
+    # tell the edges to disconnect (edges.>)
+    for user, subject in (("edge", "users.alice"), ("gateway", "events.prices.BTC"),
+                          ("auth", "users.alice"), ("producer", "edges.disconnect"),
+                          ("gateway", "edges.disconnect"), ("auth", "api.disconnect")):
         rc, out = s.as_user(user, "pub", subject, "{}")
         assert "Not Permitted" in out, (user, subject, out)
     # nobody may answer auth's subjects but auth, nor read another service's replies

@@ -83,6 +83,38 @@ TEST(users_parse_valid_file)
     users_destroy(u);
 }
 
+TEST(users_api_scopes)
+{
+    char text[1024], err[256], out[256];
+    int rc;
+    snprintf(text, sizeof text, "client svc %s sub=a.* scope=sidecast.api,ops\nuser u %s\n",
+             mkhash("s", 1000), mkhash("s", 1000));
+    users *u = parse(text, err, sizeof err, &rc);
+    REQUIRE(rc == 0 && u);
+    const users_entry *e = users_find(u, USERS_CLIENT, "svc");
+    REQUIRE(e && e->nscopes == 2);
+    CHECK(users_api_scope(e, NULL, out, sizeof out, err, sizeof err) == 0);
+    CHECK_STR(out, "sidecast.api ops"); /* no scope parameter: every scope= */
+    CHECK(users_api_scope(e, "sub:a.b ops", out, sizeof out, err, sizeof err) == 0);
+    CHECK_STR(out, "ops"); /* asked: only those */
+    CHECK(users_api_scope(e, "sub:a.b", out, sizeof out, err, sizeof err) == 0);
+    CHECK_STR(out, "");
+    CHECK(users_api_scope(e, "admin", out, sizeof out, err, sizeof err) == -EINVAL);
+    CHECK(strstr(err, "admin") != NULL);
+    CHECK(users_api_scope(e, NULL, out, 5, err, sizeof err) == -EINVAL); /* too small */
+    const users_entry *plain = users_find(u, USERS_USER, "u");
+    REQUIRE(plain);
+    CHECK(users_api_scope(plain, NULL, out, sizeof out, err, sizeof err) == 0);
+    CHECK_STR(out, "");
+    users_perms_items("sub:a.b  ops pub:c", out);
+    CHECK_STR(out, "sub:a.b pub:c");
+    users_destroy(u);
+    snprintf(text, sizeof text, "client svc %s scope=a.*\n", mkhash("s", 1000));
+    CHECK(parse(text, err, sizeof err, &rc) == NULL && strstr(err, "no wildcards"));
+    snprintf(text, sizeof text, "client svc %s scope=a scope=b\n", mkhash("s", 1000));
+    CHECK(parse(text, err, sizeof err, &rc) == NULL && strstr(err, "twice"));
+}
+
 TEST(users_parse_empty_file)
 {
     char err[128];

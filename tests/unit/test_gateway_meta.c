@@ -101,6 +101,16 @@ TEST(bearer)
     CHECK_EQ_INT(meta_bearer("Bearer ===", &tok, &len), META_BEARER_INVALID);
 }
 
+TEST(scope_claims)
+{
+    CHECK(meta_scope_has("sidecast.api", "sidecast.api"));
+    CHECK(meta_scope_has("openid  sidecast.api profile", "sidecast.api"));
+    CHECK(!meta_scope_has("sidecast.apix sidecast", "sidecast.api"));
+    CHECK(!meta_scope_has("", "sidecast.api"));
+    CHECK(!meta_scope_has(NULL, "sidecast.api"));
+    CHECK(!meta_scope_has("a", ""));
+}
+
 TEST(content_types)
 {
     CHECK_EQ_INT(meta_content_type(NULL), META_CT_NONE);

@@ -201,6 +201,30 @@ TEST(rejects_bad_documents)
     CHECK(fails_with("{\"routes\":[], \"routes\":[]}", "line")); /* duplicate key */
 }
 
+TEST(a_route_may_require_a_scope)
+{
+    char err[512];
+    routes *rt = parse(R("{\"method\":\"GET\",\"path\":\"/api/v1/counts\",\"auth\":\"bearer\","
+                         "\"scope\":\"sidecast.api\",\"subject\":\"api.counts\"}," OK1),
+                       err, sizeof err);
+    REQUIRE(rt);
+    CHECK_STR(rt->v[0].scope, "sidecast.api");
+    CHECK_STR(rt->v[1].scope, ""); /* none */
+    routes_destroy(rt);
+    CHECK(fails_with(R("{\"method\":\"GET\",\"path\":\"/x\",\"auth\":\"public\","
+                       "\"scope\":\"a\",\"subject\":\"s\"}"),
+                     "route 0: scope: only a bearer route"));
+    CHECK(fails_with(R("{\"method\":\"GET\",\"path\":\"/x\",\"auth\":\"bearer\","
+                       "\"scope\":\"a b\",\"subject\":\"s\"}"),
+                     "route 0: scope:"));
+    CHECK(fails_with(R("{\"method\":\"GET\",\"path\":\"/x\",\"auth\":\"bearer\","
+                       "\"scope\":\"\",\"subject\":\"s\"}"),
+                     "route 0: scope:"));
+    CHECK(fails_with(R("{\"method\":\"GET\",\"path\":\"/x\",\"auth\":\"bearer\","
+                       "\"scope\":[\"a\"],\"subject\":\"s\"}"),
+                     "route 0: scope:"));
+}
+
 TEST(rejects_bad_routes_naming_the_index)
 {
     CHECK(fails_with(R(OK1 ",{\"method\":\"GET\",\"path\":\"/x\",\"auth\":\"public\"}"),
