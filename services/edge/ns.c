@@ -34,8 +34,8 @@ static int rule_of(const json_t *v, bool publish, enum ns_rule *out)
 /* One entry into p; -1 with why (the member) in err. */
 static int entry_of(const json_t *e, const ns_policy *dflt, ns_policy *p, char *err, size_t errlen)
 {
-    static const char *const known[] = {"prefix",    "subscribe",    "publish",   "history",
-                                        "occupancy", "hook_failure", "hook_ttl_s"};
+    static const char *const known[] = {"prefix",    "subscribe", "publish",      "history",
+                                        "history_s", "occupancy", "hook_failure", "hook_ttl_s"};
     *p = *dflt;
     const char *key;
     const json_t *v;
@@ -68,6 +68,14 @@ static int entry_of(const json_t *e, const ns_policy *dflt, ns_policy *p, char *
             return -1;
         }
         p->history = json_is_true(v);
+    }
+    if ((v = json_object_get(e, "history_s"))) {
+        json_int_t n = json_integer_value(v);
+        if (!json_is_integer(v) || n < 0 || n > 365L * 86400) {
+            snprintf(err, errlen, "\"history_s\": 0..31536000 (seconds)");
+            return -1;
+        }
+        p->history_s = (int)n;
     }
     if ((v = json_object_get(e, "occupancy"))) {
         if (!json_is_boolean(v)) {

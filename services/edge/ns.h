@@ -10,7 +10,9 @@
  * default), "hook" (hooks.publish may refuse or rewrite the data) or "nobody". history:
  * replay with since allowed (default true). occupancy: occupancy.<topic> events for its
  * topics (default true). hook_failure: what a hook that does not answer (timeout, nobody
- * serving it, a bad answer) means: "deny" (the default) or "allow". hook_ttl_s: how long an
+ * serving it, a bad answer) means: "deny" (the default) or "allow". history_s: how far back
+ * a replay reaches (seconds; a since whose next event is older gets history_gone, as if the
+ * stream had dropped it; default 0: as far as the stream keeps). hook_ttl_s: how long an
  * allowed subscribe is remembered for the same user and topic when the hook gives no ttl_s
  * (default 60; 0: never remembered, whatever the hook says). A topic's namespace is the longest
  * prefix it equals or starts with followed by a dot; a topic in none gets the defaults, which are
@@ -30,6 +32,7 @@ typedef struct ns_policy {
     enum ns_rule subscribe, publish;
     bool history, occupancy, fail_open;
     int hook_ttl_s;
+    int history_s; /* replay reaches back this far at most (0: as far as the stream keeps) */
 } ns_policy;
 
 #define NS_MAX 256 /* namespaces in one file */

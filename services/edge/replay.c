@@ -35,6 +35,7 @@ struct replay {
     const char *api; /* the queue's $JS.API.DIRECT.GET.<stream> of its stream */
     uint64_t cursor; /* last message handed over (or the starting position) */
     uint64_t handed;
+    int64_t not_before_ms; /* a first message stored before this (Unix ms) counts as gone */
     /* the answer to its one request in flight, handed over by a nats.c thread through the
      * queue's mailbox: kept here, so that handing it over never allocates */
     replay *next_mail;
@@ -189,6 +190,27 @@ static void q_pump(replay_q *q)
     }
 }
 
+/* When the stream stored msg (its Nats-Time-Stamp, RFC 3339 in UTC), Unix ms; 0: unknown. */
+static int64_t msg_time_ms(const bus_msg *m)
+{
+    const char *v = bus_msg_header(m, "Nats-Time-Stamp");
+    struct tm tm = {0};
+    int frac_len = 0;
+    char frac[16] = "";
+    if (!v || sscanf(v, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                     &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &frac_len) != 6)
+        return 0;
+    if (v[frac_len] == '.') sscanf(v + frac_len + 1, "%3[0-9]", frac);
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    int64_t ms = (int64_t)timegm(&tm) * 1000;
+    for (int i = 0; i < 3; i++)
+        ms += (frac[i] >= '0' && frac[i] <= '9' ? frac[i] - '0' : 0) * (i == 0   ? 100
+                                                                        : i == 1 ? 10
+                                                                                 : 1);
+    return ms;
+}
+
 static uint64_t msg_seq(const bus_msg *m)
 {
     const char *v = bus_msg_header(m, "Nats-Sequence");
@@ -236,6 +258,13 @@ static void handle(replay *r, int result, bus_msg *msg)
         if (seq <= r->cursor) { /* cannot happen with a sane server; do not loop on it */
             replay_end(r, REPLAY_FAILED, 0);
             return;
+        }
+        if (r->handed == 0 && r->not_before_ms > 0) { /* the namespace keeps less (history_s) */
+            int64_t at = msg_time_ms(msg);
+            if (at > 0 && at < r->not_before_ms) {
+                replay_end(r, REPLAY_GONE, 0);
+                return;
+            }
         }
         r->cursor = seq;
         r->retries = 0;
@@ -333,7 +362,7 @@ void replay_q_destroy(replay_q *q)
 }
 
 replay *replay_start(replay_q *q, bool inbox, const char *subject, uint64_t since, bool check,
-                     const replay_ops *ops, void *ud)
+                     int64_t not_before_ms, const replay_ops *ops, void *ud)
 {
     size_t sl = strlen(subject);
     replay *r = calloc(1, sizeof *r + sl + 1);
@@ -344,6 +373,7 @@ replay *replay_start(replay_q *q, bool inbox, const char *subject, uint64_t sinc
     r->ops = ops;
     r->ud = ud;
     r->cursor = since;
+    r->not_before_ms = not_before_ms;
     r->step = check && since > 0 ? STEP_CHECK : STEP_NEXT;
     r->timer.fn = on_timer;
     metric_inc(m_started);

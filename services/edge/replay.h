@@ -73,10 +73,12 @@ void replay_q_destroy(replay_q *q);
 
 /* Starts a replay of `subject` after position `since` (the owner has seen every message up
  * to since), from the inbox stream when inbox, else the events stream; check: first make
- * sure since itself is retained. No callback runs before this returns; callbacks must not
- * cancel their own replay. NULL when out of memory. */
+ * sure since itself is retained; not_before_ms (Unix ms, 0: none): a first message stored
+ * before it counts as no longer retained (REPLAY_GONE: a namespace's history_s). No callback
+ * runs before this returns; callbacks must not cancel their own replay. NULL when out of
+ * memory. */
 replay *replay_start(replay_q *q, bool inbox, const char *subject, uint64_t since, bool check,
-                     const replay_ops *ops, void *ud);
+                     int64_t not_before_ms, const replay_ops *ops, void *ud);
 /* Stops a replay: no callback runs for it any more. */
 void replay_cancel(replay *r);
 

@@ -172,8 +172,17 @@ void catchup_start(sub_rec *rec, uint64_t since, bool check, uint64_t until)
     if (fresh && !(cu = calloc(1, sizeof *cu))) return;
     cu->rec = rec;
     cu->until = until;
+    int64_t not_before = 0; /* the namespace's history_s: older events count as gone */
+    if (rec->t->key[0] == FAB_EVENT) {
+        int hs = ns_find(ws->ctx->ns, rec->t->key + 2)->history_s;
+        if (hs > 0) {
+            struct timespec now;
+            clock_gettime(CLOCK_REALTIME, &now);
+            not_before = ((int64_t)now.tv_sec - hs) * 1000 + now.tv_nsec / 1000000;
+        }
+    }
     if (!(cu->r = replay_start(ws->rq, rec->t->key[0] == FAB_USER, subject, since, check,
-                               &catchup_ops, cu))) {
+                               not_before, &catchup_ops, cu))) {
         if (fresh)
             free(cu);
         else

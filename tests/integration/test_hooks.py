@@ -9,7 +9,8 @@
 - hooks.connect may refuse a connection (4003 with its reason) or grant it more topics;
   hooks.disconnect is told when an authenticated connection ends;
 - a hook that is down or slow fails closed (deny) and recovers when it is back; a namespace
-  with hook_failure "allow" fails open.
+  with hook_failure "allow" fails open;
+- short.* replays 2 s back at most (history_s): an older first event is history_gone.
 Real processes: auth, gateway, edge, producer; busctl stands in for the test's own hook
 services (a real NATS responder, not a mock of the edge)."""
 import json
@@ -30,7 +31,8 @@ SERVICES = ("auth", "gateway", "edge", "edge2", "producer")
 with open(os.path.join(harness.ROOT, "deploy", "config", "topics.json")) as _f:
     _NS = json.load(_f)
 _NS["namespaces"] += [{"prefix": "review", "publish": "hook"},
-                      {"prefix": "open", "subscribe": "hook", "hook_failure": "allow"}]
+                      {"prefix": "open", "subscribe": "hook", "hook_failure": "allow"},
+                      {"prefix": "short", "history_s": 2}]
 TOPICS = os.path.join(tempfile.mkdtemp(prefix="sidecast-hooks-"), "topics.json")
 with open(TOPICS, "w") as _f:
     json.dump(_NS, _f)
@@ -249,3 +251,26 @@ def test_disconnect_is_told(st):
     d = json.loads(data)
     assert subject == "hooks.disconnect" and d["user"] == "bob" and d["code"] == 1000, line
     print("  hooks.disconnect: %s" % data)
+
+
+def test_a_namespace_keeps_a_shorter_history(st):
+    live = _ws(st, sub_topics=("short.*",))
+    live.subscribe("short.news")
+    st.busctl("pub", "events.short.news", json.dumps({"n": 1}))
+    first = live.recv_json(10, type="event", topic="short.news")
+    time.sleep(2.5)  # older than the namespace's history_s (2 s) from here on
+    st.busctl("pub", "events.short.news", json.dumps({"n": 2}))
+    second = live.recv_json(10, type="event", topic="short.news")
+    live.close()
+    late = _ws(st, sub_topics=("short.*",))
+    late.send_json({"type": "subscribe", "topic": "short.news", "since": 0})
+    r = late.recv_json(10, type="error")
+    assert r["code"] == "history_gone" and r["topic"] == "short.news", r
+    late.close()
+    late = _ws(st, sub_topics=("short.*",))
+    late.send_json({"type": "subscribe", "topic": "short.news", "since": first["seq"]})
+    ev = late.recv_json(10, type="event", topic="short.news")
+    assert ev["seq"] == second["seq"] and ev["data"] == {"n": 2}, (ev, first, second)
+    late.close()
+    print("  short.*: since 0 reaches an event older than 2 s: history_gone; since the old "
+          "one: the newer replayed")

@@ -29,7 +29,8 @@ TEST(longest_prefix_on_dot_boundaries)
     char err[300];
     REQUIRE(parse(&t,
                   "{\"namespaces\":[{\"prefix\":\"orders\",\"subscribe\":\"hook\"},"
-                  "{\"prefix\":\"orders.vip\",\"publish\":\"nobody\",\"history\":false},"
+                  "{\"prefix\":\"orders.vip\",\"publish\":\"nobody\",\"history\":false,"
+                  "\"history_s\":600},"
                   "{\"prefix\":\"chat\",\"publish\":\"hook\",\"hook_failure\":\"allow\","
                   "\"hook_ttl_s\":0,\"occupancy\":false}]}",
                   err) == 0);
@@ -38,6 +39,7 @@ TEST(longest_prefix_on_dot_boundaries)
     CHECK(ns_find(&t, "ordersx.1")->subscribe == NS_CLAIM); /* not a dot boundary */
     const ns_policy *vip = ns_find(&t, "orders.vip.1");
     CHECK(vip->publish == NS_NOBODY && !vip->history && vip->subscribe == NS_CLAIM);
+    CHECK(vip->history_s == 600 && ns_find(&t, "orders.o-1")->history_s == 0);
     const ns_policy *chat = ns_find(&t, "chat.room");
     CHECK(chat->publish == NS_HOOK && chat->fail_open && chat->hook_ttl_s == 0);
     CHECK(!chat->occupancy);
@@ -59,6 +61,7 @@ TEST(mistakes_are_named)
         {"{\"namespaces\":[{\"prefix\":\"a\",\"history\":1}]}", "\"history\""},
         {"{\"namespaces\":[{\"prefix\":\"a\",\"hook_failure\":\"open\"}]}", "\"hook_failure\""},
         {"{\"namespaces\":[{\"prefix\":\"a\",\"hook_ttl_s\":-1}]}", "\"hook_ttl_s\""},
+        {"{\"namespaces\":[{\"prefix\":\"a\",\"history_s\":\"1h\"}]}", "\"history_s\""},
         {"{\"namespaces\":[{\"prefix\":\"a\",\"ttl\":1}]}", "unknown member \"ttl\""},
         {"{\"namespaces\":[{\"prefix\":\"a\"},{\"prefix\":\"a\"}]}", "namespaces[1]: prefix"},
         {"{\"namespaces\":[7]}", "namespaces[0]: an object"},
