@@ -34,8 +34,9 @@ static int rule_of(const json_t *v, bool publish, enum ns_rule *out)
 /* One entry into p; -1 with why (the member) in err. */
 static int entry_of(const json_t *e, const ns_policy *dflt, ns_policy *p, char *err, size_t errlen)
 {
-    static const char *const known[] = {"prefix",    "subscribe", "publish",      "history",
-                                        "history_s", "occupancy", "hook_failure", "hook_ttl_s"};
+    static const char *const known[] = {"prefix",       "subscribe",  "publish",
+                                        "history",      "history_s",  "occupancy",
+                                        "hook_failure", "hook_ttl_s", "latest"};
     *p = *dflt;
     const char *key;
     const json_t *v;
@@ -99,6 +100,17 @@ static int entry_of(const json_t *e, const ns_policy *dflt, ns_policy *p, char *
             return -1;
         }
         p->hook_ttl_s = (int)n;
+    }
+    if ((v = json_object_get(e, "latest"))) {
+        if (!json_is_boolean(v)) {
+            snprintf(err, errlen, "\"latest\": true or false");
+            return -1;
+        }
+        p->latest = json_is_true(v);
+    }
+    if (p->latest && !p->history) { /* the last value is read from the history stream */
+        snprintf(err, errlen, "\"latest\": true needs \"history\": true");
+        return -1;
     }
     return 0;
 }

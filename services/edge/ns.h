@@ -14,9 +14,11 @@
  * a replay reaches (seconds; a since whose next event is older gets history_gone, as if the
  * stream had dropped it; default 0: as far as the stream keeps). hook_ttl_s: how long an
  * allowed subscribe is remembered for the same user and topic when the hook gives no ttl_s
- * (default 60; 0: never remembered, whatever the hook says). A topic's namespace is the longest
- * prefix it equals or starts with followed by a dot; a topic in none gets the defaults, which are
- * today's behaviour without a file. Pure: parsing and lookup. Prefix ns_. */
+ * (default 60; 0: never remembered, whatever the hook says). latest: a subscribe without since
+ * gets the topic's last retained event first, then live (default false; needs history, and
+ * history_s does not apply: the last value is handed over whatever its age). A topic's namespace is
+ * the longest prefix it equals or starts with followed by a dot; a topic in none gets the defaults,
+ * which are today's behaviour without a file. Pure: parsing and lookup. Prefix ns_. */
 #ifndef EDGE_NS_H
 #define EDGE_NS_H
 
@@ -30,7 +32,7 @@ enum ns_rule { NS_CLAIM, NS_HOOK, NS_NOBODY };
 typedef struct ns_policy {
     char prefix[TOPIC_MAX + 1]; /* "" for the defaults */
     enum ns_rule subscribe, publish;
-    bool history, occupancy, fail_open;
+    bool history, occupancy, fail_open, latest;
     int hook_ttl_s;
     int history_s; /* replay reaches back this far at most (0: as far as the stream keeps) */
 } ns_policy;

@@ -21,7 +21,7 @@
     6 /* failed requests in a row before REPLAY_FAILED (200 ms, 400 ms,                            \
        * ... apart: about 4 s, long enough for a NATS failover) */
 
-enum step { STEP_CHECK, STEP_OLDEST, STEP_NEXT };
+enum step { STEP_CHECK, STEP_OLDEST, STEP_LAST, STEP_NEXT };
 
 struct replay {
     replay_q *q;
@@ -134,6 +134,7 @@ static int send_request(replay *r)
     case STEP_OLDEST:
         n = snprintf(body, sizeof body, "{\"seq\":0,\"next_by_subj\":\"%s\"}", r->subject);
         break;
+    case STEP_LAST: n = snprintf(body, sizeof body, "{\"last_by_subj\":\"%s\"}", r->subject); break;
     default:
         n = snprintf(body, sizeof body, "{\"seq\":%llu,\"next_by_subj\":\"%s\"}",
                      (unsigned long long)(r->cursor + 1), r->subject);
@@ -249,6 +250,12 @@ static void handle(replay *r, int result, bus_msg *msg)
         }
         replay_end(r, REPLAY_GONE, found ? msg_seq(msg) : 0);
         return;
+    case STEP_LAST: /* the walk starts just before the last message: it is handed over next */
+        if (found) {
+            r->cursor = msg_seq(msg) - 1;
+            r->step = STEP_NEXT;
+        }
+        /* fall through */
     case STEP_NEXT:
         if (missing) {
             replay_end(r, REPLAY_CAUGHT_UP, 0);
@@ -372,9 +379,10 @@ replay *replay_start(replay_q *q, bool inbox, const char *subject, uint64_t sinc
     r->api = inbox ? q->inbox_api : q->api;
     r->ops = ops;
     r->ud = ud;
-    r->cursor = since;
-    r->not_before_ms = not_before_ms;
-    r->step = check && since > 0 ? STEP_CHECK : STEP_NEXT;
+    bool latest = since == REPLAY_LATEST;
+    r->cursor = latest ? 0 : since;
+    r->not_before_ms = latest ? 0 : not_before_ms;
+    r->step = latest ? STEP_LAST : check && since > 0 ? STEP_CHECK : STEP_NEXT;
     r->timer.fn = on_timer;
     metric_inc(m_started);
     q_push(r);

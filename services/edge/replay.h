@@ -9,7 +9,9 @@
  * time, and hands each to its owner until none is left, the owner says it has caught up,
  * or the replay's event limit is reached. The position counts as retained when the message
  * at that sequence is, or when the subject's oldest retained message comes right after it
- * (so since = oldest - 1 asks for everything retained).
+ * (so since = oldest - 1 asks for everything retained). A replay from REPLAY_LATEST first
+ * asks for the subject's last message and walks on from just before it (a namespace's
+ * latest value on subscribe).
  *
  * Pacing. A queue per worker sends at most `inflight` requests at once for all its
  * replays; each replay has at most one in flight, and replays take turns (FIFO), so a long
@@ -79,6 +81,9 @@ void replay_q_destroy(replay_q *q);
  * memory. */
 replay *replay_start(replay_q *q, bool inbox, const char *subject, uint64_t since, bool check,
                      int64_t not_before_ms, const replay_ops *ops, void *ud);
+/* since for a replay from the subject's last message (check and not_before_ms then unused);
+ * none at all: REPLAY_CAUGHT_UP. */
+#define REPLAY_LATEST UINT64_MAX
 /* Stops a replay: no callback runs for it any more. */
 void replay_cancel(replay *r);
 

@@ -795,7 +795,10 @@ static void subscribe_now(session *s, const char *topic, int64_t since, const ch
         i = s->nsubs - 1;
     }
     session_reply(s, out, msg_subscribed_build(out, sizeof out, topic));
-    if (since >= 0) catchup_subscribe_since(s->subs[i], (uint64_t)since);
+    if (since >= 0)
+        catchup_subscribe_since(s->subs[i], (uint64_t)since);
+    else if (ns_find(s->ws->ctx->ns, topic)->latest)
+        catchup_subscribe_latest(s->subs[i]);
 }
 
 static void on_subscribe(session *s, msg_in *m)

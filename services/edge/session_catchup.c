@@ -212,6 +212,12 @@ void catchup_subscribe_since(sub_rec *rec, uint64_t since)
     }
 }
 
+void catchup_subscribe_latest(sub_rec *rec)
+{
+    if (rec->cu || rec->pos.last) return;
+    catchup_start(rec, REPLAY_LATEST, false, 0); /* seam mode: live is held until it is done */
+}
+
 /* Whether a live event goes out to rec now: it may be a duplicate (a replay sent it), or be
  * held while rec catches up, or show a gap (its subject's previous event never came), which
  * starts a catch-up and is held. */

@@ -142,6 +142,9 @@ void smap_leave(wstate *ws, sub_rec *r);
 void catchup_start(sub_rec *rec, uint64_t since, bool check, uint64_t until);
 /* A subscribe with since on rec (new or not). */
 void catchup_subscribe_since(sub_rec *rec, uint64_t since);
+/* A subscribe without since in a namespace with latest: the topic's last event, then live
+ * (nothing when rec is live or catching up already). */
+void catchup_subscribe_latest(sub_rec *rec);
 /* Whether a live event goes out to rec now (its position advanced), or is a duplicate, or
  * is held while rec catches up (a gap starts a catch-up). */
 bool catchup_live_accept(sub_rec *rec, wsc_frame *f, uint64_t seq, uint64_t prev);

@@ -10,7 +10,8 @@
   hooks.disconnect is told when an authenticated connection ends;
 - a hook that is down or slow fails closed (deny) and recovers when it is back; a namespace
   with hook_failure "allow" fails open;
-- short.* replays 2 s back at most (history_s): an older first event is history_gone.
+- short.* replays 2 s back at most (history_s): an older first event is history_gone;
+- last.* hands a new subscriber the topic's last event first (latest), then live.
 Real processes: auth, gateway, edge, producer; busctl stands in for the test's own hook
 services (a real NATS responder, not a mock of the edge)."""
 import json
@@ -32,7 +33,8 @@ with open(os.path.join(harness.ROOT, "deploy", "config", "topics.json")) as _f:
     _NS = json.load(_f)
 _NS["namespaces"] += [{"prefix": "review", "publish": "hook"},
                       {"prefix": "open", "subscribe": "hook", "hook_failure": "allow"},
-                      {"prefix": "short", "history_s": 2}]
+                      {"prefix": "short", "history_s": 2},
+                      {"prefix": "last", "latest": True}]
 TOPICS = os.path.join(tempfile.mkdtemp(prefix="sidecast-hooks-"), "topics.json")
 with open(TOPICS, "w") as _f:
     json.dump(_NS, _f)
@@ -274,3 +276,75 @@ def test_a_namespace_keeps_a_shorter_history(st):
     late.close()
     print("  short.*: since 0 reaches an event older than 2 s: history_gone; since the old "
           "one: the newer replayed")
+
+
+def _no_event(ws, topic, seconds):
+    try:
+        m = ws.recv_json(seconds, type="event", topic=topic)
+    except (TimeoutError, AssertionError):
+        return
+    raise AssertionError("an event nobody asked for: %r" % (m,))
+
+
+def test_a_latest_namespace_hands_the_last_event_first(st):
+    first = _ws(st, sub_topics=("last.*",))
+    first.subscribe("last.board")  # nothing retained yet: nothing comes
+    _no_event(first, "last.board", 1)
+    sent = []
+    for n in (1, 2, 3):
+        st.busctl("pub", "events.last.board", json.dumps({"n": n}))
+        sent.append(first.recv_json(10, type="event", topic="last.board"))
+    assert [e["data"]["n"] for e in sent] == [1, 2, 3], sent
+    late = _ws(st, sub_topics=("last.*",))
+    late.subscribe("last.board")
+    ev = late.recv_json(10, type="event", topic="last.board")
+    assert ev["seq"] == sent[-1]["seq"] and ev["data"] == {"n": 3}, (ev, sent)
+    st.busctl("pub", "events.last.board", json.dumps({"n": 4}))
+    ev = late.recv_json(10, type="event", topic="last.board")
+    assert ev["data"] == {"n": 4} and ev["seq"] > sent[-1]["seq"], ev  # no repeat, no gap
+    # a subscribe with since is a replay as before: everything after it
+    again = _ws(st, sub_topics=("last.*",))
+    again.send_json({"type": "subscribe", "topic": "last.board", "since": sent[0]["seq"]})
+    got = [again.recv_json(10, type="event", topic="last.board")["data"]["n"] for _ in range(3)]
+    assert got == [2, 3, 4], got
+    # a namespace without latest: live only
+    other = _ws(st, sub_topics=("short.*",))
+    other.subscribe("short.news")
+    _no_event(other, "short.news", 1)
+    for ws in (first, late, again, other):
+        ws.close()
+    print("  last.*: a new subscriber gets seq %d (the last of 3) first, then the next live "
+          "one; since and other namespaces unchanged" % sent[-1]["seq"])
+
+
+def test_latest_meets_live_without_a_gap_or_a_repeat(st):
+    """Events keep coming while new subscribers join a latest topic: what each one gets is
+    an unbroken run of the topic's events, its first the last one stored when it joined."""
+    watch = _ws(st, sub_topics=("last.*",))
+    watch.subscribe("last.feed")
+    u = urllib.parse.urlparse(st.nats_url.split(",")[0])
+    pub = socket.create_connection((u.hostname, u.port), timeout=5)
+    pub.recv(4096)  # INFO
+    pub.sendall(b'CONNECT {"verbose":false}\r\n')
+    total, joiners = 300, []
+    for n in range(total):
+        data = json.dumps({"n": n}).encode()
+        pub.sendall(b"PUB events.last.feed %d\r\n%s\r\n" % (len(data), data))
+        if n % 60 == 30:  # a new subscriber joins mid-flow
+            ws = _ws(st, sub_topics=("last.*",))
+            ws.send_json({"type": "subscribe", "topic": "last.feed"})
+            joiners.append(ws)
+        time.sleep(0.002)
+    pub.close()
+    seen = [watch.recv_json(10, type="event", topic="last.feed")["seq"] for _ in range(total)]
+    assert seen == sorted(seen) and len(set(seen)) == total, seen[:10]
+    for ws in joiners:
+        got = []
+        while not got or got[-1] != seen[-1]:
+            got.append(ws.recv_json(10, type="event", topic="last.feed")["seq"])
+        k = seen.index(got[0])
+        assert got == seen[k:k + len(got)], (got[:5], seen[k:k + 5])
+        ws.close()
+    watch.close()
+    print("  %d joiners mid-flow of %d events: each got an unbroken run from its first" % (
+        len(joiners), total))

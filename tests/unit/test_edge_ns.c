@@ -18,7 +18,7 @@ TEST(defaults_are_todays_behaviour)
     ns_init(&t);
     const ns_policy *p = ns_find(&t, "anything.at.all");
     CHECK(p->subscribe == NS_CLAIM && p->publish == NS_CLAIM && p->history && p->occupancy);
-    CHECK(!p->fail_open && p->hook_ttl_s == 60);
+    CHECK(!p->fail_open && p->hook_ttl_s == 60 && !p->latest);
     CHECK(!ns_any_hook(&t));
     ns_free(&t);
 }
@@ -32,7 +32,7 @@ TEST(longest_prefix_on_dot_boundaries)
                   "{\"prefix\":\"orders.vip\",\"publish\":\"nobody\",\"history\":false,"
                   "\"history_s\":600},"
                   "{\"prefix\":\"chat\",\"publish\":\"hook\",\"hook_failure\":\"allow\","
-                  "\"hook_ttl_s\":0,\"occupancy\":false}]}",
+                  "\"hook_ttl_s\":0,\"occupancy\":false,\"latest\":true}]}",
                   err) == 0);
     CHECK(ns_find(&t, "orders.o-1")->subscribe == NS_HOOK);
     CHECK(ns_find(&t, "orders")->subscribe == NS_HOOK);
@@ -42,7 +42,7 @@ TEST(longest_prefix_on_dot_boundaries)
     CHECK(vip->history_s == 600 && ns_find(&t, "orders.o-1")->history_s == 0);
     const ns_policy *chat = ns_find(&t, "chat.room");
     CHECK(chat->publish == NS_HOOK && chat->fail_open && chat->hook_ttl_s == 0);
-    CHECK(!chat->occupancy);
+    CHECK(!chat->occupancy && chat->latest && !vip->latest);
     CHECK(ns_any_hook(&t));
     ns_free(&t);
 }
@@ -63,6 +63,9 @@ TEST(mistakes_are_named)
         {"{\"namespaces\":[{\"prefix\":\"a\",\"hook_ttl_s\":-1}]}", "\"hook_ttl_s\""},
         {"{\"namespaces\":[{\"prefix\":\"a\",\"history_s\":\"1h\"}]}", "\"history_s\""},
         {"{\"namespaces\":[{\"prefix\":\"a\",\"ttl\":1}]}", "unknown member \"ttl\""},
+        {"{\"namespaces\":[{\"prefix\":\"a\",\"latest\":\"yes\"}]}", "\"latest\": true or"},
+        {"{\"namespaces\":[{\"prefix\":\"a\",\"latest\":true,\"history\":false}]}",
+         "needs \"history\": true"},
         {"{\"namespaces\":[{\"prefix\":\"a\"},{\"prefix\":\"a\"}]}", "namespaces[1]: prefix"},
         {"{\"namespaces\":[7]}", "namespaces[0]: an object"},
         {"{\"namespaces\":[{\"prefix\":\"a\"},{\"prefix\":\"a\"}", "not JSON"},
