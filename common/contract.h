@@ -60,6 +60,8 @@
 /* Headers on what the edge sends for a connection (client publishes, rpc requests) */
 #define HDR_CONN "Sidecast-Conn" /* the connection's id on its edge */
 #define HDR_EDGE "Sidecast-Edge" /* the edge's EDGE_ID */
+#define HDR_INFO "Sidecast-Info" /* hooks.connect's "info" for the connection (JSON object) */
+#define INFO_MAX 1024            /* bytes of that JSON, compact, at most */
 
 /* A gateway request's data is one JSON object:
  *   {"method":"POST","path":"/api/orders","params":{...},"query":{...},"body":<json|null>}

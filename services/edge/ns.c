@@ -34,9 +34,9 @@ static int rule_of(const json_t *v, bool publish, enum ns_rule *out)
 /* One entry into p; -1 with why (the member) in err. */
 static int entry_of(const json_t *e, const ns_policy *dflt, ns_policy *p, char *err, size_t errlen)
 {
-    static const char *const known[] = {"prefix",       "subscribe",  "publish",
-                                        "history",      "history_s",  "occupancy",
-                                        "hook_failure", "hook_ttl_s", "latest"};
+    static const char *const known[] = {"prefix",    "subscribe", "publish",      "history",
+                                        "history_s", "occupancy", "hook_failure", "hook_ttl_s",
+                                        "latest",    "rpc"};
     *p = *dflt;
     const char *key;
     const json_t *v;
@@ -107,6 +107,14 @@ static int entry_of(const json_t *e, const ns_policy *dflt, ns_policy *p, char *
             return -1;
         }
         p->latest = json_is_true(v);
+    }
+    if ((v = json_object_get(e, "rpc"))) {
+        const char *s = json_string_value(v);
+        if (!s || (strcmp(s, "claim") != 0 && strcmp(s, "anyone") != 0)) {
+            snprintf(err, errlen, "\"rpc\": \"claim\" or \"anyone\"");
+            return -1;
+        }
+        p->rpc_anyone = strcmp(s, "anyone") == 0;
     }
     if (p->latest && !p->history) { /* the last value is read from the history stream */
         snprintf(err, errlen, "\"latest\": true needs \"history\": true");

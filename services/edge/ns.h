@@ -16,9 +16,12 @@
  * allowed subscribe is remembered for the same user and topic when the hook gives no ttl_s
  * (default 60; 0: never remembered, whatever the hook says). latest: a subscribe without since
  * gets the topic's last retained event first, then live (default false; needs history, and
- * history_s does not apply: the last value is handed over whatever its age). A topic's namespace is
- * the longest prefix it equals or starts with followed by a dot; a topic in none gets the defaults,
- * which are today's behaviour without a file. Pure: parsing and lookup. Prefix ns_. */
+ * history_s does not apply: the last value is handed over whatever its age). rpc: who may
+ * call the rpc methods named under the prefix: "claim" (the token's rpc_methods, or what
+ * hooks.connect granted; the default) or "anyone" (every authenticated connection). A topic's
+ * namespace is the longest prefix it equals or starts with followed by a dot; a topic in none gets
+ * the defaults, which are today's behaviour without a file. Pure: parsing and lookup. Prefix ns_.
+ */
 #ifndef EDGE_NS_H
 #define EDGE_NS_H
 
@@ -32,7 +35,7 @@ enum ns_rule { NS_CLAIM, NS_HOOK, NS_NOBODY };
 typedef struct ns_policy {
     char prefix[TOPIC_MAX + 1]; /* "" for the defaults */
     enum ns_rule subscribe, publish;
-    bool history, occupancy, fail_open, latest;
+    bool history, occupancy, fail_open, latest, rpc_anyone;
     int hook_ttl_s;
     int history_s; /* replay reaches back this far at most (0: as far as the stream keeps) */
 } ns_policy;

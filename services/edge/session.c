@@ -433,10 +433,24 @@ static void rpc_done(void *ud, int result, const bus_msg *reply)
     pending_free(p);
 }
 
+/* The headers a request or publish for s carries to the back end: who (user, connection,
+ * edge) and the connect hook's info when it gave some. Returns how many of h are set. */
+static int caller_hdrs(const session *s, char conn[32], bus_hdr h[4])
+{
+    snprintf(conn, 32, "%llu", (unsigned long long)wsc_conn_id(s->c));
+    h[0] = (bus_hdr){HDR_USER, s->user};
+    h[1] = (bus_hdr){HDR_CONN, conn};
+    h[2] = (bus_hdr){HDR_EDGE, s->ws->ctx->cfg.edge_id};
+    if (!s->info) return 3;
+    h[3] = (bus_hdr){HDR_INFO, s->info};
+    return 4;
+}
+
 static void on_rpc(session *s, msg_in *m)
 {
     const session_cfg *cfg = &s->ws->ctx->cfg;
-    if (!perms_allow_rpc(s->perms, m->topic) && !perms_allow_rpc(s->granted, m->topic)) {
+    if (!ns_find(s->ws->ctx->ns, m->topic)->rpc_anyone && !perms_allow_rpc(s->perms, m->topic) &&
+        !perms_allow_rpc(s->granted, m->topic)) {
         metric_inc(session_m.rpc_refused);
         reply_error(s, m->id, "forbidden", "calling this method is not allowed");
         return;
@@ -452,12 +466,12 @@ static void on_rpc(session *s, msg_in *m)
         return;
     }
     char conn[32];
-    snprintf(conn, sizeof conn, "%llu", (unsigned long long)wsc_conn_id(s->c));
-    bus_hdr h[] = {{HDR_USER, s->user}, {HDR_CONN, conn}, {HDR_EDGE, cfg->edge_id}};
+    bus_hdr h[4];
+    int nh = caller_hdrs(s, conn, h);
     int err = 0;
     char subject[200];
     snprintf(subject, sizeof subject, "%s%s", SUBJ_RPC_PREFIX, m->topic);
-    p->call = rpc_start(s->ws->rpcq, subject, m->data, m->data_len, h, 3, 0, rpc_done, p, &err);
+    p->call = rpc_start(s->ws->rpcq, subject, m->data, m->data_len, h, nh, 0, rpc_done, p, &err);
     if (!p->call) {
         free(p);
         metric_inc(session_m.rpc_error);
@@ -475,7 +489,8 @@ static void publish_now(session *s, const char *topic, const char *data, size_t 
     char out[REPLY_MAX], subject[160], conn[32];
     const session_cfg *cfg = &s->ws->ctx->cfg;
     snprintf(subject, sizeof subject, "%s%s", SUBJ_CLIENT_PREFIX, topic);
-    snprintf(conn, sizeof conn, "%llu", (unsigned long long)wsc_conn_id(s->c));
+    bus_hdr h[5];
+    int nh = caller_hdrs(s, conn, h);
     if (id[0] && cfg->stored_publish) {
         /* through the client stream with the id as its message id: a retry after a lost
          * ack is stored once, and the ack says so */
@@ -485,14 +500,11 @@ static void publish_now(session *s, const char *topic, const char *data, size_t 
         }
         char msgid[700];
         snprintf(msgid, sizeof msgid, "%s:%s", s->user, id); /* ids are per user */
-        bus_hdr h[] = {{HDR_USER, s->user},
-                       {HDR_CONN, conn},
-                       {HDR_EDGE, cfg->edge_id},
-                       {"Nats-Msg-Id", msgid}};
+        h[nh] = (bus_hdr){"Nats-Msg-Id", msgid};
         rpc_pending *p = pending_new(s, id, P_PUBLISH);
         int err = 0;
-        if (p && !(p->call = rpc_start(s->ws->rpcq, subject, data, len, h, 4, 0, publish_done, p,
-                                       &err))) {
+        if (p && !(p->call = rpc_start(s->ws->rpcq, subject, data, len, h, nh + 1, 0, publish_done,
+                                       p, &err))) {
             free(p);
             p = NULL;
         }
@@ -504,8 +516,7 @@ static void publish_now(session *s, const char *topic, const char *data, size_t 
         pending_add(s, p);
         return;
     }
-    bus_hdr h[] = {{HDR_USER, s->user}, {HDR_CONN, conn}, {HDR_EDGE, cfg->edge_id}};
-    if (bus_publish(s->ws->ctx->b, subject, NULL, data, len, h, 3) != 0) {
+    if (bus_publish(s->ws->ctx->b, subject, NULL, data, len, h, nh) != 0) {
         reply_error(s, id, "unavailable", "the bus is unavailable, try again");
         return;
     }
@@ -586,10 +597,10 @@ static int hook_ask(session *s, const char *what, json_t *body, rpc_pending *p, 
         return -1;
     }
     snprintf(subject, sizeof subject, "%s%s", SUBJ_HOOKS_PREFIX, what);
-    snprintf(conn, sizeof conn, "%llu", (unsigned long long)wsc_conn_id(s->c));
-    bus_hdr h[] = {{HDR_USER, s->user}, {HDR_CONN, conn}, {HDR_EDGE, ctx->cfg.edge_id}};
+    bus_hdr h[4];
+    int nh = caller_hdrs(s, conn, h);
     int err = 0;
-    p->call = rpc_start(s->ws->rpcq, subject, text, strlen(text), h, 3, ctx->cfg.hook_timeout_ms,
+    p->call = rpc_start(s->ws->rpcq, subject, text, strlen(text), h, nh, ctx->cfg.hook_timeout_ms,
                         fn, p, &err);
     free(text);
     if (!p->call) {
@@ -710,8 +721,17 @@ static void hook_connect_done(void *ud, int result, const bus_msg *reply)
         snprintf(msg, sizeof msg, "%.110s", why && why[0] ? why : "connection refused");
         wsc_conn_close(s->c, MSG_CLOSE_FORBIDDEN, msg);
     } else {
-        json_t *grant = json_object_get(j, "grant");
+        json_t *grant = json_object_get(j, "grant"), *info = json_object_get(j, "info");
         if (json_is_object(grant)) s->granted = perms_get(&s->ws->perms, grant, NULL);
+        char *text = json_is_object(info) ? json_dumps(info, JSON_COMPACT) : NULL;
+        if (text && strlen(text) <= INFO_MAX) {
+            s->info = text;
+        } else {
+            if (text) /* too big to ride on every request: the back end hears it here */
+                log_warn("hooks.connect info dropped: over its bound", "user=%s bytes=%zu max=%d",
+                         s->user, strlen(text), INFO_MAX);
+            free(text);
+        }
         session_begin(s);
     }
     json_decref(j);
@@ -975,6 +995,7 @@ static void on_closed_free(session *s)
         pending_free(p);
     }
     perms_put(&s->ws->perms, s->granted);
+    free(s->info);
     json_decref(s->claims_hold);
     if (s->awaiting) unlink_awaiting(s);
     session_uncork(s, false);
@@ -1117,10 +1138,11 @@ static void on_closed(wsc_conn *c, uint16_t code)
         int n = snprintf(body, sizeof body,
                          "{\"user\":\"%s\",\"conn\":\"%s\",\"edge\":\"%s\",\"code\":%u}", s->user,
                          conn, s->ws->ctx->cfg.edge_id, code);
-        bus_hdr h[] = {{HDR_USER, s->user}, {HDR_CONN, conn}, {HDR_EDGE, s->ws->ctx->cfg.edge_id}};
+        bus_hdr h[4];
+        int nh = caller_hdrs(s, conn, h);
         if (n > 0 && (size_t)n < sizeof body)
             (void)bus_publish(s->ws->ctx->b, SUBJ_HOOKS_PREFIX "disconnect", NULL, body, (size_t)n,
-                              h, 3);
+                              h, nh);
     }
     on_closed_free(s);
     wsc_conn_set_data(c, NULL);

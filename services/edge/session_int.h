@@ -101,6 +101,7 @@ typedef struct session {
     long exp;                  /* token expiry, Unix seconds */
     perms *perms;              /* the token's sub_topics / pub_topics (interned) */
     perms *granted;            /* what hooks.connect added (interned), or NULL */
+    char *info;                /* hooks.connect's info (compact JSON), or NULL */
     bool hook_wait;            /* hooks.connect's answer is pending: nothing acts before it */
     json_t *claims_hold;       /* a handshake token's claims, for hooks.connect at open */
     sub_rec **subs;            /* [0] is the inbox once authenticated */

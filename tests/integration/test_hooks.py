@@ -11,7 +11,9 @@
 - a hook that is down or slow fails closed (deny) and recovers when it is back; a namespace
   with hook_failure "allow" fails open;
 - short.* replays 2 s back at most (history_s): an older first event is history_gone;
-- last.* hands a new subscriber the topic's last event first (latest), then live.
+- last.* hands a new subscriber the topic's last event first (latest), then live;
+- svc.* rpc methods may be called by anyone connected (namespace rule "rpc": "anyone"), and
+  what hooks.connect says in "info" rides on the connection's requests (Sidecast-Info).
 Real processes: auth, gateway, edge, producer; busctl stands in for the test's own hook
 services (a real NATS responder, not a mock of the edge)."""
 import json
@@ -34,12 +36,13 @@ with open(os.path.join(harness.ROOT, "deploy", "config", "topics.json")) as _f:
 _NS["namespaces"] += [{"prefix": "review", "publish": "hook"},
                       {"prefix": "open", "subscribe": "hook", "hook_failure": "allow"},
                       {"prefix": "short", "history_s": 2},
-                      {"prefix": "last", "latest": True}]
+                      {"prefix": "last", "latest": True},
+                      {"prefix": "svc", "rpc": "anyone"}]
 TOPICS = os.path.join(tempfile.mkdtemp(prefix="sidecast-hooks-"), "topics.json")
 with open(TOPICS, "w") as _f:
     json.dump(_NS, _f)
 ENV = {"edge": {"EDGE_TOPICS": TOPICS, "EDGE_HOOK_TIMEOUT_MS": str(500 * harness.SLOW),
-                "EDGE_HOOK_DISCONNECT": "true"},
+                "EDGE_HOOK_DISCONNECT": "true", "JWT_DEFAULT_RPC_METHODS": ""},
        "edge2": {"EDGE_HOOK_CONNECT": "true"}}  # edge2 asks hooks.connect first
 
 
@@ -78,7 +81,12 @@ class Responder(threading.Thread):
                 continue
             total = int(line[-1])
             body = self.f.read(total + 2)[:-2]
+            self.headers = {}  # the request's NATS headers, for fn to look at
             if line[0] == "HMSG":
+                for h in body[:int(line[-2])].decode().split("\r\n")[1:]:
+                    if ":" in h:
+                        k, v = h.split(":", 1)
+                        self.headers[k.strip()] = v.strip()
                 body = body[int(line[-2]):]
             reply = line[3] if len(line) == (5 if line[0] == "MSG" else 6) else None
             out = self.fn(line[1], json.loads(body or b"null"))
@@ -195,12 +203,38 @@ def test_a_namespace_may_fail_open(st):
     print("  open.*: its hook has no service, hook_failure allow: subscribed")
 
 
+def _whoami(st):
+    """rpc.svc.whoami: answers with the caller's headers, as a service sees them."""
+    def whoami(subject, req):
+        info = who.headers.get("Sidecast-Info")
+        return {}, {"user": who.headers.get("Sidecast-User"),
+                    "info": json.loads(info) if info else None}
+    who = Responder(st, ["rpc.svc.whoami"], whoami)
+    return who
+
+
+def test_rpc_by_a_namespace_rule(st):
+    who = _whoami(st)
+    try:
+        ws = _ws(st)  # its token names no rpc methods, and the edge's default is none
+        r = _reply(ws, {"type": "rpc", "id": 1, "method": "svc.whoami"})
+        assert r["type"] == "rpc_result" and r["data"] == {"user": "alice", "info": None}, r
+        r = _reply(ws, {"type": "rpc", "id": 2, "method": "prices.quote"})
+        assert r["type"] == "error" and r["code"] == "forbidden", r
+        ws.close()
+    finally:
+        who.stop()
+    print("  svc.* (rpc anyone) answered without a claim; prices.quote refused: forbidden")
+
+
 def test_connect_hook_refuses_or_grants(st):
     def connect(subject, req):
         if req["user"] == "mallory":
             return {}, {"allow": False, "reason": "account suspended"}
-        return {}, {"allow": True, "grant": {"sub_topics": ["extra.*"], "rpc_methods": []}}
+        return {}, {"allow": True, "grant": {"sub_topics": ["extra.*"], "rpc_methods": []},
+                    "info": {"plan": "gold", "name": "Carol"}}
     svc = Responder(st, ["hooks.connect"], connect)
+    who = _whoami(st)
     try:
         ws = WS.connect(st.edge_url_of("edge2"),
                         token=harness.mint(st, sub="mallory", sub_topics=("prices.*",)))
@@ -211,9 +245,13 @@ def test_connect_hook_refuses_or_grants(st):
         carol.recv_json(10, type="welcome")
         r = _reply(carol, {"type": "subscribe", "topic": "extra.news", "id": 1})
         assert r["type"] == "subscribed", r  # granted by the hook, not in the token
+        r = _reply(carol, {"type": "rpc", "id": 2, "method": "svc.whoami"})
+        assert r["type"] == "rpc_result", r
+        assert r["data"] == {"user": "carol", "info": {"plan": "gold", "name": "Carol"}}, r
         carol.close()
     finally:
         svc.stop()
+        who.stop()
     # the hook gone: edge2 fails closed (EDGE_HOOK_CONNECT_FAILURE deny): 1013, try again
     ws = WS.connect(st.edge_url_of("edge2"),
                     token=harness.mint(st, sub="dave", sub_topics=("prices.*",)))

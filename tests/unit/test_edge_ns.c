@@ -18,7 +18,7 @@ TEST(defaults_are_todays_behaviour)
     ns_init(&t);
     const ns_policy *p = ns_find(&t, "anything.at.all");
     CHECK(p->subscribe == NS_CLAIM && p->publish == NS_CLAIM && p->history && p->occupancy);
-    CHECK(!p->fail_open && p->hook_ttl_s == 60 && !p->latest);
+    CHECK(!p->fail_open && p->hook_ttl_s == 60 && !p->latest && !p->rpc_anyone);
     CHECK(!ns_any_hook(&t));
     ns_free(&t);
 }
@@ -32,7 +32,8 @@ TEST(longest_prefix_on_dot_boundaries)
                   "{\"prefix\":\"orders.vip\",\"publish\":\"nobody\",\"history\":false,"
                   "\"history_s\":600},"
                   "{\"prefix\":\"chat\",\"publish\":\"hook\",\"hook_failure\":\"allow\","
-                  "\"hook_ttl_s\":0,\"occupancy\":false,\"latest\":true}]}",
+                  "\"hook_ttl_s\":0,\"occupancy\":false,\"latest\":true,"
+                  "\"rpc\":\"anyone\"}]}",
                   err) == 0);
     CHECK(ns_find(&t, "orders.o-1")->subscribe == NS_HOOK);
     CHECK(ns_find(&t, "orders")->subscribe == NS_HOOK);
@@ -43,6 +44,7 @@ TEST(longest_prefix_on_dot_boundaries)
     const ns_policy *chat = ns_find(&t, "chat.room");
     CHECK(chat->publish == NS_HOOK && chat->fail_open && chat->hook_ttl_s == 0);
     CHECK(!chat->occupancy && chat->latest && !vip->latest);
+    CHECK(chat->rpc_anyone && !vip->rpc_anyone && !ns_find(&t, "x")->rpc_anyone);
     CHECK(ns_any_hook(&t));
     ns_free(&t);
 }
@@ -66,6 +68,7 @@ TEST(mistakes_are_named)
         {"{\"namespaces\":[{\"prefix\":\"a\",\"latest\":\"yes\"}]}", "\"latest\": true or"},
         {"{\"namespaces\":[{\"prefix\":\"a\",\"latest\":true,\"history\":false}]}",
          "needs \"history\": true"},
+        {"{\"namespaces\":[{\"prefix\":\"a\",\"rpc\":\"hook\"}]}", "\"rpc\": \"claim\" or"},
         {"{\"namespaces\":[{\"prefix\":\"a\"},{\"prefix\":\"a\"}]}", "namespaces[1]: prefix"},
         {"{\"namespaces\":[7]}", "namespaces[0]: an object"},
         {"{\"namespaces\":[{\"prefix\":\"a\"},{\"prefix\":\"a\"}", "not JSON"},
