@@ -353,6 +353,12 @@ services:
       REDIS_URL: redis://redis:$P_REDIS/0
       EDGE_LISTEN: 127.0.0.1:$P_E2
       EDGE_WORKERS: "2"
+  # in a profile, so not started here; but a service left on the default network makes
+  # docker-compose create that network, whether the service starts or not
+  bridge:
+    <<: *host
+    build: *build
+    extra_hosts: []
 EOF
 COMPOSE+=(-f "$WORK/override.yml")
 if out=$("${COMPOSE[@]}" config -q 2>&1) && [ -z "$out" ]; then
