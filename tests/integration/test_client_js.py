@@ -1,0 +1,219 @@
+"""The JavaScript client (clients/js/sidecast.js) in Node against the real stack: auth,
+gateway, producer and two edges.
+
+tests/clientjs/run.mjs runs the client with the ws package as Node 20's WebSocket (installed
+from that directory's lock file with `npm ci`, once per pin). Its tokens come from the
+gateway's token endpoint (alice's password, then her rotating refresh token). Access tokens
+live 20 s here and the edges warn 17 s ahead, so token_expiring comes 3 s after each
+token is issued and every connection refreshes in band while the tests run.
+
+* basics: connect, subscribe (ticks with increasing seq), a refused subscribe, publish with
+  an id (ack, then duplicate: true for the same id), a refused publish, rpc (an answer, the
+  service's not_found, a method not allowed), presence through the gateway, close;
+* tokens: a first token the edge refuses (4001) makes the client ask its provider again
+  (reasons "start", "rejected"); token_expiring: the provider's new token goes in band and
+  the connection lives on (same conn_id);
+* failover: the client holds [edge1, edge2]; the test publishes numbered events at a steady
+  rate on a topic of its own and on alice's inbox, and stops edge1 half-way (SIGKILL: the
+  TCP connection just ends; SIGTERM: the edge drains with 1001). The client moves to edge2,
+  resubscribes with since, reports both gaps recovered, and has received every number once,
+  in order, on both topics;
+* npm pack: the tarball installs into an empty project and imports by its package name,
+  with its type declarations.
+
+The same client in headless Chromium: the demo page is built on it (test_browser.py,
+test_browser_tls.py, tests/e2e/demo.test.mjs).
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+
+import browser
+import harness
+import natspub
+
+SERVICES = ("auth", "gateway", "producer", "edge1", "edge2")
+ENV = {
+    "auth": {"ACCESS_TOKEN_TTL": "20"},
+    "edge": {"EDGE_TOKEN_WARNING_S": "17", "JWT_DEFAULT_RPC_METHODS": "prices.*",
+             "EDGE_DRAIN_TIMEOUT_MS": "2000", "EDGE_CLOSE_TIMEOUT_MS": "1000"},
+    "producer": {"PRODUCER_TICK_MS": "200"},
+}
+CLIENT = os.path.join(harness.ROOT, "clients", "js")
+TESTS = os.path.join(harness.ROOT, "tests", "clientjs")
+RUN = os.path.join(TESTS, "run.mjs")
+COUNT = 100        # events per topic in a failover run
+RATE = 25          # of them per second
+
+
+def _npm_ci():
+    with open(os.path.join(TESTS, "package.json")) as f:
+        want = json.load(f)["dependencies"]["ws"]
+    have = os.path.join(TESTS, "node_modules", "ws", "package.json")
+    if os.path.exists(have):
+        with open(have) as f:
+            if json.load(f).get("version") == want:
+                return
+    rc, out = browser.run(["npm", "ci", "--no-audit", "--no-fund"], timeout=110, cwd=TESTS)
+    assert rc == 0, "npm ci in tests/clientjs failed (%s):\n%s" % (rc, out[-3000:])
+
+
+def _env(st, **extra):
+    env = {"SC_GATEWAY": st.gateway_url,
+           "SC_EDGES": ",".join(st.edge_url_of(e) for e in ("edge1", "edge2"))}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def _scenario(st, name, timeout=100):
+    _npm_ci()
+    rc, out = browser.run(["node", RUN, name], timeout=timeout, env=_env(st))
+    print("\n".join("  node: " + l for l in out.splitlines()))
+    assert rc == 0, "run.mjs %s exited %s:\n%s" % (name, rc, out[-4000:])
+    assert "PASS " + name in out.splitlines(), out[-2000:]
+    return out
+
+
+def test_tools_present(st):
+    assert shutil.which("node") and shutil.which("npm"), "node and npm are needed (Debian: nodejs npm)"
+
+
+def test_npm_ci(st):
+    _npm_ci()
+
+
+def test_basics(st):
+    _scenario(st, "basics")
+
+
+def test_tokens_rejected_then_refreshed_in_band(st):
+    _scenario(st, "tokens")
+
+
+def _ensure(st, *names):
+    for n in names:
+        if not st.procs[n].alive():
+            st.restart(n)
+
+
+def _failover(st, sig):
+    """One run: the client on edge1, numbered events on a topic and the inbox, edge1
+    stopped with sig half-way. Returns the client's RESULT."""
+    _npm_ci()
+    _ensure(st, "edge1", "edge2")
+    topic = "chat.jsfail.%s%d" % ("k" if sig == signal.SIGKILL else "t", time.monotonic_ns())
+    p = subprocess.Popen(["node", RUN, "failover"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         start_new_session=True,
+                         env=dict(os.environ, **_env(st, SC_TOPIC=topic, SC_COUNT=COUNT)))
+    lines = []
+    ready = threading.Event()
+
+    def reader():
+        for raw in p.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            lines.append(line)
+            if line.startswith("READY"):
+                ready.set()
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        assert ready.wait(30), "the client did not get ready:\n" + "\n".join(lines)
+        assert lines[-1] == "READY edge-1", lines  # urls[0] is edge1
+        nats = natspub.Nats(st.nats_url_one())
+        killer = None
+        t0 = time.monotonic()
+        for n in range(1, COUNT + 1):
+            body = {"run": topic, "n": n}
+            nats.pub("events." + topic, body)
+            nats.pub("users.alice", body)
+            if n == COUNT // 2:  # mid-stream; a thread, so that publishing goes on meanwhile
+                killer = threading.Thread(target=st.kill, args=("edge1", sig))
+                killer.start()
+            # a steady rate: the n-th publish at n / RATE s (pacing, not a timed assertion)
+            time.sleep(max(0.0, t0 + n / RATE - time.monotonic()))
+        nats.flush()
+        killer.join(15)
+        rc = p.wait(60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        t.join(5)
+    print("\n".join("  node: " + l for l in lines if not l.startswith("RESULT")))
+    res = [l for l in lines if l.startswith("RESULT ")]
+    assert rc == 0 and res, "run.mjs failover exited %s:\n%s" % (rc, "\n".join(lines[-40:]))
+    return topic, json.loads(res[-1][7:])
+
+
+def _check_failover(topic, r, close_code):
+    want = list(range(1, COUNT + 1))
+    for tp in (topic, "user"):
+        got = r["got"][tp]
+        lost = sorted(set(want) - set(got))
+        dup = len(got) - len(set(got))
+        print("  %s: %d received, %d lost, %d duplicated, in order: %s" % (
+            tp, len(got), len(lost), dup, got == sorted(got)))
+        assert got == want, "%s: lost %s, %d duplicated, got %s" % (tp, lost[:20], dup, got)
+    print("  edges %s, closes %s, resumed %s, dropped duplicates %d, token calls %s" % (
+        r["edges"], r["closes"], [(x["topic"][:12], x["recovered"]) for x in r["resumed"]],
+        r["duplicatesDropped"], r["tokenReasons"]))
+    assert r["edges"][0] == "edge-1" and r["edges"][-1] == "edge-2", r["edges"]
+    assert close_code in r["closes"], r["closes"]
+    for tp in (topic, "user"):
+        reps = [x for x in r["resumed"] if x["topic"] == tp]
+        assert reps and all(x["recovered"] for x in reps), (tp, r["resumed"])
+    assert not r["errors"], r["errors"]
+
+
+def test_failover_edge_sigkill(st):
+    topic, r = _failover(st, signal.SIGKILL)
+    _check_failover(topic, r, 1006)
+
+
+def test_failover_edge_sigterm(st):
+    topic, r = _failover(st, signal.SIGTERM)
+    _check_failover(topic, r, 1001)
+
+
+def test_npm_pack_installs_and_imports(st):
+    tmp = tempfile.mkdtemp(prefix="sidecast-pack-")
+    try:
+        rc, out = browser.run(["npm", "pack", "--pack-destination", tmp], timeout=60, cwd=CLIENT)
+        assert rc == 0, out[-2000:]
+        tgz = [f for f in os.listdir(tmp) if f.endswith(".tgz")]
+        assert len(tgz) == 1, (os.listdir(tmp), out)
+        listing = subprocess.run(["tar", "tzf", os.path.join(tmp, tgz[0])], capture_output=True,
+                                 check=True).stdout.decode().split()
+        assert sorted(listing) == ["package/README.md", "package/index.d.ts",
+                                   "package/package.json", "package/sidecast.js"], listing
+        proj = os.path.join(tmp, "app")
+        os.makedirs(proj)
+        with open(os.path.join(proj, "package.json"), "w") as f:
+            json.dump({"name": "pack-check", "private": True, "type": "module"}, f)
+        rc, out = browser.run(["npm", "install", "--offline", "--no-audit", "--no-fund",
+                               os.path.join(tmp, tgz[0])], timeout=60, cwd=proj)
+        assert rc == 0, "npm install of the tarball failed:\n" + out[-2000:]
+        script = (
+            'import { Sidecast, SidecastError, PROTOCOL, VERSION, DEFAULTS } from "@sidecast/client";\n'
+            'import def from "@sidecast/client";\n'
+            'import { createRequire } from "node:module";\n'
+            'import fs from "node:fs";\n'
+            'const pkg = createRequire(import.meta.url)("@sidecast/client/package.json");\n'
+            'if (def !== Sidecast || PROTOCOL !== "sidecast.v1" || VERSION !== pkg.version) throw new Error("exports");\n'
+            'if (!fs.existsSync("node_modules/@sidecast/client/" + pkg.types)) throw new Error("types");\n'
+            'if (typeof WebSocket === "undefined") { // Node 20: the ws package must be given\n'
+            '  let e = null; try { new Sidecast({ url: "ws://x/ws", token: "t" }); } catch (x) { e = x; }\n'
+            '  if (!e || !/WebSocket/.test(e.message)) throw new Error("no WebSocket: " + e);\n'
+            '}\n'
+            'console.log("imported", pkg.name, VERSION, Object.keys(DEFAULTS).length, "defaults");\n')
+        rc, out = browser.run(["node", "--input-type=module", "-e", script], timeout=30, cwd=proj)
+        assert rc == 0 and "imported @sidecast/client" in out, out[-2000:]
+        print("  " + tgz[0] + ": " + out.strip())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
