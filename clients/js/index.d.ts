@@ -32,7 +32,9 @@ export interface Timings {
 }
 export declare const DEFAULTS: Readonly<Timings>;
 
-export type TokenReason = "start" | "expiring" | "rejected" | "expired";
+/** start: the first connection; expiring: token_expiring came; rejected: the edge closed 4001;
+ * expired: a reconnect while the known token is (nearly) expired; refresh: refresh() */
+export type TokenReason = "start" | "expiring" | "rejected" | "expired" | "refresh";
 export type TokenProvider = (ctx: { reason: TokenReason }) => string | Promise<string>;
 export type UrlOption =
   | string
@@ -210,6 +212,8 @@ export declare class Sidecast extends Emitter<ClientEvents> {
   connect(): Promise<Welcome>;
   close(): void;
   reconnectNow(): void;
+  /** a new token from the provider now, sent in band; null when not connected */
+  refresh(): Promise<{ type: "refreshed"; expires_at: number } | null>;
   lastSeq(topic: string): number | undefined;
 
   subscribe<T = unknown>(topic: string, onEvent?: (ev: SidecastEvent<T>) => void): Subscription;

@@ -212,6 +212,26 @@ export class Sidecast extends Emitter {
     }
   }
 
+  /**
+   * A new token from the provider now (reason "refresh"), sent in band: resolves with the
+   * edge's refreshed {expires_at}; null when not connected (the token serves the next
+   * connection). Rejects when the provider fails, the connection ends first, or no answer
+   * comes within rpcTimeoutMs.
+   */
+  async refresh() {
+    const t = await this._getToken("refresh");
+    if (this.state !== "connected") return null;
+    return new Promise((resolve, reject) => {
+      const end = () => { clearTimeout(timer); this.off("refreshed", ok); this.off("close", gone); };
+      const ok = (m) => { end(); resolve(m); };
+      const gone = (c) => { end(); reject(new SidecastError("disconnected", "the connection closed (" + c.code + ") before refreshed")); };
+      const timer = setTimeout(() => { end(); reject(new SidecastError("timeout", "no refreshed within " + this.opts.rpcTimeoutMs + " ms")); }, this.opts.rpcTimeoutMs);
+      this.on("refreshed", ok);
+      this.on("close", gone);
+      if (!this._send({ type: "refresh", token: t })) gone({ code: 0 });
+    });
+  }
+
   lastSeq(topic) { return this._last.get(topic); }
   get subscriptions() { return Array.from(this._subs.values()); }
   get connected() { return this.state === "connected"; }
