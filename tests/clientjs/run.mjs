@@ -9,6 +9,7 @@
 // Each step prints "PASS <name>: ..." or "FAIL <name>: ..."; the exit code is 0 only if all
 // passed. The failover scenario prints READY, waits for the caller's publishes and prints
 // one "RESULT <json>" line.
+import readline from "node:readline";
 import WebSocket from "ws";
 import { Sidecast, SidecastError } from "../../clients/js/sidecast.js";
 
@@ -37,6 +38,15 @@ async function until(cond, ms, what) { // polls cond (may be async); throws afte
     if (Date.now() - t0 > ms) throw new Error("timed out waiting for " + what);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+// Asks the caller (test_client_js.py) to do something to the stack: prints "DO <what>" and
+// waits for its "OK" on stdin.
+const stdinLines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+async function ask(what) {
+  console.log("DO " + what);
+  const { value, done } = await stdinLines.next();
+  if (done || value.trim() !== "OK") throw new Error("the caller did not do " + what + ": " + value);
 }
 
 async function form(path, fields) {
@@ -217,7 +227,86 @@ async function failover() {
   console.log("RESULT " + JSON.stringify(res));
 }
 
-const scenarios = { basics, tokens, failover };
+// ---- reconnect: backoff with full jitter, capped, reset after a stable period; what is
+// asked while the edge is away goes once it is back --------------------------------------
+async function reconnect() {
+  const dead = "ws://127.0.0.1:" + process.env.SC_DEAD_PORT + "/ws"; // nobody listens there
+  await step("backoff: each delay in [0, min(cap, base * 2^attempt)), capped", async () => {
+    const sc = client({ url: dead, token: "unused", reconnectBaseMs: 20, reconnectCapMs: 160 });
+    const waits = [];
+    sc.on("state", (s) => { if (s.state === "reconnecting") waits.push([s.attempt, s.delayMs]); });
+    await until(() => waits.length >= 10, 20000, "10 failed attempts");
+    sc.close();
+    waits.forEach(([attempt, delay], i) => {
+      check(attempt === i + 1, "attempt " + attempt + " at " + i);
+      const ceil = Math.min(160, 20 * Math.pow(2, attempt - 1));
+      check(delay >= 0 && delay < ceil, "attempt " + attempt + ": delay " + delay + " >= " + ceil);
+    });
+    check(sc.stats.connects === 0 && sc.state === "closed", "state " + sc.state);
+    return waits.map((w) => w[1]).join(" ") + " ms";
+  });
+
+  await step("the attempt count is reset once a connection stays up stableMs", async () => {
+    const sc = client({ url: [dead, dead, EDGES[1]], token: aliceProvider(), reconnectBaseMs: 20, stableMs: 300 });
+    await sc.connect();
+    const after = sc.attempt;
+    check(after === 2 && sc.url === EDGES[1], "attempt " + after + " on " + sc.url);
+    await until(() => sc.attempt === 0, 10000, "attempt back to 0");
+    sc.close();
+    return "2 failed attempts, then connected; attempt 0 after a stable period";
+  });
+
+  await step("publish and rpc asked while the edge is away go once it is back", async () => {
+    const sc = client({ url: EDGES[1], token: aliceProvider(), reconnectBaseMs: 100, reconnectCapMs: 400 });
+    const first = await sc.connect();
+    const states = [];
+    sc.on("state", (s) => states.push(s.state));
+    await ask("STOP edge2");
+    await until(() => sc.state === "reconnecting", 10000, "reconnecting");
+    const id = "outage-" + process.pid;
+    const pub = sc.publish("chat.js", { text: "while away" }, { id, timeoutMs: 30000 });
+    const rpc = sc.rpc("prices.quote", { symbol: "SOL" }, { timeoutMs: 30000 });
+    await ask("START edge2");
+    const a = await pub;
+    const q = await rpc;
+    check(a.id === id && a.duplicate === false, JSON.stringify(a));
+    check(q.symbol === "SOL", JSON.stringify(q));
+    check(sc.connId !== first.conn_id && sc.state === "connected", "conn " + sc.connId);
+    sc.close();
+    return "ack " + JSON.stringify(a) + ", quote " + q.price + " after " + states.join(",");
+  });
+}
+
+// ---- resume reports: a since still retained is recovered; one purged is history_gone ----
+async function resume() {
+  const kept = process.env.SC_KEPT_TOPIC, keptSince = Number(process.env.SC_KEPT_SINCE);
+  const gone = process.env.SC_GONE_TOPIC, goneSince = Number(process.env.SC_GONE_SINCE);
+  const sc = client({ token: aliceProvider() });
+  const evs = { [kept]: [], [gone]: [] };
+  const reports = {};
+  for (const [t, since] of [[kept, keptSince], [gone, goneSince]]) {
+    sc.subscribe(t, { since }, (ev) => evs[t].push(ev.data.n)).on("resumed", (r) => { reports[t] = r; });
+  }
+  await sc.connect();
+  await until(() => reports[kept] && reports[gone], 20000, "both resume reports");
+  await step("a since still retained: replayed, reported recovered", async () => {
+    const r = reports[kept];
+    check(r.recovered === true && r.since === keptSince, JSON.stringify(r));
+    await until(() => evs[kept].length >= 2, 10000, "the replay");
+    check(evs[kept].join(",") === "2,3", "replayed " + evs[kept]);
+    return JSON.stringify(r) + ", replayed n " + evs[kept];
+  });
+  await step("a since no longer retained: reported history_gone with the oldest seq", async () => {
+    const r = reports[gone];
+    check(r.recovered === false && r.code === "history_gone" && r.since === goneSince, JSON.stringify(r));
+    check(r.oldest === Number(process.env.SC_GONE_OLDEST), "oldest " + r.oldest);
+    check(sc.lastSeq(gone) === undefined || sc.lastSeq(gone) > goneSince, "position " + sc.lastSeq(gone));
+    return JSON.stringify(r);
+  });
+  sc.close();
+}
+
+const scenarios = { basics, tokens, failover, reconnect, resume };
 const name = process.argv[2];
 if (!scenarios[name]) { console.log("usage: run.mjs " + Object.keys(scenarios).join("|")); process.exit(2); }
 await scenarios[name]();

@@ -18,6 +18,11 @@ token is issued and every connection refreshes in band while the tests run.
   TCP connection just ends; SIGTERM: the edge drains with 1001). The client moves to edge2,
   resubscribes with since, reports both gaps recovered, and has received every number once,
   in order, on both topics;
+* reconnect: the backoff delays against a port nobody listens on (each in [0, min(cap,
+  base * 2^attempt)), so capped), the attempt count reset after a stable period, and a
+  publish and an rpc asked while the edge is stopped, answered once it is back;
+* resume: subscribe with a since still retained (replayed, reported recovered) and one whose
+  events were purged (reported history_gone with the oldest seq);
 * npm pack: the tarball installs into an empty project and imports by its package name,
   with its type declarations.
 
@@ -70,12 +75,39 @@ def _env(st, **extra):
     return env
 
 
-def _scenario(st, name, timeout=100):
+def _scenario(st, name, timeout=100, **env):
+    """Runs run.mjs <name>; does what it asks on the way ("DO STOP edge2", "DO START edge2":
+    stop a service with SIGTERM, start it again) and answers OK on its stdin."""
     _npm_ci()
-    rc, out = browser.run(["node", RUN, name], timeout=timeout, env=_env(st))
-    print("\n".join("  node: " + l for l in out.splitlines()))
+    p = subprocess.Popen(["node", RUN, name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         stdin=subprocess.PIPE, start_new_session=True,
+                         env=dict(os.environ, **_env(st, **env)))
+    lines = []
+    deadline = time.monotonic() + timeout
+    timer = threading.Timer(timeout, lambda: os.killpg(p.pid, signal.SIGKILL))
+    timer.start()
+    try:
+        for raw in p.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            lines.append(line)
+            if line.startswith("DO "):
+                verb, svc = line[3:].split()
+                if verb == "STOP":
+                    st.stop_service(svc)
+                else:
+                    st.restart(svc)
+                p.stdin.write(b"OK\n")
+                p.stdin.flush()
+        rc = p.wait(max(1, deadline - time.monotonic()))
+    finally:
+        timer.cancel()
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    out = "\n".join(lines)
+    print("\n".join("  node: " + l for l in lines))
     assert rc == 0, "run.mjs %s exited %s:\n%s" % (name, rc, out[-4000:])
-    assert "PASS " + name in out.splitlines(), out[-2000:]
+    assert "PASS " + name in lines, out[-2000:]
     return out
 
 
@@ -93,6 +125,31 @@ def test_basics(st):
 
 def test_tokens_rejected_then_refreshed_in_band(st):
     _scenario(st, "tokens")
+
+
+def test_reconnect_backoff_and_requests_while_away(st):
+    _ensure(st, "edge2")
+    _scenario(st, "reconnect", SC_DEAD_PORT=harness.free_port())
+
+
+def test_resume_reports_recovered_and_history_gone(st):
+    nats = natspub.Nats(st.nats_url_one())
+
+    def pub(topic, n):  # a request: JetStream's ack says the event is stored, and where
+        _, _, body = nats.request("events." + topic, {"run": topic, "n": n})
+        return json.loads(body)["seq"]
+    kept = "chat.jsresume.k%d" % time.monotonic_ns()
+    gone = "chat.jsresume.g%d" % time.monotonic_ns()
+    kept_since = pub(kept, 1)
+    pub(kept, 2)
+    pub(kept, 3)
+    gone_since = pub(gone, 1)
+    pub(gone, 2)
+    nats.purge("SIDECAST", "events." + gone)  # as if they had aged out
+    oldest = pub(gone, 3)
+    nats.close()
+    _scenario(st, "resume", SC_KEPT_TOPIC=kept, SC_KEPT_SINCE=kept_since, SC_GONE_TOPIC=gone,
+              SC_GONE_SINCE=gone_since, SC_GONE_OLDEST=oldest)
 
 
 def _ensure(st, *names):
