@@ -166,6 +166,7 @@ export class Sidecast extends Emitter {
     this._pingN = 0;
     this._timers = { reconnect: null, connect: null, ping: null, pong: null, stable: null, refresh: null };
     this._waiters = [];        // connect() promises waiting for a welcome
+    this._welcome = null;
     // started after the constructor's caller has attached its listeners
     this._auto = opts.autoStart !== false;
     if (this._auto) queueMicrotask(() => { if (this._auto) this.start(); });
@@ -200,6 +201,7 @@ export class Sidecast extends Emitter {
     const err = new SidecastError("closed", "the client was closed");
     this._failAll(err, true);
     this._settleWaiters(err);
+    for (const sub of this._subs.values()) sub._settle(err);
     this._setState("closed", {});
   }
 
@@ -609,8 +611,10 @@ export class Sidecast extends Emitter {
       if (this.state !== "connected") return;
       const ws = this._ws;
       this._send({ type: "ping", id: "p" + (++this._pingN) });
-      clearTimeout(this._timers.pong);
-      this._timers.pong = setTimeout(() => this._drop(ws, 4000, "no pong in time"), this.opts.pongTimeoutMs);
+      // the oldest unanswered ping keeps its deadline (a later ping must not push it back)
+      if (!this._timers.pong) {
+        this._timers.pong = setTimeout(() => this._drop(ws, 4000, "no pong in time"), this.opts.pongTimeoutMs);
+      }
       this._ping();
     }, this.opts.pingIntervalMs);
   }
@@ -699,6 +703,7 @@ export class Sidecast extends Emitter {
         reason || (code === 4003 ? "forbidden or revoked" : "refused by policy"), { closeCode: code });
       this._failAll(err, true);
       this._settleWaiters(err);
+      for (const sub of this._subs.values()) sub._settle(err);
       this.emit("error", err);
       this._setState("closed", { code, reason });
       return;

@@ -256,6 +256,23 @@ async function reconnect() {
     return "2 failed attempts, then connected; attempt 0 after a stable period";
   });
 
+  await step("a hung edge (SIGSTOP) is found out by ping/pong and left for the other", async () => {
+    const sc = client({ url: [EDGES[0], EDGES[1]], token: aliceProvider(), pingIntervalMs: 300, pongTimeoutMs: 1000, reconnectBaseMs: 100 });
+    const closes = [];
+    sc.on("close", (c) => closes.push(c.code + " " + c.reason));
+    await sc.connect();
+    check(sc.edge === "edge-1", "on " + sc.edge);
+    await ask("FREEZE edge1");
+    try {
+      await until(() => sc.edge === "edge-2" && sc.state === "connected", 20000, "the move to edge-2");
+    } finally {
+      await ask("THAW edge1");
+    }
+    check(closes.length === 1 && closes[0] === "4000 no pong in time", "closes " + closes);
+    sc.close();
+    return "closes " + closes + ", now on " + sc.edge;
+  });
+
   await step("publish and rpc asked while the edge is away go once it is back", async () => {
     const sc = client({ url: EDGES[1], token: aliceProvider(), reconnectBaseMs: 100, reconnectCapMs: 400 });
     const first = await sc.connect();

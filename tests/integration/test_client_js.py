@@ -19,8 +19,9 @@ token is issued and every connection refreshes in band while the tests run.
   resubscribes with since, reports both gaps recovered, and has received every number once,
   in order, on both topics;
 * reconnect: the backoff delays against a port nobody listens on (each in [0, min(cap,
-  base * 2^attempt)), so capped), the attempt count reset after a stable period, and a
-  publish and an rpc asked while the edge is stopped, answered once it is back;
+  base * 2^attempt)), so capped), the attempt count reset after a stable period, a hung
+  edge (SIGSTOP) found out by ping/pong (close 4000) and left for the other, and a publish
+  and an rpc asked while the edge is stopped, answered once it is back;
 * resume: subscribe with a since still retained (replayed, reported recovered) and one whose
   events were purged (reported history_gone with the oldest seq);
 * npm pack: the tarball installs into an empty project and imports by its package name,
@@ -77,7 +78,8 @@ def _env(st, **extra):
 
 def _scenario(st, name, timeout=100, **env):
     """Runs run.mjs <name>; does what it asks on the way ("DO STOP edge2", "DO START edge2":
-    stop a service with SIGTERM, start it again) and answers OK on its stdin."""
+    stop a service with SIGTERM, start it again; "DO FREEZE edge1", "DO THAW edge1": SIGSTOP,
+    SIGCONT) and answers OK on its stdin."""
     _npm_ci()
     p = subprocess.Popen(["node", RUN, name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          stdin=subprocess.PIPE, start_new_session=True,
@@ -94,8 +96,10 @@ def _scenario(st, name, timeout=100, **env):
                 verb, svc = line[3:].split()
                 if verb == "STOP":
                     st.stop_service(svc)
-                else:
+                elif verb == "START":
                     st.restart(svc)
+                else:  # FREEZE / THAW: the process hangs (no byte answered) / goes on
+                    st.procs[svc].signal(signal.SIGSTOP if verb == "FREEZE" else signal.SIGCONT)
                 p.stdin.write(b"OK\n")
                 p.stdin.flush()
         rc = p.wait(max(1, deadline - time.monotonic()))
@@ -128,7 +132,7 @@ def test_tokens_rejected_then_refreshed_in_band(st):
 
 
 def test_reconnect_backoff_and_requests_while_away(st):
-    _ensure(st, "edge2")
+    _ensure(st, "edge1", "edge2")
     _scenario(st, "reconnect", SC_DEAD_PORT=harness.free_port())
 
 
