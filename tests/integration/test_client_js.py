@@ -17,7 +17,8 @@ token is issued and every connection refreshes in band while the tests run.
   rate on a topic of its own and on alice's inbox, and stops edge1 half-way (SIGKILL: the
   TCP connection just ends; SIGTERM: the edge drains with 1001). The client moves to edge2,
   resubscribes with since, reports both gaps recovered, and has received every number once,
-  in order, on both topics;
+  in order, on both topics; and the same with the client in headless Chromium (a page of the
+  gateway's origin importing /sidecast.js, tests/e2e/client-failover.test.mjs), SIGKILL;
 * reconnect: the backoff delays against a port nobody listens on (each in [0, min(cap,
   base * 2^attempt)), so capped), the attempt count reset after a stable period, a hung
   edge (SIGSTOP) found out by ping/pong (close 4000) and left for the other, and a publish
@@ -162,16 +163,24 @@ def _ensure(st, *names):
             st.restart(n)
 
 
-def _failover(st, sig):
-    """One run: the client on edge1, numbered events on a topic and the inbox, edge1
-    stopped with sig half-way. Returns the client's RESULT."""
-    _npm_ci()
+def _failover(st, sig, in_browser=False):
+    """One run: the client on edge1 (in Node, or in Chromium on a page of the gateway),
+    numbered events on a topic and the inbox, edge1 stopped with sig half-way. Returns the
+    topic and the client's RESULT."""
     _ensure(st, "edge1", "edge2")
-    topic = "chat.jsfail.%s%d" % ("k" if sig == signal.SIGKILL else "t", time.monotonic_ns())
-    p = subprocess.Popen(["node", RUN, "failover"], stdout=subprocess.PIPE,
+    topic = "chat.jsfail.%s%s%d" % ("b" if in_browser else "n",
+                                    "k" if sig == signal.SIGKILL else "t", time.monotonic_ns())
+    env = _env(st, SC_TOPIC=topic, SC_COUNT=COUNT)
+    if in_browser:
+        browser.npm_ci()
+        argv = ["node", os.path.join(browser.E2E, "client-failover.test.mjs")]
+        env.update(GATEWAY_URL=st.gateway_url, CHROMIUM=browser.CHROMIUM)
+    else:
+        _npm_ci()
+        argv = ["node", RUN, "failover"]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         start_new_session=True,
-                         env=dict(os.environ, **_env(st, SC_TOPIC=topic, SC_COUNT=COUNT)))
+                         start_new_session=True, env=dict(os.environ, **env))
     lines = []
     ready = threading.Event()
 
@@ -184,7 +193,7 @@ def _failover(st, sig):
     t = threading.Thread(target=reader, daemon=True)
     t.start()
     try:
-        assert ready.wait(30), "the client did not get ready:\n" + "\n".join(lines)
+        assert ready.wait(60), "the client did not get ready:\n" + "\n".join(lines)
         assert lines[-1] == "READY edge-1", lines  # urls[0] is edge1
         nats = natspub.Nats(st.nats_url_one())
         killer = None
@@ -208,7 +217,7 @@ def _failover(st, sig):
         t.join(5)
     print("\n".join("  node: " + l for l in lines if not l.startswith("RESULT")))
     res = [l for l in lines if l.startswith("RESULT ")]
-    assert rc == 0 and res, "run.mjs failover exited %s:\n%s" % (rc, "\n".join(lines[-40:]))
+    assert rc == 0 and res, "%s exited %s:\n%s" % (argv[-1], rc, "\n".join(lines[-40:]))
     return topic, json.loads(res[-1][7:])
 
 
@@ -240,6 +249,12 @@ def test_failover_edge_sigkill(st):
 def test_failover_edge_sigterm(st):
     topic, r = _failover(st, signal.SIGTERM)
     _check_failover(topic, r, 1001)
+
+
+def test_failover_in_chromium_edge_sigkill(st):
+    browser.tools_present()
+    topic, r = _failover(st, signal.SIGKILL, in_browser=True)
+    _check_failover(topic, r, 1006)
 
 
 def test_npm_pack_installs_and_imports(st):
