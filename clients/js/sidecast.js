@@ -621,14 +621,16 @@ export class Sidecast extends Emitter {
 
   _onEvent(m) {
     const topic = m.topic;
-    if (typeof m.seq === "number") {
+    const sub = this._subs.get(topic);
+    // positions of the topics subscribed, and of the inbox (a late event of a topic just
+    // unsubscribed leaves no position behind)
+    if (typeof m.seq === "number" && (sub || topic === "user")) {
       const last = this._last.get(topic);
       if (last !== undefined && m.seq <= last) { this.stats.duplicatesDropped++; return; }
       this._last.set(topic, m.seq);
     }
     if (this._resuming.has(topic)) this._resumed(topic, true);
     const ev = { topic, seq: m.seq, data: m.data };
-    const sub = this._subs.get(topic);
     if (typeof m.skipped === "number" && m.skipped > 0) {
       ev.skipped = m.skipped;
       const s = { topic, skipped: m.skipped, seq: m.seq };

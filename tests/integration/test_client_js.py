@@ -25,6 +25,7 @@ token is issued and every connection refreshes in band while the tests run.
   and an rpc asked while the edge is stopped, answered once it is back;
 * resume: subscribe with a since still retained (replayed, reported recovered) and one whose
   events were purged (reported history_gone with the oldest seq);
+* types: index.d.ts compiles under tsc --strict with the uses in tests/clientjs/types.check.ts;
 * npm pack: the tarball installs into an empty project and imports by its package name,
   with its type declarations.
 
@@ -59,13 +60,18 @@ RATE = 25          # of them per second
 
 
 def _npm_ci():
+    """tests/clientjs/node_modules as its package.json pins it (once, again when a pin changed)."""
     with open(os.path.join(TESTS, "package.json")) as f:
-        want = json.load(f)["dependencies"]["ws"]
-    have = os.path.join(TESTS, "node_modules", "ws", "package.json")
-    if os.path.exists(have):
-        with open(have) as f:
-            if json.load(f).get("version") == want:
-                return
+        want = json.load(f)["dependencies"]
+    have = {}
+    for name in want:
+        try:
+            with open(os.path.join(TESTS, "node_modules", name, "package.json")) as f:
+                have[name] = json.load(f).get("version")
+        except OSError:
+            pass
+    if have == want:
+        return
     rc, out = browser.run(["npm", "ci", "--no-audit", "--no-fund"], timeout=110, cwd=TESTS)
     assert rc == 0, "npm ci in tests/clientjs failed (%s):\n%s" % (rc, out[-3000:])
 
@@ -255,6 +261,15 @@ def test_failover_in_chromium_edge_sigkill(st):
     browser.tools_present()
     topic, r = _failover(st, signal.SIGKILL, in_browser=True)
     _check_failover(topic, r, 1006)
+
+
+def test_type_declarations_compile(st):
+    """index.d.ts under tsc --strict: tests/clientjs/types.check.ts uses the API as an
+    application does (and two misuses that must not compile)."""
+    _npm_ci()
+    rc, out = browser.run([os.path.join(TESTS, "node_modules", ".bin", "tsc"), "-p", TESTS],
+                          timeout=120, cwd=TESTS)
+    assert rc == 0, "tsc:\n" + out[-3000:]
 
 
 def test_npm_pack_installs_and_imports(st):
