@@ -129,6 +129,9 @@ export class Sidecast extends Emitter {
     super();
     if (!opts || !opts.url) throw new TypeError("Sidecast: opts.url is required");
     if (!opts.token) throw new TypeError("Sidecast: opts.token (a function or a string) is required");
+    if (Array.isArray(opts.url) && (!opts.url.length || opts.url.some((u) => typeof u !== "string" || !u))) {
+      throw new TypeError("Sidecast: opts.url as a list needs at least one URL, each a non-empty string");
+    }
     this.opts = Object.assign({}, DEFAULTS, opts);
     for (const k of Object.keys(DEFAULTS)) {
       const v = this.opts[k];
