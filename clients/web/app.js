@@ -206,7 +206,8 @@ function startClient() {
     else log("gap on " + r.topic + " not recovered (" + r.code + ")", "warn");
   });
   SYMBOLS.forEach(function (s) {
-    sc.subscribe("prices." + s, function (ev) { onTick(s, ev.data); })
+    // since "last": the current price at once, not at the next tick
+    sc.subscribe("prices." + s, { since: "last" }, function (ev) { onTick(s, ev.data); })
       .on("subscribed", function () { log("subscribed prices." + s); });
   });
   // the inbox is every connection's own; subscribing here resumes it with since as well

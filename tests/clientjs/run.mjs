@@ -323,7 +323,22 @@ async function resume() {
   sc.close();
 }
 
-const scenarios = { basics, tokens, failover, reconnect, resume };
+// ---- since "last" and mode "latest" passed through to the edge ----------------------------
+async function last() {
+  const topic = process.env.SC_LAST_TOPIC;
+  const sc = client({ token: aliceProvider() });
+  const got = [];
+  sc.subscribe(topic, { since: "last", mode: "latest" }, (ev) => got.push(ev.data.n));
+  await sc.connect();
+  await step("since last: the latest retained event first", async () => {
+    await until(() => got.length >= 1, 10000, "the latest event");
+    check(got[0] === 3, "first n " + got[0]);
+    return "n " + got[0] + " of 1..3";
+  });
+  sc.close();
+}
+
+const scenarios = { basics, tokens, failover, reconnect, resume, last };
 const name = process.argv[2];
 if (!scenarios[name]) { console.log("usage: run.mjs " + Object.keys(scenarios).join("|")); process.exit(2); }
 await scenarios[name]();

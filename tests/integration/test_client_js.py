@@ -163,6 +163,15 @@ def test_resume_reports_recovered_and_history_gone(st):
               SC_GONE_SINCE=gone_since, SC_GONE_OLDEST=oldest)
 
 
+def test_since_last_hands_the_current_value(st):
+    nats = natspub.Nats(st.nats_url_one())
+    topic = "chat.jslast.t%d" % time.monotonic_ns()
+    for n in (1, 2, 3):
+        nats.request("events." + topic, {"n": n})  # stored before the client comes
+    nats.close()
+    _scenario(st, "last", SC_LAST_TOPIC=topic)
+
+
 def _ensure(st, *names):
     for n in names:
         if not st.procs[n].alive():
