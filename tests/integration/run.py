@@ -24,7 +24,12 @@ class Timeout(Exception):
     pass
 
 
+alarms = 0  # alarms fired: one raised inside a finalizer is swallowed, so it is counted too
+
+
 def on_alarm(signum, frame):
+    global alarms
+    alarms += 1
     raise Timeout("test took longer than %d s" % TEST_TIMEOUT)
 
 
@@ -63,9 +68,13 @@ def main():
         for name, fn in tests:
             t0 = time.monotonic()
             try:
+                fired = alarms
                 signal.alarm(TEST_TIMEOUT)
                 fn(st)
                 signal.alarm(0)
+                if alarms != fired:  # the Timeout was raised where it could not stop the test
+                    raise Timeout("test took longer than %d s (its alarm went off inside a "
+                                  "finalizer)" % TEST_TIMEOUT)
                 passed += 1
                 print("PASS %s.%s (%.2fs)" % (fname[:-3], name, time.monotonic() - t0),
                       flush=True)
