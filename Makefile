@@ -176,17 +176,19 @@ $(BUILD)/example-c: $(BUILD)/obj/clients/c/example.o $(BUILD)/libsidecast.a
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(SCLIB_LIBS)
 
-# pkg-config file for the installed library (PREFIX as given to make; DESTDIR is not in it)
+# pkg-config file for the default PREFIX (install writes one for the PREFIX it is given;
+# DESTDIR is never in it)
 $(BUILD)/sidecast.pc: clients/c/sidecast.pc.in Makefile
 	@mkdir -p $(dir $@)
 	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|g' $< >$@
 
 # the header, the archive and the pkg-config file under $(DESTDIR)$(PREFIX)
-install: $(BUILD)/libsidecast.a $(BUILD)/sidecast.pc
+install: $(BUILD)/libsidecast.a
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 0644 clients/c/sidecast.h $(DESTDIR)$(PREFIX)/include/sidecast.h
 	install -m 0644 $(BUILD)/libsidecast.a $(DESTDIR)$(PREFIX)/lib/libsidecast.a
-	install -m 0644 $(BUILD)/sidecast.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/sidecast.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|g' clients/c/sidecast.pc.in >$(DESTDIR)$(PREFIX)/lib/pkgconfig/sidecast.pc
+	chmod 0644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/sidecast.pc
 
 $(BUILD)/libcli.a: $(CLI_OBJ)
 	@rm -f $@

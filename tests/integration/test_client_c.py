@@ -10,6 +10,7 @@ a few seconds renews its token in band; a thread keeps the token file fresh (the
 token provider reads it at every call)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -261,3 +262,54 @@ def test_two_edges_one_killed_mid_stream(st):
         print("  %s: n=%d..%d, %d events" % (topic, evs[0][1], evs[-1][1], len(evs)))
         assert_complete(evs, topic)
     assert lines[-1] == "done 0", lines
+
+
+def test_installed_library_builds_the_example(st):
+    """`make install DESTDIR=...` puts the header, the archive and sidecast.pc in place; the
+    example, compiled against the installed header and linked as the .pc file says (nothing
+    from the source tree), subscribes and prints an event, and exits 0 on Ctrl-C."""
+    dest = os.path.join(st.dir, "destdir")
+    prefix = "/opt/sidecast-test"
+    make = ["make", "--no-print-directory", "-C", harness.ROOT,
+            "BUILD=" + os.path.relpath(harness.BUILD, harness.ROOT),
+            "PREFIX=" + prefix, "DESTDIR=" + dest, "install"]
+    if harness.SAN:
+        make += ["SAN=1", "OPT=-O1 -g"]
+    subprocess.run(make, check=True, capture_output=True, timeout=300)
+    root = dest + prefix
+    for f in ("include/sidecast.h", "lib/libsidecast.a", "lib/pkgconfig/sidecast.pc"):
+        assert os.path.isfile(os.path.join(root, f)), f
+    with open(os.path.join(root, "lib/pkgconfig/sidecast.pc")) as f:
+        assert "prefix=%s\n" % prefix in f.read()
+    env = dict(os.environ, PKG_CONFIG_PATH=os.path.join(root, "lib/pkgconfig"))
+    # DESTDIR is a staging area: pkg-config is told where the prefix sits for now
+    pc = subprocess.run(["pkg-config", "--define-variable=prefix=" + root, "--cflags", "--libs",
+                         "sidecast"], env=env, check=True, capture_output=True, text=True)
+    flags = pc.stdout.split()
+    assert "-lsidecast" in flags and "-I%s/include" % root in flags, flags
+    exe = os.path.join(st.dir, "example-installed")
+    cc = ["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-o", exe,
+          os.path.join(harness.ROOT, "clients", "c", "example.c")] + flags
+    if harness.SAN:
+        cc[1:1] = ["-fsanitize=address,undefined"]
+    out = subprocess.run(cc, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    tf = TokenFile(st, name="example")
+    pub = Publisher(st, "events.prices.XC5")
+    e = _env()
+    e.update(SIDECAST_URL=st.edge_url_of("edge2"), SIDECAST_TOKEN_FILE=tf.path)
+    p = subprocess.Popen([exe, "prices.XC5"], env=e, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    dog = threading.Timer(60, lambda: p.poll() is None and p.kill())
+    dog.daemon = True
+    dog.start()
+    try:
+        line = p.stdout.readline().decode()
+    finally:
+        pub.stop()
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+        tf.stop()
+    assert re.fullmatch(r'prices\.XC5 #\d+ \{"n": \d+\}\n', line), (line, err.decode())
+    assert p.returncode == 0, (p.returncode, err.decode())
+    assert "example: ready" in err.decode() and "example: stopped" in err.decode(), err
