@@ -158,9 +158,9 @@ $(BUILD)/$(1): $(BUILD)/obj/services/$(1)/main.o $(BUILD)/lib$(1).a $(LIBS_$(1))
 endef
 $(foreach s,$(SERVICES),$(eval $(call SVC_RULES,$(s))))
 
-# A client links the layers under it and no service archive.
+# A client links the C client library, the layers under it and no service archive.
 define CLIENT_RULES
-$(BUILD)/$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard clients/$(1)/*.c)) $(LAYER_LIBS)
+$(BUILD)/$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard clients/$(1)/*.c)) $(BUILD)/libsidecast.a $(LAYER_LIBS)
 	@$(if $(Q),echo "  LINK    $$@")
 	$(Q)$(CC) $(LDFLAGS) -o $$@ $$^ $(LDLIBS)
 endef

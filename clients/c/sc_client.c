@@ -52,7 +52,7 @@ typedef struct sub {
 struct sc_client {
     sc_client_config cfg;
     char *urls[SC_CLIENT_MAX_URLS];
-    int url_at;
+    int url_at, url_cur; /* the next attempt's URL; the current (or last) one's */
     char *cafile;
     SSL_CTX *ctx;
     int epfd, evfd, reg_fd;
@@ -402,6 +402,14 @@ short sc_client_events(const sc_client *c)
 sc_client_state sc_client_get_state(const sc_client *c) { return c->state; }
 const char *sc_client_conn_id(const sc_client *c) { return c->conn_id; }
 const char *sc_client_edge(const sc_client *c) { return c->edge; }
+const char *sc_client_url(const sc_client *c) { return c->urls[c->url_cur]; }
+
+int sc_client_retry_in_ms(const sc_client *c)
+{
+    if (c->state != SC_CLIENT_BACKOFF) return -1;
+    int64_t d = c->backoff_until - now_ms();
+    return d < 0 ? 0 : (int)d;
+}
 
 /* The client stops for good: rc is what sc_client_run returns. */
 static void go_stopped(sc_client *c, int rc, int code, const char *why)
@@ -470,6 +478,7 @@ static void connect_now(sc_client *c)
             return;
         }
     }
+    c->url_cur = c->url_at;
     const char *url = c->urls[c->url_at];
     sc_wire_url u;
     sc_wire_url_parse(url, &u); /* checked at create */
@@ -559,13 +568,14 @@ static void on_error_msg(sc_client *c, const sc_wire_msg *m)
             char topic[SC_WIRE_TOPIC_MAX + 1];
             snprintf(topic, sizeof topic, "%s", s->topic);
             memset(s, 0, sizeof *s);
-            if (c->cfg.on_sub) c->cfg.on_sub(c->cfg.ud, topic, SC_CLIENT_SUB_REFUSED, m->code, 0);
+            if (c->cfg.on_sub)
+                c->cfg.on_sub(c->cfg.ud, topic, SC_CLIENT_SUB_REFUSED, m->code, m->message, 0);
             return;
         }
         return;
     }
     if (m->topic[0] && c->cfg.on_sub) /* history_gone, replay_limit, replay_failed */
-        c->cfg.on_sub(c->cfg.ud, m->topic, SC_CLIENT_SUB_GAP, m->code,
+        c->cfg.on_sub(c->cfg.ud, m->topic, SC_CLIENT_SUB_GAP, m->code, m->message,
                       m->oldest > 0 ? (uint64_t)m->oldest : 0);
 }
 
@@ -582,7 +592,7 @@ static void on_message(void *ud, const char *text, size_t len)
         sub *s = sub_find(c, m.topic);
         if (s && c->cfg.on_sub)
             c->cfg.on_sub(c->cfg.ud, s->topic,
-                          s->resuming ? SC_CLIENT_SUB_RESUMED : SC_CLIENT_SUB_LIVE, "", 0);
+                          s->resuming ? SC_CLIENT_SUB_RESUMED : SC_CLIENT_SUB_LIVE, "", "", 0);
         break;
     }
     case SC_WIRE_EVENT: {
@@ -592,7 +602,7 @@ static void on_message(void *ud, const char *text, size_t len)
             s->last_seq = (uint64_t)m.seq;
         }
         if (c->cfg.on_event) {
-            sc_client_event ev = {m.topic, (uint64_t)m.seq, m.data, m.data_len};
+            sc_client_event ev = {m.topic, (uint64_t)m.seq, m.data, m.data_len, text, len};
             c->cfg.on_event(c->cfg.ud, &ev);
         }
         break;
@@ -622,6 +632,7 @@ static void on_message(void *ud, const char *text, size_t len)
             int64_t left = m.expires_at - (int64_t)time(NULL), margin = left < 90 ? left / 3 : 30;
             c->refresh_at = now_ms() + (left - margin) * 1000;
         }
+        if (c->cfg.on_refreshed) c->cfg.on_refreshed(c->cfg.ud, m.expires_at);
         break;
     default: break;
     }

@@ -273,10 +273,15 @@ static int tls_handshake(sc_conn *c)
                  X509_verify_cert_error_string(v));
     else if (e == SSL_ERROR_SYSCALL && sys != 0)
         return end(c, 1006, strerror(sys));
-    else
-        snprintf(why, sizeof why, "TLS handshake failed: %s",
+    else {
+        int r2 = ERR_GET_REASON(ERR_peek_last_error());
+        bool plain = r2 == SSL_R_WRONG_VERSION_NUMBER || r2 == SSL_R_UNEXPECTED_EOF_WHILE_READING ||
+                     e == SSL_ERROR_SYSCALL;
+        snprintf(why, sizeof why, "TLS handshake failed: %s%s",
                  e == SSL_ERROR_SYSCALL ? "the server closed the connection"
-                                        : ssl_reason("protocol error"));
+                                        : ssl_reason("protocol error"),
+                 plain ? " (a plain, not a TLS, server on that port?)" : "");
+    }
     ERR_clear_error();
     return end(c, 1015, why);
 }

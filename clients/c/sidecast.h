@@ -64,13 +64,14 @@ typedef enum sc_client_sub_status {
                              * too_many_subscriptions): the subscription is dropped */
 } sc_client_sub_status;
 
-/* One event. topic and data (the raw JSON text the publisher sent, not NUL-terminated)
- * live until the callback returns. */
+/* One event. Every pointer (not NUL-terminated but topic) lives until the callback returns. */
 typedef struct sc_client_event {
     const char *topic;
-    uint64_t seq; /* increases per topic; the position for since */
-    const char *data;
+    uint64_t seq;     /* increases per topic; the position for since */
+    const char *data; /* the raw JSON text the publisher sent (numbers as written) */
     size_t data_len;
+    const char *json; /* the whole event message as the edge sent it */
+    size_t json_len;
 } sc_client_event;
 
 /* The token provider: called at start (before the first connect), on token_expiring (and
@@ -85,10 +86,12 @@ typedef void (*sc_client_event_fn)(void *ud, const sc_client_event *ev);
 /* code: the close code that ended a connection (1006 for a drop or a failed connect, 1015
  * for a refused certificate / failed TLS handshake), 0 when none; why: a short reason. */
 typedef void (*sc_client_state_fn)(void *ud, sc_client_state state, int code, const char *why);
-/* code: the edge's error code for GAP and REFUSED, else ""; oldest: history_gone's oldest
- * retained seq (0 when unknown). */
+/* code, message: the edge's error code and message for GAP and REFUSED, else ""; oldest:
+ * history_gone's oldest retained seq (0 when unknown). */
 typedef void (*sc_client_sub_fn)(void *ud, const char *topic, sc_client_sub_status status,
-                                 const char *code, uint64_t oldest);
+                                 const char *code, const char *message, uint64_t oldest);
+/* The edge took a new token in band ("refreshed"): it is valid until expires_at (epoch s). */
+typedef void (*sc_client_refreshed_fn)(void *ud, int64_t expires_at);
 /* A publish's outcome: status 0 (acked; duplicate: the edge's store had this id already),
  * -ETIMEDOUT (no ack within the timeout), -EREMOTEIO (the edge refused it: code and message
  * say why, e.g. "forbidden"), -ECANCELED (the client was stopped or destroyed first). */
@@ -109,6 +112,7 @@ typedef struct sc_client_config {
     sc_client_event_fn on_event;
     sc_client_state_fn on_state;
     sc_client_sub_fn on_sub;
+    sc_client_refreshed_fn on_refreshed;
     void *ud; /* passed to every callback above */
 
     int connect_timeout_ms; /* TCP + TLS + handshake + welcome [10000] */
@@ -198,6 +202,13 @@ sc_client_state sc_client_get_state(const sc_client *c);
  * the client, valid until the next step. */
 const char *sc_client_conn_id(const sc_client *c);
 const char *sc_client_edge(const sc_client *c);
+
+/* The URL of the connection (or attempt) in progress, or, in SC_CLIENT_BACKOFF and
+ * SC_CLIENT_STOPPED, of the one that just ended. Owned by the client (lives as long). */
+const char *sc_client_url(const sc_client *c);
+
+/* In SC_CLIENT_BACKOFF: milliseconds until the next attempt; else -1. */
+int sc_client_retry_in_ms(const sc_client *c);
 
 /* A short name for a state ("ready"...). Static storage. */
 const char *sc_client_state_name(sc_client_state s);

@@ -64,9 +64,10 @@ static void on_state(void *ud, sc_client_state s, int code, const char *why)
 }
 
 static void on_sub(void *ud, const char *topic, sc_client_sub_status st, const char *code,
-                   uint64_t oldest)
+                   const char *message, uint64_t oldest)
 {
     (void)ud;
+    (void)message;
     static const char *names[] = {"live", "resumed", "gap", "refused"};
     printf("sub %s %s %s %" PRIu64 "\n", topic, names[st], *code ? code : "-", oldest);
     fflush(stdout);
