@@ -25,6 +25,7 @@
 
 #define RBUF_SIZE 65536
 #define READS_PER_IO 64 /* reads per sc_conn_io before giving the caller's loop a turn */
+#define ADDRS_MAX 8     /* addresses of a name tried in turn (IPv6 and IPv4 of localhost...) */
 
 enum phase { PH_TCP, PH_TLS, PH_HTTP, PH_OPEN };
 
@@ -42,7 +43,10 @@ struct sc_conn {
     size_t msgcap, max_message;
     uint8_t *out; /* queued bytes out[opos..olen) */
     size_t opos, olen, ocap, max_out;
-    size_t hlen; /* PH_HTTP: bytes of the answer head in rbuf */
+    size_t hlen;                             /* PH_HTTP: bytes of the answer head in rbuf */
+    struct sockaddr_storage addr[ADDRS_MAX]; /* what the name resolved to, tried in turn */
+    socklen_t alen[ADDRS_MAX];
+    int afam[ADDRS_MAX], aproto[ADDRS_MAX], naddr, at;
     int64_t last_rx;
     uint8_t rbuf[RBUF_SIZE];
 };
@@ -123,6 +127,31 @@ static void conn_free(sc_conn *c)
     free(c);
 }
 
+/* Starts a non-blocking connect to the next address. The new socket is made before the old
+ * one is closed, so its number differs and the caller's poll registration notices the change.
+ * 0, or the last failure's -errno when no address is left. */
+static int tcp_next(sc_conn *c)
+{
+    int err = -ECONNREFUSED;
+    while (c->at < c->naddr) {
+        int i = c->at++;
+        int fd = socket(c->afam[i], SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, c->aproto[i]);
+        if (fd < 0) {
+            err = -errno;
+            continue;
+        }
+        if (connect(fd, (struct sockaddr *)&c->addr[i], c->alen[i]) == 0 || errno == EINPROGRESS) {
+            if (c->fd >= 0) close(c->fd);
+            c->fd = fd;
+            if (c->ssl && SSL_set_fd(c->ssl, fd) != 1) return -ENOMEM;
+            return 0;
+        }
+        err = -errno;
+        close(fd);
+    }
+    return err;
+}
+
 int sc_conn_open(const sc_wire_url *u, const char *bearer, struct ssl_ctx_st *ctx,
                  size_t max_message, size_t max_out, sc_conn **out, char *why, size_t wl)
 {
@@ -146,18 +175,20 @@ int sc_conn_open(const sc_wire_url *u, const char *bearer, struct ssl_ctx_st *ct
     c->max_message = max_message;
     c->max_out = max_out + 16384; /* room for the handshake beside the caller's bound */
     snprintf(c->host, sizeof c->host, "%s", u->host);
-    int rc = -ECONNREFUSED;
-    /* the first address only: a non-blocking connect cannot fall back without waiting */
-    c->fd = socket(res->ai_family, res->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                   res->ai_protocol);
-    if (c->fd < 0 || (connect(c->fd, res->ai_addr, res->ai_addrlen) < 0 && errno != EINPROGRESS)) {
-        rc = -errno;
-        snprintf(why, wl, "cannot connect to %s: %s", u->hostport, strerror(errno));
-        freeaddrinfo(res);
+    for (struct addrinfo *ai = res; ai && c->naddr < ADDRS_MAX; ai = ai->ai_next) {
+        if (ai->ai_addrlen > sizeof c->addr[0]) continue;
+        memcpy(&c->addr[c->naddr], ai->ai_addr, ai->ai_addrlen);
+        c->alen[c->naddr] = ai->ai_addrlen;
+        c->afam[c->naddr] = ai->ai_family;
+        c->aproto[c->naddr++] = ai->ai_protocol;
+    }
+    freeaddrinfo(res);
+    int rc = tcp_next(c);
+    if (rc < 0) {
+        snprintf(why, wl, "cannot connect to %s: %s", u->hostport, strerror(-rc));
         conn_free(c);
         return rc;
     }
-    freeaddrinfo(res);
     c->phase = PH_TCP;
 
     if (u->tls) {
@@ -407,7 +438,8 @@ static int io(sc_conn *c, sc_conn_msg_fn fn, void *ud)
         int soerr = 0;
         socklen_t sl = sizeof soerr;
         if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) soerr = errno;
-        if (soerr) return end(c, 1006, strerror(soerr));
+        if (soerr) /* refused there: the name's next address, if any */
+            return tcp_next(c) == 0 ? 0 : end(c, 1006, strerror(soerr));
         c->phase = c->ssl ? PH_TLS : PH_HTTP;
     }
     if (c->phase == PH_TLS) {
