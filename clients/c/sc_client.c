@@ -317,10 +317,19 @@ static size_t queued_bytes(const sc_client *c)
 }
 
 /* Sends p now when ready; a send that fails leaves it for the next connection. */
-static void pend_send(sc_client *c, pending *p)
+/* Sends what waits, oldest first, while the connection's queue takes it: a publish or rpc
+ * made while disconnected, or while the queue was full, goes out in the order it was made. */
+static void send_waiting(sc_client *c)
 {
-    if (!c->ready || p->sent) return;
-    if (sc_conn_send_text(c->conn, p->msg, p->len) == 0) p->sent = true;
+    while (c->ready) {
+        pending *first = NULL;
+        for (int i = 0; i < c->cfg.max_pending; i++) {
+            pending *p = &c->pend[i];
+            if (p->kind != P_FREE && !p->sent && (!first || p->order < first->order)) first = p;
+        }
+        if (!first || sc_conn_send_text(c->conn, first->msg, first->len) < 0) return;
+        first->sent = true;
+    }
 }
 
 int sc_client_publish(sc_client *c, const char *topic, const char *data, size_t data_len,
@@ -358,7 +367,7 @@ int sc_client_publish(sc_client *c, const char *topic, const char *data, size_t 
     p->len = (size_t)n;
     p->ack = cb;
     p->ud = ud;
-    pend_send(c, p);
+    send_waiting(c);
     return 0;
 }
 
@@ -389,7 +398,7 @@ int sc_client_rpc(sc_client *c, const char *method, const char *data, size_t dat
     p->len = (size_t)n;
     p->rpc = cb;
     p->ud = ud;
-    pend_send(c, p);
+    send_waiting(c);
     return 0;
 }
 
@@ -513,12 +522,6 @@ static void connect_now(sc_client *c)
     c->connect_deadline = now_ms() + c->cfg.connect_timeout_ms;
 }
 
-static int pend_cmp(const void *a, const void *b)
-{
-    const pending *x = *(pending *const *)a, *y = *(pending *const *)b;
-    return x->order < y->order ? -1 : x->order > y->order;
-}
-
 static void on_welcome(sc_client *c, const sc_wire_msg *m)
 {
     c->ready = true;
@@ -535,14 +538,7 @@ static void on_welcome(sc_client *c, const sc_wire_msg *m)
     }
     for (int i = 0; i < c->cfg.max_subs; i++)
         if (c->subs[i].used) send_subscribe(c, &c->subs[i]);
-    /* what waits, in the order it was made */
-    pending **order = malloc((size_t)c->cfg.max_pending * sizeof *order);
-    int n = 0;
-    for (int i = 0; order && i < c->cfg.max_pending; i++)
-        if (c->pend[i].kind != P_FREE && !c->pend[i].sent) order[n++] = &c->pend[i];
-    if (order) qsort(order, (size_t)n, sizeof *order, pend_cmp);
-    for (int i = 0; i < n; i++) pend_send(c, order[i]);
-    free(order);
+    send_waiting(c);
     set_state(c, SC_CLIENT_READY, 0, c->edge);
 }
 
@@ -582,7 +578,7 @@ static void on_error_msg(sc_client *c, const sc_wire_msg *m)
 static void on_message(void *ud, const char *text, size_t len)
 {
     sc_client *c = ud;
-    if (c->state == SC_CLIENT_STOPPED) return;
+    if (c->state == SC_CLIENT_STOPPED || c->stop_req) return; /* nothing after a stop */
     sc_wire_msg m;
     if (sc_wire_parse(text, len, &m) < 0) return; /* not sidecast.v1: ignored */
     if (!c->ready && m.type != SC_WIRE_WELCOME) return;
@@ -719,6 +715,7 @@ int sc_client_step(sc_client *c)
                     c->refresh_at = now + c->cfg.refresh_retry_ms;
             }
             if (c->ready) send_refresh(c);
+            send_waiting(c); /* what a full queue held back */
             if (c->ready && now - c->ready_since >= c->cfg.stable_ms) c->attempt = 0;
         }
     }
