@@ -2,8 +2,10 @@
 and producer, through tests/tools/sc_probe (a small program linked with libsidecast.a alone):
 events, publish with its ack, rpc (the producer answers rpc.prices.quote), a refused
 subscribe, in-band token renewal with no reconnection, the blocking and the event-loop ways
-of driving it, a token provider that gives up, and two edges where the one in use is killed
-mid-stream and the client moves to the other without losing or repeating an event.
+of driving it, a resumed position the stream no longer holds (history_gone), a token
+provider that gives up, two edges where the one in use is killed mid-stream and the client
+moves to the other without losing or repeating an event, and `make install` into a DESTDIR
+with the example built against the installed header and pkg-config file.
 
 Auth issues 10 s access tokens and the edges warn 6 s before expiry, so every run that lasts
 a few seconds renews its token in band; a thread keeps the token file fresh (the probe's
@@ -209,6 +211,38 @@ def test_blocking_run_renews_the_token_in_band(st):
     # an event came after the first token's exp, on that same connection
     i_second = lines.index(calls[1])
     assert events(lines[i_second:], "prices.XC2"), "no event after the renewal"
+    assert lines[-1] == "done 0", lines
+
+
+def test_a_position_no_longer_retained_is_reported_as_a_gap(st):
+    """A subscription resumed from a position whose next events left the stream (purged, as
+    if aged out) gets RESUMED, then GAP history_gone with the oldest retained seq, then live
+    events from there."""
+    tf = TokenFile(st)
+    nc = natspub.Nats(st.nats_url)
+    for i in range(1, 6):
+        nc.pub("events.prices.XC6", {"n": -i})
+    nc.flush()
+    since = nc.last_seq("SIDECAST", "events.prices.XC6") - 2  # the client saw the first 3
+    nc.purge("SIDECAST", "events.prices.XC6")  # the 4th and 5th are gone
+    nc.close()
+    pub = Publisher(st, "events.prices.XC6")
+    try:
+        p = start("--url", st.edge_url_of("edge2"), "--token-file", tf.path,
+                  "--sub", "prices.XC6@%d" % since, "--events", 5, "--timeout", 30)
+        lines = finish(p)
+    finally:
+        pub.stop()
+        tf.stop()
+    print("  " + "\n  ".join(l for l in lines if not l.startswith("event")))
+    gaps = [l.split() for l in lines if l.startswith("sub prices.XC6 gap ")]
+    assert len(gaps) == 1 and gaps[0][3] == "history_gone", lines
+    oldest = int(gaps[0][4])
+    assert oldest > since + 2, (since, lines)
+    assert "sub prices.XC6 resumed - 0" in lines, lines
+    evs = events(lines, "prices.XC6")
+    assert len(evs) >= 5 and evs[0][0] >= oldest and evs[0][1] >= 1, evs
+    assert_complete(evs, "prices.XC6")
     assert lines[-1] == "done 0", lines
 
 
