@@ -193,7 +193,9 @@ int sc_client_step(sc_client *c);
 
 /* Starts when idle, then polls and steps until stopped. 0 after sc_client_stop, or the
  * negative errno of the fatal error that stopped it (-EACCES: the token provider gave
- * up; -EPERM: close 4003; -EPROTO: a close code that cannot be retried). */
+ * up; -EPERM: close 4003; -EPROTO: a close code that cannot be retried (1002, 1007, 1008,
+ * 1009); -EKEYREJECTED: the edge's certificate was refused or the TLS handshake failed;
+ * -EINVAL: the CA file cannot be used). Returns at once when already stopped. */
 int sc_client_run(sc_client *c);
 
 sc_client_state sc_client_get_state(const sc_client *c);
