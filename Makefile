@@ -110,6 +110,7 @@ help:
 	@echo "make demo       a scripted CLI walk-through against the stack make up runs"
 	@echo "make bench      benchmarks (results in docs/BENCHMARKS.md)"
 	@echo "make fmt        format every C file as .clang-format says (make test checks it)"
+	@echo "make install    the C client library: header, libsidecast.a, sidecast.pc (PREFIX, DESTDIR)"
 
 deps:
 	@bash scripts/deps.sh all
