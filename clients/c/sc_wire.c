@@ -130,22 +130,50 @@ static void copy_str(char *dst, size_t cap, json_t *v)
     snprintf(dst, cap, "%s", s ? s : "");
 }
 
-/* The raw text of the top-level "data" member: the edge writes it last, after members
- * (type, topic, seq, id) whose values cannot hold the text "data":, so the first one is it.
- * Checked to be one JSON value; else -1. */
+/* The end of the JSON value starting at p (text already known to be valid JSON): past its
+ * closing quote or bracket, or its last scalar byte. */
+static const char *value_end(const char *p, const char *e)
+{
+    int depth = 0;
+    bool in_str = false;
+    for (; p < e; p++) {
+        char ch = *p;
+        if (in_str) {
+            if (ch == '\\')
+                p++;
+            else if (ch == '"') {
+                in_str = false;
+                if (depth == 0) return p + 1;
+            }
+        } else if (ch == '"') {
+            in_str = true;
+        } else if (ch == '{' || ch == '[') {
+            depth++;
+        } else if (ch == '}' || ch == ']') {
+            if (depth == 0) return p; /* a scalar ended by its container */
+            if (--depth == 0) return p + 1;
+        } else if (depth == 0 &&
+                   (ch == ',' || ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r')) {
+            return p;
+        }
+    }
+    return e;
+}
+
+/* The raw text of the top-level "data" member. The edge writes it after members (type,
+ * topic, seq, id) whose values cannot hold the text "data":, so the first one is it; members
+ * after it (the edge's "skipped" of mode latest) are left alone. Checked to be one JSON
+ * value; else -1. */
 static int raw_data(const char *text, size_t len, const char **d, size_t *dl)
 {
     const char *p = memmem(text, len, "\"data\":", 7);
     if (!p) return -1;
     const char *s = p + 7, *e = text + len;
-    while (e > s && (e[-1] == ' ' || e[-1] == '\n' || e[-1] == '\r' || e[-1] == '\t')) e--;
-    if (e <= s || e[-1] != '}') return -1;
-    e--;
-    if (msg_json_check(s, (size_t)(e - s), MSG_DEPTH_CAP) != SC_OK) return -1;
     while (s < e && (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t')) s++;
-    while (e > s && (e[-1] == ' ' || e[-1] == '\n' || e[-1] == '\r' || e[-1] == '\t')) e--;
+    const char *end = value_end(s, e);
+    if (end <= s || msg_json_check(s, (size_t)(end - s), MSG_DEPTH_CAP) != SC_OK) return -1;
     *d = s;
-    *dl = (size_t)(e - s);
+    *dl = (size_t)(end - s);
     return 0;
 }
 

@@ -79,6 +79,20 @@ TEST(parse_event_keeps_raw_data)
     char d[128];
     snprintf(d, sizeof d, "%.*s", (int)m.data_len, m.data);
     CHECK_STR(d, "{\"price\":0.10,\"n\":1e3,\"s\":\"a\\\"data\\\":b\"}");
+    /* members after data (mode latest's "skipped") are not part of it; scalars too */
+    const char *sk = "{\"type\":\"event\",\"topic\":\"a\",\"seq\":9,\"data\":[\"]}\",{}],"
+                     "\"skipped\":3}";
+    REQUIRE(sc_wire_parse(sk, strlen(sk), &m) == 0);
+    snprintf(d, sizeof d, "%.*s", (int)m.data_len, m.data);
+    CHECK_STR(d, "[\"]}\",{}]");
+    const char *sc = "{\"type\":\"event\",\"topic\":\"a\",\"seq\":9,\"data\":-1.5e3 ,\"x\":1}";
+    REQUIRE(sc_wire_parse(sc, strlen(sc), &m) == 0);
+    snprintf(d, sizeof d, "%.*s", (int)m.data_len, m.data);
+    CHECK_STR(d, "-1.5e3");
+    const char *st = "{\"type\":\"event\",\"topic\":\"a\",\"seq\":9,\"data\":\"q\\\"}\"}";
+    REQUIRE(sc_wire_parse(st, strlen(st), &m) == 0);
+    snprintf(d, sizeof d, "%.*s", (int)m.data_len, m.data);
+    CHECK_STR(d, "\"q\\\"}\"");
     const char *no_seq = "{\"type\":\"event\",\"topic\":\"a\",\"data\":1}";
     CHECK_EQ_INT(sc_wire_parse(no_seq, strlen(no_seq), &m), -EPROTO);
     const char *neg = "{\"type\":\"event\",\"topic\":\"a\",\"seq\":-1,\"data\":1}";
