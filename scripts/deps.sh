@@ -46,8 +46,9 @@ for p in "${PKGS[@]}"; do
 done
 
 if [ "$set_name" = all ]; then
-  # The browser test drives Debian's chromium with playwright-core from npm: it needs node
-  # and npm, which the machine image usually has; Debian's own are the fallback.
+  # The browser test drives Debian's chromium with playwright-core from npm, and the
+  # JavaScript client's tests run in node with ws from npm: they need node and npm, which
+  # the machine image usually has; Debian's own are the fallback.
   command -v node >/dev/null 2>&1 || missing+=(nodejs)
   command -v npm >/dev/null 2>&1 || missing+=(npm)
   # The Kubernetes manifests are rendered with `kubectl kustomize` (tests/k8s): any kubectl

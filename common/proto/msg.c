@@ -583,9 +583,26 @@ static int parse_since(json_t *root, msg_in *out)
     json_int_t s;
 
     if (v == NULL || json_is_null(v)) return SC_OK;
+    if (json_is_string(v) && strcmp(json_string_value(v), "last") == 0 &&
+        json_string_length(v) == 4) {
+        out->since = MSG_SINCE_LAST;
+        return SC_OK;
+    }
     if (!json_is_integer(v) || (s = json_integer_value(v)) < 0 || s > MSG_SINCE_MAX)
-        return fail(out, SC_EMALFORMED, "\"since\" must be an integer 0..2^53");
+        return fail(out, SC_EMALFORMED, "\"since\" must be an integer 0..2^53 or \"last\"");
     out->since = s;
+    return SC_OK;
+}
+
+static int parse_mode(json_t *root, msg_in *out)
+{
+    json_t *v = json_object_get(root, "mode");
+
+    if (v == NULL || json_is_null(v)) return SC_OK;
+    if (!json_is_string(v) || json_string_length(v) != 6 ||
+        strcmp(json_string_value(v), "latest") != 0)
+        return fail(out, SC_EMALFORMED, "\"mode\" must be \"latest\" (or absent)");
+    out->latest = true;
     return SC_OK;
 }
 
@@ -663,7 +680,8 @@ int msg_parse(const char *text, size_t len, const msg_limits *lim, msg_in *out)
     case MSG_AUTH:
     case MSG_REFRESH: rc = parse_token(root, lim, out); break;
     case MSG_SUBSCRIBE:
-        if ((rc = parse_topic(root, out)) == SC_OK) rc = parse_since(root, out);
+        if ((rc = parse_topic(root, out)) == SC_OK && (rc = parse_since(root, out)) == SC_OK)
+            rc = parse_mode(root, out);
         break;
     case MSG_UNSUBSCRIBE: rc = parse_topic(root, out); break;
     case MSG_PUBLISH:
@@ -698,6 +716,7 @@ done:
         out->token_len = out->data_len = 0;
         out->topic[0] = '\0';
         out->since = -1;
+        out->latest = false;
     }
     return rc;
 }

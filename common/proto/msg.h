@@ -20,13 +20,17 @@
  * - "data" (publish) is any JSON value, passed on as the client wrote it minus whitespace
  *   outside strings: numbers, escapes and key order unchanged (no re-serialization, which
  *   would turn 0.1 into 0.10000000000000001).
- * - "since" is an integer 0..2^53 (the largest a JavaScript client holds exactly).
+ * - "since" is an integer 0..2^53 (the largest a JavaScript client holds exactly), or the
+ *   string "last" (the topic's latest retained event first: MSG_SINCE_LAST).
+ * - "mode" (subscribe) is "latest" (conflate: a connection that falls behind gets the newest
+ *   event of the topic instead of every one) or absent/null (every event).
  * - "\u0000" is allowed inside publish data and ids; a type, topic or token holding it is
  *   rejected. A raw NUL byte anywhere is invalid JSON. */
 #ifndef EDGE_MSG_H
 #define EDGE_MSG_H
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -64,6 +68,7 @@ typedef enum msg_type {
 #define MSG_ID_STR_MAX 64   /* bytes of a string id's value */
 #define MSG_ID_JSON_MAX 400 /* its JSON text: 2 quotes + 64 bytes each at most "\u00XX" */
 #define MSG_SINCE_MAX 9007199254740992LL /* 2^53 */
+#define MSG_SINCE_LAST (-2)              /* msg_in.since for "since": "last" */
 #define MSG_DEPTH_CAP 256                /* the largest nesting limit any check accepts */
 #define MSG_JSON_MAX_DEPTH 64            /* msg_json_valid's nesting limit, for bus data */
 
@@ -86,7 +91,8 @@ typedef struct msg_limits {
 typedef struct msg_in {
     msg_type type;
     char topic[MSG_TOPIC_MAX + 1]; /* subscribe, unsubscribe, publish; rpc: the method */
-    int64_t since;                 /* subscribe: 0..2^53, or -1 when absent */
+    int64_t since;                 /* subscribe: 0..2^53, MSG_SINCE_LAST, or -1 when absent */
+    bool latest;                   /* subscribe: "mode": "latest" (conflation) */
     char id[MSG_ID_JSON_MAX + 1];  /* JSON text of "id" as sent ("7", "\"a\""), "" if absent */
     char *token;                   /* auth, refresh: 1..max_token bytes */
     size_t token_len;

@@ -264,6 +264,13 @@ void wsc_frame_unref(wsc_frame *f)
 
 size_t wsc_frame_size(const wsc_frame *f) { return f->len; }
 
+const uint8_t *wsc_frame_payload(const wsc_frame *f, size_t *len)
+{
+    if (f->hl == 0 || f->hl > f->len) return NULL;
+    *len = f->len - f->hl;
+    return f->bytes + f->hl;
+}
+
 /* ---- connection bookkeeping ---------------------------------------------------------- */
 
 static void conn_on_io(loop_io *io, uint32_t events);

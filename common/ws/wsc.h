@@ -57,6 +57,9 @@ void wsc_frame_set_deflated(wsc_frame *f, wsc_frame *deflated);
 wsc_frame *wsc_frame_ref(wsc_frame *f);
 void wsc_frame_unref(wsc_frame *f);        /* NULL ok */
 size_t wsc_frame_size(const wsc_frame *f); /* bytes on the wire */
+/* f's payload (uncompressed, as made; not NUL-terminated) and its length in *len; NULL when
+ * f is not one whole data frame (its header could not be read). Valid while f is held. */
+const uint8_t *wsc_frame_payload(const wsc_frame *f, size_t *len);
 
 typedef struct wsc_handlers {
     void *ud;

@@ -47,7 +47,7 @@ static struct {
         presence_ttl, max_per_user, inbox_hold_ms, deflate_min, stall_ms, pub_rate, pub_burst,
         user_pub_rate, user_pub_burst, keys_refresh_s, tls_hs_ms, rpc_timeout_ms, rpc_inflight,
         max_rpc_reply, client_age_s, client_bytes, dedup_window_s, pub_inflight, hook_timeout_ms,
-        hook_inflight;
+        hook_inflight, conflate_after;
     long api_threads, api_queue, api_max_request, api_max_data, api_topics, api_history,
         api_timeout_ms, api_gather_ms; /* the server API (api.h) */
 } cfg;
@@ -183,6 +183,11 @@ static const cfg_opt options[] = {
     {"EDGE_OUTBOUND_LIMIT", CFG_INT, "1048576",
      "bytes queued for one client before it is closed 4008", 0, 4096, 1073741824,
      &cfg.outbound_limit},
+    {"EDGE_CONFLATE_AFTER", CFG_INT, "65536",
+     "subscriptions with mode \"latest\": while more than this many bytes wait to be written "
+     "to the client, their topic's newest event replaces the one waiting before it (told as "
+     "\"skipped\") instead of queuing (below EDGE_OUTBOUND_LIMIT)", 0, 0, 1073741824,
+     &cfg.conflate_after},
     {"EDGE_RATE_LIMIT", CFG_INT, "50", "client messages per second (over: 4029)", 0, 1,
      1000000, &cfg.rate_limit},
     {"EDGE_RATE_BURST", CFG_INT, "100", "client messages in a burst", 0, 1, 1000000,
@@ -536,6 +541,14 @@ int main(int argc, char **argv)
                 cfg.max_publish);
         return 2;
     }
+    if (cfg.conflate_after >= cfg.outbound_limit) {
+        fprintf(stderr,
+                "edge: config: EDGE_CONFLATE_AFTER: must be below EDGE_OUTBOUND_LIMIT "
+                "(%ld), or conflation would start only after the client is closed "
+                "4008\n",
+                cfg.outbound_limit);
+        return 2;
+    }
     if (strcmp(cfg.stream, cfg.inbox_stream) == 0) {
         fprintf(stderr, "edge: config: HISTORY_INBOX_STREAM: must differ from HISTORY_STREAM "
                         "(inboxes are kept apart from topic traffic)\n");
@@ -623,6 +636,7 @@ int main(int argc, char **argv)
         .max_per_user = cfg.max_per_user,
         .inbox_hold_ms = cfg.inbox_hold_ms,
         .stall_ms = cfg.stall_ms,
+        .conflate_after = (size_t)cfg.conflate_after,
         .query_token = cfg.query_token != 0,
         .publish_rate = (double)cfg.pub_rate,
         .publish_burst = (double)cfg.pub_burst,

@@ -102,6 +102,97 @@ static void uncork_settled(wstate *ws)
     }
 }
 
+/* ---- conflation (subscribe mode "latest") ----------------------------------------------
+ * While a connection has more than conflate_after bytes unsent, the newest event of each of
+ * its "latest" topics waits in its subscription (one frame, counted in the outbound bound)
+ * and replaces the one that waited before it, which is counted as skipped. before_sleep
+ * sends what waits once the queue is back under the mark, with "skipped":N, so the client
+ * knows how many it did not get. Other subscriptions keep the bound's rule (4008). */
+static void conflated_link(session *s)
+{
+    wstate *ws = s->ws;
+    if (s->conflated) return;
+    s->conflated = true;
+    s->prev_conflated = NULL;
+    s->next_conflated = ws->conflated;
+    if (ws->conflated) ws->conflated->prev_conflated = s;
+    ws->conflated = s;
+}
+
+static void conflated_unlink(session *s)
+{
+    wstate *ws = s->ws;
+    if (!s->conflated) return;
+    if (s->prev_conflated)
+        s->prev_conflated->next_conflated = s->next_conflated;
+    else
+        ws->conflated = s->next_conflated;
+    if (s->next_conflated) s->next_conflated->prev_conflated = s->prev_conflated;
+    s->conflated = false;
+}
+
+bool session_conflate(sub_rec *rec, wsc_frame *f)
+{
+    session *s = rec->s;
+    if (!rec->pending && wsc_conn_queued(s->c) <= s->ws->ctx->cfg.conflate_after) return false;
+    if (rec->pending) { /* the newer one replaces it */
+        session_conflate_drop(rec);
+        rec->skipped++;
+        metric_inc(session_m.conflated);
+    }
+    if (wsc_conn_hold(s->c, wsc_frame_size(f)) != 0) return true; /* closed: too slow */
+    rec->pending = wsc_frame_ref(f);
+    conflated_link(s);
+    return true;
+}
+
+void session_conflate_drop(sub_rec *rec)
+{
+    if (!rec->pending) return;
+    wsc_conn_unhold(rec->s->c, wsc_frame_size(rec->pending));
+    wsc_frame_unref(rec->pending);
+    rec->pending = NULL;
+}
+
+/* f's event with ,"skipped":n before its closing brace (a new frame; NULL: f as it is). */
+static wsc_frame *event_with_skipped(wsc_frame *f, uint32_t n)
+{
+    size_t len;
+    const uint8_t *p = wsc_frame_payload(f, &len);
+    if (!p || len < 2 || p[len - 1] != '}') return NULL;
+    char tail[40];
+    int tl = snprintf(tail, sizeof tail, ",\"skipped\":%u}", n);
+    uint8_t *out;
+    wsc_frame *e = wsc_frame_alloc(WS_OP_TEXT, len - 1 + (size_t)tl, &out);
+    if (!e) return NULL;
+    memcpy(out, p, len - 1);
+    memcpy(out + len - 1, tail, (size_t)tl);
+    return e;
+}
+
+/* Sends what waits for sessions whose queue is under the mark again. */
+static void conflated_flush(wstate *ws)
+{
+    size_t mark = ws->ctx->cfg.conflate_after;
+    for (session *s = ws->conflated, *next; s; s = next) {
+        next = s->next_conflated;
+        if (wsc_conn_queued(s->c) > mark) continue;
+        conflated_unlink(s);
+        for (int i = 0; i < s->nsubs; i++) {
+            sub_rec *rec = s->subs[i];
+            wsc_frame *f = rec->pending;
+            if (!f) continue;
+            wsc_frame_ref(f);
+            session_conflate_drop(rec);
+            wsc_frame *e = rec->skipped ? event_with_skipped(f, rec->skipped) : NULL;
+            rec->skipped = 0;
+            if (wsc_conn_send_event(s->c, e ? e : f) == 0) metric_inc(session_m.deliveries);
+            wsc_frame_unref(e);
+            wsc_frame_unref(f);
+        }
+    }
+}
+
 static int sub_add(session *s, enum fab_kind kind, const char *name)
 {
     if (s->nsubs == s->capsubs) {
@@ -301,6 +392,7 @@ typedef struct rpc_pending {
     rpc_call *call;
     uint8_t kind;  /* enum pending_kind */
     int64_t since; /* P_HOOK_SUB: the subscribe's since */
+    bool latest;   /* P_HOOK_SUB: its mode "latest" */
     char *topic;   /* P_HOOK_SUB, P_HOOK_PUB */
     char *data;    /* P_HOOK_PUB: the client's data */
     size_t data_len;
@@ -643,7 +735,8 @@ static void refuse(session *s, const char *id, const char *why, const char *dflt
     reply_error(s, id, "forbidden", msg);
 }
 
-static void subscribe_now(session *s, const char *topic, int64_t since, const char *id);
+static void subscribe_now(session *s, const char *topic, int64_t since, bool latest,
+                          const char *id);
 
 /* hooks.subscribe's answer: {"allow":true,"ttl_s":N} or {"allow":false,"reason":...}. */
 static void hook_sub_done(void *ud, int result, const bus_msg *reply)
@@ -664,7 +757,7 @@ static void hook_sub_done(void *ud, int result, const bus_msg *reply)
         if (t > 0)
             hook_cache_put(s->ws, s->user, p->topic,
                            loop_now(wsc_worker_loop(wsc_conn_worker(s->c))) + (uint64_t)t * 1000);
-        subscribe_now(s, p->topic, p->since, p->id);
+        subscribe_now(s, p->topic, p->since, p->latest, p->id);
     } else {
         refuse(s, p->id, why, "the back end refused this subscription");
     }
@@ -797,8 +890,9 @@ static void on_publish(session *s, msg_in *m)
     publish_now(s, m->topic, m->data, m->data_len, m->id);
 }
 
-/* Joins topic (allowed by the token or a hook), then the replay since asked for. */
-static void subscribe_now(session *s, const char *topic, int64_t since, const char *id)
+/* Joins topic (allowed by the token or a hook), then the replay since asked for (since
+ * MSG_SINCE_LAST: the topic's last event; -1: what the namespace says). */
+static void subscribe_now(session *s, const char *topic, int64_t since, bool latest, const char *id)
 {
     char out[REPLY_MAX], key[300];
     snprintf(key, sizeof key, "e:%s", topic);
@@ -814,10 +908,11 @@ static void subscribe_now(session *s, const char *topic, int64_t since, const ch
         }
         i = s->nsubs - 1;
     }
+    s->subs[i]->latest = latest;
     session_reply(s, out, msg_subscribed_build(out, sizeof out, topic));
     if (since >= 0)
         catchup_subscribe_since(s->subs[i], (uint64_t)since);
-    else if (ns_find(s->ws->ctx->ns, topic)->latest)
+    else if (since == MSG_SINCE_LAST || ns_find(s->ws->ctx->ns, topic)->latest)
         catchup_subscribe_latest(s->subs[i]);
 }
 
@@ -825,6 +920,12 @@ static void on_subscribe(session *s, msg_in *m)
 {
     char out[REPLY_MAX];
     if (strcmp(m->topic, "user") == 0) { /* the inbox: always there */
+        if (m->since == MSG_SINCE_LAST || m->latest) {
+            reply_error(s, m->id, "bad_message",
+                        "the inbox takes no since \"last\" or mode \"latest\": every message "
+                        "counts");
+            return;
+        }
         session_reply(s, out, msg_subscribed_build(out, sizeof out, m->topic));
         if (m->since >= 0)
             catchup_subscribe_since(s->subs[0], (uint64_t)m->since);
@@ -833,7 +934,7 @@ static void on_subscribe(session *s, msg_in *m)
         return;
     }
     const ns_policy *ns = ns_find(s->ws->ctx->ns, m->topic);
-    if (m->since >= 0 && !ns->history) {
+    if ((m->since >= 0 || m->since == MSG_SINCE_LAST) && !ns->history) {
         reply_error(s, m->id, "history_off", "this topic's namespace keeps no replay");
         return;
     }
@@ -841,13 +942,14 @@ static void on_subscribe(session *s, msg_in *m)
         uint64_t now = loop_now(wsc_worker_loop(wsc_conn_worker(s->c)));
         if (hook_cache_ok(s->ws, s->user, m->topic, now)) {
             metric_inc(session_m.hook_cached);
-            subscribe_now(s, m->topic, m->since, m->id);
+            subscribe_now(s, m->topic, m->since, m->latest, m->id);
             return;
         }
         rpc_pending *p = pending_new(s, m->id, P_HOOK_SUB);
         json_t *body = p ? json_pack("{s:s, s:s}", "user", s->user, "topic", m->topic) : NULL;
         if (p) {
             p->since = m->since;
+            p->latest = m->latest;
             p->topic = strdup(m->topic);
         }
         char what[160]; /* hooks.subscribe.<topic>: a service answers for its prefix */
@@ -856,7 +958,7 @@ static void on_subscribe(session *s, msg_in *m)
             if (!p || !p->topic) json_decref(body);
             metric_inc(session_m.hook_failed);
             if (p && p->topic && ns->fail_open)
-                subscribe_now(s, m->topic, m->since, m->id);
+                subscribe_now(s, m->topic, m->since, m->latest, m->id);
             else
                 reply_error(s, m->id, "unavailable", "the back end's check is unavailable");
             pending_free(p);
@@ -867,7 +969,7 @@ static void on_subscribe(session *s, msg_in *m)
         reply_error(s, m->id, "forbidden", "topic not allowed by the token");
         return;
     }
-    subscribe_now(s, m->topic, m->since, m->id);
+    subscribe_now(s, m->topic, m->since, m->latest, m->id);
 }
 
 static void on_refresh(session *s, msg_in *m)
@@ -999,6 +1101,7 @@ static void on_closed_free(session *s)
     json_decref(s->claims_hold);
     if (s->awaiting) unlink_awaiting(s);
     session_uncork(s, false);
+    conflated_unlink(s);
     if (s->registered) presence_remove(s->ws->ctx->pres, s->user, wsc_conn_id(s->c));
     assert(!s->corked && !s->awaiting);
     while (s->nsubs > 0) sub_remove(s, s->nsubs - 1);
@@ -1368,6 +1471,7 @@ static void before_sleep(wsc_worker *w)
     fab_port_settle(ws->port); /* new subscriptions of this iteration: the settler confirms */
     uncork_settled(ws);
     drain_port(ws); /* what came since the last wake-up, without waiting for it */
+    if (ws->conflated) conflated_flush(ws);
 }
 
 static int on_worker_start(wsc_worker *w, void *ud)
@@ -1484,6 +1588,10 @@ void session_handlers(session_ctx *ctx, wsc_handlers *h)
     session_m.hook_denied = metrics_counter("sc_edge_hooks_total", "result=\"denied\"", hook_help);
     session_m.hook_failed = metrics_counter("sc_edge_hooks_total", "result=\"failed\"", hook_help);
     session_m.hook_cached = metrics_counter("sc_edge_hooks_total", "result=\"cached\"", hook_help);
+    session_m.conflated =
+        metrics_counter("sc_edge_conflated_total", NULL,
+                        "events of mode \"latest\" subscriptions replaced by a newer one "
+                        "while their client was behind (told to it as skipped)");
     session_m.publish_dups =
         metrics_counter("sc_edge_publish_duplicates_total", NULL,
                         "client publishes with an id the store had already (kept once)");

@@ -42,6 +42,7 @@ typedef struct session_cfg {
     long max_per_user;           /* connections per user, all edges (0: no limit) */
     long inbox_hold_ms;          /* inbox events held after connect for a subscribe {user,since} */
     long stall_ms;               /* a replay that cannot send for this long: closed 4008 */
+    size_t conflate_after;       /* mode "latest": over this many unsent bytes, conflate */
     bool query_token;            /* accept ?access_token= in the handshake (RFC 6750 2.3) */
     double publish_rate;         /* client publish bytes a second per connection ... */
     double publish_burst;        /* ... and at once (>= max_publish) */

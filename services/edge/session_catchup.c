@@ -261,6 +261,7 @@ void catchup_deliver(wstate *ws, const char *key, wsc_frame *f, uint64_t seq, ui
     for (uint32_t i = 0; i < t->n; i++) {
         sub_rec *rec = t->members[i];
         if (seq && !catchup_live_accept(rec, f, seq, prev)) continue;
+        if ((rec->latest || rec->pending) && session_conflate(rec, f)) continue;
         if (wsc_conn_send_event(rec->s->c, f) == 0) metric_inc(session_m.deliveries);
     }
 }

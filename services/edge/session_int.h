@@ -46,6 +46,10 @@ typedef struct sub_rec {
     uint32_t idx;
     seq_pos pos;
     struct catchup *cu; /* a replay running for this subscription, or NULL */
+    bool latest;        /* subscribe mode "latest": conflated while the client is behind */
+    uint32_t skipped;   /* events replaced while one waits in pending (told to the client) */
+    wsc_frame *pending; /* the newest event, waiting for the queue to drain (held in the
+                         * connection's bound: wsc_conn_hold), or NULL */
 } sub_rec;
 
 /* A subscription's replay. Seam mode (until 0): from the subscription's last position up
@@ -71,9 +75,10 @@ typedef struct wstate {
     loop_io port_io;
     pthread_mutex_t vlock; /* verdicts from the presence thread */
     struct verdict *verdicts;
-    struct session *awaiting; /* sessions waiting for their presence verdict */
-    struct session *corked;   /* sessions whose writes wait for NATS (fab_port_settled) */
-    uint64_t uncorked_upto;   /* fab_port_settled when the corked list was last walked */
+    struct session *awaiting;  /* sessions waiting for their presence verdict */
+    struct session *corked;    /* sessions whose writes wait for NATS (fab_port_settled) */
+    struct session *conflated; /* sessions with a subscription's event in pending */
+    uint64_t uncorked_upto;    /* fab_port_settled when the corked list was last walked */
     tentry *buckets[MAP_BUCKETS];
     perms_table perms;
     struct hook_ok *hook_cache[HOOK_CACHE_BUCKETS]; /* subscribes a hook allowed, until when */
@@ -94,6 +99,8 @@ typedef struct session {
     struct session *next_corked, *prev_corked;
     bool corked; /* its writes wait until fab_port_settled reaches cork_seq */
     uint64_t cork_seq;
+    struct session *next_conflated, *prev_conflated;
+    bool conflated;            /* in ws->conflated: some subscription has an event pending */
     bool registered;           /* presence_add done: presence_remove at close */
     uint64_t inbox_hold_until; /* loop ms: inbox events are held until then (0: not held) */
     char *user;                /* token sub; NULL until authenticated */
@@ -123,12 +130,19 @@ typedef struct session {
 extern struct session_metrics {
     metric *auth_ok, *deliveries, *publishes, *rate_closes, *gaps, *dups, *quota_refused;
     metric *rpc_ok, *rpc_error, *rpc_timeout, *rpc_no_responders, *rpc_refused, *rpc_busy;
-    metric *publish_dups;
+    metric *publish_dups, *conflated;
     metric *hook_allowed, *hook_denied, *hook_failed, *hook_cached;
 } session_m;
 
 /* session.c: sends a reply of n bytes (n <= 0: nothing, the builder failed). */
 void session_reply(session *s, const char *text, int n);
+
+/* session.c: conflation (mode "latest"). True when f is kept in rec->pending (or dropped:
+ * the connection is being closed as too slow) instead of going out now: rec already waits,
+ * or its connection has more than conflate_after bytes unsent. */
+bool session_conflate(sub_rec *rec, wsc_frame *f);
+/* Drops what waits in rec->pending (the subscription ends). */
+void session_conflate_drop(sub_rec *rec);
 
 /* session_map.c. Joining may subscribe the worker to key on NATS: *wait is then the fabric's
  * ticket to wait for (fab_watch; 0: NATS has the subscription). Leaving cancels the

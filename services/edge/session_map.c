@@ -89,6 +89,7 @@ void smap_leave(wstate *ws, sub_rec *r)
         replay_cancel(r->cu->r);
         catchup_free(r->cu);
     }
+    session_conflate_drop(r);
     t->members[r->idx] = t->members[--t->n];
     t->members[r->idx]->idx = r->idx;
     free(r);

@@ -165,6 +165,30 @@ async function main() {
       return (await li.textContent()).trim();
     });
 
+    await step("the page's client (clients/js): rpc, publish acked once, presence", async () => {
+      const r = await page.evaluate(async () => {
+        const sc = window.sidecastDemo.client;
+        const id = "e2e-" + Date.now() + "-" + Math.random().toString(16).slice(2);
+        const quote = await sc.rpc("prices.quote", { symbol: "BTC" });
+        const first = await sc.publish("chat.e2e", { text: "hello from the page" }, { id });
+        const again = await sc.publish("chat.e2e", { text: "hello from the page" }, { id });
+        const refused = await sc.publish("prices.BTC", { price: 1 }).then(() => null, (e) => e.code);
+        let presence = null;
+        for (let i = 0; i < 50; i++) { // Redis has the connection a moment after the welcome
+          presence = await sc.presence();
+          if (presence.connections.some((c) => c.conn_id === sc.connId)) break;
+          await new Promise((res) => setTimeout(res, 100));
+        }
+        return { quote, first, again, refused, presence, connId: sc.connId };
+      });
+      if (!(r.quote && r.quote.symbol === "BTC" && r.quote.price > 0)) throw new Error("rpc: " + JSON.stringify(r.quote));
+      if (r.first.duplicate !== false || r.again.duplicate !== true) throw new Error("acks: " + JSON.stringify([r.first, r.again]));
+      if (r.refused !== "forbidden") throw new Error("publish to prices.BTC: " + r.refused);
+      if (!r.presence.connections.some((c) => c.conn_id === r.connId)) throw new Error("presence: " + JSON.stringify(r.presence));
+      return `quote ${r.quote.price}, ack duplicate ${r.first.duplicate} then ${r.again.duplicate}, ` +
+        `presence ${r.presence.count} connection(s)`;
+    });
+
     await step("token expiry countdown and in-band refresh", async () => {
       const before = Number(await page.getAttribute("#expiry", "data-expires-at"));
       const text = await page.textContent("#expiry");

@@ -45,6 +45,7 @@ ENV = {
         "EDGE_TLS_CERT": os.path.join(DEV, "tls.pem"),
         "EDGE_TLS_KEY": os.path.join(DEV, "tls.key"),
         "EDGE_PUBLIC_URL": WSS,
+        "JWT_DEFAULT_RPC_METHODS": "prices.*",  # the page's client calls prices.quote
         "ALLOWED_ORIGINS": "https://localhost:%d,https://127.0.0.1:%d" % (GW_TLS_PORT,
                                                                          GW_TLS_PORT),
     },

@@ -123,6 +123,13 @@ TEST(parse_since_errors)
         "{\"type\":\"subscribe\",\"topic\":\"a\",\"since\":\"5\"}",
         "{\"type\":\"subscribe\",\"topic\":\"a\",\"since\":true}",
         "{\"type\":\"subscribe\",\"topic\":\"a\",\"since\":[1]}",
+        "{\"type\":\"subscribe\",\"topic\":\"a\",\"since\":\"Last\"}",
+        "{\"type\":\"subscribe\",\"topic\":\"a\",\"since\":\"last\\u0000\"}",
+        "{\"type\":\"subscribe\",\"topic\":\"a\",\"mode\":\"all\"}",
+        "{\"type\":\"subscribe\",\"topic\":\"a\",\"mode\":\"latest \"}",
+        "{\"type\":\"subscribe\",\"topic\":\"a\",\"mode\":\"latest\\u0000\"}",
+        "{\"type\":\"subscribe\",\"topic\":\"a\",\"mode\":1}",
+        "{\"type\":\"subscribe\",\"topic\":\"a\",\"since\":\"last\",\"mode\":true}",
     };
     msg_in m;
 
@@ -132,8 +139,37 @@ TEST(parse_since_errors)
         CHECK(m.error != NULL);
         CHECK_STR(m.topic, ""); /* nothing half-filled is left behind */
         CHECK_EQ_INT(m.since, -1);
+        CHECK(!m.latest);
         msg_in_clear(&m);
     }
+}
+
+/* since "last" (the topic's latest event first) and mode "latest" (conflation) */
+TEST(parse_since_last_and_mode_latest)
+{
+    msg_in m;
+
+    REQUIRE(parse("{\"type\":\"subscribe\",\"topic\":\"a\",\"since\":\"last\"}", &m) == SC_OK);
+    CHECK_EQ_INT(m.since, MSG_SINCE_LAST);
+    CHECK(!m.latest);
+    msg_in_clear(&m);
+
+    REQUIRE(parse("{\"type\":\"subscribe\",\"topic\":\"a\",\"mode\":\"latest\"}", &m) == SC_OK);
+    CHECK_EQ_INT(m.since, -1);
+    CHECK(m.latest);
+    msg_in_clear(&m);
+    CHECK(!m.latest); /* cleared */
+
+    REQUIRE(parse("{\"type\":\"subscribe\",\"topic\":\"a\",\"since\":7,\"mode\":null}", &m) ==
+            SC_OK);
+    CHECK_EQ_INT(m.since, 7);
+    CHECK(!m.latest);
+    msg_in_clear(&m);
+
+    /* mode belongs to subscribe: elsewhere it is an unknown member, ignored */
+    REQUIRE(parse("{\"type\":\"unsubscribe\",\"topic\":\"a\",\"mode\":\"latest\"}", &m) == SC_OK);
+    CHECK(!m.latest);
+    msg_in_clear(&m);
 }
 
 TEST(parse_unsubscribe)
