@@ -47,6 +47,7 @@ typedef struct sub {
     uint64_t last_seq; /* 0: none */
     int64_t id;        /* of the subscribe sent on this connection */
     bool resuming;     /* sent with since */
+    int flags;         /* SC_CLIENT_SUB_FROM_LAST, SC_CLIENT_SUB_LATEST */
 } sub;
 
 struct sc_client {
@@ -260,12 +261,20 @@ static int send_subscribe(sc_client *c, sub *s)
     s->id = c->next_id++;
     s->resuming = s->last_seq > 0;
     int n = sc_wire_subscribe(msg, sizeof msg, s->topic, s->id,
-                              s->last_seq > 0 ? (int64_t)s->last_seq : -1);
+                              s->last_seq > 0 ? (int64_t)s->last_seq : -1,
+                              (s->flags & SC_CLIENT_SUB_FROM_LAST) != 0,
+                              (s->flags & SC_CLIENT_SUB_LATEST) != 0);
     return n < 0 ? n : sc_conn_send_text(c->conn, msg, (size_t)n);
 }
 
 int sc_client_subscribe(sc_client *c, const char *topic, uint64_t since_seq)
 {
+    return sc_client_subscribe_opts(c, topic, since_seq, 0);
+}
+
+int sc_client_subscribe_opts(sc_client *c, const char *topic, uint64_t since_seq, int flags)
+{
+    if (flags & ~(SC_CLIENT_SUB_FROM_LAST | SC_CLIENT_SUB_LATEST)) return -EINVAL;
     if (!topic || !sc_wire_topic_valid(topic) || since_seq > (1ULL << 53)) return -EINVAL;
     if (sub_find(c, topic)) return -EEXIST;
     for (int i = 0; i < c->cfg.max_subs; i++) {
@@ -275,6 +284,7 @@ int sc_client_subscribe(sc_client *c, const char *topic, uint64_t since_seq)
         s->used = true;
         snprintf(s->topic, sizeof s->topic, "%s", topic);
         s->last_seq = since_seq;
+        s->flags = flags;
         if (c->ready) send_subscribe(c, s); /* a failure shows as a drop: resent then */
         return 0;
     }
@@ -598,7 +608,13 @@ static void on_message(void *ud, const char *text, size_t len)
             s->last_seq = (uint64_t)m.seq;
         }
         if (c->cfg.on_event) {
-            sc_client_event ev = {m.topic, (uint64_t)m.seq, m.data, m.data_len, text, len};
+            sc_client_event ev = {.topic = m.topic,
+                                  .seq = (uint64_t)m.seq,
+                                  .data = m.data,
+                                  .data_len = m.data_len,
+                                  .json = text,
+                                  .json_len = len,
+                                  .skipped = (uint64_t)m.skipped};
             c->cfg.on_event(c->cfg.ud, &ev);
         }
         break;

@@ -219,6 +219,8 @@ int sc_wire_parse(const char *text, size_t len, sc_wire_msg *m)
         json_t *seq = json_object_get(o, "seq");
         if (!topic || !json_is_integer(seq) || json_integer_value(seq) < 0) goto out;
         m->seq = json_integer_value(seq);
+        json_t *sk = json_object_get(o, "skipped");
+        if (json_is_integer(sk) && json_integer_value(sk) > 0) m->skipped = json_integer_value(sk);
         if (!json_object_get(o, "data")) {
             m->data = "null";
             m->data_len = 4;
@@ -273,16 +275,17 @@ static int put(char *out, size_t cap, size_t *at, const char *s, size_t n)
     return 0;
 }
 
-int sc_wire_subscribe(char *out, size_t cap, const char *topic, int64_t id, int64_t since)
+int sc_wire_subscribe(char *out, size_t cap, const char *topic, int64_t id, int64_t since,
+                      bool since_last, bool latest)
 {
     if (!sc_wire_topic_valid(topic)) return -EINVAL;
-    int n = since >= 0
-                ? snprintf(out, cap,
-                           "{\"type\":\"subscribe\",\"topic\":\"%s\",\"id\":%" PRId64
-                           ",\"since\":%" PRId64 "}",
-                           topic, id, since)
-                : snprintf(out, cap, "{\"type\":\"subscribe\",\"topic\":\"%s\",\"id\":%" PRId64 "}",
-                           topic, id);
+    char sin[40] = "";
+    if (since >= 0)
+        snprintf(sin, sizeof sin, ",\"since\":%" PRId64, since);
+    else if (since_last)
+        snprintf(sin, sizeof sin, ",\"since\":\"last\"");
+    int n = snprintf(out, cap, "{\"type\":\"subscribe\",\"topic\":\"%s\",\"id\":%" PRId64 "%s%s}",
+                     topic, id, sin, latest ? ",\"mode\":\"latest\"" : "");
     return n < 0 || (size_t)n >= cap ? -ENOSPC : n;
 }
 

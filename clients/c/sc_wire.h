@@ -70,6 +70,7 @@ typedef struct sc_wire_msg {
     int64_t oldest;     /* error history_gone: the oldest retained seq, 0 when absent */
     int64_t expires_at; /* welcome, token_expiring, refreshed */
     bool duplicate;     /* ack: the store had this id already */
+    int64_t skipped;    /* event (mode latest): the topic's events skipped before it */
     char conn_id[64];   /* welcome */
     char edge[128];     /* welcome */
     const char *data;   /* event, rpc_result: the raw JSON text of "data" */
@@ -84,7 +85,9 @@ int sc_wire_parse(const char *text, size_t len, sc_wire_msg *m);
 /* Encoders of the client's messages into out (cap bytes, NUL-terminated). Each returns the
  * length, or -ENOSPC when it does not fit, -EINVAL for a bad topic or data that is not one
  * JSON value. since < 0: left out. */
-int sc_wire_subscribe(char *out, size_t cap, const char *topic, int64_t id, int64_t since);
+/* since_last: "since":"last" (when since < 0); latest: "mode":"latest". */
+int sc_wire_subscribe(char *out, size_t cap, const char *topic, int64_t id, int64_t since,
+                      bool since_last, bool latest);
 int sc_wire_unsubscribe(char *out, size_t cap, const char *topic);
 /* id: the publish id's value (a JSON string is written); data: JSON text. */
 int sc_wire_publish(char *out, size_t cap, const char *topic, const char *id, const char *data,

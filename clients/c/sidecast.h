@@ -72,6 +72,7 @@ typedef struct sc_client_event {
     size_t data_len;
     const char *json; /* the whole event message as the edge sent it */
     size_t json_len;
+    uint64_t skipped; /* SC_CLIENT_SUB_LATEST: the topic's events skipped before this one */
 } sc_client_event;
 
 /* The token provider: called at start (before the first connect), on token_expiring (and
@@ -159,6 +160,21 @@ int sc_client_set_token(sc_client *c, const char *token);
  * was seen; since_seq > 0 starts from that position, 0 from now). 0, -EINVAL (bad topic),
  * -EEXIST, -ENOBUFS (max_subs). */
 int sc_client_subscribe(sc_client *c, const char *topic, uint64_t since_seq);
+
+/* Options of sc_client_subscribe_opts (flags, or-ed). */
+enum {
+    /* With no position yet: the topic's latest retained event first, then live ones
+     * (since "last"). Once an event was seen, reconnects resume from its seq as always. */
+    SC_CLIENT_SUB_FROM_LAST = 1,
+    /* Conflation (mode "latest"): when the connection falls behind, older undelivered events
+     * of the topic give way to the newest, which tells how many were skipped
+     * (sc_client_event.skipped), instead of the edge closing the connection (4008). */
+    SC_CLIENT_SUB_LATEST = 2,
+};
+
+/* sc_client_subscribe with options (flags above). 0, or as sc_client_subscribe; -EINVAL for
+ * an unknown flag. */
+int sc_client_subscribe_opts(sc_client *c, const char *topic, uint64_t since_seq, int flags);
 
 /* Removes a subscription. 0, -ENOENT. */
 int sc_client_unsubscribe(sc_client *c, const char *topic);

@@ -47,7 +47,7 @@ static void encoders(const char *in, size_t n)
     } else if (k != -EINVAL && k != -ENOSPC) {
         abort();
     }
-    k = sc_wire_subscribe(out, sizeof out, topic, 7, (int64_t)(dl & 0xffff) - 1);
+    k = sc_wire_subscribe(out, sizeof out, topic, 7, (int64_t)(dl & 0xffff) - 1, dl & 1, dl & 2);
     if (k >= 0) {
         msg_in m = {0};
         if (msg_parse(out, (size_t)k, NULL, &m) != SC_OK || m.type != MSG_SUBSCRIBE ||

@@ -110,11 +110,18 @@ def start(*args):
 
 
 def finish(p, timeout=30):
-    """Waits for the probe to end; its stdout lines (it must have ended cleanly)."""
-    out, err = p.communicate(timeout=timeout)
+    """Waits for the probe to end; its stdout lines (it must have ended cleanly). Reads
+    through p.stdout itself: communicate() would read the raw pipe and lose what readline()
+    (read_until) had already buffered."""
+    err = []
+    t = threading.Thread(target=lambda: err.append(p.stderr.read()), daemon=True)
+    t.start()
+    out = p.stdout.read()  # to EOF: the probe ends (its --timeout, the watchdog bound it)
+    t.join(timeout)
+    p.wait(timeout)
     lines = out.decode().splitlines()
-    assert p.returncode == 0 and lines and lines[-1].startswith("done"), (p.returncode, lines,
-                                                                          err.decode())
+    assert p.returncode == 0 and lines and lines[-1].startswith("done"), (
+        p.returncode, lines, (err[0] if err else b"").decode())
     return lines
 
 
@@ -244,6 +251,39 @@ def test_a_position_no_longer_retained_is_reported_as_a_gap(st):
     assert len(evs) >= 5 and evs[0][0] >= oldest and evs[0][1] >= 1, evs
     assert_complete(evs, "prices.XC6")
     assert lines[-1] == "done 0", lines
+
+
+def test_since_last_then_live_with_mode_latest(st):
+    """SC_CLIENT_SUB_FROM_LAST (since "last"): the topic's latest retained event first, then
+    live ones in order; with SC_CLIENT_SUB_LATEST (mode "latest") beside it, which a client
+    that keeps up never notices (nothing skipped)."""
+    tf = TokenFile(st)
+    nc = natspub.Nats(st.nats_url)
+    for i in range(1, 4):
+        nc.pub("events.prices.XC7", {"n": -i})
+    nc.flush()
+    nc.close()
+    p = start("--url", st.edge_url_of("edge1"), "--token-file", tf.path,
+              "--sub", "prices.XC7@last+latest", "--events", 4, "--timeout", 30)
+    lines = []
+    pub = None
+    try:
+        # the latest retained event comes first, before anything is published live
+        assert read_until(p, lines, lambda ls: events(ls, "prices.XC7"), 20), lines
+        pub = Publisher(st, "events.prices.XC7")
+        lines += finish(p)
+    finally:
+        if pub:
+            pub.stop()
+        if p.poll() is None:
+            p.kill()
+        tf.stop()
+    evs = events(lines, "prices.XC7")
+    print("  prices.XC7: n = %s" % [n for _, n in evs])
+    assert evs[0][1] == -3, evs  # the latest retained one, not the two before it
+    assert [n for _, n in evs[1:]] == list(range(evs[1][1], evs[1][1] + len(evs) - 1)), evs
+    assert evs[1][1] >= 1 and [s for s, _ in evs] == sorted(s for s, _ in evs), evs
+    assert "sub prices.XC7 live - 0" in lines and lines[-1] == "done 0", lines
 
 
 def test_token_provider_gives_up(st):

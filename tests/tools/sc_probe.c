@@ -2,7 +2,8 @@
  * client, driven as an event loop (sc_client_fd / sc_client_timeout_ms / sc_client_step) or,
  * with --blocking, by sc_client_run; prints one line per thing the library reports.
  *
- *   sc_probe --url WS [--url WS2] --token-file F [--cacert F] [--sub TOPIC[@SINCE]]...
+ *   sc_probe --url WS [--url WS2] --token-file F [--cacert F] [--sub
+ * TOPIC[@SINCE|@last][+latest]]...
  *            [--events N] [--publish TOPIC JSON ID|-]... [--rpc METHOD JSON]...
  *            [--timeout S] [--blocking] [--base-ms MS]
  *
@@ -158,13 +159,22 @@ int main(int argc, char **argv)
     for (int i = 0; i < nsubs; i++) {
         char topic[200];
         snprintf(topic, sizeof topic, "%s", subs[i]);
+        int flags = 0;
+        char *plus = strstr(topic, "+latest");
+        if (plus) {
+            *plus = '\0';
+            flags |= SC_CLIENT_SUB_LATEST;
+        }
         char *at = strchr(topic, '@');
         uint64_t since = 0;
         if (at) {
             *at = '\0';
-            since = strtoull(at + 1, NULL, 10);
+            if (strcmp(at + 1, "last") == 0)
+                flags |= SC_CLIENT_SUB_FROM_LAST;
+            else
+                since = strtoull(at + 1, NULL, 10);
         }
-        rc = sc_client_subscribe(client, topic, since);
+        rc = sc_client_subscribe_opts(client, topic, since, flags);
         if (rc < 0) printf("subscribe %s %d\n", topic, rc);
     }
     /* queued before the connection exists: sent once it is ready */

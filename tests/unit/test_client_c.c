@@ -85,6 +85,7 @@ TEST(parse_event_keeps_raw_data)
     REQUIRE(sc_wire_parse(sk, strlen(sk), &m) == 0);
     snprintf(d, sizeof d, "%.*s", (int)m.data_len, m.data);
     CHECK_STR(d, "[\"]}\",{}]");
+    CHECK_EQ_INT(m.skipped, 3);
     const char *sc = "{\"type\":\"event\",\"topic\":\"a\",\"seq\":9,\"data\":-1.5e3 ,\"x\":1}";
     REQUIRE(sc_wire_parse(sc, strlen(sc), &m) == 0);
     snprintf(d, sizeof d, "%.*s", (int)m.data_len, m.data);
@@ -145,13 +146,18 @@ TEST(parse_other_messages)
 TEST(encoders)
 {
     char out[256];
-    int n = sc_wire_subscribe(out, sizeof out, "prices.BTC", 3, -1);
+    int n = sc_wire_subscribe(out, sizeof out, "prices.BTC", 3, -1, false, false);
     CHECK_STR(out, "{\"type\":\"subscribe\",\"topic\":\"prices.BTC\",\"id\":3}");
     CHECK_EQ_INT(n, (int)strlen(out));
-    sc_wire_subscribe(out, sizeof out, "user", 4, 99);
+    sc_wire_subscribe(out, sizeof out, "user", 4, 99, false, false);
     CHECK_STR(out, "{\"type\":\"subscribe\",\"topic\":\"user\",\"id\":4,\"since\":99}");
-    CHECK_EQ_INT(sc_wire_subscribe(out, sizeof out, "prices.*", 1, -1), -EINVAL);
-    CHECK_EQ_INT(sc_wire_subscribe(out, 10, "prices.BTC", 1, -1), -ENOSPC);
+    CHECK_EQ_INT(sc_wire_subscribe(out, sizeof out, "prices.*", 1, -1, false, false), -EINVAL);
+    sc_wire_subscribe(out, sizeof out, "prices.BTC", 5, -1, true, true);
+    CHECK_STR(out, "{\"type\":\"subscribe\",\"topic\":\"prices.BTC\",\"id\":5,"
+                   "\"since\":\"last\",\"mode\":\"latest\"}");
+    sc_wire_subscribe(out, sizeof out, "prices.BTC", 6, 12, true, false); /* a position wins */
+    CHECK_STR(out, "{\"type\":\"subscribe\",\"topic\":\"prices.BTC\",\"id\":6,\"since\":12}");
+    CHECK_EQ_INT(sc_wire_subscribe(out, 10, "prices.BTC", 1, -1, false, false), -ENOSPC);
     sc_wire_publish(out, sizeof out, "chat.lobby", "a\"b", "{\"x\":0.1}", 9);
     CHECK_STR(out, "{\"type\":\"publish\",\"topic\":\"chat.lobby\",\"id\":\"a\\\"b\","
                    "\"data\":{\"x\":0.1}}");
@@ -223,6 +229,7 @@ TEST(client_checks_and_bounds_before_connecting)
     CHECK_EQ_INT(sc_client_subscribe(c, "a.b", 0), -EEXIST);
     CHECK_EQ_INT(sc_client_subscribe(c, "a.>", 0), -EINVAL);
     CHECK_EQ_INT(sc_client_subscribe(c, "user", 5), 0);
+    CHECK_EQ_INT(sc_client_subscribe_opts(c, "c", 0, 4), -EINVAL);
     CHECK_EQ_INT(sc_client_subscribe(c, "c", 0), -ENOBUFS);
     CHECK_EQ_INT(sc_client_last_seq(c, "user"), 5);
     CHECK_EQ_INT(sc_client_unsubscribe(c, "a.b"), 0);
