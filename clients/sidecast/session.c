@@ -208,6 +208,7 @@ int cli_lib_create(cli_ctx *c, sc_client_config *cfg, sc_client **out)
     cfg->cafile = c->tls.cafile;
     cfg->token = cli_lib_token;
     int rc = sc_client_create(cfg, out);
+    cfg->urls = NULL; /* copied by the client; the array here is about to go */
     if (rc == -EINVAL) {
         fprintf(stderr, "sidecast: bad edge URL %s (ws:// or wss://)\n", c->edge_url);
         return CLI_EXIT_USAGE;
