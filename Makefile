@@ -62,6 +62,15 @@ BENCH_SRC    := $(wildcard bench/*.c)
 BENCH_BIN    := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 # clients/<name>/*.c -> build/<name> (the CLI: clients/sidecast -> build/sidecast)
 CLIENTS      := $(notdir $(patsubst %/,%,$(dir $(wildcard clients/*/main.c))))
+# The C client library (clients/c, docs/CLIENT-C.md): its own code plus the codec objects it
+# stands on (RFC 6455 frames and handshake, sidecast.v1's JSON checks), so that a program
+# links one archive and what sidecast.pc names (OpenSSL, jansson).
+SCLIB_OBJ    := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out clients/c/example.c,$(wildcard clients/c/*.c)))
+SCLIB_DEPS   := $(patsubst %,$(BUILD)/obj/common/%.o,ws/ws_frame ws/ws_reader ws/utf8 \
+                proto/msg proto/topic err)
+SCLIB_LIBS   := -lssl -lcrypto -ljansson
+PREFIX       ?= /usr/local
+DESTDIR      ?=
 # The CLI's code but its main.c, for unit tests and fuzz targets (build/libcli.a).
 CLI_OBJ      := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out clients/sidecast/main.c,$(wildcard clients/sidecast/*.c)))
 
@@ -81,8 +90,8 @@ endif
 .SECONDARY:
 
 .PHONY: all deps deps-run pkgs-present services demo fuzz fuzz-bins fuzz-build test asan valgrind \
-        unit integration up clean bench fmt help
-all: services $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN)
+        unit integration up clean bench fmt help install
+all: services $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN) $(BUILD)/example-c $(BUILD)/sidecast.pc
 
 # What `make up` runs, and the CLI: nothing that needs the test or bench packages.
 services: $(SERVICES:%=$(BUILD)/%) $(CLIENTS:%=$(BUILD)/%)
@@ -101,6 +110,7 @@ help:
 	@echo "make demo       a scripted CLI walk-through against the stack make up runs"
 	@echo "make bench      benchmarks (results in docs/BENCHMARKS.md)"
 	@echo "make fmt        format every C file as .clang-format says (make test checks it)"
+	@echo "make install    the C client library: header, libsidecast.a, sidecast.pc (PREFIX, DESTDIR)"
 
 deps:
 	@bash scripts/deps.sh all
@@ -149,13 +159,37 @@ $(BUILD)/$(1): $(BUILD)/obj/services/$(1)/main.o $(BUILD)/lib$(1).a $(LIBS_$(1))
 endef
 $(foreach s,$(SERVICES),$(eval $(call SVC_RULES,$(s))))
 
-# A client links the layers under it and no service archive.
+# A client links the C client library, the layers under it and no service archive.
 define CLIENT_RULES
-$(BUILD)/$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard clients/$(1)/*.c)) $(LAYER_LIBS)
+$(BUILD)/$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard clients/$(1)/*.c)) $(BUILD)/libsidecast.a $(LAYER_LIBS)
 	@$(if $(Q),echo "  LINK    $$@")
 	$(Q)$(CC) $(LDFLAGS) -o $$@ $$^ $(LDLIBS)
 endef
 $(foreach c,$(CLIENTS),$(eval $(call CLIENT_RULES,$(c))))
+
+$(BUILD)/libsidecast.a: $(SCLIB_OBJ) $(SCLIB_DEPS)
+	@rm -f $@
+	$(Q)ar rcs $@ $^
+
+$(BUILD)/obj/clients/c/example.o: CFLAGS += -Iclients/c
+# the example program of docs/CLIENT-C.md, linked as a user would: one archive + sidecast.pc
+$(BUILD)/example-c: $(BUILD)/obj/clients/c/example.o $(BUILD)/libsidecast.a
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(SCLIB_LIBS)
+
+# pkg-config file for the default PREFIX (install writes one for the PREFIX it is given;
+# DESTDIR is never in it)
+$(BUILD)/sidecast.pc: clients/c/sidecast.pc.in Makefile
+	@mkdir -p $(dir $@)
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|g' $< >$@
+
+# the header, the archive and the pkg-config file under $(DESTDIR)$(PREFIX)
+install: $(BUILD)/libsidecast.a
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 0644 clients/c/sidecast.h $(DESTDIR)$(PREFIX)/include/sidecast.h
+	install -m 0644 $(BUILD)/libsidecast.a $(DESTDIR)$(PREFIX)/lib/libsidecast.a
+	sed -e 's|@PREFIX@|$(PREFIX)|g' clients/c/sidecast.pc.in >$(DESTDIR)$(PREFIX)/lib/pkgconfig/sidecast.pc
+	chmod 0644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/sidecast.pc
 
 $(BUILD)/libcli.a: $(CLI_OBJ)
 	@rm -f $@
@@ -166,10 +200,16 @@ $(BUILD)/obj/empty.o:
 	echo 'typedef int sc_empty_unit;' | $(CC) -x c -c -o $@ -
 
 # Unit tests and fuzz targets reach into any archive; tools and benches only the layers.
-$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(BUILD)/libcli.a $(SVC_LIBS) $(LAYER_LIBS)
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(BUILD)/libcli.a $(BUILD)/libsidecast.a $(SVC_LIBS) $(LAYER_LIBS)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# the C client library's test program (tests/integration/test_client_c.py) links it alone
+$(BUILD)/tests/tools/sc_probe: $(BUILD)/obj/tests/tools/sc_probe.o $(BUILD)/libsidecast.a
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(SCLIB_LIBS)
 
 $(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(LAYER_LIBS)
 	@mkdir -p $(dir $@)
@@ -181,7 +221,7 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LAYER_LIBS)
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(if $(filter zmqhop,$*),$(ZMQ_LIBS)) $(if $(filter sendpath,$*),$(URING_LIBS))
 
-$(BUILD)/fuzz/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/libcli.a $(SVC_LIBS) $(LAYER_LIBS)
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/libcli.a $(BUILD)/libsidecast.a $(SVC_LIBS) $(LAYER_LIBS)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -74,6 +74,34 @@ void cli_sleep_ms(int64_t ms);
 /* A uniformly random integer in [0, n]. */
 int64_t cli_random_upto(int64_t n);
 
+/* The C client library (clients/c) as `listen` and `publish` use it. */
+#include "../c/sidecast.h"
+
+/* What the library's token provider needs; first member of the struct given as cfg.ud. */
+typedef struct cli_lib {
+    cli_ctx *c;
+    int token_calls;
+    int exit; /* an exit code the provider decided (refresh refused: 3; TLS: 7), else 0 */
+} cli_lib;
+
+/* The token provider (sc_client_token_fn; ud a cli_lib *): the first call hands over the
+ * token file's access token (the caller made it fresh), later ones (token_expiring, 4001)
+ * renew through the gateway and save the rotated pair first. A refused refresh or a TLS
+ * failure stops the client (-EACCES, with l->exit set); an unreachable gateway is tried
+ * again later. */
+int cli_lib_token(void *ud, sc_client *sc);
+
+/* Makes a client for c's edge URL(s) and CA file with cfg's callbacks (cfg->urls, nurls,
+ * cafile and token are filled in here). 0 or an exit code (printed). */
+int cli_lib_create(cli_ctx *c, sc_client_config *cfg, sc_client **out);
+
+/* Drives sc (started here) until it stops, end passes (net_now_ms; INT64_MAX: never) or a
+ * signal arrives (SIGINT, SIGTERM): the last two stop it. Returns what sc_client_run would. */
+int cli_lib_loop(sc_client *sc, int64_t end);
+
+/* `sidecast publish`: returns the exit code. */
+int cli_publish(cli_ctx *c, const char *topic, const char *data, const char *id, long timeout_s);
+
 typedef struct listen_opts {
     char **topics;
     int ntopics;

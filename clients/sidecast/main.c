@@ -317,62 +317,7 @@ static int cmd_publish(cli_ctx *c, args *a)
         return CLI_EXIT_USAGE;
     }
     int rc = cli_load(c);
-    if (rc) return rc;
-    json_t *idj = json_string(id);
-    char *id_json = idj ? json_dumps(idj, JSON_ENCODE_ANY) : NULL;
-    json_decref(idj);
-    size_t cap = strlen(data) + strlen(id_json ? id_json : "") + MSG_TOPIC_MAX + 64;
-    char *msg = id_json ? malloc(cap) : NULL;
-    if (!msg) {
-        free(id_json);
-        return CLI_EXIT_FAIL;
-    }
-    int n = snprintf(msg, cap, "{\"type\":\"publish\",\"topic\":\"%s\",\"id\":%s,\"data\":%s}",
-                     topic, id_json, data);
-    int64_t deadline = net_now_ms() + timeout_s * 1000;
-    wsconn *ws = NULL;
-    rc = connect_once(c, (int)(timeout_s * 1000), &ws);
-    if (rc) goto out;
-    rc = CLI_EXIT_FAIL;
-    if (wsconn_send_text(ws, msg, (size_t)n, 5000) < 0) {
-        fprintf(stderr, "sidecast: the connection broke while publishing\n");
-        goto out;
-    }
-    rc = CLI_EXIT_TIMEOUT;
-    while (!cli_stopping()) {
-        wsconn_msg m;
-        int r = wsconn_recv(ws, deadline, &m);
-        if (r == -EINTR) continue;
-        if (r == 0) break;
-        if (r == WSCONN_CLOSED) {
-            fprintf(stderr, "sidecast: connection closed before the ack: %u %s\n", m.close_code,
-                    m.reason);
-            rc = m.close_code == 4003 ? CLI_EXIT_FORBIDDEN : CLI_EXIT_FAIL;
-            goto out;
-        }
-        json_t *o = json_loadb(m.text, m.len, 0, NULL);
-        const char *type = json_string_value(json_object_get(o, "type"));
-        const char *rid = json_string_value(json_object_get(o, "id"));
-        bool mine = rid && strcmp(rid, id) == 0;
-        if (type && mine && strcmp(type, "ack") == 0) {
-            printf("ack %s\n", id);
-            rc = CLI_EXIT_OK;
-        } else if (type && mine && strcmp(type, "error") == 0) {
-            const char *code = json_string_value(json_object_get(o, "code"));
-            const char *text = json_string_value(json_object_get(o, "message"));
-            fprintf(stderr, "sidecast: cannot publish to %s: %s%s%s\n", topic,
-                    code ? code : "error", text ? ": " : "", text ? text : "");
-            rc = code && strcmp(code, "forbidden") == 0 ? CLI_EXIT_FORBIDDEN : CLI_EXIT_FAIL;
-        }
-        json_decref(o);
-        if (rc != CLI_EXIT_TIMEOUT) goto out;
-    }
-    if (rc == CLI_EXIT_TIMEOUT) fprintf(stderr, "sidecast: no ack within %ld s\n", timeout_s);
-out:
-    wsconn_close(ws, 1000, 1000);
-    free(id_json);
-    free(msg);
-    return rc;
+    return rc ? rc : cli_publish(c, topic, data, id, timeout_s);
 }
 
 static int cmd_order(cli_ctx *c, args *a)

@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -178,4 +179,58 @@ int cli_connect(cli_ctx *c, int timeout_ms, wsconn **ws, uint16_t *close_code, c
         *ws = NULL;
         return -1;
     }
+}
+
+int cli_lib_token(void *ud, sc_client *sc)
+{
+    cli_lib *l = ud;
+    if (l->token_calls++ > 0) {
+        int rc = cli_refresh(l->c, true);
+        if (rc == CLI_EXIT_AUTH || rc == CLI_EXIT_TLS) {
+            l->exit = rc;
+            return -EACCES;
+        }
+        if (rc != 0) return -EAGAIN; /* the gateway is unreachable: the library asks again */
+    }
+    return sc_client_set_token(sc, l->c->tok.access_token);
+}
+
+int cli_lib_create(cli_ctx *c, sc_client_config *cfg, sc_client **out)
+{
+    const char *urls[8];
+    int n = 0;
+    if (c->nedges > 0)
+        for (int i = 0; i < c->nedges; i++) urls[n++] = c->edges[(c->edge_at + i) % c->nedges];
+    else
+        urls[n++] = c->edge_url;
+    cfg->urls = urls;
+    cfg->nurls = n;
+    cfg->cafile = c->tls.cafile;
+    cfg->token = cli_lib_token;
+    int rc = sc_client_create(cfg, out);
+    cfg->urls = NULL; /* copied by the client; the array here is about to go */
+    if (rc == -EINVAL) {
+        fprintf(stderr, "sidecast: bad edge URL %s (ws:// or wss://)\n", c->edge_url);
+        return CLI_EXIT_USAGE;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "sidecast: %s\n", strerror(-rc));
+        return CLI_EXIT_FAIL;
+    }
+    return 0;
+}
+
+int cli_lib_loop(sc_client *sc, int64_t end)
+{
+    sc_client_start(sc);
+    for (;;) {
+        if (cli_stopping() || net_now_ms() >= end) sc_client_stop(sc);
+        if (sc_client_step(sc) == -ESHUTDOWN) break;
+        int wait = sc_client_timeout_ms(sc);
+        int64_t left = end == INT64_MAX ? -1 : end - net_now_ms();
+        if (left >= 0 && (wait < 0 || left < wait)) wait = (int)left;
+        struct pollfd p = {.fd = sc_client_fd(sc), .events = sc_client_events(sc)};
+        poll(&p, 1, wait); /* a signal ends it early (-EINTR): looked at above */
+    }
+    return sc_client_run(sc); /* stopped: returns at once with why */
 }

@@ -13,7 +13,9 @@ Layers, from the bottom:
   ws         common/ws/*: the WebSocket server core (loop, connections, per-IP limits, TLS)
   proto      common/proto/*: sidecast.v1's messages, close codes and topics
   svc:<n>    services/<n>/*
-  client:<n> clients/<n>/*
+  clientlib  clients/c/*: the C client library (libsidecast) over proto, ws and common; its
+             public face is clients/c/sidecast.h, the only file of it others may include
+  client:<n> clients/<n>/* (the CLI: clients/sidecast, which may use clientlib)
   bench, tools (tests/tools), unit (tests/unit), fuzz (tests/fuzz)
 A header named <module>_int.h is private to its module (<module>.c, <module>_*.c beside it).
 """
@@ -29,11 +31,12 @@ APP_ONLY = {"bus.h", "rds.h", "admin.h", "token.h", "contract.h"}
 PARSERS = {"common/ws/%s.c" % n for n in CODEC} | {
     "common/proto/msg.c", "common/proto/topic.c", "common/form.c", "common/b64url.c",
     "common/ws/tlsrec.c",
-    "services/gateway/tmpl.c", "services/bridge/zmap.c"}
+    "services/gateway/tmpl.c", "services/bridge/zmap.c", "clients/c/sc_wire.c"}
 IO_SYSTEM = re.compile(r"^(unistd|fcntl|poll|netdb|dirent|sys/(socket|epoll|uio|stat|"
                        r"eventfd|timerfd|sendfile|mman)|netinet/.*|arpa/.*)\.h$")
 IO_PROJECT = {"loop.h", "wsc.h", "iplimit.h", "mailbox.h", "log.h", "bus.h", "rds.h",
               "admin.h", "cfg.h"}
+CLIENTLIB_API = "clients/c/sidecast.h"
 SOURCES = ("common", "services", "clients", "bench", "tests/tools", "tests/unit", "tests/fuzz")
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)
 
@@ -52,7 +55,7 @@ def layer(rel):
     if parts[0] == "services":
         return "svc:" + parts[1]
     if parts[0] == "clients":
-        return "client:" + parts[1]
+        return "clientlib" if parts[1] == "c" else "client:" + parts[1]
     if parts[0] == "bench":
         return "bench"
     if parts[:2] == ["tests", "tools"]:
@@ -88,6 +91,18 @@ def may_include(src, dst, dst_rel):
         if dst == "common":
             return "sidecast.v1's codec reaches the bus" if base in APP_ONLY else None
         return "sidecast.v1's codec reaches %s" % dst
+    if src == "clientlib":
+        if dst in ("common", "ws", "ws-codec", "proto", "clientlib"):
+            return ("the client library reaches the bus, Redis or tokens" if base in APP_ONLY
+                    else None)
+        return "the client library reaches %s" % dst
+    if dst == "clientlib":
+        # the CLI, tools and benches are the library's users: its public header only
+        if src.startswith("client:") or src in ("bench", "tools"):
+            return (None if dst_rel == CLIENTLIB_API else
+                    "%s is internal to the client library (include %s)" % (dst_rel,
+                                                                          CLIENTLIB_API))
+        return "%s reaches the client library" % src
     if src.startswith("svc:") or src.startswith("client:") or src in ("bench", "tools"):
         if dst in ("common", "ws", "ws-codec", "proto") or dst == src:
             return None

@@ -33,6 +33,15 @@ PLANTED = [
     ("common/proto/msg.c", '#include "bus.h"', "a parser reaches I/O"),
     ("services/auth/grants.c", '#include "token_int.h"', "token_int.h is private"),
     ("services/edge/fabric.c", '#include "session_int.h"', "session_int.h is private"),
+    ("common/proto/msg.c", '#include "../../clients/c/sidecast.h"',
+     "sidecast.v1's codec reaches clientlib"),
+    ("services/edge/fabric.c", '#include "../../clients/c/sidecast.h"',
+     "svc:edge reaches the client library"),
+    ("clients/c/sc_wire.c", '#include "../sidecast/net.h"',
+     "the client library reaches client:sidecast"),
+    ("clients/c/sc_client.c", '#include "bus.h"', "the client library reaches the bus"),
+    ("tests/tools/sc_probe.c", '#include "../../clients/c/sc_conn.h"',
+     "internal to the client library"),
 ]
 
 passed = failed = skipped = 0
