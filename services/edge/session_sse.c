@@ -427,8 +427,8 @@ static int on_stream(wsc_conn *c, const ws_http_request *req, char **resp, size_
     }
     if (!str_is(req->method, "GET")) return fail(&a, m.bad, 405, "use GET");
 
-    sse_req *r = calloc(1, sizeof *r);
-    if (!r) return fail(&a, m.unavailable, 503, "out of memory");
+    sse_req rq = {0}; /* on the stack: a request's few KiB leave no hole in the heap */
+    sse_req *r = &rq;
     const char *why = NULL;
     int status = parse_query(req,
                              cfg->max_topics < ctx->cfg.max_subscriptions
@@ -464,6 +464,7 @@ static int on_stream(wsc_conn *c, const ws_http_request *req, char **resp, size_
     const ws_http_str *hid = ws_http_header_get(req, "Last-Event-ID");
     const char *idp = hid && hid->n ? hid->p : r->last_len > 0 ? r->last_id : NULL;
     size_t idn = hid && hid->n ? hid->n : r->last_len > 0 ? (size_t)r->last_len : 0;
+    bool resumed = idp != NULL;
     if (status == 0 && idp && sse_parse_id(idp, idn, since, r->ntopics) != 0) {
         status = 400, counter = m.bad;
         why = "Last-Event-ID is not an id of this stream's topics (one position per topic, the "
@@ -471,7 +472,6 @@ static int on_stream(wsc_conn *c, const ws_http_request *req, char **resp, size_
     }
     if (status != 0) {
         sse_req_clear(r);
-        free(r);
         return fail(&a, counter, status, why ? why : "unavailable");
     }
 
@@ -488,7 +488,6 @@ static int on_stream(wsc_conn *c, const ws_http_request *req, char **resp, size_
             free(x);
         }
         sse_req_clear(r);
-        free(r);
         return fail(&a, m.unavailable, 503, "out of memory");
     }
     x->ntopics = r->ntopics;
@@ -502,7 +501,6 @@ static int on_stream(wsc_conn *c, const ws_http_request *req, char **resp, size_
     token_claims cl;
     int vrc = session_verify(s, r->token, &cl);
     sse_req_clear(r);
-    free(r);
     if (vrc != 0) return fail(&a, m.unauthorized, 401, "invalid token");
     /* A topic the token does not allow is refused now, unless hooks.connect may grant it
      * (then, as a hook's refusal, it is an error message in the stream). */
@@ -539,7 +537,7 @@ static int on_stream(wsc_conn *c, const ws_http_request *req, char **resp, size_
     metric_inc(m.ok);
     log_debug("sse stream", "conn=%llu user=%s topics=%u resumed=%s",
               (unsigned long long)wsc_conn_id(c), s->user, (unsigned)x->ntopics - 1,
-              idp ? "yes" : "no");
+              resumed ? "yes" : "no");
     return WSC_STREAM_OPEN; /* open (session.c) admits the session, then sse_begin */
 }
 
