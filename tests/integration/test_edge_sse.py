@@ -19,22 +19,32 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
+import urllib.parse
 
 import harness
 import natspub
 import pki
 from sseclient import SSE, Closed
 
-SERVICES = ("auth", "edge", "edge2")
+SERVICES = ("auth", "edge", "edge2", "edge3")
 DIR = tempfile.mkdtemp(prefix="sidecast-edge-sse-")
 CA = pki.CA(DIR)
 CERT, KEY = CA.issue("edge", cn="localhost")
 TLS_PORT = harness.free_port()
 HEARTBEAT_MS = 400
 PER_IP = 3  # edge2's connections per source address
+# namespaces: gated.* asks this test's hook, last.* starts with the last event, nohist.* keeps
+# no replay
+TOPICS = os.path.join(DIR, "topics.json")
+with open(TOPICS, "w") as _f:
+    json.dump({"namespaces": [{"prefix": "gated", "subscribe": "hook", "hook_ttl_s": 0},
+                              {"prefix": "last", "latest": True},
+                              {"prefix": "nohist", "history": False}]}, _f)
 ENV = {
     "edge": {
+        "EDGE_TOPICS": TOPICS,
         "EDGE_TLS_LISTEN": "127.0.0.1:%d" % TLS_PORT,
         "EDGE_TLS_CERT": CERT,
         "EDGE_TLS_KEY": KEY,
@@ -46,6 +56,9 @@ ENV = {
     },
     # edgeN takes "edge"'s ENV first: no TLS listener of its own (the port is edge's)
     "edge2": {"EDGE_MAX_CONNECTIONS_PER_IP": str(PER_IP), "EDGE_TLS_LISTEN": "",
+              "EDGE_TLS_CERT": "", "EDGE_TLS_KEY": ""},
+    # edge3: SSE turned off, and room for 2 connections in all
+    "edge3": {"EDGE_SSE": "off", "EDGE_MAX_CONNECTIONS": "2", "EDGE_TLS_LISTEN": "",
               "EDGE_TLS_CERT": "", "EDGE_TLS_KEY": ""},
 }
 ORIGIN = "http://localhost:8080"  # in the harness's ALLOWED_ORIGINS
@@ -344,6 +357,154 @@ def test_per_ip_limit_holds_for_streams(st):
     over.close()
     for s in opened:
         s.close()
+
+
+class Hook(threading.Thread):
+    """hooks.subscribe.gated.> answered by this test on a plain NATS socket (a real responder,
+    not a mock of the edge): gated.open is allowed, anything else refused with a reason."""
+
+    def __init__(self, st):
+        super().__init__(daemon=True)
+        u = urllib.parse.urlparse(st.nats_url.split(",")[0])
+        self.sock = socket.create_connection((u.hostname, u.port), timeout=5)
+        self.f = self.sock.makefile("rb")
+        self.f.readline()  # INFO
+        self.sock.sendall(b'CONNECT {"verbose":false,"headers":true}\r\nSUB hooks.subscribe.gated.> 1'
+                          b'\r\nPING\r\n')
+        while self.f.readline().strip() != b"PONG":
+            pass
+        self.sock.settimeout(0.5)
+        self.asked, self.stop_ = [], False
+        self.start()
+
+    def run(self):
+        while not self.stop_:
+            try:
+                line = self.f.readline().decode().split()
+            except (socket.timeout, OSError, ValueError):
+                continue
+            if not line or line[0] not in ("MSG", "HMSG"):
+                if line and line[0] == "PING":
+                    self.sock.sendall(b"PONG\r\n")
+                continue
+            body = self.f.read(int(line[-1]) + 2)[:-2]
+            if line[0] == "HMSG":
+                body = body[int(line[-2]):]
+            topic = json.loads(body)["topic"]
+            self.asked.append(topic)
+            answer = {"allow": True} if topic == "gated.open" else \
+                {"allow": False, "reason": "not on your plan"}
+            data = json.dumps(answer).encode()
+            reply = line[3]
+            self.sock.sendall(b"PUB %s %d\r\n%s\r\n" % (reply.encode(), len(data), data))
+
+    def stop(self):
+        self.stop_ = True
+        self.join(5)
+        self.sock.close()
+
+
+def test_a_hook_decides_in_the_stream_a_refusal_is_an_error_message(st):
+    hook = Hook(st)
+    try:
+        s = _open(st, ["gated.open", "gated.closed", "prices.h1"],
+                  token=_tok(st, topics=("prices.*", "gated.*")))
+        seen = []
+        while not ({"subscribed gated.open", "subscribed prices.h1"} <= set(seen)
+                   and any(x.startswith("error") for x in seen)):
+            m = s.json()
+            seen.append("%s %s" % (m["type"], m.get("topic") or m.get("code")))
+            if m["type"] == "error":
+                assert m["code"] == "forbidden" and m["message"] == "not on your plan", m
+        assert "subscribed gated.closed" not in seen, seen
+        assert sorted(hook.asked) == ["gated.closed", "gated.open"], hook.asked
+        nc = natspub.Nats(st.nats_url)
+        _publish(nc, "events.gated.open", 1, 2)
+        _publish(nc, "events.gated.closed", 1, 2)
+        _publish(nc, "events.prices.h1", 1, 1)
+        got = _events(s, [("gated.open", 2), ("prices.h1", 1)])
+        assert not [g for g in got if g[0] == "gated.closed"], got
+        _check_exact(got, "gated.open", 1, 2)
+        s.close()
+        nc.close()
+    finally:
+        hook.stop()
+
+
+def test_latest_and_history_off_namespaces(st):
+    nc = natspub.Nats(st.nats_url)
+    tok = _tok(st, topics=("last.*", "nohist.*"))
+    _publish(nc, "events.last.l1", 1, 3)
+    _publish(nc, "events.nohist.n1", 1, 2)
+    s = _open(st, ["last.l1", "nohist.n1"], token=tok)
+    first = _events(s, [("last.l1", 3)])
+    assert [g[2] for g in first] == [3], first  # latest: the last event first, then live
+    _publish(nc, "events.nohist.n1", 3, 1)
+    got = _events(s, [("nohist.n1", 3)])
+    assert [g[2] for g in got if g[0] == "nohist.n1"] == [3], got  # no replay: live only
+    last_id = s.last_id
+    s.close()
+    _publish(nc, "events.last.l1", 4, 2)
+    _publish(nc, "events.nohist.n1", 4, 2)  # while away: nohist keeps nothing to resume
+    r = _open(st, ["last.l1", "nohist.n1"], token=tok, last_event_id=last_id)
+    got = _events(r, [("last.l1", 5)])
+    _check_exact(got, "last.l1", 4, 5)
+    _publish(nc, "events.nohist.n1", 6, 1)
+    got = _events(r, [("nohist.n1", 6)])
+    assert [g[2] for g in got if g[0] == "nohist.n1"] == [6], got
+    r.close()
+    nc.close()
+
+
+def test_token_expiry_ends_the_stream_with_4001(st):
+    s = _open(st, ["prices.exp"], token=harness.mint(st, sub="alice", exp_in=3,
+                                                     sub_topics=("prices.*",)))
+    assert s.json(10, type="token_expiring")["type"] == "token_expiring"
+    m = s.json(10, type="close")
+    assert m["code"] == 4001, m
+    try:
+        s.next(5)
+        raise AssertionError("the stream went on after its close message")
+    except Closed:
+        pass
+    s.close()
+    again = SSE.open(st.edge_port, ["prices.exp"], token=harness.mint(
+        st, sub="alice", exp_in=-60, sub_topics=("prices.*",)))
+    assert again.status == 401, again.status  # what a browser's reconnect then gets
+    again.close()
+
+
+def test_server_api_disconnect_and_revocation_end_streams(st):
+    s = _open(st, ["prices.d1"], user="carol")
+    _ready(s, ["prices.d1"])
+    lines = st.busctl("req", "api.disconnect", json.dumps({"user": "carol",
+                                                            "reason": "rebalancing"}), 5000)
+    assert json.loads(lines[-1])["closed"] == 1, lines
+    m = s.json(10, type="close")
+    assert (m["code"], m["reason"]) == (4010, "rebalancing"), m
+    s.close()
+    s = _open(st, ["prices.d1"], user="dave")
+    _ready(s, ["prices.d1"])
+    st.busctl("pub", "auth.revoked", json.dumps({"sub": "dave"}))
+    m = s.json(10, type="close")
+    assert (m["code"], m["reason"]) == (4003, "revoked"), m
+    s.close()
+
+
+def test_sse_turned_off_and_the_connection_cap(st):
+    port = st.edge_port_of("edge3")
+    off = SSE.open(port, ["prices.a"], token=_tok(st))
+    assert off.status == 404, (off.status, off.body)  # EDGE_SSE=off: no such path
+    off.close()
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    time.sleep(0.2)  # the edge's accept loop takes them; a wait, not a measurement
+    try:
+        full = SSE.open(port, ["prices.a"], token=_tok(st))
+        assert full.status == 503, (full.status, full.body)
+        full.close()
+    finally:
+        for h in held:
+            h.close()
 
 
 def test_drain_ends_the_stream_with_a_close_message(st):
