@@ -45,9 +45,12 @@ TEST(not_an_id_of_these_topics)
     CHECK_EQ_INT(parse("1.-2.3", p, 3), -1);
     CHECK_EQ_INT(parse(" 1.2.3", p, 3), -1);
     CHECK_EQ_INT(parse("1,2,3", p, 3), -1);
-    CHECK_EQ_INT(parse("9007199254740992", p, 1), -1);    /* 2^53 */
-    CHECK_EQ_INT(parse("00000000000000001", p, 1), -1);   /* 17 digits */
-    CHECK_EQ_INT(sse_parse_id("1.2\0" "3", 5, p, 2), -1); /* a NUL inside */
+    CHECK_EQ_INT(parse("9007199254740992", p, 1), -1);  /* 2^53 */
+    CHECK_EQ_INT(parse("00000000000000001", p, 1), -1); /* 17 digits */
+    CHECK_EQ_INT(sse_parse_id("1.2\0"
+                              "3",
+                              5, p, 2),
+                 -1); /* a NUL inside */
 }
 
 TEST_MAIN()
