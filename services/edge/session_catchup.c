@@ -30,16 +30,17 @@ static const char *rec_topic(const sub_rec *rec)
 }
 
 /* Queues an event on rec's connection: the frame itself, or for a Server-Sent Events stream
- * the same message with its id (live: from the live flow, in the stream's order). */
-static int conn_send_event(sub_rec *rec, wsc_frame *f, uint64_t seq, bool live)
+ * the same message with its id (live: from the live flow, in the stream's order; prev: its
+ * subject's previous seq). */
+static int conn_send_event(sub_rec *rec, wsc_frame *f, uint64_t seq, uint64_t prev, bool live)
 {
-    if (rec->s->sse) return sse_send_event(rec, f, seq, live);
+    if (rec->s->sse) return sse_send_event(rec, f, seq, prev, live);
     return wsc_conn_send_event(rec->s->c, f);
 }
 
 static void send_event(sub_rec *rec, wsc_frame *f, uint64_t seq)
 {
-    if (conn_send_event(rec, f, seq, false) == 0) metric_inc(session_m.deliveries);
+    if (conn_send_event(rec, f, seq, 0, false) == 0) metric_inc(session_m.deliveries);
 }
 
 /* Keeps a live event back until the replay reaches it. What is held counts in the
@@ -269,6 +270,6 @@ void catchup_deliver(wstate *ws, const char *key, wsc_frame *f, uint64_t seq, ui
         sub_rec *rec = t->members[i];
         if (seq && !catchup_live_accept(rec, f, seq, prev)) continue;
         if ((rec->latest || rec->pending) && session_conflate(rec, f)) continue;
-        if (conn_send_event(rec, f, seq, true) == 0) metric_inc(session_m.deliveries);
+        if (conn_send_event(rec, f, seq, prev, true) == 0) metric_inc(session_m.deliveries);
     }
 }

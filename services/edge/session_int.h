@@ -155,11 +155,12 @@ int session_take_claims(session *s, token_claims *cl);
 void session_subscribe(session *s, const char *topic, int64_t since);
 
 /* session_sse.c, for session*.c: s's reply as an SSE message; an event (seq 0: not stored; live:
- * from the live flow, not a replay or held back) queued as an SSE message with its id
+ * from the live flow, not a replay or held back, and prev its subject's previous seq) queued
+ * as an SSE message with its id
  * (wsc_conn_send_event's result); the stream's subscribes, once welcome went out; s->sse
  * freed. */
 void sse_reply(session *s, const char *text, size_t n);
-int sse_send_event(sub_rec *rec, wsc_frame *f, uint64_t seq, bool live);
+int sse_send_event(sub_rec *rec, wsc_frame *f, uint64_t seq, uint64_t prev, bool live);
 void sse_begin(session *s);
 void sse_free(session *s);
 

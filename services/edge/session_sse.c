@@ -37,6 +37,9 @@ typedef struct sse_conn {
     uint16_t mapped;   /* s->nsubs when recs[] was last made */
     uint64_t floor[2]; /* newest seq queued from the live flow: [0] events, [1] the inbox */
     uint64_t *since;   /* per topic: where it started (POS_UNKNOWN: not known yet) */
+    uint64_t *sent;    /* per topic: the last seq sent (0: none) */
+    bool *synced;      /* per topic: a live event came that followed on from what it had, so
+                        * its live flow is whole: the floor may stand for its position */
     sub_rec **recs;    /* per topic: its subscription, or NULL (not yet: a look-up, a hook) */
     sse_look *looks;
     char **topics;
@@ -107,7 +110,8 @@ static size_t make_id(session *s, sse_conn *x, char *out, size_t cap)
         if (r) {
             p = r->pos.last;
             uint64_t fl = x->floor[i == 0];
-            if (!r->cu && fl > p) p = fl; /* live: everything of its stream up to fl came */
+            /* live and whole: everything of its stream up to fl has come */
+            if (!r->cu && x->synced[i] && fl > p) p = fl;
             if (p == 0 && x->since[i] == POS_UNKNOWN) p = POS_UNKNOWN; /* live, no position */
         }
         if (i) out[n++] = '.';
@@ -152,7 +156,7 @@ void sse_reply(session *s, const char *text, size_t n)
     if (out != stack) free(out);
 }
 
-int sse_send_event(sub_rec *rec, wsc_frame *f, uint64_t seq, bool live)
+int sse_send_event(sub_rec *rec, wsc_frame *f, uint64_t seq, uint64_t prev, bool live)
 {
     session *s = rec->s;
     sse_conn *x = s->sse;
@@ -160,6 +164,19 @@ int sse_send_event(sub_rec *rec, wsc_frame *f, uint64_t seq, bool live)
     const uint8_t *payload = wsc_frame_payload(f, &plen);
     if (!payload) return -EINVAL; /* not an event's frame: never made by the fabric */
     int k = rec->t->key[0] == FAB_USER;
+    if (x->mapped != s->nsubs) map_recs(s, x);
+    uint16_t i = 0;
+    while (i < x->ntopics && x->recs[i] != rec) i++;
+    if (i < x->ntopics && seq) {
+        /* A live event whose predecessor the stream had already (sent, or before where the
+         * topic started) proves the topic's live flow whole from here on: an event stored
+         * while its NATS subscription was being made, and so never seen, cannot hide behind
+         * the floor. */
+        uint64_t had = x->sent[i] > x->since[i] || x->since[i] == POS_UNKNOWN ? x->sent[i]
+                                                                              : x->since[i];
+        if (live && prev <= had && (had || x->since[i] != POS_UNKNOWN)) x->synced[i] = true;
+        x->sent[i] = seq;
+    }
     if (live && seq > x->floor[k]) x->floor[k] = seq;
     size_t idcap = (size_t)x->ntopics * 18 + 8, cap = 4 + idcap + 1 + plen + 8;
     char stack[2048];
@@ -274,6 +291,8 @@ void sse_free(session *s)
         free(x->topics[i]);
     }
     free(x->looks);
+    free(x->sent);
+    free(x->synced);
     free(x->topics);
     free(x->recs);
     free(x->since);
@@ -480,11 +499,15 @@ static int on_stream(wsc_conn *c, const ws_http_request *req, char **resp, size_
     if (!s || !x || !(x->since = calloc(r->ntopics, sizeof *x->since)) ||
         !(x->recs = calloc(r->ntopics, sizeof *x->recs)) ||
         !(x->looks = calloc(r->ntopics, sizeof *x->looks)) ||
+        !(x->sent = calloc(r->ntopics, sizeof *x->sent)) ||
+        !(x->synced = calloc(r->ntopics, sizeof *x->synced)) ||
         !(x->topics = calloc(r->ntopics, sizeof *x->topics))) {
         if (x) {
             free(x->since);
             free(x->recs);
             free(x->looks);
+            free(x->sent);
+            free(x->synced);
             free(x);
         }
         sse_req_clear(r);

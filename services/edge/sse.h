@@ -15,16 +15,17 @@
  * The id. `<inbox>.<t1>.<t2>...`: one decimal position per topic, the inbox first, then the
  * request's topics in the order they were given (duplicates and "user" left out). A
  * position p says: every event of the topic with seq <= p was delivered or came before the
- * stream. It is the topic's last delivered seq or, for a topic that is live (not catching
- * up), the newest seq of its stream (events, or the inbox stream) that reached the
- * connection live, if higher, since the live flow of one stream arrives in the stream's
- * order (one sequence counter for all subjects). A new stream starts each topic after its
- * subject's last message (one direct get per topic; 0 when it has none: all that the stream
- * will hold of it is new), so a topic cut before its first event loses nothing either. An
- * empty field is a position not known (the look-up failed, or a namespace with latest or
- * without history): resumed as a new stream would start it. Sent back as Last-Event-ID (a
- * browser's reconnect) or ?last_event_id=, each position resumes its topic as subscribe
- * {topic, since} would: nothing lost, nothing twice.
+ * stream. It is the topic's last delivered seq (or where it started) or, for a topic that
+ * is live (not catching up) and whose live flow is known whole (a live event of it followed
+ * on from what the stream had: its prev was not newer), the newest seq of its stream
+ * (events, or the inbox stream) that reached the connection live, if higher, since the live
+ * flow of one stream arrives in the stream's order (one sequence counter for all subjects). A new
+ * stream starts each topic after its subject's last message (one direct get per topic; 0 when it
+ * has none: all that the stream will hold of it is new), so a topic cut before its first event
+ * loses nothing either. An empty field is a position not known (the look-up failed, or a namespace
+ * with latest or without history): resumed as a new stream would start it. Sent back as
+ * Last-Event-ID (a browser's reconnect) or ?last_event_id=, each position resumes its topic as
+ * subscribe {topic, since} would: nothing lost, nothing twice.
  *
  * Threads: everything runs on the connection's worker, like session.c. Prefix sse_. */
 #ifndef EDGE_SSE_H

@@ -268,23 +268,42 @@ def test_cut_in_the_middle_of_a_replay_and_resumed_again(st):
     nc.close()
 
 
-def test_a_topic_without_events_resumes_from_its_streams_position(st):
-    """A topic that had no event before the cut: its position is the newest of its stream
-    that reached the stream live, so what came for it meanwhile is replayed, not lost."""
+def test_a_quiet_topic_resumes_from_its_streams_position(st):
+    """A topic with no event yet keeps where it started (0: its subject had none, so all
+    the stream will hold of it is new); once a live event of it followed on from there, its
+    position keeps up with the newest seq of its stream that came live. Either way what came
+    for it during a cut is replayed, not lost."""
     nc = natspub.Nats(st.nats_url)
     topics = ["prices.busy3", "prices.quiet3"]
     s = _open(st, topics)
     _ready(s, topics)
     _publish(nc, "events.prices.busy3", 1, 3)
     got = _events(s, [("prices.busy3", 3)])
+    pos = [int(p) for p in s.last_id.split(".")]
+    assert pos[1] == got[-1][1] and pos[2] == 0, s.last_id  # quiet3: where it started
+    _publish(nc, "events.prices.quiet3", 1, 1)
+    _publish(nc, "events.prices.busy3", 4, 3)
+    got = _events(s, [("prices.quiet3", 1), ("prices.busy3", 6)])
     last_id = s.last_id
     pos = [int(p) for p in last_id.split(".")]
-    assert pos[2] == pos[1] == got[-1][1], last_id  # quiet3 is at the stream's position too
+    assert pos[2] == pos[1] == got[-1][1], (last_id, got)  # quiet3 keeps up with busy3
     s.close()
-    _publish(nc, "events.prices.quiet3", 1, 2)
+    _publish(nc, "events.prices.quiet3", 2, 2)
     r = _resume(st, topics, last_id)
-    got = _events(r, [("prices.quiet3", 1), ("prices.quiet3", 2)])
-    _check_exact(got, "prices.quiet3", 1, 2)
+    got = _events(r, [("prices.quiet3", 2), ("prices.quiet3", 3)])
+    _check_exact(got, "prices.quiet3", 2, 3)
+    r.close()
+    # a stream cut before a topic's first event: that topic resumes from where it started
+    s = _open(st, ["prices.busy4", "prices.quiet4"])
+    _ready(s, ["prices.busy4", "prices.quiet4"])
+    _publish(nc, "events.prices.busy4", 1, 2)
+    _events(s, [("prices.busy4", 2)])
+    last_id = s.last_id
+    assert last_id.endswith(".0"), last_id
+    s.close()
+    _publish(nc, "events.prices.quiet4", 1, 2)
+    r = _resume(st, ["prices.busy4", "prices.quiet4"], last_id)
+    _check_exact(_events(r, [("prices.quiet4", 2)]), "prices.quiet4", 1, 2)
     r.close()
     nc.close()
 
