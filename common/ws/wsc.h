@@ -128,25 +128,27 @@ typedef struct wsc_config {
                                    * handshake_timeout_ms runs for the upgrade request */
     int workers;                  /* 1..64 */
     ws_http_upgrade_config upgrade;
-    size_t max_message;           /* largest incoming message; larger: close 1009 */
-    size_t max_message_initial;   /* the same until wsc_conn_lift_message_limit (a client
-                                   * not yet authenticated holds no more than this);
-                                   * 0 or over max_message: max_message */
-    size_t max_outbound;          /* bytes queued for one connection; over: closed with
-                                   * slow_close_code */
-    int max_connections;          /* per process; over: the handshake is answered 503 */
-    int max_per_ip;               /* per source address (IPv6: per /64), every worker;
-                                   * over: answered 429 (0: no limit) */
-    int handshake_timeout_ms;     /* TCP accept to complete upgrade request */
-    int ping_interval_ms;         /* a ping after this much silence from the peer (0: off) */
-    int pong_timeout_ms;          /* no traffic at all for this long after a ping: abort */
-    int close_timeout_ms;         /* wait for the peer's close frame after ours */
-    size_t deflate_min;           /* permessage-deflate (upgrade.deflate): messages shorter
-                                   * than this are sent uncompressed */
-    int write_delay_ms;           /* events (wsc_conn_send_event) wait up to this long for
-                                   * more to share their writes; 0: written at once */
-    int stream_keepalive_ms;      /* streams: stream_keepalive is queued after this long with
-                                   * nothing queued (0: never) */
+    size_t max_message;         /* largest incoming message; larger: close 1009 */
+    size_t max_message_initial; /* the same until wsc_conn_lift_message_limit (a client
+                                 * not yet authenticated holds no more than this);
+                                 * 0 or over max_message: max_message */
+    size_t max_outbound;        /* bytes queued for one connection; over: closed with
+                                 * slow_close_code */
+    int max_connections;        /* per process; over: the handshake is answered 503 */
+    int max_per_ip;             /* per source address (IPv6: per /64), every worker;
+                                 * over: answered 429 (0: no limit) */
+    int handshake_timeout_ms;   /* TCP accept to complete upgrade request */
+    int ping_interval_ms;       /* a ping after this much silence from the peer (0: off) */
+    int pong_timeout_ms;        /* no traffic at all for this long after a ping: abort */
+    int close_timeout_ms;       /* wait for the peer's close frame after ours */
+    size_t deflate_min;         /* permessage-deflate (upgrade.deflate): messages shorter
+                                 * than this are sent uncompressed */
+    int write_delay_ms;         /* events (wsc_conn_send_event) wait up to this long for
+                                 * more to share their writes; 0: written at once */
+
+    /* Streams (wsc_handlers.stream) */
+    int stream_keepalive_ms;      /* stream_keepalive is queued after this long with nothing
+                                   * queued (0: never) */
     const char *stream_keepalive; /* ... those bytes (an SSE comment); borrowed */
 } wsc_config;
 
