@@ -578,6 +578,7 @@ def main():
         "DELAY": delay_table(runs),
         "GATEWAY": read("gateway.md", "(the gateway case did not run)"),
         "BACKENDS": read("backends.md", "(the back-end case did not run: BENCH_BACKENDS=0)"),
+        "SSE": read("sse.md", "(the Server-Sent Events case did not run: BENCH_SSE=0)"),
         "LATCASE": "%s subscribers × %s msg/s" % (fmt(lat_case[0]), fmt(lat_case[1])),
         "PLOTS": "" if drew else "(gnuplot was missing when this page was generated: no plots)",
     }

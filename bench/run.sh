@@ -3,6 +3,8 @@
 #   1. bench/gateway.sh  the gateway's route overhead (wrk) beside bare NATS request/reply
 #   2. bench/edge.sh     the edge against nats-server's WebSocket listener and a Node ws
 #                        server: idle memory, fan-out CPU/throughput/latency, handshakes/s
+#   then bench/backends.py (hooks, rpc) and bench/sse.py (an SSE connection beside a
+#   WebSocket one: memory, CPU per delivery; BENCH_SSE=0 skips it)
 #   3. bench/report.py   renders docs/BENCHMARKS.md (from bench/BENCHMARKS.md.in) and
 #                        docs/img/*.png (gnuplot) from the results
 # Everything on loopback, servers started on free ports and stopped after their cases; each
@@ -53,6 +55,13 @@ timeout 2400 bash bench/edge.sh
 if [ "${BENCH_BACKENDS:-1}" != 0 ]; then
   echo "bench: back ends (hooks, rpc)" >&2
   timeout 900 /usr/bin/python3 bench/backends.py "${BACKENDS_N:-2000}" >/dev/null
+fi
+
+# 4. a Server-Sent Events connection beside a WebSocket one: memory and CPU per delivery
+if [ "${BENCH_SSE:-1}" != 0 ]; then
+  echo "bench: Server-Sent Events beside WebSocket" >&2
+  timeout 900 /usr/bin/python3 bench/sse.py "${SSE_CONNS:-2000}" "${SSE_EVENTS:-60}" \
+    "${SSE_RATE:-20}" >/dev/null
 fi
 
 echo "- Machine load at the end (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg);" \

@@ -260,6 +260,29 @@ static int verdict(ws_http_upgrade *up, int status, const char *reason)
     return status;
 }
 
+bool ws_http_origin_allowed(const ws_http_upgrade_config *cfg, ws_http_str origin)
+{
+    for (size_t i = 0; i < cfg->norigins; i++)
+        if (strcmp(cfg->origins[i], "*") == 0 || str_ieq(origin, cfg->origins[i])) return true;
+    return false;
+}
+
+int ws_http_bearer(const ws_http_request *req, ws_http_str *token)
+{
+    ws_http_str v = {0};
+    *token = (ws_http_str){0};
+    size_t nauth = header_count(req, "Authorization", &v);
+    if (nauth > 1) return -1;
+    if (nauth == 1 && v.n >= 6 && strncasecmp(v.p, "Bearer", 6) == 0 &&
+        (v.n == 6 || is_ows(v.p[6]))) {
+        size_t i = 6;
+        while (i < v.n && v.p[i] == ' ') i++;
+        if (!token68_valid(v.p + i, v.n - i)) return -2;
+        *token = (ws_http_str){v.p + i, v.n - i};
+    }
+    return 0;
+}
+
 int ws_http_check_upgrade(const ws_http_request *req, const ws_http_upgrade_config *cfg,
                           ws_http_upgrade *up)
 {
@@ -283,22 +306,12 @@ int ws_http_check_upgrade(const ws_http_request *req, const ws_http_upgrade_conf
 
     size_t norigin = header_count(req, "Origin", &up->origin);
     if (norigin > 1) return verdict(up, 403, "origin not allowed");
-    if (norigin == 1) {
-        bool ok = false;
-        for (size_t i = 0; i < cfg->norigins && !ok; i++)
-            ok = strcmp(cfg->origins[i], "*") == 0 || str_ieq(up->origin, cfg->origins[i]);
-        if (!ok) return verdict(up, 403, "origin not allowed");
-    }
+    if (norigin == 1 && !ws_http_origin_allowed(cfg, up->origin))
+        return verdict(up, 403, "origin not allowed");
 
-    size_t nauth = header_count(req, "Authorization", &v);
-    if (nauth > 1) return verdict(up, 400, "more than one Authorization header");
-    if (nauth == 1 && v.n >= 6 && strncasecmp(v.p, "Bearer", 6) == 0 &&
-        (v.n == 6 || is_ows(v.p[6]))) {
-        size_t i = 6;
-        while (i < v.n && v.p[i] == ' ') i++;
-        if (!token68_valid(v.p + i, v.n - i)) return verdict(up, 400, "malformed Bearer token");
-        up->bearer = (ws_http_str){v.p + i, v.n - i};
-    }
+    int brc = ws_http_bearer(req, &up->bearer);
+    if (brc == -1) return verdict(up, 400, "more than one Authorization header");
+    if (brc == -2) return verdict(up, 400, "malformed Bearer token");
 
     /* Subprotocol names are compared exactly (RFC 6455 §11.3.4). With none configured, an
      * offer is answered without a selection and the client decides (§4.2.2). */

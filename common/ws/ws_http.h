@@ -107,6 +107,15 @@ typedef struct ws_http_upgrade {
 int ws_http_check_upgrade(const ws_http_request *req, const ws_http_upgrade_config *cfg,
                           ws_http_upgrade *up);
 
+/* Whether origin (an Origin header's value) is one of cfg->origins (ASCII case-insensitive;
+ * "*" allows any). */
+bool ws_http_origin_allowed(const ws_http_upgrade_config *cfg, ws_http_str origin);
+
+/* The token of the request's "Authorization: Bearer <token>" into *token (n = 0 when there is
+ * no Authorization header or it has another scheme). Returns 0, -1 when there is more than
+ * one Authorization header, -2 when the Bearer token is not token68. */
+int ws_http_bearer(const ws_http_request *req, ws_http_str *token);
+
 /* Finds name=value in a query string (application/x-www-form-urlencoded: '&' separated, '+'
  * is a space, %XX escapes) and decodes the first value for name into out (cap bytes),
  * NUL-terminated. Names are compared as sent, undecoded. Returns the decoded length (>= 0),

@@ -85,6 +85,8 @@ struct wsc_conn {
     uint8_t list;  /* enum conn_list */
     bool writable, peer_closed, close_after_flush, opened, upgraded, ping_out, read_again,
         lingering, ip_counted;
+    bool stream;        /* wsc_handlers.stream: raw bytes out, input dropped, no frames */
+    uint64_t last_tx;   /* stream: loop ms of the last queued bytes (for the keepalive) */
     bool tls_hs;        /* TLS: the handshake is not done yet (no HTTP before it) */
     uint8_t tls_eof;    /* TLS: 1 close_notify or EOF seen, 2 a TLS error: after the bytes read */
     bool corked;        /* wsc_conn_cork: writes held until wsc_conn_uncork */
@@ -201,9 +203,10 @@ wsc_frame *wsc_frame_new(uint8_t opcode, const void *payload, size_t len)
     return f;
 }
 
-/* Bytes sent as they are (an HTTP answer before the upgrade). */
+/* Bytes sent as they are (an HTTP answer before the upgrade, a stream's bytes). */
 static wsc_frame *frame_raw(const void *bytes, size_t len)
 {
+    if (len > UINT32_MAX) return NULL;
     wsc_frame *f = malloc(sizeof *f + len);
     if (!f) return NULL;
     atomic_init(&f->ref, 1);
@@ -216,6 +219,8 @@ static wsc_frame *frame_raw(const void *bytes, size_t len)
     memcpy(f->data, bytes, len);
     return f;
 }
+
+wsc_frame *wsc_frame_raw(const void *bytes, size_t len) { return frame_raw(bytes, len); }
 
 wsc_frame *wsc_frame_wrap(const uint8_t *bytes, size_t len, void (*destroy)(void *ud), void *ud)
 {
@@ -380,13 +385,35 @@ static int queue_push(wsc_conn *c, wsc_frame *f)
     c->q[(c->q_head + c->q_count) % c->q_cap] = wsc_frame_ref(f);
     c->q_count++;
     c->q_bytes += f->len;
+    if (c->stream) c->last_tx = loop_now(c->w->l);
     conn_want_flush(c);
     return 0;
 }
 
 /* Queues a close frame and stops sending anything else. */
+/* A stream has no close frame: it ends (half-close, then linger as after a close frame)
+ * once what is queued is written. */
+static void conn_end_stream(wsc_conn *c, uint16_t code)
+{
+    conn_state(c, CS_CLOSING);
+    c->close_code = code;
+    c->corked = false;
+    c->peer_closed = true; /* no close frame to wait for */
+    c->close_after_flush = true;
+    loop_timer_set(c->w->l, &c->core_timer,
+                   loop_now(c->w->l) + (uint64_t)c->w->s->cfg.close_timeout_ms);
+    if (c->q_count || c->tpend)
+        conn_want_flush(c);
+    else
+        conn_flush(c); /* nothing to write: the half-close now */
+}
+
 static void conn_send_close(wsc_conn *c, uint16_t code, const char *reason)
 {
+    if (c->stream) {
+        conn_end_stream(c, code);
+        return;
+    }
     uint8_t payload[125];
     size_t rl = reason ? strnlen(reason, 123) : 0;
     size_t n = code == WS_CLOSE_NO_STATUS ? 0 : ws_frame_close_encode(payload, code, reason, rl);
@@ -416,6 +443,7 @@ size_t wsc_conn_queued(const wsc_conn *c)
 }
 const char *wsc_conn_peer(const wsc_conn *c) { return c->peer; }
 int wsc_conn_tls(const wsc_conn *c) { return c->ssl || c->rec; }
+int wsc_conn_is_stream(const wsc_conn *c) { return c->stream; }
 
 /* Closes c (slow_close_code) at once: the peer does not read fast enough. What is queued will not
  * be read either: keep only the frame being written (the stream must stay well-framed). */
@@ -575,6 +603,11 @@ int wsc_conn_send_text(wsc_conn *c, const char *text, size_t len)
 void wsc_conn_close(wsc_conn *c, uint16_t code, const char *reason)
 {
     if (c->state != CS_OPEN) return;
+    if (c->stream) {
+        if (c->w->s->h.stream_end) c->w->s->h.stream_end(c, code, reason);
+        if (c->state == CS_OPEN) conn_end_stream(c, code);
+        return;
+    }
     if (c->peer_closed) c->close_after_flush = true;
     conn_send_close(c, code, reason);
 }
@@ -984,6 +1017,40 @@ static void conn_handshake(wsc_conn *c, const uint8_t *in, size_t n)
         wsc_frame_unref(f);
         return;
     }
+    int st = s->h.stream ? s->h.stream(c, &req, &resp, &resp_len) : 0;
+    if (st != 0) {          /* a stream (Server-Sent Events), or the app's answer to one */
+        c->upgraded = true; /* its closed handler runs */
+        if (st == WSC_STREAM_OPEN && atomic_load(&s->drain_ms) > 0) {
+            free(resp);
+            conn_answer_http(c, 503, s->draining_body);
+            return;
+        }
+        wsc_frame *f = resp ? frame_raw(resp, resp_len) : NULL;
+        free(resp);
+        if (st != WSC_STREAM_OPEN) {
+            metric_inc(s->m_hs_fail);
+            conn_state(c, CS_CLOSING);
+            c->close_after_flush = true;
+            if (!f || queue_push(c, f) != 0) conn_abort(c, WS_CLOSE_ABNORMAL);
+            wsc_frame_unref(f);
+            loop_timer_set(c->w->l, &c->core_timer,
+                           loop_now(c->w->l) + (uint64_t)s->cfg.close_timeout_ms);
+            return;
+        }
+        c->stream = true;
+        if (!f || queue_push(c, f) != 0) {
+            wsc_frame_unref(f);
+            conn_abort(c, WS_CLOSE_ABNORMAL);
+            return;
+        }
+        wsc_frame_unref(f);
+        metric_inc(s->m_hs_ok);
+        free(c->hs);
+        c->hs = NULL;
+        c->hs_len = 0;
+        conn_open(c, NULL, 0); /* what came after the head is dropped, as all input is */
+        return;
+    }
     ws_http_upgrade up;
     const char *body = NULL;
     int status = ws_http_check_upgrade(&req, &s->cfg.upgrade, &up);
@@ -1032,6 +1099,15 @@ static void conn_open(wsc_conn *c, const uint8_t *rest, size_t n)
     wsc_server *s = c->w->s;
     conn_state(c, CS_OPEN);
     c->opened = true;
+    if (c->stream) { /* no pings: the keepalive, when the stream has been quiet */
+        if (s->cfg.stream_keepalive_ms > 0 && s->cfg.stream_keepalive)
+            loop_timer_set(c->w->l, &c->core_timer,
+                           c->last_tx + (uint64_t)s->cfg.stream_keepalive_ms);
+        else
+            loop_timer_cancel(&c->core_timer);
+        if (s->h.open) s->h.open(c);
+        return;
+    }
     if (s->cfg.ping_interval_ms > 0)
         loop_timer_set(c->w->l, &c->core_timer,
                        loop_now(c->w->l) + (uint64_t)s->cfg.ping_interval_ms);
@@ -1095,6 +1171,7 @@ static void conn_frames_with(wsc_conn *c, ws_reader *r, uint8_t *in, size_t n);
 static void conn_frames(wsc_conn *c, uint8_t *in, size_t n)
 {
     wsc_worker *w = c->w;
+    if (c->stream) return; /* a stream reads nothing after its request: dropped */
     ws_reader *r = c->reader;
     if (!r) {
         ws_reader_config rc = {
@@ -1281,6 +1358,21 @@ static void conn_core_timer(loop_timer *t)
         return;
     case CS_CLOSING: conn_abort(c, c->close_code ? c->close_code : WS_CLOSE_ABNORMAL); return;
     case CS_OPEN:
+        if (c->stream) { /* quiet for stream_keepalive_ms: the keepalive bytes */
+            uint64_t due = c->last_tx + (uint64_t)s->cfg.stream_keepalive_ms;
+            if (now >= due) {
+                wsc_frame *f = frame_raw(s->cfg.stream_keepalive, strlen(s->cfg.stream_keepalive));
+                if (!f || wsc_conn_send(c, f) == -ENOMEM) {
+                    wsc_frame_unref(f);
+                    conn_abort(c, WS_CLOSE_ABNORMAL);
+                    return;
+                }
+                wsc_frame_unref(f);
+                due = now + (uint64_t)s->cfg.stream_keepalive_ms;
+            }
+            if (c->state == CS_OPEN) loop_timer_set(c->w->l, t, due);
+            return;
+        }
         if (c->ping_out && now >= c->ping_sent + (uint64_t)s->cfg.pong_timeout_ms) {
             conn_abort(c, WS_CLOSE_ABNORMAL); /* no pong, no traffic */
             return;

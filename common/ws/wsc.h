@@ -54,6 +54,9 @@ wsc_frame *wsc_frame_wrap(const uint8_t *bytes, size_t len, void (*destroy)(void
  * not compressed again per connection: wsc_conn_send sends `deflated` to connections that
  * negotiated permessage-deflate (and whose window allows it), f to the others. */
 void wsc_frame_set_deflated(wsc_frame *f, wsc_frame *deflated);
+/* Bytes sent as they are, not a WebSocket frame: what a stream (wsc_handlers.stream) sends.
+ * A copy of bytes; refcount 1. NULL on allocation failure. */
+wsc_frame *wsc_frame_raw(const void *bytes, size_t len);
 wsc_frame *wsc_frame_ref(wsc_frame *f);
 void wsc_frame_unref(wsc_frame *f);        /* NULL ok */
 size_t wsc_frame_size(const wsc_frame *f); /* bytes on the wire */
@@ -71,6 +74,22 @@ typedef struct wsc_handlers {
      * response in *response (malloc'd, *len bytes; the core frees it) to answer it and close,
      * or 0 to go on with the upgrade. For /healthz, /readyz and /metrics on the same port. */
     int (*http)(wsc_conn *c, const ws_http_request *req, char **response, size_t *len);
+    /* Any request head that http declined, before it is judged as an upgrade: a response the
+     * app streams for as long as the connection lives (Server-Sent Events). Return 0 to go on
+     * with the upgrade, or answer with a complete HTTP response head (and body) in *response
+     * (malloc'd, *len bytes; the core frees it): WSC_STREAM_ANSWER sends it and closes,
+     * WSC_STREAM_OPEN sends it and keeps the connection open as a stream (while draining the
+     * core answers 503 instead). An open stream lives as a WebSocket connection does (open,
+     * timer and closed run; max_outbound, the slow rule, cork, drain and the connection
+     * limits hold), without frames: wsc_conn_send takes wsc_frame_raw bytes, what the peer
+     * sends is read and dropped, there are no pings (stream_keepalive instead), and
+     * wsc_conn_close calls stream_end, then ends the TCP connection after what is queued.
+     * closed runs for every connection this returned non-zero for (wsc_conn_data may be
+     * NULL); the request's strings are valid only during the call. */
+    int (*stream)(wsc_conn *c, const ws_http_request *req, char **response, size_t *len);
+    /* A stream is being closed (wsc_conn_close, drain) with code and reason: the app may
+     * still queue its last bytes (not when closed as too slow). */
+    void (*stream_end)(wsc_conn *c, uint16_t code, const char *reason);
     /* The handshake was judged acceptable by RFC 6455 and the server's upgrade config;
      * the handler may still refuse it: return 101 to accept, or an HTTP status (401, 403,
      * 503...) to answer instead; *body is an optional one-line text for that answer. The
@@ -89,6 +108,9 @@ typedef struct wsc_handlers {
      * what the app hung on it (wsc_conn_data may be NULL). */
     void (*closed)(wsc_conn *c, uint16_t code);
 } wsc_handlers;
+
+#define WSC_STREAM_ANSWER 1 /* wsc_handlers.stream: answer and close */
+#define WSC_STREAM_OPEN 2   /* ... answer and stream */
 
 typedef struct wsc_config {
     /* The application's policy: the core writes no name, metric or 4xxx code of its own. */
@@ -123,6 +145,11 @@ typedef struct wsc_config {
                                  * than this are sent uncompressed */
     int write_delay_ms;         /* events (wsc_conn_send_event) wait up to this long for
                                  * more to share their writes; 0: written at once */
+
+    /* Streams (wsc_handlers.stream) */
+    int stream_keepalive_ms;      /* stream_keepalive is queued after this long with nothing
+                                   * queued (0: never) */
+    const char *stream_keepalive; /* ... those bytes (an SSE comment); borrowed */
 } wsc_config;
 
 /* Starts the workers (each binds its listener first, so a bad address fails here). Returns
@@ -200,5 +227,7 @@ size_t wsc_conn_queued(const wsc_conn *c);
 const char *wsc_conn_peer(const wsc_conn *c);
 /* True when c came through the TLS listener. */
 int wsc_conn_tls(const wsc_conn *c);
+/* True when c is a stream (wsc_handlers.stream), not a WebSocket connection. */
+int wsc_conn_is_stream(const wsc_conn *c);
 
 #endif

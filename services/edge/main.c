@@ -48,6 +48,8 @@ static struct {
         user_pub_rate, user_pub_burst, keys_refresh_s, tls_hs_ms, rpc_timeout_ms, rpc_inflight,
         max_rpc_reply, client_age_s, client_bytes, dedup_window_s, pub_inflight, hook_timeout_ms,
         hook_inflight, conflate_after;
+    int sse;
+    long sse_retry_ms, sse_heartbeat_ms, sse_max_topics; /* Server-Sent Events (sse.h) */
     long api_threads, api_queue, api_max_request, api_max_data, api_topics, api_history,
         api_timeout_ms, api_gather_ms; /* the server API (api.h) */
 } cfg;
@@ -213,6 +215,18 @@ static const cfg_opt options[] = {
      &cfg.warning_s},
     {"EDGE_MAX_SUBSCRIPTIONS", CFG_INT, "100", "topics per connection", 0, 1, 100000,
      &cfg.max_subs},
+    {"EDGE_SSE", CFG_BOOL, "on",
+     "Server-Sent Events on the edge's port: GET /sse?topic=A&topic=B (docs/EDGE.md)", 0, 0, 0,
+     &cfg.sse},
+    {"EDGE_SSE_RETRY_MS", CFG_INT, "2000",
+     "the retry: an SSE stream sends first: how long a browser waits before it reconnects",
+     0, 100, 600000, &cfg.sse_retry_ms},
+    {"EDGE_SSE_HEARTBEAT_MS", CFG_INT, "15000",
+     "an SSE stream quiet for this long gets a comment (\": ping\"): proxies keep it, a dead "
+     "peer is found by the write (0: none)", 0, 0, 3600000, &cfg.sse_heartbeat_ms},
+    {"EDGE_SSE_MAX_TOPICS", CFG_INT, "32",
+     "topics of one SSE request (and at most EDGE_MAX_SUBSCRIPTIONS; over: 400)", 0, 1, 1024,
+     &cfg.sse_max_topics},
     {"EDGE_MAX_ERRORS", CFG_INT, "20", "error replies before a connection is closed 1008", 0,
      1, 1000000, &cfg.max_errors},
     {"EDGE_REPLAY_INFLIGHT", CFG_INT, "32",
@@ -697,9 +711,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "edge: config: MAX_CONNECTIONS_PER_USER needs REDIS_URL\n");
         goto done;
     }
+    ctx.sse = (sse_cfg){.enabled = cfg.sse != 0,
+                        .origins = origins,
+                        .norigins = norigins,
+                        .retry_ms = cfg.sse_retry_ms,
+                        .max_topics = cfg.sse_max_topics};
     wsc_handlers h;
     session_handlers(&ctx, &h);
     h.http = on_http;
+    if (ctx.sse.enabled) sse_handlers(&h); /* GET /sse on the same port */
     wsc_config wc = {
         .name = "edge",
         .metric_prefix = "sc_edge",
@@ -726,6 +746,8 @@ int main(int argc, char **argv)
         .close_timeout_ms = (int)cfg.close_ms,
         .write_delay_ms = (int)cfg.write_delay_ms,
         .deflate_min = (size_t)cfg.deflate_min,
+        .stream_keepalive_ms = (int)cfg.sse_heartbeat_ms,
+        .stream_keepalive = ": ping\n\n",
     };
     if (wsc_server_start(&S, &wc, &h) != 0) goto done;
     api_cfg ac = {.edge_id = cfg.edge_id,

@@ -34,7 +34,10 @@ static long wall_now(void) { return (long)time(NULL); }
 
 void session_reply(session *s, const char *text, int n)
 {
-    if (n > 0) wsc_conn_send_text(s->c, text, (size_t)n);
+    if (n > 0 && s->sse)
+        sse_reply(s, text, (size_t)n);
+    else if (n > 0)
+        wsc_conn_send_text(s->c, text, (size_t)n);
 }
 
 static void reply_error(session *s, const char *id, const char *code, const char *message)
@@ -220,7 +223,7 @@ static void sub_remove(session *s, int i)
 /* ---- tokens ---------------------------------------------------------------------------------- */
 
 /* Applies verified claims to s. Returns 0, or -ENOMEM (s unchanged). */
-static int session_take_claims(session *s, token_claims *cl)
+int session_take_claims(session *s, token_claims *cl)
 {
     perms *p = perms_get(&s->ws->perms, cl->payload, &s->ws->ctx->perms_src);
     if (!p) return -ENOMEM;
@@ -280,6 +283,7 @@ static void session_welcome(session *s)
     session_reply(s, out,
                   msg_welcome_build(out, sizeof out, conn_id, s->user, s->exp,
                                     s->ws->ctx->cfg.edge_id));
+    if (s->sse) sse_begin(s); /* the stream's topics, as its client would subscribe now */
 }
 
 /* An authenticated session goes live: inbox, presence, welcome (after the presence verdict
@@ -359,7 +363,7 @@ static void session_admit(session *s, json_t *claims)
     }
 }
 
-static int session_verify(session *s, const char *token, token_claims *cl)
+int session_verify(session *s, const char *token, token_claims *cl)
 {
     int rc = keys_verify(s->ws->ctx->keys, &s->ws->ctx->policy, token, wall_now(), cl);
     if (rc != 0) {
@@ -972,6 +976,13 @@ static void on_subscribe(session *s, msg_in *m)
     subscribe_now(s, m->topic, m->since, m->latest, m->id);
 }
 
+void session_subscribe(session *s, const char *topic, int64_t since)
+{
+    msg_in m = {.type = MSG_SUBSCRIBE, .since = since};
+    snprintf(m.topic, sizeof m.topic, "%s", topic);
+    on_subscribe(s, &m);
+}
+
 static void on_refresh(session *s, msg_in *m)
 {
     char out[REPLY_MAX];
@@ -1107,8 +1118,23 @@ static void on_closed_free(session *s)
     while (s->nsubs > 0) sub_remove(s, s->nsubs - 1);
     free(s->subs);
     perms_put(&s->ws->perms, s->perms);
+    sse_free(s);
     free(s->user);
     free(s);
+}
+
+session *session_new(wsc_conn *c)
+{
+    wstate *ws = wsc_worker_data(wsc_conn_worker(c));
+    session *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->c = c;
+    s->ws = ws;
+    s->tokens = (double)ws->ctx->cfg.rate_burst;
+    s->pub_tokens = ws->ctx->cfg.publish_burst;
+    s->refilled = s->pub_at = loop_now(wsc_worker_loop(wsc_conn_worker(c)));
+    wsc_conn_set_data(c, s);
+    return s;
 }
 
 static int on_upgrade(wsc_conn *c, const ws_http_request *req, const ws_http_upgrade *up,
@@ -1117,14 +1143,8 @@ static int on_upgrade(wsc_conn *c, const ws_http_request *req, const ws_http_upg
     (void)req;
     (void)body;
     wstate *ws = wsc_worker_data(wsc_conn_worker(c));
-    session *s = calloc(1, sizeof *s);
+    session *s = session_new(c);
     if (!s) return 503;
-    s->c = c;
-    s->ws = ws;
-    s->tokens = (double)ws->ctx->cfg.rate_burst;
-    s->pub_tokens = ws->ctx->cfg.publish_burst;
-    s->refilled = s->pub_at = loop_now(wsc_worker_loop(wsc_conn_worker(c)));
-    wsc_conn_set_data(c, s);
     /* A token in the handshake (header, or access_token per RFC 6750 §2.3) is checked now;
      * a bad one still gets the upgrade, then close 4001, which a browser can see. */
     char token[8193];

@@ -21,6 +21,7 @@
 #include "perms.h"
 #include "presence.h"
 #include "quota.h"
+#include "sse.h"
 #include "token.h"
 #include "ws/wsc.h"
 
@@ -69,6 +70,7 @@ typedef struct session_ctx {
     _Atomic int hooks_inflight;
     presence *pres;    /* NULL: no presence */
     quota *user_quota; /* client publish bytes per user on this edge (NULL: none) */
+    sse_cfg sse;       /* Server-Sent Events on the same port (sse.h) */
     void *workers[64]; /* per-worker state, for presence verdicts */
 } session_ctx;
 

@@ -29,9 +29,18 @@ static const char *rec_topic(const sub_rec *rec)
     return rec->t->key[0] == FAB_USER ? "user" : rec->t->key + 2;
 }
 
-static void send_event(sub_rec *rec, wsc_frame *f)
+/* Queues an event on rec's connection: the frame itself, or for a Server-Sent Events stream
+ * the same message with its id (live: from the live flow, in the stream's order; prev: its
+ * subject's previous seq). */
+static int conn_send_event(sub_rec *rec, wsc_frame *f, uint64_t seq, uint64_t prev, bool live)
 {
-    if (wsc_conn_send_event(rec->s->c, f) == 0) metric_inc(session_m.deliveries);
+    if (rec->s->sse) return sse_send_event(rec, f, seq, prev, live);
+    return wsc_conn_send_event(rec->s->c, f);
+}
+
+static void send_event(sub_rec *rec, wsc_frame *f, uint64_t seq)
+{
+    if (conn_send_event(rec, f, seq, 0, false) == 0) metric_inc(session_m.deliveries);
 }
 
 /* Keeps a live event back until the replay reaches it. What is held counts in the
@@ -49,9 +58,8 @@ static void held_out(void *ud, void *item, uint64_t seq, bool send)
 {
     sub_rec *rec = ud;
     wsc_frame *f = item;
-    (void)seq;
     wsc_conn_unhold(rec->s->c, wsc_frame_size(f)); /* counted as queued now, if sent */
-    if (send) send_event(rec, f);
+    if (send) send_event(rec, f, seq);
     wsc_frame_unref(f);
 }
 
@@ -97,7 +105,7 @@ static bool cu_event(void *ud, uint64_t seq, const char *data, size_t len)
             wsc_conn_close(rec->s->c, WS_CLOSE_INTERNAL, "out of memory");
             return true;
         }
-        if (cu->until || seq_replayed(&rec->pos, seq)) send_event(rec, f);
+        if (cu->until || seq_replayed(&rec->pos, seq)) send_event(rec, f, seq);
         wsc_frame_unref(f);
     }
     if (cu->until) return true;
@@ -262,6 +270,6 @@ void catchup_deliver(wstate *ws, const char *key, wsc_frame *f, uint64_t seq, ui
         sub_rec *rec = t->members[i];
         if (seq && !catchup_live_accept(rec, f, seq, prev)) continue;
         if ((rec->latest || rec->pending) && session_conflate(rec, f)) continue;
-        if (wsc_conn_send_event(rec->s->c, f) == 0) metric_inc(session_m.deliveries);
+        if (conn_send_event(rec, f, seq, prev, true) == 0) metric_inc(session_m.deliveries);
     }
 }

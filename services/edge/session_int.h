@@ -1,7 +1,8 @@
 /* session_int.h - what the files of the edge's protocol layer share: session.c (messages,
- * tokens, connection life, the worker's wiring), session_map.c (the topic map) and
- * session_catchup.c (replay and the seam to live). Not for use outside them; the public
- * interface is session.h. Everything here belongs to one worker thread. */
+ * tokens, connection life, the worker's wiring), session_map.c (the topic map),
+ * session_catchup.c (replay and the seam to live) and session_sse.c (Server-Sent Events). Not for
+ * use outside them; the public interface is session.h. Everything here belongs to one worker
+ * thread. */
 #ifndef EDGE_SESSION_INT_H
 #define EDGE_SESSION_INT_H
 
@@ -124,6 +125,7 @@ typedef struct session {
     uint32_t errors;
     struct rpc_pending *rpcs; /* calls and stored publishes in flight, cancelled with it */
     uint16_t nrpc, npub;
+    struct sse_conn *sse; /* a Server-Sent Events stream (sse.c), or NULL: WebSocket */
 } session;
 
 /* The protocol layer's metrics (registered once, at the first worker's start). */
@@ -143,6 +145,24 @@ void session_reply(session *s, const char *text, int n);
 bool session_conflate(sub_rec *rec, wsc_frame *f);
 /* Drops what waits in rec->pending (the subscription ends). */
 void session_conflate_drop(sub_rec *rec);
+
+/* session.c, for session_sse.c: a new session on c (its data; freed by the closed handler), or
+ * NULL; a token's check (0, or the error, counted and logged); claims applied to s (0 or -ENOMEM);
+ * a subscribe {topic, since} (since -1: none) as if the client had sent it. */
+session *session_new(wsc_conn *c);
+int session_verify(session *s, const char *token, token_claims *cl);
+int session_take_claims(session *s, token_claims *cl);
+void session_subscribe(session *s, const char *topic, int64_t since);
+
+/* session_sse.c, for session*.c: s's reply as an SSE message; an event (seq 0: not stored; live:
+ * from the live flow, not a replay or held back, and prev its subject's previous seq) queued
+ * as an SSE message with its id
+ * (wsc_conn_send_event's result); the stream's subscribes, once welcome went out; s->sse
+ * freed. */
+void sse_reply(session *s, const char *text, size_t n);
+int sse_send_event(sub_rec *rec, wsc_frame *f, uint64_t seq, uint64_t prev, bool live);
+void sse_begin(session *s);
+void sse_free(session *s);
 
 /* session_map.c. Joining may subscribe the worker to key on NATS: *wait is then the fabric's
  * ticket to wait for (fab_watch; 0: NATS has the subscription). Leaving cancels the
