@@ -34,9 +34,10 @@ struct bus {
     natsOptions *opts;
     char name[64];
     _Atomic int connected;
-    _Atomic int closing;      /* set by bus_destroy: the disconnect that follows is expected */
-    sem_t closed;             /* posted by nats.c's closed callback, the last one it makes */
-    pthread_mutex_t mux_lock; /* guards mux, calls, next_call (bus_request_many) */
+    _Atomic int closing;          /* set by bus_destroy: the disconnect that follows is expected */
+    _Atomic uint64_t disruptions; /* disconnects and asynchronous errors (bus_disruptions) */
+    sem_t closed;                 /* posted by nats.c's closed callback, the last one it makes */
+    pthread_mutex_t mux_lock;     /* guards mux, calls, next_call (bus_request_many) */
     natsSubscription *mux;
     char mux_prefix[128];
     struct bus_many *calls;
@@ -114,6 +115,7 @@ static void bus_on_disconnected(natsConnection *nc, void *closure)
 {
     (void)nc;
     bus *b = closure;
+    atomic_fetch_add(&b->disruptions, 1);
     atomic_store(&b->connected, 0);
     metric_set(b->m_connected, 0);
     if (!atomic_load(&b->closing)) log_warn("nats disconnected", "name=%s", b->name);
@@ -131,6 +133,8 @@ static void bus_on_reconnected(natsConnection *nc, void *closure)
     log_info("nats reconnected", "name=%s url=%s", b->name, url);
     if (b->reconnect_fn) b->reconnect_fn(b->reconnect_ud);
 }
+
+uint64_t bus_disruptions(bus *b) { return atomic_load(&b->disruptions); }
 
 void bus_set_reconnect_hook(bus *b, void (*fn)(void *ud), void *ud)
 {
@@ -163,6 +167,7 @@ static void bus_on_error(natsConnection *nc, natsSubscription *sub, natsStatus e
 {
     (void)nc;
     bus *b = closure;
+    atomic_fetch_add(&b->disruptions, 1); /* a slow consumer's messages are gone */
     metric_inc(b->m_errors);
     const char *subj = sub ? natsSubscription_GetSubject(sub) : NULL;
     log_error("nats async error", "name=%s error=\"%s\" subject=%s", b->name,

@@ -89,6 +89,9 @@ int bus_connect(bus **out, const char *urls, const char *name);
 /* Drains subscriptions (up to timeout_ms), closes and frees; accepts NULL. */
 void bus_destroy(bus *b, int timeout_ms);
 int bus_connected(bus *b);
+/* How many times messages may have been lost on the way in: disconnects and asynchronous
+ * errors (a slow consumer's dropped messages) since the start. Only grows. Thread-safe. */
+uint64_t bus_disruptions(bus *b);
 /* Bytes published but not yet written to the server (nats.c's buffer; while disconnected,
  * what it keeps for the reconnection), or 0 when unknown. A publisher that must bound what
  * it has in flight checks this before publishing. Thread-safe. */

@@ -19,8 +19,10 @@
  * - Every call returns 0 (or a count) or a negative errno. One client, one thread: every
  *   function but sc_client_stop must be called from the thread that steps the client.
  * - Callbacks run inside sc_client_step / sc_client_run only, never inside the call that
- *   registered them. A function that takes a callback and fails never calls it; one that
- *   succeeds calls it exactly once (publish, rpc), or until sc_client_destroy (events).
+ *   registered them; the one exception is sc_client_start, which reports the state
+ *   "connecting" through on_state before it returns. A function that takes a callback and fails
+ * never calls it; one that succeeds calls it exactly once (publish, rpc), or until
+ * sc_client_destroy (events).
  * - Strings handed to a callback live until it returns; copy what you keep.
  * - sc_client_destroy must not be called from a callback: call sc_client_stop there.
  * - Everything is bounded (sc_client_config): message size, pending publishes and rpcs,

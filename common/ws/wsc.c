@@ -1031,7 +1031,11 @@ static void conn_handshake(wsc_conn *c, const uint8_t *in, size_t n)
             metric_inc(s->m_hs_fail);
             conn_state(c, CS_CLOSING);
             c->close_after_flush = true;
-            if (!f || queue_push(c, f) != 0) conn_abort(c, WS_CLOSE_ABNORMAL);
+            if (!f || queue_push(c, f) != 0) {
+                wsc_frame_unref(f);
+                conn_abort(c, WS_CLOSE_ABNORMAL); /* on the free list: no timer may follow */
+                return;
+            }
             wsc_frame_unref(f);
             loop_timer_set(c->w->l, &c->core_timer,
                            loop_now(c->w->l) + (uint64_t)s->cfg.close_timeout_ms);

@@ -105,6 +105,7 @@ struct fabric {
     pthread_mutex_t zlock; /* zd: nats.c may call from several threads */
     z_stream zd;
     bool zd_ready;
+    _Atomic uint64_t drops; /* every m_dropped, for fab_disruptions */
     metric *m_in, *m_dropped, *m_topics, *m_deflated, *m_deflate_bytes_in, *m_deflate_bytes_out;
     metric *m_wakeups, *m_settle_ok, *m_settle_failed;
     /* Settling: subscriptions are numbered as they are made (sub_seq, under lock); the
@@ -181,6 +182,14 @@ static void slot_release(fab_slot *s)
     free(s->data);
 }
 
+static void fab_count_drop(fabric *f)
+{
+    atomic_fetch_add(&f->drops, 1);
+    metric_inc(f->m_dropped);
+}
+
+uint64_t fab_disruptions(fabric *f) { return atomic_load(&f->drops) + bus_disruptions(f->b); }
+
 /* ---- NATS side (nats.c threads) ----------------------------------------------------------- */
 
 /* Queues s on p (taking over its references), or drops it when the mailbox is full. */
@@ -188,7 +197,7 @@ static void port_push(fab_port *p, fab_slot *s)
 {
     int rc = mbox_put(&p->mb, s);
     if (rc < 0) {
-        metric_inc(p->f->m_dropped);
+        fab_count_drop(p->f);
         slot_release(s);
     } else if (rc == 1) {
         metric_inc(p->f->m_wakeups);
@@ -221,7 +230,7 @@ static void fab_broadcast(fabric *f, enum fab_kind kind, const char *data, size_
         fab_slot s = {.kind = kind};
         if (data) {
             if (!(s.data = malloc(n + 1))) {
-                metric_inc(f->m_dropped);
+                fab_count_drop(f);
                 continue;
             }
             memcpy(s.data, data, n);
@@ -316,7 +325,7 @@ static void fab_on_event(bus_msg *msg, void *ud)
     if (!mask) {
         /* every local subscriber left since: nobody to frame it for */
     } else if (dlen > f->max_data) {
-        metric_inc(f->m_dropped);
+        fab_count_drop(f);
         log_warn("bus message over the size limit dropped", "subject=%s bytes=%zu",
                  bus_msg_subject(msg), dlen);
     } else {
@@ -338,7 +347,7 @@ static void fab_on_event(bus_msg *msg, void *ud)
             fab_fan_out(f, mask, r->kind, r, frame, seq, prev);
             wsc_frame_unref(frame);
         } else {
-            metric_inc(f->m_dropped);
+            fab_count_drop(f);
         }
     }
     bus_msg_destroy(msg);

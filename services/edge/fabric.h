@@ -52,6 +52,11 @@ enum fab_kind {
  * Returns 0 or a negative code. */
 int fab_create(fabric **out, bus *b, size_t max_data, bool deflate, size_t deflate_min);
 void fab_destroy(fabric *f); /* after every port is closed; NULL ok */
+/* How many times a bus message may have been lost before reaching the workers: the fabric's
+ * drops (a full worker mailbox, over the size limit) plus bus_disruptions. Only grows; a
+ * worker that sees it change knows an event may be missing although none was reported for
+ * its topic (it is healed at the topic's next event). Thread-safe. */
+uint64_t fab_disruptions(fabric *f);
 
 int fab_port_open(fabric *f, fab_port **out);
 void fab_port_close(fab_port *p); /* no message reaches it after this (its names are

@@ -173,6 +173,19 @@ static wsc_frame *event_with_skipped(wsc_frame *f, uint32_t n)
     return e;
 }
 
+void session_conflate_send(sub_rec *rec)
+{
+    wsc_frame *f = rec->pending;
+    if (!f) return;
+    wsc_frame_ref(f);
+    session_conflate_drop(rec);
+    wsc_frame *e = rec->skipped ? event_with_skipped(f, rec->skipped) : NULL;
+    rec->skipped = 0;
+    if (wsc_conn_send_event(rec->s->c, e ? e : f) == 0) metric_inc(session_m.deliveries);
+    wsc_frame_unref(e);
+    wsc_frame_unref(f);
+}
+
 /* Sends what waits for sessions whose queue is under the mark again. */
 static void conflated_flush(wstate *ws)
 {
@@ -181,18 +194,7 @@ static void conflated_flush(wstate *ws)
         next = s->next_conflated;
         if (wsc_conn_queued(s->c) > mark) continue;
         conflated_unlink(s);
-        for (int i = 0; i < s->nsubs; i++) {
-            sub_rec *rec = s->subs[i];
-            wsc_frame *f = rec->pending;
-            if (!f) continue;
-            wsc_frame_ref(f);
-            session_conflate_drop(rec);
-            wsc_frame *e = rec->skipped ? event_with_skipped(f, rec->skipped) : NULL;
-            rec->skipped = 0;
-            if (wsc_conn_send_event(s->c, e ? e : f) == 0) metric_inc(session_m.deliveries);
-            wsc_frame_unref(e);
-            wsc_frame_unref(f);
-        }
+        for (int i = 0; i < s->nsubs; i++) session_conflate_send(s->subs[i]);
     }
 }
 

@@ -174,6 +174,7 @@ void catchup_start(sub_rec *rec, uint64_t since, bool check, uint64_t until)
     char subject[300];
     snprintf(subject, sizeof subject, "%s%s",
              rec->t->key[0] == FAB_USER ? SUBJ_USERS_PREFIX : SUBJ_EVENTS_PREFIX, rec->t->key + 2);
+    if (rec->pending) session_conflate_send(rec); /* older than what the replay sends */
     catchup *cu = rec->cu; /* a hold without a replay (the inbox at connect) goes on */
     assert(!cu || !cu->r); /* one replay at a time per subscription */
     bool fresh = !cu;

@@ -145,6 +145,9 @@ void session_reply(session *s, const char *text, int n);
 bool session_conflate(sub_rec *rec, wsc_frame *f);
 /* Drops what waits in rec->pending (the subscription ends). */
 void session_conflate_drop(sub_rec *rec);
+/* Sends what waits in rec->pending now, whatever is queued: a replay is about to send events
+ * newer than it, which must not overtake it. */
+void session_conflate_send(sub_rec *rec);
 
 /* session.c, for session_sse.c: a new session on c (its data; freed by the closed handler), or
  * NULL; a token's check (0, or the error, counted and logged); claims applied to s (0 or -ENOMEM);

@@ -33,14 +33,16 @@ typedef struct sse_look {
 /* A stream's topics and what its id is made of. Its subscriptions only ever grow until it
  * closes (nothing unsubscribes a stream), so recs[] is rebuilt only when s->nsubs changed. */
 typedef struct sse_conn {
-    uint16_t ntopics;  /* [0] is the inbox ("user") */
-    uint16_t mapped;   /* s->nsubs when recs[] was last made */
-    uint64_t floor[2]; /* newest seq queued from the live flow: [0] events, [1] the inbox */
-    uint64_t *since;   /* per topic: where it started (POS_UNKNOWN: not known yet) */
-    uint64_t *sent;    /* per topic: the last seq sent (0: none) */
-    bool *synced;      /* per topic: a live event came that followed on from what it had, so
-                        * its live flow is whole: the floor may stand for its position */
-    sub_rec **recs;    /* per topic: its subscription, or NULL (not yet: a look-up, a hook) */
+    uint16_t ntopics;     /* [0] is the inbox ("user") */
+    uint16_t mapped;      /* s->nsubs when recs[] was last made */
+    uint64_t floor[2];    /* newest seq queued from the live flow: [0] events, [1] the inbox */
+    uint64_t disruptions; /* fab_disruptions when the synced flags were last trusted */
+    bool ended;           /* on_stream_end ran */
+    uint64_t *since;      /* per topic: where it started (POS_UNKNOWN: not known yet) */
+    uint64_t *sent;       /* per topic: the last seq sent (0: none) */
+    bool *synced;         /* per topic: a live event came that followed on from what it had, so
+                           * its live flow is whole: the floor may stand for its position */
+    sub_rec **recs;       /* per topic: its subscription, or NULL (not yet: a look-up, a hook) */
     sse_look *looks;
     char **topics;
 } sse_conn;
@@ -165,6 +167,14 @@ int sse_send_event(sub_rec *rec, wsc_frame *f, uint64_t seq, uint64_t prev, bool
     if (!payload) return -EINVAL; /* not an event's frame: never made by the fabric */
     int k = rec->t->key[0] == FAB_USER;
     if (x->mapped != s->nsubs) map_recs(s, x);
+    /* A bus message lost on the way (a full mailbox, a disconnect, a slow consumer) leaves
+     * a gap that its topic shows only at its next event: until each topic proves its flow
+     * whole again, the floor must not stand for it, or the id would claim the lost event. */
+    uint64_t d = fab_disruptions(s->ws->ctx->fab);
+    if (d != x->disruptions) {
+        x->disruptions = d;
+        memset(x->synced, 0, sizeof *x->synced * x->ntopics);
+    }
     uint16_t i = 0;
     while (i < x->ntopics && x->recs[i] != rec) i++;
     if (i < x->ntopics && seq) {
@@ -202,7 +212,8 @@ int sse_send_event(sub_rec *rec, wsc_frame *f, uint64_t seq, uint64_t prev, bool
 static void on_stream_end(wsc_conn *c, uint16_t code, const char *reason)
 {
     session *s = wsc_conn_data(c);
-    if (!s || !s->sse) return;
+    if (!s || !s->sse || s->sse->ended) return;
+    s->sse->ended = true; /* once: a send that fails closes, which would end it again */
     json_t *j = json_pack("{s:s, s:i, s:s}", "type", "close", "code", (int)code, "reason",
                           reason ? reason : "");
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -365,7 +376,7 @@ static void sse_req_clear(sse_req *r)
 
 static int parse_query(const ws_http_request *req, long max_topics, sse_req *r, const char **why)
 {
-    static char msg[200];
+    static _Thread_local char msg[200]; /* *why may point here: one per worker thread */
     r->topics[0] = strdup("user");
     if (!r->topics[0]) return 503;
     r->ntopics = 1;
@@ -514,6 +525,7 @@ static int on_stream(wsc_conn *c, const ws_http_request *req, char **resp, size_
         return fail(&a, m.unavailable, 503, "out of memory");
     }
     x->ntopics = r->ntopics;
+    x->disruptions = fab_disruptions(s->ws->ctx->fab);
     memcpy(x->since, since, sizeof *since * r->ntopics);
     memcpy(x->topics, r->topics, sizeof *r->topics * r->ntopics);
     r->ntopics = 0; /* the topics are x's now */

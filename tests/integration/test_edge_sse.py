@@ -27,6 +27,7 @@ import harness
 import natspub
 import pki
 from sseclient import SSE, Closed
+from wsclient import WS
 
 SERVICES = ("auth", "edge", "edge2", "edge3")
 DIR = tempfile.mkdtemp(prefix="sidecast-edge-sse-")
@@ -515,9 +516,12 @@ def test_sse_turned_off_and_the_connection_cap(st):
     off = SSE.open(port, ["prices.a"], token=_tok(st))
     assert off.status == 404, (off.status, off.body)  # EDGE_SSE=off: no such path
     off.close()
-    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
-    time.sleep(0.2)  # the edge's accept loop takes them; a wait, not a measurement
+    # two WebSocket clients, welcomed: the edge has them both (a bare TCP connection may
+    # still wait in its listener's queue while a later one is taken)
+    held = [WS.connect(st.edge_url_of("edge3"), token=_tok(st)) for _ in range(2)]
     try:
+        for h in held:
+            h.recv_json(10, type="welcome")
         full = SSE.open(port, ["prices.a"], token=_tok(st))
         assert full.status == 503, (full.status, full.body)
         full.close()
