@@ -174,8 +174,8 @@ int main(int argc, char **argv)
 
 done:
     bus_unsubscribe(occ_sub); /* NULL ok: no occupancy news to a stopped ticker */
+    prodsvc_stop(svc);        /* no handler, no fill after this: they read the ticker's prices */
     ticker_stop(tk);          /* no tick after this */
-    prodsvc_stop(svc);        /* no handler, no fill after this */
     admin_destroy(adm);
     bus_destroy(b, (int)cfg.drain_ms);
     if (status == 0) log_info("producer stopped", "%s", "");
