@@ -66,7 +66,7 @@ CLIENTS      := $(notdir $(patsubst %/,%,$(dir $(wildcard clients/*/main.c))))
 # stands on (RFC 6455 frames and handshake, sidecast.v1's JSON checks), so that a program
 # links one archive and what sidecast.pc names (OpenSSL, jansson).
 SCLIB_OBJ    := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out clients/c/example.c,$(wildcard clients/c/*.c)))
-SCLIB_DEPS   := $(patsubst %,$(BUILD)/obj/common/%.o,ws/ws_frame ws/ws_reader ws/utf8 \
+SCLIB_DEPS   := $(patsubst %,$(BUILD)/obj/common/%.o,ws/ws_frame ws/ws_reader ws/utf8 ws/ws_key ws/ws_url \
                 proto/msg proto/topic err)
 SCLIB_LIBS   := -lssl -lcrypto -ljansson
 PREFIX       ?= /usr/local

@@ -13,15 +13,15 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
-#include <openssl/sha.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
 #include "err.h"
 #include "ws/ws_frame.h"
+#include "ws/ws_key.h"
 #include "ws/ws_reader.h"
+#include "ws/ws_url.h"
 
 #define RBUF_SIZE 65536
 #define READS_PER_IO 64 /* reads per sc_conn_io before giving the caller's loop a turn */
@@ -36,8 +36,8 @@ struct sc_conn {
     bool ended, close_sent, more, want_write_tls, failed;
     int end_code;
     char end_why[256];
-    char accept[29]; /* base64 of a SHA-1: 28 characters */
-    char host[SC_WIRE_HOST_MAX + 1];
+    char accept[WS_KEY_ACCEPT_LEN + 1];
+    char host[WS_URL_HOST_MAX + 1];
     ws_reader reader;
     uint8_t *msgbuf;
     size_t msgcap, max_message;
@@ -212,31 +212,13 @@ int sc_conn_open(const sc_wire_url *u, const char *bearer, struct ssl_ctx_st *ct
     }
 
     uint8_t rnd[16];
-    char key[25];
-    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char key[WS_KEY_LEN + 1];
     if (RAND_bytes(rnd, sizeof rnd) != 1) {
         conn_free(c);
         return -EIO;
     }
-    size_t k = 0;
-    for (size_t i = 0; i < 15; i += 3) {
-        uint32_t v = (uint32_t)rnd[i] << 16 | (uint32_t)rnd[i + 1] << 8 | rnd[i + 2];
-        key[k++] = b64[v >> 18 & 63];
-        key[k++] = b64[v >> 12 & 63];
-        key[k++] = b64[v >> 6 & 63];
-        key[k++] = b64[v & 63];
-    }
-    key[k++] = b64[rnd[15] >> 2];
-    key[k++] = b64[(rnd[15] & 3) << 4];
-    key[k++] = '=';
-    key[k++] = '=';
-    key[k] = '\0';
-    /* RFC 6455 4.2.2: base64(SHA-1(key + GUID)) */
-    char kg[64];
-    unsigned char sha[SHA_DIGEST_LENGTH];
-    int kgl = snprintf(kg, sizeof kg, "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
-    SHA1((const unsigned char *)kg, (size_t)kgl, sha);
-    EVP_EncodeBlock((unsigned char *)c->accept, sha, sizeof sha);
+    ws_key_client(rnd, key);
+    ws_key_accept(key, c->accept); /* what the 101 must carry */
     size_t cap = 1024 + strlen(u->path) + (bearer ? strlen(bearer) : 0);
     char *req = malloc(cap);
     if (!req) {

@@ -15,65 +15,9 @@
 
 int sc_wire_url_parse(const char *s, sc_wire_url *u)
 {
-    memset(u, 0, sizeof *u);
-    const char *rest;
-    if (strncmp(s, "ws://", 5) == 0) {
-        rest = s + 5;
-    } else if (strncmp(s, "wss://", 6) == 0) {
-        rest = s + 6;
-        u->tls = true;
-    } else {
-        return -EINVAL;
-    }
-    size_t auth_len = strcspn(rest, "/?#");
-    const char *path = rest + auth_len;
-    if (auth_len == 0 || auth_len > SC_WIRE_HOST_MAX + 6) return -EINVAL;
-    char auth[SC_WIRE_HOST_MAX + 8];
-    memcpy(auth, rest, auth_len);
-    auth[auth_len] = '\0';
-    if (strchr(auth, '@')) return -EINVAL; /* no userinfo: credentials never go in URLs */
-    const char *host = auth, *port = NULL;
-    size_t host_len;
-    if (auth[0] == '[') {
-        char *close = strchr(auth, ']');
-        if (!close) return -EINVAL;
-        host = auth + 1;
-        host_len = (size_t)(close - host);
-        if (close[1] == ':')
-            port = close + 2;
-        else if (close[1] != '\0')
-            return -EINVAL;
-    } else {
-        char *colon = strchr(auth, ':');
-        host_len = colon ? (size_t)(colon - auth) : auth_len;
-        if (colon) port = colon + 1;
-    }
-    if (host_len == 0 || host_len > SC_WIRE_HOST_MAX) return -EINVAL;
-    memcpy(u->host, host, host_len);
-    u->host[host_len] = '\0';
-    u->port = u->tls ? 443 : 80;
-    if (port) {
-        char *end;
-        long p = strtol(port, &end, 10);
-        if (*port == '\0' || *end != '\0' || p < 1 || p > 65535) return -EINVAL;
-        u->port = (int)p;
-    }
-    if (*path == '#') path = "";
-    size_t plen = strcspn(path, "#");
-    if (plen > SC_WIRE_PATH_MAX - 1) return -EINVAL;
-    if (plen == 0 || path[0] == '?') {
-        u->path[0] = '/';
-        memcpy(u->path + 1, path, plen);
-        u->path[plen + 1] = '\0';
-    } else {
-        memcpy(u->path, path, plen);
-        u->path[plen] = '\0';
-    }
-    for (const char *c = u->path; *c; c++)
-        if ((unsigned char)*c <= 0x20 || *c == 0x7f) return -EINVAL;
-    snprintf(u->hostport, sizeof u->hostport, strchr(u->host, ':') ? "[%s]:%d" : "%s:%d", u->host,
-             u->port);
-    return 0;
+    int rc = ws_url_parse(s, u);
+    if (rc == 0 && strcmp(u->scheme, "ws") != 0 && strcmp(u->scheme, "wss") != 0) rc = -EINVAL;
+    return rc;
 }
 
 /* The value of header name in head[0..len) (lines after the status line), trimmed; NULL when

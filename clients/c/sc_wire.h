@@ -15,20 +15,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SC_WIRE_HOST_MAX 255
-#define SC_WIRE_PATH_MAX 2048
+#include "ws/ws_url.h"
+
 #define SC_WIRE_TOPIC_MAX 128
 #define SC_WIRE_ID_MAX 64     /* bytes of a publish id's value */
 #define SC_WIRE_HEAD_MAX 8192 /* the handshake's answer head, bytes */
 
-/* A parsed ws:// or wss:// URL. */
-typedef struct sc_wire_url {
-    bool tls;
-    char host[SC_WIRE_HOST_MAX + 1];      /* name or address, without [] for IPv6 */
-    int port;                             /* explicit, else 80 (ws) or 443 (wss) */
-    char path[SC_WIRE_PATH_MAX + 1];      /* path and query, "/" when absent */
-    char hostport[SC_WIRE_HOST_MAX + 10]; /* as the Host header wants it */
-} sc_wire_url;
+/* A parsed ws:// or wss:// URL (the WebSocket library's ws_url). */
+typedef ws_url sc_wire_url;
 
 /* Parses s: ws|wss://host[:port][/path] (no userinfo, port 1-65535). 0 or -EINVAL. */
 int sc_wire_url_parse(const char *s, sc_wire_url *u);

@@ -15,8 +15,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define NET_HOST_MAX 255
-#define NET_PATH_MAX 2048
+#include "ws/ws_url.h"
 
 /* The server's certificate was refused: an unknown CA, a name or address it is not for,
  * expired... (net_tls.error has OpenSSL's verify reason). */
@@ -25,17 +24,10 @@
  * version, an alert (net_tls.error says which). */
 #define NET_ETLS (-ECONNABORTED)
 
-/* A parsed http://, https://, ws:// or wss:// URL. */
-typedef struct net_url {
-    char scheme[8];                   /* "http", "https", "ws" or "wss" */
-    bool tls;                         /* https or wss */
-    char host[NET_HOST_MAX + 1];      /* name or address, without [] for IPv6 */
-    int port;                         /* explicit, else 80 (http, ws) or 443 (https, wss) */
-    char path[NET_PATH_MAX + 1];      /* path and query, "/" when absent */
-    char hostport[NET_HOST_MAX + 10]; /* as the Host header wants it */
-} net_url;
+/* A parsed http://, https://, ws:// or wss:// URL: the WebSocket library's (ws_url.h). */
+typedef ws_url net_url;
 
-/* Parses s. Returns 0, or -EINVAL for anything that is not
+/* ws_url_parse: 0, or -EINVAL for anything that is not
  * (http|https|ws|wss)://host[:port][/path] (no userinfo, port 1-65535). Pure. */
 int net_url_parse(const char *s, net_url *u);
 

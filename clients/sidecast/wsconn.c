@@ -69,20 +69,7 @@ int wsconn_open(const char *url, const char *bearer, int timeout_ms, net_tls *tl
         rc = -EIO;
         goto error;
     }
-    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t k = 0;
-    for (size_t i = 0; i < 15; i += 3) {
-        uint32_t v = (uint32_t)rnd[i] << 16 | (uint32_t)rnd[i + 1] << 8 | rnd[i + 2];
-        key[k++] = b64[v >> 18 & 63];
-        key[k++] = b64[v >> 12 & 63];
-        key[k++] = b64[v >> 6 & 63];
-        key[k++] = b64[v & 63];
-    }
-    key[k++] = b64[rnd[15] >> 2];
-    key[k++] = b64[(rnd[15] & 3) << 4];
-    key[k++] = '=';
-    key[k++] = '=';
-    key[k] = '\0';
+    ws_key_client(rnd, key);
 
     size_t cap = 1024 + strlen(u.path) + (bearer ? strlen(bearer) : 0);
     char *req = malloc(cap);
@@ -129,11 +116,11 @@ int wsconn_open(const char *url, const char *bearer, int timeout_ms, net_tls *tl
     *http_status = h.status;
     rc = -EPROTO;
     if (h.status != 101) goto error;
-    char accept[WS_HTTP_ACCEPT_LEN + 1];
-    ws_http_accept_key(key, accept);
+    char accept[WS_KEY_ACCEPT_LEN + 1];
+    ws_key_accept(key, accept);
     size_t vl;
     const char *v = http_head_get(&h, "Sec-WebSocket-Accept", &vl);
-    if (!v || vl != WS_HTTP_ACCEPT_LEN || memcmp(v, accept, vl) != 0) goto error;
+    if (!v || vl != WS_KEY_ACCEPT_LEN || memcmp(v, accept, vl) != 0) goto error;
     v = http_head_get(&h, "Upgrade", &vl);
     if (!v || vl != 9 || strncasecmp(v, "websocket", 9) != 0) goto error;
     v = http_head_get(&h, "Sec-WebSocket-Protocol", &vl);

@@ -1,6 +1,6 @@
 /* wsconn.h - a blocking WebSocket client connection (RFC 6455) on the edge's pure code:
  * ws_reader (from_client = false) reads the server's frames, ws_frame_header_encode writes
- * masked client frames, ws_http_accept_key checks the handshake.
+ * masked client frames, ws_key_accept checks the handshake.
  *
  * One connection, one thread. Every wait has a deadline; messages are bounded by
  * WSCONN_MAX_MESSAGE. Pings are answered inside wsconn_recv. Prefix wsconn_. */

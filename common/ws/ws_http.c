@@ -2,17 +2,13 @@
  * upgrade checks (RFC 6455 §4.2.1), handshake answers (§4.2.2). */
 #include "ws_http.h"
 
-#include <openssl/evp.h>
-#include <openssl/sha.h>
-
+#include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /* tchar (RFC 9110 §5.6.2): the characters of a method or header name. */
 static bool is_tchar(unsigned char c)
@@ -375,27 +371,6 @@ int ws_http_query_param(const char *query, size_t qlen, const char *name, char *
     return -1;
 }
 
-/* SHA-1 fetched once: SHA1() fetches it from the provider registry (under its lock) on every
- * call, which is most of the cost of an accept key. */
-static EVP_MD *sha1_md;
-static pthread_once_t sha1_once = PTHREAD_ONCE_INIT;
-
-static void sha1_fetch(void) { sha1_md = EVP_MD_fetch(NULL, "SHA1", NULL); }
-
-void ws_http_accept_key(const char *key, char out[WS_HTTP_ACCEPT_LEN + 1])
-{
-    unsigned char in[24 + sizeof ws_guid - 1], md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-
-    memcpy(in, key, 24);
-    memcpy(in + 24, ws_guid, sizeof ws_guid - 1);
-    pthread_once(&sha1_once, sha1_fetch);
-    if (!sha1_md || EVP_Digest(in, sizeof in, md, &mdlen, sha1_md, NULL) != 1 ||
-        mdlen != SHA_DIGEST_LENGTH)
-        SHA1(in, sizeof in, md); /* no fetched digest (out of memory): the slow way */
-    EVP_EncodeBlock((unsigned char *)out, md, SHA_DIGEST_LENGTH);
-}
-
 static const char *status_text(int status)
 {
     switch (status) {
@@ -436,10 +411,10 @@ int ws_http_write_error(char *out, size_t cap, int status, const char *body)
 
 int ws_http_write_response(char *out, size_t cap, const ws_http_upgrade *up)
 {
-    char accept[WS_HTTP_ACCEPT_LEN + 1], ext[WS_PMD_RESPONSE_MAX];
+    char accept[WS_KEY_ACCEPT_LEN + 1], ext[WS_PMD_RESPONSE_MAX];
 
     if (up->status != 101) return ws_http_write_error(out, cap, up->status, up->reason);
-    ws_http_accept_key(up->key.p, accept);
+    ws_key_accept(up->key.p, accept);
     if (!up->deflate || ws_pmd_response(ext, sizeof ext, &up->pmd) < 0) ext[0] = '\0';
     return fitted(snprintf(out, cap,
                            "HTTP/1.1 101 Switching Protocols\r\n"

@@ -13,6 +13,7 @@
 
 #include "err.h"
 #include "ws_deflate.h"
+#include "ws_key.h"
 
 /* ws_http_parse_request fails with a code of err.h: SC_EINCOMPLETE (the head is not all
  * there: read more, call again), SC_EMALFORMED (answer 400 and close) or SC_ETOOLARGE (a
@@ -21,7 +22,6 @@
 #define WS_HTTP_MAX_HEADERS 64 /* capacity of ws_http_request.headers */
 #define WS_HTTP_DEFAULT_MAX_HEAD 8192
 #define WS_HTTP_DEFAULT_MAX_LINE 4096
-#define WS_HTTP_ACCEPT_LEN 28    /* base64 of a SHA-1 */
 #define WS_HTTP_RESPONSE_MAX 512 /* room that every answer written here fits in */
 
 /* A byte range in the caller's buffer; not NUL-terminated. n = 0 (p may be NULL): absent. */
@@ -122,11 +122,6 @@ int ws_http_bearer(const ws_http_request *req, ws_http_str *token);
  * -1 when name is absent, -2 when the value is malformed (bad escape, %00) or does not fit
  * with its NUL. */
 int ws_http_query_param(const char *query, size_t qlen, const char *name, char *out, size_t cap);
-
-/* Sec-WebSocket-Accept for key (the 24 characters of Sec-WebSocket-Key):
- * base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")), written to out as
- * WS_HTTP_ACCEPT_LEN characters and a NUL. */
-void ws_http_accept_key(const char *key, char out[WS_HTTP_ACCEPT_LEN + 1]);
 
 /* Writes the answer to an upgrade verdict into out (cap bytes; WS_HTTP_RESPONSE_MAX is
  * enough): for 101 the switching-protocols head (Upgrade, Connection, Sec-WebSocket-Accept,

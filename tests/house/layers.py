@@ -23,7 +23,7 @@ import os
 import re
 import sys
 
-CODEC = {"utf8", "ws_frame", "ws_reader", "ws_http", "ws_deflate"}
+CODEC = {"utf8", "ws_frame", "ws_reader", "ws_http", "ws_deflate", "ws_key", "ws_url"}
 # common/ files the ws core and the protocol codec must not reach: the bus, Redis, the
 # admin port, tokens and the bus subjects are the application's business
 APP_ONLY = {"bus.h", "rds.h", "admin.h", "token.h", "contract.h"}

@@ -194,8 +194,8 @@ TEST(http_parse_limits)
 /* RFC 6455 §1.3 / §4.2.2 example. */
 TEST(http_accept_key_rfc)
 {
-    char out[WS_HTTP_ACCEPT_LEN + 1];
-    ws_http_accept_key(KEY, out);
+    char out[WS_KEY_ACCEPT_LEN + 1];
+    ws_key_accept(KEY, out);
     CHECK_STR(out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
 }
 
