@@ -862,8 +862,10 @@ int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt
         }
         s->watchdog_started = 1;
     }
-    if (plain && (rc = gw_listen(s, cfg->listen, false, &s->d, &s->port)) != 0) goto error;
+    /* HTTPS first: its start (GnuTLS) is the slow one, and an answer on the plain port
+     * (/readyz) must mean both listen */
     if (tls && (rc = gw_listen(s, cfg->tls_listen, true, &s->dtls, &s->tls_port)) != 0) goto error;
+    if (plain && (rc = gw_listen(s, cfg->listen, false, &s->d, &s->port)) != 0) goto error;
     *out = s;
     return 0;
 error:
