@@ -32,6 +32,7 @@ struct token_key {
     const char *alg; /* "ES256" or "RS256": pinned by the key, never taken from a token */
     size_t sig_len;  /* exact JWS signature length: 64 (R||S) or the RSA modulus bytes */
     EVP_PKEY *pkey;
+    struct token_es256 *es; /* ES256: the key with a precomputed table (token_es256.c) */
 };
 
 /* Tokens whose signature verified, so a client that presents the same token on every
@@ -93,4 +94,14 @@ json_t *token_jwk_public(EVP_PKEY *pk);
 /* The RFC 7638 thumbprint of pk, base64url, in out[cap]; 0 or a negative token_err. */
 int token_jwk_thumbprint(EVP_PKEY *pk, char *out, size_t cap);
 
+/* ---- token_es256.c: ECDSA P-256 verification with a table made for the key ---- */
+struct token_es256;
+/* The verifier of pk (an EC P-256 public key), refs 1, in *out; SC_EKEY or -ENOMEM. */
+int token_es256_new(EVP_PKEY *pk, struct token_es256 **out);
+struct token_es256 *token_es256_ref(struct token_es256 *e);
+void token_es256_free(struct token_es256 *e); /* drops one reference; NULL is fine */
+/* 0 when sig (R||S, 32 bytes each) is e's key's signature of the SHA-256 digest md,
+ * SC_ESIG when not, -ENOMEM. ctx: the calling thread's. Thread-safe on a shared e. */
+int token_es256_verify(const struct token_es256 *e, const unsigned char md[32],
+                       const unsigned char sig[64], BN_CTX *ctx);
 #endif

@@ -246,6 +246,10 @@ static int keyset_add(token_keyset *ks, EVP_PKEY *pk, const char *kid, const cha
         *why = "invalid public key";
         goto error;
     }
+    if (strcmp(k.alg, "ES256") == 0 && (rc = token_es256_new(pk, &k.es)) != 0) {
+        *why = rc == -ENOMEM ? "out of memory" : "cannot make the key's verification table";
+        goto error;
+    }
     k.pkey = pk;
     ks->keys[ks->n++] = k;
     EVP_PKEY_CTX_free(ctx);
@@ -648,6 +652,7 @@ int token_keyset_union(token_keyset **out, const token_keyset *a, const token_ke
             for (size_t j = 0; j < u->n && !dup; j++) dup = strcmp(u->keys[j].kid, k->kid) == 0;
             if (dup || u->n == TOKEN_MAX_KEYS) continue; /* the first set's key of a kid wins */
             EVP_PKEY_up_ref(k->pkey);
+            token_es256_ref(k->es);
             u->keys[u->n++] = *k;
         }
     }
@@ -660,6 +665,7 @@ void token_keyset_destroy(token_keyset *ks)
     if (ks == NULL || atomic_fetch_sub(&ks->refs, 1) > 1) return;
     for (size_t i = 0; i < ks->n; i++) {
         EVP_PKEY_free(ks->keys[i].pkey);
+        token_es256_free(ks->keys[i].es);
     }
     if (ks->cache) {
         for (size_t i = 0; i < TOKEN_CACHE_SLOTS; i++) json_decref(ks->cache->slots[i].payload);

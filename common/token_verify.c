@@ -85,10 +85,14 @@ static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
  * EVP_DigestVerify, about a quarter of an ES256 verification's CPU here, and its
  * allocations), while one initialised EVP_PKEY_CTX verifies any number of signatures.
  * A context is not shared between threads, so each thread keeps its own, named by the
- * keyset's generation: a thread that meets another keyset (keys reloaded) starts over. */
+ * keyset's generation: a thread that meets another keyset (keys reloaded) starts over.
+ * Beside them, whatever the keyset: a digest context (SHA256() or EVP_Digest make and free
+ * one per call) and the BN_CTX of ES256's arithmetic (token_es256.c). */
 struct vctx_cache {
     uint64_t gen;
     EVP_PKEY_CTX *ctx[TOKEN_MAX_KEYS];
+    EVP_MD_CTX *md;
+    BN_CTX *bn;
 };
 static pthread_key_t vctx_key;
 static __thread struct vctx_cache *tl_vctx;
@@ -103,9 +107,13 @@ static void vctx_cache_clear(struct vctx_cache *vc)
 
 static void vctx_cache_free(void *p)
 {
-    if (p == NULL) return;
-    vctx_cache_clear(p);
-    free(p);
+    struct vctx_cache *vc = p;
+
+    if (vc == NULL) return;
+    vctx_cache_clear(vc);
+    EVP_MD_CTX_free(vc->md);
+    BN_CTX_free(vc->bn);
+    free(vc);
 }
 
 static void sha256_fetch(void)
@@ -117,20 +125,38 @@ static void sha256_fetch(void)
     }
 }
 
-/* The calling thread's verify-initialised context for ks->keys[i], or NULL (no memory). */
-static EVP_PKEY_CTX *vctx_get(const token_keyset *ks, size_t i)
+/* The calling thread's contexts, made on first use, or NULL (no memory). */
+static struct vctx_cache *vctx_thread(void)
 {
     struct vctx_cache *vc = tl_vctx;
+
+    if (vc != NULL) return vc;
+    pthread_once(&sha256_once, sha256_fetch);
+    if (sha256_md == NULL || (vc = calloc(1, sizeof *vc)) == NULL) return NULL;
+    if ((vc->md = EVP_MD_CTX_new()) == NULL || (vc->bn = BN_CTX_new()) == NULL ||
+        pthread_setspecific(vctx_key, vc) != 0) {
+        vctx_cache_free(vc);
+        return NULL;
+    }
+    return tl_vctx = vc;
+}
+
+/* SHA-256 of n bytes at p into md[32], with the thread's digest context. */
+static int sha256(struct vctx_cache *vc, const void *p, size_t n, unsigned char *md)
+{
+    unsigned int mdlen = 0;
+
+    if (EVP_DigestInit_ex2(vc->md, sha256_md, NULL) != 1 || EVP_DigestUpdate(vc->md, p, n) != 1 ||
+        EVP_DigestFinal_ex(vc->md, md, &mdlen) != 1 || mdlen != SHA256_DIGEST_LENGTH)
+        return -ENOMEM;
+    return 0;
+}
+
+/* The calling thread's verify-initialised context for ks->keys[i], or NULL (no memory). */
+static EVP_PKEY_CTX *vctx_get(struct vctx_cache *vc, const token_keyset *ks, size_t i)
+{
     EVP_PKEY_CTX *ctx;
 
-    if (vc == NULL) {
-        if ((vc = calloc(1, sizeof *vc)) == NULL) return NULL;
-        if (pthread_setspecific(vctx_key, vc) != 0) {
-            free(vc);
-            return NULL;
-        }
-        tl_vctx = vc;
-    }
     if (vc->gen != ks->gen) {
         vctx_cache_clear(vc);
         vc->gen = ks->gen;
@@ -150,51 +176,23 @@ static EVP_PKEY_CTX *vctx_get(const token_keyset *ks, size_t i)
  * was parsed once at load time, the digest is SHA-256 and the scheme follows the key's type
  * (ES256: ECDSA P-256, RS256: RSASSA-PKCS1-v1_5), so nothing in the token chooses either.
  * sig is the JWS signature, already decoded to exactly k->sig_len bytes; ES256's is R||S
- * (RFC 7518 §3.4), which OpenSSL wants DER-encoded. */
-static int verify_sig(const token_keyset *ks, size_t ki, const char *input, size_t n,
-                      const unsigned char *sig, size_t slen)
+ * (RFC 7518 §3.4), which token_es256_verify takes as it is. */
+static int verify_sig(struct vctx_cache *vc, const token_keyset *ks, size_t ki, const char *input,
+                      size_t n, const unsigned char *sig, size_t slen)
 {
     const struct token_key *k = &ks->keys[ki];
-    unsigned char der[80], *p = der, md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    const unsigned char *s = sig;
-    size_t sn = slen;
+    unsigned char md[SHA256_DIGEST_LENGTH];
     EVP_PKEY_CTX *ctx;
-    ECDSA_SIG *es = NULL;
-    BIGNUM *r = NULL, *sv = NULL;
-    int rc = SC_ESIG, dl;
+    int rc;
 
-    pthread_once(&sha256_once, sha256_fetch);
-    if (sha256_md == NULL) return -ENOMEM;
+    if (slen != k->sig_len) return SC_ESIG;
+    if ((rc = sha256(vc, input, n, md)) != 0) return rc;
     if (strcmp(k->alg, "ES256") == 0) {
-        if (slen != 64) return SC_ESIG;
-        if ((es = ECDSA_SIG_new()) == NULL || (r = BN_bin2bn(sig, 32, NULL)) == NULL ||
-            (sv = BN_bin2bn(sig + 32, 32, NULL)) == NULL) {
-            rc = -ENOMEM;
-            goto done;
-        }
-        if (ECDSA_SIG_set0(es, r, sv) != 1) {
-            rc = -ENOMEM;
-            goto done;
-        }
-        r = sv = NULL; /* owned by es now */
-        if ((dl = i2d_ECDSA_SIG(es, NULL)) <= 0 || (size_t)dl > sizeof der ||
-            i2d_ECDSA_SIG(es, &p) != dl)
-            goto done;
-        s = der;
-        sn = (size_t)dl;
+        if (k->es == NULL || slen != 64) return SC_ESIG; /* keyset_add always makes one */
+        return token_es256_verify(k->es, md, sig, vc->bn);
     }
-    if ((ctx = vctx_get(ks, ki)) == NULL) {
-        rc = -ENOMEM;
-        goto done;
-    }
-    if (EVP_Digest(input, n, md, &mdlen, sha256_md, NULL) != 1 || mdlen != 32) goto done;
-    if (EVP_PKEY_verify(ctx, s, sn, md, mdlen) == 1) rc = 0;
-done:
-    ECDSA_SIG_free(es);
-    BN_free(r);
-    BN_free(sv);
-    return rc;
+    if ((ctx = vctx_get(vc, ks, ki)) == NULL) return -ENOMEM;
+    return EVP_PKEY_verify(ctx, sig, slen, md, sizeof md) == 1 ? 0 : SC_ESIG;
 }
 
 /* A NumericDate (RFC 7519 §2). Fractions round towards the strict side: down for exp, up for
@@ -328,6 +326,7 @@ int token_verify(const token_keyset *ks, const token_policy *pol, const char *to
                  token_claims *out)
 {
     unsigned char digest[SHA256_DIGEST_LENGTH];
+    struct vctx_cache *vc;
     size_t key_index = 0;
     const struct token_key *key = NULL;
     json_t *hdr = NULL, *payload = NULL;
@@ -358,7 +357,10 @@ int token_verify(const token_keyset *ks, const token_policy *pol, const char *to
         (d2 = memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - token))) == NULL ||
         memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - token)) != NULL)
         goto error;
-    SHA256((const unsigned char *)token, len, digest);
+    if ((vc = vctx_thread()) == NULL || sha256(vc, token, len, digest) != 0) {
+        rc = -ENOMEM;
+        goto error;
+    }
     if ((payload = cache_get(ks, digest, &key_index)) != NULL) {
         key = &ks->keys[key_index];
         goto claims;
@@ -377,7 +379,7 @@ int token_verify(const token_keyset *ks, const token_policy *pol, const char *to
         rc = SC_ESIG;
         goto error;
     }
-    rc = verify_sig(ks, (size_t)(key - ks->keys), token, (size_t)(d2 - token), buf, slen);
+    rc = verify_sig(vc, ks, (size_t)(key - ks->keys), token, (size_t)(d2 - token), buf, slen);
     if (rc != 0) goto error;
     cache_put(ks, digest, (size_t)(key - ks->keys), payload);
 claims:
