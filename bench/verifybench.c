@@ -73,8 +73,8 @@ static char **tokens(EVP_PKEY *pk, const char *kid, int n)
         json_t *c;
 
         snprintf(sub, sizeof sub, "user-%d", i);
-        c = json_pack("{s:s,s:s,s:s,s:I,s:I,s:s}", "iss", "sidecast", "aud", "sidecast", "sub",
-                      sub, "iat", (json_int_t)NOW, "exp", (json_int_t)(NOW + 900), "scope",
+        c = json_pack("{s:s,s:s,s:s,s:I,s:I,s:s}", "iss", "sidecast", "aud", "sidecast", "sub", sub,
+                      "iat", (json_int_t)NOW, "exp", (json_int_t)(NOW + 900), "scope",
                       "subscribe publish");
         if (c == NULL || token_sign(s, c, &t[i]) != 0) {
             fprintf(stderr, "verifybench: cannot sign\n");

@@ -667,6 +667,147 @@ TEST(signature_values_checked_by_openssl)
     free(body);
 }
 
+/* ES256 is checked with a table made for the key's point (token_es256.c) instead of
+ * OpenSSL's EVP verification: its verdict must be OpenSSL's for every signature, good ones,
+ * the other valid S (n - S), bit flips anywhere in R||S and a signature of another message.
+ * The verdict asked of OpenSSL is EVP_DigestVerify's with the same key. */
+static int openssl_verdict(const char *input, const unsigned char raw[64])
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    ECDSA_SIG *es = ECDSA_SIG_new();
+    unsigned char der[80], *p = der;
+    int dl = -1, ok = 0;
+
+    if (md && es &&
+        ECDSA_SIG_set0(es, BN_bin2bn(raw, 32, NULL), BN_bin2bn(raw + 32, 32, NULL)) == 1)
+        dl = i2d_ECDSA_SIG(es, &p);
+    if (dl > 0 && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, fx.ec) == 1)
+        ok = EVP_DigestVerify(md, der, (size_t)dl, (const unsigned char *)input, strlen(input)) ==
+             1;
+    ECDSA_SIG_free(es);
+    EVP_MD_CTX_free(md);
+    return ok;
+}
+
+/* The token input.sig(raw) through token_verify, with OpenSSL's verdict in *ossl. */
+static int verify_raw(const char *input, const unsigned char raw[64], int *ossl)
+{
+    char enc[128], *tok;
+    int rc;
+
+    *ossl = openssl_verdict(input, raw);
+    if (b64url_encode(raw, 64, enc, sizeof enc) != 0) return -1000;
+    tok = xprintf("%s.%s", input, enc);
+    rc = verify(tok);
+    free(tok);
+    return rc;
+}
+
+TEST(es256_verdicts_match_openssl)
+{
+    const char *hdr = "{\"alg\":\"ES256\",\"kid\":\"ec1\",\"typ\":\"JWT\"}";
+    BIGNUM *n = NULL, *s = BN_new();
+    char *prev_input = NULL;
+    unsigned char prev[64];
+    int ossl, agree = 0, accepted = 0, cases = 0;
+
+    REQUIRE(setup());
+    REQUIRE(s != NULL &&
+            BN_hex2bn(&n, "FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551"));
+    for (int i = 0; i < 40; i++) {
+        char *body = claims_text(with(claims(), "jti", json_sprintf("j%d", i)));
+        char *tok = forge(hdr, body, fx.ec, NULL), *h = segment(tok, 0), *p = segment(tok, 1);
+        char *sig = segment(tok, 2), *input = xprintf("%s.%s", h, p);
+        unsigned char raw[64], v[64];
+        size_t rn = 0;
+        int rc;
+
+        REQUIRE(b64url_decode(sig, strlen(sig), raw, sizeof raw, &rn) == 0 && rn == 64);
+        rc = verify_raw(input, raw, &ossl); /* as signed */
+        CHECK(ossl == 1 && rc == SC_OK);
+        cases++, agree += (rc == SC_OK) == ossl, accepted += rc == SC_OK;
+        memcpy(v, raw, 64); /* (R, n - S): valid too, for OpenSSL and for us */
+        REQUIRE(BN_bin2bn(raw + 32, 32, s) && BN_sub(s, n, s) && BN_bn2binpad(s, v + 32, 32) == 32);
+        rc = verify_raw(input, v, &ossl);
+        CHECK(ossl == 1 && rc == SC_OK);
+        cases++, agree += (rc == SC_OK) == ossl, accepted += rc == SC_OK;
+        for (int b = 0; b < 8; b++) { /* one bit flipped, somewhere in R or S */
+            int bit = (i * 61 + b * 67) % 512;
+            memcpy(v, raw, 64);
+            v[bit / 8] ^= (unsigned char)(1u << (bit % 8));
+            rc = verify_raw(input, v, &ossl);
+            CHECK_EQ_INT(rc, ossl ? SC_OK : SC_ESIG);
+            cases++, agree += (rc == SC_OK) == ossl, accepted += rc == SC_OK;
+        }
+        if (prev_input != NULL) { /* the previous token's signature on this message */
+            rc = verify_raw(input, prev, &ossl);
+            CHECK_EQ_INT(rc, ossl ? SC_OK : SC_ESIG);
+            CHECK_EQ_INT(ossl, 0);
+            cases++, agree += (rc == SC_OK) == ossl;
+        }
+        free(prev_input);
+        prev_input = input;
+        memcpy(prev, raw, 64);
+        free(body);
+        free(tok);
+        free(h);
+        free(p);
+        free(sig);
+    }
+    CHECK_EQ_INT(agree, cases);
+    CHECK_EQ_INT(accepted, 80); /* the 40 signatures and their (R, n - S) */
+    free(prev_input);
+    BN_free(s);
+    BN_free(n);
+}
+
+/* R chosen so that (e/S)G + (R/S)Q is the point at infinity: R = -e/d mod n with the
+ * signer's private d. It has no x coordinate, so no R can match it; both refuse. And R or S
+ * equal to n (one past the range) is refused before any arithmetic. */
+TEST(es256_point_at_infinity_and_range_rejected)
+{
+    const char *hdr = "{\"alg\":\"ES256\",\"kid\":\"ec1\",\"typ\":\"JWT\"}";
+    char *body = claims_text(claims()), *tok, *h, *p, *input;
+    unsigned char md[32], raw[64];
+    BIGNUM *n = NULL, *d = NULL, *e = BN_new(), *r = BN_new();
+    BN_CTX *ctx = BN_CTX_new();
+    int ossl;
+
+    REQUIRE(setup());
+    REQUIRE(e && r && ctx &&
+            BN_hex2bn(&n, "FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551"));
+    REQUIRE(EVP_PKEY_get_bn_param(fx.ec, OSSL_PKEY_PARAM_PRIV_KEY, &d) == 1);
+    tok = forge(hdr, body, fx.ec, NULL);
+    h = segment(tok, 0);
+    p = segment(tok, 1);
+    input = xprintf("%s.%s", h, p);
+    SHA256((const unsigned char *)input, strlen(input), md);
+    REQUIRE(BN_bin2bn(md, 32, e) && BN_mod_inverse(r, d, n, ctx) && BN_mod_mul(r, r, e, n, ctx) &&
+            BN_sub(r, n, r) && !BN_is_zero(r));
+    REQUIRE(BN_bn2binpad(r, raw, 32) == 32);
+    memset(raw + 32, 0, 32);
+    raw[63] = 7; /* S: any value in range */
+    CHECK_EQ_INT(verify_raw(input, raw, &ossl), SC_ESIG);
+    CHECK_EQ_INT(ossl, 0);
+    REQUIRE(BN_bn2binpad(n, raw, 32) == 32); /* R = n */
+    CHECK_EQ_INT(verify_raw(input, raw, &ossl), SC_ESIG);
+    CHECK_EQ_INT(ossl, 0);
+    raw[31] = 5;
+    REQUIRE(BN_bn2binpad(n, raw + 32, 32) == 32); /* S = n */
+    CHECK_EQ_INT(verify_raw(input, raw, &ossl), SC_ESIG);
+    CHECK_EQ_INT(ossl, 0);
+    BN_CTX_free(ctx);
+    BN_free(n);
+    BN_free(d);
+    BN_free(e);
+    BN_free(r);
+    free(body);
+    free(tok);
+    free(h);
+    free(p);
+    free(input);
+}
+
 TEST(foreign_key_with_same_kid_rejected)
 {
     char *tok;
@@ -1250,6 +1391,34 @@ TEST(verification_contexts_follow_the_keyset)
     CHECK_EQ_INT(verify_with(c, tb), SC_OK);
     token_keyset_destroy(b);
     token_keyset_destroy(c);
+    free(ja);
+    free(jb);
+    free(ta);
+    free(tb);
+}
+
+/* keys.c serves the union of its sources' keysets; each ES256 key's table is shared by
+ * reference, so it must outlive the keyset it was made for and verify for its own kid
+ * only. */
+TEST(es256_key_in_a_union_outlives_its_keyset)
+{
+    token_keyset *a = NULL, *b = NULL, *u = NULL;
+    char *ja, *jb, *ta, *tb;
+
+    REQUIRE(setup());
+    ja = jwks_text(json_pack("[o]", jwk_obj(fx.ec, "ec1", NULL, "sig")));
+    jb = jwks_text(json_pack("[o]", jwk_obj(fx.ec_other, "ec2", NULL, "sig")));
+    ta = sign(fx.ec_signer, claims());
+    tb = sign(fx.ec_other_signer, claims()); /* kid ec1, key ec_other */
+    REQUIRE(ja && jb && ta && tb);
+    REQUIRE(parse_text(ja, &a) == 0 && parse_text(jb, &b) == 0);
+    REQUIRE(token_keyset_union(&u, a, b) == 0);
+    token_keyset_destroy(a);
+    token_keyset_destroy(b);
+    CHECK_EQ_INT(token_keyset_count(u), 2);
+    CHECK_EQ_INT(verify_with(u, ta), SC_OK);
+    CHECK_EQ_INT(verify_with(u, tb), SC_ESIG); /* ec_other's signature under kid ec1 */
+    token_keyset_destroy(u);
     free(ja);
     free(jb);
     free(ta);
