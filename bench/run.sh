@@ -3,8 +3,9 @@
 #   1. bench/gateway.sh  the gateway's route overhead (wrk) beside bare NATS request/reply
 #   2. bench/edge.sh     the edge against nats-server's WebSocket listener and a Node ws
 #                        server: idle memory, fan-out CPU/throughput/latency, handshakes/s
-#   then bench/backends.py (hooks, rpc) and bench/sse.py (an SSE connection beside a
-#   WebSocket one: memory, CPU per delivery; BENCH_SSE=0 skips it)
+#   then bench/verifybench (one token verification's CPU), bench/backends.py (hooks, rpc)
+#   and bench/sse.py (an SSE connection beside a WebSocket one: memory, CPU per delivery;
+#   BENCH_SSE=0 skips it)
 #   3. bench/report.py   renders docs/BENCHMARKS.md (from bench/BENCHMARKS.md.in) and
 #                        docs/img/*.png (gnuplot) from the results
 # Everything on loopback, servers started on free ports and stopped after their cases; each
@@ -50,6 +51,11 @@ env | grep -E '^(BENCH_(TARGETS|QUICK|GATEWAY)|RUNS|IDLE_SIZES|FANOUT_CASES|DEFL
 
 echo "bench: edge suite" >&2
 timeout 2400 bash bench/edge.sh
+
+# what one token verification costs (ES256 through token_es256.c, beside a bare
+# EVP_DigestVerify with a key parsed once, and RS256): the token's share of a handshake
+echo "bench: token verification" >&2
+timeout 300 "$BUILD/bench/verifybench" 2000 3 >"$BENCH_OUT/verifybench.txt" || true
 
 # 3. what the back-end mechanisms cost: a hook on a subscribe, an rpc through the edge
 if [ "${BENCH_BACKENDS:-1}" != 0 ]; then
