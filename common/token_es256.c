@@ -13,7 +13,9 @@
 #include "token_int.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -21,11 +23,13 @@
 #include <openssl/obj_mac.h>
 
 struct token_es256 {
-    _Atomic unsigned refs; /* shared by the keysets token_keyset_union makes */
-    EC_GROUP *g;           /* P-256 as named: OpenSSL's own table for G */
-    EC_GROUP *gq;          /* P-256 with Q as generator and a table made for it */
-    BN_MONT_CTX *mont;     /* Montgomery form mod n, for s^-1 = s^(n-2) */
-    BIGNUM *n2;            /* n - 2 */
+    unsigned refs;            /* under reg_mu: the keysets holding it */
+    unsigned char pub[65];    /* the key's point, uncompressed: names it in the registry */
+    struct token_es256 *next; /* the registry's list */
+    EC_GROUP *g;              /* P-256 as named: OpenSSL's own table for G */
+    EC_GROUP *gq;             /* P-256 with Q as generator and a table made for it */
+    BN_MONT_CTX *mont;        /* Montgomery form mod n, for s^-1 = s^(n-2) */
+    BIGNUM *n2;               /* n - 2 */
 };
 
 /* EC_GROUP_precompute_mult is deprecated in OpenSSL 3 (the EC_KEY era's interface) but
@@ -38,9 +42,16 @@ static int precompute(EC_GROUP *g, BN_CTX *ctx)
 #pragma GCC diagnostic pop
 }
 
-void token_es256_free(struct token_es256 *e)
+/* Every table alive, by key. Making one takes ~120 ms of CPU here (OpenSSL converts the
+ * table's 2,368 points to affine with its generic arithmetic), so keysets parsed again with
+ * the same keys (a JWKS refetched, auth's keys announced again, a file reloaded) take the
+ * table of the keyset before them instead of making another. Bounded by the keys of the
+ * keysets alive (at most TOKEN_MAX_KEYS each); an entry goes with its last keyset. */
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct token_es256 *reg_head;
+
+static void es256_destroy(struct token_es256 *e)
 {
-    if (e == NULL || atomic_fetch_sub(&e->refs, 1) > 1) return;
     EC_GROUP_free(e->g);
     EC_GROUP_free(e->gq);
     BN_MONT_CTX_free(e->mont);
@@ -48,9 +59,49 @@ void token_es256_free(struct token_es256 *e)
     free(e);
 }
 
+void token_es256_free(struct token_es256 *e)
+{
+    struct token_es256 **pp;
+
+    if (e == NULL) return;
+    pthread_mutex_lock(&reg_mu);
+    if (--e->refs > 0) {
+        pthread_mutex_unlock(&reg_mu);
+        return;
+    }
+    for (pp = &reg_head; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == e) {
+            *pp = e->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&reg_mu);
+    es256_destroy(e);
+}
+
 struct token_es256 *token_es256_ref(struct token_es256 *e)
 {
-    if (e) atomic_fetch_add(&e->refs, 1);
+    if (e == NULL) return NULL;
+    pthread_mutex_lock(&reg_mu);
+    e->refs++;
+    pthread_mutex_unlock(&reg_mu);
+    return e;
+}
+
+/* The table alive for the uncompressed point pub, with a new reference, or NULL. */
+static struct token_es256 *reg_find(const unsigned char *pub, size_t plen)
+{
+    struct token_es256 *e;
+
+    if (plen != sizeof e->pub) return NULL;
+    pthread_mutex_lock(&reg_mu);
+    for (e = reg_head; e != NULL; e = e->next) {
+        if (memcmp(e->pub, pub, plen) == 0) {
+            e->refs++;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&reg_mu);
     return e;
 }
 
@@ -64,13 +115,14 @@ int token_es256_new(EVP_PKEY *pk, struct token_es256 **out)
     int rc = SC_EKEY;
 
     *out = NULL;
+    if (EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof pub, &plen) != 1)
+        return SC_EKEY;
+    if ((*out = reg_find(pub, plen)) != NULL) return 0;
     if ((e = calloc(1, sizeof *e)) == NULL || (ctx = BN_CTX_new()) == NULL) {
         rc = -ENOMEM;
         goto done;
     }
-    atomic_init(&e->refs, 1);
-    if (EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof pub, &plen) != 1 ||
-        (e->g = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1)) == NULL ||
+    if ((e->g = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1)) == NULL ||
         (q = EC_POINT_new(e->g)) == NULL || EC_POINT_oct2point(e->g, q, pub, plen, ctx) != 1 ||
         EC_POINT_is_at_infinity(e->g, q) || EC_POINT_is_on_curve(e->g, q, ctx) != 1)
         goto done;
@@ -90,6 +142,15 @@ int token_es256_new(EVP_PKEY *pk, struct token_es256 **out)
         EC_POINT_mul(e->gq, chk, BN_value_one(), NULL, NULL, ctx) != 1 ||
         EC_POINT_cmp(e->g, chk, q, ctx) != 0)
         goto done;
+    /* Named by the point as encoded uncompressed, whatever form the key came in. */
+    if (EC_POINT_point2oct(e->g, q, POINT_CONVERSION_UNCOMPRESSED, e->pub, sizeof e->pub, ctx) !=
+        sizeof e->pub)
+        goto done;
+    e->refs = 1;
+    pthread_mutex_lock(&reg_mu);
+    e->next = reg_head; /* a twin made meanwhile by another thread is harmless */
+    reg_head = e;
+    pthread_mutex_unlock(&reg_mu);
     *out = e;
     e = NULL;
     rc = 0;
@@ -97,7 +158,7 @@ done:
     EC_POINT_free(chk);
     EC_POINT_free(q);
     BN_CTX_free(ctx);
-    token_es256_free(e);
+    if (e != NULL) es256_destroy(e);
     return rc;
 }
 
