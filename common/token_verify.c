@@ -4,8 +4,9 @@
  * NULL, decodes base64 leniently, checks no claim, and parses the key's PEM again on every
  * call (about 0.4 ms with OpenSSL 3). Here the token is split and base64url-decoded
  * strictly, the header is checked against the key chosen by kid (the algorithm is pinned per
- * key), the signature is checked with that key's EVP_PKEY, parsed once at load, with
- * SHA-256 and the scheme of the key's type (verify_sig), and the claims are parsed and
+ * key), the signature is checked with that key, parsed once at load, with SHA-256 and the
+ * scheme of the key's type (verify_sig: ES256 with the key's precomputed table in
+ * token_es256.c, RS256 with its EVP_PKEY), and the claims are parsed and
  * checked with jansson. typ, when present, must be "JWT", or "at+jwt" (RFC 9068: the access
  * tokens of OpenID providers; "application/at+jwt" too). Verified tokens are cached. */
 #include "token_int.h"
@@ -80,10 +81,11 @@ static int header_check(const token_keyset *ks, const json_t *hdr, const struct 
 static EVP_MD *sha256_md;
 static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
 
-/* Verification contexts, one per thread and key, made on first use. EVP_PKEY_verify_init
- * fetches the algorithm and builds the provider's key context on every call (with
- * EVP_DigestVerify, about a quarter of an ES256 verification's CPU here, and its
- * allocations), while one initialised EVP_PKEY_CTX verifies any number of signatures.
+/* Verification contexts for RS256 keys (ES256 has token_es256.c), one per thread and key,
+ * made on first use. EVP_PKEY_verify_init fetches the algorithm and builds the provider's
+ * key context on every call (with EVP_DigestVerify, about a quarter of an ES256
+ * verification's CPU here when ES256 went this way, and its allocations), while one
+ * initialised EVP_PKEY_CTX verifies any number of signatures.
  * A context is not shared between threads, so each thread keeps its own, named by the
  * keyset's generation: a thread that meets another keyset (keys reloaded) starts over.
  * Beside them, whatever the keyset: a digest context (SHA256() or EVP_Digest make and free
