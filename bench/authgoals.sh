@@ -82,8 +82,8 @@ for run in $(seq 1 "$RUNS"); do
     s1=$(metric sc_auth_sign_cpu_nanoseconds_total); n1=$(signs)
     h1=$(metric sc_auth_password_hash_cpu_nanoseconds_total); c1=$(hashes)
     total=$(echo "$line" | field auth_us_per_refresh)
-    libjwt=$(awk -v a="$s0" -v b="$s1" -v m="$n0" -v n="$n1" 'BEGIN {printf "%.1f", n > m ? (b - a) / (n - m) / 1000 : 0}')
-    hash=$(awk -v a="$h0" -v b="$h1" -v m="$c0" -v n="$c1" 'BEGIN {printf "%.1f", n > m ? (b - a) / (n - m) / 1000 : 0}')
+    libjwt=$(awk -v a="$s0" -v b="$s1" -v m="$n0" -v n="$n1" 'BEGIN {printf "%.1f", (n > m) ? (b - a) / (n - m) / 1000 : 0}')
+    hash=$(awk -v a="$h0" -v b="$h1" -v m="$c0" -v n="$c1" 'BEGIN {printf "%.1f", (n > m) ? (b - a) / (n - m) / 1000 : 0}')
     [ "$grant" = refresh ] && hash=0
     rest=$(awk -v t="$total" -v l="$libjwt" -v h="$hash" 'BEGIN {printf "%.1f", t - l - h}')
     echo "run=$run $line total_us=$total libjwt_us=$libjwt hash_us=$hash rest_us=$rest" |

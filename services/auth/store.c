@@ -1,6 +1,7 @@
 /* store.c - refresh-token families in Redis, every state change one Lua script (atomic). */
 #include "store.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,11 +162,32 @@ void rtstore_destroy(rtstore *s) { free(s); }
 
 int rtstore_up(const rtstore *s) { return s && rds_up(s->r); }
 
+void rtstore_hex(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/* SHA-256 fetched once: EVP_sha256() in EVP_Digest looks the algorithm up in the default
+ * provider on every call (OpenSSL 3), two locks and a hash table per refresh token. */
+static EVP_MD *sha256;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static void sha256_fetch(void) { sha256 = EVP_MD_fetch(NULL, "SHA256", NULL); }
+static const EVP_MD *md_sha256(void)
+{
+    pthread_once(&sha256_once, sha256_fetch);
+    return sha256 ? sha256 : EVP_sha256();
+}
+
 int rtstore_random_hex(char *buf, size_t n)
 {
     unsigned char b[64];
     if (n > sizeof b || RAND_bytes(b, (int)n) != 1) return -1;
-    for (size_t i = 0; i < n; i++) snprintf(buf + 2 * i, 3, "%02x", b[i]);
+    rtstore_hex(b, n, buf);
     explicit_bzero(b, sizeof b);
     return 0;
 }
@@ -202,9 +224,10 @@ static int token_key(const char *tok, char key[80])
     unsigned int mdlen = 0;
     int o;
 
-    if (EVP_Digest(tok, strlen(tok), md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) return -1;
-    o = snprintf(key, 80, PREFIX "rt:");
-    for (unsigned i = 0; i < mdlen; i++) snprintf(key + o + 2 * i, 3, "%02x", md[i]);
+    if (EVP_Digest(tok, strlen(tok), md, &mdlen, md_sha256(), NULL) != 1 || mdlen != 32) return -1;
+    o = sizeof PREFIX "rt:" - 1;
+    memcpy(key, PREFIX "rt:", (size_t)o);
+    rtstore_hex(md, mdlen, key + o);
     return 0;
 }
 
@@ -350,8 +373,8 @@ static int login_key(char kind, const char *name, char *out, size_t cap)
     unsigned char md[32];
     unsigned int mdl = 0;
     char hex[33];
-    if (EVP_Digest(name, strlen(name), md, &mdl, EVP_sha256(), NULL) != 1 || mdl < 16) return -1;
-    for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    if (EVP_Digest(name, strlen(name), md, &mdl, md_sha256(), NULL) != 1 || mdl < 16) return -1;
+    rtstore_hex(md, 16, hex);
     return snprintf(out, cap, PREFIX "loginfail:%c:%s", kind, hex) < (int)cap ? 0 : -1;
 }
 

@@ -33,6 +33,9 @@ int rtstore_up(const rtstore *s); /* 1 when Redis is believed reachable */
 
 /* Fills buf (size > 2 * n) with the hex of n random bytes. 0 or -1. */
 int rtstore_random_hex(char *buf, size_t n);
+
+/* in[0..n) as lowercase hex into out (2n + 1 bytes, NUL-terminated). Pure. */
+void rtstore_hex(const unsigned char *in, size_t n, char *out);
 /* 1 when tok has the shape of a refresh token (43 base64url characters). Pure. */
 int rtstore_token_shape(const char *tok);
 
