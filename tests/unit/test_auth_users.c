@@ -902,4 +902,33 @@ TEST(grant_counts_signing_and_hash_cpu)
     CHECK(counter("sc_auth_password_hash_cpu_nanoseconds_total ") > h0);
 }
 
+/* The hand-written answer is what jansson wrote before: same keys, order and escaping. */
+static void answer_like_jansson(const char *tok, long ttl, const char *url, const char *rt,
+                                const char *scope)
+{
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s}", "access_token", tok, "token_type", "Bearer",
+                          "expires_in", (json_int_t)ttl, "ws_url", url);
+    REQUIRE(o);
+    if (rt) json_object_set_new(o, "refresh_token", json_string(rt));
+    if (scope && *scope) json_object_set_new(o, "scope", json_string(scope));
+    char *want = json_dumps(o, JSON_COMPACT), *got = grant_answer_json(tok, ttl, url, rt, scope);
+    REQUIRE(want && got);
+    CHECK_STR(got, want);
+    json_t *back = json_loads(got, JSON_REJECT_DUPLICATES, NULL);
+    CHECK(back && json_equal(back, o));
+    json_decref(back);
+    free(want);
+    free(got);
+    json_decref(o);
+}
+
+TEST(grant_answer_json)
+{
+    answer_like_jansson("eyJh.eyJz.c2ln", 300, "ws://localhost:8090/ws", NULL, NULL);
+    answer_like_jansson("a.b.c", 0, "wss://x/ws", "AbC-_0123456789abcdefghijklmnopqrstuvwxyzABCD",
+                        "");
+    answer_like_jansson("a.b.c", 86400, "wss://x/\"q\"\\", "rt", "sub:prices.* pub:chat.>");
+    answer_like_jansson("a.b.c", -1, "ws://h/\x01\x1f\t\n", "rt", "caf\xc3\xa9 sub:a\"b");
+}
+
 TEST_MAIN()
