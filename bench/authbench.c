@@ -272,10 +272,10 @@ static double thread_cpu_s(void)
 static json_t *refresh_claims(long now)
 {
     return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:[s], s:[], s:s}", "iss", "sidecast",
-                     "aud", "sidecast", "sub", "u0", "iat", (json_int_t)now, "nbf",
-                     (json_int_t)now, "exp", (json_int_t)(now + 300), "jti",
-                     "0123456789abcdef0123456789abcdef", "sub_topics", "prices.*", "pub_topics",
-                     "sid", "fedcba9876543210fedcba9876543210");
+                     "aud", "sidecast", "sub", "u0", "iat", (json_int_t)now, "nbf", (json_int_t)now,
+                     "exp", (json_int_t)(now + 300), "jti", "0123456789abcdef0123456789abcdef",
+                     "sub_topics", "prices.*", "pub_topics", "sid",
+                     "fedcba9876543210fedcba9876543210");
 }
 
 /* ES256 JWT with a parsed key: b64url(header).b64url(claims).b64url(r||s). malloc'd or NULL. */
@@ -335,7 +335,8 @@ static int sign_bench(const char *key, long count, const char *hash)
         double t0 = thread_cpu_s();
         for (long i = 0; i < count; i++) {
             char *tok = NULL;
-            if (way == 0 ? token_sign(ts, claims, &tok) != 0 : !(tok = sign_evp(pk, "dev-1", claims))) {
+            if (way == 0 ? token_sign(ts, claims, &tok) != 0
+                         : !(tok = sign_evp(pk, "dev-1", claims))) {
                 fprintf(stderr, "authbench sign: signing failed\n");
                 return 1;
             }
@@ -382,12 +383,19 @@ int main(int argc, char **argv)
     const char *wname[MAX_WATCH];
     long wpid[MAX_WATCH];
     int nwatch = 0;
-    static const struct option opts[] = {
-        {"nats", 1, 0, 'n'},     {"subject", 1, 0, 's'}, {"port", 1, 0, 'p'},
-        {"chains", 1, 0, 'c'},   {"seconds", 1, 0, 't'}, {"user", 1, 0, 'u'},
-        {"password", 1, 0, 'w'}, {"watch", 1, 0, 'W'},   {"grant", 1, 0, 'g'},
-        {"key", 1, 0, 'k'},      {"count", 1, 0, 'N'},   {"password-hash", 1, 0, 'H'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"nats", 1, 0, 'n'},
+                                         {"subject", 1, 0, 's'},
+                                         {"port", 1, 0, 'p'},
+                                         {"chains", 1, 0, 'c'},
+                                         {"seconds", 1, 0, 't'},
+                                         {"user", 1, 0, 'u'},
+                                         {"password", 1, 0, 'w'},
+                                         {"watch", 1, 0, 'W'},
+                                         {"grant", 1, 0, 'g'},
+                                         {"key", 1, 0, 'k'},
+                                         {"count", 1, 0, 'N'},
+                                         {"password-hash", 1, 0, 'H'},
+                                         {0, 0, 0, 0}};
     optind = 2;
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
