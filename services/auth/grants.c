@@ -260,8 +260,9 @@ typedef struct req {
     grant_reply *out;
     json_t *params;
     long now;
-    char id[65];  /* sanitised request id, for logs */
-    char who[72]; /* sanitised user/client name, for logs */
+    int login_failures; /* failed logins counted for the name (rtstore_login_blocked) */
+    char id[65];        /* sanitised request id, for logs */
+    char who[72];       /* sanitised user/client name, for logs */
 } req;
 
 static void set_who(req *r, const char *name)
@@ -425,8 +426,9 @@ static int api_scope(req *r, const users_entry *e, const char *scope, char *buf,
  * Redis unavailable: allowed (logged), like the rest of auth without Redis. */
 static int throttled(req *r, char kind, const char *name)
 {
+    r->login_failures = 1;
     if (!r->g->store || r->g->login_max <= 0) return 0;
-    long wait = rtstore_login_blocked(r->g->store, kind, name, r->g->login_max);
+    long wait = rtstore_login_blocked(r->g->store, kind, name, r->g->login_max, &r->login_failures);
     if (wait < 0) {
         log_warn("login throttle unavailable", "req=%s err=\"%s\"", r->id, sc_strerror((int)wait));
         return 0;
@@ -443,6 +445,7 @@ static int throttled(req *r, char kind, const char *name)
 static void login_result(req *r, char kind, const char *name, int ok)
 {
     if (!r->g->store || r->g->login_max <= 0) return;
+    if (ok && !r->login_failures) return; /* nothing to clear */
     int rc = ok ? rtstore_login_ok(r->g->store, kind, name)
                 : rtstore_login_failed(r->g->store, kind, name, r->g->login_window);
     if (rc < 0) log_warn("login throttle not updated", "req=%s err=\"%s\"", r->id, sc_strerror(rc));

@@ -24,13 +24,14 @@ struct rtstore {
     rds_script issue, rotate, revoke_token, revoke_family, revoke_user, login_check, login_failed;
 };
 
-/* Failed logins per name. KEYS: counter. ARGV: max. Seconds until the name may try again
- * (0: it may now). */
+/* Failed logins per name. KEYS: counter. ARGV: max. {seconds until the name may try again
+ * (0: it may now), failures counted}: with none counted, a success has nothing to clear
+ * (one Redis round trip fewer per login). */
 static const char lua_login_check[] = "local n = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
-                                      "if n < tonumber(ARGV[1]) then return 0 end\n"
+                                      "if n < tonumber(ARGV[1]) then return {0, n} end\n"
                                       "local t = redis.call('TTL', KEYS[1])\n"
-                                      "if t < 1 then return 1 end\n"
-                                      "return t\n";
+                                      "if t < 1 then return {1, n} end\n"
+                                      "return {t, n}\n";
 
 /* KEYS: counter. ARGV: window (s). The window starts at the first failure. */
 static const char lua_login_failed[] = "local n = redis.call('INCR', KEYS[1])\n"
@@ -378,18 +379,24 @@ static int login_key(char kind, const char *name, char *out, size_t cap)
     return snprintf(out, cap, PREFIX "loginfail:%c:%s", kind, hex) < (int)cap ? 0 : -1;
 }
 
-long rtstore_login_blocked(rtstore *s, char kind, const char *name, long max)
+long rtstore_login_blocked(rtstore *s, char kind, const char *name, long max, int *failures)
 {
     char k[80], mx[24];
     redisReply *rep = NULL;
-    long rc;
+    long rc = 0;
+    *failures = 1; /* unknown: a success then clears, as if there were some */
     if (max <= 0 || login_key(kind, name, k, sizeof k) < 0) return 0;
     snprintf(mx, sizeof mx, "%ld", max);
     const char *keys[1] = {k};
     const char *args[1] = {mx};
     int e = rds_eval(s->r, &s->login_check, &rep, 1, keys, 1, args);
     if (e < 0) return e;
-    rc = rep->type == REDIS_REPLY_INTEGER ? (long)rep->integer : 0;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+        rep->element[0]->type == REDIS_REPLY_INTEGER &&
+        rep->element[1]->type == REDIS_REPLY_INTEGER) {
+        rc = (long)rep->element[0]->integer;
+        *failures = rep->element[1]->integer > 0;
+    }
     freeReplyObject(rep);
     return rc;
 }

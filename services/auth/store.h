@@ -83,8 +83,9 @@ int rtstore_revoke_user(rtstore *s, const char *sub);
  * key, so unknown names count like known ones). blocked: seconds until name may try again
  * once it has max failures in the current window (0: allowed; max <= 0: off), or a
  * negative RDS_ code. failed: counts one failure; the window (seconds) starts at the
- * first. ok: a success clears the count. */
-long rtstore_login_blocked(rtstore *s, char kind, const char *name, long max);
+ * first. ok: a success clears the count; blocked sets *failures to 0 when there is none to
+ * clear (1 when there are, or when it could not tell), so that a success need not call ok. */
+long rtstore_login_blocked(rtstore *s, char kind, const char *name, long max, int *failures);
 int rtstore_login_failed(rtstore *s, char kind, const char *name, long window);
 int rtstore_login_ok(rtstore *s, char kind, const char *name);
 
