@@ -167,14 +167,37 @@ char *grant_error_json(const char *error, const char *description)
     return s;
 }
 
-/* Appends s as a JSON string ("..." with ", \\ and control characters escaped) at o in
- * buf (cap); returns the new offset, or cap on overflow. */
-static size_t json_put_str(char *buf, size_t cap, size_t o, const char *s)
+/* Bytes a JSON string escape takes for c: 1 (as is), 2 (\" \\ \b \f \n \r \t) or 6 (\u00XX). */
+static size_t json_esc_len(unsigned char c)
+{
+    if (c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t')
+        return 2;
+    return c < 0x20 ? 6 : 1;
+}
+
+/* The length of s written as a JSON string, quotes included. */
+static size_t json_str_len(const char *s)
+{
+    size_t n = 2;
+    for (; *s; s++) n += json_esc_len((unsigned char)*s);
+    return n;
+}
+
+/* Writes s as a JSON string at out (json_str_len(s) bytes, no NUL), escaping as jansson does
+ * (short escapes, \u00XX in upper case for other control characters, UTF-8 as is); returns
+ * the end. Runs of plain bytes (all of a token) are copied whole. */
+static char *json_put_str(char *out, const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";
-    if (o < cap) buf[o++] = '"';
-    for (; *s && o < cap; s++) {
-        unsigned char c = (unsigned char)*s;
+    *out++ = '"';
+    while (*s) {
+        size_t run = 0;
+        while (s[run] && json_esc_len((unsigned char)s[run]) == 1) run++;
+        memcpy(out, s, run);
+        out += run;
+        s += run;
+        if (!*s) break;
+        unsigned char c = (unsigned char)*s++;
         const char *sh = c == '"'    ? "\\\""
                          : c == '\\' ? "\\\\"
                          : c == '\b' ? "\\b"
@@ -183,66 +206,60 @@ static size_t json_put_str(char *buf, size_t cap, size_t o, const char *s)
                          : c == '\r' ? "\\r"
                          : c == '\t' ? "\\t"
                                      : NULL;
-        if (sh) { /* the short escapes, as jansson writes them */
-            if (o + 2 > cap) return cap;
-            buf[o++] = sh[0];
-            buf[o++] = sh[1];
-        } else if (c < 0x20) {
-            if (o + 6 > cap) return cap;
-            memcpy(buf + o, "\\u00", 4);
-            buf[o + 4] = hex[c >> 4];
-            buf[o + 5] = hex[c & 15];
-            o += 6;
+        if (sh) {
+            *out++ = sh[0];
+            *out++ = sh[1];
         } else {
-            buf[o++] = (char)c;
+            memcpy(out, "\\u00", 4);
+            out[4] = hex[c >> 4];
+            out[5] = hex[c & 15];
+            out += 6;
         }
     }
-    if (o < cap) buf[o++] = '"';
-    return *s ? cap : o;
+    *out++ = '"';
+    return out;
 }
 
 char *grant_answer_json(const char *access_token, long expires_in, const char *ws_url,
                         const char *refresh, const char *scope)
 {
-    /* every string at most doubles (6x for control characters, which none of them holds in
-     * practice: bounded by the worst case anyway) */
-    size_t cap = 96 + 6 * (strlen(access_token) + strlen(ws_url) + (refresh ? strlen(refresh) : 0) +
-                           (scope ? strlen(scope) : 0));
-    char *buf = malloc(cap), num[24];
-    size_t o = 0;
+    static const char k_tok[] = "{\"access_token\":",
+                      k_mid[] = ",\"token_type\":\"Bearer\",\"expires_in\":",
+                      k_url[] = ",\"ws_url\":", k_rt[] = ",\"refresh_token\":",
+                      k_scope[] = ",\"scope\":";
+    char num[24];
+    int nn = snprintf(num, sizeof num, "%ld", expires_in);
+    if (nn < 0 || (size_t)nn >= sizeof num) return NULL;
+    if (scope && !*scope) scope = NULL;
+    /* the exact size: one pass to measure, one to write */
+    size_t cap = sizeof k_tok + sizeof k_mid + sizeof k_url + sizeof k_rt + sizeof k_scope +
+                 (size_t)nn + json_str_len(access_token) + json_str_len(ws_url) +
+                 (refresh ? json_str_len(refresh) : 0) + (scope ? json_str_len(scope) : 0) + 2;
+    char *buf = malloc(cap), *o = buf;
     if (!buf) return NULL;
-#define PUT(lit)                                                                                   \
+#define PUT(lit, len)                                                                              \
     do {                                                                                           \
-        if (o + sizeof lit - 1 >= cap) goto overflow;                                              \
-        memcpy(buf + o, lit, sizeof lit - 1);                                                      \
-        o += sizeof lit - 1;                                                                       \
+        memcpy(o, lit, len);                                                                       \
+        o += len;                                                                                  \
     } while (0)
-    PUT("{\"access_token\":");
-    o = json_put_str(buf, cap, o, access_token);
-    PUT(",\"token_type\":\"Bearer\",\"expires_in\":");
-    int n = snprintf(num, sizeof num, "%ld", expires_in);
-    if (n < 0 || o + (size_t)n >= cap) goto overflow;
-    memcpy(buf + o, num, (size_t)n);
-    o += (size_t)n;
-    PUT(",\"ws_url\":");
-    o = json_put_str(buf, cap, o, ws_url);
+    PUT(k_tok, sizeof k_tok - 1);
+    o = json_put_str(o, access_token);
+    PUT(k_mid, sizeof k_mid - 1);
+    PUT(num, (size_t)nn);
+    PUT(k_url, sizeof k_url - 1);
+    o = json_put_str(o, ws_url);
     if (refresh) {
-        PUT(",\"refresh_token\":");
-        o = json_put_str(buf, cap, o, refresh);
+        PUT(k_rt, sizeof k_rt - 1);
+        o = json_put_str(o, refresh);
     }
-    if (scope && *scope) {
-        PUT(",\"scope\":");
-        o = json_put_str(buf, cap, o, scope);
+    if (scope) {
+        PUT(k_scope, sizeof k_scope - 1);
+        o = json_put_str(o, scope);
     }
-    PUT("}");
 #undef PUT
-    if (o >= cap) goto overflow;
-    buf[o] = '\0';
+    *o++ = '}';
+    *o = '\0';
     return buf;
-overflow: /* cannot happen with cap as computed; an answer is not cut short either way */
-    explicit_bzero(buf, cap);
-    free(buf);
-    return NULL;
 }
 
 void grant_reply_clear(grant_reply *r)

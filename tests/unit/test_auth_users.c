@@ -929,6 +929,10 @@ TEST(grant_answer_json)
                         "");
     answer_like_jansson("a.b.c", 86400, "wss://x/\"q\"\\", "rt", "sub:prices.* pub:chat.>");
     answer_like_jansson("a.b.c", -1, "ws://h/\x01\x1f\t\n", "rt", "caf\xc3\xa9 sub:a\"b");
+    char all[130]; /* every ASCII byte, each escape kind at once (the size is exact) */
+    for (int i = 1; i < 128; i++) all[i - 1] = (char)i;
+    all[127] = '\0';
+    answer_like_jansson(all, 1L << 40, all, all, all);
 }
 
 TEST_MAIN()
