@@ -39,6 +39,7 @@ rm -rf "$DIR"; mkdir -p "$DIR"
 for b in gateway bench/authbench; do
   [ -x "$BUILD/$b" ] || { echo "authgoals: $BUILD/$b missing: run make" >&2; exit 1; }
 done
+[ -x "$AUTH_BIN" ] || { echo "authgoals: $AUTH_BIN missing: run make" >&2; exit 1; }
 # shellcheck source=bench/capacity/lib.sh
 . bench/capacity/lib.sh
 
