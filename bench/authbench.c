@@ -2,7 +2,8 @@
  *
  *   authbench nats --nats URL [--subject auth.token] --chains C --seconds S [common options]
  *   authbench http --port PORT --chains C --seconds S [common options]
- *     common: [--user NAME|FMT] [--password PW] [--watch NAME=PID]...
+ *     common: [--user NAME|FMT] [--password PW] [--grant refresh|password] [--watch NAME=PID]...
+ *   authbench sign --key PEM [--count N] [--password-hash HASH]
  *
  * C threads each hold one refresh-token chain: a password grant first (user NAME, or FMT
  * with %d replaced by the thread's index, e.g. u%d), then, once every thread has logged in,
@@ -11,6 +12,15 @@
  * second use would be a reuse and revoke the family). A failed refresh counts as an error
  * and the thread logs in again (outside the count).
  *
+ * --grant password: every request is a password grant instead (a new family each time, the
+ * hash checked each time); the counts then are password grants, not refreshes.
+ *
+ * sign: no servers. Signs N access tokens with the claims of a refresh (kid header, 9
+ * claims) two ways and prints µs per token for each: token_sign, auth's own path through
+ * libjwt (jwt_encode_str re-reads the PEM key on every call), and OpenSSL EVP with the same
+ * key parsed once (the JWT assembled by hand: what signing without libjwt would cost). With
+ * --password-hash, also the µs of one crypt(3) against HASH (the password "capacity").
+ *
  * nats: requests go to auth over NATS (one connection, the parameter object as the body,
  * as the gateway's envelope would carry it). http: POST /auth/token to the gateway on
  * 127.0.0.1:PORT, form-encoded, one keep-alive connection per thread.
@@ -18,8 +28,10 @@
  * Prints one line: refreshes, errors, refreshes/s, latency p50/p99, the CPU each --watch
  * process used over the window (user+system from /proc/PID/stat, as % of one core and µs
  * per refresh) and the load generator's own. Loopback only; every wait has a deadline. */
+#include "b64url.h"
 #include "bus.h"
 #include "log.h"
+#include "token.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -40,6 +52,10 @@
 #include <unistd.h>
 
 #include <arpa/inet.h>
+#include <crypt.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 
 #include "procstat.h"
 
@@ -52,7 +68,7 @@
 #define RT_MAX 128
 #define HTTP_BUF 65536
 
-static bool use_http;
+static bool use_http, password_grants;
 static const char *nats_url, *subject = "auth.token", *user_fmt = "alice", *password = "wonderland";
 static int http_port, nchains = 16;
 static double seconds = 10;
@@ -218,7 +234,7 @@ static void *worker(void *arg)
     for (int i = 0; i < 60000 && atomic_load(&go) == 0; i++) usleep(1000);
     while (atomic_load(&go) == 1) {
         double t0 = now_s();
-        int rc = call(c, false);
+        int rc = call(c, password_grants);
         double us = (now_s() - t0) * 1e6;
         if (atomic_load(&go) != 1) break; /* finished after the window: not counted */
         if (rc == 0) {
@@ -243,29 +259,143 @@ static double pct(long total, double q)
     return HIST_US / 1000.0;
 }
 
+/* ---- sign: libjwt beside a key parsed once ------------------------------------------------- */
+
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The claims auth signs for a refresh of a user with one sub topic (grants.c issue). */
+static json_t *refresh_claims(long now)
+{
+    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:[s], s:[], s:s}", "iss", "sidecast",
+                     "aud", "sidecast", "sub", "u0", "iat", (json_int_t)now, "nbf", (json_int_t)now,
+                     "exp", (json_int_t)(now + 300), "jti", "0123456789abcdef0123456789abcdef",
+                     "sub_topics", "prices.*", "pub_topics", "sid",
+                     "fedcba9876543210fedcba9876543210");
+}
+
+/* ES256 JWT with a parsed key: b64url(header).b64url(claims).b64url(r||s). malloc'd or NULL. */
+static char *sign_evp(EVP_PKEY *pk, const char *kid, const json_t *claims)
+{
+    char hdr[160], *body = json_dumps(claims, JSON_COMPACT), *out = NULL;
+    unsigned char der[80], raw[64];
+    size_t dlen = sizeof der;
+    snprintf(hdr, sizeof hdr, "{\"alg\":\"ES256\",\"kid\":\"%s\",\"typ\":\"JWT\"}", kid);
+    size_t hl = b64url_encoded_len(strlen(hdr)), bl = body ? b64url_encoded_len(strlen(body)) : 0;
+    size_t cap = hl + bl + b64url_encoded_len(64) + 3;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    ECDSA_SIG *sig = NULL;
+    if (!body || !md || !(out = malloc(cap))) goto fail;
+    if (b64url_encode(hdr, strlen(hdr), out, cap) != 0) goto fail;
+    size_t o = strlen(out);
+    out[o++] = '.';
+    if (b64url_encode(body, strlen(body), out + o, cap - o) != 0) goto fail;
+    o += strlen(out + o);
+    if (EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pk) != 1 ||
+        EVP_DigestSign(md, der, &dlen, (unsigned char *)out, o) != 1)
+        goto fail;
+    const unsigned char *p = der;
+    if (!(sig = d2i_ECDSA_SIG(NULL, &p, (long)dlen))) goto fail;
+    if (BN_bn2binpad(ECDSA_SIG_get0_r(sig), raw, 32) != 32 ||
+        BN_bn2binpad(ECDSA_SIG_get0_s(sig), raw + 32, 32) != 32)
+        goto fail;
+    out[o++] = '.';
+    if (b64url_encode(raw, 64, out + o, cap - o) != 0) goto fail;
+    ECDSA_SIG_free(sig);
+    EVP_MD_CTX_free(md);
+    free(body);
+    return out;
+fail:
+    ECDSA_SIG_free(sig);
+    EVP_MD_CTX_free(md);
+    free(body);
+    free(out);
+    return NULL;
+}
+
+static int sign_bench(const char *key, long count, const char *hash)
+{
+    token_signer *ts = NULL;
+    if (token_signer_load(&ts, key, "dev-1") != 0) return 1;
+    if (strcmp(token_signer_alg(ts), "ES256") != 0) {
+        fprintf(stderr, "authbench sign: an ES256 key is needed (got %s)\n", token_signer_alg(ts));
+        return 1;
+    }
+    FILE *f = fopen(key, "r");
+    EVP_PKEY *pk = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+    if (f) fclose(f);
+    json_t *claims = refresh_claims((long)time(NULL));
+    if (!pk || !claims) return 1;
+    double t[2] = {0, 0};
+    for (int way = 0; way < 2; way++) {
+        double t0 = thread_cpu_s();
+        for (long i = 0; i < count; i++) {
+            char *tok = NULL;
+            if (way == 0 ? token_sign(ts, claims, &tok) != 0
+                         : !(tok = sign_evp(pk, "dev-1", claims))) {
+                fprintf(stderr, "authbench sign: signing failed\n");
+                return 1;
+            }
+            free(tok);
+        }
+        t[way] = (thread_cpu_s() - t0) * 1e6 / (double)count;
+    }
+    printf("sign count=%ld libjwt_us=%.1f parsed_once_us=%.1f", count, t[0], t[1]);
+    if (hash) {
+        struct crypt_data *cd = calloc(1, sizeof *cd);
+        long n = count < 20 ? count : 20; /* a hash costs ms */
+        double t0 = thread_cpu_s();
+        for (long i = 0; cd && i < n; i++) crypt_rn("capacity", hash, cd, sizeof *cd);
+        printf(" password_hash_us=%.1f", (thread_cpu_s() - t0) * 1e6 / (double)n);
+        free(cd);
+    }
+    printf("\n");
+    json_decref(claims);
+    EVP_PKEY_free(pk);
+    token_signer_destroy(ts);
+    return 0;
+}
+
 static void usage(void) __attribute__((noreturn));
 static void usage(void)
 {
     fprintf(stderr, "usage: authbench nats --nats URL [--subject S] | http --port PORT\n"
                     "                 --chains C --seconds S [--user NAME|FMT] [--password PW]"
-                    " [--watch NAME=PID]...\n");
+                    " [--grant refresh|password] [--watch NAME=PID]...\n"
+                    "       authbench sign --key PEM [--count N] [--password-hash HASH]\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 2) usage();
+    bool sign = strcmp(argv[1], "sign") == 0;
     if (strcmp(argv[1], "http") == 0)
         use_http = true;
-    else if (strcmp(argv[1], "nats") != 0)
+    else if (strcmp(argv[1], "nats") != 0 && !sign)
         usage();
+    const char *key = NULL, *hash = NULL;
+    long count = 2000;
     const char *wname[MAX_WATCH];
     long wpid[MAX_WATCH];
     int nwatch = 0;
-    static const struct option opts[] = {
-        {"nats", 1, 0, 'n'},     {"subject", 1, 0, 's'}, {"port", 1, 0, 'p'},
-        {"chains", 1, 0, 'c'},   {"seconds", 1, 0, 't'}, {"user", 1, 0, 'u'},
-        {"password", 1, 0, 'w'}, {"watch", 1, 0, 'W'},   {0, 0, 0, 0}};
+    static const struct option opts[] = {{"nats", 1, 0, 'n'},
+                                         {"subject", 1, 0, 's'},
+                                         {"port", 1, 0, 'p'},
+                                         {"chains", 1, 0, 'c'},
+                                         {"seconds", 1, 0, 't'},
+                                         {"user", 1, 0, 'u'},
+                                         {"password", 1, 0, 'w'},
+                                         {"watch", 1, 0, 'W'},
+                                         {"grant", 1, 0, 'g'},
+                                         {"key", 1, 0, 'k'},
+                                         {"count", 1, 0, 'N'},
+                                         {"password-hash", 1, 0, 'H'},
+                                         {0, 0, 0, 0}};
     optind = 2;
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -277,6 +407,15 @@ int main(int argc, char **argv)
         case 't': seconds = atof(optarg); break;
         case 'u': user_fmt = optarg; break;
         case 'w': password = optarg; break;
+        case 'g':
+            if (strcmp(optarg, "password") == 0)
+                password_grants = true;
+            else if (strcmp(optarg, "refresh") != 0)
+                usage();
+            break;
+        case 'k': key = optarg; break;
+        case 'N': count = atol(optarg); break;
+        case 'H': hash = optarg; break;
         case 'W': {
             char *eq = strchr(optarg, '=');
             if (!eq || nwatch == MAX_WATCH) usage();
@@ -287,6 +426,11 @@ int main(int argc, char **argv)
         }
         default: usage();
         }
+    }
+    if (sign) {
+        if (!key || count < 1 || count > 1000000) usage();
+        log_init("authbench", LOG_WARN);
+        return sign_bench(key, count, hash);
     }
     if (nchains < 1 || nchains > MAX_CHAINS || seconds <= 0 || seconds > MAX_SECONDS) usage();
     if (use_http ? (http_port < 1 || http_port > 65535) : !nats_url) usage();
@@ -332,8 +476,8 @@ int main(int argc, char **argv)
         printf(" %s_cpu_pct=%.0f %s_us_per_refresh=%.1f", wname[i], 100 * cpu / el, wname[i],
                n ? cpu * 1e6 / (double)n : 0);
     }
-    printf(" client_cpu_pct=%.0f machine_busy_pct=%.0f\n", 100 * (s1 - s0) / el,
-           100 * (mb1 - mb0) / el);
+    printf(" client_cpu_pct=%.0f machine_busy_pct=%.0f grant=%s\n", 100 * (s1 - s0) / el,
+           100 * (mb1 - mb0) / el, password_grants ? "password" : "refresh");
     fflush(stdout);
     for (int i = 0; i < nchains; i++) pthread_join(th[i], NULL);
     if (B) bus_destroy(B, 1000);

@@ -3,9 +3,11 @@
 #   1. bench/gateway.sh  the gateway's route overhead (wrk) beside bare NATS request/reply
 #   2. bench/edge.sh     the edge against nats-server's WebSocket listener and a Node ws
 #                        server: idle memory, fan-out CPU/throughput/latency, handshakes/s
-#   then bench/verifybench (one token verification's CPU), bench/backends.py (hooks, rpc)
-#   and bench/sse.py (an SSE connection beside a WebSocket one: memory, CPU per delivery;
-#   BENCH_SSE=0 skips it)
+#   then bench/verifybench (one token verification's CPU), bench/backends.py (hooks, rpc),
+#   bench/sse.py (an SSE connection beside a WebSocket one: memory, CPU per delivery;
+#   BENCH_SSE=0 skips it) and bench/authgoals.sh (auth's CPU per refresh and per password
+#   grant beside libjwt's share and the password hash: $BENCH_OUT/auth-goals.json;
+#   BENCH_AUTH=0 skips it)
 #   3. bench/report.py   renders docs/BENCHMARKS.md (from bench/BENCHMARKS.md.in) and
 #                        docs/img/*.png (gnuplot) from the results
 # Everything on loopback, servers started on free ports and stopped after their cases; each
@@ -68,6 +70,13 @@ if [ "${BENCH_SSE:-1}" != 0 ]; then
   echo "bench: Server-Sent Events beside WebSocket" >&2
   timeout 900 /usr/bin/python3 bench/sse.py "${SSE_CONNS:-2000}" "${SSE_EVENTS:-60}" \
     "${SSE_RATE:-20}" >/dev/null
+fi
+
+# 5. auth's CPU per grant, split into libjwt's share, the password hash and the rest
+if [ "${BENCH_AUTH:-1}" != 0 ]; then
+  echo "bench: auth CPU per grant beside libjwt's share" >&2
+  ASECS=${AUTHGOALS_SECONDS:-$([ "$QUICK" = 1 ] && echo 3 || echo 5)}
+  AUTHGOALS_SECONDS=$ASECS timeout 900 bash bench/authgoals.sh >/dev/null
 fi
 
 echo "- Machine load at the end (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg);" \

@@ -42,6 +42,12 @@ typedef struct grant_reply {
  * object). now: seconds since the epoch. reqid: request id for log lines (may be NULL;
  * sanitised). Always fills *out (free with grant_reply_clear); returns 0, or -1 when even
  * the error answer could not be built (out->body NULL: answer 500 without a body). */
+/* The 200 answer of a token grant, RFC 6749 5.1: {"access_token", "token_type":"Bearer",
+ * "expires_in", "ws_url"[, "refresh_token"][, "scope" when non-empty]} as compact JSON, in
+ * that order. malloc'd (the caller wipes and frees it: it holds tokens), or NULL. Pure. */
+char *grant_answer_json(const char *access_token, long expires_in, const char *ws_url,
+                        const char *refresh, const char *scope);
+
 int grant_handle(const grant_cfg *g, enum grant_op op, const char *data, size_t len, long now,
                  const char *reqid, grant_reply *out);
 void grant_reply_clear(grant_reply *r);

@@ -1,6 +1,7 @@
 /* store.c - refresh-token families in Redis, every state change one Lua script (atomic). */
 #include "store.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,13 +24,14 @@ struct rtstore {
     rds_script issue, rotate, revoke_token, revoke_family, revoke_user, login_check, login_failed;
 };
 
-/* Failed logins per name. KEYS: counter. ARGV: max. Seconds until the name may try again
- * (0: it may now). */
+/* Failed logins per name. KEYS: counter. ARGV: max. {seconds until the name may try again
+ * (0: it may now), failures counted}: with none counted, a success has nothing to clear
+ * (one Redis round trip fewer per login). */
 static const char lua_login_check[] = "local n = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
-                                      "if n < tonumber(ARGV[1]) then return 0 end\n"
+                                      "if n < tonumber(ARGV[1]) then return {0, n} end\n"
                                       "local t = redis.call('TTL', KEYS[1])\n"
-                                      "if t < 1 then return 1 end\n"
-                                      "return t\n";
+                                      "if t < 1 then return {1, n} end\n"
+                                      "return {t, n}\n";
 
 /* KEYS: counter. ARGV: window (s). The window starts at the first failure. */
 static const char lua_login_failed[] = "local n = redis.call('INCR', KEYS[1])\n"
@@ -161,11 +163,32 @@ void rtstore_destroy(rtstore *s) { free(s); }
 
 int rtstore_up(const rtstore *s) { return s && rds_up(s->r); }
 
+void rtstore_hex(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/* SHA-256 fetched once: EVP_sha256() in EVP_Digest looks the algorithm up in the default
+ * provider on every call (OpenSSL 3), two locks and a hash table per refresh token. */
+static EVP_MD *sha256;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static void sha256_fetch(void) { sha256 = EVP_MD_fetch(NULL, "SHA256", NULL); }
+static const EVP_MD *md_sha256(void)
+{
+    pthread_once(&sha256_once, sha256_fetch);
+    return sha256 ? sha256 : EVP_sha256();
+}
+
 int rtstore_random_hex(char *buf, size_t n)
 {
     unsigned char b[64];
     if (n > sizeof b || RAND_bytes(b, (int)n) != 1) return -1;
-    for (size_t i = 0; i < n; i++) snprintf(buf + 2 * i, 3, "%02x", b[i]);
+    rtstore_hex(b, n, buf);
     explicit_bzero(b, sizeof b);
     return 0;
 }
@@ -202,9 +225,10 @@ static int token_key(const char *tok, char key[80])
     unsigned int mdlen = 0;
     int o;
 
-    if (EVP_Digest(tok, strlen(tok), md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) return -1;
-    o = snprintf(key, 80, PREFIX "rt:");
-    for (unsigned i = 0; i < mdlen; i++) snprintf(key + o + 2 * i, 3, "%02x", md[i]);
+    if (EVP_Digest(tok, strlen(tok), md, &mdlen, md_sha256(), NULL) != 1 || mdlen != 32) return -1;
+    o = sizeof PREFIX "rt:" - 1;
+    memcpy(key, PREFIX "rt:", (size_t)o);
+    rtstore_hex(md, mdlen, key + o);
     return 0;
 }
 
@@ -350,23 +374,29 @@ static int login_key(char kind, const char *name, char *out, size_t cap)
     unsigned char md[32];
     unsigned int mdl = 0;
     char hex[33];
-    if (EVP_Digest(name, strlen(name), md, &mdl, EVP_sha256(), NULL) != 1 || mdl < 16) return -1;
-    for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    if (EVP_Digest(name, strlen(name), md, &mdl, md_sha256(), NULL) != 1 || mdl < 16) return -1;
+    rtstore_hex(md, 16, hex);
     return snprintf(out, cap, PREFIX "loginfail:%c:%s", kind, hex) < (int)cap ? 0 : -1;
 }
 
-long rtstore_login_blocked(rtstore *s, char kind, const char *name, long max)
+long rtstore_login_blocked(rtstore *s, char kind, const char *name, long max, int *failures)
 {
     char k[80], mx[24];
     redisReply *rep = NULL;
-    long rc;
+    long rc = 0;
+    *failures = 1; /* unknown: a success then clears, as if there were some */
     if (max <= 0 || login_key(kind, name, k, sizeof k) < 0) return 0;
     snprintf(mx, sizeof mx, "%ld", max);
     const char *keys[1] = {k};
     const char *args[1] = {mx};
     int e = rds_eval(s->r, &s->login_check, &rep, 1, keys, 1, args);
     if (e < 0) return e;
-    rc = rep->type == REDIS_REPLY_INTEGER ? (long)rep->integer : 0;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+        rep->element[0]->type == REDIS_REPLY_INTEGER &&
+        rep->element[1]->type == REDIS_REPLY_INTEGER) {
+        rc = (long)rep->element[0]->integer;
+        *failures = rep->element[1]->integer > 0;
+    }
     freeReplyObject(rep);
     return rc;
 }

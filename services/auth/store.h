@@ -33,6 +33,9 @@ int rtstore_up(const rtstore *s); /* 1 when Redis is believed reachable */
 
 /* Fills buf (size > 2 * n) with the hex of n random bytes. 0 or -1. */
 int rtstore_random_hex(char *buf, size_t n);
+
+/* in[0..n) as lowercase hex into out (2n + 1 bytes, NUL-terminated). Pure. */
+void rtstore_hex(const unsigned char *in, size_t n, char *out);
 /* 1 when tok has the shape of a refresh token (43 base64url characters). Pure. */
 int rtstore_token_shape(const char *tok);
 
@@ -80,8 +83,9 @@ int rtstore_revoke_user(rtstore *s, const char *sub);
  * key, so unknown names count like known ones). blocked: seconds until name may try again
  * once it has max failures in the current window (0: allowed; max <= 0: off), or a
  * negative RDS_ code. failed: counts one failure; the window (seconds) starts at the
- * first. ok: a success clears the count. */
-long rtstore_login_blocked(rtstore *s, char kind, const char *name, long max);
+ * first. ok: a success clears the count; blocked sets *failures to 0 when there is none to
+ * clear (1 when there are, or when it could not tell), so that a success need not call ok. */
+long rtstore_login_blocked(rtstore *s, char kind, const char *name, long max, int *failures);
 int rtstore_login_failed(rtstore *s, char kind, const char *name, long window);
 int rtstore_login_ok(rtstore *s, char kind, const char *name);
 

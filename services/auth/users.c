@@ -5,6 +5,7 @@
 
 #include <crypt.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -541,6 +542,15 @@ const users_entry *users_find(const users *u, enum users_kind kind, const char *
     return NULL;
 }
 
+static metric *hashes_entry, *hashes_dummy;
+static pthread_once_t hash_metrics_once = PTHREAD_ONCE_INIT;
+static void hash_metrics_init(void)
+{
+    static const char help[] = "password and secret checks, by the hash they ran against";
+    hashes_entry = metrics_counter("sc_auth_password_hashes_total", "against=\"entry\"", help);
+    hashes_dummy = metrics_counter("sc_auth_password_hashes_total", "against=\"dummy\"", help);
+}
+
 int users_verify(const users *u, enum users_kind kind, const char *name, const char *secret,
                  const users_entry **out)
 {
@@ -557,9 +567,8 @@ int users_verify(const users *u, enum users_kind kind, const char *name, const c
      * counted, so that a test sees the unknown name hashed without timing it (the lookup
      * takes the registry's mutex: nothing beside a hash of several ms) */
     bool dummy = !(e && e->hash == setting);
-    metric_inc(metrics_counter("sc_auth_password_hashes_total",
-                               dummy ? "against=\"dummy\"" : "against=\"entry\"",
-                               "password and secret checks, by the hash they ran against"));
+    pthread_once(&hash_metrics_once, hash_metrics_init); /* not a registry look-up per login */
+    metric_inc(dummy ? hashes_dummy : hashes_entry);
     cd = calloc(1, sizeof *cd);
     if (!cd) return -ENOMEM;
     res = crypt_rn(secret, setting, cd, sizeof *cd);

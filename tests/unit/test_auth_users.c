@@ -4,6 +4,7 @@
 #include "../../services/auth/grants.h"
 #include "../../services/auth/users.h"
 #include "log.h"
+#include "metrics.h"
 #include "test.h"
 #include "token.h"
 
@@ -850,6 +851,88 @@ TEST(signkeys_change_in_place)
     CHECK(signkeys_public(NULL) == NULL);
     unlink(path);
     signkeys_close(k);
+}
+
+TEST(store_hex_and_random_hex)
+{
+    static const unsigned char in[] = {0x00, 0x0f, 0xa5, 0xff, 0x10};
+    char out[2 * sizeof in + 1];
+    memset(out, 'x', sizeof out);
+    rtstore_hex(in, sizeof in, out);
+    CHECK_STR(out, "000fa5ff10");
+    rtstore_hex(in, 0, out);
+    CHECK_STR(out, "");
+    char a[33], b[33];
+    CHECK_EQ_INT(rtstore_random_hex(a, 16), 0);
+    CHECK_EQ_INT(rtstore_random_hex(b, 16), 0);
+    CHECK_EQ_INT((int)strlen(a), 32);
+    CHECK_EQ_INT((int)strspn(a, "0123456789abcdef"), 32);
+    CHECK(strcmp(a, b) != 0);
+    char big[200];
+    CHECK_EQ_INT(rtstore_random_hex(big, 65), -1);
+}
+
+/* The CPU counters bench/authgoals.sh reads move with a password grant (their amounts are
+ * timing: not checked). */
+static int64_t counter(const char *name)
+{
+    size_t len = 0;
+    char *text = metrics_render(&len), *p = text ? strstr(text, name) : NULL;
+    int64_t v = -1;
+    while (p && p > text && p[-1] != '\n') p = strstr(p + 1, name); /* the sample, not # HELP */
+    if (p) v = strtoll(p + strlen(name), NULL, 10);
+    free(text);
+    return v;
+}
+
+TEST(grant_counts_signing_and_hash_cpu)
+{
+    int st;
+    REQUIRE(fixture() == 0);
+    int64_t s0 = counter("sc_auth_sign_cpu_nanoseconds_total ");
+    int64_t h0 = counter("sc_auth_password_hash_cpu_nanoseconds_total ");
+    REQUIRE(s0 >= 0 && h0 >= 0);
+    json_t *j = call(GRANT_TOKEN,
+                     "{\"grant_type\":\"password\",\"username\":\"alice\",\"password\":"
+                     "\"wonderland\"}",
+                     &st, NULL);
+    CHECK_EQ_INT(st, 200);
+    json_decref(j);
+    CHECK(counter("sc_auth_sign_cpu_nanoseconds_total ") > s0);
+    CHECK(counter("sc_auth_password_hash_cpu_nanoseconds_total ") > h0);
+}
+
+/* The hand-written answer is what jansson wrote before: same keys, order and escaping. */
+static void answer_like_jansson(const char *tok, long ttl, const char *url, const char *rt,
+                                const char *scope)
+{
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s}", "access_token", tok, "token_type", "Bearer",
+                          "expires_in", (json_int_t)ttl, "ws_url", url);
+    REQUIRE(o);
+    if (rt) json_object_set_new(o, "refresh_token", json_string(rt));
+    if (scope && *scope) json_object_set_new(o, "scope", json_string(scope));
+    char *want = json_dumps(o, JSON_COMPACT), *got = grant_answer_json(tok, ttl, url, rt, scope);
+    REQUIRE(want && got);
+    CHECK_STR(got, want);
+    json_t *back = json_loads(got, JSON_REJECT_DUPLICATES, NULL);
+    CHECK(back && json_equal(back, o));
+    json_decref(back);
+    free(want);
+    free(got);
+    json_decref(o);
+}
+
+TEST(grant_answer_json)
+{
+    answer_like_jansson("eyJh.eyJz.c2ln", 300, "ws://localhost:8090/ws", NULL, NULL);
+    answer_like_jansson("a.b.c", 0, "wss://x/ws", "AbC-_0123456789abcdefghijklmnopqrstuvwxyzABCD",
+                        "");
+    answer_like_jansson("a.b.c", 86400, "wss://x/\"q\"\\", "rt", "sub:prices.* pub:chat.>");
+    answer_like_jansson("a.b.c", -1, "ws://h/\x01\x1f\t\n", "rt", "caf\xc3\xa9 sub:a\"b");
+    char all[130]; /* every ASCII byte, each escape kind at once (the size is exact) */
+    for (int i = 1; i < 128; i++) all[i - 1] = (char)i;
+    all[127] = '\0';
+    answer_like_jansson(all, 1L << 40, all, all, all);
 }
 
 TEST_MAIN()
