@@ -42,12 +42,12 @@ static struct {
     int log_level, deflate, query_token;
     long workers, leeway, max_message, max_message_auth, max_connections, max_per_ip,
         outbound_limit, rate_limit, rate_burst, ping_ms, pong_ms, auth_ms, handshake_ms, drain_ms,
-        close_ms, write_delay_ms, warning_s, max_subs, max_errors, history_age_s, history_bytes,
-        history_replicas, inbox_bytes, inbox_per_user, max_publish, replay_inflight, replay_max,
-        presence_ttl, max_per_user, inbox_hold_ms, deflate_min, stall_ms, pub_rate, pub_burst,
-        user_pub_rate, user_pub_burst, keys_refresh_s, tls_hs_ms, rpc_timeout_ms, rpc_inflight,
-        max_rpc_reply, client_age_s, client_bytes, dedup_window_s, pub_inflight, hook_timeout_ms,
-        hook_inflight, conflate_after;
+        close_ms, write_delay_ms, busy_hold_max_ms, warning_s, max_subs, max_errors, history_age_s,
+        history_bytes, history_replicas, inbox_bytes, inbox_per_user, max_publish, replay_inflight,
+        replay_max, presence_ttl, max_per_user, inbox_hold_ms, deflate_min, stall_ms, pub_rate,
+        pub_burst, user_pub_rate, user_pub_burst, keys_refresh_s, tls_hs_ms, rpc_timeout_ms,
+        rpc_inflight, max_rpc_reply, client_age_s, client_bytes, dedup_window_s, pub_inflight,
+        hook_timeout_ms, hook_inflight, conflate_after;
     int sse;
     long sse_retry_ms, sse_heartbeat_ms, sse_max_topics; /* Server-Sent Events (sse.h) */
     long api_threads, api_queue, api_max_request, api_max_data, api_topics, api_history,
@@ -209,6 +209,10 @@ static const cfg_opt options[] = {
      "events wait up to this long to share one write per connection with the events after "
      "them (fewer writes, more latency); replies never wait. 0: written at once", 0, 0, 10000,
      &cfg.write_delay_ms},
+    {"EDGE_BUSY_HOLD_MAX_MS", CFG_INT, "10",
+     "with EDGE_WRITE_DELAY_MS 0: while a worker is busy (events keep coming within one write "
+     "pass's time), events wait up to one pass's time, at most this, to share writes; an idle "
+     "worker writes at once. 0: off", 0, 0, 1000, &cfg.busy_hold_max_ms},
     {"EDGE_DRAIN_TIMEOUT_MS", CFG_INT, "10000", "SIGTERM: close every connection within", 0, 0,
      600000, &cfg.drain_ms},
     {"EDGE_TOKEN_WARNING_S", CFG_INT, "30", "token_expiring this long before exp", 0, 1, 3600,
@@ -745,6 +749,7 @@ int main(int argc, char **argv)
         .pong_timeout_ms = (int)cfg.pong_ms,
         .close_timeout_ms = (int)cfg.close_ms,
         .write_delay_ms = (int)cfg.write_delay_ms,
+        .busy_hold_max_ms = (int)cfg.busy_hold_max_ms,
         .deflate_min = (size_t)cfg.deflate_min,
         .stream_keepalive_ms = (int)cfg.sse_heartbeat_ms,
         .stream_keepalive = ": ping\n\n",
