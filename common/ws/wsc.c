@@ -131,8 +131,10 @@ struct wsc_worker {
      * (something other than an event was queued); queuing_event marks wsc_conn_send_event */
     uint64_t hold_until;
     bool urgent, queuing_event;
-    /* busy_hold_max_ms: the last flush pass (one that wrote), its end and duration in
-     * CLOCK_MONOTONIC microseconds; busy_checked: this turn's first event was looked at */
+    /* busy_hold_max_ms: the last flush pass (one that wrote): its end (CLOCK_MONOTONIC) and
+     * the worker's CPU time in it (not its wall time, which a preempted worker would see
+     * long and take for load), in microseconds; busy_checked: this turn's first event was
+     * looked at */
     uint64_t pass_end_us, pass_us;
     bool busy_checked;
     uint32_t passes_held; /* turns whose flush a busy hold put off, for the metric */
@@ -309,15 +311,17 @@ static void conn_state(wsc_conn *c, enum conn_state to)
     c->state = (uint8_t)to;
 }
 
-static uint64_t mono_us(void)
+static uint64_t clock_us(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
+static uint64_t mono_us(void) { return clock_us(CLOCK_MONOTONIC); }
+
 /* busy_hold_max_ms: the first event queued since the last flush pass decides. If it came
- * while that pass was still recent - less than its own duration ago, so the worker has
+ * while that pass was still recent - less than the pass's CPU time ago, so the worker has
  * been writing most of the time - the flush waits until that long after the pass ended
  * (at most busy_hold_max_ms): the events arriving meanwhile share each connection's
  * write, and the worker spends at most about half its time in writes while the load
@@ -1672,7 +1676,9 @@ static void worker_before_sleep(void *ud)
     }
     /* Flush (and read again) what this iteration touched; the list may grow while walked
      * (a read queues an answer), so take it whole each round, bounded. */
-    uint64_t pass_start = !hold && w->flush_list && s->cfg.busy_hold_max_ms > 0 ? mono_us() : 0;
+    uint64_t pass_start = !hold && w->flush_list && s->cfg.busy_hold_max_ms > 0
+                              ? clock_us(CLOCK_THREAD_CPUTIME_ID)
+                              : 0;
     uint64_t writes_before = w->t_writes;
     for (int round = 0; !hold && round < 4 && w->flush_list; round++) {
         if (round > 0 && w->before_sleep) w->before_sleep(w); /* what the reads below added */
@@ -1706,8 +1712,8 @@ static void worker_before_sleep(void *ud)
         conn_free(c);
     }
     if (pass_start && w->t_writes != writes_before) { /* a pass that wrote: the busy rule's */
+        w->pass_us = clock_us(CLOCK_THREAD_CPUTIME_ID) - pass_start;
         w->pass_end_us = mono_us();
-        w->pass_us = w->pass_end_us - pass_start;
     }
     worker_release_flush(w);
     worker_tally(w);
