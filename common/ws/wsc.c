@@ -136,10 +136,10 @@ struct wsc_worker {
      * long and take for load), in microseconds; busy_checked: this turn's first event was
      * looked at */
     uint64_t pass_end_us, pass_us;
-    bool busy_checked;
-    uint32_t passes_held; /* turns whose flush a busy hold put off, for the metric */
-    int nodelay;          /* 1: accepted sockets come with TCP_NODELAY (from the listener),
-                           * -1: they do not (set on each), 0: not known yet */
+    bool busy_checked, behind; /* behind: wsc_worker_behind this turn */
+    uint32_t passes_held;      /* turns whose flush a busy hold put off, for the metric */
+    int nodelay;               /* 1: accepted sockets come with TCP_NODELAY (from the listener),
+                                * -1: they do not (set on each), 0: not known yet */
     int nconns;
     /* TLS: handshakes since the heap was last trimmed, and the last one's time (a burst of
      * handshakes leaves OpenSSL's freed working memory scattered between live objects) */
@@ -670,6 +670,12 @@ int wsc_conn_send_event(wsc_conn *c, wsc_frame *f)
     int rc = wsc_conn_send(c, f);
     c->w->queuing_event = false;
     return rc;
+}
+
+void wsc_worker_event_age(wsc_worker *w, uint64_t queued_us)
+{
+    uint64_t max_us = (uint64_t)w->s->cfg.busy_hold_max_ms * 1000;
+    if (max_us && queued_us && mono_us() > queued_us + max_us) w->behind = true;
 }
 
 int wsc_conn_send_text(wsc_conn *c, const char *text, size_t len)
@@ -1665,14 +1671,14 @@ static void worker_before_sleep(void *ud)
      * less than the delay ago: hold the flush (the loop wakes by then). Draining or
      * stopping never waits. */
     bool hold = w->hold_until && !w->urgent && !w->draining && !atomic_load(&s->stop) &&
-                loop_now(w->l) < w->hold_until;
+                loop_now(w->l) < w->hold_until && (!w->behind || s->cfg.write_delay_ms > 0);
     if (hold) {
         loop_wake_by(w->l, w->hold_until);
         w->passes_held++;
     } else {
         w->hold_until = 0;
         w->urgent = false;
-        w->busy_checked = false;
+        w->busy_checked = w->behind = false;
     }
     /* Flush (and read again) what this iteration touched; the list may grow while walked
      * (a read queues an answer), so take it whole each round, bounded. */

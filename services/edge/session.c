@@ -1309,11 +1309,16 @@ static void revoke(wstate *ws, const char *json)
 static void drain_port(wstate *ws)
 {
     fab_msg m;
+    bool aged = false;
     for (int i = 0; i < 100000 && fab_port_recv(ws->port, &m); i++) {
         char key[300];
         switch (m.kind) {
         case FAB_EVENT:
         case FAB_USER:
+            if (!aged) { /* the oldest of this drain: did the worker fall behind? */
+                wsc_worker_event_age(ws->w, m.queued_us);
+                aged = true;
+            }
             snprintf(key, sizeof key, "%c:%s", (char)m.kind, m.name);
             catchup_deliver(ws, key, m.frame, m.seq, m.prev);
             wsc_frame_unref(m.frame);
