@@ -131,15 +131,18 @@ struct wsc_worker {
      * (something other than an event was queued); queuing_event marks wsc_conn_send_event */
     uint64_t hold_until;
     bool urgent, queuing_event;
+    int nodelay; /* 1: accepted sockets come with TCP_NODELAY (from the listener),
+                  * -1: they do not (set on each), 0: not known yet */
+
     /* busy_hold_max_ms: the last flush pass (one that wrote): its end (CLOCK_MONOTONIC) and
      * the worker's CPU time in it (not its wall time, which a preempted worker would see
-     * long and take for load), in microseconds; busy_checked: this turn's first event was
-     * looked at */
+     * long and take for load), in microseconds. busy_checked: this turn's first event was
+     * looked at; behind: wsc_worker_event_age found this turn's oldest event late;
+     * passes_held: turns whose flush a busy hold put off, for the metric. */
     uint64_t pass_end_us, pass_us;
-    bool busy_checked, behind; /* behind: wsc_worker_behind this turn */
-    uint32_t passes_held;      /* turns whose flush a busy hold put off, for the metric */
-    int nodelay;               /* 1: accepted sockets come with TCP_NODELAY (from the listener),
-                                * -1: they do not (set on each), 0: not known yet */
+    bool busy_checked, behind;
+    uint32_t passes_held;
+
     int nconns;
     /* TLS: handshakes since the heap was last trimmed, and the last one's time (a burst of
      * handshakes leaves OpenSSL's freed working memory scattered between live objects) */
@@ -345,10 +348,10 @@ static void worker_tally(wsc_worker *w)
     if (w->t_bytes_out) metric_add(s->m_bytes_out, w->t_bytes_out);
     if (w->t_writes) metric_add(s->m_writes, w->t_writes);
     if (w->t_msgs_in) metric_add(s->m_msgs_in, w->t_msgs_in);
-    if (w->passes_held) metric_add(s->m_busy_holds, w->passes_held);
-    w->passes_held = 0;
     if (w->t_bytes_in) metric_add(s->m_bytes_in, w->t_bytes_in);
+    if (w->passes_held) metric_add(s->m_busy_holds, w->passes_held);
     w->t_frames_out = w->t_bytes_out = w->t_writes = w->t_msgs_in = w->t_bytes_in = 0;
+    w->passes_held = 0;
 }
 
 static void worker_release_flush(wsc_worker *w)

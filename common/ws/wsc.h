@@ -146,9 +146,9 @@ typedef struct wsc_config {
     int write_delay_ms;         /* events (wsc_conn_send_event) wait up to this long for
                                  * more to share their writes; 0: written at once */
     int busy_hold_max_ms;       /* write_delay_ms 0: while the worker is busy (an event came
-                                 * within one flush pass's time of the last pass's end),
+                                 * within one flush pass's CPU time of the last pass's end),
                                  * events wait until that long after it, at most this (0:
-                                 * off); an idle worker writes at once */
+                                 * off); an idle worker, or one behind, writes at once */
 
     /* Streams (wsc_handlers.stream) */
     int stream_keepalive_ms;      /* stream_keepalive is queued after this long with nothing

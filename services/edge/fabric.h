@@ -97,14 +97,16 @@ uint64_t fab_port_ticket(fab_port *p);
 
 typedef struct fab_msg {
     enum fab_kind kind;
-    const char *name;   /* topic or user (FAB_EVENT, FAB_USER); valid until the next
-                         * fab_port_recv or fab_port_close */
-    wsc_frame *frame;   /* FAB_EVENT, FAB_USER: the framed event, a reference for the caller */
-    uint64_t seq;       /* FAB_EVENT, FAB_USER: the event's stream sequence (0: unknown) */
-    uint64_t prev;      /* ... and the previous one of the same subject (0: none or unknown) */
-    uint64_t queued_us; /* FAB_EVENT, FAB_USER: when the fabric queued it for this worker
-                         * (CLOCK_MONOTONIC, microseconds): how long it waited in the mailbox */
-    char *data;         /* FAB_REVOKED: NUL-terminated JSON, malloc'd for the caller */
+    const char *name; /* topic or user (FAB_EVENT, FAB_USER); valid until the next
+                       * fab_port_recv or fab_port_close */
+    wsc_frame *frame; /* FAB_EVENT, FAB_USER: the framed event, a reference for the caller */
+    uint64_t seq;     /* FAB_EVENT, FAB_USER: the event's stream sequence (0: unknown) */
+    uint64_t prev;    /* ... and the previous one of the same subject (0: none or unknown) */
+    char *data;       /* FAB_REVOKED: NUL-terminated JSON, malloc'd for the caller */
+
+    /* FAB_EVENT, FAB_USER: when the fabric queued it for this worker (CLOCK_MONOTONIC,
+     * microseconds): how long it waited in the mailbox */
+    uint64_t queued_us;
 } fab_msg;
 
 /* The same frame as a live event's, for a replayed one (any thread). NULL: no memory. */

@@ -42,12 +42,13 @@ static struct {
     int log_level, deflate, query_token;
     long workers, leeway, max_message, max_message_auth, max_connections, max_per_ip,
         outbound_limit, rate_limit, rate_burst, ping_ms, pong_ms, auth_ms, handshake_ms, drain_ms,
-        close_ms, write_delay_ms, busy_hold_max_ms, warning_s, max_subs, max_errors, history_age_s,
-        history_bytes, history_replicas, inbox_bytes, inbox_per_user, max_publish, replay_inflight,
-        replay_max, presence_ttl, max_per_user, inbox_hold_ms, deflate_min, stall_ms, pub_rate,
-        pub_burst, user_pub_rate, user_pub_burst, keys_refresh_s, tls_hs_ms, rpc_timeout_ms,
-        rpc_inflight, max_rpc_reply, client_age_s, client_bytes, dedup_window_s, pub_inflight,
-        hook_timeout_ms, hook_inflight, conflate_after;
+        close_ms, write_delay_ms, warning_s, max_subs, max_errors, history_age_s, history_bytes,
+        history_replicas, inbox_bytes, inbox_per_user, max_publish, replay_inflight, replay_max,
+        presence_ttl, max_per_user, inbox_hold_ms, deflate_min, stall_ms, pub_rate, pub_burst,
+        user_pub_rate, user_pub_burst, keys_refresh_s, tls_hs_ms, rpc_timeout_ms, rpc_inflight,
+        max_rpc_reply, client_age_s, client_bytes, dedup_window_s, pub_inflight, hook_timeout_ms,
+        hook_inflight, conflate_after;
+    long busy_hold_max_ms; /* EDGE_BUSY_HOLD_MAX_MS */
     int sse;
     long sse_retry_ms, sse_heartbeat_ms, sse_max_topics; /* Server-Sent Events (sse.h) */
     long api_threads, api_queue, api_max_request, api_max_data, api_topics, api_history,
