@@ -19,6 +19,10 @@
 # DEFLATE_CASES="1000:100": fan-outs repeated for the edge with clients on permessage-deflate.
 # DELAY_CASES="1000:100:20 1000:1000:5" (subscribers:msg/s:ms): fan-outs repeated for the edge
 # with EDGE_WRITE_DELAY_MS (events wait that long to share writes).
+# NOHOLD_CASES="1000:1000 10000:100": fan-outs repeated for the edge with its busy hold off
+# (EDGE_BUSY_HOLD_MAX_MS=0: every pass writes as soon as the previous one ended). Every edge
+# fan-out also records the edge's write system calls (sc_edge_writes_total, handshakes and
+# replies included) and busy holds from its /metrics.
 # TLS (wss://) for TLS_TARGETS="sidecast nats" (the edge's EDGE_TLS_LISTEN, nats-server's
 # `websocket { tls {...} }`, both on one throwaway ECDSA P-256 certificate made into
 # $OUT/edge/tls/ by openssl for this run, its CA passed to `sidecast bench --cacert`):
@@ -48,6 +52,7 @@ IDLE_SIZES=${IDLE_SIZES-$d_idle}
 FANOUT_CASES=${FANOUT_CASES-$d_fan}
 DEFLATE_CASES=${DEFLATE_CASES-1000:100}
 DELAY_CASES=${DELAY_CASES-1000:100:20 1000:1000:5}
+NOHOLD_CASES=${NOHOLD_CASES-1000:1000 10000:100}
 FSECS=${FANOUT_SECONDS:-$d_secs}
 ISECS=${IDLE_SECONDS:-2}
 DRAIN=${FANOUT_DRAIN:-3}
@@ -263,6 +268,7 @@ run_fanout() { # TARGET RUN N RATE [deflate|delay-MS|tls]
   if [ "${5:-}" = deflate ]; then kind=fanout-deflate; extra=--deflate; fi
   if [ "${5:-}" = tls ]; then kind=fanout-tls; tls=tls; fi
   case ${5:-} in delay-*) kind=fanout-$5; EDGE_CASE_ENV="EDGE_WRITE_DELAY_MS=${5#delay-}" ;; esac
+  if [ "${5:-}" = nohold ]; then kind=fanout-nohold; EDGE_CASE_ENV="EDGE_BUSY_HOLD_MAX_MS=0"; fi
   local tag="$1-$kind-$3-$4-r$2"
   server_start "$t" $tls
   if [ "$t" = sidecast ]; then
@@ -275,10 +281,12 @@ run_fanout() { # TARGET RUN N RATE [deflate|delay-MS|tls]
     --rate "$rate" --seconds "$FSECS" --drain "$DRAIN" --setup-timeout 90 --pid "$PIDS" \
     --fast-close --json $extra \
     --hist "$OUT/hist/$tag.txt" >"$DIR/$tag.out" 2>"$DIR/$tag.err" || true
-  record "$t $kind $n $rate" "$r" "$DIR/$tag.out"
+  local line=""
   if [ "$t" = sidecast ]; then
     curl -fs "http://127.0.0.1:$EDGE_PORT/metrics" >"$DIR/$tag.metrics" 2>/dev/null || true
+    line=$(python3 bench/edge_metrics.py "$DIR/$tag.out" "$DIR/$tag.metrics")
   fi
+  record "$t $kind $n $rate" "$r" "$DIR/$tag.out" "$line"
   server_stop
   EDGE_CASE_ENV=""
 }
@@ -319,6 +327,7 @@ for run in $(seq 1 "$RUNS"); do
         IFS=: read -r dn dr dms <<<"$c"
         run_fanout "$t" "$run" "$dn" "$dr" "delay-$dms"
       done
+      for c in $NOHOLD_CASES; do run_fanout "$t" "$run" "${c%%:*}" "${c##*:}" nohold; done
     fi
     if [ "$t" = sidecast ]; then
       [ "$CONNECT_DISTINCT" = 0 ] || run_connect "$t" "$run" "$CONNECT_DISTINCT" distinct

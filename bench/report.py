@@ -185,34 +185,53 @@ def deflate_table(runs):
     return "\n".join(lines) if found else "(no permessage-deflate case in this run)"
 
 
+def writes_per_delivery(rows):
+    """The edge's write system calls per delivery (its whole life's writes, handshakes and
+    replies included, over the case's deliveries), median over runs."""
+    v = [r["edge_writes"] / r["deliveries"] for r in rows
+         if r.get("edge_writes") is not None and r.get("deliveries")]
+    return statistics.median(v) if v else None
+
+
 def delay_table(runs):
-    """The edge's fan-outs with EDGE_WRITE_DELAY_MS, beside the same case written at once and
-    nats-server's (same run)."""
-    lines = ["| subscribers × msg/s | server | write delay | server CPU µs/delivery | "
-             "vs nats-server | p50 / p99 / p99.9 ms | every event, in order |",
-             "|---|---|---|---|---|---|---|"]
-    found = []
+    """The edge's fan-outs with EDGE_WRITE_DELAY_MS or with its busy hold off, beside the same
+    case as by default (busy hold on, no delay) and nats-server's (same run)."""
+    lines = ["| subscribers × msg/s | server | writes held | server CPU µs/delivery | "
+             "vs nats-server | writes per delivery | p50 / p99 / p99.9 ms | "
+             "every event, in order |",
+             "|---|---|---|---|---|---|---|---|"]
+    found = {}
     for case in runs:
         p = case.split()
-        if p[0] == "sidecast" and p[1].startswith("fanout-delay-"):
-            found.append((int(p[2]), int(p[3]), int(p[1][len("fanout-delay-"):]), case))
-    for n, rate, ms, case in sorted(found):
+        if p[0] != "sidecast":
+            continue
+        if p[1].startswith("fanout-delay-"):
+            label = "fixed %s ms (`EDGE_WRITE_DELAY_MS`)" % p[1][len("fanout-delay-"):]
+        elif p[1] == "fanout-nohold":
+            label = "never (`EDGE_BUSY_HOLD_MAX_MS=0`)"
+        else:
+            continue
+        found.setdefault((int(p[2]), int(p[3])), []).append((label, case))
+    for (n, rate), variants in sorted(found.items()):
         nats = runs.get("nats fanout %d %d" % (n, rate), [])
         ncpu = med(nats, "cpu_us_per_delivery") if nats else None
-        for server, label, rows in (
-                ("Sidecast edge", "0 (default)", runs.get("sidecast fanout %d %d" % (n, rate), [])),
-                ("Sidecast edge", "%d ms" % ms, runs[case]),
-                ("nats-server (WebSocket)", "—", nats)):
+        rowsets = [("Sidecast edge", "while busy (default)",
+                    runs.get("sidecast fanout %d %d" % (n, rate), []))]
+        rowsets += [("Sidecast edge", label, runs[case]) for label, case in sorted(variants)]
+        rowsets.append(("nats-server (WebSocket)", "—", nats))
+        for server, label, rows in rowsets:
             if not rows:
                 continue
             cpu = med(rows, "cpu_us_per_delivery")
             ratio = "%.2f" % (cpu / ncpu) if cpu is not None and ncpu else "—"
-            lines.append("| %s × %s | %s | %s | %s | %s | %s / %s / %s | %s |" % (
+            wpd = writes_per_delivery(rows) if server != "nats-server (WebSocket)" else None
+            lines.append("| %s × %s | %s | %s | %s | %s | %s | %s / %s / %s | %s |" % (
                 fmt(n), fmt(rate), server, label, fmt(cpu, "{:.2f}"), ratio,
+                fmt(wpd, "{:.2f}") if wpd is not None else "—",
                 fmt(med(rows, "lat_p50_ms"), "{:.2f}"), fmt(med(rows, "lat_p99_ms"), "{:.2f}"),
                 fmt(med(rows, "lat_p999_ms"), "{:.2f}"),
                 "yes" if all(r.get("complete") for r in rows) else "no"))
-    return "\n".join(lines) if found else "(no write-delay case in this run)"
+    return "\n".join(lines) if found else "(no write-delay or busy-hold case in this run)"
 
 
 def connect_table(runs):

@@ -48,7 +48,7 @@ if [ "${BENCH_GATEWAY:-1}" != 0 ]; then
   BENCH_SECONDS=$GSECS timeout 900 bash bench/gateway.sh | tee "$BENCH_OUT/gateway.md"
 fi
 # the case variables this run was given (the page quotes them for a partial run)
-env | grep -E '^(BENCH_(TARGETS|QUICK|GATEWAY)|RUNS|IDLE_SIZES|FANOUT_CASES|DEFLATE_CASES|DELAY_CASES|CONNECT_(CONNS|DISTINCT)|TLS_(TARGETS|IDLE_SIZES|FANOUT_CASES|CONNECT_CONNS))=' |
+env | grep -E '^(BENCH_(TARGETS|QUICK|GATEWAY)|RUNS|IDLE_SIZES|FANOUT_CASES|DEFLATE_CASES|DELAY_CASES|NOHOLD_CASES|CONNECT_(CONNS|DISTINCT)|TLS_(TARGETS|IDLE_SIZES|FANOUT_CASES|CONNECT_CONNS))=' |
   sort | tr '\n' ' ' | sed 's/ $//' >"$BENCH_OUT/cases.txt" || true
 
 echo "bench: edge suite" >&2

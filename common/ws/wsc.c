@@ -133,6 +133,16 @@ struct wsc_worker {
     bool urgent, queuing_event;
     int nodelay; /* 1: accepted sockets come with TCP_NODELAY (from the listener),
                   * -1: they do not (set on each), 0: not known yet */
+
+    /* busy_hold_max_ms: the last flush pass (one that wrote): its end (CLOCK_MONOTONIC) and
+     * the worker's CPU time in it (not its wall time, which a preempted worker would see
+     * long and take for load), in microseconds. busy_checked: this turn's first event was
+     * looked at; behind: wsc_worker_event_age found this turn's oldest event late;
+     * passes_held: turns whose flush a busy hold put off, for the metric. */
+    uint64_t pass_end_us, pass_us;
+    bool busy_checked, behind;
+    uint32_t passes_held;
+
     int nconns;
     /* TLS: handshakes since the heap was last trimmed, and the last one's time (a burst of
      * handshakes leaves OpenSSL's freed working memory scattered between live objects) */
@@ -152,6 +162,15 @@ struct wsc_worker {
     uint8_t *zbuf, *ibuf; /* compression output / inflated message */
     size_t zcap, icap;
     ws_reader rest_reader; /* conn_frames: for a connection whose reader was at rest */
+    /* Per-delivery counts kept here and added to the shared metrics once per loop turn
+     * (worker_tally): an atomic add per frame on a counter both workers write made the
+     * counter's cache line travel between cores on every delivery. */
+    uint64_t t_frames_out, t_bytes_out, t_writes, t_msgs_in, t_bytes_in;
+    /* References to a frame that written connections gave up, not yet subtracted from it
+     * (one atomic subtraction per frame and pass instead of one per connection): a
+     * deferred release only holds the frame longer. Applied by worker_release_flush. */
+    wsc_frame *rel_f;
+    uint32_t rel_n;
     uint8_t rbuf[READ_BUF];
     EVP_CIPHER_CTX *cx;    /* TLS: the record layer's cipher context, keyed per record */
     uint8_t tbuf[TLS_OUT]; /* TLS: records sealed for one write */
@@ -169,7 +188,7 @@ struct wsc_server {
     iplimit *per_ip; /* cfg.max_per_ip > 0: open connections per source address */
     metric *m_rejected_ip;
     metric *m_conns, *m_accepted, *m_rejected_full, *m_hs_ok, *m_hs_fail, *m_msgs_in, *m_bytes_in,
-        *m_frames_out, *m_bytes_out, *m_slow, *m_aborts, *m_deflate_conns;
+        *m_frames_out, *m_bytes_out, *m_writes, *m_busy_holds, *m_slow, *m_aborts, *m_deflate_conns;
     metric *m_tls_full, *m_tls_resumed, *m_tls_failed, *m_tls_timeout;
     char draining_reason[64], draining_body[96], full_body[96]; /* made from cfg.name */
 };
@@ -258,14 +277,17 @@ wsc_frame *wsc_frame_ref(wsc_frame *f)
     return f;
 }
 
-void wsc_frame_unref(wsc_frame *f)
+/* Gives up n references at once. */
+static void frame_unref_n(wsc_frame *f, uint32_t n)
 {
-    if (f && atomic_fetch_sub_explicit(&f->ref, 1, memory_order_acq_rel) == 1) {
+    if (f && n && atomic_fetch_sub_explicit(&f->ref, n, memory_order_acq_rel) == n) {
         if (f->destroy) f->destroy(f->ud);
         wsc_frame_unref(f->alt);
         free(f);
     }
 }
+
+void wsc_frame_unref(wsc_frame *f) { frame_unref_n(f, 1); }
 
 size_t wsc_frame_size(const wsc_frame *f) { return f->len; }
 
@@ -292,6 +314,64 @@ static void conn_state(wsc_conn *c, enum conn_state to)
     c->state = (uint8_t)to;
 }
 
+static uint64_t clock_us(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static uint64_t mono_us(void) { return clock_us(CLOCK_MONOTONIC); }
+
+/* busy_hold_max_ms: the first event queued since the last flush pass decides. If it came
+ * while that pass was still recent - less than the pass's CPU time ago, so the worker has
+ * been writing most of the time - the flush waits until that long after the pass ended
+ * (at most busy_hold_max_ms): the events arriving meanwhile share each connection's
+ * write, and the worker spends at most about half its time in writes while the load
+ * lasts. Anything else (the pass long over, a pass under a millisecond, which the loop's
+ * clock cannot wait for) writes at once: an idle worker never waits. */
+static void busy_hold_check(wsc_worker *w)
+{
+    w->busy_checked = true;
+    uint64_t max_us = (uint64_t)w->s->cfg.busy_hold_max_ms * 1000;
+    if (!max_us || w->pass_us < 1000) return;
+    uint64_t until = w->pass_end_us + (w->pass_us < max_us ? w->pass_us : max_us);
+    if (mono_us() >= until) return;
+    w->hold_until = (until + 999) / 1000; /* the loop's clock: CLOCK_MONOTONIC ms */
+}
+
+/* What the worker counted since the last turn, into the shared metrics. */
+static void worker_tally(wsc_worker *w)
+{
+    wsc_server *s = w->s;
+    if (w->t_frames_out) metric_add(s->m_frames_out, w->t_frames_out);
+    if (w->t_bytes_out) metric_add(s->m_bytes_out, w->t_bytes_out);
+    if (w->t_writes) metric_add(s->m_writes, w->t_writes);
+    if (w->t_msgs_in) metric_add(s->m_msgs_in, w->t_msgs_in);
+    if (w->t_bytes_in) metric_add(s->m_bytes_in, w->t_bytes_in);
+    if (w->passes_held) metric_add(s->m_busy_holds, w->passes_held);
+    w->t_frames_out = w->t_bytes_out = w->t_writes = w->t_msgs_in = w->t_bytes_in = 0;
+    w->passes_held = 0;
+}
+
+static void worker_release_flush(wsc_worker *w)
+{
+    frame_unref_n(w->rel_f, w->rel_n);
+    w->rel_f = NULL;
+    w->rel_n = 0;
+}
+
+/* A written frame's reference, given up: gathered while the same frame comes back (a fan-out
+ * pass writes one event to every subscriber in turn). */
+static void worker_release(wsc_worker *w, wsc_frame *f)
+{
+    if (f != w->rel_f) {
+        worker_release_flush(w);
+        w->rel_f = f;
+    }
+    w->rel_n++;
+}
+
 /* Schedules c for the end of this iteration's flush (once). */
 static void conn_want_flush(wsc_conn *c)
 {
@@ -301,6 +381,11 @@ static void conn_want_flush(wsc_conn *c)
             w->urgent = true;
         else if (!w->hold_until)
             w->hold_until = loop_now(w->l) + (uint64_t)w->s->cfg.write_delay_ms;
+    } else if (w->s->cfg.busy_hold_max_ms > 0) {
+        if (!w->queuing_event)
+            w->urgent = true;
+        else if (!w->busy_checked)
+            busy_hold_check(w);
     }
     if (c->list != CL_NONE || c->state == CS_DEAD) return;
     c->list = CL_FLUSH;
@@ -532,7 +617,6 @@ static wsc_frame *worker_deflate(wsc_worker *w, const wsc_frame *f)
 int wsc_conn_send(wsc_conn *c, wsc_frame *f)
 {
     if (c->state != CS_OPEN) return -EPIPE;
-    wsc_server *s = c->w->s;
     wsc_frame *own = NULL; /* compressed here for this connection */
     if (c->deflate && f->hl && ws_pmd_fits_window(&c->pmd, f->len - f->hl)) {
         if (f->alt)
@@ -547,7 +631,7 @@ int wsc_conn_send(wsc_conn *c, wsc_frame *f)
         conn_abort(c, WS_CLOSE_ABNORMAL);
         rc = -ENOMEM;
     } else {
-        metric_inc(s->m_frames_out);
+        c->w->t_frames_out++;
     }
     wsc_frame_unref(own);
     return rc;
@@ -589,6 +673,12 @@ int wsc_conn_send_event(wsc_conn *c, wsc_frame *f)
     int rc = wsc_conn_send(c, f);
     c->w->queuing_event = false;
     return rc;
+}
+
+void wsc_worker_event_age(wsc_worker *w, uint64_t queued_us)
+{
+    uint64_t max_us = (uint64_t)w->s->cfg.busy_hold_max_ms * 1000;
+    if (max_us && queued_us && mono_us() > queued_us + max_us) w->behind = true;
 }
 
 int wsc_conn_send_text(wsc_conn *c, const char *text, size_t len)
@@ -914,7 +1004,13 @@ static void conn_flush(wsc_conn *c)
             iov[n].iov_base = f->bytes + off;
             iov[n].iov_len = f->len - off;
         }
-        ssize_t wr = c->rec ? rec_send(c, iov, n) : writev(c->io.fd, iov, n);
+        /* one piece (most fan-out writes): send(2), which skips writev's file-position and
+         * iovec-import steps; the socket is non-blocking and SIGPIPE is the caller's to
+         * ignore, as with writev */
+        ssize_t wr = c->rec   ? rec_send(c, iov, n)
+                     : n == 1 ? send(c->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL)
+                              : writev(c->io.fd, iov, n);
+        c->w->t_writes++;
         if (wr < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 c->writable = false;
@@ -924,7 +1020,7 @@ static void conn_flush(wsc_conn *c)
             conn_abort(c, WS_CLOSE_ABNORMAL);
             return;
         }
-        metric_add(s->m_bytes_out, wr);
+        c->w->t_bytes_out += (uint64_t)wr;
         size_t left = (size_t)wr;
         while (left > 0) {
             wsc_frame *f = c->q[c->q_head];
@@ -936,7 +1032,7 @@ static void conn_flush(wsc_conn *c)
             left -= rest;
             c->q_bytes -= f->len;
             c->q_off = 0;
-            wsc_frame_unref(f);
+            worker_release(c->w, f);
             c->q_head = (c->q_head + 1) % c->q_cap;
             c->q_count--;
         }
@@ -1210,7 +1306,7 @@ static void conn_frames_with(wsc_conn *c, ws_reader *r, uint8_t *in, size_t n)
         case WS_EV_NONE: return;
         case WS_EV_TEXT:
         case WS_EV_BINARY: {
-            metric_inc(s->m_msgs_in);
+            c->w->t_msgs_in++;
             uint8_t *data = (uint8_t *)ev.data;
             size_t len = ev.len;
             if (ev.compressed && c->state == CS_OPEN) {
@@ -1305,7 +1401,7 @@ static void conn_read(wsc_conn *c, uint32_t events)
                 loop_timer_set(w->l, &c->core_timer,
                                c->last_rx + (uint64_t)w->s->cfg.ping_interval_ms);
             }
-            metric_add(w->s->m_bytes_in, n);
+            w->t_bytes_in += (uint64_t)n;
             if (c->state == CS_HANDSHAKE)
                 conn_handshake(c, w->rbuf, (size_t)n);
             else
@@ -1578,15 +1674,21 @@ static void worker_before_sleep(void *ud)
      * less than the delay ago: hold the flush (the loop wakes by then). Draining or
      * stopping never waits. */
     bool hold = w->hold_until && !w->urgent && !w->draining && !atomic_load(&s->stop) &&
-                loop_now(w->l) < w->hold_until;
+                loop_now(w->l) < w->hold_until && (!w->behind || s->cfg.write_delay_ms > 0);
     if (hold) {
         loop_wake_by(w->l, w->hold_until);
+        w->passes_held++;
     } else {
         w->hold_until = 0;
         w->urgent = false;
+        w->busy_checked = w->behind = false;
     }
     /* Flush (and read again) what this iteration touched; the list may grow while walked
      * (a read queues an answer), so take it whole each round, bounded. */
+    uint64_t pass_start = !hold && w->flush_list && s->cfg.busy_hold_max_ms > 0
+                              ? clock_us(CLOCK_THREAD_CPUTIME_ID)
+                              : 0;
+    uint64_t writes_before = w->t_writes;
     for (int round = 0; !hold && round < 4 && w->flush_list; round++) {
         if (round > 0 && w->before_sleep) w->before_sleep(w); /* what the reads below added */
         wsc_conn *list = w->flush_list;
@@ -1618,6 +1720,12 @@ static void worker_before_sleep(void *ud)
         assert(c->list == CL_FREE && c->state == CS_DEAD);
         conn_free(c);
     }
+    if (pass_start && w->t_writes != writes_before) { /* a pass that wrote: the busy rule's */
+        w->pass_us = clock_us(CLOCK_THREAD_CPUTIME_ID) - pass_start;
+        w->pass_end_us = mono_us();
+    }
+    worker_release_flush(w);
+    worker_tally(w);
 }
 
 static void *worker_main(void *arg)
@@ -1752,6 +1860,12 @@ int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers
     s->m_bytes_in = server_metric(M_COUNTER, p, "bytes_in_total", NULL, "bytes received");
     s->m_frames_out = server_metric(M_COUNTER, p, "frames_out_total", NULL, "frames queued");
     s->m_bytes_out = server_metric(M_COUNTER, p, "bytes_out_total", NULL, "bytes written");
+    s->m_writes = server_metric(M_COUNTER, p, "writes_total", NULL,
+                                "write system calls (each carries every frame queued for its "
+                                "connection)");
+    s->m_busy_holds = server_metric(M_COUNTER, p, "busy_holds_total", NULL,
+                                    "loop turns whose writes waited because the worker was busy "
+                                    "(a backlog of events; an idle worker writes at once)");
     s->m_slow = server_metric(M_COUNTER, p, "slow_closes_total", NULL,
                               "connections closed because their outbound queue passed its bound");
     s->m_aborts = server_metric(M_COUNTER, p, "aborts_total", NULL,

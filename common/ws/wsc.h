@@ -145,6 +145,10 @@ typedef struct wsc_config {
                                  * than this are sent uncompressed */
     int write_delay_ms;         /* events (wsc_conn_send_event) wait up to this long for
                                  * more to share their writes; 0: written at once */
+    int busy_hold_max_ms;       /* write_delay_ms 0: while the worker is busy (an event came
+                                 * within one flush pass's CPU time of the last pass's end),
+                                 * events wait until that long after it, at most this (0:
+                                 * off); an idle worker, or one behind, writes at once */
 
     /* Streams (wsc_handlers.stream) */
     int stream_keepalive_ms;      /* stream_keepalive is queued after this long with nothing
@@ -195,6 +199,12 @@ int wsc_conn_send(wsc_conn *c, wsc_frame *f);
  * delay, together with whatever else queued meanwhile (one writev per connection for all
  * of it), unless something else (a reply, a control frame) makes the worker write sooner. */
 int wsc_conn_send_event(wsc_conn *c, wsc_frame *f);
+/* The oldest event this loop turn takes was handed to the worker at queued_us
+ * (CLOCK_MONOTONIC microseconds, by another thread). One that has waited longer than
+ * busy_hold_max_ms says the worker is behind, not merely busy: this turn's writes are then
+ * not held by the busy rule (a fixed write_delay_ms still applies), so a worker that fell
+ * behind catches up at full speed. Worker thread; once per turn is enough. */
+void wsc_worker_event_age(wsc_worker *w, uint64_t queued_us);
 /* Holds the connection's writes: what is queued stays queued (still bounded by max_outbound)
  * until wsc_conn_uncork. Only an open connection is corked, and a closing handshake uncorks
  * it. The edge corks a client whose "subscribed" or "welcome" must wait for NATS. */

@@ -84,6 +84,7 @@ typedef struct fab_slot {
     wsc_frame *frame; /* FAB_EVENT, FAB_USER: a reference */
     char *data;       /* FAB_REVOKED: malloc'd */
     uint64_t seq, prev;
+    uint64_t put_us; /* FAB_EVENT, FAB_USER: when it was queued (fab_msg.queued_us) */
 } fab_slot;
 
 struct fabric {
@@ -208,6 +209,9 @@ static void port_push(fab_port *p, fab_slot *s)
 static void fab_fan_out(fabric *f, uint64_t mask, enum fab_kind kind, route *r, wsc_frame *frame,
                         uint64_t seq, uint64_t prev)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now_us = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
     pthread_rwlock_rdlock(&f->ports_lock);
     for (int i = 0; mask && i < FAB_PORTS; i++, mask >>= 1) {
         if (!(mask & 1) || !f->ports[i]) continue;
@@ -215,7 +219,8 @@ static void fab_fan_out(fabric *f, uint64_t mask, enum fab_kind kind, route *r, 
                       .r = route_ref(r),
                       .frame = wsc_frame_ref(frame),
                       .seq = seq,
-                      .prev = prev};
+                      .prev = prev,
+                      .put_us = now_us};
         port_push(f->ports[i], &s);
     }
     pthread_rwlock_unlock(&f->ports_lock);
@@ -773,6 +778,7 @@ int fab_port_recv(fab_port *p, fab_msg *out)
     out->kind = s->kind;
     out->seq = s->seq;
     out->prev = s->prev;
+    out->queued_us = s->put_us;
     out->frame = s->frame; /* the caller's reference now */
     out->data = s->data;   /* the caller's now */
     if (s->r) {

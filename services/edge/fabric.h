@@ -103,6 +103,10 @@ typedef struct fab_msg {
     uint64_t seq;     /* FAB_EVENT, FAB_USER: the event's stream sequence (0: unknown) */
     uint64_t prev;    /* ... and the previous one of the same subject (0: none or unknown) */
     char *data;       /* FAB_REVOKED: NUL-terminated JSON, malloc'd for the caller */
+
+    /* FAB_EVENT, FAB_USER: when the fabric queued it for this worker (CLOCK_MONOTONIC,
+     * microseconds): how long it waited in the mailbox */
+    uint64_t queued_us;
 } fab_msg;
 
 /* The same frame as a live event's, for a replayed one (any thread). NULL: no memory. */

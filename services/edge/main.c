@@ -48,6 +48,7 @@ static struct {
         user_pub_rate, user_pub_burst, keys_refresh_s, tls_hs_ms, rpc_timeout_ms, rpc_inflight,
         max_rpc_reply, client_age_s, client_bytes, dedup_window_s, pub_inflight, hook_timeout_ms,
         hook_inflight, conflate_after;
+    long busy_hold_max_ms; /* EDGE_BUSY_HOLD_MAX_MS */
     int sse;
     long sse_retry_ms, sse_heartbeat_ms, sse_max_topics; /* Server-Sent Events (sse.h) */
     long api_threads, api_queue, api_max_request, api_max_data, api_topics, api_history,
@@ -207,8 +208,13 @@ static const cfg_opt options[] = {
      600000, &cfg.close_ms},
     {"EDGE_WRITE_DELAY_MS", CFG_INT, "0",
      "events wait up to this long to share one write per connection with the events after "
-     "them (fewer writes, more latency); replies never wait. 0: written at once", 0, 0, 10000,
+     "them (fewer writes, more latency); replies never wait. 0: no fixed delay (see "
+     "EDGE_BUSY_HOLD_MAX_MS)", 0, 0, 10000,
      &cfg.write_delay_ms},
+    {"EDGE_BUSY_HOLD_MAX_MS", CFG_INT, "5",
+     "with EDGE_WRITE_DELAY_MS 0: while a worker is busy (events keep coming within one write "
+     "pass's CPU time), events wait up to one pass's time, at most this, to share writes; an "
+     "idle worker writes at once. 0: off", 0, 0, 1000, &cfg.busy_hold_max_ms},
     {"EDGE_DRAIN_TIMEOUT_MS", CFG_INT, "10000", "SIGTERM: close every connection within", 0, 0,
      600000, &cfg.drain_ms},
     {"EDGE_TOKEN_WARNING_S", CFG_INT, "30", "token_expiring this long before exp", 0, 1, 3600,
@@ -745,6 +751,7 @@ int main(int argc, char **argv)
         .pong_timeout_ms = (int)cfg.pong_ms,
         .close_timeout_ms = (int)cfg.close_ms,
         .write_delay_ms = (int)cfg.write_delay_ms,
+        .busy_hold_max_ms = (int)cfg.busy_hold_max_ms,
         .deflate_min = (size_t)cfg.deflate_min,
         .stream_keepalive_ms = (int)cfg.sse_heartbeat_ms,
         .stream_keepalive = ": ping\n\n",

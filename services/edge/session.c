@@ -181,7 +181,7 @@ void session_conflate_send(sub_rec *rec)
     session_conflate_drop(rec);
     wsc_frame *e = rec->skipped ? event_with_skipped(f, rec->skipped) : NULL;
     rec->skipped = 0;
-    if (wsc_conn_send_event(rec->s->c, e ? e : f) == 0) metric_inc(session_m.deliveries);
+    if (wsc_conn_send_event(rec->s->c, e ? e : f) == 0) rec->s->ws->delivered++;
     wsc_frame_unref(e);
     wsc_frame_unref(f);
 }
@@ -1309,11 +1309,16 @@ static void revoke(wstate *ws, const char *json)
 static void drain_port(wstate *ws)
 {
     fab_msg m;
+    bool aged = false;
     for (int i = 0; i < 100000 && fab_port_recv(ws->port, &m); i++) {
         char key[300];
         switch (m.kind) {
         case FAB_EVENT:
         case FAB_USER:
+            if (!aged) { /* the oldest of this drain: did the worker fall behind? */
+                wsc_worker_event_age(ws->w, m.queued_us);
+                aged = true;
+            }
             snprintf(key, sizeof key, "%c:%s", (char)m.kind, m.name);
             catchup_deliver(ws, key, m.frame, m.seq, m.prev);
             wsc_frame_unref(m.frame);
@@ -1494,6 +1499,10 @@ static void before_sleep(wsc_worker *w)
     uncork_settled(ws);
     drain_port(ws); /* what came since the last wake-up, without waiting for it */
     if (ws->conflated) conflated_flush(ws);
+    if (ws->delivered) {
+        metric_add(session_m.deliveries, ws->delivered);
+        ws->delivered = 0;
+    }
 }
 
 static int on_worker_start(wsc_worker *w, void *ud)

@@ -40,7 +40,7 @@ static int conn_send_event(sub_rec *rec, wsc_frame *f, uint64_t seq, uint64_t pr
 
 static void send_event(sub_rec *rec, wsc_frame *f, uint64_t seq)
 {
-    if (conn_send_event(rec, f, seq, 0, false) == 0) metric_inc(session_m.deliveries);
+    if (conn_send_event(rec, f, seq, 0, false) == 0) rec->s->ws->delivered++;
 }
 
 /* Keeps a live event back until the replay reaches it. What is held counts in the
@@ -271,6 +271,6 @@ void catchup_deliver(wstate *ws, const char *key, wsc_frame *f, uint64_t seq, ui
         sub_rec *rec = t->members[i];
         if (seq && !catchup_live_accept(rec, f, seq, prev)) continue;
         if ((rec->latest || rec->pending) && session_conflate(rec, f)) continue;
-        if (conn_send_event(rec, f, seq, prev, true) == 0) metric_inc(session_m.deliveries);
+        if (conn_send_event(rec, f, seq, prev, true) == 0) ws->delivered++;
     }
 }

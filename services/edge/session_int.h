@@ -84,6 +84,8 @@ typedef struct wstate {
     perms_table perms;
     struct hook_ok *hook_cache[HOOK_CACHE_BUCKETS]; /* subscribes a hook allowed, until when */
     uint32_t hook_cached;
+    uint64_t delivered; /* events queued since the last loop turn: sc_edge_deliveries_total
+                         * gets them once per turn (before_sleep), not an atomic per event */
 } wstate;
 
 typedef struct verdict {
