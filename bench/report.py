@@ -407,6 +407,129 @@ def render_tls(out, runs, separate):
 TLS_BEGIN, TLS_END = "<!-- tls:begin -->", "<!-- tls:end -->"
 
 
+def read_json(out, name):
+    fn = os.path.join(out, name)
+    if not os.path.exists(fn):
+        return None
+    with open(fn) as f:
+        return json.load(f)
+
+
+def sendpath_cost(out):
+    """The sender's CPU per writev (µs), median over sendpath's rounds: the per-send kernel
+    cost the latency floor is built from. None if bench/sendpath did not run."""
+    fn = os.path.join(out, "sendpath.txt")
+    if not os.path.exists(fn):
+        return None
+    v = []
+    with open(fn) as f:
+        for line in f:
+            m = re.match(r"round \d+ writev\s+sender ([0-9.]+)", line)
+            if m:
+                v.append(float(m.group(1)))
+    return statistics.median(v) if v else None
+
+
+def yn(ok):
+    return "–" if ok is None else ("**yes**" if ok else "**no**")
+
+
+def goals_table(out, runs, ratios, conn):
+    """Every figure of the performance goals (issue 21's table), each with its goal and
+    whether this run met it. A figure whose step did not run says so instead of a number."""
+    g = ["| figure | measured in this run (median) | goal | met |", "|---|---|---|---|"]
+    missing = "not measured in this run"
+    # 1. auth: what a refresh costs beside libjwt's signing
+    a = read_json(out, "auth-goals.json")
+    if a:
+        rest, lj = a.get("refresh_rest_us"), a.get("refresh_libjwt_us")
+        g.append("| auth CPU per refresh grant, beside libjwt | %s µs (libjwt's "
+                 "`jwt_encode_str`: %s µs; whole refresh %s µs; signing with a key parsed once "
+                 "would cost %s µs) | everything but libjwt ≤ 150 µs | %s |" % (
+                     fmt(rest), fmt(lj), fmt(a.get("refresh_cpu_us_total")),
+                     fmt(a.get("sign_key_parsed_once_us"), "{:.0f}"),
+                     yn(None if rest is None else rest <= 150)))
+        pr = a.get("password_grant_rest_us")
+        g.append("| auth CPU per password grant, beside libjwt and the password hash | %s µs "
+                 "(the hash itself: %s µs) | ≤ 150 µs | %s |" % (
+                     fmt(pr), fmt(a.get("password_hash_us")),
+                     yn(None if pr is None else pr <= 150)))
+    else:
+        g.append("| auth CPU per refresh, beside libjwt | %s | ≤ 150 µs | – |" % missing)
+    # 2. edge CPU per delivery against nats-server's WebSocket listener
+    for n, rate, rn, _rw, rn2 in ratios:
+        if n < 1000:
+            continue
+        g.append("| edge CPU per delivery / nats-server's, %s subs × %s msg/s "
+                 "(`EDGE_WRITE_DELAY_MS=0`) | %s (with the edge's NATS: %s) | ≤ 0.50 | %s |" % (
+                     fmt(n), fmt(rate), fr(rn), fr(rn2), yn(None if rn is None else rn <= 0.5)))
+    # 3. latency: against nats-server's p99, and against the floor of one pass of N sends
+    cost = sendpath_cost(out)
+    for n, rate in fanout_rows(runs):
+        s = runs.get("sidecast fanout %d %d" % (n, rate), [])
+        na = runs.get("nats fanout %d %d" % (n, rate), [])
+        if not s:
+            continue
+        sp, np_ = med(s, "lat_p99_ms"), med(na, "lat_p99_ms") if na else None
+        r = ratio(sp, np_)
+        g.append("| p99 producer → client read, %s subs × %s msg/s, / nats-server's | %s ms "
+                 "/ %s ms = %s | ≤ 0.50 | %s |" % (
+                     fmt(n), fmt(rate), fmt(sp, "{:.2f}"), fmt(np_, "{:.2f}"), fr(r),
+                     yn(None if r is None else r <= 0.5)))
+        if cost is not None and n >= 1000:
+            floor = n * cost / 1000.0
+            k = med(s, "lat_sock_p99_ms")
+            g.append("| p99 producer → client socket, %s subs × %s msg/s, / the floor (one "
+                     "pass of %s sends at %.2f µs each = %.2f ms) | %s ms = %s × | ≤ 1.5 × | %s |"
+                     % (fmt(n), fmt(rate), fmt(n), cost, floor, fmt(k, "{:.2f}"),
+                        fr(ratio(k, floor)), yn(None if k is None else k <= 1.5 * floor)))
+    # 4. handshakes of new users, ES256
+    d = conn.get(("sidecast", "distinct"))
+    r = conn.get(("sidecast", "distinct-rs256"))
+    if d:
+        g.append("| new-user handshakes per edge CPU second, distinct ES256 tokens | %s "
+                 "(RS256: %s) | ≥ 10,000 | %s |" % (fmt(d[1]), fmt(r[1]) if r else "–",
+                                                   yn(None if d[1] is None else d[1] >= 10000)))
+    else:
+        g.append("| new-user handshakes per edge core, ES256 | %s | ≥ 10,000 | – |" % missing)
+    # 5. and 6. the gateway
+    gw = read_json(out, "gateway-goals.json")
+    if gw:
+        rr = gw.get("route_ratio")
+        g.append("| gateway public route / bare NATS request-reply, throughput | %s (%s against "
+                 "%s requests/s) | ≥ 0.90 | %s |" % (
+                     fr(rr), fmt(gw.get("route_rps")), fmt(gw.get("nats_rps")),
+                     yn(None if rr is None else rr >= 0.9)))
+        held, want = gw.get("idle_held"), gw.get("idle_target", 10000)
+        per, thr = gw.get("idle_rss_per_conn_b"), gw.get("threads")
+        g.append("| gateway idle keep-alive connections held, default config | %s of %s, "
+                 "%s threads, %s B RSS each | %s held by a handful of threads, ≤ 8 KiB each | "
+                 "%s |" % (fmt(held), fmt(want), fmt(thr), fmt(per), fmt(want),
+                           yn(None if held is None or per is None or thr is None else
+                              held >= want and per <= 8192 and thr <= 16)))
+        nl = gw.get("new_client_ms")
+        g.append("| a new client with those connections open | %s | served at once | %s |" % (
+            "answered in %s ms" % fmt(nl, "{:.1f}") if nl is not None else "not answered",
+            yn(None if nl is None else nl < 1000)))
+        sl = gw.get("slowloris_client_ms")
+        g.append("| a client beside %s slowloris request heads | %s | served | %s |" % (
+            fmt(gw.get("slowloris_heads", 3000)),
+            "answered in %s ms" % fmt(sl, "{:.1f}") if sl is not None else "not answered",
+            yn(None if sl is None else sl < 1000)))
+        t, ok = gw.get("slow_total_s"), gw.get("slow_ok")
+        g.append("| %s requests in flight to a service that answers after 1 s | %s of them "
+                 "answered, in %s s; another route meanwhile: p50 %s ms | all in about 1 s, "
+                 "other routes fast | %s |" % (
+                     fmt(gw.get("slow_n", 1000)), fmt(ok), fmt(t, "{:.2f}"),
+                     fmt(gw.get("slow_other_p50_ms"), "{:.1f}"),
+                     yn(None if t is None or ok is None else
+                        ok >= gw.get("slow_n", 1000) and t < 1.5)))
+    else:
+        g.append("| gateway route / bare NATS; idle connections, slowloris, slow service | %s "
+                 "| | – |" % missing)
+    return "\n".join(g)
+
+
 def load_hist(path):
     pts = []
     with open(path) as f:
@@ -589,6 +712,7 @@ def main():
         "MACHINE": read("machine.txt", "(machine facts missing)"),
         "RUNS": str(nruns),
         "GOALS": "\n".join(goals),
+        "GOALS21": goals_table(a.out, runs, ratios, conn),
         "IDLE": idle_md,
         "FANOUT": fan_md,
         "RATIOS": ratio_md,

@@ -51,6 +51,10 @@ fi
 env | grep -E '^(BENCH_(TARGETS|QUICK|GATEWAY)|RUNS|IDLE_SIZES|FANOUT_CASES|DEFLATE_CASES|DELAY_CASES|NOHOLD_CASES|CONNECT_(CONNS|DISTINCT)|TLS_(TARGETS|IDLE_SIZES|FANOUT_CASES|CONNECT_CONNS))=' |
   sort | tr '\n' ' ' | sed 's/ $//' >"$BENCH_OUT/cases.txt" || true
 
+# the per-send cost of a small frame on a loopback connection: the latency goal's floor
+echo "bench: the per-send floor (bench/sendpath)" >&2
+timeout 300 "$BUILD/bench/sendpath" 1000 200 3 >"$BENCH_OUT/sendpath.txt" 2>&1 || true
+
 echo "bench: edge suite" >&2
 timeout 2400 bash bench/edge.sh
 
