@@ -913,7 +913,12 @@ static void gw_mhd_log(void *cls, const char *fmt, va_list ap)
     vsnprintf(buf, sizeof buf, fmt, ap);
     for (char *p = buf; *p; p++)
         if (*p == '"' || *p == '\n' || *p == '\r') *p = (*p == '"') ? '\'' : ' ';
-    log_warn("http server", "detail=\"%s\"", buf);
+    /* a client that left before its answer is no fault of ours (and one line each would
+     * let clients flood the log) */
+    if (strstr(buf, "closed by remote peer") || strstr(buf, "reset by peer"))
+        log_debug("http server", "detail=\"%s\"", buf);
+    else
+        log_warn("http server", "detail=\"%s\"", buf);
 }
 
 /* ---- server ----------------------------------------------------------------------------- */
@@ -965,13 +970,17 @@ static int gw_listen(http_server *s, const char *addr, bool tls, struct MHD_Daem
     return 0;
 }
 
-/* Warns when the connection limit cannot be reached under the process's file limit (the
- * accept of a connection past it would fail with EMFILE). */
+/* Raises the soft file limit toward the hard one as far as the connection limit needs, and
+ * warns when it still falls short (the accept of a connection past it fails with EMFILE). */
 static void gw_fd_check(const http_cfg *cfg, bool plain, bool tls)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return;
-    unsigned long long need = (unsigned long long)cfg->max_connections * (plain + tls) + 64;
+    rlim_t need = (rlim_t)cfg->max_connections * (unsigned)(plain + tls) + 128;
+    if (need > rl.rlim_cur && rl.rlim_max > rl.rlim_cur) {
+        rl.rlim_cur = need < rl.rlim_max ? need : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) getrlimit(RLIMIT_NOFILE, &rl);
+    }
     if (need > rl.rlim_cur)
         log_warn("GATEWAY_MAX_CONNECTIONS above the file limit",
                  "max_connections=%u listeners=%d nofile=%llu", cfg->max_connections, plain + tls,
