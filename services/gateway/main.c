@@ -126,8 +126,9 @@ static const cfg_opt gw_opts[] = {
      "requests waiting for services from one client address; more are answered 429 "
      "too_many_requests (0: no limit; leave it off behind an ingress)", 0, 0, 65536,
      &gw_cfg.max_inflight_per_ip},
-    {"GATEWAY_HEADER_MEMORY", CFG_INT, "32768",
-     "per-connection memory for the request head, bytes (bigger heads: 431)", 0, 4096,
+    {"GATEWAY_HEADER_MEMORY", CFG_INT, "6144",
+     "per-connection memory (libmicrohttpd's pool: the request head, the answer's headers), "
+     "bytes; a bigger head gets 431; an idle keep-alive connection keeps it resident", 0, 4096,
      1024 * 1024, &gw_cfg.conn_memory},
     {"GATEWAY_CORS_ORIGINS", CFG_STR, "http://localhost:8080,http://127.0.0.1:8080",
      "browser origins allowed by CORS, comma-separated; * for any; empty for none", 0, 0, 0,
