@@ -102,9 +102,9 @@ print()
 print("| concurrency figure | measured | goal |")
 print("|---|---|---|")
 print("| public route / bare NATS | %s | >= 0.9 |" % r["ratio"])
-print("| idle keep-alive connections held | %d of %d, %d gateway threads, %s B RSS each; "
-      "a new client %s in %s ms | 10,000 at <= 8 KiB each, new client served |"
-      % (i["held"], i["opened"], i["gateway_threads"], i["rss_per_conn_bytes"],
+print("| idle keep-alive connections held | %d of %d (opened in %s s), %d gateway threads, "
+      "%s B RSS each; a new client %s in %s ms | 10,000 at <= 8 KiB each, new client served |"
+      % (i["held"], i["opened"], i["open_s"], i["gateway_threads"], i["rss_per_conn_bytes"],
          "served" if i["new_client_ok"] else "NOT served", i["new_client_ms"]))
 print("| slowloris heads + a legitimate client | %d heads (%d still open); client %d/%d "
       "answered, p50 %s ms, max %s ms | client not locked out |"
