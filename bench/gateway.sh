@@ -3,9 +3,12 @@
 # gateway -> NATS -> a trivial service (tests/tools/echosvc), beside a bare NATS request/reply
 # loop (bench/reqbench) with the same concurrency. Each case runs RUNS times for SECONDS; the
 # median is reported. Everything on loopback, on this machine's cores (wrk, gateway,
-# nats-server and the service share them). Prints a Markdown table on stdout.
+# nats-server and the service share them). Prints a Markdown table on stdout, then the
+# concurrency figures of bench/gateway_goals.py (idle keep-alive connections, slowloris heads,
+# 1,000 requests in flight to a 1 s service), also written to $BENCH_OUT/gateway-goals.json.
 #
 #   bench/gateway.sh        BENCH_SECONDS=10 RUNS=3 CONC=32 BENCH_OUT=build/bench-run
+#                           GATEWAY_BIN=path (another build, for an A/B) GOALS=0 (skip them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
