@@ -118,15 +118,17 @@ static void proxy_bus_failed(const proxy_job *j, const route_call *c, int rc, pr
     proxy_answer_error(ans, status, code, msg);
 }
 
-/* Reads one reply. Returns 0 with *rep filled (caller clears), or -1 with ans set to 502. */
+/* Reads one reply (build: parse its body, else only check it). Returns 0 with *rep filled
+ * (caller clears), or -1 with ans set to 502. */
 static int proxy_read_reply(const proxy_job *j, const route_call *c, const bus_msg *msg,
-                            compose_reply *rep, proxy_answer *ans)
+                            compose_reply *rep, proxy_answer *ans, int build)
 {
     char why[128];
     int dropped = 0;
-    if (compose_reply_parse(bus_msg_data(msg), bus_msg_len(msg), bus_msg_header(msg, HDR_STATUS),
-                            bus_msg_header(msg, HDR_HTTP_HEADER), rep, &dropped, why,
-                            sizeof why) != 0) {
+    int (*read)(const char *, size_t, const char *, const char *, compose_reply *, int *, char *,
+                size_t) = build ? compose_reply_parse : compose_reply_check;
+    if (read(bus_msg_data(msg), bus_msg_len(msg), bus_msg_header(msg, HDR_STATUS),
+             bus_msg_header(msg, HDR_HTTP_HEADER), rep, &dropped, why, sizeof why) != 0) {
         char m[256];
         log_warn("malformed answer", "rid=%s subject=%s reason=\"%s\"", j->rid, c->subject, why);
         if (c->key[0])
@@ -145,7 +147,7 @@ static void proxy_pass_through(const bus_msg *msg, const compose_reply *rep, pro
 {
     memset(ans, 0, sizeof *ans);
     ans->status = rep->status;
-    if (rep->body) {
+    if (rep->has_body) {
         size_t len = bus_msg_len(msg);
         ans->body = malloc(len + 1);
         if (!ans->body) {
@@ -172,7 +174,7 @@ static int proxy_judge(const proxy_job *j, const route_call *c, int rc, const bu
     *answer = NULL;
     if (rc != 0) {
         proxy_bus_failed(j, c, rc, &tmp);
-    } else if (proxy_read_reply(j, c, msg, &rep, &tmp) == 0) {
+    } else if (proxy_read_reply(j, c, msg, &rep, &tmp, 1) == 0) {
         if (rep.status >= 200 && rep.status <= 299) {
             *answer = rep.body;
             return 0;
@@ -306,7 +308,7 @@ static void proxy_round_end(proxy_job *j)
         compose_reply rep = {0};
         if (sl->result != 0)
             proxy_bus_failed(j, &r->calls[0], sl->result, j->ans);
-        else if (proxy_read_reply(j, &r->calls[0], sl->reply, &rep, j->ans) == 0)
+        else if (proxy_read_reply(j, &r->calls[0], sl->reply, &rep, j->ans, 0) == 0)
             proxy_pass_through(sl->reply, &rep, j->ans);
         compose_reply_clear(&rep);
         proxy_finish(j);
