@@ -3,12 +3,17 @@
 # gateway -> NATS -> a trivial service (tests/tools/echosvc), beside a bare NATS request/reply
 # loop (bench/reqbench) with the same concurrency. Each case runs RUNS times for SECONDS; the
 # median is reported. Everything on loopback, on this machine's cores (wrk, gateway,
-# nats-server and the service share them). Prints a Markdown table on stdout.
+# nats-server and the service share them). Prints a Markdown table on stdout, then the
+# concurrency figures of bench/gateway_goals.py (idle keep-alive connections, slowloris heads,
+# 1,000 requests in flight to a 1 s service), also written to $BENCH_OUT/gateway-goals.json.
 #
 #   bench/gateway.sh        BENCH_SECONDS=10 RUNS=3 CONC=32 BENCH_OUT=build/bench-run
+#                           GATEWAY_BIN=path (another build, for an A/B) GOALS=0 (skip them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
+GATEWAY_BIN=${GATEWAY_BIN:-$BUILD/gateway} # another binary, for an A/B of two builds
+GOALS=${GOALS:-1}                          # 0: skip the concurrency cases (gateway_goals.py)
 SECONDS_PER=${BENCH_SECONDS:-10}
 RUNS=${RUNS:-3}
 CONC=${CONC:-32}
@@ -26,15 +31,15 @@ bash scripts/gen-dev.sh "$DIR/dev" >/dev/null
 nats-server -a 127.0.0.1 -p "$NATS_PORT" >"$DIR/nats.log" 2>&1 & pids+=($!)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$DIR/redis.log" 2>&1 & pids+=($!)
 sleep 0.5
-"$BUILD/tests/tools/echosvc" "$NATS_URL" svc.bench.echo >"$DIR/echosvc.log" 2>&1 & pids+=($!)
+"$BUILD/tests/tools/echosvc" "$NATS_URL" svc.bench.echo svc.bench.delay >"$DIR/echosvc.log" 2>&1 & pids+=($!)
 export NATS_URL REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0 LOG_LEVEL=warn
 # its own nats-server and redis-server, open on loopback: the services need the flag for that
 export DEV_INSECURE_BUS=1
 JWT_PRIVATE_KEY=$DIR/dev/signing-key.pem AUTH_USERS=$DIR/dev/users.conf \
   ADMIN_LISTEN=127.0.0.1:$ADMIN_PORT "$BUILD/auth" >"$DIR/auth.log" 2>&1 & pids+=($!)
 JWT_PUBLIC_KEYS=$DIR/dev/public.pem GATEWAY_ROUTES=bench/routes.json \
-  GATEWAY_LISTEN=127.0.0.1:$GW_PORT GATEWAY_MAX_CONNECTIONS=1024 \
-  "$BUILD/gateway" >"$DIR/gateway.log" 2>&1 & pids+=($!)
+  GATEWAY_LISTEN=127.0.0.1:$GW_PORT "$GATEWAY_BIN" >"$DIR/gateway.log" 2>&1 & pids+=($!)
+GW_PID=$!
 GW=http://127.0.0.1:$GW_PORT
 for _ in $(seq 1 100); do curl -fs "$GW/readyz" >/dev/null && break; sleep 0.1; done
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null && break; sleep 0.1; done
@@ -58,6 +63,7 @@ wrk_case() { # NAME PATH [HEADER]
     lat+=("$(echo "$out" | awk '$1=="50%" {print $2}')")
   done
   local m; m=$(printf '%s\n' "${rps[@]}" | median)
+  LAST_RPS=$m
   printf '| %s | %s | %.0f | %s | %.2f |\n' "$name" "$path" "$m" \
     "$(printf '%s\n' "${lat[@]}" | sort | sed -n "$(( (RUNS+1)/2 ))p")" \
     "$(awk -v a="$m" -v b="$BASE" 'BEGIN {print (b > 0 ? a / b : 0)}')"
@@ -78,6 +84,38 @@ BASE=$(printf '%s\n' "${base[@]}" | median)
 printf '| bare NATS request/reply (reqbench) | svc.bench.echo | %.0f | %sms | 1.00 |\n' \
   "$BASE" "$(printf '%s\n' "${blat[@]}" | sort -n | sed -n "$(( (RUNS+1)/2 ))p")"
 wrk_case "gateway, public route" /api/bench
+PUBLIC_RPS=$LAST_RPS
 wrk_case "gateway, bearer route (ES256 verify)" /api/bench/auth "Authorization: Bearer $TOKEN"
 wrk_case "gateway, parallel composition (2 calls)" /api/bench/parallel
 wrk_case "gateway, sequence composition (2 calls)" /api/bench/sequence
+
+# The concurrency figures of issue 21 (bench/gateway_goals.py documents the keys): idle
+# keep-alive connections, slowloris heads, 1,000 requests in flight to a 1 s service; with
+# the route/bare-NATS ratio measured above, into $BENCH_OUT/gateway-goals.json.
+if [ "$GOALS" = 1 ]; then
+  OUT=${BENCH_OUT:-$BUILD/bench-run}/gateway-goals.json
+  timeout 300 python3 bench/gateway_goals.py --port "$GW_PORT" --pid "$GW_PID" \
+    --public-rps "$PUBLIC_RPS" --bare-rps "$BASE" --out "$OUT" >"$DIR/goals.log" 2>&1 \
+    || { echo "bench: gateway_goals.py failed:" >&2; tail -20 "$DIR/goals.log" >&2; exit 1; }
+  python3 - "$OUT" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+r, i, s, f = d["route_vs_nats"], d["idle"], d["slowloris"], d["inflight"]
+print()
+print("| concurrency figure | measured | goal |")
+print("|---|---|---|")
+print("| public route / bare NATS | %s | >= 0.9 |" % r["ratio"])
+print("| idle keep-alive connections held | %d of %d (opened in %s s), %d gateway threads, "
+      "%s B RSS each; a new client %s in %s ms | 10,000 at <= 8 KiB each, new client served |"
+      % (i["held"], i["opened"], i["open_s"], i["gateway_threads"], i["rss_per_conn_bytes"],
+         "served" if i["new_client_ok"] else "NOT served", i["new_client_ms"]))
+print("| slowloris heads + a legitimate client | %d heads (%d still open); client %d/%d "
+      "answered, p50 %s ms, max %s ms | client not locked out |"
+      % (s["heads"], s["heads_open"], s["client_ok"], s["client_requests"],
+         s["client_p50_ms"], s["client_max_ms"]))
+print("| 1,000 in flight to a 1 s service | %d/%d answered in %s s; other route %d/%d, "
+      "p50 %s ms, max %s ms | about 1 s, other routes fast |"
+      % (f["answered_200"], f["requests"], f["total_s"], f["other_route_ok"],
+         f["other_route_requests"], f["other_route_p50_ms"], f["other_route_max_ms"]))
+PY
+fi

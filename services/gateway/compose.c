@@ -121,8 +121,164 @@ int compose_http_header_parse(const char *s, char *name, size_t namelen, char *v
     return 0;
 }
 
-int compose_reply_parse(const char *data, size_t len, const char *status_hdr, const char *http_hdr,
-                        compose_reply *out, int *hdr_dropped, char *err, size_t errlen)
+/* ---- a strict JSON check without building the value (compose_json_valid) ---------------- */
+
+static void cj_ws(const char *s, size_t n, size_t *i)
+{
+    while (*i < n && (s[*i] == ' ' || s[*i] == '\t' || s[*i] == '\r' || s[*i] == '\n')) (*i)++;
+}
+
+static int cj_hex4(const char *s, size_t n, size_t i, unsigned *v)
+{
+    if (n - i < 4) return -1;
+    *v = 0;
+    for (size_t k = 0; k < 4; k++) {
+        char c = s[i + k];
+        unsigned d = (c >= '0' && c <= '9')   ? (unsigned)(c - '0')
+                     : (c >= 'a' && c <= 'f') ? (unsigned)(c - 'a' + 10)
+                     : (c >= 'A' && c <= 'F') ? (unsigned)(c - 'A' + 10)
+                                              : 16u;
+        if (d > 15) return -1;
+        *v = *v * 16 + d;
+    }
+    return 0;
+}
+
+/* A string from its opening quote; *i ends past the closing one. UTF-8 is checked (no
+ * overlong forms, no surrogates, at most U+10FFFF); \u escapes must pair surrogates and
+ * must not be \u0000 (jansson's rules without JSON_ALLOW_NUL). */
+static int cj_string(const char *s, size_t n, size_t *i)
+{
+    size_t k = *i + 1;
+    while (k < n) {
+        unsigned char c = (unsigned char)s[k];
+        if (c == '"') {
+            *i = k + 1;
+            return 0;
+        }
+        if (c < 0x20) return -1;
+        if (c == '\\') {
+            if (++k >= n) return -1;
+            char e = s[k];
+            if (e == 'u') {
+                unsigned u;
+                if (cj_hex4(s, n, k + 1, &u) != 0 || u == 0) return -1;
+                k += 5;
+                if (u >= 0xDC00 && u <= 0xDFFF) return -1;
+                if (u >= 0xD800 && u <= 0xDBFF) {
+                    unsigned lo;
+                    if (n - k < 6 || s[k] != '\\' || s[k + 1] != 'u' ||
+                        cj_hex4(s, n, k + 2, &lo) != 0 || lo < 0xDC00 || lo > 0xDFFF)
+                        return -1;
+                    k += 6;
+                }
+                continue;
+            }
+            if (!strchr("\"\\/bfnrt", e) || e == '\0') return -1;
+            k++;
+            continue;
+        }
+        if (c < 0x80) {
+            k++;
+            continue;
+        }
+        size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
+        if (len == 0 || c > 0xF4 || n - k < len) return -1;
+        unsigned cp = c & (len == 2 ? 0x1F : len == 3 ? 0x0F : 0x07);
+        for (size_t m = 1; m < len; m++) {
+            unsigned char cc = (unsigned char)s[k + m];
+            if ((cc & 0xC0) != 0x80) return -1;
+            cp = (cp << 6) | (cc & 0x3F);
+        }
+        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return -1;
+        k += len;
+    }
+    return -1;
+}
+
+static int cj_digits(const char *s, size_t n, size_t *i)
+{
+    size_t start = *i;
+    while (*i < n && s[*i] >= '0' && s[*i] <= '9') (*i)++;
+    return *i > start ? 0 : -1;
+}
+
+static int cj_number(const char *s, size_t n, size_t *i)
+{
+    if (s[*i] == '-') (*i)++;
+    if (*i < n && s[*i] == '0')
+        (*i)++;
+    else if (cj_digits(s, n, i) != 0)
+        return -1;
+    if (*i < n && s[*i] == '.') {
+        (*i)++;
+        if (cj_digits(s, n, i) != 0) return -1;
+    }
+    if (*i < n && (s[*i] == 'e' || s[*i] == 'E')) {
+        (*i)++;
+        if (*i < n && (s[*i] == '+' || s[*i] == '-')) (*i)++;
+        if (cj_digits(s, n, i) != 0) return -1;
+    }
+    return 0;
+}
+
+static int cj_value(const char *s, size_t n, size_t *i, int depth)
+{
+    cj_ws(s, n, i);
+    if (*i >= n) return -1;
+    char c = s[*i];
+    if (c == '"') return cj_string(s, n, i);
+    if (c == '-' || (c >= '0' && c <= '9')) return cj_number(s, n, i);
+    static const char *const lits[] = {"true", "false", "null"};
+    for (size_t k = 0; k < 3; k++) {
+        size_t l = strlen(lits[k]);
+        if (n - *i >= l && memcmp(s + *i, lits[k], l) == 0) {
+            *i += l;
+            return 0;
+        }
+    }
+    if (c != '[' && c != '{') return -1;
+    if (depth >= COMPOSE_JSON_MAX_DEPTH) return -1;
+    char close = c == '[' ? ']' : '}';
+    (*i)++;
+    cj_ws(s, n, i);
+    if (*i < n && s[*i] == close) {
+        (*i)++;
+        return 0;
+    }
+    for (;;) {
+        if (close == '}') {
+            cj_ws(s, n, i);
+            if (*i >= n || s[*i] != '"' || cj_string(s, n, i) != 0) return -1;
+            cj_ws(s, n, i);
+            if (*i >= n || s[*i] != ':') return -1;
+            (*i)++;
+        }
+        if (cj_value(s, n, i, depth + 1) != 0) return -1;
+        cj_ws(s, n, i);
+        if (*i >= n) return -1;
+        if (s[*i] == close) {
+            (*i)++;
+            return 0;
+        }
+        if (s[*i] != ',') return -1;
+        (*i)++;
+    }
+}
+
+int compose_json_valid(const char *s, size_t n)
+{
+    size_t i = 0;
+    if (cj_value(s, n, &i, 0) != 0) return 0;
+    cj_ws(s, n, &i);
+    return i == n;
+}
+
+static int compose_reply_read(const char *data, size_t len, const char *status_hdr,
+                              const char *http_hdr, compose_reply *out, int *hdr_dropped, char *err,
+                              size_t errlen, int build)
 {
     memset(out, 0, sizeof *out);
     *hdr_dropped = 0;
@@ -140,13 +296,29 @@ int compose_reply_parse(const char *data, size_t len, const char *status_hdr, co
     while (i < len && (data[i] == ' ' || data[i] == '\t' || data[i] == '\r' || data[i] == '\n'))
         i++;
     if (i == len) return 0; /* empty: no body */
-    json_error_t je;
-    out->body = json_loadb(data, len, JSON_DECODE_ANY, &je);
-    if (!out->body) {
+    out->has_body = 1;
+    if (build) {
+        json_error_t je;
+        out->body = json_loadb(data, len, JSON_DECODE_ANY, &je);
+    }
+    if (build ? !out->body : !compose_json_valid(data, len)) {
+        out->has_body = 0;
         snprintf(err, errlen, "answer is not JSON");
         return -1;
     }
     return 0;
+}
+
+int compose_reply_parse(const char *data, size_t len, const char *status_hdr, const char *http_hdr,
+                        compose_reply *out, int *hdr_dropped, char *err, size_t errlen)
+{
+    return compose_reply_read(data, len, status_hdr, http_hdr, out, hdr_dropped, err, errlen, 1);
+}
+
+int compose_reply_check(const char *data, size_t len, const char *status_hdr, const char *http_hdr,
+                        compose_reply *out, int *hdr_dropped, char *err, size_t errlen)
+{
+    return compose_reply_read(data, len, status_hdr, http_hdr, out, hdr_dropped, err, errlen, 0);
 }
 
 void compose_reply_clear(compose_reply *r)

@@ -7,8 +7,19 @@
  *      is read (so no "100 Continue" is sent for them);
  *   2. body calls: bytes collected up to max_body (past it: 413 once the upload ends, or the
  *      connection is closed if the client keeps sending);
- *   3. last call: query and body parsed, envelope built, the route run over the bus
- *      (proxy.c), the answer sent.
+ *   3. last call: the in-flight bounds checked (GATEWAY_MAX_INFLIGHT: 503,
+ *      GATEWAY_MAX_INFLIGHT_PER_IP: 429), query and body parsed, envelope built, the
+ *      connection suspended and the route started over the bus (proxy.c);
+ *   4. the route's answer (on a nats.c thread, the bus's timer thread, or at once when it
+ *      failed before sending) is stored in the gw_req and the connection resumed: MHD calls
+ *      the handler once more, on the connection's own thread, which queues the answer.
+ * No HTTP thread waits for a service, so GATEWAY_THREADS epoll threads serve every
+ * connection. A suspended connection is neither read nor timed out by MHD and its gw_req
+ * stays alive until the completion callback, which cannot run before the resume: the reply
+ * side never touches freed memory, and after MHD_resume_connection it touches nothing of the
+ * request. A reply that comes after the route's deadline finds no pending request in bus.c
+ * and is dropped there. MHD must not be stopped with suspended connections: http_destroy
+ * waits for them (at most the longest route timeout).
  * MHD is told not to unescape the URL: paths are matched raw and decoded per segment, so an
  * encoded '/' stays inside its segment. */
 #include "http.h"
@@ -34,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,6 +55,8 @@
 #define HTTP_QUERY_MAX_PAIRS 64
 #define HTTP_FORM_MAX_PAIRS 64
 #define HTTP_TOKEN_MAX 8192
+#define HTTP_IP_BUCKETS                                                                            \
+    1024 /* in-flight requests per client address (GATEWAY_MAX_INFLIGHT_PER_IP) */
 /* TLS 1.3 and 1.2 only, GnuTLS's NORMAL suites otherwise (docs/SECURITY.md). */
 #define HTTP_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 
@@ -80,7 +94,22 @@ struct http_server {
     int port;
     atomic_int inflight;
     metric *m_inflight, *m_conns;
+    /* requests waiting for a service (suspended connections), bounded by cfg.max_inflight
+     * and per client address by cfg.max_inflight_per_ip (ip_lock guards the table) */
+    atomic_int waiting;
+    pthread_mutex_t ip_lock;
+    struct gw_ipcount *ips[HTTP_IP_BUCKETS];
+    int max_route_ms;     /* the longest route timeout: how long http_destroy may wait */
+    atomic_int suspended; /* connections suspended (until gw_on_answer has resumed them) */
+    metric *m_waiting, *m_overload, *m_ip_overload;
 };
+
+/* Requests waiting for services from one client address. */
+typedef struct gw_ipcount {
+    struct gw_ipcount *next;
+    unsigned char addr[16];
+    unsigned count;
+} gw_ipcount;
 
 typedef struct gw_req {
     http_server *srv;
@@ -106,7 +135,15 @@ typedef struct gw_req {
     size_t len, cap;
     int too_large;
     size_t discarded;
+    /* the asynchronous part (step 4 of the file comment) */
+    struct MHD_Connection *conn;
+    int phase;        /* GW_IDLE, GW_WAITING (suspended) or GW_ANSWERED */
+    gw_ipcount *ip;   /* counted in here while waiting (or NULL) */
+    proxy_answer ans; /* written by proxy.c until done, read after the resume */
+    json_t *env;      /* the envelope, alive while the route runs */
 } gw_req;
+
+enum { GW_IDLE = 0, GW_WAITING = 1, GW_ANSWERED = 2 };
 
 typedef struct gw_hdr {
     const char *name, *value;
@@ -443,15 +480,127 @@ static enum MHD_Result gw_upload(gw_req *r, const char *data, size_t size)
     return MHD_YES;
 }
 
-/* The request is complete: parse, run the route, answer. */
+/* The client's address as 16 bytes (IPv4 mapped into IPv6): 0, or -1 when unknown. */
+static int gw_client_addr(struct MHD_Connection *c, unsigned char addr[16])
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    memset(addr, 0, 16);
+    if (sa && sa->sa_family == AF_INET) {
+        addr[10] = addr[11] = 0xff;
+        memcpy(addr + 12, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+        return 0;
+    }
+    if (sa && sa->sa_family == AF_INET6) {
+        memcpy(addr, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+        return 0;
+    }
+    return -1;
+}
+
+/* Counts r as waiting for a service, within GATEWAY_MAX_INFLIGHT (else 503) and
+ * GATEWAY_MAX_INFLIGHT_PER_IP (else 429): 0, or -1 with the refusal queued (*ret). */
+static int gw_admit(gw_req *r, struct MHD_Connection *c, enum MHD_Result *ret)
+{
+    http_server *s = r->srv;
+    gw_hdr h[] = {{"Retry-After", "1"}};
+    if (atomic_fetch_add(&s->waiting, 1) >= (int)s->cfg.max_inflight) {
+        atomic_fetch_sub(&s->waiting, 1);
+        metric_inc(s->m_overload);
+        *ret = gw_error(r, c, 503, "overloaded",
+                        "too many requests in flight in the gateway, try again later", h, 1);
+        return -1;
+    }
+    unsigned char addr[16];
+    if (s->cfg.max_inflight_per_ip == 0 || gw_client_addr(c, addr) != 0) return 0;
+    unsigned hash = 2166136261u;
+    for (int i = 0; i < 16; i++) hash = (hash ^ addr[i]) * 16777619u;
+    pthread_mutex_lock(&s->ip_lock);
+    gw_ipcount **head = &s->ips[hash % HTTP_IP_BUCKETS], *e = *head;
+    while (e && memcmp(e->addr, addr, 16) != 0) e = e->next;
+    if (!e && (e = calloc(1, sizeof *e))) {
+        memcpy(e->addr, addr, 16);
+        e->next = *head;
+        *head = e;
+    }
+    int over = !e || e->count >= s->cfg.max_inflight_per_ip;
+    if (!over) {
+        e->count++;
+        r->ip = e;
+    }
+    pthread_mutex_unlock(&s->ip_lock);
+    if (!over) return 0;
+    atomic_fetch_sub(&s->waiting, 1);
+    metric_inc(s->m_ip_overload);
+    *ret = gw_error(r, c, 429, "too_many_requests",
+                    "too many requests in flight from this address, try again later", h, 1);
+    return -1;
+}
+
+/* r no longer waits for a service (gw_admit undone); any thread. */
+static void gw_release(gw_req *r)
+{
+    http_server *s = r->srv;
+    atomic_fetch_sub(&s->waiting, 1);
+    metric_add(s->m_waiting, -1);
+    gw_ipcount *e = r->ip;
+    if (!e) return;
+    r->ip = NULL;
+    pthread_mutex_lock(&s->ip_lock);
+    if (--e->count == 0) {
+        unsigned hash = 2166136261u;
+        for (int i = 0; i < 16; i++) hash = (hash ^ e->addr[i]) * 16777619u;
+        gw_ipcount **pp = &s->ips[hash % HTTP_IP_BUCKETS];
+        while (*pp != e) pp = &(*pp)->next;
+        *pp = e->next;
+        free(e);
+    }
+    pthread_mutex_unlock(&s->ip_lock);
+}
+
+/* proxy.c's done: the answer is in r->ans. Runs on a nats.c thread, the bus's timer thread
+ * or inside gw_run; once the connection is resumed, r belongs to MHD's thread again (the
+ * completion callback may free it at once), so nothing of r is touched after that. */
+static void gw_on_answer(void *ud)
+{
+    gw_req *r = ud;
+    http_server *s = r->srv;
+    struct MHD_Connection *c = r->conn;
+    gw_release(r);
+    r->phase = GW_ANSWERED;
+    MHD_resume_connection(c); /* its lock orders the writes above before the handler's reads */
+    atomic_fetch_sub(&s->suspended, 1);
+}
+
+/* The resumed connection: queue the route's answer. */
+static enum MHD_Result gw_answer(gw_req *r, struct MHD_Connection *c)
+{
+    proxy_answer *ans = &r->ans;
+    gw_hdr h[1];
+    size_t nh = 0;
+    r->phase = GW_IDLE;
+    if (ans->hdr_name[0]) h[nh++] = (gw_hdr){ans->hdr_name, ans->hdr_value};
+    if (ans->status == 401 && ans->error == NULL && !nh) {
+        /* a service refusing the caller: keep RFC 6750's challenge */
+        h[nh++] = (gw_hdr){"WWW-Authenticate", "Bearer"};
+    }
+    enum MHD_Result ret = gw_send(r, c, ans->status, ans->body, ans->len,
+                                  ans->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT,
+                                  "application/json", h, nh);
+    ans->body = NULL; /* owned by MHD now */
+    return ret;
+}
+
+/* The request is complete: parse, check the bounds, start the route (the answer follows in
+ * gw_answer). */
 static enum MHD_Result gw_run(gw_req *r, struct MHD_Connection *c, const char *url,
                               const char *method)
 {
     http_server *s = r->srv;
     char why[160];
-    json_t *query = NULL, *body = NULL, *env = NULL;
+    json_t *query = NULL, *body = NULL;
     enum MHD_Result ret;
-    proxy_answer ans = {0};
 
     if (r->too_large) {
         snprintf(why, sizeof why, "request body larger than %zu bytes", s->cfg.max_body);
@@ -481,7 +630,10 @@ static enum MHD_Result gw_run(gw_req *r, struct MHD_Connection *c, const char *u
             goto done;
         }
     }
-    if (!(env = compose_envelope(method, url, &r->match, query, body))) {
+    if (gw_admit(r, c, &ret) != 0) goto done;
+    metric_add(s->m_waiting, 1);
+    if (!(r->env = compose_envelope(method, url, &r->match, query, body))) {
+        gw_release(r);
         ret = gw_error(r, c, 500, "internal_error", "out of memory", NULL, 0);
         goto done;
     }
@@ -491,22 +643,15 @@ static enum MHD_Result gw_run(gw_req *r, struct MHD_Connection *c, const char *u
         hdrs[nhdr++] = (bus_hdr){HDR_USER, r->user};
         if (r->sub_topics) hdrs[nhdr++] = (bus_hdr){HDR_SCOPE_SUB, r->sub_topics};
     }
-    proxy_call pc = {r->match.route, env, r->authed ? r->user : NULL, hdrs, nhdr, r->rid};
-    proxy_run(s->bus, &pc, &ans);
-    gw_hdr h[1];
-    size_t nh = 0;
-    if (ans.hdr_name[0]) h[nh++] = (gw_hdr){ans.hdr_name, ans.hdr_value};
-    if (ans.status == 401 && ans.error == NULL && !nh) {
-        /* a service refusing the caller: keep RFC 6750's challenge */
-        h[nh++] = (gw_hdr){"WWW-Authenticate", "Bearer"};
-    }
-    ret = gw_send(r, c, ans.status, ans.body, ans.len,
-                  ans.body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT, "application/json", h,
-                  nh);
-    ans.body = NULL; /* owned by MHD now */
+    proxy_call pc = {r->match.route, r->env, r->authed ? r->user : NULL, hdrs, nhdr, r->rid};
+    /* suspended before anything is sent: the reply's resume always follows this */
+    r->conn = c;
+    r->phase = GW_WAITING;
+    atomic_fetch_add(&s->suspended, 1);
+    MHD_suspend_connection(c);
+    proxy_start(s->bus, &pc, &r->ans, gw_on_answer, r);
+    ret = MHD_YES;
 done:
-    proxy_answer_clear(&ans);
-    json_decref(env);
     json_decref(body);
     json_decref(query);
     return ret;
@@ -658,6 +803,8 @@ static enum MHD_Result gw_handler(void *cls, struct MHD_Connection *c, const cha
     (void)version;
     gw_req *r = *con_cls;
     if (!r) return MHD_NO; /* the URI callback could not allocate */
+    if (r->phase == GW_ANSWERED) return gw_answer(r, c);
+    if (r->phase == GW_WAITING) return MHD_YES; /* MHD does not call a suspended one */
     if (!r->started) {
         r->started = 1;
         /* Without a body the last call follows at once: the head is judged there, so that
@@ -741,6 +888,8 @@ static void gw_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
     atomic_fetch_sub(&s->inflight, 1);
     metric_add(s->m_inflight, -1);
+    proxy_answer_clear(&r->ans);
+    json_decref(r->env);
     free(r->query);
     free(r->sub_topics);
     free(r->body);
@@ -764,7 +913,12 @@ static void gw_mhd_log(void *cls, const char *fmt, va_list ap)
     vsnprintf(buf, sizeof buf, fmt, ap);
     for (char *p = buf; *p; p++)
         if (*p == '"' || *p == '\n' || *p == '\r') *p = (*p == '"') ? '\'' : ' ';
-    log_warn("http server", "detail=\"%s\"", buf);
+    /* a client that left before its answer is no fault of ours (and one line each would
+     * let clients flood the log) */
+    if (strstr(buf, "closed by remote peer") || strstr(buf, "reset by peer"))
+        log_debug("http server", "detail=\"%s\"", buf);
+    else
+        log_warn("http server", "detail=\"%s\"", buf);
 }
 
 /* ---- server ----------------------------------------------------------------------------- */
@@ -781,11 +935,8 @@ static int gw_listen(http_server *s, const char *addr, bool tls, struct MHD_Daem
         log_error("bad listen address", "%s=%s", what, addr);
         return -EINVAL;
     }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
-    if (cfg->threads == 0)
-        flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
-    else
-        flags |= MHD_USE_EPOLL;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+                     MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
     if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
     if (tls) flags |= MHD_USE_TLS;
     /* the TLS options are cut off (MHD_OPTION_END) on the plain listener */
@@ -801,8 +952,8 @@ static int gw_listen(http_server *s, const char *addr, bool tls, struct MHD_Daem
         {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)gw_notify_conn, s},
         {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)gw_unescape_none, NULL},
         {MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL},
-        {cfg->threads ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_STRICT_FOR_CLIENT,
-         cfg->threads ? (intptr_t)cfg->threads : 1, NULL},
+        {cfg->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_STRICT_FOR_CLIENT,
+         cfg->threads > 1 ? (intptr_t)cfg->threads : 1, NULL},
         {tls ? MHD_OPTION_HTTPS_PRIORITIES : MHD_OPTION_END, 0, (void *)HTTP_TLS_PRIORITIES},
         {MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *)gw_tls_cert},
         {MHD_OPTION_END, 0, NULL},
@@ -817,6 +968,23 @@ static int gw_listen(http_server *s, const char *addr, bool tls, struct MHD_Daem
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(*d, MHD_DAEMON_INFO_BIND_PORT);
     *port = info ? info->port : 0;
     return 0;
+}
+
+/* Raises the soft file limit toward the hard one as far as the connection limit needs, and
+ * warns when it still falls short (the accept of a connection past it fails with EMFILE). */
+static void gw_fd_check(const http_cfg *cfg, bool plain, bool tls)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return;
+    rlim_t need = (rlim_t)cfg->max_connections * (unsigned)(plain + tls) + 128;
+    if (need > rl.rlim_cur && rl.rlim_max > rl.rlim_cur) {
+        rl.rlim_cur = need < rl.rlim_max ? need : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (need > rl.rlim_cur)
+        log_warn("GATEWAY_MAX_CONNECTIONS above the file limit",
+                 "max_connections=%u listeners=%d nofile=%llu", cfg->max_connections, plain + tls,
+                 (unsigned long long)rl.rlim_cur);
 }
 
 int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt, keys *ks,
@@ -846,6 +1014,17 @@ int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt
     s->m_conns = metrics_gauge("sc_gateway_connections", NULL,
                                "open HTTP connections (counted once the server took them, "
                                "after the per-address and total limits)");
+    s->m_waiting = metrics_gauge("sc_gateway_requests_waiting", NULL,
+                                 "HTTP requests waiting for a service (GATEWAY_MAX_INFLIGHT)");
+    s->m_overload = metrics_counter("sc_gateway_overload_total", NULL,
+                                    "requests refused with 503: GATEWAY_MAX_INFLIGHT reached");
+    s->m_ip_overload = metrics_counter("sc_gateway_ip_overload_total", NULL,
+                                       "requests refused with 429: GATEWAY_MAX_INFLIGHT_PER_IP "
+                                       "reached");
+    for (size_t i = 0; i < rt->n; i++)
+        if (rt->v[i].timeout_ms > s->max_route_ms) s->max_route_ms = rt->v[i].timeout_ms;
+    pthread_mutex_init(&s->ip_lock, NULL);
+    gw_fd_check(cfg, plain, tls);
     s->m_head_timeouts = metrics_counter("sc_gateway_head_timeouts_total", NULL,
                                          "connections closed for a request (head and body) "
                                          "slower than GATEWAY_REQUEST_TIMEOUT_MS");
@@ -894,6 +1073,20 @@ void http_drain(http_server *s, int timeout_ms)
 void http_destroy(http_server *s)
 {
     if (!s) return;
+    /* MHD must not stop with suspended connections; each is resumed by its route's answer,
+     * at the latest when the bus times it out */
+    int waited = 0, limit = s->max_route_ms + 2000;
+    for (; atomic_load(&s->suspended) > 0 && waited < limit; waited += 10) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (atomic_load(&s->suspended) > 0) {
+        /* cannot happen while the bus is alive (it times every request out); stopping MHD
+         * now would free connections a reply is about to resume */
+        log_error("requests still waiting for services at shutdown, server left running",
+                  "waiting=%d", atomic_load(&s->suspended));
+        return;
+    }
     if (s->watchdog_started) {
         pthread_mutex_lock(&s->conns_lock);
         s->stop = 1;
@@ -903,5 +1096,6 @@ void http_destroy(http_server *s)
     if (s->d) MHD_stop_daemon(s->d);
     if (s->dtls) MHD_stop_daemon(s->dtls);
     pthread_mutex_destroy(&s->conns_lock);
+    pthread_mutex_destroy(&s->ip_lock);
     free(s);
 }

@@ -1,9 +1,11 @@
 /* http.h - the gateway's HTTP server (libmicrohttpd): routing, bearer tokens, bodies, CORS,
  * static files, admin paths, and one log line and metrics per request.
  *
- * Threads: by default one thread per connection (handlers block on NATS requests, so a slow
- * service holds only the connections waiting for it), bounded by max_connections; with
- * threads > 0, that many epoll polling threads share the connections instead. */
+ * Threads: `threads` epoll threads per listener share every connection; no handler waits for
+ * a service (the connection is suspended while its route runs over the bus and resumed by
+ * the answer), so a slow service holds memory, not threads. Bounds: max_connections per
+ * listener, max_inflight requests waiting for services (503 past it), max_inflight_per_ip
+ * of them per client address (429 past it); a connection carries one request at a time. */
 #ifndef GW_HTTP_H
 #define GW_HTTP_H
 
@@ -26,13 +28,15 @@ typedef struct http_cfg {
     const char *hsts;       /* Strict-Transport-Security value on HTTPS answers ("": none) */
     size_t max_body;        /* bytes of a request body; more: 413 */
     unsigned max_connections;
-    unsigned max_per_ip;       /* connections per client address (0: no limit); over: closed */
-    unsigned client_timeout_s; /* idle connections and slow clients are closed after it */
-    long request_timeout_ms;   /* a request's head and body (kept-alive idle too) within it */
-    long response_timeout_ms;  /* a response, once queued, must be read within it */
-    unsigned threads;          /* 0: a thread per connection; N: N polling threads */
-    size_t conn_memory;        /* per-connection memory for the request head (431 past it) */
-    const char *cors_origins;  /* comma-separated allowed origins, "*" or "" (none) */
+    unsigned max_per_ip;          /* connections per client address (0: no limit); over: closed */
+    unsigned client_timeout_s;    /* idle connections and slow clients are closed after it */
+    long request_timeout_ms;      /* a request's head and body (kept-alive idle too) within it */
+    long response_timeout_ms;     /* a response, once queued, must be read within it */
+    unsigned threads;             /* epoll threads per listener (1..) */
+    unsigned max_inflight;        /* requests waiting for services; more: 503 */
+    unsigned max_inflight_per_ip; /* of them per client address (0: no limit); more: 429 */
+    size_t conn_memory;           /* per-connection memory for the request head (431 past it) */
+    const char *cors_origins;     /* comma-separated allowed origins, "*" or "" (none) */
     token_policy policy;
     /* The token's topic patterns, passed to services (Sidecast-Sub-Topics): the claim that
      * holds them (NULL or "": sub_topics), an array or a string of patterns separated by

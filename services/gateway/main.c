@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #define GW_DRAIN_MS 10000 /* longest wait for requests in flight at shutdown */
 #define GW_BUS_DRAIN_MS 2000
@@ -39,7 +40,7 @@ typedef struct gw_config {
     long max_connections, max_per_ip;
     long client_timeout;
     long request_timeout_ms, response_timeout_ms;
-    long threads;
+    long threads, max_inflight, max_inflight_per_ip;
     long conn_memory;
     char *cors_origins;
     char *static_dir;
@@ -98,7 +99,9 @@ static const cfg_opt gw_opts[] = {
      "taken as they come", 0, 1, 3600, &gw_cfg.keys_refresh_s},
     {"GATEWAY_MAX_BODY", CFG_INT, "65536", "largest request body in bytes (more: 413)", 0, 1,
      512 * 1024, &gw_cfg.max_body},
-    {"GATEWAY_MAX_CONNECTIONS", CFG_INT, "1024", "concurrent HTTP connections", 0, 1, 65536,
+    {"GATEWAY_MAX_CONNECTIONS", CFG_INT, "16384",
+     "concurrent HTTP connections per listener (idle keep-alive ones included; keep it "
+     "under the process's file limit)", 0, 1, 65536,
      &gw_cfg.max_connections},
     {"GATEWAY_MAX_CONNECTIONS_PER_IP", CFG_INT, "0",
      "concurrent connections per client address; more are closed at once (0: no limit; "
@@ -113,10 +116,19 @@ static const cfg_opt gw_opts[] = {
      "a response must be read by the client within this once it is ready (a slow reader "
      "of a large response is closed)", 0, 100, 3600000, &gw_cfg.response_timeout_ms},
     {"GATEWAY_THREADS", CFG_INT, "0",
-     "0: a thread per connection (slow services stall nobody else); N: N epoll threads", 0, 0,
-     256, &gw_cfg.threads},
-    {"GATEWAY_HEADER_MEMORY", CFG_INT, "32768",
-     "per-connection memory for the request head, bytes (bigger heads: 431)", 0, 4096,
+     "epoll threads per listener, serving every connection (no thread waits for a service); "
+     "0: one per core, at least 2", 0, 0, 256, &gw_cfg.threads},
+    {"GATEWAY_MAX_INFLIGHT", CFG_INT, "8192",
+     "requests waiting for services at once; more are answered 503 overloaded (at most "
+     "the bus's pending requests over the calls a route may make)", 0, 1,
+     BUS_MAX_ASYNC / ROUTES_MAX_CALLS, &gw_cfg.max_inflight},
+    {"GATEWAY_MAX_INFLIGHT_PER_IP", CFG_INT, "0",
+     "requests waiting for services from one client address; more are answered 429 "
+     "too_many_requests (0: no limit; leave it off behind an ingress)", 0, 0, 65536,
+     &gw_cfg.max_inflight_per_ip},
+    {"GATEWAY_HEADER_MEMORY", CFG_INT, "6144",
+     "per-connection memory (libmicrohttpd's pool: the request head, the answer's headers), "
+     "bytes; a bigger head gets 431; an idle keep-alive connection keeps it resident", 0, 4096,
      1024 * 1024, &gw_cfg.conn_memory},
     {"GATEWAY_CORS_ORIGINS", CFG_STR, "http://localhost:8080,http://127.0.0.1:8080",
      "browser origins allowed by CORS, comma-separated; * for any; empty for none", 0, 0, 0,
@@ -244,6 +256,8 @@ int main(int argc, char **argv)
         .request_timeout_ms = gw_cfg.request_timeout_ms,
         .response_timeout_ms = gw_cfg.response_timeout_ms,
         .threads = (unsigned)gw_cfg.threads,
+        .max_inflight = (unsigned)gw_cfg.max_inflight,
+        .max_inflight_per_ip = (unsigned)gw_cfg.max_inflight_per_ip,
         .conn_memory = (size_t)gw_cfg.conn_memory,
         .cors_origins = gw_cfg.cors_origins,
         .policy = {.issuer = gw_cfg.jwt_issuer,
@@ -252,11 +266,14 @@ int main(int argc, char **argv)
         .sub_claim = gw_cfg.sub_claim,
         .sub_default = sub_default,
     };
+    if (hc.threads == 0) { /* one per core, at least 2: one can answer while another parses */
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        hc.threads = n < 2 ? 2 : n > 64 ? 64 : (unsigned)n;
+    }
     if (http_create(&srv, &hc, b, rt, ks, st) != 0) goto done;
-    log_info("listening", "listen=%s port=%d tls_listen=%s tls_port=%d threads=%s",
+    log_info("listening", "listen=%s port=%d tls_listen=%s tls_port=%d threads=%u",
              gw_cfg.listen[0] ? gw_cfg.listen : "off", http_port(srv),
-             gw_cfg.tls_listen[0] ? gw_cfg.tls_listen : "off", http_tls_port(srv),
-             gw_cfg.threads ? "pool" : "per-connection");
+             gw_cfg.tls_listen[0] ? gw_cfg.tls_listen : "off", http_tls_port(srv), hc.threads);
 
     for (;;) {
         if (sigwait(&sigs, &sig) != 0) continue;

@@ -11,14 +11,31 @@
 
 static const char meta_hexdigits[] = "0123456789abcdef";
 
+/* Random bytes for ids, taken from a per-thread buffer that libcrypto's generator refills
+ * META_RAND_BUF bytes at a time: one RAND_bytes call per request id and traceparent cost
+ * ~11% of the gateway's instructions per request (callgrind). The bytes are the same
+ * generator's; they never leave the thread before use, and the gateway does not fork. */
+#define META_RAND_BUF 1024
+static __thread unsigned char meta_rand[META_RAND_BUF];
+static __thread size_t meta_rand_left;
+
 static void meta_random_hex(char *out, size_t nbytes)
 {
     unsigned char raw[32];
     if (nbytes > sizeof raw) nbytes = sizeof raw;
-    if (RAND_bytes(raw, (int)nbytes) != 1) {
-        /* libcrypto's generator failed: fall back to the kernel's, which does not fail for
-         * requests this small once the pool is initialised */
-        if (getrandom(raw, nbytes, 0) != (ssize_t)nbytes) memset(raw, 0x5a, nbytes);
+    if (meta_rand_left < nbytes) {
+        if (RAND_bytes(meta_rand, META_RAND_BUF) == 1) {
+            meta_rand_left = META_RAND_BUF;
+        } else if (getrandom(raw, nbytes, 0) != (ssize_t)nbytes) {
+            /* libcrypto's generator failed and so did the kernel's (it does not for requests
+             * this small once the pool is initialised) */
+            memset(raw, 0x5a, nbytes);
+        }
+    }
+    if (meta_rand_left >= nbytes) {
+        memcpy(raw, meta_rand + META_RAND_BUF - meta_rand_left, nbytes);
+        memset(meta_rand + META_RAND_BUF - meta_rand_left, 0, nbytes); /* used once only */
+        meta_rand_left -= nbytes;
     }
     for (size_t i = 0; i < nbytes; i++) {
         out[2 * i] = meta_hexdigits[raw[i] >> 4];

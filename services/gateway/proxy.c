@@ -3,16 +3,54 @@
  * Failure rules (docs/GATEWAY.md): a bus failure maps to 503/504/502; a reply that is not
  * JSON or has a bad status is 502; in a composition the first failing required call (in
  * route order) decides the answer - its own status and body when the service answered with
- * a non-2xx status - while a failing optional call contributes null. */
+ * a non-2xx status - while a failing optional call contributes null.
+ *
+ * A job runs in rounds: a single route is one round of one call, a parallel composition one
+ * round of all its calls, a sequence one round per step. Each round counts one reference per
+ * call sent plus one for the thread sending them; whoever drops the last one (a reply
+ * callback, the bus's timer thread, or the sender itself) judges the round and starts the
+ * next one or finishes. So no thread reads the job after another may have freed it, and a
+ * reply callback that fires while its request is still being sent cannot end the round. */
 #include "proxy.h"
 
 #include "contract.h"
 #include "log.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#define PROXY_MAX_HDRS 8
+
+typedef struct proxy_job proxy_job;
+
+typedef struct proxy_slot {
+    struct proxy_job *job;
+    size_t call;    /* index in route->calls */
+    int result;     /* bus result (0: reply) */
+    bus_msg *reply; /* owned */
+} proxy_slot;
+
+struct proxy_job {
+    bus *b;
+    const route *route;
+    json_t *envelope; /* a reference */
+    json_t *ctx;      /* compositions and templated single calls, or NULL */
+    const char *user, *rid;
+    bus_hdr hdrs[PROXY_MAX_HDRS];
+    size_t nhdr;
+    proxy_answer *ans;
+    proxy_done_fn done;
+    void *ud;
+    long long deadline; /* ms, CLOCK_MONOTONIC */
+    atomic_size_t refs; /* of the current round */
+    size_t step;        /* sequence: next call to run */
+    size_t nslot;       /* calls of the current round */
+    proxy_slot slots[ROUTES_MAX_CALLS];
+    json_t *answers[ROUTES_MAX_CALLS];
+};
 
 static long long proxy_now_ms(void)
 {
@@ -47,7 +85,7 @@ static char *proxy_dump(const json_t *v, size_t *len)
 
 /* A request whose data cannot be built: the caller's data was missing (400) or an earlier
  * answer was (502). */
-static void proxy_build_failed(const proxy_call *pc, const route_call *c, const tmpl_error *e,
+static void proxy_build_failed(const proxy_job *j, const route_call *c, const tmpl_error *e,
                                proxy_answer *ans)
 {
     char msg[320];
@@ -60,18 +98,18 @@ static void proxy_build_failed(const proxy_call *pc, const route_call *c, const 
     if (client) {
         proxy_answer_error(ans, 400, "invalid_request", msg);
     } else {
-        log_warn("request not built", "rid=%s subject=%s reason=\"%s\"", pc->rid, c->subject,
+        log_warn("request not built", "rid=%s subject=%s reason=\"%s\"", j->rid, c->subject,
                  e->msg);
         proxy_answer_error(ans, 502, "bad_gateway", msg);
     }
 }
 
-static void proxy_bus_failed(const proxy_call *pc, const route_call *c, int rc, proxy_answer *ans)
+static void proxy_bus_failed(const proxy_job *j, const route_call *c, int rc, proxy_answer *ans)
 {
     const char *code;
     char msg[256];
     int status = compose_bus_status(rc, &code);
-    log_warn("service call failed", "rid=%s subject=%s err=\"%s\"", pc->rid, c->subject,
+    log_warn("service call failed", "rid=%s subject=%s err=\"%s\"", j->rid, c->subject,
              sc_strerror(rc));
     if (c->key[0])
         snprintf(msg, sizeof msg, "call '%s': %s", c->key, sc_strerror(rc));
@@ -80,17 +118,19 @@ static void proxy_bus_failed(const proxy_call *pc, const route_call *c, int rc, 
     proxy_answer_error(ans, status, code, msg);
 }
 
-/* Reads one reply. Returns 0 with *rep filled (caller clears), or -1 with ans set to 502. */
-static int proxy_read_reply(const proxy_call *pc, const route_call *c, const bus_msg *msg,
-                            compose_reply *rep, proxy_answer *ans)
+/* Reads one reply (build: parse its body, else only check it). Returns 0 with *rep filled
+ * (caller clears), or -1 with ans set to 502. */
+static int proxy_read_reply(const proxy_job *j, const route_call *c, const bus_msg *msg,
+                            compose_reply *rep, proxy_answer *ans, int build)
 {
     char why[128];
     int dropped = 0;
-    if (compose_reply_parse(bus_msg_data(msg), bus_msg_len(msg), bus_msg_header(msg, HDR_STATUS),
-                            bus_msg_header(msg, HDR_HTTP_HEADER), rep, &dropped, why,
-                            sizeof why) != 0) {
+    int (*read)(const char *, size_t, const char *, const char *, compose_reply *, int *, char *,
+                size_t) = build ? compose_reply_parse : compose_reply_check;
+    if (read(bus_msg_data(msg), bus_msg_len(msg), bus_msg_header(msg, HDR_STATUS),
+             bus_msg_header(msg, HDR_HTTP_HEADER), rep, &dropped, why, sizeof why) != 0) {
         char m[256];
-        log_warn("malformed answer", "rid=%s subject=%s reason=\"%s\"", pc->rid, c->subject, why);
+        log_warn("malformed answer", "rid=%s subject=%s reason=\"%s\"", j->rid, c->subject, why);
         if (c->key[0])
             snprintf(m, sizeof m, "call '%s': malformed answer from service", c->key);
         else
@@ -98,7 +138,7 @@ static int proxy_read_reply(const proxy_call *pc, const route_call *c, const bus
         proxy_answer_error(ans, 502, "bad_gateway", m);
         return -1;
     }
-    if (dropped) log_warn("pass-through header dropped", "rid=%s subject=%s", pc->rid, c->subject);
+    if (dropped) log_warn("pass-through header dropped", "rid=%s subject=%s", j->rid, c->subject);
     return 0;
 }
 
@@ -107,7 +147,7 @@ static void proxy_pass_through(const bus_msg *msg, const compose_reply *rep, pro
 {
     memset(ans, 0, sizeof *ans);
     ans->status = rep->status;
-    if (rep->body) {
+    if (rep->has_body) {
         size_t len = bus_msg_len(msg);
         ans->body = malloc(len + 1);
         if (!ans->body) {
@@ -122,66 +162,24 @@ static void proxy_pass_through(const bus_msg *msg, const compose_reply *rep, pro
     memcpy(ans->hdr_value, rep->hdr_value, sizeof ans->hdr_value);
 }
 
-static void proxy_single(bus *b, const proxy_call *pc, proxy_answer *ans)
-{
-    const route *r = pc->route;
-    const route_call *c = &r->calls[0];
-    tmpl_error te;
-    json_t *ctx = NULL, *req = NULL;
-    char *data = NULL;
-    size_t len = 0;
-    bus_msg *msg = NULL;
-    compose_reply rep = {0};
-
-    if (c->request && !(ctx = compose_context(pc->envelope, pc->user))) {
-        proxy_answer_error(ans, 500, "internal_error", "out of memory");
-        goto done;
-    }
-    if (!(req = compose_request(pc->envelope, c->request, ctx, &te))) {
-        proxy_build_failed(pc, c, &te, ans);
-        goto done;
-    }
-    if (!(data = proxy_dump(req, &len))) {
-        proxy_answer_error(ans, 500, "internal_error", "out of memory");
-        goto done;
-    }
-    if (len > BUS_MAX_PAYLOAD) {
-        proxy_answer_error(ans, 413, "payload_too_large", "request too large for the bus");
-        goto done;
-    }
-    int rc = bus_request(b, c->subject, data, len, pc->hdrs, pc->nhdr, r->timeout_ms, &msg);
-    if (rc != 0) {
-        proxy_bus_failed(pc, c, rc, ans);
-        goto done;
-    }
-    if (proxy_read_reply(pc, c, msg, &rep, ans) != 0) goto done;
-    proxy_pass_through(msg, &rep, ans);
-done:
-    compose_reply_clear(&rep);
-    bus_msg_destroy(msg);
-    free(data);
-    json_decref(req);
-    json_decref(ctx);
-}
-
 /* Judges one composed call's outcome. On success *answer gets the reply's body (a new
  * reference, NULL for an empty reply) and 0 is returned. On failure of a required call ans
  * gets the route's answer and -1 is returned; an optional call's failure is logged and
  * returns 0 with *answer NULL. */
-static int proxy_judge(const proxy_call *pc, const route_call *c, int rc, const bus_msg *msg,
+static int proxy_judge(const proxy_job *j, const route_call *c, int rc, const bus_msg *msg,
                        json_t **answer, proxy_answer *ans)
 {
     compose_reply rep = {0};
     proxy_answer tmp = {0};
     *answer = NULL;
     if (rc != 0) {
-        proxy_bus_failed(pc, c, rc, &tmp);
-    } else if (proxy_read_reply(pc, c, msg, &rep, &tmp) == 0) {
+        proxy_bus_failed(j, c, rc, &tmp);
+    } else if (proxy_read_reply(j, c, msg, &rep, &tmp, 1) == 0) {
         if (rep.status >= 200 && rep.status <= 299) {
             *answer = rep.body;
             return 0;
         }
-        log_info("service call refused", "rid=%s subject=%s status=%d", pc->rid, c->subject,
+        log_info("service call refused", "rid=%s subject=%s status=%d", j->rid, c->subject,
                  rep.status);
         proxy_pass_through(msg, &rep, &tmp);
         if (!tmp.body) {
@@ -201,150 +199,190 @@ static int proxy_judge(const proxy_call *pc, const route_call *c, int rc, const 
     return -1;
 }
 
-static void proxy_parallel(bus *b, const proxy_call *pc, json_t *ctx, json_t **answers,
-                           proxy_answer *ans, int *failed)
-{
-    const route *r = pc->route;
-    bus_req reqs[ROUTES_MAX_CALLS];
-    size_t slot[ROUTES_MAX_CALLS]; /* reqs index -> call index */
-    char *data[ROUTES_MAX_CALLS] = {0};
-    bus_msg *replies[ROUTES_MAX_CALLS] = {0};
-    int results[ROUTES_MAX_CALLS] = {0};
-    size_t n = 0;
+/* ---- the job ------------------------------------------------------------------------------ */
 
-    for (size_t i = 0; i < r->ncalls; i++) {
-        const route_call *c = &r->calls[i];
-        tmpl_error te;
-        size_t len = 0;
-        json_t *req = compose_request(pc->envelope, c->request, ctx, &te);
-        if (!req) {
-            if (c->optional) continue;
-            proxy_build_failed(pc, c, &te, ans);
-            goto fail;
-        }
-        data[n] = proxy_dump(req, &len);
-        json_decref(req);
-        if (!data[n]) {
-            proxy_answer_error(ans, 500, "internal_error", "out of memory");
-            goto fail;
-        }
-        if (len > BUS_MAX_PAYLOAD) {
-            proxy_answer_error(ans, 413, "payload_too_large", "request too large for the bus");
-            n++;
-            goto fail;
-        }
-        reqs[n] = (bus_req){c->subject, data[n], len, pc->hdrs, pc->nhdr};
-        slot[n++] = i;
+static void proxy_round_end(proxy_job *j);
+
+/* Frees the job, then tells its owner: the last thing a job does. */
+static void proxy_finish(proxy_job *j)
+{
+    proxy_done_fn done = j->done;
+    void *ud = j->ud;
+    for (size_t i = 0; i < ROUTES_MAX_CALLS; i++) {
+        json_decref(j->answers[i]);
+        bus_msg_destroy(j->slots[i].reply);
     }
-    if (n > 0) {
-        int rc = bus_request_many(b, reqs, n, r->timeout_ms, replies, results);
-        if (rc != 0) {
-            proxy_bus_failed(pc, &r->calls[slot[0]], rc, ans);
-            goto fail;
-        }
-    }
-    for (size_t k = 0; k < n; k++) {
-        const route_call *c = &r->calls[slot[k]];
-        if (proxy_judge(pc, c, results[k], replies[k], &answers[slot[k]], ans) != 0) goto fail;
-    }
-    goto done;
-fail:
-    *failed = 1;
-done:
-    for (size_t k = 0; k < n; k++) {
-        bus_msg_destroy(replies[k]);
-        free(data[k]);
-    }
+    json_decref(j->ctx);
+    json_decref(j->envelope);
+    free(j);
+    done(ud);
 }
 
-static void proxy_sequence(bus *b, const proxy_call *pc, json_t *ctx, json_t **answers,
-                           proxy_answer *ans, int *failed)
+static void proxy_unref(proxy_job *j)
 {
-    const route *r = pc->route;
-    long long deadline = proxy_now_ms() + r->timeout_ms;
-    for (size_t i = 0; i < r->ncalls; i++) {
-        const route_call *c = &r->calls[i];
-        tmpl_error te;
-        size_t len = 0;
-        bus_msg *msg = NULL;
-        int rc;
-        json_t *req = compose_request(pc->envelope, c->request, ctx, &te);
-        if (!req) {
-            if (!c->optional) {
-                proxy_build_failed(pc, c, &te, ans);
-                *failed = 1;
-                return;
-            }
-            json_object_set_new(ctx, c->key, json_null());
+    if (atomic_fetch_sub_explicit(&j->refs, 1, memory_order_acq_rel) == 1) proxy_round_end(j);
+}
+
+static void proxy_on_reply(int result, bus_msg *reply, void *ud)
+{
+    proxy_slot *sl = ud;
+    sl->result = result;
+    sl->reply = reply;
+    proxy_unref(sl->job);
+}
+
+/* Builds call i's data into *data (malloc'd) or fills the job's answer: 1 built, 0 skipped
+ * (an optional call that cannot be built), -1 failed. */
+static int proxy_build(proxy_job *j, size_t i, char **data, size_t *len)
+{
+    const route_call *c = &j->route->calls[i];
+    tmpl_error te;
+    json_t *req = compose_request(j->envelope, c->request, j->ctx, &te);
+    if (!req) {
+        if (c->optional && j->route->mode != ROUTE_SINGLE) return 0;
+        proxy_build_failed(j, c, &te, j->ans);
+        return -1;
+    }
+    *data = proxy_dump(req, len);
+    json_decref(req);
+    if (!*data) {
+        proxy_answer_error(j->ans, 500, "internal_error", "out of memory");
+        return -1;
+    }
+    if (*len > BUS_MAX_PAYLOAD) {
+        free(*data);
+        *data = NULL;
+        proxy_answer_error(j->ans, 413, "payload_too_large", "request too large for the bus");
+        return -1;
+    }
+    return 1;
+}
+
+/* Sends the round's calls (first..first+n-1, each built first: a required call that cannot
+ * be built fails the job before anything is sent) and drops the sender's reference. */
+static void proxy_round(proxy_job *j, size_t first, size_t n)
+{
+    char *data[ROUTES_MAX_CALLS] = {0};
+    size_t len[ROUTES_MAX_CALLS] = {0};
+    size_t calls[ROUTES_MAX_CALLS];
+    size_t m = 0;
+    for (size_t i = first; i < first + n; i++) {
+        int rc = proxy_build(j, i, &data[m], &len[m]);
+        if (rc < 0) {
+            for (size_t k = 0; k < m; k++) free(data[k]);
+            proxy_finish(j);
+            return;
+        }
+        if (rc == 0) {
+            if (j->route->mode == ROUTE_SEQUENCE)
+                json_object_set_new(j->ctx, j->route->calls[i].key, json_null());
             continue;
         }
-        char *data = proxy_dump(req, &len);
-        json_decref(req);
-        if (!data) {
-            proxy_answer_error(ans, 500, "internal_error", "out of memory");
-            *failed = 1;
-            return;
+        calls[m++] = i;
+    }
+    j->nslot = m;
+    atomic_store(&j->refs, m + 1);
+    long long left = j->deadline - proxy_now_ms();
+    for (size_t k = 0; k < m; k++) {
+        proxy_slot *sl = &j->slots[k];
+        *sl = (proxy_slot){j, calls[k], -ETIMEDOUT, NULL};
+        int rc = left <= 0 ? -ETIMEDOUT
+                           : bus_request_async_hdrs(j->b, j->route->calls[calls[k]].subject,
+                                                    data[k], len[k], j->hdrs, j->nhdr, (int)left,
+                                                    proxy_on_reply, sl);
+        free(data[k]);
+        if (rc != 0) {
+            sl->result = rc;
+            proxy_unref(j); /* its callback will not run; never the last reference here */
         }
-        if (len > BUS_MAX_PAYLOAD) {
-            free(data);
-            proxy_answer_error(ans, 413, "payload_too_large", "request too large for the bus");
-            *failed = 1;
-            return;
-        }
-        long long left = deadline - proxy_now_ms();
-        if (left <= 0)
-            rc = -ETIMEDOUT;
-        else
-            rc = bus_request(b, c->subject, data, len, pc->hdrs, pc->nhdr, (int)left, &msg);
-        free(data);
-        int bad = proxy_judge(pc, c, rc, msg, &answers[i], ans);
-        bus_msg_destroy(msg);
+    }
+    proxy_unref(j);
+}
+
+/* Every call of the round has an outcome: judge it, then the next round or the answer. */
+static void proxy_round_end(proxy_job *j)
+{
+    const route *r = j->route;
+    if (r->mode == ROUTE_SINGLE) {
+        proxy_slot *sl = &j->slots[0];
+        compose_reply rep = {0};
+        if (sl->result != 0)
+            proxy_bus_failed(j, &r->calls[0], sl->result, j->ans);
+        else if (proxy_read_reply(j, &r->calls[0], sl->reply, &rep, j->ans, 0) == 0)
+            proxy_pass_through(sl->reply, &rep, j->ans);
+        compose_reply_clear(&rep);
+        proxy_finish(j);
+        return;
+    }
+    for (size_t k = 0; k < j->nslot; k++) {
+        proxy_slot *sl = &j->slots[k];
+        const route_call *c = &r->calls[sl->call];
+        int bad = proxy_judge(j, c, sl->result, sl->reply, &j->answers[sl->call], j->ans);
+        bus_msg_destroy(sl->reply);
+        sl->reply = NULL;
         if (bad) {
-            *failed = 1;
+            proxy_finish(j);
             return;
         }
         /* later steps read this answer as ${key...}; a failed optional step reads as null */
-        json_object_set(ctx, c->key, answers[i] ? answers[i] : json_null());
-    }
-}
-
-static void proxy_compose(bus *b, const proxy_call *pc, proxy_answer *ans)
-{
-    const route *r = pc->route;
-    json_t *answers[ROUTES_MAX_CALLS] = {0};
-    int failed = 0;
-    json_t *ctx = compose_context(pc->envelope, pc->user);
-    if (!ctx) {
-        proxy_answer_error(ans, 500, "internal_error", "out of memory");
-        return;
-    }
-    if (r->mode == ROUTE_PARALLEL)
-        proxy_parallel(b, pc, ctx, answers, ans, &failed);
-    else
-        proxy_sequence(b, pc, ctx, answers, ans, &failed);
-    if (!failed) {
-        json_t *merged = compose_merge(r, answers);
-        size_t len = 0;
-        char *text = merged ? proxy_dump(merged, &len) : NULL;
-        json_decref(merged);
-        if (!text) {
-            proxy_answer_error(ans, 500, "internal_error", "out of memory");
-        } else {
-            proxy_answer_clear(ans);
-            ans->status = 200;
-            ans->body = text;
-            ans->len = len;
+        if (r->mode == ROUTE_SEQUENCE) {
+            json_t *a = j->answers[sl->call];
+            json_object_set(j->ctx, c->key, a ? a : json_null());
         }
     }
-    for (size_t i = 0; i < ROUTES_MAX_CALLS; i++) json_decref(answers[i]);
-    json_decref(ctx);
+    j->nslot = 0;
+    if (r->mode == ROUTE_SEQUENCE && j->step < r->ncalls) {
+        size_t i = j->step++;
+        proxy_round(j, i, 1);
+        return;
+    }
+    json_t *merged = compose_merge(r, j->answers);
+    size_t len = 0;
+    char *text = merged ? proxy_dump(merged, &len) : NULL;
+    json_decref(merged);
+    if (!text) {
+        proxy_answer_error(j->ans, 500, "internal_error", "out of memory");
+    } else {
+        proxy_answer_clear(j->ans);
+        j->ans->status = 200;
+        j->ans->body = text;
+        j->ans->len = len;
+    }
+    proxy_finish(j);
 }
 
-void proxy_run(bus *b, const proxy_call *pc, proxy_answer *ans)
+void proxy_start(bus *b, const proxy_call *pc, proxy_answer *ans, proxy_done_fn done, void *ud)
 {
+    const route *r = pc->route;
     memset(ans, 0, sizeof *ans);
-    if (pc->route->mode == ROUTE_SINGLE)
-        proxy_single(b, pc, ans);
-    else
-        proxy_compose(b, pc, ans);
+    proxy_job *j = calloc(1, sizeof *j);
+    if (!j || pc->nhdr > PROXY_MAX_HDRS) {
+        free(j);
+        proxy_answer_error(ans, 500, "internal_error", "out of memory");
+        done(ud);
+        return;
+    }
+    j->b = b;
+    j->route = r;
+    j->envelope = json_incref((json_t *)pc->envelope);
+    j->user = pc->user;
+    j->rid = pc->rid;
+    memcpy(j->hdrs, pc->hdrs, pc->nhdr * sizeof *pc->hdrs);
+    j->nhdr = pc->nhdr;
+    j->ans = ans;
+    j->done = done;
+    j->ud = ud;
+    j->deadline = proxy_now_ms() + r->timeout_ms;
+    if ((r->mode != ROUTE_SINGLE || r->calls[0].request) &&
+        !(j->ctx = compose_context(pc->envelope, pc->user))) {
+        proxy_answer_error(ans, 500, "internal_error", "out of memory");
+        proxy_finish(j);
+        return;
+    }
+    if (r->mode == ROUTE_SEQUENCE) {
+        j->step = 1;
+        proxy_round(j, 0, 1);
+    } else {
+        proxy_round(j, 0, r->ncalls);
+    }
 }

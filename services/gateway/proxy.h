@@ -1,7 +1,8 @@
 /* proxy.h - runs a matched route over the bus: one request/reply, or a composition of
- * calls (all at once with bus_request_many, or a sequence whose steps read earlier answers),
- * and turns the outcome into an HTTP answer. Blocks the calling thread for at most the
- * route's timeout_ms. */
+ * calls (all at once, or a sequence whose steps read earlier answers), and turns the outcome
+ * into an HTTP answer. Asynchronous: no thread waits for a service (bus_request_async); the
+ * answer is final at most the route's timeout_ms (plus the bus's timer granularity) after
+ * the start. */
 #ifndef GW_PROXY_H
 #define GW_PROXY_H
 
@@ -30,9 +31,15 @@ typedef struct proxy_answer {
     const char *error; /* the gateway's error code when it made the answer itself, else NULL */
 } proxy_answer;
 
-/* Runs pc's route and fills *ans (release with proxy_answer_clear). Always produces an
- * answer: failures become 4xx/5xx JSON errors. Logs a warning for each failed call. */
-void proxy_run(bus *b, const proxy_call *pc, proxy_answer *ans);
+typedef void (*proxy_done_fn)(void *ud);
+
+/* Starts pc's route; done(ud) runs exactly once when *ans is filled (release it with
+ * proxy_answer_clear): on a nats.c thread or the bus's timer thread, or inside proxy_start
+ * when the route failed before anything was sent. Always produces an answer: failures become
+ * 4xx/5xx JSON errors; logs a warning for each failed call. pc is copied, but the strings it
+ * points to (user, rid, header values) and ans must stay valid until done runs; done is the
+ * job's last act (it touches nothing of pc or ans afterwards). */
+void proxy_start(bus *b, const proxy_call *pc, proxy_answer *ans, proxy_done_fn done, void *ud);
 void proxy_answer_clear(proxy_answer *ans);
 
 /* Fills ans with a gateway error {"error":code,"message":message}. */

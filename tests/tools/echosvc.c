@@ -4,6 +4,9 @@
  *
  * Answers each subject in queue group "echosvc" by the last token of the subject:
  *   *.slow   sleeps 3 s before answering (gateway timeouts)
+ *   *.delay  answers {"delayed":true} 1 s after the request came, without holding the
+ *            subscription's thread (many requests in flight at once; at most ECHO_DELAY_MAX
+ *            waiting, more are dropped)
  *   *.bad    answers bytes that are not JSON (502)
  *   *.status answers with the HTTP status given in the request body's "status"
  *   *.order  answers {"id": params.id, "user_id": "u-" + id, "total": 42}
@@ -15,15 +18,79 @@
 #include "contract.h"
 #include "log.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static bus *B;
+
+#define ECHO_DELAY_MAX 100000
+#define ECHO_DELAY_MS 1000
+
+/* *.delay requests in arrival order, so the first is always the next one due */
+typedef struct delayed {
+    struct delayed *next;
+    bus_msg *m;
+    struct timespec due;
+} delayed;
+static pthread_mutex_t delay_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t delay_cond;
+static delayed *delay_head, *delay_tail;
+static int delay_n;
+
+static void *delay_loop(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&delay_lock);
+    for (;;) {
+        while (!delay_head) pthread_cond_wait(&delay_cond, &delay_lock);
+        delayed *d = delay_head;
+        if (pthread_cond_timedwait(&delay_cond, &delay_lock, &d->due) != ETIMEDOUT) continue;
+        delay_head = d->next;
+        if (!delay_head) delay_tail = NULL;
+        delay_n--;
+        pthread_mutex_unlock(&delay_lock);
+        bus_respond_json(B, d->m, 200, "{\"delayed\":true}");
+        bus_msg_destroy(d->m);
+        free(d);
+        pthread_mutex_lock(&delay_lock);
+    }
+    return NULL;
+}
+
+/* Queues m to be answered ECHO_DELAY_MS from now; takes m. */
+static void delay_push(bus_msg *m)
+{
+    delayed *d = calloc(1, sizeof *d);
+    if (!d) {
+        bus_msg_destroy(m);
+        return;
+    }
+    d->m = m;
+    clock_gettime(CLOCK_MONOTONIC, &d->due);
+    d->due.tv_sec += ECHO_DELAY_MS / 1000;
+    pthread_mutex_lock(&delay_lock);
+    if (delay_n >= ECHO_DELAY_MAX) {
+        pthread_mutex_unlock(&delay_lock);
+        bus_msg_destroy(m);
+        free(d);
+        return;
+    }
+    if (delay_tail)
+        delay_tail->next = d;
+    else
+        delay_head = d;
+    delay_tail = d;
+    delay_n++;
+    pthread_cond_signal(&delay_cond);
+    pthread_mutex_unlock(&delay_lock);
+}
 
 static const char *last_token(const char *subject)
 {
@@ -35,6 +102,10 @@ static void on_request(bus_msg *m, void *ud)
 {
     (void)ud;
     const char *kind = last_token(bus_msg_subject(m));
+    if (strcmp(kind, "delay") == 0) {
+        delay_push(m);
+        return;
+    }
     json_error_t jerr;
     json_t *req = json_loadb(bus_msg_data(m), bus_msg_len(m), 0, &jerr);
     json_t *params = json_object_get(req, "params");
@@ -93,6 +164,12 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     /* a delivery thread per subject: a slow subject must not hold up the others */
     bus_set_delivery_threads(argc - 2);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&delay_cond, &ca);
+    pthread_t delay_thread;
+    if (pthread_create(&delay_thread, NULL, delay_loop, NULL) != 0) return 1;
     if (bus_connect(&B, argv[1], "echosvc") != 0) return 1;
     for (int i = 0; i < 100 && !bus_connected(B); i++) usleep(50000);
     bus_sub *subs[32];

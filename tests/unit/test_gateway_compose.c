@@ -259,6 +259,92 @@ TEST(reply_parse)
     compose_reply_clear(&r);
 }
 
+/* compose_json_valid agrees with jansson (JSON_DECODE_ANY) on every case here, numbers past
+ * 64 bits aside (form only, see compose.h); and compose_reply_check with compose_reply_parse. */
+TEST(json_valid_agrees_with_jansson)
+{
+    static const char *const cases[] = {
+        "{}",
+        "[]",
+        "0",
+        "-0",
+        "1.5e3",
+        "-1.25E-2",
+        "\"s\"",
+        "true",
+        "false",
+        "null",
+        " {\"a\" : [1, 2, {\"b\": null}], \"c\": \"\\u00e9\\n\\\"\"} ",
+        "\"\\ud83d\\ude00\"",
+        "\"\xc3\xa9\"",
+        "\"\xf0\x9f\x98\x80\"",
+        "[[[[[]]]]]",
+        "",
+        " ",
+        "{",
+        "}",
+        "[1,]",
+        "{\"a\":1,}",
+        "{\"a\"}",
+        "{1:2}",
+        "01",
+        "1.",
+        ".5",
+        "-",
+        "1e",
+        "+1",
+        "tru",
+        "truex",
+        "nul",
+        "[1 2]",
+        "\"abc",
+        "\"a\x01\"",
+        "\"\\x\"",
+        "\"\\u12\"",
+        "\"\\u0000\"",
+        "\"\\ud800\"",
+        "\"\\udc00\"",
+        "\"\\ud800\\u0041\"",
+        "\"\xc0\xaf\"",
+        "\"\xe0\x80\xaf\"",
+        "\"\xed\xa0\x80\"",
+        "\"\xf4\x90\x80\x80\"",
+        "\"\xff\"",
+        "\"\xc3\"",
+        "{\"a\":1} x",
+        "[1]]",
+        "NaN",
+        "[1,2,3]\n",
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        json_error_t je;
+        json_t *v = json_loadb(cases[i], strlen(cases[i]), JSON_DECODE_ANY, &je);
+        int want = v != NULL;
+        json_decref(v);
+        if (compose_json_valid(cases[i], strlen(cases[i])) != want)
+            fprintf(stderr, "  disagrees on [%s]\n", cases[i]);
+        CHECK_EQ_INT(compose_json_valid(cases[i], strlen(cases[i])), want);
+    }
+    /* nesting: at the limit, and past it */
+    static char deep[2 * (COMPOSE_JSON_MAX_DEPTH + 1) + 1];
+    for (int d = COMPOSE_JSON_MAX_DEPTH; d <= COMPOSE_JSON_MAX_DEPTH + 1; d++) {
+        memset(deep, '[', (size_t)d);
+        memset(deep + d, ']', (size_t)d);
+        deep[2 * d] = '\0';
+        CHECK_EQ_INT(compose_json_valid(deep, (size_t)(2 * d)), d <= COMPOSE_JSON_MAX_DEPTH);
+    }
+    compose_reply r;
+    int dropped;
+    char err[128];
+    CHECK_EQ_INT(compose_reply_check("{\"a\":1}", 7, "201", NULL, &r, &dropped, err, sizeof err),
+                 0);
+    CHECK(r.body == NULL && r.has_body == 1 && r.status == 201);
+    CHECK_EQ_INT(compose_reply_check(" \n", 2, NULL, NULL, &r, &dropped, err, sizeof err), 0);
+    CHECK(r.has_body == 0);
+    CHECK_EQ_INT(compose_reply_check("{\"a\":1} x", 9, NULL, NULL, &r, &dropped, err, sizeof err),
+                 -1);
+}
+
 TEST(merge_and_errors)
 {
     route ro;
