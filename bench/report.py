@@ -495,35 +495,43 @@ def goals_table(out, runs, ratios, conn):
     # 5. and 6. the gateway
     gw = read_json(out, "gateway-goals.json")
     if gw:
-        rr = gw.get("route_ratio")
+        rv = gw.get("route_vs_nats") or {}
+        rr = rv.get("ratio")
         g.append("| gateway public route / bare NATS request-reply, throughput | %s (%s against "
                  "%s requests/s) | ≥ 0.90 | %s |" % (
-                     fr(rr), fmt(gw.get("route_rps")), fmt(gw.get("nats_rps")),
+                     fr(rr), fmt(rv.get("public_rps")), fmt(rv.get("bare_nats_rps")),
                      yn(None if rr is None else rr >= 0.9)))
-        held, want = gw.get("idle_held"), gw.get("idle_target", 10000)
-        per, thr = gw.get("idle_rss_per_conn_b"), gw.get("threads")
-        g.append("| gateway idle keep-alive connections held, default config | %s of %s, "
-                 "%s threads, %s B RSS each | %s held by a handful of threads, ≤ 8 KiB each | "
-                 "%s |" % (fmt(held), fmt(want), fmt(thr), fmt(per), fmt(want),
-                           yn(None if held is None or per is None or thr is None else
-                              held >= want and per <= 8192 and thr <= 16)))
-        nl = gw.get("new_client_ms")
+        idle = gw.get("idle") or {}
+        held, want = idle.get("held"), idle.get("goal_conns", 10000)
+        per, thr = idle.get("rss_per_conn_bytes"), idle.get("gateway_threads")
+        g.append("| gateway idle keep-alive connections held, default config | %s of %s "
+                 "(opened in %s s), %s threads, %s B RSS each | %s held by a handful of "
+                 "threads, ≤ 8 KiB each | %s |" % (
+                     fmt(held), fmt(idle.get("opened")), fmt(idle.get("open_s"), "{:.1f}"),
+                     fmt(thr), fmt(per), fmt(want),
+                     yn(None if held is None or per is None or thr is None else
+                        held >= want and per <= 8192 and thr <= 16)))
+        nl = idle.get("new_client_ms") if idle.get("new_client_ok") else None
         g.append("| a new client with those connections open | %s | served at once | %s |" % (
-            "answered in %s ms" % fmt(nl, "{:.1f}") if nl is not None else "not answered",
-            yn(None if nl is None else nl < 1000)))
-        sl = gw.get("slowloris_client_ms")
-        g.append("| a client beside %s slowloris request heads | %s | served | %s |" % (
-            fmt(gw.get("slowloris_heads", 3000)),
-            "answered in %s ms" % fmt(sl, "{:.1f}") if sl is not None else "not answered",
-            yn(None if sl is None else sl < 1000)))
-        t, ok = gw.get("slow_total_s"), gw.get("slow_ok")
-        g.append("| %s requests in flight to a service that answers after 1 s | %s of them "
-                 "answered, in %s s; another route meanwhile: p50 %s ms | all in about 1 s, "
-                 "other routes fast | %s |" % (
-                     fmt(gw.get("slow_n", 1000)), fmt(ok), fmt(t, "{:.2f}"),
-                     fmt(gw.get("slow_other_p50_ms"), "{:.1f}"),
-                     yn(None if t is None or ok is None else
-                        ok >= gw.get("slow_n", 1000) and t < 1.5)))
+            "answered in %s ms (median of 5)" % fmt(nl, "{:.2f}") if nl is not None
+            else "not answered", yn(None if not idle else nl is not None and nl < 1000)))
+        sl = gw.get("slowloris") or {}
+        cr, co = sl.get("client_requests"), sl.get("client_ok")
+        g.append("| a legitimate client beside %s slowloris request heads | %s of %s requests "
+                 "answered, p50 %s ms, worst %s ms | served | %s |" % (
+                     fmt(sl.get("heads")), fmt(co), fmt(cr),
+                     fmt(sl.get("client_p50_ms"), "{:.1f}"), fmt(sl.get("client_max_ms")),
+                     yn(None if not cr else co is not None and co >= 0.9 * cr)))
+        inf = gw.get("inflight") or {}
+        n, ok, t = inf.get("requests"), inf.get("answered_200"), inf.get("total_s")
+        g.append("| %s requests in flight to a service that answers after 1 s | %s answered, "
+                 "all in %s s; another route meanwhile: %s of %s answered, p50 %s ms | all in "
+                 "about 1 s, other routes fast | %s |" % (
+                     fmt(n), fmt(ok), fmt(t, "{:.2f}"), fmt(inf.get("other_route_ok")),
+                     fmt(inf.get("other_route_requests")),
+                     fmt(inf.get("other_route_p50_ms"), "{:.1f}"),
+                     yn(None if t is None or ok is None or n is None else
+                        ok >= n and t < 1.5)))
     else:
         g.append("| gateway route / bare NATS; idle connections, slowloris, slow service | %s "
                  "| | – |" % missing)
