@@ -970,21 +970,28 @@ static int gw_listen(http_server *s, const char *addr, bool tls, struct MHD_Daem
     return 0;
 }
 
-/* Raises the soft file limit toward the hard one as far as the connection limit needs, and
- * warns when it still falls short (the accept of a connection past it fails with EMFILE). */
-static void gw_fd_check(const http_cfg *cfg, bool plain, bool tls)
+/* Raises the soft file limit toward the hard one as far as the connection limit needs. When
+ * it still falls short, the per-listener limit is lowered to what fits (with a warning): a
+ * connection past the file limit would fail at accept (EMFILE) and be dropped unanswered,
+ * while one past the connection limit is refused cleanly, and the files the gateway needs
+ * for itself (NATS, its admin port, a reload) stay free. */
+#define GW_FD_RESERVE 128
+static void gw_fd_check(http_cfg *cfg, bool plain, bool tls)
 {
     struct rlimit rl;
+    unsigned listeners = (unsigned)(plain + tls);
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return;
-    rlim_t need = (rlim_t)cfg->max_connections * (unsigned)(plain + tls) + 128;
+    rlim_t need = (rlim_t)cfg->max_connections * listeners + GW_FD_RESERVE;
     if (need > rl.rlim_cur && rl.rlim_max > rl.rlim_cur) {
         rl.rlim_cur = need < rl.rlim_max ? need : rl.rlim_max;
         if (setrlimit(RLIMIT_NOFILE, &rl) != 0) getrlimit(RLIMIT_NOFILE, &rl);
     }
-    if (need > rl.rlim_cur)
-        log_warn("GATEWAY_MAX_CONNECTIONS above the file limit",
-                 "max_connections=%u listeners=%d nofile=%llu", cfg->max_connections, plain + tls,
-                 (unsigned long long)rl.rlim_cur);
+    if (need <= rl.rlim_cur) return;
+    rlim_t fit = rl.rlim_cur > 2 * GW_FD_RESERVE ? (rl.rlim_cur - GW_FD_RESERVE) / listeners : 64;
+    log_warn("GATEWAY_MAX_CONNECTIONS lowered to fit the file limit",
+             "max_connections=%u listeners=%u nofile=%llu now=%llu", cfg->max_connections,
+             listeners, (unsigned long long)rl.rlim_cur, (unsigned long long)fit);
+    cfg->max_connections = (unsigned)fit;
 }
 
 int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt, keys *ks,
@@ -1024,7 +1031,7 @@ int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt
     for (size_t i = 0; i < rt->n; i++)
         if (rt->v[i].timeout_ms > s->max_route_ms) s->max_route_ms = rt->v[i].timeout_ms;
     pthread_mutex_init(&s->ip_lock, NULL);
-    gw_fd_check(cfg, plain, tls);
+    gw_fd_check(&s->cfg, plain, tls);
     s->m_head_timeouts = metrics_counter("sc_gateway_head_timeouts_total", NULL,
                                          "connections closed for a request (head and body) "
                                          "slower than GATEWAY_REQUEST_TIMEOUT_MS");

@@ -328,3 +328,45 @@ def test_inflight_bounds(st):
         held.stop()
         rc = gw.stop()
     assert rc == 0, gw.tail()
+
+
+def test_connection_limit_lowered_to_the_file_limit(st):
+    """A gateway whose file limit (a hard 600 set with prlimit) cannot hold
+    GATEWAY_MAX_CONNECTIONS (the default 16,384) lowers it to what fits, (600 - 128) = 472,
+    and says so. 700 idle connections then find the connection limit, not the file limit:
+    no accept fails on EMFILE, and once they leave a new client is served."""
+    port = harness.free_port()
+    env = st.service_env("gateway")
+    env.update({"GATEWAY_LISTEN": "127.0.0.1:%d" % port, "LOG_LEVEL": "warn"})
+    argv = ["prlimit", "--nofile=600:600", os.path.join(harness.BUILD, "gateway")]
+    gw = harness.Proc("gateway-nofile", argv, env, st.dir)
+    url = "http://127.0.0.1:%d" % port
+    socks = []
+
+    def log():
+        with open(gw.log_path, errors="replace") as f:
+            return f.read()
+
+    try:
+        harness.wait_for(lambda: harness.http("GET", url + "/readyz").status == 200,
+                         what="the gateway with 600 files ready")
+        assert "GATEWAY_MAX_CONNECTIONS lowered to fit the file limit" in log(), gw.tail()
+        assert "now=472" in log(), gw.tail()
+        for _ in range(700):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            socks.append(s)
+        harness.time.sleep(1.5)
+        assert "Too many open files" not in log(), gw.tail()
+        for s in socks:
+            s.close()
+        socks = []
+        harness.wait_for(lambda: harness.http("GET", url + "/readyz").status == 200,
+                         what="a new client served after they left")
+        assert "Too many open files" not in log(), gw.tail()
+    finally:
+        for s in socks:
+            s.close()
+        rc = gw.stop()
+    assert rc == 0, gw.tail()
