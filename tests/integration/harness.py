@@ -234,6 +234,28 @@ class Proc:
     def pid(self):
         return self.p.pid if self.alive() else None
 
+    def stopped(self):
+        """Whether every thread of the process is stopped (SIGSTOP has taken effect: the
+        signal is only queued when kill returns, and a thread busy on another core stops a
+        moment later)."""
+        pid = self.pid
+        if pid is None:
+            return False
+        try:
+            tasks = os.listdir("/proc/%d/task" % pid)
+            for t in tasks:
+                with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+                        return False
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        return bool(tasks)
+
+    def freeze(self):
+        """SIGSTOP, returning once it has taken effect."""
+        self.signal(signal.SIGSTOP)
+        wait_for(self.stopped, timeout=10, what="%s stopped" % self.name)
+
     def tail(self, n=30):
         """The last n lines of the log, without the start-up lines that print the
         configuration (a service that fails at start prints forty of them, and the line

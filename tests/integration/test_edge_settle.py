@@ -40,7 +40,7 @@ def test_a_frozen_nats_holds_the_new_client_not_the_worker(st):
         except Exception as e:  # reported by the main thread
             got["error"] = e
 
-    st.procs["nats"].signal(signal.SIGSTOP)
+    st.procs["nats"].freeze()  # stopped before bob connects: his round trip cannot succeed
     try:
         th = threading.Thread(target=connect_bob)
         th.start()
