@@ -4,7 +4,8 @@
 #   2. bench/edge.sh     the edge against nats-server's WebSocket listener and a Node ws
 #                        server: idle memory, fan-out CPU/throughput/latency, handshakes/s
 #   then bench/backends.py (hooks, rpc) and bench/sse.py (an SSE connection beside a
-#   WebSocket one: memory, CPU per delivery; BENCH_SSE=0 skips it)
+#   WebSocket one: memory, CPU per delivery; BENCH_SSE=0 skips it), and with BENCH_KTLS=1
+#   tests/vm/ktls.sh bench (kTLS on vs off in a qemu guest; bench/ktls.py: the medians)
 #   3. bench/report.py   renders docs/BENCHMARKS.md (from bench/BENCHMARKS.md.in) and
 #                        docs/img/*.png (gnuplot) from the results
 # Everything on loopback, servers started on free ports and stopped after their cases; each
@@ -62,6 +63,17 @@ if [ "${BENCH_SSE:-1}" != 0 ]; then
   echo "bench: Server-Sent Events beside WebSocket" >&2
   timeout 900 /usr/bin/python3 bench/sse.py "${SSE_CONNS:-2000}" "${SSE_EVENTS:-60}" \
     "${SSE_RATE:-20}" >/dev/null
+fi
+
+# 5. kTLS on vs off, in a qemu guest with Debian's 6.1 kernel (this host's kernel may have no
+# "tls" ULP): tests/vm/ktls.sh bench, BENCH_KTLS=1 only (it fetches a kernel and, without a
+# KVM that boots a stock kernel, runs emulated for ~10 minutes). Its BENCH lines go to
+# $BENCH_OUT/ktls.txt; bench/ktls.py prints their medians (docs/BENCHMARKS.md, TLS section).
+if [ "${BENCH_KTLS:-0}" = 1 ]; then
+  echo "bench: kTLS on vs off in a VM" >&2
+  KTLS_VM_DIR=$BUILD/vm timeout 1800 bash tests/vm/ktls.sh bench >&2 || true
+  cp "$BUILD/vm/bench.txt" "$BENCH_OUT/ktls.txt" 2>/dev/null || true
+  [ -f "$BENCH_OUT/ktls.txt" ] && python3 bench/ktls.py "$BENCH_OUT/ktls.txt" >&2
 fi
 
 echo "- Machine load at the end (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg);" \
