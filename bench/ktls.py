@@ -43,7 +43,6 @@ def main(path):
         print("| %s × %s | %.2f | %.2f | %.2f | %.0f / %.0f | %s%s |" % (
             format(int(subs), ","), format(int(rate), ","), ca, co, ca / co if co else 0, da, do,
             comp, "" if ok else " (kTLS not used in every kTLS run!)"))
-        print("", file=sys.stderr)
     n = min((len(v) for v in runs.values()), default=0)
     print("\n(medians of %d interleaved runs per cell)" % n)
 
