@@ -90,7 +90,7 @@ endif
 .SECONDARY:
 
 .PHONY: all deps deps-run pkgs-present services demo fuzz fuzz-bins fuzz-build test asan valgrind \
-        unit integration up clean bench fmt help install
+        unit integration up clean bench fmt help install ktls-check ktls-bench
 all: services $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN) $(BUILD)/example-c $(BUILD)/sidecast.pc
 
 # What `make up` runs, and the CLI: nothing that needs the test or bench packages.
@@ -109,6 +109,7 @@ help:
 	@echo "make valgrind   unit + integration tests, every Sidecast process under memcheck (slow)"
 	@echo "make demo       a scripted CLI walk-through against the stack make up runs"
 	@echo "make bench      benchmarks (results in docs/BENCHMARKS.md)"
+	@echo "make ktls-check the edge's kTLS send path in a qemu guest (Debian 6.1 kernel; make ktls-bench: on vs off)"
 	@echo "make fmt        format every C file as .clang-format says (make test checks it)"
 	@echo "make install    the C client library: header, libsidecast.a, sidecast.pc (PREFIX, DESTDIR)"
 
@@ -275,6 +276,14 @@ demo: services
 bench: deps
 	@$(SUBMAKE) all
 	@bash bench/run.sh
+
+# The edge's kTLS send path in a qemu guest booting Debian's 6.1 kernel (tests/vm/ktls.sh; not
+# part of `make test`: it fetches a kernel and takes minutes under emulation).
+ktls-check: all
+	@BUILD=$(BUILD) bash tests/vm/ktls.sh check
+
+ktls-bench: all
+	@BUILD=$(BUILD) bash tests/vm/ktls.sh bench
 
 # every C file of the tree, as .clang-format says (clang-format 14); make test checks it
 fmt:

@@ -5,9 +5,10 @@
 #                        server: idle memory, fan-out CPU/throughput/latency, handshakes/s
 #   then bench/verifybench (one token verification's CPU), bench/backends.py (hooks, rpc),
 #   bench/sse.py (an SSE connection beside a WebSocket one: memory, CPU per delivery;
-#   BENCH_SSE=0 skips it) and bench/authgoals.sh (auth's CPU per refresh and per password
+#   BENCH_SSE=0 skips it), bench/authgoals.sh (auth's CPU per refresh and per password
 #   grant beside libjwt's share and the password hash: $BENCH_OUT/auth-goals.json;
-#   BENCH_AUTH=0 skips it)
+#   BENCH_AUTH=0 skips it), and with BENCH_KTLS=1 tests/vm/ktls.sh bench (kTLS on vs off in
+#   a qemu guest; bench/ktls.py: the medians)
 #   3. bench/report.py   renders docs/BENCHMARKS.md (from bench/BENCHMARKS.md.in) and
 #                        docs/img/*.png (gnuplot) from the results
 # Everything on loopback, servers started on free ports and stopped after their cases; each
@@ -81,6 +82,17 @@ if [ "${BENCH_AUTH:-1}" != 0 ]; then
   echo "bench: auth CPU per grant beside libjwt's share" >&2
   ASECS=${AUTHGOALS_SECONDS:-$([ "$QUICK" = 1 ] && echo 3 || echo 5)}
   AUTHGOALS_SECONDS=$ASECS timeout 900 bash bench/authgoals.sh >/dev/null
+fi
+
+# 6. kTLS on vs off, in a qemu guest with Debian's 6.1 kernel (this host's kernel may have no
+# "tls" ULP): tests/vm/ktls.sh bench, BENCH_KTLS=1 only (it fetches a kernel and, without a
+# KVM that boots a stock kernel, runs emulated for ~10 minutes). Its BENCH lines go to
+# $BENCH_OUT/ktls.txt; bench/ktls.py prints their medians (docs/BENCHMARKS.md, TLS section).
+if [ "${BENCH_KTLS:-0}" = 1 ]; then
+  echo "bench: kTLS on vs off in a VM" >&2
+  KTLS_VM_DIR=$BUILD/vm timeout 1800 bash tests/vm/ktls.sh bench >&2 || true
+  cp "$BUILD/vm/bench.txt" "$BENCH_OUT/ktls.txt" 2>/dev/null || true
+  [ -f "$BENCH_OUT/ktls.txt" ] && python3 bench/ktls.py "$BENCH_OUT/ktls.txt" >&2
 fi
 
 echo "- Machine load at the end (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg);" \

@@ -18,7 +18,12 @@
 #include <openssl/kdf.h>
 #include <openssl/params.h>
 
-enum aead { A_AES128_GCM, A_AES256_GCM, A_CHACHA20, A_COUNT };
+enum aead {
+    A_AES128_GCM = TLSREC_AES128_GCM,
+    A_AES256_GCM = TLSREC_AES256_GCM,
+    A_CHACHA20 = TLSREC_CHACHA20,
+    A_COUNT = TLSREC_AEADS
+};
 #define TAG 16
 
 static EVP_CIPHER *aead_cipher[A_COUNT];

@@ -54,9 +54,12 @@ typedef struct tlsrec_keys {
     uint64_t read_seq, write_seq;                 /* records each way under these keys already */
 } tlsrec_keys;
 
+/* tlsrec.aead: the suite's AEAD. */
+enum { TLSREC_AES128_GCM, TLSREC_AES256_GCM, TLSREC_CHACHA20, TLSREC_AEADS };
+
 typedef struct tlsrec {
     uint8_t v13;         /* TLS 1.3 */
-    uint8_t aead;        /* enum in tlsrec.c */
+    uint8_t aead;        /* TLSREC_AES128_GCM, ... */
     uint8_t keylen;      /* 16 or 32 */
     uint8_t hashlen;     /* 1.3: 32 or 48 (KeyUpdate) */
     uint8_t update_owed; /* 1.3: the peer asked for our KeyUpdate: seal it before more data */

@@ -3,6 +3,7 @@
 
 #include "cfg.h"
 #include "iplimit.h"
+#include "ktls.h"
 #include "log.h"
 #include "metrics.h"
 #include "tlsrec.h"
@@ -89,6 +90,7 @@ struct wsc_conn {
     uint64_t last_tx;   /* stream: loop ms of the last queued bytes (for the keepalive) */
     bool tls_hs;        /* TLS: the handshake is not done yet (no HTTP before it) */
     uint8_t tls_eof;    /* TLS: 1 close_notify or EOF seen, 2 a TLS error: after the bytes read */
+    bool ktls;          /* TLS: the kernel seals what is written (ktls.h); rec only opens */
     bool corked;        /* wsc_conn_cork: writes held until wsc_conn_uncork */
     bool full_messages; /* wsc_conn_lift_message_limit: max_message, not _initial */
     uint16_t close_code;
@@ -190,6 +192,8 @@ struct wsc_server {
     metric *m_conns, *m_accepted, *m_rejected_full, *m_hs_ok, *m_hs_fail, *m_msgs_in, *m_bytes_in,
         *m_frames_out, *m_bytes_out, *m_writes, *m_busy_holds, *m_slow, *m_aborts, *m_deflate_conns;
     metric *m_tls_full, *m_tls_resumed, *m_tls_failed, *m_tls_timeout;
+    metric *m_ktls_kernel, *m_ktls_user; /* which layer seals a connection's sends */
+    atomic_int ktls_gone; /* the kernel refused the "tls" ULP once: not asked again */
     char draining_reason[64], draining_body[96], full_body[96]; /* made from cfg.name */
 };
 
@@ -722,6 +726,11 @@ static void rec_fail(wsc_conn *c, uint8_t alert)
 {
     log_debug("tls record refused", "conn=%llu peer=%s alert=%u", (unsigned long long)c->id,
               c->peer, alert);
+    if (c->ktls) {
+        (void)ktls_send_alert(c->io.fd, 2, alert); /* best effort */
+        c->tls_eof = 2;
+        return;
+    }
     uint8_t out[TLSREC_MAX_OVERHEAD + 2];
     long n = c->tpend ? -1 : tlsrec_seal_alert(c->rec, c->w->cx, alert, out);
     if (n > 0 && write(c->io.fd, out, (size_t)n) < 0) { /* best effort */
@@ -780,7 +789,17 @@ static ssize_t rec_recv(wsc_conn *c, uint8_t *buf, size_t len, bool *drained)
             } else if (type == TLSREC_ALERT) {
                 c->tls_eof = plain[1] == TLSREC_A_CLOSE_NOTIFY ? 1 : 2;
             } else if (type == TLSREC_HANDSHAKE) { /* a KeyUpdate: ours may be owed */
-                if (c->rec->update_owed) conn_want_flush(c);
+                if (c->rec->update_owed && c->ktls) {
+                    /* the kernel cannot move our write key on, and no data may go out
+                     * before our KeyUpdate: say goodbye (an alert is no data) and end */
+                    log_debug("tls key update asked under ktls: closing", "conn=%llu peer=%s",
+                              (unsigned long long)c->id, c->peer);
+                    (void)ktls_send_alert(c->io.fd, 1, TLSREC_A_CLOSE_NOTIFY);
+                    c->rec->update_owed = 0;
+                    c->tls_eof = 2;
+                } else if (c->rec->update_owed) {
+                    conn_want_flush(c);
+                }
             } else {
                 rec_fail(c, alert);
             }
@@ -900,10 +919,36 @@ sealing_failed:
 /* Seals close_notify and writes it (best effort: after everything sealed before it). */
 static void rec_close_notify(wsc_conn *c)
 {
+    if (c->ktls) {
+        (void)ktls_send_alert(c->io.fd, 1, TLSREC_A_CLOSE_NOTIFY);
+        return;
+    }
     uint8_t out[TLSREC_MAX_OVERHEAD + 2];
     long n = c->tpend ? -1 : tlsrec_seal_alert(c->rec, c->w->cx, TLSREC_A_CLOSE_NOTIFY, out);
     if (n > 0 && write(c->io.fd, out, (size_t)n) < 0) { /* best effort */
     }
+}
+
+/* With cfg.tls_ktls, hands the sending keys to the kernel where it takes them; counts which
+ * layer seals this connection's sends. Nothing has been written since the handshake. */
+static void conn_ktls(wsc_conn *c)
+{
+    wsc_server *s = c->w->s;
+    if (s->cfg.tls_ktls && !atomic_load_explicit(&s->ktls_gone, memory_order_relaxed)) {
+        int rc = ktls_tx_enable(c->io.fd, c->rec);
+        if (rc == 0) {
+            c->ktls = true;
+        } else if (rc == -ENOENT) { /* no "tls" ULP: asking again would only cost (modprobe) */
+            atomic_store_explicit(&s->ktls_gone, 1, memory_order_relaxed);
+            log_info("ktls not offered by the kernel: tls records sealed in user space",
+                     "server=%s", s->cfg.name);
+        } else {
+            log_debug("ktls refused: tls records sealed in user space",
+                      "server=%s conn=%llu error=\"%s\"", s->cfg.name, (unsigned long long)c->id,
+                      strerror(-rc));
+        }
+    }
+    metric_inc(c->ktls ? s->m_ktls_kernel : s->m_ktls_user);
 }
 
 /* The handshake is done: the keys go to our record layer and OpenSSL's SSL is freed. */
@@ -922,6 +967,7 @@ static int conn_tls_established(wsc_conn *c)
     SSL_free(c->ssl);
     c->ssl = NULL;
     c->rec = r;
+    conn_ktls(c);
     return 0;
 }
 
@@ -970,6 +1016,28 @@ static void conn_tls_handshake(wsc_conn *c, uint32_t events)
     conn_abort(c, WS_CLOSE_ABNORMAL);
 }
 
+/* A TLS 1.3 KeyUpdate of ours must be sealed before more data (never under kTLS: there
+ * a KeyUpdate asked for ends the connection, and the record bound closes it first). */
+static bool rec_update_due(const wsc_conn *c)
+{
+    return c->rec && !c->ktls && tlsrec_update_due(c->rec);
+}
+
+/* Under kTLS with TLS 1.3: counts the records a write of n bytes made, at most (the kernel
+ * seals each write into records of up to 2^14 bytes), and closes the connection with 1001
+ * once the write key has sealed TLSREC_REKEY_AT of them: the kernel cannot move the key on,
+ * and RFC 8446 bounds AES-GCM at 2^24.5 records (the client reconnects with a fresh key). */
+static void ktls_count(wsc_conn *c, size_t n)
+{
+    if (!c->rec->v13) return;
+    c->rec->wseq += n / TLSREC_MAX_PLAIN + 1;
+    if (c->rec->wseq >= TLSREC_REKEY_AT && c->state == CS_OPEN) {
+        log_info("tls record bound under ktls: closing", "conn=%llu peer=%s",
+                 (unsigned long long)c->id, c->peer);
+        wsc_conn_close(c, WS_CLOSE_GOING_AWAY, "tls key spent");
+    }
+}
+
 /* read(2) through TLS when the connection has it; *drained: the socket has nothing more. */
 static ssize_t conn_recv(wsc_conn *c, uint8_t *buf, size_t len, bool *drained)
 {
@@ -990,7 +1058,7 @@ static void conn_flush(wsc_conn *c)
         return;
     }
     /* a KeyUpdate the peer asked for goes out now, with data or without */
-    if (c->rec && c->q_count == 0 && !c->tpend && c->writable && tlsrec_update_due(c->rec) &&
+    if (c->q_count == 0 && !c->tpend && c->writable && rec_update_due(c) &&
         rec_send(c, NULL, 0) < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
         conn_abort(c, WS_CLOSE_ABNORMAL);
         return;
@@ -1006,8 +1074,8 @@ static void conn_flush(wsc_conn *c)
         }
         /* one piece (most fan-out writes): send(2), which skips writev's file-position and
          * iovec-import steps; the socket is non-blocking and SIGPIPE is the caller's to
-         * ignore, as with writev */
-        ssize_t wr = c->rec   ? rec_send(c, iov, n)
+         * ignore, as with writev. kTLS: the plain path's calls, the kernel seals */
+        ssize_t wr = c->rec && !c->ktls ? rec_send(c, iov, n)
                      : n == 1 ? send(c->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL)
                               : writev(c->io.fd, iov, n);
         c->w->t_writes++;
@@ -1021,6 +1089,7 @@ static void conn_flush(wsc_conn *c)
             return;
         }
         c->w->t_bytes_out += (uint64_t)wr;
+        if (c->ktls) ktls_count(c, (size_t)wr);
         size_t left = (size_t)wr;
         while (left > 0) {
             wsc_frame *f = c->q[c->q_head];
@@ -1709,8 +1778,7 @@ static void worker_before_sleep(void *ud)
                 conn_read(c, 0);
                 if (c->state == CS_DEAD) continue;
             }
-            if (((c->q_count && !c->corked) || c->tpend || (c->rec && tlsrec_update_due(c->rec))) &&
-                c->writable)
+            if (((c->q_count && !c->corked) || c->tpend || rec_update_due(c)) && c->writable)
                 conn_flush(c);
         }
     }
@@ -1882,6 +1950,11 @@ int wsc_server_start(wsc_server **out, const wsc_config *cfg, const wsc_handlers
                                         hs_help);
         s->m_tls_timeout = server_metric(M_COUNTER, p, "tls_handshakes_total", "result=\"timeout\"",
                                          hs_help);
+        static const char kt_help[] =
+            "TLS connections by who seals their sends: kernel (kTLS) or user (the edge's tlsrec)";
+        s->m_ktls_kernel = server_metric(M_COUNTER, p, "tls_ktls_total", "result=\"kernel\"",
+                                         kt_help);
+        s->m_ktls_user = server_metric(M_COUNTER, p, "tls_ktls_total", "result=\"user\"", kt_help);
     }
     s->workers = calloc((size_t)cfg->workers, sizeof *s->workers);
     if (!s->workers) {

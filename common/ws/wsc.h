@@ -126,6 +126,8 @@ typedef struct wsc_config {
                                    * and reloadable; borrowed, must outlive the server */
     int tls_handshake_timeout_ms; /* TCP accept to complete TLS handshake; then
                                    * handshake_timeout_ms runs for the upgrade request */
+    bool tls_ktls;                /* after the handshake, the kernel seals what is sent
+                                   * where it offers kTLS (ktls.h); else, and false: tlsrec */
     int workers;                  /* 1..64 */
     ws_http_upgrade_config upgrade;
     size_t max_message;         /* largest incoming message; larger: close 1009 */

@@ -38,7 +38,7 @@ static struct {
     char *jwks_url, *jwks_ca, *sub_claim, *pub_claim, *default_sub, *default_pub;
     char *rpc_claim, *default_rpc, *client_stream, *topics_file, *hook_connect_failure;
     int hook_connect, hook_disconnect;
-    char *stream, *inbox_stream, *storage, *redis_url, *tls_listen, *tls_cert, *tls_key;
+    char *stream, *inbox_stream, *storage, *redis_url, *tls_listen, *tls_cert, *tls_key, *tls_ktls;
     int log_level, deflate, query_token;
     long workers, leeway, max_message, max_message_auth, max_connections, max_per_ip,
         outbound_limit, rate_limit, rate_burst, ping_ms, pong_ms, auth_ms, handshake_ms, drain_ms,
@@ -75,6 +75,10 @@ static const cfg_opt options[] = {
      "SIGHUP)", 0, 0, 0, &cfg.tls_key},
     {"EDGE_TLS_HANDSHAKE_TIMEOUT_MS", CFG_INT, "5000",
      "time from TCP accept to a complete TLS handshake", 0, 100, 600000, &cfg.tls_hs_ms},
+    {"EDGE_TLS_KTLS", CFG_STR, "auto",
+     "auto: after the TLS handshake the kernel seals what is sent (kTLS TX) where it offers "
+     "the tls ULP and the suite, else the edge does; off: the edge always does", 0, 0, 0,
+     &cfg.tls_ktls},
     {"EDGE_ID", CFG_STR, "", "this edge's name in welcome and logs (default: host name)", 0, 0,
      0, &cfg.edge_id},
     {"EDGE_WORKERS", CFG_INT, "0", "I/O worker threads (0: one per core)", 0, 0, 64,
@@ -511,6 +515,10 @@ static int load_topics(void)
         fprintf(stderr, "edge: config: EDGE_HOOK_CONNECT_FAILURE: deny or allow\n");
         return -1;
     }
+    if (strcmp(cfg.tls_ktls, "auto") != 0 && strcmp(cfg.tls_ktls, "off") != 0) {
+        fprintf(stderr, "edge: config: EDGE_TLS_KTLS: auto or off\n");
+        return -1;
+    }
     if (!cfg.topics_file[0]) return 0;
     FILE *f = fopen(cfg.topics_file, "rb");
     char *text = malloc(1 << 20);
@@ -734,6 +742,7 @@ int main(int argc, char **argv)
         .tls_listen = cfg.tls_listen,
         .tls = T,
         .tls_handshake_timeout_ms = (int)cfg.tls_hs_ms,
+        .tls_ktls = strcmp(cfg.tls_ktls, "auto") == 0,
         .workers = (int)cfg.workers,
         .upgrade = {.path = "/ws",
                     .origins = origins,

@@ -6,7 +6,9 @@ not trust it. Covered: both listeners at once deliver the same events; TLS 1.2 a
 http/1.1 and resumption; clean refusals (TLS 1.1, a plain-text request on the TLS port, a
 client that does not trust the chain, ALPN without http/1.1); the handshake bound (per-IP cap
 and the handshake timeout); SIGHUP reloads the certificate without closing a connection and a
-bad file on reload keeps the old one; a bad pair at start stops the edge.
+bad file on reload keeps the old one; a bad pair at start stops the edge; EDGE_TLS_KTLS
+(auto: the kernel seals the sends where it offers kTLS; this module checks the count and,
+on a kernel without the tls ULP, the fallback; the kTLS path itself: tests/vm/ktls.sh).
 """
 import json
 import os
@@ -329,6 +331,67 @@ def test_a_bad_pair_at_start_stops_the_edge(st):
     print("  a key that is not the certificate's: exit 2; TLS keys half set: exit 2")
 
 
+def _kernel_offers_tls():
+    try:
+        with open("/proc/sys/net/ipv4/tcp_available_ulp") as f:
+            return "tls" in f.read().split()
+    except OSError:
+        return False
+
+
+def _ktls(st, result):
+    return _metric(st, 'sc_edge_tls_ktls_total{result="%s"}' % result)
+
+
+def test_each_connection_is_counted_by_who_seals_its_sends(st):
+    """EDGE_TLS_KTLS=auto (the default): the kernel seals a connection's sends where it offers
+    the tls ULP, tlsrec where not; either way events arrive. (The kTLS path itself runs in a
+    VM: tests/vm/ktls.sh.)"""
+    k0, u0 = _ktls(st, "kernel"), _ktls(st, "user")
+    ws = _welcome(st)
+    ws.subscribe("prices.KTLS")
+    st.busctl("pub", "events.prices.KTLS", json.dumps({"n": 7, "blob": "z" * 50000}))
+    ev = ws.recv_json(5, type="event")
+    assert ev["data"]["n"] == 7 and len(ev["data"]["blob"]) == 50000, ev
+    ws.close()
+    k1, u1 = _ktls(st, "kernel"), _ktls(st, "user")
+    assert (k1 - k0) + (u1 - u0) == 1, (k0, k1, u0, u1)
+    if not _kernel_offers_tls():
+        assert u1 - u0 == 1, (u0, u1)
+    print("  kTLS offered by this kernel: %s; the connection counted as %s" % (
+        _kernel_offers_tls(), "kernel" if k1 > k0 else "user"))
+
+
+def test_ktls_off_and_a_bad_value(st):
+    env = st.service_env("edge")
+    port, tport = harness.free_port(), harness.free_port()
+    env.update({"EDGE_LISTEN": "127.0.0.1:%d" % port, "EDGE_TLS_LISTEN": "127.0.0.1:%d" % tport,
+                "EDGE_TLS_KTLS": "sometimes"})
+    p = harness.Proc("edge-badktls", [os.path.join(harness.BUILD, "edge")], env, st.dir)
+    st.procs["edge-badktls"] = p
+    assert p.wait_exit(20) == 2
+    assert "EDGE_TLS_KTLS: auto or off" in p.tail(5), p.tail(5)
+    env["EDGE_TLS_KTLS"] = "off"
+    p = harness.Proc("edge-ktlsoff", [os.path.join(harness.BUILD, "edge")], env, st.dir)
+    st.procs["edge-ktlsoff"] = p
+    try:
+        def ready():
+            try:
+                return harness.http("GET", "http://127.0.0.1:%d/readyz" % port).status == 200
+            except OSError:
+                return False
+        harness.wait_for(ready, 20, what="edge with EDGE_TLS_KTLS=off ready")
+        ws = WS.connect("wss://127.0.0.1:%d/ws" % tport, token=st.token("bob")["access_token"],
+                        tls=_ctx())
+        assert ws.recv_json(5, type="welcome")["user"] == "bob"
+        ws.close()
+        assert st.edge_metric('sc_edge_tls_ktls_total{result="user"}', port=port) == 1
+        assert st.edge_metric('sc_edge_tls_ktls_total{result="kernel"}', port=port) == 0
+    finally:
+        p.stop()
+    print("  EDGE_TLS_KTLS=sometimes: exit 2; off: tlsrec seals (counted as user)")
+
+
 def test_wss_close_handshake_is_clean(st):
     ws = _welcome(st)
     code, _ = ws.close()
@@ -429,6 +492,11 @@ def test_a_tls13_key_update_is_followed_and_answered(st):
         f.write(text)
     # -msg shows each message: ">>>" sent, "<<<" received
     assert re.search(r">>> TLS 1.3, Handshake \[length 0005\], KeyUpdate", text), text[-800:]
+    if _kernel_offers_tls():  # kTLS cannot rekey: close_notify instead (tests/vm/ktls.sh)
+        assert "close_notify" in text and "<<< TLS 1.3, Handshake [length 0005], KeyUpdate" \
+            not in text, text[-800:]
+        print("  KeyUpdate(update_requested) under kTLS: close_notify")
+        return
     assert re.search(r"<<< TLS 1.3, Handshake \[length 0005\], KeyUpdate", text), text[-800:]
     assert "HTTP/1.1 200" in text, text[-800:]
     print("  KeyUpdate(update_requested) from openssl s_client: followed, answered")
