@@ -148,6 +148,10 @@ def _gateway_connections(port):
 def test_gateway_caps_connections_per_address(st):
     port = st.gateway_port
     assert _get_healthz("127.0.0.1", port) == 200
+    # that connection's slot is returned when a gateway thread has cleaned it up, a moment
+    # after the close: until then it would count against 127.0.0.1's cap below
+    harness.wait_for(lambda: _gateway_connections(port) == 1,
+                     what="the gateway holding no connection but the scrape")
     held = [_sock("127.0.0.1", port) for _ in range(GW_CAP)]  # idle, counted
     try:
         # taken by the gateway, which counts them per address as it does
