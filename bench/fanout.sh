@@ -32,9 +32,12 @@ for b in edge auth tests/tools/busctl sidecast; do
   [ -x "$BUILD/$b" ] || { echo "fanout: $BUILD/$b missing: run make" >&2; exit 1; }
 done
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-NATS_PORT=$(free_port); NATS_MON=$(free_port); REDIS_PORT=$(free_port)
-ADMIN_PORT=$(free_port); EDGE_PORT=$(free_port)
+# five distinct free ports: held open together while chosen (one at a time could repeat one)
+free_ports() { python3 -c 'import socket,sys
+ss = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"; }
+read -r NATS_PORT NATS_MON REDIS_PORT ADMIN_PORT EDGE_PORT <<<"$(free_ports 5)"
 NATS_URL=nats://127.0.0.1:$NATS_PORT
 pids=()
 cleanup() { # newest first: the edge stops before NATS

@@ -20,8 +20,12 @@ CONC=${CONC:-32}
 DIR=${BENCH_OUT:-$BUILD/bench-run}/gateway
 rm -rf "$DIR"; mkdir -p "$DIR"
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-NATS_PORT=$(free_port); GW_PORT=$(free_port); REDIS_PORT=$(free_port); ADMIN_PORT=$(free_port)
+# four distinct free ports: held open together while chosen (one at a time could repeat one)
+free_ports() { python3 -c 'import socket,sys
+ss = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"; }
+read -r NATS_PORT GW_PORT REDIS_PORT ADMIN_PORT <<<"$(free_ports 4)"
 NATS_URL=nats://127.0.0.1:$NATS_PORT
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

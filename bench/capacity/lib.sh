@@ -13,10 +13,29 @@ cleanup() { # newest first: services stop before NATS and Redis
     kill "${pids[$i]}" 2>/dev/null && wait "${pids[$i]}" 2>/dev/null || true
   done
   pids=()
+  rm -f "$FREE_PORTS_FILE"
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+# free_port: a free loopback port, none handed out before by this script. Each call binds
+# port 0 and lets it go, so two calls before the servers bind could otherwise hand out the
+# same port (seen: nats-server's monitor and WebSocket ports); the ports handed out are
+# kept in a file of the script's own ($$ is the script's PID in subshells too).
+FREE_PORTS_FILE=${TMPDIR:-/tmp}/sidecast-free-ports.$$
+free_port() {
+  python3 -c 'import socket,sys
+f = sys.argv[1]
+try:
+    taken = set(open(f).read().split())
+except FileNotFoundError:
+    taken = set()
+for _ in range(1000):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = str(s.getsockname()[1]); s.close()
+    if p not in taken:
+        break
+open(f, "a").write(p + "\n")
+print(p)' "$FREE_PORTS_FILE"
+}
 
 die() { echo "capacity: $*" >&2; exit 1; }
 
