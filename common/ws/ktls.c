@@ -23,6 +23,23 @@ static void be64(unsigned char *p, uint64_t v)
     for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (unsigned char)v;
 }
 
+/* The AES-GCM layouts differ only in the key's length: a 4-byte salt (the IV's first
+ * bytes), an 8-byte IV (TLS 1.3: the rest of the IV; TLS 1.2: the explicit nonce, which the
+ * kernel counts up from the sequence number) and the 8-byte record sequence number. */
+static void gcm_fill(const tlsrec *r, unsigned char *key, size_t klen,
+                     unsigned char salt[TLS_CIPHER_AES_GCM_128_SALT_SIZE],
+                     unsigned char iv[TLS_CIPHER_AES_GCM_128_IV_SIZE],
+                     unsigned char seq[TLS_CIPHER_AES_GCM_128_REC_SEQ_SIZE])
+{
+    memcpy(key, r->wkey, klen);
+    memcpy(salt, r->wiv, TLS_CIPHER_AES_GCM_128_SALT_SIZE);
+    if (r->v13)
+        memcpy(iv, r->wiv + TLS_CIPHER_AES_GCM_128_SALT_SIZE, TLS_CIPHER_AES_GCM_128_IV_SIZE);
+    else
+        be64(iv, r->wseq);
+    be64(seq, r->wseq);
+}
+
 int ktls_tx_info(const tlsrec *r, ktls_info *info)
 {
     memset(info, 0, sizeof *info);
@@ -31,25 +48,13 @@ int ktls_tx_info(const tlsrec *r, ktls_info *info)
     case TLSREC_AES128_GCM: {
         struct tls12_crypto_info_aes_gcm_128 *g = &info->gcm128;
         g->info.cipher_type = TLS_CIPHER_AES_GCM_128;
-        memcpy(g->key, r->wkey, sizeof g->key);
-        memcpy(g->salt, r->wiv, sizeof g->salt);
-        if (r->v13)
-            memcpy(g->iv, r->wiv + sizeof g->salt, sizeof g->iv);
-        else
-            be64(g->iv, r->wseq);
-        be64(g->rec_seq, r->wseq);
+        gcm_fill(r, g->key, sizeof g->key, g->salt, g->iv, g->rec_seq);
         return (int)sizeof *g;
     }
     case TLSREC_AES256_GCM: {
         struct tls12_crypto_info_aes_gcm_256 *g = &info->gcm256;
         g->info.cipher_type = TLS_CIPHER_AES_GCM_256;
-        memcpy(g->key, r->wkey, sizeof g->key);
-        memcpy(g->salt, r->wiv, sizeof g->salt);
-        if (r->v13)
-            memcpy(g->iv, r->wiv + sizeof g->salt, sizeof g->iv);
-        else
-            be64(g->iv, r->wseq);
-        be64(g->rec_seq, r->wseq);
+        gcm_fill(r, g->key, sizeof g->key, g->salt, g->iv, g->rec_seq);
         return (int)sizeof *g;
     }
     case TLSREC_CHACHA20: {
