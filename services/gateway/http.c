@@ -38,6 +38,8 @@
 #include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -45,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -75,6 +78,7 @@ typedef struct gw_conn {
     bool sending;     /* the deadline is a response's, not a request's */
     http_server *srv;
     tlscert_gen *tls_gen; /* HTTPS: the pair its handshake used, held until it closes */
+    int listener;         /* 0 plain, 1 HTTPS: whose count it holds */
 } gw_conn;
 
 struct http_server {
@@ -85,6 +89,22 @@ struct http_server {
     gw_conn conns; /* list head */
     pthread_t watchdog;
     int watchdog_started, stop;
+    /* The listening sockets are ours, not libmicrohttpd's: one thread accepts on both and
+     * hands each connection to its daemon (MHD_add_connection), so draining is closing them.
+     * MHD_quiesce_daemon races its own epoll threads over the listening socket (both remove
+     * it from their epoll set; the loser aborts the process), which a busy gateway hit at
+     * SIGTERM. One acceptor also takes connections in the order they came. */
+    int lfd[2];   /* plain, TLS; -1 if none */
+    int stop_efd; /* eventfd: wakes the acceptor to stop */
+    pthread_t acceptor;
+    int acceptor_started;
+    /* Connections per listener, counted when handed over and until closed: the acceptor
+     * closes one past GATEWAY_MAX_CONNECTIONS itself. libmicrohttpd's own limit is set so
+     * high that it never refuses: 0.9.75 refuses a handed-over connection at its limit with
+     * a mutex still held, and the next lock deadlocks that thread. */
+    atomic_int nconn[2];
+    gw_conn untracked[2]; /* the context of a connection whose gw_conn could not be allocated */
+    metric *m_limit_refused;
     metric *m_head_timeouts, *m_response_timeouts;
     http_cfg cfg;
     bus *bus;
@@ -715,11 +735,17 @@ static void gw_notify_conn(void *cls, struct MHD_Connection *c, void **socket_co
     if (code == MHD_CONNECTION_NOTIFY_STARTED) metric_add(s->m_conns, 1);
     if (code == MHD_CONNECTION_NOTIFY_CLOSED) metric_add(s->m_conns, -1);
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        int l = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION) != NULL;
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
         gw_conn *gc = ci ? calloc(1, sizeof *gc) : NULL;
+        if (!gc) {
+            /* no watchdog for this one; the listener's count is still given back at close */
+            *socket_context = &s->untracked[l];
+            return;
+        }
         *socket_context = gc;
-        if (!gc) return;
+        gc->listener = l;
         gc->fd = ci->connect_fd;
         gc->srv = s;
         pthread_mutex_lock(&s->conns_lock);
@@ -733,6 +759,8 @@ static void gw_notify_conn(void *cls, struct MHD_Connection *c, void **socket_co
         gw_conn *gc = *socket_context;
         *socket_context = NULL;
         if (!gc) return;
+        atomic_fetch_sub(&s->nconn[gc->listener], 1);
+        if (gc == &s->untracked[gc->listener]) return;
         pthread_mutex_lock(&s->conns_lock);
         gc->prev->next = gc->next;
         gc->next->prev = gc->prev;
@@ -925,6 +953,112 @@ static void gw_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* Starts one listener on addr (tls: HTTPS with the server's certificates). 0 and *d and
  * *port, or a negative errno after logging why. */
+/* ---- the acceptor ------------------------------------------------------------------------ */
+
+/* A listening socket as libmicrohttpd would make it (SO_REUSEADDR; IPv6 only on an IPv6
+ * address), non-blocking. Returns the fd or -errno; *port is the bound port. */
+static int gw_listen_socket(const struct sockaddr_storage *ss, unsigned sslen, int *port)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ss->ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    if (bind(fd, (const struct sockaddr *)ss, sslen) != 0 || listen(fd, SOMAXCONN) != 0 ||
+        getsockname(fd, (struct sockaddr *)&bound, &blen) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    *port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                              : ((struct sockaddr_in *)&bound)->sin_port);
+    return fd;
+}
+
+#define GW_ACCEPT_BURST 64 /* connections taken from one listener before looking at the other */
+#define GW_MHD_LIMIT_FACTOR 512 /* above GATEWAY_THREADS' largest value, 256 */
+
+static void *gw_acceptor_main(void *arg)
+{
+    http_server *s = arg;
+    struct MHD_Daemon *ds[2] = {s->d, s->dtls};
+    struct pollfd p[3];
+    int n = 0, which[3];
+    for (int i = 0; i < 2; i++)
+        if (s->lfd[i] >= 0) {
+            p[n] = (struct pollfd){.fd = s->lfd[i], .events = POLLIN};
+            which[n++] = i;
+        }
+    p[n] = (struct pollfd){.fd = s->stop_efd, .events = POLLIN};
+    int64_t last_warn = 0;
+    int pause_ms = -1; /* after a file-limit failure: wait, don't spin on accept */
+    for (;;) {
+        if (poll(p, (nfds_t)n + 1, pause_ms) < 0 && errno != EINTR) break;
+        if (p[n].revents) break; /* asked to stop */
+        pause_ms = -1;
+        for (int k = 0; k < n; k++) {
+            if (!(p[k].revents & POLLIN)) continue;
+            for (int b = 0; b < GW_ACCEPT_BURST; b++) {
+                struct sockaddr_storage peer;
+                socklen_t plen = sizeof peer;
+                int c = accept4(p[k].fd, (struct sockaddr *)&peer, &plen,
+                                SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (c < 0) {
+                    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                        int64_t now = gw_now_ms();
+                        if (now - last_warn >= 1000) {
+                            log_warn("cannot accept a connection", "error=\"%s\"", strerror(errno));
+                            last_warn = now;
+                        }
+                        pause_ms = 10;
+                    }
+                    break; /* EAGAIN, or a client gone before it was taken */
+                }
+                int l = which[k];
+                if (atomic_fetch_add(&s->nconn[l], 1) >= (int)s->cfg.max_connections) {
+                    atomic_fetch_sub(&s->nconn[l], 1);
+                    close(c); /* refused at once, as libmicrohttpd did at its limit */
+                    metric_inc(s->m_limit_refused);
+                    continue;
+                }
+                /* libmicrohttpd owns c from here: it closes it when over the per-address
+                 * limit (MHD_NO) or, once started, gives the count back at close */
+                if (MHD_add_connection(ds[l], c, (const struct sockaddr *)&peer, plen) != MHD_YES)
+                    atomic_fetch_sub(&s->nconn[l], 1);
+            }
+        }
+    }
+    return NULL;
+}
+
+static int gw_acceptor_start(http_server *s)
+{
+    s->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s->stop_efd < 0) return -errno;
+    if (pthread_create(&s->acceptor, NULL, gw_acceptor_main, s) != 0) return -EAGAIN;
+    s->acceptor_started = 1;
+    return 0;
+}
+
+/* Stops taking connections and closes the listening sockets; idempotent. */
+static void gw_acceptor_stop(http_server *s)
+{
+    if (s->acceptor_started) {
+        uint64_t one = 1;
+        if (write(s->stop_efd, &one, sizeof one) != (ssize_t)sizeof one)
+            log_warn("cannot wake the acceptor", "error=\"%s\"", strerror(errno));
+        pthread_join(s->acceptor, NULL);
+        s->acceptor_started = 0;
+    }
+    for (int i = 0; i < 2; i++)
+        if (s->lfd[i] >= 0) {
+            close(s->lfd[i]);
+            s->lfd[i] = -1;
+        }
+}
+
 static int gw_listen(http_server *s, const char *addr, bool tls, struct MHD_Daemon **d, int *port)
 {
     const http_cfg *cfg = &s->cfg;
@@ -935,15 +1069,22 @@ static int gw_listen(http_server *s, const char *addr, bool tls, struct MHD_Daem
         log_error("bad listen address", "%s=%s", what, addr);
         return -EINVAL;
     }
+    int fd = gw_listen_socket(&ss, sslen, port);
+    if (fd < 0) {
+        log_error(tls ? "cannot start HTTPS server" : "cannot start HTTP server",
+                  "%s=%s error=\"%s\"", what, addr, strerror(-fd));
+        return fd;
+    }
+    s->lfd[tls] = fd;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
-                     MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
-    if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
+                     MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_NO_LISTEN_SOCKET;
     if (tls) flags |= MHD_USE_TLS;
     /* the TLS options are cut off (MHD_OPTION_END) on the plain listener */
     struct MHD_OptionItem opts[] = {
         {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)gw_mhd_log, NULL}, /* first: see MHD docs */
-        {MHD_OPTION_SOCK_ADDR, 0, &ss},
-        {MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections, NULL},
+        /* never reached: the acceptor holds the listener to cfg->max_connections (see
+         * nconn), and each of a pool's threads gets this over the pool's size */
+        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->max_connections * GW_MHD_LIMIT_FACTOR, NULL},
         {MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_per_ip, NULL}, /* 0: none */
         {MHD_OPTION_CONNECTION_TIMEOUT, cfg->client_timeout_s, NULL},
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)cfg->conn_memory, NULL},
@@ -965,8 +1106,6 @@ static int gw_listen(http_server *s, const char *addr, bool tls, struct MHD_Daem
                   addr);
         return -EADDRINUSE;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(*d, MHD_DAEMON_INFO_BIND_PORT);
-    *port = info ? info->port : 0;
     return 0;
 }
 
@@ -1009,6 +1148,7 @@ int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt
     }
     http_server *s = calloc(1, sizeof *s);
     if (!s) return -ENOMEM;
+    s->lfd[0] = s->lfd[1] = s->stop_efd = -1;
     s->cfg = *cfg;
     if (!s->cfg.cors_origins) s->cfg.cors_origins = "";
     if (!s->cfg.hsts) s->cfg.hsts = "";
@@ -1021,6 +1161,9 @@ int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt
     s->m_conns = metrics_gauge("sc_gateway_connections", NULL,
                                "open HTTP connections (counted once the server took them, "
                                "after the per-address and total limits)");
+    s->m_limit_refused = metrics_counter("sc_gateway_connections_refused_total", NULL,
+                                         "connections closed at once: GATEWAY_MAX_CONNECTIONS "
+                                         "reached on their listener");
     s->m_waiting = metrics_gauge("sc_gateway_requests_waiting", NULL,
                                  "HTTP requests waiting for a service (GATEWAY_MAX_INFLIGHT)");
     s->m_overload = metrics_counter("sc_gateway_overload_total", NULL,
@@ -1052,6 +1195,10 @@ int http_create(http_server **out, const http_cfg *cfg, bus *b, const routes *rt
      * (/readyz) must mean both listen */
     if (tls && (rc = gw_listen(s, cfg->tls_listen, true, &s->dtls, &s->tls_port)) != 0) goto error;
     if (plain && (rc = gw_listen(s, cfg->listen, false, &s->d, &s->port)) != 0) goto error;
+    if ((rc = gw_acceptor_start(s)) != 0) {
+        log_error("cannot start the acceptor", "error=\"%s\"", strerror(-rc));
+        goto error;
+    }
     *out = s;
     return 0;
 error:
@@ -1066,11 +1213,7 @@ int http_tls_port(const http_server *s) { return s->tls_port; }
 void http_drain(http_server *s, int timeout_ms)
 {
     if (!s) return;
-    struct MHD_Daemon *ds[] = {s->d, s->dtls};
-    for (size_t i = 0; i < 2; i++) {
-        MHD_socket ls = ds[i] ? MHD_quiesce_daemon(ds[i]) : MHD_INVALID_SOCKET;
-        if (ls != MHD_INVALID_SOCKET) close(ls);
-    }
+    gw_acceptor_stop(s); /* the listening sockets closed: new clients are refused */
     for (int waited = 0; waited < timeout_ms && atomic_load(&s->inflight) > 0; waited += 20) {
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
@@ -1080,6 +1223,7 @@ void http_drain(http_server *s, int timeout_ms)
 void http_destroy(http_server *s)
 {
     if (!s) return;
+    gw_acceptor_stop(s); /* before the daemons: it hands connections to them */
     /* MHD must not stop with suspended connections; each is resumed by its route's answer,
      * at the latest when the bus times it out */
     int waited = 0, limit = s->max_route_ms + 2000;
@@ -1100,6 +1244,7 @@ void http_destroy(http_server *s)
         pthread_mutex_unlock(&s->conns_lock);
         pthread_join(s->watchdog, NULL);
     }
+    if (s->stop_efd >= 0) close(s->stop_efd);
     if (s->d) MHD_stop_daemon(s->d);
     if (s->dtls) MHD_stop_daemon(s->dtls);
     pthread_mutex_destroy(&s->conns_lock);

@@ -365,8 +365,64 @@ def test_connection_limit_lowered_to_the_file_limit(st):
         harness.wait_for(lambda: harness.http("GET", url + "/readyz").status == 200,
                          what="a new client served after they left")
         assert "Too many open files" not in log(), gw.tail()
+        # the ones past the limit had been closed at once by the acceptor, and counted
+        refused = [ln for ln in harness.http("GET", url + "/metrics").body.decode().splitlines()
+                   if ln.startswith("sc_gateway_connections_refused_total ")]
+        assert refused and float(refused[0].split()[1]) >= 700 - 472, refused
     finally:
         for s in socks:
             s.close()
         rc = gw.stop()
     assert rc == 0, gw.tail()
+
+
+def test_sigterm_while_clients_come_and_go(st):
+    """SIGTERM while requests wait on a service and new clients keep connecting, on the
+    default epoll threads: the listeners close at once (a new client is refused, not left
+    waiting), every request in flight is answered, and the gateway exits 0. (The gateway
+    once let libmicrohttpd take the listening socket back from its busy epoll threads, which
+    aborted the process now and then: this is the drill for that path.)"""
+    port = harness.free_port()
+    env = st.service_env("gateway")
+    env.update({"GATEWAY_LISTEN": "127.0.0.1:%d" % port, "LOG_LEVEL": "warn"})
+    gw = harness.Proc("gateway-drain", [os.path.join(harness.BUILD, "gateway")], env, st.dir)
+    url = "http://127.0.0.1:%d" % port
+    harness.wait_for(lambda: harness.http("GET", url + "/readyz").status == 200,
+                     what="the gateway ready")
+    n = 40 // (SCALE // 4 or 1)
+    waiting = [Conn(port) for _ in range(n)]
+    churn = []
+    try:
+        for c in waiting:
+            c.out = get("/pub/delay")  # svc.delay answers after a second
+        assert drive(waiting, lambda: all(not c.out for c in waiting), 10)
+        harness.wait_for(lambda: metric_at(url, "sc_gateway_requests_waiting") == n,
+                         what="the delayed requests waiting")
+        churn = [Conn(port) for _ in range(200 // SCALE)]  # handshakes on the way in
+        gw.signal(signal.SIGTERM)
+        churn += [Conn(port) for _ in range(200 // SCALE)]
+
+        def refused():
+            s = socket.socket()
+            try:
+                s.settimeout(2)
+                return s.connect_ex(("127.0.0.1", port)) != 0
+            finally:
+                s.close()
+        harness.wait_for(refused, what="a new client refused while the gateway drains")
+        assert drive(waiting, lambda: all(c.answers or c.closed for c in waiting), 20)
+        assert all(c.answers == [200] for c in waiting), [c.answers for c in waiting]
+        rc = gw.wait_exit(30 * harness.SLOW)
+        assert rc == 0, (rc, gw.tail())
+    finally:
+        close_all(waiting + churn)
+        gw.stop()
+    print("  %d requests in flight answered after SIGTERM, %d clients connecting meanwhile, "
+          "new clients refused, exit 0" % (n, len(churn)))
+
+
+def metric_at(url, name):
+    for line in harness.http("GET", url + "/metrics").body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
