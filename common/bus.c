@@ -65,6 +65,24 @@ struct bus_sub {
     struct bus_sub *next_dead;
 };
 
+/* nats.c's natsMsg_Destroy does not free a message: it queues it for the library's
+ * garbage-collector thread and wakes that thread when it sleeps, which under load is about
+ * once per message (the gateway's public route: ~1 context switch and ~7 us of that thread's
+ * CPU per request, see docs/BENCHMARKS.md). natsMsg_free, which libnats exports without
+ * declaring it, frees the message on the calling thread (its headers and its one block; it
+ * takes no lock). Weak: with a libnats that lacks it, messages go to the collector as
+ * before. Only messages without JetStream's no-destroy flag may take this path: all the bus
+ * makes or receives (it has no JetStream subscription). */
+extern void natsMsg_free(void *msg) __attribute__((weak));
+
+static void bus_free_msg(natsMsg *m)
+{
+    if (m && natsMsg_free)
+        natsMsg_free(m);
+    else
+        natsMsg_Destroy(m);
+}
+
 static void bus_async_shutdown(bus *b);
 static void bus_reap_dead(bus *b, int all);
 static int64_t bus_mono_ms(void);
@@ -365,7 +383,7 @@ static int bus_make_msg(natsMsg **out, const char *subject, const char *reply, c
     for (size_t i = 0; s == NATS_OK && i < nhdr; i++)
         if (hdrs[i].name && hdrs[i].value) s = natsMsgHeader_Set(m, hdrs[i].name, hdrs[i].value);
     if (s != NATS_OK) {
-        natsMsg_Destroy(m);
+        bus_free_msg(m);
         return bus_err_from(s);
     }
     *out = m;
@@ -379,7 +397,7 @@ int bus_publish(bus *b, const char *subject, const char *reply, const void *data
     int rc = bus_make_msg(&m, subject, reply, data, len, hdrs, nhdr);
     if (rc) return rc;
     natsStatus s = natsConnection_PublishMsg(b->nc, m);
-    natsMsg_Destroy(m);
+    bus_free_msg(m);
     return bus_err_from(s);
 }
 
@@ -433,7 +451,7 @@ int bus_request(bus *b, const char *subject, const void *data, size_t len, const
     int rc = bus_make_msg(&m, subject, NULL, data, len, hdrs, nhdr);
     if (rc) return rc;
     natsStatus s = natsConnection_RequestMsg(&r, b->nc, m, timeout_ms > 0 ? timeout_ms : 1);
-    natsMsg_Destroy(m);
+    bus_free_msg(m);
     if (s != NATS_OK) return bus_err_from(s);
     *reply = (bus_msg *)r;
     return 0;
@@ -482,11 +500,11 @@ static void bus_async_reply(bus *b, uint64_t id, natsMsg *msg)
     bus_async *a = bus_async_take(b, id);
     pthread_mutex_unlock(&b->mux_lock);
     if (!a) { /* late, after its timeout */
-        natsMsg_Destroy(msg);
+        bus_free_msg(msg);
         return;
     }
     if (natsMsg_IsNoResponders(msg)) {
-        natsMsg_Destroy(msg);
+        bus_free_msg(msg);
         a->fn(SC_ENORESPONDERS, NULL, a->ud);
     } else {
         a->fn(0, (bus_msg *)msg, a->ud);
@@ -610,7 +628,7 @@ int bus_request_async_hdrs(bus *b, const char *subject, const void *data, size_t
     rc = bus_make_msg(&m, subject, reply, data, len, hdrs, nhdr);
     if (rc == 0) {
         rc = bus_err_from(natsConnection_PublishMsg(b->nc, m));
-        natsMsg_Destroy(m);
+        bus_free_msg(m);
     }
     if (rc != 0) {
         pthread_mutex_lock(&b->mux_lock);
@@ -636,7 +654,7 @@ static void bus_mux_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m
     uint64_t id = last ? strtoull(last + 1, &dash, 10) : 0;
     unsigned long idx = dash && *dash == '-' ? strtoul(dash + 1, &end, 10) : 0;
     if (!end || *end) {
-        natsMsg_Destroy(msg);
+        bus_free_msg(msg);
         return;
     }
     pthread_mutex_lock(&b->mux_lock);
@@ -653,7 +671,7 @@ static void bus_mux_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m
         if (--bm->pending == 0) pthread_cond_signal(&bm->cond);
     }
     pthread_mutex_unlock(&b->mux_lock);
-    natsMsg_Destroy(msg);
+    bus_free_msg(msg);
 }
 
 int bus_new_inbox(bus *b, char *buf, size_t len)
@@ -722,7 +740,7 @@ int bus_request_many(bus *b, const bus_req *reqs, size_t n, int timeout_ms, bus_
                              reqs[i].nhdr);
         if (r == 0) {
             r = bus_err_from(natsConnection_PublishMsg(b->nc, m));
-            natsMsg_Destroy(m);
+            bus_free_msg(m);
         }
         if (r != 0)
             results[i] = r;
@@ -894,7 +912,7 @@ const char *bus_msg_header(const bus_msg *m, const char *name)
     return v;
 }
 
-void bus_msg_destroy(bus_msg *m) { natsMsg_Destroy((natsMsg *)m); }
+void bus_msg_destroy(bus_msg *m) { bus_free_msg((natsMsg *)m); }
 
 int bus_stream_ensure(bus *b, const bus_stream_cfg *cfg)
 {
