@@ -443,6 +443,8 @@ static void conn_free(wsc_conn *c)
     w->nconns--;
     atomic_fetch_sub(&s->nconns, 1);
     if (c->ip_counted) iplimit_release(s->per_ip, c->ipkey);
+    if (c->deflate && s->cfg.deflate_live)
+        atomic_fetch_sub_explicit(s->cfg.deflate_live, 1, memory_order_relaxed);
     metric_add(s->m_conns, -1);
     queue_clear(c);
     free(c->hs);
@@ -1239,6 +1241,8 @@ static void conn_handshake(wsc_conn *c, const uint8_t *in, size_t n)
     c->pmd = up.pmd;
     if (c->deflate) {
         metric_inc(s->m_deflate_conns);
+        if (s->cfg.deflate_live)
+            atomic_fetch_add_explicit(s->cfg.deflate_live, 1, memory_order_relaxed);
         log_debug("permessage-deflate negotiated", "conn=%llu server_max_window_bits=%u",
                   (unsigned long long)c->id, c->pmd.server_max_window_bits);
     }
@@ -1662,6 +1666,8 @@ static void worker_accept(wsc_worker *w, loop_io *io, bool tls)
         }
         if ((tls && !c->ssl) || loop_add(w->l, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP) != 0) {
             if (c->ip_counted) iplimit_release(s->per_ip, c->ipkey);
+    if (c->deflate && s->cfg.deflate_live)
+        atomic_fetch_sub_explicit(s->cfg.deflate_live, 1, memory_order_relaxed);
             SSL_free(c->ssl);
             close(fd);
             free(c);

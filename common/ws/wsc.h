@@ -23,6 +23,7 @@
 #ifndef EDGE_WSC_H
 #define EDGE_WSC_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -145,6 +146,10 @@ typedef struct wsc_config {
     int close_timeout_ms;       /* wait for the peer's close frame after ours */
     size_t deflate_min;         /* permessage-deflate (upgrade.deflate): messages shorter
                                  * than this are sent uncompressed */
+    atomic_int *deflate_live;   /* optional: kept equal to the open connections that
+                                 * negotiated permessage-deflate (the edge's fabric compresses
+                                 * each event ahead only while there is one); borrowed, must
+                                 * outlive the server */
     int write_delay_ms;         /* events (wsc_conn_send_event) wait up to this long for
                                  * more to share their writes; 0: written at once */
     int busy_hold_max_ms;       /* write_delay_ms 0: while the worker is busy (an event came
