@@ -203,7 +203,7 @@ void wsc_conn_set_data(wsc_conn *c, void *data);
  * the worker's deflate stream when it is at least deflate_min bytes and the result is smaller. */
 int wsc_conn_send(wsc_conn *c, wsc_frame *f);
 /* The same for a broadcast event: with write_delay_ms, the worker writes it within that
- * delay, together with whatever else queued meanwhile (one writev per connection for all
+ * delay, together with whatever else queued meanwhile (one write per connection for all
  * of it), unless something else (a reply, a control frame) makes the worker write sooner. */
 int wsc_conn_send_event(wsc_conn *c, wsc_frame *f);
 /* The oldest event this loop turn takes was handed to the worker at queued_us
