@@ -46,8 +46,8 @@
 #define RING_KEEP_MS 1000
 /* Frames of one write up to GATHER bytes in all are copied together and sent as one piece. */
 #define GATHER (16 * 1024)
-#define REL_SLOTS 16  /* frames whose released references a worker gathers at once */
-#define REF_BATCH 128 /* references a worker takes on a frame with one atomic add */
+#define REL_SLOTS MAX_IOV /* frames whose released references a worker gathers at once */
+#define REF_BATCH 128     /* references a worker takes on a frame with one atomic add */
 #define HS_MAX WS_HTTP_DEFAULT_MAX_HEAD
 #define ZBUF_KEEP (256 * 1024) /* a worker's (de)compression buffers over this are freed */
 #define TRIM_AFTER 64          /* TLS handshakes, then the heap is trimmed once quiet for: */
@@ -56,8 +56,8 @@
 #define TLS_OUT                                                                                    \
     (TLS_OUT_RECORDS * (TLSREC_MAX_PLAIN + TLSREC_MAX_OVERHEAD) + TLSREC_MAX_OVERHEAD + 8)
 
-_Static_assert((INLINE_Q & (INLINE_Q - 1)) == 0 && (RING_SLOTS & (RING_SLOTS - 1)) == 0 &&
-                   RING_SLOTS > INLINE_Q,
+_Static_assert((REL_SLOTS & (REL_SLOTS - 1)) == 0 && (INLINE_Q & (INLINE_Q - 1)) == 0 &&
+                   (RING_SLOTS & (RING_SLOTS - 1)) == 0 && RING_SLOTS > INLINE_Q,
                "queue capacities are powers of two (indexes wrap by mask)");
 
 struct wsc_frame {
@@ -401,15 +401,19 @@ static void worker_release_flush(wsc_worker *w)
 
 /* A written frame's reference, given up: gathered while the same frames come back (a fan-out
  * pass writes the same few events to every subscriber in turn, in the same order, so the
- * slot after the last one used is usually the frame's). A frame not among the slots takes
- * the one used longest ago, whose references are then given up. */
+ * slot after the last one used is usually the frame's, and otherwise one of the slots just
+ * before it: they are searched backwards from there). A frame not among the slots takes the
+ * one filled longest ago, whose references are then given up. REL_SLOTS is MAX_IOV, so the
+ * frames of one write never push each other out. */
 static void worker_release(wsc_worker *w, wsc_frame *f)
 {
     unsigned i = w->rel_next;
     if (w->rel[i].f != f) {
-        for (i = 0; i < REL_SLOTS && w->rel[i].f != f; i++) {
-        }
-        if (i == REL_SLOTS) {
+        unsigned d = 1;
+        while (d < REL_SLOTS && w->rel[(i - d) % REL_SLOTS].f != f) d++;
+        if (d < REL_SLOTS) {
+            i = (i - d) % REL_SLOTS;
+        } else {
             i = w->rel_evict;
             w->rel_evict = (i + 1) % REL_SLOTS;
             frame_unref_n(w->rel[i].f, w->rel[i].n);
