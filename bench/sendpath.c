@@ -5,6 +5,10 @@
  * the io_uring note in docs/BENCHMARKS.md (Findings).
  *
  *   sendpath [CONNS] [PASSES] [ROUNDS]     default 500 connections, 400 passes, 3 rounds
+ *   sendpath CONNS PASSES ROUNDS FRAMES    FRAMES (2..64) frames per connection and pass, in
+ *                                          one write: writev of FRAMES iovecs against the
+ *                                          frames copied into one buffer and sent with send(2)
+ *                                          (the edge's conn_flush since it gathers), per frame
  *
  * CONNS loopback connections; a reader thread drains their client ends (epoll). Each pass
  * sends one 120-byte message on every connection, then sleeps 2 ms (so each send finds an
@@ -20,6 +24,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +37,7 @@
 #define MAX_CONNS 5000
 #define MSG 120
 
-static int nconns = 500, npasses = 400, nrounds = 3;
+static int nconns = 500, npasses = 400, nrounds = 3, nframes = 1;
 static int srv[MAX_CONNS], cli[MAX_CONNS];
 static atomic_int stop_reader;
 
@@ -110,6 +115,28 @@ static long pass_writev(const char *msg)
     return sent;
 }
 
+/* One pass of nframes frames per connection in one write: one writev of nframes iovecs, or
+ * (gather) the frames copied into one buffer first and sent with send(2). Returns the frames
+ * of the writes that went out whole. */
+static long pass_frames(const char *msg, bool gather)
+{
+    static char buf[64 * MSG];
+    long sent = 0;
+    for (int i = 0; i < nconns; i++) {
+        struct iovec iov[64];
+        for (int k = 0; k < nframes; k++) iov[k] = (struct iovec){(void *)msg, MSG};
+        ssize_t n;
+        if (gather) {
+            for (int k = 0; k < nframes; k++) memcpy(buf + k * MSG, iov[k].iov_base, MSG);
+            n = send(srv[i], buf, (size_t)nframes * MSG, MSG_NOSIGNAL);
+        } else {
+            n = writev(srv[i], iov, nframes);
+        }
+        if (n == (ssize_t)nframes * MSG) sent += nframes;
+    }
+    return sent;
+}
+
 static long pass_uring(struct io_uring *ring, const char *msg, struct iovec *iov, struct msghdr *mh)
 {
     long sent = 0;
@@ -141,9 +168,11 @@ int main(int argc, char **argv)
     if (argc > 1) nconns = atoi(argv[1]);
     if (argc > 2) npasses = atoi(argv[2]);
     if (argc > 3) nrounds = atoi(argv[3]);
+    if (argc > 4) nframes = atoi(argv[4]);
     if (nconns < 1 || nconns > MAX_CONNS || npasses < 1 || npasses > 10000 || nrounds < 1 ||
-        nrounds > 20) {
-        fprintf(stderr, "usage: sendpath [CONNS 1..%d] [PASSES 1..10000] [ROUNDS 1..20]\n",
+        nrounds > 20 || nframes < 1 || nframes > 64) {
+        fprintf(stderr,
+                "usage: sendpath [CONNS 1..%d] [PASSES 1..10000] [ROUNDS 1..20] [FRAMES 1..64]\n",
                 MAX_CONNS);
         return 2;
     }
@@ -164,23 +193,33 @@ int main(int argc, char **argv)
     char msg[MSG];
     memset(msg, 'x', sizeof msg);
     usleep(100000);
-    printf("%d connections, %d passes of one %d-byte send each, per send (us):\n", nconns, npasses,
-           MSG);
+    if (nframes > 1)
+        printf(
+            "%d connections, %d passes of %d %d-byte frames in one write each, per frame (us):\n",
+            nconns, npasses, nframes, MSG);
+    else
+        printf("%d connections, %d passes of one %d-byte send each, per send (us):\n", nconns,
+               npasses, MSG);
     for (int r = 0; r < nrounds * 2; r++) {
         int uring = r % 2;
         double t0 = rusage_s(RUSAGE_THREAD), p0 = rusage_s(RUSAGE_SELF), m0 = machine_busy_s();
         long sent = 0;
         for (int p = 0; p < npasses; p++) {
-            long k = uring ? pass_uring(&ring, msg, iov, mh) : pass_writev(msg);
+            long k = nframes > 1 ? pass_frames(msg, uring)
+                     : uring     ? pass_uring(&ring, msg, iov, mh)
+                                 : pass_writev(msg);
             if (k < 0) return 1;
             sent += k;
             usleep(2000);
         }
         double t1 = rusage_s(RUSAGE_THREAD), p1 = rusage_s(RUSAGE_SELF), m1 = machine_busy_s();
         if (sent == 0) return 1;
-        printf("round %d %-7s sender %.2f  process %.2f  machine %.2f  (%ld sends)\n", r / 2 + 1,
-               uring ? "io_uring" : "writev", (t1 - t0) * 1e6 / (double)sent,
-               (p1 - p0) * 1e6 / (double)sent, (m1 - m0) * 1e6 / (double)sent, sent);
+        printf("round %d %-7s sender %.2f  process %.2f  machine %.2f  (%ld %s)\n", r / 2 + 1,
+               nframes > 1 ? (uring ? "gather" : "writev")
+               : uring     ? "io_uring"
+                           : "writev",
+               (t1 - t0) * 1e6 / (double)sent, (p1 - p0) * 1e6 / (double)sent,
+               (m1 - m0) * 1e6 / (double)sent, sent, nframes > 1 ? "frames" : "sends");
     }
     atomic_store(&stop_reader, 1);
     pthread_join(rt, NULL);

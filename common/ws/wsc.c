@@ -39,6 +39,15 @@
 #define READS_PER_EVENT 8 /* then the connection waits its turn (fairness between peers) */
 #define MAX_IOV 64
 #define INLINE_Q 2 /* queue slots inside the connection: no allocation when short */
+/* A queue that outgrows INLINE_Q gets RING_SLOTS slots at once, from the worker's free rings
+ * (a busy fan-out grows and empties every subscriber's queue once per pass), which are freed
+ * after RING_KEEP_MS without a queue growing. */
+#define RING_SLOTS 16
+#define RING_KEEP_MS 1000
+/* Frames of one write up to GATHER bytes in all are copied together and sent as one piece. */
+#define GATHER (16 * 1024)
+#define REL_SLOTS MAX_IOV /* frames whose released references a worker gathers at once */
+#define REF_BATCH 128     /* references a worker takes on a frame with one atomic add */
 #define HS_MAX WS_HTTP_DEFAULT_MAX_HEAD
 #define ZBUF_KEEP (256 * 1024) /* a worker's (de)compression buffers over this are freed */
 #define TRIM_AFTER 64          /* TLS handshakes, then the heap is trimmed once quiet for: */
@@ -46,6 +55,10 @@
 #define TLS_OUT_RECORDS 4 /* TLS: records sealed per write (64 KiB of frames) */
 #define TLS_OUT                                                                                    \
     (TLS_OUT_RECORDS * (TLSREC_MAX_PLAIN + TLSREC_MAX_OVERHEAD) + TLSREC_MAX_OVERHEAD + 8)
+
+_Static_assert((REL_SLOTS & (REL_SLOTS - 1)) == 0 && (INLINE_Q & (INLINE_Q - 1)) == 0 &&
+                   (RING_SLOTS & (RING_SLOTS - 1)) == 0 && RING_SLOTS > INLINE_Q,
+               "queue capacities are powers of two (indexes wrap by mask)");
 
 struct wsc_frame {
     _Atomic uint32_t ref;
@@ -139,8 +152,9 @@ struct wsc_worker {
     /* busy_hold_max_ms: the last flush pass (one that wrote): its end (CLOCK_MONOTONIC) and
      * the worker's CPU time in it (not its wall time, which a preempted worker would see
      * long and take for load), in microseconds. busy_checked: this turn's first event was
-     * looked at; behind: wsc_worker_event_age found this turn's oldest event late;
-     * passes_held: turns whose flush a busy hold put off, for the metric. */
+     * looked at (by the busy rule, or it set write_delay_ms's hold_until); behind:
+     * wsc_worker_event_age found this turn's oldest event late; passes_held: turns whose flush a
+     * busy hold put off, for the metric. */
     uint64_t pass_end_us, pass_us;
     bool busy_checked, behind;
     uint32_t passes_held;
@@ -168,11 +182,26 @@ struct wsc_worker {
      * (worker_tally): an atomic add per frame on a counter both workers write made the
      * counter's cache line travel between cores on every delivery. */
     uint64_t t_frames_out, t_bytes_out, t_writes, t_msgs_in, t_bytes_in;
-    /* References to a frame that written connections gave up, not yet subtracted from it
-     * (one atomic subtraction per frame and pass instead of one per connection): a
-     * deferred release only holds the frame longer. Applied by worker_release_flush. */
-    wsc_frame *rel_f;
-    uint32_t rel_n;
+    /* References to frames that written connections gave up, not yet subtracted from them
+     * (one atomic subtraction per frame and pass instead of one per connection and frame;
+     * a slot per frame, as a write carries several): a deferred
+     * release only holds the frame longer. Applied by worker_release_flush. */
+    struct {
+        wsc_frame *f;
+        uint32_t n;
+    } rel[REL_SLOTS];
+    unsigned rel_next, rel_evict; /* the slot to look at first / to take next */
+    /* References taken on acq_f ahead (REF_BATCH at a time, one atomic add: a fan-out queues
+     * the same frame on every subscriber in turn), acq_n of them not handed out yet; what
+     * is left is given back by worker_release_flush. */
+    wsc_frame *acq_f;
+    uint32_t acq_n;
+    /* Queue rings of RING_SLOTS slots that emptied, linked through their first slot: at most
+     * one per connection that had a burst at once, and freed RING_KEEP_MS after the last
+     * ring was taken (worker_rings_trim), so idle connections hold none. */
+    wsc_frame **rings;
+    uint64_t rings_taken; /* loop ms */
+    uint8_t gbuf[GATHER]; /* conn_flush: the frames of one write, copied together */
     uint8_t rbuf[READ_BUF];
     EVP_CIPHER_CTX *cx;    /* TLS: the record layer's cipher context, keyed per record */
     uint8_t tbuf[TLS_OUT]; /* TLS: records sealed for one write */
@@ -360,36 +389,69 @@ static void worker_tally(wsc_worker *w)
 
 static void worker_release_flush(wsc_worker *w)
 {
-    frame_unref_n(w->rel_f, w->rel_n);
-    w->rel_f = NULL;
-    w->rel_n = 0;
+    for (int i = 0; i < REL_SLOTS; i++) {
+        frame_unref_n(w->rel[i].f, w->rel[i].n);
+        w->rel[i].f = NULL;
+        w->rel[i].n = 0;
+    }
+    frame_unref_n(w->acq_f, w->acq_n);
+    w->acq_f = NULL;
+    w->acq_n = 0;
 }
 
-/* A written frame's reference, given up: gathered while the same frame comes back (a fan-out
- * pass writes one event to every subscriber in turn). */
+/* A written frame's reference, given up: gathered while the same frames come back (a fan-out
+ * pass writes the same few events to every subscriber in turn, in the same order, so the
+ * slot after the last one used is usually the frame's, and otherwise one of the slots just
+ * before it: they are searched backwards from there). A frame not among the slots takes the
+ * one filled longest ago, whose references are then given up. REL_SLOTS is MAX_IOV, so the
+ * frames of one write never push each other out. */
 static void worker_release(wsc_worker *w, wsc_frame *f)
 {
-    if (f != w->rel_f) {
-        worker_release_flush(w);
-        w->rel_f = f;
+    unsigned i = w->rel_next;
+    if (w->rel[i].f != f) {
+        unsigned d = 1;
+        while (d < REL_SLOTS && w->rel[(i - d) % REL_SLOTS].f != f) d++;
+        if (d < REL_SLOTS) {
+            i = (i - d) % REL_SLOTS;
+        } else {
+            i = w->rel_evict;
+            w->rel_evict = (i + 1) % REL_SLOTS;
+            frame_unref_n(w->rel[i].f, w->rel[i].n);
+            w->rel[i].f = f;
+            w->rel[i].n = 0;
+        }
     }
-    w->rel_n++;
+    w->rel[i].n++;
+    w->rel_next = (i + 1) % REL_SLOTS;
+}
+
+/* A new reference to f for one of the worker's queues: from the references taken ahead on
+ * it, or REF_BATCH more with one atomic add (the rest go back at the end of the turn). */
+static wsc_frame *worker_ref(wsc_worker *w, wsc_frame *f)
+{
+    if (f != w->acq_f || w->acq_n == 0) {
+        frame_unref_n(w->acq_f, w->acq_n);
+        atomic_fetch_add_explicit(&f->ref, REF_BATCH, memory_order_relaxed);
+        w->acq_f = f;
+        w->acq_n = REF_BATCH;
+    }
+    w->acq_n--;
+    return f;
 }
 
 /* Schedules c for the end of this iteration's flush (once). */
 static void conn_want_flush(wsc_conn *c)
 {
     wsc_worker *w = c->w;
-    if (w->s->cfg.write_delay_ms > 0) {
-        if (!w->queuing_event)
-            w->urgent = true;
-        else if (!w->hold_until)
+    if (!w->queuing_event) {
+        w->urgent = true; /* read only while a hold is set (write_delay_ms or the busy rule) */
+    } else if (!w->busy_checked) { /* this turn's first event decides whether it waits */
+        if (w->s->cfg.write_delay_ms > 0) {
+            w->busy_checked = true;
             w->hold_until = loop_now(w->l) + (uint64_t)w->s->cfg.write_delay_ms;
-    } else if (w->s->cfg.busy_hold_max_ms > 0) {
-        if (!w->queuing_event)
-            w->urgent = true;
-        else if (!w->busy_checked)
+        } else {
             busy_hold_check(w);
+        }
     }
     if (c->list != CL_NONE || c->state == CS_DEAD) return;
     c->list = CL_FLUSH;
@@ -397,12 +459,45 @@ static void conn_want_flush(wsc_conn *c)
     c->w->flush_list = c;
 }
 
+/* A ring for a queue that outgrows INLINE_Q: a free one of the worker's, or a new one. */
+static wsc_frame **ring_take(wsc_worker *w)
+{
+    w->rings_taken = loop_now(w->l);
+    wsc_frame **q = w->rings;
+    if (!q) return malloc(sizeof *q * RING_SLOTS);
+    w->rings = (wsc_frame **)(void *)q[0];
+    return q;
+}
+
+/* Gives back a grown ring: RING_SLOTS ones to the worker's free rings, bigger ones to malloc. */
+static void ring_put(wsc_worker *w, wsc_frame **q, uint32_t cap)
+{
+    if (cap != RING_SLOTS) {
+        free(q);
+        return;
+    }
+    q[0] = (wsc_frame *)(void *)w->rings;
+    w->rings = q;
+}
+
+/* Frees the worker's free rings once no queue has grown for RING_KEEP_MS (or when force). */
+static void worker_rings_trim(wsc_worker *w, bool force)
+{
+    if (!force && (!w->rings || loop_now(w->l) < w->rings_taken + RING_KEEP_MS)) return;
+    while (w->rings) {
+        wsc_frame **q = w->rings;
+        w->rings = (wsc_frame **)(void *)q[0];
+        free(q);
+    }
+}
+
 static void queue_clear(wsc_conn *c)
 {
-    for (uint32_t i = 0; i < c->q_count; i++) wsc_frame_unref(c->q[(c->q_head + i) % c->q_cap]);
+    for (uint32_t i = 0; i < c->q_count; i++)
+        wsc_frame_unref(c->q[(c->q_head + i) & (c->q_cap - 1)]);
     c->q_count = c->q_head = c->q_off = 0;
     c->q_bytes = 0;
-    if (c->q != c->q_inline) free(c->q);
+    if (c->q != c->q_inline) ring_put(c->w, c->q, c->q_cap);
     c->q = c->q_inline;
     c->q_cap = INLINE_Q;
 }
@@ -443,6 +538,8 @@ static void conn_free(wsc_conn *c)
     w->nconns--;
     atomic_fetch_sub(&s->nconns, 1);
     if (c->ip_counted) iplimit_release(s->per_ip, c->ipkey);
+    if (c->deflate && s->cfg.deflate_live)
+        atomic_fetch_sub_explicit(s->cfg.deflate_live, 1, memory_order_relaxed);
     metric_add(s->m_conns, -1);
     queue_clear(c);
     free(c->hs);
@@ -461,17 +558,18 @@ static int queue_push(wsc_conn *c, wsc_frame *f)
 {
     assert(c->state != CS_DEAD);
     assert(c->q_count <= c->q_cap && (c->q_off == 0 || c->q_count > 0));
-    if (c->q_count == c->q_cap) {
-        uint32_t ncap = c->q_cap * 2;
-        wsc_frame **nq = malloc(sizeof *nq * ncap);
+    if (c->q_count == c->q_cap) { /* a power of two, INLINE_Q and up: indexes wrap by mask */
+        wsc_worker *w = c->w;
+        uint32_t ncap = c->q == c->q_inline ? RING_SLOTS : c->q_cap * 2;
+        wsc_frame **nq = ncap == RING_SLOTS ? ring_take(w) : malloc(sizeof *nq * ncap);
         if (!nq) return -ENOMEM;
-        for (uint32_t i = 0; i < c->q_count; i++) nq[i] = c->q[(c->q_head + i) % c->q_cap];
-        if (c->q != c->q_inline) free(c->q);
+        for (uint32_t i = 0; i < c->q_count; i++) nq[i] = c->q[(c->q_head + i) & (c->q_cap - 1)];
+        if (c->q != c->q_inline) ring_put(w, c->q, c->q_cap);
         c->q = nq;
         c->q_cap = ncap;
         c->q_head = 0;
     }
-    c->q[(c->q_head + c->q_count) % c->q_cap] = wsc_frame_ref(f);
+    c->q[(c->q_head + c->q_count) & (c->q_cap - 1)] = worker_ref(c->w, f);
     c->q_count++;
     c->q_bytes += f->len;
     if (c->stream) c->last_tx = loop_now(c->w->l);
@@ -545,7 +643,7 @@ static void conn_close_slow(wsc_conn *c, const char *why)
               (unsigned long long)c->id, c->peer, c->q_bytes - c->q_off, c->held,
               s->cfg.max_outbound, why);
     while (c->q_count > (c->q_off ? 1u : 0u)) {
-        uint32_t last = (c->q_head + c->q_count - 1) % c->q_cap;
+        uint32_t last = (c->q_head + c->q_count - 1) & (c->q_cap - 1);
         c->q_bytes -= c->q[last]->len;
         wsc_frame_unref(c->q[last]);
         c->q_count--;
@@ -1066,18 +1164,36 @@ static void conn_flush(wsc_conn *c)
     while (c->q_count > 0 && c->writable) {
         struct iovec iov[MAX_IOV];
         int n = 0;
+        size_t total = 0;
         for (uint32_t i = 0; i < c->q_count && n < MAX_IOV; i++, n++) {
-            wsc_frame *f = c->q[(c->q_head + i) % c->q_cap];
+            wsc_frame *f = c->q[(c->q_head + i) & (c->q_cap - 1)];
             size_t off = i == 0 ? c->q_off : 0;
             iov[n].iov_base = f->bytes + off;
             iov[n].iov_len = f->len - off;
+            total += f->len - off;
         }
-        /* one piece (most fan-out writes): send(2), which skips writev's file-position and
-         * iovec-import steps; the socket is non-blocking and SIGPIPE is the caller's to
-         * ignore, as with writev. kTLS: the plain path's calls, the kernel seals */
-        ssize_t wr = c->rec && !c->ktls ? rec_send(c, iov, n)
-                     : n == 1 ? send(c->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL)
-                              : writev(c->io.fd, iov, n);
+        /* Several small frames (a busy fan-out queues a few events per subscriber and pass)
+         * are copied into one piece: the kernel then imports no iovec and copies one
+         * segment, and send(2) skips writev's file-position steps; copying a few hundred
+         * bytes that are in cache costs less than those per-frame and per-call steps. One
+         * piece goes out with send(2) as it is. The socket is non-blocking and SIGPIPE is
+         * the caller's to ignore, as with writev. kTLS: the plain path's calls, the kernel
+         * seals; the user-space record layer seals the iovecs itself. */
+        ssize_t wr;
+        if (c->rec && !c->ktls) {
+            wr = rec_send(c, iov, n);
+        } else if (n == 1) {
+            wr = send(c->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+        } else if (total <= GATHER) {
+            uint8_t *g = c->w->gbuf;
+            for (int i = 0; i < n; i++) {
+                memcpy(g, iov[i].iov_base, iov[i].iov_len);
+                g += iov[i].iov_len;
+            }
+            wr = send(c->io.fd, c->w->gbuf, total, MSG_NOSIGNAL);
+        } else {
+            wr = writev(c->io.fd, iov, n);
+        }
         c->w->t_writes++;
         if (wr < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -1102,7 +1218,7 @@ static void conn_flush(wsc_conn *c)
             c->q_bytes -= f->len;
             c->q_off = 0;
             worker_release(c->w, f);
-            c->q_head = (c->q_head + 1) % c->q_cap;
+            c->q_head = (c->q_head + 1) & (c->q_cap - 1);
             c->q_count--;
         }
     }
@@ -1239,6 +1355,8 @@ static void conn_handshake(wsc_conn *c, const uint8_t *in, size_t n)
     c->pmd = up.pmd;
     if (c->deflate) {
         metric_inc(s->m_deflate_conns);
+        if (s->cfg.deflate_live)
+            atomic_fetch_add_explicit(s->cfg.deflate_live, 1, memory_order_relaxed);
         log_debug("permessage-deflate negotiated", "conn=%llu server_max_window_bits=%u",
                   (unsigned long long)c->id, c->pmd.server_max_window_bits);
     }
@@ -1794,6 +1912,7 @@ static void worker_before_sleep(void *ud)
     }
     worker_release_flush(w);
     worker_tally(w);
+    worker_rings_trim(w, false);
 }
 
 static void *worker_main(void *arg)
@@ -1812,6 +1931,7 @@ static void *worker_main(void *arg)
     free(w->zbuf);
     free(w->ibuf);
     w->zbuf = w->ibuf = NULL;
+    worker_rings_trim(w, true);
     return NULL;
 }
 

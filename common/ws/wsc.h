@@ -23,6 +23,7 @@
 #ifndef EDGE_WSC_H
 #define EDGE_WSC_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -145,6 +146,10 @@ typedef struct wsc_config {
     int close_timeout_ms;       /* wait for the peer's close frame after ours */
     size_t deflate_min;         /* permessage-deflate (upgrade.deflate): messages shorter
                                  * than this are sent uncompressed */
+    atomic_int *deflate_live;   /* optional: kept equal to the open connections that
+                                 * negotiated permessage-deflate (the edge's fabric compresses
+                                 * each event ahead only while there is one); borrowed, must
+                                 * outlive the server */
     int write_delay_ms;         /* events (wsc_conn_send_event) wait up to this long for
                                  * more to share their writes; 0: written at once */
     int busy_hold_max_ms;       /* write_delay_ms 0: while the worker is busy (an event came
@@ -198,7 +203,7 @@ void wsc_conn_set_data(wsc_conn *c, void *data);
  * the worker's deflate stream when it is at least deflate_min bytes and the result is smaller. */
 int wsc_conn_send(wsc_conn *c, wsc_frame *f);
 /* The same for a broadcast event: with write_delay_ms, the worker writes it within that
- * delay, together with whatever else queued meanwhile (one writev per connection for all
+ * delay, together with whatever else queued meanwhile (one write per connection for all
  * of it), unless something else (a reply, a control frame) makes the worker write sooner. */
 int wsc_conn_send_event(wsc_conn *c, wsc_frame *f);
 /* The oldest event this loop turn takes was handed to the worker at queued_us

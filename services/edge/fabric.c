@@ -103,7 +103,8 @@ struct fabric {
     /* permessage-deflate: one stream for the process, reset per event (no context takeover) */
     bool deflate;
     size_t deflate_min;
-    pthread_mutex_t zlock; /* zd: nats.c may call from several threads */
+    atomic_int deflate_live; /* fab_deflate_live */
+    pthread_mutex_t zlock;   /* zd: nats.c may call from several threads */
     z_stream zd;
     bool zd_ready;
     _Atomic uint64_t drops; /* every m_dropped, for fab_disruptions */
@@ -343,12 +344,17 @@ static void fab_on_event(bus_msg *msg, void *ud)
                                  dlen, &n, &hl);
         wsc_frame *frame = buf ? wsc_frame_wrap(buf, n, free, buf) : NULL;
         if (buf && !frame) free(buf);
-        if (frame) {
+        /* compressed ahead only while some client negotiated permessage-deflate; otherwise
+         * left unconsidered, so a client that negotiates it meanwhile has it compressed by
+         * its worker */
+        if (frame && atomic_load_explicit(&f->deflate_live, memory_order_relaxed) > 0) {
             uint8_t *zbuf = fab_deflate(f, buf + hl, n - hl, &zn);
             wsc_frame *zf = zbuf ? wsc_frame_wrap(zbuf, zn, free, zbuf) : NULL;
             if (zbuf && !zf) free(zbuf);
             /* compressed once, or not worth it: never again per connection */
             wsc_frame_set_deflated(frame, zf);
+        }
+        if (frame) {
             fab_fan_out(f, mask, r->kind, r, frame, seq, prev);
             wsc_frame_unref(frame);
         } else {
@@ -372,6 +378,8 @@ static void *settler_main(void *arg);
 
 /* After a NATS reconnection (nats.c thread): every worker should look for gaps. */
 static void fab_on_reconnect(void *ud) { fab_broadcast(ud, FAB_RESYNC, NULL, 0); }
+
+atomic_int *fab_deflate_live(fabric *f) { return &f->deflate_live; }
 
 int fab_create(fabric **out, bus *b, size_t max_data, bool deflate, size_t deflate_min)
 {

@@ -52,6 +52,10 @@ enum fab_kind {
  * Returns 0 or a negative code. */
 int fab_create(fabric **out, bus *b, size_t max_data, bool deflate, size_t deflate_min);
 void fab_destroy(fabric *f); /* after every port is closed; NULL ok */
+/* The count of open connections that negotiated permessage-deflate, for the WebSocket core to
+ * keep (wsc_config.deflate_live): while it is 0 no event is compressed ahead (a connection
+ * that opens meanwhile has its events compressed by its worker). Owned by f. */
+atomic_int *fab_deflate_live(fabric *f);
 /* How many times a bus message may have been lost before reaching the workers: the fabric's
  * drops (a full worker mailbox, over the size limit) plus bus_disruptions. Only grows; a
  * worker that sees it change knows an event may be missing although none was reported for

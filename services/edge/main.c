@@ -762,6 +762,7 @@ int main(int argc, char **argv)
         .write_delay_ms = (int)cfg.write_delay_ms,
         .busy_hold_max_ms = (int)cfg.busy_hold_max_ms,
         .deflate_min = (size_t)cfg.deflate_min,
+        .deflate_live = fab_deflate_live(fab),
         .stream_keepalive_ms = (int)cfg.sse_heartbeat_ms,
         .stream_keepalive = ": ping\n\n",
     };

@@ -40,6 +40,41 @@ def _frame_event(ws, timeout=5):
     return f.rsv, json.loads(data), len(f.payload)
 
 
+def _deflated(st):
+    m = harness.http("GET", "http://127.0.0.1:%d/metrics" % st.edge_port).body.decode()
+    line = [x for x in m.splitlines() if x.startswith("sc_edge_deflated_total")]
+    return int(line[0].split()[-1]) if line else 0
+
+
+def test_events_not_compressed_ahead_without_deflate_clients(st):
+    # With no client on permessage-deflate the fabric compresses nothing ahead (it did every
+    # event, for nobody); once one connects, its events come compressed all the same.
+    plain = _connect(st, deflate=False)
+    plain.subscribe("prices.NOZ")
+    for i in range(20):  # a deflate client an earlier test closed may still be going away
+        before = _deflated(st)
+        st.busctl("pub", "events.prices.NOZ", json.dumps(_event_data(i)))
+        assert _frame_event(plain)[0] == 0
+        if _deflated(st) == before:
+            break
+    else:
+        raise AssertionError("every event was compressed with no deflate client open")
+    before = _deflated(st)
+    for i in range(3):
+        st.busctl("pub", "events.prices.NOZ", json.dumps(_event_data(i)))
+        assert _frame_event(plain)[0] == 0
+    assert _deflated(st) == before, (before, _deflated(st))
+    z = _connect(st)
+    z.subscribe("prices.NOZ")
+    st.busctl("pub", "events.prices.NOZ", json.dumps(_event_data(9)))
+    zrsv, zev, _ = _frame_event(z)
+    prsv, pev, _ = _frame_event(plain)
+    assert zrsv == 4 and prsv == 0 and zev == pev, (zrsv, prsv, zev, pev)
+    assert _deflated(st) > before  # compressed ahead again, once for both
+    z.close()
+    plain.close()
+
+
 def test_negotiation_answer(st):
     ws = _connect(st)
     ext = ws.headers["sec-websocket-extensions"]
