@@ -184,10 +184,40 @@ static const EVP_MD *md_sha256(void)
     return sha256 ? sha256 : EVP_sha256();
 }
 
+/* Random bytes for refresh tokens, family ids and jtis, taken from a per-thread buffer that
+ * libcrypto's generator refills RAND_POOL bytes at a time: one RAND_bytes call per value
+ * cost ~6,700 instructions and a getpid(2) (OpenSSL 3's fork check), three per password
+ * grant (~20,000 of its ~137,000 instructions outside libjwt and the hash) and two per
+ * refresh; the refill costs ~900 per grant (bench/auth_instr.sh). The bytes are the same
+ * generator's; each is handed out once and wiped from the buffer as it is, never leaves the thread
+ * before use, and auth does not fork. (The gateway's request ids do the same: gateway/meta.c.) */
+#define RAND_POOL 512
+static __thread unsigned char rand_pool[RAND_POOL];
+static __thread size_t rand_left;
+
+/* n (<= RAND_POOL) random bytes into out: 0, or -1 when the generator fails. */
+static int random_bytes(unsigned char *out, size_t n)
+{
+    if (n > RAND_POOL) return -1;
+    if (rand_left < n) {
+        rand_left = 0;
+        if (RAND_bytes(rand_pool, RAND_POOL) != 1) {
+            explicit_bzero(rand_pool, RAND_POOL);
+            return -1;
+        }
+        rand_left = RAND_POOL;
+    }
+    unsigned char *p = rand_pool + (RAND_POOL - rand_left);
+    memcpy(out, p, n);
+    explicit_bzero(p, n); /* used once only */
+    rand_left -= n;
+    return 0;
+}
+
 int rtstore_random_hex(char *buf, size_t n)
 {
     unsigned char b[64];
-    if (n > sizeof b || RAND_bytes(b, (int)n) != 1) return -1;
+    if (n > sizeof b || random_bytes(b, n) < 0) return -1;
     rtstore_hex(b, n, buf);
     explicit_bzero(b, sizeof b);
     return 0;
@@ -212,7 +242,7 @@ static int new_token(char tok[STORE_TOKEN_LEN + 1])
     unsigned char b[32];
     int rc = -1;
 
-    if (RAND_bytes(b, sizeof b) == 1 && b64url_encode(b, sizeof b, tok, STORE_TOKEN_LEN + 1) == 0)
+    if (random_bytes(b, sizeof b) == 0 && b64url_encode(b, sizeof b, tok, STORE_TOKEN_LEN + 1) == 0)
         rc = 0;
     explicit_bzero(b, sizeof b);
     return rc;
