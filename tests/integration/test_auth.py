@@ -442,6 +442,34 @@ def test_revoke_unknown_and_errors(st):
 
 # ---- operations ----------------------------------------------------------------------------
 
+def test_user_set_is_pruned_of_ended_families(st):
+    """sc:rtuser:<sub> (the families "log out everywhere" revokes) loses its ended families
+    once a login takes it past 64 members, and never an active one. (It is pruned when a
+    login brings it to 65, 129, ... members: pruning on every login past 64 walked the whole
+    set each time, which a name with many live sessions paid on every login.)"""
+    key = "sc:rtuser:bob"
+    st.redis_cmd("DEL", key)  # bob's earlier families: not counted here
+    docs = [login(st, BOB) for _ in range(64)]
+    assert st.redis_cmd("SCARD", key).strip() == "64"
+    for d in docs[:10]:
+        status, doc = req(st, "auth.revoke", {"token": d["refresh_token"]})
+        assert status == 200 and doc == {}, doc
+    assert st.redis_cmd("SCARD", key).strip() == "64"  # revoked, still members
+    last = login(st, BOB)  # the 65th member: the ten ended families go
+    members = set(st.redis_cmd("SMEMBERS", key).split())
+    live = {claims(d["access_token"])["sid"] for d in docs[10:] + [last]}
+    ended = {claims(d["access_token"])["sid"] for d in docs[:10]}
+    assert members == live, (len(members), len(live), len(members & ended))
+    # an active family from before the pruning still refreshes, and logout_all still ends all
+    status, doc = req(st, "auth.refresh", {"refresh_token": docs[10]["refresh_token"]})
+    assert status == 200, doc
+    status, doc = req(st, "auth.revoke", {"token": doc["refresh_token"], "everywhere": True})
+    assert status == 200
+    for d in (docs[11], last):
+        status, doc = req(st, "auth.refresh", {"refresh_token": d["refresh_token"]})
+        assert_error(status, doc, 400, "invalid_grant")
+
+
 def test_admin_endpoints(st):
     base = "http://127.0.0.1:%d" % st.auth_admin_port
     assert harness.http("GET", base + "/healthz").status == 200

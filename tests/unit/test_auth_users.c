@@ -870,6 +870,14 @@ TEST(store_hex_and_random_hex)
     CHECK(strcmp(a, b) != 0);
     char big[200];
     CHECK_EQ_INT(rtstore_random_hex(big, 65), -1);
+    /* the bytes come from a per-thread buffer refilled 512 at a time: across refills none
+     * is handed out twice, and none is the wiped (zero) remainder of a used slice */
+    static char many[48][129];
+    for (int i = 0; i < 48; i++) {
+        CHECK_EQ_INT(rtstore_random_hex(many[i], 64), 0);
+        CHECK((int)strspn(many[i], "0") < 16);
+        for (int j = 0; j < i; j++) CHECK(strcmp(many[i], many[j]) != 0);
+    }
 }
 
 /* The CPU counters bench/authgoals.sh reads move with a password grant (their amounts are
