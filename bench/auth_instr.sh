@@ -22,11 +22,7 @@ DIR=$(mktemp -d)
 . bench/capacity/lib.sh
 trap 'cleanup; rm -rf "$DIR"' EXIT
 
-make_keys
-H=$(printf 'capacity' | openssl passwd -6 -stdin)
-{ for i in $(seq 0 63); do echo "user u$i $H sub=prices.*"; done; } >"$DIR/users.conf"
-start_nats nats
-start_redis
+auth_bench_world
 AUTH_ADMIN=$(free_port)
 env NATS_URL="$NATS_URL" REDIS_URL="$REDIS_URL" LOG_LEVEL=info DEV_INSECURE_BUS=1 \
   JWT_PRIVATE_KEY="$DIR/dev/signing-key.pem" JWT_KID=dev-1 AUTH_USERS="$DIR/users.conf" \

@@ -43,11 +43,7 @@ done
 # shellcheck source=bench/capacity/lib.sh
 . bench/capacity/lib.sh
 
-make_keys
-H=$(printf 'capacity' | openssl passwd -6 -stdin)
-{ for i in $(seq 0 63); do echo "user u$i $H sub=prices.*"; done; } >"$DIR/users.conf"
-start_nats nats
-start_redis
+auth_bench_world
 AUTH_ADMIN=$(free_port)
 env NATS_URL="$NATS_URL" REDIS_URL="$REDIS_URL" LOG_LEVEL="${AUTHGOALS_LOG_LEVEL:-info}" \
   DEV_INSECURE_BUS=1 JWT_PRIVATE_KEY="$DIR/dev/signing-key.pem" JWT_KID=dev-1 \
@@ -94,7 +90,7 @@ for run in $(seq 1 "$RUNS"); do
   rcli flushall >/dev/null
 done
 sign=$("$BUILD/bench/authbench" sign --key "$DIR/dev/signing-key.pem" --count 2000 \
-  --password-hash "$H")
+  --password-hash "$AUTH_BENCH_HASH")
 echo "$sign" | tee -a "$DIR/runs.txt" >&2
 
 med() { grep "grant=$1" "$DIR/runs.txt" | field "$2" | median; }

@@ -87,6 +87,17 @@ redis_used() { rcli info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p'; }
 # dev keys and users file in $DIR/dev (scripts/gen-dev.sh: alice, bob, producer)
 make_keys() { bash scripts/gen-dev.sh "$DIR/dev" >/dev/null; }
 
+# What the auth benches start from: dev keys, $DIR/users.conf with users u0..u63 (password
+# "capacity", sha512crypt; the hash in AUTH_BENCH_HASH), NATS and Redis.
+auth_bench_world() {
+  make_keys
+  AUTH_BENCH_HASH=$(printf 'capacity' | openssl passwd -6 -stdin)
+  { for i in $(seq 0 63); do echo "user u$i $AUTH_BENCH_HASH sub=prices.*"; done; } \
+    >"$DIR/users.conf"
+  start_nats nats
+  start_redis
+}
+
 # start_auth [VAR=VALUE...]: sets AUTH_ADMIN AUTH_PID
 start_auth() {
   AUTH_ADMIN=$(free_port)
