@@ -102,7 +102,8 @@ struct http_server {
      * closes one past GATEWAY_MAX_CONNECTIONS itself. libmicrohttpd's own limit is set so
      * high that it never refuses: 0.9.75 refuses a handed-over connection at its limit with
      * a mutex still held, and the next lock deadlocks that thread. */
-    atomic_int nconn[2];
+    atomic_int nconn[2];  /* (one that libmicrohttpd takes but cannot start, for want of
+                           * memory, keeps its count: it never reports it closed) */
     gw_conn untracked[2]; /* the context of a connection whose gw_conn could not be allocated */
     metric *m_limit_refused;
     metric *m_head_timeouts, *m_response_timeouts;
@@ -993,11 +994,19 @@ static void *gw_acceptor_main(void *arg)
         }
     p[n] = (struct pollfd){.fd = s->stop_efd, .events = POLLIN};
     int64_t last_warn = 0;
-    int pause_ms = -1; /* after a file-limit failure: wait, don't spin on accept */
+    bool pause = false; /* after a failure for want of files or memory: wait, don't spin */
     for (;;) {
-        if (poll(p, (nfds_t)n + 1, pause_ms) < 0 && errno != EINTR) break;
+        /* while paused only the stop is watched: the listeners stay readable */
+        int r = pause ? poll(&p[n], 1, 10) : poll(p, (nfds_t)n + 1, -1);
+        if (r < 0 && errno != EINTR) {
+            log_error("the acceptor stops: poll failed", "error=\"%s\"", strerror(errno));
+            break;
+        }
         if (p[n].revents) break; /* asked to stop */
-        pause_ms = -1;
+        if (pause || r <= 0) {
+            pause = false;
+            continue;
+        }
         for (int k = 0; k < n; k++) {
             if (!(p[k].revents & POLLIN)) continue;
             for (int b = 0; b < GW_ACCEPT_BURST; b++) {
@@ -1012,14 +1021,14 @@ static void *gw_acceptor_main(void *arg)
                             log_warn("cannot accept a connection", "error=\"%s\"", strerror(errno));
                             last_warn = now;
                         }
-                        pause_ms = 10;
+                        pause = true;
                     }
                     break; /* EAGAIN, or a client gone before it was taken */
                 }
                 int l = which[k];
                 if (atomic_fetch_add(&s->nconn[l], 1) >= (int)s->cfg.max_connections) {
                     atomic_fetch_sub(&s->nconn[l], 1);
-                    close(c); /* refused at once, as libmicrohttpd did at its limit */
+                    close(c); /* closed at once (libmicrohttpd left them in the backlog) */
                     metric_inc(s->m_limit_refused);
                     continue;
                 }
