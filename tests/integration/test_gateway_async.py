@@ -7,6 +7,7 @@ in-flight bounds answer 503 and 429 and are released; clients that leave mid-req
 replies that come after the route's deadline touch nothing (the ASan and valgrind runs
 check); compositions (parallel and sequence) run the same way. Counts and order, never
 durations: the timings are in bench/gateway_goals.py."""
+import errno
 import os
 import resource
 import selectors
@@ -42,12 +43,16 @@ class Conn:
         if src:
             self.s.bind((src, 0))
         self.s.setblocking(False)
-        self.s.connect_ex(("127.0.0.1", port))
+        rc = self.s.connect_ex(("127.0.0.1", port))
+        self.err = None if rc in (0, errno.EINPROGRESS) else rc  # why it closed, if it did
         self.out = b""
         self.buf = b""
         self.answers = []  # statuses, in order
         self.heads = []  # (head text in lower case, body), in order
         self.closed = False
+
+    def why(self):
+        return os.strerror(self.err) if self.err else "end of stream" if self.closed else "open"
 
     def answer_ready(self):
         head, sep, rest = self.buf.partition(b"\r\n\r\n")
@@ -93,8 +98,9 @@ def drive(conns, until, timeout):
                             pass
                 except (BlockingIOError, InterruptedError):
                     pass
-                except OSError:
+                except OSError as e:
                     c.closed = True
+                    c.err = e.errno
                     sel.unregister(c.s)
     finally:
         sel.close()
@@ -111,8 +117,10 @@ def open_conns(st, n, path=None, batch=500, src=None):
                 c.out = get(path)
             assert drive(part, lambda: all(c.answers or c.closed for c in part), 60), \
                 "a batch of connections was not answered"
-            assert all(c.answers == [200] for c in part), \
-                [c.answers for c in part if c.answers != [200]][:5]
+            bad = [c for c in part if c.answers != [200]]
+            assert not bad, "%d of a batch of %d not answered 200 (%d before it); the first: %s" % (
+                len(bad), len(part), len(conns),
+                [(c.answers, c.why()) for c in bad[:5]])
         conns += part
     return conns
 
