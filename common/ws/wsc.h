@@ -154,8 +154,8 @@ typedef struct wsc_config {
                                  * more to share their writes; 0: written at once */
     int busy_hold_max_ms;       /* write_delay_ms 0: while the worker is busy (an event came
                                  * within one flush pass's CPU time of the last pass's end),
-                                 * events wait until that long after it, at most this (0:
-                                 * off); an idle worker, or one behind, writes at once */
+                                 * events wait until this long after that pass (0: off); an
+                                 * idle worker, or one behind, writes at once */
 
     /* Streams (wsc_handlers.stream) */
     int stream_keepalive_ms;      /* stream_keepalive is queued after this long with nothing
