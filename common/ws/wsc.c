@@ -149,13 +149,16 @@ struct wsc_worker {
     int nodelay; /* 1: accepted sockets come with TCP_NODELAY (from the listener),
                   * -1: they do not (set on each), 0: not known yet */
 
-    /* busy_hold_max_ms: the last flush pass (one that wrote): its end (CLOCK_MONOTONIC) and
-     * the worker's CPU time in it (not its wall time, which a preempted worker would see
-     * long and take for load), in microseconds. busy_checked: this turn's first event was
-     * looked at (by the busy rule, or it set write_delay_ms's hold_until); behind:
-     * wsc_worker_event_age found this turn's oldest event late; passes_held: turns whose flush a
-     * busy hold put off, for the metric. */
-    uint64_t pass_end_us, pass_us;
+    /* busy_hold_max_ms: the last flush pass (one that wrote): its end (CLOCK_MONOTONIC), the
+     * worker's CPU time in it (not its wall time, which a preempted worker would see long
+     * and take for load), its wall time, and the time from the pass before it to its end
+     * (0: none before), in microseconds; frames16: the frames it carried per write, x16,
+     * counted in frames_queued since the pass before. hold_us: the busy rule's last hold.
+     * busy_checked: this turn's first event was looked at (by the busy rule, or it set
+     * write_delay_ms's hold_until); behind: wsc_worker_event_age found an event of this turn
+     * late; passes_held: turns whose flush a busy hold put off, for the metric. */
+    uint64_t pass_end_us, pass_us, pass_wall_us, period_us, hold_us;
+    uint32_t frames16, frames_queued;
     bool busy_checked, behind;
     uint32_t passes_held;
 
@@ -356,25 +359,31 @@ static uint64_t clock_us(clockid_t id)
 
 static uint64_t mono_us(void) { return clock_us(CLOCK_MONOTONIC); }
 
-/* busy_hold_max_ms: the first event queued since the last flush pass decides. If it came
- * while that pass was still recent - less than the pass's CPU time ago, so the worker has
- * been writing most of the time - the flush waits until busy_hold_max_ms after the pass
- * ended: the events arriving meanwhile share each connection's write, so a busy worker
- * writes once per busy_hold_max_ms and a pass. (Waiting only as long as the pass took,
- * which bounds the share of time in writes at a half, cost 0.70-0.72 µs of CPU per delivery
- * at 1,000 subscribers x 1,000 events/s and 0.17-0.21 writes per delivery, against
- * 0.52-0.54 µs and 0.12 for this, p99 no worse: docs/BENCHMARKS.md.) Anything else (the pass long
- * over, a pass under a millisecond, which the loop's clock cannot wait for) writes at once: an idle
- * worker never waits. */
+/* busy_hold_max_ms: the first event queued since the last flush pass decides. The worker
+ * is busy if it came while that pass was still recent - less than the pass's CPU time ago,
+ * a pass of a millisecond or more (the loop's clock cannot wait for less). A busy worker's
+ * next flush then waits until twice the pass's CPU time after it (at least
+ * BUSY_HOLD_MIN_US, at most busy_hold_max_ms), so it writes at most about a third of the
+ * time while the load lasts and the events arriving meanwhile share each connection's write -
+ * if any are to be expected: at the pace of the last pass (its frames per write, over the
+ * time since the pass before) at least one more per connection must come within the hold,
+ * or the wait would only delay this one. Anything else writes at once: an idle worker, or
+ * one whose events are too sparse to share writes, never waits. (Measured: docs/EDGE.md
+ * step 6, docs/BENCHMARKS.md.) */
+#define BUSY_HOLD_MIN_US 5000
 static void busy_hold_check(wsc_worker *w)
 {
     w->busy_checked = true;
     uint64_t max_us = (uint64_t)w->s->cfg.busy_hold_max_ms * 1000;
-    if (!max_us || w->pass_us < 1000) return;
+    if (!max_us || w->pass_us < 1000 || !w->period_us) return;
     uint64_t now = mono_us();
     if (now >= w->pass_end_us + w->pass_us) return; /* not busy: the pass is long over */
-    uint64_t until = w->pass_end_us + max_us;
+    uint64_t hold = 2 * w->pass_us > BUSY_HOLD_MIN_US ? 2 * w->pass_us : BUSY_HOLD_MIN_US;
+    if (hold > max_us) hold = max_us;
+    if ((uint64_t)w->frames16 * hold < 16 * w->period_us) return; /* nothing to share */
+    uint64_t until = w->pass_end_us + hold;
     if (now >= until) return;
+    w->hold_us = hold;
     w->hold_until = (until + 999) / 1000; /* the loop's clock: CLOCK_MONOTONIC ms */
 }
 
@@ -739,6 +748,7 @@ int wsc_conn_send(wsc_conn *c, wsc_frame *f)
         rc = -ENOMEM;
     } else {
         c->w->t_frames_out++;
+        c->w->frames_queued++;
     }
     wsc_frame_unref(own);
     return rc;
@@ -784,8 +794,10 @@ int wsc_conn_send_event(wsc_conn *c, wsc_frame *f)
 
 void wsc_worker_event_age(wsc_worker *w, uint64_t queued_us)
 {
-    uint64_t max_us = (uint64_t)w->s->cfg.busy_hold_max_ms * 1000;
-    if (max_us && queued_us && mono_us() > queued_us + max_us) w->behind = true;
+    if (!w->s->cfg.busy_hold_max_ms || !queued_us) return;
+    /* in its mailbox for more than two of the busy rule's periods (a pass and a hold) */
+    uint64_t lim = 2 * (w->pass_wall_us + w->hold_us) + BUSY_HOLD_MIN_US;
+    if (mono_us() > queued_us + lim) w->behind = true;
 }
 
 int wsc_conn_send_text(wsc_conn *c, const char *text, size_t len)
@@ -1881,6 +1893,7 @@ static void worker_before_sleep(void *ud)
                               ? clock_us(CLOCK_THREAD_CPUTIME_ID)
                               : 0;
     uint64_t writes_before = w->t_writes;
+    uint64_t wall_start = pass_start ? mono_us() : 0;
     for (int round = 0; !hold && round < 4 && w->flush_list; round++) {
         if (round > 0 && w->before_sleep) w->before_sleep(w); /* what the reads below added */
         wsc_conn *list = w->flush_list;
@@ -1912,8 +1925,14 @@ static void worker_before_sleep(void *ud)
         conn_free(c);
     }
     if (pass_start && w->t_writes != writes_before) { /* a pass that wrote: the busy rule's */
+        uint64_t now = mono_us();
         w->pass_us = clock_us(CLOCK_THREAD_CPUTIME_ID) - pass_start;
-        w->pass_end_us = mono_us();
+        w->pass_wall_us = now - wall_start;
+        w->period_us = w->pass_end_us ? now - w->pass_end_us : 0;
+        w->pass_end_us = now;
+        uint64_t f16 = (uint64_t)w->frames_queued * 16 / (w->t_writes - writes_before);
+        w->frames16 = f16 < UINT32_MAX ? (uint32_t)f16 : UINT32_MAX;
+        w->frames_queued = 0;
     }
     worker_release_flush(w);
     worker_tally(w);

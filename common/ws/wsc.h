@@ -153,9 +153,11 @@ typedef struct wsc_config {
     int write_delay_ms;         /* events (wsc_conn_send_event) wait up to this long for
                                  * more to share their writes; 0: written at once */
     int busy_hold_max_ms;       /* write_delay_ms 0: while the worker is busy (an event came
-                                 * within one flush pass's CPU time of the last pass's end),
-                                 * events wait until this long after that pass (0: off); an
-                                 * idle worker, or one behind, writes at once */
+                                 * within one flush pass's CPU time of the last pass's end,
+                                 * and more are expected within the hold), events wait until
+                                 * twice its CPU time after that pass, at least 5 ms, at most
+                                 * this (0: off); an idle worker, or one behind, writes at
+                                 * once */
 
     /* Streams (wsc_handlers.stream) */
     int stream_keepalive_ms;      /* stream_keepalive is queued after this long with nothing
@@ -207,8 +209,9 @@ int wsc_conn_send(wsc_conn *c, wsc_frame *f);
  * of it), unless something else (a reply, a control frame) makes the worker write sooner. */
 int wsc_conn_send_event(wsc_conn *c, wsc_frame *f);
 /* The oldest event this loop turn takes was handed to the worker at queued_us
- * (CLOCK_MONOTONIC microseconds, by another thread). One that has waited longer than
- * busy_hold_max_ms says the worker is behind, not merely busy: this turn's writes are then
+ * (CLOCK_MONOTONIC microseconds, by another thread). One that has waited longer than two of
+ * the busy rule's periods (a pass and its hold) and 5 ms says the worker is behind, not
+ * merely busy: this turn's writes are then
  * not held by the busy rule (a fixed write_delay_ms still applies), so a worker that fell
  * behind catches up at full speed. Worker thread; once per turn is enough. */
 void wsc_worker_event_age(wsc_worker *w, uint64_t queued_us);
