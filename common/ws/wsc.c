@@ -362,8 +362,8 @@ static uint64_t mono_us(void) { return clock_us(CLOCK_MONOTONIC); }
 /* busy_hold_max_ms: the first event queued since the last flush pass decides. The worker
  * is busy if it came while that pass was still recent - less than the pass's CPU time ago,
  * a pass of a millisecond or more (the loop's clock cannot wait for less). A busy worker's
- * next flush then waits until twice the pass's CPU time after it (at least
- * BUSY_HOLD_MIN_US, at most busy_hold_max_ms), so it writes at most about a third of the
+ * next flush then waits until three times the pass's CPU time after it (at least
+ * BUSY_HOLD_MIN_US, at most busy_hold_max_ms), so it writes at most about a quarter of the
  * time while the load lasts and the events arriving meanwhile share each connection's write -
  * if any are to be expected: at the pace of the last pass (its frames per write, over the
  * time since the pass before) at least one more per connection must come within the hold,
@@ -378,7 +378,7 @@ static void busy_hold_check(wsc_worker *w)
     if (!max_us || w->pass_us < 1000 || !w->period_us) return;
     uint64_t now = mono_us();
     if (now >= w->pass_end_us + w->pass_us) return; /* not busy: the pass is long over */
-    uint64_t hold = 2 * w->pass_us > BUSY_HOLD_MIN_US ? 2 * w->pass_us : BUSY_HOLD_MIN_US;
+    uint64_t hold = 3 * w->pass_us > BUSY_HOLD_MIN_US ? 3 * w->pass_us : BUSY_HOLD_MIN_US;
     if (hold > max_us) hold = max_us;
     if ((uint64_t)w->frames16 * hold < 16 * w->period_us) return; /* nothing to share */
     uint64_t until = w->pass_end_us + hold;
