@@ -153,7 +153,8 @@ struct wsc_worker {
      * worker's CPU time in it (not its wall time, which a preempted worker would see long
      * and take for load), its wall time, and the time from the pass before it to its end
      * (0: none before), in microseconds; frames16: the frames it carried per write, x16,
-     * counted in frames_queued since the pass before. hold_us: the busy rule's last hold.
+     * counted in frames_queued since the pass before. hold_us: the hold the busy rule made
+     * at its last check (0: none), for the "behind" bound.
      * busy_checked: this turn's first event was looked at (by the busy rule, or it set
      * write_delay_ms's hold_until); behind: wsc_worker_event_age found an event of this turn
      * late; passes_held: turns whose flush a busy hold put off, for the metric. */
@@ -374,6 +375,7 @@ static uint64_t mono_us(void) { return clock_us(CLOCK_MONOTONIC); }
 static void busy_hold_check(wsc_worker *w)
 {
     w->busy_checked = true;
+    w->hold_us = 0;
     uint64_t max_us = (uint64_t)w->s->cfg.busy_hold_max_ms * 1000;
     if (!max_us || w->pass_us < 1000 || !w->period_us) return;
     uint64_t now = mono_us();

@@ -155,9 +155,9 @@ typedef struct wsc_config {
     int busy_hold_max_ms;       /* write_delay_ms 0: while the worker is busy (an event came
                                  * within one flush pass's CPU time of the last pass's end,
                                  * and more are expected within the hold), events wait until
-                                 * three times its CPU time after that pass, at least 5 ms, at most
-                                 * this (0: off); an idle worker, or one behind, writes at
-                                 * once */
+                                 * three times its CPU time after that pass, at least 5 ms,
+                                 * at most this (0: off); an idle worker, or one behind,
+                                 * writes at once */
 
     /* Streams (wsc_handlers.stream) */
     int stream_keepalive_ms;      /* stream_keepalive is queued after this long with nothing

@@ -218,8 +218,8 @@ static const cfg_opt options[] = {
     {"EDGE_BUSY_HOLD_MAX_MS", CFG_INT, "100",
      "with EDGE_WRITE_DELAY_MS 0: while a worker is busy (events keep coming within one write "
      "pass's CPU time, often enough to share writes), its next pass waits three times "
-     "the last one's CPU time (at least 5 ms, at most this), so events share writes; an idle worker "
-     "writes at once. 0: off", 0, 0, 1000, &cfg.busy_hold_max_ms},
+     "the last one's CPU time (at least 5 ms, at most this), so events share writes; an idle "
+     "worker writes at once. 0: off", 0, 0, 1000, &cfg.busy_hold_max_ms},
     {"EDGE_DRAIN_TIMEOUT_MS", CFG_INT, "10000", "SIGTERM: close every connection within", 0, 0,
      600000, &cfg.drain_ms},
     {"EDGE_TOKEN_WARNING_S", CFG_INT, "30", "token_expiring this long before exp", 0, 1, 3600,

@@ -1,14 +1,15 @@
 """The edge's write path without a fixed delay (EDGE_WRITE_DELAY_MS 0): a worker that is busy
 (events keep coming within one flush pass's time of its last pass) holds its writes until
-EDGE_BUSY_HOLD_MAX_MS after that pass, so that the events arriving meanwhile share each
-connection's write; an idle worker writes at once.
+three times the pass's CPU time after it (at least 5 ms, at most EDGE_BUSY_HOLD_MAX_MS), so
+that the events arriving meanwhile share each connection's write; an idle worker writes at
+once.
 
 One worker and many subscribers of one topic, so that a pass over them is long enough to
 count. Nothing is judged by time: the checks are what every connection receives (complete,
 in order, once each), the edge's own counts (sc_edge_busy_holds_total: turns whose writes
 waited; sc_edge_writes_total: write system calls), and that an event published to an idle
-edge arrives while its worker made no hold at all. The hold (50 ms) is set well above what
-a pass takes here, and every wait for an event far above it (10 s and more), so a hold that
+edge arrives while its worker made no hold at all. The hold's bound (50 ms) is set well above
+what a pass takes here, and every wait for an event far above it (10 s and more), so a hold that
 ended late or never would show as a missing event, not as a slow one."""
 import json
 import socket
@@ -107,7 +108,8 @@ def test_a_busy_worker_holds_and_still_delivers_everything_in_order(st):
     passes last long enough for the busy rule, and it holds. A round in which the edge
     happened to take every event at once (no hold: nothing to judge about holding) is played
     again, at most 8 times. Whatever held, every connection has every event, in order, once,
-    and the holds ended by themselves (50 ms after a pass; every wait here is 10 s or more)."""
+    and the holds ended by themselves (at most 50 ms after a pass; every wait here is 10 s or
+    more)."""
     topic = "prices.busy"
     conns = _subscribers(st, topic, BUSY_SUBSCRIBERS)
     first = 0
