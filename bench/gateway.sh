@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # Gateway route overhead (bench/run.sh runs it for `make bench`): requests/s through wrk ->
 # gateway -> NATS -> a trivial service (tests/tools/echosvc), beside a bare NATS request/reply
-# loop (bench/reqbench) with the same concurrency. Each case runs RUNS times for SECONDS; the
-# median is reported. Everything on loopback, on this machine's cores (wrk, gateway,
+# loop (bench/reqbench) with the same concurrency, sending the request the gateway sends for
+# the route (its envelope as the payload, a request id and a traceparent as headers), so that
+# the service and nats-server do the same work on both sides and the ratio is the gateway's
+# own cost. A third row keeps the earlier baseline for comparison: reqbench's own 36-byte
+# payload without headers, which echosvc answers with less (issue 21's first figures). Each case runs RUNS times for SECONDS; the
+# median is reported. The public route and the bare loop run in PAIRS interleaved pairs (the
+# order alternating), and their ratio is the median of the pairs' ratios: a machine whose
+# load drifts over the minute the cases take moves both sides of a pair alike (run one after
+# the other, the two sides' medians gave ratios from 0.67 to 0.93 on the same code). Everything on loopback, on this machine's cores (wrk, gateway,
 # nats-server and the service share them). Prints a Markdown table on stdout, then the
 # concurrency figures of bench/gateway_goals.py (idle keep-alive connections, slowloris heads,
 # 1,000 requests in flight to a 1 s service), also written to $BENCH_OUT/gateway-goals.json.
 #
-#   bench/gateway.sh        BENCH_SECONDS=10 RUNS=3 CONC=32 BENCH_OUT=build/bench-run
+#   bench/gateway.sh        BENCH_SECONDS=10 RUNS=3 PAIRS=5 CONC=32 BENCH_OUT=build/bench-run
 #                           GATEWAY_BIN=path (another build, for an A/B) GOALS=0 (skip them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +23,7 @@ GATEWAY_BIN=${GATEWAY_BIN:-$BUILD/gateway} # another binary, for an A/B of two b
 GOALS=${GOALS:-1}                          # 0: skip the concurrency cases (gateway_goals.py)
 SECONDS_PER=${BENCH_SECONDS:-10}
 RUNS=${RUNS:-3}
+PAIRS=${PAIRS:-5} # interleaved bare/public-route pairs for the ratio
 CONC=${CONC:-32}
 DIR=${BENCH_OUT:-$BUILD/bench-run}/gateway
 rm -rf "$DIR"; mkdir -p "$DIR"
@@ -53,42 +61,81 @@ curl -fsS "$GW/api/bench" >/dev/null
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
+wrk_run() { # NAME PATH [HEADER]: one wrk run; sets RUN_RPS RUN_P50
+  local name=$1 path=$2 hdr=${3:-} out
+  if [ -n "$hdr" ]; then
+    out=$(wrk -t2 -c"$CONC" -d"${SECONDS_PER}s" --latency -H "$hdr" "$GW$path")
+  else
+    out=$(wrk -t2 -c"$CONC" -d"${SECONDS_PER}s" --latency "$GW$path")
+  fi
+  if echo "$out" | grep -q "Non-2xx"; then echo "bench: $name returned errors:" >&2; echo "$out" >&2; exit 1; fi
+  RUN_RPS=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  RUN_P50=$(echo "$out" | awk '$1=="50%" {print $2}')
+}
+# what the gateway sends for GET /api/bench (services/gateway/proxy.c; echosvc echoes it)
+ENVELOPE='{"method":"GET","path":"/api/bench","params":{},"query":{},"body":null}'
+bare_run() { # [small]: one reqbench run (the route's request, or reqbench's own); sets RUN_RPS RUN_P50
+  local out
+  if [ "${1:-}" = small ]; then
+    out=$("$BUILD/bench/reqbench" "$NATS_URL" svc.bench.echo "$CONC" "$SECONDS_PER")
+  else
+    out=$("$BUILD/bench/reqbench" "$NATS_URL" svc.bench.echo "$CONC" "$SECONDS_PER" "$ENVELOPE" headers)
+  fi
+  RUN_RPS=$(echo "$out" | sed -E 's/.*rps=([0-9]+).*/\1/')
+  RUN_P50=$(echo "$out" | sed -E 's/.*p50_ms=([0-9.]+).*/\1/')
+}
+row() { # NAME PATH RPS P50 RATIO
+  printf '| %s | %s | %.0f | %s | %.2f |\n' "$1" "$2" "$3" "$4" "$5"
+}
 wrk_case() { # NAME PATH [HEADER]
   local name=$1 path=$2 hdr=${3:-} rps=() lat=()
   for _ in $(seq 1 "$RUNS"); do
-    local out
-    if [ -n "$hdr" ]; then
-      out=$(wrk -t2 -c"$CONC" -d"${SECONDS_PER}s" --latency -H "$hdr" "$GW$path")
-    else
-      out=$(wrk -t2 -c"$CONC" -d"${SECONDS_PER}s" --latency "$GW$path")
-    fi
-    if echo "$out" | grep -q "Non-2xx"; then echo "bench: $name returned errors:" >&2; echo "$out" >&2; exit 1; fi
-    rps+=("$(echo "$out" | awk '/Requests\/sec/ {print $2}')")
-    lat+=("$(echo "$out" | awk '$1=="50%" {print $2}')")
+    wrk_run "$name" "$path" "$hdr"
+    rps+=("$RUN_RPS"); lat+=("$RUN_P50")
   done
   local m; m=$(printf '%s\n' "${rps[@]}" | median)
-  LAST_RPS=$m
-  printf '| %s | %s | %.0f | %s | %.2f |\n' "$name" "$path" "$m" \
-    "$(printf '%s\n' "${lat[@]}" | sort | sed -n "$(( (RUNS+1)/2 ))p")" \
+  row "$name" "$path" "$m" "$(printf '%s\n' "${lat[@]}" | sort | sed -n "$(( (RUNS+1)/2 ))p")" \
     "$(awk -v a="$m" -v b="$BASE" 'BEGIN {print (b > 0 ? a / b : 0)}')"
 }
 
-echo "$(date -u +%F), $(nproc) cores, $CONC concurrent, ${SECONDS_PER}s × $RUNS runs (median):"
+echo "$(date -u +%F), $(nproc) cores, $CONC concurrent, ${SECONDS_PER}s each; bare NATS and" \
+  "the public route in $PAIRS interleaved pairs (ratio: the pairs' median), the rest" \
+  "$RUNS runs (median):"
 echo
 echo "| case | path | requests/s | p50 latency | vs bare NATS |"
 echo "|---|---|---|---|---|"
-base=()
-blat=()
-for _ in $(seq 1 "$RUNS"); do
-  out=$("$BUILD/bench/reqbench" "$NATS_URL" svc.bench.echo "$CONC" "$SECONDS_PER")
-  base+=("$(echo "$out" | sed -E 's/.*rps=([0-9]+).*/\1/')")
-  blat+=("$(echo "$out" | sed -E 's/.*p50_ms=([0-9.]+).*/\1/')")
+# a short warm-up of both sides first (the first bare run of a fresh nats-server and echosvc
+# came out ~25% below the rest, which made the first pair an outlier)
+SECONDS_PER=1 bare_run; SECONDS_PER=1 wrk_run "gateway, public route" /api/bench
+base=(); blat=(); pub=(); plat=(); pairs=()
+for i in $(seq 1 "$PAIRS"); do
+  if [ $((i % 2)) = 1 ]; then
+    bare_run; b=$RUN_RPS; blat+=("$RUN_P50")
+    wrk_run "gateway, public route" /api/bench; p=$RUN_RPS; plat+=("$RUN_P50")
+  else
+    wrk_run "gateway, public route" /api/bench; p=$RUN_RPS; plat+=("$RUN_P50")
+    bare_run; b=$RUN_RPS; blat+=("$RUN_P50")
+  fi
+  base+=("$b"); pub+=("$p")
+  pairs+=("$(awk -v a="$p" -v b="$b" 'BEGIN {printf "%.3f", (b > 0 ? a / b : 0)}')")
+  echo "bench: gateway pair $i: bare NATS $b, public route $p requests/s (${pairs[-1]})" >&2
 done
 BASE=$(printf '%s\n' "${base[@]}" | median)
-printf '| bare NATS request/reply (reqbench) | svc.bench.echo | %.0f | %sms | 1.00 |\n' \
-  "$BASE" "$(printf '%s\n' "${blat[@]}" | sort -n | sed -n "$(( (RUNS+1)/2 ))p")"
-wrk_case "gateway, public route" /api/bench
-PUBLIC_RPS=$LAST_RPS
+PUBLIC_RPS=$(printf '%s\n' "${pub[@]}" | median)
+RATIO=$(printf '%s\n' "${pairs[@]}" | median)
+mid=$(( (PAIRS + 1) / 2 ))
+row "bare NATS request/reply (reqbench), the route's request" svc.bench.echo "$BASE" \
+  "$(printf '%s\n' "${blat[@]}" | sort -n | sed -n "${mid}p")ms" 1
+row "gateway, public route" /api/bench "$PUBLIC_RPS" \
+  "$(printf '%s\n' "${plat[@]}" | sort | sed -n "${mid}p")" "$RATIO"
+small=(); slat=()
+for _ in $(seq 1 "$RUNS"); do
+  bare_run small; small+=("$RUN_RPS"); slat+=("$RUN_P50")
+done
+SMALL=$(printf '%s\n' "${small[@]}" | median)
+row "bare NATS, reqbench's own 36-byte request without headers" svc.bench.echo "$SMALL" \
+  "$(printf '%s\n' "${slat[@]}" | sort -n | sed -n "$(( (RUNS+1)/2 ))p")ms" \
+  "$(awk -v a="$SMALL" -v b="$BASE" 'BEGIN {print (b > 0 ? a / b : 0)}')"
 wrk_case "gateway, bearer route (ES256 verify)" /api/bench/auth "Authorization: Bearer $TOKEN"
 wrk_case "gateway, parallel composition (2 calls)" /api/bench/parallel
 wrk_case "gateway, sequence composition (2 calls)" /api/bench/sequence
@@ -99,7 +146,7 @@ wrk_case "gateway, sequence composition (2 calls)" /api/bench/sequence
 if [ "$GOALS" = 1 ]; then
   OUT=${BENCH_OUT:-$BUILD/bench-run}/gateway-goals.json
   timeout 300 python3 bench/gateway_goals.py --port "$GW_PORT" --pid "$GW_PID" \
-    --public-rps "$PUBLIC_RPS" --bare-rps "$BASE" --out "$OUT" >"$DIR/goals.log" 2>&1 \
+    --public-rps "$PUBLIC_RPS" --bare-rps "$BASE" --pair-ratios "${pairs[*]}" --small-bare-rps "$SMALL" --out "$OUT" >"$DIR/goals.log" 2>&1 \
     || { echo "bench: gateway_goals.py failed:" >&2; tail -20 "$DIR/goals.log" >&2; exit 1; }
   python3 - "$OUT" <<'PY'
 import json, sys

@@ -3,8 +3,12 @@
 it started (routes from bench/routes.json, echosvc answering svc.bench.echo and, after one
 second, svc.bench.delay). Each case is bounded in time. Writes one JSON document:
 
-  route_vs_nats    public route requests/s over bare NATS request/reply (reqbench), same
-                   concurrency: {public_rps, bare_nats_rps, ratio, goal}
+  route_vs_nats    public route requests/s over bare NATS request/reply (reqbench sending the
+                   route's request: its envelope and headers), same concurrency, from
+                   interleaved pairs of runs: {public_rps, bare_nats_rps (medians of the
+                   pairs' sides), ratio (the median of the pairs' ratios), pair_ratios,
+                   small_bare_rps (reqbench's own 36-byte request without headers, the
+                   earlier baseline), ratio_vs_small, goal}
   idle             N keep-alive connections opened, each with one answered request, then
                    left idle: {opened, held (answered, and counted open by the gateway's
                    sc_gateway_connections once all are opened), open_s (time to open them:
@@ -228,6 +232,8 @@ def main():
     ap.add_argument("--pid", type=int, required=True)
     ap.add_argument("--public-rps", type=float, default=0)
     ap.add_argument("--bare-rps", type=float, default=0)
+    ap.add_argument("--pair-ratios", default="", help="route/bare of each interleaved pair")
+    ap.add_argument("--small-bare-rps", type=float, default=0)
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--heads", type=int, default=3000)
     ap.add_argument("--inflight", type=int, default=1000)
@@ -235,8 +241,16 @@ def main():
     a = ap.parse_args()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    pairs = [float(x) for x in a.pair_ratios.split()]
+    if pairs:
+        ratio = round(statistics.median(pairs), 3)
+    else:
+        ratio = round(a.public_rps / a.bare_rps, 3) if a.bare_rps else None
     doc = {"route_vs_nats": {"public_rps": a.public_rps, "bare_nats_rps": a.bare_rps,
-                             "ratio": round(a.public_rps / a.bare_rps, 3) if a.bare_rps else None,
+                             "ratio": ratio, "pair_ratios": pairs,
+                             "small_bare_rps": a.small_bare_rps,
+                             "ratio_vs_small": (round(a.public_rps / a.small_bare_rps, 3)
+                                                if a.small_bare_rps else None),
                              "goal": 0.9}}
     doc["idle"] = idle_case(a.port, a.pid, min(a.idle, hard - 1000))
     doc["slowloris"] = slowloris_case(a.port, a.heads, 3, 2.0)

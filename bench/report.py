@@ -497,9 +497,16 @@ def goals_table(out, runs, ratios, conn):
     if gw:
         rv = gw.get("route_vs_nats") or {}
         rr = rv.get("ratio")
-        g.append("| gateway public route / bare NATS request-reply, throughput | %s (%s against "
-                 "%s requests/s) | ≥ 0.90 | %s |" % (
-                     fr(rr), fmt(rv.get("public_rps")), fmt(rv.get("bare_nats_rps")),
+        pr = rv.get("pair_ratios") or []
+        spread = (", the median of %d interleaved pairs, %s–%s" % (
+            len(pr), fr(min(pr)), fr(max(pr)))) if pr else ""
+        if rv.get("ratio_vs_small"):
+            spread += ("; against reqbench's own smaller request without headers, the earlier "
+                       "baseline: %s" % fr(rv.get("ratio_vs_small")))
+        g.append("| gateway public route / bare NATS request-reply of the same request, "
+                 "throughput | %s (%s against "
+                 "%s requests/s%s) | ≥ 0.90 | %s |" % (
+                     fr(rr), fmt(rv.get("public_rps")), fmt(rv.get("bare_nats_rps")), spread,
                      yn(None if rr is None else rr >= 0.9)))
         idle = gw.get("idle") or {}
         held, want = idle.get("held"), idle.get("goal_conns", 10000)
