@@ -315,7 +315,8 @@ run_connect() { # TARGET RUN N TOKENS(distinct|one|-) [tls|tls-resumed]
 }
 
 echo "bench: edge suite: targets [$TARGETS], idle [$IDLE_SIZES], fanout [$FANOUT_CASES]" \
-     "${FSECS}s (at least $MIN_EVENTS events), connect $CONNECT_CONNS (distinct tokens $CONNECT_DISTINCT);" \
+     "${FSECS}s (at least $MIN_EVENTS events)," \
+     "connect $CONNECT_CONNS (distinct tokens $CONNECT_DISTINCT);" \
      "TLS for [$TLS_TARGETS]: idle [$TLS_IDLE_SIZES], fanout [$TLS_FANOUT_CASES]," \
      "connect $TLS_CONNECT_CONNS; $RUNS run(s)" >&2
 CUR_TARGET=""

@@ -5,14 +5,16 @@
 # the route (its envelope as the payload, a request id and a traceparent as headers), so that
 # the service and nats-server do the same work on both sides and the ratio is the gateway's
 # own cost. A third row keeps the earlier baseline for comparison: reqbench's own 36-byte
-# payload without headers, which echosvc answers with less (issue 21's first figures). Each case runs RUNS times for SECONDS; the
-# median is reported. The public route and the bare loop run in PAIRS interleaved pairs (the
-# order alternating), and their ratio is the median of the pairs' ratios: a machine whose
-# load drifts over the minute the cases take moves both sides of a pair alike (run one after
-# the other, the two sides' medians gave ratios from 0.67 to 0.93 on the same code). Everything on loopback, on this machine's cores (wrk, gateway,
-# nats-server and the service share them). Prints a Markdown table on stdout, then the
-# concurrency figures of bench/gateway_goals.py (idle keep-alive connections, slowloris heads,
-# 1,000 requests in flight to a 1 s service), also written to $BENCH_OUT/gateway-goals.json.
+# payload without headers, which echosvc answers with less (issue 21's first figures).
+# Each case runs RUNS times for SECONDS; the median is reported. The public route and the
+# bare loop run in PAIRS interleaved pairs (the order alternating), and their ratio is the
+# median of the pairs' ratios: a machine whose load drifts over the minute the cases take
+# moves both sides of a pair alike (run one after the other, the two sides' medians gave
+# ratios from 0.67 to 0.93 on the same code). Everything on loopback, on this machine's
+# cores (wrk, gateway, nats-server and the service share them). Prints a Markdown table on
+# stdout, then the concurrency figures of bench/gateway_goals.py (idle keep-alive
+# connections, slowloris heads, 1,000 requests in flight to a 1 s service), also written to
+# $BENCH_OUT/gateway-goals.json.
 #
 #   bench/gateway.sh        BENCH_SECONDS=10 RUNS=3 PAIRS=5 CONC=32 BENCH_OUT=build/bench-run
 #                           GATEWAY_BIN=path (another build, for an A/B) GOALS=0 (skip them)
@@ -74,12 +76,13 @@ wrk_run() { # NAME PATH [HEADER]: one wrk run; sets RUN_RPS RUN_P50
 }
 # what the gateway sends for GET /api/bench (services/gateway/proxy.c; echosvc echoes it)
 ENVELOPE='{"method":"GET","path":"/api/bench","params":{},"query":{},"body":null}'
-bare_run() { # [small]: one reqbench run (the route's request, or reqbench's own); sets RUN_RPS RUN_P50
+bare_run() { # [small]: one reqbench run (the route's request, or reqbench's own 36 bytes)
   local out
   if [ "${1:-}" = small ]; then
     out=$("$BUILD/bench/reqbench" "$NATS_URL" svc.bench.echo "$CONC" "$SECONDS_PER")
   else
-    out=$("$BUILD/bench/reqbench" "$NATS_URL" svc.bench.echo "$CONC" "$SECONDS_PER" "$ENVELOPE" headers)
+    out=$("$BUILD/bench/reqbench" "$NATS_URL" svc.bench.echo "$CONC" "$SECONDS_PER" \
+      "$ENVELOPE" headers)
   fi
   RUN_RPS=$(echo "$out" | sed -E 's/.*rps=([0-9]+).*/\1/')
   RUN_P50=$(echo "$out" | sed -E 's/.*p50_ms=([0-9.]+).*/\1/')
@@ -146,7 +149,8 @@ wrk_case "gateway, sequence composition (2 calls)" /api/bench/sequence
 if [ "$GOALS" = 1 ]; then
   OUT=${BENCH_OUT:-$BUILD/bench-run}/gateway-goals.json
   timeout 300 python3 bench/gateway_goals.py --port "$GW_PORT" --pid "$GW_PID" \
-    --public-rps "$PUBLIC_RPS" --bare-rps "$BASE" --pair-ratios "${pairs[*]}" --small-bare-rps "$SMALL" --out "$OUT" >"$DIR/goals.log" 2>&1 \
+    --public-rps "$PUBLIC_RPS" --bare-rps "$BASE" --pair-ratios "${pairs[*]}" \
+    --small-bare-rps "$SMALL" --out "$OUT" >"$DIR/goals.log" 2>&1 \
     || { echo "bench: gateway_goals.py failed:" >&2; tail -20 "$DIR/goals.log" >&2; exit 1; }
   python3 - "$OUT" <<'PY'
 import json, sys
